@@ -1,0 +1,5 @@
+"""`python -m apex` runs the CLI."""
+
+from apex.cli import main
+
+main()

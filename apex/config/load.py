@@ -1,0 +1,273 @@
+"""Read, decode and check a config file; every problem is one ConfigError naming its JSON path.
+
+Order: JSON syntax -> ``${VAR}`` substitution (a missing variable names the variable and
+the key holding it) -> strict typed decode (unknown keys, wrong types, unknown enum
+values) -> cross-field checks (duplicates, dangling references, globs, weights, listen
+address, anonymous auth). This runs once per load; nothing here is on the request path.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Final
+from urllib.parse import urlsplit
+
+import msgspec
+
+from apex.config.model import Config
+from apex.errors import ConfigError
+from apex.glob import GlobError, compile_glob
+
+__all__ = ["load_config", "load_config_bytes", "parse_listen", "is_loopback", "KEYLESS_PROVIDERS"]
+
+KEYLESS_PROVIDERS: Final = frozenset({"ollama", "openai_compatible", "mock"})
+_VAR: Final = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_MSGSPEC_AT: Final = re.compile(r"^(?P<msg>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)
+_RESERVED_PATHS: Final = frozenset(
+    {"/v1/chat/completions", "/v1/responses", "/v1/embeddings", "/v1/models", "/v1/messages",
+     "/v1/messages/count_tokens", "/health"}
+)
+
+
+def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Config:
+    """Load and validate the config file at ``path``; raise ConfigError."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {os.fspath(path)!r}: {exc.strerror}") from exc
+    return load_config_bytes(data, env)
+
+
+def load_config_bytes(
+    data: bytes, env: Mapping[str, str] | None = None, *, strict_env: bool = True
+) -> Config:
+    """Validate config ``data``; ``strict_env=False`` leaves unset ``${VAR}`` in place (CLI edits)."""
+    try:
+        raw = msgspec.json.decode(data)
+    except msgspec.DecodeError as exc:
+        raise ConfigError(f"invalid JSON: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError("the config file must hold a JSON object")
+    raw = _substitute(raw, os.environ if env is None else env, "", strict_env)
+    try:
+        config = msgspec.convert(raw, Config)
+    except msgspec.ValidationError as exc:
+        raise _from_validation_error(exc) from exc
+    check_config(config)
+    return config
+
+
+def _join(path: str, key: str | int) -> str:
+    if isinstance(key, int):
+        return f"{path}[{key}]"
+    return f"{path}.{key}" if path else key
+
+
+def _substitute(value: object, env: Mapping[str, str], path: str, strict: bool) -> object:
+    if isinstance(value, str):
+        if "${" not in value:
+            return value
+
+        def repl(m: re.Match[str]) -> str:
+            name = m.group(1)
+            if name in env:
+                return env[name]
+            if strict:
+                raise ConfigError(f"environment variable {name} is not set", path=path)
+            return m.group(0)
+
+        return _VAR.sub(repl, value)
+    if isinstance(value, dict):
+        return {k: _substitute(v, env, _join(path, k), strict) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_substitute(v, env, _join(path, i), strict) for i, v in enumerate(value)]
+    return value
+
+
+def _from_validation_error(exc: msgspec.ValidationError) -> ConfigError:
+    m = _MSGSPEC_AT.match(str(exc))
+    assert m is not None  # the pattern matches any string
+    msg, path = m.group("msg"), (m.group("path") or "").lstrip(".")
+    if (u := re.match(r"Object contains unknown field `(.*)`", msg)) is not None:
+        return ConfigError("unknown key", path=_join(path, u.group(1)))
+    if (r := re.match(r"Object missing required field `(.*)`", msg)) is not None:
+        return ConfigError("required key is missing", path=_join(path, r.group(1)))
+    if (e := re.match(r"Invalid enum value (.*)", msg)) is not None:
+        value = e.group(1).strip("'")
+        return ConfigError(f'unknown value "{value}"', path=path)
+    if (t := re.match(r"Expected `(.*)`, got `(.*)`", msg)) is not None:
+        return ConfigError(f"expected {t.group(1)}, got {t.group(2)}", path=path)
+    return ConfigError(msg[:1].lower() + msg[1:], path=path)
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    """Split ``host:port`` (IPv6 as ``[::1]:8080``); raise ValueError when malformed."""
+    if listen.startswith("["):
+        host, sep, port = listen[1:].partition("]:")
+        if not sep:
+            raise ValueError("an IPv6 listen address is written [::1]:8080")
+    else:
+        host, sep, port = listen.rpartition(":")
+        if not sep or ":" in host:
+            raise ValueError("expected host:port")
+    if not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"bad port {port!r}")
+    if not host:
+        raise ValueError("missing host")
+    return host, int(port)
+
+
+def is_loopback(host: str) -> bool:
+    """True for 127.0.0.0/8, ::1 and localhost."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_url(url: str | None, path: str) -> None:
+    if url is None:
+        return
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigError(f'expected an http(s) URL, got "{url}"', path=path)
+
+
+def _check_glob(pattern: str, path: str) -> None:
+    try:
+        compile_glob(pattern)
+    except GlobError as exc:
+        raise ConfigError(f"bad glob: {exc}", path=path) from exc
+
+
+def _positive(value: int | float | None, path: str, *, zero_ok: bool = False) -> None:
+    if value is None:
+        return
+    if value < 0 or (value == 0 and not zero_ok):
+        raise ConfigError(f"must be {'>= 0' if zero_ok else 'positive'}, got {value}", path=path)
+
+
+def check_config(config: Config) -> None:
+    """Cross-field rules the types cannot express; raise ConfigError naming the path."""
+    g = config.global_
+    try:
+        host, _ = parse_listen(g.listen)
+    except ValueError as exc:
+        raise ConfigError(f"bad listen address {g.listen!r}: {exc}", path="global.listen") from exc
+    if g.auth.anonymous and not is_loopback(host):
+        raise ConfigError(
+            f"anonymous auth is only allowed on a loopback listen address, not {host!r}",
+            path="global.auth.anonymous",
+        )
+    for field in ("connect_ms", "request_ms", "first_byte_ms", "stream_idle_ms"):
+        _positive(getattr(g.timeouts, field), f"global.timeouts.{field}")
+    _positive(g.retries.max_attempts, "global.retries.max_attempts")
+    _positive(g.retries.backoff_ms, "global.retries.backoff_ms", zero_ok=True)
+    _positive(g.retries.max_backoff_ms, "global.retries.max_backoff_ms", zero_ok=True)
+    for i, status in enumerate(g.retries.retry_on_status):
+        if not 100 <= status <= 599:
+            raise ConfigError(f"not an HTTP status: {status}", path=f"global.retries.retry_on_status[{i}]")
+    _positive(g.health.failure_threshold, "global.health.failure_threshold")
+    _positive(g.health.cooldown_ms, "global.health.cooldown_ms", zero_ok=True)
+    _positive(g.max_body_bytes, "global.max_body_bytes")
+    _positive(g.shutdown_grace_ms, "global.shutdown_grace_ms", zero_ok=True)
+    if g.rate_limit_store.type == "redis" and not g.rate_limit_store.url:
+        raise ConfigError("a redis store needs a url", path="global.rate_limit_store.url")
+    if not config.metrics.path.startswith("/") or config.metrics.path in _RESERVED_PATHS:
+        raise ConfigError(f'"{config.metrics.path}" cannot be the metrics path', path="metrics.path")
+
+    # Every presented key must select exactly one principal.
+    key_owner: dict[str, str] = {}
+
+    def claim(key: str | None, path: str) -> None:
+        if key is None:
+            return
+        if not key:
+            raise ConfigError("must not be empty", path=path)
+        if key in key_owner:
+            raise ConfigError(f"the same key is already used at {key_owner[key]}", path=path)
+        key_owner[key] = path
+
+    for i, key in enumerate(g.auth.keys):
+        claim(key, f"global.auth.keys[{i}]")
+
+    channels: dict[str, int] = {}
+    for i, ch in enumerate(config.channels):
+        p = f"channels[{i}]"
+        if not ch.name:
+            raise ConfigError("must not be empty", path=f"{p}.name")
+        if ch.name in channels:
+            raise ConfigError(f'duplicate channel name "{ch.name}"', path=f"{p}.name")
+        channels[ch.name] = i
+        if ch.provider_type not in KEYLESS_PROVIDERS and not ch.api_key:
+            raise ConfigError(f"required for provider_type {ch.provider_type}", path=f"{p}.api_key")
+        _check_url(ch.base_url, f"{p}.base_url")
+        _check_url(ch.anthropic_base_url, f"{p}.anthropic_base_url")
+        for name in ch.headers:
+            if not name or any(c in name for c in " :\r\n"):
+                raise ConfigError(f'bad header name "{name}"', path=f"{p}.headers")
+        for j, pattern in enumerate(ch.model_map):
+            _check_glob(pattern, f"{p}.model_map.{pattern}")
+        for j, pattern in enumerate(ch.models or ()):
+            _check_glob(pattern, f"{p}.models[{j}]")
+        if ch.timeouts is not None:
+            for field in ("connect_ms", "request_ms", "first_byte_ms", "stream_idle_ms"):
+                _positive(getattr(ch.timeouts, field), f"{p}.timeouts.{field}")
+        _positive(ch.latency_ms, f"{p}.latency_ms", zero_ok=True)
+        _positive(ch.tokens_per_s, f"{p}.tokens_per_s")
+
+    def check_refs(refs: tuple[object, ...], path: str) -> None:
+        for j, ref in enumerate(refs):
+            name = getattr(ref, "name")
+            if name not in channels:
+                raise ConfigError(f'unknown channel "{name}"', path=f"{path}[{j}].name")
+            _positive(getattr(ref, "weight"), f"{path}[{j}].weight")
+
+    routers: set[str] = set()
+    for i, router in enumerate(config.routers):
+        p = f"routers[{i}]"
+        if not router.name:
+            raise ConfigError("must not be empty", path=f"{p}.name")
+        if router.name in routers:
+            raise ConfigError(f'duplicate router name "{router.name}"', path=f"{p}.name")
+        routers.add(router.name)
+        claim(router.vkey, f"{p}.vkey")
+        check_refs(router.channels, f"{p}.channels")
+        for j, rule in enumerate(router.rules):
+            rp = f"{p}.rules[{j}]"
+            models = (rule.match.model,) if isinstance(rule.match.model, str) else rule.match.model
+            if not models:
+                raise ConfigError("needs at least one pattern", path=f"{rp}.match.model")
+            for k, pattern in enumerate(models):
+                _check_glob(pattern, f"{rp}.match.model" + ("" if isinstance(rule.match.model, str) else f"[{k}]"))
+            if not rule.channels:
+                raise ConfigError("a rule needs at least one channel", path=f"{rp}.channels")
+            check_refs(rule.channels, f"{rp}.channels")
+            for k, name in enumerate(rule.fallback):
+                if name not in channels:
+                    raise ConfigError(f'unknown channel "{name}"', path=f"{rp}.fallback[{k}]")
+
+    teams: set[str] = set()
+    for i, team in enumerate(config.teams):
+        p = f"teams[{i}]"
+        if not team.id:
+            raise ConfigError("must not be empty", path=f"{p}.id")
+        if team.id in teams:
+            raise ConfigError(f'duplicate team id "{team.id}"', path=f"{p}.id")
+        teams.add(team.id)
+        claim(team.api_key, f"{p}.api_key")
+        pol = team.policy
+        for j, name in enumerate(pol.allowed_routers or ()):
+            if name not in routers:
+                raise ConfigError(f'unknown router "{name}"', path=f"{p}.policy.allowed_routers[{j}]")
+        for j, pattern in enumerate(pol.allowed_models or ()):
+            _check_glob(pattern, f"{p}.policy.allowed_models[{j}]")
+        if pol.rate_limit is not None:
+            _positive(pol.rate_limit.rpm, f"{p}.policy.rate_limit.rpm")
+            _positive(pol.rate_limit.tpm, f"{p}.policy.rate_limit.tpm")

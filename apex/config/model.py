@@ -1,0 +1,188 @@
+"""Frozen msgspec Structs mirroring the JSON config file (spec section 2).
+
+Decoding is strict: an unknown key anywhere is an error. These types say what the file
+may contain and its defaults; cross-field rules (references, duplicates, globs) live in
+``apex.config.load``. Nothing here is read per request: the Snapshot compiles it first.
+"""
+
+from __future__ import annotations
+
+from typing import Final, Literal
+
+import msgspec
+
+__all__ = [
+    "AuthConfig",
+    "Channel",
+    "ChannelHealth",
+    "ChannelRef",
+    "ChannelTimeouts",
+    "Config",
+    "GlobalConfig",
+    "LoggingConfig",
+    "Match",
+    "MetricsConfig",
+    "PROVIDER_TYPES",
+    "Policy",
+    "ProviderType",
+    "RateLimit",
+    "RateLimitStore",
+    "Retries",
+    "Router",
+    "Rule",
+    "Strategy",
+    "Team",
+    "Timeouts",
+]
+
+ProviderType = Literal[
+    "openai",
+    "anthropic",
+    "gemini",
+    "deepseek",
+    "moonshot",
+    "minimax",
+    "ollama",
+    "jina",
+    "openrouter",
+    "groq",
+    "openai_compatible",
+    "mock",
+]
+PROVIDER_TYPES: Final[tuple[str, ...]] = ProviderType.__args__  # type: ignore[attr-defined]  # Literal keeps its members in __args__
+Strategy = Literal["round_robin", "random", "priority"]
+
+
+class _Base(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True, omit_defaults=True):
+    """Strict, immutable, keyword-only; encodes without default-valued fields."""
+
+
+class AuthConfig(_Base):
+    keys: tuple[str, ...] = ()
+    anonymous: bool = False
+
+
+class Timeouts(_Base):
+    connect_ms: int = 5000
+    request_ms: int = 600_000
+    first_byte_ms: int = 120_000
+    stream_idle_ms: int = 120_000
+
+
+class ChannelTimeouts(_Base):
+    """Per-channel overrides; an absent field takes the global value."""
+
+    connect_ms: int | None = None
+    request_ms: int | None = None
+    first_byte_ms: int | None = None
+    stream_idle_ms: int | None = None
+
+
+class Retries(_Base):
+    max_attempts: int = 3
+    backoff_ms: int = 200
+    max_backoff_ms: int = 5000
+    retry_on_status: tuple[int, ...] = (429, 500, 502, 503, 504)
+
+
+class ChannelHealth(_Base):
+    """Circuit breaker: ``failure_threshold`` failures in a row cool a channel down."""
+
+    failure_threshold: int = 5
+    cooldown_ms: int = 30_000
+
+
+class RateLimitStore(_Base):
+    type: Literal["memory", "redis"] = "memory"
+    url: str | None = None
+    fail_mode: Literal["open", "closed"] = "open"
+    key_prefix: str = "apex:rl:"
+
+
+class GlobalConfig(_Base):
+    listen: str = "127.0.0.1:8080"
+    auth: AuthConfig = AuthConfig()
+    timeouts: Timeouts = Timeouts()
+    retries: Retries = Retries()
+    health: ChannelHealth = ChannelHealth()
+    max_body_bytes: int = 32 * 1024 * 1024
+    shutdown_grace_ms: int = 10_000
+    rate_limit_store: RateLimitStore = RateLimitStore()
+
+
+class LoggingConfig(_Base):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["json", "pretty"] = "json"
+    file: str | None = None
+    access_log: bool = True
+
+
+class MetricsConfig(_Base):
+    enabled: bool = True
+    path: str = "/metrics"
+
+
+class Channel(_Base):
+    name: str
+    provider_type: ProviderType
+    base_url: str | None = None
+    anthropic_base_url: str | None = None
+    api_key: str | None = None
+    headers: dict[str, str] = msgspec.field(default_factory=dict)
+    model_map: dict[str, str] = msgspec.field(default_factory=dict)
+    models: tuple[str, ...] | None = None
+    timeouts: ChannelTimeouts | None = None
+    # mock provider only
+    latency_ms: int = 0
+    tokens_per_s: float | None = None
+    response_text: str | None = None
+
+
+class ChannelRef(_Base):
+    name: str
+    weight: int = 1
+
+
+class Match(_Base):
+    model: str | tuple[str, ...]
+
+
+class Rule(_Base):
+    match: Match
+    channels: tuple[ChannelRef, ...]
+    strategy: Strategy = "round_robin"
+    fallback: tuple[str, ...] = ()
+
+
+class Router(_Base):
+    name: str
+    vkey: str | None = None
+    rules: tuple[Rule, ...] = ()
+    channels: tuple[ChannelRef, ...] = ()
+    strategy: Strategy = "round_robin"
+
+
+class RateLimit(_Base):
+    rpm: int | None = None
+    tpm: int | None = None
+
+
+class Policy(_Base):
+    allowed_routers: tuple[str, ...] | None = None
+    allowed_models: tuple[str, ...] | None = None
+    rate_limit: RateLimit | None = None
+
+
+class Team(_Base):
+    id: str
+    api_key: str
+    policy: Policy = Policy()
+
+
+class Config(_Base):
+    global_: GlobalConfig = msgspec.field(default_factory=GlobalConfig, name="global")
+    logging: LoggingConfig = LoggingConfig()
+    metrics: MetricsConfig = MetricsConfig()
+    channels: tuple[Channel, ...] = ()
+    routers: tuple[Router, ...] = ()
+    teams: tuple[Team, ...] = ()

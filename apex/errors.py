@@ -1,0 +1,221 @@
+"""The single Apex error tree. Every failure Apex reports is one of these.
+
+Each class knows its HTTP ``status``, a stable ``kind`` string (what renderers map to a
+wire ``type``) and whether a failed upstream attempt that raised it may be retried on
+another channel. Renderers in ``apex.server.responses`` turn an instance into the
+client's dialect; nothing here knows about wire formats or aiohttp.
+
+    ApexError
+    ├── ClientError                    the client's request is at fault (never retried)
+    │   ├── InvalidRequest             400 invalid_request
+    │   ├── AuthenticationFailed       401 authentication
+    │   ├── PermissionDenied           403 permission
+    │   ├── NotFound                   404 not_found
+    │   ├── RequestTooLarge            413 request_too_large
+    │   └── RateLimited                429 rate_limit
+    ├── UpstreamError                  an upstream attempt failed
+    │   ├── UpstreamStatus             the upstream answered non-2xx (keeps status and body)
+    │   ├── UpstreamConnectionError    502 connect refused / reset
+    │   ├── UpstreamMalformed          502 not the JSON or SSE the protocol promises
+    │   └── UpstreamTimeout            504 connect / first byte / request / idle timeout
+    ├── NoRouteAvailable               503 every channel is cooling down
+    ├── InternalError                  500 a bug in Apex (rendered by the catch-all)
+    └── ConfigError                    a config file is invalid; never reaches clients
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+__all__ = [
+    "ApexError",
+    "AuthenticationFailed",
+    "ClientError",
+    "ConfigError",
+    "InternalError",
+    "InvalidRequest",
+    "NoRouteAvailable",
+    "NotFound",
+    "PermissionDenied",
+    "RateLimited",
+    "RequestTooLarge",
+    "UpstreamConnectionError",
+    "UpstreamError",
+    "UpstreamMalformed",
+    "UpstreamStatus",
+    "UpstreamTimeout",
+]
+
+
+class ApexError(Exception):
+    """Base of every Apex error: a message plus class-level status, kind and retryability."""
+
+    status: ClassVar[int] = 500
+    kind: ClassVar[str] = "api_error"
+    retryable: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        retry_after: float | None = None,
+        code: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.retry_after = retry_after
+        self.code = code
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.message!r})"
+
+
+class ClientError(ApexError):
+    """The client's request cannot be served as sent."""
+
+
+class InvalidRequest(ClientError):
+    status = 400
+    kind = "invalid_request"
+
+
+class AuthenticationFailed(ClientError):
+    status = 401
+    kind = "authentication"
+
+
+class PermissionDenied(ClientError):
+    status = 403
+    kind = "permission"
+
+
+class NotFound(ClientError):
+    status = 404
+    kind = "not_found"
+
+
+class RequestTooLarge(ClientError):
+    status = 413
+    kind = "request_too_large"
+
+
+class RateLimited(ClientError):
+    status = 429
+    kind = "rate_limit"
+
+
+class UpstreamError(ApexError):
+    """An upstream attempt failed; ``channel`` names where."""
+
+    status = 502
+    kind = "api_error"
+    retryable = True
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        channel: str = "none",
+        param: str | None = None,
+        retry_after: float | None = None,
+        code: str | None = None,
+    ) -> None:
+        super().__init__(message, param=param, retry_after=retry_after, code=code)
+        self.channel = channel
+
+
+class UpstreamStatus(UpstreamError):
+    """The upstream answered with a non-2xx status.
+
+    ``upstream_status`` is what the provider said; ``status`` is what the client gets
+    (401/403 from upstream become 502: the client's own key was fine). ``body`` is the
+    upstream's raw error body, ``upstream_type`` and ``message`` come from decoding it.
+    ``retryable`` is decided by the caller from ``retry_on_status`` and set per instance.
+    """
+
+    def __init__(
+        self,
+        upstream_status: int,
+        message: str,
+        *,
+        channel: str = "none",
+        body: bytes = b"",
+        upstream_type: str | None = None,
+        upstream_dialect: str | None = None,
+        retryable: bool = False,
+        retry_after: float | None = None,
+        code: str | None = None,
+    ) -> None:
+        super().__init__(message, channel=channel, retry_after=retry_after, code=code)
+        self.upstream_status = upstream_status
+        self.body = body
+        self.upstream_type = upstream_type
+        self.upstream_dialect = upstream_dialect
+        self.retryable = retryable  # type: ignore[misc]  # per-instance override of the ClassVar
+        self.status = 502 if upstream_status in (401, 403) else upstream_status  # type: ignore[misc]
+        self.kind = _KIND_BY_STATUS.get(self.status, "api_error")  # type: ignore[misc]
+
+
+class UpstreamConnectionError(UpstreamError):
+    status = 502
+    kind = "api_error"
+
+
+class UpstreamMalformed(UpstreamError):
+    status = 502
+    kind = "api_error"
+
+
+class UpstreamTimeout(UpstreamError):
+    status = 504
+    kind = "timeout"
+
+
+class NoRouteAvailable(ApexError):
+    status = 503
+    kind = "overloaded"
+
+
+class InternalError(ApexError):
+    status = 500
+    kind = "api_error"
+
+
+class ConfigError(ApexError):
+    """The config is invalid. ``path`` is the JSON path of the offending key ('' for the file)."""
+
+    status = 500
+    kind = "config"
+
+    def __init__(self, message: str, *, path: str = "") -> None:
+        super().__init__(f"{path}: {message}" if path else message)
+        self.path = path
+        self.detail = message
+
+
+_KIND_BY_STATUS: dict[int, str] = {
+    400: "invalid_request",
+    401: "authentication",
+    402: "invalid_request",
+    403: "permission",
+    404: "not_found",
+    408: "timeout",
+    409: "invalid_request",
+    413: "request_too_large",
+    422: "invalid_request",
+    429: "rate_limit",
+    500: "api_error",
+    502: "api_error",
+    503: "api_error",
+    504: "timeout",
+    529: "overloaded",
+}
+
+
+def kind_for_status(status: int) -> str:
+    """The stable kind string Apex uses for an HTTP status it did not make itself."""
+    if status in _KIND_BY_STATUS:
+        return _KIND_BY_STATUS[status]
+    return "invalid_request" if 400 <= status < 500 else "api_error"

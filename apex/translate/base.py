@@ -1,0 +1,107 @@
+"""The translator seam: one Translator per (client dialect, upstream dialect) direction.
+
+A Translator is stateless and shared; per-request state lives in the TranslateContext and
+in the StreamTranslator it creates for one stream. Translators never do I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from apex.sse import SseEvent
+from apex.types import Dialect, Usage
+
+__all__ = ["StreamTranslator", "TranslateContext", "Translator", "find_translator", "register"]
+
+
+@dataclass(slots=True)
+class TranslateContext:
+    """What one request's translation needs to know and what it learned on the way."""
+
+    client_model: str          # the model name the client asked for; echoed back to it
+    upstream_model: str        # the model name sent upstream (after model_map)
+    stream: bool
+    request_id: str
+    include_usage: bool = False   # OpenAI client asked stream_options.include_usage
+    estimated_input_tokens: int = 0
+    usage: Usage | None = None    # filled by response()/stream translators when known
+    extras: dict[str, object] = field(default_factory=dict)  # per-direction scratch (tool-id maps...)
+
+
+class StreamTranslator(Protocol):
+    """Incremental stream translation: upstream events in, client SSE bytes out."""
+
+    def feed(self, event: SseEvent) -> list[bytes]:
+        """Translate one upstream event; return complete client SSE events (may be empty).
+
+        Raises UpstreamStatus-free errors only as client-visible events: an upstream error
+        event becomes an error event in the client dialect and ``done`` turns True.
+        """
+        ...
+
+    def finish(self) -> list[bytes]:
+        """The upstream body ended: emit the client's closing events (or an error event when
+        the upstream ended without its terminator)."""
+        ...
+
+    def fail(self, message: str, kind: str) -> list[bytes]:
+        """Apex must abort the stream (idle timeout, connection reset): an error event."""
+        ...
+
+    @property
+    def done(self) -> bool:
+        """True once a terminator or error event was emitted; later input is ignored."""
+        ...
+
+
+class Translator(Protocol):
+    """One direction: client dialect -> upstream dialect and back."""
+
+    client: Dialect
+    upstream: Dialect
+
+    def request(self, body: bytes, ctx: TranslateContext) -> bytes:
+        """Client request body -> upstream request body (with ctx.upstream_model).
+
+        Raises InvalidRequest for input the upstream cannot express."""
+        ...
+
+    def response(self, body: bytes, ctx: TranslateContext) -> bytes:
+        """Upstream non-stream 2xx body -> client body; sets ctx.usage.
+
+        Raises UpstreamMalformed when the body is not what the protocol promises."""
+        ...
+
+    def stream(self, ctx: TranslateContext) -> StreamTranslator:
+        """A fresh StreamTranslator for one streamed response."""
+        ...
+
+
+_REGISTRY: dict[tuple[Dialect, Dialect], Translator] = {}
+
+
+def register(translator: Translator) -> Translator:
+    """Add a translator to the registry (called at import of each translate module)."""
+    _REGISTRY[(translator.client, translator.upstream)] = translator
+    return translator
+
+
+def find_translator(client: Dialect, upstream: Dialect) -> Translator | None:
+    """The translator for this direction, or None."""
+    if not _REGISTRY:
+        _load_all()
+    return _REGISTRY.get((client, upstream))
+
+
+def _load_all() -> None:
+    # Import for side effects: each module registers its directions. Missing modules are
+    # simply directions Apex does not translate yet.
+    import importlib
+    import pkgutil
+
+    import apex.translate as pkg
+
+    for info in pkgutil.iter_modules(pkg.__path__):
+        if info.name != "base":
+            importlib.import_module(f"apex.translate.{info.name}")

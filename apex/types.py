@@ -1,0 +1,56 @@
+"""Shared vocabulary: wire dialects, the Clock seam, token usage. Imports nothing from apex."""
+
+from __future__ import annotations
+
+import enum
+import time
+from typing import Protocol, final
+
+import msgspec
+
+__all__ = ["Clock", "Dialect", "MonotonicClock", "Usage"]
+
+
+class Dialect(enum.Enum):
+    """One wire protocol of one endpoint, on either side of Apex."""
+
+    OPENAI_CHAT = "openai_chat"              # POST {base}/chat/completions
+    OPENAI_RESPONSES = "openai_responses"    # POST {base}/responses
+    OPENAI_EMBEDDINGS = "openai_embeddings"  # POST {base}/embeddings
+    ANTHROPIC_MESSAGES = "anthropic_messages"  # POST {base}/v1/messages
+    ANTHROPIC_COUNT_TOKENS = "anthropic_count_tokens"  # POST {base}/v1/messages/count_tokens
+    GEMINI_GENERATE = "gemini_generate"      # POST {base}/v1beta/models/{m}:generateContent | :streamGenerateContent?alt=sse
+    GEMINI_EMBED = "gemini_embed"            # POST {base}/v1beta/models/{m}:batchEmbedContents
+
+    @property
+    def family(self) -> str:
+        """'openai', 'anthropic' or 'gemini': which error body shape the dialect uses."""
+        return self.value.split("_", 1)[0]
+
+
+class Clock(Protocol):
+    """Monotonic seconds; injected so pure modules never read the real clock in tests."""
+
+    def __call__(self) -> float: ...
+
+
+@final
+class MonotonicClock:
+    """The real clock."""
+
+    def __call__(self) -> float:
+        return time.monotonic()
+
+
+class Usage(msgspec.Struct, kw_only=True):
+    """Token usage in one normalised form (OpenAI meaning: prompt includes cached)."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
+    estimated: bool = False
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
