@@ -1,0 +1,225 @@
+"""msgspec Structs for the Gemini Generative Language API (v1beta), both directions.
+
+Field names are snake_case here and camelCase on the wire (``rename="camel"``); absent
+fields are ``UNSET`` and never encoded. Opaque JSON the gateway only relays (function
+arguments and responses, JSON Schemas) stays ``msgspec.Raw``. The view structs read only
+what translation needs: unknown fields are ignored on decode. What this module must not
+do: translate, or import anything from apex.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import msgspec
+from msgspec import UNSET, Raw, Struct, UnsetType
+
+__all__ = [
+    "BatchEmbedRequest",
+    "BatchEmbedResponse",
+    "Blob",
+    "Candidate",
+    "Content",
+    "ContentEmbedding",
+    "EmbedRequest",
+    "ErrorBody",
+    "ErrorDetail",
+    "ErrorStatus",
+    "FileData",
+    "FunctionCall",
+    "FunctionCallingConfig",
+    "FunctionDeclaration",
+    "FunctionResponse",
+    "GenerateContentRequest",
+    "GenerateContentResponse",
+    "GenerationConfig",
+    "Part",
+    "PromptFeedback",
+    "ThinkingConfig",
+    "Tool",
+    "ToolConfig",
+    "UsageMetadata",
+    "decode_batch_embed_response",
+    "decode_error_body",
+    "decode_response",
+    "encode",
+]
+
+
+class _Wire(Struct, rename="camel", omit_defaults=True):
+    """Base: camelCase on the wire, defaults left out when encoding."""
+
+
+class FunctionCall(_Wire):
+    name: str = ""
+    args: Raw | UnsetType = UNSET  # a JSON object; absent for argument-less calls
+    id: str | UnsetType = UNSET    # Vertex / newer models only
+
+
+class FunctionResponse(_Wire):
+    name: str
+    response: Raw                  # must be a JSON object
+
+
+class Blob(_Wire):
+    mime_type: str
+    data: str                      # base64
+
+
+class FileData(_Wire):
+    file_uri: str
+    mime_type: str | UnsetType = UNSET
+
+
+class Part(_Wire):
+    text: str | UnsetType = UNSET
+    thought: bool = False
+    thought_signature: str | UnsetType = UNSET
+    function_call: FunctionCall | UnsetType = UNSET
+    function_response: FunctionResponse | UnsetType = UNSET
+    inline_data: Blob | UnsetType = UNSET
+    file_data: FileData | UnsetType = UNSET
+
+
+class Content(_Wire):
+    parts: list[Part] = []
+    role: str | UnsetType = UNSET  # "user" | "model"; ignored inside systemInstruction
+
+
+class FunctionDeclaration(_Wire):
+    name: str
+    description: str | UnsetType = UNSET
+    parameters_json_schema: Raw | UnsetType = UNSET
+
+
+class Tool(_Wire):
+    function_declarations: list[FunctionDeclaration]
+
+
+class FunctionCallingConfig(_Wire):
+    mode: str                      # AUTO | ANY | NONE | VALIDATED
+    allowed_function_names: list[str] | UnsetType = UNSET
+
+
+class ToolConfig(_Wire):
+    function_calling_config: FunctionCallingConfig
+
+
+class ThinkingConfig(_Wire):
+    thinking_budget: int | UnsetType = UNSET
+    include_thoughts: bool | UnsetType = UNSET
+
+
+class GenerationConfig(_Wire):
+    temperature: float | UnsetType = UNSET
+    top_p: float | UnsetType = UNSET
+    top_k: int | UnsetType = UNSET
+    candidate_count: int | UnsetType = UNSET
+    max_output_tokens: int | UnsetType = UNSET
+    stop_sequences: list[str] | UnsetType = UNSET
+    presence_penalty: float | UnsetType = UNSET
+    frequency_penalty: float | UnsetType = UNSET
+    seed: int | UnsetType = UNSET
+    response_mime_type: str | UnsetType = UNSET
+    response_json_schema: Raw | UnsetType = UNSET
+    thinking_config: ThinkingConfig | UnsetType = UNSET
+
+
+class GenerateContentRequest(_Wire):
+    """The body of :generateContent and :streamGenerateContent (model and stream live in the URL)."""
+
+    contents: list[Content]
+    system_instruction: Content | UnsetType = UNSET
+    tools: list[Tool] | UnsetType = UNSET
+    tool_config: ToolConfig | UnsetType = UNSET
+    generation_config: GenerationConfig | UnsetType = UNSET
+
+
+class Candidate(_Wire):
+    content: Content | None = None
+    finish_reason: str | None = None
+    index: int = 0
+
+
+class UsageMetadata(_Wire):
+    prompt_token_count: int = 0
+    candidates_token_count: int = 0
+    total_token_count: int = 0
+    thoughts_token_count: int = 0
+    cached_content_token_count: int = 0
+    tool_use_prompt_token_count: int = 0
+
+
+class PromptFeedback(_Wire):
+    block_reason: str | None = None
+
+
+class ErrorDetail(_Wire):
+    reason: str | None = None
+
+
+class ErrorStatus(_Wire):
+    code: int = 0
+    message: str = ""
+    status: str = ""
+    details: list[ErrorDetail] = []
+
+
+class GenerateContentResponse(_Wire):
+    """One non-stream response, or one SSE chunk (then ``error`` may be set instead)."""
+
+    candidates: list[Candidate] = []
+    usage_metadata: UsageMetadata | None = None
+    prompt_feedback: PromptFeedback | None = None
+    model_version: str = ""
+    response_id: str = ""
+    error: ErrorStatus | None = None
+
+
+class ErrorBody(_Wire):
+    error: ErrorStatus
+
+
+class EmbedRequest(_Wire):
+    model: str                     # "models/<name>"
+    content: Content
+    output_dimensionality: int | UnsetType = UNSET
+    task_type: str | UnsetType = UNSET
+
+
+class BatchEmbedRequest(_Wire):
+    requests: list[EmbedRequest]
+
+
+class ContentEmbedding(_Wire):
+    values: list[float]
+
+
+class BatchEmbedResponse(_Wire):
+    embeddings: list[ContentEmbedding]
+
+
+_RESPONSE: Final = msgspec.json.Decoder(GenerateContentResponse)
+_EMBED: Final = msgspec.json.Decoder(BatchEmbedResponse)
+_ERROR: Final = msgspec.json.Decoder(ErrorBody)
+_ENCODER: Final = msgspec.json.Encoder()
+
+
+def decode_response(body: bytes) -> GenerateContentResponse:
+    """Decode a response or stream chunk; raises msgspec.DecodeError / ValidationError."""
+    return _RESPONSE.decode(body)
+
+
+def decode_batch_embed_response(body: bytes) -> BatchEmbedResponse:
+    """Decode a :batchEmbedContents response; raises msgspec.DecodeError / ValidationError."""
+    return _EMBED.decode(body)
+
+
+def decode_error_body(body: bytes) -> ErrorBody:
+    """Decode ``{"error": {...}}``; raises msgspec.DecodeError / ValidationError."""
+    return _ERROR.decode(body)
+
+
+def encode(obj: Struct) -> bytes:
+    """Encode a request struct as compact JSON."""
+    return _ENCODER.encode(obj)
