@@ -1,0 +1,1 @@
+"""Routing: model matching, load balancing, retry policy and channel health (all pure)."""
