@@ -1,0 +1,133 @@
+"""Building blocks of a Gemini request shared by the OpenAI and Anthropic client directions.
+
+``TurnBuilder`` collects parts per role and merges adjacent same-role turns, dropping
+empty ones, which is most of what Gemini's turn-order validation needs (protocols.md 8.3,
+P25). The part constructors encode the rules of 8.3: function calls carry the thought
+signature Apex stored for that id (or the foreign placeholder), function results are keyed
+by NAME with an object response, data URLs become ``inlineData``, other URLs
+``fileData`` (translators do no I/O, so nothing is downloaded), tools are declared with
+``parametersJsonSchema`` (full JSON Schema, P18). What this module must not do: know
+either client dialect's wire shapes.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+from typing import Final
+
+import msgspec
+from msgspec import UNSET
+
+from apex.errors import InvalidRequest
+from apex.translate.signatures import SignatureStore
+from apex.wire.gemini import (
+    Blob,
+    Content,
+    FileData,
+    FunctionCall,
+    FunctionDeclaration,
+    FunctionResponse,
+    Part,
+    ThinkingConfig,
+    Tool,
+)
+
+__all__ = [
+    "EFFORT_BUDGETS",
+    "TurnBuilder",
+    "arguments_object",
+    "declare_tools",
+    "function_call_part",
+    "function_response_part",
+    "media_part",
+    "text_part",
+    "thinking_for_budget",
+]
+
+# reasoning_effort -> thinkingBudget (Gemini 2.5 ranges; Gemini 3 maps budgets to levels).
+EFFORT_BUDGETS: Final[dict[str, int]] = {"minimal": 512, "low": 1024, "medium": 8192, "high": 24576, "xhigh": 32768}
+_EMPTY_OBJECT: Final = msgspec.Raw(b"{}")
+_ENCODER: Final = msgspec.json.Encoder()
+
+
+class TurnBuilder:
+    """Accumulates ``contents``; adjacent parts of the same role land in one turn."""
+
+    __slots__ = ("_turns",)
+
+    def __init__(self) -> None:
+        self._turns: list[Content] = []
+
+    def add(self, role: str, parts: list[Part]) -> None:
+        """Append parts to the conversation under ``role`` ("user" or "model")."""
+        if not parts:
+            return
+        turns = self._turns
+        if turns and turns[-1].role == role:
+            turns[-1].parts.extend(parts)
+        else:
+            turns.append(Content(parts=list(parts), role=role))
+
+    def build(self) -> list[Content]:
+        """The contents array; raises InvalidRequest when nothing is left to send."""
+        if not self._turns:
+            raise InvalidRequest("the conversation has no content Gemini can accept", param="messages")
+        return self._turns
+
+
+def text_part(text: str) -> Part | None:
+    """A text part, or None for empty text (Gemini rejects empty parts)."""
+    return Part(text=text) if text else None
+
+
+def arguments_object(arguments: str) -> msgspec.Raw:
+    """Tool-call arguments (a JSON string from the client) as a JSON object for ``args``.
+
+    ``""`` becomes ``{}`` (P4); JSON that is not an object is wrapped as ``{"_raw": ...}``
+    because Gemini only takes objects and the model should still see what was sent.
+    """
+    if not arguments.strip():
+        return _EMPTY_OBJECT
+    try:
+        value = msgspec.json.decode(arguments)
+    except msgspec.DecodeError:
+        return msgspec.Raw(_ENCODER.encode({"_raw": arguments}))
+    if isinstance(value, dict):
+        return msgspec.Raw(arguments.encode())
+    return msgspec.Raw(_ENCODER.encode({"_raw": value}))
+
+
+def function_call_part(call_id: str, name: str, args: msgspec.Raw, signatures: SignatureStore) -> Part:
+    """A model-turn functionCall part with the thought signature known for ``call_id``."""
+    signature = signatures.signature_for(call_id)
+    return Part(
+        function_call=FunctionCall(name=name, args=args),
+        thought_signature=UNSET if signature is None else signature,
+    )
+
+
+def function_response_part(name: str, output: str, *, is_error: bool = False) -> Part:
+    """A functionResponse part; the text result is wrapped in an object (8.3)."""
+    key = "error" if is_error else "output"
+    return Part(function_response=FunctionResponse(name=name, response=msgspec.Raw(_ENCODER.encode({key: output}))))
+
+
+def media_part(url: str, mime_type: str | None = None) -> Part:
+    """An image/file part from a data URL (inlined) or any other URL (by reference)."""
+    if url.startswith("data:"):
+        header, sep, data = url.partition(",")
+        if not sep or ";base64" not in header:
+            raise InvalidRequest("only base64 data URLs are supported", param="messages")
+        return Part(inline_data=Blob(mime_type=header[5:].split(";", 1)[0] or "application/octet-stream", data=data))
+    guessed = mime_type or mimetypes.guess_type(url.split("?", 1)[0])[0]
+    return Part(file_data=FileData(file_uri=url, mime_type=guessed if guessed else UNSET))
+
+
+def declare_tools(declarations: list[FunctionDeclaration]) -> list[Tool] | None:
+    """The ``tools`` array for some function declarations, or None when there are none."""
+    return [Tool(function_declarations=declarations)] if declarations else None
+
+
+def thinking_for_budget(budget: int) -> ThinkingConfig:
+    """A thinkingConfig that asks for ``budget`` thinking tokens and the thoughts back."""
+    return ThinkingConfig(thinking_budget=budget, include_thoughts=True)

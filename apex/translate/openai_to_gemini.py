@@ -1,0 +1,363 @@
+"""OpenAI Chat Completions client <-> Gemini generateContent upstream (request and response).
+
+``openai_to_gemini_request`` follows protocols.md 8.3: system/developer messages become
+``systemInstruction``; user/assistant turns become ``user``/``model`` contents (merged
+when adjacent); assistant ``tool_calls`` become functionCall parts with their stored
+thought signature; ``tool`` messages become functionResponse parts keyed by the function
+NAME looked up from the call id earlier in the history (falling back to the signature
+store, then the message's ``name``); tools, tool_choice, response_format, stop, sampling
+and ``reasoning_effort`` map to ``tools``/``toolConfig``/``generationConfig``. The body
+carries neither model nor stream flag: the provider puts both in the URL.
+``gemini_to_openai_response`` maps a non-stream answer (8.4, 8.5, 8.6). The registered
+``OpenAIChatToGemini`` also hands out the stream translator. What this module must not
+do: I/O (image URLs are passed by reference, never downloaded).
+"""
+
+from __future__ import annotations
+
+from typing import Final, final
+
+import msgspec
+from msgspec import Raw, Struct
+
+from apex.errors import InvalidRequest, UpstreamMalformed
+from apex.translate.base import StreamTranslator, TranslateContext, register
+from apex.translate.gemini_contents import (
+    EFFORT_BUDGETS,
+    TurnBuilder,
+    arguments_object,
+    declare_tools,
+    function_call_part,
+    function_response_part,
+    media_part,
+    text_part,
+    thinking_for_budget,
+)
+from apex.translate.gemini_results import (
+    BROKEN_FINISHES,
+    OPENAI_FINISH,
+    CallItem,
+    IdFactory,
+    PartReader,
+    finish_kind,
+    first_candidate,
+    random_call_id,
+    usage_of,
+)
+from apex.translate.signatures import DEFAULT_STORE, SignatureStore
+from apex.translate.stream_gemini_to_openai import GeminiToOpenAIStream, created_at, openai_usage
+from apex.types import Dialect
+from apex.wire.gemini import (
+    Content,
+    FunctionCallingConfig,
+    FunctionDeclaration,
+    GenerateContentRequest,
+    GenerationConfig,
+    Part,
+    ToolConfig,
+    decode_response,
+    encode,
+)
+
+__all__ = ["OpenAIChatToGemini", "gemini_to_openai_response", "openai_to_gemini_request"]
+
+
+class _ImageUrl(Struct):
+    url: str
+
+
+class _File(Struct):
+    file_data: str | None = None
+    filename: str | None = None
+
+
+class _ContentPart(Struct):
+    type: str
+    text: str | None = None
+    image_url: _ImageUrl | None = None
+    file: _File | None = None
+    refusal: str | None = None
+
+
+class _Function(Struct):
+    name: str
+    arguments: str = ""
+
+
+class _ToolCall(Struct):
+    id: str
+    function: _Function
+
+
+class _Message(Struct):
+    role: str
+    content: str | list[_ContentPart] | None = None
+    tool_calls: list[_ToolCall] | None = None
+    tool_call_id: str | None = None
+    name: str | None = None
+
+
+class _FunctionDef(Struct):
+    name: str
+    description: str | None = None
+    parameters: Raw | None = None
+
+
+class _ToolDef(Struct):
+    function: _FunctionDef
+    type: str = "function"
+
+
+class _NamedFunction(Struct):
+    name: str
+
+
+class _NamedChoice(Struct):
+    function: _NamedFunction
+
+
+class _JsonSchema(Struct):
+    name: str = ""
+    schema: Raw | None = None
+
+
+class _ResponseFormat(Struct):
+    type: str
+    json_schema: _JsonSchema | None = None
+
+
+class _ChatRequest(Struct):
+    messages: list[_Message]
+    tools: list[_ToolDef] | None = None
+    tool_choice: str | _NamedChoice | None = None
+    response_format: _ResponseFormat | None = None
+    max_completion_tokens: int | None = None
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    n: int | None = None
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    reasoning_effort: str | None = None
+
+
+_REQUEST: Final = msgspec.json.Decoder(_ChatRequest)
+_ENCODER: Final = msgspec.json.Encoder()
+_MODES: Final[dict[str, str]] = {"auto": "AUTO", "required": "ANY", "none": "NONE"}
+
+
+def openai_to_gemini_request(body: bytes, signatures: SignatureStore) -> bytes:
+    """OpenAI Chat request body -> Gemini GenerateContentRequest body.
+
+    Raises InvalidRequest when the body is not a Chat request or names a tool result
+    whose call Apex cannot find."""
+    try:
+        req = _REQUEST.decode(body)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise InvalidRequest(f"invalid chat completions request: {exc}") from exc
+    system: list[Part] = []
+    turns = TurnBuilder()
+    names: dict[str, str] = {}
+    for msg in req.messages:
+        if msg.role in ("system", "developer"):
+            system.extend(_text_parts(msg.content))
+        elif msg.role == "user":
+            turns.add("user", _user_parts(msg.content))
+        elif msg.role == "assistant":
+            turns.add("model", _assistant_parts(msg, names, signatures))
+        elif msg.role in ("tool", "function"):
+            call_id = msg.tool_call_id or ""
+            name = names.get(call_id) or _stored_name(call_id, signatures) or msg.name
+            if not name:
+                raise InvalidRequest(f"tool message references unknown tool_call_id {call_id!r}", param="messages")
+            turns.add("user", [function_response_part(name, _joined_text(msg.content))])
+        else:
+            raise InvalidRequest(f"unsupported message role {msg.role!r}", param="messages")
+    out = GenerateContentRequest(contents=turns.build())
+    if system:
+        out.system_instruction = Content(parts=system)
+    if req.tools:
+        tools = declare_tools([_declaration(t.function) for t in req.tools if t.type == "function"])
+        if tools:
+            out.tools = tools
+    if req.tool_choice is not None:
+        out.tool_config = _tool_config(req.tool_choice)
+    out.generation_config = _generation_config(req)
+    return encode(out)
+
+
+def _stored_name(call_id: str, signatures: SignatureStore) -> str | None:
+    record = signatures.recall(call_id)
+    return record.name if record is not None else None
+
+
+def _text_parts(content: str | list[_ContentPart] | None) -> list[Part]:
+    text = _joined_text(content)
+    part = text_part(text)
+    return [part] if part is not None else []
+
+
+def _joined_text(content: str | list[_ContentPart] | None) -> str:
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    return "".join(p.text or "" for p in content if p.type == "text")
+
+
+def _user_parts(content: str | list[_ContentPart] | None) -> list[Part]:
+    if content is None or isinstance(content, str):
+        return _text_parts(content)
+    parts: list[Part] = []
+    for item in content:
+        if item.type == "text":
+            part = text_part(item.text or "")
+            if part is not None:
+                parts.append(part)
+        elif item.type == "image_url" and item.image_url is not None:
+            parts.append(media_part(item.image_url.url))
+        elif item.type == "file" and item.file is not None and item.file.file_data:
+            parts.append(media_part(item.file.file_data))
+        else:
+            raise InvalidRequest(f"content part type {item.type!r} is not supported by Gemini", param="messages")
+    return parts
+
+
+def _assistant_parts(msg: _Message, names: dict[str, str], signatures: SignatureStore) -> list[Part]:
+    parts: list[Part] = []
+    if isinstance(msg.content, list):
+        text = "".join(p.text or p.refusal or "" for p in msg.content)
+    else:
+        text = msg.content or ""
+    # Tool-call turns often carry content "" or whitespace: Gemini wants no empty parts.
+    if text.strip():
+        parts.append(Part(text=text))
+    for call in msg.tool_calls or ():
+        names[call.id] = call.function.name
+        parts.append(function_call_part(call.id, call.function.name, arguments_object(call.function.arguments), signatures))
+    return parts
+
+
+def _declaration(fn: _FunctionDef) -> FunctionDeclaration:
+    decl = FunctionDeclaration(name=fn.name)
+    if fn.description:
+        decl.description = fn.description
+    if fn.parameters is not None:
+        decl.parameters_json_schema = fn.parameters
+    return decl
+
+
+def _tool_config(choice: str | _NamedChoice) -> ToolConfig:
+    if isinstance(choice, str):
+        mode = _MODES.get(choice)
+        if mode is None:
+            raise InvalidRequest(f"unsupported tool_choice {choice!r}", param="tool_choice")
+        return ToolConfig(function_calling_config=FunctionCallingConfig(mode=mode))
+    return ToolConfig(function_calling_config=FunctionCallingConfig(
+        mode="ANY", allowed_function_names=[choice.function.name]))
+
+
+def _generation_config(req: _ChatRequest) -> GenerationConfig:
+    cfg = GenerationConfig()
+    max_tokens = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
+    if max_tokens is not None:
+        cfg.max_output_tokens = max_tokens
+    if req.temperature is not None:
+        cfg.temperature = req.temperature
+    if req.top_p is not None:
+        cfg.top_p = req.top_p
+    if req.n is not None and req.n != 1:
+        cfg.candidate_count = req.n
+    if req.stop is not None:
+        stops = [req.stop] if isinstance(req.stop, str) else req.stop
+        if stops:
+            cfg.stop_sequences = stops[:5]  # Gemini's limit
+    if req.seed is not None:
+        cfg.seed = req.seed
+    if req.presence_penalty is not None:
+        cfg.presence_penalty = req.presence_penalty
+    if req.frequency_penalty is not None:
+        cfg.frequency_penalty = req.frequency_penalty
+    fmt = req.response_format
+    if fmt is not None and fmt.type in ("json_object", "json_schema"):
+        cfg.response_mime_type = "application/json"
+        if fmt.type == "json_schema" and fmt.json_schema is not None and fmt.json_schema.schema is not None:
+            cfg.response_json_schema = fmt.json_schema.schema
+    # "none" leaves Gemini's default: 2.5 Pro cannot turn thinking off (budget 0 is a 400).
+    budget = EFFORT_BUDGETS.get(req.reasoning_effort or "")
+    if budget is not None:
+        cfg.thinking_config = thinking_for_budget(budget)
+    return cfg
+
+
+def gemini_to_openai_response(
+    body: bytes, ctx: TranslateContext, signatures: SignatureStore, new_id: IdFactory = random_call_id
+) -> bytes:
+    """Gemini non-stream response -> OpenAI chat.completion; sets ``ctx.usage``.
+
+    Raises UpstreamMalformed for a body that is not a Gemini response, or when Gemini
+    reports a broken turn (e.g. MALFORMED_FUNCTION_CALL) and produced nothing."""
+    try:
+        resp = decode_response(body)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise UpstreamMalformed(f"Gemini response is not valid: {exc}") from exc
+    reader = PartReader("call_", signatures, new_id)
+    cand = first_candidate(resp)
+    items = reader.read(cand.content.parts) if cand is not None and cand.content is not None else []
+    reason = cand.finish_reason if cand is not None else None
+    blocked = cand is None and resp.prompt_feedback is not None and resp.prompt_feedback.block_reason is not None
+    if not items and reason in BROKEN_FINISHES:
+        raise UpstreamMalformed(f"Gemini produced no usable output (finishReason {reason})")
+    text = "".join(i.text for i in items if not isinstance(i, CallItem) and not i.thought)
+    reasoning = "".join(i.text for i in items if not isinstance(i, CallItem) and i.thought)
+    calls = [i for i in items if isinstance(i, CallItem)]
+    message: dict[str, object] = {"role": "assistant", "content": text if text or not calls else None, "refusal": None}
+    if reasoning:
+        message["reasoning_content"] = reasoning
+    if calls:
+        message["tool_calls"] = [
+            {"id": c.call_id, "type": "function", "function": {"name": c.name, "arguments": c.arguments.decode()}}
+            for c in calls
+        ]
+    usage = usage_of(resp.usage_metadata, ctx.estimated_input_tokens)
+    ctx.usage = usage
+    out = {
+        "id": "chatcmpl-" + (resp.response_id or ctx.request_id),
+        "object": "chat.completion",
+        "created": created_at(ctx),
+        "model": ctx.client_model,
+        "choices": [{
+            "index": 0,
+            "message": message,
+            "logprobs": None,
+            "finish_reason": OPENAI_FINISH[finish_kind(reason, reader.saw_call, blocked)],
+        }],
+        "usage": openai_usage(usage),
+    }
+    return _ENCODER.encode(out)
+
+
+@final
+class OpenAIChatToGemini:
+    """The OPENAI_CHAT -> GEMINI_GENERATE direction."""
+
+    client = Dialect.OPENAI_CHAT
+    upstream = Dialect.GEMINI_GENERATE
+
+    def __init__(self, signatures: SignatureStore = DEFAULT_STORE, new_id: IdFactory = random_call_id) -> None:
+        self._signatures = signatures
+        self._new_id = new_id
+
+    def request(self, body: bytes, ctx: TranslateContext) -> bytes:
+        return openai_to_gemini_request(body, self._signatures)
+
+    def response(self, body: bytes, ctx: TranslateContext) -> bytes:
+        return gemini_to_openai_response(body, ctx, self._signatures, self._new_id)
+
+    def stream(self, ctx: TranslateContext) -> StreamTranslator:
+        return GeminiToOpenAIStream(ctx, self._signatures, self._new_id)
+
+
+register(OpenAIChatToGemini())
