@@ -1,0 +1,66 @@
+"""Error kinds <-> wire error ``type`` strings for in-stream error events (spec section 3).
+
+Apex kinds (``apex.errors``: ``invalid_request``, ``timeout``, ``overloaded``...) map to
+each client family's ``type``; upstream ``type`` strings (and bare HTTP status codes, as
+OpenRouter sends them) map back to a kind. What this module must not do: build bodies.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from apex.errors import kind_for_status
+
+__all__ = ["anthropic_error_type", "kind_from_upstream", "openai_error_type"]
+
+_OPENAI: Final[dict[str, str]] = {
+    "invalid_request": "invalid_request_error",
+    "authentication": "authentication_error",
+    "permission": "permission_error",
+    "not_found": "not_found_error",
+    "request_too_large": "invalid_request_error",
+    "rate_limit": "rate_limit_error",
+    "timeout": "timeout_error",
+    "overloaded": "api_error",
+    "api_error": "api_error",
+}
+_ANTHROPIC: Final[dict[str, str]] = {
+    **_OPENAI,
+    "request_too_large": "request_too_large",
+    "overloaded": "overloaded_error",
+}
+_KIND_OF_TYPE: Final[dict[str, str]] = {
+    "invalid_request_error": "invalid_request",
+    "authentication_error": "authentication",
+    "permission_error": "permission",
+    "not_found_error": "not_found",
+    "request_too_large": "request_too_large",
+    "rate_limit_error": "rate_limit",
+    "rate_limit_exceeded": "rate_limit",
+    "insufficient_quota": "rate_limit",
+    "tokens": "rate_limit",
+    "api_error": "api_error",
+    "server_error": "api_error",
+    "overloaded_error": "overloaded",
+    "timeout_error": "timeout",
+    "billing_error": "invalid_request",
+}
+
+
+def openai_error_type(kind: str) -> str:
+    """Apex kind -> OpenAI ``error.type``."""
+    return _OPENAI.get(kind, "api_error")
+
+
+def anthropic_error_type(kind: str) -> str:
+    """Apex kind -> Anthropic ``error.type``."""
+    return _ANTHROPIC.get(kind, "api_error")
+
+
+def kind_from_upstream(error_type: str | None, status: int | None = None) -> str:
+    """An upstream error's ``type`` (preferred) or HTTP status -> Apex kind."""
+    if error_type and error_type in _KIND_OF_TYPE:
+        return _KIND_OF_TYPE[error_type]
+    if status is not None:
+        return kind_for_status(status)
+    return "api_error"

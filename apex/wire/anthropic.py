@@ -1,0 +1,100 @@
+"""Anthropic Messages view Structs: stream events and the non-stream message body.
+
+Views declare only the fields Apex reads; unknown fields are ignored, so new upstream
+fields never break decoding. ``tool_use.input`` stays ``msgspec.Raw`` (its JSON is passed
+on, never inspected). What this module must not do: translate or import from apex.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import msgspec
+
+__all__ = [
+    "Block",
+    "BlockDelta",
+    "ErrorView",
+    "MessageView",
+    "StreamEvent",
+    "UsageView",
+    "decode_message",
+    "decode_stream_event",
+]
+
+
+class UsageView(msgspec.Struct):
+    """Anthropic usage; fields may be absent or null (cumulative in message_delta)."""
+
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cache_creation_input_tokens: int | None = None
+    cache_read_input_tokens: int | None = None
+
+
+class Block(msgspec.Struct):
+    """One content block (response body or content_block_start)."""
+
+    type: str
+    text: str | None = None
+    id: str | None = None
+    name: str | None = None
+    input: msgspec.Raw = msgspec.Raw(b"")  # Raw cannot be in a union: empty means absent
+    thinking: str | None = None
+    signature: str | None = None
+
+
+class BlockDelta(msgspec.Struct):
+    """``content_block_delta.delta`` or ``message_delta.delta``."""
+
+    type: str | None = None
+    text: str | None = None
+    partial_json: str | None = None
+    thinking: str | None = None
+    signature: str | None = None
+    stop_reason: str | None = None
+    stop_sequence: str | None = None
+
+
+class ErrorView(msgspec.Struct):
+    """``{"type": "...", "message": "..."}`` inside an error event or body."""
+
+    type: str = "api_error"
+    message: str = ""
+
+
+class MessageView(msgspec.Struct):
+    """A Messages response body (also ``message_start.message``)."""
+
+    id: str = ""
+    model: str = ""
+    content: list[Block] = []
+    stop_reason: str | None = None
+    stop_sequence: str | None = None
+    usage: UsageView | None = None
+
+
+class StreamEvent(msgspec.Struct):
+    """Any Messages stream event, discriminated by ``type`` (kept open for new types)."""
+
+    type: str
+    index: int = 0
+    message: MessageView | None = None
+    content_block: Block | None = None
+    delta: BlockDelta | None = None
+    usage: UsageView | None = None
+    error: ErrorView | None = None
+
+
+_EVENT: Final = msgspec.json.Decoder(StreamEvent)
+_MESSAGE: Final = msgspec.json.Decoder(MessageView)
+
+
+def decode_stream_event(data: bytes) -> StreamEvent:
+    """Decode one event's data; raises msgspec.DecodeError / ValidationError."""
+    return _EVENT.decode(data)
+
+
+def decode_message(body: bytes) -> MessageView:
+    """Decode a non-stream Messages body; raises msgspec.DecodeError / ValidationError."""
+    return _MESSAGE.decode(body)

@@ -1,0 +1,120 @@
+"""OpenAI Chat Completions view Structs: stream chunks and the non-stream completion body.
+
+Covers the compatible providers' deviations Apex reads: ``reasoning_content`` (DeepSeek,
+Moonshot), ``reasoning`` (OpenRouter, Groq), DeepSeek's ``prompt_cache_hit_tokens``,
+Groq's ``x_groq.usage``, OpenRouter's top-level ``error`` in a normal chunk. Unknown
+fields are ignored. What this module must not do: translate or import from apex.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import msgspec
+
+__all__ = [
+    "ChatChunk",
+    "ChatCompletion",
+    "ChatUsage",
+    "ChunkDelta",
+    "ErrorView",
+    "ToolCallDelta",
+    "decode_chunk",
+    "decode_completion",
+]
+
+
+class PromptDetails(msgspec.Struct):
+    cached_tokens: int | None = None
+
+
+class CompletionDetails(msgspec.Struct):
+    reasoning_tokens: int | None = None
+
+
+class ChatUsage(msgspec.Struct):
+    """Usage as OpenAI and compatible providers send it."""
+
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    prompt_tokens_details: PromptDetails | None = None
+    completion_tokens_details: CompletionDetails | None = None
+    prompt_cache_hit_tokens: int | None = None  # DeepSeek
+
+
+class FunctionDelta(msgspec.Struct):
+    name: str | None = None
+    arguments: str | None = None
+
+
+class ToolCallDelta(msgspec.Struct):
+    """A tool-call fragment in a chunk, or a whole call in a message."""
+
+    index: int | None = None
+    id: str | None = None
+    type: str | None = None
+    function: FunctionDelta | None = None
+
+
+class ChunkDelta(msgspec.Struct):
+    """``choices[i].delta`` (also used for the non-stream ``message``)."""
+
+    role: str | None = None
+    content: str | None = None
+    refusal: str | None = None
+    reasoning_content: str | None = None
+    reasoning: str | None = None
+    tool_calls: list[ToolCallDelta] | None = None
+
+
+class ChunkChoice(msgspec.Struct):
+    index: int = 0
+    delta: ChunkDelta | None = None
+    message: ChunkDelta | None = None
+    finish_reason: str | None = None
+
+
+class ErrorView(msgspec.Struct):
+    """An OpenAI-style error object; OpenRouter puts a numeric ``code`` here."""
+
+    message: str = ""
+    type: str | None = None
+    code: str | int | None = None
+    status_code: int | None = None
+
+
+class XGroq(msgspec.Struct):
+    usage: ChatUsage | None = None
+
+
+class ChatChunk(msgspec.Struct):
+    """One ``chat.completion.chunk`` (or an error payload with only ``error``)."""
+
+    id: str = ""
+    choices: list[ChunkChoice] = []
+    usage: ChatUsage | None = None
+    error: ErrorView | None = None
+    x_groq: XGroq | None = None
+
+
+class ChatCompletion(msgspec.Struct):
+    """A non-stream ``chat.completion`` body."""
+
+    choices: list[ChunkChoice]
+    id: str = ""
+    usage: ChatUsage | None = None
+    x_groq: XGroq | None = None
+
+
+_CHUNK: Final = msgspec.json.Decoder(ChatChunk)
+_COMPLETION: Final = msgspec.json.Decoder(ChatCompletion)
+
+
+def decode_chunk(data: bytes) -> ChatChunk:
+    """Decode one stream chunk; raises msgspec.DecodeError / ValidationError."""
+    return _CHUNK.decode(data)
+
+
+def decode_completion(body: bytes) -> ChatCompletion:
+    """Decode a non-stream completion; raises msgspec.DecodeError / ValidationError."""
+    return _COMPLETION.decode(body)
