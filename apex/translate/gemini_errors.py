@@ -6,8 +6,7 @@
 ``INVALID_ARGUMENT`` + ``API_KEY_INVALID``: that is a 401 (P19), which the provider turns
 into a failover like any refused channel key. A stream that fails before its first event
 sends the same JSON without SSE framing; a non-JSON body (proxy HTML) keeps a short
-excerpt as the message. ``client_error_type(kind, family)`` gives the ``type`` string an
-error event carries in the client's dialect. What this module must not do: raise.
+excerpt as the message. What this module must not do: raise.
 """
 
 from __future__ import annotations
@@ -19,7 +18,7 @@ import msgspec
 from apex.errors import kind_for_status
 from apex.wire.gemini import decode_error_body
 
-__all__ = ["GeminiError", "client_error_type", "gemini_error"]
+__all__ = ["GeminiError", "gemini_error"]
 
 
 class GeminiError(NamedTuple):
@@ -62,26 +61,3 @@ def gemini_error(status: int, body: bytes) -> GeminiError:
     elif err.status == "UNAUTHENTICATED":
         effective = 401
     return GeminiError(effective, kind_for_status(effective), err.message or err.status, err.status or None)
-
-
-_OPENAI_TYPES: Final[dict[str, str]] = {
-    "invalid_request": "invalid_request_error",
-    "authentication": "authentication_error",
-    "permission": "permission_error",
-    "not_found": "not_found_error",
-    "request_too_large": "invalid_request_error",
-    "rate_limit": "rate_limit_error",
-    "timeout": "timeout_error",
-    "overloaded": "api_error",
-}
-_ANTHROPIC_TYPES: Final[dict[str, str]] = {
-    **_OPENAI_TYPES,
-    "request_too_large": "request_too_large",
-    "overloaded": "overloaded_error",
-}
-
-
-def client_error_type(kind: str, family: str) -> str:
-    """The wire ``error.type`` for an Apex kind in the client family ('openai' / 'anthropic')."""
-    table = _ANTHROPIC_TYPES if family == "anthropic" else _OPENAI_TYPES
-    return table.get(kind, "api_error")

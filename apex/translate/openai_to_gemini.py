@@ -45,7 +45,8 @@ from apex.translate.gemini_results import (
     usage_of,
 )
 from apex.translate.signatures import DEFAULT_STORE, SignatureStore
-from apex.translate.stream_gemini_to_openai import GeminiToOpenAIStream, created_at, openai_usage
+from apex.translate.stream_gemini_to_openai import GeminiToOpenAIStream, created_at
+from apex.translate.usage import openai_usage_body
 from apex.types import Dialect
 from apex.wire.gemini import (
     Content,
@@ -334,7 +335,7 @@ def gemini_to_openai_response(
             "logprobs": None,
             "finish_reason": OPENAI_FINISH[finish_kind(reason, reader.saw_call, blocked)],
         }],
-        "usage": openai_usage(usage),
+        "usage": openai_usage_body(usage),
     }
     return _ENCODER.encode(out)
 

@@ -20,7 +20,8 @@ import msgspec
 
 from apex.sse import DONE_EVENT, SseEvent, encode_event
 from apex.translate.base import TranslateContext
-from apex.translate.gemini_errors import client_error_type, gemini_error
+from apex.translate.errortypes import openai_error_type
+from apex.translate.gemini_errors import gemini_error
 from apex.translate.gemini_results import (
     BROKEN_FINISHES,
     OPENAI_FINISH,
@@ -33,23 +34,13 @@ from apex.translate.gemini_results import (
     usage_of,
 )
 from apex.translate.signatures import SignatureStore
+from apex.translate.usage import openai_usage_body
 from apex.types import Usage
 from apex.wire.gemini import UsageMetadata, decode_response
 
-__all__ = ["GeminiToOpenAIStream", "created_at", "openai_usage"]
+__all__ = ["GeminiToOpenAIStream", "created_at"]
 
 _ENCODER: Final = msgspec.json.Encoder()
-
-
-def openai_usage(usage: Usage) -> dict[str, object]:
-    """The OpenAI ``usage`` object for a Usage (8.6)."""
-    return {
-        "prompt_tokens": usage.prompt_tokens,
-        "completion_tokens": usage.completion_tokens,
-        "total_tokens": usage.total_tokens,
-        "prompt_tokens_details": {"cached_tokens": usage.cached_tokens},
-        "completion_tokens_details": {"reasoning_tokens": usage.reasoning_tokens},
-    }
 
 
 def created_at(ctx: TranslateContext) -> int:
@@ -140,7 +131,7 @@ class GeminiToOpenAIStream:
         if self._ctx.include_usage:
             out.append(self._encode({
                 "id": self._id, "object": "chat.completion.chunk", "created": self._created,
-                "model": self._ctx.client_model, "choices": [], "usage": openai_usage(usage),
+                "model": self._ctx.client_model, "choices": [], "usage": openai_usage_body(usage),
             }))
         out.append(DONE_EVENT)
         self._done = True
@@ -159,7 +150,7 @@ class GeminiToOpenAIStream:
     def _error(self, message: str, kind: str, code: str | None) -> list[bytes]:
         self._done = True
         self._settle_usage()
-        body = {"error": {"message": message, "type": client_error_type(kind, "openai"), "code": code}}
+        body = {"error": {"message": message, "type": openai_error_type(kind), "code": code}}
         return [self._encode(body)]
 
     def _chunk(self, delta: dict[str, object], finish_reason: str | None = None) -> bytes:
