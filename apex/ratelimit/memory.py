@@ -122,10 +122,12 @@ class MemoryStore:
         return self.decide(team_id, limits, estimate)
 
     async def settle(self, team_id: str, limits: Limits, delta: int) -> None:
+        now = self._clock()
         b = self._teams.get(team_id)
-        if b is None:
-            return  # never admitted here (or forgotten): nothing to correct
-        b.refresh(limits, self._clock())
+        if b is None:  # forgotten since: settle against full buckets, as Redis does for an expired key
+            b = self._teams[team_id] = _Buckets(limits, now)
+        else:
+            b.refresh(limits, now)
         if b.t_cap is not None:
             b.t_level = min(float(b.t_cap), b.t_level - delta)
 

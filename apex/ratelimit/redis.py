@@ -37,8 +37,10 @@ FIRST_BACKOFF_S: Final = 0.5
 MAX_BACKOFF_S: Final = 5.0
 
 # KEYS[1] the team's hash. ARGV: op ('a' acquire | 's' settle), rpm, tpm ('' = no limit),
-# amount (estimate | delta), now in ms ('' = Redis TIME; tests drive a fake clock).
-# Fields: rl/rc request level/capacity, tl/tc token level/capacity, t last refill (ms).
+# amount (estimate | delta), now in seconds ('' = Redis TIME; tests drive a fake clock).
+# Fields: rl/rc request level/capacity, tl/tc token level/capacity, t last refill (s).
+# The float operations are those of MemoryStore, in the same order, so both stores
+# reach bit-identical levels (levels and times are stored with %.17g, which round-trips).
 # Returns {code (1 allowed, 0 refused, 2 never fits), retry_after_s, requests remaining,
 # requests reset ms, tokens remaining, tokens reset ms}; -1 where the team has no limit.
 _SCRIPT: Final = """
@@ -47,18 +49,20 @@ local op, amount = ARGV[1], tonumber(ARGV[4])
 local rpm, tpm, now = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[5])
 if not now then
   local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+  now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 end
 local s = redis.call('HMGET', KEYS[1], 'rl', 'rc', 'tl', 'tc', 't')
 local rl, rc, tl, tc, last = tonumber(s[1]), tonumber(s[2]), tonumber(s[3]), tonumber(s[4]), tonumber(s[5])
 local elapsed = 0
-if last and now > last then elapsed = now - last end
+if last then
+  if now > last then elapsed = now - last else now = last end
+end
 local function adopt(level, cap, new)
   if not level or not cap then
     if new then return new, new end
     return nil, nil
   end
-  if cap > 0 then level = math.min(cap, level + elapsed * cap / 60000) end
+  if cap > 0 and elapsed > 0 then level = math.min(cap, level + elapsed * cap / 60) end
   if not new then return nil, nil end
   return level + (new - cap), new
 end
@@ -84,7 +88,7 @@ elseif tc then
 end
 local function reset(level, cap)
   if not cap or level >= cap then return 0 end
-  return (cap - level) * 60000 / cap
+  return (cap - level) * 60 / cap
 end
 local ttl = math.max(reset(rl, rc), reset(tl, tc))
 if ttl <= 0 then
@@ -92,14 +96,15 @@ if ttl <= 0 then
 else
   local function f(x) if x then return string.format('%.17g', x) end return '' end
   redis.call('HSET', KEYS[1], 'rl', f(rl), 'rc', f(rc), 'tl', f(tl), 'tc', f(tc), 't', f(now))
-  redis.call('PEXPIRE', KEYS[1], math.ceil(ttl) + 1000)
+  redis.call('PEXPIRE', KEYS[1], math.ceil(ttl * 1000) + 1000)
 end
 local function remaining(level)
   if not level then return -1 end
   if level <= 0 then return 0 end
   return math.floor(level)
 end
-return {code, retry, remaining(rl), math.ceil(reset(rl, rc)), remaining(tl), math.ceil(reset(tl, tc))}
+local function ms(x) return math.ceil(x * 1000 - EPS) end
+return {code, retry, remaining(rl), ms(reset(rl, rc)), remaining(tl), ms(reset(tl, tc))}
 """
 
 
@@ -139,7 +144,18 @@ class RedisStore:
         self._retry_at = 0.0
 
     @classmethod
-    def from_url(cls, url: str, **kwargs: object) -> RedisStore:
+    def from_url(
+        cls,
+        url: str,
+        *,
+        key_prefix: str = "apex:rl:",
+        fail_open: bool = True,
+        clock: Clock,
+        on_store_error: Callable[[], None] | None = None,
+        bucket_clock: Clock | None = None,
+        first_backoff: float = FIRST_BACKOFF_S,
+        max_backoff: float = MAX_BACKOFF_S,
+    ) -> RedisStore:
         """A store on a new client for ``url`` with short timeouts and a single quick retry.
 
         The one retry lets a command that found a pooled connection dead (Redis restarted)
@@ -151,7 +167,16 @@ class RedisStore:
             socket_connect_timeout=SOCKET_TIMEOUT_S,
             retry=Retry(NoBackoff(), 1),
         )
-        return cls(client, **kwargs)  # type: ignore[arg-type]  # keyword-only args, checked by __init__
+        return cls(
+            client,
+            key_prefix=key_prefix,
+            fail_open=fail_open,
+            clock=clock,
+            on_store_error=on_store_error,
+            bucket_clock=bucket_clock,
+            first_backoff=first_backoff,
+            max_backoff=max_backoff,
+        )
 
     @property
     def healthy(self) -> bool:
@@ -192,7 +217,7 @@ class RedisStore:
         if self._backoff and self._clock() < self._retry_at:
             self._count()
             return None
-        now = "" if self._bucket_clock is None else repr(self._bucket_clock() * 1000.0)
+        now = "" if self._bucket_clock is None else repr(self._bucket_clock())
         try:
             reply: list[int] = await self._script(
                 keys=[self._prefix + team_id],
@@ -203,18 +228,21 @@ class RedisStore:
             return None
         if self._backoff:
             self._backoff = 0.0
-            log.warning("rate limit store reachable again; limits are shared once more")
+            log.info("rate limit store reachable again; limits are shared once more")
         return reply
 
     def _failed(self, exc: BaseException) -> None:
         self._count()
+        now = self._clock()
         if not self._backoff:
             mode = "admitting requests unlimited" if self._fail_open else "refusing rate-limited requests"
-            log.error("rate limit store unreachable (%s: %s); %s until it returns", type(exc).__name__, exc, mode)
+            log.warning("rate limit store unreachable (%s: %s); %s until it returns", type(exc).__name__, exc, mode)
             self._backoff = self._first_backoff
+        elif now < self._retry_at:
+            return  # a concurrent request's failure already scheduled the next try
         else:
             self._backoff = min(self._backoff * 2, self._max_backoff)
-        self._retry_at = self._clock() + self._backoff
+        self._retry_at = now + self._backoff
 
     def _count(self) -> None:
         if self._on_error is not None:

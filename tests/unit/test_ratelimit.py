@@ -248,3 +248,11 @@ def test_build_limiter_redis_needs_url(clock: FakeClock) -> None:
     """A Redis store without a URL is a ConfigError naming the key."""
     with pytest.raises(ConfigError, match="url"):
         build_limiter(RateLimitStore(type="redis"), clock)
+
+
+async def test_settle_for_forgotten_team_charges_full_bucket(clock: FakeClock) -> None:
+    """Settling a team with no buckets (forgotten) charges against a full bucket, like an expired Redis key."""
+    store = MemoryStore(clock)
+    limiter = RateLimiter(store)
+    await limiter.settle("t", Limits(tpm=100), charged=0, actual=30)
+    assert (await limiter.acquire("t", Limits(tpm=100), 0)).tokens_remaining == 70
