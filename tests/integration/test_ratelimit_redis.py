@@ -7,6 +7,7 @@ import logging
 import random
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
@@ -50,7 +51,7 @@ async def closing() -> AsyncIterator[list[RateLimiter]]:
         await limiter.close()
 
 
-def _redis(url: str, closing: list[RateLimiter], **kwargs: object) -> RateLimiter:
+def _redis(url: str, closing: list[RateLimiter], **kwargs: Any) -> RateLimiter:
     limiter = RateLimiter(RedisStore.from_url(url, **kwargs))
     closing.append(limiter)
     return limiter
@@ -237,7 +238,7 @@ async def test_unresponsive_redis_costs_one_short_timeout(closing: list[RateLimi
         assert first < 1.0  # two tries of a 0.25 s socket timeout
         started = time.monotonic()
         assert (await limiter.acquire("t", Limits(rpm=1), 0)).store_unavailable
-        assert time.monotonic() - started < 0.01
+        assert time.monotonic() - started < 0.05  # no network at all
     finally:
         server.close()
         await server.wait_closed()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from apex.config.model import RateLimit, RateLimitStore
-from apex.errors import ConfigError, RateLimited
+from apex.errors import ConfigError
 from apex.ratelimit import (
     NO_LIMITS,
     UNLIMITED,
@@ -235,7 +235,7 @@ async def test_rate_limited_error_carries_retry_after(limiter: RateLimiter) -> N
     """rate_limited() turns a refusal into a 429 RateLimited with the decision's Retry-After."""
     await limiter.acquire("t", Limits(rpm=1), 0)
     err = rate_limited(await limiter.acquire("t", Limits(rpm=1), 0))
-    assert isinstance(err, RateLimited) and err.status == 429 and err.retry_after == 60
+    assert err.status == 429 and err.retry_after == 60
     assert err.code == "rate_limit_exceeded"
 
 
