@@ -1,0 +1,47 @@
+"""``apex config validate``: load the file exactly as the gateway would and report the first error.
+
+Does not import aiohttp or the server, so it is fast enough for editors and CI hooks.
+"""
+
+from __future__ import annotations
+
+import os
+
+import rich_click as click
+from click.exceptions import Exit
+
+from apex.cli.options import config_option, config_path, json_option, wants_json
+from apex.cli.output import fail, print_json, say
+from apex.cli.store import ConfigStore
+from apex.config.load import load_config_bytes
+from apex.errors import ConfigError
+
+__all__ = ["config_group"]
+
+
+@click.group("config")
+def config_group() -> None:
+    """Check the config file."""
+
+
+@config_group.command("validate")
+@click.option("--allow-missing-env", is_flag=True,
+              help="Accept ${VAR} references to variables unset here (the gateway's environment may differ).")
+@config_option
+@json_option
+def validate(allow_missing_env: bool, config_file: str | None, as_json: bool) -> None:
+    """Exit 0 when the config is valid; otherwise print the error with its key path and exit 1."""
+    path = config_path(config_file)
+    try:
+        config = load_config_bytes(ConfigStore(path).read_bytes(), strict_env=not allow_missing_env)
+    except ConfigError as exc:
+        if wants_json(as_json):
+            print_json({"valid": False, "config": os.fspath(path), "path": exc.path, "error": exc.detail})
+            raise Exit(1) from exc
+        fail(f"{os.fspath(path)}: {exc}")
+    counts = {"channels": len(config.channels), "routers": len(config.routers), "teams": len(config.teams)}
+    if wants_json(as_json):
+        print_json({"valid": True, "config": os.fspath(path), **counts})
+    else:
+        say(f"{os.fspath(path)} is valid: "
+            f"{counts['channels']} channels, {counts['routers']} routers, {counts['teams']} teams")

@@ -1,0 +1,210 @@
+"""``apex gateway start|stop|reload``: run the gateway, in the foreground or as a daemon, and signal it.
+
+``start`` validates the config, writes the state file and calls the server's
+``run_gateway`` (imported here only, so other commands never load aiohttp). ``--daemon``
+re-runs ``apex gateway start --foreground`` in a new session with output to a log file,
+waits for ``/health``, then writes the pid file. ``stop`` sends SIGTERM and waits for the
+gateway to drain; ``reload`` validates first and then sends SIGHUP.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Final
+
+import rich_click as click
+
+from apex import __version__, sdnotify
+from apex.cli.options import config_option, config_path, json_option, wants_json
+from apex.cli.output import EXIT_NOT_RUNNING, fail, fail_config, print_json, say
+from apex.cli.state import (
+    GatewayState,
+    base_url,
+    http_get,
+    log_path,
+    pid_alive,
+    pid_path,
+    read_pid_file,
+    read_state,
+    remove_state,
+    state_path,
+    write_state,
+)
+from apex.cli.store import ConfigStore
+from apex.config.load import load_config
+from apex.config.model import Config
+from apex.errors import ConfigError
+
+__all__ = ["gateway_group", "running_pid"]
+
+_POLL_S: Final = 0.1
+
+
+@click.group("gateway")
+def gateway_group() -> None:
+    """Run and control the gateway process."""
+
+
+def running_pid(config: Path) -> int | None:
+    """The pid of the gateway serving ``config``, from its state file or pid file, if alive."""
+    state = read_state(state_path(config))
+    if state is not None and pid_alive(state.pid):
+        return state.pid
+    pid = read_pid_file(pid_path(config))
+    if pid is not None and pid_alive(pid):
+        return pid
+    return None
+
+
+def _load(path: Path) -> Config:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        fail_config(exc)
+
+
+@gateway_group.command("start")
+@click.option("--daemon", "-d", is_flag=True, help="Detach; write a pid file and a log file.")
+@click.option("--foreground", is_flag=True, help="Stay in the foreground (the default).")
+@click.option("--pid-file", type=click.Path(dir_okay=False), help="Pid file for --daemon (default: <config>.pid).")
+@click.option("--log-file", type=click.Path(dir_okay=False), help="Log file for --daemon (default: <config>.log).")
+@click.option("--wait", "wait_s", type=click.FloatRange(min=0.1), default=20.0, show_default=True,
+              help="Seconds --daemon waits for /health.")
+@config_option
+@json_option
+def start(daemon: bool, foreground: bool, pid_file: str | None, log_file: str | None, wait_s: float,
+          config_file: str | None, as_json: bool) -> None:
+    """Start the gateway (foreground unless --daemon)."""
+    if daemon and foreground:
+        raise click.UsageError("--daemon and --foreground exclude each other")
+    path = config_path(config_file)
+    config = _load(path)
+    pid = running_pid(path)
+    if pid is not None:
+        fail(f"a gateway for {path} is already running (pid {pid})")
+    if daemon:
+        _start_daemon(path, config, Path(pid_file) if pid_file else pid_path(path),
+                      Path(log_file) if log_file else log_path(path), wait_s, wants_json(as_json))
+        return
+    raise SystemExit(_run_foreground(path, config))
+
+
+def _run_foreground(path: Path, config: Config) -> int:
+    try:
+        from apex.server.app import run_gateway  # only here: keeps aiohttp out of every other command
+    except ImportError as exc:
+        fail(f"the gateway server is not available: {exc}")
+    state_file = state_path(path)
+    pid = os.getpid()
+    try:
+        write_state(state_file, GatewayState(pid, config.global_.listen, os.fspath(path), time.time(), __version__))
+    except OSError as exc:
+        # A read-only config directory (systemd ProtectSystem=strict) must not stop the gateway.
+        click.echo(f"warning: cannot write state file {state_file}: {exc.strerror}; "
+                   f"set $APEX_STATE_DIR to a writable directory", err=True)
+
+    def on_ready() -> None:
+        sdnotify.ready()
+        sdnotify.status(f"serving on {config.global_.listen}")
+
+    try:
+        return run_gateway(path, on_ready=on_ready)
+    except ConfigError as exc:
+        fail_config(exc)
+    finally:
+        sdnotify.stopping()
+        remove_state(state_file, pid)
+
+
+def _start_daemon(path: Path, config: Config, pid_file: Path, log_file: Path, wait_s: float, as_json: bool) -> None:
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_file, "ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "apex", "gateway", "start", "--foreground", "--config", os.fspath(path)],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,  # survive the shell's SIGHUP/SIGINT; stop via `apex gateway stop`
+            close_fds=True,
+        )
+    health = base_url(config.global_.listen) + "/health"
+    deadline = time.monotonic() + wait_s
+    while True:
+        code = proc.poll()
+        if code is not None:
+            fail(f"the gateway exited with code {code} while starting; see {log_file}")
+        if http_get(health, timeout=0.5) is not None:
+            break
+        if time.monotonic() > deadline:
+            proc.terminate()
+            fail(f"the gateway did not answer {health} within {wait_s:g}s; stopped it; see {log_file}")
+        time.sleep(_POLL_S)
+    pid_file.parent.mkdir(parents=True, exist_ok=True)
+    pid_file.write_text(f"{proc.pid}\n")
+    if as_json:
+        print_json({"result": "started", "pid": proc.pid, "listen": config.global_.listen,
+                    "config": os.fspath(path), "pid_file": os.fspath(pid_file), "log_file": os.fspath(log_file)})
+    else:
+        say(f"gateway started: pid {proc.pid}, listening on {config.global_.listen}, log {log_file}")
+
+
+@gateway_group.command("stop")
+@click.option("--timeout", "timeout_s", type=click.FloatRange(min=0), default=30.0, show_default=True,
+              help="Seconds to wait for in-flight requests to finish.")
+@config_option
+@json_option
+def stop(timeout_s: float, config_file: str | None, as_json: bool) -> None:
+    """Stop the gateway gracefully (SIGTERM) and wait; exit 1 if it is still running after --timeout."""
+    path = config_path(config_file)
+    pid = running_pid(path)
+    if pid is None:
+        _clean_stale(path)
+        _report(as_json, "not running", None, "gateway is not running")
+        return
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while pid_alive(pid):
+        if time.monotonic() > deadline:
+            fail(f"gateway pid {pid} is still running {timeout_s:g}s after SIGTERM")
+        time.sleep(_POLL_S)
+    _clean_stale(path)
+    _report(as_json, "stopped", pid, f"gateway stopped (pid {pid})")
+
+
+@gateway_group.command("reload")
+@config_option
+@json_option
+def reload(config_file: str | None, as_json: bool) -> None:
+    """Validate the config, then tell the running gateway to reload it (SIGHUP)."""
+    path = config_path(config_file)
+    pid = running_pid(path)
+    if pid is None:
+        fail("gateway is not running", EXIT_NOT_RUNNING)
+    try:
+        ConfigStore(path).load()
+    except ConfigError as exc:
+        fail(f"not reloading, the gateway keeps its current config: {exc}")
+    os.kill(pid, signal.SIGHUP)
+    _report(as_json, "reload requested", pid, f"reload signal sent to pid {pid}")
+
+
+def _clean_stale(path: Path) -> None:
+    for stale in (state_path(path), pid_path(path)):
+        try:
+            stale.unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            click.echo(f"warning: cannot remove {stale}: {exc.strerror}", err=True)
+
+
+def _report(as_json: bool, result: str, pid: int | None, message: str) -> None:
+    if wants_json(as_json):
+        print_json({"result": result, "pid": pid})
+    else:
+        say(message)

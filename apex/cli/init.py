@@ -1,0 +1,131 @@
+"""``apex init``: write a first config (listen address, one channel, a router with a generated vkey, optional team).
+
+Interactive by default; ``--non-interactive`` takes flags and needs none (a mock channel
+``demo`` behind router ``default`` on 127.0.0.1:8080). It never overwrites an existing file
+without ``--force``, and the result is validated and written like every other edit.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from typing import Any
+
+import rich_click as click
+
+from apex.cli.options import config_option, config_path, json_option, wants_json
+from apex.cli.output import fail, print_json, say
+from apex.cli.store import ConfigStore
+from apex.config.load import KEYLESS_PROVIDERS, parse_listen
+from apex.config.model import PROVIDER_TYPES
+
+__all__ = ["init_command", "normalize_listen", "generate_key"]
+
+
+def generate_key(prefix: str) -> str:
+    """A fresh random client key such as ``apex-vk-…`` (192 bits)."""
+    return f"{prefix}{secrets.token_urlsafe(24)}"
+
+
+def normalize_listen(value: str) -> str:
+    """``host:port`` as the config wants it: IPv6 hosts in brackets (``[::1]:8080``)."""
+    value = value.strip()
+    if not value.startswith("["):
+        host, sep, port = value.rpartition(":")
+        if sep and ":" in host:
+            value = f"[{host}]:{port}"
+    try:
+        parse_listen(value)
+    except ValueError as exc:
+        raise click.BadParameter(f"{value!r}: {exc}", param_hint="--listen") from exc
+    return value
+
+
+def _default_key_ref(provider: str) -> str | None:
+    return None if provider in KEYLESS_PROVIDERS else "${" + provider.upper() + "_API_KEY}"
+
+
+@click.command("init")
+@click.option("--non-interactive", is_flag=True, help="Ask nothing; use flags and defaults.")
+@click.option("--force", is_flag=True, help="Overwrite an existing config file (its old content goes to .bak).")
+@click.option("--listen", default="127.0.0.1:8080", show_default=True, help="Address to listen on (host:port).")
+@click.option("--provider", type=click.Choice(PROVIDER_TYPES), default="mock", show_default=True,
+              help="Provider of the first channel.")
+@click.option("--channel", "channel_name", help="Name of the first channel (default: demo for mock, else the provider).")
+@click.option("--base-url", help="Base URL of the first channel (default: the provider's).")
+@click.option("--api-key", help="Upstream key of the first channel (default: ${<PROVIDER>_API_KEY}).")
+@click.option("--model", "models", multiple=True, metavar="M", help="Model the channel serves; repeat for several.")
+@click.option("--router", "router_name", default="default", show_default=True, help="Name of the router.")
+@click.option("--vkey", help="Client key selecting the router (default: generated).")
+@click.option("--team", "team_id", help="Also create a team with this id.")
+@click.option("--team-key", help="The team's client key (default: generated).")
+@config_option
+@json_option
+def init_command(non_interactive: bool, force: bool, listen: str, provider: str, channel_name: str | None,
+                 base_url: str | None, api_key: str | None, models: tuple[str, ...], router_name: str,
+                 vkey: str | None, team_id: str | None, team_key: str | None,
+                 config_file: str | None, as_json: bool) -> None:
+    """Create a config file, by wizard or (--non-interactive) from flags."""
+    path = config_path(config_file)
+    store = ConfigStore(path)
+    if store.exists() and not force:
+        fail(f"{path} already exists; use --force to overwrite it")
+    model_list = list(models)
+    if non_interactive:
+        listen = normalize_listen(listen)
+    else:
+        say(f"[bold]Apex setup[/bold]: writing {path}")
+        listen = click.prompt("Listen address (host:port)", default=listen, value_proc=normalize_listen)
+        provider = click.prompt("Provider of the first channel", default=provider,
+                                type=click.Choice(PROVIDER_TYPES), show_choices=True)
+        channel_name = click.prompt("Channel name", default=channel_name or _default_channel(provider))
+        base_url = click.prompt("Base URL (empty: the provider's default)", default=base_url or "",
+                                show_default=False) or None
+        if provider not in KEYLESS_PROVIDERS:
+            api_key = click.prompt("Upstream API key (a ${VAR} reference keeps it out of the file)",
+                                   default=api_key or _default_key_ref(provider))
+        default_models = ",".join(model_list) or ("*" if provider == "mock" else "")
+        answer = click.prompt("Models served, comma-separated (empty: any)", default=default_models,
+                              show_default=bool(default_models))
+        model_list = [m.strip() for m in answer.split(",") if m.strip()]
+        router_name = click.prompt("Router name", default=router_name)
+        vkey = click.prompt("Router vkey (client key)", default=vkey or generate_key("apex-vk-"))
+        if team_id or click.confirm("Add a team?", default=False):
+            team_id = click.prompt("Team id", default=team_id or "team-1")
+            team_key = click.prompt("Team API key", default=team_key or generate_key("apex-tk-"))
+
+    name = channel_name or _default_channel(provider)
+    channel: dict[str, Any] = {"name": name, "provider_type": provider}
+    if base_url:
+        channel["base_url"] = base_url
+    key = api_key if api_key is not None else _default_key_ref(provider)
+    if key:
+        channel["api_key"] = key
+    if not model_list and provider == "mock":
+        model_list = ["*"]
+    if model_list:
+        channel["models"] = model_list
+    vkey = vkey or generate_key("apex-vk-")
+    raw: dict[str, Any] = {
+        "global": {"listen": listen},
+        "channels": [channel],
+        "routers": [{"name": router_name, "vkey": vkey, "channels": [{"name": name}]}],
+    }
+    if team_id:
+        team_key = team_key or generate_key("apex-tk-")
+        raw["teams"] = [{"id": team_id, "api_key": team_key, "policy": {"allowed_routers": [router_name]}}]
+    store.create(raw, force=force)
+
+    if wants_json(as_json):
+        print_json({"result": "created", "config": os.fspath(path), "listen": listen, "channel": name,
+                    "router": router_name, "vkey": vkey, "team": team_id, "team_key": team_key})
+        return
+    say(f"wrote {path}")
+    say(f"router [bold]{router_name}[/bold] vkey: {vkey}")
+    if team_id:
+        say(f"team [bold]{team_id}[/bold] key: {team_key}")
+    say(f"next: apex gateway start --config {path}")
+
+
+def _default_channel(provider: str) -> str:
+    return "demo" if provider == "mock" else provider

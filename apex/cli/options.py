@@ -1,0 +1,71 @@
+"""Options every command shares (``--config``, ``--json``) and how the config path is resolved.
+
+Path order (spec section 5): ``--config`` on the command, else ``--config`` on ``apex``
+itself, else ``$APEX_CONFIG``, else ``./config.json``. The path is made absolute but not
+resolved, so a symlinked config stays the symlink the gateway watches.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Final, TypeVar
+
+import rich_click as click
+
+__all__ = [
+    "CONFIG_ENV",
+    "DEFAULT_CONFIG",
+    "config_option",
+    "config_path",
+    "json_option",
+    "resolve_config_path",
+    "wants_json",
+]
+
+CONFIG_ENV: Final = "APEX_CONFIG"
+DEFAULT_CONFIG: Final = "config.json"
+
+F = TypeVar("F", bound=Callable[..., object])
+
+
+def resolve_config_path(given: str | os.PathLike[str] | None, env: dict[str, str] | None = None) -> Path:
+    """The config path from ``given``, else ``$APEX_CONFIG``, else ``./config.json``; absolute."""
+    environ = os.environ if env is None else env
+    chosen = given or environ.get(CONFIG_ENV) or DEFAULT_CONFIG
+    return Path(os.path.abspath(os.fspath(chosen)))
+
+
+def config_option(f: F) -> F:
+    """``--config F`` on a command (also accepted on ``apex`` itself)."""
+    return click.option(
+        "--config",
+        "config_file",
+        type=click.Path(dir_okay=False),
+        default=None,
+        help=f"Config file (default: ${CONFIG_ENV}, else ./{DEFAULT_CONFIG}).",
+    )(f)
+
+
+def json_option(f: F) -> F:
+    """``--json`` on a command: machine-readable output."""
+    return click.option("--json", "as_json", is_flag=True, default=False, help="Print JSON instead of tables.")(f)
+
+
+def config_path(given: str | None) -> Path:
+    """The config path for the current command: its own ``--config``, then the root's."""
+    if given is None:
+        ctx = click.get_current_context(silent=True)
+        if ctx is not None:
+            root = ctx.find_root()
+            given = root.params.get("config_file")
+    return resolve_config_path(given)
+
+
+def wants_json(given: bool) -> bool:
+    """The command's ``--json``, or the root's."""
+    if given:
+        return True
+    ctx = click.get_current_context(silent=True)
+    return bool(ctx is not None and ctx.find_root().params.get("as_json"))

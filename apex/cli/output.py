@@ -1,0 +1,92 @@
+"""How the CLI prints: rich tables for people, JSON for scripts, secrets masked, errors on stderr.
+
+Nothing here decides *what* to show; commands build rows or JSON-ready objects and hand
+them over. Masking keeps ``${VAR}`` references visible (they name a variable, not a secret).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from typing import Final, NoReturn
+
+import rich_click as click
+from rich.console import Console
+from rich.table import Table
+
+from apex.errors import ConfigError
+
+__all__ = [
+    "CliFailure",
+    "EXIT_FAILURE",
+    "EXIT_NOT_RUNNING",
+    "fail",
+    "fail_config",
+    "is_secret_header",
+    "mask",
+    "print_json",
+    "print_table",
+    "say",
+]
+
+EXIT_FAILURE: Final = 1
+EXIT_NOT_RUNNING: Final = 3  # LSB "program is not running", as `apex status` promises
+_SECRET_HEADER_WORDS: Final = ("auth", "key", "token", "secret", "cookie", "password")
+
+
+class CliFailure(click.ClickException):
+    """A command failed: ``error: <message>`` on stderr and a non-zero exit code."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_FAILURE) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+    def show(self, file: object = None) -> None:
+        click.echo(f"error: {self.message}", err=True)
+
+
+def fail(message: str, code: int = EXIT_FAILURE) -> NoReturn:
+    """Stop the command with ``message`` and exit ``code``."""
+    raise CliFailure(message, code)
+
+
+def fail_config(exc: ConfigError) -> NoReturn:
+    """Stop the command with a config error, its key path first."""
+    raise CliFailure(str(exc)) from exc
+
+
+def mask(secret: str | None) -> str | None:
+    """``sk-…wxyz`` for a literal secret; a ``${VAR}`` reference is shown as written."""
+    if secret is None:
+        return None
+    if secret.startswith("${") and secret.endswith("}"):
+        return secret
+    if len(secret) < 12:
+        return "****"
+    return f"{secret[:3]}…{secret[-4:]}"
+
+
+def is_secret_header(name: str) -> bool:
+    """True for header names that usually carry credentials (their values get masked)."""
+    lowered = name.lower()
+    return any(word in lowered for word in _SECRET_HEADER_WORDS)
+
+
+def print_json(value: object) -> None:
+    """Print ``value`` as indented JSON on stdout."""
+    click.echo(json.dumps(value, indent=2, ensure_ascii=False))
+
+
+def say(message: str) -> None:
+    """Print a human message on stdout (rich markup allowed)."""
+    Console(highlight=False, soft_wrap=True).print(message)
+
+
+def print_table(title: str, columns: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
+    """Print a rich table; empty cells show as a dash."""
+    table = Table(title=title, title_justify="left")
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*(cell if cell else "-" for cell in row))
+    Console(soft_wrap=False).print(table)

@@ -1,0 +1,163 @@
+"""The running gateway's state file, pid file and liveness probes, shared by start/stop/reload/status.
+
+``apex gateway start`` writes ``<config>.state`` (JSON: pid, listen, config path, start
+time, version) beside the config, or in ``$APEX_STATE_DIR`` when set (systemd's read-only
+``/etc``); the gateway removes it on exit. A pid is only trusted while that process is
+alive and, where ``/proc`` exists, its command line mentions apex, so a stale file left by
+``kill -9`` never makes the CLI signal an unrelated process. Probes use urllib: the CLI
+must not import aiohttp.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+import urllib.error
+import urllib.request
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Final
+
+from apex.config.load import parse_listen
+
+__all__ = [
+    "GatewayState",
+    "STATE_DIR_ENV",
+    "base_url",
+    "http_get",
+    "log_path",
+    "pid_alive",
+    "pid_path",
+    "read_pid_file",
+    "read_state",
+    "remove_state",
+    "state_path",
+    "write_state",
+]
+
+STATE_DIR_ENV: Final = "APEX_STATE_DIR"
+# The gateway is on this host: never send probes through $http_proxy.
+_OPENER: Final = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayState:
+    """What a running gateway leaves for the CLI."""
+
+    pid: int
+    listen: str
+    config: str
+    started_at: float
+    version: str
+
+
+def _beside(config: Path, suffix: str) -> Path:
+    directory = os.environ.get(STATE_DIR_ENV) or os.fspath(config.parent)
+    return Path(directory) / (config.name + suffix)
+
+
+def state_path(config: Path) -> Path:
+    """``<config>.state`` beside the config (or in ``$APEX_STATE_DIR``)."""
+    return _beside(config, ".state")
+
+
+def pid_path(config: Path) -> Path:
+    """Default pid file of ``gateway start --daemon``."""
+    return _beside(config, ".pid")
+
+
+def log_path(config: Path) -> Path:
+    """Default log file of ``gateway start --daemon``."""
+    return _beside(config, ".log")
+
+
+def write_state(path: Path, state: GatewayState) -> None:
+    """Atomically write the state file; raises OSError (the caller decides if that matters)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(asdict(state), f)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def read_state(path: Path) -> GatewayState | None:
+    """The state file's content, or None when it is missing or unreadable."""
+    try:
+        data = json.loads(path.read_bytes())
+        return GatewayState(
+            pid=int(data["pid"]),
+            listen=str(data["listen"]),
+            config=str(data["config"]),
+            started_at=float(data["started_at"]),
+            version=str(data.get("version", "")),
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def remove_state(path: Path, pid: int) -> None:
+    """Remove the state file if it still names ``pid`` (a newer gateway may have replaced it)."""
+    state = read_state(path)
+    if state is not None and state.pid == pid:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+def read_pid_file(path: Path) -> int | None:
+    """The pid in a pid file, or None."""
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def pid_alive(pid: int) -> bool:
+    """True while ``pid`` runs and (where /proc exists) is an apex process, not a zombie."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # alive, owned by someone else (e.g. the systemd service user)
+    proc = Path("/proc") / str(pid)
+    if Path("/proc/self").exists():
+        try:
+            cmdline = (proc / "cmdline").read_bytes()
+        except OSError:
+            return False
+        # A zombie has an empty cmdline; a recycled pid runs something else.
+        return b"apex" in cmdline
+    return True
+
+
+def base_url(listen: str) -> str:
+    """``http://host:port`` to reach a gateway listening on ``listen`` from this host."""
+    host, port = parse_listen(listen)
+    if host in ("0.0.0.0", ""):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
+
+
+def http_get(url: str, timeout: float = 1.0) -> bytes | None:
+    """The body of a 200 answer to GET ``url``, or None on any failure."""
+    try:
+        with _OPENER.open(url, timeout=timeout) as resp:
+            if resp.status != 200:
+                return None
+            body: bytes = resp.read()
+            return body
+    except (OSError, urllib.error.URLError, ValueError):
+        return None
