@@ -1,0 +1,124 @@
+"""API keys -> Principal: which routers a caller may use, and its team policy.
+
+Keys are stored as SHA-256 digests and looked up by digest, so the request path never
+scans and never compares a raw secret; the final check is ``hmac.compare_digest``. A
+client may present its key as ``Authorization: Bearer K`` or ``x-api-key: K``. Keys are
+never logged or returned: only the principal's ``label`` is (``team:search``, ``router:x``,
+``global[0]``, ``anonymous``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from apex.config.model import Config, RateLimit
+from apex.errors import AuthenticationFailed
+from apex.routing.match import PatternSet
+
+__all__ = ["KeyIndex", "Principal", "TeamPolicy", "mask_secret", "presented_key"]
+
+
+@dataclass(frozen=True, slots=True)
+class TeamPolicy:
+    """A team's policy, compiled: allowed models as a PatternSet, limits as given."""
+
+    id: str
+    allowed_models: PatternSet | None
+    rate_limit: RateLimit | None
+
+    def allows_model(self, model: str) -> bool:
+        return self.allowed_models is None or self.allowed_models.matches(model)
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: the routers it may use (in the order to try them) and its team."""
+
+    kind: str                  # "router" | "team" | "global" | "anonymous"
+    label: str
+    routers: tuple[str, ...]
+    team: TeamPolicy | None = None
+
+
+def _digest(key: str) -> bytes:
+    return hashlib.sha256(key.encode()).digest()
+
+
+def presented_key(headers: Mapping[str, str]) -> str | None:
+    """The key a request presents, or None."""
+    auth = headers.get("Authorization")
+    if auth is not None:
+        scheme, _, value = auth.partition(" ")
+        if scheme.lower() == "bearer" and value.strip():
+            return value.strip()
+    key = headers.get("x-api-key")
+    if key:
+        return key.strip()
+    return None
+
+
+def mask_secret(secret: str | None) -> str:
+    """A secret for display: enough to recognise it, never enough to use it."""
+    if not secret:
+        return ""
+    if secret.startswith("${") and secret.endswith("}"):
+        return secret  # an env reference is not a secret
+    if len(secret) <= 8:
+        return "****"
+    return f"{secret[:3]}…{secret[-4:]}"
+
+
+class KeyIndex:
+    """Every valid key of a config, by digest."""
+
+    def __init__(self, config: Config) -> None:
+        all_routers = tuple(r.name for r in config.routers)
+        self._by_digest: dict[bytes, Principal] = {}
+        for i, key in enumerate(config.global_.auth.keys):
+            self._by_digest[_digest(key)] = Principal("global", f"global[{i}]", all_routers)
+        for router in config.routers:
+            if router.vkey:
+                self._by_digest[_digest(router.vkey)] = Principal(
+                    "router", f"router:{router.name}", (router.name,)
+                )
+        self.teams: dict[str, TeamPolicy] = {}
+        for team in config.teams:
+            pol = team.policy
+            policy = TeamPolicy(
+                team.id,
+                PatternSet(pol.allowed_models) if pol.allowed_models is not None else None,
+                pol.rate_limit,
+            )
+            self.teams[team.id] = policy
+            routers = pol.allowed_routers if pol.allowed_routers is not None else all_routers
+            self._by_digest[_digest(team.api_key)] = Principal("team", f"team:{team.id}", tuple(routers), policy)
+        self._stored = {d: d for d in self._by_digest}
+        self._anonymous = (
+            Principal("anonymous", "anonymous", all_routers) if config.global_.auth.anonymous else None
+        )
+
+    def authenticate(self, headers: Mapping[str, str]) -> Principal:
+        """The principal for a request's key; raise AuthenticationFailed (401)."""
+        key = presented_key(headers)
+        if key is None:
+            if self._anonymous is not None:
+                return self._anonymous
+            raise AuthenticationFailed(
+                "missing API key: send it as 'Authorization: Bearer <key>' or 'x-api-key: <key>'"
+            )
+        digest = _digest(key)
+        principal = self._by_digest.get(digest)
+        # The dict finds the candidate by digest (timing there reveals only hash bits, not
+        # the key); the final equality check is constant-time.
+        if principal is None or not hmac.compare_digest(self._stored[digest], digest):
+            raise AuthenticationFailed("invalid API key")
+        return principal
+
+    def principal_for_key(self, key: str | None) -> Principal | None:
+        """Look a raw key up without raising (for `apex route explain`)."""
+        if key is None:
+            return self._anonymous
+        return self._by_digest.get(_digest(key))

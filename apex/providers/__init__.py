@@ -1,0 +1,1 @@
+"""Upstream providers: presets (URLs, auth, dialects) and the transports that reach them."""

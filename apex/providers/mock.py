@@ -1,0 +1,310 @@
+"""The built-in offline provider: answers in-process, in whatever dialect is asked.
+
+Deterministic: the same request gets the same answer, streamed or not (the stream's text
+joins to the non-stream text). ``latency_ms`` delays the response headers,
+``tokens_per_s`` paces stream chunks (one word per chunk), ``response_text`` replaces the
+default echo. It serves chat, messages, responses, count_tokens and embeddings
+(deterministic unit vectors). Its replies look like ``aiohttp.ClientResponse`` to the
+pipeline, so the mock exercises the same code path as a real upstream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import math
+import struct
+import time
+from collections.abc import AsyncIterator, Mapping
+from typing import Final
+
+import msgspec
+
+from apex.config.model import Channel
+from apex.errors import InvalidRequest
+from apex.sse import DONE_EVENT, encode_event
+from apex.tokens import estimate_text_tokens, estimate_tokens
+from apex.types import Dialect
+
+__all__ = ["MockReply", "mock_reply"]
+
+_ENC: Final = msgspec.json.Encoder()
+_EMBED_DIMS: Final = 16
+
+
+class _Message(msgspec.Struct):
+    role: str = ""
+    content: object = None
+
+
+class _Req(msgspec.Struct):
+    model: str = ""
+    stream: bool = False
+    messages: list[_Message] = []
+    input: object = None
+    max_tokens: int | None = None
+    max_completion_tokens: int | None = None
+    max_output_tokens: int | None = None
+    encoding_format: str | None = None
+    dimensions: int | None = None
+    stream_options: dict[str, object] | None = None
+
+
+_REQ: Final = msgspec.json.Decoder(_Req)
+
+
+def _text_of(content: object) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = []
+        for p in content:
+            if isinstance(p, dict):
+                t = p.get("text")
+                if isinstance(t, str):
+                    parts.append(t)
+        return " ".join(parts)
+    return ""
+
+
+def _last_user_text(req: _Req) -> str:
+    for m in reversed(req.messages):
+        if m.role == "user":
+            return _text_of(m.content)
+    if isinstance(req.input, str):
+        return req.input
+    if isinstance(req.input, list):
+        for item in reversed(req.input):
+            if isinstance(item, dict) and item.get("role") == "user":
+                return _text_of(item.get("content"))
+    return ""
+
+
+class _Body:
+    def __init__(self, chunks: AsyncIterator[bytes]) -> None:
+        self._chunks = chunks
+
+    async def readany(self) -> bytes:
+        try:
+            return await anext(self._chunks)
+        except StopAsyncIteration:
+            return b""
+
+
+class MockReply:
+    """A finished-or-streaming in-process reply with ClientResponse's shape."""
+
+    def __init__(self, status: int, content_type: str, chunks: AsyncIterator[bytes]) -> None:
+        self.status = status
+        self.content_type = content_type
+        self.headers: Mapping[str, str] = {"Content-Type": content_type}
+        self.content = _Body(chunks)
+
+    async def read(self) -> bytes:
+        out = []
+        while chunk := await self.content.readany():
+            out.append(chunk)
+        return b"".join(out)
+
+    def release(self) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+
+async def _one(data: bytes) -> AsyncIterator[bytes]:
+    yield data
+
+
+def _error(message: str) -> MockReply:
+    return MockReply(400, "application/json", _one(_ENC.encode({"error": {"message": message, "type": "invalid_request_error"}})))
+
+
+async def mock_reply(ch: Channel, dialect: Dialect, body: bytes, model: str) -> MockReply:
+    """Answer ``body`` (a request in ``dialect``) as the upstream would, for model ``model``."""
+    try:
+        req = _REQ.decode(body)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise InvalidRequest(f"request body is not valid: {exc}") from exc
+    if ch.latency_ms:
+        await asyncio.sleep(ch.latency_ms / 1000)
+    if dialect is Dialect.OPENAI_EMBEDDINGS:
+        return _embeddings(req, model)
+    if dialect is Dialect.ANTHROPIC_COUNT_TOKENS:
+        return MockReply(200, "application/json", _one(_ENC.encode({"input_tokens": estimate_tokens(body)})))
+    prompt = _last_user_text(req)
+    text = ch.response_text if ch.response_text is not None else f"This is Apex's mock provider. You said: {prompt[:200]}"
+    words = [w + " " for w in text.split(" ")]
+    words[-1] = words[-1][:-1]
+    limit = req.max_tokens or req.max_completion_tokens or req.max_output_tokens
+    truncated = limit is not None and limit < len(words)
+    if truncated:
+        assert limit is not None
+        words = words[:limit]
+    prompt_tokens = estimate_tokens(body)
+    out_tokens = len(words)
+    gap = 1.0 / ch.tokens_per_s if ch.tokens_per_s else 0.0
+    rid = hashlib.sha256(body).hexdigest()[:24]
+    if dialect is Dialect.OPENAI_CHAT:
+        return _openai_chat(req, model, words, truncated, prompt_tokens, out_tokens, gap, rid)
+    if dialect is Dialect.ANTHROPIC_MESSAGES:
+        return _anthropic(req, model, words, truncated, prompt_tokens, out_tokens, gap, rid)
+    if dialect is Dialect.OPENAI_RESPONSES:
+        return _responses(req, model, words, truncated, prompt_tokens, out_tokens, gap, rid)
+    return _error(f"the mock provider does not serve {dialect.value}")
+
+
+async def _paced(events: list[bytes], gap: float, first: int) -> AsyncIterator[bytes]:
+    for i, ev in enumerate(events):
+        if gap and i >= first:
+            await asyncio.sleep(gap)
+        yield ev
+
+
+def _openai_chat(req: _Req, model: str, words: list[str], truncated: bool, pin: int, pout: int, gap: float, rid: str) -> MockReply:
+    created = int(time.time())
+    cid = f"chatcmpl-mock{rid}"
+    finish = "length" if truncated else "stop"
+    usage = {"prompt_tokens": pin, "completion_tokens": pout, "total_tokens": pin + pout}
+    if not req.stream:
+        return MockReply(200, "application/json", _one(_ENC.encode({
+            "id": cid, "object": "chat.completion", "created": created, "model": model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "".join(words), "refusal": None},
+                         "logprobs": None, "finish_reason": finish}],
+            "usage": usage,
+        })))
+
+    def chunk(delta: dict[str, object], fin: str | None) -> bytes:
+        return encode_event(_ENC.encode({
+            "id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
+            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": fin}],
+        }))
+
+    events = [chunk({"role": "assistant", "content": ""}, None)]
+    events += [chunk({"content": w}, None) for w in words]
+    events.append(chunk({}, finish))
+    opts = req.stream_options or {}
+    if opts.get("include_usage"):
+        events.append(encode_event(_ENC.encode({
+            "id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
+            "choices": [], "usage": usage,
+        })))
+    events.append(DONE_EVENT)
+    return MockReply(200, "text/event-stream", _paced(events, gap, 2))
+
+
+def _anthropic(req: _Req, model: str, words: list[str], truncated: bool, pin: int, pout: int, gap: float, rid: str) -> MockReply:
+    mid = f"msg_mock{rid}"
+    stop = "max_tokens" if truncated else "end_turn"
+    if not req.stream:
+        return MockReply(200, "application/json", _one(_ENC.encode({
+            "id": mid, "type": "message", "role": "assistant", "model": model,
+            "content": [{"type": "text", "text": "".join(words)}],
+            "stop_reason": stop, "stop_sequence": None,
+            "usage": {"input_tokens": pin, "output_tokens": pout,
+                      "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0},
+        })))
+
+    def ev(name: str, data: dict[str, object]) -> bytes:
+        return encode_event(_ENC.encode(data), name)
+
+    events = [
+        ev("message_start", {"type": "message_start", "message": {
+            "id": mid, "type": "message", "role": "assistant", "model": model, "content": [],
+            "stop_reason": None, "stop_sequence": None,
+            "usage": {"input_tokens": pin, "output_tokens": 1,
+                      "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}}}),
+        ev("content_block_start", {"type": "content_block_start", "index": 0,
+                                   "content_block": {"type": "text", "text": ""}}),
+    ]
+    events += [ev("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                          "delta": {"type": "text_delta", "text": w}}) for w in words]
+    events += [
+        ev("content_block_stop", {"type": "content_block_stop", "index": 0}),
+        ev("message_delta", {"type": "message_delta", "delta": {"stop_reason": stop, "stop_sequence": None},
+                             "usage": {"output_tokens": pout}}),
+        ev("message_stop", {"type": "message_stop"}),
+    ]
+    return MockReply(200, "text/event-stream", _paced(events, gap, 3))
+
+
+def _responses(req: _Req, model: str, words: list[str], truncated: bool, pin: int, pout: int, gap: float, rid: str) -> MockReply:
+    created = int(time.time())
+    resp_id, msg_id = f"resp_mock{rid}", f"msg_mock{rid}"
+    text = "".join(words)
+    status = "incomplete" if truncated else "completed"
+    usage = {"input_tokens": pin, "input_tokens_details": {"cached_tokens": 0},
+             "output_tokens": pout, "output_tokens_details": {"reasoning_tokens": 0},
+             "total_tokens": pin + pout}
+    item_done = {"type": "message", "id": msg_id, "status": "completed", "role": "assistant",
+                 "content": [{"type": "output_text", "text": text, "annotations": []}]}
+
+    def response(st: str, output: list[object], u: object) -> dict[str, object]:
+        return {"id": resp_id, "object": "response", "created_at": created, "status": st, "model": model,
+                "output": output, "usage": u, "error": None,
+                "incomplete_details": {"reason": "max_output_tokens"} if st == "incomplete" else None}
+
+    if not req.stream:
+        return MockReply(200, "application/json", _one(_ENC.encode(response(status, [item_done], usage))))
+    seq = 0
+    events: list[bytes] = []
+
+    def ev(name: str, data: dict[str, object]) -> None:
+        nonlocal seq
+        data = {"type": name, "sequence_number": seq, **data}
+        seq += 1
+        events.append(encode_event(_ENC.encode(data), name))
+
+    ev("response.created", {"response": response("in_progress", [], None)})
+    ev("response.in_progress", {"response": response("in_progress", [], None)})
+    ev("response.output_item.added", {"output_index": 0, "item": {
+        "type": "message", "id": msg_id, "status": "in_progress", "role": "assistant", "content": []}})
+    ev("response.content_part.added", {"item_id": msg_id, "output_index": 0, "content_index": 0,
+                                       "part": {"type": "output_text", "text": "", "annotations": []}})
+    for w in words:
+        ev("response.output_text.delta", {"item_id": msg_id, "output_index": 0, "content_index": 0, "delta": w})
+    ev("response.output_text.done", {"item_id": msg_id, "output_index": 0, "content_index": 0, "text": text})
+    ev("response.content_part.done", {"item_id": msg_id, "output_index": 0, "content_index": 0,
+                                      "part": {"type": "output_text", "text": text, "annotations": []}})
+    ev("response.output_item.done", {"output_index": 0, "item": item_done})
+    ev(f"response.{status}", {"response": response(status, [item_done], usage)})
+    return MockReply(200, "text/event-stream", _paced(events, gap, 4))
+
+
+def _vector(text: str, dims: int) -> list[float]:
+    seed = hashlib.sha256(text.encode()).digest()
+    raw: list[float] = []
+    block = seed
+    while len(raw) < dims:
+        block = hashlib.sha256(block).digest()
+        raw.extend((b - 127.5) / 127.5 for b in block)
+    vec = raw[:dims]
+    norm = math.sqrt(sum(v * v for v in vec)) or 1.0
+    return [v / norm for v in vec]
+
+
+def _embeddings(req: _Req, model: str) -> MockReply:
+    inputs = req.input
+    if isinstance(inputs, str):
+        texts = [inputs]
+    elif isinstance(inputs, list) and all(isinstance(i, str) for i in inputs):
+        texts = [str(i) for i in inputs]
+    elif isinstance(inputs, list) and inputs:
+        texts = [msgspec.json.encode(i).decode() for i in inputs]  # token arrays: hash them
+    else:
+        return _error("'input' must be a string or a list")
+    dims = req.dimensions or _EMBED_DIMS
+    data = []
+    for i, t in enumerate(texts):
+        vec = _vector(t, dims)
+        emb: object = vec
+        if req.encoding_format == "base64":
+            emb = base64.b64encode(struct.pack(f"<{dims}f", *vec)).decode()
+        data.append({"object": "embedding", "index": i, "embedding": emb})
+    tokens = sum(estimate_text_tokens(t) for t in texts)
+    return MockReply(200, "application/json", _one(_ENC.encode({
+        "object": "list", "data": data, "model": model,
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    })))

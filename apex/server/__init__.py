@@ -1,0 +1,1 @@
+"""The HTTP server: app assembly, endpoints, the request pipeline and response writers."""

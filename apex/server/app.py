@@ -1,0 +1,110 @@
+"""Assemble the aiohttp application and run the gateway in the foreground.
+
+``build_app`` wires routes and the Gateway's lifecycle (upstream session, limiter, config
+watcher). ``run_gateway`` is what ``apex gateway start`` calls: uvloop, one process,
+SIGTERM/SIGINT for a graceful stop that lets in-flight requests finish (bounded by
+``global.shutdown_grace_ms``), SIGHUP and file changes for hot reload, sd_notify READY.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+from aiohttp import web
+
+from apex.config.load import load_config, parse_listen
+from apex.server import handlers
+from apex.server.gateway import Gateway
+from apex.server.keys import GATEWAY_KEY
+from apex.server.logs import configure_logging
+from apex.server.middleware import api_endpoint
+from apex.types import Dialect
+
+__all__ = ["build_app", "run_gateway", "serve"]
+
+log = logging.getLogger("apex.server")
+
+
+def build_app(gateway: Gateway, *, watch: bool = False) -> web.Application:
+    """The aiohttp app serving ``gateway``; ``watch`` starts the config-file watcher."""
+    app = web.Application(client_max_size=1 << 62)  # the pipeline enforces max_body_bytes itself
+    app[GATEWAY_KEY] = gateway
+    r = app.router
+    r.add_post("/v1/chat/completions", api_endpoint(Dialect.OPENAI_CHAT, handlers.chat))
+    r.add_post("/v1/responses", api_endpoint(Dialect.OPENAI_RESPONSES, handlers.responses))
+    r.add_post("/v1/embeddings", api_endpoint(Dialect.OPENAI_EMBEDDINGS, handlers.embeddings))
+    r.add_post("/v1/messages", api_endpoint(Dialect.ANTHROPIC_MESSAGES, handlers.messages))
+    r.add_post("/v1/messages/count_tokens", api_endpoint(Dialect.ANTHROPIC_COUNT_TOKENS, handlers.count_tokens))
+    r.add_get("/v1/models", api_endpoint(Dialect.OPENAI_CHAT, handlers.models), allow_head=False)
+    r.add_get("/v1/models/{model_id}", api_endpoint(Dialect.OPENAI_CHAT, handlers.models), allow_head=False)
+    r.add_get("/health", handlers.health, allow_head=False)
+    r.add_route("*", "/{tail:.*}", handlers.fallback)
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        await gateway.start()
+        watcher = None
+        if watch and gateway.config_path is not None:
+            from apex.config.watch import ConfigWatcher
+
+            loop = asyncio.get_running_loop()
+            watcher = ConfigWatcher(gateway.config_path, lambda data: gateway.reload_bytes(data, "file"), loop)
+            watcher.start()
+        try:
+            yield
+        finally:
+            if watcher is not None:
+                watcher.stop()
+            await gateway.close()
+
+    app.cleanup_ctx.append(lifecycle)
+    return app
+
+
+async def serve(gateway: Gateway, *, on_ready: Callable[[], None] | None = None) -> None:
+    """Serve until SIGTERM/SIGINT, then stop gracefully."""
+    config = gateway.snapshot.config
+    host, port = parse_listen(config.global_.listen)
+    grace = config.global_.shutdown_grace_ms / 1000
+    app = build_app(gateway, watch=True)
+    runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=grace)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, backlog=1024, reuse_address=True)
+    await site.start()
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, lambda: gateway.reload_from_file("SIGHUP"))
+    log.info("apex %s listening on %s (config %s)", gateway.version, config.global_.listen, gateway.config_path)
+    from apex import sdnotify
+
+    sdnotify.ready()
+    if on_ready is not None:
+        on_ready()
+    try:
+        await stop.wait()
+        log.info("shutting down: letting in-flight requests finish (up to %.1f s)", grace)
+        sdnotify.notify("STOPPING=1")
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.remove_signal_handler(sig)
+        await runner.cleanup()
+
+
+def run_gateway(config_path: Path, *, on_ready: Callable[[], None] | None = None) -> int:
+    """Run the gateway in the foreground; raise ConfigError for an invalid initial config."""
+    config = load_config(config_path)
+    configure_logging(config.logging)
+    gateway = Gateway(config, config_path.resolve())
+    try:
+        import uvloop
+
+        runner = uvloop.run
+    except ImportError:  # pragma: no cover - uvloop is a dependency; keep Apex usable without it
+        runner = asyncio.run
+    runner(serve(gateway, on_ready=on_ready))
+    return 0

@@ -1,0 +1,67 @@
+"""Exchange: what Apex learned about one request on its way through, for headers, logs and metrics.
+
+One mutable record per request, created by the middleware and filled in by the pipeline.
+It holds no secrets: the key is reduced to the team id or principal label.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from apex.types import Dialect, Usage
+
+if TYPE_CHECKING:
+    from apex.server.gateway import Gateway
+
+__all__ = ["Exchange"]
+
+
+class Exchange:
+    __slots__ = (
+        "gateway", "request_id", "client_request_id", "dialect", "started", "team", "model",
+        "stream", "router", "rule", "routed", "channel", "tried", "attempts", "upstream_model",
+        "usage", "ttft_ms", "upstream_ms", "status", "committed", "stream_error", "attempt_errors",
+        "error_kind", "ratelimit_headers",
+    )
+
+    def __init__(self, gateway: Gateway, request_id: str, client_request_id: str | None, dialect: Dialect) -> None:
+        self.gateway = gateway
+        self.request_id = request_id
+        self.client_request_id = client_request_id
+        self.dialect = dialect
+        self.started = time.perf_counter()
+        self.team: str | None = None
+        self.model: str | None = None
+        self.stream = False
+        self.router: str | None = None
+        self.rule: str | None = None
+        self.routed = False
+        self.channel: str | None = None
+        self.tried: list[str] = []
+        self.attempts = 0
+        self.upstream_model: str | None = None
+        self.usage: Usage | None = None
+        self.ttft_ms: float | None = None
+        self.upstream_ms = 0.0
+        self.status = 0
+        self.committed = False
+        self.stream_error: str | None = None
+        self.attempt_errors: list[str] = []
+        self.error_kind: str | None = None
+        self.ratelimit_headers: list[tuple[str, str]] | None = None
+
+    def response_headers(self) -> dict[str, str]:
+        """Headers every response of this exchange carries (set before a stream commits)."""
+        h = {"x-request-id": self.request_id}
+        if self.channel is not None:
+            h["x-apex-channel"] = self.channel
+            h["x-apex-attempts"] = str(self.attempts)
+        if self.upstream_model is not None:
+            h["x-apex-upstream-model"] = self.upstream_model
+        if self.ratelimit_headers:
+            h.update(self.ratelimit_headers)
+        return h
+
+    def elapsed_ms(self) -> float:
+        return (time.perf_counter() - self.started) * 1000

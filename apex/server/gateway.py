@@ -1,0 +1,174 @@
+"""The Gateway: the live Snapshot plus the process-wide resources the request path uses.
+
+It owns the one upstream ClientSession, the rate limiter, and the swap of Snapshots on
+reload (file watcher, SIGHUP, or a direct call). A reload validates first; an invalid
+config leaves the running one in place, is logged with its key path, and is counted.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import aiohttp
+
+from apex import __version__
+from apex.auth import TeamPolicy
+from apex.config.load import load_config_bytes
+from apex.config.model import Config
+from apex.errors import ApexError, ConfigError
+from apex.ratelimit import Decision, Limits, RateLimiter, build_limiter, headers as ratelimit_headers, rate_limited
+from apex.routing.health import ChannelState
+from apex.server.exchange import Exchange
+from apex.snapshot import Snapshot, build_snapshot
+from apex.types import MonotonicClock, Usage
+
+__all__ = ["Gateway", "RateGrant"]
+
+log = logging.getLogger("apex.gateway")
+access_log = logging.getLogger("apex.access")
+
+
+class RateGrant:
+    """What an admitted request was charged, to settle against real usage afterwards."""
+
+    __slots__ = ("team_id", "limits", "charged")
+
+    def __init__(self, team_id: str, limits: Limits, charged: int) -> None:
+        self.team_id = team_id
+        self.limits = limits
+        self.charged = charged
+
+
+class Gateway:
+    """Everything a running Apex process shares between requests."""
+
+    def __init__(self, config: Config, config_path: Path | None = None) -> None:
+        self.config_path = config_path
+        self.version = __version__
+        self.started_monotonic = time.monotonic()
+        self.snapshot: Snapshot = build_snapshot(config, None, self._on_health_change)
+        self._limits: dict[str, Limits] = {}
+        self._refresh_limits()
+        self._session: aiohttp.ClientSession | None = None
+        self.limiter: RateLimiter | None = None
+        self._last_config_bytes: bytes | None = None
+
+    # --- lifecycle ----------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Create the shared upstream session and the rate limiter (inside the loop)."""
+        connector = aiohttp.TCPConnector(
+            limit=0,                 # no global cap: per-host keep-alive pools do the work
+            limit_per_host=0,
+            ttl_dns_cache=300,
+            keepalive_timeout=60,
+            enable_cleanup_closed=False,
+        )
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            auto_decompress=True,
+            skip_auto_headers=("User-Agent",),
+            headers={"User-Agent": f"apex/{self.version}"},
+        )
+        self.limiter = build_limiter(self.snapshot.config.global_.rate_limit_store, MonotonicClock())
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+        if self.limiter is not None:
+            await self.limiter.close()
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        assert self._session is not None, "Gateway.start() was not awaited"
+        return self._session
+
+    def uptime_seconds(self) -> float:
+        return time.monotonic() - self.started_monotonic
+
+    # --- reload -------------------------------------------------------------------
+
+    def reload_bytes(self, data: bytes, source: str = "file") -> bool:
+        """Validate ``data`` and swap it in; on error keep the old config. True on success."""
+        try:
+            config = load_config_bytes(data)
+            snapshot = build_snapshot(config, self.snapshot, self._on_health_change)
+        except ConfigError as exc:
+            log.error("config reload rejected (%s): %s", source, exc.message, extra={"config_path": exc.path})
+            self.on_reload(False)
+            return False
+        old = self.snapshot.config
+        if config.global_.listen != old.global_.listen:
+            log.warning("listen address changed to %s: restart Apex to apply it", config.global_.listen)
+        if config.global_.rate_limit_store != old.global_.rate_limit_store:
+            log.warning("rate_limit_store changed: restart Apex to apply it")
+        self.snapshot = snapshot
+        self._refresh_limits()
+        self._last_config_bytes = data
+        log.info("config reloaded (%s): %d channels, %d routers, %d teams", source,
+                 len(config.channels), len(config.routers), len(config.teams))
+        self.on_reload(True)
+        return True
+
+    def reload_from_file(self, source: str = "signal") -> bool:
+        if self.config_path is None:
+            return False
+        try:
+            data = self.config_path.read_bytes()
+        except OSError as exc:
+            log.error("config reload failed: cannot read %s: %s", self.config_path, exc.strerror)
+            self.on_reload(False)
+            return False
+        return self.reload_bytes(data, source)
+
+    def on_reload(self, ok: bool) -> None:
+        """Hook for metrics: a reload succeeded or failed."""
+
+    def _refresh_limits(self) -> None:
+        self._limits = {tid: Limits.from_config(t.rate_limit) for tid, t in self.snapshot.keys.teams.items()}
+
+    # --- rate limits --------------------------------------------------------------
+
+    async def acquire_rate_limit(self, team: TeamPolicy, estimate: int, ex: Exchange) -> RateGrant | None:
+        """Charge a team's buckets up front; raise RateLimited (429) when it does not fit."""
+        limits = self._limits.get(team.id)
+        if limits is None or limits.unlimited or self.limiter is None:
+            return None
+        decision: Decision = await self.limiter.acquire(team.id, limits, estimate)
+        ex.ratelimit_headers = ratelimit_headers(decision)
+        if not decision.allowed:
+            self.on_rate_limited(ex)
+            raise rate_limited(decision)
+        return RateGrant(team.id, limits, estimate)
+
+    async def settle_rate_limit(self, grant: RateGrant, usage: Usage | None) -> None:
+        if usage is None or self.limiter is None:
+            return
+        await self.limiter.settle(grant.team_id, grant.limits, grant.charged, usage.total_tokens)
+
+    def on_rate_limited(self, ex: Exchange) -> None:
+        """Hook for metrics: a request was refused by its team's rate limit."""
+
+    # --- observations ---------------------------------------------------------------
+
+    def _on_health_change(self, channel: str, old: ChannelState, new: ChannelState) -> None:
+        log.warning("channel %s: %s -> %s", channel, old.value, new.value)
+
+    def record_fallback(self, ex: Exchange, from_channel: str, to_channel: str) -> None:
+        log.info("request %s: falling back from %s to %s", ex.request_id, from_channel, to_channel)
+
+    def log_attempt_failure(self, ex: Exchange, channel: str, err: ApexError) -> None:
+        log.warning("request %s: attempt %d on channel %s failed: %s", ex.request_id, ex.attempts, channel, err.message)
+
+    def in_flight_changed(self, ex: Exchange, delta: int) -> None:
+        """Hook for metrics: a request started (+1) or ended (-1)."""
+
+    def finish(self, ex: Exchange) -> None:
+        """The request is over: write the access line (and metrics, when enabled)."""
+        if access_log.isEnabledFor(logging.INFO):
+            access_log.info(
+                "%s %s %s -> %s", ex.request_id, ex.model, ex.channel, ex.status,
+                extra={"exchange": ex},
+            )

@@ -1,0 +1,102 @@
+"""Thin endpoint functions, one per public route; the work is in ``pipeline``."""
+
+from __future__ import annotations
+
+from typing import Final
+
+from aiohttp import web
+
+from apex.errors import NotFound
+from apex.server.exchange import Exchange
+from apex.server.keys import GATEWAY_KEY
+from apex.server.pipeline import proxy
+from apex.server.responses import error_response, json_response
+from apex.snapshot import Snapshot
+from apex.types import Dialect
+
+__all__ = ["API_PATHS", "chat", "count_tokens", "embeddings", "fallback", "health", "messages", "models", "responses"]
+
+API_PATHS: Final[dict[str, Dialect]] = {
+    "/v1/chat/completions": Dialect.OPENAI_CHAT,
+    "/v1/responses": Dialect.OPENAI_RESPONSES,
+    "/v1/embeddings": Dialect.OPENAI_EMBEDDINGS,
+    "/v1/messages": Dialect.ANTHROPIC_MESSAGES,
+    "/v1/messages/count_tokens": Dialect.ANTHROPIC_COUNT_TOKENS,
+}
+
+
+async def chat(request: web.Request, snap: Snapshot, ex: Exchange) -> web.StreamResponse:
+    return await proxy(request, snap, ex, Dialect.OPENAI_CHAT)
+
+
+async def responses(request: web.Request, snap: Snapshot, ex: Exchange) -> web.StreamResponse:
+    return await proxy(request, snap, ex, Dialect.OPENAI_RESPONSES)
+
+
+async def embeddings(request: web.Request, snap: Snapshot, ex: Exchange) -> web.StreamResponse:
+    return await proxy(request, snap, ex, Dialect.OPENAI_EMBEDDINGS)
+
+
+async def messages(request: web.Request, snap: Snapshot, ex: Exchange) -> web.StreamResponse:
+    return await proxy(request, snap, ex, Dialect.ANTHROPIC_MESSAGES)
+
+
+async def count_tokens(request: web.Request, snap: Snapshot, ex: Exchange) -> web.StreamResponse:
+    return await proxy(request, snap, ex, Dialect.ANTHROPIC_COUNT_TOKENS)
+
+
+async def models(request: web.Request, snap: Snapshot, ex: Exchange) -> web.StreamResponse:
+    """The models this key may use: OpenAI's list shape, Anthropic's with anthropic-version."""
+    principal = snap.keys.authenticate(request.headers)
+    names = snap.models_for(principal)
+    one = request.match_info.get("model_id")
+    anthropic = "anthropic-version" in request.headers
+    if anthropic:
+        ex.dialect = Dialect.ANTHROPIC_MESSAGES
+    if one is not None:
+        if one not in names:
+            raise NotFound(f"model '{one}' does not exist or is not available to this key", code="model_not_found")
+        names = [one]
+    if anthropic:
+        data = [{"type": "model", "id": n, "display_name": n, "created_at": "1970-01-01T00:00:00Z"} for n in names]
+        if one is not None:
+            return json_response(data[0])
+        return json_response({"data": data, "has_more": False,
+                              "first_id": names[0] if names else None, "last_id": names[-1] if names else None})
+    objs = [{"id": n, "object": "model", "created": 0, "owned_by": "apex"} for n in names]
+    if one is not None:
+        return json_response(objs[0])
+    return json_response({"object": "list", "data": objs})
+
+
+async def health(request: web.Request) -> web.Response:
+    gateway = request.app[GATEWAY_KEY]
+    return json_response(
+        {"status": "healthy", "version": gateway.version, "uptime_seconds": int(gateway.uptime_seconds())}
+    )
+
+
+async def fallback(request: web.Request) -> web.StreamResponse:
+    """Unknown paths (404) and wrong methods on API paths (405), in the path's dialect.
+    Also serves the metrics path, which may change on reload."""
+    gateway = request.app[GATEWAY_KEY]
+    snap = gateway.snapshot
+    mcfg = snap.config.metrics
+    if request.method == "GET" and request.path == mcfg.path and mcfg.enabled:
+        return gateway.metrics_response()
+    dialect = Dialect.ANTHROPIC_MESSAGES if request.path.startswith("/v1/messages") else Dialect.OPENAI_CHAT
+    from apex.server.middleware import new_request_id
+
+    rid = request.headers.get("x-request-id") or new_request_id()
+    if request.path in API_PATHS or request.path == "/v1/models":
+        allowed = "GET" if request.path == "/v1/models" else "POST"
+        from apex.errors import InvalidRequest
+
+        err = InvalidRequest(f"method {request.method} is not allowed on {request.path}; use {allowed}")
+        resp = error_response(dialect, err)
+        resp.set_status(405)
+        resp.headers["Allow"] = allowed
+    else:
+        resp = error_response(dialect, NotFound(f"unknown path {request.path}"))
+    resp.headers["x-request-id"] = rid
+    return resp

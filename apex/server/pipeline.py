@@ -1,0 +1,471 @@
+"""The request path: auth -> body -> policy/route -> rate limit -> attempts -> respond.
+
+One function per stage, all driven by ``proxy``. Per-config work is already done in the
+Snapshot (compiled routes, prebuilt headers and URLs, translators); per request Apex decodes
+only ``model``/``stream`` (a view Struct), forwards the client's bytes untouched when nothing
+must change, and streams answers back event by event as they arrive. Failover happens only
+before the first event reaches the client; after that an error becomes an in-stream error
+event in the client's dialect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Final
+
+import aiohttp
+import msgspec
+from aiohttp import web
+from aiohttp_sse import EventSourceResponse
+
+from apex.errors import (
+    ApexError,
+    InvalidRequest,
+    NotFound,
+    RequestTooLarge,
+    UpstreamError,
+    UpstreamMalformed,
+)
+from apex.passthrough import PassthroughStream, body_usage, rewrite_request, rewrite_response_model
+from apex.providers.base import UpstreamReply, map_transport_errors, upstream_status_error
+from apex.providers.channel import CompiledChannel, UpstreamPlan
+from apex.providers.mock import mock_reply
+from apex.routing.policy import AttemptPlan, Outcome
+from apex.server.exchange import Exchange
+from apex.server.responses import SSE_HEADERS, json_response, stream_error_event
+from apex.snapshot import Snapshot
+from apex.sse import SseParser
+from apex.tokens import estimate_tokens
+from apex.translate import StreamTranslator, TranslateContext
+from apex.types import Dialect
+
+__all__ = ["RequestView", "proxy", "read_body"]
+
+
+class _StreamOptions(msgspec.Struct):
+    include_usage: bool | None = None
+
+
+class RequestView(msgspec.Struct):
+    """The only fields Apex reads from a request body; the rest is forwarded untouched."""
+
+    model: str | None = None
+    stream: bool | None = False
+    stream_options: _StreamOptions | None = None
+    encoding_format: str | None = None
+    max_tokens: int | None = None
+    max_completion_tokens: int | None = None
+    max_output_tokens: int | None = None
+
+
+_VIEW: Final = msgspec.json.Decoder(RequestView)
+_STREAM_FAMILY: Final[dict[Dialect, str]] = {
+    Dialect.OPENAI_CHAT: "openai_chat",
+    Dialect.ANTHROPIC_MESSAGES: "anthropic",
+    Dialect.OPENAI_RESPONSES: "responses",
+}
+_ANTHROPIC_PASS_HEADERS: Final = ("anthropic-version", "anthropic-beta")
+
+
+async def read_body(request: web.Request, limit: int) -> bytes:
+    """The request body; RequestTooLarge past ``limit`` bytes (checked before reading when
+    the client declared a length)."""
+    declared = request.content_length
+    if declared is not None and declared > limit:
+        raise RequestTooLarge(f"request body of {declared} bytes exceeds the limit of {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        chunk = await request.content.readany()
+        if not chunk:
+            break
+        size += len(chunk)
+        if size > limit:
+            raise RequestTooLarge(f"request body exceeds the limit of {limit} bytes")
+        chunks.append(chunk)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def decode_view(body: bytes) -> RequestView:
+    """Decode the routing view; InvalidRequest for bad JSON, wrong types or a missing model."""
+    if not body:
+        raise InvalidRequest("request body is empty; expected a JSON object")
+    try:
+        view = _VIEW.decode(body)
+    except msgspec.ValidationError as exc:
+        raise InvalidRequest(f"invalid request: {exc}", param=_param_of(str(exc))) from exc
+    except msgspec.DecodeError as exc:
+        raise InvalidRequest(f"request body is not valid JSON: {exc}") from exc
+    if not view.model:
+        raise InvalidRequest("'model' is required", param="model")
+    return view
+
+
+def _param_of(message: str) -> str | None:
+    marker = "`$."
+    at = message.find(marker)
+    if at < 0:
+        return None
+    return message[at + len(marker) :].rstrip("`")
+
+
+async def proxy(request: web.Request, snap: Snapshot, ex: Exchange, dialect: Dialect) -> web.StreamResponse:
+    """Serve one API request in ``dialect`` end to end; raise ApexError for the middleware."""
+    principal = snap.keys.authenticate(request.headers)
+    if principal.team is not None:
+        ex.team = principal.team.id
+    body = await read_body(request, snap.max_body_bytes)
+    view = decode_view(body)
+    model = view.model
+    assert model is not None
+    ex.model = model
+    ex.stream = bool(view.stream) and dialect not in (Dialect.OPENAI_EMBEDDINGS, Dialect.ANTHROPIC_COUNT_TOKENS)
+    route = snap.pick_route(principal, model, request.headers.get("x-apex-router"))
+    ex.router = route.router
+    ex.rule = route.rule.label
+    ex.routed = True
+
+    gateway = ex.gateway
+    grant = None
+    team = principal.team
+    if team is not None and team.rate_limit is not None and gateway.limiter is not None:
+        max_out = view.max_tokens or view.max_completion_tokens or view.max_output_tokens or 0
+        grant = await gateway.acquire_rate_limit(team, estimate_tokens(body) + max_out, ex)
+    try:
+        return await _attempts(request, snap, ex, dialect, route_channels(snap, route, dialect, model), body, view, model)
+    finally:
+        if grant is not None:
+            await gateway.settle_rate_limit(grant, ex.usage)
+
+
+def route_channels(snap: Snapshot, route: object, dialect: Dialect, model: str) -> list[str]:
+    """Channel names of the route in attempt order that can serve ``dialect``."""
+    now = time.monotonic()
+    health = snap.health
+    order = route.order(lambda c: health.is_available(c, now))  # type: ignore[attr-defined]  # Route
+    usable = [c for c in order if dialect in snap.channels[c].plans]
+    if not usable:
+        raise NotFound(f"no channel of router '{route.router}' can serve {dialect.value} requests for model '{model}'")  # type: ignore[attr-defined]
+    return usable
+
+
+async def _attempts(
+    request: web.Request,
+    snap: Snapshot,
+    ex: Exchange,
+    dialect: Dialect,
+    channels: list[str],
+    body: bytes,
+    view: RequestView,
+    model: str,
+) -> web.StreamResponse:
+    plan = AttemptPlan(channels, health=snap.health, retries=snap.config.global_.retries, rng=snap.rng)
+    clock = time.monotonic
+    last: ApexError | None = None
+    while (step := plan.next_attempt(clock())) is not None:
+        if step.wait > 0:
+            await asyncio.sleep(step.wait)
+        channel = snap.channels[step.channel]
+        if step.previous is not None and step.previous != step.channel:
+            ex.gateway.record_fallback(ex, step.previous, step.channel)
+        ex.attempts = step.number
+        ex.channel = channel.name
+        ex.tried.append(channel.name)
+        try:
+            response = await _attempt(request, snap, ex, dialect, channel, channel.plans[dialect], body, view, model)
+        except UpstreamError as err:
+            ex.attempt_errors.append(err.kind)
+            last = err
+            if not err.retryable:
+                plan.record(channel.name, Outcome.REJECTED, clock())
+                raise
+            plan.record(channel.name, Outcome.FAILED, clock(), retry_after=err.retry_after)
+            ex.gateway.log_attempt_failure(ex, channel.name, err)
+            continue
+        except asyncio.CancelledError:
+            plan.record(channel.name, Outcome.ABANDONED, clock())
+            raise
+        except ApexError:
+            plan.record(channel.name, Outcome.REJECTED, clock())
+            raise
+        plan.record(channel.name, Outcome.SUCCEEDED, clock())
+        return response
+    limited = plan.rate_limited()
+    if limited is not None and (last is None or getattr(last, "upstream_status", None) == 429 or last.status == 429):
+        raise limited
+    if last is None:
+        raise limited if limited is not None else NotFound("no channel available")
+    raise last
+
+
+def _upstream_headers(request: web.Request, plan: UpstreamPlan, ex: Exchange) -> dict[str, str]:
+    headers = plan.headers
+    client_rid = ex.client_request_id
+    extra: dict[str, str] | None = None
+    if client_rid is not None:
+        extra = {"x-request-id": client_rid}
+    if plan.forward_anthropic_headers and plan.client is plan.upstream:
+        for name in _ANTHROPIC_PASS_HEADERS:
+            value = request.headers.get(name)
+            if value is not None:
+                extra = extra or {}
+                extra[name] = value
+    if extra is None:
+        return headers
+    merged = dict(headers)
+    merged.update(extra)
+    return merged
+
+
+async def _send(
+    snap_session: aiohttp.ClientSession,
+    channel: CompiledChannel,
+    plan: UpstreamPlan,
+    url: str,
+    headers: dict[str, str],
+    body: bytes,
+    upstream_model: str,
+) -> UpstreamReply:
+    if channel.is_mock:
+        return await mock_reply(channel.config, plan.upstream, body, upstream_model)
+    return await snap_session.post(  # type: ignore[return-value]  # ClientResponse fits UpstreamReply
+        url, data=body, headers=headers, timeout=channel.timeouts.client, allow_redirects=False,
+    )
+
+
+async def _attempt(
+    request: web.Request,
+    snap: Snapshot,
+    ex: Exchange,
+    dialect: Dialect,
+    channel: CompiledChannel,
+    plan: UpstreamPlan,
+    body: bytes,
+    view: RequestView,
+    model: str,
+) -> web.StreamResponse:
+    """One attempt on one channel. Raises UpstreamError (retryable or not) before commit."""
+    if plan.local_estimate:
+        ex.upstream_model = model
+        return json_response({"input_tokens": estimate_tokens(body)}, headers={"x-apex-estimated": "true"})
+    upstream_model = channel.map_model(model)
+    ex.upstream_model = upstream_model
+    mapped = upstream_model != model
+    stream = ex.stream
+    client_usage = bool(view.stream_options and view.stream_options.include_usage)
+    ctx: TranslateContext | None = None
+    translator = plan.translator
+    if translator is not None:
+        ctx = TranslateContext(
+            client_model=model,
+            upstream_model=upstream_model,
+            stream=stream,
+            request_id=ex.request_id,
+            include_usage=client_usage,
+            estimated_input_tokens=estimate_tokens(body),
+        )
+        up_body = translator.request(body, ctx)
+    else:
+        add_usage = stream and plan.add_stream_usage and not client_usage
+        up_body = body
+        if mapped or add_usage:
+            up_body = rewrite_request(body, model=upstream_model if mapped else None, add_stream_usage=add_usage)
+        if plan.fix_embedding_encoding and view.encoding_format == "base64":
+            up_body = _embedding_request_as_float(up_body)
+
+    timeouts = channel.timeouts
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    headers = _upstream_headers(request, plan, ex)
+    url = plan.url_for(upstream_model, stream)
+    session: aiohttp.ClientSession = ex.gateway.session
+    reply: UpstreamReply | None = None
+    done = False
+    try:
+        with map_transport_errors(channel.name):
+            async with asyncio.timeout(timeouts.first_byte) as deadline:
+                reply = await _send(session, channel, plan, url, headers, up_body, upstream_model)
+                if reply.status >= 300:
+                    raw = await reply.read()
+                    ex.upstream_ms += (loop.time() - started) * 1000
+                    raise upstream_status_error(
+                        channel.name, plan.family, reply.status, raw, reply.headers,
+                        snap.retry_on_status,
+                    )
+                if not stream:
+                    deadline.reschedule(started + timeouts.request)
+                    raw = await reply.read()
+                    ex.upstream_ms += (loop.time() - started) * 1000
+                    done = True
+                    return _finish_json(ex, plan, ctx, raw, model, mapped, view)
+                if "event-stream" not in reply.content_type:
+                    raise UpstreamMalformed(
+                        f"upstream channel {channel.name} answered a stream request with {reply.content_type or 'no content type'}",
+                        channel=channel.name,
+                    )
+                observer: PassthroughStream | None = None
+                translating: StreamTranslator | None = None
+                parser: SseParser | None = None
+                if translator is not None:
+                    assert ctx is not None
+                    translating = translator.stream(ctx)
+                    parser = SseParser()
+                else:
+                    observer = PassthroughStream(
+                        _STREAM_FAMILY[dialect],
+                        client_model=model if mapped else None,
+                        strip_usage_chunk=plan.add_stream_usage and not client_usage,
+                    )
+                pending: list[bytes] = []
+                while True:
+                    chunk = await reply.content.readany()
+                    if not chunk:
+                        raise UpstreamMalformed(
+                            f"upstream channel {channel.name} closed the stream before its first event",
+                            channel=channel.name,
+                        )
+                    if observer is not None:
+                        pending.append(observer.feed(chunk))
+                        if observer.first_event_seen:
+                            break
+                    else:
+                        assert parser is not None and translating is not None
+                        events = parser.feed(chunk)
+                        for event in events:
+                            pending.extend(translating.feed(event))
+                        if events:
+                            break
+                deadline.reschedule(None)
+        ex.ttft_ms = (loop.time() - started) * 1000
+        response = await _stream_to_client(
+            request, ex, dialect, channel, reply, b"".join(pending), observer, translating, parser
+        )
+        ex.upstream_ms += (loop.time() - started) * 1000
+        done = True
+        return response
+    finally:
+        if reply is not None:
+            if done:
+                reply.release()
+            else:
+                reply.close()
+
+
+def _embedding_request_as_float(body: bytes) -> bytes:
+    """Ask a float-only upstream for floats; Apex encodes base64 for the client itself."""
+    top = msgspec.json.decode(body, type=dict[str, msgspec.Raw])
+    top["encoding_format"] = msgspec.Raw(b'"float"')
+    return msgspec.json.encode(top)
+
+
+def _finish_json(
+    ex: Exchange,
+    plan: UpstreamPlan,
+    ctx: TranslateContext | None,
+    raw: bytes,
+    model: str,
+    mapped: bool,
+    view: RequestView,
+) -> web.Response:
+    if plan.translator is not None:
+        assert ctx is not None
+        out = plan.translator.response(raw, ctx)
+        ex.usage = ctx.usage
+    else:
+        family = "anthropic" if plan.family == "anthropic" else "openai"
+        ex.usage = body_usage(family, raw)
+        out = raw
+        if mapped:
+            out = rewrite_response_model(raw, model)
+        if plan.fix_embedding_encoding and view.encoding_format == "base64":
+            out = _embeddings_to_base64(out)
+    return web.Response(body=out, content_type="application/json")
+
+
+def _embeddings_to_base64(body: bytes) -> bytes:
+    from apex.translate.embeddings import floats_to_base64_response
+
+    return floats_to_base64_response(body)
+
+
+async def _stream_to_client(
+    request: web.Request,
+    ex: Exchange,
+    dialect: Dialect,
+    channel: CompiledChannel,
+    reply: UpstreamReply,
+    first: bytes,
+    observer: PassthroughStream | None,
+    translating: StreamTranslator | None,
+    parser: SseParser | None,
+) -> web.StreamResponse:
+    """Commit the stream to the client and relay it to the end; never raises UpstreamError."""
+    resp: web.StreamResponse
+    if translating is not None:
+        # Events Apex writes itself go out through aiohttp-sse (keep-alive pings included).
+        resp = EventSourceResponse(sep="\n", allow_all_methods=True, headers=ex.response_headers())
+    else:
+        resp = web.StreamResponse(headers=ex.response_headers())
+        resp.headers.update(SSE_HEADERS)
+    await resp.prepare(request)
+    ex.committed = True
+    ex.status = 200
+    if first:
+        await resp.write(first)
+    idle = channel.timeouts.stream_idle
+    loop = asyncio.get_running_loop()
+    failure: tuple[str, str] | None = None
+    try:
+        async with asyncio.timeout(None) as deadline:
+            while True:
+                deadline.reschedule(loop.time() + idle)
+                chunk = await reply.content.readany()
+                deadline.reschedule(None)
+                if not chunk:
+                    break
+                if observer is not None:
+                    out = observer.feed(chunk)
+                else:
+                    assert parser is not None and translating is not None
+                    parts: list[bytes] = []
+                    for event in parser.feed(chunk):
+                        parts.extend(translating.feed(event))
+                    out = b"".join(parts)
+                if out:
+                    await resp.write(out)
+    except TimeoutError:
+        failure = (f"upstream channel {channel.name} sent nothing for {idle:g} s", "timeout")
+    except (aiohttp.ClientError, OSError) as exc:
+        if request.transport is None or request.transport.is_closing():
+            raise  # the client went away: nothing to tell it
+        failure = (f"upstream channel {channel.name} failed mid-stream: {type(exc).__name__}", "api_error")
+    tail: list[bytes] = []
+    if observer is not None:
+        tail.append(observer.flush())
+        ex.usage = observer.usage
+        if failure is not None:
+            tail.append(stream_error_event(dialect, *failure))
+        elif not observer.terminated and not observer.errored:
+            failure = (f"upstream channel {channel.name} ended the stream early", "api_error")
+            tail.append(stream_error_event(dialect, *failure))
+        if observer.errored:
+            ex.stream_error = "upstream_error_event"
+    else:
+        assert translating is not None and parser is not None
+        if failure is None:
+            for event in parser.flush():
+                tail.extend(translating.feed(event))
+            tail.extend(translating.finish())
+        else:
+            tail.extend(translating.fail(*failure))
+    if failure is not None:
+        ex.stream_error = failure[1]
+    data = b"".join(tail)
+    if data:
+        await resp.write(data)
+    await resp.write_eof()
+    return resp
+
+
+

@@ -1,0 +1,87 @@
+"""Render ApexError and JSON in the client's dialect. The endpoint decides the wire shape.
+
+One ``kind -> type`` table per dialect (spec section 3): OpenAI ``{"error": {message,
+type, param, code}}``, Anthropic ``{"type": "error", "error": {type, message}}``. An
+upstream's own error body keeps its message and, when the protocols match, its type.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Final
+
+import msgspec
+from aiohttp import web
+
+from apex.errors import ApexError, UpstreamStatus
+from apex.sse import encode_event
+from apex.types import Dialect
+
+__all__ = ["error_body", "error_response", "json_response", "stream_error_event", "SSE_HEADERS"]
+
+_ENC: Final = msgspec.json.Encoder()
+
+_OPENAI_TYPES: Final[dict[str, str]] = {
+    "invalid_request": "invalid_request_error",
+    "request_too_large": "invalid_request_error",
+    "authentication": "authentication_error",
+    "permission": "permission_error",
+    "not_found": "not_found_error",
+    "rate_limit": "rate_limit_error",
+    "api_error": "api_error",
+    "overloaded": "api_error",
+    "timeout": "timeout_error",
+}
+_ANTHROPIC_TYPES: Final[dict[str, str]] = {
+    **_OPENAI_TYPES,
+    "request_too_large": "request_too_large",
+    "overloaded": "overloaded_error",
+}
+
+SSE_HEADERS: Final[dict[str, str]] = {
+    "Content-Type": "text/event-stream; charset=utf-8",
+    "Cache-Control": "no-cache",
+    "X-Accel-Buffering": "no",
+}
+
+
+def _type_for(dialect: Dialect, err: ApexError) -> str:
+    anthropic = dialect.family == "anthropic"
+    if isinstance(err, UpstreamStatus):
+        same_family = err.upstream_dialect == dialect.family
+        if same_family and err.upstream_type and err.status == err.upstream_status:
+            return err.upstream_type
+        if err.upstream_status == 529:
+            return "overloaded_error" if anthropic else "api_error"
+    return (_ANTHROPIC_TYPES if anthropic else _OPENAI_TYPES).get(err.kind, "api_error")
+
+
+def error_body(dialect: Dialect, err: ApexError) -> bytes:
+    """The error object in ``dialect``'s shape."""
+    etype = _type_for(dialect, err)
+    if dialect.family == "anthropic":
+        return _ENC.encode({"type": "error", "error": {"type": etype, "message": err.message}})
+    return _ENC.encode({"error": {"message": err.message, "type": etype, "param": err.param, "code": err.code}})
+
+
+def error_response(dialect: Dialect, err: ApexError) -> web.Response:
+    """A complete error response: status, dialect-shaped body, Retry-After when known."""
+    headers = {}
+    if err.retry_after is not None and err.status in (429, 503, 529):
+        headers["Retry-After"] = str(max(1, math.ceil(err.retry_after)))
+    return web.Response(status=err.status, body=error_body(dialect, err), content_type="application/json", headers=headers)
+
+
+def stream_error_event(dialect: Dialect, message: str, kind: str) -> bytes:
+    """The in-stream error event that ends a committed stream in ``dialect``."""
+    anthropic = dialect.family == "anthropic"
+    etype = (_ANTHROPIC_TYPES if anthropic else _OPENAI_TYPES).get(kind, "api_error")
+    if anthropic:
+        return encode_event(_ENC.encode({"type": "error", "error": {"type": etype, "message": message}}), "error")
+    if dialect is Dialect.OPENAI_RESPONSES:
+        return encode_event(_ENC.encode({"type": "error", "code": etype, "message": message, "param": None}), "error")
+    return encode_event(_ENC.encode({"error": {"message": message, "type": etype, "code": None}}))
+
+
+def json_response(data: object, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(status=status, body=_ENC.encode(data), content_type="application/json", headers=headers)
