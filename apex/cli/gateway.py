@@ -109,7 +109,7 @@ def _run_foreground(path: Path, config: Config) -> int:
                    f"set $APEX_STATE_DIR to a writable directory", err=True)
 
     def on_ready() -> None:
-        sdnotify.ready()
+        # run_gateway itself sends READY=1 and STOPPING=1; this adds the line systemctl shows.
         sdnotify.status(f"serving on {config.global_.listen}")
 
     try:
@@ -117,7 +117,6 @@ def _run_foreground(path: Path, config: Config) -> int:
     except ConfigError as exc:
         fail_config(exc)
     finally:
-        sdnotify.stopping()
         remove_state(state_file, pid)
 
 
