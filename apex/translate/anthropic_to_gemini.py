@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Final, final
 
 import msgspec
-from msgspec import Raw, Struct
+from msgspec import UNSET, Raw, Struct, UnsetType
 
 from apex.errors import InvalidRequest, UpstreamMalformed
 from apex.translate.base import StreamTranslator, TranslateContext, register
@@ -27,6 +27,7 @@ from apex.translate.gemini_contents import (
     function_call_part,
     function_response_part,
     media_part,
+    present,
     text_part,
     thinking_for_budget,
 )
@@ -74,7 +75,7 @@ class _Block(Struct):
     source: _Source | None = None
     id: str | None = None
     name: str | None = None
-    input: Raw | None = None
+    input: Raw | UnsetType = UNSET
     tool_use_id: str | None = None
     content: str | list[_Block] | None = None
     is_error: bool = False
@@ -88,7 +89,7 @@ class _Message(Struct):
 class _Tool(Struct):
     name: str
     description: str | None = None
-    input_schema: Raw | None = None
+    input_schema: Raw | UnsetType = UNSET
     type: str | None = None
 
 
@@ -170,7 +171,9 @@ def _assistant_parts(blocks: list[_Block], names: dict[str, str], signatures: Si
         elif block.type == "tool_use":
             call_id, name = block.id or "", block.name or ""
             names[call_id] = name
-            args = block.input if block.input is not None else Raw(b"{}")
+            args = present(block.input)
+            if args is None:
+                args = Raw(b"{}")
             parts.append(function_call_part(call_id, name, args, signatures))
         # thinking / redacted_thinking / server-tool blocks: Gemini takes no foreign thoughts.
     return parts
@@ -227,8 +230,9 @@ def _declaration(tool: _Tool) -> FunctionDeclaration:
     decl = FunctionDeclaration(name=tool.name)
     if tool.description:
         decl.description = tool.description
-    if tool.input_schema is not None:
-        decl.parameters_json_schema = tool.input_schema
+    schema = present(tool.input_schema)
+    if schema is not None:
+        decl.parameters_json_schema = schema
     return decl
 
 

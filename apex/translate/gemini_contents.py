@@ -16,7 +16,7 @@ import mimetypes
 from typing import Final
 
 import msgspec
-from msgspec import UNSET
+from msgspec import UNSET, UnsetType
 
 from apex.errors import InvalidRequest
 from apex.translate.signatures import SignatureStore
@@ -40,6 +40,7 @@ __all__ = [
     "function_call_part",
     "function_response_part",
     "media_part",
+    "present",
     "text_part",
     "thinking_for_budget",
 ]
@@ -73,6 +74,15 @@ class TurnBuilder:
         if not self._turns:
             raise InvalidRequest("the conversation has no content Gemini can accept", param="messages")
         return self._turns
+
+
+def present(raw: msgspec.Raw | UnsetType) -> msgspec.Raw | None:
+    """Opaque JSON from a client field, or None when the field was absent or null.
+
+    (msgspec cannot decode ``Raw | None``, so view structs use ``Raw | UnsetType``.)"""
+    if isinstance(raw, UnsetType) or bytes(raw).strip() == b"null":
+        return None
+    return raw
 
 
 def text_part(text: str) -> Part | None:

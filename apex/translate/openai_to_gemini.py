@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import Final, final
 
 import msgspec
-from msgspec import Raw, Struct
+from msgspec import UNSET, Raw, Struct, UnsetType
 
 from apex.errors import InvalidRequest, UpstreamMalformed
 from apex.translate.base import StreamTranslator, TranslateContext, register
@@ -30,6 +30,7 @@ from apex.translate.gemini_contents import (
     function_call_part,
     function_response_part,
     media_part,
+    present,
     text_part,
     thinking_for_budget,
 )
@@ -101,7 +102,7 @@ class _Message(Struct):
 class _FunctionDef(Struct):
     name: str
     description: str | None = None
-    parameters: Raw | None = None
+    parameters: Raw | UnsetType = UNSET
 
 
 class _ToolDef(Struct):
@@ -119,7 +120,7 @@ class _NamedChoice(Struct):
 
 class _JsonSchema(Struct):
     name: str = ""
-    schema: Raw | None = None
+    schema: Raw | UnsetType = UNSET
 
 
 class _ResponseFormat(Struct):
@@ -245,8 +246,9 @@ def _declaration(fn: _FunctionDef) -> FunctionDeclaration:
     decl = FunctionDeclaration(name=fn.name)
     if fn.description:
         decl.description = fn.description
-    if fn.parameters is not None:
-        decl.parameters_json_schema = fn.parameters
+    schema = present(fn.parameters)
+    if schema is not None:
+        decl.parameters_json_schema = schema
     return decl
 
 
@@ -284,8 +286,9 @@ def _generation_config(req: _ChatRequest) -> GenerationConfig:
     fmt = req.response_format
     if fmt is not None and fmt.type in ("json_object", "json_schema"):
         cfg.response_mime_type = "application/json"
-        if fmt.type == "json_schema" and fmt.json_schema is not None and fmt.json_schema.schema is not None:
-            cfg.response_json_schema = fmt.json_schema.schema
+        schema = present(fmt.json_schema.schema) if fmt.json_schema is not None else None
+        if fmt.type == "json_schema" and schema is not None:
+            cfg.response_json_schema = schema
     # "none" leaves Gemini's default: 2.5 Pro cannot turn thinking off (budget 0 is a 400).
     budget = EFFORT_BUDGETS.get(req.reasoning_effort or "")
     if budget is not None:

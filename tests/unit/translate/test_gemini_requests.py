@@ -1,0 +1,189 @@
+"""Request translation from OpenAI Chat and Anthropic clients to Gemini generateContent."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from apex.errors import InvalidRequest
+from apex.translate.anthropic_to_gemini import anthropic_to_gemini_request
+from apex.translate.openai_to_gemini import openai_to_gemini_request
+from apex.translate.signatures import FOREIGN_SIGNATURE, SignatureStore
+
+WEATHER_SCHEMA = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"],
+                  "additionalProperties": False, "$schema": "http://json-schema.org/draft-07/schema#"}
+
+
+def _openai(body: dict[str, Any], store: SignatureStore | None = None) -> dict[str, Any]:
+    return json.loads(openai_to_gemini_request(json.dumps(body).encode(), store or SignatureStore()))
+
+
+def _anthropic(body: dict[str, Any], store: SignatureStore | None = None) -> dict[str, Any]:
+    return json.loads(anthropic_to_gemini_request(json.dumps(body).encode(), store or SignatureStore()))
+
+
+OPENAI_TOOL_CONVERSATION: dict[str, Any] = {
+    "model": "gem",
+    "stream": True,
+    "messages": [
+        {"role": "system", "content": "Be brief."},
+        {"role": "developer", "content": [{"type": "text", "text": "Use tools."}]},
+        {"role": "user", "content": "Weather in Paris and Rome?"},
+        {"role": "assistant", "content": "", "tool_calls": [
+            {"id": "call_a", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}},
+            {"id": "call_b", "type": "function", "function": {"name": "get_time", "arguments": ""}}]},
+        {"role": "tool", "tool_call_id": "call_b", "content": "12:00"},
+        {"role": "tool", "tool_call_id": "call_a", "content": "sunny"},
+        {"role": "user", "content": [{"type": "text", "text": "Thanks"},
+                                     {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0K"}}]},
+    ],
+    "tools": [{"type": "function", "function": {"name": "get_weather", "description": "Weather", "parameters": WEATHER_SCHEMA}},
+              {"type": "function", "function": {"name": "get_time"}}],
+    "tool_choice": "required",
+    "max_completion_tokens": 256,
+    "temperature": 0.5,
+    "stop": "END",
+    "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object"}}},
+    "reasoning_effort": "low",
+}
+
+
+def test_openai_request_keeps_every_message_and_tool() -> None:
+    """System/developer go to systemInstruction; turns, calls, results and tools all survive."""
+    out = _openai(OPENAI_TOOL_CONVERSATION)
+    assert "model" not in out and "stream" not in out
+    assert [p["text"] for p in out["systemInstruction"]["parts"]] == ["Be brief.", "Use tools."]
+    roles = [c["role"] for c in out["contents"]]
+    assert roles == ["user", "model", "user"]
+    model_parts = out["contents"][1]["parts"]
+    assert [p["functionCall"]["name"] for p in model_parts] == ["get_weather", "get_time"]
+    assert model_parts[0]["functionCall"]["args"] == {"city": "Paris"}
+    assert model_parts[1]["functionCall"]["args"] == {}
+    decls = out["tools"][0]["functionDeclarations"]
+    assert [d["name"] for d in decls] == ["get_weather", "get_time"]
+    assert decls[0]["parametersJsonSchema"] == WEATHER_SCHEMA and "parameters" not in decls[0]
+    assert out["toolConfig"] == {"functionCallingConfig": {"mode": "ANY"}}
+    cfg = out["generationConfig"]
+    assert cfg["maxOutputTokens"] == 256 and cfg["temperature"] == 0.5 and cfg["stopSequences"] == ["END"]
+    assert cfg["responseMimeType"] == "application/json" and cfg["responseJsonSchema"] == {"type": "object"}
+    assert cfg["thinkingConfig"] == {"thinkingBudget": 1024, "includeThoughts": True}
+
+
+def test_openai_tool_results_are_keyed_by_name_in_one_user_turn() -> None:
+    """Tool messages become functionResponse parts named after their calls, merged with the next user text."""
+    parts = _openai(OPENAI_TOOL_CONVERSATION)["contents"][2]["parts"]
+    assert parts[0] == {"functionResponse": {"name": "get_time", "response": {"output": "12:00"}}}
+    assert parts[1] == {"functionResponse": {"name": "get_weather", "response": {"output": "sunny"}}}
+    assert parts[2] == {"text": "Thanks"}
+    assert parts[3] == {"inlineData": {"mimeType": "image/png", "data": "iVBORw0K"}}
+
+
+def test_signatures_are_reattached_or_replaced_by_placeholder() -> None:
+    """A call Apex generated gets its stored signature back; an unknown id gets the placeholder (P5)."""
+    store = SignatureStore()
+    store.remember("call_a", "get_weather", "SIG-A")
+    store.remember("call_b", "get_time", None)
+    parts = _openai(OPENAI_TOOL_CONVERSATION, store)["contents"][1]["parts"]
+    assert parts[0]["thoughtSignature"] == "SIG-A"
+    assert "thoughtSignature" not in parts[1]  # known second call of a parallel batch
+    foreign = _openai(OPENAI_TOOL_CONVERSATION)["contents"][1]["parts"]
+    assert [p["thoughtSignature"] for p in foreign] == [FOREIGN_SIGNATURE, FOREIGN_SIGNATURE]
+
+
+def test_tool_result_name_falls_back_to_the_signature_store() -> None:
+    """A tool result whose call is not in the history is named from the store, else rejected."""
+    store = SignatureStore()
+    store.remember("call_z", "lookup", "S")
+    body = {"messages": [{"role": "user", "content": "hi"}, {"role": "tool", "tool_call_id": "call_z", "content": "r"}]}
+    assert _openai(body, store)["contents"][0]["parts"][1]["functionResponse"]["name"] == "lookup"
+    with pytest.raises(InvalidRequest):
+        _openai(body)
+
+
+def test_openai_named_tool_choice_and_invalid_arguments() -> None:
+    """A named tool_choice is ANY with one allowed name; non-object arguments are wrapped, not sent raw."""
+    body = {"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "tool_calls": [
+        {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "not json"}}]}],
+        "tool_choice": {"type": "function", "function": {"name": "f"}}}
+    out = _openai(body)
+    assert out["toolConfig"]["functionCallingConfig"] == {"mode": "ANY", "allowedFunctionNames": ["f"]}
+    assert out["contents"][1]["parts"][0]["functionCall"]["args"] == {"_raw": "not json"}
+
+
+def test_openai_bad_body_is_invalid_request() -> None:
+    """A body without messages is an InvalidRequest."""
+    with pytest.raises(InvalidRequest):
+        openai_to_gemini_request(b'{"model":"x"}', SignatureStore())
+
+
+ANTHROPIC_TOOL_CONVERSATION: dict[str, Any] = {
+    "model": "claude",
+    "max_tokens": 1024,
+    "system": [{"type": "text", "text": "Be brief."}],
+    "messages": [
+        {"role": "user", "content": "Weather?"},
+        {"role": "assistant", "content": [
+            {"type": "thinking", "thinking": "hmm", "signature": "anthropic-sig"},
+            {"type": "text", "text": "Checking."},
+            {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Paris"}},
+            {"type": "tool_use", "id": "toolu_2", "name": "get_time", "input": {}}]},
+        {"role": "user", "content": [
+            {"type": "tool_result", "tool_use_id": "toolu_1", "content": [{"type": "text", "text": "sunny"}]},
+            {"type": "tool_result", "tool_use_id": "toolu_2", "content": "boom", "is_error": True},
+            {"type": "text", "text": "and?"}]},
+    ],
+    "tools": [{"name": "get_weather", "description": "Weather", "input_schema": WEATHER_SCHEMA},
+              {"name": "get_time", "input_schema": {"type": "object", "properties": {}}}],
+    "tool_choice": {"type": "tool", "name": "get_weather"},
+    "stop_sequences": ["END"],
+    "top_k": 5,
+    "thinking": {"type": "enabled", "budget_tokens": 2048},
+}
+
+
+def test_anthropic_request_keeps_every_message_and_tool() -> None:
+    """System, turns, tool_use calls, tool_result responses by name, and tools all map (8.3)."""
+    out = _anthropic(ANTHROPIC_TOOL_CONVERSATION)
+    assert out["systemInstruction"] == {"parts": [{"text": "Be brief."}]}
+    assert [c["role"] for c in out["contents"]] == ["user", "model", "user"]
+    model = out["contents"][1]["parts"]
+    assert model[0] == {"text": "Checking."}  # thinking dropped
+    assert model[1]["functionCall"] == {"name": "get_weather", "args": {"city": "Paris"}}
+    assert model[2]["functionCall"] == {"name": "get_time", "args": {}}
+    results = out["contents"][2]["parts"]
+    assert results[0] == {"functionResponse": {"name": "get_weather", "response": {"output": "sunny"}}}
+    assert results[1] == {"functionResponse": {"name": "get_time", "response": {"error": "boom"}}}
+    assert results[2] == {"text": "and?"}
+    assert [d["name"] for d in out["tools"][0]["functionDeclarations"]] == ["get_weather", "get_time"]
+    assert out["toolConfig"]["functionCallingConfig"] == {"mode": "ANY", "allowedFunctionNames": ["get_weather"]}
+    cfg = out["generationConfig"]
+    assert cfg["maxOutputTokens"] == 1024 and cfg["stopSequences"] == ["END"] and cfg["topK"] == 5
+    assert cfg["thinkingConfig"] == {"thinkingBudget": 2048, "includeThoughts": True}
+
+
+def test_anthropic_adjacent_same_role_turns_are_merged() -> None:
+    """Two user messages in a row become one user content (Gemini turn order, P25)."""
+    out = _anthropic({"max_tokens": 5, "messages": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}]})
+    assert out["contents"] == [{"parts": [{"text": "a"}, {"text": "b"}], "role": "user"}]
+
+
+def test_anthropic_server_tools_and_unknown_results_are_rejected() -> None:
+    """Server tools and tool results without a known call are InvalidRequest."""
+    with pytest.raises(InvalidRequest):
+        _anthropic({"max_tokens": 5, "messages": [{"role": "user", "content": "a"}],
+                    "tools": [{"type": "web_search_20250305", "name": "web_search"}]})
+    with pytest.raises(InvalidRequest):
+        _anthropic({"max_tokens": 5, "messages": [{"role": "user", "content": [
+            {"type": "tool_result", "tool_use_id": "toolu_x", "content": "r"}]}]})
+
+
+def test_anthropic_images_inline_and_by_url() -> None:
+    """Base64 images are inlined; URL images are passed as fileData references."""
+    out = _anthropic({"max_tokens": 5, "messages": [{"role": "user", "content": [
+        {"type": "image", "source": {"type": "base64", "media_type": "image/jpeg", "data": "AAAA"}},
+        {"type": "image", "source": {"type": "url", "url": "https://x.test/a.png"}}]}]})
+    parts = out["contents"][0]["parts"]
+    assert parts[0] == {"inlineData": {"mimeType": "image/jpeg", "data": "AAAA"}}
+    assert parts[1] == {"fileData": {"fileUri": "https://x.test/a.png", "mimeType": "image/png"}}
