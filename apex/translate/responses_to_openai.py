@@ -1,0 +1,63 @@
+"""OpenAI Responses client -> OpenAI Chat upstream (protocols.md 8.8, 8.7.3).
+
+Request via ``responses_to_chat_request``; the Chat answer comes back as a Responses
+object (non-stream) or Responses events (``OpenAIChatReader`` -> ``ResponsesWriter``).
+What this module must not do: any I/O.
+"""
+
+from __future__ import annotations
+
+from typing import Final, final
+
+import msgspec
+
+from apex.errors import InvalidRequest
+from apex.translate.base import StreamTranslator, TranslateContext, register
+from apex.translate.parts import PipedStream
+from apex.translate.reply import encode_body, reply_from_openai
+from apex.translate.responses_reply import responses_body
+from apex.translate.responses_request import responses_to_chat_request
+from apex.translate.responses_stream import ResponsesWriter
+from apex.translate.stream_read_openai import OpenAIChatReader
+from apex.types import Dialect
+
+__all__ = ["ResponsesToOpenAI", "decode_responses_request"]
+
+_DECODER: Final = msgspec.json.Decoder()
+_ENCODER: Final = msgspec.json.Encoder()
+
+
+def decode_responses_request(body: bytes) -> dict[str, object]:
+    """Request bytes -> a JSON object, or InvalidRequest."""
+    try:
+        req = _DECODER.decode(body)
+    except msgspec.DecodeError as exc:
+        raise InvalidRequest(f"request body is not valid JSON: {exc}") from exc
+    if not isinstance(req, dict):
+        raise InvalidRequest("request body must be a JSON object")
+    return req
+
+
+@final
+class ResponsesToOpenAI:
+    """The OPENAI_RESPONSES client -> OPENAI_CHAT upstream Translator."""
+
+    client: Dialect = Dialect.OPENAI_RESPONSES
+    upstream: Dialect = Dialect.OPENAI_CHAT
+
+    def request(self, body: bytes, ctx: TranslateContext) -> bytes:
+        """Responses request bytes -> Chat request bytes."""
+        return _ENCODER.encode(responses_to_chat_request(decode_responses_request(body), ctx))
+
+    def response(self, body: bytes, ctx: TranslateContext) -> bytes:
+        """chat.completion body -> Responses body; sets ctx.usage."""
+        reply = reply_from_openai(body)
+        ctx.usage = reply.usage
+        return encode_body(responses_body(reply, ctx))
+
+    def stream(self, ctx: TranslateContext) -> StreamTranslator:
+        """Chat chunks -> Responses events."""
+        return PipedStream(OpenAIChatReader(), ResponsesWriter(ctx))
+
+
+register(ResponsesToOpenAI())
