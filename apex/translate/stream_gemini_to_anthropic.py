@@ -143,7 +143,7 @@ class GeminiToAnthropicStream:
         return self._error(message, kind)
 
     def _message_start(self, response_id: str) -> bytes:
-        message = {
+        message: dict[str, object] = {
             "id": "msg_" + (response_id or self._ctx.request_id),
             "type": "message",
             "role": "assistant",

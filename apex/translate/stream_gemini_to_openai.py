@@ -150,7 +150,7 @@ class GeminiToOpenAIStream:
     def _error(self, message: str, kind: str, code: str | None) -> list[bytes]:
         self._done = True
         self._settle_usage()
-        body = {"error": {"message": message, "type": openai_error_type(kind), "code": code}}
+        body: dict[str, object] = {"error": {"message": message, "type": openai_error_type(kind), "code": code}}
         return [self._encode(body)]
 
     def _chunk(self, delta: dict[str, object], finish_reason: str | None = None) -> bytes:

@@ -17,11 +17,13 @@ WEATHER_SCHEMA = {"type": "object", "properties": {"city": {"type": "string"}}, 
 
 
 def _openai(body: dict[str, Any], store: SignatureStore | None = None) -> dict[str, Any]:
-    return json.loads(openai_to_gemini_request(json.dumps(body).encode(), store or SignatureStore()))
+    out: dict[str, Any] = json.loads(openai_to_gemini_request(json.dumps(body).encode(), store or SignatureStore()))
+    return out
 
 
 def _anthropic(body: dict[str, Any], store: SignatureStore | None = None) -> dict[str, Any]:
-    return json.loads(anthropic_to_gemini_request(json.dumps(body).encode(), store or SignatureStore()))
+    out: dict[str, Any] = json.loads(anthropic_to_gemini_request(json.dumps(body).encode(), store or SignatureStore()))
+    return out
 
 
 OPENAI_TOOL_CONVERSATION: dict[str, Any] = {
