@@ -11,7 +11,7 @@ from typing import Final
 
 from apex.errors import kind_for_status
 
-__all__ = ["anthropic_error_type", "kind_from_upstream", "openai_error_type"]
+__all__ = ["anthropic_error_type", "kind_from_upstream", "openai_error_type", "responses_error_code"]
 
 _OPENAI: Final[dict[str, str]] = {
     "invalid_request": "invalid_request_error",
@@ -55,6 +55,15 @@ def openai_error_type(kind: str) -> str:
 def anthropic_error_type(kind: str) -> str:
     """Apex kind -> Anthropic ``error.type``."""
     return _ANTHROPIC.get(kind, "api_error")
+
+
+def responses_error_code(kind: str) -> str:
+    """Apex kind -> Responses ``response.error.code`` (a closed set in the API)."""
+    if kind == "rate_limit":
+        return "rate_limit_exceeded"
+    if kind in ("invalid_request", "request_too_large"):
+        return "invalid_prompt"
+    return "server_error"
 
 
 def kind_from_upstream(error_type: str | None, status: int | None = None) -> str:

@@ -10,7 +10,8 @@ starts; function-call items close when the upstream ends the call or at the fini
 interleaved argument fragments still land on the right item. The stream ends with
 ``response.completed`` (or ``response.incomplete`` for length / content filter) carrying
 the whole response and usage; a failure ends it with ``response.failed`` carrying
-``error: {code, message}``. What this module must not do: read upstream formats.
+``error: {code, message}`` (code from the API's closed set: ``server_error``,
+``rate_limit_exceeded``, ``invalid_prompt``). What this module must not do: read upstream formats.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import msgspec
 from apex.sse import encode_event
 from apex.translate.base import TranslateContext
 from apex.translate.clientids import created_at, id_stem
-from apex.translate.errortypes import openai_error_type
+from apex.translate.errortypes import responses_error_code
 from apex.translate.parts import (
     Ended,
     Failed,
@@ -161,7 +162,7 @@ class ResponsesWriter:
             self._done = True
         elif isinstance(part, Failed):
             self._close_all(out)
-            error = {"code": part.code or openai_error_type(part.kind), "message": part.message}
+            error = {"code": responses_error_code(part.kind), "message": part.message}
             usage = responses_usage_body(self._usage) if self._usage is not None else None
             out.append(self._event("response.failed", {"response": self._response("failed", usage, error)}))
             self._done = True
