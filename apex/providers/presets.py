@@ -68,5 +68,5 @@ PRESETS: Final[dict[str, ProviderPreset]] = {
         stream_usage_option=False,
     ),
     "openai_compatible": ProviderPreset("openai", None, _OPENAI_CHAT_EMB),
-    "mock": ProviderPreset("mock", None, frozenset(Dialect)),
+    "mock": ProviderPreset("mock", None, frozenset(Dialect), native_embedding_encoding=True),
 }

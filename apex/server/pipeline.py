@@ -38,6 +38,7 @@ from apex.snapshot import Snapshot
 from apex.sse import SseParser
 from apex.tokens import estimate_tokens
 from apex.translate import StreamTranslator, TranslateContext
+from apex.translate.embeddings import openai_to_jina_embeddings_request, reencode_embeddings_response
 from apex.types import Dialect
 
 __all__ = ["RequestView", "proxy", "read_body"]
@@ -271,8 +272,8 @@ async def _attempt(
         up_body = body
         if mapped or add_usage:
             up_body = rewrite_request(body, model=upstream_model if mapped else None, add_stream_usage=add_usage)
-        if plan.fix_embedding_encoding and view.encoding_format == "base64":
-            up_body = _embedding_request_as_float(up_body)
+        if plan.fix_embedding_encoding:
+            up_body = _embedding_request_for(channel, up_body, view)
 
     timeouts = channel.timeouts
     loop = asyncio.get_running_loop()
@@ -352,8 +353,13 @@ async def _attempt(
                 reply.close()
 
 
-def _embedding_request_as_float(body: bytes) -> bytes:
-    """Ask a float-only upstream for floats; Apex encodes base64 for the client itself."""
+def _embedding_request_for(channel: CompiledChannel, body: bytes, view: RequestView) -> bytes:
+    """Ask a float-only upstream for floats (Apex encodes base64 for the client itself);
+    Jina names the field ``embedding_type``."""
+    if channel.provider_type == "jina":
+        return openai_to_jina_embeddings_request(body)
+    if view.encoding_format != "base64":
+        return body
     top = msgspec.json.decode(body, type=dict[str, msgspec.Raw])
     top["encoding_format"] = msgspec.Raw(b'"float"')
     return msgspec.json.encode(top)
@@ -378,15 +384,9 @@ def _finish_json(
         out = raw
         if mapped:
             out = rewrite_response_model(raw, model)
-        if plan.fix_embedding_encoding and view.encoding_format == "base64":
-            out = _embeddings_to_base64(out)
+        if plan.fix_embedding_encoding:
+            out = reencode_embeddings_response(out, "base64" if view.encoding_format == "base64" else "float")
     return web.Response(body=out, content_type="application/json")
-
-
-def _embeddings_to_base64(body: bytes) -> bytes:
-    from apex.translate.embeddings import floats_to_base64_response
-
-    return floats_to_base64_response(body)
 
 
 async def _stream_to_client(

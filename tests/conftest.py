@@ -1,0 +1,120 @@
+"""Shared fixtures: a fake upstream, and Apex itself served over real HTTP on loopback."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import anthropic
+import hypothesis  # noqa: F401  # imported at a shallow stack: CPython 3.11.7's AST validator miscounts depth when pytest rewrites it deep inside a test
+import openai
+import pytest
+from aiohttp import web
+
+from apex.config.load import load_config_bytes
+from apex.server.app import build_app
+from apex.server.gateway import Gateway
+from tests.integration.fakes import FakeUpstream
+from tests.redis_server import redis_server  # noqa: F401  # re-exported fixture
+
+
+class ApexInstance:
+    """A running Apex: its base URL and the Gateway behind it."""
+
+    def __init__(self, gateway: Gateway, runner: web.AppRunner, port: int) -> None:
+        self.gateway = gateway
+        self.runner = runner
+        self.port = port
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def openai_url(self) -> str:
+        return f"{self.url}/v1"
+
+
+StartApex = Callable[..., Awaitable[ApexInstance]]
+
+_CLIENTS: list[openai.AsyncOpenAI | anthropic.AsyncAnthropic] = []
+
+
+def oai(inst: ApexInstance, key: str = "vk-default") -> openai.AsyncOpenAI:
+    """An official OpenAI SDK client pointed at ``inst`` (closed after the test)."""
+    client = openai.AsyncOpenAI(base_url=inst.openai_url, api_key=key, max_retries=0)
+    _CLIENTS.append(client)
+    return client
+
+
+def ant(inst: ApexInstance, key: str = "vk-default") -> anthropic.AsyncAnthropic:
+    """An official Anthropic SDK client pointed at ``inst`` (closed after the test)."""
+    client = anthropic.AsyncAnthropic(base_url=inst.url, api_key=key, max_retries=0)
+    _CLIENTS.append(client)
+    return client
+
+
+@pytest.fixture(autouse=True)
+async def sdk_clients() -> AsyncIterator[None]:
+    """Close every SDK client a test made, inside the test's own event loop."""
+    yield
+    while _CLIENTS:
+        await _CLIENTS.pop().close()
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[FakeUpstream]:
+    fake = FakeUpstream()
+    await fake.start()
+    try:
+        yield fake
+    finally:
+        await fake.stop()
+
+
+@pytest.fixture
+async def start_apex() -> AsyncIterator[StartApex]:
+    """Factory: ``await start_apex(config_dict, env=...)`` serves Apex on 127.0.0.1:<free>."""
+    started: list[ApexInstance] = []
+
+    async def start(config: dict[str, Any], env: dict[str, str] | None = None, config_path: Any = None) -> ApexInstance:
+        cfg = load_config_bytes(json.dumps(config).encode(), env or {})
+        gateway = Gateway(cfg, config_path)
+        app = build_app(gateway, watch=config_path is not None)
+        runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=2)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        server = site._server  # noqa: SLF001  # the bound port of an ephemeral listen
+        assert server is not None
+        inst = ApexInstance(gateway, runner, server.sockets[0].getsockname()[1])
+        started.append(inst)
+        return inst
+
+    yield start
+    for inst in started:
+        await inst.runner.cleanup()
+
+
+def basic_config(upstream: FakeUpstream, **overrides: Any) -> dict[str, Any]:
+    """OpenAI + Anthropic channels on the fake upstream, a router with a vkey, a global key."""
+    cfg: dict[str, Any] = {
+        "global": {
+            "auth": {"keys": ["global-key"]},
+            "retries": {"max_attempts": 3, "backoff_ms": 1, "max_backoff_ms": 50},
+        },
+        "logging": {"level": "warning"},
+        "channels": [
+            {"name": "oa", "provider_type": "openai", "base_url": upstream.openai_url, "api_key": "sk-upstream-oa",
+             "headers": {"OpenAI-Organization": "org-test"}},
+            {"name": "an", "provider_type": "anthropic", "base_url": upstream.url, "api_key": "sk-ant-upstream"},
+        ],
+        "routers": [
+            {"name": "default", "vkey": "vk-default",
+             "rules": [{"match": {"model": "claude-*"}, "channels": [{"name": "an"}]}],
+             "channels": [{"name": "oa"}]},
+        ],
+    }
+    cfg.update(overrides)
+    return cfg

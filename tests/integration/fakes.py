@@ -1,0 +1,211 @@
+"""A fake upstream that behaves like OpenAI, Anthropic and Gemini, and misbehaves on demand.
+
+It answers from the real captures in ``shared/fixtures/real`` (with the requested model put
+back in), records every request it receives (path, headers, exact body bytes), and plays a
+script of behaviours first: an error status with a body and headers, a stall before the
+headers, a connection reset, a stream cut after N events, a slow stream, a malformed body.
+Runs on 127.0.0.1 with an ephemeral port inside the test's event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from multidict import CIMultiDict
+
+FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "real"
+if not FIXTURES.is_dir():  # CI clones main with shared/ beside it
+    FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "real"
+
+
+def fixture_bytes(name: str) -> bytes:
+    return (FIXTURES / name).read_bytes()
+
+
+@dataclass
+class Recorded:
+    method: str
+    path: str
+    query: str
+    headers: CIMultiDict[str]
+    body: bytes
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+@dataclass
+class Behaviour:
+    """One scripted answer. Fields combine: ``stall`` first, then the rest."""
+
+    status: int = 200
+    body: bytes | None = None           # a non-stream body, or a whole SSE body
+    headers: dict[str, str] = field(default_factory=dict)
+    content_type: str = "application/json"
+    stall: float = 0.0                  # seconds before sending headers
+    reset: bool = False                 # drop the connection without answering
+    events: list[bytes] | None = None   # SSE events to send one by one
+    gap: float = 0.0                    # seconds between events
+    cut_after: int | None = None        # drop the connection after this many events
+    stall_after: int | None = None      # stop sending (but keep the connection) after N events
+
+
+def error(status: int, message: str = "boom", *, retry_after: str | None = None, family: str = "openai") -> Behaviour:
+    if family == "anthropic":
+        etype = {429: "rate_limit_error", 529: "overloaded_error", 400: "invalid_request_error"}.get(status, "api_error")
+        body = json.dumps({"type": "error", "error": {"type": etype, "message": message}}).encode()
+    else:
+        body = json.dumps({"error": {"message": message, "type": "server_error" if status >= 500 else "invalid_request_error", "code": None}}).encode()
+    headers = {"Retry-After": retry_after} if retry_after is not None else {}
+    return Behaviour(status=status, body=body, headers=headers)
+
+
+def split_events(sse: bytes) -> list[bytes]:
+    """Split an SSE body into its events (each with its blank-line terminator)."""
+    sep = b"\r\n\r\n" if b"\r\n\r\n" in sse else b"\n\n"
+    parts = [p for p in sse.split(sep) if p.strip()]
+    return [p + sep for p in parts]
+
+
+class FakeUpstream:
+    """Start with ``await fake.start()``; point channels at ``fake.url``/``fake.openai_url``."""
+
+    def __init__(self) -> None:
+        self.requests: list[Recorded] = []
+        self.script: deque[Behaviour] = deque()
+        self.persistent: Behaviour | None = None  # used for every request when set
+        self.stream_gap = 0.0
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+        self.connections_closed = 0
+        self.active_streams = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def openai_url(self) -> str:
+        return f"{self.url}/v1"
+
+    def push(self, *behaviours: Behaviour) -> None:
+        self.script.extend(behaviours)
+
+    def hits(self, path_part: str = "") -> int:
+        return sum(1 for r in self.requests if path_part in r.path)
+
+    async def start(self) -> None:
+        app = web.Application(client_max_size=1 << 30)
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        server = site._server  # noqa: SLF001  # the bound port of an ephemeral listen
+        assert server is not None
+        self.port = server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        self.requests.append(
+            Recorded(request.method, request.path, request.query_string, CIMultiDict(request.headers), body)
+        )
+        behaviour = self.script.popleft() if self.script else self.persistent
+        if behaviour is None:
+            behaviour = self._default(request, body)
+        return await self._play(request, behaviour)
+
+    async def _play(self, request: web.Request, b: Behaviour) -> web.StreamResponse:
+        if b.stall:
+            await asyncio.sleep(b.stall)
+        if b.reset:
+            assert request.transport is not None
+            request.transport.close()
+            raise asyncio.CancelledError()
+        if b.events is None:
+            return web.Response(status=b.status, body=b.body or b"", headers={"Content-Type": b.content_type, **b.headers})
+        resp = web.StreamResponse(status=b.status, headers={"Content-Type": b.content_type, **b.headers})
+        await resp.prepare(request)
+        self.active_streams += 1
+        try:
+            for i, ev in enumerate(b.events):
+                if b.cut_after is not None and i >= b.cut_after:
+                    assert request.transport is not None
+                    request.transport.close()
+                    return resp
+                if b.stall_after is not None and i >= b.stall_after:
+                    await asyncio.sleep(3600)
+                if i and (b.gap or self.stream_gap):
+                    await asyncio.sleep(b.gap or self.stream_gap)
+                await resp.write(ev)
+            await resp.write_eof()
+        finally:
+            self.active_streams -= 1
+            self.connections_closed += 1
+        return resp
+
+    def _default(self, request: web.Request, body: bytes) -> Behaviour:
+        path = request.path
+        try:
+            req = json.loads(body) if body else {}
+        except ValueError:
+            req = {}
+        model = req.get("model", "unknown")
+        stream = bool(req.get("stream"))
+        if path.endswith("/chat/completions"):
+            if stream:
+                name = "openai_chat_stream_tool_calls.sse" if req.get("tools") else "openai_chat_stream_text.sse"
+                raw = fixture_bytes(name).replace(b'"model":"gpt-4o-2024-08-06"', b'"model":' + json.dumps(model).encode())
+                raw = raw.replace(b'"model":"gpt-4o-mini-2024-07-18"', b'"model":' + json.dumps(model).encode())
+                events = split_events(raw)
+                if not (req.get("stream_options") or {}).get("include_usage"):
+                    events = [e for e in events if b'"choices":[]' not in e]
+                return Behaviour(content_type="text/event-stream", events=events)
+            name = "openai_chat_nonstream_tool_calls.json" if req.get("tools") else "openai_chat_nonstream.json"
+            obj = json.loads(fixture_bytes(name))
+            obj["model"] = model
+            return Behaviour(body=json.dumps(obj).encode())
+        if path.endswith("/embeddings"):
+            obj = json.loads(fixture_bytes("openai_embeddings_base64.json"))
+            obj["model"] = model
+            if req.get("encoding_format") != "base64":
+                import base64
+                import struct
+
+                for item in obj["data"]:
+                    raw = base64.b64decode(item["embedding"])
+                    item["embedding"] = list(struct.unpack(f"<{len(raw) // 4}f", raw))
+            return Behaviour(body=json.dumps(obj).encode())
+        if path.endswith("/responses"):
+            if stream:
+                return Behaviour(content_type="text/event-stream", events=split_events(fixture_bytes("openai_responses_stream_text.sse")))
+            return Behaviour(body=fixture_bytes("openai_responses_nonstream.json"))
+        if path.endswith("/v1/messages/count_tokens"):
+            return Behaviour(body=b'{"input_tokens": 42}')
+        if path.endswith("/v1/messages"):
+            if stream:
+                name = "anthropic_messages_stream_tool_use.sse" if req.get("tools") else "anthropic_messages_stream_text.sse"
+                return Behaviour(content_type="text/event-stream; charset=utf-8", events=split_events(fixture_bytes(name)))
+            name = "anthropic_messages_nonstream_tool_use.json" if req.get("tools") else "anthropic_messages_nonstream.json"
+            obj = json.loads(fixture_bytes(name))
+            obj["model"] = model
+            return Behaviour(body=json.dumps(obj).encode())
+        if ":streamGenerateContent" in path:
+            name = "gemini_stream_function_call.sse" if req.get("tools") else "gemini_stream.sse"
+            return Behaviour(content_type="text/event-stream", events=split_events(fixture_bytes(name)))
+        if ":generateContent" in path:
+            return Behaviour(body=fixture_bytes("gemini_generate_content.json"))
+        if ":batchEmbedContents" in path:
+            return Behaviour(body=fixture_bytes("gemini_batch_embed_contents.json"))
+        return Behaviour(status=404, body=b'{"error":{"message":"no such path","type":"invalid_request_error"}}')

@@ -1,0 +1,416 @@
+"""Gateway core over real HTTP: the official SDKs -> Apex -> a fake OpenAI/Anthropic upstream."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import aiohttp
+import anthropic
+import openai
+import pytest
+
+from tests.conftest import StartApex, basic_config
+from tests.integration.fakes import Behaviour, FakeUpstream, error, fixture_bytes, split_events
+
+
+from tests.conftest import ant, oai  # noqa: E402  # SDK clients closed by the sdk_clients fixture
+
+
+async def test_openai_chat_nonstream_passthrough(upstream: FakeUpstream, start_apex: StartApex) -> None:
+    """A chat completion comes back as the upstream sent it, and the upstream got the client's exact bytes."""
+    inst = await start_apex(basic_config(upstream))
+    client = oai(inst)
+    raw = await client.chat.completions.with_raw_response.create(
+        model="gpt-4o", messages=[{"role": "user", "content": "What is 4200 + 42?"}]
+    )
+    completion = raw.parse()
+    expected = json.loads(fixture_bytes("openai_chat_nonstream.json"))
+    assert completion.choices[0].message.content == expected["choices"][0]["message"]["content"]
+    assert completion.model == "gpt-4o"
+    assert completion.usage is not None and completion.usage.total_tokens == expected["usage"]["total_tokens"]
+    assert raw.headers["x-apex-channel"] == "oa"
+    assert raw.headers["x-request-id"]
+    rec = upstream.requests[-1]
+    assert rec.path == "/v1/chat/completions"
+    assert rec.headers["Authorization"] == "Bearer sk-upstream-oa"
+    assert rec.headers["OpenAI-Organization"] == "org-test"
+    assert "vk-default" not in json.dumps(dict(rec.headers))
+    assert rec.json == {"model": "gpt-4o", "messages": [{"role": "user", "content": "What is 4200 + 42?"}]}
+
+
+async def test_untouched_body_bytes(upstream: FakeUpstream, start_apex: StartApex) -> None:
+    """When nothing must change, the upstream receives the client's body byte for byte."""
+    inst = await start_apex(basic_config(upstream))
+    body = b'{"messages": [{"role":"user","content":"hi \\u2028 there"}],   "model":"gpt-4o", "temperature": 0.5}'
+    async with aiohttp.ClientSession() as s:
+        async with s.post(f"{inst.openai_url}/chat/completions", data=body,
+                          headers={"Authorization": "Bearer vk-default", "Content-Type": "application/json"}) as r:
+            assert r.status == 200
+    assert upstream.requests[-1].body == body
+
+
+async def test_model_map_rewrites_only_model(upstream: FakeUpstream, start_apex: StartApex) -> None:
+    """model_map changes the model sent upstream; the client still sees its own model name."""
+    cfg = basic_config(upstream)
+    cfg["channels"][0]["model_map"] = {"gpt-4o": "gpt-4o-2024-08-06", "gpt-*": "gpt-4o-mini"}
+    inst = await start_apex(cfg)
+    raw = await oai(inst).chat.completions.with_raw_response.create(
+        model="gpt-4o", messages=[{"role": "user", "content": "x"}], temperature=0.25
+    )
+    assert raw.headers["x-apex-upstream-model"] == "gpt-4o-2024-08-06"
+    assert raw.parse().model == "gpt-4o"
+    assert upstream.requests[-1].json == {"model": "gpt-4o-2024-08-06", "messages": [{"role": "user", "content": "x"}], "temperature": 0.25}
+    raw = await oai(inst).chat.completions.with_raw_response.create(model="gpt-5", messages=[{"role": "user", "content": "x"}])
+    assert raw.headers["x-apex-upstream-model"] == "gpt-4o-mini"
+    assert raw.parse().model == "gpt-5"
+
+
+async def test_openai_stream_text(upstream: FakeUpstream, start_apex: StartApex) -> None:
+    """A streamed completion arrives as chunks whose text joins to the capture's text, usage chunk stripped."""
+    inst = await start_apex(basic_config(upstream))
+    stream = await oai(inst).chat.completions.create(
+        model="gpt-4o", messages=[{"role": "user", "content": "hi"}], stream=True
+    )
+    texts, usage_chunks = [], 0
+    async for chunk in stream:
+        if not chunk.choices:
+            usage_chunks += 1
+            continue
+        if chunk.choices[0].delta.content:
+            texts.append(chunk.choices[0].delta.content)
+    assert "".join(texts) == "The capital of the UK is London."
+    assert usage_chunks == 0
+    # Apex asked the upstream for usage so it can account tokens.
+    assert upstream.requests[-1].json["stream_options"] == {"include_usage": True}
+
+
+async def test_openai_stream_usage_when_asked(upstream: FakeUpstream, start_apex: StartApex) -> None:
+    """A client asking include_usage gets the usage chunk, and the body goes upstream untouched."""
+    inst = await start_apex(basic_config(upstream))
+    stream = await oai(inst).chat.completions.create(
+        model="gpt-4o", messages=[{"role": "user", "content": "hi"}], stream=True,
+        stream_options={"include_usage": True},
+    )
+    usage = None
+    async for chunk in stream:
+        if chunk.usage is not None:
+            usage = chunk.usage
+    assert usage is not None and usage.total_tokens > 0
+
+
+async def test_openai_stream_tool_calls_reassembled(upstream: FakeUpstream, start_apex: StartApex) -> None:
+    """The SDK's stream helper reassembles parallel tool calls streamed through Apex."""
+    inst = await start_apex(basic_config(upstream))
+    tools = [{"type": "function", "function": {"name": "secret_retrieval_tool", "parameters": {"type": "object", "properties": {"password": {"type": "string"}}}}}]
+    async with oai(inst).chat.completions.stream(
+        model="gpt-4o", messages=[{"role": "user", "content": "secrets"}], tools=tools  # type: ignore[arg-type]
+    ) as stream:
+        final = await stream.get_final_completion()
+    calls = final.choices[0].message.tool_calls
+    assert calls is not None and len(calls) == 2
+    assert [json.loads(c.function.arguments) for c in calls] == [{"password": "mellon"}, {"password": "radiance"}]
+    assert final.choices[0].finish_reason == "tool_calls"
+
+
+async def test_anthropic_native_nonstream_and_stream(upstream: FakeUpstream, start_apex: StartApex) -> None:
+    """An Anthropic client reaches an Anthropic channel natively, with the provider's auth headers."""
+    inst = await start_apex(basic_config(upstream))
+    client = ant(inst)
+    msg = await client.messages.create(model="claude-apex-test", max_tokens=100,
+                                       messages=[{"role": "user", "content": "What is 4200 + 42?"}])
+    assert msg.content[0].type == "text" and "4242" in msg.content[0].text  # type: ignore[union-attr]
+    rec = upstream.requests[-1]
+    assert rec.path == "/v1/messages"
+    assert rec.headers["x-api-key"] == "sk-ant-upstream"
+    # The client's own anthropic-version goes through (this SDK sends its newest one).
+    assert rec.headers["anthropic-version"] == client.default_headers["anthropic-version"]
+    assert "Authorization" not in rec.headers
+    async with client.messages.stream(model="claude-apex-test", max_tokens=100,
+                                      messages=[{"role": "user", "content": "What is 4200 + 42?"}]) as stream:
+        final = await stream.get_final_message()
+    assert "4242" in final.content[0].text  # type: ignore[union-attr]
+    assert final.usage.output_tokens > 0
+
+
+async def test_anthropic_beta_header_forwarded(upstream: FakeUpstream, start_apex: StartApex) -> None:
+    """anthropic-version and anthropic-beta from an Anthropic client go through to the upstream."""
+    inst = await start_apex(basic_config(upstream))
+    await ant(inst).messages.create(
+        model="claude-x", max_tokens=10, messages=[{"role": "user", "content": "hi"}],
+        extra_headers={"anthropic-beta": "interleaved-thinking-2025-05-14"},
+    )
+    assert upstream.requests[-1].headers["anthropic-beta"] == "interleaved-thinking-2025-05-14"
+
+
+async def test_embeddings_and_models(upstream: FakeUpstream, start_apex: StartApex) -> None:
+    """Embeddings decode through the SDK (base64 by default) and /v1/models lists concrete names."""
+    cfg = basic_config(upstream)
+    cfg["channels"][0]["models"] = ["gpt-4o", "gpt-4o-mini", "text-embedding-3-small", "gpt-*"]
+    inst = await start_apex(cfg)
+    client = oai(inst)
+    emb = await client.embeddings.create(model="text-embedding-3-small", input="hello")
+    assert len(emb.data[0].embedding) == 128
+    assert abs(sum(v * v for v in emb.data[0].embedding) - 1.0) < 1e-3
+    models = await client.models.list()
+    ids = sorted(m.id for m in models.data)
+    assert ids == ["gpt-4o", "gpt-4o-mini", "text-embedding-3-small"]
+
+
+async def test_models_anthropic_shape(upstream: FakeUpstream, start_apex: StartApex) -> None:
+    """/v1/models answers in Anthropic's list shape when the request carries anthropic-version."""
+    cfg = basic_config(upstream)
+    cfg["routers"][0]["rules"][0]["match"]["model"] = ["claude-*", "claude-apex-test"]
+    inst = await start_apex(cfg)
+    page = await ant(inst).models.list()
+    assert [m.id for m in page.data] == ["claude-apex-test"]
+
+
+async def test_request_id_echoed(upstream: FakeUpstream, start_apex: StartApex) -> None:
+    """The client's x-request-id comes back and goes upstream."""
+    inst = await start_apex(basic_config(upstream))
+    raw = await oai(inst).chat.completions.with_raw_response.create(
+        model="gpt-4o", messages=[{"role": "user", "content": "x"}], extra_headers={"x-request-id": "rid-123"}
+    )
+    assert raw.headers["x-request-id"] == "rid-123"
+    assert upstream.requests[-1].headers["x-request-id"] == "rid-123"
+
+
+# --- errors ---------------------------------------------------------------------
+
+
+async def test_bad_key_401_both_dialects(upstream: FakeUpstream, start_apex: StartApex) -> None:
+    """A wrong key is 401 in the client's dialect, and nothing goes upstream."""
+    inst = await start_apex(basic_config(upstream))
+    with pytest.raises(openai.AuthenticationError) as oe:
+        await oai(inst, "nope").chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "x"}])
+    assert oe.value.body["type"] == "authentication_error"  # type: ignore[index]
+    with pytest.raises(anthropic.AuthenticationError) as ae:
+        await ant(inst, "nope").messages.create(model="claude-x", max_tokens=5, messages=[{"role": "user", "content": "x"}])
+    assert ae.value.body["error"]["type"] == "authentication_error"  # type: ignore[index]
+    assert ae.value.response.headers["x-request-id"]
+    assert upstream.requests == []
+
+
+async def test_missing_key_401(upstream: FakeUpstream, start_apex: StartApex) -> None:
+    """No key at all is 401 with an OpenAI-shaped body."""
+    inst = await start_apex(basic_config(upstream))
+    async with aiohttp.ClientSession() as s:
+        async with s.post(f"{inst.openai_url}/chat/completions", json={"model": "gpt-4o", "messages": []}) as r:
+            assert r.status == 401
+            body = await r.json()
+    assert body["error"]["type"] == "authentication_error"
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [(b"{not json", None), (b'{"messages": []}', "model"), (b'{"model": 5}', "model"), (b"", None), (b"[1,2]", None)],
+)
+async def test_bad_request_400(upstream: FakeUpstream, start_apex: StartApex, body: bytes, param: str | None) -> None:
+    """Malformed JSON, a missing or mistyped model are 400 invalid_request_error."""
+    inst = await start_apex(basic_config(upstream))
+    async with aiohttp.ClientSession() as s:
+        async with s.post(f"{inst.openai_url}/chat/completions", data=body,
+                          headers={"Authorization": "Bearer vk-default"}) as r:
+            assert r.status == 400
+            err = (await r.json())["error"]
+    assert err["type"] == "invalid_request_error"
+    assert err["param"] == param
+    assert upstream.requests == []
+
+
+async def test_body_too_large_413(upstream: FakeUpstream, start_apex: StartApex) -> None:
+    """A body over max_body_bytes is 413: request_too_large for Anthropic clients."""
+    cfg = basic_config(upstream)
+    cfg["global"]["max_body_bytes"] = 1000
+    inst = await start_apex(cfg)
+    with pytest.raises(anthropic.APIStatusError) as ae:
+        await ant(inst).messages.create(model="claude-x", max_tokens=5, messages=[{"role": "user", "content": "x" * 2000}])
+    assert ae.value.status_code == 413
+    assert ae.value.body["error"]["type"] == "request_too_large"  # type: ignore[index]
+    with pytest.raises(openai.APIStatusError) as oe:
+        await oai(inst).chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "x" * 2000}])
+    assert oe.value.status_code == 413
+    assert oe.value.body["type"] == "invalid_request_error"  # type: ignore[index]
+
+
+async def test_no_route_404(upstream: FakeUpstream, start_apex: StartApex) -> None:
+    """A model no router routes is 404 not_found_error."""
+    cfg = basic_config(upstream)
+    del cfg["routers"][0]["channels"]
+    inst = await start_apex(cfg)
+    with pytest.raises(openai.NotFoundError) as oe:
+        await oai(inst).chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "x"}])
+    assert oe.value.body["type"] == "not_found_error"  # type: ignore[index]
+
+
+async def test_unknown_path_404_and_wrong_method(upstream: FakeUpstream, start_apex: StartApex) -> None:
+    """An unknown path is a JSON 404; GET on a POST endpoint is 405."""
+    inst = await start_apex(basic_config(upstream))
+    async with aiohttp.ClientSession() as s:
+        async with s.get(f"{inst.url}/v2/nothing") as r:
+            assert r.status == 404
+            assert (await r.json())["error"]["type"] == "not_found_error"
+            assert r.headers["x-request-id"]
+        async with s.get(f"{inst.openai_url}/chat/completions") as r:
+            assert r.status == 405
+
+
+async def test_upstream_400_returned_once(upstream: FakeUpstream, start_apex: StartApex) -> None:
+    """An upstream 400 goes back to the client unretried, keeping its message and type."""
+    inst = await start_apex(basic_config(upstream))
+    upstream.push(error(400, "bad temperature"))
+    with pytest.raises(openai.BadRequestError) as oe:
+        await oai(inst).chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "x"}])
+    assert "bad temperature" in oe.value.message
+    assert oe.value.body["type"] == "invalid_request_error"  # type: ignore[index]
+    assert upstream.hits("/chat/completions") == 1
+
+
+async def test_upstream_401_becomes_502(upstream: FakeUpstream, start_apex: StartApex) -> None:
+    """An upstream 401 (the channel's key) is a 502 to the client, after trying again."""
+    cfg = basic_config(upstream)
+    cfg["global"]["retries"]["max_attempts"] = 2
+    inst = await start_apex(cfg)
+    upstream.push(error(401, "bad key"), error(401, "bad key"))
+    with pytest.raises(openai.APIStatusError) as oe:
+        await oai(inst).chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "x"}])
+    assert oe.value.status_code == 502
+    assert upstream.hits("/chat/completions") == 2
+
+
+async def test_upstream_429_keeps_retry_after(upstream: FakeUpstream, start_apex: StartApex) -> None:
+    """When every attempt gets 429, the client gets 429 with the upstream's Retry-After."""
+    cfg = basic_config(upstream)
+    cfg["global"]["retries"] = {"max_attempts": 1}
+    inst = await start_apex(cfg)
+    upstream.push(error(429, "slow down", retry_after="7"))
+    with pytest.raises(openai.RateLimitError) as oe:
+        await oai(inst).chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "x"}])
+    assert oe.value.response.headers["retry-after"] == "7"
+
+
+async def test_connection_refused_502(upstream: FakeUpstream, start_apex: StartApex) -> None:
+    """A channel nobody listens on is a 502 api_error."""
+    cfg = basic_config(upstream)
+    cfg["channels"][0]["base_url"] = "http://127.0.0.1:9/v1"
+    cfg["global"]["retries"] = {"max_attempts": 1}
+    inst = await start_apex(cfg)
+    with pytest.raises(openai.APIStatusError) as oe:
+        await oai(inst).chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "x"}])
+    assert oe.value.status_code == 502
+    assert oe.value.body["type"] == "api_error"  # type: ignore[index]
+
+
+async def test_first_byte_timeout_504(upstream: FakeUpstream, start_apex: StartApex) -> None:
+    """An upstream that stalls past first_byte_ms is a 504 timeout_error."""
+    cfg = basic_config(upstream)
+    cfg["global"]["timeouts"] = {"first_byte_ms": 200}
+    cfg["global"]["retries"] = {"max_attempts": 1}
+    inst = await start_apex(cfg)
+    upstream.push(Behaviour(stall=2.0))
+    with pytest.raises(openai.APIStatusError) as oe:
+        await oai(inst).chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "x"}])
+    assert oe.value.status_code == 504
+    assert oe.value.body["type"] == "timeout_error"  # type: ignore[index]
+
+
+async def test_malformed_upstream_502(upstream: FakeUpstream, start_apex: StartApex) -> None:
+    """A 200 that is not JSON is a failed attempt: 502."""
+    cfg = basic_config(upstream)
+    cfg["global"]["retries"] = {"max_attempts": 1}
+    inst = await start_apex(cfg)
+    upstream.push(Behaviour(body=b"<html>oops</html>", content_type="text/html"))
+    with pytest.raises(openai.APIStatusError) as oe:
+        await oai(inst).chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "x"}])
+    assert oe.value.status_code == 502
+
+
+async def test_stream_cut_midway_gets_error_event(upstream: FakeUpstream, start_apex: StartApex) -> None:
+    """A stream cut after its first chunk is not retried; the client gets an error event, no [DONE]."""
+    inst = await start_apex(basic_config(upstream))
+    events = split_events(fixture_bytes("openai_chat_stream_text.sse"))
+    upstream.push(Behaviour(content_type="text/event-stream", events=events, cut_after=3))
+    async with aiohttp.ClientSession() as s:
+        async with s.post(f"{inst.openai_url}/chat/completions", headers={"Authorization": "Bearer vk-default"},
+                          json={"model": "gpt-4o", "stream": True, "messages": []}) as r:
+            assert r.status == 200
+            text = (await r.read()).decode()
+    assert '"error"' in text and "[DONE]" not in text
+    assert upstream.hits("/chat/completions") == 1
+
+
+async def test_stream_idle_timeout_error_event(upstream: FakeUpstream, start_apex: StartApex) -> None:
+    """An upstream stream that goes quiet past stream_idle_ms ends with an Anthropic error event."""
+    cfg = basic_config(upstream)
+    cfg["global"]["timeouts"] = {"stream_idle_ms": 300}
+    inst = await start_apex(cfg)
+    events = split_events(fixture_bytes("anthropic_messages_stream_text.sse"))
+    upstream.push(Behaviour(content_type="text/event-stream", events=events, stall_after=3))
+    async with aiohttp.ClientSession() as s:
+        async with s.post(f"{inst.url}/v1/messages", headers={"x-api-key": "vk-default", "anthropic-version": "2023-06-01"},
+                          json={"model": "claude-x", "max_tokens": 5, "stream": True, "messages": []}) as r:
+            text = (await r.read()).decode()
+    assert "event: error" in text and "timeout_error" in text
+    assert "message_stop" not in text
+
+
+async def test_client_disconnect_cancels_upstream(upstream: FakeUpstream, start_apex: StartApex) -> None:
+    """A client that hangs up mid-stream makes Apex drop its upstream request at once."""
+    inst = await start_apex(basic_config(upstream))
+    events = split_events(fixture_bytes("openai_chat_stream_text.sse"))
+    upstream.push(Behaviour(content_type="text/event-stream", events=events * 20, gap=0.05))
+    async with aiohttp.ClientSession() as s:
+        resp = await s.post(f"{inst.openai_url}/chat/completions", headers={"Authorization": "Bearer vk-default"},
+                            json={"model": "gpt-4o", "stream": True, "messages": []})
+        await resp.content.readany()
+        resp.close()
+    for _ in range(40):
+        if upstream.active_streams == 0:
+            break
+        await asyncio.sleep(0.05)
+    assert upstream.active_streams == 0
+
+
+async def test_200_concurrent_streams(upstream: FakeUpstream, start_apex: StartApex) -> None:
+    """200 concurrent streams all complete with the full text."""
+    inst = await start_apex(basic_config(upstream))
+    client = oai(inst)
+
+    async def one() -> str:
+        stream = await client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "x"}], stream=True)
+        parts = []
+        async for chunk in stream:
+            if chunk.choices and chunk.choices[0].delta.content:
+                parts.append(chunk.choices[0].delta.content)
+        return "".join(parts)
+
+    results = await asyncio.wait_for(asyncio.gather(*(one() for _ in range(200))), 60)
+    assert results == ["The capital of the UK is London."] * 200
+
+
+async def test_health(upstream: FakeUpstream, start_apex: StartApex) -> None:
+    """/health needs no key and reports status, version and uptime."""
+    inst = await start_apex(basic_config(upstream))
+    async with aiohttp.ClientSession() as s:
+        async with s.get(f"{inst.url}/health") as r:
+            body = await r.json()
+    assert body["status"] == "healthy" and body["version"] and body["uptime_seconds"] >= 0
+
+
+async def test_mock_provider_both_sdks(start_apex: StartApex) -> None:
+    """The mock provider answers both SDKs, streamed text equal to non-streamed text."""
+    inst = await start_apex({
+        "global": {"auth": {"keys": ["k"]}},
+        "channels": [{"name": "demo", "provider_type": "mock", "models": ["*"]}],
+        "routers": [{"name": "default", "channels": [{"name": "demo"}]}],
+    })
+    client = oai(inst, "k")
+    full = await client.chat.completions.create(model="demo-1", messages=[{"role": "user", "content": "ping"}])
+    stream = await client.chat.completions.create(model="demo-1", messages=[{"role": "user", "content": "ping"}], stream=True)
+    parts = [c.choices[0].delta.content async for c in stream if c.choices and c.choices[0].delta.content]
+    assert "".join(parts) == full.choices[0].message.content and "ping" in "".join(parts)
+    msg = await ant(inst, "k").messages.create(model="demo-1", max_tokens=100, messages=[{"role": "user", "content": "ping"}])
+    assert msg.content[0].text == full.choices[0].message.content  # type: ignore[union-attr]
+    emb = await client.embeddings.create(model="demo-emb", input=["a", "b"])
+    assert len(emb.data) == 2 and emb.data[0].embedding != emb.data[1].embedding
