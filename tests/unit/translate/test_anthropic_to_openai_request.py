@@ -1,0 +1,81 @@
+"""Anthropic Messages request -> OpenAI Chat request (protocols.md 8.2)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from apex.errors import InvalidRequest
+from apex.translate.anthropic_to_openai import AnthropicToOpenAI
+from tests.golden.transcript import make_ctx
+
+T = AnthropicToOpenAI()
+
+
+def translate(req: dict[str, Any], **ctx: Any) -> dict[str, Any]:
+    out: dict[str, Any] = json.loads(T.request(json.dumps(req).encode(), make_ctx(**ctx)))
+    return out
+
+
+def test_system_tool_results_first_and_images_moved() -> None:
+    """System leads; tool_result blocks become tool messages before the turn's other content."""
+    out = translate({"model": "m", "max_tokens": 100, "system": [{"type": "text", "text": "S"}], "messages": [
+        {"role": "user", "content": "go"},
+        {"role": "assistant", "content": [
+            {"type": "thinking", "thinking": "hmm", "signature": "sig"},
+            {"type": "text", "text": "calling"},
+            {"type": "tool_use", "id": "toolu_1", "name": "f", "input": {"a": 1}}]},
+        {"role": "user", "content": [
+            {"type": "text", "text": "also"},
+            {"type": "tool_result", "tool_use_id": "toolu_1", "is_error": True, "content": [
+                {"type": "text", "text": "boom"},
+                {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AA"}}]}]}]})
+    msgs = out["messages"]
+    assert msgs[0] == {"role": "system", "content": "S"}
+    assert msgs[2] == {"role": "assistant", "content": "calling", "reasoning_content": "hmm", "tool_calls": [
+        {"id": "toolu_1", "type": "function", "function": {"name": "f", "arguments": "{\"a\":1}"}}]}
+    assert msgs[3] == {"role": "tool", "tool_call_id": "toolu_1", "content": "Error: boom"}
+    assert msgs[4]["role"] == "user"
+    assert msgs[4]["content"][0] == {"type": "image_url", "image_url": {"url": "data:image/png;base64,AA"}}
+    assert msgs[4]["content"][1] == {"type": "text", "text": "also"}
+    assert out["max_tokens"] == 100
+
+
+def test_tools_choice_stream_and_thinking() -> None:
+    """Tools nest, tool_choice maps, streams ask for usage, thinking becomes reasoning_effort."""
+    out = translate({"model": "m", "max_tokens": 100, "stream": True, "messages": [{"role": "user", "content": "x"}],
+                     "tools": [{"name": "f", "description": "d", "input_schema": {"type": "object"}}],
+                     "tool_choice": {"type": "any", "disable_parallel_tool_use": True},
+                     "thinking": {"type": "enabled", "budget_tokens": 5000}, "top_k": 5,
+                     "stop_sequences": ["X"], "metadata": {"user_id": "u"}})
+    assert out["tools"] == [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}, "description": "d"}}]
+    assert out["tool_choice"] == "required" and out["parallel_tool_calls"] is False
+    assert out["stream_options"] == {"include_usage": True}
+    assert out["reasoning_effort"] == "medium" and "top_k" not in out
+    assert out["stop"] == ["X"] and out["user"] == "u"
+
+
+def test_max_tokens_field_from_context() -> None:
+    """ctx.extras max_tokens_field selects max_completion_tokens."""
+    ctx = make_ctx()
+    ctx.extras["max_tokens_field"] = "max_completion_tokens"
+    out = json.loads(T.request(json.dumps({"model": "m", "max_tokens": 7, "messages": [
+        {"role": "user", "content": "x"}]}).encode(), ctx))
+    assert out["max_completion_tokens"] == 7 and "max_tokens" not in out
+
+
+def test_estimate_filled_when_absent() -> None:
+    """The request fills ctx.estimated_input_tokens when the pipeline left it 0."""
+    ctx = make_ctx(estimated_input_tokens=0)
+    T.request(json.dumps({"model": "m", "max_tokens": 5, "messages": [
+        {"role": "user", "content": "word " * 400}]}).encode(), ctx)
+    assert 400 <= ctx.estimated_input_tokens <= 800
+
+
+def test_server_tools_rejected() -> None:
+    """Anthropic server tools cannot go to a Chat upstream."""
+    with pytest.raises(InvalidRequest, match="web_search"):
+        translate({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}],
+                   "tools": [{"type": "web_search_20250305", "name": "web_search"}]})

@@ -1,0 +1,71 @@
+"""OpenAI Responses request -> Chat request, and composed with 8.1 for Anthropic (8.8)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from apex.errors import InvalidRequest
+from apex.translate.responses_to_anthropic import ResponsesToAnthropic
+from apex.translate.responses_to_openai import ResponsesToOpenAI
+from tests.golden.transcript import make_ctx
+
+REQ: dict[str, Any] = {
+    "model": "m", "instructions": "Be brief.", "max_output_tokens": 300, "stream": True,
+    "input": [
+        {"role": "developer", "content": "dev"},
+        {"role": "user", "content": [{"type": "input_text", "text": "hi"},
+                                      {"type": "input_image", "image_url": "https://x.test/i.png"}]},
+        {"type": "function_call", "call_id": "call_a", "name": "f", "arguments": "{\"x\":1}"},
+        {"type": "function_call", "call_id": "call_b", "name": "g", "arguments": ""},
+        {"type": "function_call_output", "call_id": "call_a", "output": "A"},
+        {"type": "function_call_output", "call_id": "call_b", "output": "B"},
+        {"type": "reasoning", "id": "rs_1", "summary": []},
+    ],
+    "tools": [{"type": "function", "name": "f", "parameters": {"type": "object"}, "strict": True}],
+    "tool_choice": {"type": "function", "name": "f"},
+    "text": {"format": {"type": "json_schema", "name": "n", "schema": {"type": "object"}, "strict": True}},
+    "reasoning": {"effort": "low"},
+}
+
+
+def test_responses_to_chat() -> None:
+    """Items, tools, tool_choice, text.format and reasoning map onto Chat fields."""
+    out = json.loads(ResponsesToOpenAI().request(json.dumps(REQ).encode(), make_ctx()))
+    msgs = out["messages"]
+    assert msgs[0] == {"role": "system", "content": "Be brief."}
+    assert msgs[1] == {"role": "system", "content": "dev"}
+    assert msgs[2]["content"][1] == {"type": "image_url", "image_url": {"url": "https://x.test/i.png"}}
+    assert msgs[3]["role"] == "assistant" and [c["id"] for c in msgs[3]["tool_calls"]] == ["call_a", "call_b"]
+    assert msgs[3]["tool_calls"][1]["function"]["arguments"] == "{}"
+    assert msgs[4:] == [{"role": "tool", "tool_call_id": "call_a", "content": "A"},
+                        {"role": "tool", "tool_call_id": "call_b", "content": "B"}]
+    assert out["tools"] == [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}, "strict": True}}]
+    assert out["tool_choice"] == {"type": "function", "function": {"name": "f"}}
+    assert out["response_format"]["json_schema"]["name"] == "n"
+    assert out["reasoning_effort"] == "low" and out["max_tokens"] == 300
+    assert out["stream_options"] == {"include_usage": True}
+
+
+def test_responses_to_anthropic_composes() -> None:
+    """The Anthropic request keeps call ids on tool_use and tool_result and folds instructions into system."""
+    req = {**REQ, "tool_choice": "auto"}
+    out = json.loads(ResponsesToAnthropic().request(json.dumps(req).encode(), make_ctx()))
+    assert out["system"].startswith("Be brief.\n\ndev")
+    uses = [b["id"] for m in out["messages"] for b in m["content"] if b["type"] == "tool_use"]
+    results = [b["tool_use_id"] for m in out["messages"] for b in m["content"] if b["type"] == "tool_result"]
+    assert uses == results == ["call_a", "call_b"]
+    assert out["max_tokens"] == 300 and "thinking" not in out  # last assistant turn used tools (P6)
+
+
+@pytest.mark.parametrize("req", [
+    {"model": "m", "input": "x", "previous_response_id": "resp_1"},
+    {"model": "m", "input": "x", "tools": [{"type": "web_search"}]},
+    {"model": "m", "input": [{"type": "item_reference", "id": "x"}]},
+])
+def test_inexpressible_responses_input(req: dict[str, Any]) -> None:
+    """Stateful or built-in Responses features are a clear InvalidRequest."""
+    with pytest.raises(InvalidRequest):
+        ResponsesToOpenAI().request(json.dumps(req).encode(), make_ctx())
