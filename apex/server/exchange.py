@@ -23,6 +23,8 @@ class Exchange:
         "stream", "router", "rule", "routed", "channel", "tried", "attempts", "upstream_model",
         "usage", "ttft_ms", "upstream_ms", "status", "committed", "stream_error", "attempt_errors",
         "error_kind", "ratelimit_headers",
+        # observability (apex.metrics / access log): see Gateway.finish
+        "request_body", "response_body", "overhead_ms",
     )
 
     def __init__(self, gateway: Gateway, request_id: str, client_request_id: str | None, dialect: Dialect) -> None:
@@ -50,6 +52,10 @@ class Exchange:
         self.attempt_errors: list[str] = []
         self.error_kind: str | None = None
         self.ratelimit_headers: list[tuple[str, str]] | None = None
+        # Kept by reference (no copy) so usage can be estimated when an upstream reports none.
+        self.request_body: bytes | None = None
+        self.response_body: bytes | None = None
+        self.overhead_ms: float | None = None
 
     def response_headers(self) -> dict[str, str]:
         """Headers every response of this exchange carries (set before a stream commits)."""
@@ -65,3 +71,12 @@ class Exchange:
 
     def elapsed_ms(self) -> float:
         return (time.perf_counter() - self.started) * 1000
+
+    def measure_overhead(self) -> float:
+        """Apex's own time so far (elapsed minus upstream wait), ms; remembered for logs and metrics.
+
+        Called when the response head is written so ``x-apex-overhead-ms``, the access line and
+        ``apex_overhead_ms`` carry the same figure.
+        """
+        self.overhead_ms = value = max(0.0, self.elapsed_ms() - self.upstream_ms)
+        return value

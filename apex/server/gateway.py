@@ -12,22 +12,27 @@ import time
 from pathlib import Path
 
 import aiohttp
+from aiohttp import web
 
 from apex import __version__
 from apex.auth import TeamPolicy
 from apex.config.load import load_config_bytes
 from apex.config.model import Config
-from apex.errors import ApexError, ConfigError
+from apex.errors import ApexError, ConfigError, kind_for_status
+from apex.metrics import NONE, Metrics
 from apex.ratelimit import Decision, Limits, RateLimiter, build_limiter, headers as ratelimit_headers, rate_limited
 from apex.routing.health import ChannelState
 from apex.server.exchange import Exchange
+from apex.server.logs import ACCESS_LOGGER, access_fields
 from apex.snapshot import Snapshot, build_snapshot
-from apex.types import MonotonicClock, Usage
+from apex.tokens import estimate_tokens
+from apex.types import Dialect, MonotonicClock, Usage
 
 __all__ = ["Gateway", "RateGrant"]
 
 log = logging.getLogger("apex.gateway")
-access_log = logging.getLogger("apex.access")
+access_log = logging.getLogger(ACCESS_LOGGER)
+_INFO = logging.INFO
 
 
 class RateGrant:
@@ -54,6 +59,10 @@ class Gateway:
         self._session: aiohttp.ClientSession | None = None
         self.limiter: RateLimiter | None = None
         self._last_config_bytes: bytes | None = None
+        self.metrics = Metrics(self.version, self._rule_patterns)
+        self._metrics_snapshot: Snapshot | None = None  # the Snapshot the metric bindings belong to
+        self._metrics_on = False
+        self._bind_metrics(self.snapshot)
 
     # --- lifecycle ----------------------------------------------------------------
 
@@ -125,6 +134,7 @@ class Gateway:
 
     def on_reload(self, ok: bool) -> None:
         """Hook for metrics: a reload succeeded or failed."""
+        self.metrics.record_reload(ok)
 
     def _refresh_limits(self) -> None:
         self._limits = {tid: Limits.from_config(t.rate_limit) for tid, t in self.snapshot.keys.teams.items()}
@@ -150,25 +160,102 @@ class Gateway:
 
     def on_rate_limited(self, ex: Exchange) -> None:
         """Hook for metrics: a request was refused by its team's rate limit."""
+        if self._metrics_current():
+            m = self.metrics
+            m.record_rate_limited(ex.router or NONE, m.models.label(ex.model, ex.router, ex.rule, ex.routed), ex.team or NONE)
 
     # --- observations ---------------------------------------------------------------
 
     def _on_health_change(self, channel: str, old: ChannelState, new: ChannelState) -> None:
         log.warning("channel %s: %s -> %s", channel, old.value, new.value)
+        self.metrics.record_channel_state(channel, new.value)
 
     def record_fallback(self, ex: Exchange, from_channel: str, to_channel: str) -> None:
         log.info("request %s: falling back from %s to %s", ex.request_id, from_channel, to_channel)
+        if self._metrics_current():
+            m = self.metrics
+            model = m.models.label(ex.model, ex.router, ex.rule, ex.routed)
+            m.record_fallback(ex.router or NONE, model, from_channel, to_channel)
 
     def log_attempt_failure(self, ex: Exchange, channel: str, err: ApexError) -> None:
         log.warning("request %s: attempt %d on channel %s failed: %s", ex.request_id, ex.attempts, channel, err.message)
+        if self._metrics_current():
+            self.metrics.record_attempt_failure(ex.router or NONE, channel, err.kind)
 
     def in_flight_changed(self, ex: Exchange, delta: int) -> None:
         """Hook for metrics: a request started (+1) or ended (-1)."""
+        # Always kept, even with metrics disabled, so a reload that enables them finds it balanced.
+        self.metrics.in_flight.inc(delta)
 
     def finish(self, ex: Exchange) -> None:
-        """The request is over: write the access line (and metrics, when enabled)."""
-        if access_log.isEnabledFor(logging.INFO):
-            access_log.info(
-                "%s %s %s -> %s", ex.request_id, ex.model, ex.channel, ex.status,
-                extra={"exchange": ex},
-            )
+        """The request is over: count it, then write the access line (each only when enabled)."""
+        latency = ex.elapsed_ms()
+        overhead = ex.overhead_ms
+        if overhead is None or ex.committed:
+            # A stream's head went out before its end: its whole overhead is known only now.
+            overhead = max(0.0, latency - ex.upstream_ms)
+        usage = ex.usage
+        if usage is None and 200 <= ex.status < 300:
+            usage = ex.usage = _estimate_usage(ex)
+        if self._metrics_current():
+            m = self.metrics
+            model = m.models.label(ex.model, ex.router, ex.rule, ex.routed)
+            series = m.series(ex.router or NONE, model, ex.team or NONE, ex.channel or NONE)
+            series.record(ex.status, _error_type(ex), ex.upstream_ms, ex.ttft_ms, overhead)
+            if usage is not None:
+                series.add_tokens(usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens, usage.estimated)
+        if access_log.isEnabledFor(_INFO):
+            access_log.info("request", extra={"fields": access_fields(ex, latency, overhead, usage)})
+
+    # --- metrics wiring -------------------------------------------------------------
+
+    def metrics_response(self) -> web.Response:
+        """The Prometheus exposition of this gateway's registry (served at ``metrics.path``)."""
+        body, content_type = self.metrics.render()
+        return web.Response(body=body, headers={"Content-Type": content_type})
+
+    def _metrics_current(self) -> bool:
+        """Rebind the metric children when the Snapshot changed; True when metrics are enabled."""
+        snap = self.snapshot
+        if snap is not self._metrics_snapshot:
+            self._bind_metrics(snap)
+        return self._metrics_on
+
+    def _bind_metrics(self, snap: Snapshot) -> None:
+        # Label children are cached per Snapshot: a reload may rename routers, rules and channels.
+        self.metrics.new_generation()
+        self._metrics_snapshot = snap
+        self._metrics_on = snap.config.metrics.enabled
+
+    def _rule_patterns(self, router: str, rule: str) -> tuple[str, ...] | None:
+        compiled = self.snapshot.routers.get(router)
+        if compiled is None:
+            return None
+        for r in compiled.rules:
+            if r.label == rule:
+                return r.patterns
+        return None
+
+
+def _error_type(ex: Exchange) -> str | None:
+    """The ``error_type`` label of a finished request, None when it succeeded."""
+    if ex.error_kind is not None:
+        return ex.error_kind
+    if ex.stream_error is not None:
+        return ex.stream_error
+    if ex.status == 499:
+        return "client_closed"
+    if ex.status >= 400:
+        return kind_for_status(ex.status)
+    return None
+
+
+def _estimate_usage(ex: Exchange) -> Usage | None:
+    """Usage Apex estimates when a 2xx answer reported none; marked ``estimated``."""
+    body = ex.request_body
+    if body is None or ex.dialect is Dialect.ANTHROPIC_COUNT_TOKENS:
+        return None  # nothing to estimate from, or nothing was generated
+    completion = 0
+    if ex.response_body is not None:
+        completion = estimate_tokens(ex.response_body)
+    return Usage(prompt_tokens=estimate_tokens(body), completion_tokens=completion, estimated=True)

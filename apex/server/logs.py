@@ -1,12 +1,16 @@
-"""Logging setup: ``json`` (one object per line) or ``pretty``, to stdout or a file.
+"""Logging setup: ``json`` (one object per line) or ``pretty``, to stdout or a file; the access line.
 
 Secrets never reach a log line: the request path logs principals and team ids, never keys,
-and the access line is built from the Exchange, which holds no secrets or message content.
+and the access line (``access_fields``) is built from the Exchange, which holds no secrets
+or message content. A log file is reopened when logrotate moves it away (checked on each
+write) and on SIGUSR1 (``reopen_log_files``), so both ``create`` and ``copytruncate``
+rotations work. This module configures handlers and formats; it decides nothing else.
 """
 
 from __future__ import annotations
 
 import logging
+import logging.handlers
 import sys
 import time
 from typing import Final
@@ -14,19 +18,35 @@ from typing import Final
 import msgspec
 
 from apex.config.model import LoggingConfig
+from apex.server.exchange import Exchange
+from apex.types import Usage
 
-__all__ = ["JsonFormatter", "configure_logging"]
+__all__ = [
+    "ACCESS_LOGGER",
+    "JsonFormatter",
+    "PrettyFormatter",
+    "ReopeningFileHandler",
+    "access_fields",
+    "configure_logging",
+    "reopen_log_files",
+]
 
+ACCESS_LOGGER: Final = "apex.access"
 _ENC: Final = msgspec.json.Encoder()
 _LEVELS: Final = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+_file_handlers: list[ReopeningFileHandler] = []
+
+
+def _timestamp(record: logging.LogRecord) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z"
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line: ts, level, logger, msg, and the Exchange fields if any."""
+    """One JSON object per line: ts, level, logger, msg, then the record's ``fields`` if any."""
 
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, object] = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "ts": _timestamp(record),
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
@@ -39,21 +59,100 @@ class JsonFormatter(logging.Formatter):
         return _ENC.encode(out).decode()
 
 
+class PrettyFormatter(logging.Formatter):
+    """Human-readable: ``ts level logger: msg key=value ...`` (values JSON-encoded when not plain)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = f"{_timestamp(record)} {record.levelname:<7} {record.name}: {record.getMessage()}"
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            parts = [line]
+            for key, value in fields.items():
+                if value is None:
+                    continue
+                text = value if isinstance(value, str) and value and " " not in value else _ENC.encode(value).decode()
+                parts.append(f"{key}={text}")
+            line = " ".join(parts)
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
+class ReopeningFileHandler(logging.handlers.WatchedFileHandler):
+    """A file handler that follows logrotate: reopens when the file is moved, or on ``reopen()``."""
+
+    def reopen(self) -> None:
+        """Close and reopen the file at its path (SIGUSR1 after a rotation)."""
+        self.acquire()
+        try:
+            if self.stream is not None:
+                self.stream.flush()
+                self.stream.close()
+            self.stream = self._open()
+            self._statstream()
+        finally:
+            self.release()
+
+
+def reopen_log_files() -> None:
+    """Reopen every log file Apex writes to; what SIGUSR1 does."""
+    for handler in _file_handlers:
+        handler.reopen()
+
+
 def configure_logging(cfg: LoggingConfig) -> logging.Handler:
     """Install the root handler for ``cfg``; returns it (so a reload can swap it)."""
     handler: logging.Handler
     if cfg.file:
-        handler = logging.FileHandler(cfg.file)
+        handler = ReopeningFileHandler(cfg.file, encoding="utf-8")
     else:
         handler = logging.StreamHandler(sys.stdout)
-    if cfg.format == "json":
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    handler.setFormatter(JsonFormatter() if cfg.format == "json" else PrettyFormatter())
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
+        if isinstance(old, ReopeningFileHandler):
+            old.close()
+    _file_handlers[:] = [handler] if isinstance(handler, ReopeningFileHandler) else []
     root.addHandler(handler)
     root.setLevel(_LEVELS[cfg.level])
-    logging.getLogger("apex.access").disabled = not cfg.access_log
+    # isEnabledFor() is False on a disabled logger, so the gateway skips building the line.
+    logging.getLogger(ACCESS_LOGGER).disabled = not cfg.access_log
     return handler
+
+
+def access_fields(ex: Exchange, latency_ms: float, overhead_ms: float, usage: Usage | None) -> dict[str, object]:
+    """The access line's fields for one finished request: ids, routing, outcome, times, tokens.
+
+    Only names, numbers and stable kinds: never keys, headers or message content.
+    """
+    tokens: dict[str, object] | None = None
+    if usage is not None:
+        tokens = {
+            "prompt": usage.prompt_tokens,
+            "completion": usage.completion_tokens,
+            "cached": usage.cached_tokens,
+            "reasoning": usage.reasoning_tokens,
+            "estimated": usage.estimated,
+        }
+    return {
+        "request_id": ex.request_id,
+        "dialect": ex.dialect.value,
+        "team": ex.team,
+        "router": ex.router,
+        "rule": ex.rule,
+        "model": ex.model,
+        "upstream_model": ex.upstream_model,
+        "channel": ex.channel,
+        "channels_tried": ex.tried,
+        "attempts": ex.attempts,
+        "attempt_errors": ex.attempt_errors,
+        "stream": ex.stream,
+        "status": ex.status,
+        "error_type": ex.error_kind or ex.stream_error,
+        "latency_ms": round(latency_ms, 3),
+        "upstream_ms": round(ex.upstream_ms, 3),
+        "overhead_ms": round(overhead_ms, 3),
+        "ttft_ms": round(ex.ttft_ms, 3) if ex.ttft_ms is not None else None,
+        "tokens": tokens,
+    }
