@@ -20,7 +20,7 @@ from apex.config.load import load_config, parse_listen
 from apex.server import handlers
 from apex.server.gateway import Gateway
 from apex.server.keys import GATEWAY_KEY
-from apex.server.logs import configure_logging
+from apex.server.logs import configure_logging, reopen_log_files
 from apex.server.middleware import api_endpoint
 from apex.types import Dialect
 
@@ -79,6 +79,7 @@ async def serve(gateway: Gateway, *, on_ready: Callable[[], None] | None = None)
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, lambda: gateway.reload_from_file("SIGHUP"))
+    loop.add_signal_handler(signal.SIGUSR1, reopen_log_files)  # logrotate's postrotate
     log.info("apex %s listening on %s (config %s)", gateway.version, config.global_.listen, gateway.config_path)
     from apex import sdnotify
 
@@ -90,7 +91,7 @@ async def serve(gateway: Gateway, *, on_ready: Callable[[], None] | None = None)
         log.info("shutting down: letting in-flight requests finish (up to %.1f s)", grace)
         sdnotify.notify("STOPPING=1")
     finally:
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
             loop.remove_signal_handler(sig)
         await runner.cleanup()
 
