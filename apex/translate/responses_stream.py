@@ -162,7 +162,7 @@ class ResponsesWriter:
             self._done = True
         elif isinstance(part, Failed):
             self._close_all(out)
-            error = {"code": responses_error_code(part.kind), "message": part.message}
+            error: dict[str, object] = {"code": responses_error_code(part.kind), "message": part.message}
             usage = responses_usage_body(self._usage) if self._usage is not None else None
             out.append(self._event("response.failed", {"response": self._response("failed", usage, error)}))
             self._done = True

@@ -149,7 +149,7 @@ class AnthropicWriter:
         self._started = True
         usage = {"input_tokens": self._ctx.estimated_input_tokens, "output_tokens": 1,
                  "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}
-        message = {"id": "msg_" + id_stem(upstream_id, self._ctx), "type": "message",
+        message: dict[str, object] = {"id": "msg_" + id_stem(upstream_id, self._ctx), "type": "message",
                    "role": "assistant", "model": self._ctx.client_model, "content": [],
                    "stop_reason": None, "stop_sequence": None, "usage": usage}
         out.append(_event("message_start", {"type": "message_start", "message": message}))
@@ -211,7 +211,7 @@ class AnthropicWriter:
         self._stream_call(call, out)
 
     def _stream_call(self, call: _Call, out: list[bytes]) -> None:
-        block = {"type": "tool_use", "id": call.call_id, "name": call.name, "input": {}}
+        block: dict[str, object] = {"type": "tool_use", "id": call.call_id, "name": call.name, "input": {}}
         call.block = self._ensure_open("tool", block, out)
         if call.args:
             out.append(self._delta({"type": "input_json_delta", "partial_json": "".join(call.args)}))
