@@ -207,6 +207,8 @@ def check_config(config: Config) -> None:
         channels[ch.name] = i
         if ch.provider_type not in KEYLESS_PROVIDERS and not ch.api_key:
             raise ConfigError(f"required for provider_type {ch.provider_type}", path=f"{p}.api_key")
+        if ch.provider_type == "openai_compatible" and not ch.base_url:
+            raise ConfigError("required for provider_type openai_compatible", path=f"{p}.base_url")
         _check_url(ch.base_url, f"{p}.base_url")
         _check_url(ch.anthropic_base_url, f"{p}.anthropic_base_url")
         for name in ch.headers:
@@ -223,10 +225,14 @@ def check_config(config: Config) -> None:
         _positive(ch.tokens_per_s, f"{p}.tokens_per_s")
 
     def check_refs(refs: tuple[object, ...], path: str) -> None:
+        seen: set[str] = set()
         for j, ref in enumerate(refs):
             name = getattr(ref, "name")
             if name not in channels:
                 raise ConfigError(f'unknown channel "{name}"', path=f"{path}[{j}].name")
+            if name in seen:
+                raise ConfigError(f'channel "{name}" is listed twice', path=f"{path}[{j}].name")
+            seen.add(name)
             _positive(getattr(ref, "weight"), f"{path}[{j}].weight")
 
     routers: set[str] = set()

@@ -1,0 +1,248 @@
+"""Routing and resilience over real HTTP: strategies, failover, retries, timeouts, health."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from typing import Any
+
+import aiohttp
+import openai
+import pytest
+
+from tests.conftest import StartApex, oai
+from tests.integration.fakes import Behaviour, FakeUpstream, error, fixture_bytes, split_events
+
+
+def two_channel_config(a: FakeUpstream, b: FakeUpstream, *, strategy: str = "priority",
+                       weights: tuple[int, int] = (1, 1), fallback: list[str] | None = None,
+                       **global_: Any) -> dict[str, Any]:
+    g: dict[str, Any] = {"auth": {"keys": ["k"]},
+                         "retries": {"max_attempts": 3, "backoff_ms": 1, "max_backoff_ms": 100}}
+    g.update(global_)
+    rule: dict[str, Any] = {"match": {"model": "gpt-*"}, "strategy": strategy,
+                            "channels": [{"name": "a", "weight": weights[0]}, {"name": "b", "weight": weights[1]}]}
+    if fallback is not None:
+        rule["fallback"] = fallback
+        rule["channels"] = rule["channels"][:1]
+    return {
+        "global": g,
+        "logging": {"level": "error"},
+        "channels": [
+            {"name": "a", "provider_type": "openai", "base_url": a.openai_url, "api_key": "ka"},
+            {"name": "b", "provider_type": "openai", "base_url": b.openai_url, "api_key": "kb"},
+        ],
+        "routers": [{"name": "r", "rules": [rule]}],
+    }
+
+
+@pytest.fixture
+async def second() -> Any:
+    fake = FakeUpstream()
+    await fake.start()
+    yield fake
+    await fake.stop()
+
+
+async def chat(inst: Any, model: str = "gpt-4o") -> Any:
+    return await oai(inst, "k").chat.completions.with_raw_response.create(
+        model=model, messages=[{"role": "user", "content": "x"}]
+    )
+
+
+async def test_weighted_round_robin_3_to_1(upstream: FakeUpstream, second: FakeUpstream, start_apex: StartApex) -> None:
+    """3:1 weights over 400 requests land exactly 300/100 with smooth round robin."""
+    inst = await start_apex(two_channel_config(upstream, second, strategy="round_robin", weights=(3, 1)))
+    async with aiohttp.ClientSession() as s:
+        for _ in range(400):
+            async with s.post(f"{inst.openai_url}/chat/completions", headers={"Authorization": "Bearer k"},
+                              json={"model": "gpt-4o", "messages": []}) as r:
+                assert r.status == 200
+    assert (upstream.hits(), second.hits()) == (300, 100)
+
+
+async def test_weighted_random_3_to_1(upstream: FakeUpstream, second: FakeUpstream, start_apex: StartApex) -> None:
+    """Weighted random 3:1 over 400 requests gives the first channel 75 % +- 8 points."""
+    inst = await start_apex(two_channel_config(upstream, second, strategy="random", weights=(3, 1)))
+    async with aiohttp.ClientSession() as s:
+        for _ in range(400):
+            async with s.post(f"{inst.openai_url}/chat/completions", headers={"Authorization": "Bearer k"},
+                              json={"model": "gpt-4o", "messages": []}) as r:
+                assert r.status == 200
+    assert 268 <= upstream.hits() <= 332
+    assert upstream.hits() + second.hits() == 400
+
+
+async def test_smooth_sequence_5_1_1(upstream: FakeUpstream, start_apex: StartApex) -> None:
+    """Weights 5:1:1 give the smooth order a a b a c a a, read from x-apex-channel."""
+    cfg = {
+        "global": {"auth": {"keys": ["k"]}},
+        "channels": [{"name": n, "provider_type": "openai", "base_url": upstream.openai_url, "api_key": "x"} for n in "abc"],
+        "routers": [{"name": "r", "channels": [{"name": "a", "weight": 5}, {"name": "b", "weight": 1}, {"name": "c", "weight": 1}]}],
+    }
+    inst = await start_apex(cfg)
+    seq = [ (await chat(inst)).headers["x-apex-channel"] for _ in range(14)]
+    assert "".join(seq) == "aabacaa" * 2
+
+
+async def test_priority_keeps_first_healthy(upstream: FakeUpstream, second: FakeUpstream, start_apex: StartApex) -> None:
+    """Priority sends everything to the first channel while it is healthy."""
+    inst = await start_apex(two_channel_config(upstream, second, strategy="priority"))
+    for _ in range(10):
+        assert (await chat(inst)).headers["x-apex-channel"] == "a"
+    assert second.hits() == 0
+
+
+@pytest.mark.parametrize("status", [500, 429, 502])
+async def test_primary_error_falls_back(upstream: FakeUpstream, second: FakeUpstream, start_apex: StartApex, status: int) -> None:
+    """500/429/502 on the primary: the fallback serves, after exactly one hit on each."""
+    inst = await start_apex(two_channel_config(upstream, second, fallback=["b"]))
+    upstream.push(error(status))
+    raw = await chat(inst)
+    assert raw.headers["x-apex-channel"] == "b"
+    assert raw.headers["x-apex-attempts"] == "2"
+    assert (upstream.hits(), second.hits()) == (1, 1)
+
+
+async def test_max_attempts_exact(upstream: FakeUpstream, second: FakeUpstream, start_apex: StartApex) -> None:
+    """With max_attempts 5 and both channels failing, exactly 5 upstream requests are made."""
+    cfg = two_channel_config(upstream, second, retries={"max_attempts": 5, "backoff_ms": 1, "max_backoff_ms": 5})
+    inst = await start_apex(cfg)
+    upstream.persistent = error(503)
+    second.persistent = error(503)
+    with pytest.raises(openai.InternalServerError) as info:
+        await chat(inst)
+    assert info.value.status_code == 503
+    assert upstream.hits() + second.hits() == 5
+    assert (upstream.hits(), second.hits()) == (3, 2)  # a b a b a: wrapping round
+
+
+async def test_backoff_when_retrying_same_channel(upstream: FakeUpstream, start_apex: StartApex) -> None:
+    """Trying the only channel again waits a jittered backoff within [base/2, cap]."""
+    cfg = {
+        "global": {"auth": {"keys": ["k"]}, "retries": {"max_attempts": 2, "backoff_ms": 200, "max_backoff_ms": 1000}},
+        "channels": [{"name": "a", "provider_type": "openai", "base_url": upstream.openai_url, "api_key": "x"}],
+        "routers": [{"name": "r", "channels": [{"name": "a"}]}],
+    }
+    inst = await start_apex(cfg)
+    upstream.push(error(500))
+    t0 = time.monotonic()
+    raw = await chat(inst)
+    elapsed = time.monotonic() - t0
+    assert raw.headers["x-apex-attempts"] == "2"
+    assert 0.09 <= elapsed <= 1.0
+
+
+async def test_retry_after_keeps_channel_off(upstream: FakeUpstream, second: FakeUpstream, start_apex: StartApex) -> None:
+    """A 429 with Retry-After keeps later requests off that channel until it passes."""
+    inst = await start_apex(two_channel_config(upstream, second, strategy="priority"))
+    upstream.push(error(429, retry_after="1"))
+    assert (await chat(inst)).headers["x-apex-channel"] == "b"
+    assert (await chat(inst)).headers["x-apex-channel"] == "b"  # a is held off
+    assert upstream.hits() == 1
+    await asyncio.sleep(1.1)
+    assert (await chat(inst)).headers["x-apex-channel"] == "a"
+
+
+async def test_retry_after_past_cap_only_channel_429(upstream: FakeUpstream, start_apex: StartApex) -> None:
+    """An only channel whose Retry-After runs past max_backoff gives the client 429 with the seconds left."""
+    cfg = {
+        "global": {"auth": {"keys": ["k"]}, "retries": {"max_attempts": 3, "backoff_ms": 1, "max_backoff_ms": 100}},
+        "channels": [{"name": "a", "provider_type": "openai", "base_url": upstream.openai_url, "api_key": "x"}],
+        "routers": [{"name": "r", "channels": [{"name": "a"}]}],
+    }
+    inst = await start_apex(cfg)
+    upstream.push(error(429, retry_after="30"))
+    with pytest.raises(openai.RateLimitError) as info:
+        await chat(inst)
+    assert 28 <= int(info.value.response.headers["retry-after"]) <= 30
+    assert upstream.hits() == 1
+
+
+async def test_connection_refused_moves_on(upstream: FakeUpstream, start_apex: StartApex) -> None:
+    """A refused connection on the first channel moves to the next one."""
+    cfg = two_channel_config(upstream, upstream)
+    cfg["channels"][0]["base_url"] = "http://127.0.0.1:9/v1"
+    inst = await start_apex(cfg)
+    raw = await chat(inst)
+    assert raw.headers["x-apex-channel"] == "b"
+
+
+async def test_first_byte_timeout_moves_on(upstream: FakeUpstream, second: FakeUpstream, start_apex: StartApex) -> None:
+    """A first-byte timeout on the primary moves on to the next channel."""
+    inst = await start_apex(two_channel_config(upstream, second, timeouts={"first_byte_ms": 200}))
+    upstream.push(Behaviour(stall=2))
+    t0 = time.monotonic()
+    raw = await chat(inst)
+    assert raw.headers["x-apex-channel"] == "b"
+    assert time.monotonic() - t0 < 1.5
+
+
+async def test_per_channel_timeout_override(upstream: FakeUpstream, second: FakeUpstream, start_apex: StartApex) -> None:
+    """A channel's own first_byte_ms overrides the global one."""
+    cfg = two_channel_config(upstream, second, timeouts={"first_byte_ms": 5000})
+    cfg["channels"][0]["timeouts"] = {"first_byte_ms": 150}
+    inst = await start_apex(cfg)
+    upstream.push(Behaviour(stall=1))
+    t0 = time.monotonic()
+    assert (await chat(inst)).headers["x-apex-channel"] == "b"
+    assert time.monotonic() - t0 < 0.9
+
+
+async def test_stream_fails_before_first_event_is_retried(upstream: FakeUpstream, second: FakeUpstream, start_apex: StartApex) -> None:
+    """A stream whose upstream dies before its first event is retried on the next channel."""
+    inst = await start_apex(two_channel_config(upstream, second))
+    upstream.push(Behaviour(reset=True))
+    stream = await oai(inst, "k").chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "x"}], stream=True)
+    text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
+    assert text == "The capital of the UK is London."
+    assert (upstream.hits(), second.hits()) == (1, 1)
+
+
+async def test_committed_stream_not_retried(upstream: FakeUpstream, second: FakeUpstream, start_apex: StartApex) -> None:
+    """A stream cut after its first chunk is not retried: the client sees an error event."""
+    inst = await start_apex(two_channel_config(upstream, second))
+    upstream.push(Behaviour(content_type="text/event-stream", events=split_events(fixture_bytes("openai_chat_stream_text.sse")), cut_after=2))
+    stream = await oai(inst, "k").chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "x"}], stream=True)
+    with pytest.raises(openai.APIError):
+        async for _ in stream:
+            pass
+    assert second.hits() == 0
+
+
+async def test_upstream_400_not_retried(upstream: FakeUpstream, second: FakeUpstream, start_apex: StartApex) -> None:
+    """A 400 from the primary is returned once, and the fallback is never asked."""
+    inst = await start_apex(two_channel_config(upstream, second, fallback=["b"]))
+    upstream.push(error(400, "context too long"))
+    with pytest.raises(openai.BadRequestError):
+        await chat(inst)
+    assert (upstream.hits(), second.hits()) == (1, 0)
+
+
+async def test_cooldown_skips_dead_channel_then_probe_restores(upstream: FakeUpstream, second: FakeUpstream, start_apex: StartApex) -> None:
+    """After N failures in a row a channel cools down and is skipped; after the window one probe restores it."""
+    cfg = two_channel_config(upstream, second, strategy="priority", health={"failure_threshold": 2, "cooldown_ms": 400})
+    inst = await start_apex(cfg)
+    upstream.push(error(500), error(500))
+    for _ in range(2):
+        assert (await chat(inst)).headers["x-apex-channel"] == "b"
+    hits_when_open = upstream.hits()
+    for _ in range(3):
+        assert (await chat(inst)).headers["x-apex-channel"] == "b"
+    assert upstream.hits() == hits_when_open == 2  # cooling: skipped
+    await asyncio.sleep(0.5)
+    assert (await chat(inst)).headers["x-apex-channel"] == "a"  # half-open probe succeeds
+    assert (await chat(inst)).headers["x-apex-channel"] == "a"
+
+
+async def test_fallback_after_rule_channels_wraps(upstream: FakeUpstream, second: FakeUpstream, start_apex: StartApex) -> None:
+    """Attempts go rule channels, then fallback, then wrap to the start."""
+    cfg = two_channel_config(upstream, second, fallback=["b"], retries={"max_attempts": 3, "backoff_ms": 1, "max_backoff_ms": 2})
+    inst = await start_apex(cfg)
+    upstream.push(error(500))
+    second.push(error(500))
+    raw = await chat(inst)
+    assert raw.headers["x-apex-channel"] == "a"
+    assert raw.headers["x-apex-attempts"] == "3"
+    assert Counter(r.path for r in upstream.requests)["/v1/chat/completions"] == 2
