@@ -1,0 +1,117 @@
+"""The access log over real HTTP: one JSON line per request with the documented fields, no secrets."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+
+from apex.config.model import LoggingConfig
+from apex.server.logs import configure_logging, reopen_log_files
+from tests.conftest import StartApex, ant, basic_config, oai
+from tests.integration.fakes import FakeUpstream, error
+
+MSG: Any = [{"role": "user", "content": "secret prompt text 4200"}]
+ACCESS_KEYS = {
+    "ts", "level", "logger", "msg", "request_id", "dialect", "team", "router", "rule", "model", "upstream_model",
+    "channel", "channels_tried", "attempts", "attempt_errors", "stream", "status", "error_type", "latency_ms",
+    "upstream_ms", "overhead_ms", "ttft_ms", "tokens",
+}
+SECRETS = ("vk-default", "sk-upstream-oa", "sk-ant-upstream", "global-key", "tk-team-1", "wrong-key-123",
+           "secret prompt text", "4242")  # "4242": the answer text in the fixture response
+
+
+@pytest.fixture
+def log_file(tmp_path: Path) -> Iterator[Path]:
+    """Point Apex's logging at a JSON file for the test; restore the root logger afterwards."""
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level, logging.getLogger("apex.access").disabled)
+    path = tmp_path / "apex.log"
+    configure_logging(LoggingConfig(level="info", format="json", file=str(path)))
+    try:
+        yield path
+    finally:
+        for h in list(root.handlers):
+            root.removeHandler(h)
+            h.close()
+        for h in saved[0]:
+            root.addHandler(h)
+        root.setLevel(saved[1])
+        logging.getLogger("apex.access").disabled = saved[2]
+
+
+def access_lines(path: Path) -> list[dict[str, Any]]:
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    return [line for line in lines if line["logger"] == "apex.access"]
+
+
+async def test_access_lines_carry_fields_and_no_secrets(
+    upstream: FakeUpstream, start_apex: StartApex, log_file: Path
+) -> None:
+    """Each request writes one JSON access line with ids, routing, outcome, times and tokens; no key or content."""
+    cfg = basic_config(upstream)
+    cfg["channels"].append({"name": "oa2", "provider_type": "openai", "base_url": upstream.openai_url,
+                            "api_key": "sk-upstream-oa2"})
+    cfg["routers"][0]["rules"].append({"match": {"model": "gpt-*"}, "channels": [{"name": "oa"}], "fallback": ["oa2"]})
+    cfg["teams"] = [{"id": "t1", "api_key": "tk-team-1"}]
+    inst = await start_apex(cfg)
+    upstream.push(error(500))
+    raw = await oai(inst, "tk-team-1").chat.completions.with_raw_response.create(model="gpt-4o", messages=MSG)
+    _ = [c async for c in await oai(inst).chat.completions.create(model="gpt-4o", messages=MSG, stream=True)]
+    await ant(inst, "global-key").messages.create(model="claude-apex-test", max_tokens=16, messages=MSG)
+    with pytest.raises(openai.AuthenticationError):
+        await oai(inst, "wrong-key-123").chat.completions.create(model="gpt-4o", messages=MSG)
+
+    text = log_file.read_text()
+    for secret in SECRETS:
+        assert secret not in text, secret
+    lines = access_lines(log_file)
+    assert len(lines) == 4
+    for line in lines:
+        assert set(line) == ACCESS_KEYS
+        assert line["level"] == "info" and line["latency_ms"] >= line["overhead_ms"] >= 0
+    fb, stream, anth, denied = lines
+    assert fb["request_id"] == raw.headers["x-request-id"]
+    assert abs(fb["overhead_ms"] - float(raw.headers["x-apex-overhead-ms"])) < 5.0
+    assert (fb["team"], fb["router"], fb["rule"], fb["model"], fb["upstream_model"]) == ("t1", "default", "rules[1]", "gpt-4o", "gpt-4o")
+    assert (fb["channel"], fb["channels_tried"], fb["attempts"], fb["attempt_errors"], fb["status"]) == ("oa2", ["oa", "oa2"], 2, ["api_error"], 200)
+    assert fb["tokens"] == {"prompt": 16, "completion": 12, "cached": 0, "reasoning": 0, "estimated": False}
+    assert fb["ttft_ms"] is None and fb["error_type"] is None and fb["stream"] is False
+    assert stream["stream"] is True and stream["ttft_ms"] > 0 and stream["tokens"]["prompt"] == 78
+    assert stream["team"] is None and stream["channels_tried"] == ["oa"]
+    assert (anth["dialect"], anth["channel"], anth["team"], anth["model"]) == ("anthropic_messages", "an", None, "claude-apex-test")
+    assert anth["tokens"] == {"prompt": 17, "completion": 15, "cached": 0, "reasoning": 0, "estimated": False}
+    assert (denied["status"], denied["error_type"], denied["router"], denied["model"], denied["tokens"]) == (401, "authentication", None, None, None)
+
+
+async def test_rotated_file_is_followed_and_sigusr1_reopens(
+    upstream: FakeUpstream, start_apex: StartApex, log_file: Path
+) -> None:
+    """After logrotate moves the file, lines go to a new file at the path; reopen_log_files() reopens too."""
+    inst = await start_apex(basic_config(upstream))
+    client = oai(inst)
+    await client.chat.completions.create(model="gpt-4o", messages=MSG)
+    log_file.rename(log_file.with_suffix(".1"))
+    await client.chat.completions.create(model="gpt-4o", messages=MSG)
+    assert len(access_lines(log_file)) == 1
+    assert len(access_lines(log_file.with_suffix(".1"))) == 1
+    log_file.rename(log_file.with_suffix(".2"))
+    reopen_log_files()      # what the SIGUSR1 handler calls
+    await client.chat.completions.create(model="gpt-4o", messages=MSG)
+    assert len(access_lines(log_file)) == 1
+
+
+@pytest.mark.parametrize("level, access_log", [("warning", True), ("info", False)])
+async def test_no_access_line_when_off(
+    upstream: FakeUpstream, start_apex: StartApex, tmp_path: Path, log_file: Path, level: str, access_log: bool
+) -> None:
+    """At level warning, or with access_log false, no access line is written."""
+    configure_logging(LoggingConfig(level=level, format="json", file=str(log_file), access_log=access_log))  # type: ignore[arg-type]
+    inst = await start_apex(basic_config(upstream))
+    await oai(inst).chat.completions.create(model="gpt-4o", messages=MSG)
+    assert access_lines(log_file) == []
