@@ -266,6 +266,7 @@ async def _attempt(
             include_usage=client_usage,
             estimated_input_tokens=estimate_tokens(body),
         )
+        ctx.extras["created"] = int(time.time())
         up_body = translator.request(body, ctx)
     else:
         add_usage = stream and plan.add_stream_usage and not client_usage

@@ -1,0 +1,288 @@
+"""Protocol translation end to end: the official SDKs -> Apex -> a fake upstream of another protocol."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import aiohttp
+import anthropic
+import openai
+import pytest
+
+from tests.conftest import StartApex, ant, oai
+from tests.integration.fakes import Behaviour, FakeUpstream, error, fixture_bytes, split_events
+
+TOOLS_OPENAI = [{"type": "function", "function": {
+    "name": "secret_retrieval_tool", "description": "A tool that requires a password.",
+    "parameters": {"type": "object", "properties": {"password": {"type": "string"}}, "required": ["password"]}}}]
+TOOLS_ANTHROPIC = [{"name": "secret_retrieval_tool", "description": "A tool that requires a password.",
+                    "input_schema": {"type": "object", "properties": {"password": {"type": "string"}}, "required": ["password"]}}]
+
+
+def config(upstream: FakeUpstream) -> dict[str, Any]:
+    return {
+        "global": {"auth": {"keys": ["k"]}, "retries": {"max_attempts": 1}},
+        "logging": {"level": "error"},
+        "channels": [
+            {"name": "an", "provider_type": "anthropic", "base_url": upstream.url, "api_key": "sk-ant"},
+            {"name": "gm", "provider_type": "gemini", "base_url": upstream.url, "api_key": "g-key"},
+            {"name": "oa", "provider_type": "openai", "base_url": upstream.openai_url, "api_key": "sk-oa"},
+            {"name": "ds", "provider_type": "deepseek", "base_url": upstream.openai_url, "api_key": "sk-ds",
+             "anthropic_base_url": upstream.url + "/anthropic"},
+        ],
+        "routers": [{"name": "r", "rules": [
+            {"match": {"model": "claude-*"}, "channels": [{"name": "an"}]},
+            {"match": {"model": ["gemini-*", "text-embedding-004"]}, "channels": [{"name": "gm"}]},
+            {"match": {"model": "deepseek-*"}, "channels": [{"name": "ds"}]},
+        ], "channels": [{"name": "oa"}]}],
+    }
+
+
+async def test_openai_client_anthropic_upstream_nonstream(upstream: FakeUpstream, start_apex: StartApex) -> None:
+    """An OpenAI chat request is translated to Anthropic Messages and the answer back to a ChatCompletion."""
+    inst = await start_apex(config(upstream))
+    done = await oai(inst, "k").chat.completions.create(
+        model="claude-apex", messages=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is 4200 + 42?"}],
+        max_tokens=200,
+    )
+    assert done.choices[0].message.content == "4200 + 42 = 4242"
+    assert done.choices[0].finish_reason == "stop"
+    assert done.model == "claude-apex"
+    sent = upstream.requests[-1]
+    assert sent.path == "/v1/messages" and sent.headers["x-api-key"] == "sk-ant"
+    assert sent.json["system"] in ("Be brief.", [{"type": "text", "text": "Be brief."}])
+    assert sent.json["max_tokens"] == 200 and sent.json["messages"][0]["role"] == "user"
+    expected = json.loads(fixture_bytes("anthropic_messages_nonstream.json"))["usage"]
+    assert done.usage is not None and done.usage.completion_tokens == expected["output_tokens"]
+
+
+async def test_openai_client_anthropic_upstream_stream_tools(upstream: FakeUpstream, start_apex: StartApex) -> None:
+    """Anthropic tool_use streams become OpenAI tool-call deltas the SDK reassembles into valid calls."""
+    inst = await start_apex(config(upstream))
+    async with oai(inst, "k").chat.completions.stream(
+        model="claude-apex", messages=[{"role": "user", "content": "secrets for mellon, radiance"}], tools=TOOLS_OPENAI  # type: ignore[arg-type]
+    ) as stream:
+        final = await stream.get_final_completion()
+    calls = final.choices[0].message.tool_calls
+    assert calls is not None and len(calls) == 2
+    assert sorted(json.loads(c.function.arguments)["password"] for c in calls) == ["mellon", "radiance"]
+    assert all(c.id for c in calls) and len({c.id for c in calls}) == 2
+    assert final.choices[0].finish_reason == "tool_calls"
+    assert upstream.requests[-1].json["tools"][0]["input_schema"]["properties"]["password"]["type"] == "string"
+
+
+async def test_openai_client_anthropic_stream_usage(upstream: FakeUpstream, start_apex: StartApex) -> None:
+    """include_usage gives a final usage chunk from Anthropic's cumulative usage."""
+    inst = await start_apex(config(upstream))
+    stream = await oai(inst, "k").chat.completions.create(
+        model="claude-apex", messages=[{"role": "user", "content": "hi"}], stream=True, stream_options={"include_usage": True}
+    )
+    text, usage = "", None
+    async for chunk in stream:
+        if chunk.choices and chunk.choices[0].delta.content:
+            text += chunk.choices[0].delta.content
+        if chunk.usage is not None:
+            usage = chunk.usage
+    assert text == "4200 + 42 = 4242"
+    assert usage is not None and usage.completion_tokens == 15 and usage.prompt_tokens == 17
+
+
+async def test_openai_client_gemini_upstream(upstream: FakeUpstream, start_apex: StartApex) -> None:
+    """OpenAI chat -> Gemini generateContent with x-goog-api-key, and Gemini's answer back."""
+    inst = await start_apex(config(upstream))
+    done = await oai(inst, "k").chat.completions.create(model="gemini-2.5-flash", messages=[{"role": "user", "content": "What is 4200 + 42?"}])
+    sent = upstream.requests[-1]
+    assert sent.path == "/v1beta/models/gemini-2.5-flash:generateContent"
+    assert sent.headers["x-goog-api-key"] == "g-key"
+    assert sent.json["contents"][0]["parts"][0]["text"] == "What is 4200 + 42?"
+    assert done.choices[0].message.content and "4242" in done.choices[0].message.content
+    assert done.usage is not None and done.usage.total_tokens == 115
+
+
+async def test_openai_client_gemini_stream_function_calls(upstream: FakeUpstream, start_apex: StartApex) -> None:
+    """A Gemini stream with function calls ends as tool_calls, and the SDK gets both calls."""
+    inst = await start_apex(config(upstream))
+    async with oai(inst, "k").chat.completions.stream(
+        model="gemini-2.5-flash", messages=[{"role": "user", "content": "secrets"}], tools=TOOLS_OPENAI  # type: ignore[arg-type]
+    ) as stream:
+        final = await stream.get_final_completion()
+    sent = upstream.requests[-1]
+    assert sent.path == "/v1beta/models/gemini-2.5-flash:streamGenerateContent" and sent.query == "alt=sse"
+    calls = final.choices[0].message.tool_calls
+    assert calls is not None and [json.loads(c.function.arguments) for c in calls] == [{"password": "mellon"}, {"password": "radiance"}]
+    assert final.choices[0].finish_reason == "tool_calls"
+
+
+async def test_gemini_split_finish_is_tool_use_for_anthropic(upstream: FakeUpstream, start_apex: StartApex) -> None:
+    """Gemini 3's function call with a later STOP chunk still ends an Anthropic turn as tool_use."""
+    inst = await start_apex(config(upstream))
+    upstream.push(Behaviour(content_type="text/event-stream", events=split_events(fixture_bytes("gemini_stream_function_call_split_finish.sse"))))
+    async with ant(inst, "k").messages.stream(model="gemini-3-pro", max_tokens=100, messages=[{"role": "user", "content": "country?"}],
+                                              tools=TOOLS_ANTHROPIC) as stream:  # type: ignore[arg-type]
+        final = await stream.get_final_message()
+    assert final.stop_reason == "tool_use"
+    assert [b.type for b in final.content] == ["tool_use"]
+
+
+async def test_anthropic_client_openai_upstream_nonstream(upstream: FakeUpstream, start_apex: StartApex) -> None:
+    """An Anthropic Messages request reaches an OpenAI channel as chat, and comes back as a Message."""
+    inst = await start_apex(config(upstream))
+    msg = await ant(inst, "k").messages.create(model="gpt-4o", max_tokens=100, system="Be brief.",
+                                               messages=[{"role": "user", "content": "What is 4200 + 42?"}])
+    sent = upstream.requests[-1]
+    assert sent.path == "/v1/chat/completions" and sent.headers["Authorization"] == "Bearer sk-oa"
+    assert sent.json["messages"][0] == {"role": "system", "content": "Be brief."}
+    assert msg.content[0].text == "\\(4200 + 42 = 4242\\)."  # type: ignore[union-attr]
+    assert msg.stop_reason == "end_turn" and msg.model == "gpt-4o"
+    usage = json.loads(fixture_bytes("openai_chat_nonstream.json"))["usage"]
+    assert msg.usage.input_tokens == usage["prompt_tokens"] and msg.usage.output_tokens == usage["completion_tokens"]
+
+
+async def test_anthropic_client_openai_upstream_stream_tools(upstream: FakeUpstream, start_apex: StartApex) -> None:
+    """OpenAI tool-call deltas become tool_use blocks with input_json_delta the Anthropic SDK assembles."""
+    inst = await start_apex(config(upstream))
+    async with ant(inst, "k").messages.stream(model="gpt-4o", max_tokens=100, messages=[{"role": "user", "content": "secrets"}],
+                                              tools=TOOLS_ANTHROPIC) as stream:  # type: ignore[arg-type]
+        final = await stream.get_final_message()
+    uses = [b for b in final.content if b.type == "tool_use"]
+    assert [u.input for u in uses] == [{"password": "mellon"}, {"password": "radiance"}]  # type: ignore[union-attr]
+    assert final.stop_reason == "tool_use"
+    sent = upstream.requests[-1].json
+    assert sent["stream"] is True and sent["stream_options"] == {"include_usage": True}
+    assert sent["tools"][0]["function"]["name"] == "secret_retrieval_tool"
+
+
+async def test_anthropic_client_tool_result_round_trip(upstream: FakeUpstream, start_apex: StartApex) -> None:
+    """Anthropic tool_use / tool_result history becomes OpenAI tool_calls / tool messages with matching ids."""
+    inst = await start_apex(config(upstream))
+    await ant(inst, "k").messages.create(model="gpt-4o", max_tokens=50, tools=TOOLS_ANTHROPIC, messages=[  # type: ignore[arg-type]
+        {"role": "user", "content": "secret for mellon"},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "secret_retrieval_tool", "input": {"password": "mellon"}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "The secret is 42"}]},
+    ])
+    msgs = upstream.requests[-1].json["messages"]
+    assert msgs[1]["tool_calls"][0]["id"] == "toolu_1"
+    assert json.loads(msgs[1]["tool_calls"][0]["function"]["arguments"]) == {"password": "mellon"}
+    assert msgs[2] == {"role": "tool", "tool_call_id": "toolu_1", "content": "The secret is 42"}
+
+
+async def test_anthropic_client_reasoning_becomes_thinking(upstream: FakeUpstream, start_apex: StartApex) -> None:
+    """DeepSeek-style reasoning_content streams reach an Anthropic client as a thinking block before the text."""
+    cfg = config(upstream)
+    cfg["channels"][3].pop("anthropic_base_url")
+    cfg["channels"][3]["base_url"] = upstream.openai_url  # overridden base_url and no anthropic_base_url: translate
+    inst = await start_apex(cfg)
+    upstream.push(Behaviour(content_type="text/event-stream", events=split_events(fixture_bytes("deepseek_chat_stream_reasoning.sse"))))
+    async with ant(inst, "k").messages.stream(model="deepseek-reasoner", max_tokens=100, messages=[{"role": "user", "content": "Hello"}]) as stream:
+        final = await stream.get_final_message()
+    assert [b.type for b in final.content] == ["thinking", "text"]
+    assert upstream.requests[-1].path == "/v1/chat/completions"
+
+
+async def test_dual_protocol_provider_native_anthropic(upstream: FakeUpstream, start_apex: StartApex) -> None:
+    """A DeepSeek channel with anthropic_base_url is spoken to in Anthropic's protocol, untranslated."""
+    inst = await start_apex(config(upstream))
+    body = {"model": "deepseek-chat", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}
+    async with aiohttp.ClientSession() as s:
+        async with s.post(f"{inst.url}/v1/messages", json=body, headers={"x-api-key": "k", "anthropic-version": "2023-06-01"}) as r:
+            assert r.status == 200
+    sent = upstream.requests[-1]
+    assert sent.path == "/anthropic/v1/messages" and sent.headers["x-api-key"] == "sk-ds"
+    assert sent.json == body
+    await oai(inst, "k").chat.completions.create(model="deepseek-chat", messages=[{"role": "user", "content": "hi"}])
+    assert upstream.requests[-1].path == "/v1/chat/completions"
+
+
+async def test_responses_client_chat_upstream(upstream: FakeUpstream, start_apex: StartApex) -> None:
+    """The Responses API on a chat-only channel is translated to chat, streamed and not."""
+    cfg = config(upstream)
+    cfg["channels"][2]["provider_type"] = "openai_compatible"
+    inst = await start_apex(cfg)
+    client = oai(inst, "k")
+    resp = await client.responses.create(model="local-model", input="What is the capital of the UK?", instructions="Be brief.")
+    assert resp.output_text == "\\(4200 + 42 = 4242\\)."
+    sent = upstream.requests[-1]
+    assert sent.path == "/v1/chat/completions"
+    assert sent.json["messages"][0] == {"role": "system", "content": "Be brief."}
+    stream = await client.responses.create(model="local-model", input="hi", stream=True)
+    deltas, completed = [], None
+    async for event in stream:
+        if event.type == "response.output_text.delta":
+            deltas.append(event.delta)
+        if event.type == "response.completed":
+            completed = event.response
+    assert "".join(deltas) == "The capital of the UK is London."
+    assert completed is not None and completed.usage is not None and completed.usage.output_tokens == 9
+
+
+async def test_responses_native_on_openai(upstream: FakeUpstream, start_apex: StartApex) -> None:
+    """The Responses API on an OpenAI channel goes through natively."""
+    inst = await start_apex(config(upstream))
+    resp = await oai(inst, "k").responses.create(model="gpt-4o", input="hi")
+    assert upstream.requests[-1].path == "/v1/responses"
+    assert resp.output_text
+
+
+async def test_responses_client_anthropic_upstream(upstream: FakeUpstream, start_apex: StartApex) -> None:
+    """The Responses API on an Anthropic channel is translated both ways."""
+    inst = await start_apex(config(upstream))
+    resp = await oai(inst, "k").responses.create(model="claude-apex", input="What is 4200 + 42?")
+    assert resp.output_text == "4200 + 42 = 4242"
+    assert upstream.requests[-1].path == "/v1/messages"
+
+
+async def test_embeddings_on_gemini_base64(upstream: FakeUpstream, start_apex: StartApex) -> None:
+    """OpenAI embeddings on a Gemini channel come back base64-encoded for the SDK, decoding to Gemini's values."""
+    inst = await start_apex(config(upstream))
+    emb = await oai(inst, "k").embeddings.create(model="text-embedding-004", input="Some text goes here")
+    expected = json.loads(fixture_bytes("gemini_batch_embed_contents.json"))["embeddings"][0]["values"]
+    assert len(emb.data[0].embedding) == len(expected) == 768
+    assert max(abs(a - b) for a, b in zip(emb.data[0].embedding, expected)) < 1e-6
+    sent = upstream.requests[-1]
+    assert sent.path == "/v1beta/models/text-embedding-004:batchEmbedContents"
+
+
+async def test_count_tokens_native_and_estimated(upstream: FakeUpstream, start_apex: StartApex) -> None:
+    """count_tokens is native on Anthropic channels and an estimate, marked so, elsewhere."""
+    inst = await start_apex(config(upstream))
+    client = ant(inst, "k")
+    raw = await client.messages.with_raw_response.count_tokens(model="claude-apex", messages=[{"role": "user", "content": "hi"}])
+    assert (await raw.parse()).input_tokens == 42 and "x-apex-estimated" not in raw.headers
+    raw = await client.messages.with_raw_response.count_tokens(model="gpt-4o", messages=[{"role": "user", "content": "hello there " * 50}])
+    assert raw.headers["x-apex-estimated"] == "true"
+    assert 100 <= (await raw.parse()).input_tokens <= 200
+
+
+async def test_translated_upstream_error_in_client_dialect(upstream: FakeUpstream, start_apex: StartApex) -> None:
+    """An Anthropic 429 reaches an OpenAI client as a rate_limit_error with its message and Retry-After."""
+    inst = await start_apex(config(upstream))
+    upstream.push(error(429, "Number of requests exceeded", retry_after="3", family="anthropic"))
+    with pytest.raises(openai.RateLimitError) as info:
+        await oai(inst, "k").chat.completions.create(model="claude-apex", messages=[{"role": "user", "content": "x"}])
+    assert "Number of requests exceeded" in info.value.message
+    assert info.value.body["type"] == "rate_limit_error"  # type: ignore[index]
+    assert info.value.response.headers["retry-after"] == "3"
+
+
+async def test_anthropic_midstream_error_reaches_openai_client(upstream: FakeUpstream, start_apex: StartApex) -> None:
+    """An Anthropic `event: error` inside a 200 stream reaches an OpenAI client as an error event."""
+    inst = await start_apex(config(upstream))
+    events = split_events(fixture_bytes("anthropic_messages_stream_text.sse"))[:4]
+    events.append(b'event: error\ndata: {"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}\n\n')
+    upstream.push(Behaviour(content_type="text/event-stream", events=events))
+    stream = await oai(inst, "k").chat.completions.create(model="claude-apex", messages=[{"role": "user", "content": "x"}], stream=True)
+    with pytest.raises(openai.APIError, match="Overloaded"):
+        async for _ in stream:
+            pass
+
+
+async def test_gemini_bad_key_is_502_after_failover(upstream: FakeUpstream, start_apex: StartApex) -> None:
+    """Gemini's 400 API_KEY_INVALID counts as the channel's key refused: the client gets 502."""
+    inst = await start_apex(config(upstream))
+    body = json.dumps({"error": {"code": 400, "message": "API key not valid.", "status": "INVALID_ARGUMENT",
+                                 "details": [{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_INVALID"}]}}).encode()
+    upstream.push(Behaviour(status=400, body=body))
+    with pytest.raises(anthropic.APIStatusError) as info:
+        await ant(inst, "k").messages.create(model="gemini-2.5-flash", max_tokens=10, messages=[{"role": "user", "content": "x"}])
+    assert info.value.status_code == 502
