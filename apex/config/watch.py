@@ -94,7 +94,7 @@ class ConfigWatcher:
     def __init__(
         self,
         path: Path,
-        on_change: Callable[[bytes], None],
+        on_change: Callable[[bytes], object],
         loop: asyncio.AbstractEventLoop,
         *,
         debounce_s: float = 0.1,
