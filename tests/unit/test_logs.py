@@ -1,0 +1,95 @@
+"""apex.server.logs: JSON and pretty formatting, the access fields, logging configuration."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from apex.config.load import load_config_bytes
+from apex.config.model import LoggingConfig
+from apex.server.exchange import Exchange
+from apex.server.gateway import Gateway
+from apex.server.logs import JsonFormatter, PrettyFormatter, ReopeningFileHandler, access_fields, configure_logging
+from apex.types import Dialect, Usage
+
+
+def _record(msg: str = "request", fields: dict[str, object] | None = None) -> logging.LogRecord:
+    rec = logging.LogRecord("apex.access", logging.INFO, __file__, 1, msg, None, None)
+    if fields is not None:
+        rec.fields = fields
+    return rec
+
+
+def _exchange() -> Exchange:
+    gw = Gateway(load_config_bytes(b'{"channels":[{"name":"m","provider_type":"mock"}],'
+                                   b'"routers":[{"name":"r","vkey":"vk-secret","channels":[{"name":"m"}]}]}'))
+    ex = Exchange(gw, "req_9", None, Dialect.OPENAI_CHAT)
+    ex.team, ex.router, ex.rule, ex.model, ex.channel, ex.tried, ex.attempts = "t", "r", "default", "gpt-4o", "m", ["m"], 1
+    ex.status, ex.upstream_model, ex.usage = 200, "gpt-4o-2024", Usage(prompt_tokens=5, completion_tokens=2)
+    ex.request_body = b'{"messages":[{"role":"user","content":"private words"}]}'
+    return ex
+
+
+@pytest.fixture
+def restore_root() -> Iterator[None]:
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level, logging.getLogger("apex.access").disabled)
+    yield
+    for h in list(root.handlers):
+        root.removeHandler(h)
+        h.close()
+    for h in saved[0]:
+        root.addHandler(h)
+    root.setLevel(saved[1])
+    logging.getLogger("apex.access").disabled = saved[2]
+
+
+def test_json_formatter_merges_fields() -> None:
+    """A JSON line holds ts, level, logger, msg and the record's fields as top-level keys."""
+    line = json.loads(JsonFormatter().format(_record(fields={"status": 200, "tried": ["a"]})))
+    assert line["level"] == "info" and line["logger"] == "apex.access" and line["msg"] == "request"
+    assert line["status"] == 200 and line["tried"] == ["a"] and line["ts"].endswith("Z")
+
+
+def test_pretty_formatter_lists_fields() -> None:
+    """Pretty lines show key=value pairs, JSON-quote values with spaces and skip None."""
+    text = PrettyFormatter().format(_record(fields={"status": 200, "channel": "m", "error_type": None, "msg": "a b"}))
+    assert "apex.access: request status=200 channel=m msg=\"a b\"" in text and "error_type" not in text
+
+
+def test_access_fields_hold_no_secret_or_content() -> None:
+    """The access fields carry ids, routing and numbers, never the key or the message text."""
+    fields = access_fields(_exchange(), 12.5, 0.75, Usage(prompt_tokens=5, completion_tokens=2))
+    dumped = json.dumps(fields)
+    assert "vk-secret" not in dumped and "private words" not in dumped
+    assert fields["model"] == "gpt-4o" and fields["upstream_model"] == "gpt-4o-2024"
+    assert fields["channels_tried"] == ["m"] and fields["overhead_ms"] == 0.75
+    assert fields["tokens"] == {"prompt": 5, "completion": 2, "cached": 0, "reasoning": 0, "estimated": False}
+
+
+def test_configure_logging_file_and_level(tmp_path: Path, restore_root: None) -> None:
+    """A file target gets a reopening handler at the configured level; access_log false disables that logger."""
+    path = tmp_path / "a.log"
+    handler = configure_logging(LoggingConfig(level="warning", format="pretty", file=str(path), access_log=False))
+    assert isinstance(handler, ReopeningFileHandler) and isinstance(handler.formatter, PrettyFormatter)
+    assert logging.getLogger().level == logging.WARNING
+    assert not logging.getLogger("apex.access").isEnabledFor(logging.ERROR)
+    logging.getLogger("apex.test").warning("hello %s", "there")
+    assert "hello there" in path.read_text()
+
+
+def test_finish_skips_the_line_when_disabled(restore_root: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """At level warning, finish() never builds the access fields (no formatting cost)."""
+    configure_logging(LoggingConfig(level="warning"))
+    ex = _exchange()
+    built: list[Exchange] = []
+    monkeypatch.setattr("apex.server.gateway.access_fields", lambda ex, *_: built.append(ex) or {})
+    ex.gateway.finish(ex)
+    assert built == []
+    configure_logging(LoggingConfig(level="info", file=None))
+    ex.gateway.finish(ex)
+    assert built == [ex]
