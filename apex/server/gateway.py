@@ -23,7 +23,7 @@ from apex.metrics import NONE, Metrics
 from apex.ratelimit import Decision, Limits, RateLimiter, build_limiter, headers as ratelimit_headers, rate_limited
 from apex.routing.health import ChannelState
 from apex.server.exchange import Exchange
-from apex.server.logs import ACCESS_LOGGER, access_fields
+from apex.server.logs import ACCESS_LOGGER, access_fields, write_access_line
 from apex.snapshot import Snapshot, build_snapshot
 from apex.tokens import estimate_tokens
 from apex.types import Dialect, MonotonicClock, Usage
@@ -58,7 +58,7 @@ class Gateway:
         self._refresh_limits()
         self._session: aiohttp.ClientSession | None = None
         self.limiter: RateLimiter | None = None
-        self._last_config_bytes: bytes | None = None
+        self.loaded_config_bytes: bytes | None = None  # the file content the live config came from
         self.metrics = Metrics(self.version, self._rule_patterns)
         self._metrics_snapshot: Snapshot | None = None  # the Snapshot the metric bindings belong to
         self._metrics_on = False
@@ -115,7 +115,7 @@ class Gateway:
             log.warning("rate_limit_store changed: restart Apex to apply it")
         self.snapshot = snapshot
         self._refresh_limits()
-        self._last_config_bytes = data
+        self.loaded_config_bytes = data
         log.info("config reloaded (%s): %d channels, %d routers, %d teams", source,
                  len(config.channels), len(config.routers), len(config.teams))
         self.on_reload(True)
@@ -205,7 +205,7 @@ class Gateway:
             if usage is not None:
                 series.add_tokens(usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens, usage.estimated)
         if access_log.isEnabledFor(_INFO):
-            access_log.info("request", extra={"fields": access_fields(ex, latency, overhead, usage)})
+            write_access_line(access_log, access_fields(ex, latency, overhead, usage))
 
     # --- metrics wiring -------------------------------------------------------------
 

@@ -29,16 +29,26 @@ __all__ = [
     "access_fields",
     "configure_logging",
     "reopen_log_files",
+    "write_access_line",
 ]
 
 ACCESS_LOGGER: Final = "apex.access"
 _ENC: Final = msgspec.json.Encoder()
 _LEVELS: Final = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+_ROTATION_CHECK_S: Final = 1.0
 _file_handlers: list[ReopeningFileHandler] = []
+_ts_second = -1
+_ts_prefix = ""
 
 
 def _timestamp(record: logging.LogRecord) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z"
+    # strftime once per second, not per line: the access line is on every request's path.
+    global _ts_second, _ts_prefix
+    second = int(record.created)
+    if second != _ts_second:
+        _ts_prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        _ts_second = second
+    return f"{_ts_prefix}.{int(record.msecs):03d}Z"
 
 
 class JsonFormatter(logging.Formatter):
@@ -79,7 +89,20 @@ class PrettyFormatter(logging.Formatter):
 
 
 class ReopeningFileHandler(logging.handlers.WatchedFileHandler):
-    """A file handler that follows logrotate: reopens when the file is moved, or on ``reopen()``."""
+    """A file handler that follows logrotate: reopens when the file is moved, or on ``reopen()``.
+
+    The move is noticed by a stat of the path at most once a second (WatchedFileHandler
+    stats on every line, a syscall per request); lines written in that second land in the
+    rotated file, which logrotate's ``delaycompress`` leaves readable.
+    """
+
+    _next_check = 0.0
+
+    def reopenIfNeeded(self) -> None:  # noqa: N802  # the stdlib's name
+        now = time.monotonic()
+        if now >= self._next_check:
+            self._next_check = now + _ROTATION_CHECK_S
+            super().reopenIfNeeded()
 
     def reopen(self) -> None:
         """Close and reopen the file at its path (SIGUSR1 after a rotation)."""
@@ -116,9 +139,24 @@ def configure_logging(cfg: LoggingConfig) -> logging.Handler:
     _file_handlers[:] = [handler] if isinstance(handler, ReopeningFileHandler) else []
     root.addHandler(handler)
     root.setLevel(_LEVELS[cfg.level])
+    # No formatter prints thread or process names: skip looking them up for every record.
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     # isEnabledFor() is False on a disabled logger, so the gateway skips building the line.
     logging.getLogger(ACCESS_LOGGER).disabled = not cfg.access_log
     return handler
+
+
+def write_access_line(logger: logging.Logger, fields: dict[str, object]) -> None:
+    """Emit one access record carrying ``fields``; the caller checked ``isEnabledFor(INFO)``.
+
+    Builds the record directly: ``logger.info`` would walk the stack for the caller's file
+    and line, which no Apex formatter prints, on every request.
+    """
+    record = logger.makeRecord(logger.name, logging.INFO, "", 0, "request", None, None)
+    record.fields = fields
+    logger.handle(record)
 
 
 def access_fields(ex: Exchange, latency_ms: float, overhead_ms: float, usage: Usage | None) -> dict[str, object]:
