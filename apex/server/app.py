@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 from aiohttp import web
 
-from apex.config.load import load_config, parse_listen
+from apex.config.load import load_config_bytes, parse_listen
+from apex.errors import ConfigError
 from apex.server import handlers
 from apex.server.gateway import Gateway
 from apex.server.keys import GATEWAY_KEY
@@ -51,7 +53,12 @@ def build_app(gateway: Gateway, *, watch: bool = False) -> web.Application:
             from apex.config.watch import ConfigWatcher
 
             loop = asyncio.get_running_loop()
-            watcher = ConfigWatcher(gateway.config_path, lambda data: gateway.reload_bytes(data, "file"), loop)
+            watcher = ConfigWatcher(
+                gateway.config_path,
+                lambda data: gateway.reload_bytes(data, "file"),
+                loop,
+                initial_content=gateway.loaded_config_bytes,  # an edit made while starting is not missed
+            )
             watcher.start()
         try:
             yield
@@ -98,14 +105,20 @@ async def serve(gateway: Gateway, *, on_ready: Callable[[], None] | None = None)
 
 def run_gateway(config_path: Path, *, on_ready: Callable[[], None] | None = None) -> int:
     """Run the gateway in the foreground; raise ConfigError for an invalid initial config."""
-    config = load_config(config_path)
+    try:
+        data = config_path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {str(config_path)!r}: {exc.strerror}") from exc
+    config = load_config_bytes(data)
     configure_logging(config.logging)
-    gateway = Gateway(config, config_path.resolve())
+    # abspath, not resolve(): the watcher follows a symlinked config (Kubernetes ..data swaps) itself.
+    gateway = Gateway(config, Path(os.path.abspath(config_path)))
     try:
         import uvloop
 
         runner = uvloop.run
     except ImportError:  # pragma: no cover - uvloop is a dependency; keep Apex usable without it
         runner = asyncio.run
+    gateway.loaded_config_bytes = data
     runner(serve(gateway, on_ready=on_ready))
     return 0
