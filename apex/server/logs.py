@@ -96,12 +96,13 @@ class ReopeningFileHandler(logging.handlers.WatchedFileHandler):
     rotated file, which logrotate's ``delaycompress`` leaves readable.
     """
 
+    rotation_check_s: float = _ROTATION_CHECK_S
     _next_check = 0.0
 
     def reopenIfNeeded(self) -> None:  # noqa: N802  # the stdlib's name
         now = time.monotonic()
         if now >= self._next_check:
-            self._next_check = now + _ROTATION_CHECK_S
+            self._next_check = now + self.rotation_check_s
             super().reopenIfNeeded()
 
     def reopen(self) -> None:
@@ -154,7 +155,7 @@ def write_access_line(logger: logging.Logger, fields: dict[str, object]) -> None
     Builds the record directly: ``logger.info`` would walk the stack for the caller's file
     and line, which no Apex formatter prints, on every request.
     """
-    record = logger.makeRecord(logger.name, logging.INFO, "", 0, "request", None, None)
+    record = logger.makeRecord(logger.name, logging.INFO, "", 0, "request", (), None)
     record.fields = fields
     logger.handle(record)
 

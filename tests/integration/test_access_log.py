@@ -12,7 +12,7 @@ import openai
 import pytest
 
 from apex.config.model import LoggingConfig
-from apex.server.logs import configure_logging, reopen_log_files
+from apex.server.logs import ReopeningFileHandler, configure_logging, reopen_log_files
 from tests.conftest import StartApex, ant, basic_config, oai
 from tests.integration.fakes import FakeUpstream, error
 
@@ -93,6 +93,8 @@ async def test_rotated_file_is_followed_and_sigusr1_reopens(
     upstream: FakeUpstream, start_apex: StartApex, log_file: Path
 ) -> None:
     """After logrotate moves the file, lines go to a new file at the path; reopen_log_files() reopens too."""
+    [handler] = [h for h in logging.getLogger().handlers if isinstance(h, ReopeningFileHandler)]
+    handler.rotation_check_s = 0.0  # Apex checks once a second; check on every line here
     inst = await start_apex(basic_config(upstream))
     client = oai(inst)
     await client.chat.completions.create(model="gpt-4o", messages=MSG)
@@ -100,7 +102,12 @@ async def test_rotated_file_is_followed_and_sigusr1_reopens(
     await client.chat.completions.create(model="gpt-4o", messages=MSG)
     assert len(access_lines(log_file)) == 1
     assert len(access_lines(log_file.with_suffix(".1"))) == 1
+    handler.rotation_check_s = 3600.0  # now only the explicit reopen can notice the move
+    handler._next_check = 0.0  # noqa: SLF001
+    await client.chat.completions.create(model="gpt-4o", messages=MSG)  # checks once, arms the long interval
     log_file.rename(log_file.with_suffix(".2"))
+    await client.chat.completions.create(model="gpt-4o", messages=MSG)
+    assert len(access_lines(log_file.with_suffix(".2"))) == 3   # not noticed yet: still the moved file
     reopen_log_files()      # what the SIGUSR1 handler calls
     await client.chat.completions.create(model="gpt-4o", messages=MSG)
     assert len(access_lines(log_file)) == 1
