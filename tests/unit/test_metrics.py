@@ -142,3 +142,29 @@ class TestGatewayFinish:
         gw.finish(ex)
         assert gw.metrics.registry.get_sample_value("apex_overhead_ms_count", {"router": "r"}) is None
         assert gw.metrics.registry.get_sample_value("apex_in_flight_requests") == 0
+
+
+def test_dashboard_and_docs_name_only_real_metrics() -> None:
+    """Every apex_* name in the Grafana dashboard and config/METRICS.md is a metric Apex exports, and the doc lists them all."""
+    import re
+    from pathlib import Path
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    m = Metrics("1", _patterns, process_metrics=False)
+    s = m.series("r", "x", NONE, "m")
+    s.record(200, "api_error", 1.0, 1.0, 1.0)
+    s.add_tokens(1, 1, 1, True)
+    m.record_fallback("r", "x", "a", "b")
+    m.record_attempt_failure("r", "a", "api_error")
+    m.record_rate_limited("r", "x", "t")
+    m.record_channel_state("a", "cooling")
+    exported = {s.name for fam in text_string_to_metric_families(m.render()[0].decode()) for s in fam.samples}
+    families = {fam.name for fam in m.registry.collect()}
+    root = Path(__file__).resolve().parents[2] / "config"
+    dashboard = set(re.findall(r"apex_[a-z_]+", (root / "grafana" / "apex-dashboard.json").read_text()))
+    doc = set(re.findall(r"`(apex_[a-z_]+)`", (root / "METRICS.md").read_text()))
+    # Counters are exported as <family>_total; histograms as _bucket/_sum/_count; families without suffix otherwise.
+    assert dashboard - exported == set()
+    assert doc - exported - families == set()
+    assert {f if f + "_total" not in exported else f + "_total" for f in families} - doc == set()
