@@ -57,19 +57,19 @@ class _Base(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=Tru
     """Strict, immutable, keyword-only; encodes without default-valued fields."""
 
 
-class AuthConfig(_Base):
+class AuthConfig(_Base, frozen=True):
     keys: tuple[str, ...] = ()
     anonymous: bool = False
 
 
-class Timeouts(_Base):
+class Timeouts(_Base, frozen=True):
     connect_ms: int = 5000
     request_ms: int = 600_000
     first_byte_ms: int = 120_000
     stream_idle_ms: int = 120_000
 
 
-class ChannelTimeouts(_Base):
+class ChannelTimeouts(_Base, frozen=True):
     """Per-channel overrides; an absent field takes the global value."""
 
     connect_ms: int | None = None
@@ -78,28 +78,28 @@ class ChannelTimeouts(_Base):
     stream_idle_ms: int | None = None
 
 
-class Retries(_Base):
+class Retries(_Base, frozen=True):
     max_attempts: int = 3
     backoff_ms: int = 200
     max_backoff_ms: int = 5000
     retry_on_status: tuple[int, ...] = (429, 500, 502, 503, 504)
 
 
-class ChannelHealth(_Base):
+class ChannelHealth(_Base, frozen=True):
     """Circuit breaker: ``failure_threshold`` failures in a row cool a channel down."""
 
     failure_threshold: int = 5
     cooldown_ms: int = 30_000
 
 
-class RateLimitStore(_Base):
+class RateLimitStore(_Base, frozen=True):
     type: Literal["memory", "redis"] = "memory"
     url: str | None = None
     fail_mode: Literal["open", "closed"] = "open"
     key_prefix: str = "apex:rl:"
 
 
-class GlobalConfig(_Base):
+class GlobalConfig(_Base, frozen=True):
     listen: str = "127.0.0.1:8080"
     auth: AuthConfig = AuthConfig()
     timeouts: Timeouts = Timeouts()
@@ -110,19 +110,19 @@ class GlobalConfig(_Base):
     rate_limit_store: RateLimitStore = RateLimitStore()
 
 
-class LoggingConfig(_Base):
+class LoggingConfig(_Base, frozen=True):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["json", "pretty"] = "json"
     file: str | None = None
     access_log: bool = True
 
 
-class MetricsConfig(_Base):
+class MetricsConfig(_Base, frozen=True):
     enabled: bool = True
     path: str = "/metrics"
 
 
-class Channel(_Base):
+class Channel(_Base, frozen=True):
     name: str
     provider_type: ProviderType
     base_url: str | None = None
@@ -138,23 +138,23 @@ class Channel(_Base):
     response_text: str | None = None
 
 
-class ChannelRef(_Base):
+class ChannelRef(_Base, frozen=True):
     name: str
     weight: int = 1
 
 
-class Match(_Base):
+class Match(_Base, frozen=True):
     model: str | tuple[str, ...]
 
 
-class Rule(_Base):
+class Rule(_Base, frozen=True):
     match: Match
     channels: tuple[ChannelRef, ...]
     strategy: Strategy = "round_robin"
     fallback: tuple[str, ...] = ()
 
 
-class Router(_Base):
+class Router(_Base, frozen=True):
     name: str
     vkey: str | None = None
     rules: tuple[Rule, ...] = ()
@@ -162,24 +162,24 @@ class Router(_Base):
     strategy: Strategy = "round_robin"
 
 
-class RateLimit(_Base):
+class RateLimit(_Base, frozen=True):
     rpm: int | None = None
     tpm: int | None = None
 
 
-class Policy(_Base):
+class Policy(_Base, frozen=True):
     allowed_routers: tuple[str, ...] | None = None
     allowed_models: tuple[str, ...] | None = None
     rate_limit: RateLimit | None = None
 
 
-class Team(_Base):
+class Team(_Base, frozen=True):
     id: str
     api_key: str
     policy: Policy = Policy()
 
 
-class Config(_Base):
+class Config(_Base, frozen=True):
     global_: GlobalConfig = msgspec.field(default_factory=GlobalConfig, name="global")
     logging: LoggingConfig = LoggingConfig()
     metrics: MetricsConfig = MetricsConfig()

@@ -169,8 +169,9 @@ def compile_channel(ch: Channel, g: GlobalConfig, index: int) -> CompiledChannel
     gt = g.timeouts
 
     def pick(name: str) -> float:
-        value = getattr(t, name) if t is not None else None
-        return (value if value is not None else getattr(gt, name)) / 1000.0
+        value: int | None = getattr(t, name) if t is not None else None
+        chosen: int = value if value is not None else getattr(gt, name)
+        return chosen / 1000.0
 
     connect = pick("connect_ms")
     timeouts = ChannelTimeouts(

@@ -75,7 +75,7 @@ class CompiledRouter:
         old_rules = {r.label: r for r in previous.rules} if previous is not None else {}
         if previous is not None and previous.default is not None:
             old_rules["default"] = previous.default
-        self.rules = tuple(
+        self.rules: tuple[CompiledRule, ...] = tuple(
             self._compile(f"rules[{i}]", rule, old_rules) for i, rule in enumerate(router.rules)
         )
         self.default: CompiledRule | None = None

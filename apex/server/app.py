@@ -113,12 +113,8 @@ def run_gateway(config_path: Path, *, on_ready: Callable[[], None] | None = None
     configure_logging(config.logging)
     # abspath, not resolve(): the watcher follows a symlinked config (Kubernetes ..data swaps) itself.
     gateway = Gateway(config, Path(os.path.abspath(config_path)))
-    try:
-        import uvloop
+    import uvloop
 
-        runner = uvloop.run
-    except ImportError:  # pragma: no cover - uvloop is a dependency; keep Apex usable without it
-        runner = asyncio.run
     gateway.loaded_config_bytes = data
-    runner(serve(gateway, on_ready=on_ready))
+    uvloop.run(serve(gateway, on_ready=on_ready))
     return 0

@@ -8,6 +8,7 @@ from aiohttp import web
 
 from apex.errors import NotFound
 from apex.server.exchange import Exchange
+from apex.server.gateway import Gateway
 from apex.server.keys import GATEWAY_KEY
 from apex.server.pipeline import proxy
 from apex.server.responses import error_response, json_response
@@ -79,7 +80,7 @@ async def health(request: web.Request) -> web.Response:
 async def fallback(request: web.Request) -> web.StreamResponse:
     """Unknown paths (404) and wrong methods on API paths (405), in the path's dialect.
     Also serves the metrics path, which may change on reload."""
-    gateway = request.app[GATEWAY_KEY]
+    gateway: Gateway = request.app[GATEWAY_KEY]
     snap = gateway.snapshot
     mcfg = snap.config.metrics
     if request.method == "GET" and request.path == mcfg.path and mcfg.enabled:

@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING, Final
 from aiohttp import web
 
 if TYPE_CHECKING:
-    pass
+    from apex.server.gateway import Gateway
 
 __all__ = ["GATEWAY_KEY"]
 
-GATEWAY_KEY: Final = web.AppKey("apex_gateway", "Gateway")
+GATEWAY_KEY: Final[web.AppKey[Gateway]] = web.AppKey("apex_gateway")

@@ -230,7 +230,7 @@ async def _send(
 ) -> UpstreamReply:
     if channel.is_mock:
         return await mock_reply(channel.config, plan.upstream, body, upstream_model)
-    return await snap_session.post(  # type: ignore[return-value]  # ClientResponse fits UpstreamReply
+    return await snap_session.post(
         url, data=body, headers=headers, timeout=channel.timeouts.client, allow_redirects=False,
     )
 
