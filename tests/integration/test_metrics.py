@@ -214,6 +214,7 @@ async def test_client_disconnect_counts_499(upstream: FakeUpstream, start_apex: 
                 pass
         except TimeoutError:
             pass
+    m: Samples = {}
     for _ in range(100):
         m = parse((await scrape(inst))[1])
         if nonzero(m, "apex_requests_total"):

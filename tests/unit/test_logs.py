@@ -87,7 +87,12 @@ def test_finish_skips_the_line_when_disabled(restore_root: None, monkeypatch: py
     configure_logging(LoggingConfig(level="warning"))
     ex = _exchange()
     built: list[Exchange] = []
-    monkeypatch.setattr("apex.server.gateway.access_fields", lambda ex, *_: built.append(ex) or {})
+
+    def spy(ex: Exchange, *_: object) -> dict[str, object]:
+        built.append(ex)
+        return {}
+
+    monkeypatch.setattr("apex.server.gateway.access_fields", spy)
     ex.gateway.finish(ex)
     assert built == []
     configure_logging(LoggingConfig(level="info", file=None))
