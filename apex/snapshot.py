@@ -13,11 +13,12 @@ from dataclasses import dataclass, field
 
 from apex.auth import KeyIndex, Principal
 from apex.config.model import Config
-from apex.errors import NotFound, PermissionDenied
+from apex.errors import PermissionDenied
 from apex.providers.channel import CompiledChannel, compile_channel
 from apex.routing.health import HealthTracker, StateChangeHook
 from apex.routing.match import PatternSet
 from apex.routing.router import CompiledRouter, Route
+from apex.routing.select import select_route
 
 __all__ = ["Snapshot", "build_snapshot", "RouteChoice"]
 
@@ -49,22 +50,7 @@ class Snapshot:
         team = principal.team
         if team is not None and not team.allows_model(model):
             raise PermissionDenied(f"model '{model}' is not allowed for this key")
-        if router_header is not None:
-            router = self.routers.get(router_header)
-            if router is None:
-                raise NotFound(f"router '{router_header}' does not exist")
-            if router_header not in principal.routers:
-                raise PermissionDenied(f"this key may not use router '{router_header}'")
-            candidates: tuple[str, ...] = (router_header,)
-        else:
-            candidates = principal.routers
-        for name in candidates:
-            route = self.routers[name].resolve(model)
-            if route is not None:
-                if not route.channels and not route.fallback:
-                    raise NotFound(f"no channel of router '{name}' serves model '{model}'")
-                return route
-        raise NotFound(f"no route for model '{model}'")
+        return select_route(self.routers, principal.routers, model, router_header)[0]
 
     def models_for(self, principal: Principal) -> list[str]:
         """Model names (no wildcards) this principal may use, for /v1/models."""

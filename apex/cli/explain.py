@@ -2,9 +2,8 @@
 
 Built on the gateway's own pure routing pieces (``KeyIndex`` for keys, ``CompiledRouter``
 for rule matching and channel ``models`` filtering, ``ModelMap`` for upstream names), so it
-answers what the server does without importing aiohttp. The candidate-router walk mirrors
-``Snapshot.pick_route`` (which lives in a module that imports aiohttp); when that walk moves
-to a pure module, call it here instead of ``_pick``. Pure: no I/O.
+answers what the server does without importing aiohttp; the router walk is the gateway's own
+``apex.routing.select.select_route``. Pure: no I/O.
 """
 
 from __future__ import annotations
@@ -13,9 +12,10 @@ from dataclasses import dataclass
 
 from apex.auth import KeyIndex, Principal
 from apex.config.model import Config
-from apex.errors import AuthenticationFailed, NotFound, PermissionDenied
+from apex.errors import AuthenticationFailed, PermissionDenied
 from apex.routing.match import ModelMap, PatternSet
-from apex.routing.router import CompiledRouter, Route
+from apex.routing.router import CompiledRouter
+from apex.routing.select import select_route
 
 __all__ = ["ChannelStep", "Explanation", "explain_route"]
 
@@ -54,29 +54,6 @@ def _principal(config: Config, keys: KeyIndex, key: str | None) -> Principal:
     raise AuthenticationFailed("the key is not a router vkey, team key or global key")
 
 
-def _pick(routers: dict[str, CompiledRouter], principal: Principal, model: str,
-          router: str | None) -> tuple[Route, tuple[str, ...]]:
-    """Mirror of ``Snapshot.pick_route``: (route, routers considered); 403/404 like the gateway."""
-    team = principal.team
-    if team is not None and not team.allows_model(model):
-        raise PermissionDenied(f"model '{model}' is not allowed for this key")
-    if router is not None:
-        if router not in routers:
-            raise NotFound(f"router '{router}' does not exist")
-        if router not in principal.routers:
-            raise PermissionDenied(f"this key may not use router '{router}'")
-        candidates: tuple[str, ...] = (router,)
-    else:
-        candidates = principal.routers
-    for i, name in enumerate(candidates):
-        route = routers[name].resolve(model)
-        if route is not None:
-            if not route.channels and not route.fallback:
-                raise NotFound(f"no channel of router '{name}' serves model '{model}'")
-            return route, candidates[: i + 1]
-    raise NotFound(f"no route for model '{model}'")
-
-
 def explain_route(config: Config, model: str, key: str | None = None, router: str | None = None) -> Explanation:
     """Explain routing ``model`` for ``key`` (optionally naming ``router`` like ``x-apex-router``).
 
@@ -86,7 +63,9 @@ def explain_route(config: Config, model: str, key: str | None = None, router: st
     channel_models = {c.name: PatternSet(c.models) if c.models is not None else None for c in config.channels}
     routers = {r.name: CompiledRouter(r, channel_models) for r in config.routers}
     principal = _principal(config, KeyIndex(config), key)
-    route, considered = _pick(routers, principal, model, router)
+    if principal.team is not None and not principal.team.allows_model(model):
+        raise PermissionDenied(f"model '{model}' is not allowed for this key")
+    route, considered = select_route(routers, principal.routers, model, router)
     maps = {c.name: ModelMap(c.model_map) for c in config.channels}
     rule = route.rule
     steps = [
