@@ -23,7 +23,7 @@ from apex.metrics import NONE, Metrics
 from apex.ratelimit import Decision, Limits, RateLimiter, build_limiter, headers as ratelimit_headers, rate_limited
 from apex.routing.health import ChannelState
 from apex.server.exchange import Exchange
-from apex.server.logs import ACCESS_LOGGER, access_fields, write_access_line
+from apex.server.logs import ACCESS_LOGGER, access_fields, configure_logging, write_access_line
 from apex.snapshot import Snapshot, build_snapshot
 from apex.tokens import estimate_tokens
 from apex.types import Dialect, MonotonicClock, Usage
@@ -111,6 +111,8 @@ class Gateway:
         old = self.snapshot.config
         if config.global_.listen != old.global_.listen:
             log.warning("listen address changed to %s: restart Apex to apply it", config.global_.listen)
+        if config.logging != old.logging:
+            configure_logging(config.logging)
         if config.global_.rate_limit_store != old.global_.rate_limit_store:
             log.warning("rate_limit_store changed: restart Apex to apply it")
         self.snapshot = snapshot

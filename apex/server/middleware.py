@@ -73,7 +73,7 @@ def api_endpoint(dialect: Dialect, endpoint: Endpoint) -> Callable[[web.Request]
             if not response.prepared:
                 ex.status = response.status
                 response.headers.update(ex.response_headers())
-                response.headers["x-apex-overhead-ms"] = f"{max(0.0, ex.elapsed_ms() - ex.upstream_ms):.3f}"
+                response.headers["x-apex-overhead-ms"] = f"{ex.measure_overhead():.3f}"
             return response
         finally:
             gateway.in_flight_changed(ex, -1)

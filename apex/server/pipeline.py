@@ -117,6 +117,7 @@ async def proxy(request: web.Request, snap: Snapshot, ex: Exchange, dialect: Dia
     if principal.team is not None:
         ex.team = principal.team.id
     body = await read_body(request, snap.max_body_bytes)
+    ex.request_body = body  # a reference: the usage estimate needs it when an upstream reports none
     view = decode_view(body)
     model = view.model
     assert model is not None
@@ -343,6 +344,8 @@ async def _attempt(
         response = await _stream_to_client(
             request, ex, dialect, channel, reply, b"".join(pending), observer, translating, parser
         )
+        if ctx is not None:
+            ex.usage = ctx.usage
         ex.upstream_ms += (loop.time() - started) * 1000
         done = True
         return response
@@ -375,6 +378,7 @@ def _finish_json(
     mapped: bool,
     view: RequestView,
 ) -> web.Response:
+    ex.response_body = raw
     if plan.translator is not None:
         assert ctx is not None
         out = plan.translator.response(raw, ctx)
@@ -403,11 +407,14 @@ async def _stream_to_client(
 ) -> web.StreamResponse:
     """Commit the stream to the client and relay it to the end; never raises UpstreamError."""
     resp: web.StreamResponse
+    headers = ex.response_headers()
+    # What Apex added before the first byte (the metric takes the whole stream's figure).
+    headers["x-apex-overhead-ms"] = f"{max(0.0, ex.elapsed_ms() - ex.upstream_ms - (ex.ttft_ms or 0.0)):.3f}"
     if translating is not None:
         # Events Apex writes itself go out through aiohttp-sse (keep-alive pings included).
-        resp = EventSourceResponse(sep="\n", allow_all_methods=True, headers=ex.response_headers())
+        resp = EventSourceResponse(sep="\n", allow_all_methods=True, headers=headers)
     else:
-        resp = web.StreamResponse(headers=ex.response_headers())
+        resp = web.StreamResponse(headers=headers)
         resp.headers.update(SSE_HEADERS)
     await resp.prepare(request)
     ex.committed = True

@@ -86,6 +86,12 @@ async def test_openai_client_anthropic_stream_usage(upstream: FakeUpstream, star
             usage = chunk.usage
     assert text == "4200 + 42 = 4242"
     assert usage is not None and usage.completion_tokens == 15 and usage.prompt_tokens == 17
+    # The translated stream's usage is accounted, too.
+    async with aiohttp.ClientSession() as s:
+        async with s.get(f"{inst.url}/metrics") as r:
+            metrics = await r.text()
+    completion = [line for line in metrics.splitlines() if line.startswith("apex_tokens_total{") and 'type="completion"' in line]
+    assert completion and float(completion[0].rsplit(" ", 1)[1]) == 15.0
 
 
 async def test_openai_client_gemini_upstream(upstream: FakeUpstream, start_apex: StartApex) -> None:
