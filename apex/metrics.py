@@ -252,6 +252,8 @@ class Metrics:
         self.channel_states = Counter("apex_channel_state_changes_total",
                                       "Channel health transitions, by the state entered.",
                                       ("channel", "state"), registry=reg)
+        self.channel_up = Gauge("apex_channel_up", "1 while a channel takes traffic, 0 while it cools down or is half-open.",
+                                ("channel",), registry=reg)
         Gauge("apex_build_info", "Apex version.", ("version",), registry=reg).labels(version).set(1)
         for result in ("success", "failure"):
             self.reloads.labels(result)  # both series exist from the start: rate() needs a zero
@@ -295,6 +297,12 @@ class Metrics:
 
     def record_channel_state(self, channel: str, state: str) -> None:
         self._counter(self.channel_states, channel, state).inc()
+
+    def set_channel_states(self, up: dict[str, bool]) -> None:
+        """Export each current channel's health; channels no longer configured disappear."""
+        self.channel_up.clear()
+        for channel, is_up in up.items():
+            self.channel_up.labels(channel).set(1 if is_up else 0)
 
     def render(self) -> tuple[bytes, str]:
         """The exposition text and its content type."""

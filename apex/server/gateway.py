@@ -213,6 +213,12 @@ class Gateway:
 
     def metrics_response(self) -> web.Response:
         """The Prometheus exposition of this gateway's registry (served at ``metrics.path``)."""
+        snap = self.snapshot
+        now = time.monotonic()
+        snap.health.poll(now)  # transitions due only to time passing (cooling -> half-open)
+        self.metrics.set_channel_states(
+            {name: snap.health.state_of(name, now) is ChannelState.UP for name in snap.channels}
+        )
         body, content_type = self.metrics.render()
         return web.Response(body=body, headers={"Content-Type": content_type})
 

@@ -145,7 +145,7 @@ class TestGatewayFinish:
 
 
 def test_dashboard_and_docs_name_only_real_metrics() -> None:
-    """Every apex_* name in the Grafana dashboard and config/METRICS.md is a metric Apex exports, and the doc lists them all."""
+    """Every apex_* name in the Grafana dashboard and the README is a metric Apex exports, and the doc lists them all."""
     import re
     from pathlib import Path
 
@@ -163,7 +163,7 @@ def test_dashboard_and_docs_name_only_real_metrics() -> None:
     families = {fam.name for fam in m.registry.collect()}
     root = Path(__file__).resolve().parents[2] / "config"
     dashboard = set(re.findall(r"apex_[a-z_]+", (root / "grafana" / "apex-dashboard.json").read_text()))
-    doc = set(re.findall(r"`(apex_[a-z_]+)`", (root / "METRICS.md").read_text()))
+    doc = set(re.findall(r"`(apex_[a-z_]+)`", (root.parent / "README.md").read_text()))
     # Counters are exported as <family>_total; histograms as _bucket/_sum/_count; families without suffix otherwise.
     assert dashboard - exported == set()
     assert doc - exported - families == set()
