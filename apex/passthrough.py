@@ -24,6 +24,7 @@ __all__ = [
     "body_usage",
     "rewrite_request",
     "rewrite_response_model",
+    "strip_unsigned_thinking",
 ]
 
 _TOP = msgspec.json.Decoder(dict[str, msgspec.Raw])
@@ -48,6 +49,33 @@ def rewrite_request(body: bytes, *, model: str | None, add_stream_usage: bool) -
             if isinstance(decoded, dict):
                 decoded["include_usage"] = True
                 top["stream_options"] = msgspec.Raw(_ENC.encode(decoded))
+    return _ENC.encode(top)
+
+
+def strip_unsigned_thinking(body: bytes) -> bytes:
+    """Drop ``thinking`` blocks with an empty signature from Anthropic request history.
+
+    Apex writes such blocks itself when it turns another provider's reasoning into an
+    Anthropic stream (there is no genuine signature to give); Anthropic rejects them when
+    the history is sent back (protocols.md 8.7.2). Costs a substring test unless present.
+    """
+    if b'"signature":""' not in body and b'"signature": ""' not in body:
+        return body
+    top = _TOP.decode(body)
+    raw = top.get("messages")
+    if raw is None:
+        return body
+    messages = msgspec.json.decode(raw)
+    if not isinstance(messages, list):
+        return body
+    for message in messages:
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, list):
+            message["content"] = [
+                b for b in content
+                if not (isinstance(b, dict) and b.get("type") == "thinking" and not b.get("signature"))
+            ]
+    top["messages"] = msgspec.Raw(_ENC.encode(messages))
     return _ENC.encode(top)
 
 

@@ -64,6 +64,7 @@ class UpstreamPlan:
     add_stream_usage: bool        # OpenAI chat passthrough: ask for include_usage upstream
     fix_embedding_encoding: bool  # upstream may not honour encoding_format=base64
     local_estimate: bool = False  # count_tokens answered by Apex itself
+    strip_unsigned_thinking: bool = False  # real Anthropic rejects thinking blocks Apex made up
 
     def url_for(self, model: str, stream: bool) -> str:
         if self.upstream is Dialect.GEMINI_GENERATE:
@@ -145,6 +146,7 @@ def compile_channel(ch: Channel, g: GlobalConfig, index: int) -> CompiledChannel
                 forward_anthropic_headers=family == "anthropic",
                 add_stream_usage=client is Dialect.OPENAI_CHAT and preset.stream_usage_option and family == "openai",
                 fix_embedding_encoding=client is Dialect.OPENAI_EMBEDDINGS and not preset.native_embedding_encoding,
+                strip_unsigned_thinking=client is Dialect.ANTHROPIC_MESSAGES and ch.provider_type == "anthropic",
             )
             continue
         if client is Dialect.ANTHROPIC_COUNT_TOKENS:

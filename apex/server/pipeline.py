@@ -27,7 +27,13 @@ from apex.errors import (
     UpstreamError,
     UpstreamMalformed,
 )
-from apex.passthrough import PassthroughStream, body_usage, rewrite_request, rewrite_response_model
+from apex.passthrough import (
+    PassthroughStream,
+    body_usage,
+    rewrite_request,
+    rewrite_response_model,
+    strip_unsigned_thinking,
+)
 from apex.providers.base import UpstreamReply, map_transport_errors, upstream_status_error
 from apex.providers.channel import CompiledChannel, UpstreamPlan
 from apex.providers.mock import mock_reply
@@ -276,6 +282,8 @@ async def _attempt(
             up_body = rewrite_request(body, model=upstream_model if mapped else None, add_stream_usage=add_usage)
         if plan.fix_embedding_encoding:
             up_body = _embedding_request_for(channel, up_body, view)
+        if plan.strip_unsigned_thinking:
+            up_body = strip_unsigned_thinking(up_body)
 
     timeouts = channel.timeouts
     loop = asyncio.get_running_loop()

@@ -292,3 +292,22 @@ async def test_gemini_bad_key_is_502_after_failover(upstream: FakeUpstream, star
     with pytest.raises(anthropic.APIStatusError) as info:
         await ant(inst, "k").messages.create(model="gemini-2.5-flash", max_tokens=10, messages=[{"role": "user", "content": "x"}])
     assert info.value.status_code == 502
+
+
+async def test_unsigned_thinking_stripped_for_anthropic(upstream: FakeUpstream, start_apex: StartApex) -> None:
+    """History with a thinking block Apex produced (empty signature) reaches real Anthropic without it."""
+    inst = await start_apex(config(upstream))
+    await ant(inst, "k").messages.create(model="claude-apex", max_tokens=50, messages=[
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": [{"type": "thinking", "thinking": "hmm", "signature": ""},
+                                          {"type": "text", "text": "hello"}]},
+        {"role": "user", "content": "again"},
+    ])
+    sent = upstream.requests[-1].json
+    assert sent["messages"][1]["content"] == [{"type": "text", "text": "hello"}]
+    signed = {"type": "thinking", "thinking": "hmm", "signature": "EqQBCgIYAhIM"}
+    await ant(inst, "k").messages.create(model="claude-apex", max_tokens=50, messages=[
+        {"role": "user", "content": "hi"}, {"role": "assistant", "content": [signed, {"type": "text", "text": "hello"}]},
+        {"role": "user", "content": "again"},
+    ])
+    assert upstream.requests[-1].json["messages"][1]["content"][0] == signed
