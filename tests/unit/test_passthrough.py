@@ -1,0 +1,70 @@
+"""JSON surgery on forwarded bodies: only what must change changes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from apex.errors import InvalidRequest, UpstreamMalformed
+from apex.passthrough import PassthroughStream, body_usage, rewrite_request, rewrite_response_model, strip_unsigned_thinking
+
+
+def test_rewrite_model_keeps_everything_else_verbatim() -> None:
+    """Only `model` changes; nested content keeps its exact bytes (spacing, escapes, key order)."""
+    body = b'{"messages": [{"content":"a\\u2028b",  "role":"user"}], "model":"x", "z": 1.50}'
+    out = rewrite_request(body, model="y", add_stream_usage=False)
+    assert b'[{"content":"a\\u2028b",  "role":"user"}]' in out and b'"z":1.50' in out
+    assert json.loads(out)["model"] == "y"
+
+
+def test_add_stream_usage_merges_existing_options() -> None:
+    """include_usage is added to existing stream_options without dropping other options."""
+    out = rewrite_request(b'{"model":"m","stream":true,"stream_options":{"include_obfuscation":false}}', model=None, add_stream_usage=True)
+    assert json.loads(out)["stream_options"] == {"include_obfuscation": False, "include_usage": True}
+    out = rewrite_request(b'{"model":"m","stream":true}', model=None, add_stream_usage=True)
+    assert json.loads(out)["stream_options"] == {"include_usage": True}
+
+
+def test_rewrite_bad_json_is_invalid_request() -> None:
+    """A body that is not JSON cannot be rewritten: 400."""
+    with pytest.raises(InvalidRequest):
+        rewrite_request(b"{nope", model="y", add_stream_usage=False)
+
+
+def test_response_model_put_back() -> None:
+    """The client's model name replaces the upstream's in a non-stream body."""
+    assert json.loads(rewrite_response_model(b'{"id":"1","model":"gpt-4o-2024-08-06"}', "gpt-4o"))["model"] == "gpt-4o"
+
+
+def test_body_usage_reads_openai_and_anthropic_and_rejects_html() -> None:
+    """Usage is read from both shapes (Anthropic prompt includes cache), and non-JSON is malformed."""
+    u = body_usage("openai", b'{"usage":{"prompt_tokens":10,"completion_tokens":5,"prompt_tokens_details":{"cached_tokens":4}}}')
+    assert u is not None and (u.prompt_tokens, u.completion_tokens, u.cached_tokens) == (10, 5, 4)
+    a = body_usage("anthropic", b'{"usage":{"input_tokens":3,"output_tokens":7,"cache_read_input_tokens":5,"cache_creation_input_tokens":2}}')
+    assert a is not None and (a.prompt_tokens, a.completion_tokens, a.cached_tokens) == (10, 7, 5)
+    with pytest.raises(UpstreamMalformed):
+        body_usage("openai", b"<html>bad gateway</html>")
+
+
+def test_stream_strips_only_the_usage_chunk_asked_by_apex() -> None:
+    """With strip on, the choices:[] usage chunk is read and dropped; DeepSeek-style usage on a finish chunk stays."""
+    obs = PassthroughStream("openai_chat", client_model=None, strip_usage_chunk=True)
+    out = obs.feed(b'data: {"choices":[{"delta":{"content":"hi"}}]}\n\n'
+                   b'data: {"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":2}}\n\ndata: [DONE]\n\n')
+    assert b"usage" not in out and b"[DONE]" in out and obs.terminated
+    assert obs.usage is not None and obs.usage.completion_tokens == 2
+
+
+def test_stream_sees_errors_and_groq_usage() -> None:
+    """An in-band error chunk marks the stream errored; Groq's x_groq.usage is read."""
+    obs = PassthroughStream("openai_chat", client_model=None, strip_usage_chunk=False)
+    obs.feed(b'data: {"choices":[],"x_groq":{"usage":{"prompt_tokens":4,"completion_tokens":1}}}\n\n'
+             b'data: {"error":{"message":"boom"}}\n\n')
+    assert obs.errored and obs.usage is not None and obs.usage.prompt_tokens == 4
+
+
+def test_strip_unsigned_thinking_leaves_other_bodies_alone() -> None:
+    """Bodies without an empty signature are returned as the very same object."""
+    body = b'{"model":"c","messages":[{"role":"user","content":"hi"}]}'
+    assert strip_unsigned_thinking(body) is body
