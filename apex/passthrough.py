@@ -122,7 +122,7 @@ class _OpenAIChunk(msgspec.Struct):
     choices: list[msgspec.Raw] | None = None
     usage: _OpenAIUsage | None = None
     x_groq: _GroqX | None = None
-    error: msgspec.Raw | None = None
+    error: msgspec.Raw = msgspec.Raw(b"")  # Raw cannot sit in a union; empty means absent
     model: str | None = None
 
 
@@ -266,7 +266,7 @@ class PassthroughStream:
                 chunk = _OPENAI_CHUNK.decode(data)
             except (msgspec.DecodeError, msgspec.ValidationError):
                 return data
-            if chunk.error is not None:
+            if chunk.error and bytes(chunk.error) != b"null":
                 self.errored = True
             u = chunk.usage or (chunk.x_groq.usage if chunk.x_groq is not None else None)
             if u is not None:
