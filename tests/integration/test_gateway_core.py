@@ -414,3 +414,14 @@ async def test_mock_provider_both_sdks(start_apex: StartApex) -> None:
     assert msg.content[0].text == full.choices[0].message.content  # type: ignore[union-attr]
     emb = await client.embeddings.create(model="demo-emb", input=["a", "b"])
     assert len(emb.data) == 2 and emb.data[0].embedding != emb.data[1].embedding
+
+
+@pytest.mark.parametrize("name", ["openrouter_chat_stream_error_chunk.sse", "groq_chat_stream_midstream_error.sse"])
+async def test_upstream_error_event_in_200_stream_reaches_sdk(upstream: FakeUpstream, start_apex: StartApex, name: str) -> None:
+    """In-band upstream errors (OpenRouter error chunk, Groq `event: error`) reach the SDK as errors, never dropped."""
+    inst = await start_apex(basic_config(upstream))
+    upstream.push(Behaviour(content_type="text/event-stream", events=split_events(fixture_bytes(name))))
+    stream = await oai(inst).chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "x"}], stream=True)
+    with pytest.raises(openai.APIError):
+        async for _ in stream:
+            pass
