@@ -6,10 +6,11 @@ from typing import Final
 
 from aiohttp import web
 
-from apex.errors import NotFound
+from apex.errors import InvalidRequest, NotFound
 from apex.server.exchange import Exchange
 from apex.server.gateway import Gateway
 from apex.server.keys import GATEWAY_KEY
+from apex.server.middleware import new_request_id
 from apex.server.pipeline import proxy
 from apex.server.responses import error_response, json_response
 from apex.snapshot import Snapshot
@@ -73,7 +74,8 @@ async def models(request: web.Request, snap: Snapshot, ex: Exchange) -> web.Stre
 async def health(request: web.Request) -> web.Response:
     gateway = request.app[GATEWAY_KEY]
     return json_response(
-        {"status": "healthy", "version": gateway.version, "uptime_seconds": int(gateway.uptime_seconds())}
+        {"status": "healthy", "version": gateway.version, "uptime_seconds": int(gateway.uptime_seconds())},
+        headers={"x-request-id": request.headers.get("x-request-id") or new_request_id()},
     )
 
 
@@ -83,16 +85,14 @@ async def fallback(request: web.Request) -> web.StreamResponse:
     gateway: Gateway = request.app[GATEWAY_KEY]
     snap = gateway.snapshot
     mcfg = snap.config.metrics
-    if request.method == "GET" and request.path == mcfg.path and mcfg.enabled:
-        return gateway.metrics_response()
-    dialect = Dialect.ANTHROPIC_MESSAGES if request.path.startswith("/v1/messages") else Dialect.OPENAI_CHAT
-    from apex.server.middleware import new_request_id
-
     rid = request.headers.get("x-request-id") or new_request_id()
+    if request.method == "GET" and request.path == mcfg.path and mcfg.enabled:
+        metrics = gateway.metrics_response()
+        metrics.headers["x-request-id"] = rid
+        return metrics
+    dialect = Dialect.ANTHROPIC_MESSAGES if request.path.startswith("/v1/messages") else Dialect.OPENAI_CHAT
     if request.path in API_PATHS or request.path == "/v1/models":
         allowed = "GET" if request.path == "/v1/models" else "POST"
-        from apex.errors import InvalidRequest
-
         err = InvalidRequest(f"method {request.method} is not allowed on {request.path}; use {allowed}")
         resp = error_response(dialect, err)
         resp.set_status(405)

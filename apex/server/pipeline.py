@@ -295,7 +295,9 @@ async def _attempt(
     done = False
     try:
         with map_transport_errors(channel.name):
-            async with asyncio.timeout(timeouts.first_byte) as deadline:
+            # Non-stream: the whole request is bounded by request_ms too, headers included.
+            first_deadline = timeouts.first_byte if stream else min(timeouts.first_byte, timeouts.request)
+            async with asyncio.timeout(first_deadline) as deadline:
                 reply = await _send(session, channel, plan, url, headers, up_body, upstream_model)
                 if reply.status >= 300:
                     raw = await reply.read()

@@ -393,8 +393,9 @@ async def test_health(upstream: FakeUpstream, start_apex: StartApex) -> None:
     """/health needs no key and reports status, version and uptime."""
     inst = await start_apex(basic_config(upstream))
     async with aiohttp.ClientSession() as s:
-        async with s.get(f"{inst.url}/health") as r:
+        async with s.get(f"{inst.url}/health", headers={"x-request-id": "h-1"}) as r:
             body = await r.json()
+            assert r.headers["x-request-id"] == "h-1"
     assert body["status"] == "healthy" and body["version"] and body["uptime_seconds"] >= 0
 
 
