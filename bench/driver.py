@@ -217,6 +217,7 @@ class Runner:
                           tr, p.stream_rates, p.stream_duration, 1, False)
         if self.apex and p.full_extras:
             tm = [Target("direct", self.fake.port, _req(self.fake.port), proc=self.fake),
+                  Target("naive", self.naive.port, _req(self.naive.port), proc=self.naive),
                   Target("apex", self.apex.port, _req(self.apex.port), proc=self.apex),
                   Target("apex-team", self.apex.port, _req(self.apex.port, key="team-key"), proc=self.apex, wrk_env={"BENCH_KEY": "team-key"})]
             self.scenario("team", "Team key with a rate limit (RPM+TPM buckets charged and settled per request)",
@@ -224,6 +225,7 @@ class Runner:
             nm = self._keep(procs.start_apex("apex-nometrics", self.fake.port, self.tmp, self.proxy_cpu, metrics=False))
             try:
                 mt = [Target("direct", self.fake.port, _req(self.fake.port), proc=self.fake),
+                      Target("naive", self.naive.port, _req(self.naive.port), proc=self.naive),
                       Target("apex-metrics-off", nm.port, _req(nm.port), proc=nm),
                       Target("apex", self.apex.port, _req(self.apex.port), proc=self.apex)]
                 self.scenario("metrics", "Metrics on (the default above) against the same gateway with metrics.enabled=false",
@@ -294,11 +296,17 @@ class Runner:
                 failures.append(f"Apex's added p50 is {chk['apex_ratio']:.2f}x the naive proxy's (margin {RATIO_MARGIN}x)")
         else:
             failures.append("Apex was not measured")
-        st = self.report["scenarios"].get("stream", {}).get("rates", {})
-        for rate, data in st.items():
-            a = data["merged"].get("apex")
-            if a and not a.get("one_by_one", True):
-                failures.append(f"Apex stream at {rate} req/s did not deliver chunks one by one (arrivals p50 {a.get('arrivals_p50')})")
+        for name in ("stream", "translated"):
+            for rate, data in self.report["scenarios"].get(name, {}).get("rates", {}).items():
+                a = data["merged"].get("apex")
+                if a and not a.get("one_by_one", True):
+                    failures.append(f"Apex {name} stream at {rate} req/s did not deliver chunks one by one (reads with data p50 {a.get('arrivals_p50')})")
+                if a and a.get("errors"):
+                    failures.append(f"{a['errors']} failed Apex {name} streams at {rate} req/s")
+        sat = self.report["scenarios"]["nonstream"].get("saturation", {})
+        if "rps" in sat.get("apex", {}) and "rps" in sat.get("naive", {}):
+            chk["info_wrk_rps_ratio"] = sat["apex"]["rps"] / sat["naive"]["rps"]
+            chk["info_wrk_cpu_ratio"] = sat["apex"]["cpu_ms_per_req"] / max(sat["naive"]["cpu_ms_per_req"], 1e-6)
         chk["failures"] = failures
         chk["passed"] = not failures
         return chk

@@ -48,18 +48,18 @@ class ApexUser(FastHttpUser):  # type: ignore[misc]  # locust is untyped
             elif b"[DONE]" not in resp.content and b'"stream":true' in body:
                 resp.failure("stream ended without [DONE]")
 
-    @task(6)
+    @task(6)  # type: ignore[untyped-decorator]  # locust is untyped
     def chat(self) -> None:
         self._post("/v1/chat/completions", _CHAT, "chat")
 
-    @task(2)
+    @task(2)  # type: ignore[untyped-decorator]  # locust is untyped
     def chat_stream(self) -> None:
         self._post("/v1/chat/completions", _CHAT_STREAM, "chat stream", key=_TEAM_KEY)
 
-    @task(1)
+    @task(1)  # type: ignore[untyped-decorator]  # locust is untyped
     def translated_stream(self) -> None:
         self._post("/v1/chat/completions", _TRANSLATED, "chat stream -> anthropic")
 
-    @task(1)
+    @task(1)  # type: ignore[untyped-decorator]  # locust is untyped
     def messages(self) -> None:
         self._post("/v1/messages", _MESSAGES, "messages", anthropic=True)
