@@ -71,7 +71,18 @@ def _load(args: argparse.Namespace) -> int:
     return 0
 
 
+def _exit_on_sigterm() -> None:
+    """SIGTERM (CI timeouts, `kill`) unwinds like Ctrl-C, so every started process is stopped."""
+    import signal
+
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
 def main() -> int:
+    _exit_on_sigterm()
     ap = argparse.ArgumentParser(prog="python -m bench", description="Apex latency/throughput bench.")
     ap.add_argument("--quick", action="store_true", help="CI regression check, under 2 minutes")
     ap.add_argument("--no-apex", action="store_true", help="measure only direct and the naive proxy")
