@@ -12,14 +12,21 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import Protocol
+from typing import Final, Protocol
 
 import aiohttp
 import msgspec
 
-from apex.errors import UpstreamConnectionError, UpstreamStatus, UpstreamTimeout
+from apex.errors import UpstreamConnectionError, UpstreamError, UpstreamStatus, UpstreamTimeout
 
-__all__ = ["ReplyBody", "UpstreamReply", "map_transport_errors", "upstream_status_error"]
+__all__ = [
+    "TRANSPORT_ERRORS",
+    "ReplyBody",
+    "UpstreamReply",
+    "map_transport_errors",
+    "transport_error",
+    "upstream_status_error",
+]
 
 
 class ReplyBody(Protocol):
@@ -45,21 +52,27 @@ class UpstreamReply(Protocol):
     def close(self) -> None: ...
 
 
+def transport_error(channel: str, exc: BaseException) -> UpstreamError:
+    """The UpstreamError for an aiohttp/socket failure or timeout talking to ``channel``."""
+    if isinstance(exc, (asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
+        return UpstreamTimeout(f"upstream channel {channel} timed out", channel=channel)
+    if isinstance(exc, aiohttp.ClientResponseError):
+        return UpstreamConnectionError(
+            f"upstream channel {channel} sent an invalid HTTP response: {exc.message}", channel=channel
+        )
+    return UpstreamConnectionError(f"cannot reach upstream channel {channel}: {type(exc).__name__}", channel=channel)
+
+
+TRANSPORT_ERRORS: Final = (asyncio.TimeoutError, aiohttp.ClientError, OSError)
+
+
 @contextmanager
 def map_transport_errors(channel: str) -> Iterator[None]:
     """Turn aiohttp/socket failures inside the block into UpstreamError subclasses."""
     try:
         yield
-    except (asyncio.TimeoutError, aiohttp.ServerTimeoutError) as exc:
-        raise UpstreamTimeout(f"upstream channel {channel} timed out", channel=channel) from exc
-    except aiohttp.ClientResponseError as exc:
-        raise UpstreamConnectionError(
-            f"upstream channel {channel} sent an invalid HTTP response: {exc.message}", channel=channel
-        ) from exc
-    except (aiohttp.ClientError, OSError) as exc:
-        raise UpstreamConnectionError(
-            f"cannot reach upstream channel {channel}: {type(exc).__name__}", channel=channel
-        ) from exc
+    except TRANSPORT_ERRORS as exc:
+        raise transport_error(channel, exc) from exc
 
 
 class _OpenAIErrorBody(msgspec.Struct):

@@ -12,6 +12,7 @@ from typing import Final
 
 import aiohttp
 
+from apex import __version__
 from apex.config.model import Channel, GlobalConfig
 from apex.errors import ConfigError
 from apex.providers.presets import ANTHROPIC_VERSION, PRESETS, ProviderPreset
@@ -20,6 +21,8 @@ from apex.translate import Translator, find_translator
 from apex.types import Dialect
 
 __all__ = ["ChannelTimeouts", "CompiledChannel", "UpstreamPlan", "compile_channel"]
+
+USER_AGENT: Final = f"apex/{__version__}"
 
 _PATHS: Final[dict[Dialect, str]] = {
     Dialect.OPENAI_CHAT: "/chat/completions",
@@ -47,7 +50,8 @@ class ChannelTimeouts:
     request: float
     first_byte: float
     stream_idle: float
-    client: aiohttp.ClientTimeout
+    client: aiohttp.ClientTimeout  # streams: connection phase only (Apex times first event and gaps)
+    json_client: aiohttp.ClientTimeout  # non-stream: aiohttp enforces request_ms and first_byte_ms itself
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,7 +121,7 @@ def compile_channel(ch: Channel, g: GlobalConfig, index: int) -> CompiledChannel
     if preset.family == "anthropic":
         anthropic_base = base
 
-    common = {"Content-Type": "application/json", "Accept-Encoding": "identity"}
+    common = {"Content-Type": "application/json", "Accept-Encoding": "identity", "User-Agent": USER_AGENT}
     native: dict[Dialect, tuple[str, str]] = {}  # upstream dialect -> (url, family)
     for d in preset.dialects:
         if preset.family == "gemini":
@@ -182,6 +186,12 @@ def compile_channel(ch: Channel, g: GlobalConfig, index: int) -> CompiledChannel
         first_byte=pick("first_byte_ms"),
         stream_idle=pick("stream_idle_ms"),
         client=aiohttp.ClientTimeout(total=None, sock_connect=connect, connect=None, sock_read=None),
+        # sock_read bounds the wait for the response head (and any stall in the body) by
+        # first_byte_ms; total bounds the whole request by request_ms. One aiohttp timer
+        # instead of an asyncio.timeout per request.
+        json_client=aiohttp.ClientTimeout(
+            total=pick("request_ms"), sock_connect=connect, connect=None, sock_read=pick("first_byte_ms")
+        ),
     )
     return CompiledChannel(
         name=ch.name,

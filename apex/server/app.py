@@ -9,6 +9,7 @@ SIGTERM/SIGINT for a graceful stop that lets in-flight requests finish (bounded 
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -29,6 +30,8 @@ from apex.types import Dialect
 __all__ = ["build_app", "run_gateway", "serve"]
 
 log = logging.getLogger("apex.server")
+
+GC_GEN0_THRESHOLD = 20_000  # CPython's default is 700 allocations
 
 
 def build_app(gateway: Gateway, *, watch: bool = False) -> web.Application:
@@ -90,6 +93,7 @@ async def serve(gateway: Gateway, *, on_ready: Callable[[], None] | None = None)
     log.info("apex %s listening on %s (config %s)", gateway.version, config.global_.listen, gateway.config_path)
     from apex import sdnotify
 
+    _tune_gc()
     sdnotify.ready()
     if on_ready is not None:
         on_ready()
@@ -101,6 +105,19 @@ async def serve(gateway: Gateway, *, on_ready: Callable[[], None] | None = None)
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
             loop.remove_signal_handler(sig)
         await runner.cleanup()
+
+
+def _tune_gc() -> None:
+    """Keep the cyclic GC off the request path's back.
+
+    Everything loaded at start-up (modules, the Snapshot, compiled regexes) lives for the
+    process's life: freeze it so full collections stop re-scanning it, and collect the
+    young generation less often (the request path makes few reference cycles). Measured
+    with bench/: GC was ~10-20 % of Apex's CPU per request before this.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_GEN0_THRESHOLD, 20, 50)
 
 
 def run_gateway(config_path: Path, *, on_ready: Callable[[], None] | None = None) -> int:

@@ -75,12 +75,9 @@ class Gateway:
             keepalive_timeout=60,
             enable_cleanup_closed=False,
         )
-        self._session = aiohttp.ClientSession(
-            connector=connector,
-            auto_decompress=True,
-            skip_auto_headers=("User-Agent",),
-            headers={"User-Agent": f"apex/{self.version}"},
-        )
+        # No session-level default headers: every plan carries its complete header set
+        # (User-Agent included), so aiohttp does not merge two header maps per request.
+        self._session = aiohttp.ClientSession(connector=connector, auto_decompress=True)
         self.limiter = build_limiter(self.snapshot.config.global_.rate_limit_store, MonotonicClock())
 
     async def close(self) -> None:

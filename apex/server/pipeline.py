@@ -34,7 +34,13 @@ from apex.passthrough import (
     rewrite_response_model,
     strip_unsigned_thinking,
 )
-from apex.providers.base import UpstreamReply, map_transport_errors, upstream_status_error
+from apex.providers.base import (
+    TRANSPORT_ERRORS,
+    UpstreamReply,
+    map_transport_errors,
+    transport_error,
+    upstream_status_error,
+)
 from apex.providers.channel import CompiledChannel, UpstreamPlan
 from apex.providers.mock import mock_reply
 from apex.routing.policy import AttemptPlan, Outcome
@@ -285,19 +291,20 @@ async def _attempt(
         if plan.strip_unsigned_thinking:
             up_body = strip_unsigned_thinking(up_body)
 
+    headers = _upstream_headers(request, plan, ex)
+    url = plan.url_for(upstream_model, stream)
+    if not stream:
+        return await _attempt_json(snap, ex, channel, plan, url, headers, up_body, upstream_model, ctx, model, mapped, view)
+
     timeouts = channel.timeouts
     loop = asyncio.get_running_loop()
     started = loop.time()
-    headers = _upstream_headers(request, plan, ex)
-    url = plan.url_for(upstream_model, stream)
     session: aiohttp.ClientSession = ex.gateway.session
     reply: UpstreamReply | None = None
     done = False
     try:
         with map_transport_errors(channel.name):
-            # Non-stream: the whole request is bounded by request_ms too, headers included.
-            first_deadline = timeouts.first_byte if stream else min(timeouts.first_byte, timeouts.request)
-            async with asyncio.timeout(first_deadline) as deadline:
+            async with asyncio.timeout(timeouts.first_byte) as deadline:
                 reply = await _send(session, channel, plan, url, headers, up_body, upstream_model)
                 if reply.status >= 300:
                     raw = await reply.read()
@@ -306,12 +313,6 @@ async def _attempt(
                         channel.name, plan.family, reply.status, raw, reply.headers,
                         snap.retry_on_status,
                     )
-                if not stream:
-                    deadline.reschedule(started + timeouts.request)
-                    raw = await reply.read()
-                    ex.upstream_ms += (loop.time() - started) * 1000
-                    done = True
-                    return _finish_json(ex, plan, ctx, raw, model, mapped, view)
                 if "event-stream" not in reply.content_type:
                     raise UpstreamMalformed(
                         f"upstream channel {channel.name} answered a stream request with {reply.content_type or 'no content type'}",
@@ -367,6 +368,52 @@ async def _attempt(
                 reply.close()
 
 
+async def _attempt_json(
+    snap: Snapshot,
+    ex: Exchange,
+    channel: CompiledChannel,
+    plan: UpstreamPlan,
+    url: str,
+    headers: dict[str, str],
+    up_body: bytes,
+    upstream_model: str,
+    ctx: TranslateContext | None,
+    model: str,
+    mapped: bool,
+    view: RequestView,
+) -> web.Response:
+    """A non-stream attempt: aiohttp's own timer enforces first_byte_ms and request_ms."""
+    timeouts = channel.timeouts
+    started = time.perf_counter()
+    reply: UpstreamReply | None = None
+    done = False
+    try:
+        try:
+            if channel.is_mock:
+                async with asyncio.timeout(min(timeouts.first_byte, timeouts.request)):
+                    reply = await mock_reply(channel.config, plan.upstream, up_body, upstream_model)
+                    raw = await reply.read()
+            else:
+                reply = await ex.gateway.session.post(
+                    url, data=up_body, headers=headers, timeout=timeouts.json_client, allow_redirects=False
+                )
+                raw = await reply.read()
+            done = True  # the body was read whole: the connection can go back to the pool
+        except TRANSPORT_ERRORS as exc:
+            raise transport_error(channel.name, exc) from exc
+        finally:
+            ex.upstream_ms += (time.perf_counter() - started) * 1000
+        if reply.status >= 300:
+            raise upstream_status_error(channel.name, plan.family, reply.status, raw, reply.headers, snap.retry_on_status)
+        return _finish_json(ex, plan, ctx, raw, model, mapped, view)
+    finally:
+        if reply is not None:
+            if done:
+                reply.release()
+            else:
+                reply.close()
+
+
 def _embedding_request_for(channel: CompiledChannel, body: bytes, view: RequestView) -> bytes:
     """Ask a float-only upstream for floats (Apex encodes base64 for the client itself);
     Jina names the field ``embedding_type``."""
@@ -401,7 +448,7 @@ def _finish_json(
             out = rewrite_response_model(raw, model)
         if plan.fix_embedding_encoding:
             out = reencode_embeddings_response(out, "base64" if view.encoding_format == "base64" else "float")
-    return web.Response(body=out, content_type="application/json")
+    return web.Response(body=out, headers={"Content-Type": "application/json"})
 
 
 async def _stream_to_client(
