@@ -47,9 +47,12 @@ class Route:
     rule: CompiledRule
     channels: frozenset[str]      # rule channels whose `models` admit the model
     fallback: tuple[str, ...]     # fallback channels whose `models` admit the model
+    static: tuple[str, ...] | None = None  # the order when the strategy has nothing to choose
 
     def order(self, is_available: Callable[[str], bool]) -> list[str]:
         """The channels to try for one request: strategy order, then fallback."""
+        if self.static is not None:
+            return list(self.static)
         picked = [c for c in self.rule.balancer.order(is_available) if c in self.channels]
         seen = set(picked)
         for name in self.fallback:
@@ -134,7 +137,10 @@ class CompiledRouter:
             return None
         channels = frozenset(c for c in rule.channels if self._admits(c, model))
         fallback = tuple(c for c in rule.fallback if self._admits(c, model))
-        return Route(self.name, rule, channels, fallback)
+        static = None
+        if len(rule.channels) == 1:  # one channel: no balancing to do per request
+            static = tuple(dict.fromkeys((*channels, *fallback)))
+        return Route(self.name, rule, channels, fallback, static)
 
     def exact_models(self) -> set[str]:
         """Model names without wildcards that rules of this router name."""

@@ -1,4 +1,7 @@
-"""Thin endpoint functions, one per public route; the work is in ``pipeline``."""
+"""Endpoints that are not the proxy: models list, health, unknown paths and the metrics path.
+
+The API endpoints themselves are ``pipeline.proxy``, registered once per dialect in ``app``.
+"""
 
 from __future__ import annotations
 
@@ -11,12 +14,11 @@ from apex.server.exchange import Exchange
 from apex.server.gateway import Gateway
 from apex.server.keys import GATEWAY_KEY
 from apex.server.middleware import new_request_id
-from apex.server.pipeline import proxy
 from apex.server.responses import error_response, json_response
 from apex.snapshot import Snapshot
 from apex.types import Dialect
 
-__all__ = ["API_PATHS", "chat", "count_tokens", "embeddings", "fallback", "health", "messages", "models", "responses"]
+__all__ = ["API_PATHS", "fallback", "health", "models"]
 
 API_PATHS: Final[dict[str, Dialect]] = {
     "/v1/chat/completions": Dialect.OPENAI_CHAT,
@@ -27,27 +29,7 @@ API_PATHS: Final[dict[str, Dialect]] = {
 }
 
 
-async def chat(request: web.Request, snap: Snapshot, ex: Exchange) -> web.StreamResponse:
-    return await proxy(request, snap, ex, Dialect.OPENAI_CHAT)
-
-
-async def responses(request: web.Request, snap: Snapshot, ex: Exchange) -> web.StreamResponse:
-    return await proxy(request, snap, ex, Dialect.OPENAI_RESPONSES)
-
-
-async def embeddings(request: web.Request, snap: Snapshot, ex: Exchange) -> web.StreamResponse:
-    return await proxy(request, snap, ex, Dialect.OPENAI_EMBEDDINGS)
-
-
-async def messages(request: web.Request, snap: Snapshot, ex: Exchange) -> web.StreamResponse:
-    return await proxy(request, snap, ex, Dialect.ANTHROPIC_MESSAGES)
-
-
-async def count_tokens(request: web.Request, snap: Snapshot, ex: Exchange) -> web.StreamResponse:
-    return await proxy(request, snap, ex, Dialect.ANTHROPIC_COUNT_TOKENS)
-
-
-async def models(request: web.Request, snap: Snapshot, ex: Exchange) -> web.StreamResponse:
+async def models(request: web.Request, snap: Snapshot, ex: Exchange, dialect: Dialect) -> web.StreamResponse:
     """The models this key may use: OpenAI's list shape, Anthropic's with anthropic-version."""
     principal = snap.keys.authenticate(request.headers)
     names = snap.models_for(principal)

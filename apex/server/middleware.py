@@ -29,7 +29,7 @@ __all__ = ["Endpoint", "api_endpoint", "new_request_id"]
 
 log = logging.getLogger("apex.server")
 
-Endpoint = Callable[[web.Request, Snapshot, Exchange], Awaitable[web.StreamResponse]]
+Endpoint = Callable[[web.Request, Snapshot, Exchange, Dialect], Awaitable[web.StreamResponse]]
 
 _PREFIX: Final = f"req_{os.urandom(5).hex()}"
 _COUNTER: Final = itertools.count(1)
@@ -55,7 +55,7 @@ def api_endpoint(dialect: Dialect, endpoint: Endpoint) -> Callable[[web.Request]
         response: web.StreamResponse | None = None
         try:
             try:
-                response = await endpoint(request, snap, ex)
+                response = await endpoint(request, snap, ex, dialect)
             except ApexError as err:
                 if ex.committed:
                     raise InternalError("error after the response started") from err

@@ -85,8 +85,13 @@ async def read_body(request: web.Request, limit: int) -> bytes:
     """The request body; RequestTooLarge past ``limit`` bytes (checked before reading when
     the client declared a length)."""
     declared = request.content_length
-    if declared is not None and declared > limit:
-        raise RequestTooLarge(f"request body of {declared} bytes exceeds the limit of {limit} bytes")
+    if declared is not None:
+        if declared > limit:
+            raise RequestTooLarge(f"request body of {declared} bytes exceeds the limit of {limit} bytes")
+        try:
+            return await request.content.readexactly(declared)  # one await for the common case
+        except asyncio.IncompleteReadError as exc:
+            raise InvalidRequest("request body is shorter than its Content-Length") from exc
     chunks: list[bytes] = []
     size = 0
     while True:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Protocol, final
 
 from apex.sse import SseEvent
-from apex.translate.base import StreamTranslator, TranslateContext
+from apex.translate.base import StreamTranslator
 from apex.translate.reasons import Finish
 from apex.types import Usage
 
