@@ -58,8 +58,8 @@ def render_markdown(rep: dict[str, Any]) -> str:
             f"naive's added p50 spread over rounds {_f(chk.get('noise_naive_spread_ms'), 3)} ms "
             f"(rounds: naive {_list(chk['naive_added_p50_rounds'])}, twin {_list(chk['twin_added_p50_rounds'])}, "
             f"apex {_list(chk['apex_added_p50_rounds'])})",
-            f"- Not gated, for the record: Apex's wrk throughput is {_f(chk.get('info_wrk_rps_ratio'))}x naive's, "
-            f"its CPU per request {_f(chk.get('info_wrk_cpu_ratio'))}x",
+            f"- Under wrk: Apex's CPU per request is {_f(chk.get('wrk_cpu_ratio'))}x naive's "
+            f"(margin {chk.get('cpu_ratio_margin', '-')}x); its throughput {_f(chk.get('info_wrk_rps_ratio'))}x naive's (not gated)",
             "",
         ]
     for name, sc in rep.get("scenarios", {}).items():
