@@ -148,7 +148,7 @@ def compile_channel(ch: Channel, g: GlobalConfig, index: int) -> CompiledChannel
             plans[client] = UpstreamPlan(
                 client, client, family, url, headers_for(family), None,
                 forward_anthropic_headers=family == "anthropic",
-                add_stream_usage=client is Dialect.OPENAI_CHAT and preset.stream_usage_option and family == "openai",
+                add_stream_usage=client is Dialect.OPENAI_CHAT and preset.stream_usage_option and family in ("openai", "mock"),
                 fix_embedding_encoding=client is Dialect.OPENAI_EMBEDDINGS and not preset.native_embedding_encoding,
                 strip_unsigned_thinking=client is Dialect.ANTHROPIC_MESSAGES and ch.provider_type == "anthropic",
             )

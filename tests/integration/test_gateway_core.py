@@ -426,3 +426,20 @@ async def test_upstream_error_event_in_200_stream_reaches_sdk(upstream: FakeUpst
     with pytest.raises(openai.APIError):
         async for _ in stream:
             pass
+
+
+async def test_mock_stream_usage_accounted_not_shown(start_apex: StartApex) -> None:
+    """A mock stream's usage is counted from the chunk Apex asked for, which the client (not asking) never sees."""
+    inst = await start_apex({
+        "global": {"auth": {"keys": ["k"]}},
+        "channels": [{"name": "demo", "provider_type": "mock", "models": ["*"]}],
+        "routers": [{"name": "default", "channels": [{"name": "demo"}]}],
+    })
+    stream = await oai(inst, "k").chat.completions.create(model="demo-1", messages=[{"role": "user", "content": "ping"}], stream=True)
+    assert all(c.choices for c in [c async for c in stream])
+    async with aiohttp.ClientSession() as s:
+        async with s.get(f"{inst.url}/metrics") as r:
+            text = await r.text()
+    completion = [ln for ln in text.splitlines() if ln.startswith("apex_tokens_total{") and 'type="completion"' in ln]
+    assert completion and float(completion[0].rsplit(" ", 1)[1]) == 8.0  # 8 words: "This is Apex's mock provider. You said: ping"
+    assert "apex_tokens_estimated_total{" not in text or all(ln.endswith(" 0.0") for ln in text.splitlines() if ln.startswith("apex_tokens_estimated_total{"))
