@@ -59,7 +59,9 @@ class Gateway:
         self._session: aiohttp.ClientSession | None = None
         self.limiter: RateLimiter | None = None
         self.loaded_config_bytes: bytes | None = None  # the file content the live config came from
+        self.in_flight = 0
         self.metrics = Metrics(self.version, self._rule_patterns)
+        self.metrics.in_flight.set_function(lambda: self.in_flight)
         self._metrics_snapshot: Snapshot | None = None  # the Snapshot the metric bindings belong to
         self._metrics_on = False
         self._bind_metrics(self.snapshot)
@@ -176,15 +178,23 @@ class Gateway:
             model = m.models.label(ex.model, ex.router, ex.rule, ex.routed)
             m.record_fallback(ex.router or NONE, model, from_channel, to_channel)
 
-    def log_attempt_failure(self, ex: Exchange, channel: str, err: ApexError) -> None:
-        log.warning("request %s: attempt %d on channel %s failed: %s", ex.request_id, ex.attempts, channel, err.message)
-        if self._metrics_current():
+    def log_attempt(self, ex: Exchange, channel: str, err: ApexError | None, elapsed_ms: float) -> None:
+        """One upstream attempt ended: its channel, outcome and time (failures at warning,
+        successes at debug; the access line sums the attempts up)."""
+        if err is None:
+            log.debug("request %s: attempt %d on channel %s succeeded in %.1f ms",
+                      ex.request_id, ex.attempts, channel, elapsed_ms)
+            return
+        log.warning("request %s: attempt %d on channel %s failed after %.1f ms (%s, %s): %s",
+                    ex.request_id, ex.attempts, channel, elapsed_ms, err.kind,
+                    "retryable" if err.retryable else "not retried", err.message)
+        if err.retryable and self._metrics_current():
             self.metrics.record_attempt_failure(ex.router or NONE, channel, err.kind)
 
     def in_flight_changed(self, ex: Exchange, delta: int) -> None:
-        """Hook for metrics: a request started (+1) or ended (-1)."""
-        # Always kept, even with metrics disabled, so a reload that enables them finds it balanced.
-        self.metrics.in_flight.inc(delta)
+        """A request started (+1) or ended (-1). A plain int the gauge reads at scrape time:
+        no metric call on the request path (kept even with metrics off, so it stays balanced)."""
+        self.in_flight += delta
 
     def finish(self, ex: Exchange) -> None:
         """The request is over: count it, then write the access line (each only when enabled)."""

@@ -11,6 +11,7 @@ event in the client's dialect.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import Final
 
@@ -79,6 +80,7 @@ _STREAM_FAMILY: Final[dict[Dialect, str]] = {
     Dialect.OPENAI_RESPONSES: "responses",
 }
 _ANTHROPIC_PASS_HEADERS: Final = ("anthropic-version", "anthropic-beta")
+_attempt_log: Final = logging.getLogger("apex.gateway")
 
 
 async def read_body(request: web.Request, limit: int) -> bytes:
@@ -191,16 +193,18 @@ async def _attempts(
         ex.attempts = step.number
         ex.channel = channel.name
         ex.tried.append(channel.name)
+        attempt_started = clock()
         try:
             response = await _attempt(request, snap, ex, dialect, channel, channel.plans[dialect], body, view, model)
         except UpstreamError as err:
             ex.attempt_errors.append(err.kind)
             last = err
+            now = clock()
+            ex.gateway.log_attempt(ex, channel.name, err, (now - attempt_started) * 1000)
             if not err.retryable:
-                plan.record(channel.name, Outcome.REJECTED, clock())
+                plan.record(channel.name, Outcome.REJECTED, now)
                 raise
-            plan.record(channel.name, Outcome.FAILED, clock(), retry_after=err.retry_after)
-            ex.gateway.log_attempt_failure(ex, channel.name, err)
+            plan.record(channel.name, Outcome.FAILED, now, retry_after=err.retry_after)
             continue
         except asyncio.CancelledError:
             plan.record(channel.name, Outcome.ABANDONED, clock())
@@ -208,7 +212,10 @@ async def _attempts(
         except ApexError:
             plan.record(channel.name, Outcome.REJECTED, clock())
             raise
-        plan.record(channel.name, Outcome.SUCCEEDED, clock())
+        now = clock()
+        plan.record(channel.name, Outcome.SUCCEEDED, now)
+        if _attempt_log.isEnabledFor(logging.DEBUG):
+            ex.gateway.log_attempt(ex, channel.name, None, (now - attempt_started) * 1000)
         return response
     limited = plan.rate_limited()
     if limited is not None and (last is None or getattr(last, "upstream_status", None) == 429 or last.status == 429):

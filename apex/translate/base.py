@@ -87,14 +87,20 @@ def register(translator: Translator) -> Translator:
     return translator
 
 
+_loaded = False
+
+
 def find_translator(client: Dialect, upstream: Dialect) -> Translator | None:
     """The translator for this direction, or None."""
-    if not _REGISTRY:
+    if not _loaded:
         _load_all()
     return _REGISTRY.get((client, upstream))
 
 
 def _load_all() -> None:
+    # A flag, not "registry empty": a module imported directly registers itself early.
+    global _loaded
+    _loaded = True
     # Import for side effects: each module registers its directions. Missing modules are
     # simply directions Apex does not translate yet.
     import importlib
@@ -105,3 +111,7 @@ def _load_all() -> None:
     for info in pkgutil.iter_modules(pkg.__path__):
         if info.name != "base":
             importlib.import_module(f"apex.translate.{info.name}")
+    # Compositions last: they are built from the directions registered above.
+    from apex.translate.chain import _register as register_chains
+
+    register_chains()

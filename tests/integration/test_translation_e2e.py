@@ -311,3 +311,36 @@ async def test_unsigned_thinking_stripped_for_anthropic(upstream: FakeUpstream, 
         {"role": "user", "content": "again"},
     ])
     assert upstream.requests[-1].json["messages"][1]["content"][0] == signed
+
+
+async def test_responses_client_gemini_upstream(upstream: FakeUpstream, start_apex: StartApex) -> None:
+    """The Responses API on a Gemini channel: Responses -> Chat -> Gemini and back, streamed and not."""
+    inst = await start_apex(config(upstream))
+    client = oai(inst, "k")
+    resp = await client.responses.create(model="gemini-2.5-flash", input="What is 4200 + 42?", instructions="Be brief.")
+    sent = upstream.requests[-1]
+    assert sent.path == "/v1beta/models/gemini-2.5-flash:generateContent"
+    assert sent.json["systemInstruction"]["parts"][0]["text"] == "Be brief."
+    assert "4242" in resp.output_text
+    assert resp.usage is not None and resp.usage.total_tokens == 115
+    stream = await client.responses.create(model="gemini-2.5-flash", input="capital of France?", stream=True)
+    deltas, completed = [], None
+    async for event in stream:
+        if event.type == "response.output_text.delta":
+            deltas.append(event.delta)
+        if event.type == "response.completed":
+            completed = event.response
+    assert "".join(deltas).startswith("The capital of France is Paris")
+    assert completed is not None and completed.usage is not None and completed.usage.input_tokens == 13
+    assert upstream.requests[-1].path == "/v1beta/models/gemini-2.5-flash:streamGenerateContent"
+
+
+async def test_anthropic_client_gemini_nonstream(upstream: FakeUpstream, start_apex: StartApex) -> None:
+    """An Anthropic Messages request reaches Gemini and comes back as a Message with Gemini's usage."""
+    inst = await start_apex(config(upstream))
+    msg = await ant(inst, "k").messages.create(model="gemini-2.5-flash", max_tokens=100, system="Be brief.",
+                                               messages=[{"role": "user", "content": "What is 4200 + 42?"}])
+    sent = upstream.requests[-1].json
+    assert sent["generationConfig"]["maxOutputTokens"] == 100
+    assert msg.content[-1].type == "text" and "4242" in msg.content[-1].text  # type: ignore[union-attr]
+    assert msg.stop_reason == "end_turn" and msg.usage.output_tokens == 102
