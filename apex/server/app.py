@@ -23,7 +23,7 @@ from apex.errors import ConfigError
 from apex.server import handlers
 from apex.server.gateway import Gateway
 from apex.server.keys import GATEWAY_KEY
-from apex.server.logs import configure_logging, reopen_log_files
+from apex.server.logs import configure_logging, flush_logs, reopen_log_files
 from apex.server.middleware import api_endpoint
 from apex.server.pipeline import proxy
 from apex.types import Dialect
@@ -33,6 +33,7 @@ __all__ = ["build_app", "run_gateway", "serve"]
 log = logging.getLogger("apex.server")
 
 GC_GEN0_THRESHOLD = 20_000  # CPython's default is 700 allocations
+LOG_FLUSH_INTERVAL_S = 0.25  # buffered log lines reach their file or stdout at least this often
 
 
 def build_app(gateway: Gateway, *, watch: bool = False) -> web.Application:
@@ -98,14 +99,25 @@ async def serve(gateway: Gateway, *, on_ready: Callable[[], None] | None = None)
     sdnotify.ready()
     if on_ready is not None:
         on_ready()
+    flusher: asyncio.TimerHandle | None = None
+
+    def flush_periodically() -> None:
+        nonlocal flusher
+        flush_logs()
+        flusher = loop.call_later(LOG_FLUSH_INTERVAL_S, flush_periodically)
+
+    flush_periodically()
     try:
         await stop.wait()
         log.info("shutting down: letting in-flight requests finish (up to %.1f s)", grace)
         sdnotify.notify("STOPPING=1")
     finally:
+        if flusher is not None:
+            flusher.cancel()
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
             loop.remove_signal_handler(sig)
         await runner.cleanup()
+        flush_logs()
 
 
 def _tune_gc() -> None:

@@ -9,11 +9,12 @@ rotations work. This module configures handlers and formats; it decides nothing 
 
 from __future__ import annotations
 
+import io
 import logging
 import logging.handlers
 import sys
 import time
-from typing import Final
+from typing import Final, TextIO
 
 import msgspec
 
@@ -27,7 +28,9 @@ __all__ = [
     "PrettyFormatter",
     "ReopeningFileHandler",
     "access_fields",
+    "BatchedStreamHandler",
     "configure_logging",
+    "flush_logs",
     "reopen_log_files",
     "write_access_line",
 ]
@@ -88,7 +91,56 @@ class PrettyFormatter(logging.Formatter):
         return line
 
 
-class ReopeningFileHandler(logging.handlers.WatchedFileHandler):
+_FLUSH_INTERVAL_S: Final = 0.25
+
+
+class _BatchedFlush(logging.StreamHandler):  # type: ignore[type-arg]  # mixin over StreamHandler[Any]
+    """Flush the stream at most every 0.25 s, and at once after a warning or an error.
+
+    The stdlib flushes after every record: with the access line on (the default), that was a
+    write(2) per request and, measured with bench/'s harness on a file, doubled Apex's CPU per
+    request. Lines are written into the stream's buffer as they come; ``flush_logs`` (run
+    by the server every 0.25 s and at shutdown) pushes out what a quiet period left behind.
+    """
+
+    _next_flush = 0.0
+    _urgent = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self._urgent = record.levelno >= logging.WARNING
+        super().emit(record)
+
+    def flush(self) -> None:
+        now = time.monotonic()
+        if self._urgent or now >= self._next_flush:
+            self._next_flush = now + _FLUSH_INTERVAL_S
+            self._urgent = False
+            super().flush()
+
+    def flush_now(self) -> None:
+        super().flush()
+
+
+class BatchedStreamHandler(_BatchedFlush):
+    """stdout with our own 64 KiB buffer: PYTHONUNBUFFERED would otherwise write per line."""
+
+    def __init__(self) -> None:
+        stream: TextIO
+        try:
+            stream = open(sys.stdout.fileno(), "w", buffering=1 << 16, encoding="utf-8", closefd=False)  # noqa: SIM115
+        except (AttributeError, OSError, ValueError):  # stdout replaced (test capture): use it as is
+            stream = sys.stdout
+        super().__init__(stream)
+
+
+def flush_logs() -> None:
+    """Push out buffered log lines (periodically, and before exit)."""
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, _BatchedFlush):
+            handler.flush_now()
+
+
+class ReopeningFileHandler(_BatchedFlush, logging.handlers.WatchedFileHandler):
     """A file handler that follows logrotate: reopens when the file is moved, or on ``reopen()``.
 
     The move is noticed by a stat of the path at most once a second (WatchedFileHandler
@@ -98,6 +150,12 @@ class ReopeningFileHandler(logging.handlers.WatchedFileHandler):
 
     rotation_check_s: float = _ROTATION_CHECK_S
     _next_check = 0.0
+
+    def _open(self) -> io.TextIOWrapper:
+        # A 64 KiB buffer: with flushes batched, a write(2) per ~100 lines instead of per ~13.
+        stream = open(self.baseFilename, self.mode, buffering=1 << 16, encoding=self.encoding, errors=self.errors)  # noqa: SIM115
+        assert isinstance(stream, io.TextIOWrapper)
+        return stream
 
     def reopenIfNeeded(self) -> None:  # noqa: N802  # the stdlib's name
         now = time.monotonic()
@@ -130,11 +188,13 @@ def configure_logging(cfg: LoggingConfig) -> logging.Handler:
     if cfg.file:
         handler = ReopeningFileHandler(cfg.file, encoding="utf-8")
     else:
-        handler = logging.StreamHandler(sys.stdout)
+        handler = BatchedStreamHandler()
     handler.setFormatter(JsonFormatter() if cfg.format == "json" else PrettyFormatter())
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
+        if isinstance(old, _BatchedFlush):
+            old.flush_now()
         if isinstance(old, ReopeningFileHandler):
             old.close()
     _file_handlers[:] = [handler] if isinstance(handler, ReopeningFileHandler) else []

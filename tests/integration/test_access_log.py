@@ -12,7 +12,7 @@ import openai
 import pytest
 
 from apex.config.model import LoggingConfig
-from apex.server.logs import ReopeningFileHandler, configure_logging, reopen_log_files
+from apex.server.logs import ReopeningFileHandler, configure_logging, flush_logs, reopen_log_files
 from tests.conftest import StartApex, ant, basic_config, oai
 from tests.integration.fakes import FakeUpstream, error
 
@@ -46,6 +46,7 @@ def log_file(tmp_path: Path) -> Iterator[Path]:
 
 
 def access_lines(path: Path) -> list[dict[str, Any]]:
+    flush_logs()  # lines are buffered for up to 0.25 s; the server flushes them on a timer
     lines = [json.loads(line) for line in path.read_text().splitlines()]
     return [line for line in lines if line["logger"] == "apex.access"]
 
@@ -67,6 +68,7 @@ async def test_access_lines_carry_fields_and_no_secrets(
     with pytest.raises(openai.AuthenticationError):
         await oai(inst, "wrong-key-123").chat.completions.create(model="gpt-4o", messages=MSG)
 
+    flush_logs()
     text = log_file.read_text()
     for secret in SECRETS:
         assert secret not in text, secret

@@ -98,3 +98,25 @@ def test_finish_skips_the_line_when_disabled(restore_root: None, monkeypatch: py
     configure_logging(LoggingConfig(level="info", file=None))
     ex.gateway.finish(ex)
     assert built == [ex]
+
+
+def test_lines_are_batched_but_warnings_flush_at_once(tmp_path: Path) -> None:
+    """Info lines wait in the buffer (no write per request); a warning pushes everything out; flush_logs does too."""
+    from apex.config.model import LoggingConfig
+    from apex.server.logs import configure_logging, flush_logs
+
+    path = tmp_path / "apex.log"
+    handler = configure_logging(LoggingConfig(level="info", format="json", file=str(path)))
+    try:
+        log = logging.getLogger("apex.test.batch")
+        log.info("first")  # the first record flushes (the interval starts now)
+        log.info("second")
+        assert "second" not in path.read_text()
+        log.warning("third")
+        assert "second" in path.read_text() and "third" in path.read_text()
+        log.info("fourth")
+        flush_logs()
+        assert "fourth" in path.read_text()
+    finally:
+        logging.getLogger().removeHandler(handler)
+        handler.close()
