@@ -1,8 +1,9 @@
 """Render ApexError and JSON in the client's dialect. The endpoint decides the wire shape.
 
-One ``kind -> type`` table per dialect (spec section 3): OpenAI ``{"error": {message,
-type, param, code}}``, Anthropic ``{"type": "error", "error": {type, message}}``. An
-upstream's own error body keeps its message and, when the protocols match, its type.
+Shapes: OpenAI ``{"error": {message, type, param, code}}``, Anthropic ``{"type": "error",
+"error": {type, message}}``. The ``kind -> type`` tables (spec section 3) live in
+``apex.translate.errortypes``, shared with the stream translators. An upstream's own error
+body keeps its message and, when the protocols match, its type.
 """
 
 from __future__ import annotations
@@ -15,28 +16,12 @@ from aiohttp import web
 
 from apex.errors import ApexError, UpstreamStatus
 from apex.sse import encode_event
+from apex.translate.errortypes import anthropic_error_type, openai_error_type, responses_error_code
 from apex.types import Dialect
 
 __all__ = ["error_body", "error_response", "json_response", "stream_error_event", "SSE_HEADERS"]
 
 _ENC: Final = msgspec.json.Encoder()
-
-_OPENAI_TYPES: Final[dict[str, str]] = {
-    "invalid_request": "invalid_request_error",
-    "request_too_large": "invalid_request_error",
-    "authentication": "authentication_error",
-    "permission": "permission_error",
-    "not_found": "not_found_error",
-    "rate_limit": "rate_limit_error",
-    "api_error": "api_error",
-    "overloaded": "api_error",
-    "timeout": "timeout_error",
-}
-_ANTHROPIC_TYPES: Final[dict[str, str]] = {
-    **_OPENAI_TYPES,
-    "request_too_large": "request_too_large",
-    "overloaded": "overloaded_error",
-}
 
 SSE_HEADERS: Final[dict[str, str]] = {
     "Content-Type": "text/event-stream; charset=utf-8",
@@ -53,7 +38,7 @@ def _type_for(dialect: Dialect, err: ApexError) -> str:
             return err.upstream_type
         if err.upstream_status == 529:
             return "overloaded_error" if anthropic else "api_error"
-    return (_ANTHROPIC_TYPES if anthropic else _OPENAI_TYPES).get(err.kind, "api_error")
+    return anthropic_error_type(err.kind) if anthropic else openai_error_type(err.kind)
 
 
 def error_body(dialect: Dialect, err: ApexError) -> bytes:
@@ -74,13 +59,13 @@ def error_response(dialect: Dialect, err: ApexError) -> web.Response:
 
 def stream_error_event(dialect: Dialect, message: str, kind: str) -> bytes:
     """The in-stream error event that ends a committed stream in ``dialect``."""
-    anthropic = dialect.family == "anthropic"
-    etype = (_ANTHROPIC_TYPES if anthropic else _OPENAI_TYPES).get(kind, "api_error")
-    if anthropic:
-        return encode_event(_ENC.encode({"type": "error", "error": {"type": etype, "message": message}}), "error")
+    if dialect.family == "anthropic":
+        body: dict[str, object] = {"type": "error", "error": {"type": anthropic_error_type(kind), "message": message}}
+        return encode_event(_ENC.encode(body), "error")
     if dialect is Dialect.OPENAI_RESPONSES:
-        return encode_event(_ENC.encode({"type": "error", "code": etype, "message": message, "param": None}), "error")
-    return encode_event(_ENC.encode({"error": {"message": message, "type": etype, "code": None}}))
+        body = {"type": "error", "code": responses_error_code(kind), "message": message, "param": None}
+        return encode_event(_ENC.encode(body), "error")
+    return encode_event(_ENC.encode({"error": {"message": message, "type": openai_error_type(kind), "code": None}}))
 
 
 def json_response(data: object, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
