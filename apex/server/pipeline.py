@@ -47,6 +47,7 @@ from apex.providers.mock import mock_reply
 from apex.routing.policy import AttemptPlan, Outcome
 from apex.server.exchange import Exchange
 from apex.server.responses import SSE_HEADERS, json_response, stream_error_event
+from apex.routing.router import Route
 from apex.snapshot import Snapshot
 from apex.sse import SseParser
 from apex.tokens import estimate_tokens
@@ -160,14 +161,14 @@ async def proxy(request: web.Request, snap: Snapshot, ex: Exchange, dialect: Dia
             await gateway.settle_rate_limit(grant, ex.usage)
 
 
-def route_channels(snap: Snapshot, route: object, dialect: Dialect, model: str) -> list[str]:
-    """Channel names of the route in attempt order that can serve ``dialect``."""
+def route_channels(snap: Snapshot, route: Route, dialect: Dialect, model: str) -> list[str]:
+    """Channel names of the route in attempt order that can serve ``dialect``; NotFound if none."""
     now = time.monotonic()
     health = snap.health
-    order = route.order(lambda c: health.is_available(c, now))  # type: ignore[attr-defined]  # Route
+    order = route.order(lambda c: health.is_available(c, now))
     usable = [c for c in order if dialect in snap.channels[c].plans]
     if not usable:
-        raise NotFound(f"no channel of router '{route.router}' can serve {dialect.value} requests for model '{model}'")  # type: ignore[attr-defined]
+        raise NotFound(f"no channel of router '{route.router}' can serve {dialect.value} requests for model '{model}'")
     return usable
 
 
@@ -218,10 +219,10 @@ async def _attempts(
             ex.gateway.log_attempt(ex, channel.name, None, (now - attempt_started) * 1000)
         return response
     limited = plan.rate_limited()
-    if limited is not None and (last is None or getattr(last, "upstream_status", None) == 429 or last.status == 429):
+    if limited is not None:  # every channel left is held off by a Retry-After past the cap
         raise limited
     if last is None:
-        raise limited if limited is not None else NotFound("no channel available")
+        raise NotFound("no channel available")
     raise last
 
 
