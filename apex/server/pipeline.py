@@ -53,7 +53,7 @@ from apex.sse import SseParser
 from apex.tokens import estimate_tokens
 from apex.translate import StreamTranslator, TranslateContext
 from apex.translate.embeddings import openai_to_jina_embeddings_request, reencode_embeddings_response
-from apex.types import Dialect
+from apex.types import Dialect, Usage
 
 __all__ = ["RequestView", "proxy", "read_body"]
 
@@ -82,6 +82,7 @@ _STREAM_FAMILY: Final[dict[Dialect, str]] = {
 }
 _ANTHROPIC_PASS_HEADERS: Final = ("anthropic-version", "anthropic-beta")
 _attempt_log: Final = logging.getLogger("apex.gateway")
+_NOTHING_SERVED: Final = Usage()
 
 
 async def read_body(request: web.Request, limit: int) -> bytes:
@@ -154,11 +155,15 @@ async def proxy(request: web.Request, snap: Snapshot, ex: Exchange, dialect: Dia
     if team is not None and team.rate_limit is not None and gateway.limiter is not None:
         max_out = view.max_tokens or view.max_completion_tokens or view.max_output_tokens or 0
         grant = await gateway.acquire_rate_limit(team, estimate_tokens(body) + max_out, ex)
-    try:
+    if grant is None:
         return await _attempts(request, snap, ex, dialect, route_channels(snap, route, dialect, model), body, view, model)
-    finally:
-        if grant is not None:
-            await gateway.settle_rate_limit(grant, ex.usage)
+    try:
+        response = await _attempts(request, snap, ex, dialect, route_channels(snap, route, dialect, model), body, view, model)
+    except BaseException:
+        await gateway.settle_rate_limit(grant, _NOTHING_SERVED)  # refund the estimate
+        raise
+    await gateway.settle_rate_limit(grant, ex.usage)  # no usage reported: the estimate stands
+    return response
 
 
 def route_channels(snap: Snapshot, route: Route, dialect: Dialect, model: str) -> list[str]:

@@ -12,7 +12,7 @@ import openai
 import pytest
 
 from tests.conftest import StartApex, ant, oai
-from tests.integration.fakes import FakeUpstream
+from tests.integration.fakes import FakeUpstream, error
 from tests.redis_server import RedisServer
 
 
@@ -224,3 +224,14 @@ async def test_redis_down_fail_mode(upstream: FakeUpstream, start_apex: StartApe
         if status == 200 and "x-ratelimit-remaining-requests" in headers:
             break
     assert status == 200 and "x-ratelimit-remaining-requests" in headers
+
+
+async def test_failed_request_refunds_tpm_estimate(upstream: FakeUpstream, start_apex: StartApex) -> None:
+    """A request that fails upstream gives its up-front token charge back."""
+    inst = await start_apex(policy_config(upstream, rate_limit={"tpm": 1000}))
+    upstream.push(error(400, "bad"))
+    client = oai(inst, "team-search")
+    with pytest.raises(openai.BadRequestError):
+        await client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "x"}], max_tokens=900)
+    raw = await client.chat.completions.with_raw_response.create(model="gpt-4o", messages=[{"role": "user", "content": "x"}], max_tokens=900)
+    assert raw.http_response.status_code == 200  # would not fit had the failed request kept its 900+ tokens
