@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import anthropic
-import hypothesis  # noqa: F401  # imported at a shallow stack: CPython 3.11.7's AST validator miscounts depth when pytest rewrites it deep inside a test
+import hypothesis  # imported at a shallow stack: CPython 3.11.7's AST validator miscounts depth when pytest rewrites it deep inside a test
 import openai
 import pytest
 from aiohttp import web
@@ -37,6 +37,10 @@ class ApexInstance:
 
 
 StartApex = Callable[..., Awaitable[ApexInstance]]
+
+# No per-example deadline: CI machines are shared and slow examples are not failures here.
+hypothesis.settings.register_profile("apex", deadline=None)
+hypothesis.settings.load_profile("apex")
 
 _CLIENTS: list[openai.AsyncOpenAI | anthropic.AsyncAnthropic] = []
 
