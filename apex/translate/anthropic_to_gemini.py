@@ -8,8 +8,9 @@ by the tool NAME found from its ``tool_use_id`` earlier in the history (images i
 result follow it as separate parts); ``thinking`` blocks are dropped (Gemini thoughts are
 not sent back); base64 images and PDFs are inlined, URLs passed by reference; client
 tools are declared with ``parametersJsonSchema``; server tools are refused.
-``gemini_to_anthropic_response`` maps a non-stream answer to a Messages body (8.4-8.6).
-What this module must not do: I/O.
+The registered ``AnthropicToGemini`` maps answers back through the shared Gemini
+direction (``gemini_direction``: Reply and stream parts into the Anthropic writers,
+8.4-8.6). What this module must not do: I/O.
 """
 
 from __future__ import annotations
@@ -19,47 +20,37 @@ from typing import Final, final
 import msgspec
 from msgspec import UNSET, Raw, Struct, UnsetType
 
-from apex.errors import InvalidRequest, UpstreamMalformed
-from apex.translate.base import StreamTranslator, TranslateContext, register
+from apex.errors import InvalidRequest
+from apex.translate.base import TranslateContext, register
 from apex.translate.gemini_contents import (
     TurnBuilder,
-    declare_tools,
+    called_name,
+    declaration,
     function_call_part,
     function_response_part,
+    generation_config,
     media_part,
     present,
+    request_body,
     text_part,
     thinking_for_budget,
+    tool_config,
 )
-from apex.translate.gemini_results import (
-    ANTHROPIC_STOP,
-    BROKEN_FINISHES,
-    CallItem,
-    IdFactory,
-    PartReader,
-    finish_kind,
-    first_candidate,
-    random_call_id,
-    usage_of,
-)
-from apex.translate.signatures import DEFAULT_STORE, SignatureStore
-from apex.translate.stream_gemini_to_anthropic import GeminiToAnthropicStream
-from apex.translate.usage import anthropic_usage_body
+from apex.translate.gemini_direction import GeminiDirection
+from apex.translate.parts import PartWriter, Reply
+from apex.translate.reply import anthropic_body
+from apex.translate.signatures import SignatureStore
+from apex.translate.stream_write_anthropic import AnthropicWriter
 from apex.types import Dialect
 from apex.wire.gemini import (
-    Content,
-    FunctionCallingConfig,
     FunctionDeclaration,
-    GenerateContentRequest,
     GenerationConfig,
     Part,
     ThinkingConfig,
     ToolConfig,
-    decode_response,
-    encode,
 )
 
-__all__ = ["AnthropicToGemini", "anthropic_to_gemini_request", "gemini_to_anthropic_response"]
+__all__ = ["AnthropicToGemini", "anthropic_to_gemini_request"]
 
 
 class _Source(Struct):
@@ -117,7 +108,6 @@ class _MessagesRequest(Struct):
 
 
 _REQUEST: Final = msgspec.json.Decoder(_MessagesRequest)
-_ENCODER: Final = msgspec.json.Encoder()
 _MODES: Final[dict[str, str]] = {"auto": "AUTO", "any": "ANY", "tool": "ANY", "none": "NONE"}
 _CLIENT_TOOL_TYPES: Final = frozenset({None, "custom"})
 
@@ -141,18 +131,11 @@ def anthropic_to_gemini_request(body: bytes, signatures: SignatureStore) -> byte
             turns.add("model", _assistant_parts(blocks, names, signatures))
         else:
             turns.add("user", _user_parts(blocks, names, signatures))
-    out = GenerateContentRequest(contents=turns.build())
+    contents = turns.build()
     system = _system_text(req.system)
-    if system:
-        out.system_instruction = Content(parts=[Part(text=system)])
-    if req.tools:
-        tools = declare_tools([_declaration(t) for t in req.tools])
-        if tools:
-            out.tools = tools
-    if req.tool_choice is not None:
-        out.tool_config = _tool_config(req.tool_choice)
-    out.generation_config = _generation_config(req)
-    return encode(out)
+    return request_body(
+        contents, [Part(text=system)] if system else [], [_declaration(t) for t in req.tools or ()],
+        _tool_config(req.tool_choice) if req.tool_choice is not None else None, _generation_config(req))
 
 
 def _system_text(system: str | list[_Block] | None) -> str:
@@ -185,10 +168,7 @@ def _user_parts(blocks: list[_Block], names: dict[str, str], signatures: Signatu
     for block in blocks:
         if block.type == "tool_result":
             call_id = block.tool_use_id or ""
-            name = names.get(call_id)
-            if name is None:
-                record = signatures.recall(call_id)
-                name = record.name if record is not None else None
+            name = called_name(call_id, names, signatures)
             if not name:
                 raise InvalidRequest(f"tool_result references unknown tool_use_id {call_id!r}", param="messages")
             text, media = _result_content(block.content)
@@ -227,35 +207,18 @@ def _content_part(block: _Block) -> Part | None:
 def _declaration(tool: _Tool) -> FunctionDeclaration:
     if tool.type not in _CLIENT_TOOL_TYPES:
         raise InvalidRequest(f"server tool {tool.type!r} is not available on this channel", param="tools")
-    decl = FunctionDeclaration(name=tool.name)
-    if tool.description:
-        decl.description = tool.description
-    schema = present(tool.input_schema)
-    if schema is not None:
-        decl.parameters_json_schema = schema
-    return decl
+    return declaration(tool.name, tool.description, tool.input_schema)
 
 
 def _tool_config(choice: _ToolChoice) -> ToolConfig:
     mode = _MODES.get(choice.type)
     if mode is None:
         raise InvalidRequest(f"unsupported tool_choice type {choice.type!r}", param="tool_choice")
-    cfg = FunctionCallingConfig(mode=mode)
-    if choice.type == "tool" and choice.name:
-        cfg.allowed_function_names = [choice.name]
-    return ToolConfig(function_calling_config=cfg)
+    return tool_config(mode, choice.name if choice.type == "tool" else None)
 
 
 def _generation_config(req: _MessagesRequest) -> GenerationConfig:
-    cfg = GenerationConfig()
-    if req.max_tokens is not None:
-        cfg.max_output_tokens = req.max_tokens
-    if req.stop_sequences:
-        cfg.stop_sequences = req.stop_sequences[:5]  # Gemini's limit
-    if req.temperature is not None:
-        cfg.temperature = req.temperature
-    if req.top_p is not None:
-        cfg.top_p = req.top_p
+    cfg = generation_config(req.max_tokens, req.stop_sequences, req.temperature, req.top_p)
     if req.top_k is not None:
         cfg.top_k = req.top_k
     thinking = req.thinking
@@ -266,71 +229,21 @@ def _generation_config(req: _MessagesRequest) -> GenerationConfig:
     return cfg
 
 
-def gemini_to_anthropic_response(
-    body: bytes, ctx: TranslateContext, signatures: SignatureStore, new_id: IdFactory = random_call_id
-) -> bytes:
-    """Gemini non-stream response -> Anthropic Messages body; sets ``ctx.usage``.
-
-    Raises UpstreamMalformed for a body that is not a Gemini response, or when Gemini
-    reports a broken turn (e.g. MALFORMED_FUNCTION_CALL) and produced nothing."""
-    try:
-        resp = decode_response(body)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        raise UpstreamMalformed(f"Gemini response is not valid: {exc}") from exc
-    reader = PartReader("toolu_", signatures, new_id)
-    cand = first_candidate(resp)
-    items = reader.read(cand.content.parts) if cand is not None and cand.content is not None else []
-    reason = cand.finish_reason if cand is not None else None
-    blocked = cand is None and resp.prompt_feedback is not None and resp.prompt_feedback.block_reason is not None
-    if not items and reason in BROKEN_FINISHES:
-        raise UpstreamMalformed(f"Gemini produced no usable output (finishReason {reason})")
-    content: list[dict[str, object]] = []
-    for item in items:
-        if isinstance(item, CallItem):
-            content.append({"type": "tool_use", "id": item.call_id, "name": item.name, "input": Raw(item.arguments)})
-            continue
-        key = "thinking" if item.thought else "text"
-        last = content[-1] if content else None
-        if last is not None and last["type"] == key:
-            last[key] = str(last[key]) + item.text  # adjacent parts of one kind: one block
-        elif item.thought:
-            content.append({"type": "thinking", "thinking": item.text, "signature": ""})
-        else:
-            content.append({"type": "text", "text": item.text})
-    usage = usage_of(resp.usage_metadata, ctx.estimated_input_tokens)
-    ctx.usage = usage
-    out = {
-        "id": "msg_" + (resp.response_id or ctx.request_id),
-        "type": "message",
-        "role": "assistant",
-        "model": ctx.client_model,
-        "content": content,
-        "stop_reason": ANTHROPIC_STOP[finish_kind(reason, reader.saw_call, blocked)],
-        "stop_sequence": None,
-        "usage": anthropic_usage_body(usage),
-    }
-    return _ENCODER.encode(out)
-
-
 @final
-class AnthropicToGemini:
+class AnthropicToGemini(GeminiDirection):
     """The ANTHROPIC_MESSAGES -> GEMINI_GENERATE direction."""
 
     client = Dialect.ANTHROPIC_MESSAGES
-    upstream = Dialect.GEMINI_GENERATE
+    id_prefix = "toolu_"
 
-    def __init__(self, signatures: SignatureStore = DEFAULT_STORE, new_id: IdFactory = random_call_id) -> None:
-        self._signatures = signatures
-        self._new_id = new_id
+    def _request(self, body: bytes, signatures: SignatureStore) -> bytes:
+        return anthropic_to_gemini_request(body, signatures)
 
-    def request(self, body: bytes, ctx: TranslateContext) -> bytes:
-        return anthropic_to_gemini_request(body, self._signatures)
+    def _body(self, reply: Reply, ctx: TranslateContext) -> dict[str, object]:
+        return anthropic_body(reply, ctx)
 
-    def response(self, body: bytes, ctx: TranslateContext) -> bytes:
-        return gemini_to_anthropic_response(body, ctx, self._signatures, self._new_id)
-
-    def stream(self, ctx: TranslateContext) -> StreamTranslator:
-        return GeminiToAnthropicStream(ctx, self._signatures, self._new_id)
+    def _writer(self, ctx: TranslateContext) -> PartWriter:
+        return AnthropicWriter(ctx)
 
 
 register(AnthropicToGemini())

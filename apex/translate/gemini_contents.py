@@ -6,8 +6,9 @@ P25). The part constructors encode the rules of 8.3: function calls carry the th
 signature Apex stored for that id (or the foreign placeholder), function results are keyed
 by NAME with an object response, data URLs become ``inlineData``, other URLs
 ``fileData`` (translators do no I/O, so nothing is downloaded), tools are declared with
-``parametersJsonSchema`` (full JSON Schema, P18). What this module must not do: know
-either client dialect's wire shapes.
+``parametersJsonSchema`` (full JSON Schema, P18). ``request_body`` assembles and encodes
+the whole request from those pieces. What this module must not do: know either client
+dialect's wire shapes.
 """
 
 from __future__ import annotations
@@ -25,24 +26,34 @@ from apex.wire.gemini import (
     Content,
     FileData,
     FunctionCall,
+    FunctionCallingConfig,
     FunctionDeclaration,
     FunctionResponse,
+    GenerateContentRequest,
+    GenerationConfig,
     Part,
     ThinkingConfig,
     Tool,
+    ToolConfig,
+    encode,
 )
 
 __all__ = [
     "EFFORT_BUDGETS",
     "TurnBuilder",
     "arguments_object",
+    "called_name",
+    "declaration",
     "declare_tools",
     "function_call_part",
     "function_response_part",
+    "generation_config",
     "media_part",
     "present",
+    "request_body",
     "text_part",
     "thinking_for_budget",
+    "tool_config",
 ]
 
 # reasoning_effort -> thinkingBudget (Gemini 2.5 ranges; Gemini 3 maps budgets to levels).
@@ -141,3 +152,66 @@ def declare_tools(declarations: list[FunctionDeclaration]) -> list[Tool] | None:
 def thinking_for_budget(budget: int) -> ThinkingConfig:
     """A thinkingConfig that asks for ``budget`` thinking tokens and the thoughts back."""
     return ThinkingConfig(thinking_budget=budget, include_thoughts=True)
+
+
+def called_name(call_id: str, names: dict[str, str], signatures: SignatureStore) -> str | None:
+    """The function name a tool result answers: from the history, else from the store."""
+    name = names.get(call_id)
+    if name is None:
+        record = signatures.recall(call_id)
+        name = record.name if record is not None else None
+    return name
+
+
+def declaration(name: str, description: str | None, schema: msgspec.Raw | UnsetType) -> FunctionDeclaration:
+    """A function declaration; the parameters schema goes in as ``parametersJsonSchema``."""
+    decl = FunctionDeclaration(name=name)
+    if description:
+        decl.description = description
+    parameters = present(schema)
+    if parameters is not None:
+        decl.parameters_json_schema = parameters
+    return decl
+
+
+def tool_config(mode: str, allowed: str | None = None) -> ToolConfig:
+    """A toolConfig in ``mode`` (AUTO/ANY/NONE), restricted to one function when named."""
+    cfg = FunctionCallingConfig(mode=mode)
+    if allowed:
+        cfg.allowed_function_names = [allowed]
+    return ToolConfig(function_calling_config=cfg)
+
+
+def generation_config(
+    max_tokens: int | None, stop: list[str] | None, temperature: float | None, top_p: float | None
+) -> GenerationConfig:
+    """The generationConfig fields both client dialects have; callers add the rest."""
+    cfg = GenerationConfig()
+    if max_tokens is not None:
+        cfg.max_output_tokens = max_tokens
+    if stop:
+        cfg.stop_sequences = stop[:5]  # Gemini's limit
+    if temperature is not None:
+        cfg.temperature = temperature
+    if top_p is not None:
+        cfg.top_p = top_p
+    return cfg
+
+
+def request_body(
+    contents: list[Content],
+    system: list[Part],
+    declarations: list[FunctionDeclaration],
+    tools_config: ToolConfig | None,
+    generation: GenerationConfig,
+) -> bytes:
+    """The encoded GenerateContentRequest (no model, no stream flag: both go in the URL)."""
+    out = GenerateContentRequest(contents=contents, generation_config=generation)
+    if system:
+        out.system_instruction = Content(parts=system)
+    tools = declare_tools(declarations)
+    if tools:
+        out.tools = tools
+    if tools_config is not None:
+        out.tool_config = tools_config
+    return encode(out)

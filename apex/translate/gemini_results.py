@@ -5,9 +5,11 @@
 function call gets a fresh client id (``call_...`` / ``toolu_...``; Gemini has none) and
 is remembered in the SignatureStore with its thoughtSignature (8.7.4, P5). The reader
 tracks whether any call was seen, because a function-call turn ends with ``STOP``,
-possibly in a later chunk (P1): ``finish_kind`` maps the finish at the END only.
-``usage_of`` applies 8.6 (completion = candidates + thoughts). What this module must not
-do: produce client wire bytes.
+possibly in a later chunk (P1): ``finish_kind`` maps the finish at the END only, and
+``gemini_finish`` gives it as the neutral ``Finish``. ``usage_of`` applies 8.6
+(completion = candidates + thoughts). ``reply_from_gemini`` reads a whole non-stream
+answer into the neutral ``Reply`` the body writers of ``reply.py`` consume. What this
+module must not do: produce client wire bytes.
 """
 
 from __future__ import annotations
@@ -17,16 +19,24 @@ import secrets
 from collections.abc import Callable
 from typing import Final, NamedTuple
 
+import msgspec
 from msgspec import UnsetType
 
+from apex.errors import UpstreamMalformed
+from apex.translate.parts import Reply, ReplyReasoning, ReplyText, ReplyToolCall
+from apex.translate.reasons import Finish
 from apex.translate.signatures import SignatureStore
 from apex.types import Usage
-from apex.wire.gemini import Candidate, GenerateContentResponse, Part, UsageMetadata
+from apex.wire.gemini import (
+    Candidate,
+    GenerateContentResponse,
+    Part,
+    UsageMetadata,
+    decode_response,
+)
 
 __all__ = [
-    "ANTHROPIC_STOP",
     "BROKEN_FINISHES",
-    "OPENAI_FINISH",
     "CallItem",
     "FinishKind",
     "IdFactory",
@@ -34,7 +44,9 @@ __all__ = [
     "TextItem",
     "finish_kind",
     "first_candidate",
+    "gemini_finish",
     "random_call_id",
+    "reply_from_gemini",
     "usage_of",
 ]
 
@@ -56,17 +68,11 @@ class FinishKind(enum.Enum):
     FILTER = "filter"
 
 
-OPENAI_FINISH: Final[dict[FinishKind, str]] = {
-    FinishKind.STOP: "stop",
-    FinishKind.LENGTH: "length",
-    FinishKind.TOOL_CALLS: "tool_calls",
-    FinishKind.FILTER: "content_filter",
-}
-ANTHROPIC_STOP: Final[dict[FinishKind, str]] = {
-    FinishKind.STOP: "end_turn",
-    FinishKind.LENGTH: "max_tokens",
-    FinishKind.TOOL_CALLS: "tool_use",
-    FinishKind.FILTER: "refusal",
+_NEUTRAL: Final[dict[FinishKind, Finish]] = {
+    FinishKind.STOP: Finish.STOP,
+    FinishKind.LENGTH: Finish.LENGTH,
+    FinishKind.TOOL_CALLS: Finish.TOOL_CALLS,
+    FinishKind.FILTER: Finish.CONTENT_FILTER,
 }
 
 _FILTERED: Final = frozenset({
@@ -89,6 +95,11 @@ def finish_kind(reason: str | None, saw_call: bool, blocked: bool = False) -> Fi
     if saw_call and reason in (None, "STOP", "FINISH_REASON_UNSPECIFIED"):
         return FinishKind.TOOL_CALLS
     return FinishKind.STOP  # STOP, LANGUAGE, OTHER and values Gemini adds later
+
+
+def gemini_finish(reason: str | None, saw_call: bool, blocked: bool = False) -> Finish:
+    """``finish_kind`` as the neutral Finish the writers consume."""
+    return _NEUTRAL[finish_kind(reason, saw_call, blocked)]
 
 
 def usage_of(meta: UsageMetadata | None, estimated_prompt: int = 0) -> Usage:
@@ -152,3 +163,33 @@ class PartReader:
                 items.append(TextItem(part.text, part.thought))
         return items
 
+
+
+def reply_from_gemini(
+    body: bytes, prefix: str, signatures: SignatureStore, new_id: IdFactory, estimated_prompt: int = 0
+) -> Reply:
+    """A generateContent body -> Reply (usage always set: the estimate when Gemini gave none).
+
+    Raises UpstreamMalformed for a body that is not a Gemini response, or when Gemini
+    reports a broken turn (e.g. MALFORMED_FUNCTION_CALL) and produced nothing."""
+    try:
+        resp = decode_response(body)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise UpstreamMalformed(f"Gemini response is not valid: {exc}") from exc
+    reader = PartReader(prefix, signatures, new_id)
+    cand = first_candidate(resp)
+    items = reader.read(cand.content.parts) if cand is not None and cand.content is not None else []
+    reason = cand.finish_reason if cand is not None else None
+    blocked = cand is None and resp.prompt_feedback is not None and resp.prompt_feedback.block_reason is not None
+    if not items and reason in BROKEN_FINISHES:
+        raise UpstreamMalformed(f"Gemini produced no usable output (finishReason {reason})")
+    reply = Reply(resp.response_id, finish=gemini_finish(reason, reader.saw_call, blocked),
+                  usage=usage_of(resp.usage_metadata, estimated_prompt))
+    for item in items:
+        if isinstance(item, CallItem):
+            reply.parts.append(ReplyToolCall(item.call_id, item.name, item.arguments.decode()))
+        elif item.thought:
+            reply.parts.append(ReplyReasoning(item.text))
+        else:
+            reply.parts.append(ReplyText(item.text))
+    return reply

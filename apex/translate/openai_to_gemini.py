@@ -8,9 +8,9 @@ NAME looked up from the call id earlier in the history (falling back to the sign
 store, then the message's ``name``); tools, tool_choice, response_format, stop, sampling
 and ``reasoning_effort`` map to ``tools``/``toolConfig``/``generationConfig``. The body
 carries neither model nor stream flag: the provider puts both in the URL.
-``gemini_to_openai_response`` maps a non-stream answer (8.4, 8.5, 8.6). The registered
-``OpenAIChatToGemini`` also hands out the stream translator. What this module must not
-do: I/O (image URLs are passed by reference, never downloaded).
+The registered ``OpenAIChatToGemini`` maps answers back through the shared Gemini
+direction (``gemini_direction``: Reply and stream parts into the OpenAI writers, 8.4-8.6).
+What this module must not do: I/O (image URLs are passed by reference, never downloaded).
 """
 
 from __future__ import annotations
@@ -20,48 +20,37 @@ from typing import Final, final
 import msgspec
 from msgspec import UNSET, Raw, Struct, UnsetType
 
-from apex.errors import InvalidRequest, UpstreamMalformed
-from apex.translate.base import StreamTranslator, TranslateContext, register
+from apex.errors import InvalidRequest
+from apex.translate.base import TranslateContext, register
 from apex.translate.gemini_contents import (
     EFFORT_BUDGETS,
     TurnBuilder,
     arguments_object,
-    declare_tools,
+    called_name,
+    declaration,
     function_call_part,
     function_response_part,
+    generation_config,
     media_part,
     present,
+    request_body,
     text_part,
     thinking_for_budget,
+    tool_config,
 )
-from apex.translate.gemini_results import (
-    BROKEN_FINISHES,
-    OPENAI_FINISH,
-    CallItem,
-    IdFactory,
-    PartReader,
-    finish_kind,
-    first_candidate,
-    random_call_id,
-    usage_of,
-)
-from apex.translate.signatures import DEFAULT_STORE, SignatureStore
-from apex.translate.stream_gemini_to_openai import GeminiToOpenAIStream, created_at
-from apex.translate.usage import openai_usage_body
+from apex.translate.gemini_direction import GeminiDirection
+from apex.translate.parts import PartWriter, Reply
+from apex.translate.reply import openai_body
+from apex.translate.signatures import SignatureStore
+from apex.translate.stream_write_openai import OpenAIChatWriter
 from apex.types import Dialect
 from apex.wire.gemini import (
-    Content,
-    FunctionCallingConfig,
-    FunctionDeclaration,
-    GenerateContentRequest,
     GenerationConfig,
     Part,
     ToolConfig,
-    decode_response,
-    encode,
 )
 
-__all__ = ["OpenAIChatToGemini", "gemini_to_openai_response", "openai_to_gemini_request"]
+__all__ = ["OpenAIChatToGemini", "openai_to_gemini_request"]
 
 
 class _ImageUrl(Struct):
@@ -146,7 +135,6 @@ class _ChatRequest(Struct):
 
 
 _REQUEST: Final = msgspec.json.Decoder(_ChatRequest)
-_ENCODER: Final = msgspec.json.Encoder()
 _MODES: Final[dict[str, str]] = {"auto": "AUTO", "required": "ANY", "none": "NONE"}
 
 
@@ -171,28 +159,16 @@ def openai_to_gemini_request(body: bytes, signatures: SignatureStore) -> bytes:
             turns.add("model", _assistant_parts(msg, names, signatures))
         elif msg.role in ("tool", "function"):
             call_id = msg.tool_call_id or ""
-            name = names.get(call_id) or _stored_name(call_id, signatures) or msg.name
+            name = called_name(call_id, names, signatures) or msg.name
             if not name:
                 raise InvalidRequest(f"tool message references unknown tool_call_id {call_id!r}", param="messages")
             turns.add("user", [function_response_part(name, _joined_text(msg.content))])
         else:
             raise InvalidRequest(f"unsupported message role {msg.role!r}", param="messages")
-    out = GenerateContentRequest(contents=turns.build())
-    if system:
-        out.system_instruction = Content(parts=system)
-    if req.tools:
-        tools = declare_tools([_declaration(t.function) for t in req.tools if t.type == "function"])
-        if tools:
-            out.tools = tools
-    if req.tool_choice is not None:
-        out.tool_config = _tool_config(req.tool_choice)
-    out.generation_config = _generation_config(req)
-    return encode(out)
-
-
-def _stored_name(call_id: str, signatures: SignatureStore) -> str | None:
-    record = signatures.recall(call_id)
-    return record.name if record is not None else None
+    functions = [t.function for t in req.tools or () if t.type == "function"]
+    return request_body(
+        turns.build(), system, [declaration(f.name, f.description, f.parameters) for f in functions],
+        _tool_config(req.tool_choice) if req.tool_choice is not None else None, _generation_config(req))
 
 
 def _text_parts(content: str | list[_ContentPart] | None) -> list[Part]:
@@ -242,41 +218,21 @@ def _assistant_parts(msg: _Message, names: dict[str, str], signatures: Signature
     return parts
 
 
-def _declaration(fn: _FunctionDef) -> FunctionDeclaration:
-    decl = FunctionDeclaration(name=fn.name)
-    if fn.description:
-        decl.description = fn.description
-    schema = present(fn.parameters)
-    if schema is not None:
-        decl.parameters_json_schema = schema
-    return decl
-
-
 def _tool_config(choice: str | _NamedChoice) -> ToolConfig:
     if isinstance(choice, str):
         mode = _MODES.get(choice)
         if mode is None:
             raise InvalidRequest(f"unsupported tool_choice {choice!r}", param="tool_choice")
-        return ToolConfig(function_calling_config=FunctionCallingConfig(mode=mode))
-    return ToolConfig(function_calling_config=FunctionCallingConfig(
-        mode="ANY", allowed_function_names=[choice.function.name]))
+        return tool_config(mode)
+    return tool_config("ANY", choice.function.name)
 
 
 def _generation_config(req: _ChatRequest) -> GenerationConfig:
-    cfg = GenerationConfig()
     max_tokens = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
-    if max_tokens is not None:
-        cfg.max_output_tokens = max_tokens
-    if req.temperature is not None:
-        cfg.temperature = req.temperature
-    if req.top_p is not None:
-        cfg.top_p = req.top_p
+    stops = [req.stop] if isinstance(req.stop, str) else req.stop
+    cfg = generation_config(max_tokens, stops, req.temperature, req.top_p)
     if req.n is not None and req.n != 1:
         cfg.candidate_count = req.n
-    if req.stop is not None:
-        stops = [req.stop] if isinstance(req.stop, str) else req.stop
-        if stops:
-            cfg.stop_sequences = stops[:5]  # Gemini's limit
     if req.seed is not None:
         cfg.seed = req.seed
     if req.presence_penalty is not None:
@@ -296,72 +252,21 @@ def _generation_config(req: _ChatRequest) -> GenerationConfig:
     return cfg
 
 
-def gemini_to_openai_response(
-    body: bytes, ctx: TranslateContext, signatures: SignatureStore, new_id: IdFactory = random_call_id
-) -> bytes:
-    """Gemini non-stream response -> OpenAI chat.completion; sets ``ctx.usage``.
-
-    Raises UpstreamMalformed for a body that is not a Gemini response, or when Gemini
-    reports a broken turn (e.g. MALFORMED_FUNCTION_CALL) and produced nothing."""
-    try:
-        resp = decode_response(body)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        raise UpstreamMalformed(f"Gemini response is not valid: {exc}") from exc
-    reader = PartReader("call_", signatures, new_id)
-    cand = first_candidate(resp)
-    items = reader.read(cand.content.parts) if cand is not None and cand.content is not None else []
-    reason = cand.finish_reason if cand is not None else None
-    blocked = cand is None and resp.prompt_feedback is not None and resp.prompt_feedback.block_reason is not None
-    if not items and reason in BROKEN_FINISHES:
-        raise UpstreamMalformed(f"Gemini produced no usable output (finishReason {reason})")
-    text = "".join(i.text for i in items if not isinstance(i, CallItem) and not i.thought)
-    reasoning = "".join(i.text for i in items if not isinstance(i, CallItem) and i.thought)
-    calls = [i for i in items if isinstance(i, CallItem)]
-    message: dict[str, object] = {"role": "assistant", "content": text if text or not calls else None, "refusal": None}
-    if reasoning:
-        message["reasoning_content"] = reasoning
-    if calls:
-        message["tool_calls"] = [
-            {"id": c.call_id, "type": "function", "function": {"name": c.name, "arguments": c.arguments.decode()}}
-            for c in calls
-        ]
-    usage = usage_of(resp.usage_metadata, ctx.estimated_input_tokens)
-    ctx.usage = usage
-    out = {
-        "id": "chatcmpl-" + (resp.response_id or ctx.request_id),
-        "object": "chat.completion",
-        "created": created_at(ctx),
-        "model": ctx.client_model,
-        "choices": [{
-            "index": 0,
-            "message": message,
-            "logprobs": None,
-            "finish_reason": OPENAI_FINISH[finish_kind(reason, reader.saw_call, blocked)],
-        }],
-        "usage": openai_usage_body(usage),
-    }
-    return _ENCODER.encode(out)
-
-
 @final
-class OpenAIChatToGemini:
+class OpenAIChatToGemini(GeminiDirection):
     """The OPENAI_CHAT -> GEMINI_GENERATE direction."""
 
     client = Dialect.OPENAI_CHAT
-    upstream = Dialect.GEMINI_GENERATE
+    id_prefix = "call_"
 
-    def __init__(self, signatures: SignatureStore = DEFAULT_STORE, new_id: IdFactory = random_call_id) -> None:
-        self._signatures = signatures
-        self._new_id = new_id
+    def _request(self, body: bytes, signatures: SignatureStore) -> bytes:
+        return openai_to_gemini_request(body, signatures)
 
-    def request(self, body: bytes, ctx: TranslateContext) -> bytes:
-        return openai_to_gemini_request(body, self._signatures)
+    def _body(self, reply: Reply, ctx: TranslateContext) -> dict[str, object]:
+        return openai_body(reply, ctx)
 
-    def response(self, body: bytes, ctx: TranslateContext) -> bytes:
-        return gemini_to_openai_response(body, ctx, self._signatures, self._new_id)
-
-    def stream(self, ctx: TranslateContext) -> StreamTranslator:
-        return GeminiToOpenAIStream(ctx, self._signatures, self._new_id)
+    def _writer(self, ctx: TranslateContext) -> PartWriter:
+        return OpenAIChatWriter(ctx)
 
 
 register(OpenAIChatToGemini())

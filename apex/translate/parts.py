@@ -73,11 +73,16 @@ class ReasoningSignature:
 
 @dataclass(slots=True, frozen=True)
 class ToolCallStarted:
-    """A new tool call; ``key`` identifies it in later parts of this stream."""
+    """A new tool call; ``key`` identifies it in later parts of this stream.
+
+    ``arguments`` is set when the upstream sends each call whole (Gemini): the complete
+    JSON arguments, after which no ``ToolArgsDelta`` follows and the call is complete.
+    """
 
     key: int
     call_id: str
     name: str
+    arguments: str | None = None
 
 
 @dataclass(slots=True, frozen=True)

@@ -2,8 +2,9 @@
 
 Readers raise ``UpstreamMalformed`` when a 2xx body is not what the protocol promises.
 Writers put ``ctx.client_model`` in ``model``; reasoning reaches OpenAI clients as
-``message.reasoning_content`` and Anthropic clients as a leading ``thinking`` block
-(signature kept when the source had one, ``""`` otherwise, as in streams); Anthropic tool
+``message.reasoning_content`` and Anthropic clients as ``thinking`` blocks
+(signature kept when the source had one, ``""`` otherwise, as in streams); Anthropic
+blocks keep the answer's order, adjacent text or reasoning merged into one block; tool
 ids are made safe with ``toolids.anthropic_tool_id``; arguments ``""`` become ``{}``.
 What this module must not do: decide which direction is being served.
 """
@@ -125,19 +126,28 @@ def openai_body(reply: Reply, ctx: TranslateContext) -> dict[str, object]:
 def anthropic_body(reply: Reply, ctx: TranslateContext) -> dict[str, object]:
     """Reply -> Anthropic ``message`` object."""
     content: list[dict[str, object]] = []
-    reasoning = [p for p in reply.parts if isinstance(p, ReplyReasoning) and p.text]
-    if reasoning:
-        signature = next((p.signature for p in reasoning if p.signature), "")
-        content.append({"type": "thinking", "thinking": "".join(p.text for p in reasoning), "signature": signature})
-    text = "".join(p.text for p in reply.parts if isinstance(p, ReplyText))
-    if reply.refusal and not text:
-        text = reply.refusal
-    if text:
-        content.append({"type": "text", "text": text})
-    calls = [p for p in reply.parts if isinstance(p, ReplyToolCall)]
-    for call in calls:
-        content.append({"type": "tool_use", "id": anthropic_tool_id(call.call_id), "name": call.name,
-                        "input": arguments_object(call.arguments)})
+    calls: list[ReplyToolCall] = []
+    for part in reply.parts:  # in the answer's order; adjacent text or reasoning is one block
+        last = content[-1] if content else None
+        if isinstance(part, ReplyToolCall):
+            calls.append(part)
+            content.append({"type": "tool_use", "id": anthropic_tool_id(part.call_id), "name": part.name,
+                            "input": arguments_object(part.arguments)})
+        elif not part.text:
+            continue
+        elif isinstance(part, ReplyReasoning):
+            if last is not None and last["type"] == "thinking":
+                last["thinking"] = f"{last['thinking']}{part.text}"
+                last["signature"] = last["signature"] or part.signature or ""
+            else:
+                content.append({"type": "thinking", "thinking": part.text, "signature": part.signature or ""})
+        elif last is not None and last["type"] == "text":
+            last["text"] = f"{last['text']}{part.text}"
+        else:
+            content.append({"type": "text", "text": part.text})
+    if reply.refusal and not any(block["type"] == "text" for block in content):
+        after_thinking = next((i for i, block in enumerate(content) if block["type"] != "thinking"), len(content))
+        content.insert(after_thinking, {"type": "text", "text": reply.refusal})
     finish = with_tools(reply.finish, bool(calls))
     usage = anthropic_usage_body(reply.usage) if reply.usage is not None else {
         "input_tokens": ctx.estimated_input_tokens, "output_tokens": 0}

@@ -6,7 +6,8 @@ one open block at a time, deltas of its own kind only, ``content_block_stop`` be
 next index, indices strictly increasing, no empty text blocks. Thinking blocks start with
 ``signature: ""`` and get a ``signature_delta`` only when the upstream sent a genuine one.
 Tool calls stream live: each argument fragment is an ``input_json_delta`` on the call's
-own block; a call with no arguments gets ``"{}"``. Interleaved calls (a new call starts
+own block; a call with no arguments gets ``"{}"``; a whole call (Gemini) is one
+``input_json_delta`` and its stop. Interleaved calls (a new call starts
 while the open call's arguments are not yet valid JSON) are the one case that buffers: the
 new call waits, whole, until the open one is complete, then streams; a no-argument call
 followed by another call is indistinguishable from that, so the next call waits too. Tool ids are made
@@ -122,14 +123,14 @@ class AnthropicWriter:
         elif isinstance(part, ToolCallStarted):
             if self._finish is None and part.key not in self._calls:
                 self._tool_started(part, out)
+                if part.arguments is not None:  # a whole call: one input_json_delta, then stop
+                    self._tool_args(part.key, part.arguments or "{}", out)
+                    self._tool_ended(part.key, out)
         elif isinstance(part, ToolArgsDelta):
             if part.fragment and self._finish is None:
                 self._tool_args(part.key, part.fragment, out)
         elif isinstance(part, ToolCallEnded):
-            call = self._calls.get(part.key)
-            if call is not None and call.block is not None and call.block == self._open:
-                self._close(out)
-                self._promote(out)
+            self._tool_ended(part.key, out)
         elif isinstance(part, UsageUpdated):
             self._usage = part.usage
             self._ctx.usage = part.usage
@@ -226,6 +227,12 @@ class AnthropicWriter:
             if self._waiting and is_complete_json("".join(call.args)):
                 self._close(out)
                 self._promote(out)
+
+    def _tool_ended(self, key: int, out: list[bytes]) -> None:
+        call = self._calls.get(key)
+        if call is not None and call.block is not None and call.block == self._open:
+            self._close(out)
+            self._promote(out)
 
     def _promote(self, out: list[bytes]) -> None:
         """Stream waiting calls, the first of them live until it too is complete."""

@@ -2,8 +2,8 @@
 
 Emits ``delta.role`` first, ``delta.content`` for text, ``delta.reasoning_content`` for
 reasoning (spec section 3), tool calls with client indices 0, 1, 2... (header fragment
-with id and name, then argument fragments; a call that got no arguments gets ``"{}"``,
-P4), one finish chunk (repeats are never re-emitted, P20), the ``choices: []`` usage chunk
+with id and name, then argument fragments; a whole call (Gemini) is one chunk with its
+arguments; a call that got no arguments gets ``"{}"``, P4), one finish chunk (repeats are never re-emitted, P20), the ``choices: []`` usage chunk
 only when the client asked (``ctx.include_usage``, P8), then ``[DONE]``. A failure emits
 ``data: {"error": {...}}`` and NO ``[DONE]``. ``model`` is always ``ctx.client_model``.
 What this module must not do: read upstream formats.
@@ -91,9 +91,10 @@ class OpenAIChatWriter:
             if not self._finished and part.key not in self._tool_index:
                 index = len(self._tool_index)
                 self._tool_index[part.key] = index
-                self._args_seen[part.key] = False
+                # A whole call (Gemini) goes out as one chunk, arguments in the header.
+                self._args_seen[part.key] = part.arguments is not None
                 header = {"index": index, "id": part.call_id, "type": "function",
-                          "function": {"name": part.name, "arguments": ""}}
+                          "function": {"name": part.name, "arguments": part.arguments or ""}}
                 out.append(self._chunk({"tool_calls": [header]}))
         elif isinstance(part, ToolArgsDelta):
             if part.fragment and not self._finished and part.key in self._tool_index:

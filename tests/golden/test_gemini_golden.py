@@ -134,7 +134,8 @@ def test_openai_stream_upstream_error_chunk_has_no_done() -> None:
         {"error": {"code": 503, "message": "The model is overloaded.", "status": "UNAVAILABLE"}}).encode() + b"\r\n\r\n"
     stream = OpenAIChatToGemini(SignatureStore()).stream(_ctx())
     out = _openai_payloads(_run(stream, raw))
-    assert out[-1] == {"error": {"message": "The model is overloaded.", "type": "api_error", "code": "UNAVAILABLE"}}
+    assert out[-1] == {"error": {"message": "The model is overloaded.", "type": "api_error", "param": None,
+                                "code": "UNAVAILABLE"}}
     assert "[DONE]" not in out and stream.done
 
 
@@ -149,7 +150,7 @@ def test_openai_stream_fail_emits_error_event() -> None:
     """fail() produces one timeout error event and later input is ignored."""
     stream = OpenAIChatToGemini(SignatureStore()).stream(_ctx())
     out = _openai_payloads(stream.fail("idle timeout", "timeout"))
-    assert out == [{"error": {"message": "idle timeout", "type": "timeout_error", "code": None}}]
+    assert out == [{"error": {"message": "idle timeout", "type": "timeout_error", "param": None, "code": None}}]
     assert stream.done and stream.finish() == []
 
 
