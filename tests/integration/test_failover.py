@@ -250,3 +250,14 @@ async def test_fallback_after_rule_channels_wraps(upstream: FakeUpstream, second
     assert raw.headers["x-apex-channel"] == "a"
     assert raw.headers["x-apex-attempts"] == "3"
     assert Counter(r.path for r in upstream.requests)["/v1/chat/completions"] == 2
+
+
+async def test_stream_headers_without_first_event_fail_over(upstream: FakeUpstream, second: FakeUpstream, start_apex: StartApex) -> None:
+    """Response headers alone do not commit a stream: no first event within first_byte_ms moves on."""
+    inst = await start_apex(two_channel_config(upstream, second, timeouts={"first_byte_ms": 300}))
+    events = split_events(fixture_bytes("openai_chat_stream_text.sse"))
+    upstream.push(Behaviour(content_type="text/event-stream", events=events, stall_after=0))
+    stream = await oai(inst, "k").chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "x"}], stream=True)
+    text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
+    assert text == "The capital of the UK is London."
+    assert (upstream.hits(), second.hits()) == (1, 1)

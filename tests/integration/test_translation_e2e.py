@@ -344,3 +344,25 @@ async def test_anthropic_client_gemini_nonstream(upstream: FakeUpstream, start_a
     assert sent["generationConfig"]["maxOutputTokens"] == 100
     assert msg.content[-1].type == "text" and "4242" in msg.content[-1].text  # type: ignore[union-attr]
     assert msg.stop_reason == "end_turn" and msg.usage.output_tokens == 102
+
+
+@pytest.mark.parametrize("provider", ["jina", "ollama"])
+async def test_float_only_embedding_upstreams_honour_base64(upstream: FakeUpstream, start_apex: StartApex, provider: str) -> None:
+    """Jina gets embedding_type, Ollama is asked for floats; either way the SDK gets base64 it can decode."""
+    cfg = config(upstream)
+    cfg["channels"].append({"name": "emb", "provider_type": provider, "base_url": upstream.openai_url, "api_key": "sk-emb"})
+    cfg["routers"][0]["rules"].insert(0, {"match": {"model": "emb-*"}, "channels": [{"name": "emb"}]})
+    inst = await start_apex(cfg)
+    emb = await oai(inst, "k").embeddings.create(model="emb-small", input="hello")  # the SDK asks for base64
+    assert len(emb.data[0].embedding) == 128
+    sent = upstream.requests[-1].json
+    if provider == "jina":
+        assert "encoding_format" not in sent and sent["embedding_type"] == "base64"
+    else:
+        assert sent["encoding_format"] == "float"
+    expected = json.loads(fixture_bytes("openai_embeddings_base64.json"))["data"][0]["embedding"]
+    import base64
+    import struct
+    raw = base64.b64decode(expected)
+    floats = struct.unpack(f"<{len(raw) // 4}f", raw)
+    assert max(abs(a - b) for a, b in zip(emb.data[0].embedding, floats)) < 1e-6
