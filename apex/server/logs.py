@@ -95,7 +95,7 @@ _FLUSH_INTERVAL_S: Final = 0.25
 
 
 class _BatchedFlush(logging.StreamHandler):  # type: ignore[type-arg]  # mixin over StreamHandler[Any]
-    """Flush the stream at most every 0.25 s, and at once after a warning or an error.
+    """Flush access lines at most every 0.25 s; every other line (and any warning) at once.
 
     The stdlib flushes after every record: with the access line on (the default), that was a
     write(2) per request and, measured with bench/'s harness on a file, doubled Apex's CPU per
@@ -107,7 +107,8 @@ class _BatchedFlush(logging.StreamHandler):  # type: ignore[type-arg]  # mixin o
     _urgent = False
 
     def emit(self, record: logging.LogRecord) -> None:
-        self._urgent = record.levelno >= logging.WARNING
+        # Only the per-request access line is batched; rare operational lines go out at once.
+        self._urgent = record.name != ACCESS_LOGGER or record.levelno >= logging.WARNING
         super().emit(record)
 
     def flush(self) -> None:
