@@ -492,6 +492,26 @@ async def _stream_to_client(
         resp = web.StreamResponse(headers=headers)
         resp.headers.update(SSE_HEADERS)
     await resp.prepare(request)
+    try:
+        return await _relay(request, ex, dialect, channel, reply, resp, first, observer, translating, parser)
+    finally:
+        if isinstance(resp, EventSourceResponse):
+            resp.stop_streaming()  # its keep-alive ping task must not outlive the stream
+
+
+async def _relay(
+    request: web.Request,
+    ex: Exchange,
+    dialect: Dialect,
+    channel: CompiledChannel,
+    reply: UpstreamReply,
+    resp: web.StreamResponse,
+    first: bytes,
+    observer: PassthroughStream | None,
+    translating: StreamTranslator | None,
+    parser: SseParser | None,
+) -> web.StreamResponse:
+    """Write the first events, then every later one as it arrives, then the closing events."""
     ex.committed = True
     ex.status = 200
     if first:

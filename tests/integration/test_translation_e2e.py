@@ -366,3 +366,15 @@ async def test_float_only_embedding_upstreams_honour_base64(upstream: FakeUpstre
     raw = base64.b64decode(expected)
     floats = struct.unpack(f"<{len(raw) // 4}f", raw)
     assert max(abs(a - b) for a, b in zip(emb.data[0].embedding, floats)) < 1e-6
+
+
+async def test_translated_stream_leaves_no_ping_task(upstream: FakeUpstream, start_apex: StartApex) -> None:
+    """A finished translated stream (aiohttp-sse response) leaves no keep-alive task running."""
+    import asyncio
+
+    inst = await start_apex(config(upstream))
+    stream = await oai(inst, "k").chat.completions.create(model="claude-apex", messages=[{"role": "user", "content": "hi"}], stream=True)
+    async for _ in stream:
+        pass
+    await asyncio.sleep(0.05)
+    assert not [t for t in asyncio.all_tasks() if getattr(t.get_coro(), "__qualname__", "") == "EventSourceResponse._ping"]
