@@ -211,12 +211,14 @@ class PassthroughStream:
 
     ``feed`` returns the bytes to forward for a chunk. ``first_event_seen`` tells the
     pipeline when the stream may be committed to the client; ``terminated`` whether the
-    protocol's normal end was seen; ``errored`` whether an upstream error event went by.
+    protocol's normal end was seen; ``finished`` whether the answer ended (a finish reason),
+    which also counts as a clean end when a server omits the terminator; ``errored``
+    whether an upstream error event went by.
     """
 
     __slots__ = (
         "_family", "_parser", "_model", "_strip_usage", "_rewrite", "usage",
-        "first_event_seen", "terminated", "errored",
+        "first_event_seen", "terminated", "errored", "finished",
     )
 
     def __init__(self, family: str, *, client_model: str | None, strip_usage_chunk: bool) -> None:
@@ -227,8 +229,9 @@ class PassthroughStream:
         self._rewrite = client_model is not None or strip_usage_chunk
         self.usage: Usage | None = None
         self.first_event_seen = False
-        self.terminated = False
+        self.terminated = False  # the protocol's own end marker was seen
         self.errored = False
+        self.finished = False  # the answer itself ended (finish_reason / message_delta)
 
     def feed(self, chunk: bytes) -> bytes:
         events = self._parser.feed(chunk)
@@ -260,6 +263,9 @@ class PassthroughStream:
             if ev.event == "error":
                 self.errored = True
                 return data
+            if not self.finished and (b'"finish_reason":"' in data or b'"finish_reason": "' in data):
+                # Some OpenAI-compatible servers end without [DONE]; a finished choice is an end.
+                self.finished = True
             if b'"usage"' not in data and b'"error"' not in data and self._model is None:
                 return data
             try:
@@ -282,6 +288,8 @@ class PassthroughStream:
             name = ev.event
             if name == "message_stop":
                 self.terminated = True
+            elif name == "message_delta":
+                self.finished = True
             elif name == "error":
                 self.errored = True
             elif name in ("message_start", "message_delta"):

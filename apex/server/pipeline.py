@@ -549,7 +549,7 @@ async def _relay(
         ex.usage = observer.usage
         if failure is not None:
             tail.append(stream_error_event(dialect, *failure))
-        elif not observer.terminated and not observer.errored:
+        elif not (observer.terminated or observer.finished or observer.errored):
             failure = (f"upstream channel {channel.name} ended the stream early", "api_error")
             tail.append(stream_error_event(dialect, *failure))
         if observer.errored:

@@ -443,3 +443,13 @@ async def test_mock_stream_usage_accounted_not_shown(start_apex: StartApex) -> N
     completion = [ln for ln in text.splitlines() if ln.startswith("apex_tokens_total{") and 'type="completion"' in ln]
     assert completion and float(completion[0].rsplit(" ", 1)[1]) == 8.0  # 8 words: "This is Apex's mock provider. You said: ping"
     assert "apex_tokens_estimated_total{" not in text or all(ln.endswith(" 0.0") for ln in text.splitlines() if ln.startswith("apex_tokens_estimated_total{"))
+
+
+async def test_stream_without_done_after_finish_is_clean(upstream: FakeUpstream, start_apex: StartApex) -> None:
+    """An OpenAI-compatible server that omits [DONE] after its finish chunk is not reported as an error."""
+    inst = await start_apex(basic_config(upstream))
+    events = [e for e in split_events(fixture_bytes("openai_chat_stream_text.sse")) if b"[DONE]" not in e]
+    upstream.push(Behaviour(content_type="text/event-stream", events=events))
+    stream = await oai(inst).chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "x"}], stream=True)
+    text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
+    assert text == "The capital of the UK is London."

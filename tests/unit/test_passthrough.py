@@ -68,3 +68,12 @@ def test_strip_unsigned_thinking_leaves_other_bodies_alone() -> None:
     """Bodies without an empty signature are returned as the very same object."""
     body = b'{"model":"c","messages":[{"role":"user","content":"hi"}]}'
     assert strip_unsigned_thinking(body) is body
+
+
+def test_finish_reason_without_done_is_a_clean_end() -> None:
+    """A server that ends after its finish chunk without [DONE] still ended the answer."""
+    obs = PassthroughStream("openai_chat", client_model=None, strip_usage_chunk=False)
+    obs.feed(b'data: {"choices":[{"index":0,"delta":{"content":"hi"},"finish_reason":null}]}\n\n')
+    assert not obs.finished
+    obs.feed(b'data: {"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\n')
+    assert obs.finished and not obs.terminated
