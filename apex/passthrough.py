@@ -288,11 +288,11 @@ class PassthroughStream:
             name = ev.event
             if name == "message_stop":
                 self.terminated = True
-            elif name == "message_delta":
-                self.finished = True
             elif name == "error":
                 self.errored = True
             elif name in ("message_start", "message_delta"):
+                if name == "message_delta":
+                    self.finished = True
                 try:
                     aev = _ANTHROPIC_EVENT.decode(data)
                 except (msgspec.DecodeError, msgspec.ValidationError):

@@ -77,3 +77,12 @@ def test_finish_reason_without_done_is_a_clean_end() -> None:
     assert not obs.finished
     obs.feed(b'data: {"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\n')
     assert obs.finished and not obs.terminated
+
+
+def test_anthropic_usage_from_message_delta() -> None:
+    """message_delta's cumulative output_tokens overwrite message_start's placeholder, and mark the end."""
+    obs = PassthroughStream("anthropic", client_model=None, strip_usage_chunk=False)
+    obs.feed(b'event: message_start\ndata: {"type":"message_start","message":{"usage":{"input_tokens":17,"output_tokens":1}}}\n\n'
+             b'event: message_delta\ndata: {"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":15}}\n\n')
+    assert obs.usage is not None and (obs.usage.prompt_tokens, obs.usage.completion_tokens) == (17, 15)
+    assert obs.finished and not obs.terminated
