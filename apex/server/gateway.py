@@ -20,7 +20,15 @@ from apex.config.load import load_config_bytes
 from apex.config.model import Config
 from apex.errors import ApexError, ConfigError, kind_for_status
 from apex.metrics import NONE, Metrics
-from apex.ratelimit import Decision, Limits, RateLimiter, build_limiter, headers as ratelimit_headers, rate_limited
+from apex.ratelimit import (
+    Decision,
+    Limits,
+    MemoryStore,
+    RateLimiter,
+    build_limiter,
+    headers as ratelimit_headers,
+    rate_limited,
+)
 from apex.routing.health import ChannelState
 from apex.server.exchange import Exchange
 from apex.server.logs import ACCESS_LOGGER, access_fields, configure_logging, write_access_line
@@ -54,10 +62,10 @@ class Gateway:
         self.version = __version__
         self.started_monotonic = time.monotonic()
         self.snapshot: Snapshot = build_snapshot(config, None, self._on_health_change)
-        self._limits: dict[str, Limits] = {}
-        self._refresh_limits()
         self._session: aiohttp.ClientSession | None = None
         self.limiter: RateLimiter | None = None
+        self._limits: dict[str, Limits] = {}
+        self._refresh_limits()
         self.loaded_config_bytes: bytes | None = None  # the file content the live config came from
         self.in_flight = 0
         self.metrics = Metrics(self.version, self._rule_patterns)
@@ -139,6 +147,9 @@ class Gateway:
 
     def _refresh_limits(self) -> None:
         self._limits = {tid: Limits.from_config(t.rate_limit) for tid, t in self.snapshot.keys.teams.items()}
+        store = self.limiter.store if self.limiter is not None else None
+        if isinstance(store, MemoryStore):
+            store.forget(set(self._limits))  # buckets of teams a reload removed are freed
 
     # --- rate limits --------------------------------------------------------------
 

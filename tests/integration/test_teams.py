@@ -235,3 +235,19 @@ async def test_failed_request_refunds_tpm_estimate(upstream: FakeUpstream, start
         await client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "x"}], max_tokens=900)
     raw = await client.chat.completions.with_raw_response.create(model="gpt-4o", messages=[{"role": "user", "content": "x"}], max_tokens=900)
     assert raw.http_response.status_code == 200  # would not fit had the failed request kept its 900+ tokens
+
+
+async def test_removed_team_buckets_are_freed(upstream: FakeUpstream, start_apex: StartApex) -> None:
+    """A reload that removes a team frees its in-memory buckets; kept teams keep theirs."""
+    from apex.ratelimit import MemoryStore
+
+    cfg = policy_config(upstream, rate_limit={"rpm": 5})
+    cfg["teams"][1]["policy"] = {"rate_limit": {"rpm": 5}}
+    inst = await start_apex(cfg)
+    assert (await status_of(inst, "team-search", "gpt-4o"))[0] == 200
+    assert (await status_of(inst, "team-open", "gpt-4o"))[0] == 200
+    store = inst.gateway.limiter.store  # type: ignore[union-attr]
+    assert isinstance(store, MemoryStore) and set(store._teams) == {"search", "open"}  # noqa: SLF001
+    del cfg["teams"][1]
+    assert inst.gateway.reload_bytes(json.dumps(cfg).encode())
+    assert set(store._teams) == {"search"}  # noqa: SLF001
