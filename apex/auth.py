@@ -1,7 +1,8 @@
 """API keys -> Principal: which routers a caller may use, and its team policy.
 
-Keys are stored as SHA-256 digests and looked up by digest, so the request path never
-scans and never compares a raw secret; the final check is ``hmac.compare_digest``. A
+Keys are stored as SHA-256 digests, bucketed by the digest's first 8 bytes: the request
+path never scans, never compares a raw secret, and decides with ``hmac.compare_digest`` of
+the full digests (the dict look-up only ever sees a prefix of a hash). A
 client may present its key as ``Authorization: Bearer K`` or ``x-api-key: K``. Keys are
 never logged or returned: only the principal's ``label`` is (``team:search``, ``router:x``,
 ``global[0]``, ``anonymous``).
@@ -41,6 +42,9 @@ class Principal:
     label: str
     routers: tuple[str, ...]
     team: TeamPolicy | None = None
+
+
+_PREFIX = 8  # bytes of the digest the dict look-up sees; the full digest is compared in constant time
 
 
 def _digest(key: str) -> bytes:
@@ -95,7 +99,9 @@ class KeyIndex:
             self.teams[team.id] = policy
             routers = pol.allowed_routers if pol.allowed_routers is not None else all_routers
             self._by_digest[_digest(team.api_key)] = Principal("team", f"team:{team.id}", tuple(routers), policy)
-        self._stored = {d: d for d in self._by_digest}
+        self._by_prefix: dict[bytes, list[tuple[bytes, Principal]]] = {}
+        for digest, principal in self._by_digest.items():
+            self._by_prefix.setdefault(digest[:_PREFIX], []).append((digest, principal))
         self._anonymous = (
             Principal("anonymous", "anonymous", all_routers) if config.global_.auth.anonymous else None
         )
@@ -109,11 +115,8 @@ class KeyIndex:
             raise AuthenticationFailed(
                 "missing API key: send it as 'Authorization: Bearer <key>' or 'x-api-key: <key>'"
             )
-        digest = _digest(key)
-        principal = self._by_digest.get(digest)
-        # The dict finds the candidate by digest (timing there reveals only hash bits, not
-        # the key); the final equality check is constant-time.
-        if principal is None or not hmac.compare_digest(self._stored[digest], digest):
+        principal = self._find(_digest(key))
+        if principal is None:
             raise AuthenticationFailed("invalid API key")
         return principal
 
@@ -121,4 +124,10 @@ class KeyIndex:
         """Look a raw key up without raising (for `apex route explain`)."""
         if key is None:
             return self._anonymous
-        return self._by_digest.get(_digest(key))
+        return self._find(_digest(key))
+
+    def _find(self, digest: bytes) -> Principal | None:
+        for stored, principal in self._by_prefix.get(digest[:_PREFIX], ()):
+            if hmac.compare_digest(stored, digest):
+                return principal
+        return None

@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
+from apex.tokens import estimate_tokens
 from apex.types import Dialect, Usage
 
 if TYPE_CHECKING:
@@ -24,7 +25,7 @@ class Exchange:
         "usage", "ttft_ms", "upstream_ms", "status", "committed", "stream_error", "attempt_errors",
         "error_kind", "ratelimit_headers",
         # observability (apex.metrics / access log): see Gateway.finish
-        "request_body", "response_body", "overhead_ms",
+        "request_body", "response_body", "overhead_ms", "_prompt_estimate",
     )
 
     def __init__(self, gateway: Gateway, request_id: str, client_request_id: str | None, dialect: Dialect) -> None:
@@ -54,6 +55,7 @@ class Exchange:
         self.ratelimit_headers: list[tuple[str, str]] | None = None
         # Kept by reference (no copy) so usage can be estimated when an upstream reports none.
         self.request_body: bytes | None = None
+        self._prompt_estimate: int | None = None
         self.response_body: bytes | None = None
         self.overhead_ms: float | None = None
 
@@ -68,6 +70,13 @@ class Exchange:
         if self.ratelimit_headers:
             h.update(self.ratelimit_headers)
         return h
+
+    def prompt_estimate(self) -> int:
+        """Estimated prompt tokens of the request body, computed once per request (the rate
+        limit, a translator's message_start and a missing-usage estimate all want it)."""
+        if self._prompt_estimate is None:
+            self._prompt_estimate = estimate_tokens(self.request_body) if self.request_body else 0
+        return self._prompt_estimate
 
     def elapsed_ms(self) -> float:
         return (time.perf_counter() - self.started) * 1000

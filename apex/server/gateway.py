@@ -278,10 +278,9 @@ def _error_type(ex: Exchange) -> str | None:
 
 def _estimate_usage(ex: Exchange) -> Usage | None:
     """Usage Apex estimates when a 2xx answer reported none; marked ``estimated``."""
-    body = ex.request_body
-    if body is None or ex.dialect is Dialect.ANTHROPIC_COUNT_TOKENS:
+    if ex.request_body is None or ex.dialect is Dialect.ANTHROPIC_COUNT_TOKENS:
         return None  # nothing to estimate from, or nothing was generated
     completion = 0
     if ex.response_body is not None:
         completion = estimate_tokens(ex.response_body)
-    return Usage(prompt_tokens=estimate_tokens(body), completion_tokens=completion, estimated=True)
+    return Usage(prompt_tokens=ex.prompt_estimate(), completion_tokens=completion, estimated=True)

@@ -11,6 +11,7 @@ event in the client's dialect.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from typing import Final
@@ -50,7 +51,6 @@ from apex.server.responses import SSE_HEADERS, json_response, stream_error_event
 from apex.routing.router import Route
 from apex.snapshot import Snapshot
 from apex.sse import SseParser
-from apex.tokens import estimate_tokens
 from apex.translate import StreamTranslator, TranslateContext
 from apex.translate.embeddings import openai_to_jina_embeddings_request, reencode_embeddings_response
 from apex.types import Dialect, Usage
@@ -83,6 +83,7 @@ _STREAM_FAMILY: Final[dict[Dialect, str]] = {
 _ANTHROPIC_PASS_HEADERS: Final = ("anthropic-version", "anthropic-beta")
 _attempt_log: Final = logging.getLogger("apex.gateway")
 _NOTHING_SERVED: Final = Usage()
+_NO_DEADLINE: Final = contextlib.nullcontext()
 
 
 async def read_body(request: web.Request, limit: int) -> bytes:
@@ -154,7 +155,7 @@ async def proxy(request: web.Request, snap: Snapshot, ex: Exchange, dialect: Dia
     team = principal.team
     if team is not None and team.rate_limit is not None and gateway.limiter is not None:
         max_out = view.max_tokens or view.max_completion_tokens or view.max_output_tokens or 0
-        grant = await gateway.acquire_rate_limit(team, estimate_tokens(body) + max_out, ex)
+        grant = await gateway.acquire_rate_limit(team, ex.prompt_estimate() + max_out, ex)
     if grant is None:
         return await _attempts(request, snap, ex, dialect, route_channels(snap, route, dialect, model), body, view, model)
     try:
@@ -251,19 +252,19 @@ def _upstream_headers(request: web.Request, plan: UpstreamPlan, ex: Exchange) ->
 
 
 async def _send(
-    snap_session: aiohttp.ClientSession,
+    session: aiohttp.ClientSession,
     channel: CompiledChannel,
     plan: UpstreamPlan,
     url: str,
     headers: dict[str, str],
     body: bytes,
     upstream_model: str,
+    timeout: aiohttp.ClientTimeout,
 ) -> UpstreamReply:
+    """Send one attempt: in-process for the mock provider, else on the shared session."""
     if channel.is_mock:
         return await mock_reply(channel.config, plan.upstream, body, upstream_model)
-    return await snap_session.post(
-        url, data=body, headers=headers, timeout=channel.timeouts.client, allow_redirects=False,
-    )
+    return await session.post(url, data=body, headers=headers, timeout=timeout, allow_redirects=False)
 
 
 async def _attempt(
@@ -280,7 +281,7 @@ async def _attempt(
     """One attempt on one channel. Raises UpstreamError (retryable or not) before commit."""
     if plan.local_estimate:
         ex.upstream_model = model
-        return json_response({"input_tokens": estimate_tokens(body)}, headers={"x-apex-estimated": "true"})
+        return json_response({"input_tokens": ex.prompt_estimate()}, headers={"x-apex-estimated": "true"})
     upstream_model = channel.map_model(model)
     ex.upstream_model = upstream_model
     mapped = upstream_model != model
@@ -295,7 +296,7 @@ async def _attempt(
             stream=stream,
             request_id=ex.request_id,
             include_usage=client_usage,
-            estimated_input_tokens=estimate_tokens(body),
+            estimated_input_tokens=ex.prompt_estimate(),
         )
         ctx.extras["created"] = int(time.time())
         up_body = translator.request(body, ctx)
@@ -323,7 +324,7 @@ async def _attempt(
     try:
         with map_transport_errors(channel.name):
             async with asyncio.timeout(timeouts.first_byte) as deadline:
-                reply = await _send(session, channel, plan, url, headers, up_body, upstream_model)
+                reply = await _send(session, channel, plan, url, headers, up_body, upstream_model, timeouts.client)
                 if reply.status >= 300:
                     raw = await reply.read()
                     ex.upstream_ms += (loop.time() - started) * 1000
@@ -407,13 +408,11 @@ async def _attempt_json(
     done = False
     try:
         try:
-            if channel.is_mock:
-                async with asyncio.timeout(min(timeouts.first_byte, timeouts.request)):
-                    reply = await mock_reply(channel.config, plan.upstream, up_body, upstream_model)
-                    raw = await reply.read()
-            else:
-                reply = await ex.gateway.session.post(
-                    url, data=up_body, headers=headers, timeout=timeouts.json_client, allow_redirects=False
+            # aiohttp's own timer bounds HTTP attempts; the in-process mock needs a deadline of its own.
+            deadline = asyncio.timeout(min(timeouts.first_byte, timeouts.request)) if channel.is_mock else _NO_DEADLINE
+            async with deadline:
+                reply = await _send(
+                    ex.gateway.session, channel, plan, url, headers, up_body, upstream_model, timeouts.json_client
                 )
                 raw = await reply.read()
             done = True  # the body was read whole: the connection can go back to the pool

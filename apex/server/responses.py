@@ -17,6 +17,8 @@ from aiohttp import web
 from apex.errors import ApexError, UpstreamStatus
 from apex.sse import encode_event
 from apex.translate.errortypes import anthropic_error_type, openai_error_type, responses_error_code
+from apex.translate.stream_write_anthropic import anthropic_error_event
+from apex.translate.stream_write_openai import openai_error_event
 from apex.types import Dialect
 
 __all__ = ["error_body", "error_response", "json_response", "stream_error_event", "SSE_HEADERS"]
@@ -58,14 +60,14 @@ def error_response(dialect: Dialect, err: ApexError) -> web.Response:
 
 
 def stream_error_event(dialect: Dialect, message: str, kind: str) -> bytes:
-    """The in-stream error event that ends a committed stream in ``dialect``."""
+    """The in-stream error event that ends a committed stream in ``dialect`` (the same events
+    the stream translators write, so pass-through and translated streams fail alike)."""
     if dialect.family == "anthropic":
-        body: dict[str, object] = {"type": "error", "error": {"type": anthropic_error_type(kind), "message": message}}
-        return encode_event(_ENC.encode(body), "error")
+        return anthropic_error_event(message, kind)
     if dialect is Dialect.OPENAI_RESPONSES:
         body = {"type": "error", "code": responses_error_code(kind), "message": message, "param": None}
         return encode_event(_ENC.encode(body), "error")
-    return encode_event(_ENC.encode({"error": {"message": message, "type": openai_error_type(kind), "code": None}}))
+    return openai_error_event(message, kind)
 
 
 def json_response(data: object, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
