@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -10,6 +11,7 @@ import anthropic
 import hypothesis  # imported at a shallow stack: CPython 3.11.7's AST validator miscounts depth when pytest rewrites it deep inside a test
 import openai
 import pytest
+import uvloop
 from aiohttp import web
 
 from apex.config.load import load_config_bytes
@@ -122,3 +124,8 @@ def basic_config(upstream: FakeUpstream, **overrides: Any) -> dict[str, Any]:
     }
     cfg.update(overrides)
     return cfg
+
+
+def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
+    """Tests run on uvloop, the loop Apex runs on in production (``apex gateway start``)."""
+    return {"uvloop": uvloop.new_event_loop}

@@ -131,6 +131,17 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def _header_safe(value: str) -> bool:
+    """Fit to go into an HTTP header as is: one line, Latin-1 (what HTTP/1.1 carries)."""
+    if "\r" in value or "\n" in value:
+        return False
+    try:
+        value.encode("latin-1")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _check_url(url: str | None, path: str) -> None:
     if url is None:
         return
@@ -211,9 +222,13 @@ def check_config(config: Config) -> None:
             raise ConfigError("required for provider_type openai_compatible", path=f"{p}.base_url")
         _check_url(ch.base_url, f"{p}.base_url")
         _check_url(ch.anthropic_base_url, f"{p}.anthropic_base_url")
-        for name in ch.headers:
-            if not name or any(c in name for c in " :\r\n"):
+        for name, value in ch.headers.items():
+            if not name or any(c in name for c in " \t:\r\n"):
                 raise ConfigError(f'bad header name "{name}"', path=f"{p}.headers")
+            if not _header_safe(value):
+                raise ConfigError("a header value must be one line of Latin-1 text", path=f"{p}.headers.{name}")
+        if ch.api_key and not _header_safe(ch.api_key):
+            raise ConfigError("an API key must be one line of Latin-1 text", path=f"{p}.api_key")
         for j, pattern in enumerate(ch.model_map):
             _check_glob(pattern, f"{p}.model_map.{pattern}")
         for j, pattern in enumerate(ch.models or ()):

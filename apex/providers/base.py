@@ -1,10 +1,11 @@
 """The upstream reply seam and the boundary that maps transport failures to ApexError.
 
-An upstream reply is anything with the small subset of ``aiohttp.ClientResponse`` the
+An upstream reply is anything with the small subset of an HTTP response the
 pipeline uses (``status``, ``headers``, ``content_type``, ``read()``,
 ``content.readany()``, ``release()``, ``close()``), so the in-process mock provider and
 real HTTP upstreams go through the same code. Error bodies are classified by status and
-by their decoded JSON, never by matching message text.
+by their decoded JSON, never by matching message text. Reply implementations:
+``apex.providers.http.HttpReply`` (real upstreams) and ``apex.providers.mock.MockReply``.
 """
 
 from __future__ import annotations
@@ -14,10 +15,10 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Final, Protocol
 
-import aiohttp
 import msgspec
 
 from apex.errors import UpstreamConnectionError, UpstreamError, UpstreamStatus, UpstreamTimeout
+from apex.providers.http import HttpClientError, InvalidResponse
 
 __all__ = [
     "TRANSPORT_ERRORS",
@@ -53,22 +54,22 @@ class UpstreamReply(Protocol):
 
 
 def transport_error(channel: str, exc: BaseException) -> UpstreamError:
-    """The UpstreamError for an aiohttp/socket failure or timeout talking to ``channel``."""
-    if isinstance(exc, (asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
+    """The UpstreamError for a socket/HTTP failure or timeout talking to ``channel``."""
+    if isinstance(exc, asyncio.TimeoutError):
         return UpstreamTimeout(f"upstream channel {channel} timed out", channel=channel)
-    if isinstance(exc, aiohttp.ClientResponseError):
+    if isinstance(exc, InvalidResponse):
         return UpstreamConnectionError(
-            f"upstream channel {channel} sent an invalid HTTP response: {exc.message}", channel=channel
+            f"upstream channel {channel} sent an invalid HTTP response: {exc}", channel=channel
         )
     return UpstreamConnectionError(f"cannot reach upstream channel {channel}: {type(exc).__name__}", channel=channel)
 
 
-TRANSPORT_ERRORS: Final = (asyncio.TimeoutError, aiohttp.ClientError, OSError)
+TRANSPORT_ERRORS: Final = (asyncio.TimeoutError, HttpClientError, OSError)
 
 
 @contextmanager
 def map_transport_errors(channel: str) -> Iterator[None]:
-    """Turn aiohttp/socket failures inside the block into UpstreamError subclasses."""
+    """Turn socket/HTTP failures inside the block into UpstreamError subclasses."""
     try:
         yield
     except TRANSPORT_ERRORS as exc:

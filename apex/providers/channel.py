@@ -10,11 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-import aiohttp
-
 from apex import __version__
 from apex.config.model import Channel, GlobalConfig
 from apex.errors import ConfigError
+from apex.providers.http import encode_header_fields
 from apex.providers.presets import ANTHROPIC_VERSION, PRESETS, ProviderPreset
 from apex.routing.match import ModelMap, PatternSet
 from apex.translate import Translator, find_translator
@@ -43,15 +42,12 @@ _TRANSLATED: Final[dict[Dialect, tuple[Dialect, ...]]] = {
 
 @dataclass(frozen=True, slots=True)
 class ChannelTimeouts:
-    """Seconds. ``client`` is the aiohttp timeout for the connection phase only: the
-    pipeline enforces first-byte, request and idle deadlines itself."""
+    """Seconds. The upstream pool enforces ``connect``; the pipeline the others."""
 
     connect: float
     request: float
     first_byte: float
     stream_idle: float
-    client: aiohttp.ClientTimeout  # streams: connection phase only (Apex times first event and gaps)
-    json_client: aiohttp.ClientTimeout  # non-stream: aiohttp enforces request_ms and first_byte_ms itself
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,13 +58,21 @@ class UpstreamPlan:
     upstream: Dialect
     family: str                  # error/usage shape of the upstream: openai | anthropic | gemini | mock
     url: str                     # for Gemini: the prefix before ':method'
-    headers: dict[str, str]      # prebuilt; copied per request only to add x-request-id & co.
+    headers: dict[str, str]      # prebuilt (Host and Content-Length are added per request)
     translator: Translator | None
     forward_anthropic_headers: bool
     add_stream_usage: bool        # OpenAI chat passthrough: ask for include_usage upstream
     fix_embedding_encoding: bool  # upstream may not honour encoding_format=base64
     local_estimate: bool = False  # count_tokens answered by Apex itself
     strip_unsigned_thinking: bool = False  # real Anthropic rejects thinking blocks Apex made up
+    header_fields: bytes = b""    # ``headers`` encoded once: what goes on the wire
+    header_fields_unversioned: bytes = b""  # the same without anthropic-version (the client sent its own)
+
+    def __post_init__(self) -> None:
+        if self.headers and not self.header_fields:
+            object.__setattr__(self, "header_fields", encode_header_fields(self.headers))
+            rest = {k: v for k, v in self.headers.items() if k.lower() != "anthropic-version"}
+            object.__setattr__(self, "header_fields_unversioned", encode_header_fields(rest))
 
     def url_for(self, model: str, stream: bool) -> str:
         if self.upstream is Dialect.GEMINI_GENERATE:
@@ -185,13 +189,6 @@ def compile_channel(ch: Channel, g: GlobalConfig, index: int) -> CompiledChannel
         request=pick("request_ms"),
         first_byte=pick("first_byte_ms"),
         stream_idle=pick("stream_idle_ms"),
-        client=aiohttp.ClientTimeout(total=None, sock_connect=connect, connect=None, sock_read=None),
-        # sock_read bounds the wait for the response head (and any stall in the body) by
-        # first_byte_ms; total bounds the whole request by request_ms. One aiohttp timer
-        # instead of an asyncio.timeout per request.
-        json_client=aiohttp.ClientTimeout(
-            total=pick("request_ms"), sock_connect=connect, connect=None, sock_read=pick("first_byte_ms")
-        ),
     )
     return CompiledChannel(
         name=ch.name,

@@ -1,6 +1,6 @@
 """The Gateway: the live Snapshot plus the process-wide resources the request path uses.
 
-It owns the one upstream ClientSession, the rate limiter, and the swap of Snapshots on
+It owns the one upstream connection pool, the rate limiter, and the swap of Snapshots on
 reload (file watcher, SIGHUP, or a direct call). A reload validates first; an invalid
 config leaves the running one in place, is logged with its key path, and is counted.
 """
@@ -11,7 +11,6 @@ import logging
 import time
 from pathlib import Path
 
-import aiohttp
 from aiohttp import web
 
 from apex import __version__
@@ -20,6 +19,7 @@ from apex.config.load import load_config_bytes
 from apex.config.model import Config
 from apex.errors import ApexError, ConfigError, kind_for_status
 from apex.metrics import NONE, Metrics
+from apex.providers.http import UpstreamPool
 from apex.ratelimit import (
     Decision,
     Limits,
@@ -62,7 +62,7 @@ class Gateway:
         self.version = __version__
         self.started_monotonic = time.monotonic()
         self.snapshot: Snapshot = build_snapshot(config, None, self._on_health_change)
-        self._session: aiohttp.ClientSession | None = None
+        self._upstream: UpstreamPool | None = None
         self.limiter: RateLimiter | None = None
         self._limits: dict[str, Limits] = {}
         self._refresh_limits()
@@ -77,29 +77,20 @@ class Gateway:
     # --- lifecycle ----------------------------------------------------------------
 
     async def start(self) -> None:
-        """Create the shared upstream session and the rate limiter (inside the loop)."""
-        connector = aiohttp.TCPConnector(
-            limit=0,                 # no global cap: per-host keep-alive pools do the work
-            limit_per_host=0,
-            ttl_dns_cache=300,
-            keepalive_timeout=60,
-            enable_cleanup_closed=False,
-        )
-        # No session-level default headers: every plan carries its complete header set
-        # (User-Agent included), so aiohttp does not merge two header maps per request.
-        self._session = aiohttp.ClientSession(connector=connector, auto_decompress=True)
+        """Create the shared upstream pool and the rate limiter (inside the loop)."""
+        self._upstream = UpstreamPool()
         self.limiter = build_limiter(self.snapshot.config.global_.rate_limit_store, MonotonicClock())
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        if self._upstream is not None:
+            await self._upstream.close()
         if self.limiter is not None:
             await self.limiter.close()
 
     @property
-    def session(self) -> aiohttp.ClientSession:
-        assert self._session is not None, "Gateway.start() was not awaited"
-        return self._session
+    def upstream(self) -> UpstreamPool:
+        assert self._upstream is not None, "Gateway.start() was not awaited"
+        return self._upstream
 
     def uptime_seconds(self) -> float:
         return time.monotonic() - self.started_monotonic

@@ -11,12 +11,10 @@ event in the client's dialect.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from typing import Final
 
-import aiohttp
 import msgspec
 from aiohttp import web
 from aiohttp_sse import EventSourceResponse
@@ -44,6 +42,7 @@ from apex.providers.base import (
     upstream_status_error,
 )
 from apex.providers.channel import CompiledChannel, UpstreamPlan
+from apex.providers.http import HttpClientError, UpstreamPool, encode_header_fields
 from apex.providers.mock import mock_reply
 from apex.routing.policy import AttemptPlan, Outcome
 from apex.server.exchange import Exchange
@@ -83,7 +82,6 @@ _STREAM_FAMILY: Final[dict[Dialect, str]] = {
 _ANTHROPIC_PASS_HEADERS: Final = ("anthropic-version", "anthropic-beta")
 _attempt_log: Final = logging.getLogger("apex.gateway")
 _NOTHING_SERVED: Final = Usage()
-_NO_DEADLINE: Final = contextlib.nullcontext()
 
 
 async def read_body(request: web.Request, limit: int) -> bytes:
@@ -232,8 +230,10 @@ async def _attempts(
     raise last
 
 
-def _upstream_headers(request: web.Request, plan: UpstreamPlan, ex: Exchange) -> dict[str, str]:
-    headers = plan.headers
+def _upstream_headers(request: web.Request, plan: UpstreamPlan, ex: Exchange) -> bytes:
+    """The plan's prebuilt header lines plus what this request adds (its id, Anthropic's
+    version/beta headers on a native Anthropic hop)."""
+    fields = plan.header_fields
     client_rid = ex.client_request_id
     extra: dict[str, str] | None = None
     if client_rid is not None:
@@ -245,26 +245,25 @@ def _upstream_headers(request: web.Request, plan: UpstreamPlan, ex: Exchange) ->
                 extra = extra or {}
                 extra[name] = value
     if extra is None:
-        return headers
-    merged = dict(headers)
-    merged.update(extra)
-    return merged
+        return fields
+    if "anthropic-version" in extra:  # the client's version replaces the plan's default
+        fields = plan.header_fields_unversioned
+    return fields + encode_header_fields(extra)
 
 
 async def _send(
-    session: aiohttp.ClientSession,
+    pool: UpstreamPool,
     channel: CompiledChannel,
     plan: UpstreamPlan,
     url: str,
-    headers: dict[str, str],
+    header_fields: bytes,
     body: bytes,
     upstream_model: str,
-    timeout: aiohttp.ClientTimeout,
 ) -> UpstreamReply:
-    """Send one attempt: in-process for the mock provider, else on the shared session."""
+    """Send one attempt: in-process for the mock provider, else on the shared pool."""
     if channel.is_mock:
         return await mock_reply(channel.config, plan.upstream, body, upstream_model)
-    return await session.post(url, data=body, headers=headers, timeout=timeout, allow_redirects=False)
+    return await pool.post(url, header_fields, body, connect_timeout=channel.timeouts.connect)
 
 
 async def _attempt(
@@ -318,13 +317,13 @@ async def _attempt(
     timeouts = channel.timeouts
     loop = asyncio.get_running_loop()
     started = loop.time()
-    session: aiohttp.ClientSession = ex.gateway.session
+    pool = ex.gateway.upstream
     reply: UpstreamReply | None = None
     done = False
     try:
         with map_transport_errors(channel.name):
             async with asyncio.timeout(timeouts.first_byte) as deadline:
-                reply = await _send(session, channel, plan, url, headers, up_body, upstream_model, timeouts.client)
+                reply = await _send(pool, channel, plan, url, headers, up_body, upstream_model)
                 if reply.status >= 300:
                     raw = await reply.read()
                     ex.upstream_ms += (loop.time() - started) * 1000
@@ -393,7 +392,7 @@ async def _attempt_json(
     channel: CompiledChannel,
     plan: UpstreamPlan,
     url: str,
-    headers: dict[str, str],
+    headers: bytes,
     up_body: bytes,
     upstream_model: str,
     ctx: TranslateContext | None,
@@ -401,19 +400,18 @@ async def _attempt_json(
     mapped: bool,
     view: RequestView,
 ) -> web.Response:
-    """A non-stream attempt: aiohttp's own timer enforces first_byte_ms and request_ms."""
+    """A non-stream attempt: first_byte_ms bounds the wait for the answer's head,
+    request_ms the whole attempt."""
     timeouts = channel.timeouts
     started = time.perf_counter()
     reply: UpstreamReply | None = None
     done = False
     try:
         try:
-            # aiohttp's own timer bounds HTTP attempts; the in-process mock needs a deadline of its own.
-            deadline = asyncio.timeout(min(timeouts.first_byte, timeouts.request)) if channel.is_mock else _NO_DEADLINE
-            async with deadline:
-                reply = await _send(
-                    ex.gateway.session, channel, plan, url, headers, up_body, upstream_model, timeouts.json_client
-                )
+            begun = asyncio.get_running_loop().time()
+            async with asyncio.timeout_at(begun + min(timeouts.first_byte, timeouts.request)) as deadline:
+                reply = await _send(ex.gateway.upstream, channel, plan, url, headers, up_body, upstream_model)
+                deadline.reschedule(begun + timeouts.request)
                 raw = await reply.read()
             done = True  # the body was read whole: the connection can go back to the pool
         except TRANSPORT_ERRORS as exc:
@@ -538,7 +536,7 @@ async def _relay(
                     await resp.write(out)
     except TimeoutError:
         failure = (f"upstream channel {channel.name} sent nothing for {idle:g} s", "timeout")
-    except (aiohttp.ClientError, OSError) as exc:
+    except (HttpClientError, OSError) as exc:
         if request.transport is None or request.transport.is_closing():
             raise  # the client went away: nothing to tell it
         failure = (f"upstream channel {channel.name} failed mid-stream: {type(exc).__name__}", "api_error")
