@@ -170,12 +170,10 @@ class _ChunkedDecoder:
                         self.done = True
                     continue
                 size_text = line.split(b";", 1)[0].strip()
-                try:
-                    size = int(size_text, 16)
-                except ValueError:
-                    raise InvalidResponse(f"chunked body: bad chunk size {size_text[:20]!r}") from None
-                if size < 0:
-                    raise InvalidResponse("chunked body: negative chunk size")
+                # Hex digits only: int(x, 16) would also take "0x1f", "+1f" and "1_f".
+                if not size_text or len(size_text) > 16 or size_text.strip(b"0123456789abcdefABCDEF"):
+                    raise InvalidResponse(f"chunked body: bad chunk size {size_text[:20]!r}")
+                size = int(size_text, 16)
                 if size == 0:
                     self._state = self._TRAILER
                 else:
@@ -282,7 +280,13 @@ class HttpReply:
 
     def _feed(self, data: bytes) -> None:
         if self._decoder is not None:
-            data = self._decoder.decompress(data)
+            try:
+                data = self._decoder.decompress(data)
+            except zlib.error as exc:
+                # A corrupt body is the upstream's bytes, not the transport: as InvalidResponse it
+                # fails the reply cleanly in data_received (uncaught, the loop logged a fatal
+                # transport error and the reply saw ServerDisconnected).
+                raise InvalidResponse(f"body does not match its content-encoding: {exc}") from None
             if not data:
                 return
         self._parts.append(data)
@@ -294,10 +298,14 @@ class HttpReply:
             waiter.set_result(None)
 
     def _finish(self) -> None:
-        if self._decoder is not None:
-            tail = self._decoder.flush()
+        decoder = self._decoder
+        if decoder is not None:
+            tail = decoder.flush()
             if tail:
                 self._parts.append(tail)
+            if not decoder.eof:  # the HTTP framing ended, the compressed stream did not
+                self._fail(InvalidResponse("the compressed body ended before its end marker"))
+                return
         self._eof = True
         self._conn = None  # the connection has moved on (pool or closed)
         waiter = self._waiter
@@ -372,7 +380,7 @@ class _Connection(asyncio.Protocol):
         if reply is None:
             return
         self._reply = None
-        if self._state == _UNTIL_CLOSE:
+        if self._state == _UNTIL_CLOSE and exc is None:  # a clean close ends such a body; a reset does not
             reply._finish()
             return
         if self._state == _HEAD:
@@ -416,6 +424,8 @@ class _Connection(asyncio.Protocol):
                     raise InvalidResponse("response head is larger than 64 KiB")
                 self._buf = buf
                 return
+            if end > _MAX_HEAD:  # a whole oversized head can arrive in one read, terminator included
+                raise InvalidResponse("response head is larger than 64 KiB")
             head = buf[:end]
             buf = buf[end + 4 :]
             status = self._parse_head(reply, head)
@@ -431,33 +441,34 @@ class _Connection(asyncio.Protocol):
             self._read_body(reply, buf)
 
     def _parse_head(self, reply: HttpReply, head: bytes) -> int:
-        lines = head.split(b"\r\n")
+        lines = head.decode("latin-1").split("\r\n")
         status_line = lines[0]
-        version, _, rest = status_line.partition(b" ")
-        if version not in (b"HTTP/1.1", b"HTTP/1.0"):
+        version, _, rest = status_line.partition(" ")
+        if version not in ("HTTP/1.1", "HTTP/1.0"):
             raise InvalidResponse(f"not an HTTP/1.x status line: {status_line[:40]!r}")
         code = rest[:3]
-        if len(code) != 3 or not code.isdigit():
+        # ASCII only: latin-1 "\xb2" decodes to "²", which isdigit() accepts and int() refuses.
+        if len(code) != 3 or not (code.isascii() and code.isdigit()):
             raise InvalidResponse(f"bad status code in {status_line[:40]!r}")
         status = int(code)
         headers = reply.headers
+        get = dict.get  # ReplyHeaders' own get lower-cases again; keys here already are
         for line in lines[1:]:
-            name, sep, value = line.partition(b":")
-            if not sep or not name or name != name.strip():
+            name, sep, value = line.partition(":")
+            if not sep or not name or name[0] in " \t" or name[-1] in " \t":
                 raise InvalidResponse(f"malformed header line {line[:40]!r}")
-            key = name.decode("latin-1").lower()
-            text = value.strip().decode("latin-1")
-            if key in headers:
-                text = f"{headers[key]}, {text}"
-            headers[key] = text
+            key = name.lower()
+            value = value.strip()
+            previous = get(headers, key)
+            headers[key] = value if previous is None else f"{previous}, {value}"
         reply.status = status
         if status < 200:
             return status
-        connection = dict.get(headers, "connection", "").lower()
+        connection = get(headers, "connection", "").lower()
         self._reusable = (
-            "close" not in connection if version == b"HTTP/1.1" else "keep-alive" in connection
+            "close" not in connection if version == "HTTP/1.1" else "keep-alive" in connection
         )
-        encoding = dict.get(headers, "content-encoding", "").lower()
+        encoding = get(headers, "content-encoding", "").lower()
         if encoding in ("gzip", "x-gzip"):
             reply._decoder = zlib.decompressobj(16 + zlib.MAX_WBITS)
         elif encoding == "deflate":
@@ -466,16 +477,15 @@ class _Connection(asyncio.Protocol):
             raise InvalidResponse(f"unsupported content-encoding {encoding!r}")
         if status in (204, 304):
             self._state = _DONE
-        elif "chunked" in dict.get(headers, "transfer-encoding", "").lower():
+        elif "chunked" in get(headers, "transfer-encoding", "").lower():
             self._state = _CHUNKED
             self._chunked = _ChunkedDecoder()
-        elif "content-length" in headers:
-            try:
-                length = int(headers["content-length"])
-            except ValueError:
-                raise InvalidResponse(f"bad content-length {headers['content-length']!r}") from None
-            if length < 0:
-                raise InvalidResponse("negative content-length")
+            if "content-length" in headers:  # both framings: RFC 9112 6.1 says close afterwards
+                self._reusable = False
+        elif (declared := get(headers, "content-length")) is not None:
+            if not (declared.isascii() and declared.isdigit()):  # int() would take "+5", "5_0"
+                raise InvalidResponse(f"bad content-length {declared[:20]!r}")
+            length = int(declared)
             self._left = length
             self._state = _LENGTH if length else _DONE
         else:
