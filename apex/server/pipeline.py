@@ -45,6 +45,7 @@ from apex.providers.channel import CompiledChannel, UpstreamPlan
 from apex.providers.http import HttpClientError, UpstreamPool, encode_header_fields
 from apex.providers.mock import mock_reply
 from apex.routing.policy import AttemptPlan, Outcome
+from apex.server.deadline import Deadline
 from apex.server.exchange import Exchange
 from apex.server.responses import SSE_HEADERS, json_response, stream_error_event
 from apex.routing.router import Route
@@ -321,7 +322,8 @@ async def _attempt(
     done = False
     try:
         with map_transport_errors(channel.name):
-            async with asyncio.timeout(timeouts.first_byte) as deadline:
+            loop = asyncio.get_running_loop()
+            with Deadline(loop, loop.time() + timeouts.first_byte) as deadline:
                 reply = await _send(pool, channel, plan, url, headers, up_body, upstream_model)
                 if reply.status >= 300:
                     raw = await reply.read()
@@ -367,7 +369,7 @@ async def _attempt(
                             pending.extend(translating.feed(event))
                         if events:
                             break
-                deadline.reschedule(None)
+                deadline.move(None)
         ex.ttft_ms = (time.perf_counter() - started) * 1000
         response = await _stream_to_client(
             request, ex, dialect, channel, reply, b"".join(pending), observer, translating, parser
@@ -407,10 +409,11 @@ async def _attempt_json(
     done = False
     try:
         try:
-            begun = asyncio.get_running_loop().time()
-            async with asyncio.timeout_at(begun + min(timeouts.first_byte, timeouts.request)) as deadline:
+            loop = asyncio.get_running_loop()
+            begun = loop.time()
+            with Deadline(loop, begun + min(timeouts.first_byte, timeouts.request)) as deadline:
                 reply = await _send(ex.gateway.upstream, channel, plan, url, headers, up_body, upstream_model)
-                deadline.reschedule(begun + timeouts.request)
+                deadline.move(begun + timeouts.request)
                 raw = await reply.read()
             done = True  # the body was read whole: the connection can go back to the pool
         except TRANSPORT_ERRORS as exc:
@@ -516,11 +519,11 @@ async def _relay(
     loop = asyncio.get_running_loop()
     failure: tuple[str, str] | None = None
     try:
-        async with asyncio.timeout(None) as deadline:
+        with Deadline(loop, None) as deadline:
             while True:
-                deadline.reschedule(loop.time() + idle)
+                deadline.move(loop.time() + idle)
                 chunk = await reply.content.readany()
-                deadline.reschedule(None)
+                deadline.move(None)  # a slow client is not an idle upstream
                 if not chunk:
                     break
                 if observer is not None:
