@@ -234,17 +234,26 @@ class PassthroughStream:
         self.finished = False  # the answer itself ended (finish_reason / message_delta)
 
     def feed(self, chunk: bytes) -> bytes:
-        events = self._parser.feed(chunk)
+        parser = self._parser
+        started_aligned = parser.between_events
+        events = parser.feed(chunk)
         if not self._rewrite:
             for ev in events:
                 self._observe(ev)
             return chunk
-        out: list[bytes] = []
+        aligned = started_aligned and parser.between_events
+        kept: list[tuple[bytes, SseEvent]] = []
+        changed = False
         for ev in events:
             data = self._observe(ev)
-            if data is not None:
-                out.append(encode_event(data, ev.event))
-        return b"".join(out)
+            if data is None:
+                changed = True
+            else:
+                changed = changed or data is not ev.data
+                kept.append((data, ev))
+        if not changed and aligned:
+            return chunk  # nothing to drop or rewrite and whole events only: forward as is
+        return b"".join(encode_event(data, ev.event) for data, ev in kept)
 
     def flush(self) -> bytes:
         events = self._parser.flush()

@@ -55,6 +55,11 @@ class SseParser:
         self._buf = buf[pos:]
         return events
 
+    @property
+    def between_events(self) -> bool:
+        """Nothing of a next event is pending: the bytes fed so far ended on an event boundary."""
+        return not self._buf and not self._data and self._event is None
+
     def flush(self) -> list[SseEvent]:
         """End of stream: dispatch what a missing final blank line left pending."""
         events: list[SseEvent] = []

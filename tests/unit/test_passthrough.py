@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from apex.errors import InvalidRequest, UpstreamMalformed
 from apex.passthrough import PassthroughStream, body_usage, rewrite_request, rewrite_response_model, strip_unsigned_thinking
@@ -86,3 +88,30 @@ def test_anthropic_usage_from_message_delta() -> None:
              b'event: message_delta\ndata: {"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":15}}\n\n')
     assert obs.usage is not None and (obs.usage.prompt_tokens, obs.usage.completion_tokens) == (17, 15)
     assert obs.finished and not obs.terminated
+
+
+_STREAM = (
+    b'data: {"id":"c1","choices":[{"index":0,"delta":{"content":"Hi"}}]}\n\n'
+    b'data: {"id":"c1","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\n'
+    b'data: {"id":"c1","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4}}\n\n'
+    b"data: [DONE]\n\n"
+)
+
+
+def test_stripping_stream_forwards_whole_event_chunks_as_they_are() -> None:
+    """Chunks that hold whole events and need no change go out as the very same bytes."""
+    obs = PassthroughStream("openai_chat", client_model=None, strip_usage_chunk=True)
+    first = _STREAM.split(b"\n\n")[0] + b"\n\n"
+    assert obs.feed(first) is first
+
+
+@given(st.lists(st.integers(min_value=0, max_value=len(_STREAM)), max_size=12))
+def test_stripping_stream_output_does_not_depend_on_chunking(cuts: list[int]) -> None:
+    """However the upstream splits its bytes, the usage chunk is dropped and the rest kept."""
+    points = sorted(set(cuts))
+    pieces = [_STREAM[a:b] for a, b in zip([0, *points], [*points, len(_STREAM)])]
+    obs = PassthroughStream("openai_chat", client_model=None, strip_usage_chunk=True)
+    out = b"".join(obs.feed(p) for p in pieces) + obs.flush()
+    assert out.count(b"data: ") == 3 and b'"usage"' not in out
+    assert b'"content":"Hi"' in out and out.endswith(b"data: [DONE]\n\n")
+    assert obs.usage is not None and obs.usage.prompt_tokens == 3
