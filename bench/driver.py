@@ -73,7 +73,7 @@ class Plan:
     full_extras: bool
 
 
-QUICK_PLAN: Final = Plan(True, 3, [200], {200: 3.0}, [50], 3.0, 3.0, 32, 0.5, False)
+QUICK_PLAN: Final = Plan(True, 3, [200], {200: 3.0}, [50], 3.0, 2.0, 32, 0.5, False)
 FULL_PLAN: Final = Plan(False, 1, [20, 200, 1000], {20: 10.0, 200: 6.0, 1000: 5.0}, [20, 200], 5.0, 5.0, 32, 0.5, True)
 
 
@@ -197,10 +197,22 @@ class Runner:
                 _log(f"  {rate:>5} req/s round {r + 1}: " + "  ".join(f"{k} p50={v['p50']:.3f}ms" for k, v in got.items()))
             sc["rates"][str(rate)] = {"rounds": per_round, "merged": _merge(per_round, targets)}
         if saturation:
-            for t in targets:
-                sc["saturation"][t.label] = self.saturate(t)
-                s = sc["saturation"][t.label]
-                _log(f"  wrk {t.label}: " + (f"{s['rps']:.0f} req/s, p50 {s['p50']:.2f} ms" if "rps" in s else str(s)))
+            # Quick mode alternates several short wrk runs per target and keeps each target's
+            # lowest CPU per request: other work on a shared machine only ever adds CPU time,
+            # so the minimum is the least noisy estimate (one run each moved ~±30 %).
+            repeats = self.plan.rounds if self.plan.quick else 1
+            runs: dict[str, list[dict[str, Any]]] = {}
+            for _ in range(repeats):
+                for t in targets:
+                    s = self.saturate(t)
+                    runs.setdefault(t.label, []).append(s)
+                    _log(f"  wrk {t.label}: " + (f"{s['rps']:.0f} req/s, p50 {s['p50']:.2f} ms, CPU {s['cpu_ms_per_req']:.3f} ms/req" if "rps" in s else str(s)))
+            for label, got in runs.items():
+                measured = [g for g in got if "rps" in g]
+                best = min(measured, key=lambda g: g["cpu_ms_per_req"]) if measured else got[0]
+                if len(measured) > 1:
+                    best = dict(best, cpu_ms_per_req_runs=[g["cpu_ms_per_req"] for g in measured])
+                sc["saturation"][label] = best
         self.report["scenarios"][name] = sc
         return sc
 
@@ -312,6 +324,7 @@ class Runner:
         if "rps" in sat.get("apex", {}) and "rps" in sat.get("naive", {}):
             chk["info_wrk_rps_ratio"] = sat["apex"]["rps"] / sat["naive"]["rps"]
             chk["wrk_cpu_ratio"] = sat["apex"]["cpu_ms_per_req"] / max(sat["naive"]["cpu_ms_per_req"], 1e-6)
+            chk["wrk_cpu_runs"] = {k: sat[k].get("cpu_ms_per_req_runs", [sat[k]["cpu_ms_per_req"]]) for k in ("naive", "apex")}
             chk["cpu_ratio_margin"] = CPU_RATIO_MARGIN
             if chk["wrk_cpu_ratio"] > CPU_RATIO_MARGIN:
                 failures.append(

@@ -59,7 +59,9 @@ def render_markdown(rep: dict[str, Any]) -> str:
             f"(rounds: naive {_list(chk['naive_added_p50_rounds'])}, twin {_list(chk['twin_added_p50_rounds'])}, "
             f"apex {_list(chk['apex_added_p50_rounds'])})",
             f"- Under wrk: Apex's CPU per request is {_f(chk.get('wrk_cpu_ratio'))}x naive's "
-            f"(margin {chk.get('cpu_ratio_margin', '-')}x); its throughput {_f(chk.get('info_wrk_rps_ratio'))}x naive's (not gated)",
+            f"(margin {chk.get('cpu_ratio_margin', '-')}x; lowest of each target's runs, ms/req: "
+            f"naive {_list(chk.get('wrk_cpu_runs', {}).get('naive', []))}, apex {_list(chk.get('wrk_cpu_runs', {}).get('apex', []))}); "
+            f"its throughput {_f(chk.get('info_wrk_rps_ratio'))}x naive's (not gated)",
             "",
         ]
     for name, sc in rep.get("scenarios", {}).items():
