@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from apex.passthrough import PassthroughStream
 from apex.sse import SseEvent, SseParser, encode_event
+from tests.chunking import split_at
 
 FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "real"
 
@@ -22,20 +23,10 @@ def parse_all(chunks: list[bytes]) -> list[SseEvent]:
     return events
 
 
-def split(data: bytes, cuts: list[int]) -> list[bytes]:
-    points = sorted({c % (len(data) + 1) for c in cuts})
-    out, last = [], 0
-    for p in points:
-        out.append(data[last:p])
-        last = p
-    out.append(data[last:])
-    return out
-
-
 @given(st.binary(max_size=2000), st.lists(st.integers(min_value=0), max_size=20))
 def test_parser_never_raises_and_is_chunking_independent(data: bytes, cuts: list[int]) -> None:
     """On arbitrary bytes the parser never raises, and how bytes are chunked never changes the events."""
-    assert parse_all(split(data, cuts)) == parse_all([data])
+    assert parse_all(split_at(data, cuts)) == parse_all([data])
 
 
 @given(st.lists(st.tuples(st.one_of(st.none(), st.sampled_from(["message_start", "error", "x"])),
@@ -44,7 +35,7 @@ def test_parser_never_raises_and_is_chunking_independent(data: bytes, cuts: list
 def test_encode_parse_round_trip(events: list[tuple[str | None, bytes]], newline: bytes, cuts: list[int]) -> None:
     """Encoded events parse back to themselves under any line ending and any chunking."""
     wire = b"".join(encode_event(d, e).replace(b"\n", newline) for e, d in events)
-    assert parse_all(split(wire, cuts)) == [SseEvent(e, d) for e, d in events]
+    assert parse_all(split_at(wire, cuts)) == [SseEvent(e, d) for e, d in events]
 
 
 def test_u2028_is_not_a_line_break() -> None:
@@ -67,5 +58,5 @@ def test_passthrough_observer_chunking_independent(cuts: list[int], name: str, r
         return parse_all([out]), obs.usage, obs.terminated
 
     whole = run([raw])
-    assert run(split(raw, cuts)) == whole
+    assert run(split_at(raw, cuts)) == whole
     assert whole[2] is True and whole[1] is not None

@@ -11,6 +11,7 @@ from apex.translate.base import Translator
 from apex.translate.openai_to_anthropic import OpenAIToAnthropic
 from apex.translate.responses_to_anthropic import ResponsesToAnthropic
 from apex.translate.responses_to_openai import ResponsesToOpenAI
+from tests.chunking import split_at
 from tests.golden.transcript import capture, feed_bytes, make_ctx
 
 CASES: list[tuple[Translator, str]] = [
@@ -24,16 +25,6 @@ CASES: list[tuple[Translator, str]] = [
 ]
 
 
-def _split(data: bytes, cuts: list[int]) -> list[bytes]:
-    points = sorted({c % (len(data) + 1) for c in cuts})
-    pieces, start = [], 0
-    for point in points:
-        pieces.append(data[start:point])
-        start = point
-    pieces.append(data[start:])
-    return pieces
-
-
 @pytest.mark.parametrize(("translator", "name"), CASES, ids=[f"{t.client.value}<-{n}" for t, n in CASES])
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(cuts=st.lists(st.integers(min_value=0, max_value=1 << 20), max_size=40))
@@ -41,7 +32,7 @@ def test_rechunking_keeps_output(translator: Translator, name: str, cuts: list[i
     """Any split of the upstream bytes gives byte-identical client output."""
     data = capture(name)
     whole = feed_bytes(translator.stream(make_ctx(include_usage=True)), [data])
-    pieces = feed_bytes(translator.stream(make_ctx(include_usage=True)), _split(data, cuts))
+    pieces = feed_bytes(translator.stream(make_ctx(include_usage=True)), split_at(data, cuts))
     assert pieces == whole
 
 

@@ -41,6 +41,7 @@ from apex.providers.http import (
     _Target,
     encode_header_fields,
 )
+from tests.chunking import split_at
 
 T = TypeVar("T")
 
@@ -88,17 +89,6 @@ def chunk_encode(
 
 
 CHUNKED_HEAD: Final = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
-
-
-def split_at(data: bytes, cuts: Iterable[int]) -> list[bytes]:
-    """``data`` cut at each position in ``cuts`` (taken modulo its length + 1)."""
-    points = sorted({c % (len(data) + 1) for c in cuts})
-    pieces, start = [], 0
-    for point in points:
-        pieces.append(data[start:point])
-        start = point
-    pieces.append(data[start:])
-    return pieces
 
 
 def decode_all(pieces: Iterable[bytes]) -> tuple[bytes, _ChunkedDecoder]:

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from apex.errors import InvalidRequest, UpstreamMalformed
 from apex.passthrough import PassthroughStream, body_usage, rewrite_request, rewrite_response_model, strip_unsigned_thinking
+from tests.chunking import split_at
 
 
 def test_rewrite_model_keeps_everything_else_verbatim() -> None:
@@ -108,8 +109,7 @@ def test_stripping_stream_forwards_whole_event_chunks_as_they_are() -> None:
 @given(st.lists(st.integers(min_value=0, max_value=len(_STREAM)), max_size=12))
 def test_stripping_stream_output_does_not_depend_on_chunking(cuts: list[int]) -> None:
     """However the upstream splits its bytes, the usage chunk is dropped and the rest kept."""
-    points = sorted(set(cuts))
-    pieces = [_STREAM[a:b] for a, b in zip([0, *points], [*points, len(_STREAM)])]
+    pieces = split_at(_STREAM, cuts)
     obs = PassthroughStream("openai_chat", client_model=None, strip_usage_chunk=True)
     out = b"".join(obs.feed(p) for p in pieces) + obs.flush()
     assert out.count(b"data: ") == 3 and b'"usage"' not in out
