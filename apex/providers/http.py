@@ -15,9 +15,10 @@ Errors raised besides ``OSError`` (refused, reset, TLS) and ``TimeoutError`` (co
      ├── ServerDisconnected   the connection closed before the response was complete
      └── InvalidResponse      the bytes are not an HTTP/1.x response Apex can read
 
-A pooled connection the server closed while idle is the one failure retried here, once,
-on a fresh connection: nothing of the request reached a handler (no response byte came
-back and the connection had sat idle), and failing over for it would blame the channel.
+Nothing is retried here: a POST is never sent twice behind the caller's back. A pooled
+connection the server closed while idle is noticed when its EOF arrives (the loop reports
+it) and is not reused; one closed in the instant Apex reuses it fails that attempt, and
+the pipeline's failover decides what happens next.
 """
 
 from __future__ import annotations
@@ -335,13 +336,11 @@ class _Connection(asyncio.Protocol):
         "_reply",
         "_reusable",
         "_state",
-        "got_bytes",
         "idle_since",
         "lost",
         "loop",
         "origin",
         "transport",
-        "uses",
     )
 
     def __init__(self, pool: UpstreamPool, origin: _Origin, loop: asyncio.AbstractEventLoop) -> None:
@@ -357,9 +356,7 @@ class _Connection(asyncio.Protocol):
         self._reusable = True
         self._paused = False
         self.lost = False
-        self.got_bytes = False
         self.idle_since = 0.0
-        self.uses = 0
 
     # --- asyncio.Protocol ---------------------------------------------------------
 
@@ -400,7 +397,6 @@ class _Connection(asyncio.Protocol):
             if self.transport is not None:
                 self.transport.close()
             return
-        self.got_bytes = True
         try:
             if self._state == _HEAD:
                 self._read_head(reply, data)
@@ -539,8 +535,6 @@ class _Connection(asyncio.Protocol):
         self._reply = reply
         self._state = _HEAD
         self._buf = b""
-        self.got_bytes = False
-        self.uses += 1
         assert self.transport is not None
         if len(body) < 64 * 1024:
             self.transport.write(head + body)
@@ -601,19 +595,8 @@ class UpstreamPool:
             target = self._target(url)
         head = b"%sContent-Length: %d\r\n%s\r\n" % (target.prefix, len(body), header_fields)
         conn = self._take_idle(target.origin)
-        if conn is not None:
-            reply = conn.start(head, body)
-            try:
-                await reply._head
-                return reply
-            except ServerDisconnected:
-                if conn.got_bytes:
-                    raise
-                # The server closed this idle keep-alive connection as we reused it.
-            except BaseException:
-                reply.close()
-                raise
-        conn = await self._connect(target.origin, connect_timeout)
+        if conn is None:
+            conn = await self._connect(target.origin, connect_timeout)
         reply = conn.start(head, body)
         try:
             await reply._head
