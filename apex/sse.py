@@ -39,6 +39,27 @@ class SseParser:
         """Consume ``chunk``; return every event it completed, in order."""
         buf = self._buf + chunk if self._buf else chunk
         events: list[SseEvent] = []
+        if b"\r" not in buf and not self._data and self._event is None:
+            # Fast path for LF-only streams fed from an event boundary (OpenAI, Anthropic):
+            # split whole events with one C call. A partial event stays unparsed in _buf.
+            *blocks, rest = buf.split(b"\n\n")
+            line = self._line
+            for block in blocks:
+                # The two shapes nearly every event has, without the line machinery.
+                nl = block.find(b"\n")
+                if nl < 0:
+                    if block.startswith(b"data: "):
+                        events.append(SseEvent(None, block[6:]))
+                        continue
+                elif block.startswith(b"event: ") and block.startswith(b"data: ", nl + 1) and block.find(b"\n", nl + 1) < 0:
+                    events.append(SseEvent(block[7:nl].decode("utf-8", "replace"), block[nl + 7 :]))
+                    continue
+                for part in block.split(b"\n"):
+                    if part:
+                        line(part, events)
+                line(b"", events)
+            self._buf = rest
+            return events
         pos = 0
         end = len(buf)
         search = _LINE_END.search
