@@ -45,3 +45,12 @@ def test_cli_help_does_not_import_server() -> None:
     code = "import sys\nsys.argv = ['apex', '--help']\nfrom apex.cli import main\ntry:\n    main()\nexcept SystemExit:\n    pass\nprint('aiohttp' in sys.modules, 'apex.server' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
     assert out.stdout.split()[-2:] == ["False", "False"]
+
+
+def test_only_the_server_imports_aiohttp() -> None:
+    """aiohttp (server side) lives in apex.server only: the Snapshot, providers and the
+    upstream client load without it, so `apex config validate` and `route explain` stay light."""
+    outside = [m for m in ALL_MODULES if not m.startswith(("apex.server", "apex.cli"))]
+    code = "import sys\n" + "".join(f"import {m}\n" for m in outside) + "print('aiohttp' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    assert out.stdout.split() == ["False"]
