@@ -1,6 +1,6 @@
 """Assemble the aiohttp application and run the gateway in the foreground.
 
-``build_app`` wires routes and the Gateway's lifecycle (upstream session, limiter, config
+``build_app`` wires routes and the Gateway's lifecycle (upstream connection pool, limiter, config
 watcher). ``run_gateway`` is what ``apex gateway start`` calls: uvloop, one process,
 SIGTERM/SIGINT for a graceful stop that lets in-flight requests finish (bounded by
 ``global.shutdown_grace_ms``), SIGHUP and file changes for hot reload, sd_notify READY.
