@@ -31,7 +31,7 @@ import msgspec
 
 from apex.errors import InvalidRequest
 from apex.tokens import estimate_tokens
-from apex.translate.base import StreamTranslator, TranslateContext, register
+from apex.translate.base import StreamTranslator, TranslateContext, decode_json_object, register
 from apex.translate.parts import PipedStream
 from apex.translate.reply import anthropic_body, encode_body, reply_from_openai
 from apex.translate.stream_read_openai import OpenAIChatReader
@@ -43,7 +43,6 @@ __all__ = ["MAX_TOKENS_FIELD_KEY", "AnthropicToOpenAI", "anthropic_to_openai_req
 MAX_TOKENS_FIELD_KEY: Final = "max_tokens_field"  # ctx.extras: "max_tokens" | "max_completion_tokens"
 TOOL_ERROR_PREFIX: Final = "Error: "
 
-_DECODER: Final = msgspec.json.Decoder()
 _ENCODER: Final = msgspec.json.Encoder()
 _TOOL_CHOICE: Final[dict[str, str]] = {"auto": "auto", "any": "required", "none": "none"}
 
@@ -247,12 +246,7 @@ class AnthropicToOpenAI:
 
     def request(self, body: bytes, ctx: TranslateContext) -> bytes:
         """Messages request bytes -> Chat request bytes; fills ctx.estimated_input_tokens."""
-        try:
-            req = _DECODER.decode(body)
-        except msgspec.DecodeError as exc:
-            raise InvalidRequest(f"request body is not valid JSON: {exc}") from exc
-        if not isinstance(req, dict):
-            raise InvalidRequest("request body must be a JSON object")
+        req = decode_json_object(body)
         if not ctx.estimated_input_tokens:
             ctx.estimated_input_tokens = estimate_tokens(body)
         return _ENCODER.encode(anthropic_to_openai_request(req, ctx))

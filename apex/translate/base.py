@@ -7,12 +7,15 @@ in the StreamTranslator it creates for one stream. Translators never do I/O.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Final, Protocol
 
+import msgspec
+
+from apex.errors import InvalidRequest
 from apex.sse import SseEvent
 from apex.types import Dialect, Usage
 
-__all__ = ["StreamTranslator", "TranslateContext", "Translator", "find_translator", "register"]
+__all__ = ["StreamTranslator", "TranslateContext", "Translator", "decode_json_object", "find_translator", "register"]
 
 
 @dataclass(slots=True)
@@ -79,6 +82,20 @@ class Translator(Protocol):
 
 
 _REGISTRY: dict[tuple[Dialect, Dialect], Translator] = {}
+
+
+_JSON: Final = msgspec.json.Decoder()
+
+
+def decode_json_object(body: bytes) -> dict[str, object]:
+    """A client's request bytes -> its top-level JSON object, or InvalidRequest."""
+    try:
+        req = _JSON.decode(body)
+    except msgspec.DecodeError as exc:
+        raise InvalidRequest(f"request body is not valid JSON: {exc}") from exc
+    if not isinstance(req, dict):
+        raise InvalidRequest("request body must be a JSON object")
+    return req
 
 
 def register(translator: Translator) -> Translator:

@@ -30,7 +30,7 @@ from typing import Final, final
 import msgspec
 
 from apex.errors import InvalidRequest
-from apex.translate.base import StreamTranslator, TranslateContext, register
+from apex.translate.base import StreamTranslator, TranslateContext, decode_json_object, register
 from apex.translate.parts import PipedStream
 from apex.translate.reply import encode_body, openai_body, reply_from_anthropic
 from apex.translate.stream_read_anthropic import AnthropicReader
@@ -56,21 +56,10 @@ JSON_SCHEMA_INSTRUCTION: Final = ("Respond only with a single valid JSON value t
                                   "JSON Schema, and nothing else:\n")
 MISSING_RESULT_TEXT: Final = "No result was provided for this tool call."
 
-_DECODER: Final = msgspec.json.Decoder()
 _ENCODER: Final = msgspec.json.Encoder()
 _TOOL_CHOICE: Final[dict[str, str]] = {"auto": "auto", "required": "any", "none": "none"}
 
 Json = dict[str, object]
-
-
-def _decode_request(body: bytes) -> Json:
-    try:
-        req = _DECODER.decode(body)
-    except msgspec.DecodeError as exc:
-        raise InvalidRequest(f"request body is not valid JSON: {exc}") from exc
-    if not isinstance(req, dict):
-        raise InvalidRequest("request body must be a JSON object")
-    return req
 
 
 def openai_to_anthropic_request(req: Json, ctx: TranslateContext) -> Json:
@@ -345,7 +334,7 @@ class OpenAIToAnthropic:
 
     def request(self, body: bytes, ctx: TranslateContext) -> bytes:
         """Chat request bytes -> Messages request bytes; notes include_usage in ctx."""
-        req = _decode_request(body)
+        req = decode_json_object(body)
         options = req.get("stream_options")
         if isinstance(options, dict) and options.get("include_usage"):
             ctx.include_usage = True

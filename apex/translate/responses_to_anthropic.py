@@ -12,14 +12,13 @@ from typing import Final, final
 
 import msgspec
 
-from apex.translate.base import StreamTranslator, TranslateContext, register
+from apex.translate.base import StreamTranslator, TranslateContext, decode_json_object, register
 from apex.translate.openai_to_anthropic import openai_to_anthropic_request
 from apex.translate.parts import PipedStream
 from apex.translate.reply import encode_body, reply_from_anthropic
 from apex.translate.responses_reply import responses_body
 from apex.translate.responses_request import responses_to_chat_request
 from apex.translate.responses_stream import ResponsesWriter
-from apex.translate.responses_to_openai import decode_responses_request
 from apex.translate.stream_read_anthropic import AnthropicReader
 from apex.types import Dialect
 
@@ -37,7 +36,7 @@ class ResponsesToAnthropic:
 
     def request(self, body: bytes, ctx: TranslateContext) -> bytes:
         """Responses request bytes -> Messages request bytes."""
-        chat = responses_to_chat_request(decode_responses_request(body), ctx)
+        chat = responses_to_chat_request(decode_json_object(body), ctx)
         return _ENCODER.encode(openai_to_anthropic_request(chat, ctx))
 
     def response(self, body: bytes, ctx: TranslateContext) -> bytes:

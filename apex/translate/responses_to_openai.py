@@ -11,8 +11,7 @@ from typing import Final, final
 
 import msgspec
 
-from apex.errors import InvalidRequest
-from apex.translate.base import StreamTranslator, TranslateContext, register
+from apex.translate.base import StreamTranslator, TranslateContext, decode_json_object, register
 from apex.translate.parts import PipedStream
 from apex.translate.reply import encode_body, reply_from_openai
 from apex.translate.responses_reply import responses_body
@@ -21,21 +20,9 @@ from apex.translate.responses_stream import ResponsesWriter
 from apex.translate.stream_read_openai import OpenAIChatReader
 from apex.types import Dialect
 
-__all__ = ["ResponsesToOpenAI", "decode_responses_request"]
+__all__ = ["ResponsesToOpenAI"]
 
-_DECODER: Final = msgspec.json.Decoder()
 _ENCODER: Final = msgspec.json.Encoder()
-
-
-def decode_responses_request(body: bytes) -> dict[str, object]:
-    """Request bytes -> a JSON object, or InvalidRequest."""
-    try:
-        req = _DECODER.decode(body)
-    except msgspec.DecodeError as exc:
-        raise InvalidRequest(f"request body is not valid JSON: {exc}") from exc
-    if not isinstance(req, dict):
-        raise InvalidRequest("request body must be a JSON object")
-    return req
 
 
 @final
@@ -47,7 +34,7 @@ class ResponsesToOpenAI:
 
     def request(self, body: bytes, ctx: TranslateContext) -> bytes:
         """Responses request bytes -> Chat request bytes."""
-        return _ENCODER.encode(responses_to_chat_request(decode_responses_request(body), ctx))
+        return _ENCODER.encode(responses_to_chat_request(decode_json_object(body), ctx))
 
     def response(self, body: bytes, ctx: TranslateContext) -> bytes:
         """chat.completion body -> Responses body; sets ctx.usage."""

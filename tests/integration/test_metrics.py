@@ -7,7 +7,6 @@ import json
 from typing import Any
 
 import aiohttp
-import anthropic
 import openai
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
