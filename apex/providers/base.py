@@ -18,7 +18,7 @@ from typing import Final, Protocol
 import msgspec
 
 from apex.errors import UpstreamConnectionError, UpstreamError, UpstreamStatus, UpstreamTimeout
-from apex.providers.http import HttpClientError, InvalidResponse
+from apex.providers.http import HttpClientError, InvalidResponse, ServerDisconnected
 
 __all__ = [
     "TRANSPORT_ERRORS",
@@ -61,6 +61,8 @@ def transport_error(channel: str, exc: BaseException) -> UpstreamError:
         return UpstreamConnectionError(
             f"upstream channel {channel} sent an invalid HTTP response: {exc}", channel=channel
         )
+    if isinstance(exc, ServerDisconnected):  # it was reached: say what went wrong instead
+        return UpstreamConnectionError(f"upstream channel {channel} dropped the connection: {exc}", channel=channel)
     return UpstreamConnectionError(f"cannot reach upstream channel {channel}: {type(exc).__name__}", channel=channel)
 
 

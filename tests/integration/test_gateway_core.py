@@ -453,3 +453,57 @@ async def test_stream_without_done_after_finish_is_clean(upstream: FakeUpstream,
     stream = await oai(inst).chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "x"}], stream=True)
     text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
     assert text == "The capital of the UK is London."
+
+
+async def _raw_upstream(answer: bytes, *, reset: bool = False) -> asyncio.Server:
+    """A TCP server that reads one request head and answers ``answer`` bytes (or resets)."""
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            if reset:
+                writer.transport.abort()
+                return
+            writer.write(answer)
+            await writer.drain()
+        finally:
+            writer.close()
+
+    return await asyncio.start_server(serve, "127.0.0.1", 0)
+
+
+@pytest.mark.parametrize(
+    ("answer", "reset", "says"),
+    [
+        (b"SSH-2.0-OpenSSH_9.6\r\n\r\n", False, "invalid HTTP response"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 500\r\n\r\n{\"id\":", False, "dropped the connection"),
+        (b"", True, "dropped the connection"),
+    ],
+    ids=["not-http", "cut-body", "reset"],
+)
+async def test_broken_upstream_wire_is_a_502_in_both_protocols(
+    upstream: FakeUpstream, start_apex: StartApex, answer: bytes, reset: bool, says: str
+) -> None:
+    """An upstream that speaks something other than HTTP, cuts its body short, or resets the
+    connection gives each client a 502 api_error in its own protocol, naming the channel."""
+    raw = await _raw_upstream(answer, reset=reset)
+    port = raw.sockets[0].getsockname()[1]
+    try:
+        cfg = basic_config(upstream)
+        cfg["channels"][0]["base_url"] = f"http://127.0.0.1:{port}/v1"
+        cfg["channels"][1]["base_url"] = f"http://127.0.0.1:{port}"
+        cfg["global"]["retries"] = {"max_attempts": 1}
+        inst = await start_apex(cfg)
+        with pytest.raises(openai.APIStatusError) as oe:
+            await oai(inst).chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "x"}])
+        assert oe.value.status_code == 502
+        assert oe.value.body["type"] == "api_error"  # type: ignore[index]
+        assert says in oe.value.body["message"] and "oa" in oe.value.body["message"]  # type: ignore[index]
+        with pytest.raises(anthropic.APIStatusError) as ae:
+            await ant(inst).messages.create(model="claude-x", max_tokens=10, messages=[{"role": "user", "content": "x"}])
+        assert ae.value.status_code == 502
+        assert ae.value.body["error"]["type"] == "api_error"  # type: ignore[index]
+        assert says in ae.value.body["error"]["message"]  # type: ignore[index]
+    finally:
+        raw.close()
+        await raw.wait_closed()

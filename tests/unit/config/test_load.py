@@ -79,6 +79,10 @@ CASES: list[tuple[str, dict[str, Any], str]] = [
     ("reused key", mutate("teams[0].api_key", "v1"), "teams[0].api_key: the same key is already used at routers[0].vkey"),
     ("zero attempts", mutate("global.retries", {"max_attempts": 0}), "global.retries.max_attempts: must be positive"),
     ("rule without channels", mutate("routers[0].rules[0].channels", []), "routers[0].rules[0].channels: a rule needs at least one channel"),
+    ("header value with a line break", mutate("channels[0].headers", {"X-Team": "a\r\nX-Injected: 1"}), "channels[0].headers.X-Team: a header value must be one line of Latin-1 text"),
+    ("header value outside Latin-1", mutate("channels[0].headers", {"X-Team": "équipe ✓"}), "channels[0].headers.X-Team: a header value must be one line of Latin-1 text"),
+    ("header name with a space", mutate("channels[0].headers", {"X Team": "a"}), 'channels[0].headers: bad header name "X Team"'),
+    ("api key with a line break", mutate("channels[0].api_key", "sk-1\nX-Injected: 1"), "channels[0].api_key: an API key must be one line of Latin-1 text"),
     ("channel named twice in a rule", mutate("routers[0].rules[0].channels", [{"name": "oa"}, {"name": "oa"}]), 'routers[0].rules[0].channels[1].name: channel "oa" is listed twice'),
 ]
 
