@@ -16,8 +16,9 @@ from apex.translate.openai_embeddings_to_gemini import OpenAIEmbeddingsToGemini
 from apex.translate.openai_to_gemini import OpenAIChatToGemini
 from apex.translate.embeddings import base64_to_floats
 from apex.translate.signatures import SignatureStore
+from tests.fixtures import REAL
 
-FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "real"
+FIXTURES = REAL
 
 
 def _fixture(name: str) -> bytes:

@@ -19,8 +19,9 @@ from pydantic import TypeAdapter
 
 from apex.sse import SseParser
 from apex.translate.base import StreamTranslator, TranslateContext, Translator
+from tests.fixtures import REAL
 
-REAL = Path("/work/shared/fixtures/real")
+
 CLIENT_MODEL = "client-alias"
 
 _ANTHROPIC_EVENT: TypeAdapter[Any] = TypeAdapter(RawMessageStreamEvent)

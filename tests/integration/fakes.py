@@ -1,6 +1,6 @@
 """A fake upstream that behaves like OpenAI, Anthropic and Gemini, and misbehaves on demand.
 
-It answers from the real captures in ``shared/fixtures/real`` (with the requested model put
+It answers from the real captures in ``tests/fixtures/real`` (with the requested model put
 back in), records every request it receives (path, headers, exact body bytes), and plays a
 script of behaviours first: an error status with a body and headers, a stall before the
 headers, a connection reset, a stream cut after N events, a slow stream, a malformed body.
@@ -18,10 +18,9 @@ from typing import Any
 
 from aiohttp import web
 from multidict import CIMultiDict
+from tests.fixtures import REAL
 
-FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "real"
-if not FIXTURES.is_dir():  # CI clones main with shared/ beside it
-    FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "real"
+FIXTURES = REAL
 
 
 def fixture_bytes(name: str) -> bytes:

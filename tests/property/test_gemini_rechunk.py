@@ -13,8 +13,9 @@ from apex.translate.anthropic_to_gemini import AnthropicToGemini
 from apex.translate.base import TranslateContext
 from apex.translate.openai_to_gemini import OpenAIChatToGemini
 from apex.translate.signatures import SignatureStore
+from tests.fixtures import REAL
 
-FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "real"
+FIXTURES = REAL
 STREAMS = [(FIXTURES / name).read_bytes() for name in (
     "gemini_stream.sse", "gemini_stream_function_call.sse", "gemini_stream_function_call_split_finish.sse")]
 DIRECTIONS = ["openai", "anthropic"]

@@ -10,8 +10,9 @@ from hypothesis import strategies as st
 from apex.passthrough import PassthroughStream
 from apex.sse import SseEvent, SseParser, encode_event
 from tests.chunking import split_at
+from tests.fixtures import REAL
 
-FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "real"
+FIXTURES = REAL
 
 
 def parse_all(chunks: list[bytes]) -> list[SseEvent]:

@@ -20,8 +20,9 @@ from apex.translate.embeddings import (
     requested_encoding,
 )
 from apex.translate.openai_embeddings_to_gemini import OpenAIEmbeddingsToGemini
+from tests.fixtures import REAL
 
-FIXTURES = Path(__file__).resolve().parents[4] / "shared" / "fixtures" / "real"
+FIXTURES = REAL
 
 
 def test_openai_base64_fixture_decodes_to_unit_vector() -> None:
