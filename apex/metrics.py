@@ -128,7 +128,8 @@ _MISSING: Final = object()
 class RequestSeries:
     """The bound children for one (router, model, team_id, channel); lazily per status etc."""
 
-    __slots__ = ("_m", "_labels", "_requests", "_errors", "_tokens", "_estimated", "_upstream", "_ttft", "_overhead")
+    __slots__ = ("_m", "_labels", "_requests", "_errors", "_tokens", "_estimated", "_upstream", "_ttft", "_overhead",
+                 "_cost", "_unpriced")
 
     def __init__(self, metrics: Metrics, labels: tuple[str, str, str, str]) -> None:
         self._m = metrics
@@ -140,6 +141,8 @@ class RequestSeries:
         self._upstream: Histogram | None = None
         self._ttft: Histogram | None = None
         self._overhead: Histogram = metrics.overhead.labels(labels[0])
+        self._cost: Counter | None = None
+        self._unpriced: Counter | None = None
 
     @property
     def model(self) -> str:
@@ -194,6 +197,21 @@ class RequestSeries:
             _add3(est, prompt, completion, cached)
 
 
+    def add_cost(self, usd: float | None) -> None:
+        """Add one request's cost in USD; None (no price known) is counted apart."""
+        if usd is None:
+            up = self._unpriced
+            if up is None:
+                up = self._unpriced = self._m.cost_unknown.labels(*self._labels)
+            up.inc()
+            return
+        c = self._cost
+        if c is None:
+            c = self._cost = self._m.cost.labels(*self._labels)
+        if usd > 0.0:
+            c.inc(usd)
+
+
 def _add3(children: tuple[Counter, Counter, Counter], a: int, b: int, c: int) -> None:
     if a:
         children[0].inc(a)
@@ -245,6 +263,11 @@ class Metrics:
         self.tokens_estimated = Counter("apex_tokens_estimated_total",
                                         "The part of apex_tokens_total that Apex estimated (upstream gave no usage).",
                                         (*_REQ_LABELS, "type"), registry=reg)
+        self.cost = Counter("apex_cost_usd", "What requests cost in USD, from their usage and the price table.",
+                            _REQ_LABELS, registry=reg)
+        self.cost_unknown = Counter("apex_cost_unknown",
+                                    "Requests with token usage but no known price for their upstream model.",
+                                    _REQ_LABELS, registry=reg)
         self.rate_limited = Counter("apex_rate_limited_total", "Requests refused by a team's rate limit.",
                                     ("router", "model", "team_id"), registry=reg)
         self.reloads = Counter("apex_config_reloads_total", "Config reloads, by result.", ("result",), registry=reg)

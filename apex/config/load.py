@@ -9,7 +9,9 @@ address, anonymous auth). This runs once per load; nothing here is on the reques
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
+import zoneinfo
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -18,7 +20,7 @@ from urllib.parse import urlsplit
 
 import msgspec
 
-from apex.config.model import Config
+from apex.config.model import Config, Price
 from apex.errors import ConfigError
 from apex.glob import GlobError, compile_glob
 
@@ -164,6 +166,15 @@ def _positive(value: int | float | None, path: str, *, zero_ok: bool = False) ->
         raise ConfigError(f"must be {'>= 0' if zero_ok else 'positive'}, got {value}", path=path)
 
 
+def _check_prices(prices: Mapping[str, Price], path: str) -> None:
+    for pattern, price in prices.items():
+        _check_glob(pattern, f"{path}.{pattern}")
+        for field in ("input", "output", "cache_read", "cache_write", "reasoning"):
+            value = getattr(price, field)
+            if value is not None and not (value >= 0 and math.isfinite(value)):
+                raise ConfigError("must be a finite price in USD per million tokens, 0 or more", path=f"{path}.{pattern}.{field}")
+
+
 def check_config(config: Config) -> None:
     """Cross-field rules the types cannot express; raise ConfigError naming the path."""
     g = config.global_
@@ -236,6 +247,7 @@ def check_config(config: Config) -> None:
         if ch.timeouts is not None:
             for field in ("connect_ms", "request_ms", "first_byte_ms", "stream_idle_ms"):
                 _positive(getattr(ch.timeouts, field), f"{p}.timeouts.{field}")
+        _check_prices(ch.prices, f"{p}.prices")
         _positive(ch.latency_ms, f"{p}.latency_ms", zero_ok=True)
         _positive(ch.tokens_per_s, f"{p}.tokens_per_s")
 
@@ -292,3 +304,11 @@ def check_config(config: Config) -> None:
         if pol.rate_limit is not None:
             _positive(pol.rate_limit.rpm, f"{p}.policy.rate_limit.rpm")
             _positive(pol.rate_limit.tpm, f"{p}.policy.rate_limit.tpm")
+        if pol.budget is not None:
+            if not (pol.budget.usd >= 0 and math.isfinite(pol.budget.usd)):
+                raise ConfigError("must be a finite number of USD, 0 or more", path=f"{p}.policy.budget.usd")
+            try:
+                zoneinfo.ZoneInfo(pol.budget.timezone)
+            except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+                raise ConfigError(f"unknown time zone {pol.budget.timezone!r}", path=f"{p}.policy.budget.timezone") from exc
+    _check_prices(config.prices, "prices")

@@ -17,6 +17,7 @@ from apex import __version__
 from apex.auth import TeamPolicy
 from apex.config.load import load_config_bytes
 from apex.config.model import Config
+from apex.cost import PriceBook
 from apex.errors import ApexError, ConfigError, kind_for_status
 from apex.metrics import NONE, Metrics
 from apex.providers.http import UpstreamPool
@@ -65,6 +66,7 @@ class Gateway:
         self._upstream: UpstreamPool | None = None
         self.limiter: RateLimiter | None = None
         self._limits: dict[str, Limits] = {}
+        self.prices = PriceBook(config)
         self._refresh_limits()
         self.loaded_config_bytes: bytes | None = None  # the file content the live config came from
         self.in_flight = 0
@@ -114,6 +116,7 @@ class Gateway:
         if config.global_.rate_limit_store != old.global_.rate_limit_store:
             log.warning("rate_limit_store changed: restart Apex to apply it")
         self.snapshot = snapshot
+        self.prices = PriceBook(config)
         self._refresh_limits()
         self.loaded_config_bytes = data
         log.info("config reloaded (%s): %d channels, %d routers, %d teams", source,
@@ -208,6 +211,9 @@ class Gateway:
         usage = ex.usage
         if usage is None and 200 <= ex.status < 300:
             usage = ex.usage = _estimate_usage(ex)
+        cost = None
+        if usage is not None:
+            cost = ex.cost_usd = self.prices.cost(ex.channel, ex.upstream_model, usage)
         if self._metrics_current():
             m = self.metrics
             model = m.models.label(ex.model, ex.router, ex.rule, ex.routed)
@@ -215,8 +221,9 @@ class Gateway:
             series.record(ex.status, _error_type(ex), ex.upstream_ms, ex.ttft_ms, overhead)
             if usage is not None:
                 series.add_tokens(usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens, usage.estimated)
+                series.add_cost(cost)
         if access_log.isEnabledFor(_INFO):
-            write_access_line(access_log, access_fields(ex, latency, overhead, usage))
+            write_access_line(access_log, access_fields(ex, latency, overhead, usage, cost))
 
     # --- metrics wiring -------------------------------------------------------------
 

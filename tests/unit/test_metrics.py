@@ -155,6 +155,8 @@ def test_dashboard_and_docs_name_only_real_metrics() -> None:
     s = m.series("r", "x", NONE, "m")
     s.record(200, "api_error", 1.0, 1.0, 1.0)
     s.add_tokens(1, 1, 1, True)
+    s.add_cost(0.5)
+    s.add_cost(None)
     m.record_fallback("r", "x", "a", "b")
     m.record_attempt_failure("r", "a", "api_error")
     m.record_rate_limited("r", "x", "t")
