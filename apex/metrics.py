@@ -268,6 +268,9 @@ class Metrics:
         self.cost_unknown = Counter("apex_cost_unknown",
                                     "Requests with token usage but no known price for their upstream model.",
                                     _REQ_LABELS, registry=reg)
+        self.budget_remaining = Gauge("apex_budget_remaining_usd",
+                                      "USD left in a budgeted team's current period, as this process last saw it.",
+                                      ("team_id",), registry=reg)
         self.rate_limited = Counter("apex_rate_limited_total", "Requests refused by a team's rate limit.",
                                     ("router", "model", "team_id"), registry=reg)
         self.reloads = Counter("apex_config_reloads_total", "Config reloads, by result.", ("result",), registry=reg)
@@ -314,6 +317,9 @@ class Metrics:
 
     def record_rate_limited(self, router: str, model: str, team_id: str) -> None:
         self._counter(self.rate_limited, router, model, team_id).inc()
+
+    def set_budget_remaining(self, team_id: str, usd: float) -> None:
+        self.budget_remaining.labels(team_id).set(usd)
 
     def record_reload(self, ok: bool) -> None:
         (self._reload_ok if ok else self._reload_failed).inc()

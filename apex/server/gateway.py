@@ -7,19 +7,30 @@ config leaves the running one in place, is logged with its key path, and is coun
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from pathlib import Path
+from typing import Final
 
 from aiohttp import web
 
 from apex import __version__
 from apex.auth import TeamPolicy
+from apex.budget import (
+    NANO,
+    BudgetGrant,
+    BudgetLedger,
+    BudgetPolicy,
+    MemoryBudgetStore,
+    build_ledger,
+)
 from apex.config.load import load_config_bytes
 from apex.config.model import Config
 from apex.cost import PriceBook
 from apex.errors import ApexError, ConfigError, kind_for_status
 from apex.metrics import NONE, Metrics
+from apex.providers.channel import CompiledChannel
 from apex.providers.http import UpstreamPool
 from apex.ratelimit import (
     Decision,
@@ -27,12 +38,19 @@ from apex.ratelimit import (
     MemoryStore,
     RateLimiter,
     build_limiter,
-    headers as ratelimit_headers,
     rate_limited,
+)
+from apex.ratelimit import (
+    headers as ratelimit_headers,
 )
 from apex.routing.health import ChannelState
 from apex.server.exchange import Exchange
-from apex.server.logs import ACCESS_LOGGER, access_fields, configure_logging, write_access_line
+from apex.server.logs import (
+    ACCESS_LOGGER,
+    access_fields,
+    configure_logging,
+    write_access_line,
+)
 from apex.snapshot import Snapshot, build_snapshot
 from apex.tokens import estimate_tokens
 from apex.types import Dialect, MonotonicClock, Usage
@@ -42,6 +60,9 @@ __all__ = ["Gateway", "RateGrant"]
 log = logging.getLogger("apex.gateway")
 access_log = logging.getLogger(ACCESS_LOGGER)
 _INFO = logging.INFO
+# Output tokens reserved against a budget when the request sets no max_tokens.
+BUDGET_DEFAULT_OUTPUT_TOKENS: Final = 1024
+BUDGET_HEADER: Final = "x-apex-budget-remaining-usd"
 
 
 class RateGrant:
@@ -65,6 +86,9 @@ class Gateway:
         self.snapshot: Snapshot = build_snapshot(config, None, self._on_health_change)
         self._upstream: UpstreamPool | None = None
         self.limiter: RateLimiter | None = None
+        self.budgets: BudgetLedger | None = None
+        self._budget_policies: dict[str, BudgetPolicy] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
         self._limits: dict[str, Limits] = {}
         self.prices = PriceBook(config)
         self._refresh_limits()
@@ -82,12 +106,18 @@ class Gateway:
         """Create the shared upstream pool and the rate limiter (inside the loop)."""
         self._upstream = UpstreamPool()
         self.limiter = build_limiter(self.snapshot.config.global_.rate_limit_store, MonotonicClock())
+        self.budgets = build_ledger(self.snapshot.config.global_.rate_limit_store, MonotonicClock())
+        self.budgets.on_remaining = self.metrics.set_budget_remaining
 
     async def close(self) -> None:
         if self._upstream is not None:
             await self._upstream.close()
         if self.limiter is not None:
             await self.limiter.close()
+        if self._tasks:  # budget settlements still in flight
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.budgets is not None:
+            await self.budgets.close()
 
     @property
     def upstream(self) -> UpstreamPool:
@@ -144,6 +174,12 @@ class Gateway:
         store = self.limiter.store if self.limiter is not None else None
         if isinstance(store, MemoryStore):
             store.forget(set(self._limits))  # buckets of teams a reload removed are freed
+        self._budget_policies = {
+            t.id: BudgetPolicy.from_config(t.policy.budget) for t in self.snapshot.config.teams if t.policy.budget is not None
+        }
+        spend = self.budgets.store if self.budgets is not None else None
+        if isinstance(spend, MemoryBudgetStore):
+            spend.forget(set(self._budget_policies))
 
     # --- rate limits --------------------------------------------------------------
 
@@ -153,7 +189,10 @@ class Gateway:
         if limits is None or limits.unlimited or self.limiter is None:
             return None
         decision: Decision = await self.limiter.acquire(team.id, limits, estimate)
-        ex.ratelimit_headers = ratelimit_headers(decision)
+        if ex.ratelimit_headers is None:
+            ex.ratelimit_headers = ratelimit_headers(decision)
+        else:  # the budget header is there already
+            ex.ratelimit_headers.extend(ratelimit_headers(decision))
         if not decision.allowed:
             self.on_rate_limited(ex)
             raise rate_limited(decision)
@@ -163,6 +202,43 @@ class Gateway:
         if usage is None or self.limiter is None:
             return
         await self.limiter.settle(grant.team_id, grant.limits, grant.charged, usage.total_tokens)
+
+    # --- budgets ------------------------------------------------------------------
+
+    def has_budget(self, team_id: str) -> bool:
+        return team_id in self._budget_policies
+
+    async def reserve_budget(self, team_id: str, ex: Exchange, channel: CompiledChannel, model: str, max_out: int) -> None:
+        """Reserve the request's estimated cost against its team's budget (priced on the first
+        channel it will try); raise BudgetExceeded (429). Settled in ``finish``."""
+        policy = self._budget_policies.get(team_id)
+        if policy is None or self.budgets is None:
+            return
+        price = self.prices.price(channel.name, channel.map_model(model))
+        estimate = 0.0
+        if price is not None:
+            estimate = ex.prompt_estimate() * price.input + (max_out or BUDGET_DEFAULT_OUTPUT_TOKENS) * price.output
+        grant, remaining = await self.budgets.reserve(team_id, policy, estimate)
+        ex.budget_grant = grant
+        if remaining is not None:
+            header = (BUDGET_HEADER, f"{remaining:.6f}")
+            if ex.ratelimit_headers is None:
+                ex.ratelimit_headers = [header]
+            else:
+                ex.ratelimit_headers.append(header)
+
+    def _settle_budget(self, grant: BudgetGrant, cost: float) -> None:
+        ledger = self.budgets
+        if ledger is None:
+            return
+        task = asyncio.get_running_loop().create_task(ledger.settle(grant, cost), name=f"budget-settle-{grant.team_id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("budget settlement failed", exc_info=task.exception())
 
     def on_rate_limited(self, ex: Exchange) -> None:
         """Hook for metrics: a request was refused by its team's rate limit."""
@@ -214,6 +290,10 @@ class Gateway:
         cost = None
         if usage is not None:
             cost = ex.cost_usd = self.prices.cost(ex.channel, ex.upstream_model, usage)
+        grant = ex.budget_grant
+        if grant is not None:
+            # No usage (nothing served): refund; usage but no price: the reservation stands.
+            self._settle_budget(grant, cost if cost is not None else (0.0 if usage is None else grant.reserved / NANO))
         if self._metrics_current():
             m = self.metrics
             model = m.models.label(ex.model, ex.router, ex.rule, ex.routed)

@@ -152,13 +152,17 @@ async def proxy(request: web.Request, snap: Snapshot, ex: Exchange, dialect: Dia
     gateway = ex.gateway
     grant = None
     team = principal.team
-    if team is not None and team.rate_limit is not None and gateway.limiter is not None:
+    channels = route_channels(snap, route, dialect, model)
+    if team is not None:
         max_out = view.max_tokens or view.max_completion_tokens or view.max_output_tokens or 0
-        grant = await gateway.acquire_rate_limit(team, ex.prompt_estimate() + max_out, ex)
+        if gateway.has_budget(team.id):  # settled by Gateway.finish, whatever happens next
+            await gateway.reserve_budget(team.id, ex, snap.channels[channels[0]], model, max_out)
+        if team.rate_limit is not None and gateway.limiter is not None:
+            grant = await gateway.acquire_rate_limit(team, ex.prompt_estimate() + max_out, ex)
     if grant is None:
-        return await _attempts(request, snap, ex, dialect, route_channels(snap, route, dialect, model), body, view, model)
+        return await _attempts(request, snap, ex, dialect, channels, body, view, model)
     try:
-        response = await _attempts(request, snap, ex, dialect, route_channels(snap, route, dialect, model), body, view, model)
+        response = await _attempts(request, snap, ex, dialect, channels, body, view, model)
     except BaseException:
         await gateway.settle_rate_limit(grant, _NOTHING_SERVED)  # refund the estimate
         raise
