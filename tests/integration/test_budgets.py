@@ -95,7 +95,6 @@ async def test_two_instances_share_a_budget_through_redis(
                        "usage": {"prompt_tokens": 20, "completion_tokens": 10, "total_tokens": 30}}).encode()
     upstream.persistent = Behaviour(body=body, stall=0.02)  # each request costs exactly $0.030
     admitted = refused = 0
-    estimates: list[float] = []
 
     async def one(i: int) -> None:
         nonlocal admitted, refused
@@ -106,7 +105,7 @@ async def test_two_instances_share_a_budget_through_redis(
             refused += 1
             return
         admitted += 1
-        estimates.append(float(raw.headers["x-apex-budget-remaining-usd"]))
+        assert float(raw.headers["x-apex-budget-remaining-usd"]) >= 0
 
     for _ in range(6):  # waves of concurrent requests until the budget is gone
         await asyncio.gather(*(one(i) for i in range(8)))
@@ -115,7 +114,9 @@ async def test_two_instances_share_a_budget_through_redis(
     try:
         keys = [k async for k in r.scan_iter("apex-test:budget:t1:*")]
         assert len(keys) == 1
-        spent = int(await r.get(keys[0])) / NANO
+        raw = await r.get(keys[0])
+        assert isinstance(raw, bytes)
+        spent = int(raw) / NANO
     finally:
         await r.aclose()
     one_estimate = 0.040  # prompt estimate + 10 output tokens, at most (checked below)

@@ -9,10 +9,8 @@ from typing import Any
 import pytest
 
 from tests.conftest import StartApex, ant, basic_config, oai
-from tests.integration.access import access_lines, log_file
+from tests.integration.access import access_lines
 from tests.integration.fakes import Behaviour, FakeUpstream
-
-__all__ = ["log_file"]  # the fixture
 
 MSG: Any = [{"role": "user", "content": "what is 4200 + 42?"}]
 
