@@ -271,6 +271,9 @@ class Metrics:
         self.budget_remaining = Gauge("apex_budget_remaining_usd",
                                       "USD left in a budgeted team's current period, as this process last saw it.",
                                       ("team_id",), registry=reg)
+        self.request_log_dropped = Counter("apex_request_log_dropped",
+                                           "Request log records dropped (queue full, store slow or down).",
+                                           registry=reg)
         self.rate_limited = Counter("apex_rate_limited_total", "Requests refused by a team's rate limit.",
                                     ("router", "model", "team_id"), registry=reg)
         self.reloads = Counter("apex_config_reloads_total", "Config reloads, by result.", ("result",), registry=reg)

@@ -201,6 +201,12 @@ def check_config(config: Config) -> None:
     _positive(g.shutdown_grace_ms, "global.shutdown_grace_ms", zero_ok=True)
     if g.rate_limit_store.type == "redis" and not g.rate_limit_store.url:
         raise ConfigError("a redis store needs a url", path="global.rate_limit_store.url")
+    rl = g.request_log
+    if rl.type == "postgres" and not rl.dsn:
+        raise ConfigError("a postgres request log needs a dsn", path="global.request_log.dsn")
+    for field in ("retention_days", "queue_size", "batch_size"):
+        _positive(getattr(rl, field), f"global.request_log.{field}")
+    _positive(rl.capture_max_bytes, "global.request_log.capture_max_bytes", zero_ok=True)
     if not config.metrics.path.startswith("/") or config.metrics.path in _RESERVED_PATHS:
         raise ConfigError(f'"{config.metrics.path}" cannot be the metrics path', path="metrics.path")
 

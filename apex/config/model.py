@@ -124,6 +124,7 @@ class GlobalConfig(_Base, frozen=True):
     max_body_bytes: int = 32 * 1024 * 1024
     shutdown_grace_ms: int = 10_000
     rate_limit_store: RateLimitStore = RateLimitStore()
+    request_log: RequestLogConfig = RequestLogConfig()
 
 
 class LoggingConfig(_Base, frozen=True):

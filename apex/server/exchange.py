@@ -24,7 +24,7 @@ class Exchange:
         "gateway", "request_id", "client_request_id", "dialect", "started", "team", "model",
         "stream", "router", "rule", "routed", "channel", "tried", "attempts", "upstream_model",
         "usage", "ttft_ms", "upstream_ms", "status", "committed", "stream_error", "attempt_errors",
-        "error_kind", "ratelimit_headers", "cost_usd", "budget_grant",
+        "error_kind", "ratelimit_headers", "cost_usd", "budget_grant", "key_fingerprint",
         # observability (apex.metrics / access log): see Gateway.finish
         "request_body", "response_body", "overhead_ms", "_prompt_estimate",
     )
@@ -56,6 +56,7 @@ class Exchange:
         self.ratelimit_headers: list[tuple[str, str]] | None = None
         self.cost_usd: float | None = None
         self.budget_grant: BudgetGrant | None = None
+        self.key_fingerprint: str | None = None
         # Kept by reference (no copy) so usage can be estimated when an upstream reports none.
         self.request_body: bytes | None = None
         self._prompt_estimate: int | None = None

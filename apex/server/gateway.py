@@ -28,6 +28,7 @@ from apex.budget import (
 from apex.config.load import load_config_bytes
 from apex.config.model import Config
 from apex.cost import PriceBook
+from apex.requestlog import RequestLog, Row, build_request_log, capture
 from apex.errors import ApexError, ConfigError, kind_for_status
 from apex.metrics import NONE, Metrics
 from apex.providers.channel import CompiledChannel
@@ -87,6 +88,8 @@ class Gateway:
         self._upstream: UpstreamPool | None = None
         self.limiter: RateLimiter | None = None
         self.budgets: BudgetLedger | None = None
+        self.request_log: RequestLog | None = None
+        self._capture: int | None = None  # capture_max_bytes when capture_content is on
         self._budget_policies: dict[str, BudgetPolicy] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._limits: dict[str, Limits] = {}
@@ -108,6 +111,15 @@ class Gateway:
         self.limiter = build_limiter(self.snapshot.config.global_.rate_limit_store, MonotonicClock())
         self.budgets = build_ledger(self.snapshot.config.global_.rate_limit_store, MonotonicClock())
         self.budgets.on_remaining = self.metrics.set_budget_remaining
+        rl = self.snapshot.config.global_.request_log
+        self.request_log = build_request_log(rl, self.config_path, self.metrics.request_log_dropped.inc)
+        if self.request_log is not None:
+            try:
+                await self.request_log.start()
+            except OSError as exc:  # serve anyway: the log is a record, not a dependency
+                log.error("request log disabled: %s", exc)
+                self.request_log = None
+            self._capture = rl.capture_max_bytes if rl.capture_content else None
 
     async def close(self) -> None:
         if self._upstream is not None:
@@ -118,6 +130,8 @@ class Gateway:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.budgets is not None:
             await self.budgets.close()
+        if self.request_log is not None:
+            await self.request_log.close()
 
     @property
     def upstream(self) -> UpstreamPool:
@@ -145,6 +159,8 @@ class Gateway:
             configure_logging(config.logging)
         if config.global_.rate_limit_store != old.global_.rate_limit_store:
             log.warning("rate_limit_store changed: restart Apex to apply it")
+        if config.global_.request_log != old.global_.request_log:
+            log.warning("request_log changed: restart Apex to apply it")
         self.snapshot = snapshot
         self.prices = PriceBook(config)
         self._refresh_limits()
@@ -304,6 +320,8 @@ class Gateway:
                 series.add_cost(cost)
         if access_log.isEnabledFor(_INFO):
             write_access_line(access_log, access_fields(ex, latency, overhead, usage, cost))
+        if self.request_log is not None:
+            self.request_log.submit(_log_row(ex, latency, overhead, usage, cost, self._capture))
 
     # --- metrics wiring -------------------------------------------------------------
 
@@ -352,6 +370,24 @@ def _error_type(ex: Exchange) -> str | None:
     if ex.status >= 400:
         return kind_for_status(ex.status)
     return None
+
+
+def _log_row(ex: Exchange, latency: float, overhead: float, usage: Usage | None, cost: float | None,
+             capture_cap: int | None) -> Row:
+    """The request log's row for a finished request (columns in ``apex.requestlog.COLUMNS`` order)."""
+    request_body = response_body = None
+    if capture_cap is not None:
+        request_body = capture(ex.request_body, capture_cap)
+        response_body = capture(ex.response_body, capture_cap)
+    u = usage
+    return (
+        time.time() - latency / 1000.0, ex.request_id, ex.dialect.value, ex.team, ex.key_fingerprint, ex.router,
+        ex.rule, ex.model, ex.upstream_model, ex.channel, ",".join(ex.tried), ex.attempts, ex.status,
+        _error_type(ex), ex.stream, latency, ex.ttft_ms, overhead, ex.upstream_ms,
+        u.prompt_tokens if u else None, u.completion_tokens if u else None, u.cached_tokens if u else None,
+        u.cache_write_tokens if u else None, u.reasoning_tokens if u else None, u.estimated if u else None,
+        cost, request_body, response_body,
+    )
 
 
 def _estimate_usage(ex: Exchange) -> Usage | None:

@@ -135,6 +135,7 @@ def _param_of(message: str) -> str | None:
 async def proxy(request: web.Request, snap: Snapshot, ex: Exchange, dialect: Dialect) -> web.StreamResponse:
     """Serve one API request in ``dialect`` end to end; raise ApexError for the middleware."""
     principal = snap.keys.authenticate(request.headers)
+    ex.key_fingerprint = principal.fingerprint
     if principal.team is not None:
         ex.team = principal.team.id
     body = await read_body(request, snap.max_body_bytes)

@@ -157,6 +157,8 @@ def test_dashboard_and_docs_name_only_real_metrics() -> None:
     s.add_tokens(1, 1, 1, True)
     s.add_cost(0.5)
     s.add_cost(None)
+    m.set_budget_remaining("t", 1.5)
+    m.request_log_dropped.inc()
     m.record_fallback("r", "x", "a", "b")
     m.record_attempt_failure("r", "a", "api_error")
     m.record_rate_limited("r", "x", "t")
