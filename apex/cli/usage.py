@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Final
 import rich_click as click
 
 from apex.cli.options import config_option, config_path, json_option, wants_json
-from apex.cli.output import fail, print_json, print_table, say
+from apex.cli.output import fail, print_json, say
 from apex.cli.store import ConfigStore
 
 __all__ = ["requests_group", "usage_command"]
@@ -88,6 +88,19 @@ def _ts(value: object) -> str:
     return datetime.fromtimestamp(value, UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
+def _table(title: str, columns: list[str], rows: list[list[str]], *, numeric_from: int = 0) -> None:
+    """A rich table whose cells never wrap (numbers right-aligned from column ``numeric_from``)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    for i, column in enumerate(columns):
+        table.add_column(column, no_wrap=True, justify="right" if numeric_from and i >= numeric_from else "left")
+    for row in rows:
+        table.add_row(*(cell if cell else "-" for cell in row))
+    Console(soft_wrap=False).print(table)
+
+
 @click.command("usage")
 @click.option("--since", default=None, help="How far back: 30m, 24h, 7d (default), 2w.")
 @click.option("--from", "start", default=None, help="Start date/time (UTC), e.g. 2026-12-01.")
@@ -110,19 +123,19 @@ def usage_command(since: str | None, start: str | None, end: str | None, by: tup
     if not rows:
         say("no requests in that window")
         return
-    columns = [*by, "requests", "prompt", "completion", "cached", "cache write", "reasoning", "cost USD",
-               "errors", "p50 ms", "p95 ms"]
-    print_table(
+    columns = [*by, "reqs", "in", "out", "cached", "cache wr", "reason", "USD", "unpriced", "err %", "p50 ms",
+               "p95 ms"]
+    _table(
         "Usage" + (f" by {', '.join(by)}" if by else ""),
         columns,
         [
             [*(str(r[k]) if r[k] is not None else "-" for k in by), str(r["requests"]), str(r["prompt_tokens"]),
              str(r["completion_tokens"]), str(r["cached_tokens"]), str(r["cache_write_tokens"]),
-             str(r["reasoning_tokens"]),
-             _usd(r["cost_usd"]) + (f" (+{r['unpriced']} unpriced)" if r["unpriced"] else ""),
-             f"{r['errors']} ({r['error_rate']:.1%})", _ms(r["p50_ms"]), _ms(r["p95_ms"])]
+             str(r["reasoning_tokens"]), _usd(r["cost_usd"]), str(r["unpriced"]),
+             f"{r['error_rate']:.1%}", _ms(r["p50_ms"]), _ms(r["p95_ms"])]
             for r in rows
         ],
+        numeric_from=len(by),
     )
 
 
@@ -155,10 +168,9 @@ def requests_group(ctx: click.Context, team: str | None, status: str | None, mod
     if not rows:
         say("no matching requests")
         return
-    print_table(
+    _table(
         "Latest requests",
-        ["time (UTC)", "request id", "team", "model", "channel", "status", "error", "latency ms", "tokens in/out",
-         "cost USD"],
+        ["time (UTC)", "request id", "team", "model", "channel", "status", "error", "ms", "in/out", "USD"],
         [
             [_ts(r["ts"]), str(r["request_id"]), str(r["team"] or "-"), str(r["model"] or "-"),
              str(r["channel"] or "-"), str(r["status"]), str(r["error_type"] or ""), _ms(r["latency_ms"]),
@@ -184,6 +196,6 @@ def show_command(request_id: str, config_file: str | None, as_json: bool) -> Non
     if wants_json(as_json):
         print_json(row)
         return
-    shown = {k: (_ts(v) if k == "ts" else v) for k, v in row.items()}
-    print_table(f"Request {request_id}", ["field", "value"],
-                [[k, "" if v is None else str(v)] for k, v in shown.items()])
+    shown = {k: (_ts(v) if k == "ts" else round(v, 3) if isinstance(v, float) and k != "cost_usd" else v)
+             for k, v in row.items()}
+    _table(f"Request {request_id}", ["field", "value"], [[k, "" if v is None else str(v)] for k, v in shown.items()])

@@ -162,7 +162,7 @@ def usage_report(reader: LogReader, f: Filters, by: Sequence[str]) -> list[dict[
     group = f" GROUP BY {keys} ORDER BY {keys}" if exprs else ""
     sums = ", ".join(f"COALESCE(SUM({c}), 0)" for c in _SUMS)
     sql = (
-        f"SELECT {select_keys}COUNT(*), {sums}, SUM(cost_usd), COUNT(cost_usd), "
+        f"SELECT {select_keys}COUNT(*), {sums}, SUM(cost_usd), COUNT(prompt_tokens) - COUNT(cost_usd), "
         f"SUM(CASE WHEN status >= 400 OR error_type IS NOT NULL THEN 1 ELSE 0 END), "
         f"SUM(CASE WHEN estimated THEN 1 ELSE 0 END) FROM {TABLE}{where}{group}"
     )
@@ -184,7 +184,7 @@ def usage_report(reader: LogReader, f: Filters, by: Sequence[str]) -> list[dict[
         cost, priced, errors, estimated = r[n + 1 + len(_SUMS):]
         n_errors = int(_num(errors))
         item["cost_usd"] = _num(cost) if cost is not None else None
-        item["unpriced"] = requests - int(_num(priced))
+        item["unpriced"] = int(_num(priced))  # requests with usage but no price
         item["estimated"] = int(_num(estimated))
         item["errors"] = n_errors
         item["error_rate"] = n_errors / requests
