@@ -24,7 +24,7 @@ from apex.server import handlers
 from apex.server.gateway import Gateway
 from apex.server.keys import GATEWAY_KEY
 from apex.server.logs import configure_logging, flush_logs, reopen_log_files
-from apex.server.middleware import api_endpoint
+from apex.server.endpoint import api_endpoint
 from apex.server.pipeline import proxy
 from apex.types import Dialect
 

@@ -49,7 +49,7 @@ def api_endpoint(dialect: Dialect, endpoint: Endpoint) -> Callable[[web.Request]
         client_rid = request.headers.get("x-request-id")
         if client_rid is not None and (not client_rid or len(client_rid) > _MAX_CLIENT_RID or not client_rid.isprintable()):
             client_rid = None
-        ex = Exchange(gateway, client_rid or new_request_id(), client_rid, dialect)
+        ex = Exchange(client_rid or new_request_id(), client_rid, dialect)
         snap = gateway.snapshot  # one snapshot for the whole request, even across a reload
         gateway.in_flight_changed(ex, +1)
         response: web.StreamResponse | None = None
