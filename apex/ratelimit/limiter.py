@@ -11,14 +11,12 @@ imports no store: ``apex.ratelimit.build`` picks one (the Redis one only when co
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from typing import Final, Protocol, final
 
 import msgspec
 
-from apex.config.model import RateLimit, RateLimitStore
-from apex.errors import ConfigError, RateLimited
-from apex.types import Clock
+from apex.config.model import RateLimit
+from apex.errors import RateLimited
 
 __all__ = [
     "NO_LIMITS",
