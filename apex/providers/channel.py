@@ -12,7 +12,7 @@ from typing import Final
 
 from apex import __version__
 from apex.config.model import Channel, GlobalConfig
-from apex.errors import ConfigError
+from apex.errors import ConfigError, Secrets, secrets_of
 from apex.providers.http import encode_header_fields
 from apex.providers.presets import ANTHROPIC_VERSION, PRESETS, ProviderPreset
 from apex.routing.match import ModelMap, PatternSet
@@ -92,6 +92,7 @@ class CompiledChannel:
     model_map: ModelMap
     models: PatternSet | None
     timeouts: ChannelTimeouts
+    secrets: Secrets  # what this channel sends upstream that must never come back out of Apex
 
     @property
     def is_mock(self) -> bool:
@@ -199,4 +200,5 @@ def compile_channel(ch: Channel, g: GlobalConfig, index: int) -> CompiledChannel
         model_map=ModelMap(ch.model_map),
         models=PatternSet(ch.models) if ch.models is not None else None,
         timeouts=timeouts,
+        secrets=secrets_of([ch.api_key, *ch.headers.values()]),
     )
