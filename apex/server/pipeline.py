@@ -47,6 +47,7 @@ from apex.providers.mock import mock_reply
 from apex.routing.policy import AttemptPlan, Outcome
 from apex.server.deadline import Deadline
 from apex.server.exchange import Exchange
+from apex.server.inputs import check_model
 from apex.server.responses import SSE_HEADERS, json_response, stream_error_event
 from apex.routing.router import Route
 from apex.snapshot import Snapshot
@@ -119,8 +120,11 @@ def decode_view(body: bytes) -> RequestView:
         raise InvalidRequest(f"invalid request: {exc}", param=_param_of(str(exc))) from exc
     except msgspec.DecodeError as exc:
         raise InvalidRequest(f"request body is not valid JSON: {exc}") from exc
+    except RecursionError as exc:  # msgspec's depth guard: later full decodes would hit it too
+        raise InvalidRequest("request body is nested too deeply") from exc
     if not view.model:
         raise InvalidRequest("'model' is required", param="model")
+    check_model(view.model)
     return view
 
 

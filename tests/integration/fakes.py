@@ -91,6 +91,7 @@ class FakeUpstream:
 
     def __init__(self) -> None:
         self.requests: list[Recorded] = []
+        self.raw_paths: list[str] = []  # request targets as sent (not percent-decoded)
         self.script: deque[Behaviour] = deque()
         self.persistent: Behaviour | None = None  # used for every request when set
         self.stream_gap = 0.0
@@ -130,6 +131,7 @@ class FakeUpstream:
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
+        self.raw_paths.append(request.raw_path)
         self.requests.append(
             Recorded(request.method, request.path, request.query_string, CIMultiDict(request.headers), body)
         )
