@@ -51,9 +51,8 @@ async def test_openai_error_message_is_scrubbed(upstream: FakeUpstream, start_ap
                                                 caplog: pytest.LogCaptureFixture, status: int) -> None:
     inst = await start_apex(config(upstream))
     upstream.persistent = leaky(status)
-    with caplog.at_level(logging.DEBUG):
-        with pytest.raises(openai.APIStatusError) as info:
-            await oai(inst, "k").chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "x"}])
+    with caplog.at_level(logging.DEBUG), pytest.raises(openai.APIStatusError) as info:
+        await oai(inst, "k").chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "x"}])
     body = info.value.response.text
     assert "Incorrect API key provided" in body  # the message itself still reaches the client
     assert "[redacted]" in body
@@ -67,9 +66,8 @@ async def test_translated_error_is_scrubbed(upstream: FakeUpstream, start_apex: 
     """An Anthropic client on an OpenAI channel: the translated error is scrubbed too."""
     inst = await start_apex(config(upstream))
     upstream.persistent = leaky(400)
-    with caplog.at_level(logging.DEBUG):
-        with pytest.raises(anthropic.APIStatusError) as info:
-            await ant(inst, "k").messages.create(model="gpt-4o", max_tokens=5, messages=[{"role": "user", "content": "x"}])
+    with caplog.at_level(logging.DEBUG), pytest.raises(anthropic.APIStatusError) as info:
+        await ant(inst, "k").messages.create(model="gpt-4o", max_tokens=5, messages=[{"role": "user", "content": "x"}])
     assert_clean(info.value.response.text)
     assert "Incorrect API key provided" in info.value.response.text
     assert_clean(caplog.text)
@@ -79,9 +77,8 @@ async def test_anthropic_native_error_is_scrubbed(upstream: FakeUpstream, start_
                                                   caplog: pytest.LogCaptureFixture) -> None:
     inst = await start_apex(config(upstream))
     upstream.persistent = leaky(401, family="anthropic")
-    with caplog.at_level(logging.DEBUG):
-        with pytest.raises(anthropic.APIStatusError) as info:
-            await ant(inst, "k").messages.create(model="claude-x", max_tokens=5, messages=[{"role": "user", "content": "x"}])
+    with caplog.at_level(logging.DEBUG), pytest.raises(anthropic.APIStatusError) as info:
+        await ant(inst, "k").messages.create(model="claude-x", max_tokens=5, messages=[{"role": "user", "content": "x"}])
     assert_clean(info.value.response.text)
     assert_clean(caplog.text)
 

@@ -114,12 +114,12 @@ async def test_broken_stream_ends_with_error_event(upstream: FakeUpstream, start
                                                    path: str, model: str, events: list[bytes]) -> None:
     inst = await start_apex(config(upstream))
     upstream.push(faulty(events, fault))
-    async with aiohttp.ClientSession() as s:
-        async with s.post(inst.url + path, headers={"Authorization": "Bearer k", "anthropic-version": "2023-06-01"},
-                          json={"model": model, "stream": True, "max_tokens": 50,
-                                "messages": [{"role": "user", "content": "x"}]}) as r:
-            assert r.status == 200
-            body = await r.read()
+    async with aiohttp.ClientSession() as s, s.post(
+        inst.url + path, headers={"Authorization": "Bearer k", "anthropic-version": "2023-06-01"},
+        json={"model": model, "stream": True, "max_tokens": 50, "messages": [{"role": "user", "content": "x"}]},
+    ) as r:
+        assert r.status == 200
+        body = await r.read()
     parsed = parse_strict(body)
     assert len(parsed) >= 2, body
     assert is_error_event(*parsed[-1]), body
@@ -150,10 +150,11 @@ async def test_unbroken_streams_pass_whole(upstream: FakeUpstream, start_apex: S
     raw = b"".join(OPENAI_EVENTS)
     pieces = [raw[i : i + 7] for i in range(0, len(raw), 7)]
     upstream.push(Behaviour(content_type="text/event-stream", events=pieces))
-    async with aiohttp.ClientSession() as s:
-        async with s.post(inst.openai_url + "/chat/completions", headers={"Authorization": "Bearer k"},
-                          json={"model": "gpt-4o", "stream": True, "stream_options": {"include_usage": True},
-                                "messages": [{"role": "user", "content": "x"}]}) as r:
-            body = await r.read()
+    async with aiohttp.ClientSession() as s, s.post(
+        inst.openai_url + "/chat/completions", headers={"Authorization": "Bearer k"},
+        json={"model": "gpt-4o", "stream": True, "stream_options": {"include_usage": True},
+              "messages": [{"role": "user", "content": "x"}]},
+    ) as r:
+        body = await r.read()
     assert body == raw
     parse_strict(body)
