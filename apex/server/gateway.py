@@ -31,8 +31,8 @@ from apex.cost import PriceBook
 from apex.requestlog import RequestLog, Row, build_request_log, capture
 from apex.errors import ApexError, ConfigError, kind_for_status
 from apex.metrics import NONE, Metrics
-from apex.providers.channel import CompiledChannel
-from apex.providers.http import UpstreamPool
+from apex.upstream.channel import CompiledChannel
+from apex.upstream.http import UpstreamPool
 from apex.ratelimit import (
     Decision,
     Limits,

@@ -9,7 +9,7 @@ import pytest
 from apex.config.load import load_config_bytes
 from apex.cost import BUILTIN_PRICES, PRICES_DATE, PriceBook, UnitPrice, cost_of
 from apex.errors import ConfigError
-from apex.passthrough import body_usage
+from apex.translate.passthrough import body_usage
 from apex.types import Usage
 
 
