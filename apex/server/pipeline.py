@@ -193,11 +193,12 @@ async def _attempts(
     model: str,
 ) -> web.StreamResponse:
     plan = AttemptPlan(channels, health=snap.health, retries=snap.config.global_.retries, rng=snap.rng)
-    clock = ex.gateway.clock
+    gateway = request.app[GATEWAY_KEY]
+    clock = gateway.clock
     last: ApexError | None = None
     while (step := plan.next_attempt(clock())) is not None:
         if step.wait > 0:
-            await ex.gateway.sleep(step.wait)
+            await gateway.sleep(step.wait)
         channel = snap.channels[step.channel]
         if step.previous is not None and step.previous != step.channel:
             request.app[GATEWAY_KEY].record_fallback(ex, step.previous, step.channel)
