@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from urllib.parse import urlsplit
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, Protocol
 
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
@@ -26,11 +26,10 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from apex import __version__
-from apex.types import Dialect
+from apex.types import Dialect, Usage
 
 if TYPE_CHECKING:
     from apex.config.model import TracingConfig
-    from apex.server.exchange import Exchange
 
 __all__ = ["RequestTrace", "Tracer", "build_tracer"]
 
@@ -56,6 +55,23 @@ _PROVIDER: Final = {
     "groq": "groq",
     "mock": "apex.mock",
 }
+
+
+class Traced(Protocol):
+    """What tracing reads of a request (apex.server.exchange.Exchange has it all)."""
+
+    request_id: str
+    dialect: Dialect
+    model: str | None
+    upstream_model: str | None
+    router: str | None
+    channel: str | None
+    team: str | None
+    status: int
+    stream: bool
+    stream_error: str | None
+    attempts: int
+    usage: Usage | None
 
 
 class RequestTrace:
@@ -115,7 +131,7 @@ class Tracer:
         self.provider = provider
         self._tracer = provider.get_tracer("apex", __version__)
 
-    def start_request(self, ex: Exchange, headers: Mapping[str, str]) -> RequestTrace:
+    def start_request(self, ex: Traced, headers: Mapping[str, str]) -> RequestTrace:
         parent = _PROPAGATOR.extract(headers) if "traceparent" in headers else None
         operation = _OPERATION.get(ex.dialect, "chat")
         span = self._tracer.start_span(operation, context=parent, kind=SpanKind.SERVER,
@@ -124,7 +140,7 @@ class Tracer:
                                                    "apex.dialect": ex.dialect.value})
         return RequestTrace(self._tracer, span, operation)
 
-    def end_request(self, ex: Exchange, rt: RequestTrace, error_type: str | None) -> None:
+    def end_request(self, ex: Traced, rt: RequestTrace, error_type: str | None) -> None:
         """Close the request's spans with what the request learned (called from Gateway.finish)."""
         rt.end_attempt(error_type if ex.status >= 400 or ex.stream_error else None, ex.upstream_model)
         span = rt.span
