@@ -18,13 +18,15 @@ from urllib.parse import urlsplit
 
 import msgspec
 
+from apex.config.clouds import check_cloud_channel
 from apex.config.model import Config
 from apex.errors import ConfigError
 from apex.glob import GlobError, compile_glob
 
 __all__ = ["load_config", "load_config_bytes", "parse_listen", "is_loopback", "KEYLESS_PROVIDERS"]
 
-KEYLESS_PROVIDERS: Final = frozenset({"ollama", "openai_compatible", "mock"})
+# azure_openai takes api_key or azure_ad (apex.config.clouds checks which).
+KEYLESS_PROVIDERS: Final = frozenset({"ollama", "openai_compatible", "mock", "azure_openai", "bedrock", "vertex"})
 _VAR: Final = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _MSGSPEC_AT: Final = re.compile(r"^(?P<msg>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)
 _RESERVED_PATHS: Final = frozenset(
@@ -216,6 +218,7 @@ def check_config(config: Config) -> None:
         if ch.name in channels:
             raise ConfigError(f'duplicate channel name "{ch.name}"', path=f"{p}.name")
         channels[ch.name] = i
+        check_cloud_channel(ch, p)
         if ch.provider_type not in KEYLESS_PROVIDERS and not ch.api_key:
             raise ConfigError(f"required for provider_type {ch.provider_type}", path=f"{p}.api_key")
         if ch.provider_type == "openai_compatible" and not ch.base_url:

@@ -13,6 +13,8 @@ import msgspec
 
 __all__ = [
     "AuthConfig",
+    "AwsCredentials",
+    "AzureAd",
     "Channel",
     "ChannelHealth",
     "ChannelRef",
@@ -47,6 +49,9 @@ ProviderType = Literal[
     "openrouter",
     "groq",
     "openai_compatible",
+    "azure_openai",
+    "bedrock",
+    "vertex",
     "mock",
 ]
 PROVIDER_TYPES: Final[tuple[str, ...]] = ProviderType.__args__  # type: ignore[attr-defined]  # Literal keeps its members in __args__
@@ -122,6 +127,23 @@ class MetricsConfig(_Base, frozen=True):
     path: str = "/metrics"
 
 
+class AzureAd(_Base, frozen=True):
+    """Microsoft Entra ID client credentials (azure_openai): a token for Cognitive Services."""
+
+    tenant_id: str
+    client_id: str
+    client_secret: str
+    authority_host: str = "https://login.microsoftonline.com"
+
+
+class AwsCredentials(_Base, frozen=True):
+    """Static AWS keys (bedrock); when absent the standard AWS credential chain is used."""
+
+    access_key_id: str
+    secret_access_key: str
+    session_token: str | None = None
+
+
 class Channel(_Base, frozen=True):
     name: str
     provider_type: ProviderType
@@ -132,6 +154,16 @@ class Channel(_Base, frozen=True):
     model_map: dict[str, str] = msgspec.field(default_factory=dict)
     models: tuple[str, ...] | None = None
     timeouts: ChannelTimeouts | None = None
+    # azure_openai only
+    api_version: str | None = None
+    azure_ad: AzureAd | None = None
+    # bedrock only
+    region: str | None = None
+    aws: AwsCredentials | None = None
+    # vertex only
+    project: str | None = None
+    location: str | None = None
+    credentials_file: str | None = None
     # mock provider only
     latency_ms: int = 0
     tokens_per_s: float | None = None

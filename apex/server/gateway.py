@@ -7,8 +7,10 @@ config leaves the running one in place, is logged with its key path, and is coun
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from typing import Final
 from pathlib import Path
 
 from aiohttp import web
@@ -19,6 +21,7 @@ from apex.config.load import load_config_bytes
 from apex.config.model import Config
 from apex.errors import ApexError, ConfigError, kind_for_status
 from apex.metrics import NONE, Metrics
+from apex.providers.credentials import CredentialKeeper, CredentialSlot
 from apex.providers.http import UpstreamPool
 from apex.ratelimit import (
     Decision,
@@ -41,6 +44,7 @@ __all__ = ["Gateway", "RateGrant"]
 log = logging.getLogger("apex.gateway")
 access_log = logging.getLogger(ACCESS_LOGGER)
 _INFO = logging.INFO
+CREDENTIALS_START_WAIT_S: Final = 10.0  # at start-up, how long first credential fetches may take
 
 
 class RateGrant:
@@ -63,6 +67,7 @@ class Gateway:
         self.started_monotonic = time.monotonic()
         self.snapshot: Snapshot = build_snapshot(config, None, self._on_health_change)
         self._upstream: UpstreamPool | None = None
+        self._credentials = CredentialKeeper()
         self.limiter: RateLimiter | None = None
         self._limits: dict[str, Limits] = {}
         self._refresh_limits()
@@ -80,8 +85,12 @@ class Gateway:
         """Create the shared upstream pool and the rate limiter (inside the loop)."""
         self._upstream = UpstreamPool()
         self.limiter = build_limiter(self.snapshot.config.global_.rate_limit_store, MonotonicClock())
+        fresh = self._credentials.bind(_credential_slots(self.snapshot), self._upstream)
+        if fresh:  # the first requests should find credentials; a failure is logged, not fatal
+            await asyncio.gather(*(r.wait_first(CREDENTIALS_START_WAIT_S) for r in fresh))
 
     async def close(self) -> None:
+        await self._credentials.close()
         if self._upstream is not None:
             await self._upstream.close()
         if self.limiter is not None:
@@ -114,12 +123,28 @@ class Gateway:
         if config.global_.rate_limit_store != old.global_.rate_limit_store:
             log.warning("rate_limit_store changed: restart Apex to apply it")
         self.snapshot = snapshot
+        if self._upstream is not None:  # before start() there is no loop to bind in: start() binds
+            self._bind_credentials(snapshot)
         self._refresh_limits()
         self.loaded_config_bytes = data
         log.info("config reloaded (%s): %d channels, %d routers, %d teams", source,
                  len(config.channels), len(config.routers), len(config.teams))
         self.on_reload(True)
         return True
+
+    def _bind_credentials(self, snapshot: Snapshot) -> None:
+        """Give the new Snapshot's cloud channels their credentials: the running refresher when
+        unchanged, else a new one fetching in the background (requests meanwhile get a
+        retryable error naming the reason)."""
+        self._credentials.bind(_credential_slots(snapshot), self.upstream)
+
+    def credential_problems(self) -> dict[str, str]:
+        """Channels whose cloud credentials are failing, with the reason (for /health)."""
+        out = {}
+        for name, ch in self.snapshot.channels.items():
+            if ch.cloud is not None and ch.cloud.reason is not None:
+                out[name] = ch.cloud.reason
+        return out
 
     def reload_from_file(self, source: str = "signal") -> bool:
         if self.config_path is None:
@@ -252,6 +277,10 @@ class Gateway:
             if r.label == rule:
                 return r.patterns
         return None
+
+
+def _credential_slots(snap: Snapshot) -> list[CredentialSlot]:
+    return [ch.cloud.credentials for ch in snap.channels.values() if ch.cloud is not None and ch.cloud.credentials is not None]
 
 
 def _error_type(ex: Exchange) -> str | None:
