@@ -14,6 +14,7 @@ over a reload for channels whose config did not change, so a reload does not ref
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Hashable
@@ -87,14 +88,12 @@ class Refresher(Generic[T]):
                 self._run(), name=f"apex-credentials-{self.channel}"
             )
 
-    async def wait_first(self, timeout: float) -> None:
-        """Wait up to ``timeout`` seconds for the first fetch to end (either way)."""
+    async def wait_first(self, limit_s: float) -> None:
+        """Wait up to ``limit_s`` seconds for the first fetch to end (either way)."""
         if self._first is None:
             return
-        try:
-            await asyncio.wait_for(self._first.wait(), timeout)
-        except TimeoutError:
-            pass
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._first.wait(), limit_s)
 
     def cancel(self) -> None:
         """Stop refreshing (the task ends on its own)."""
@@ -106,10 +105,8 @@ class Refresher(Generic[T]):
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await task
-            except asyncio.CancelledError:
-                pass
 
     async def refresh_once(self) -> float | None:
         """Fetch now; the seconds until the next fetch is due (None: never)."""

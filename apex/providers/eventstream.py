@@ -111,10 +111,8 @@ class EventStreamReply:
             if not data:
                 return b""
             self._buffer.add_data(data)
-            out = []
             try:
-                for msg in self._buffer:
-                    out.append(frame_to_sse(msg))
+                out = [frame_to_sse(msg) for msg in self._buffer]
             except ParserError as exc:
                 raise InvalidResponse(f"bad Bedrock event-stream frame: {type(exc).__name__}") from exc
             if out:

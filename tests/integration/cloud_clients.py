@@ -33,9 +33,8 @@ async def ask(inst: ApexInstance, protocol: str, model: str, *, stream: bool, to
             async for chunk in s:
                 for choice in chunk.choices:
                     text += choice.delta.content or ""
-                    for tc in choice.delta.tool_calls or []:
-                        if tc.function is not None and tc.function.name:
-                            names.append(tc.function.name)
+                    names.extend(tc.function.name for tc in choice.delta.tool_calls or []
+                                 if tc.function is not None and tc.function.name)
         else:
             done = await c.chat.completions.create(model=model, messages=messages, max_tokens=200, **extra)
             msg = done.choices[0].message

@@ -276,9 +276,7 @@ class CloudFake:
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
-        server = site._server  # noqa: SLF001  # the bound port of an ephemeral listen
-        assert server is not None
-        self.port = server.sockets[0].getsockname()[1]
+        self.port = self._runner.addresses[0][1]  # the bound port of an ephemeral listen
         self.google_tokens.token_uri = f"{self.url}/google/token"
 
     async def stop(self) -> None:
