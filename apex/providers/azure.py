@@ -74,7 +74,7 @@ def azure_setup(ch: Channel, base: str) -> CloudSetup:
             suffix = _PATHS[d] + query
 
             def url_of(model: str, _stream: bool, prefix: str = prefix, suffix: str = suffix) -> str:
-                return prefix + quote(model, safe="") + suffix
+                return prefix + model + suffix
 
             native[d] = Native(prefix, "openai", CloudRoute(url_of, None, authorize))
     return CloudSetup({"": native}, lambda _m: "", auth, credentials)

@@ -17,7 +17,7 @@ from typing import Final, Protocol
 
 import msgspec
 
-from apex.errors import UpstreamConnectionError, UpstreamError, UpstreamStatus, UpstreamTimeout
+from apex.errors import UpstreamConnectionError, UpstreamError, UpstreamMalformed, UpstreamStatus, UpstreamTimeout
 from apex.providers.http import HttpClientError, InvalidResponse, ServerDisconnected
 
 __all__ = [
@@ -57,8 +57,8 @@ def transport_error(channel: str, exc: BaseException) -> UpstreamError:
     """The UpstreamError for a socket/HTTP failure or timeout talking to ``channel``."""
     if isinstance(exc, asyncio.TimeoutError):
         return UpstreamTimeout(f"upstream channel {channel} timed out", channel=channel)
-    if isinstance(exc, InvalidResponse):
-        return UpstreamConnectionError(
+    if isinstance(exc, InvalidResponse):  # reached, but what came back is not HTTP: a malformed answer
+        return UpstreamMalformed(
             f"upstream channel {channel} sent an invalid HTTP response: {exc}", channel=channel
         )
     if isinstance(exc, ServerDisconnected):  # it was reached: say what went wrong instead

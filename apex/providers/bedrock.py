@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 from typing import Final
-from urllib.parse import quote
 
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
@@ -65,7 +64,7 @@ def bedrock_setup(ch: Channel, base: str) -> CloudSetup:
 
     def invoke_url(model: str, stream: bool) -> str:
         action = "invoke-with-response-stream" if stream else "invoke"
-        return f"{base}/model/{quote(model, safe='')}/{action}"
+        return f"{base}/model/{model}/{action}"
 
     anthropic = CloudRoute(
         invoke_url, anthropic_body_for(BEDROCK_ANTHROPIC_VERSION, keep_stream=False), authorize, event_stream_reply

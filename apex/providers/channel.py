@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Final
+from urllib.parse import quote
 
 from apex import __version__
 from apex.config.clouds import CLOUD_PROVIDERS
 from apex.config.model import Channel, GlobalConfig
-from apex.errors import ConfigError
+from apex.errors import ConfigError, InvalidRequest, Secrets, secrets_of
 from apex.providers.cloud import CloudChannel, CloudRoute, CloudSetup
 from apex.providers.http import encode_header_fields
 from apex.providers.presets import ANTHROPIC_VERSION, PRESETS, ProviderPreset
@@ -78,13 +79,23 @@ class UpstreamPlan:
             object.__setattr__(self, "header_fields_unversioned", encode_header_fields(rest))
 
     def url_for(self, model: str, stream: bool) -> str:
+        """The upstream URL for ``model``. Gemini and the clouds put the model (client input)
+        into the URL: as one escaped path segment, so ``/``, ``?`` or ``#`` cannot reach another
+        endpoint with the channel's key; ``..`` is refused outright."""
         if self.route is not None:
-            return self.route.url(model, stream)
+            return self.route.url(_path_segment(model), stream)
         if self.upstream is Dialect.GEMINI_GENERATE:
-            return f"{self.url}/{model}:streamGenerateContent?alt=sse" if stream else f"{self.url}/{model}:generateContent"
+            segment = _path_segment(model)
+            return f"{self.url}/{segment}:streamGenerateContent?alt=sse" if stream else f"{self.url}/{segment}:generateContent"
         if self.upstream is Dialect.GEMINI_EMBED:
-            return f"{self.url}/{model}:batchEmbedContents"
+            return f"{self.url}/{_path_segment(model)}:batchEmbedContents"
         return self.url
+
+
+def _path_segment(model: str) -> str:
+    if ".." in model:
+        raise InvalidRequest("'model' must not contain '..'", param="model")
+    return quote(model, safe="-._~@+,;=")
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -97,6 +108,7 @@ class CompiledChannel:
     model_map: ModelMap
     models: PatternSet | None
     timeouts: ChannelTimeouts
+    secrets: Secrets  # what this channel sends upstream that must never come back out of Apex
     cloud: CloudChannel | None = None
     kind_plans: dict[str, dict[Dialect, UpstreamPlan]] | None = None  # clouds: per model family
 
@@ -129,6 +141,16 @@ def _auth_headers(family: str, api_key: str | None) -> dict[str, str]:
     if family == "gemini":
         return {"x-goog-api-key": api_key}
     return {"Authorization": f"Bearer {api_key}"}
+
+
+def _cloud_secrets(ch: Channel) -> list[str | None]:
+    """Cloud credentials from the config that must never come back out of Apex either."""
+    out: list[str | None] = []
+    if ch.aws is not None:
+        out += [ch.aws.secret_access_key, ch.aws.session_token]
+    if ch.azure_ad is not None:
+        out.append(ch.azure_ad.client_secret)
+    return out
 
 
 def _cloud_setup(ch: Channel, path: str) -> tuple[str, CloudSetup]:
@@ -272,6 +294,7 @@ def compile_channel(ch: Channel, g: GlobalConfig, index: int) -> CompiledChannel
         model_map=ModelMap(ch.model_map),
         models=PatternSet(ch.models) if ch.models is not None else None,
         timeouts=timeouts,
+        secrets=secrets_of([ch.api_key, *ch.headers.values(), *_cloud_secrets(ch)]),
         cloud=cloud,
         kind_plans=kind_plans,
     )

@@ -37,7 +37,7 @@ class Authorizer(Protocol):
 class CloudRoute:
     """How one upstream dialect of a cloud channel is reached."""
 
-    url: Callable[[str, bool], str]                  # (upstream model, stream) -> URL
+    url: Callable[[str, bool], str]                  # (model as an escaped path segment, stream) -> URL
     prepare: Callable[[bytes, bool], bytes] | None  # (body, stream) -> the body the cloud takes
     authorize: Authorizer | None                     # per-request auth header lines
     reply: Callable[[UpstreamReply, bool], UpstreamReply] | None = None  # stream framing

@@ -443,7 +443,8 @@ class _Connection(asyncio.Protocol):
             raise InvalidResponse(f"not an HTTP/1.x status line: {status_line[:40]!r}")
         code = rest[:3]
         # ASCII only: latin-1 "\xb2" decodes to "²", which isdigit() accepts and int() refuses.
-        if len(code) != 3 or not (code.isascii() and code.isdigit()):
+        # Exactly three digits, then a space or the end: "HTTP/1.1 2000" is not a 200.
+        if len(code) != 3 or not (code.isascii() and code.isdigit()) or rest[3:4] not in ("", " "):
             raise InvalidResponse(f"bad status code in {status_line[:40]!r}")
         status = int(code)
         headers = reply.headers

@@ -50,11 +50,11 @@ def vertex_setup(ch: Channel, base: str) -> CloudSetup:
 
     def gemini_url(model: str, stream: bool) -> str:
         method = ":streamGenerateContent?alt=sse" if stream else ":generateContent"
-        return f"{publishers}/google/models/{quote(model, safe='@')}{method}"
+        return f"{publishers}/google/models/{model}{method}"
 
     def claude_url(model: str, stream: bool) -> str:
         method = ":streamRawPredict" if stream else ":rawPredict"
-        return f"{publishers}/anthropic/models/{quote(model, safe='@')}{method}"
+        return f"{publishers}/anthropic/models/{model}{method}"
 
     gemini = CloudRoute(gemini_url, None, authorize)
     claude = CloudRoute(claude_url, anthropic_body_for(VERTEX_ANTHROPIC_VERSION, keep_stream=True), authorize)
