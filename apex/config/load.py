@@ -9,8 +9,10 @@ address, anonymous auth). This runs once per load; nothing here is on the reques
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 import re
+import zoneinfo
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Final
@@ -18,8 +20,12 @@ from urllib.parse import urlsplit
 
 import msgspec
 
+<<<<<<< HEAD
 from apex.config.clouds import check_cloud_channel
 from apex.config.model import ChannelRef, Config
+=======
+from apex.config.model import ChannelRef, Config, Price
+>>>>>>> main
 from apex.errors import ConfigError
 from apex.glob import GlobError, compile_glob
 
@@ -166,6 +172,15 @@ def _positive(value: int | float | None, path: str, *, zero_ok: bool = False) ->
         raise ConfigError(f"must be {'>= 0' if zero_ok else 'positive'}, got {value}", path=path)
 
 
+def _check_prices(prices: Mapping[str, Price], path: str) -> None:
+    for pattern, price in prices.items():
+        _check_glob(pattern, f"{path}.{pattern}")
+        for field in ("input", "output", "cache_read", "cache_write", "reasoning"):
+            value = getattr(price, field)
+            if value is not None and not (value >= 0 and math.isfinite(value)):
+                raise ConfigError("must be a finite price in USD per million tokens, 0 or more", path=f"{path}.{pattern}.{field}")
+
+
 def check_config(config: Config) -> None:
     """Cross-field rules the types cannot express; raise ConfigError naming the path."""
     g = config.global_
@@ -193,6 +208,12 @@ def check_config(config: Config) -> None:
     _positive(g.drain_delay_ms, "global.drain_delay_ms", zero_ok=True)
     if g.rate_limit_store.type == "redis" and not g.rate_limit_store.url:
         raise ConfigError("a redis store needs a url", path="global.rate_limit_store.url")
+    rl = g.request_log
+    if rl.type == "postgres" and not rl.dsn:
+        raise ConfigError("a postgres request log needs a dsn", path="global.request_log.dsn")
+    for field in ("retention_days", "queue_size", "batch_size"):
+        _positive(getattr(rl, field), f"global.request_log.{field}")
+    _positive(rl.capture_max_bytes, "global.request_log.capture_max_bytes", zero_ok=True)
     if not config.metrics.path.startswith("/") or config.metrics.path in _RESERVED_PATHS:
         raise ConfigError(f'"{config.metrics.path}" cannot be the metrics path', path="metrics.path")
 
@@ -240,6 +261,7 @@ def check_config(config: Config) -> None:
         if ch.timeouts is not None:
             for field in ("connect_ms", "request_ms", "first_byte_ms", "stream_idle_ms"):
                 _positive(getattr(ch.timeouts, field), f"{p}.timeouts.{field}")
+        _check_prices(ch.prices, f"{p}.prices")
         _positive(ch.latency_ms, f"{p}.latency_ms", zero_ok=True)
         _positive(ch.tokens_per_s, f"{p}.tokens_per_s")
 
@@ -296,3 +318,11 @@ def check_config(config: Config) -> None:
         if pol.rate_limit is not None:
             _positive(pol.rate_limit.rpm, f"{p}.policy.rate_limit.rpm")
             _positive(pol.rate_limit.tpm, f"{p}.policy.rate_limit.tpm")
+        if pol.budget is not None:
+            if not (pol.budget.usd >= 0 and math.isfinite(pol.budget.usd)):
+                raise ConfigError("must be a finite number of USD, 0 or more", path=f"{p}.policy.budget.usd")
+            try:
+                zoneinfo.ZoneInfo(pol.budget.timezone)
+            except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+                raise ConfigError(f"unknown time zone {pol.budget.timezone!r}", path=f"{p}.policy.budget.timezone") from exc
+    _check_prices(config.prices, "prices")

@@ -25,7 +25,10 @@ __all__ = [
     "Match",
     "MetricsConfig",
     "PROVIDER_TYPES",
+    "Budget",
     "Policy",
+    "Price",
+    "RequestLogConfig",
     "ProviderType",
     "RateLimit",
     "RateLimitStore",
@@ -104,6 +107,19 @@ class RateLimitStore(_Base, frozen=True):
     key_prefix: str = "apex:rl:"
 
 
+class RequestLogConfig(_Base, frozen=True):
+    """``global.request_log``: where finished requests are recorded (``off`` records none)."""
+
+    type: Literal["sqlite", "postgres", "off"] = "sqlite"
+    path: str | None = None  # sqlite file; default: requests.db in the state directory
+    dsn: str | None = None   # postgres
+    retention_days: int = 30
+    capture_content: bool = False
+    capture_max_bytes: int = 16384
+    queue_size: int = 10_000
+    batch_size: int = 500
+
+
 class GlobalConfig(_Base, frozen=True):
     listen: str = "127.0.0.1:8080"
     auth: AuthConfig = AuthConfig()
@@ -114,6 +130,7 @@ class GlobalConfig(_Base, frozen=True):
     shutdown_grace_ms: int = 10_000
     drain_delay_ms: int = 0  # SIGTERM: /ready says 503 and Apex keeps serving this long before it drains
     rate_limit_store: RateLimitStore = RateLimitStore()
+    request_log: RequestLogConfig = RequestLogConfig()
 
 
 class LoggingConfig(_Base, frozen=True):
@@ -128,6 +145,7 @@ class MetricsConfig(_Base, frozen=True):
     path: str = "/metrics"
 
 
+<<<<<<< HEAD
 class AzureAd(_Base, frozen=True):
     """Microsoft Entra ID client credentials (azure_openai): a token for Cognitive Services."""
 
@@ -143,6 +161,17 @@ class AwsCredentials(_Base, frozen=True):
     access_key_id: str
     secret_access_key: str
     session_token: str | None = None
+=======
+class Price(_Base, frozen=True):
+    """USD per million tokens. Absent cache prices cost what ``input`` costs; an absent
+    ``reasoning`` price costs what ``output`` costs (reasoning tokens are output tokens)."""
+
+    input: float
+    output: float = 0.0
+    cache_read: float | None = None
+    cache_write: float | None = None
+    reasoning: float | None = None
+>>>>>>> main
 
 
 class Channel(_Base, frozen=True):
@@ -155,6 +184,7 @@ class Channel(_Base, frozen=True):
     model_map: dict[str, str] = msgspec.field(default_factory=dict)
     models: tuple[str, ...] | None = None
     timeouts: ChannelTimeouts | None = None
+<<<<<<< HEAD
     # azure_openai only
     api_version: str | None = None
     azure_ad: AzureAd | None = None
@@ -165,6 +195,9 @@ class Channel(_Base, frozen=True):
     project: str | None = None
     location: str | None = None
     credentials_file: str | None = None
+=======
+    prices: dict[str, Price] = msgspec.field(default_factory=dict)  # model glob -> negotiated price
+>>>>>>> main
     # mock provider only
     latency_ms: int = 0
     tokens_per_s: float | None = None
@@ -200,10 +233,19 @@ class RateLimit(_Base, frozen=True):
     tpm: int | None = None
 
 
+class Budget(_Base, frozen=True):
+    """A team's spending cap per calendar period in ``timezone`` (IANA name)."""
+
+    usd: float
+    period: Literal["day", "week", "month"] = "month"
+    timezone: str = "UTC"
+
+
 class Policy(_Base, frozen=True):
     allowed_routers: tuple[str, ...] | None = None
     allowed_models: tuple[str, ...] | None = None
     rate_limit: RateLimit | None = None
+    budget: Budget | None = None
 
 
 class Team(_Base, frozen=True):
@@ -219,3 +261,4 @@ class Config(_Base, frozen=True):
     channels: tuple[Channel, ...] = ()
     routers: tuple[Router, ...] = ()
     teams: tuple[Team, ...] = ()
+    prices: dict[str, Price] = msgspec.field(default_factory=dict)  # model glob -> price (over the built-in table)
