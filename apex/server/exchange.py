@@ -14,11 +14,8 @@ from apex.tokens import estimate_tokens
 from apex.types import Dialect, Usage
 
 if TYPE_CHECKING:
-<<<<<<< HEAD
-    from apex.tracing import RequestTrace
-=======
     from apex.budget import BudgetGrant
->>>>>>> main
+    from apex.tracing import RequestTrace
 
 __all__ = ["Exchange"]
 
