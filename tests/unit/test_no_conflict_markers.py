@@ -16,7 +16,7 @@ def test_no_conflict_markers() -> None:
     bad = []
     for name in filter(None, files):
         path = REPO / name.decode()
-        if path.suffix in {".py", ".md", ".toml", ".json", ".yml", ".yaml", ".service", ".sh", ""} and path.is_file():
-            if MARKER.search(path.read_bytes()):
-                bad.append(name.decode())
+        text_file = path.suffix in {".py", ".md", ".toml", ".json", ".yml", ".yaml", ".service", ".sh", ""}
+        if text_file and path.is_file() and MARKER.search(path.read_bytes()):
+            bad.append(name.decode())
     assert bad == []
