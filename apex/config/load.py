@@ -8,6 +8,8 @@ address, anonymous auth). This runs once per load; nothing here is on the reques
 
 from __future__ import annotations
 
+import importlib.util
+
 import ipaddress
 import math
 import os
@@ -20,18 +22,20 @@ from urllib.parse import urlsplit
 
 import msgspec
 
-from apex.config.model import ChannelRef, Config, Price
+from apex.config.clouds import check_cloud_channel
+from apex.config.model import ChannelRef, Config, Price, TracingConfig
 from apex.errors import ConfigError
 from apex.glob import GlobError, compile_glob
 
 __all__ = ["load_config", "load_config_bytes", "parse_listen", "is_loopback", "KEYLESS_PROVIDERS"]
 
-KEYLESS_PROVIDERS: Final = frozenset({"ollama", "openai_compatible", "mock"})
+# azure_openai takes api_key or azure_ad (apex.config.clouds checks which).
+KEYLESS_PROVIDERS: Final = frozenset({"ollama", "openai_compatible", "mock", "azure_openai", "bedrock", "vertex"})
 _VAR: Final = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _MSGSPEC_AT: Final = re.compile(r"^(?P<msg>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)
 _RESERVED_PATHS: Final = frozenset(
     {"/v1/chat/completions", "/v1/responses", "/v1/embeddings", "/v1/models", "/v1/messages",
-     "/v1/messages/count_tokens", "/health"}
+     "/v1/messages/count_tokens", "/health", "/ready"}
 )
 
 
@@ -173,6 +177,14 @@ def _check_prices(prices: Mapping[str, Price], path: str) -> None:
             value = getattr(price, field)
             if value is not None and not (value >= 0 and math.isfinite(value)):
                 raise ConfigError("must be a finite price in USD per million tokens, 0 or more", path=f"{path}.{pattern}.{field}")
+def _check_tracing(t: TracingConfig) -> None:
+    if not t.otlp_endpoint.startswith(("http://", "https://")):
+        raise ConfigError(f"must be an http(s) URL (the collector's base URL), got {t.otlp_endpoint!r}",
+                          path="global.tracing.otlp_endpoint")
+    if not 0.0 <= t.sample_ratio <= 1.0:
+        raise ConfigError(f"must be between 0 and 1, got {t.sample_ratio}", path="global.tracing.sample_ratio")
+    if importlib.util.find_spec("opentelemetry.sdk") is None:
+        raise ConfigError("tracing needs OpenTelemetry: pip install 'apex-gateway[otel]'", path="global.tracing")
 
 
 def check_config(config: Config) -> None:
@@ -200,6 +212,8 @@ def check_config(config: Config) -> None:
     _positive(g.max_body_bytes, "global.max_body_bytes")
     _positive(g.shutdown_grace_ms, "global.shutdown_grace_ms", zero_ok=True)
     _positive(g.drain_delay_ms, "global.drain_delay_ms", zero_ok=True)
+    if g.tracing is not None:
+        _check_tracing(g.tracing)
     if g.rate_limit_store.type == "redis" and not g.rate_limit_store.url:
         raise ConfigError("a redis store needs a url", path="global.rate_limit_store.url")
     rl = g.request_log
@@ -234,6 +248,7 @@ def check_config(config: Config) -> None:
         if ch.name in channels:
             raise ConfigError(f'duplicate channel name "{ch.name}"', path=f"{p}.name")
         channels[ch.name] = i
+        check_cloud_channel(ch, p)
         if ch.provider_type not in KEYLESS_PROVIDERS and not ch.api_key:
             raise ConfigError(f"required for provider_type {ch.provider_type}", path=f"{p}.api_key")
         if ch.provider_type == "openai_compatible" and not ch.base_url:

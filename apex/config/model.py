@@ -13,6 +13,8 @@ import msgspec
 
 __all__ = [
     "AuthConfig",
+    "AwsCredentials",
+    "AzureAd",
     "Channel",
     "ChannelHealth",
     "ChannelRef",
@@ -35,6 +37,7 @@ __all__ = [
     "Rule",
     "Strategy",
     "Team",
+    "TracingConfig",
     "Timeouts",
 ]
 
@@ -50,6 +53,9 @@ ProviderType = Literal[
     "openrouter",
     "groq",
     "openai_compatible",
+    "azure_openai",
+    "bedrock",
+    "vertex",
     "mock",
 ]
 PROVIDER_TYPES: Final[tuple[str, ...]] = ProviderType.__args__  # type: ignore[attr-defined]  # Literal keeps its members in __args__
@@ -113,6 +119,11 @@ class RequestLogConfig(_Base, frozen=True):
     capture_max_bytes: int = 16384
     queue_size: int = 10_000
     batch_size: int = 500
+class TracingConfig(_Base, frozen=True):
+    otlp_endpoint: str  # the collector's base URL; spans go to {otlp_endpoint}/v1/traces (OTLP/HTTP)
+    service_name: str = "apex"
+    sample_ratio: float = 1.0  # of traces started here; a client's sampled flag is followed
+    headers: dict[str, str] = {}  # sent with every export, e.g. a collector's auth header
 
 
 class GlobalConfig(_Base, frozen=True):
@@ -126,6 +137,7 @@ class GlobalConfig(_Base, frozen=True):
     drain_delay_ms: int = 0  # SIGTERM: /ready says 503 and Apex keeps serving this long before it drains
     rate_limit_store: RateLimitStore = RateLimitStore()
     request_log: RequestLogConfig = RequestLogConfig()
+    tracing: TracingConfig | None = None
 
 
 class LoggingConfig(_Base, frozen=True):
@@ -138,6 +150,23 @@ class LoggingConfig(_Base, frozen=True):
 class MetricsConfig(_Base, frozen=True):
     enabled: bool = True
     path: str = "/metrics"
+
+
+class AzureAd(_Base, frozen=True):
+    """Microsoft Entra ID client credentials (azure_openai): a token for Cognitive Services."""
+
+    tenant_id: str
+    client_id: str
+    client_secret: str
+    authority_host: str = "https://login.microsoftonline.com"
+
+
+class AwsCredentials(_Base, frozen=True):
+    """Static AWS keys (bedrock); when absent the standard AWS credential chain is used."""
+
+    access_key_id: str
+    secret_access_key: str
+    session_token: str | None = None
 
 
 class Price(_Base, frozen=True):
@@ -161,6 +190,18 @@ class Channel(_Base, frozen=True):
     model_map: dict[str, str] = msgspec.field(default_factory=dict)
     models: tuple[str, ...] | None = None
     timeouts: ChannelTimeouts | None = None
+    # azure_openai only
+    api_version: str | None = None
+    azure_ad: AzureAd | None = None
+    # bedrock only
+    region: str | None = None
+    aws: AwsCredentials | None = None
+    # vertex only
+    project: str | None = None
+    location: str | None = None
+    credentials_file: str | None = None
+
+
     prices: dict[str, Price] = msgspec.field(default_factory=dict)  # model glob -> negotiated price
     # mock provider only
     latency_ms: int = 0

@@ -12,8 +12,9 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Final
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -33,6 +34,7 @@ from apex.cost import PriceBook
 from apex.requestlog import RequestLog, Row, build_request_log, capture
 from apex.errors import ApexError, ConfigError, kind_for_status
 from apex.metrics import NONE, Metrics
+from apex.upstream.credentials import CredentialKeeper, CredentialSlot
 from apex.upstream.channel import CompiledChannel
 from apex.upstream.http import UpstreamPool
 from apex.ratelimit import (
@@ -58,11 +60,16 @@ from apex.snapshot import Snapshot, build_snapshot
 from apex.tokens import estimate_tokens
 from apex.types import Dialect, MonotonicClock, Usage
 
+
+if TYPE_CHECKING:
+    from apex.tracing import Tracer  # only imported at run time when tracing is on
+
 __all__ = ["Gateway", "RateGrant"]
 
 log = logging.getLogger("apex.gateway")
 access_log = logging.getLogger(ACCESS_LOGGER)
 _INFO = logging.INFO
+CREDENTIALS_START_WAIT_S: Final = 10.0  # at start-up, how long first credential fetches may take
 # Output tokens reserved against a budget when the request sets no max_tokens.
 BUDGET_DEFAULT_OUTPUT_TOKENS: Final = 1024
 BUDGET_HEADER: Final = "x-apex-budget-remaining-usd"
@@ -101,6 +108,7 @@ class Gateway:
         self.started_monotonic = time.monotonic()
         self.snapshot: Snapshot = build_snapshot(config, None, self._on_health_change, rng=rng)
         self._upstream: UpstreamPool | None = None
+        self._credentials = CredentialKeeper()
         self.limiter: RateLimiter | None = None
         self.budgets: BudgetLedger | None = None
         self.request_log: RequestLog | None = None
@@ -113,6 +121,7 @@ class Gateway:
         self.loaded_config_bytes: bytes | None = None  # the file content the live config came from
         self.in_flight = 0
         self.draining = False  # set when shutdown begins: /ready answers 503 from then on
+        self.tracer: Tracer | None = None  # global.tracing; None keeps tracing off the request path
         self.metrics = Metrics(self.version, self._rule_patterns)
         self.metrics.in_flight.set_function(lambda: self.in_flight)
         self._metrics_snapshot: Snapshot | None = None  # the Snapshot the metric bindings belong to
@@ -125,6 +134,9 @@ class Gateway:
         """Create the shared upstream pool and the rate limiter (inside the loop)."""
         self._upstream = UpstreamPool()
         self.limiter = build_limiter(self.snapshot.config.global_.rate_limit_store, MonotonicClock())
+        fresh = self._credentials.bind(_credential_slots(self.snapshot), self._upstream)
+        if fresh:  # the first requests should find credentials; a failure is logged, not fatal
+            await asyncio.gather(*(r.wait_first(CREDENTIALS_START_WAIT_S) for r in fresh))
         self.budgets = build_ledger(self.snapshot.config.global_.rate_limit_store, MonotonicClock())
         self.budgets.on_remaining = self.metrics.set_budget_remaining
         rl = self.snapshot.config.global_.request_log
@@ -136,8 +148,14 @@ class Gateway:
                 log.error("request log disabled: %s", exc)
                 self.request_log = None
             self._capture = rl.capture_max_bytes if rl.capture_content else None
+        tracing = self.snapshot.config.global_.tracing
+        if tracing is not None:
+            from apex.tracing import build_tracer  # imported only when tracing is on
+
+            self.tracer = build_tracer(tracing)
 
     async def close(self) -> None:
+        await self._credentials.close()
         if self._upstream is not None:
             await self._upstream.close()
         if self.limiter is not None:
@@ -148,6 +166,9 @@ class Gateway:
             await self.budgets.close()
         if self.request_log is not None:
             await self.request_log.close()
+        if self.tracer is not None:
+            await asyncio.to_thread(self.tracer.shutdown)  # flushes queued spans; bounded by the export timeout
+            self.tracer = None
 
     @property
     def upstream(self) -> UpstreamPool:
@@ -204,6 +225,8 @@ class Gateway:
         if config.global_.request_log != old.global_.request_log:
             log.warning("request_log changed: restart Apex to apply it")
         self.snapshot = snapshot
+        if self._upstream is not None:  # before start() there is no loop to bind in: start() binds
+            self._bind_credentials(snapshot)
         self.prices = PriceBook(config)
         self._refresh_limits()
         self.loaded_config_bytes = data
@@ -211,6 +234,20 @@ class Gateway:
                  len(config.channels), len(config.routers), len(config.teams))
         self.on_reload(True)
         return True
+
+    def _bind_credentials(self, snapshot: Snapshot) -> None:
+        """Give the new Snapshot's cloud channels their credentials: the running refresher when
+        unchanged, else a new one fetching in the background (requests meanwhile get a
+        retryable error naming the reason)."""
+        self._credentials.bind(_credential_slots(snapshot), self.upstream)
+
+    def credential_problems(self) -> dict[str, str]:
+        """Channels whose cloud credentials are failing, with the reason (for /health)."""
+        out = {}
+        for name, ch in self.snapshot.channels.items():
+            if ch.cloud is not None and ch.cloud.reason is not None:
+                out[name] = ch.cloud.reason
+        return out
 
     def reload_from_file(self, source: str = "signal") -> bool:
         if self.config_path is None:
@@ -360,6 +397,8 @@ class Gateway:
             if usage is not None:
                 series.add_tokens(usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens, usage.estimated)
                 series.add_cost(cost)
+        if ex.trace is not None and self.tracer is not None:
+            self.tracer.end_request(ex, ex.trace, _error_type(ex))
         if access_log.isEnabledFor(_INFO):
             write_access_line(access_log, access_fields(ex, latency, overhead, usage, cost))
         if self.request_log is not None:
@@ -399,6 +438,10 @@ class Gateway:
             if r.label == rule:
                 return r.patterns
         return None
+
+
+def _credential_slots(snap: Snapshot) -> list[CredentialSlot]:
+    return [ch.cloud.credentials for ch in snap.channels.values() if ch.cloud is not None and ch.cloud.credentials is not None]
 
 
 def _error_type(ex: Exchange) -> str | None:
