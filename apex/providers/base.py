@@ -11,7 +11,8 @@ by their decoded JSON, never by matching message text. Reply implementations:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator, Mapping
+import re
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Final, Protocol
 
@@ -25,6 +26,7 @@ __all__ = [
     "ReplyBody",
     "UpstreamReply",
     "map_transport_errors",
+    "scrub_secrets",
     "transport_error",
     "upstream_status_error",
 ]
@@ -93,6 +95,24 @@ class _ErrorEnvelope(msgspec.Struct):
 
 
 _ENVELOPE = msgspec.json.Decoder(_ErrorEnvelope)
+
+
+# Key shapes of the providers Apex speaks to (OpenAI/Anthropic/DeepSeek ``sk-``, Google ``AIza``,
+# Groq ``gsk_``), for error bodies that echo a key back.
+_KEY_SHAPES: Final = re.compile(rb"(?:sk-|gsk_|AIza)[A-Za-z0-9_\-]{12,}")
+REDACTED: Final = b"[redacted]"
+
+
+def scrub_secrets(body: bytes, secrets: Iterable[str | None]) -> bytes:
+    """``body`` with the channel's own secrets and anything shaped like a provider key
+    replaced by ``[redacted]``; the same bytes object when there is nothing to hide."""
+    out = body
+    for secret in secrets:
+        if secret and len(secret) >= 8:
+            raw = secret.encode("utf-8", "replace")
+            if raw in out:
+                out = out.replace(raw, REDACTED)
+    return _KEY_SHAPES.sub(REDACTED, out) if _KEY_SHAPES.search(out) else out
 
 
 def parse_retry_after(value: str | None) -> float | None:
