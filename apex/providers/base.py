@@ -148,9 +148,8 @@ def upstream_status_error(
             message = err.message or ""
             upstream_type = err.type or err.status
             code = None if err.code is None else str(err.code)
-            if family == "gemini" and status == 400 and err.details:
-                if any(d.get("reason") == "API_KEY_INVALID" for d in err.details):
-                    effective = 401
+            if family == "gemini" and status == 400 and err.details and any(d.get("reason") == "API_KEY_INVALID" for d in err.details):
+                effective = 401
         elif isinstance(err, str):
             message = err
         elif env.detail is not None:
