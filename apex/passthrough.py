@@ -24,6 +24,7 @@ __all__ = [
     "body_usage",
     "rewrite_request",
     "rewrite_response_model",
+    "strip_reasoning",
     "strip_unsigned_thinking",
 ]
 
@@ -133,6 +134,24 @@ def _drop_thinking_edits(top: dict[str, msgspec.Raw]) -> None:
         top["context_management"] = msgspec.Raw(_ENC.encode(cm))
     else:
         del top["context_management"]
+
+
+def strip_reasoning(body: bytes) -> bytes:
+    """A Responses request without ``reasoning`` and the ``reasoning.encrypted_content``
+    include, for a model the capability table knows does not reason (OpenAI answers 400 to
+    ``reasoning.effort`` on gpt-4.1; Codex sends it whatever the model)."""
+    if b'"reasoning' not in body:
+        return body
+    top = _TOP.decode(body)
+    changed = top.pop("reasoning", None) is not None
+    raw = top.get("include")
+    if raw is not None and b"reasoning." in bytes(raw):
+        include = msgspec.json.decode(raw)
+        if isinstance(include, list):
+            kept = [i for i in include if not (isinstance(i, str) and i.startswith("reasoning."))]
+            top["include"] = msgspec.Raw(_ENC.encode(kept))
+            changed = True
+    return _ENC.encode(top) if changed else body
 
 
 def rewrite_response_model(body: bytes, model: str) -> bytes:

@@ -180,6 +180,7 @@ def compile_channel(ch: Channel, g: GlobalConfig, index: int) -> CompiledChannel
                 add_stream_usage=client is Dialect.OPENAI_CHAT and preset.stream_usage_option and family in ("openai", "mock"),
                 fix_embedding_encoding=client is Dialect.OPENAI_EMBEDDINGS and not preset.native_embedding_encoding,
                 strip_unsigned_thinking=client is Dialect.ANTHROPIC_MESSAGES and ch.provider_type == "anthropic",
+                caps=caps_for(family) if client is Dialect.OPENAI_RESPONSES and family == "openai" else None,
             )
             continue
         if client is Dialect.ANTHROPIC_COUNT_TOKENS:

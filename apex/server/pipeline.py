@@ -34,6 +34,7 @@ from apex.passthrough import (
     body_usage,
     rewrite_request,
     rewrite_response_model,
+    strip_reasoning,
     strip_unsigned_thinking,
 )
 from apex.providers.base import (
@@ -323,6 +324,10 @@ async def _attempt(
             up_body = _embedding_request_for(channel, up_body, view)
         if plan.strip_unsigned_thinking:
             up_body = strip_unsigned_thinking(up_body)
+        if plan.caps is not None:  # native Responses: a known non-reasoning model gets no reasoning
+            caps = plan.caps.lookup(upstream_model)
+            if caps.known and not caps.reasons:
+                up_body = strip_reasoning(up_body)
 
     headers = _upstream_headers(request, plan, ex)
     url = plan.url_for(upstream_model, stream)

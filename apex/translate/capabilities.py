@@ -38,6 +38,7 @@ class ModelCaps:
     knobs: frozenset[Knob] = frozenset()
     efforts: tuple[str, ...] = ("low", "medium", "high")  # effort values it accepts (DEFAULT_EFFORTS)
     json_schema: bool = False  # Anthropic output_config.format (structured outputs)
+    known: bool = True  # False: no row matched; Apex changes nothing it would change for a known model
 
     def effort(self, wanted: str) -> str:
         """``wanted`` if the model accepts it, else the nearest accepted value."""
@@ -51,7 +52,7 @@ class ModelCaps:
         return min(accepted, key=lambda e: abs(order.index(e) - rank))
 
 
-NO_CAPS: Final = ModelCaps()
+NO_CAPS: Final = ModelCaps(known=False)
 _EFFORT: Final[frozenset[Knob]] = frozenset({"effort"})
 _BUDGET: Final[frozenset[Knob]] = frozenset({"budget"})
 _ADAPTIVE: Final[frozenset[Knob]] = frozenset({"budget", "adaptive"})

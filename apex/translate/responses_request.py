@@ -47,7 +47,8 @@ def responses_to_chat_request(req: Json, ctx: TranslateContext, *, web_search: b
     if isinstance(instructions, str) and instructions:
         messages.append({"role": "system", "content": instructions})
     items = req.get("input")
-    client_tools: list[object] = list(req["tools"]) if isinstance(req.get("tools"), list) else []
+    listed = req.get("tools")
+    client_tools: list[object] = list(listed) if isinstance(listed, list) else []
     if isinstance(items, str):
         messages.append({"role": "user", "content": items})
     elif isinstance(items, list):
