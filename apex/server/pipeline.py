@@ -41,7 +41,7 @@ from apex.upstream.base import (
     TRANSPORT_ERRORS,
     UpstreamReply,
     map_transport_errors,
-    scrub_secrets,
+    scrub_key_shapes,
     transport_error,
     upstream_status_error,
 )
@@ -463,7 +463,7 @@ def _status_error(
     """The UpstreamStatus for a non-2xx answer; a native upstream's body is kept for the client."""
     err = upstream_status_error(channel.name, plan.family, status, raw, headers, snap.retry_on_status)
     if plan.native and plan.family == plan.client.family and raw:
-        err.client_body = scrub_secrets(raw, (channel.config.api_key,))
+        err.client_body = scrub_key_shapes(channel.secrets.data(raw))
     return err
 
 

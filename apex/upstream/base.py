@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Final, Protocol
 
@@ -26,7 +26,7 @@ __all__ = [
     "ReplyBody",
     "UpstreamReply",
     "map_transport_errors",
-    "scrub_secrets",
+    "scrub_key_shapes",
     "transport_error",
     "upstream_status_error",
 ]
@@ -103,16 +103,11 @@ _KEY_SHAPES: Final = re.compile(rb"(?:sk-|gsk_|AIza)[A-Za-z0-9_\-]{12,}")
 REDACTED: Final = b"[redacted]"
 
 
-def scrub_secrets(body: bytes, secrets: Iterable[str | None]) -> bytes:
-    """``body`` with the channel's own secrets and anything shaped like a provider key
-    replaced by ``[redacted]``; the same bytes object when there is nothing to hide."""
-    out = body
-    for secret in secrets:
-        if secret and len(secret) >= 8:
-            raw = secret.encode("utf-8", "replace")
-            if raw in out:
-                out = out.replace(raw, REDACTED)
-    return _KEY_SHAPES.sub(REDACTED, out) if _KEY_SHAPES.search(out) else out
+def scrub_key_shapes(body: bytes) -> bytes:
+    """``body`` with anything shaped like a provider key replaced by ``[redacted]`` (the
+    channel's own secrets are scrubbed by ``apex.errors.Secrets``); the same object when
+    there is nothing to hide."""
+    return _KEY_SHAPES.sub(REDACTED, body) if _KEY_SHAPES.search(body) else body
 
 
 def parse_retry_after(value: str | None) -> float | None:
