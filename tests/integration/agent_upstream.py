@@ -392,7 +392,7 @@ class Step:
 def _step(names: list[str], last_result: str | None, req: dict[str, Any], *, json_answer: bool = False) -> Step:
     """The answer: quote a tool result, else call a known shell tool, else just talk."""
     if last_result is not None:
-        return Step(text=ANSWER_PREFIX + last_result.strip()[:200])
+        return Step(text=ANSWER_PREFIX + last_result.strip()[:2000])
     for name in names:
         if name in SHELL_TOOLS:
             return Step(tool=name, arguments=json.dumps(SHELL_TOOLS[name]))
