@@ -109,11 +109,6 @@ class RateLimitStore(_Base, frozen=True):
     key_prefix: str = "apex:rl:"
 
 
-class TracingConfig(_Base, frozen=True):
-    otlp_endpoint: str  # the collector's base URL; spans go to {otlp_endpoint}/v1/traces (OTLP/HTTP)
-    service_name: str = "apex"
-    sample_ratio: float = 1.0  # of traces started here; a client's sampled flag is followed
-    headers: dict[str, str] = {}  # sent with every export, e.g. a collector's auth header
 class RequestLogConfig(_Base, frozen=True):
     """``global.request_log``: where finished requests are recorded (``off`` records none)."""
 
@@ -125,6 +120,11 @@ class RequestLogConfig(_Base, frozen=True):
     capture_max_bytes: int = 16384
     queue_size: int = 10_000
     batch_size: int = 500
+class TracingConfig(_Base, frozen=True):
+    otlp_endpoint: str  # the collector's base URL; spans go to {otlp_endpoint}/v1/traces (OTLP/HTTP)
+    service_name: str = "apex"
+    sample_ratio: float = 1.0  # of traces started here; a client's sampled flag is followed
+    headers: dict[str, str] = {}  # sent with every export, e.g. a collector's auth header
 
 
 class GlobalConfig(_Base, frozen=True):
@@ -137,8 +137,8 @@ class GlobalConfig(_Base, frozen=True):
     shutdown_grace_ms: int = 10_000
     drain_delay_ms: int = 0  # SIGTERM: /ready says 503 and Apex keeps serving this long before it drains
     rate_limit_store: RateLimitStore = RateLimitStore()
-    tracing: TracingConfig | None = None
     request_log: RequestLogConfig = RequestLogConfig()
+    tracing: TracingConfig | None = None
 
 
 class LoggingConfig(_Base, frozen=True):
@@ -153,15 +153,6 @@ class MetricsConfig(_Base, frozen=True):
     path: str = "/metrics"
 
 
-class ModelCapability(_Base, frozen=True):
-    """One row of a channel's model capability table (overrides the built-in rows)."""
-
-    model: str                                   # glob over upstream model names
-    reasons: bool = False                        # the model thinks: map thinking / reasoning_effort
-    max_tokens_field: Literal["max_tokens", "max_completion_tokens"] | None = None
-    reasoning: tuple[Literal["effort", "budget", "adaptive"], ...] | None = None  # knobs it takes
-    efforts: tuple[str, ...] | None = None       # reasoning_effort values it accepts
-    json_schema: bool = False                    # Anthropic output_config.format
 class AzureAd(_Base, frozen=True):
     """Microsoft Entra ID client credentials (azure_openai): a token for Cognitive Services."""
 
@@ -177,6 +168,8 @@ class AwsCredentials(_Base, frozen=True):
     access_key_id: str
     secret_access_key: str
     session_token: str | None = None
+
+
 class Price(_Base, frozen=True):
     """USD per million tokens. Absent cache prices cost what ``input`` costs; an absent
     ``reasoning`` price costs what ``output`` costs (reasoning tokens are output tokens)."""
@@ -186,6 +179,17 @@ class Price(_Base, frozen=True):
     cache_read: float | None = None
     cache_write: float | None = None
     reasoning: float | None = None
+
+
+class ModelCapability(_Base, frozen=True):
+    """One row of a channel's model capability table (overrides the built-in rows)."""
+
+    model: str                                   # glob over upstream model names
+    reasons: bool = False                        # the model thinks: map thinking / reasoning_effort
+    max_tokens_field: Literal["max_tokens", "max_completion_tokens"] | None = None
+    reasoning: tuple[Literal["effort", "budget", "adaptive"], ...] | None = None  # knobs it takes
+    efforts: tuple[str, ...] | None = None       # reasoning_effort values it accepts
+    json_schema: bool = False                    # Anthropic output_config.format
 
 
 class Channel(_Base, frozen=True):
@@ -209,6 +213,8 @@ class Channel(_Base, frozen=True):
     project: str | None = None
     location: str | None = None
     credentials_file: str | None = None
+
+
     prices: dict[str, Price] = msgspec.field(default_factory=dict)  # model glob -> negotiated price
     # mock provider only
     latency_ms: int = 0
