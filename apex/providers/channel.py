@@ -37,7 +37,11 @@ _TRANSLATED: Final[dict[Dialect, tuple[Dialect, ...]]] = {
     Dialect.ANTHROPIC_MESSAGES: (Dialect.OPENAI_CHAT, Dialect.GEMINI_GENERATE),
     Dialect.OPENAI_RESPONSES: (Dialect.OPENAI_CHAT, Dialect.ANTHROPIC_MESSAGES, Dialect.GEMINI_GENERATE),
     Dialect.OPENAI_EMBEDDINGS: (Dialect.GEMINI_EMBED,),
+    Dialect.GEMINI_GENERATE: (Dialect.OPENAI_CHAT, Dialect.ANTHROPIC_MESSAGES),
+    Dialect.GEMINI_EMBED: (Dialect.OPENAI_EMBEDDINGS,),
 }
+# Client dialects Apex answers itself (an estimate) on channels that lack a native endpoint.
+_LOCAL_COUNT: Final = frozenset({Dialect.ANTHROPIC_COUNT_TOKENS, Dialect.GEMINI_COUNT_TOKENS})
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +83,8 @@ class UpstreamPlan:
             return f"{self.url}/{model}:streamGenerateContent?alt=sse" if stream else f"{self.url}/{model}:generateContent"
         if self.upstream is Dialect.GEMINI_EMBED:
             return f"{self.url}/{model}:batchEmbedContents"
+        if self.upstream is Dialect.GEMINI_COUNT_TOKENS:
+            return f"{self.url}/{model}:countTokens"
         return self.url
 
 
@@ -146,7 +152,8 @@ def compile_channel(ch: Channel, g: GlobalConfig, index: int) -> CompiledChannel
 
     plans: dict[Dialect, UpstreamPlan] = {}
     for client in (Dialect.OPENAI_CHAT, Dialect.OPENAI_RESPONSES, Dialect.OPENAI_EMBEDDINGS,
-                   Dialect.ANTHROPIC_MESSAGES, Dialect.ANTHROPIC_COUNT_TOKENS):
+                   Dialect.ANTHROPIC_MESSAGES, Dialect.ANTHROPIC_COUNT_TOKENS,
+                   Dialect.GEMINI_GENERATE, Dialect.GEMINI_EMBED, Dialect.GEMINI_COUNT_TOKENS):
         if client in native:
             url, family = native[client]
             plans[client] = UpstreamPlan(
@@ -157,7 +164,7 @@ def compile_channel(ch: Channel, g: GlobalConfig, index: int) -> CompiledChannel
                 strip_unsigned_thinking=client is Dialect.ANTHROPIC_MESSAGES and ch.provider_type == "anthropic",
             )
             continue
-        if client is Dialect.ANTHROPIC_COUNT_TOKENS:
+        if client in _LOCAL_COUNT:
             plans[client] = UpstreamPlan(client, client, "local", "", {}, None, False, False, False, local_estimate=True)
             continue
         for upstream in _TRANSLATED.get(client, ()):

@@ -23,7 +23,7 @@ class Exchange:
         "gateway", "request_id", "client_request_id", "dialect", "started", "team", "model",
         "stream", "router", "rule", "routed", "channel", "tried", "attempts", "upstream_model",
         "usage", "ttft_ms", "upstream_ms", "status", "committed", "stream_error", "attempt_errors",
-        "error_kind", "ratelimit_headers",
+        "error_kind", "ratelimit_headers", "json_array_stream",
         # observability (apex.metrics / access log): see Gateway.finish
         "request_body", "response_body", "overhead_ms", "_prompt_estimate",
     )
@@ -53,6 +53,7 @@ class Exchange:
         self.attempt_errors: list[str] = []
         self.error_kind: str | None = None
         self.ratelimit_headers: list[tuple[str, str]] | None = None
+        self.json_array_stream = False  # a Gemini stream without alt=sse: framed as a JSON array
         # Kept by reference (no copy) so usage can be estimated when an upstream reports none.
         self.request_body: bytes | None = None
         self._prompt_estimate: int | None = None

@@ -12,6 +12,7 @@ from aiohttp import web
 from apex.errors import InvalidRequest, NotFound
 from apex.server.exchange import Exchange
 from apex.server.gateway import Gateway
+from apex.server.gemini import is_gemini_request, models as gemini_models
 from apex.server.keys import GATEWAY_KEY
 from apex.server.middleware import new_request_id
 from apex.server.responses import error_response, json_response
@@ -30,7 +31,10 @@ API_PATHS: Final[dict[str, Dialect]] = {
 
 
 async def models(request: web.Request, snap: Snapshot, ex: Exchange, dialect: Dialect) -> web.StreamResponse:
-    """The models this key may use: OpenAI's list shape, Anthropic's with anthropic-version."""
+    """The models this key may use: OpenAI's list shape, Anthropic's with anthropic-version,
+    Gemini's when the key comes the Gemini way (``x-goog-api-key`` or ``?key=``)."""
+    if is_gemini_request(request):
+        return await gemini_models(request, snap, ex, dialect)
     principal = snap.keys.authenticate(request.headers)
     names = snap.models_for(principal)
     one = request.match_info.get("model_id")
@@ -73,6 +77,8 @@ async def fallback(request: web.Request) -> web.StreamResponse:
         metrics.headers["x-request-id"] = rid
         return metrics
     dialect = Dialect.ANTHROPIC_MESSAGES if request.path.startswith("/v1/messages") else Dialect.OPENAI_CHAT
+    if request.path.startswith("/v1beta/") or is_gemini_request(request):
+        dialect = Dialect.GEMINI_GENERATE
     if request.path in API_PATHS or request.path == "/v1/models":
         allowed = "GET" if request.path == "/v1/models" else "POST"
         err = InvalidRequest(f"method {request.method} is not allowed on {request.path}; use {allowed}")

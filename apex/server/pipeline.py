@@ -13,12 +13,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Final
+from typing import Final, Protocol
 
 import msgspec
 from aiohttp import web
 from aiohttp_sse import EventSourceResponse
 
+from apex.auth import Principal
 from apex.errors import (
     ApexError,
     InvalidRequest,
@@ -27,6 +28,7 @@ from apex.errors import (
     UpstreamError,
     UpstreamMalformed,
 )
+from apex.passthrough_gemini import GeminiPassthroughStream, gemini_body_usage
 from apex.passthrough import (
     PassthroughStream,
     body_usage,
@@ -53,6 +55,8 @@ from apex.snapshot import Snapshot
 from apex.sse import SseParser
 from apex.translate import StreamTranslator, TranslateContext
 from apex.translate.embeddings import openai_to_jina_embeddings_request, reencode_embeddings_response
+from apex.translate.gemini_embeddings import with_upstream_model
+from apex.translate.stream_write_gemini import GeminiFraming
 from apex.types import Dialect, Usage
 
 __all__ = ["RequestView", "proxy", "read_body"]
@@ -80,6 +84,8 @@ _STREAM_FAMILY: Final[dict[Dialect, str]] = {
     Dialect.ANTHROPIC_MESSAGES: "anthropic",
     Dialect.OPENAI_RESPONSES: "responses",
 }
+_NEVER_STREAM: Final = frozenset({Dialect.OPENAI_EMBEDDINGS, Dialect.ANTHROPIC_COUNT_TOKENS,
+                                  Dialect.GEMINI_EMBED, Dialect.GEMINI_COUNT_TOKENS})
 _ANTHROPIC_PASS_HEADERS: Final = ("anthropic-version", "anthropic-beta")
 _attempt_log: Final = logging.getLogger("apex.gateway")
 _NOTHING_SERVED: Final = Usage()
@@ -140,10 +146,24 @@ async def proxy(request: web.Request, snap: Snapshot, ex: Exchange, dialect: Dia
     body = await read_body(request, snap.max_body_bytes)
     ex.request_body = body  # a reference: the usage estimate needs it when an upstream reports none
     view = decode_view(body)
+    return await serve(request, snap, ex, dialect, principal, body, view)
+
+
+async def serve(
+    request: web.Request,
+    snap: Snapshot,
+    ex: Exchange,
+    dialect: Dialect,
+    principal: Principal,
+    body: bytes,
+    view: RequestView,
+) -> web.StreamResponse:
+    """Policy, routing, rate limit and attempts for a request whose body was read and whose
+    model (and stream flag) are known: from the body's view, or from a Gemini URL."""
     model = view.model
     assert model is not None
     ex.model = model
-    ex.stream = bool(view.stream) and dialect not in (Dialect.OPENAI_EMBEDDINGS, Dialect.ANTHROPIC_COUNT_TOKENS)
+    ex.stream = bool(view.stream) and dialect not in _NEVER_STREAM
     route = snap.pick_route(principal, model, request.headers.get("x-apex-router"))
     ex.router = route.router
     ex.rule = route.rule.label
@@ -260,10 +280,11 @@ async def _send(
     header_fields: bytes,
     body: bytes,
     upstream_model: str,
+    stream: bool,
 ) -> UpstreamReply:
     """Send one attempt: in-process for the mock provider, else on the shared pool."""
     if channel.is_mock:
-        return await mock_reply(channel.config, plan.upstream, body, upstream_model)
+        return await mock_reply(channel.config, plan.upstream, body, upstream_model, stream)
     return await pool.post(url, header_fields, body, connect_timeout=channel.timeouts.connect)
 
 
@@ -281,7 +302,9 @@ async def _attempt(
     """One attempt on one channel. Raises UpstreamError (retryable or not) before commit."""
     if plan.local_estimate:
         ex.upstream_model = model
-        return json_response({"input_tokens": ex.prompt_estimate()}, headers={"x-apex-estimated": "true"})
+        counted = {"totalTokens": ex.prompt_estimate()} if dialect is Dialect.GEMINI_COUNT_TOKENS else {
+            "input_tokens": ex.prompt_estimate()}
+        return json_response(counted, headers={"x-apex-estimated": "true"})
     upstream_model = channel.map_model(model)
     ex.upstream_model = upstream_model
     mapped = upstream_model != model
@@ -309,6 +332,8 @@ async def _attempt(
             up_body = _embedding_request_for(channel, up_body, view)
         if plan.strip_unsigned_thinking:
             up_body = strip_unsigned_thinking(up_body)
+        if plan.upstream is Dialect.GEMINI_EMBED:
+            up_body = with_upstream_model(up_body, upstream_model)  # Gemini checks requests[].model
 
     headers = _upstream_headers(request, plan, ex)
     url = plan.url_for(upstream_model, stream)
@@ -324,7 +349,7 @@ async def _attempt(
         with map_transport_errors(channel.name):
             loop = asyncio.get_running_loop()
             with Deadline(loop, loop.time() + timeouts.first_byte) as deadline:
-                reply = await _send(pool, channel, plan, url, headers, up_body, upstream_model)
+                reply = await _send(pool, channel, plan, url, headers, up_body, upstream_model, True)
                 if reply.status >= 300:
                     raw = await reply.read()
                     ex.upstream_ms += (time.perf_counter() - started) * 1000
@@ -337,13 +362,15 @@ async def _attempt(
                         f"upstream channel {channel.name} answered a stream request with {reply.content_type or 'no content type'}",
                         channel=channel.name,
                     )
-                observer: PassthroughStream | None = None
+                observer: PassthroughStream | GeminiPassthroughStream | None = None
                 translating: StreamTranslator | None = None
                 parser: SseParser | None = None
                 if translator is not None:
                     assert ctx is not None
                     translating = translator.stream(ctx)
                     parser = SseParser()
+                elif dialect is Dialect.GEMINI_GENERATE:
+                    observer = GeminiPassthroughStream()
                 else:
                     observer = PassthroughStream(
                         _STREAM_FAMILY[dialect],
@@ -412,7 +439,7 @@ async def _attempt_json(
             loop = asyncio.get_running_loop()
             begun = loop.time()
             with Deadline(loop, begun + min(timeouts.first_byte, timeouts.request)) as deadline:
-                reply = await _send(ex.gateway.upstream, channel, plan, url, headers, up_body, upstream_model)
+                reply = await _send(ex.gateway.upstream, channel, plan, url, headers, up_body, upstream_model, False)
                 deadline.move(begun + timeouts.request)
                 raw = await reply.read()
             done = True  # the body was read whole: the connection can go back to the pool
@@ -457,6 +484,14 @@ def _finish_json(
         assert ctx is not None
         out = plan.translator.response(raw, ctx)
         ex.usage = ctx.usage
+    elif plan.family == "gemini" and plan.client is Dialect.GEMINI_GENERATE:
+        try:
+            ex.usage = gemini_body_usage(raw)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise UpstreamMalformed(f"upstream answered with a malformed body: {exc}") from exc
+        out = raw
+    elif plan.family == "gemini":
+        out = raw  # embeddings and token counts report no usage: the gateway estimates
     else:
         family = "anthropic" if plan.family == "anthropic" else "openai"
         ex.usage = body_usage(family, raw)
@@ -475,7 +510,7 @@ async def _stream_to_client(
     channel: CompiledChannel,
     reply: UpstreamReply,
     first: bytes,
-    observer: PassthroughStream | None,
+    observer: PassthroughStream | GeminiPassthroughStream | None,
     translating: StreamTranslator | None,
     parser: SseParser | None,
 ) -> web.StreamResponse:
@@ -484,7 +519,13 @@ async def _stream_to_client(
     headers = ex.response_headers()
     # What Apex added before the first byte (the metric takes the whole stream's figure).
     headers["x-apex-overhead-ms"] = f"{max(0.0, ex.elapsed_ms() - ex.upstream_ms - (ex.ttft_ms or 0.0)):.3f}"
-    if translating is not None:
+    if dialect is Dialect.GEMINI_GENERATE:
+        # No keep-alive comments: the Gemini SDKs read a line that is not ``data:`` as JSON.
+        resp = web.StreamResponse(headers=headers)
+        resp.headers.update(SSE_HEADERS)
+        if ex.json_array_stream:
+            resp.headers["Content-Type"] = "application/json; charset=UTF-8"
+    elif translating is not None:
         # Events Apex writes itself go out through aiohttp-sse (keep-alive pings included).
         resp = EventSourceResponse(sep="\n", allow_all_methods=True, headers=headers)
     else:
@@ -492,10 +533,40 @@ async def _stream_to_client(
         resp.headers.update(SSE_HEADERS)
     await resp.prepare(request)
     try:
-        return await _relay(request, ex, dialect, channel, reply, resp, first, observer, translating, parser)
+        sink = _JsonArraySink(resp) if ex.json_array_stream else resp
+        await _relay(request, ex, dialect, channel, reply, sink, first, observer, translating, parser)
+        return resp
     finally:
         if isinstance(resp, EventSourceResponse):
             resp.stop_streaming()  # its keep-alive ping task must not outlive the stream
+
+
+class _Sink(Protocol):
+    async def write(self, data: bytes) -> None: ...
+
+    async def write_eof(self, data: bytes = b"") -> None: ...
+
+
+class _JsonArraySink:
+    """Gemini's stream without ``alt=sse``: the SSE events Apex produced, re-framed as the
+    incremental JSON array Google sends (``[{...},\r\n{...}]``)."""
+
+    __slots__ = ("_framing", "_parser", "_resp")
+
+    def __init__(self, resp: web.StreamResponse) -> None:
+        self._resp = resp
+        self._parser = SseParser()
+        self._framing = GeminiFraming(array=True)
+
+    async def write(self, data: bytes) -> None:
+        out = b"".join(self._framing.chunk(ev.data) for ev in self._parser.feed(data))
+        if out:
+            await self._resp.write(out)
+
+    async def write_eof(self, data: bytes = b"") -> None:
+        events = self._parser.feed(data) + self._parser.flush()
+        out = b"".join(self._framing.chunk(ev.data) for ev in events)
+        await self._resp.write_eof(out + self._framing.close())
 
 
 async def _relay(
@@ -504,12 +575,12 @@ async def _relay(
     dialect: Dialect,
     channel: CompiledChannel,
     reply: UpstreamReply,
-    resp: web.StreamResponse,
+    resp: web.StreamResponse | _Sink,
     first: bytes,
-    observer: PassthroughStream | None,
+    observer: PassthroughStream | GeminiPassthroughStream | None,
     translating: StreamTranslator | None,
     parser: SseParser | None,
-) -> web.StreamResponse:
+) -> None:
     """Write the first events, then every later one as it arrives, then the closing events."""
     ex.committed = True
     ex.status = 200
@@ -567,7 +638,3 @@ async def _relay(
     if data:
         await resp.write(data)
     await resp.write_eof()
-    return resp
-
-
-
