@@ -9,7 +9,7 @@ from typing import Final
 
 from aiohttp import web
 
-from apex.errors import InvalidRequest, NotFound
+from apex.errors import ApexError, InvalidRequest, NotFound
 from apex.server.exchange import Exchange
 from apex.server.gateway import Gateway
 from apex.server.gemini import is_gemini_request, models as gemini_models
@@ -34,7 +34,11 @@ async def models(request: web.Request, snap: Snapshot, ex: Exchange, dialect: Di
     """The models this key may use: OpenAI's list shape, Anthropic's with anthropic-version,
     Gemini's when the key comes the Gemini way (``x-goog-api-key`` or ``?key=``)."""
     if is_gemini_request(request):
-        return await gemini_models(request, snap, ex, dialect)
+        try:
+            return await gemini_models(request, snap, ex, dialect)
+        except ApexError as err:  # this path's endpoint renders OpenAI errors: answer in Gemini's
+            ex.error_kind = err.kind
+            return error_response(Dialect.GEMINI_GENERATE, err)
     principal = snap.keys.authenticate(request.headers)
     names = snap.models_for(principal)
     one = request.match_info.get("model_id")
