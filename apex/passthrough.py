@@ -206,6 +206,16 @@ def body_usage(family: str, body: bytes) -> Usage | None:
     return _openai_usage(ob.usage) if ob.usage is not None else None
 
 
+def _last_boundary(data: bytes) -> int:
+    """Where the last complete event of ``data`` ends (after its blank line); 0 if none."""
+    end = 0
+    for blank in (b"\n\n", b"\r\n\r\n", b"\r\r"):
+        at = data.rfind(blank)
+        if at >= 0:
+            end = max(end, at + len(blank))
+    return end
+
+
 class PassthroughStream:
     """Observe (and if needed minimally rewrite) a same-dialect SSE stream.
 
@@ -218,7 +228,7 @@ class PassthroughStream:
 
     __slots__ = (
         "_family", "_parser", "_model", "_strip_usage", "_rewrite", "usage",
-        "first_event_seen", "terminated", "errored", "finished",
+        "first_event_seen", "terminated", "errored", "finished", "_held",
     )
 
     def __init__(self, family: str, *, client_model: str | None, strip_usage_chunk: bool) -> None:
@@ -232,15 +242,28 @@ class PassthroughStream:
         self.terminated = False  # the protocol's own end marker was seen
         self.errored = False
         self.finished = False  # the answer itself ended (finish_reason / message_delta)
+        self._held = b""  # the start of an event whose end has not arrived (pass-through mode)
 
     def feed(self, chunk: bytes) -> bytes:
+        """The bytes to forward for ``chunk``: whole events only. A partial event is held
+        back until its blank line arrives, so a stream cut mid-event never forwards half of
+        one (the client would glue Apex's error event onto it)."""
         parser = self._parser
         started_aligned = parser.between_events
         events = parser.feed(chunk)
         if not self._rewrite:
             for ev in events:
                 self._observe(ev)
-            return chunk
+            if parser.between_events:
+                if started_aligned:
+                    return chunk  # the common case: whole events in, the same bytes out
+                out = self._held + chunk
+                self._held = b""
+                return out
+            whole = self._held + chunk if self._held else chunk
+            cut = _last_boundary(whole)
+            self._held = whole[cut:]
+            return whole[:cut]
         aligned = started_aligned and parser.between_events
         kept: list[tuple[bytes, SseEvent]] = []
         changed = False
@@ -256,9 +279,24 @@ class PassthroughStream:
         return b"".join(encode_event(data, ev.event) for data, ev in kept)
 
     def flush(self) -> bytes:
+        """The upstream ended cleanly: a last event it sent without its blank line counts
+        when it ends the answer (some servers omit it after ``[DONE]``); anything else
+        still pending is an incomplete event and is dropped, as the SSE spec says."""
+        ended_before = self.terminated or self.finished or self.errored
         events = self._parser.flush()
+        held, self._held = self._held, b""
         out = [encode_event(d, ev.event) for ev in events if (d := self._observe(ev)) is not None]
-        return b"".join(out) if self._rewrite else b""
+        if ended_before or not (self.terminated or self.finished or self.errored):
+            return b""
+        if self._rewrite:
+            return b"".join(out)
+        if held:
+            return held + (b"\r\n\r\n" if held.endswith(b"\r\n") else b"\n\n")
+        return b""
+
+    def drop(self) -> None:
+        """The upstream broke: what is held back is an incomplete event and is never sent."""
+        self._held = b""
 
     def _observe(self, ev: SseEvent) -> bytes | None:
         """Record what ``ev`` tells; return its (possibly rewritten) data, None to drop it."""

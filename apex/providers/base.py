@@ -17,7 +17,7 @@ from typing import Final, Protocol
 
 import msgspec
 
-from apex.errors import UpstreamConnectionError, UpstreamError, UpstreamStatus, UpstreamTimeout
+from apex.errors import UpstreamConnectionError, UpstreamError, UpstreamMalformed, UpstreamStatus, UpstreamTimeout
 from apex.providers.http import HttpClientError, InvalidResponse, ServerDisconnected
 
 __all__ = [
@@ -57,8 +57,8 @@ def transport_error(channel: str, exc: BaseException) -> UpstreamError:
     """The UpstreamError for a socket/HTTP failure or timeout talking to ``channel``."""
     if isinstance(exc, asyncio.TimeoutError):
         return UpstreamTimeout(f"upstream channel {channel} timed out", channel=channel)
-    if isinstance(exc, InvalidResponse):
-        return UpstreamConnectionError(
+    if isinstance(exc, InvalidResponse):  # reached, but what came back is not HTTP: a malformed answer
+        return UpstreamMalformed(
             f"upstream channel {channel} sent an invalid HTTP response: {exc}", channel=channel
         )
     if isinstance(exc, ServerDisconnected):  # it was reached: say what went wrong instead
@@ -128,9 +128,8 @@ def upstream_status_error(
             message = err.message or ""
             upstream_type = err.type or err.status
             code = None if err.code is None else str(err.code)
-            if family == "gemini" and status == 400 and err.details:
-                if any(d.get("reason") == "API_KEY_INVALID" for d in err.details):
-                    effective = 401
+            if family == "gemini" and status == 400 and err.details and any(d.get("reason") == "API_KEY_INVALID" for d in err.details):
+                effective = 401
         elif isinstance(err, str):
             message = err
         elif env.detail is not None:

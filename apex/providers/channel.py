@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Final
+from urllib.parse import quote
 
 from apex import __version__
 from apex.config.model import Channel, GlobalConfig
-from apex.errors import ConfigError
+from apex.errors import ConfigError, InvalidRequest, Secrets, secrets_of
 from apex.providers.http import encode_header_fields
 from apex.providers.presets import ANTHROPIC_VERSION, PRESETS, ProviderPreset
 from apex.routing.match import ModelMap, PatternSet
@@ -79,13 +80,23 @@ class UpstreamPlan:
             object.__setattr__(self, "header_fields_unversioned", encode_header_fields(rest))
 
     def url_for(self, model: str, stream: bool) -> str:
+        """The upstream URL for ``model``. Only Gemini puts the model (client input) into
+        the URL: as one escaped path segment, so ``/``, ``?`` or ``#`` cannot reach another
+        endpoint with the channel's key; ``..`` is refused outright."""
         if self.upstream is Dialect.GEMINI_GENERATE:
-            return f"{self.url}/{model}:streamGenerateContent?alt=sse" if stream else f"{self.url}/{model}:generateContent"
+            segment = _path_segment(model)
+            return f"{self.url}/{segment}:streamGenerateContent?alt=sse" if stream else f"{self.url}/{segment}:generateContent"
         if self.upstream is Dialect.GEMINI_EMBED:
-            return f"{self.url}/{model}:batchEmbedContents"
+            return f"{self.url}/{_path_segment(model)}:batchEmbedContents"
         if self.upstream is Dialect.GEMINI_COUNT_TOKENS:
-            return f"{self.url}/{model}:countTokens"
+            return f"{self.url}/{_path_segment(model)}:countTokens"
         return self.url
+
+
+def _path_segment(model: str) -> str:
+    if ".." in model:
+        raise InvalidRequest("'model' must not contain '..'", param="model")
+    return quote(model, safe="-._~@+,;=")
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -98,6 +109,7 @@ class CompiledChannel:
     model_map: ModelMap
     models: PatternSet | None
     timeouts: ChannelTimeouts
+    secrets: Secrets  # what this channel sends upstream that must never come back out of Apex
 
     @property
     def is_mock(self) -> bool:
@@ -206,4 +218,5 @@ def compile_channel(ch: Channel, g: GlobalConfig, index: int) -> CompiledChannel
         model_map=ModelMap(ch.model_map),
         models=PatternSet(ch.models) if ch.models is not None else None,
         timeouts=timeouts,
+        secrets=secrets_of([ch.api_key, *ch.headers.values()]),
     )

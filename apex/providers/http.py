@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import socket
 import ssl
 import zlib
@@ -364,10 +365,8 @@ class _Connection(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not an asyncio.Transport subclass
         sock = transport.get_extra_info("socket")
         if sock is not None:
-            try:
+            with contextlib.suppress(OSError):  # not TCP (tests may use other transports)
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            except OSError:  # not TCP (tests may use other transports)
-                pass
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
@@ -444,7 +443,8 @@ class _Connection(asyncio.Protocol):
             raise InvalidResponse(f"not an HTTP/1.x status line: {status_line[:40]!r}")
         code = rest[:3]
         # ASCII only: latin-1 "\xb2" decodes to "²", which isdigit() accepts and int() refuses.
-        if len(code) != 3 or not (code.isascii() and code.isdigit()):
+        # Exactly three digits, then a space or the end: "HTTP/1.1 2000" is not a 200.
+        if len(code) != 3 or not (code.isascii() and code.isdigit()) or rest[3:4] not in ("", " "):
             raise InvalidResponse(f"bad status code in {status_line[:40]!r}")
         status = int(code)
         headers = reply.headers
@@ -649,14 +649,14 @@ class UpstreamPool:
             return
         conns.append(conn)
 
-    async def _connect(self, origin: _Origin, timeout: float) -> _Connection:
+    async def _connect(self, origin: _Origin, connect_timeout: float) -> _Connection:
         loop = asyncio.get_running_loop()
         context: ssl.SSLContext | None = None
         if origin.tls:
             if self._ssl is None:
                 self._ssl = ssl.create_default_context()
             context = self._ssl
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(connect_timeout):
             _, conn = await loop.create_connection(
                 lambda: _Connection(self, origin, loop),
                 origin.host,

@@ -20,8 +20,9 @@ import msgspec
 from aiohttp import web
 
 from apex.auth import presented_key
-from apex.errors import InvalidRequest, NotFound
+from apex.errors import AuthenticationFailed, InvalidRequest, NotFound
 from apex.server.exchange import Exchange
+from apex.server.inputs import check_model
 from apex.server.pipeline import RequestView, read_body, serve
 from apex.server.responses import json_response
 from apex.snapshot import Snapshot
@@ -56,9 +57,11 @@ _VIEW: Final = msgspec.json.Decoder(_View)
 
 
 def gemini_key(request: web.Request) -> str | None:
-    """The key a Gemini client presents, or None."""
+    """The key a Gemini client presents, or None; AuthenticationFailed for one no key could match."""
     key = request.headers.get("x-goog-api-key") or request.query.get("key")
     if key and key.strip():
+        if not (key.isascii() and key.isprintable()):  # non-UTF-8 bytes arrive as lone surrogates
+            raise AuthenticationFailed("the API key holds bytes no API key has (keys are printable ASCII)")
         return key.strip()
     return presented_key(request.headers)
 
@@ -77,6 +80,8 @@ def _decode_view(body: bytes) -> _View:
         raise InvalidRequest(f"invalid request: {exc}") from exc
     except msgspec.DecodeError as exc:
         raise InvalidRequest(f"request body is not valid JSON: {exc}") from exc
+    except RecursionError as exc:  # msgspec's depth guard: later full decodes would hit it too
+        raise InvalidRequest("request body is nested too deeply") from exc
 
 
 async def generate(request: web.Request, snap: Snapshot, ex: Exchange, dialect: Dialect) -> web.StreamResponse:
@@ -87,6 +92,7 @@ async def generate(request: web.Request, snap: Snapshot, ex: Exchange, dialect: 
         raise NotFound(f"unknown method {request.match_info['target']!r}: expected models/{{model}}:"
                        "generateContent, streamGenerateContent, countTokens, embedContent or batchEmbedContents")
     client, stream = served
+    check_model(model)
     ex.dialect = client
     principal = snap.keys.authenticate_key(gemini_key(request), _HOW_TO_SEND)
     if principal.team is not None:

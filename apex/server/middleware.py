@@ -17,15 +17,16 @@ from typing import Final
 
 from aiohttp import web
 
-from apex.errors import ApexError, InternalError
+from apex.errors import ApexError, InternalError, InvalidRequest, RequestTooLarge
 from apex.server.exchange import Exchange
 from apex.server.gateway import Gateway
+from apex.server.inputs import check_request_headers, client_request_id
 from apex.server.keys import GATEWAY_KEY
 from apex.server.responses import error_response
 from apex.snapshot import Snapshot
 from apex.types import Dialect
 
-__all__ = ["Endpoint", "api_endpoint", "new_request_id"]
+__all__ = ["Endpoint", "api_endpoint", "expect_handler", "new_request_id"]
 
 log = logging.getLogger("apex.server")
 
@@ -33,7 +34,6 @@ Endpoint = Callable[[web.Request, Snapshot, Exchange, Dialect], Awaitable[web.St
 
 _PREFIX: Final = f"req_{os.urandom(5).hex()}"
 _COUNTER: Final = itertools.count(1)
-_MAX_CLIENT_RID: Final = 128
 
 
 def new_request_id() -> str:
@@ -46,15 +46,14 @@ def api_endpoint(dialect: Dialect, endpoint: Endpoint) -> Callable[[web.Request]
 
     async def handler(request: web.Request) -> web.StreamResponse:
         gateway: Gateway = request.app[GATEWAY_KEY]
-        client_rid = request.headers.get("x-request-id")
-        if client_rid is not None and (not client_rid or len(client_rid) > _MAX_CLIENT_RID or not client_rid.isprintable()):
-            client_rid = None
+        client_rid = client_request_id(request.headers)
         ex = Exchange(gateway, client_rid or new_request_id(), client_rid, dialect)
         snap = gateway.snapshot  # one snapshot for the whole request, even across a reload
         gateway.in_flight_changed(ex, +1)
         response: web.StreamResponse | None = None
         try:
             try:
+                check_request_headers(request.headers)
                 response = await endpoint(request, snap, ex, dialect)
             except ApexError as err:
                 if ex.committed:
@@ -80,3 +79,32 @@ def api_endpoint(dialect: Dialect, endpoint: Endpoint) -> Callable[[web.Request]
             gateway.finish(ex)
 
     return handler
+
+
+def expect_handler(dialect: Dialect) -> Callable[[web.Request], Awaitable[web.StreamResponse | None]]:
+    """``Expect: 100-continue``: refuse a declared oversize body with 413 *before* inviting
+    the client to upload it; any other expectation is 417. Both in ``dialect``'s shape."""
+
+    async def handle(request: web.Request) -> web.StreamResponse | None:
+        expect = request.headers.get("Expect", "")
+        err: ApexError | None = None
+        if expect.lower() != "100-continue":
+            err = InvalidRequest("only 'Expect: 100-continue' is supported")
+        else:
+            limit = request.app[GATEWAY_KEY].snapshot.max_body_bytes
+            declared = request.content_length
+            if declared is not None and declared > limit:
+                err = RequestTooLarge(f"request body of {declared} bytes exceeds the limit of {limit} bytes")
+        if err is None:
+            if request.version >= (1, 1):
+                await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+                request.writer.output_size = 0  # the interim answer is not the response's start
+            return None
+        response = error_response(dialect, err)
+        if not isinstance(err, RequestTooLarge):
+            response.set_status(417)
+        response.headers["x-request-id"] = client_request_id(request.headers) or new_request_id()
+        response.force_close()  # the body the client may still send is not read
+        return response
+
+    return handle

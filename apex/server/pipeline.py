@@ -49,6 +49,7 @@ from apex.providers.mock import mock_reply
 from apex.routing.policy import AttemptPlan, Outcome
 from apex.server.deadline import Deadline
 from apex.server.exchange import Exchange
+from apex.server.inputs import check_model
 from apex.server.responses import SSE_HEADERS, json_response, stream_error_event
 from apex.routing.router import Route
 from apex.snapshot import Snapshot
@@ -125,8 +126,11 @@ def decode_view(body: bytes) -> RequestView:
         raise InvalidRequest(f"invalid request: {exc}", param=_param_of(str(exc))) from exc
     except msgspec.DecodeError as exc:
         raise InvalidRequest(f"request body is not valid JSON: {exc}") from exc
+    except RecursionError as exc:  # msgspec's depth guard: later full decodes would hit it too
+        raise InvalidRequest("request body is nested too deeply") from exc
     if not view.model:
         raise InvalidRequest("'model' is required", param="model")
+    check_model(view.model)
     return view
 
 
@@ -223,6 +227,7 @@ async def _attempts(
         try:
             response = await _attempt(request, snap, ex, dialect, channel, channel.plans[dialect], body, view, model)
         except UpstreamError as err:
+            channel.secrets.error(err)  # an upstream may quote the key it was given
             ex.attempt_errors.append(err.kind)
             last = err
             now = clock()
@@ -584,7 +589,10 @@ async def _relay(
     """Write the first events, then every later one as it arrives, then the closing events."""
     ex.committed = True
     ex.status = 200
+    secrets = channel.secrets
     if first:
+        if secrets and ((observer is not None and observer.errored) or (translating is not None and translating.done)):
+            first = secrets.data(first)
         await resp.write(first)
     idle = channel.timeouts.stream_idle
     loop = asyncio.get_running_loop()
@@ -599,12 +607,16 @@ async def _relay(
                     break
                 if observer is not None:
                     out = observer.feed(chunk)
+                    if observer.errored and secrets:
+                        out = secrets.data(out)  # an upstream error event may quote the key
                 else:
                     assert parser is not None and translating is not None
                     parts: list[bytes] = []
                     for event in parser.feed(chunk):
                         parts.extend(translating.feed(event))
                     out = b"".join(parts)
+                    if translating.done and secrets:
+                        out = secrets.data(out)
                 if out:
                     await resp.write(out)
     except TimeoutError:
@@ -615,7 +627,10 @@ async def _relay(
         failure = (f"upstream channel {channel.name} failed mid-stream: {type(exc).__name__}", "api_error")
     tail: list[bytes] = []
     if observer is not None:
-        tail.append(observer.flush())
+        if failure is None:
+            tail.append(observer.flush())
+        else:
+            observer.drop()  # an event the break cut short is never forwarded
         ex.usage = observer.usage
         if failure is not None:
             tail.append(stream_error_event(dialect, *failure))
@@ -635,6 +650,8 @@ async def _relay(
     if failure is not None:
         ex.stream_error = failure[1]
     data = b"".join(tail)
+    if secrets:
+        data = secrets.data(data)
     if data:
         await resp.write(data)
     await resp.write_eof()

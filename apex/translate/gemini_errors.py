@@ -56,8 +56,6 @@ def gemini_error(status: int, body: bytes) -> GeminiError:
         text = body[:_EXCERPT].decode("utf-8", "replace").strip()
         return GeminiError(status, kind_for_status(status), text or f"upstream HTTP {status}", None)
     effective = status if status >= 400 else (err.code or _STATUS_OF_RPC.get(err.status, 500))
-    if any(d.reason in _AUTH_REASONS for d in err.details):
-        effective = 401
-    elif err.status == "UNAUTHENTICATED":
+    if any(d.reason in _AUTH_REASONS for d in err.details) or err.status == "UNAUTHENTICATED":
         effective = 401
     return GeminiError(effective, kind_for_status(effective), err.message or err.status, err.status or None)

@@ -29,7 +29,8 @@ RESPONSES = ResponsesToOpenAI()
 
 def oracle(name: str) -> dict[str, Any]:
     """Text, reasoning, tool calls, finish and usage read straight from a Chat capture."""
-    text, reasoning, tools, finish, usage = "", "", {}, None, None
+    text, reasoning, finish, usage = "", "", None, None
+    tools: dict[int, dict[str, Any]] = {}
     for _, data in upstream_events(name):
         if data == "[DONE]" or "error" in data:
             continue

@@ -42,6 +42,7 @@ from apex.providers.http import (
     encode_header_fields,
 )
 from tests.chunking import split_at
+import contextlib
 
 T = TypeVar("T")
 
@@ -279,7 +280,7 @@ async def fetch(pool: UpstreamPool, url: str, body: bytes = b"{}") -> bytes:
 async def until(condition: Callable[[], bool]) -> None:
     """Wait (bounded) until ``condition()`` holds."""
     async with asyncio.timeout(LIMIT):
-        while not condition():
+        while not condition():  # noqa: ASYNC110 -- polls transport state no event signals
             await asyncio.sleep(0.001)
 
 
@@ -1090,10 +1091,8 @@ async def test_connect_timeout(pool: UpstreamPool) -> None:
             filler = socket.socket()
             filler.setblocking(False)
             fillers.append(filler)
-            try:
+            with contextlib.suppress(BlockingIOError):
                 filler.connect(("127.0.0.1", port))
-            except BlockingIOError:
-                pass
         loop = asyncio.get_running_loop()
         started = loop.time()
         try:
