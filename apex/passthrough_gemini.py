@@ -1,28 +1,35 @@
-"""Watching a Gemini stream that a Gemini client gets as it is (the same-dialect case).
+"""What a Gemini stream or body tells Apex when a Gemini client gets it as it is.
 
-The bytes go through untouched: Gemini streams name no model alias to rewrite (the model
-is in the URL; ``modelVersion`` is the upstream's own). ``GeminiPassthroughStream`` has the
-attributes the pipeline reads from ``PassthroughStream``: ``first_event_seen`` (the
-stream may commit), ``finished`` (a ``finishReason`` or a blocked prompt was seen: Gemini
-has no terminator, so that is a clean end), ``errored`` (an ``{"error": ...}`` chunk) and
-``usage`` (``usageMetadata`` is cumulative: the last one wins, read as in 8.6). Only
-chunks that can carry those are decoded, and only their top level with the fields needed.
+The bytes go through untouched (``PassthroughStream`` with family ``"gemini"`` calls
+``observe_gemini_chunk`` for each event): Gemini streams name no model alias to rewrite
+(the model is in the URL; ``modelVersion`` is the upstream's own). A chunk sets
+``finished`` on a ``finishReason`` or a blocked prompt (Gemini has no terminator, so that
+is a clean end), ``errored`` on an ``{"error": ...}`` chunk, and ``usage`` from
+``usageMetadata`` (cumulative: the last one wins, read as in 8.6). Only chunks that can
+carry those are decoded, and only through a view that skips the parts.
 """
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Final, Protocol
 
 import msgspec
 
-from apex.sse import SseParser
 from apex.translate.gemini_results import usage_of
 from apex.types import Usage
 from apex.wire.gemini import decode_chunk_view
 
-__all__ = ["GeminiPassthroughStream", "gemini_body_usage"]
+__all__ = ["StreamFlags", "gemini_body_usage", "observe_gemini_chunk"]
 
-_USAGE_KEY: Final = b'"usageMetadata"'
+_MARKERS: Final = (b'"usageMetadata"', b'"finishReason"', b'"error"', b'"blockReason"')
+
+
+class StreamFlags(Protocol):
+    """What an observer records (``PassthroughStream``'s attributes)."""
+
+    usage: Usage | None
+    finished: bool
+    errored: bool
 
 
 def gemini_body_usage(body: bytes) -> Usage | None:
@@ -33,42 +40,18 @@ def gemini_body_usage(body: bytes) -> Usage | None:
     return usage_of(resp.usage_metadata) if resp.usage_metadata is not None else None
 
 
-class GeminiPassthroughStream:
-    """Observe a forwarded Gemini SSE stream; ``feed`` returns the bytes to forward."""
-
-    __slots__ = ("_parser", "errored", "finished", "first_event_seen", "terminated", "usage")
-
-    def __init__(self) -> None:
-        self._parser = SseParser()
-        self.usage: Usage | None = None
-        self.first_event_seen = False
-        self.terminated = False  # Gemini streams have no terminator of their own
-        self.finished = False
-        self.errored = False
-
-    def feed(self, chunk: bytes) -> bytes:
-        for event in self._parser.feed(chunk):
-            self._observe(event.data)
-        return chunk
-
-    def flush(self) -> bytes:
-        for event in self._parser.flush():
-            self._observe(event.data)
-        return b""
-
-    def _observe(self, data: bytes) -> None:
-        self.first_event_seen = True
-        if _USAGE_KEY not in data and b'"finishReason"' not in data and b'"error"' not in data \
-                and b'"blockReason"' not in data:
-            return
-        try:
-            chunk = decode_chunk_view(data)
-        except (msgspec.DecodeError, msgspec.ValidationError):
-            return
-        if chunk.error is not None:
-            self.errored = True
-        if chunk.usage_metadata is not None:
-            self.usage = usage_of(chunk.usage_metadata)
-        if any(c.finish_reason for c in chunk.candidates) or (
-                chunk.prompt_feedback is not None and chunk.prompt_feedback.block_reason):
-            self.finished = True
+def observe_gemini_chunk(data: bytes, flags: StreamFlags) -> None:
+    """Record what one Gemini stream chunk tells (usage, finish, error) on ``flags``."""
+    if not any(marker in data for marker in _MARKERS):
+        return
+    try:
+        chunk = decode_chunk_view(data)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return
+    if chunk.error is not None:
+        flags.errored = True
+    if chunk.usage_metadata is not None:
+        flags.usage = usage_of(chunk.usage_metadata)
+    if any(c.finish_reason for c in chunk.candidates) or (
+            chunk.prompt_feedback is not None and chunk.prompt_feedback.block_reason):
+        flags.finished = True

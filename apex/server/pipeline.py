@@ -28,7 +28,7 @@ from apex.errors import (
     UpstreamError,
     UpstreamMalformed,
 )
-from apex.passthrough_gemini import GeminiPassthroughStream, gemini_body_usage
+from apex.passthrough_gemini import gemini_body_usage
 from apex.passthrough import (
     PassthroughStream,
     body_usage,
@@ -84,6 +84,7 @@ _STREAM_FAMILY: Final[dict[Dialect, str]] = {
     Dialect.OPENAI_CHAT: "openai_chat",
     Dialect.ANTHROPIC_MESSAGES: "anthropic",
     Dialect.OPENAI_RESPONSES: "responses",
+    Dialect.GEMINI_GENERATE: "gemini",
 }
 _NEVER_STREAM: Final = frozenset({Dialect.OPENAI_EMBEDDINGS, Dialect.ANTHROPIC_COUNT_TOKENS,
                                   Dialect.GEMINI_EMBED, Dialect.GEMINI_COUNT_TOKENS})
@@ -367,19 +368,17 @@ async def _attempt(
                         f"upstream channel {channel.name} answered a stream request with {reply.content_type or 'no content type'}",
                         channel=channel.name,
                     )
-                observer: PassthroughStream | GeminiPassthroughStream | None = None
+                observer: PassthroughStream | None = None
                 translating: StreamTranslator | None = None
                 parser: SseParser | None = None
                 if translator is not None:
                     assert ctx is not None
                     translating = translator.stream(ctx)
                     parser = SseParser()
-                elif dialect is Dialect.GEMINI_GENERATE:
-                    observer = GeminiPassthroughStream()
                 else:
                     observer = PassthroughStream(
                         _STREAM_FAMILY[dialect],
-                        client_model=model if mapped else None,
+                        client_model=model if mapped and dialect is not Dialect.GEMINI_GENERATE else None,
                         strip_usage_chunk=plan.add_stream_usage and not client_usage,
                     )
                 pending: list[bytes] = []
@@ -515,7 +514,7 @@ async def _stream_to_client(
     channel: CompiledChannel,
     reply: UpstreamReply,
     first: bytes,
-    observer: PassthroughStream | GeminiPassthroughStream | None,
+    observer: PassthroughStream | None,
     translating: StreamTranslator | None,
     parser: SseParser | None,
 ) -> web.StreamResponse:
@@ -582,7 +581,7 @@ async def _relay(
     reply: UpstreamReply,
     resp: web.StreamResponse | _Sink,
     first: bytes,
-    observer: PassthroughStream | GeminiPassthroughStream | None,
+    observer: PassthroughStream | None,
     translating: StreamTranslator | None,
     parser: SseParser | None,
 ) -> None:
