@@ -26,7 +26,7 @@ from apex.server.inputs import check_model
 from apex.server.pipeline import RequestView, read_body, serve
 from apex.server.responses import json_response
 from apex.snapshot import Snapshot
-from apex.translate.gemini_embeddings import batch_to_single, single_to_batch
+from apex.translate.directions.gemini_embeddings import batch_to_single, single_to_batch
 from apex.types import Dialect
 
 __all__ = ["gemini_key", "generate", "is_gemini_request", "models"]

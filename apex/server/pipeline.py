@@ -28,36 +28,37 @@ from apex.errors import (
     UpstreamError,
     UpstreamMalformed,
 )
-from apex.passthrough_gemini import gemini_body_usage
-from apex.passthrough import (
+from apex.translate.passthrough_gemini import gemini_body_usage
+from apex.translate.passthrough import (
     PassthroughStream,
     body_usage,
     rewrite_request,
     rewrite_response_model,
     strip_unsigned_thinking,
 )
-from apex.providers.base import (
+from apex.upstream.base import (
     TRANSPORT_ERRORS,
     UpstreamReply,
     map_transport_errors,
     transport_error,
     upstream_status_error,
 )
-from apex.providers.channel import CompiledChannel, UpstreamPlan
-from apex.providers.http import HttpClientError, UpstreamPool, encode_header_fields
-from apex.providers.mock import mock_reply
+from apex.upstream.channel import CompiledChannel, UpstreamPlan
+from apex.upstream.http import HttpClientError, UpstreamPool, encode_header_fields
+from apex.upstream.mock import mock_reply
 from apex.routing.policy import AttemptPlan, Outcome
 from apex.server.deadline import Deadline
 from apex.server.exchange import Exchange
 from apex.server.inputs import check_model
+from apex.server.keys import GATEWAY_KEY
 from apex.server.responses import SSE_HEADERS, json_response, stream_error_event
 from apex.routing.router import Route
 from apex.snapshot import Snapshot
 from apex.sse import SseParser
 from apex.translate import StreamTranslator, TranslateContext
-from apex.translate.embeddings import openai_to_jina_embeddings_request, reencode_embeddings_response
-from apex.translate.gemini_embeddings import with_upstream_model
-from apex.translate.stream_write_gemini import GeminiFraming
+from apex.translate.write.embeddings import openai_to_jina_embeddings_request, reencode_embeddings_response
+from apex.translate.directions.gemini_embeddings import with_upstream_model
+from apex.translate.write.gemini import GeminiFraming
 from apex.types import Dialect, Usage
 
 __all__ = ["RequestView", "proxy", "read_body"]
@@ -144,7 +145,7 @@ def _param_of(message: str) -> str | None:
 
 
 async def proxy(request: web.Request, snap: Snapshot, ex: Exchange, dialect: Dialect) -> web.StreamResponse:
-    """Serve one API request in ``dialect`` end to end; raise ApexError for the middleware."""
+    """Serve one API request in ``dialect`` end to end; raise ApexError for the endpoint wrapper."""
     principal = snap.keys.authenticate(request.headers)
     if principal.team is not None:
         ex.team = principal.team.id
@@ -174,16 +175,16 @@ async def serve(
     ex.rule = route.rule.label
     ex.routed = True
 
-    gateway = ex.gateway
+    gateway = request.app[GATEWAY_KEY]
     grant = None
     team = principal.team
     if team is not None and team.rate_limit is not None and gateway.limiter is not None:
         max_out = view.max_tokens or view.max_completion_tokens or view.max_output_tokens or 0
         grant = await gateway.acquire_rate_limit(team, ex.prompt_estimate() + max_out, ex)
     if grant is None:
-        return await _attempts(request, snap, ex, dialect, route_channels(snap, route, dialect, model), body, view, model)
+        return await _attempts(request, snap, ex, dialect, route_channels(snap, route, dialect, model, gateway.clock()), body, view, model)
     try:
-        response = await _attempts(request, snap, ex, dialect, route_channels(snap, route, dialect, model), body, view, model)
+        response = await _attempts(request, snap, ex, dialect, route_channels(snap, route, dialect, model, gateway.clock()), body, view, model)
     except BaseException:
         await gateway.settle_rate_limit(grant, _NOTHING_SERVED)  # refund the estimate
         raise
@@ -191,9 +192,9 @@ async def serve(
     return response
 
 
-def route_channels(snap: Snapshot, route: Route, dialect: Dialect, model: str) -> list[str]:
-    """Channel names of the route in attempt order that can serve ``dialect``; NotFound if none."""
-    now = time.monotonic()
+def route_channels(snap: Snapshot, route: Route, dialect: Dialect, model: str, now: float) -> list[str]:
+    """Channel names of the route in attempt order that can serve ``dialect`` (health as of
+    ``now``); NotFound if none."""
     health = snap.health
     order = route.order(lambda c: health.is_available(c, now))
     usable = [c for c in order if dialect in snap.channels[c].plans]
@@ -213,14 +214,15 @@ async def _attempts(
     model: str,
 ) -> web.StreamResponse:
     plan = AttemptPlan(channels, health=snap.health, retries=snap.config.global_.retries, rng=snap.rng)
-    clock = time.monotonic
+    gateway = request.app[GATEWAY_KEY]
+    clock = gateway.clock
     last: ApexError | None = None
     while (step := plan.next_attempt(clock())) is not None:
         if step.wait > 0:
-            await asyncio.sleep(step.wait)
+            await gateway.sleep(step.wait)
         channel = snap.channels[step.channel]
         if step.previous is not None and step.previous != step.channel:
-            ex.gateway.record_fallback(ex, step.previous, step.channel)
+            request.app[GATEWAY_KEY].record_fallback(ex, step.previous, step.channel)
         ex.attempts = step.number
         ex.channel = channel.name
         ex.tried.append(channel.name)
@@ -232,7 +234,7 @@ async def _attempts(
             ex.attempt_errors.append(err.kind)
             last = err
             now = clock()
-            ex.gateway.log_attempt(ex, channel.name, err, (now - attempt_started) * 1000)
+            request.app[GATEWAY_KEY].log_attempt(ex, channel.name, err, (now - attempt_started) * 1000)
             if not err.retryable:
                 plan.record(channel.name, Outcome.REJECTED, now)
                 raise
@@ -247,7 +249,7 @@ async def _attempts(
         now = clock()
         plan.record(channel.name, Outcome.SUCCEEDED, now)
         if _attempt_log.isEnabledFor(logging.DEBUG):
-            ex.gateway.log_attempt(ex, channel.name, None, (now - attempt_started) * 1000)
+            request.app[GATEWAY_KEY].log_attempt(ex, channel.name, None, (now - attempt_started) * 1000)
         return response
     limited = plan.rate_limited()
     if limited is not None:  # every channel left is held off by a Retry-After past the cap
@@ -344,11 +346,11 @@ async def _attempt(
     headers = _upstream_headers(request, plan, ex)
     url = plan.url_for(upstream_model, stream)
     if not stream:
-        return await _attempt_json(snap, ex, channel, plan, url, headers, up_body, upstream_model, ctx, model, mapped, view)
+        return await _attempt_json(request.app[GATEWAY_KEY].upstream, snap, ex, channel, plan, url, headers, up_body, upstream_model, ctx, model, mapped, view)
 
     timeouts = channel.timeouts
     started = time.perf_counter()  # uvloop's loop.time() moves in whole milliseconds: too coarse to measure with
-    pool = ex.gateway.upstream
+    pool = request.app[GATEWAY_KEY].upstream
     reply: UpstreamReply | None = None
     done = False
     try:
@@ -419,6 +421,7 @@ async def _attempt(
 
 
 async def _attempt_json(
+    pool: UpstreamPool,
     snap: Snapshot,
     ex: Exchange,
     channel: CompiledChannel,
@@ -443,7 +446,7 @@ async def _attempt_json(
             loop = asyncio.get_running_loop()
             begun = loop.time()
             with Deadline(loop, begun + min(timeouts.first_byte, timeouts.request)) as deadline:
-                reply = await _send(ex.gateway.upstream, channel, plan, url, headers, up_body, upstream_model, False)
+                reply = await _send(pool, channel, plan, url, headers, up_body, upstream_model, False)
                 deadline.move(begun + timeouts.request)
                 raw = await reply.read()
             done = True  # the body was read whole: the connection can go back to the pool

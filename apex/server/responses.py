@@ -1,8 +1,9 @@
 """Render ApexError and JSON in the client's dialect. The endpoint decides the wire shape.
 
 Shapes: OpenAI ``{"error": {message, type, param, code}}``, Anthropic ``{"type": "error",
-"error": {type, message}}``, Gemini ``{"error": {code, message, status}}``. The ``kind -> type`` tables (spec section 3) live in
-``apex.translate.errortypes``, shared with the stream translators. An upstream's own error
+"error": {type, message}}``, Gemini ``{"error": {code, message, status}}``. The ``kind -> type``
+tables (spec section 3) live in ``apex.translate.neutral.errortypes``, shared with the stream
+translators. An upstream's own error
 body keeps its message and, when the protocols match, its type.
 """
 
@@ -16,16 +17,16 @@ from aiohttp import web
 
 from apex.errors import ApexError, UpstreamStatus
 from apex.sse import encode_event
-from apex.translate.errortypes import (
+from apex.translate.neutral.errortypes import (
     anthropic_error_type,
     gemini_rpc_status,
     gemini_status_of_kind,
     openai_error_type,
     responses_error_code,
 )
-from apex.translate.stream_write_gemini import gemini_error_object
-from apex.translate.stream_write_anthropic import anthropic_error_event
-from apex.translate.stream_write_openai import openai_error_event
+from apex.translate.write.anthropic import anthropic_error_event
+from apex.translate.write.gemini import gemini_error_object
+from apex.translate.write.openai import openai_error_event
 from apex.types import Dialect
 
 __all__ = ["error_body", "error_response", "json_response", "stream_error_event", "SSE_HEADERS"]

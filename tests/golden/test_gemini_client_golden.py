@@ -17,13 +17,13 @@ import pytest
 from google.genai import types
 
 from apex.sse import SseParser
-from apex.translate.anthropic_to_gemini import AnthropicToGemini
+from apex.translate.directions.anthropic_to_gemini import AnthropicToGemini
 from apex.translate.base import TranslateContext
-from apex.translate.gemini_request import decode_thought_signature
-from apex.translate.gemini_to_anthropic import GeminiToAnthropic
-from apex.translate.gemini_to_openai import GeminiToOpenAI
-from apex.translate.openai_to_gemini import OpenAIChatToGemini
-from apex.translate.signatures import SignatureStore
+from apex.translate.request.gemini_conversation import decode_thought_signature
+from apex.translate.directions.gemini_to_anthropic import GeminiToAnthropic
+from apex.translate.directions.gemini_to_openai import GeminiToOpenAI
+from apex.translate.directions.openai_to_gemini import OpenAIChatToGemini
+from apex.translate.neutral.signatures import SignatureStore
 from tests.golden.transcript import capture, make_ctx, run_stream
 
 GEMINI_STREAMS = ["gemini_stream.sse", "gemini_stream_function_call.sse", "gemini_stream_function_call_split_finish.sse"]

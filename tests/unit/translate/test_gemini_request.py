@@ -9,7 +9,7 @@ import pytest
 
 from apex.errors import InvalidRequest
 from apex.translate.base import TranslateContext
-from apex.translate.gemini_request import (
+from apex.translate.request.gemini_conversation import (
     Call,
     Result,
     decode_thought_signature,
@@ -17,8 +17,8 @@ from apex.translate.gemini_request import (
     openapi_to_json_schema,
     read_gemini_request,
 )
-from apex.translate.gemini_to_anthropic import GeminiToAnthropic
-from apex.translate.gemini_to_openai import GeminiToOpenAI
+from apex.translate.directions.gemini_to_anthropic import GeminiToAnthropic
+from apex.translate.directions.gemini_to_openai import GeminiToOpenAI
 
 
 def _ctx(stream: bool = False) -> TranslateContext:
