@@ -1,4 +1,4 @@
-"""Gemini embeddings clients: ``:embedContent`` / ``:batchEmbedContents`` (protocols.md 6.5, 8.9).
+"""Gemini embeddings clients: ``:embedContent`` / ``:batchEmbedContents`` (docs/protocols.md 6.5, 8.9).
 
 Apex serves both Gemini methods as ``batchEmbedContents``: a single ``embedContent`` body
 is wrapped as a batch of one on the way in (``single_to_batch``) and its answer unwrapped

@@ -54,7 +54,7 @@ _KIND_OF_TYPE: Final[dict[str, str]] = {
 }
 
 
-# Gemini errors name a google.rpc status beside the HTTP code (protocols.md 6.6).
+# Gemini errors name a google.rpc status beside the HTTP code (docs/protocols.md 6.6).
 _GEMINI_RPC: Final[dict[int, str]] = {
     400: "INVALID_ARGUMENT",
     401: "UNAUTHENTICATED",

@@ -1,7 +1,7 @@
 """A Gemini client's generateContent request read into a neutral ``Conversation``.
 
 The Gemini-client directions (to OpenAI Chat, to Anthropic Messages) render this one form,
-so the Gemini request is read once. Rules (protocols.md 6.2, 8.3 read backwards):
+so the Gemini request is read once. Rules (docs/protocols.md 6.2, 8.3 read backwards):
 - ``systemInstruction`` parts -> one system text; ``role`` absent means ``user``.
 - ``text`` parts -> text; ``thought: true`` text -> reasoning (model turns), carrying an
   Anthropic signature when its ``thoughtSignature`` is one Apex minted (``thought_signature``);

@@ -107,7 +107,7 @@ class GeminiFraming:
 
 
 def _sse(data: bytes) -> bytes:
-    # Gemini frames its events with CRLF (protocols.md 1.1); clients accept either.
+    # Gemini frames its events with CRLF (docs/protocols.md 1.1); clients accept either.
     return b"data: " + data + b"\r\n\r\n"
 
 
