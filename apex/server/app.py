@@ -47,7 +47,8 @@ def build_app(gateway: Gateway, *, watch: bool = False) -> web.Application:
     r.add_get("/v1/models", api_endpoint(Dialect.OPENAI_CHAT, handlers.models), allow_head=False)
     r.add_get("/v1/models/{model_id}", api_endpoint(Dialect.OPENAI_CHAT, handlers.models), allow_head=False)
     for version in ("/v1beta", "/v1"):  # Google serves the Gemini API under both
-        r.add_post(f"{version}/models/{{target}}", api_endpoint(Dialect.GEMINI_GENERATE, gemini.generate))
+        r.add_post(f"{version}/models/{{target}}", api_endpoint(Dialect.GEMINI_GENERATE, gemini.generate),
+                   expect_handler=expect_handler(Dialect.GEMINI_GENERATE))
     r.add_get("/v1beta/models", api_endpoint(Dialect.GEMINI_GENERATE, gemini.models), allow_head=False)
     r.add_get("/v1beta/models/{model_id}", api_endpoint(Dialect.GEMINI_GENERATE, gemini.models), allow_head=False)
     r.add_get("/health", handlers.health)  # GET and HEAD
