@@ -108,13 +108,6 @@ class RateLimitStore(_Base, frozen=True):
     key_prefix: str = "apex:rl:"
 
 
-<<<<<<< HEAD
-class TracingConfig(_Base, frozen=True):
-    otlp_endpoint: str  # the collector's base URL; spans go to {otlp_endpoint}/v1/traces (OTLP/HTTP)
-    service_name: str = "apex"
-    sample_ratio: float = 1.0  # of traces started here; a client's sampled flag is followed
-    headers: dict[str, str] = {}  # sent with every export, e.g. a collector's auth header
-=======
 class RequestLogConfig(_Base, frozen=True):
     """``global.request_log``: where finished requests are recorded (``off`` records none)."""
 
@@ -126,7 +119,11 @@ class RequestLogConfig(_Base, frozen=True):
     capture_max_bytes: int = 16384
     queue_size: int = 10_000
     batch_size: int = 500
->>>>>>> main
+class TracingConfig(_Base, frozen=True):
+    otlp_endpoint: str  # the collector's base URL; spans go to {otlp_endpoint}/v1/traces (OTLP/HTTP)
+    service_name: str = "apex"
+    sample_ratio: float = 1.0  # of traces started here; a client's sampled flag is followed
+    headers: dict[str, str] = {}  # sent with every export, e.g. a collector's auth header
 
 
 class GlobalConfig(_Base, frozen=True):
@@ -139,11 +136,8 @@ class GlobalConfig(_Base, frozen=True):
     shutdown_grace_ms: int = 10_000
     drain_delay_ms: int = 0  # SIGTERM: /ready says 503 and Apex keeps serving this long before it drains
     rate_limit_store: RateLimitStore = RateLimitStore()
-<<<<<<< HEAD
-    tracing: TracingConfig | None = None
-=======
     request_log: RequestLogConfig = RequestLogConfig()
->>>>>>> main
+    tracing: TracingConfig | None = None
 
 
 class LoggingConfig(_Base, frozen=True):
@@ -158,7 +152,6 @@ class MetricsConfig(_Base, frozen=True):
     path: str = "/metrics"
 
 
-<<<<<<< HEAD
 class AzureAd(_Base, frozen=True):
     """Microsoft Entra ID client credentials (azure_openai): a token for Cognitive Services."""
 
@@ -174,7 +167,8 @@ class AwsCredentials(_Base, frozen=True):
     access_key_id: str
     secret_access_key: str
     session_token: str | None = None
-=======
+
+
 class Price(_Base, frozen=True):
     """USD per million tokens. Absent cache prices cost what ``input`` costs; an absent
     ``reasoning`` price costs what ``output`` costs (reasoning tokens are output tokens)."""
@@ -184,7 +178,6 @@ class Price(_Base, frozen=True):
     cache_read: float | None = None
     cache_write: float | None = None
     reasoning: float | None = None
->>>>>>> main
 
 
 class Channel(_Base, frozen=True):
@@ -197,7 +190,6 @@ class Channel(_Base, frozen=True):
     model_map: dict[str, str] = msgspec.field(default_factory=dict)
     models: tuple[str, ...] | None = None
     timeouts: ChannelTimeouts | None = None
-<<<<<<< HEAD
     # azure_openai only
     api_version: str | None = None
     azure_ad: AzureAd | None = None
@@ -208,9 +200,9 @@ class Channel(_Base, frozen=True):
     project: str | None = None
     location: str | None = None
     credentials_file: str | None = None
-=======
+
+
     prices: dict[str, Price] = msgspec.field(default_factory=dict)  # model glob -> negotiated price
->>>>>>> main
     # mock provider only
     latency_ms: int = 0
     tokens_per_s: float | None = None

@@ -14,8 +14,8 @@ from apex.tokens import estimate_tokens
 from apex.types import Dialect, Usage
 
 if TYPE_CHECKING:
-    from apex.tracing import RequestTrace
     from apex.budget import BudgetGrant
+    from apex.tracing import RequestTrace
 
 __all__ = ["Exchange"]
 

@@ -14,11 +14,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Final
 from pathlib import Path
-<<<<<<< HEAD
 from typing import TYPE_CHECKING
-=======
-from typing import Final
->>>>>>> main
 
 from aiohttp import web
 
@@ -38,11 +34,8 @@ from apex.cost import PriceBook
 from apex.requestlog import RequestLog, Row, build_request_log, capture
 from apex.errors import ApexError, ConfigError, kind_for_status
 from apex.metrics import NONE, Metrics
-<<<<<<< HEAD
 from apex.upstream.credentials import CredentialKeeper, CredentialSlot
-=======
 from apex.upstream.channel import CompiledChannel
->>>>>>> main
 from apex.upstream.http import UpstreamPool
 from apex.ratelimit import (
     Decision,
@@ -76,13 +69,10 @@ __all__ = ["Gateway", "RateGrant"]
 log = logging.getLogger("apex.gateway")
 access_log = logging.getLogger(ACCESS_LOGGER)
 _INFO = logging.INFO
-<<<<<<< HEAD
 CREDENTIALS_START_WAIT_S: Final = 10.0  # at start-up, how long first credential fetches may take
-=======
 # Output tokens reserved against a budget when the request sets no max_tokens.
 BUDGET_DEFAULT_OUTPUT_TOKENS: Final = 1024
 BUDGET_HEADER: Final = "x-apex-budget-remaining-usd"
->>>>>>> main
 
 
 class RateGrant:
@@ -144,18 +134,9 @@ class Gateway:
         """Create the shared upstream pool and the rate limiter (inside the loop)."""
         self._upstream = UpstreamPool()
         self.limiter = build_limiter(self.snapshot.config.global_.rate_limit_store, MonotonicClock())
-<<<<<<< HEAD
-        tracing = self.snapshot.config.global_.tracing
-        if tracing is not None:
-            from apex.tracing import build_tracer  # imported only when tracing is on
-
-            self.tracer = build_tracer(tracing)
-=======
-<<<<<<< HEAD
         fresh = self._credentials.bind(_credential_slots(self.snapshot), self._upstream)
         if fresh:  # the first requests should find credentials; a failure is logged, not fatal
             await asyncio.gather(*(r.wait_first(CREDENTIALS_START_WAIT_S) for r in fresh))
-=======
         self.budgets = build_ledger(self.snapshot.config.global_.rate_limit_store, MonotonicClock())
         self.budgets.on_remaining = self.metrics.set_budget_remaining
         rl = self.snapshot.config.global_.request_log
@@ -167,8 +148,11 @@ class Gateway:
                 log.error("request log disabled: %s", exc)
                 self.request_log = None
             self._capture = rl.capture_max_bytes if rl.capture_content else None
->>>>>>> main
->>>>>>> main
+        tracing = self.snapshot.config.global_.tracing
+        if tracing is not None:
+            from apex.tracing import build_tracer  # imported only when tracing is on
+
+            self.tracer = build_tracer(tracing)
 
     async def close(self) -> None:
         await self._credentials.close()
@@ -176,18 +160,15 @@ class Gateway:
             await self._upstream.close()
         if self.limiter is not None:
             await self.limiter.close()
-<<<<<<< HEAD
-        if self.tracer is not None:
-            await asyncio.to_thread(self.tracer.shutdown)  # flushes queued spans; bounded by the export timeout
-            self.tracer = None
-=======
         if self._tasks:  # budget settlements still in flight
             await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.budgets is not None:
             await self.budgets.close()
         if self.request_log is not None:
             await self.request_log.close()
->>>>>>> main
+        if self.tracer is not None:
+            await asyncio.to_thread(self.tracer.shutdown)  # flushes queued spans; bounded by the export timeout
+            self.tracer = None
 
     @property
     def upstream(self) -> UpstreamPool:
@@ -244,12 +225,9 @@ class Gateway:
         if config.global_.request_log != old.global_.request_log:
             log.warning("request_log changed: restart Apex to apply it")
         self.snapshot = snapshot
-<<<<<<< HEAD
         if self._upstream is not None:  # before start() there is no loop to bind in: start() binds
             self._bind_credentials(snapshot)
-=======
         self.prices = PriceBook(config)
->>>>>>> main
         self._refresh_limits()
         self.loaded_config_bytes = data
         log.info("config reloaded (%s): %d channels, %d routers, %d teams", source,
@@ -418,12 +396,9 @@ class Gateway:
             series.record(ex.status, _error_type(ex), ex.upstream_ms, ex.ttft_ms, overhead, latency)
             if usage is not None:
                 series.add_tokens(usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens, usage.estimated)
-<<<<<<< HEAD
+                series.add_cost(cost)
         if ex.trace is not None and self.tracer is not None:
             self.tracer.end_request(ex, ex.trace, _error_type(ex))
-=======
-                series.add_cost(cost)
->>>>>>> main
         if access_log.isEnabledFor(_INFO):
             write_access_line(access_log, access_fields(ex, latency, overhead, usage, cost))
         if self.request_log is not None:
