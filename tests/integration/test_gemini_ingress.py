@@ -20,7 +20,7 @@ from google.genai import types
 
 from tests.conftest import ApexInstance, StartApex
 from tests.integration.fakes import Behaviour, FakeUpstream, fixture_bytes, split_events
-from tests.integration.test_access_log import access_lines, log_file  # noqa: F401  # fixture
+from tests.integration.access import access_lines
 
 KEY = "gk-client-secret-1"
 CHANNEL_MODELS = {"gemini": "gm-alias", "openai": "gpt-alias", "anthropic": "claude-alias", "mock": "mock-alias"}
@@ -303,7 +303,7 @@ async def test_json_array_stream_without_alt_sse(kind: str, apex: ApexInstance) 
 
 
 async def test_access_line_metrics_and_no_key_in_logs(
-    upstream: FakeUpstream, start_apex: StartApex, log_file: Path  # noqa: F811  # the imported fixture
+    upstream: FakeUpstream, start_apex: StartApex, log_file: Path
 ) -> None:
     """Gemini requests get the access line and metrics of every dialect; a ?key= never reaches the log."""
     cfg = config(upstream)
