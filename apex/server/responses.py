@@ -60,6 +60,8 @@ def _gemini_rpc_status(err: ApexError) -> str:
 
 def error_body(dialect: Dialect, err: ApexError) -> bytes:
     """The error object in ``dialect``'s shape."""
+    if isinstance(err, UpstreamStatus) and err.client_body is not None and err.status == err.upstream_status:
+        return err.client_body  # a native upstream's own body: untouched but for scrubbed secrets
     if dialect.family == "gemini":
         return _ENC.encode(gemini_error_object(err.status, err.message, _gemini_rpc_status(err)))
     etype = _type_for(dialect, err)
