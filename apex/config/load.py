@@ -20,12 +20,8 @@ from urllib.parse import urlsplit
 
 import msgspec
 
-<<<<<<< HEAD
 from apex.config.clouds import check_cloud_channel
-from apex.config.model import ChannelRef, Config
-=======
 from apex.config.model import ChannelRef, Config, Price
->>>>>>> main
 from apex.errors import ConfigError
 from apex.glob import GlobError, compile_glob
 

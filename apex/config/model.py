@@ -145,7 +145,6 @@ class MetricsConfig(_Base, frozen=True):
     path: str = "/metrics"
 
 
-<<<<<<< HEAD
 class AzureAd(_Base, frozen=True):
     """Microsoft Entra ID client credentials (azure_openai): a token for Cognitive Services."""
 
@@ -161,7 +160,8 @@ class AwsCredentials(_Base, frozen=True):
     access_key_id: str
     secret_access_key: str
     session_token: str | None = None
-=======
+
+
 class Price(_Base, frozen=True):
     """USD per million tokens. Absent cache prices cost what ``input`` costs; an absent
     ``reasoning`` price costs what ``output`` costs (reasoning tokens are output tokens)."""
@@ -171,7 +171,6 @@ class Price(_Base, frozen=True):
     cache_read: float | None = None
     cache_write: float | None = None
     reasoning: float | None = None
->>>>>>> main
 
 
 class Channel(_Base, frozen=True):
@@ -184,7 +183,6 @@ class Channel(_Base, frozen=True):
     model_map: dict[str, str] = msgspec.field(default_factory=dict)
     models: tuple[str, ...] | None = None
     timeouts: ChannelTimeouts | None = None
-<<<<<<< HEAD
     # azure_openai only
     api_version: str | None = None
     azure_ad: AzureAd | None = None
@@ -195,9 +193,9 @@ class Channel(_Base, frozen=True):
     project: str | None = None
     location: str | None = None
     credentials_file: str | None = None
-=======
+
+
     prices: dict[str, Price] = msgspec.field(default_factory=dict)  # model glob -> negotiated price
->>>>>>> main
     # mock provider only
     latency_ms: int = 0
     tokens_per_s: float | None = None

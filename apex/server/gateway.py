@@ -14,7 +14,6 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Final
 from pathlib import Path
-from typing import Final
 
 from aiohttp import web
 
@@ -34,11 +33,8 @@ from apex.cost import PriceBook
 from apex.requestlog import RequestLog, Row, build_request_log, capture
 from apex.errors import ApexError, ConfigError, kind_for_status
 from apex.metrics import NONE, Metrics
-<<<<<<< HEAD
 from apex.upstream.credentials import CredentialKeeper, CredentialSlot
-=======
 from apex.upstream.channel import CompiledChannel
->>>>>>> main
 from apex.upstream.http import UpstreamPool
 from apex.ratelimit import (
     Decision,
@@ -68,13 +64,10 @@ __all__ = ["Gateway", "RateGrant"]
 log = logging.getLogger("apex.gateway")
 access_log = logging.getLogger(ACCESS_LOGGER)
 _INFO = logging.INFO
-<<<<<<< HEAD
 CREDENTIALS_START_WAIT_S: Final = 10.0  # at start-up, how long first credential fetches may take
-=======
 # Output tokens reserved against a budget when the request sets no max_tokens.
 BUDGET_DEFAULT_OUTPUT_TOKENS: Final = 1024
 BUDGET_HEADER: Final = "x-apex-budget-remaining-usd"
->>>>>>> main
 
 
 class RateGrant:
@@ -135,11 +128,9 @@ class Gateway:
         """Create the shared upstream pool and the rate limiter (inside the loop)."""
         self._upstream = UpstreamPool()
         self.limiter = build_limiter(self.snapshot.config.global_.rate_limit_store, MonotonicClock())
-<<<<<<< HEAD
         fresh = self._credentials.bind(_credential_slots(self.snapshot), self._upstream)
         if fresh:  # the first requests should find credentials; a failure is logged, not fatal
             await asyncio.gather(*(r.wait_first(CREDENTIALS_START_WAIT_S) for r in fresh))
-=======
         self.budgets = build_ledger(self.snapshot.config.global_.rate_limit_store, MonotonicClock())
         self.budgets.on_remaining = self.metrics.set_budget_remaining
         rl = self.snapshot.config.global_.request_log
@@ -151,7 +142,6 @@ class Gateway:
                 log.error("request log disabled: %s", exc)
                 self.request_log = None
             self._capture = rl.capture_max_bytes if rl.capture_content else None
->>>>>>> main
 
     async def close(self) -> None:
         await self._credentials.close()
@@ -221,12 +211,9 @@ class Gateway:
         if config.global_.request_log != old.global_.request_log:
             log.warning("request_log changed: restart Apex to apply it")
         self.snapshot = snapshot
-<<<<<<< HEAD
         if self._upstream is not None:  # before start() there is no loop to bind in: start() binds
             self._bind_credentials(snapshot)
-=======
         self.prices = PriceBook(config)
->>>>>>> main
         self._refresh_limits()
         self.loaded_config_bytes = data
         log.info("config reloaded (%s): %d channels, %d routers, %d teams", source,
