@@ -15,6 +15,7 @@ from apex.types import Dialect, Usage
 
 if TYPE_CHECKING:
     from apex.budget import BudgetGrant
+    from apex.tracing import RequestTrace
 
 __all__ = ["Exchange"]
 
@@ -27,6 +28,7 @@ class Exchange:
         "error_kind", "ratelimit_headers", "cost_usd", "budget_grant", "key_fingerprint",
         # observability (apex.metrics / access log): see Gateway.finish
         "request_body", "response_body", "overhead_ms", "_prompt_estimate",
+        "trace",  # apex.tracing.RequestTrace while tracing is on, else None
     )
 
     def __init__(self, request_id: str, client_request_id: str | None, dialect: Dialect) -> None:
@@ -61,6 +63,7 @@ class Exchange:
         self._prompt_estimate: int | None = None
         self.response_body: bytes | None = None
         self.overhead_ms: float | None = None
+        self.trace: RequestTrace | None = None
 
     def response_headers(self) -> dict[str, str]:
         """Headers every response of this exchange carries (set before a stream commits)."""

@@ -12,8 +12,8 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
-from typing import Final
 from pathlib import Path
+from typing import TYPE_CHECKING, Final
 
 from aiohttp import web
 
@@ -58,6 +58,10 @@ from apex.server.logs import (
 from apex.snapshot import Snapshot, build_snapshot
 from apex.tokens import estimate_tokens
 from apex.types import Dialect, MonotonicClock, Usage
+
+
+if TYPE_CHECKING:
+    from apex.tracing import Tracer  # only imported at run time when tracing is on
 
 __all__ = ["Gateway", "RateGrant"]
 
@@ -116,6 +120,7 @@ class Gateway:
         self.loaded_config_bytes: bytes | None = None  # the file content the live config came from
         self.in_flight = 0
         self.draining = False  # set when shutdown begins: /ready answers 503 from then on
+        self.tracer: Tracer | None = None  # global.tracing; None keeps tracing off the request path
         self.metrics = Metrics(self.version, self._rule_patterns)
         self.metrics.in_flight.set_function(lambda: self.in_flight)
         self._metrics_snapshot: Snapshot | None = None  # the Snapshot the metric bindings belong to
@@ -128,6 +133,11 @@ class Gateway:
         """Create the shared upstream pool and the rate limiter (inside the loop)."""
         self._upstream = UpstreamPool()
         self.limiter = build_limiter(self.snapshot.config.global_.rate_limit_store, MonotonicClock())
+        tracing = self.snapshot.config.global_.tracing
+        if tracing is not None:
+            from apex.tracing import build_tracer  # imported only when tracing is on
+
+            self.tracer = build_tracer(tracing)
         fresh = self._credentials.bind(_credential_slots(self.snapshot), self._upstream)
         if fresh:  # the first requests should find credentials; a failure is logged, not fatal
             await asyncio.gather(*(r.wait_first(CREDENTIALS_START_WAIT_S) for r in fresh))
@@ -149,6 +159,9 @@ class Gateway:
             await self._upstream.close()
         if self.limiter is not None:
             await self.limiter.close()
+        if self.tracer is not None:
+            await asyncio.to_thread(self.tracer.shutdown)  # flushes queued spans; bounded by the export timeout
+            self.tracer = None
         if self._tasks:  # budget settlements still in flight
             await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.budgets is not None:
@@ -383,6 +396,8 @@ class Gateway:
             if usage is not None:
                 series.add_tokens(usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens, usage.estimated)
                 series.add_cost(cost)
+        if ex.trace is not None and self.tracer is not None:
+            self.tracer.end_request(ex, ex.trace, _error_type(ex))
         if access_log.isEnabledFor(_INFO):
             write_access_line(access_log, access_fields(ex, latency, overhead, usage, cost))
         if self.request_log is not None:
