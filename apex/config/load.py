@@ -170,6 +170,13 @@ def _positive(value: int | float | None, path: str, *, zero_ok: bool = False) ->
         raise ConfigError(f"must be {'>= 0' if zero_ok else 'positive'}, got {value}", path=path)
 
 
+def _check_prices(prices: Mapping[str, Price], path: str) -> None:
+    for pattern, price in prices.items():
+        _check_glob(pattern, f"{path}.{pattern}")
+        for field in ("input", "output", "cache_read", "cache_write", "reasoning"):
+            value = getattr(price, field)
+            if value is not None and not (value >= 0 and math.isfinite(value)):
+                raise ConfigError("must be a finite price in USD per million tokens, 0 or more", path=f"{path}.{pattern}.{field}")
 def _check_tracing(t: TracingConfig) -> None:
     if not t.otlp_endpoint.startswith(("http://", "https://")):
         raise ConfigError(f"must be an http(s) URL (the collector's base URL), got {t.otlp_endpoint!r}",
@@ -178,15 +185,6 @@ def _check_tracing(t: TracingConfig) -> None:
         raise ConfigError(f"must be between 0 and 1, got {t.sample_ratio}", path="global.tracing.sample_ratio")
     if importlib.util.find_spec("opentelemetry.sdk") is None:
         raise ConfigError("tracing needs OpenTelemetry: pip install 'apex-gateway[otel]'", path="global.tracing")
-
-
-def _check_prices(prices: Mapping[str, Price], path: str) -> None:
-    for pattern, price in prices.items():
-        _check_glob(pattern, f"{path}.{pattern}")
-        for field in ("input", "output", "cache_read", "cache_write", "reasoning"):
-            value = getattr(price, field)
-            if value is not None and not (value >= 0 and math.isfinite(value)):
-                raise ConfigError("must be a finite price in USD per million tokens, 0 or more", path=f"{path}.{pattern}.{field}")
 
 
 def check_config(config: Config) -> None:

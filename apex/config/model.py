@@ -108,13 +108,6 @@ class RateLimitStore(_Base, frozen=True):
     key_prefix: str = "apex:rl:"
 
 
-class TracingConfig(_Base, frozen=True):
-    otlp_endpoint: str  # the collector's base URL; spans go to {otlp_endpoint}/v1/traces (OTLP/HTTP)
-    service_name: str = "apex"
-    sample_ratio: float = 1.0  # of traces started here; a client's sampled flag is followed
-    headers: dict[str, str] = {}  # sent with every export, e.g. a collector's auth header
-
-
 class RequestLogConfig(_Base, frozen=True):
     """``global.request_log``: where finished requests are recorded (``off`` records none)."""
 
@@ -126,6 +119,11 @@ class RequestLogConfig(_Base, frozen=True):
     capture_max_bytes: int = 16384
     queue_size: int = 10_000
     batch_size: int = 500
+class TracingConfig(_Base, frozen=True):
+    otlp_endpoint: str  # the collector's base URL; spans go to {otlp_endpoint}/v1/traces (OTLP/HTTP)
+    service_name: str = "apex"
+    sample_ratio: float = 1.0  # of traces started here; a client's sampled flag is followed
+    headers: dict[str, str] = {}  # sent with every export, e.g. a collector's auth header
 
 
 class GlobalConfig(_Base, frozen=True):
@@ -138,8 +136,8 @@ class GlobalConfig(_Base, frozen=True):
     shutdown_grace_ms: int = 10_000
     drain_delay_ms: int = 0  # SIGTERM: /ready says 503 and Apex keeps serving this long before it drains
     rate_limit_store: RateLimitStore = RateLimitStore()
-    tracing: TracingConfig | None = None
     request_log: RequestLogConfig = RequestLogConfig()
+    tracing: TracingConfig | None = None
 
 
 class LoggingConfig(_Base, frozen=True):

@@ -12,8 +12,9 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
+from typing import Final
 from pathlib import Path
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -133,11 +134,6 @@ class Gateway:
         """Create the shared upstream pool and the rate limiter (inside the loop)."""
         self._upstream = UpstreamPool()
         self.limiter = build_limiter(self.snapshot.config.global_.rate_limit_store, MonotonicClock())
-        tracing = self.snapshot.config.global_.tracing
-        if tracing is not None:
-            from apex.tracing import build_tracer  # imported only when tracing is on
-
-            self.tracer = build_tracer(tracing)
         fresh = self._credentials.bind(_credential_slots(self.snapshot), self._upstream)
         if fresh:  # the first requests should find credentials; a failure is logged, not fatal
             await asyncio.gather(*(r.wait_first(CREDENTIALS_START_WAIT_S) for r in fresh))
@@ -152,6 +148,11 @@ class Gateway:
                 log.error("request log disabled: %s", exc)
                 self.request_log = None
             self._capture = rl.capture_max_bytes if rl.capture_content else None
+        tracing = self.snapshot.config.global_.tracing
+        if tracing is not None:
+            from apex.tracing import build_tracer  # imported only when tracing is on
+
+            self.tracer = build_tracer(tracing)
 
     async def close(self) -> None:
         await self._credentials.close()
@@ -159,15 +160,15 @@ class Gateway:
             await self._upstream.close()
         if self.limiter is not None:
             await self.limiter.close()
-        if self.tracer is not None:
-            await asyncio.to_thread(self.tracer.shutdown)  # flushes queued spans; bounded by the export timeout
-            self.tracer = None
         if self._tasks:  # budget settlements still in flight
             await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.budgets is not None:
             await self.budgets.close()
         if self.request_log is not None:
             await self.request_log.close()
+        if self.tracer is not None:
+            await asyncio.to_thread(self.tracer.shutdown)  # flushes queued spans; bounded by the export timeout
+            self.tracer = None
 
     @property
     def upstream(self) -> UpstreamPool:
