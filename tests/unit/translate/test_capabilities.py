@@ -57,10 +57,12 @@ def test_config_capabilities_are_checked() -> None:
                            "routers": [{"name": "r", "channels": [{"name": "c"}]}]}).encode()
     ok = load_config_bytes(cfg({"model": "m-*", "reasons": True, "reasoning": ["adaptive"]}), {})
     assert ok.channels[0].capabilities[0].reasoning == ("adaptive",)
-    for bad, where in (({"model": "m[", "reasons": True}, "capabilities[0].model"),
-                       ({"model": "m", "reasoning": ["turbo"]}, "reasoning"),
-                       ({"model": "m", "max_tokens_field": "max_output"}, "max_tokens_field"),
-                       ({"model": "m", "speed": 1}, "speed")):
+    cases: list[tuple[dict[str, object], str]] = [
+        ({"model": "m[", "reasons": True}, "capabilities[0].model"),
+        ({"model": "m", "reasoning": ["turbo"]}, "reasoning"),
+        ({"model": "m", "max_tokens_field": "max_output"}, "max_tokens_field"),
+        ({"model": "m", "speed": 1}, "speed")]
+    for bad, where in cases:
         with pytest.raises(ConfigError) as caught:
             load_config_bytes(cfg(bad), {})
         assert where in str(caught.value)
