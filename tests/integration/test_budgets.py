@@ -136,3 +136,27 @@ async def _prompt_estimate(inst: Any) -> int:
     from apex.tokens import estimate_tokens
 
     return estimate_tokens(json.dumps({"model": "gpt-4o", "messages": MSG, "max_tokens": 10}).encode())
+
+
+@pytest.mark.parametrize("fail_mode", ["open", "closed"])
+async def test_budget_store_down_follows_fail_mode(
+    upstream: FakeUpstream, start_apex: StartApex, redis_server: RedisServer, fail_mode: str
+) -> None:
+    """With Redis gone, a budgeted team is admitted untracked (fail_mode open) or refused with a 429 saying
+    the store is unavailable (closed); when Redis is back, spend is tracked again."""
+    store = {"type": "redis", "url": redis_server.url, "fail_mode": fail_mode, "key_prefix": f"apex-{fail_mode}:"}
+    inst = await start_apex(_config(upstream, 5.0, **store))
+    client = oai(inst, "tk-1")
+    await client.chat.completions.create(model="gpt-4o", messages=MSG, max_tokens=10)
+    redis_server.stop()
+    if fail_mode == "open":
+        raw = await client.chat.completions.with_raw_response.create(model="gpt-4o", messages=MSG, max_tokens=10)
+        assert "x-apex-budget-remaining-usd" not in raw.headers  # not known while the store is down
+    else:
+        with pytest.raises(openai.RateLimitError) as refused:
+            await client.chat.completions.create(model="gpt-4o", messages=MSG, max_tokens=10)
+        assert "budget store unavailable" in refused.value.message
+    redis_server.start()  # an empty Redis (the test server keeps nothing on disk)
+    await asyncio.sleep(1.1)  # past the store's backoff
+    raw = await client.chat.completions.with_raw_response.create(model="gpt-4o", messages=MSG, max_tokens=10)
+    assert 0 < float(raw.headers["x-apex-budget-remaining-usd"]) < 5.0
