@@ -201,3 +201,19 @@ def test_bodies_for_gemini_client(name: str) -> None:
         assert got["text"] == source["content"][0]["text"]
     assert got["finish"] == types.FinishReason.STOP and body.model_version == "client-alias"
     assert ctx.usage is not None and got["usage"][3] == ctx.usage.total_tokens
+
+
+def test_content_filter_and_refusal_become_safety() -> None:
+    """An OpenAI content_filter finish and an Anthropic refusal reach a Gemini client as finishReason SAFETY."""
+    chat = json.loads(capture("openai_chat_nonstream.json"))
+    chat["choices"][0]["finish_reason"] = "content_filter"
+    body = json.loads(GeminiToOpenAI().response(json.dumps(chat).encode(), _ctx(False)))
+    assert body["candidates"][0]["finishReason"] == "SAFETY"
+    message = json.loads(capture("anthropic_messages_nonstream.json"))
+    message["stop_reason"] = "refusal"
+    body = json.loads(GeminiToAnthropic().response(json.dumps(message).encode(), _ctx(False)))
+    assert body["candidates"][0]["finishReason"] == "SAFETY"
+    stream = capture("anthropic_messages_stream_text.sse").replace(b'"stop_reason":"end_turn"', b'"stop_reason":"refusal"')
+    assert b"refusal" in stream
+    chunks = gemini_chunks(run_stream(GeminiToAnthropic(), stream, _ctx()))
+    assert chunks[-1].candidates and chunks[-1].candidates[0].finish_reason == types.FinishReason.SAFETY

@@ -39,6 +39,7 @@ from apex.translate.request.gemini_conversation import (
 )
 from apex.translate.directions.gemini_to_openai import result_text
 from apex.translate.neutral.parts import PipedStream
+from apex.translate.request.responses_tools import DROPPED_TOOLS_HEADER
 from apex.translate.neutral.reply import encode_body, reply_from_anthropic
 from apex.translate.read.anthropic import AnthropicReader
 from apex.translate.write.gemini import GeminiWriter, gemini_body
@@ -187,7 +188,10 @@ class GeminiToAnthropic:
 
     def request(self, body: bytes, ctx: TranslateContext) -> bytes:
         """generateContent request bytes -> Messages request bytes."""
-        return msgspec.json.encode(gemini_to_anthropic_request(read_gemini_request(body), ctx))
+        conv = read_gemini_request(body)
+        for name in conv.dropped_tools:
+            ctx.notice(DROPPED_TOOLS_HEADER, name)
+        return msgspec.json.encode(gemini_to_anthropic_request(conv, ctx))
 
     def response(self, body: bytes, ctx: TranslateContext) -> bytes:
         """Messages body -> GenerateContentResponse body; sets ctx.usage."""

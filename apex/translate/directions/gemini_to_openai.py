@@ -24,6 +24,7 @@ from apex.errors import InvalidRequest
 from apex.translate.base import StreamTranslator, TranslateContext
 from apex.translate.request.gemini_conversation import Call, Conversation, Item, Media, Result, Text, Thought, read_gemini_request
 from apex.translate.neutral.parts import PipedStream
+from apex.translate.request.responses_tools import DROPPED_TOOLS_HEADER
 from apex.translate.neutral.reply import encode_body, reply_from_openai
 from apex.translate.read.openai import OpenAIChatReader
 from apex.translate.write.gemini import GeminiWriter, gemini_body
@@ -185,7 +186,10 @@ class GeminiToOpenAI:
 
     def request(self, body: bytes, ctx: TranslateContext) -> bytes:
         """generateContent request bytes -> Chat request bytes."""
-        return _ENCODER.encode(gemini_to_openai_request(read_gemini_request(body), ctx))
+        conv = read_gemini_request(body)
+        for name in conv.dropped_tools:
+            ctx.notice(DROPPED_TOOLS_HEADER, name)
+        return _ENCODER.encode(gemini_to_openai_request(conv, ctx))
 
     def response(self, body: bytes, ctx: TranslateContext) -> bytes:
         """chat.completion body -> GenerateContentResponse body; sets ctx.usage."""

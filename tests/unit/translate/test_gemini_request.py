@@ -90,7 +90,9 @@ def test_tools_config_and_generation_knobs_for_openai() -> None:
             "generationConfig": {"maxOutputTokens": 50, "stopSequences": ["x"], "topP": 0.9, "seed": 7,
                                  "responseMimeType": "application/json", "responseJsonSchema": {"type": "object"},
                                  "thinkingConfig": {"thinkingBudget": 20000}}}
-    sent = json.loads(GeminiToOpenAI().request(_body(body), _ctx(stream=True)))
+    ctx = _ctx(stream=True)
+    sent = json.loads(GeminiToOpenAI().request(_body(body), ctx))
+    assert ctx.notices == {"x-apex-dropped-tools": "googleSearch"}  # the built-in tool is dropped, and said so
     assert sent["messages"][0] == {"role": "system", "content": "a\nb"}
     assert sent["tools"] == [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
     assert sent["tool_choice"] == {"type": "function", "function": {"name": "f"}}
