@@ -19,6 +19,7 @@ from google.genai import types
 from apex.sse import SseParser
 from apex.translate.directions.anthropic_to_gemini import AnthropicToGemini
 from apex.translate.base import TranslateContext
+from apex.translate.capabilities import ModelCaps
 from apex.translate.request.gemini_conversation import decode_thought_signature
 from apex.translate.directions.gemini_to_anthropic import GeminiToAnthropic
 from apex.translate.directions.gemini_to_openai import GeminiToOpenAI
@@ -174,7 +175,9 @@ def test_thinking_signature_returns_to_anthropic() -> None:
     request = {"contents": [{"role": "user", "parts": [{"text": "think"}]}, {"role": "model", "parts": parts},
                             {"role": "user", "parts": [{"text": "again"}]}],
                "generationConfig": {"thinkingConfig": {"thinkingBudget": 2048}, "maxOutputTokens": 4096}}
-    sent = json.loads(GeminiToAnthropic().request(json.dumps(request).encode(), _ctx(False)))
+    ctx = _ctx(False)
+    ctx.caps = ModelCaps(reasons=True, knobs=frozenset({"budget"}))  # a Claude model that thinks with a budget
+    sent = json.loads(GeminiToAnthropic().request(json.dumps(request).encode(), ctx))
     blocks = sent["messages"][1]["content"]
     signature = "".join(json.loads(line[6:])["delta"].get("signature") or ""
                         for line in capture("anthropic_messages_stream_thinking.sse").decode().splitlines()
