@@ -16,6 +16,7 @@ from aiohttp import web
 
 from apex.config.load import load_config_bytes
 from apex.server.app import build_app
+from apex.server.conn import ApexRunner
 from apex.server.gateway import Gateway
 from tests.integration.fakes import FakeUpstream
 from tests.redis_server import redis_server  # noqa: F401  # re-exported fixture
@@ -88,7 +89,7 @@ async def start_apex() -> AsyncIterator[StartApex]:
         cfg = load_config_bytes(json.dumps(config).encode(), env or {})
         gateway = Gateway(cfg, config_path)
         app = build_app(gateway, watch=config_path is not None)
-        runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=2)
+        runner = ApexRunner(app, gateway, handler_cancellation=True, access_log=None, shutdown_timeout=2)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()

@@ -21,6 +21,7 @@ from aiohttp import web
 from apex.config.load import load_config_bytes, parse_listen
 from apex.errors import ConfigError
 from apex.server import handlers
+from apex.server.conn import ApexRunner, raise_fd_limit
 from apex.server.gateway import Gateway
 from apex.server.keys import GATEWAY_KEY
 from apex.server.logs import configure_logging, flush_logs, reopen_log_files
@@ -80,7 +81,7 @@ async def serve(gateway: Gateway, *, on_ready: Callable[[], None] | None = None)
     host, port = parse_listen(config.global_.listen)
     grace = config.global_.shutdown_grace_ms / 1000
     app = build_app(gateway, watch=True)
-    runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=grace)
+    runner = ApexRunner(app, gateway, handler_cancellation=True, access_log=None, shutdown_timeout=grace)
     await runner.setup()
     site = web.TCPSite(runner, host, port, backlog=1024, reuse_address=True)
     await site.start()
@@ -139,6 +140,8 @@ def run_gateway(config_path: Path, *, on_ready: Callable[[], None] | None = None
         raise ConfigError(f"cannot read config file {str(config_path)!r}: {exc.strerror}") from exc
     config = load_config_bytes(data)
     configure_logging(config.logging)
+    soft, _ = raise_fd_limit()
+    log.debug("open-files limit: %d", soft)
     # abspath, not resolve(): the watcher follows a symlinked config (Kubernetes ..data swaps) itself.
     gateway = Gateway(config, Path(os.path.abspath(config_path)))
     import uvloop

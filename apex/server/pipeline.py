@@ -23,6 +23,7 @@ from apex.errors import (
     ApexError,
     InvalidRequest,
     NotFound,
+    RequestTimeout,
     RequestTooLarge,
     UpstreamError,
     UpstreamMalformed,
@@ -45,6 +46,7 @@ from apex.providers.channel import CompiledChannel, UpstreamPlan
 from apex.providers.http import HttpClientError, UpstreamPool, encode_header_fields
 from apex.providers.mock import mock_reply
 from apex.routing.policy import AttemptPlan, Outcome
+from apex.server.conn import BodyReadTimeout
 from apex.server.deadline import Deadline
 from apex.server.exchange import Exchange
 from apex.server.inputs import check_model
@@ -90,24 +92,27 @@ async def read_body(request: web.Request, limit: int) -> bytes:
     """The request body; RequestTooLarge past ``limit`` bytes (checked before reading when
     the client declared a length)."""
     declared = request.content_length
-    if declared is not None:
-        if declared > limit:
-            raise RequestTooLarge(f"request body of {declared} bytes exceeds the limit of {limit} bytes")
-        try:
-            return await request.content.readexactly(declared)  # one await for the common case
-        except asyncio.IncompleteReadError as exc:
-            raise InvalidRequest("request body is shorter than its Content-Length") from exc
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        chunk = await request.content.readany()
-        if not chunk:
-            break
-        size += len(chunk)
-        if size > limit:
-            raise RequestTooLarge(f"request body exceeds the limit of {limit} bytes")
-        chunks.append(chunk)
-    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    try:
+        if declared is not None:
+            if declared > limit:
+                raise RequestTooLarge(f"request body of {declared} bytes exceeds the limit of {limit} bytes")
+            try:
+                return await request.content.readexactly(declared)  # one await for the common case
+            except asyncio.IncompleteReadError as exc:
+                raise InvalidRequest("request body is shorter than its Content-Length") from exc
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            chunk = await request.content.readany()
+            if not chunk:
+                break
+            size += len(chunk)
+            if size > limit:
+                raise RequestTooLarge(f"request body exceeds the limit of {limit} bytes")
+            chunks.append(chunk)
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    except BodyReadTimeout as exc:  # the connection sweep gave up on a slow upload
+        raise RequestTimeout(str(exc)) from exc
 
 
 def decode_view(body: bytes) -> RequestView:
