@@ -25,8 +25,8 @@ from apex.server.conn import ApexRunner, raise_fd_limit
 from apex.server.gateway import Gateway
 from apex.server.keys import GATEWAY_KEY
 from apex.server.logs import configure_logging, flush_logs, reopen_log_files
+from apex.server.endpoint import api_endpoint, expect_handler
 from apex.server.handlers import API_PATHS
-from apex.server.middleware import api_endpoint, expect_handler
 from apex.server.pipeline import proxy
 from apex.types import Dialect
 

@@ -13,8 +13,8 @@ from apex.errors import InvalidRequest, NotFound
 from apex.server.exchange import Exchange
 from apex.server.gateway import Gateway
 from apex.server.keys import GATEWAY_KEY
+from apex.server.endpoint import new_request_id
 from apex.server.inputs import client_request_id
-from apex.server.middleware import new_request_id
 from apex.server.responses import error_response, json_response
 from apex.snapshot import Snapshot
 from apex.types import Dialect

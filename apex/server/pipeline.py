@@ -28,34 +28,35 @@ from apex.errors import (
     UpstreamError,
     UpstreamMalformed,
 )
-from apex.passthrough import (
+from apex.translate.passthrough import (
     PassthroughStream,
     body_usage,
     rewrite_request,
     rewrite_response_model,
     strip_unsigned_thinking,
 )
-from apex.providers.base import (
+from apex.upstream.base import (
     TRANSPORT_ERRORS,
     UpstreamReply,
     map_transport_errors,
     transport_error,
     upstream_status_error,
 )
-from apex.providers.channel import CompiledChannel, UpstreamPlan
-from apex.providers.http import HttpClientError, UpstreamPool, encode_header_fields
-from apex.providers.mock import mock_reply
+from apex.upstream.channel import CompiledChannel, UpstreamPlan
+from apex.upstream.http import HttpClientError, UpstreamPool, encode_header_fields
+from apex.upstream.mock import mock_reply
 from apex.routing.policy import AttemptPlan, Outcome
 from apex.server.conn import BodyReadTimeout
 from apex.server.deadline import Deadline
 from apex.server.exchange import Exchange
 from apex.server.inputs import check_model
+from apex.server.keys import GATEWAY_KEY
 from apex.server.responses import SSE_HEADERS, json_response, stream_error_event
 from apex.routing.router import Route
 from apex.snapshot import Snapshot
 from apex.sse import SseParser
 from apex.translate import StreamTranslator, TranslateContext
-from apex.translate.embeddings import openai_to_jina_embeddings_request, reencode_embeddings_response
+from apex.translate.write.embeddings import openai_to_jina_embeddings_request, reencode_embeddings_response
 from apex.types import Dialect, Usage
 
 __all__ = ["RequestView", "proxy", "read_body"]
@@ -142,7 +143,7 @@ def _param_of(message: str) -> str | None:
 
 
 async def proxy(request: web.Request, snap: Snapshot, ex: Exchange, dialect: Dialect) -> web.StreamResponse:
-    """Serve one API request in ``dialect`` end to end; raise ApexError for the middleware."""
+    """Serve one API request in ``dialect`` end to end; raise ApexError for the endpoint wrapper."""
     principal = snap.keys.authenticate(request.headers)
     if principal.team is not None:
         ex.team = principal.team.id
@@ -158,7 +159,7 @@ async def proxy(request: web.Request, snap: Snapshot, ex: Exchange, dialect: Dia
     ex.rule = route.rule.label
     ex.routed = True
 
-    gateway = ex.gateway
+    gateway = request.app[GATEWAY_KEY]
     grant = None
     team = principal.team
     if team is not None and team.rate_limit is not None and gateway.limiter is not None:
@@ -204,7 +205,7 @@ async def _attempts(
             await asyncio.sleep(step.wait)
         channel = snap.channels[step.channel]
         if step.previous is not None and step.previous != step.channel:
-            ex.gateway.record_fallback(ex, step.previous, step.channel)
+            request.app[GATEWAY_KEY].record_fallback(ex, step.previous, step.channel)
         ex.attempts = step.number
         ex.channel = channel.name
         ex.tried.append(channel.name)
@@ -216,7 +217,7 @@ async def _attempts(
             ex.attempt_errors.append(err.kind)
             last = err
             now = clock()
-            ex.gateway.log_attempt(ex, channel.name, err, (now - attempt_started) * 1000)
+            request.app[GATEWAY_KEY].log_attempt(ex, channel.name, err, (now - attempt_started) * 1000)
             if not err.retryable:
                 plan.record(channel.name, Outcome.REJECTED, now)
                 raise
@@ -231,7 +232,7 @@ async def _attempts(
         now = clock()
         plan.record(channel.name, Outcome.SUCCEEDED, now)
         if _attempt_log.isEnabledFor(logging.DEBUG):
-            ex.gateway.log_attempt(ex, channel.name, None, (now - attempt_started) * 1000)
+            request.app[GATEWAY_KEY].log_attempt(ex, channel.name, None, (now - attempt_started) * 1000)
         return response
     limited = plan.rate_limited()
     if limited is not None:  # every channel left is held off by a Retry-After past the cap
@@ -323,11 +324,11 @@ async def _attempt(
     headers = _upstream_headers(request, plan, ex)
     url = plan.url_for(upstream_model, stream)
     if not stream:
-        return await _attempt_json(snap, ex, channel, plan, url, headers, up_body, upstream_model, ctx, model, mapped, view)
+        return await _attempt_json(request.app[GATEWAY_KEY].upstream, snap, ex, channel, plan, url, headers, up_body, upstream_model, ctx, model, mapped, view)
 
     timeouts = channel.timeouts
     started = time.perf_counter()  # uvloop's loop.time() moves in whole milliseconds: too coarse to measure with
-    pool = ex.gateway.upstream
+    pool = request.app[GATEWAY_KEY].upstream
     reply: UpstreamReply | None = None
     done = False
     try:
@@ -398,6 +399,7 @@ async def _attempt(
 
 
 async def _attempt_json(
+    pool: UpstreamPool,
     snap: Snapshot,
     ex: Exchange,
     channel: CompiledChannel,
@@ -422,7 +424,7 @@ async def _attempt_json(
             loop = asyncio.get_running_loop()
             begun = loop.time()
             with Deadline(loop, begun + min(timeouts.first_byte, timeouts.request)) as deadline:
-                reply = await _send(ex.gateway.upstream, channel, plan, url, headers, up_body, upstream_model)
+                reply = await _send(pool, channel, plan, url, headers, up_body, upstream_model)
                 deadline.move(begun + timeouts.request)
                 raw = await reply.read()
             done = True  # the body was read whole: the connection can go back to the pool

@@ -9,8 +9,8 @@ import pytest
 from openai.types.chat import ChatCompletion
 from openai.types.responses import Response
 
-from apex.translate.openai_to_anthropic import OpenAIToAnthropic
-from apex.translate.responses_to_anthropic import ResponsesToAnthropic
+from apex.translate.directions.openai_to_anthropic import OpenAIToAnthropic
+from apex.translate.directions.responses_to_anthropic import ResponsesToAnthropic
 from tests.golden.transcript import (
     CLIENT_MODEL,
     accumulate_openai,

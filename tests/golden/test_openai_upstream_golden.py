@@ -9,8 +9,8 @@ import pytest
 from anthropic.types import Message
 from openai.types.responses import Response
 
-from apex.translate.anthropic_to_openai import AnthropicToOpenAI
-from apex.translate.responses_to_openai import ResponsesToOpenAI
+from apex.translate.directions.anthropic_to_openai import AnthropicToOpenAI
+from apex.translate.directions.responses_to_openai import ResponsesToOpenAI
 from tests.golden.transcript import (
     CLIENT_MODEL,
     accumulate_anthropic,

@@ -1,4 +1,4 @@
-"""Tests for apex.providers.http: the lean HTTP/1.1 upstream client, against real loopback sockets.
+"""Tests for apex.upstream.http: the lean HTTP/1.1 upstream client, against real loopback sockets.
 
 Most tests script a raw asyncio TCP server byte for byte (framing, splits, closes, resets,
 delays), so each failure mode the client must survive can be produced on demand; a few use an
@@ -29,7 +29,7 @@ try:
 except ImportError:  # optional: only the TLS tests need it
     trustme = None  # type: ignore[assignment]  # the TLS tests skip on None
 
-from apex.providers.http import (
+from apex.upstream.http import (
     _HIGH_WATER,
     HttpClientError,
     HttpReply,

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from apex.errors import InvalidRequest, UpstreamMalformed
-from apex.passthrough import PassthroughStream, body_usage, rewrite_request, rewrite_response_model, strip_unsigned_thinking
+from apex.translate.passthrough import PassthroughStream, body_usage, rewrite_request, rewrite_response_model, strip_unsigned_thinking
 from tests.chunking import split_at
 
 

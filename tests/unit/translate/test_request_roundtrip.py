@@ -8,9 +8,9 @@ from typing import Any, cast
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from apex.translate.anthropic_to_openai import anthropic_to_openai_request
-from apex.translate.openai_to_anthropic import openai_to_anthropic_request
-from apex.translate.toolids import anthropic_tool_id
+from apex.translate.directions.anthropic_to_openai import anthropic_to_openai_request
+from apex.translate.directions.openai_to_anthropic import openai_to_anthropic_request
+from apex.translate.neutral.toolids import anthropic_tool_id
 from tests.golden.transcript import make_ctx
 
 words = st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), min_size=1, max_size=20).filter(str.strip)

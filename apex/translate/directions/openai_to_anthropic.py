@@ -30,12 +30,12 @@ from typing import Final, final
 import msgspec
 
 from apex.errors import InvalidRequest
-from apex.translate.base import StreamTranslator, TranslateContext, decode_json_object, register
-from apex.translate.parts import PipedStream
-from apex.translate.reply import encode_body, openai_body, reply_from_anthropic
-from apex.translate.stream_read_anthropic import AnthropicReader
-from apex.translate.stream_write_openai import OpenAIChatWriter
-from apex.translate.toolids import anthropic_tool_id, arguments_object
+from apex.translate.base import StreamTranslator, TranslateContext, decode_json_object
+from apex.translate.neutral.parts import PipedStream
+from apex.translate.neutral.reply import encode_body, openai_body, reply_from_anthropic
+from apex.translate.read.anthropic import AnthropicReader
+from apex.translate.write.openai import OpenAIChatWriter
+from apex.translate.neutral.toolids import anthropic_tool_id, arguments_object
 from apex.types import Dialect
 
 __all__ = [
@@ -350,5 +350,3 @@ class OpenAIToAnthropic:
         """Anthropic events -> Chat chunks."""
         return PipedStream(AnthropicReader(), OpenAIChatWriter(ctx))
 
-
-register(OpenAIToAnthropic())

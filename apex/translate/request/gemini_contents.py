@@ -20,7 +20,7 @@ import msgspec
 from msgspec import UNSET, UnsetType
 
 from apex.errors import InvalidRequest
-from apex.translate.signatures import SignatureStore
+from apex.translate.neutral.signatures import SignatureStore
 from apex.wire.gemini import (
     Blob,
     Content,

@@ -17,9 +17,9 @@ from __future__ import annotations
 from typing import Final
 
 from apex.errors import InvalidRequest
-from apex.translate.anthropic_to_openai import max_tokens_field
+from apex.translate.directions.anthropic_to_openai import max_tokens_field
 from apex.translate.base import TranslateContext
-from apex.translate.responses_stream import ECHO_KEY
+from apex.translate.write.responses import ECHO_KEY
 
 __all__ = ["responses_to_chat_request"]
 

@@ -21,8 +21,8 @@ import msgspec
 from msgspec import UNSET, Raw, Struct, UnsetType
 
 from apex.errors import InvalidRequest
-from apex.translate.base import TranslateContext, register
-from apex.translate.gemini_contents import (
+from apex.translate.base import TranslateContext
+from apex.translate.request.gemini_contents import (
     TurnBuilder,
     called_name,
     declaration,
@@ -36,11 +36,11 @@ from apex.translate.gemini_contents import (
     thinking_for_budget,
     tool_config,
 )
-from apex.translate.gemini_direction import GeminiDirection
-from apex.translate.parts import PartWriter, Reply
-from apex.translate.reply import anthropic_body
-from apex.translate.signatures import SignatureStore
-from apex.translate.stream_write_anthropic import AnthropicWriter
+from apex.translate.directions.gemini_direction import GeminiDirection
+from apex.translate.neutral.parts import PartWriter, Reply
+from apex.translate.neutral.reply import anthropic_body
+from apex.translate.neutral.signatures import SignatureStore
+from apex.translate.write.anthropic import AnthropicWriter
 from apex.types import Dialect
 from apex.wire.gemini import (
     FunctionDeclaration,
@@ -245,5 +245,3 @@ class AnthropicToGemini(GeminiDirection):
     def _writer(self, ctx: TranslateContext) -> PartWriter:
         return AnthropicWriter(ctx)
 
-
-register(AnthropicToGemini())

@@ -31,11 +31,11 @@ import msgspec
 
 from apex.errors import InvalidRequest
 from apex.tokens import estimate_tokens
-from apex.translate.base import StreamTranslator, TranslateContext, decode_json_object, register
-from apex.translate.parts import PipedStream
-from apex.translate.reply import anthropic_body, encode_body, reply_from_openai
-from apex.translate.stream_read_openai import OpenAIChatReader
-from apex.translate.stream_write_anthropic import AnthropicWriter
+from apex.translate.base import StreamTranslator, TranslateContext, decode_json_object
+from apex.translate.neutral.parts import PipedStream
+from apex.translate.neutral.reply import anthropic_body, encode_body, reply_from_openai
+from apex.translate.read.openai import OpenAIChatReader
+from apex.translate.write.anthropic import AnthropicWriter
 from apex.types import Dialect
 
 __all__ = ["MAX_TOKENS_FIELD_KEY", "AnthropicToOpenAI", "anthropic_to_openai_request", "max_tokens_field"]
@@ -261,5 +261,3 @@ class AnthropicToOpenAI:
         """Chat chunks -> Anthropic events."""
         return PipedStream(OpenAIChatReader(), AnthropicWriter(ctx))
 
-
-register(AnthropicToOpenAI())

@@ -10,12 +10,12 @@ What this module must not do: parse upstream bodies.
 from __future__ import annotations
 
 from apex.translate.base import TranslateContext
-from apex.translate.clientids import created_at, id_stem
-from apex.translate.parts import Reply, ReplyReasoning, ReplyText, ReplyToolCall
-from apex.translate.reasons import responses_status
-from apex.translate.responses_stream import response_object
-from apex.translate.toolids import arguments_text
-from apex.translate.usage import responses_usage_body
+from apex.translate.neutral.clientids import created_at, id_stem
+from apex.translate.neutral.parts import Reply, ReplyReasoning, ReplyText, ReplyToolCall
+from apex.translate.neutral.reasons import responses_status
+from apex.translate.write.responses import response_object
+from apex.translate.neutral.toolids import arguments_text
+from apex.translate.neutral.usage import responses_usage_body
 
 __all__ = ["responses_body"]
 

@@ -26,9 +26,9 @@ import msgspec
 
 from apex.sse import encode_event
 from apex.translate.base import TranslateContext
-from apex.translate.clientids import id_stem
-from apex.translate.errortypes import anthropic_error_type
-from apex.translate.parts import (
+from apex.translate.neutral.clientids import id_stem
+from apex.translate.neutral.errortypes import anthropic_error_type
+from apex.translate.neutral.parts import (
     Ended,
     Failed,
     Finished,
@@ -42,9 +42,9 @@ from apex.translate.parts import (
     ToolCallStarted,
     UsageUpdated,
 )
-from apex.translate.reasons import Finish, anthropic_stop_reason, with_tools
-from apex.translate.toolids import anthropic_tool_id, is_complete_json
-from apex.translate.usage import anthropic_usage_body
+from apex.translate.neutral.reasons import Finish, anthropic_stop_reason, with_tools
+from apex.translate.neutral.toolids import anthropic_tool_id, is_complete_json
+from apex.translate.neutral.usage import anthropic_usage_body
 
 __all__ = ["AnthropicWriter", "anthropic_error_event"]
 

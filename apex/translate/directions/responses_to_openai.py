@@ -11,13 +11,13 @@ from typing import Final, final
 
 import msgspec
 
-from apex.translate.base import StreamTranslator, TranslateContext, decode_json_object, register
-from apex.translate.parts import PipedStream
-from apex.translate.reply import encode_body, reply_from_openai
-from apex.translate.responses_reply import responses_body
-from apex.translate.responses_request import responses_to_chat_request
-from apex.translate.responses_stream import ResponsesWriter
-from apex.translate.stream_read_openai import OpenAIChatReader
+from apex.translate.base import StreamTranslator, TranslateContext, decode_json_object
+from apex.translate.neutral.parts import PipedStream
+from apex.translate.neutral.reply import encode_body, reply_from_openai
+from apex.translate.write.responses_reply import responses_body
+from apex.translate.request.responses import responses_to_chat_request
+from apex.translate.write.responses import ResponsesWriter
+from apex.translate.read.openai import OpenAIChatReader
 from apex.types import Dialect
 
 __all__ = ["ResponsesToOpenAI"]
@@ -46,5 +46,3 @@ class ResponsesToOpenAI:
         """Chat chunks -> Responses events."""
         return PipedStream(OpenAIChatReader(), ResponsesWriter(ctx))
 
-
-register(ResponsesToOpenAI())

@@ -5,7 +5,7 @@ pipeline uses (``status``, ``headers``, ``content_type``, ``read()``,
 ``content.readany()``, ``release()``, ``close()``), so the in-process mock provider and
 real HTTP upstreams go through the same code. Error bodies are classified by status and
 by their decoded JSON, never by matching message text. Reply implementations:
-``apex.providers.http.HttpReply`` (real upstreams) and ``apex.providers.mock.MockReply``.
+``apex.upstream.http.HttpReply`` (real upstreams) and ``apex.upstream.mock.MockReply``.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Final, Protocol
 import msgspec
 
 from apex.errors import UpstreamConnectionError, UpstreamError, UpstreamMalformed, UpstreamStatus, UpstreamTimeout
-from apex.providers.http import HttpClientError, InvalidResponse, ServerDisconnected
+from apex.upstream.http import HttpClientError, InvalidResponse, ServerDisconnected
 
 __all__ = [
     "TRANSPORT_ERRORS",

@@ -17,9 +17,9 @@ import msgspec
 
 from apex.sse import DONE_EVENT, encode_event
 from apex.translate.base import TranslateContext
-from apex.translate.clientids import created_at, id_stem
-from apex.translate.errortypes import openai_error_type
-from apex.translate.parts import (
+from apex.translate.neutral.clientids import created_at, id_stem
+from apex.translate.neutral.errortypes import openai_error_type
+from apex.translate.neutral.parts import (
     Ended,
     Failed,
     Finished,
@@ -32,8 +32,8 @@ from apex.translate.parts import (
     ToolCallStarted,
     UsageUpdated,
 )
-from apex.translate.reasons import Finish, openai_finish_reason, with_tools
-from apex.translate.usage import openai_usage_body
+from apex.translate.neutral.reasons import Finish, openai_finish_reason, with_tools
+from apex.translate.neutral.usage import openai_usage_body
 
 __all__ = ["OpenAIChatWriter", "openai_error_event"]
 

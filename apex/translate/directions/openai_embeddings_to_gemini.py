@@ -18,8 +18,8 @@ import msgspec
 
 from apex.errors import InternalError, InvalidRequest, UpstreamMalformed
 from apex.tokens import estimate_text_tokens
-from apex.translate.base import StreamTranslator, TranslateContext, register
-from apex.translate.embeddings import floats_to_base64, requested_encoding
+from apex.translate.base import StreamTranslator, TranslateContext
+from apex.translate.write.embeddings import floats_to_base64, requested_encoding
 from apex.types import Dialect, Usage
 from apex.wire.gemini import (
     BatchEmbedRequest,
@@ -109,5 +109,3 @@ class OpenAIEmbeddingsToGemini:
     def stream(self, ctx: TranslateContext) -> StreamTranslator:
         raise InternalError("embeddings responses do not stream")
 
-
-register(OpenAIEmbeddingsToGemini())

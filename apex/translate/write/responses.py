@@ -23,9 +23,9 @@ import msgspec
 
 from apex.sse import encode_event
 from apex.translate.base import TranslateContext
-from apex.translate.clientids import created_at, id_stem
-from apex.translate.errortypes import responses_error_code
-from apex.translate.parts import (
+from apex.translate.neutral.clientids import created_at, id_stem
+from apex.translate.neutral.errortypes import responses_error_code
+from apex.translate.neutral.parts import (
     Ended,
     Failed,
     Finished,
@@ -38,9 +38,9 @@ from apex.translate.parts import (
     ToolCallStarted,
     UsageUpdated,
 )
-from apex.translate.reasons import Finish, responses_status
-from apex.translate.toolids import arguments_text
-from apex.translate.usage import responses_usage_body
+from apex.translate.neutral.reasons import Finish, responses_status
+from apex.translate.neutral.toolids import arguments_text
+from apex.translate.neutral.usage import responses_usage_body
 
 __all__ = ["ResponsesWriter", "response_object"]
 

@@ -47,7 +47,7 @@ def api_endpoint(dialect: Dialect, endpoint: Endpoint) -> Callable[[web.Request]
     async def handler(request: web.Request) -> web.StreamResponse:
         gateway: Gateway = request.app[GATEWAY_KEY]
         client_rid = client_request_id(request.headers)
-        ex = Exchange(gateway, client_rid or new_request_id(), client_rid, dialect)
+        ex = Exchange(client_rid or new_request_id(), client_rid, dialect)
         snap = gateway.snapshot  # one snapshot for the whole request, even across a reload
         gateway.in_flight_changed(ex, +1)
         response: web.StreamResponse | None = None

@@ -11,11 +11,11 @@ either client dialect's wire shapes.
 from __future__ import annotations
 
 from apex.translate.base import StreamTranslator, TranslateContext
-from apex.translate.gemini_results import IdFactory, random_call_id, reply_from_gemini
-from apex.translate.parts import PartWriter, PipedStream, Reply
-from apex.translate.reply import encode_body
-from apex.translate.signatures import DEFAULT_STORE, SignatureStore
-from apex.translate.stream_read_gemini import GeminiReader
+from apex.translate.read.gemini_parts import IdFactory, random_call_id, reply_from_gemini
+from apex.translate.neutral.parts import PartWriter, PipedStream, Reply
+from apex.translate.neutral.reply import encode_body
+from apex.translate.neutral.signatures import DEFAULT_STORE, SignatureStore
+from apex.translate.read.gemini import GeminiReader
 from apex.types import Dialect
 
 __all__ = ["GeminiDirection"]

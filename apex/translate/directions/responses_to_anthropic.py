@@ -12,14 +12,14 @@ from typing import Final, final
 
 import msgspec
 
-from apex.translate.base import StreamTranslator, TranslateContext, decode_json_object, register
-from apex.translate.openai_to_anthropic import openai_to_anthropic_request
-from apex.translate.parts import PipedStream
-from apex.translate.reply import encode_body, reply_from_anthropic
-from apex.translate.responses_reply import responses_body
-from apex.translate.responses_request import responses_to_chat_request
-from apex.translate.responses_stream import ResponsesWriter
-from apex.translate.stream_read_anthropic import AnthropicReader
+from apex.translate.base import StreamTranslator, TranslateContext, decode_json_object
+from apex.translate.directions.openai_to_anthropic import openai_to_anthropic_request
+from apex.translate.neutral.parts import PipedStream
+from apex.translate.neutral.reply import encode_body, reply_from_anthropic
+from apex.translate.write.responses_reply import responses_body
+from apex.translate.request.responses import responses_to_chat_request
+from apex.translate.write.responses import ResponsesWriter
+from apex.translate.read.anthropic import AnthropicReader
 from apex.types import Dialect
 
 __all__ = ["ResponsesToAnthropic"]
@@ -49,5 +49,3 @@ class ResponsesToAnthropic:
         """Anthropic events -> Responses events."""
         return PipedStream(AnthropicReader(), ResponsesWriter(ctx))
 
-
-register(ResponsesToAnthropic())

@@ -21,8 +21,8 @@ import msgspec
 from msgspec import UNSET, Raw, Struct, UnsetType
 
 from apex.errors import InvalidRequest
-from apex.translate.base import TranslateContext, register
-from apex.translate.gemini_contents import (
+from apex.translate.base import TranslateContext
+from apex.translate.request.gemini_contents import (
     EFFORT_BUDGETS,
     TurnBuilder,
     arguments_object,
@@ -38,11 +38,11 @@ from apex.translate.gemini_contents import (
     thinking_for_budget,
     tool_config,
 )
-from apex.translate.gemini_direction import GeminiDirection
-from apex.translate.parts import PartWriter, Reply
-from apex.translate.reply import openai_body
-from apex.translate.signatures import SignatureStore
-from apex.translate.stream_write_openai import OpenAIChatWriter
+from apex.translate.directions.gemini_direction import GeminiDirection
+from apex.translate.neutral.parts import PartWriter, Reply
+from apex.translate.neutral.reply import openai_body
+from apex.translate.neutral.signatures import SignatureStore
+from apex.translate.write.openai import OpenAIChatWriter
 from apex.types import Dialect
 from apex.wire.gemini import (
     GenerationConfig,
@@ -268,5 +268,3 @@ class OpenAIChatToGemini(GeminiDirection):
     def _writer(self, ctx: TranslateContext) -> PartWriter:
         return OpenAIChatWriter(ctx)
 
-
-register(OpenAIChatToGemini())

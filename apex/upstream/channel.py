@@ -14,8 +14,8 @@ from urllib.parse import quote
 from apex import __version__
 from apex.config.model import Channel, GlobalConfig
 from apex.errors import ConfigError, InvalidRequest, Secrets, secrets_of
-from apex.providers.http import encode_header_fields
-from apex.providers.presets import ANTHROPIC_VERSION, PRESETS, ProviderPreset
+from apex.upstream.http import encode_header_fields
+from apex.upstream.presets import ANTHROPIC_VERSION, PRESETS, ProviderPreset
 from apex.routing.match import ModelMap, PatternSet
 from apex.translate import Translator, find_translator
 from apex.types import Dialect

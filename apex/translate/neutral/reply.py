@@ -17,9 +17,9 @@ import msgspec
 
 from apex.errors import UpstreamMalformed
 from apex.translate.base import TranslateContext
-from apex.translate.clientids import created_at, id_stem
-from apex.translate.parts import Reply, ReplyReasoning, ReplyText, ReplyToolCall
-from apex.translate.reasons import (
+from apex.translate.neutral.clientids import created_at, id_stem
+from apex.translate.neutral.parts import Reply, ReplyReasoning, ReplyText, ReplyToolCall
+from apex.translate.neutral.reasons import (
     Finish,
     anthropic_stop_reason,
     finish_from_anthropic,
@@ -27,8 +27,8 @@ from apex.translate.reasons import (
     openai_finish_reason,
     with_tools,
 )
-from apex.translate.toolids import anthropic_tool_id, arguments_object, arguments_text
-from apex.translate.usage import (
+from apex.translate.neutral.toolids import anthropic_tool_id, arguments_object, arguments_text
+from apex.translate.neutral.usage import (
     anthropic_usage_body,
     openai_usage_body,
     usage_from_anthropic,

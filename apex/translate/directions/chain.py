@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import final
 
 from apex.sse import SseEvent, SseParser
-from apex.translate.base import StreamTranslator, TranslateContext, Translator, find_translator, register
+from apex.translate.base import StreamTranslator, TranslateContext, Translator
 from apex.types import Dialect
 
 __all__ = ["ChainedTranslator"]
@@ -74,10 +74,3 @@ class ChainedTranslator:
         outer = self._outer.stream(ctx)
         ctx.include_usage = True  # the middle Chat stream must carry usage for the outer side
         return _ChainedStream(self._inner.stream(ctx), outer)
-
-
-def _register() -> None:
-    outer = find_translator(Dialect.OPENAI_RESPONSES, Dialect.OPENAI_CHAT)
-    inner = find_translator(Dialect.OPENAI_CHAT, Dialect.GEMINI_GENERATE)
-    if outer is not None and inner is not None:
-        register(ChainedTranslator(outer, inner))

@@ -21,7 +21,7 @@ from typing import Protocol, final
 
 from apex.sse import SseEvent
 from apex.translate.base import StreamTranslator
-from apex.translate.reasons import Finish
+from apex.translate.neutral.reasons import Finish
 from apex.types import Usage
 
 __all__ = [

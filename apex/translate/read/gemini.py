@@ -20,18 +20,18 @@ from typing import final
 import msgspec
 
 from apex.sse import SseEvent
-from apex.translate.gemini_errors import gemini_error
-from apex.translate.gemini_results import (
+from apex.translate.read.gemini_errors import gemini_error
+from apex.translate.read.gemini_parts import (
     BROKEN_FINISHES,
     CallItem,
     IdFactory,
-    PartReader,
+    GeminiPartMapper,
     first_candidate,
     gemini_finish,
     random_call_id,
     usage_of,
 )
-from apex.translate.parts import (
+from apex.translate.neutral.parts import (
     Ended,
     Failed,
     Finished,
@@ -42,7 +42,7 @@ from apex.translate.parts import (
     ToolCallStarted,
     UsageUpdated,
 )
-from apex.translate.signatures import SignatureStore
+from apex.translate.neutral.signatures import SignatureStore
 from apex.wire.gemini import GenerateContentResponse, UsageMetadata, decode_response
 
 __all__ = ["GeminiReader"]
@@ -58,7 +58,7 @@ class GeminiReader:
     def __init__(self, prefix: str, signatures: SignatureStore, new_id: IdFactory = random_call_id,
                  estimated_prompt: int = 0) -> None:
         """``prefix`` starts generated tool-call ids (``call_`` / ``toolu_``)."""
-        self._items = PartReader(prefix, signatures, new_id)
+        self._items = GeminiPartMapper(prefix, signatures, new_id)
         self._estimate = estimated_prompt
         self._started = False
         self._ended = False

@@ -19,8 +19,8 @@ from typing import final
 import msgspec
 
 from apex.sse import SseEvent
-from apex.translate.errortypes import kind_from_upstream
-from apex.translate.parts import (
+from apex.translate.neutral.errortypes import kind_from_upstream
+from apex.translate.neutral.parts import (
     Ended,
     Failed,
     Finished,
@@ -32,8 +32,8 @@ from apex.translate.parts import (
     ToolCallStarted,
     UsageUpdated,
 )
-from apex.translate.reasons import finish_from_openai, with_tools
-from apex.translate.usage import usage_from_openai
+from apex.translate.neutral.reasons import finish_from_openai, with_tools
+from apex.translate.neutral.usage import usage_from_openai
 from apex.wire.openai import ChatChunk, ErrorView, ToolCallDelta, decode_chunk
 
 __all__ = ["OpenAIChatReader"]

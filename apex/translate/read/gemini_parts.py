@@ -1,6 +1,6 @@
 """Reading Gemini answers in a client-neutral form, shared by every Gemini->client direction.
 
-``PartReader`` turns the parts of one response or stream chunk into ``TextItem`` and
+``GeminiPartMapper`` turns the parts of one response or stream chunk into ``TextItem`` and
 ``CallItem`` values: empty text is skipped, ``thought: true`` text is reasoning, each
 function call gets a fresh client id (``call_...`` / ``toolu_...``; Gemini has none) and
 is remembered in the SignatureStore with its thoughtSignature (8.7.4, P5). The reader
@@ -8,7 +8,7 @@ tracks whether any call was seen, because a function-call turn ends with ``STOP`
 possibly in a later chunk (P1): ``finish_kind`` maps the finish at the END only, and
 ``gemini_finish`` gives it as the neutral ``Finish``. ``usage_of`` applies 8.6
 (completion = candidates + thoughts). ``reply_from_gemini`` reads a whole non-stream
-answer into the neutral ``Reply`` the body writers of ``reply.py`` consume. What this
+answer into the neutral ``Reply`` the body writers of ``neutral/reply.py`` consume. What this
 module must not do: produce client wire bytes.
 """
 
@@ -23,9 +23,9 @@ import msgspec
 from msgspec import UnsetType
 
 from apex.errors import UpstreamMalformed
-from apex.translate.parts import Reply, ReplyReasoning, ReplyText, ReplyToolCall
-from apex.translate.reasons import Finish
-from apex.translate.signatures import SignatureStore
+from apex.translate.neutral.parts import Reply, ReplyReasoning, ReplyText, ReplyToolCall
+from apex.translate.neutral.reasons import Finish
+from apex.translate.neutral.signatures import SignatureStore
 from apex.types import Usage
 from apex.wire.gemini import (
     Candidate,
@@ -40,7 +40,7 @@ __all__ = [
     "CallItem",
     "FinishKind",
     "IdFactory",
-    "PartReader",
+    "GeminiPartMapper",
     "TextItem",
     "finish_kind",
     "first_candidate",
@@ -136,7 +136,7 @@ class CallItem(NamedTuple):
 Item = TextItem | CallItem
 
 
-class PartReader:
+class GeminiPartMapper:
     """Turns Gemini parts into items, generating and remembering tool-call ids."""
 
     __slots__ = ("_new_id", "_prefix", "_signatures", "saw_call")
@@ -176,7 +176,7 @@ def reply_from_gemini(
         resp = decode_response(body)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise UpstreamMalformed(f"Gemini response is not valid: {exc}") from exc
-    reader = PartReader(prefix, signatures, new_id)
+    reader = GeminiPartMapper(prefix, signatures, new_id)
     cand = first_candidate(resp)
     items = reader.read(cand.content.parts) if cand is not None and cand.content is not None else []
     reason = cand.finish_reason if cand is not None else None

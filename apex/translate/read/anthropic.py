@@ -15,8 +15,8 @@ from typing import Final, final
 import msgspec
 
 from apex.sse import SseEvent
-from apex.translate.errortypes import kind_from_upstream
-from apex.translate.parts import (
+from apex.translate.neutral.errortypes import kind_from_upstream
+from apex.translate.neutral.parts import (
     Ended,
     Failed,
     Finished,
@@ -30,10 +30,10 @@ from apex.translate.parts import (
     ToolCallStarted,
     UsageUpdated,
 )
-from apex.translate.reasons import finish_from_anthropic
+from apex.translate.neutral.reasons import finish_from_anthropic
 from apex.types import Usage
 from apex.wire.anthropic import StreamEvent, decode_stream_event
-from apex.translate.usage import usage_from_anthropic
+from apex.translate.neutral.usage import usage_from_anthropic
 
 __all__ = ["AnthropicReader"]
 
