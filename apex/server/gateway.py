@@ -7,8 +7,11 @@ config leaves the running one in place, is logged with its key path, and is coun
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import random
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from aiohttp import web
@@ -57,11 +60,24 @@ class RateGrant:
 class Gateway:
     """Everything a running Apex process shares between requests."""
 
-    def __init__(self, config: Config, config_path: Path | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        config_path: Path | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        rng: random.Random | None = None,
+    ) -> None:
         self.config_path = config_path
         self.version = __version__
+        # Routing time and chance: the clock health, Retry-After holds and backoff are
+        # measured on, the sleep that waits a backoff, and the generator behind weighted
+        # random and jitter. Injected so tests are exact rather than statistical or timed.
+        self.clock = clock
+        self.sleep = sleep
         self.started_monotonic = time.monotonic()
-        self.snapshot: Snapshot = build_snapshot(config, None, self._on_health_change)
+        self.snapshot: Snapshot = build_snapshot(config, None, self._on_health_change, rng=rng)
         self._upstream: UpstreamPool | None = None
         self.limiter: RateLimiter | None = None
         self._limits: dict[str, Limits] = {}
@@ -223,7 +239,7 @@ class Gateway:
     def metrics_response(self) -> web.Response:
         """The Prometheus exposition of this gateway's registry (served at ``metrics.path``)."""
         snap = self.snapshot
-        now = time.monotonic()
+        now = self.clock()
         snap.health.poll(now)  # transitions due only to time passing (cooling -> half-open)
         self.metrics.set_channel_states(
             {name: snap.health.state_of(name, now) is ChannelState.UP for name in snap.channels}
