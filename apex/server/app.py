@@ -35,7 +35,9 @@ __all__ = ["build_app", "run_gateway", "serve"]
 log = logging.getLogger("apex.server")
 
 GC_GEN0_THRESHOLD = 20_000  # CPython's default is 700 allocations
-LOG_FLUSH_INTERVAL_S = 0.25  # buffered log lines reach their file or stdout at least this often
+LOG_FLUSH_INTERVAL_S = 0.25
+DRAIN_POLL_S = 0.05  # how often the shutdown checks whether in-flight requests are done
+STOP_MARGIN_S = 0.5  # after the grace: time for the streams' error events and aiohttp's own close  # buffered log lines reach their file or stdout at least this often
 
 
 def build_app(gateway: Gateway, *, watch: bool = False) -> web.Application:
@@ -82,7 +84,8 @@ async def serve(gateway: Gateway, *, on_ready: Callable[[], None] | None = None)
     host, port = parse_listen(config.global_.listen)
     grace = config.global_.shutdown_grace_ms / 1000
     app = build_app(gateway, watch=True)
-    runner = ApexRunner(app, gateway, handler_cancellation=True, access_log=None, shutdown_timeout=grace)
+    # serve() waits out the grace itself (_drain); aiohttp's own wait is only the last step.
+    runner = ApexRunner(app, gateway, handler_cancellation=True, access_log=None, shutdown_timeout=STOP_MARGIN_S)
     await runner.setup()
     site = web.TCPSite(runner, host, port, backlog=1024, reuse_address=True)
     await site.start()
@@ -118,6 +121,10 @@ async def serve(gateway: Gateway, *, on_ready: Callable[[], None] | None = None)
             log.info("draining: /ready is 503, still serving for %.1f s", delay)
             await asyncio.sleep(delay)
         log.info("shutting down: letting in-flight requests finish (up to %.1f s)", grace)
+        await site.stop()  # no new connections
+        if runner.server is not None:
+            runner.server.pre_shutdown()  # idle keep-alive connections close; busy ones after their request
+        await _drain(gateway, grace)
     finally:
         watchdog.stop()
         if flusher is not None:
@@ -126,6 +133,24 @@ async def serve(gateway: Gateway, *, on_ready: Callable[[], None] | None = None)
             loop.remove_signal_handler(sig)
         await runner.cleanup()
         flush_logs()
+
+
+async def _drain(gateway: Gateway, grace: float) -> None:
+    """Wait up to ``grace`` for in-flight requests to finish; then end every stream still
+    open with an error event in its protocol (the relay does that when cancelled while
+    ``gateway.stopping``) and give them ``STOP_MARGIN_S`` to write it."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + grace
+    # in_flight is a plain int (no event to set on every request's path): poll it.
+    while gateway.in_flight and loop.time() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(DRAIN_POLL_S)
+    if not gateway.streams:
+        return
+    log.warning("shutdown deadline: ending %d open stream(s) with an error event", len(gateway.streams))
+    gateway.stopping = True
+    for task in list(gateway.streams):
+        task.cancel()
+    await asyncio.wait(list(gateway.streams), timeout=STOP_MARGIN_S)
 
 
 def _tune_gc() -> None:

@@ -61,9 +61,14 @@ def api_endpoint(dialect: Dialect, endpoint: Endpoint) -> Callable[[web.Request]
                 ex.error_kind = err.kind
                 response = error_response(dialect, err)
             except asyncio.CancelledError:
-                ex.status = 499  # client closed the connection
+                # The client closed the connection; after a stream's final event that is how
+                # many SDKs end a stream (openai's helper, langchain, Codex): a success.
+                ex.status = 200 if ex.final_delivered else 499
                 raise
             except Exception as exc:  # noqa: BLE001  # the one catch-all: log it, answer 500
+                if ex.committed and isinstance(exc, ConnectionError):
+                    ex.status = 200 if ex.final_delivered else 499  # a write found the client gone
+                    raise
                 log.exception("internal error serving %s", request.path)
                 ex.error_kind = "internal"
                 if ex.committed:
