@@ -47,11 +47,13 @@ def build_app(gateway: Gateway, *, watch: bool = False) -> web.Application:
     r = app.router
     for path, dialect in API_PATHS.items():
         r.add_post(path, api_endpoint(dialect, proxy), expect_handler=expect_handler(dialect))
-    r.add_get("/v1/models", api_endpoint(Dialect.OPENAI_CHAT, handlers.models), allow_head=False)
-    r.add_get("/v1/models/{model_id}", api_endpoint(Dialect.OPENAI_CHAT, handlers.models), allow_head=False)
-    r.add_get("/health", handlers.health)  # GET and HEAD
-    r.add_get("/ready", handlers.ready)
-    r.add_route("*", "/{tail:.*}", handlers.fallback)
+    expect = expect_handler()  # aiohttp's own answers a bad Expect in plain text (or a 500 for non-ASCII)
+    r.add_get("/v1/models", api_endpoint(Dialect.OPENAI_CHAT, handlers.models), allow_head=False, expect_handler=expect)
+    r.add_get("/v1/models/{model_id}", api_endpoint(Dialect.OPENAI_CHAT, handlers.models), allow_head=False,
+              expect_handler=expect)
+    r.add_get("/health", handlers.health, expect_handler=expect)  # GET and HEAD
+    r.add_get("/ready", handlers.ready, expect_handler=expect)
+    r.add_route("*", "/{tail:.*}", handlers.fallback, expect_handler=expect)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await gateway.start()
