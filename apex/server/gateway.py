@@ -16,7 +16,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from apex import __version__
+from apex import __version__, sdnotify
 from apex.auth import TeamPolicy
 from apex.config.load import load_config_bytes
 from apex.config.model import Config
@@ -84,6 +84,7 @@ class Gateway:
         self._refresh_limits()
         self.loaded_config_bytes: bytes | None = None  # the file content the live config came from
         self.in_flight = 0
+        self.draining = False  # set when shutdown begins: /ready answers 503 from then on
         self.metrics = Metrics(self.version, self._rule_patterns)
         self.metrics.in_flight.set_function(lambda: self.in_flight)
         self._metrics_snapshot: Snapshot | None = None  # the Snapshot the metric bindings belong to
@@ -111,10 +112,36 @@ class Gateway:
     def uptime_seconds(self) -> float:
         return time.monotonic() - self.started_monotonic
 
+    def unready_reasons(self) -> list[str]:
+        """Why this instance should not get new requests now (empty: ready)."""
+        if self.draining:
+            return ["draining: the gateway is shutting down"]
+        snap = self.snapshot
+        now = time.monotonic()
+        reasons = []
+        for router in snap.config.routers:
+            names = {ref.name for ref in router.channels}
+            for rule in router.rules:
+                names.update(ref.name for ref in rule.channels)
+                names.update(rule.fallback)
+            if names and all(snap.health.state_of(n, now) is ChannelState.COOLING for n in names):
+                reasons.append(f"router {router.name!r}: every channel is cooling down ({', '.join(sorted(names))})")
+        return reasons
+
     # --- reload -------------------------------------------------------------------
 
     def reload_bytes(self, data: bytes, source: str = "file") -> bool:
-        """Validate ``data`` and swap it in; on error keep the old config. True on success."""
+        """Validate ``data`` and swap it in; on error keep the old config. True on success.
+
+        systemd (``Type=notify-reload``) hears RELOADING=1 before and READY=1 after, either way.
+        """
+        sdnotify.reloading()
+        try:
+            return self._reload_bytes(data, source)
+        finally:
+            sdnotify.ready()
+
+    def _reload_bytes(self, data: bytes, source: str) -> bool:
         try:
             config = load_config_bytes(data)
             snapshot = build_snapshot(config, self.snapshot, self._on_health_change)
@@ -228,7 +255,7 @@ class Gateway:
             m = self.metrics
             model = m.models.label(ex.model, ex.router, ex.rule, ex.routed)
             series = m.series(ex.router or NONE, model, ex.team or NONE, ex.channel or NONE)
-            series.record(ex.status, _error_type(ex), ex.upstream_ms, ex.ttft_ms, overhead)
+            series.record(ex.status, _error_type(ex), ex.upstream_ms, ex.ttft_ms, overhead, latency)
             if usage is not None:
                 series.add_tokens(usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens, usage.estimated)
         if access_log.isEnabledFor(_INFO):
