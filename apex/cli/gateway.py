@@ -29,11 +29,13 @@ from apex.cli.gateway_state import (
     log_path,
     pid_alive,
     pid_path,
+    STATE_DIR_ENV,
     remember_started,
     remove_state,
     running_pid,
     state_path,
     target_config,
+    user_state_dir,
     write_state,
 )
 from apex.cli.store import ConfigStore
@@ -99,6 +101,9 @@ def start(daemon: bool, foreground: bool, pid_file: str | None, log_file: str | 
         if config_choice(config_file)[1] == "--config":
             raise click.UsageError("--demo runs the packaged demo config; leave out --config")
         path = share_path(DEMO_CONFIG)
+        # Everything the demo writes (state file, request log) goes to the user's state
+        # directory: the installed package may be read-only and must stay as shipped.
+        os.environ.setdefault(STATE_DIR_ENV, os.fspath(user_state_dir()))
     else:
         path = config_path(config_file)
     if listen is not None:

@@ -152,6 +152,9 @@ def test_demo_from_the_package_and_status_finds_it_from_anywhere(tmp_path: Path,
     assert answer is not None and json.loads(answer)["status"] == "healthy"
     assert apex("gateway", "stop", cwd=elsewhere, env=env).returncode == 0
     assert not pid_alive(pids[0])
+    shipped = sorted(p.name for p in share_path(DEMO_CONFIG).parent.iterdir())
+    assert shipped == ["__init__.py", "__pycache__", "demo.json", "example.json", "grafana", "systemd"] or \
+        shipped == ["__init__.py", "demo.json", "example.json", "grafana", "systemd"]  # nothing written into the package
     gone = apex("status", cwd=elsewhere, env=env)
     assert gone.returncode == 3 and "(default ./config.json)" in gone.stderr
 
