@@ -70,7 +70,11 @@ def bedrock_setup(ch: Channel, base: str) -> CloudSetup:
         invoke_url, anthropic_body_for(BEDROCK_ANTHROPIC_VERSION, keep_stream=False), authorize, event_stream_reply
     )
     kinds = {"anthropic": {Dialect.ANTHROPIC_MESSAGES: Native(f"{base}/model", "anthropic", anthropic)}}
-    return CloudSetup(kinds, lambda m: "anthropic", auth, credentials)
+    return CloudSetup(kinds, _kind_of, auth, credentials)
+
+
+def _kind_of(model: str) -> str:
+    return "anthropic" if is_anthropic_model(model) else "converse"
 
 
 def sigv4_authorizer(slot: CredentialSlot, channel: str, region: str) -> Authorizer:

@@ -105,3 +105,13 @@ async def test_exception_frame_mid_stream_ends_the_stream_with_an_error(cloud: C
                 got += choice.delta.content or ""
     assert got == "Hel"
     assert "Too many tokens" in str(err.value)
+
+
+async def test_a_model_without_a_route_is_refused_before_reaching_bedrock(cloud: CloudFake, start_apex: StartApex) -> None:
+    """A non-Anthropic model on a channel with no Converse route gets a precise 404; Bedrock is not called."""
+    inst = await start_apex(config(cloud, model_map={}))
+    with pytest.raises(anthropic.NotFoundError) as err:
+        await ant(inst, "k").messages.create(model="meta.llama3-70b-instruct-v1:0", max_tokens=10,
+                                             messages=[{"role": "user", "content": "hi"}])
+    assert "meta.llama3-70b-instruct-v1:0" in str(err.value)
+    assert not cloud.requests
