@@ -4,9 +4,11 @@ Why not aiohttp's ClientSession: profiled under load it was ~40 % of Apex's CPU 
 request (ClientRequest, URL and CIMultiDict construction, trace hooks, connector and timer
 bookkeeping) for features a proxy never uses (cookies, redirects, auth, proxies, multipart).
 This client does only what Apex needs: POST a head built from prebuilt header bytes plus
-the body on a pooled connection, parse the status line and headers, and hand the body
-back as it arrives (Content-Length, chunked, or until close), with flow control and
-gzip/deflate decoding. Request deadlines are the caller's (``asyncio.timeout``); only
+the body on a pooled connection and hand the body back as it arrives, with flow control
+and gzip/deflate decoding. The response framing (status line, headers, Content-Length,
+chunked, until close) is llhttp's, through ``httptools`` (the binding uvicorn uses): a
+strict, fuzzed parser in C, ~3x faster than the hand-written one it replaced on a JSON
+answer and ~9x on a chunked SSE stream. Request deadlines are the caller's (``asyncio.timeout``); only
 connecting has one here.
 
 Errors raised besides ``OSError`` (refused, reset, TLS) and ``TimeoutError`` (connect)::
@@ -32,6 +34,8 @@ from collections.abc import Mapping
 from typing import Final, cast
 from urllib.parse import urlsplit
 
+import httptools
+
 __all__ = [
     "HttpClientError",
     "HttpReply",
@@ -43,10 +47,12 @@ __all__ = [
 ]
 
 _MAX_HEAD: Final = 64 * 1024
-_MAX_CHUNK_LINE: Final = 4 * 1024
 _HIGH_WATER: Final = 256 * 1024  # buffered body bytes that pause reading from the upstream
 _IDLE_SECONDS: Final = 30.0       # a pooled connection idle longer than this is closed, not reused
 _MAX_IDLE_PER_ORIGIN: Final = 256
+
+# Where the connection is in the response it is reading.
+_HEAD, _BODY, _UNTIL_CLOSE, _DONE = range(4)
 
 
 class HttpClientError(Exception):
@@ -114,78 +120,6 @@ class _Target:
         if port != (443 if tls else 80):
             shown = f"{shown}:{port}"
         self.prefix = f"POST {path} HTTP/1.1\r\nHost: {shown}\r\n".encode("latin-1")
-
-
-# Body framing of the response being read.
-_HEAD, _LENGTH, _CHUNKED, _UNTIL_CLOSE, _DONE = range(5)
-
-
-class _ChunkedDecoder:
-    """Incremental ``Transfer-Encoding: chunked`` decoder; ``feed`` returns payload pieces."""
-
-    __slots__ = ("_buf", "_left", "_state", "done")
-
-    _SIZE, _DATA, _DATA_END, _TRAILER = range(4)
-
-    def __init__(self) -> None:
-        self._state = self._SIZE
-        self._buf = b""
-        self._left = 0
-        self.done = False
-
-    def feed(self, data: bytes) -> list[bytes]:
-        out: list[bytes] = []
-        if self._buf:
-            data = self._buf + data
-            self._buf = b""
-        pos = 0
-        end = len(data)
-        while pos < end and not self.done:
-            state = self._state
-            if state == self._DATA:
-                take = min(self._left, end - pos)
-                out.append(data[pos : pos + take])
-                pos += take
-                self._left -= take
-                if self._left == 0:
-                    self._state = self._DATA_END
-            elif state == self._DATA_END:
-                if end - pos < 2:
-                    self._buf = data[pos:]
-                    return out
-                if data[pos : pos + 2] != b"\r\n":
-                    raise InvalidResponse("chunked body: missing CRLF after chunk data")
-                pos += 2
-                self._state = self._SIZE
-            else:
-                nl = data.find(b"\r\n", pos)
-                if nl < 0:
-                    if end - pos > _MAX_CHUNK_LINE:
-                        raise InvalidResponse("chunked body: chunk size line too long")
-                    self._buf = data[pos:]
-                    return out
-                line = data[pos:nl]
-                pos = nl + 2
-                if state == self._TRAILER:
-                    if not line:
-                        self.done = True
-                    continue
-                size_text = line.split(b";", 1)[0].strip()
-                # Hex digits only: int(x, 16) would also take "0x1f", "+1f" and "1_f".
-                if not size_text or len(size_text) > 16 or size_text.strip(b"0123456789abcdefABCDEF"):
-                    raise InvalidResponse(f"chunked body: bad chunk size {size_text[:20]!r}")
-                size = int(size_text, 16)
-                if size == 0:
-                    self._state = self._TRAILER
-                else:
-                    self._left = size
-                    self._state = self._DATA
-        if pos < end and self.done:
-            self._buf = data[pos:]  # bytes after the last chunk: the caller treats them as garbage
-        return out
-
-    def leftover(self) -> bytes:
-        return self._buf if self.done else b""
 
 
 class HttpReply:
@@ -325,17 +259,28 @@ class HttpReply:
 
 
 class _Connection(asyncio.Protocol):
-    """One upstream connection: parses the response to the request it carries."""
+    """One upstream connection; llhttp (``httptools``) frames the response to the request it carries.
+
+    The parser lives as long as the connection (it frames consecutive keep-alive responses)
+    and calls back ``on_header`` .. ``on_message_complete`` from inside ``data_received``.
+    The verdict on a response (finished, reusable, bytes past its end) is drawn after each
+    ``feed_data`` returns, so a callback never hands the connection back to the pool while
+    llhttp is still reading from it.
+    """
 
     __slots__ = (
-        "_buf",
-        "_chunked",
-        "_left",
+        "_complete_pending",
+        "_error",
+        "_extra",
+        "_head_bytes",
+        "_interim",
+        "_parser",
         "_paused",
+        "_phase",
         "_pool",
+        "_raw",
         "_reply",
         "_reusable",
-        "_state",
         "idle_since",
         "lost",
         "loop",
@@ -349,10 +294,14 @@ class _Connection(asyncio.Protocol):
         self.loop = loop
         self.transport: asyncio.Transport | None = None
         self._reply: HttpReply | None = None
-        self._state = _DONE
-        self._buf = b""
-        self._left = 0
-        self._chunked: _ChunkedDecoder | None = None
+        self._parser = httptools.HttpResponseParser(self)
+        self._phase = _DONE
+        self._raw: list[tuple[bytes, bytes]] = []
+        self._head_bytes = 0
+        self._interim = False
+        self._extra = False
+        self._complete_pending = False
+        self._error: InvalidResponse | None = None
         self._reusable = True
         self._paused = False
         self.lost = False
@@ -377,10 +326,10 @@ class _Connection(asyncio.Protocol):
         if reply is None:
             return
         self._reply = None
-        if self._state == _UNTIL_CLOSE and exc is None:  # a clean close ends such a body; a reset does not
+        if self._phase == _UNTIL_CLOSE and exc is None:  # a clean close ends such a body; a reset does not
             reply._finish()
             return
-        if self._state == _HEAD:
+        if self._phase == _HEAD:
             reason = "the upstream closed the connection before answering"
         else:
             reason = "the upstream closed the connection before the response body was complete"
@@ -393,130 +342,120 @@ class _Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         reply = self._reply
         if reply is None:  # bytes nobody asked for: this connection cannot be trusted again
-            self._reusable = False
-            if self.transport is not None:
-                self.transport.close()
+            self.close()
             return
+        in_head = self._phase == _HEAD
         try:
-            if self._state == _HEAD:
-                self._read_head(reply, data)
+            self._parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            if self._phase == _DONE and self._complete_pending:
+                self._extra = True  # garbage after a whole response: the response stands
             else:
-                self._read_body(reply, data)
-        except InvalidResponse as exc:
-            self._reply = None
-            self._reusable = False
-            reply._fail(exc)
-            if self.transport is not None:
-                self.transport.close()
-
-    # --- parsing --------------------------------------------------------------------
-
-    def _read_head(self, reply: HttpReply, data: bytes) -> None:
-        buf = self._buf + data if self._buf else data
-        while True:
-            end = buf.find(b"\r\n\r\n")
-            if end < 0:
-                if len(buf) > _MAX_HEAD:
-                    raise InvalidResponse("response head is larger than 64 KiB")
-                self._buf = buf
+                error = self._error or InvalidResponse(f"not a valid HTTP/1.1 response: {exc}")
+                self._fail(reply, error)
                 return
-            if end > _MAX_HEAD:  # a whole oversized head can arrive in one read, terminator included
-                raise InvalidResponse("response head is larger than 64 KiB")
-            head = buf[:end]
-            buf = buf[end + 4 :]
-            status = self._parse_head(reply, head)
-            if 100 <= status < 200:  # 100 Continue and friends: the real answer follows
-                reply.headers = ReplyHeaders()
-                continue
-            break
-        self._buf = b""
-        reply._head.set_result(None)
-        if self._state == _DONE:
-            self._complete(reply, extra=bool(buf))
-        elif buf:
-            self._read_body(reply, buf)
+        if in_head and self._phase == _HEAD:
+            self._head_bytes += len(data)
+            if self._head_bytes > _MAX_HEAD:
+                self._fail(reply, InvalidResponse("response head is larger than 64 KiB"))
+                return
+        if self._complete_pending:
+            self._complete_pending = False
+            self._complete(reply)
 
-    def _parse_head(self, reply: HttpReply, head: bytes) -> int:
-        lines = head.decode("latin-1").split("\r\n")
-        status_line = lines[0]
-        version, _, rest = status_line.partition(" ")
-        if version not in ("HTTP/1.1", "HTTP/1.0"):
-            raise InvalidResponse(f"not an HTTP/1.x status line: {status_line[:40]!r}")
-        code = rest[:3]
-        # ASCII only: latin-1 "\xb2" decodes to "²", which isdigit() accepts and int() refuses.
-        if len(code) != 3 or not (code.isascii() and code.isdigit()):
-            raise InvalidResponse(f"bad status code in {status_line[:40]!r}")
-        status = int(code)
+    # --- llhttp callbacks (called inside feed_data) ---------------------------------
+
+    def on_message_begin(self) -> None:
+        if self._phase == _DONE:  # a second response to one request: the framing cannot be trusted
+            self._extra = True
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._raw.append((name, value))  # decoded once the head is whole: one call, not one per header
+
+    def on_headers_complete(self) -> None:
+        if self._phase != _HEAD:
+            self._raw.clear()
+            return
+        reply = self._reply
+        assert reply is not None
+        raw = self._raw
+        self._raw = []
         headers = reply.headers
-        get = dict.get  # ReplyHeaders' own get lower-cases again; keys here already are
-        for line in lines[1:]:
-            name, sep, value = line.partition(":")
-            if not sep or not name or name[0] in " \t" or name[-1] in " \t":
-                raise InvalidResponse(f"malformed header line {line[:40]!r}")
-            key = name.lower()
-            value = value.strip()
-            previous = get(headers, key)
-            headers[key] = value if previous is None else f"{previous}, {value}"
+        get = dict.get
+        size = 0
+        for name, value in raw:
+            size += len(name) + len(value) + 4
+            key = name.decode("latin-1").lower()
+            text = value.decode("latin-1").strip()
+            previous = get(headers, key)  # ReplyHeaders' own get lower-cases again
+            headers[key] = text if previous is None else f"{previous}, {text}"
+        if size > _MAX_HEAD:  # a whole oversized head can arrive in one read
+            self._error = InvalidResponse("response head is larger than 64 KiB")
+            raise self._error
+        parser = self._parser
+        status = parser.get_status_code()
+        if parser.get_http_version() not in ("1.1", "1.0"):
+            self._error = InvalidResponse(f"not an HTTP/1.x response (HTTP/{parser.get_http_version()})")
+            raise self._error
+        if status < 200:  # 100 Continue and friends: the real answer follows
+            reply.headers = ReplyHeaders()
+            self._interim = True
+            return
         reply.status = status
-        if status < 200:
-            return status
-        connection = get(headers, "connection", "").lower()
-        self._reusable = (
-            "close" not in connection if version == "HTTP/1.1" else "keep-alive" in connection
-        )
-        encoding = get(headers, "content-encoding", "").lower()
-        if encoding in ("gzip", "x-gzip"):
-            reply._decoder = zlib.decompressobj(16 + zlib.MAX_WBITS)
-        elif encoding == "deflate":
-            reply._decoder = zlib.decompressobj()
-        elif encoding not in ("", "identity"):
-            raise InvalidResponse(f"unsupported content-encoding {encoding!r}")
-        if status in (204, 304):
-            self._state = _DONE
-        elif "chunked" in get(headers, "transfer-encoding", "").lower():
-            self._state = _CHUNKED
-            self._chunked = _ChunkedDecoder()
-            if "content-length" in headers:  # both framings: RFC 9112 6.1 says close afterwards
-                self._reusable = False
-        elif (declared := get(headers, "content-length")) is not None:
-            if not (declared.isascii() and declared.isdigit()):  # int() would take "+5", "5_0"
-                raise InvalidResponse(f"bad content-length {declared[:20]!r}")
-            length = int(declared)
-            self._left = length
-            self._state = _LENGTH if length else _DONE
-        else:
-            self._state = _UNTIL_CLOSE
+        self._reusable = parser.should_keep_alive()
+        encoding = get(headers, "content-encoding")
+        if encoding is not None:
+            encoding = encoding.lower()
+            if encoding in ("gzip", "x-gzip"):
+                reply._decoder = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            elif encoding == "deflate":
+                reply._decoder = zlib.decompressobj()
+            elif encoding not in ("", "identity"):
+                self._error = InvalidResponse(f"unsupported content-encoding {encoding!r}")
+                raise self._error
+        if (
+            status not in (204, 304)
+            and get(headers, "content-length") is None
+            and "chunked" not in get(headers, "transfer-encoding", "").lower()
+        ):
+            self._phase = _UNTIL_CLOSE  # llhttp reads such a body to EOF; connection_lost ends it
             self._reusable = False
-        return status
+        else:
+            self._phase = _BODY
+        reply._head.set_result(None)
 
-    def _read_body(self, reply: HttpReply, data: bytes) -> None:
-        state = self._state
-        if state == _LENGTH:
-            left = self._left
-            if len(data) >= left:
-                extra = len(data) > left
-                reply._feed(data[:left] if extra else data)
-                self._left = 0
-                self._complete(reply, extra=extra)
-                return
-            self._left = left - len(data)
-            reply._feed(data)
-        elif state == _CHUNKED:
-            decoder = self._chunked
-            assert decoder is not None
-            for piece in decoder.feed(data):
-                reply._feed(piece)
-            if decoder.done:
-                self._complete(reply, extra=bool(decoder.leftover()))
-        elif state == _UNTIL_CLOSE:
-            reply._feed(data)
+    def on_body(self, body: bytes) -> None:
+        reply = self._reply
+        if reply is not None and self._phase in (_BODY, _UNTIL_CLOSE):
+            try:
+                reply._feed(body)
+            except InvalidResponse as exc:  # a corrupt compressed body
+                self._error = exc
+                raise
 
-    def _complete(self, reply: HttpReply, *, extra: bool) -> None:
-        """The body is whole: settle the reply and hand the connection back (or close it)."""
-        self._state = _DONE
+    def on_message_complete(self) -> None:
+        if self._interim:
+            self._interim = False
+            return
+        if self._phase == _DONE:
+            return
+        self._phase = _DONE
+        self._complete_pending = True
+
+    # --- settling ---------------------------------------------------------------------
+
+    def _fail(self, reply: HttpReply, exc: InvalidResponse) -> None:
         self._reply = None
-        self._chunked = None
-        if extra:  # bytes past the end of the response: the framing cannot be trusted
+        self._reusable = False
+        self._complete_pending = False
+        self._error = None
+        reply._fail(exc)
+        self.close()
+
+    def _complete(self, reply: HttpReply) -> None:
+        """The body is whole: settle the reply and hand the connection back (or close it)."""
+        self._reply = None
+        if self._extra:  # bytes past the end of the response: the framing cannot be trusted
             self._reusable = False
         owner_gone = reply._conn is None  # released/closed before the body ended
         reply._finish()
@@ -533,8 +472,10 @@ class _Connection(asyncio.Protocol):
     def start(self, head: bytes, body: bytes) -> HttpReply:
         reply = HttpReply(self)
         self._reply = reply
-        self._state = _HEAD
-        self._buf = b""
+        self._phase = _HEAD
+        self._head_bytes = 0
+        self._interim = False
+        self._extra = False
         assert self.transport is not None
         if len(body) < 64 * 1024:
             self.transport.write(head + body)
