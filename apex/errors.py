@@ -25,7 +25,10 @@ client's dialect; nothing here knows about wire formats or aiohttp.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from collections.abc import Iterable
+from typing import ClassVar, Final
+
+import msgspec
 
 __all__ = [
     "ApexError",
@@ -44,6 +47,9 @@ __all__ = [
     "UpstreamMalformed",
     "UpstreamStatus",
     "UpstreamTimeout",
+    "REDACTED",
+    "Secrets",
+    "secrets_of",
 ]
 
 
@@ -219,3 +225,62 @@ def kind_for_status(status: int) -> str:
     if status in _KIND_BY_STATUS:
         return _KIND_BY_STATUS[status]
     return "invalid_request" if 400 <= status < 500 else "api_error"
+
+
+# --- secret scrubbing ---------------------------------------------------------------------
+
+REDACTED: Final = "[redacted]"
+_REDACTED_B: Final = REDACTED.encode()
+MIN_SECRET_LEN: Final = 8  # shorter header values ("true", "v1") are not secrets and are everywhere
+
+
+class Secrets:
+    """The credentials one channel sends upstream, to scrub from whatever the upstream says.
+
+    Built once per channel at config load. An upstream may quote the key it was given in an
+    error message (OpenAI-compatible servers echo it whole), in a JSON body where ``/`` may be
+    escaped: both spellings are scrubbed, longest first.
+    """
+
+    __slots__ = ("_b", "_s")
+
+    def __init__(self, values: Iterable[str]) -> None:
+        spellings: set[str] = set()
+        for v in values:
+            if len(v) >= MIN_SECRET_LEN:
+                spellings.add(v)
+                spellings.add(msgspec.json.encode(v).decode()[1:-1])  # as it appears inside a JSON string
+        ordered = sorted(spellings, key=len, reverse=True)
+        self._s: tuple[str, ...] = tuple(ordered)
+        self._b: tuple[bytes, ...] = tuple(v.encode() for v in ordered)
+
+    def __bool__(self) -> bool:
+        return bool(self._s)
+
+    def text(self, text: str) -> str:
+        for secret in self._s:
+            if secret in text:
+                text = text.replace(secret, REDACTED)
+        return text
+
+    def data(self, data: bytes) -> bytes:
+        for secret in self._b:
+            if secret in data:
+                data = data.replace(secret, _REDACTED_B)
+        return data
+
+    def error(self, err: ApexError) -> ApexError:
+        """Scrub ``err`` in place (its message, and an upstream's raw body); returns it."""
+        if not self._s:
+            return err
+        message = self.text(err.message)
+        if message != err.message:
+            err.message = message
+            err.args = (message,)
+        if isinstance(err, UpstreamStatus) and err.body:
+            err.body = self.data(err.body)
+        return err
+
+
+def secrets_of(values: Iterable[str | None]) -> Secrets:
+    return Secrets(v for v in values if v)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from apex.auth import KeyIndex, Principal
 from apex.config.model import Config
 from apex.errors import PermissionDenied
-from apex.providers.channel import CompiledChannel, compile_channel
+from apex.upstream.channel import CompiledChannel, compile_channel
 from apex.routing.health import HealthTracker, StateChangeHook
 from apex.routing.match import PatternSet
 from apex.routing.router import CompiledRouter, Route

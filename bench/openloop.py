@@ -21,6 +21,7 @@ keeps up with 1000+ req/s while adding little and steady time of its own.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import time
 from collections import deque
@@ -93,7 +94,7 @@ _HEAD, _BODY_CL, _BODY_CHUNKED, _IDLE = range(4)
 class _Conn(asyncio.Protocol):
     """One keep-alive connection with at most one request in flight."""
 
-    def __init__(self, pool: "_Pool") -> None:
+    def __init__(self, pool: _Pool) -> None:
         self.pool = pool
         self.transport: asyncio.Transport | None = None
         self.buf = bytearray()
@@ -302,10 +303,8 @@ async def run_open_loop(
         if i % 64 == 63:
             await asyncio.sleep(0)  # let answers in even when behind schedule
     used = len(pool.conns)
-    try:
+    with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(pool.all_done.wait(), drain_timeout)
-    except TimeoutError:
-        pass
     pool.close()
     for s in sent_samples:
         if not s.t_done:

@@ -14,7 +14,7 @@ import asyncio
 import time
 from typing import Any
 
-from apex.providers.http import UpstreamPool, _Connection, _Target
+from apex.upstream.http import UpstreamPool, _Connection, _Target
 
 _JSON_BODY = (
     b'{"id":"chatcmpl-bench","object":"chat.completion","created":1700000000,"model":"gpt-4o-mini",'

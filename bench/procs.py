@@ -7,6 +7,7 @@ stime of all threads, plus live children), memory from /proc/<pid>/status.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
@@ -69,18 +70,15 @@ class Proc:
 
 def spawn(name: str, cmd: list[str], port: int, log_dir: Path, cpu: int | None, env: dict[str, str] | None = None) -> Proc:
     log = log_dir / f"{name}.log"
-    fh = open(log, "wb")
     full_env = dict(os.environ)
     full_env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_DIR), full_env.get("PYTHONPATH", "")) if p)
     if env:
         full_env.update(env)
-    popen = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=full_env, cwd=log_dir, start_new_session=True)
-    fh.close()
+    with open(log, "wb") as fh:  # the child keeps its own copy of the descriptor
+        popen = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=full_env, cwd=log_dir, start_new_session=True)
     if cpu is not None:
-        try:
+        with contextlib.suppress(OSError):
             os.sched_setaffinity(popen.pid, {cpu})
-        except OSError:
-            pass
     return Proc(name, popen, port, log, cmd)
 
 

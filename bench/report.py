@@ -64,7 +64,7 @@ def render_markdown(rep: dict[str, Any]) -> str:
             f"its throughput {_f(chk.get('info_wrk_rps_ratio'))}x naive's (not gated)",
             "",
         ]
-    for name, sc in rep.get("scenarios", {}).items():
+    for sc in rep.get("scenarios", {}).values():
         lines += [f"## {sc['title']}", ""]
         if sc.get("note"):
             lines += [sc["note"], ""]

@@ -92,9 +92,7 @@ async def start_apex() -> AsyncIterator[StartApex]:
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
-        server = site._server  # noqa: SLF001  # the bound port of an ephemeral listen
-        assert server is not None
-        inst = ApexInstance(gateway, runner, server.sockets[0].getsockname()[1])
+        inst = ApexInstance(gateway, runner, runner.addresses[0][1])  # the bound port of an ephemeral listen
         started.append(inst)
         return inst
 

@@ -17,7 +17,7 @@ from apex.cli.gateway import gateway_group
 from apex.cli.init import init_command
 from apex.cli.options import config_option
 from apex.cli.output import CliFailure
-from apex.cli.route import route_group
+from apex.cli.route_explain import route_group
 from apex.cli.router import router_group
 from apex.cli.status import status_command
 from apex.cli.team import team_group

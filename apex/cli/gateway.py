@@ -22,7 +22,7 @@ import rich_click as click
 from apex import __version__, sdnotify
 from apex.cli.options import config_option, config_path, json_option, wants_json
 from apex.cli.output import EXIT_NOT_RUNNING, fail, fail_config, print_json, say
-from apex.cli.state import (
+from apex.cli.gateway_state import (
     GatewayState,
     base_url,
     http_get,

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 import msgspec
 
-from apex.config.model import Config
+from apex.config.model import ChannelRef, Config
 from apex.errors import ConfigError
 from apex.glob import GlobError, compile_glob
 
@@ -229,7 +229,7 @@ def check_config(config: Config) -> None:
                 raise ConfigError("a header value must be one line of Latin-1 text", path=f"{p}.headers.{name}")
         if ch.api_key and not _header_safe(ch.api_key):
             raise ConfigError("an API key must be one line of Latin-1 text", path=f"{p}.api_key")
-        for j, pattern in enumerate(ch.model_map):
+        for pattern in ch.model_map:
             _check_glob(pattern, f"{p}.model_map.{pattern}")
         for j, pattern in enumerate(ch.models or ()):
             _check_glob(pattern, f"{p}.models[{j}]")
@@ -239,16 +239,16 @@ def check_config(config: Config) -> None:
         _positive(ch.latency_ms, f"{p}.latency_ms", zero_ok=True)
         _positive(ch.tokens_per_s, f"{p}.tokens_per_s")
 
-    def check_refs(refs: tuple[object, ...], path: str) -> None:
+    def check_refs(refs: tuple[ChannelRef, ...], path: str) -> None:
         seen: set[str] = set()
         for j, ref in enumerate(refs):
-            name = getattr(ref, "name")
+            name = ref.name
             if name not in channels:
                 raise ConfigError(f'unknown channel "{name}"', path=f"{path}[{j}].name")
             if name in seen:
                 raise ConfigError(f'channel "{name}" is listed twice', path=f"{path}[{j}].name")
             seen.add(name)
-            _positive(getattr(ref, "weight"), f"{path}[{j}].weight")
+            _positive(ref.weight, f"{path}[{j}].weight")
 
     routers: set[str] = set()
     for i, router in enumerate(config.routers):

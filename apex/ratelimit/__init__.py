@@ -6,6 +6,7 @@ The pipeline needs only what is re-exported here: ``build_limiter`` once per pro
 ``apex.ratelimit.redis`` and is imported only when a Redis store is configured.
 """
 
+from apex.ratelimit.build import build_limiter
 from apex.ratelimit.limiter import (
     NO_LIMITS,
     UNLIMITED,
@@ -13,7 +14,6 @@ from apex.ratelimit.limiter import (
     Limits,
     RateLimiter,
     Store,
-    build_limiter,
     format_duration,
     headers,
     rate_limited,

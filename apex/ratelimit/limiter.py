@@ -5,20 +5,18 @@ request and the token estimate, both or neither), ``settle`` once the upstream r
 usage, ``headers`` for the OpenAI-shaped ``x-ratelimit-*`` headers of every response. The
 bucket arithmetic lives in a ``Store``: ``MemoryStore`` (one process, the default) or
 ``RedisStore`` (shared by every Apex host). This module does no I/O, reads no clock and
-imports no store that would: the Redis one is imported only by ``build_limiter``.
+imports no store: ``apex.ratelimit.build`` picks one (the Redis one only when configured).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from typing import Final, Protocol, final
 
 import msgspec
 
-from apex.config.model import RateLimit, RateLimitStore
-from apex.errors import ConfigError, RateLimited
-from apex.types import Clock
+from apex.config.model import RateLimit
+from apex.errors import RateLimited
 
 __all__ = [
     "NO_LIMITS",
@@ -27,7 +25,6 @@ __all__ = [
     "Limits",
     "RateLimiter",
     "Store",
-    "build_limiter",
     "format_duration",
     "headers",
     "rate_limited",
@@ -181,33 +178,3 @@ def format_duration(seconds: float) -> str:
     if minutes:
         return f"{minutes}m{secs}s"
     return f"{secs}s"
-
-
-def build_limiter(
-    config: RateLimitStore,
-    clock: Clock,
-    *,
-    on_store_error: Callable[[], None] | None = None,
-) -> RateLimiter:
-    """The limiter ``global.rate_limit_store`` asks for; ``close()`` it on shutdown.
-
-    ``on_store_error`` is called once per operation the shared store could not serve
-    (point it at a counter). Raises ConfigError for a Redis store without a URL.
-    """
-    if config.type == "memory":
-        from apex.ratelimit.memory import MemoryStore
-
-        return RateLimiter(MemoryStore(clock))
-    if not config.url:
-        raise ConfigError("a redis store needs a url", path="global.rate_limit_store.url")
-    from apex.ratelimit.redis import RedisStore  # imports redis-py only when it is used
-
-    return RateLimiter(
-        RedisStore.from_url(
-            config.url,
-            key_prefix=config.key_prefix,
-            fail_open=config.fail_mode == "open",
-            clock=clock,
-            on_store_error=on_store_error,
-        )
-    )

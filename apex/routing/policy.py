@@ -19,7 +19,7 @@ import random
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import timezone
+from datetime import UTC
 from typing import Final, Literal, final
 
 from apex.config.model import Retries
@@ -87,7 +87,7 @@ def parse_retry_after(value: str, wall_clock: WallClock) -> float | None:
         return None
     if when.tzinfo is None:
         # RFC 9110 dates are always GMT; "-0000" parses as naive.
-        when = when.replace(tzinfo=timezone.utc)
+        when = when.replace(tzinfo=UTC)
     return max(0.0, when.timestamp() - wall_clock())
 
 

@@ -15,7 +15,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from apex.config.model import Router, Rule
+from apex.config.model import ChannelRef, Router, Rule
 from apex.glob import globs_to_regex
 from apex.routing.balance import Balancer, build_balancer
 from apex.routing.match import PatternSet
@@ -102,19 +102,19 @@ class CompiledRouter:
         label: str,
         regex: re.Pattern[str] | None,
         patterns: tuple[str, ...],
-        refs: tuple[object, ...],
+        refs: tuple[ChannelRef, ...],
         strategy: str,
         fallback: tuple[str, ...],
         old: dict[str, CompiledRule],
     ) -> CompiledRule:
-        names = tuple(getattr(r, "name") for r in refs)
-        weights = tuple(getattr(r, "weight") for r in refs)
+        names = tuple(r.name for r in refs)
+        weights = tuple(r.weight for r in refs)
         prev = old.get(label)
         # Balancer state (smooth round-robin position) survives a reload when the rule's
         # channels, weights and strategy are unchanged: build_balancer checks that.
         balancer = build_balancer(
             strategy,  # type: ignore[arg-type]  # validated Strategy literal from the config
-            list(zip(names, weights)),
+            list(zip(names, weights, strict=True)),
             rng=self._rng,
             previous=prev.balancer if prev is not None else None,
         )

@@ -24,7 +24,8 @@ from apex.server import handlers
 from apex.server.gateway import Gateway
 from apex.server.keys import GATEWAY_KEY
 from apex.server.logs import configure_logging, flush_logs, reopen_log_files
-from apex.server.middleware import api_endpoint
+from apex.server.endpoint import api_endpoint, expect_handler
+from apex.server.handlers import API_PATHS
 from apex.server.pipeline import proxy
 from apex.types import Dialect
 
@@ -41,11 +42,8 @@ def build_app(gateway: Gateway, *, watch: bool = False) -> web.Application:
     app = web.Application(client_max_size=1 << 62)  # the pipeline enforces max_body_bytes itself
     app[GATEWAY_KEY] = gateway
     r = app.router
-    r.add_post("/v1/chat/completions", api_endpoint(Dialect.OPENAI_CHAT, proxy))
-    r.add_post("/v1/responses", api_endpoint(Dialect.OPENAI_RESPONSES, proxy))
-    r.add_post("/v1/embeddings", api_endpoint(Dialect.OPENAI_EMBEDDINGS, proxy))
-    r.add_post("/v1/messages", api_endpoint(Dialect.ANTHROPIC_MESSAGES, proxy))
-    r.add_post("/v1/messages/count_tokens", api_endpoint(Dialect.ANTHROPIC_COUNT_TOKENS, proxy))
+    for path, dialect in API_PATHS.items():
+        r.add_post(path, api_endpoint(dialect, proxy), expect_handler=expect_handler(dialect))
     r.add_get("/v1/models", api_endpoint(Dialect.OPENAI_CHAT, handlers.models), allow_head=False)
     r.add_get("/v1/models/{model_id}", api_endpoint(Dialect.OPENAI_CHAT, handlers.models), allow_head=False)
     r.add_get("/health", handlers.health, allow_head=False)

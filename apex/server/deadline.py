@@ -77,8 +77,7 @@ class Deadline:
             self._handle = None
         task = self._task
         self._task = None
-        if self.expired and task is not None:
-            # The task was cancelled by us: take that request back, and report a timeout
-            # unless another cancellation (a client hang-up) is also pending.
-            if task.uncancel() <= self._cancelling and exc_type is asyncio.CancelledError:
-                raise TimeoutError from exc
+        # The task was cancelled by us: take that request back, and report a timeout
+        # unless another cancellation (a client hang-up) is also pending.
+        if self.expired and task is not None and task.uncancel() <= self._cancelling and exc_type is asyncio.CancelledError:
+            raise TimeoutError from exc

@@ -1,26 +1,23 @@
 """Exchange: what Apex learned about one request on its way through, for headers, logs and metrics.
 
-One mutable record per request, created by the middleware and filled in by the pipeline.
+One mutable record per request, created by the endpoint wrapper and filled in by the pipeline.
+It names no Gateway (the pipeline finds that on the app), so it imports nothing of the server.
 It holds no secrets: the key is reduced to the team id or principal label.
 """
 
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
 
 from apex.tokens import estimate_tokens
 from apex.types import Dialect, Usage
-
-if TYPE_CHECKING:
-    from apex.server.gateway import Gateway
 
 __all__ = ["Exchange"]
 
 
 class Exchange:
     __slots__ = (
-        "gateway", "request_id", "client_request_id", "dialect", "started", "team", "model",
+        "request_id", "client_request_id", "dialect", "started", "team", "model",
         "stream", "router", "rule", "routed", "channel", "tried", "attempts", "upstream_model",
         "usage", "ttft_ms", "upstream_ms", "status", "committed", "stream_error", "attempt_errors",
         "error_kind", "ratelimit_headers",
@@ -28,8 +25,7 @@ class Exchange:
         "request_body", "response_body", "overhead_ms", "_prompt_estimate",
     )
 
-    def __init__(self, gateway: Gateway, request_id: str, client_request_id: str | None, dialect: Dialect) -> None:
-        self.gateway = gateway
+    def __init__(self, request_id: str, client_request_id: str | None, dialect: Dialect) -> None:
         self.request_id = request_id
         self.client_request_id = client_request_id
         self.dialect = dialect

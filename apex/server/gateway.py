@@ -19,7 +19,7 @@ from apex.config.load import load_config_bytes
 from apex.config.model import Config
 from apex.errors import ApexError, ConfigError, kind_for_status
 from apex.metrics import NONE, Metrics
-from apex.providers.http import UpstreamPool
+from apex.upstream.http import UpstreamPool
 from apex.ratelimit import (
     Decision,
     Limits,

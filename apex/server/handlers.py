@@ -13,7 +13,8 @@ from apex.errors import InvalidRequest, NotFound
 from apex.server.exchange import Exchange
 from apex.server.gateway import Gateway
 from apex.server.keys import GATEWAY_KEY
-from apex.server.middleware import new_request_id
+from apex.server.endpoint import new_request_id
+from apex.server.inputs import client_request_id
 from apex.server.responses import error_response, json_response
 from apex.snapshot import Snapshot
 from apex.types import Dialect
@@ -57,7 +58,7 @@ async def health(request: web.Request) -> web.Response:
     gateway = request.app[GATEWAY_KEY]
     return json_response(
         {"status": "healthy", "version": gateway.version, "uptime_seconds": int(gateway.uptime_seconds())},
-        headers={"x-request-id": request.headers.get("x-request-id") or new_request_id()},
+        headers={"x-request-id": client_request_id(request.headers) or new_request_id()},
     )
 
 
@@ -67,7 +68,7 @@ async def fallback(request: web.Request) -> web.StreamResponse:
     gateway: Gateway = request.app[GATEWAY_KEY]
     snap = gateway.snapshot
     mcfg = snap.config.metrics
-    rid = request.headers.get("x-request-id") or new_request_id()
+    rid = client_request_id(request.headers) or new_request_id()
     if request.method == "GET" and request.path == mcfg.path and mcfg.enabled:
         metrics = gateway.metrics_response()
         metrics.headers["x-request-id"] = rid

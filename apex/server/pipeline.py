@@ -27,32 +27,34 @@ from apex.errors import (
     UpstreamError,
     UpstreamMalformed,
 )
-from apex.passthrough import (
+from apex.translate.passthrough import (
     PassthroughStream,
     body_usage,
     rewrite_request,
     rewrite_response_model,
     strip_unsigned_thinking,
 )
-from apex.providers.base import (
+from apex.upstream.base import (
     TRANSPORT_ERRORS,
     UpstreamReply,
     map_transport_errors,
     transport_error,
     upstream_status_error,
 )
-from apex.providers.channel import CompiledChannel, UpstreamPlan
-from apex.providers.http import HttpClientError, UpstreamPool, encode_header_fields
-from apex.providers.mock import mock_reply
+from apex.upstream.channel import CompiledChannel, UpstreamPlan
+from apex.upstream.http import HttpClientError, UpstreamPool, encode_header_fields
+from apex.upstream.mock import mock_reply
 from apex.routing.policy import AttemptPlan, Outcome
 from apex.server.deadline import Deadline
 from apex.server.exchange import Exchange
+from apex.server.inputs import check_model
+from apex.server.keys import GATEWAY_KEY
 from apex.server.responses import SSE_HEADERS, json_response, stream_error_event
 from apex.routing.router import Route
 from apex.snapshot import Snapshot
 from apex.sse import SseParser
 from apex.translate import StreamTranslator, TranslateContext
-from apex.translate.embeddings import openai_to_jina_embeddings_request, reencode_embeddings_response
+from apex.translate.write.embeddings import openai_to_jina_embeddings_request, reencode_embeddings_response
 from apex.types import Dialect, Usage
 
 __all__ = ["RequestView", "proxy", "read_body"]
@@ -119,8 +121,11 @@ def decode_view(body: bytes) -> RequestView:
         raise InvalidRequest(f"invalid request: {exc}", param=_param_of(str(exc))) from exc
     except msgspec.DecodeError as exc:
         raise InvalidRequest(f"request body is not valid JSON: {exc}") from exc
+    except RecursionError as exc:  # msgspec's depth guard: later full decodes would hit it too
+        raise InvalidRequest("request body is nested too deeply") from exc
     if not view.model:
         raise InvalidRequest("'model' is required", param="model")
+    check_model(view.model)
     return view
 
 
@@ -133,7 +138,7 @@ def _param_of(message: str) -> str | None:
 
 
 async def proxy(request: web.Request, snap: Snapshot, ex: Exchange, dialect: Dialect) -> web.StreamResponse:
-    """Serve one API request in ``dialect`` end to end; raise ApexError for the middleware."""
+    """Serve one API request in ``dialect`` end to end; raise ApexError for the endpoint wrapper."""
     principal = snap.keys.authenticate(request.headers)
     if principal.team is not None:
         ex.team = principal.team.id
@@ -149,7 +154,7 @@ async def proxy(request: web.Request, snap: Snapshot, ex: Exchange, dialect: Dia
     ex.rule = route.rule.label
     ex.routed = True
 
-    gateway = ex.gateway
+    gateway = request.app[GATEWAY_KEY]
     grant = None
     team = principal.team
     if team is not None and team.rate_limit is not None and gateway.limiter is not None:
@@ -195,7 +200,7 @@ async def _attempts(
             await asyncio.sleep(step.wait)
         channel = snap.channels[step.channel]
         if step.previous is not None and step.previous != step.channel:
-            ex.gateway.record_fallback(ex, step.previous, step.channel)
+            request.app[GATEWAY_KEY].record_fallback(ex, step.previous, step.channel)
         ex.attempts = step.number
         ex.channel = channel.name
         ex.tried.append(channel.name)
@@ -203,10 +208,11 @@ async def _attempts(
         try:
             response = await _attempt(request, snap, ex, dialect, channel, channel.plans[dialect], body, view, model)
         except UpstreamError as err:
+            channel.secrets.error(err)  # an upstream may quote the key it was given
             ex.attempt_errors.append(err.kind)
             last = err
             now = clock()
-            ex.gateway.log_attempt(ex, channel.name, err, (now - attempt_started) * 1000)
+            request.app[GATEWAY_KEY].log_attempt(ex, channel.name, err, (now - attempt_started) * 1000)
             if not err.retryable:
                 plan.record(channel.name, Outcome.REJECTED, now)
                 raise
@@ -221,7 +227,7 @@ async def _attempts(
         now = clock()
         plan.record(channel.name, Outcome.SUCCEEDED, now)
         if _attempt_log.isEnabledFor(logging.DEBUG):
-            ex.gateway.log_attempt(ex, channel.name, None, (now - attempt_started) * 1000)
+            request.app[GATEWAY_KEY].log_attempt(ex, channel.name, None, (now - attempt_started) * 1000)
         return response
     limited = plan.rate_limited()
     if limited is not None:  # every channel left is held off by a Retry-After past the cap
@@ -313,11 +319,11 @@ async def _attempt(
     headers = _upstream_headers(request, plan, ex)
     url = plan.url_for(upstream_model, stream)
     if not stream:
-        return await _attempt_json(snap, ex, channel, plan, url, headers, up_body, upstream_model, ctx, model, mapped, view)
+        return await _attempt_json(request.app[GATEWAY_KEY].upstream, snap, ex, channel, plan, url, headers, up_body, upstream_model, ctx, model, mapped, view)
 
     timeouts = channel.timeouts
     started = time.perf_counter()  # uvloop's loop.time() moves in whole milliseconds: too coarse to measure with
-    pool = ex.gateway.upstream
+    pool = request.app[GATEWAY_KEY].upstream
     reply: UpstreamReply | None = None
     done = False
     try:
@@ -388,6 +394,7 @@ async def _attempt(
 
 
 async def _attempt_json(
+    pool: UpstreamPool,
     snap: Snapshot,
     ex: Exchange,
     channel: CompiledChannel,
@@ -412,7 +419,7 @@ async def _attempt_json(
             loop = asyncio.get_running_loop()
             begun = loop.time()
             with Deadline(loop, begun + min(timeouts.first_byte, timeouts.request)) as deadline:
-                reply = await _send(ex.gateway.upstream, channel, plan, url, headers, up_body, upstream_model)
+                reply = await _send(pool, channel, plan, url, headers, up_body, upstream_model)
                 deadline.move(begun + timeouts.request)
                 raw = await reply.read()
             done = True  # the body was read whole: the connection can go back to the pool
@@ -513,7 +520,10 @@ async def _relay(
     """Write the first events, then every later one as it arrives, then the closing events."""
     ex.committed = True
     ex.status = 200
+    secrets = channel.secrets
     if first:
+        if secrets and ((observer is not None and observer.errored) or (translating is not None and translating.done)):
+            first = secrets.data(first)
         await resp.write(first)
     idle = channel.timeouts.stream_idle
     loop = asyncio.get_running_loop()
@@ -528,12 +538,16 @@ async def _relay(
                     break
                 if observer is not None:
                     out = observer.feed(chunk)
+                    if observer.errored and secrets:
+                        out = secrets.data(out)  # an upstream error event may quote the key
                 else:
                     assert parser is not None and translating is not None
                     parts: list[bytes] = []
                     for event in parser.feed(chunk):
                         parts.extend(translating.feed(event))
                     out = b"".join(parts)
+                    if translating.done and secrets:
+                        out = secrets.data(out)
                 if out:
                     await resp.write(out)
     except TimeoutError:
@@ -544,7 +558,10 @@ async def _relay(
         failure = (f"upstream channel {channel.name} failed mid-stream: {type(exc).__name__}", "api_error")
     tail: list[bytes] = []
     if observer is not None:
-        tail.append(observer.flush())
+        if failure is None:
+            tail.append(observer.flush())
+        else:
+            observer.drop()  # an event the break cut short is never forwarded
         ex.usage = observer.usage
         if failure is not None:
             tail.append(stream_error_event(dialect, *failure))
@@ -564,6 +581,8 @@ async def _relay(
     if failure is not None:
         ex.stream_error = failure[1]
     data = b"".join(tail)
+    if secrets:
+        data = secrets.data(data)
     if data:
         await resp.write(data)
     await resp.write_eof()

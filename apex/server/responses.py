@@ -2,7 +2,7 @@
 
 Shapes: OpenAI ``{"error": {message, type, param, code}}``, Anthropic ``{"type": "error",
 "error": {type, message}}``. The ``kind -> type`` tables (spec section 3) live in
-``apex.translate.errortypes``, shared with the stream translators. An upstream's own error
+``apex.translate.neutral.errortypes``, shared with the stream translators. An upstream's own error
 body keeps its message and, when the protocols match, its type.
 """
 
@@ -16,9 +16,9 @@ from aiohttp import web
 
 from apex.errors import ApexError, UpstreamStatus
 from apex.sse import encode_event
-from apex.translate.errortypes import anthropic_error_type, openai_error_type, responses_error_code
-from apex.translate.stream_write_anthropic import anthropic_error_event
-from apex.translate.stream_write_openai import openai_error_event
+from apex.translate.neutral.errortypes import anthropic_error_type, openai_error_type, responses_error_code
+from apex.translate.write.anthropic import anthropic_error_event
+from apex.translate.write.openai import openai_error_event
 from apex.types import Dialect
 
 __all__ = ["error_body", "error_response", "json_response", "stream_error_event", "SSE_HEADERS"]

@@ -15,7 +15,7 @@ from apex.errors import InvalidRequest
 from apex.sse import SseEvent
 from apex.types import Dialect, Usage
 
-__all__ = ["StreamTranslator", "TranslateContext", "Translator", "decode_json_object", "find_translator", "register"]
+__all__ = ["StreamTranslator", "TranslateContext", "Translator", "decode_json_object"]
 
 
 @dataclass(slots=True)
@@ -81,9 +81,6 @@ class Translator(Protocol):
         ...
 
 
-_REGISTRY: dict[tuple[Dialect, Dialect], Translator] = {}
-
-
 _JSON: Final = msgspec.json.Decoder()
 
 
@@ -96,39 +93,3 @@ def decode_json_object(body: bytes) -> dict[str, object]:
     if not isinstance(req, dict):
         raise InvalidRequest("request body must be a JSON object")
     return req
-
-
-def register(translator: Translator) -> Translator:
-    """Add a translator to the registry (called at import of each translate module)."""
-    _REGISTRY[(translator.client, translator.upstream)] = translator
-    return translator
-
-
-_loaded = False
-
-
-def find_translator(client: Dialect, upstream: Dialect) -> Translator | None:
-    """The translator for this direction, or None."""
-    if not _loaded:
-        _load_all()
-    return _REGISTRY.get((client, upstream))
-
-
-def _load_all() -> None:
-    # A flag, not "registry empty": a module imported directly registers itself early.
-    global _loaded
-    _loaded = True
-    # Import for side effects: each module registers its directions. Missing modules are
-    # simply directions Apex does not translate yet.
-    import importlib
-    import pkgutil
-
-    import apex.translate as pkg
-
-    for info in pkgutil.iter_modules(pkg.__path__):
-        if info.name != "base":
-            importlib.import_module(f"apex.translate.{info.name}")
-    # Compositions last: they are built from the directions registered above.
-    from apex.translate.chain import _register as register_chains
-
-    register_chains()

@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from apex.sse import SseParser
-from apex.translate.anthropic_to_gemini import AnthropicToGemini
+from apex.translate.directions.anthropic_to_gemini import AnthropicToGemini
 from apex.translate.base import TranslateContext
-from apex.translate.gemini_errors import gemini_error
-from apex.translate.openai_embeddings_to_gemini import OpenAIEmbeddingsToGemini
-from apex.translate.openai_to_gemini import OpenAIChatToGemini
-from apex.translate.embeddings import base64_to_floats
-from apex.translate.signatures import SignatureStore
+from apex.translate.read.gemini_errors import gemini_error
+from apex.translate.directions.openai_embeddings_to_gemini import OpenAIEmbeddingsToGemini
+from apex.translate.directions.openai_to_gemini import OpenAIChatToGemini
+from apex.translate.write.embeddings import base64_to_floats
+from apex.translate.neutral.signatures import SignatureStore
 from tests.fixtures import REAL
 
 FIXTURES = REAL

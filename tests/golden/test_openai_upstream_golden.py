@@ -9,8 +9,8 @@ import pytest
 from anthropic.types import Message
 from openai.types.responses import Response
 
-from apex.translate.anthropic_to_openai import AnthropicToOpenAI
-from apex.translate.responses_to_openai import ResponsesToOpenAI
+from apex.translate.directions.anthropic_to_openai import AnthropicToOpenAI
+from apex.translate.directions.responses_to_openai import ResponsesToOpenAI
 from tests.golden.transcript import (
     CLIENT_MODEL,
     accumulate_anthropic,
@@ -29,7 +29,8 @@ RESPONSES = ResponsesToOpenAI()
 
 def oracle(name: str) -> dict[str, Any]:
     """Text, reasoning, tool calls, finish and usage read straight from a Chat capture."""
-    text, reasoning, tools, finish, usage = "", "", {}, None, None
+    text, reasoning, finish, usage = "", "", None, None
+    tools: dict[int, dict[str, Any]] = {}
     for _, data in upstream_events(name):
         if data == "[DONE]" or "error" in data:
             continue

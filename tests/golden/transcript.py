@@ -7,7 +7,6 @@ it" is what the golden tests assert, not a hand-written idea of the format.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 from anthropic.lib.streaming._messages import accumulate_event

@@ -13,7 +13,6 @@ import asyncio
 import json
 from collections import deque
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -54,6 +53,7 @@ class Behaviour:
     gap: float = 0.0                    # seconds between events
     cut_after: int | None = None        # drop the connection after this many events
     stall_after: int | None = None      # stop sending (but keep the connection) after N events
+    rst_after: int | None = None        # reset the connection (TCP RST) after this many events
 
 
 def error(status: int, message: str = "boom", *, retry_after: str | None = None, family: str = "openai") -> Behaviour:
@@ -64,6 +64,18 @@ def error(status: int, message: str = "boom", *, retry_after: str | None = None,
         body = json.dumps({"error": {"message": message, "type": "server_error" if status >= 500 else "invalid_request_error", "code": None}}).encode()
     headers = {"Retry-After": retry_after} if retry_after is not None else {}
     return Behaviour(status=status, body=body, headers=headers)
+
+
+def _reset(request: web.Request) -> None:
+    """Close with a TCP RST (SO_LINGER 0) instead of a FIN."""
+    import socket
+    import struct
+
+    assert request.transport is not None
+    sock = request.transport.get_extra_info("socket")
+    if sock is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    request.transport.abort()
 
 
 def split_events(sse: bytes) -> list[bytes]:
@@ -78,6 +90,7 @@ class FakeUpstream:
 
     def __init__(self) -> None:
         self.requests: list[Recorded] = []
+        self.raw_paths: list[str] = []  # request targets as sent (not percent-decoded)
         self.script: deque[Behaviour] = deque()
         self.persistent: Behaviour | None = None  # used for every request when set
         self.stream_gap = 0.0
@@ -107,9 +120,7 @@ class FakeUpstream:
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
-        server = site._server  # noqa: SLF001  # the bound port of an ephemeral listen
-        assert server is not None
-        self.port = server.sockets[0].getsockname()[1]
+        self.port = self._runner.addresses[0][1]  # the bound port of an ephemeral listen
 
     async def stop(self) -> None:
         if self._runner is not None:
@@ -117,6 +128,7 @@ class FakeUpstream:
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
+        self.raw_paths.append(request.raw_path)
         self.requests.append(
             Recorded(request.method, request.path, request.query_string, CIMultiDict(request.headers), body)
         )
@@ -142,6 +154,9 @@ class FakeUpstream:
                 if b.cut_after is not None and i >= b.cut_after:
                     assert request.transport is not None
                     request.transport.close()
+                    return resp
+                if b.rst_after is not None and i >= b.rst_after:
+                    _reset(request)
                     return resp
                 if b.stall_after is not None and i >= b.stall_after:
                     await asyncio.sleep(3600)

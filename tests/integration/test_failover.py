@@ -231,9 +231,8 @@ async def test_cooldown_skips_dead_channel_then_probe_restores(upstream: FakeUps
     for _ in range(3):
         assert (await chat(inst)).headers["x-apex-channel"] == "b"
     assert upstream.hits() == hits_when_open == 2  # cooling: skipped
-    async with aiohttp.ClientSession() as s:
-        async with s.get(f"{inst.url}/metrics") as r:
-            text = await r.text()
+    async with aiohttp.ClientSession() as s, s.get(f"{inst.url}/metrics") as r:
+        text = await r.text()
     assert 'apex_channel_up{channel="a"} 0.0' in text and 'apex_channel_up{channel="b"} 1.0' in text
     await asyncio.sleep(0.5)
     assert (await chat(inst)).headers["x-apex-channel"] == "a"  # half-open probe succeeds

@@ -43,10 +43,9 @@ async def test_untouched_body_bytes(upstream: FakeUpstream, start_apex: StartApe
     """When nothing must change, the upstream receives the client's body byte for byte."""
     inst = await start_apex(basic_config(upstream))
     body = b'{"messages": [{"role":"user","content":"hi \\u2028 there"}],   "model":"gpt-4o", "temperature": 0.5}'
-    async with aiohttp.ClientSession() as s:
-        async with s.post(f"{inst.openai_url}/chat/completions", data=body,
-                          headers={"Authorization": "Bearer vk-default", "Content-Type": "application/json"}) as r:
-            assert r.status == 200
+    async with aiohttp.ClientSession() as s, s.post(f"{inst.openai_url}/chat/completions", data=body,
+                      headers={"Authorization": "Bearer vk-default", "Content-Type": "application/json"}) as r:
+        assert r.status == 200
     assert upstream.requests[-1].body == body
 
 
@@ -119,7 +118,7 @@ async def test_anthropic_native_nonstream_and_stream(upstream: FakeUpstream, sta
     client = ant(inst)
     msg = await client.messages.create(model="claude-apex-test", max_tokens=100,
                                        messages=[{"role": "user", "content": "What is 4200 + 42?"}])
-    assert msg.content[0].type == "text" and "4242" in msg.content[0].text  # type: ignore[union-attr]
+    assert msg.content[0].type == "text" and "4242" in msg.content[0].text
     rec = upstream.requests[-1]
     assert rec.path == "/v1/messages"
     assert rec.headers["x-api-key"] == "sk-ant-upstream"
@@ -195,10 +194,9 @@ async def test_bad_key_401_both_dialects(upstream: FakeUpstream, start_apex: Sta
 async def test_missing_key_401(upstream: FakeUpstream, start_apex: StartApex) -> None:
     """No key at all is 401 with an OpenAI-shaped body."""
     inst = await start_apex(basic_config(upstream))
-    async with aiohttp.ClientSession() as s:
-        async with s.post(f"{inst.openai_url}/chat/completions", json={"model": "gpt-4o", "messages": []}) as r:
-            assert r.status == 401
-            body = await r.json()
+    async with aiohttp.ClientSession() as s, s.post(f"{inst.openai_url}/chat/completions", json={"model": "gpt-4o", "messages": []}) as r:
+        assert r.status == 401
+        body = await r.json()
     assert body["error"]["type"] == "authentication_error"
 
 
@@ -209,11 +207,10 @@ async def test_missing_key_401(upstream: FakeUpstream, start_apex: StartApex) ->
 async def test_bad_request_400(upstream: FakeUpstream, start_apex: StartApex, body: bytes, param: str | None) -> None:
     """Malformed JSON, a missing or mistyped model are 400 invalid_request_error."""
     inst = await start_apex(basic_config(upstream))
-    async with aiohttp.ClientSession() as s:
-        async with s.post(f"{inst.openai_url}/chat/completions", data=body,
-                          headers={"Authorization": "Bearer vk-default"}) as r:
-            assert r.status == 400
-            err = (await r.json())["error"]
+    async with aiohttp.ClientSession() as s, s.post(f"{inst.openai_url}/chat/completions", data=body,
+                      headers={"Authorization": "Bearer vk-default"}) as r:
+        assert r.status == 400
+        err = (await r.json())["error"]
     assert err["type"] == "invalid_request_error"
     assert err["param"] == param
     assert upstream.requests == []
@@ -331,11 +328,10 @@ async def test_stream_cut_midway_gets_error_event(upstream: FakeUpstream, start_
     inst = await start_apex(basic_config(upstream))
     events = split_events(fixture_bytes("openai_chat_stream_text.sse"))
     upstream.push(Behaviour(content_type="text/event-stream", events=events, cut_after=3))
-    async with aiohttp.ClientSession() as s:
-        async with s.post(f"{inst.openai_url}/chat/completions", headers={"Authorization": "Bearer vk-default"},
-                          json={"model": "gpt-4o", "stream": True, "messages": []}) as r:
-            assert r.status == 200
-            text = (await r.read()).decode()
+    async with aiohttp.ClientSession() as s, s.post(f"{inst.openai_url}/chat/completions", headers={"Authorization": "Bearer vk-default"},
+                      json={"model": "gpt-4o", "stream": True, "messages": []}) as r:
+        assert r.status == 200
+        text = (await r.read()).decode()
     assert '"error"' in text and "[DONE]" not in text
     assert upstream.hits("/chat/completions") == 1
 
@@ -347,10 +343,9 @@ async def test_stream_idle_timeout_error_event(upstream: FakeUpstream, start_ape
     inst = await start_apex(cfg)
     events = split_events(fixture_bytes("anthropic_messages_stream_text.sse"))
     upstream.push(Behaviour(content_type="text/event-stream", events=events, stall_after=3))
-    async with aiohttp.ClientSession() as s:
-        async with s.post(f"{inst.url}/v1/messages", headers={"x-api-key": "vk-default", "anthropic-version": "2023-06-01"},
-                          json={"model": "claude-x", "max_tokens": 5, "stream": True, "messages": []}) as r:
-            text = (await r.read()).decode()
+    async with aiohttp.ClientSession() as s, s.post(f"{inst.url}/v1/messages", headers={"x-api-key": "vk-default", "anthropic-version": "2023-06-01"},
+                      json={"model": "claude-x", "max_tokens": 5, "stream": True, "messages": []}) as r:
+        text = (await r.read()).decode()
     assert "event: error" in text and "timeout_error" in text
     assert "message_stop" not in text
 
@@ -379,10 +374,7 @@ async def test_200_concurrent_streams(upstream: FakeUpstream, start_apex: StartA
 
     async def one() -> str:
         stream = await client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "x"}], stream=True)
-        parts = []
-        async for chunk in stream:
-            if chunk.choices and chunk.choices[0].delta.content:
-                parts.append(chunk.choices[0].delta.content)
+        parts = [chunk.choices[0].delta.content async for chunk in stream if chunk.choices and chunk.choices[0].delta.content]
         return "".join(parts)
 
     results = await asyncio.wait_for(asyncio.gather(*(one() for _ in range(200))), 60)
@@ -392,10 +384,9 @@ async def test_200_concurrent_streams(upstream: FakeUpstream, start_apex: StartA
 async def test_health(upstream: FakeUpstream, start_apex: StartApex) -> None:
     """/health needs no key and reports status, version and uptime."""
     inst = await start_apex(basic_config(upstream))
-    async with aiohttp.ClientSession() as s:
-        async with s.get(f"{inst.url}/health", headers={"x-request-id": "h-1"}) as r:
-            body = await r.json()
-            assert r.headers["x-request-id"] == "h-1"
+    async with aiohttp.ClientSession() as s, s.get(f"{inst.url}/health", headers={"x-request-id": "h-1"}) as r:
+        body = await r.json()
+        assert r.headers["x-request-id"] == "h-1"
     assert body["status"] == "healthy" and body["version"] and body["uptime_seconds"] >= 0
 
 
@@ -437,9 +428,8 @@ async def test_mock_stream_usage_accounted_not_shown(start_apex: StartApex) -> N
     })
     stream = await oai(inst, "k").chat.completions.create(model="demo-1", messages=[{"role": "user", "content": "ping"}], stream=True)
     assert all(c.choices for c in [c async for c in stream])
-    async with aiohttp.ClientSession() as s:
-        async with s.get(f"{inst.url}/metrics") as r:
-            text = await r.text()
+    async with aiohttp.ClientSession() as s, s.get(f"{inst.url}/metrics") as r:
+        text = await r.text()
     completion = [ln for ln in text.splitlines() if ln.startswith("apex_tokens_total{") and 'type="completion"' in ln]
     assert completion and float(completion[0].rsplit(" ", 1)[1]) == 8.0  # 8 words: "This is Apex's mock provider. You said: ping"
     assert "apex_tokens_estimated_total{" not in text or all(ln.endswith(" 0.0") for ln in text.splitlines() if ln.startswith("apex_tokens_estimated_total{"))

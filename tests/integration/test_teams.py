@@ -129,6 +129,7 @@ async def test_anonymous_on_loopback(upstream: FakeUpstream, start_apex: StartAp
 async def test_rpm_limit_429_then_recovers(upstream: FakeUpstream, start_apex: StartApex) -> None:
     """The N+1th request in a minute is 429 with Retry-After and rate-limit headers; it passes after waiting."""
     inst = await start_apex(policy_config(upstream, rate_limit={"rpm": 60}))
+    headers: dict[str, str] = {}
     for i in range(60):
         status, _, headers = await status_of(inst, "team-search", "gpt-4o")
         assert status == 200, i
@@ -201,9 +202,7 @@ async def test_redis_shared_budget_two_instances(upstream: FakeUpstream, start_a
     env = {"APEX_REDIS_URL": redis_server.url}
     one = await start_apex(cfg, env=env)
     two = await start_apex(cfg, env=env)
-    statuses = []
-    for i in range(14):
-        statuses.append((await status_of(one if i % 2 else two, "team-search", "gpt-4o"))[0])
+    statuses = [(await status_of(one if i % 2 else two, "team-search", "gpt-4o"))[0] for i in range(14)]
     assert statuses.count(200) == 10 and statuses.count(429) == 4
 
 
@@ -218,6 +217,7 @@ async def test_redis_down_fail_mode(upstream: FakeUpstream, start_apex: StartApe
     redis_server.stop()
     assert (await status_of(inst, "team-search", "gpt-4o"))[0] == expected
     redis_server.start()
+    status, headers = 0, dict[str, str]()
     for _ in range(60):
         await asyncio.sleep(0.2)
         status, _, headers = await status_of(inst, "team-search", "gpt-4o")

@@ -87,9 +87,8 @@ async def test_openai_client_anthropic_stream_usage(upstream: FakeUpstream, star
     assert text == "4200 + 42 = 4242"
     assert usage is not None and usage.completion_tokens == 15 and usage.prompt_tokens == 17
     # The translated stream's usage is accounted, too.
-    async with aiohttp.ClientSession() as s:
-        async with s.get(f"{inst.url}/metrics") as r:
-            metrics = await r.text()
+    async with aiohttp.ClientSession() as s, s.get(f"{inst.url}/metrics") as r:
+        metrics = await r.text()
     completion = [line for line in metrics.splitlines() if line.startswith("apex_tokens_total{") and 'type="completion"' in line]
     assert completion and float(completion[0].rsplit(" ", 1)[1]) == 15.0
 
@@ -152,7 +151,7 @@ async def test_anthropic_client_openai_upstream_stream_tools(upstream: FakeUpstr
                                               tools=TOOLS_ANTHROPIC) as stream:  # type: ignore[arg-type]
         final = await stream.get_final_message()
     uses = [b for b in final.content if b.type == "tool_use"]
-    assert [u.input for u in uses] == [{"password": "mellon"}, {"password": "radiance"}]  # type: ignore[union-attr]
+    assert [u.input for u in uses] == [{"password": "mellon"}, {"password": "radiance"}]
     assert final.stop_reason == "tool_use"
     sent = upstream.requests[-1].json
     assert sent["stream"] is True and sent["stream_options"] == {"include_usage": True}
@@ -190,9 +189,8 @@ async def test_dual_protocol_provider_native_anthropic(upstream: FakeUpstream, s
     """A DeepSeek channel with anthropic_base_url is spoken to in Anthropic's protocol, untranslated."""
     inst = await start_apex(config(upstream))
     body = {"model": "deepseek-chat", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}
-    async with aiohttp.ClientSession() as s:
-        async with s.post(f"{inst.url}/v1/messages", json=body, headers={"x-api-key": "k", "anthropic-version": "2023-06-01"}) as r:
-            assert r.status == 200
+    async with aiohttp.ClientSession() as s, s.post(f"{inst.url}/v1/messages", json=body, headers={"x-api-key": "k", "anthropic-version": "2023-06-01"}) as r:
+        assert r.status == 200
     sent = upstream.requests[-1]
     assert sent.path == "/anthropic/v1/messages" and sent.headers["x-api-key"] == "sk-ds"
     assert sent.json == body
@@ -244,7 +242,7 @@ async def test_embeddings_on_gemini_base64(upstream: FakeUpstream, start_apex: S
     emb = await oai(inst, "k").embeddings.create(model="text-embedding-004", input="Some text goes here")
     expected = json.loads(fixture_bytes("gemini_batch_embed_contents.json"))["embeddings"][0]["values"]
     assert len(emb.data[0].embedding) == len(expected) == 768
-    assert max(abs(a - b) for a, b in zip(emb.data[0].embedding, expected)) < 1e-6
+    assert max(abs(a - b) for a, b in zip(emb.data[0].embedding, expected, strict=True)) < 1e-6
     sent = upstream.requests[-1]
     assert sent.path == "/v1beta/models/text-embedding-004:batchEmbedContents"
 
@@ -305,7 +303,7 @@ async def test_unsigned_thinking_stripped_for_anthropic(upstream: FakeUpstream, 
     ])
     sent = upstream.requests[-1].json
     assert sent["messages"][1]["content"] == [{"type": "text", "text": "hello"}]
-    signed = {"type": "thinking", "thinking": "hmm", "signature": "EqQBCgIYAhIM"}
+    signed: anthropic.types.ThinkingBlockParam = {"type": "thinking", "thinking": "hmm", "signature": "EqQBCgIYAhIM"}
     await ant(inst, "k").messages.create(model="claude-apex", max_tokens=50, messages=[
         {"role": "user", "content": "hi"}, {"role": "assistant", "content": [signed, {"type": "text", "text": "hello"}]},
         {"role": "user", "content": "again"},
@@ -342,7 +340,7 @@ async def test_anthropic_client_gemini_nonstream(upstream: FakeUpstream, start_a
                                                messages=[{"role": "user", "content": "What is 4200 + 42?"}])
     sent = upstream.requests[-1].json
     assert sent["generationConfig"]["maxOutputTokens"] == 100
-    assert msg.content[-1].type == "text" and "4242" in msg.content[-1].text  # type: ignore[union-attr]
+    assert msg.content[-1].type == "text" and "4242" in msg.content[-1].text
     assert msg.stop_reason == "end_turn" and msg.usage.output_tokens == 102
 
 
@@ -365,7 +363,7 @@ async def test_float_only_embedding_upstreams_honour_base64(upstream: FakeUpstre
     import struct
     raw = base64.b64decode(expected)
     floats = struct.unpack(f"<{len(raw) // 4}f", raw)
-    assert max(abs(a - b) for a, b in zip(emb.data[0].embedding, floats)) < 1e-6
+    assert max(abs(a - b) for a, b in zip(emb.data[0].embedding, floats, strict=True)) < 1e-6
 
 
 async def test_translated_stream_leaves_no_ping_task(upstream: FakeUpstream, start_apex: StartApex) -> None:

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import itertools
-from pathlib import Path
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from apex.sse import SseParser
-from apex.translate.anthropic_to_gemini import AnthropicToGemini
+from apex.translate.directions.anthropic_to_gemini import AnthropicToGemini
 from apex.translate.base import TranslateContext
-from apex.translate.openai_to_gemini import OpenAIChatToGemini
-from apex.translate.signatures import SignatureStore
+from apex.translate.directions.openai_to_gemini import OpenAIChatToGemini
+from apex.translate.neutral.signatures import SignatureStore
 from tests.fixtures import REAL
 
 FIXTURES = REAL

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from apex.passthrough import PassthroughStream
+from apex.translate.passthrough import PassthroughStream
 from apex.sse import SseEvent, SseParser, encode_event
 from tests.chunking import split_at
 from tests.fixtures import REAL

@@ -6,11 +6,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from apex.translate.anthropic_to_openai import AnthropicToOpenAI
+from apex.translate.directions.anthropic_to_openai import AnthropicToOpenAI
 from apex.translate.base import Translator
-from apex.translate.openai_to_anthropic import OpenAIToAnthropic
-from apex.translate.responses_to_anthropic import ResponsesToAnthropic
-from apex.translate.responses_to_openai import ResponsesToOpenAI
+from apex.translate.directions.openai_to_anthropic import OpenAIToAnthropic
+from apex.translate.directions.responses_to_anthropic import ResponsesToAnthropic
+from apex.translate.directions.responses_to_openai import ResponsesToOpenAI
 from tests.chunking import split_at
 from tests.golden.transcript import capture, feed_bytes, make_ctx
 

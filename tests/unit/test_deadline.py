@@ -11,9 +11,8 @@ from apex.server.deadline import Deadline
 async def test_expiry_raises_timeout_error() -> None:
     loop = asyncio.get_running_loop()
     started = loop.time()
-    with pytest.raises(TimeoutError):
-        with Deadline(loop, started + 0.05):
-            await asyncio.sleep(5)
+    with pytest.raises(TimeoutError), Deadline(loop, started + 0.05):
+        await asyncio.sleep(5)
     assert 0.04 <= loop.time() - started < 1.0
 
 
@@ -29,20 +28,18 @@ async def test_no_expiry_when_the_block_finishes_first() -> None:
 async def test_moving_later_postpones_expiry() -> None:
     loop = asyncio.get_running_loop()
     started = loop.time()
-    with pytest.raises(TimeoutError):
-        with Deadline(loop, started + 0.05) as deadline:
-            deadline.move(started + 0.25)
-            await asyncio.sleep(5)
+    with pytest.raises(TimeoutError), Deadline(loop, started + 0.05) as deadline:
+        deadline.move(started + 0.25)
+        await asyncio.sleep(5)
     assert loop.time() - started >= 0.24
 
 
 async def test_moving_earlier_brings_expiry_forward() -> None:
     loop = asyncio.get_running_loop()
     started = loop.time()
-    with pytest.raises(TimeoutError):
-        with Deadline(loop, started + 5) as deadline:
-            deadline.move(started + 0.05)
-            await asyncio.sleep(5)
+    with pytest.raises(TimeoutError), Deadline(loop, started + 5) as deadline:
+        deadline.move(started + 0.05)
+        await asyncio.sleep(5)
     assert loop.time() - started < 1.0
 
 
@@ -52,10 +49,9 @@ async def test_none_means_no_deadline_until_moved() -> None:
         deadline.move(None)
         await asyncio.sleep(0.15)  # past the first time: nothing happens
         assert not deadline.expired
-        with pytest.raises(TimeoutError):
-            with Deadline(loop, None) as inner:
-                inner.move(loop.time() + 0.05)
-                await asyncio.sleep(5)
+        with pytest.raises(TimeoutError), Deadline(loop, None) as inner:
+            inner.move(loop.time() + 0.05)
+            await asyncio.sleep(5)
 
 
 async def test_moved_every_step_like_a_stream_relay() -> None:
@@ -63,13 +59,12 @@ async def test_moved_every_step_like_a_stream_relay() -> None:
     loop = asyncio.get_running_loop()
     gaps = [0.02] * 10 + [0.5]
     done = 0
-    with pytest.raises(TimeoutError):
-        with Deadline(loop, None) as deadline:
-            for gap in gaps:
-                deadline.move(loop.time() + 0.1)
-                await asyncio.sleep(gap)
-                deadline.move(None)
-                done += 1
+    with pytest.raises(TimeoutError), Deadline(loop, None) as deadline:
+        for gap in gaps:
+            deadline.move(loop.time() + 0.1)
+            await asyncio.sleep(gap)
+            deadline.move(None)
+            done += 1
     assert done == 10
 
 
@@ -93,9 +88,8 @@ async def test_nested_deadlines_only_the_expired_one_raises() -> None:
     outer_hit = False
     try:
         with Deadline(loop, loop.time() + 2):
-            with pytest.raises(TimeoutError):
-                with Deadline(loop, loop.time() + 0.05):
-                    await asyncio.sleep(5)
+            with pytest.raises(TimeoutError), Deadline(loop, loop.time() + 0.05):
+                await asyncio.sleep(5)
             await asyncio.sleep(0.01)  # the outer one is still fine
     except TimeoutError:
         outer_hit = True

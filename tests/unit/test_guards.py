@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import ast
 import pkgutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -14,7 +16,7 @@ ALL_MODULES = sorted(m.name for m in pkgutil.walk_packages(apex.__path__, "apex.
 
 # Pure modules: no sockets, no aiohttp, no prometheus (style.md, dependency direction).
 PURE = [
-    "apex.errors", "apex.types", "apex.sse", "apex.glob", "apex.tokens", "apex.passthrough",
+    "apex.errors", "apex.types", "apex.sse", "apex.glob", "apex.tokens", "apex.translate.passthrough",
     "apex.config.model", "apex.config.load", "apex.auth", "apex.ratelimit",
     "apex.routing.match", "apex.routing.balance", "apex.routing.policy", "apex.routing.health", "apex.routing.router",
     *[m for m in ALL_MODULES if m.startswith(("apex.translate.", "apex.wire."))],
@@ -54,3 +56,78 @@ def test_only_the_server_imports_aiohttp() -> None:
     code = "import sys\n" + "".join(f"import {m}\n" for m in outside) + "print('aiohttp' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
     assert out.stdout.split() == ["False"]
+
+
+def _import_graph() -> dict[str, set[str]]:
+    """Module -> the apex modules it names in any import statement (module level, inside
+    functions and under TYPE_CHECKING alike: a lazy or type-only import is still a dependency)."""
+    root = Path(apex.__file__).parent
+    names: dict[str, Path] = {}
+    for path in root.rglob("*.py"):
+        parts = path.relative_to(root.parent).with_suffix("").parts
+        names[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    graph: dict[str, set[str]] = {}
+    for name, path in names.items():
+        deps: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                deps.add(node.module)
+                deps.update(f"{node.module}.{alias.name}" for alias in node.names)
+            elif isinstance(node, ast.Import):
+                deps.update(alias.name for alias in node.names)
+        graph[name] = {d for d in deps if d in names and d != name}
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan, iterative)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+    for start in graph:
+        if start in index:
+            continue
+        work = [(start, iter(sorted(graph[start])))]
+        index[start] = low[start] = len(index)
+        stack.append(start)
+        on_stack.add(start)
+        while work:
+            node, children = work[-1]
+            child = next(children, None)
+            if child is not None:
+                if child not in index:
+                    index[child] = low[child] = len(index)
+                    stack.append(child)
+                    on_stack.add(child)
+                    work.append((child, iter(sorted(graph[child]))))
+                elif child in on_stack:
+                    low[node] = min(low[node], index[child])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[node])
+            if low[node] == index[node]:
+                component: list[str] = []
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    component.append(member)
+                    if member == node:
+                        break
+                if len(component) > 1:
+                    found.append(sorted(component))
+    return found
+
+
+def test_no_import_cycles() -> None:
+    """No two apex modules import each other, directly or round a loop (counting lazy and
+    TYPE_CHECKING imports): the layering stays a direction a reader can follow."""
+    assert _cycles(_import_graph()) == []
+
+
+def test_the_cycle_finder_finds_a_cycle() -> None:
+    """The guard above can fail: a loop through three modules is reported as one component."""
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
+    assert _cycles(graph) == [["a", "b", "c"]]

@@ -1,4 +1,4 @@
-"""Tests for apex.providers.http: the lean HTTP/1.1 upstream client, against real loopback sockets.
+"""Tests for apex.upstream.http: the lean HTTP/1.1 upstream client, against real loopback sockets.
 
 Most tests script a raw asyncio TCP server byte for byte (framing, splits, closes, resets,
 delays), so each failure mode the client must survive can be produced on demand; a few use an
@@ -29,7 +29,7 @@ try:
 except ImportError:  # optional: only the TLS tests need it
     trustme = None  # type: ignore[assignment]  # the TLS tests skip on None
 
-from apex.providers.http import (
+from apex.upstream.http import (
     _HIGH_WATER,
     HttpClientError,
     HttpReply,
@@ -42,6 +42,7 @@ from apex.providers.http import (
     encode_header_fields,
 )
 from tests.chunking import split_at
+import contextlib
 
 T = TypeVar("T")
 
@@ -320,7 +321,7 @@ async def fetch(pool: UpstreamPool, url: str, body: bytes = b"{}") -> bytes:
 async def until(condition: Callable[[], bool]) -> None:
     """Wait (bounded) until ``condition()`` holds."""
     async with asyncio.timeout(LIMIT):
-        while not condition():
+        while not condition():  # noqa: ASYNC110 -- polls transport state no event signals
             await asyncio.sleep(0.001)
 
 
@@ -1130,10 +1131,8 @@ async def test_connect_timeout(pool: UpstreamPool) -> None:
             filler = socket.socket()
             filler.setblocking(False)
             fillers.append(filler)
-            try:
+            with contextlib.suppress(BlockingIOError):
                 filler.connect(("127.0.0.1", port))
-            except BlockingIOError:
-                pass
         loop = asyncio.get_running_loop()
         started = loop.time()
         try:

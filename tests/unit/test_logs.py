@@ -24,10 +24,13 @@ def _record(msg: str = "request", fields: dict[str, object] | None = None) -> lo
     return rec
 
 
+def _gateway() -> Gateway:
+    return Gateway(load_config_bytes(b'{"channels":[{"name":"m","provider_type":"mock"}],'
+                                     b'"routers":[{"name":"r","vkey":"vk-secret","channels":[{"name":"m"}]}]}'))
+
+
 def _exchange() -> Exchange:
-    gw = Gateway(load_config_bytes(b'{"channels":[{"name":"m","provider_type":"mock"}],'
-                                   b'"routers":[{"name":"r","vkey":"vk-secret","channels":[{"name":"m"}]}]}'))
-    ex = Exchange(gw, "req_9", None, Dialect.OPENAI_CHAT)
+    ex = Exchange("req_9", None, Dialect.OPENAI_CHAT)
     ex.team, ex.router, ex.rule, ex.model, ex.channel, ex.tried, ex.attempts = "t", "r", "default", "gpt-4o", "m", ["m"], 1
     ex.status, ex.upstream_model, ex.usage = 200, "gpt-4o-2024", Usage(prompt_tokens=5, completion_tokens=2)
     ex.request_body = b'{"messages":[{"role":"user","content":"private words"}]}'
@@ -85,7 +88,7 @@ def test_configure_logging_file_and_level(tmp_path: Path, restore_root: None) ->
 def test_finish_skips_the_line_when_disabled(restore_root: None, monkeypatch: pytest.MonkeyPatch) -> None:
     """At level warning, finish() never builds the access fields (no formatting cost)."""
     configure_logging(LoggingConfig(level="warning"))
-    ex = _exchange()
+    gateway, ex = _gateway(), _exchange()
     built: list[Exchange] = []
 
     def spy(ex: Exchange, *_: object) -> dict[str, object]:
@@ -93,10 +96,10 @@ def test_finish_skips_the_line_when_disabled(restore_root: None, monkeypatch: py
         return {}
 
     monkeypatch.setattr("apex.server.gateway.access_fields", spy)
-    ex.gateway.finish(ex)
+    gateway.finish(ex)
     assert built == []
     configure_logging(LoggingConfig(level="info", file=None))
-    ex.gateway.finish(ex)
+    gateway.finish(ex)
     assert built == [ex]
 
 

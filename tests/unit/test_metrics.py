@@ -93,7 +93,7 @@ class TestMetrics:
 
 class TestGatewayFinish:
     def _exchange(self, gw: Gateway, **fields: Any) -> Exchange:
-        ex = Exchange(gw, "req_1", None, Dialect.OPENAI_CHAT)
+        ex = Exchange("req_1", None, Dialect.OPENAI_CHAT)
         ex.model, ex.router, ex.rule, ex.routed, ex.channel, ex.attempts, ex.status = "gpt-4o", "r", "rules[0]", True, "m", 1, 200
         for k, v in fields.items():
             setattr(ex, k, v)

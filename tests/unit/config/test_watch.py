@@ -26,8 +26,8 @@ class Recorder:
         self.seen.append(content)
         self._event.set()
 
-    async def next(self, timeout: float = WAIT_S) -> bytes:
-        await asyncio.wait_for(self._event.wait(), timeout)
+    async def next(self, wait_s: float = WAIT_S) -> bytes:
+        await asyncio.wait_for(self._event.wait(), wait_s)
         self._event.clear()
         return self.seen[-1]
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from apex.errors import InvalidRequest
-from apex.translate.anthropic_to_openai import AnthropicToOpenAI
+from apex.translate.directions.anthropic_to_openai import AnthropicToOpenAI
 from tests.golden.transcript import make_ctx
 
 T = AnthropicToOpenAI()

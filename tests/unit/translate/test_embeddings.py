@@ -1,10 +1,9 @@
-"""Tests for apex.translate.embeddings and the OpenAI -> Gemini embeddings direction."""
+"""Tests for apex.translate.write.embeddings and the OpenAI -> Gemini embeddings direction."""
 
 from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -12,14 +11,14 @@ from hypothesis import strategies as st
 
 from apex.errors import InvalidRequest, UpstreamMalformed
 from apex.translate.base import TranslateContext
-from apex.translate.embeddings import (
+from apex.translate.write.embeddings import (
     base64_to_floats,
     floats_to_base64,
     openai_to_jina_embeddings_request,
     reencode_embeddings_response,
     requested_encoding,
 )
-from apex.translate.openai_embeddings_to_gemini import OpenAIEmbeddingsToGemini
+from apex.translate.directions.openai_embeddings_to_gemini import OpenAIEmbeddingsToGemini
 from tests.fixtures import REAL
 
 FIXTURES = REAL

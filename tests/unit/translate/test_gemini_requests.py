@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 
 from apex.errors import InvalidRequest
-from apex.translate.anthropic_to_gemini import anthropic_to_gemini_request
-from apex.translate.openai_to_gemini import openai_to_gemini_request
-from apex.translate.signatures import FOREIGN_SIGNATURE, SignatureStore
+from apex.translate.directions.anthropic_to_gemini import anthropic_to_gemini_request
+from apex.translate.directions.openai_to_gemini import openai_to_gemini_request
+from apex.translate.neutral.signatures import FOREIGN_SIGNATURE, SignatureStore
 
 WEATHER_SCHEMA = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"],
                   "additionalProperties": False, "$schema": "http://json-schema.org/draft-07/schema#"}

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from apex.translate.gemini_errors import gemini_error
-from apex.translate.gemini_results import FinishKind, finish_kind, usage_of
-from apex.translate.signatures import FOREIGN_SIGNATURE, SignatureStore
+from apex.translate.read.gemini_errors import gemini_error
+from apex.translate.read.gemini_parts import FinishKind, finish_kind, usage_of
+from apex.translate.neutral.signatures import FOREIGN_SIGNATURE, SignatureStore
 from apex.wire.gemini import UsageMetadata
 
 

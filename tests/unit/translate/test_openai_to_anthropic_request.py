@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from apex.errors import InvalidRequest
-from apex.translate.openai_to_anthropic import DEFAULT_MAX_TOKENS, JSON_OBJECT_INSTRUCTION, OpenAIToAnthropic
-from apex.translate.toolids import anthropic_tool_id
+from apex.translate.directions.openai_to_anthropic import DEFAULT_MAX_TOKENS, JSON_OBJECT_INSTRUCTION, OpenAIToAnthropic
+from apex.translate.neutral.toolids import anthropic_tool_id
 from tests.golden.transcript import make_ctx
 
 T = OpenAIToAnthropic()

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, cast
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from apex.translate.anthropic_to_openai import anthropic_to_openai_request
-from apex.translate.openai_to_anthropic import openai_to_anthropic_request
-from apex.translate.toolids import anthropic_tool_id
+from apex.translate.directions.anthropic_to_openai import anthropic_to_openai_request
+from apex.translate.directions.openai_to_anthropic import openai_to_anthropic_request
+from apex.translate.neutral.toolids import anthropic_tool_id
 from tests.golden.transcript import make_ctx
 
-words = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1, max_size=20).filter(str.strip)
+words = st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), min_size=1, max_size=20).filter(str.strip)
 tool_ids = st.text("abcXYZ019_-.:|", min_size=1, max_size=70)
 args = st.dictionaries(st.text("abc", min_size=1, max_size=4), st.integers() | st.text(max_size=5), max_size=3)
 
@@ -40,7 +40,7 @@ def test_chat_anthropic_chat_keeps_messages_tools_and_ids(messages: list[dict[st
     """Text, tool names, parsed arguments and (sanitized, consistent) ids survive the round trip."""
     ctx = make_ctx()
     anthropic = openai_to_anthropic_request({"model": "m", "messages": messages}, ctx)
-    back = anthropic_to_openai_request(json.loads(json.dumps(anthropic)), ctx)["messages"]
+    back = cast("list[dict[str, Any]]", anthropic_to_openai_request(json.loads(json.dumps(anthropic)), ctx)["messages"])
 
     def summary(msgs: list[dict[str, Any]], map_id: Any) -> list[Any]:
         out: list[Any] = []

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from apex.errors import InvalidRequest
-from apex.translate.responses_to_anthropic import ResponsesToAnthropic
-from apex.translate.responses_to_openai import ResponsesToOpenAI
+from apex.translate.directions.responses_to_anthropic import ResponsesToAnthropic
+from apex.translate.directions.responses_to_openai import ResponsesToOpenAI
 from tests.golden.transcript import make_ctx
 
 REQ: dict[str, Any] = {

@@ -8,9 +8,9 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from apex.translate.anthropic_to_openai import AnthropicToOpenAI
-from apex.translate.openai_to_anthropic import OpenAIToAnthropic
-from apex.translate.toolids import anthropic_tool_id
+from apex.translate.directions.anthropic_to_openai import AnthropicToOpenAI
+from apex.translate.directions.openai_to_anthropic import OpenAIToAnthropic
+from apex.translate.neutral.toolids import anthropic_tool_id
 from tests.golden.transcript import accumulate_anthropic, check_block_discipline, client_events, make_ctx, run_stream
 
 

@@ -7,7 +7,7 @@ import re
 from hypothesis import given
 from hypothesis import strategies as st
 
-from apex.translate.toolids import anthropic_tool_id, arguments_object, arguments_text
+from apex.translate.neutral.toolids import anthropic_tool_id, arguments_object, arguments_text
 
 VALID = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 

@@ -1,0 +1,110 @@
+"""Endpoint wrapper: request id, the Exchange record, error rendering, the one catch-all.
+
+Every API endpoint runs inside ``api_endpoint``: it assigns the request id (the client's
+``x-request-id`` if sent), renders any ApexError in the endpoint's dialect, turns any other
+exception into a logged 500 (the only ``except Exception`` on the request path), adds the
+``x-apex-*`` headers, and hands the finished Exchange to the Gateway for logs and metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from typing import Final
+
+from aiohttp import web
+
+from apex.errors import ApexError, InternalError, InvalidRequest, RequestTooLarge
+from apex.server.exchange import Exchange
+from apex.server.gateway import Gateway
+from apex.server.inputs import check_request_headers, client_request_id
+from apex.server.keys import GATEWAY_KEY
+from apex.server.responses import error_response
+from apex.snapshot import Snapshot
+from apex.types import Dialect
+
+__all__ = ["Endpoint", "api_endpoint", "expect_handler", "new_request_id"]
+
+log = logging.getLogger("apex.server")
+
+Endpoint = Callable[[web.Request, Snapshot, Exchange, Dialect], Awaitable[web.StreamResponse]]
+
+_PREFIX: Final = f"req_{os.urandom(5).hex()}"
+_COUNTER: Final = itertools.count(1)
+
+
+def new_request_id() -> str:
+    """A process-unique request id (random prefix + counter: cheaper than a uuid)."""
+    return f"{_PREFIX}{next(_COUNTER):08x}"
+
+
+def api_endpoint(dialect: Dialect, endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """Wrap ``endpoint`` with the request lifecycle for ``dialect``."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        gateway: Gateway = request.app[GATEWAY_KEY]
+        client_rid = client_request_id(request.headers)
+        ex = Exchange(client_rid or new_request_id(), client_rid, dialect)
+        snap = gateway.snapshot  # one snapshot for the whole request, even across a reload
+        gateway.in_flight_changed(ex, +1)
+        response: web.StreamResponse | None = None
+        try:
+            try:
+                check_request_headers(request.headers)
+                response = await endpoint(request, snap, ex, dialect)
+            except ApexError as err:
+                if ex.committed:
+                    raise InternalError("error after the response started") from err
+                ex.error_kind = err.kind
+                response = error_response(dialect, err)
+            except asyncio.CancelledError:
+                ex.status = 499  # client closed the connection
+                raise
+            except Exception as exc:  # noqa: BLE001  # the one catch-all: log it, answer 500
+                log.exception("internal error serving %s", request.path)
+                ex.error_kind = "internal"
+                if ex.committed:
+                    raise
+                response = error_response(dialect, InternalError(f"internal error ({type(exc).__name__})"))
+            if not response.prepared:
+                ex.status = response.status
+                response.headers.update(ex.response_headers())
+                response.headers["x-apex-overhead-ms"] = f"{ex.measure_overhead():.3f}"
+            return response
+        finally:
+            gateway.in_flight_changed(ex, -1)
+            gateway.finish(ex)
+
+    return handler
+
+
+def expect_handler(dialect: Dialect) -> Callable[[web.Request], Awaitable[web.StreamResponse | None]]:
+    """``Expect: 100-continue``: refuse a declared oversize body with 413 *before* inviting
+    the client to upload it; any other expectation is 417. Both in ``dialect``'s shape."""
+
+    async def handle(request: web.Request) -> web.StreamResponse | None:
+        expect = request.headers.get("Expect", "")
+        err: ApexError | None = None
+        if expect.lower() != "100-continue":
+            err = InvalidRequest("only 'Expect: 100-continue' is supported")
+        else:
+            limit = request.app[GATEWAY_KEY].snapshot.max_body_bytes
+            declared = request.content_length
+            if declared is not None and declared > limit:
+                err = RequestTooLarge(f"request body of {declared} bytes exceeds the limit of {limit} bytes")
+        if err is None:
+            if request.version >= (1, 1):
+                await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+                request.writer.output_size = 0  # the interim answer is not the response's start
+            return None
+        response = error_response(dialect, err)
+        if not isinstance(err, RequestTooLarge):
+            response.set_status(417)
+        response.headers["x-request-id"] = client_request_id(request.headers) or new_request_id()
+        response.force_close()  # the body the client may still send is not read
+        return response
+
+    return handle

@@ -1,0 +1,247 @@
+"""Anthropic Messages client <-> Gemini generateContent upstream (request and response).
+
+``anthropic_to_gemini_request`` follows protocols.md 8.3: ``system`` becomes
+``systemInstruction``; user/assistant turns become ``user``/``model`` contents (merged
+when adjacent); ``tool_use`` becomes a functionCall part with the stored thought
+signature (or the foreign placeholder); ``tool_result`` becomes a functionResponse keyed
+by the tool NAME found from its ``tool_use_id`` earlier in the history (images inside a
+result follow it as separate parts); ``thinking`` blocks are dropped (Gemini thoughts are
+not sent back); base64 images and PDFs are inlined, URLs passed by reference; client
+tools are declared with ``parametersJsonSchema``; server tools are refused.
+The registered ``AnthropicToGemini`` maps answers back through the shared Gemini
+direction (``gemini_direction``: Reply and stream parts into the Anthropic writers,
+8.4-8.6). What this module must not do: I/O.
+"""
+
+from __future__ import annotations
+
+from typing import Final, final
+
+import msgspec
+from msgspec import UNSET, Raw, Struct, UnsetType
+
+from apex.errors import InvalidRequest
+from apex.translate.base import TranslateContext
+from apex.translate.request.gemini_contents import (
+    TurnBuilder,
+    called_name,
+    declaration,
+    function_call_part,
+    function_response_part,
+    generation_config,
+    media_part,
+    present,
+    request_body,
+    text_part,
+    thinking_for_budget,
+    tool_config,
+)
+from apex.translate.directions.gemini_direction import GeminiDirection
+from apex.translate.neutral.parts import PartWriter, Reply
+from apex.translate.neutral.reply import anthropic_body
+from apex.translate.neutral.signatures import SignatureStore
+from apex.translate.write.anthropic import AnthropicWriter
+from apex.types import Dialect
+from apex.wire.gemini import (
+    FunctionDeclaration,
+    GenerationConfig,
+    Part,
+    ThinkingConfig,
+    ToolConfig,
+)
+
+__all__ = ["AnthropicToGemini", "anthropic_to_gemini_request"]
+
+
+class _Source(Struct):
+    type: str
+    media_type: str | None = None
+    data: str | None = None
+    url: str | None = None
+
+
+class _Block(Struct):
+    type: str
+    text: str | None = None
+    source: _Source | None = None
+    id: str | None = None
+    name: str | None = None
+    input: Raw | UnsetType = UNSET
+    tool_use_id: str | None = None
+    content: str | list[_Block] | None = None
+    is_error: bool = False
+
+
+class _Message(Struct):
+    role: str
+    content: str | list[_Block]
+
+
+class _Tool(Struct):
+    name: str
+    description: str | None = None
+    input_schema: Raw | UnsetType = UNSET
+    type: str | None = None
+
+
+class _ToolChoice(Struct):
+    type: str
+    name: str | None = None
+
+
+class _Thinking(Struct):
+    type: str
+    budget_tokens: int | None = None
+
+
+class _MessagesRequest(Struct):
+    messages: list[_Message]
+    system: str | list[_Block] | None = None
+    tools: list[_Tool] | None = None
+    tool_choice: _ToolChoice | None = None
+    max_tokens: int | None = None
+    stop_sequences: list[str] | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    thinking: _Thinking | None = None
+
+
+_REQUEST: Final = msgspec.json.Decoder(_MessagesRequest)
+_MODES: Final[dict[str, str]] = {"auto": "AUTO", "any": "ANY", "tool": "ANY", "none": "NONE"}
+_CLIENT_TOOL_TYPES: Final = frozenset({None, "custom"})
+
+
+def anthropic_to_gemini_request(body: bytes, signatures: SignatureStore) -> bytes:
+    """Anthropic Messages request body -> Gemini GenerateContentRequest body.
+
+    Raises InvalidRequest for a body that is not a Messages request, server tools, or a
+    tool_result whose tool_use Apex cannot find."""
+    try:
+        req = _REQUEST.decode(body)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise InvalidRequest(f"invalid messages request: {exc}") from exc
+    turns = TurnBuilder()
+    names: dict[str, str] = {}
+    for msg in req.messages:
+        if msg.role not in ("user", "assistant"):
+            raise InvalidRequest(f"unsupported message role {msg.role!r}", param="messages")
+        blocks = [_Block(type="text", text=msg.content)] if isinstance(msg.content, str) else msg.content
+        if msg.role == "assistant":
+            turns.add("model", _assistant_parts(blocks, names, signatures))
+        else:
+            turns.add("user", _user_parts(blocks, names, signatures))
+    contents = turns.build()
+    system = _system_text(req.system)
+    return request_body(
+        contents, [Part(text=system)] if system else [], [_declaration(t) for t in req.tools or ()],
+        _tool_config(req.tool_choice) if req.tool_choice is not None else None, _generation_config(req))
+
+
+def _system_text(system: str | list[_Block] | None) -> str:
+    if system is None or isinstance(system, str):
+        return system or ""
+    return "\n\n".join(b.text for b in system if b.type == "text" and b.text)
+
+
+def _assistant_parts(blocks: list[_Block], names: dict[str, str], signatures: SignatureStore) -> list[Part]:
+    parts: list[Part] = []
+    for block in blocks:
+        if block.type == "text":
+            part = text_part(block.text or "")
+            if part is not None:
+                parts.append(part)
+        elif block.type == "tool_use":
+            call_id, name = block.id or "", block.name or ""
+            names[call_id] = name
+            args = present(block.input)
+            if args is None:
+                args = Raw(b"{}")
+            parts.append(function_call_part(call_id, name, args, signatures))
+        # thinking / redacted_thinking / server-tool blocks: Gemini takes no foreign thoughts.
+    return parts
+
+
+def _user_parts(blocks: list[_Block], names: dict[str, str], signatures: SignatureStore) -> list[Part]:
+    results: list[Part] = []
+    others: list[Part] = []
+    for block in blocks:
+        if block.type == "tool_result":
+            call_id = block.tool_use_id or ""
+            name = called_name(call_id, names, signatures)
+            if not name:
+                raise InvalidRequest(f"tool_result references unknown tool_use_id {call_id!r}", param="messages")
+            text, media = _result_content(block.content)
+            results.append(function_response_part(name, text, is_error=block.is_error))
+            others.extend(media)
+        else:
+            part = _content_part(block)
+            if part is not None:
+                others.append(part)
+    # All results of a parallel batch first, in call order, as Gemini expects (8.3).
+    return results + others
+
+
+def _result_content(content: str | list[_Block] | None) -> tuple[str, list[Part]]:
+    if content is None or isinstance(content, str):
+        return content or "", []
+    texts = [b.text for b in content if b.type == "text" and b.text]
+    media = [p for b in content if b.type != "text" for p in (_content_part(b),) if p is not None]
+    return "\n".join(texts), media
+
+
+def _content_part(block: _Block) -> Part | None:
+    if block.type == "text":
+        return text_part(block.text or "")
+    if block.type in ("image", "document") and block.source is not None:
+        src = block.source
+        if src.type == "base64" and src.data is not None:
+            return media_part(f"data:{src.media_type or 'application/octet-stream'};base64,{src.data}")
+        if src.type == "text" and src.data is not None:
+            return text_part(src.data)
+        if src.type == "url" and src.url:
+            return media_part(src.url, src.media_type)
+    raise InvalidRequest(f"content block type {block.type!r} is not supported by Gemini", param="messages")
+
+
+def _declaration(tool: _Tool) -> FunctionDeclaration:
+    if tool.type not in _CLIENT_TOOL_TYPES:
+        raise InvalidRequest(f"server tool {tool.type!r} is not available on this channel", param="tools")
+    return declaration(tool.name, tool.description, tool.input_schema)
+
+
+def _tool_config(choice: _ToolChoice) -> ToolConfig:
+    mode = _MODES.get(choice.type)
+    if mode is None:
+        raise InvalidRequest(f"unsupported tool_choice type {choice.type!r}", param="tool_choice")
+    return tool_config(mode, choice.name if choice.type == "tool" else None)
+
+
+def _generation_config(req: _MessagesRequest) -> GenerationConfig:
+    cfg = generation_config(req.max_tokens, req.stop_sequences, req.temperature, req.top_p)
+    if req.top_k is not None:
+        cfg.top_k = req.top_k
+    thinking = req.thinking
+    if thinking is not None and thinking.type == "enabled" and thinking.budget_tokens:
+        cfg.thinking_config = thinking_for_budget(thinking.budget_tokens)
+    elif thinking is not None and thinking.type == "adaptive":
+        cfg.thinking_config = ThinkingConfig(include_thoughts=True)
+    return cfg
+
+
+@final
+class AnthropicToGemini(GeminiDirection):
+    """The ANTHROPIC_MESSAGES -> GEMINI_GENERATE direction."""
+
+    client = Dialect.ANTHROPIC_MESSAGES
+    id_prefix = "toolu_"
+
+    def _request(self, body: bytes, signatures: SignatureStore) -> bytes:
+        return anthropic_to_gemini_request(body, signatures)
+
+    def _body(self, reply: Reply, ctx: TranslateContext) -> dict[str, object]:
+        return anthropic_body(reply, ctx)
+
+    def _writer(self, ctx: TranslateContext) -> PartWriter:
+        return AnthropicWriter(ctx)
+

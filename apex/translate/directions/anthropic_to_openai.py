@@ -1,0 +1,263 @@
+"""Anthropic Messages client -> OpenAI-compatible Chat upstream: request (8.2), response, stream.
+
+Request decisions (protocols.md 8.2, P7, P8, P15, P16):
+- ``system`` -> one leading ``system`` message (never ``developer``: third parties reject it).
+- a user turn's ``tool_result`` blocks -> one ``tool`` message each, BEFORE the turn's
+  other content; ``is_error`` prefixes the text with ``"Error: "``; images inside a tool
+  result move to a user message right after the tool messages.
+- user text-only content becomes a plain string (joined with newlines), otherwise parts;
+  images -> ``image_url`` (data URL or URL), PDF documents -> ``file`` parts, plain-text
+  documents -> text.
+- assistant ``thinking`` text -> ``reasoning_content`` on that assistant message (DeepSeek
+  and Kimi require it back on tool-call turns); redacted thinking and server-tool blocks
+  are dropped; ``tool_use`` -> ``tool_calls`` with the input JSON-encoded.
+- server tools (a ``type`` other than ``custom`` and no ``input_schema``) -> InvalidRequest.
+- ``max_tokens`` goes out as ``max_tokens`` (what most compatible providers know), or as
+  ``max_completion_tokens`` when ``ctx.extras["max_tokens_field"]`` says so (OpenAI
+  reasoning models).
+- ``thinking`` enabled -> ``reasoning_effort`` by budget (<4096 low, <16384 medium, else
+  high); ``top_k`` and ``cache_control`` are dropped; ``metadata.user_id`` -> ``user``.
+- streams ask for ``stream_options.include_usage`` (Anthropic clients need usage).
+- ``ctx.estimated_input_tokens`` is filled from the request (``apex.tokens``) when 0, for
+  ``message_start`` (0 breaks Claude Code's context meter, P8).
+What this module must not do: any I/O.
+"""
+
+from __future__ import annotations
+
+from typing import Final, final
+
+import msgspec
+
+from apex.errors import InvalidRequest
+from apex.tokens import estimate_tokens
+from apex.translate.base import StreamTranslator, TranslateContext, decode_json_object
+from apex.translate.neutral.parts import PipedStream
+from apex.translate.neutral.reply import anthropic_body, encode_body, reply_from_openai
+from apex.translate.read.openai import OpenAIChatReader
+from apex.translate.write.anthropic import AnthropicWriter
+from apex.types import Dialect
+
+__all__ = ["MAX_TOKENS_FIELD_KEY", "AnthropicToOpenAI", "anthropic_to_openai_request", "max_tokens_field"]
+
+MAX_TOKENS_FIELD_KEY: Final = "max_tokens_field"  # ctx.extras: "max_tokens" | "max_completion_tokens"
+TOOL_ERROR_PREFIX: Final = "Error: "
+
+_ENCODER: Final = msgspec.json.Encoder()
+_TOOL_CHOICE: Final[dict[str, str]] = {"auto": "auto", "any": "required", "none": "none"}
+
+Json = dict[str, object]
+
+
+def max_tokens_field(ctx: TranslateContext) -> str:
+    """Which Chat field carries the output limit for this upstream."""
+    return "max_completion_tokens" if ctx.extras.get(MAX_TOKENS_FIELD_KEY) == "max_completion_tokens" else "max_tokens"
+
+
+def anthropic_to_openai_request(req: Json, ctx: TranslateContext) -> Json:
+    """A decoded Messages request -> a Chat Completions request (dict)."""
+    out: Json = {"model": ctx.upstream_model}
+    messages: list[Json] = []
+    system = req.get("system")
+    if system:
+        text = _joined_text(system, "system")
+        if text:
+            messages.append({"role": "system", "content": text})
+    turns = req.get("messages")
+    if not isinstance(turns, list) or not turns:
+        raise InvalidRequest("'messages' must be a non-empty array", param="messages")
+    for i, turn in enumerate(turns):
+        messages.extend(_convert_turn(turn, f"messages[{i}]"))
+    out["messages"] = messages
+    max_tokens = req.get("max_tokens")
+    if isinstance(max_tokens, int):
+        out[max_tokens_field(ctx)] = max_tokens
+    tools = req.get("tools")
+    if isinstance(tools, list) and tools:
+        out["tools"] = [_convert_tool(t) for t in tools]
+    choice = req.get("tool_choice")
+    if isinstance(choice, dict):
+        kind = choice.get("type")
+        if kind == "tool":
+            out["tool_choice"] = {"type": "function", "function": {"name": choice.get("name")}}
+        elif isinstance(kind, str) and kind in _TOOL_CHOICE:
+            out["tool_choice"] = _TOOL_CHOICE[kind]
+        if choice.get("disable_parallel_tool_use") is True and tools:
+            out["parallel_tool_calls"] = False
+    stop = req.get("stop_sequences")
+    if isinstance(stop, list) and stop:
+        out["stop"] = stop
+    for key in ("temperature", "top_p"):
+        if isinstance(req.get(key), (int, float)):
+            out[key] = req[key]
+    thinking = req.get("thinking")
+    if isinstance(thinking, dict) and thinking.get("type") == "enabled":
+        budget = thinking.get("budget_tokens")
+        budget = budget if isinstance(budget, int) else 0
+        out["reasoning_effort"] = "low" if budget < 4096 else "medium" if budget < 16384 else "high"
+    metadata = req.get("metadata")
+    if isinstance(metadata, dict) and isinstance(metadata.get("user_id"), str):
+        out["user"] = metadata["user_id"]
+    if req.get("stream"):
+        out["stream"] = True
+        out["stream_options"] = {"include_usage": True}
+    return out
+
+
+def _joined_text(content: object, where: str) -> str:
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, list):
+        raise InvalidRequest(f"{where} must be a string or an array of text blocks")
+    texts = []
+    for block in content:
+        if isinstance(block, dict) and block.get("type") == "text" and isinstance(block.get("text"), str):
+            texts.append(block["text"])
+        elif isinstance(block, dict) and block.get("type") in ("image", "document"):
+            raise InvalidRequest(f"{where}: {block.get('type')} blocks cannot go here for this upstream")
+    return "\n".join(t for t in texts if isinstance(t, str))
+
+
+def _convert_turn(turn: object, where: str) -> list[Json]:
+    if not isinstance(turn, dict):
+        raise InvalidRequest(f"{where} must be an object")
+    role, content = turn.get("role"), turn.get("content")
+    if role not in ("user", "assistant"):
+        raise InvalidRequest(f"{where}: role must be user or assistant")
+    if isinstance(content, str):
+        return [{"role": role, "content": content}]
+    if not isinstance(content, list):
+        raise InvalidRequest(f"{where}.content must be a string or an array")
+    return _user_turn(content, where) if role == "user" else [_assistant_turn(content, where)]
+
+
+def _user_turn(blocks: list[object], where: str) -> list[Json]:
+    tool_messages: list[Json] = []
+    moved_images: list[Json] = []
+    parts: list[Json] = []
+    for k, block in enumerate(blocks):
+        at = f"{where}.content[{k}]"
+        if not isinstance(block, dict):
+            raise InvalidRequest(f"{at} must be an object")
+        kind = block.get("type")
+        if kind == "tool_result":
+            text, images = _tool_result_content(block.get("content"), at)
+            if block.get("is_error") is True:
+                text = TOOL_ERROR_PREFIX + text
+            tool_messages.append({"role": "tool", "tool_call_id": block.get("tool_use_id"), "content": text})
+            moved_images.extend(images)
+        else:
+            part = _user_part(block, at)
+            if part is not None:
+                parts.append(part)
+    out = tool_messages
+    rest = moved_images + parts
+    if rest:
+        if all(p["type"] == "text" for p in rest):
+            out.append({"role": "user", "content": "\n".join(str(p["text"]) for p in rest)})
+        else:
+            out.append({"role": "user", "content": rest})
+    return out
+
+
+def _tool_result_content(content: object, where: str) -> tuple[str, list[Json]]:
+    if content is None:
+        return "", []
+    if isinstance(content, str):
+        return content, []
+    if not isinstance(content, list):
+        raise InvalidRequest(f"{where}.content must be a string or an array")
+    texts: list[str] = []
+    images: list[Json] = []
+    for block in content:
+        part = _user_part(block, where) if isinstance(block, dict) else None
+        if part is None:
+            continue
+        if part["type"] == "text":
+            texts.append(str(part["text"]))
+        else:
+            images.append(part)
+    return "\n".join(texts), images
+
+
+def _user_part(block: Json, where: str) -> Json | None:
+    kind = block.get("type")
+    if kind == "text":
+        return {"type": "text", "text": block.get("text", "")}
+    if kind in ("image", "document"):
+        source = block.get("source")
+        if not isinstance(source, dict):
+            raise InvalidRequest(f"{where}.source must be an object")
+        stype = source.get("type")
+        if stype == "base64":
+            url = f"data:{source.get('media_type')};base64,{source.get('data')}"
+            if kind == "image":
+                return {"type": "image_url", "image_url": {"url": url}}
+            return {"type": "file", "file": {"file_data": url, "filename": "document.pdf"}}
+        if stype == "url" and kind == "image":
+            return {"type": "image_url", "image_url": {"url": source.get("url")}}
+        if stype == "text" and kind == "document":
+            return {"type": "text", "text": source.get("data", "")}
+        raise InvalidRequest(f"{where}: {kind} source {stype!r} is not supported by this upstream")
+    raise InvalidRequest(f"{where}: block type {kind!r} is not supported by this upstream")
+
+
+def _assistant_turn(blocks: list[object], where: str) -> Json:
+    texts: list[str] = []
+    thinking: list[str] = []
+    calls: list[Json] = []
+    for block in blocks:
+        if not isinstance(block, dict):
+            raise InvalidRequest(f"{where}: content blocks must be objects")
+        kind = block.get("type")
+        if kind == "text" and isinstance(block.get("text"), str):
+            texts.append(block["text"])
+        elif kind == "thinking" and isinstance(block.get("thinking"), str):
+            thinking.append(block["thinking"])
+        elif kind == "tool_use":
+            calls.append({"id": block.get("id"), "type": "function",
+                          "function": {"name": block.get("name"),
+                                       "arguments": _ENCODER.encode(block.get("input") or {}).decode()}})
+        # redacted_thinking and server-tool blocks have no Chat form: dropped.
+    message: Json = {"role": "assistant", "content": "".join(texts) or (None if calls else "")}
+    if calls:
+        message["tool_calls"] = calls
+    if thinking:
+        message["reasoning_content"] = "".join(thinking)
+    return message
+
+
+def _convert_tool(tool: object) -> Json:
+    if not isinstance(tool, dict) or "input_schema" not in tool or tool.get("type", "custom") != "custom":
+        name = tool.get("type") if isinstance(tool, dict) else None
+        raise InvalidRequest(f"server tool {name!r} cannot be used with this upstream", param="tools")
+    fn: Json = {"name": tool.get("name"), "parameters": tool["input_schema"]}
+    if tool.get("description"):
+        fn["description"] = tool["description"]
+    return {"type": "function", "function": fn}
+
+
+@final
+class AnthropicToOpenAI:
+    """The ANTHROPIC_MESSAGES client -> OPENAI_CHAT upstream Translator."""
+
+    client: Dialect = Dialect.ANTHROPIC_MESSAGES
+    upstream: Dialect = Dialect.OPENAI_CHAT
+
+    def request(self, body: bytes, ctx: TranslateContext) -> bytes:
+        """Messages request bytes -> Chat request bytes; fills ctx.estimated_input_tokens."""
+        req = decode_json_object(body)
+        if not ctx.estimated_input_tokens:
+            ctx.estimated_input_tokens = estimate_tokens(body)
+        return _ENCODER.encode(anthropic_to_openai_request(req, ctx))
+
+    def response(self, body: bytes, ctx: TranslateContext) -> bytes:
+        """chat.completion body -> Messages body; sets ctx.usage."""
+        reply = reply_from_openai(body)
+        ctx.usage = reply.usage
+        return encode_body(anthropic_body(reply, ctx))
+
+    def stream(self, ctx: TranslateContext) -> StreamTranslator:
+        """Chat chunks -> Anthropic events."""
+        return PipedStream(OpenAIChatReader(), AnthropicWriter(ctx))
+

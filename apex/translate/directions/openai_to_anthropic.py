@@ -1,0 +1,352 @@
+"""OpenAI Chat client -> Anthropic Messages upstream: request (8.1), response and stream back.
+
+Request decisions (documented behaviour, protocols.md 8.1, P6, P13, P14, P15, P17):
+- every ``system``/``developer`` message joins the top-level ``system`` (in order, blank
+  line between); text parts carrying ``cache_control`` keep it (system becomes blocks).
+- consecutive ``tool`` messages become ONE user message of ``tool_result`` blocks, and a
+  following user message's blocks join it after them; any tool call left without a result
+  gets a synthesized ``is_error`` result so Anthropic never sees an orphaned tool_use.
+- empty/whitespace text is dropped (Anthropic rejects empty text blocks).
+- tool ids go through ``toolids.anthropic_tool_id`` on both tool_use and tool_result.
+- ``max_tokens`` = ``max_completion_tokens`` or ``max_tokens`` or ``DEFAULT_MAX_TOKENS``.
+- ``temperature`` is clamped to 0..1; when both ``temperature`` and ``top_p`` are set,
+  ``top_p`` is dropped (newer Claude models reject the pair).
+- ``response_format`` ``json_schema`` / ``json_object`` become a system instruction
+  (``JSON_SCHEMA_INSTRUCTION`` / ``JSON_OBJECT_INSTRUCTION``): works on every model and
+  keeps the answer an ordinary text block in streams and bodies alike.
+- ``reasoning_effort`` -> ``thinking`` with ``THINKING_BUDGETS``; not sent when a tool is
+  forced, when max_tokens leaves no room for the minimum budget, or when the last
+  assistant turn called tools (its thinking block and signature are not available from an
+  OpenAI client, and Anthropic would answer 400, P6). Thinking drops temperature/top_p.
+- ``n > 1``, audio input, ``file_id`` references and non-function tools -> InvalidRequest.
+- seed, penalties, logprobs, logit_bias, store, metadata, service_tier... are dropped.
+What this module must not do: any I/O.
+"""
+
+from __future__ import annotations
+
+from typing import Final, final
+
+import msgspec
+
+from apex.errors import InvalidRequest
+from apex.translate.base import StreamTranslator, TranslateContext, decode_json_object
+from apex.translate.neutral.parts import PipedStream
+from apex.translate.neutral.reply import encode_body, openai_body, reply_from_anthropic
+from apex.translate.read.anthropic import AnthropicReader
+from apex.translate.write.openai import OpenAIChatWriter
+from apex.translate.neutral.toolids import anthropic_tool_id, arguments_object
+from apex.types import Dialect
+
+__all__ = [
+    "DEFAULT_MAX_TOKENS",
+    "JSON_OBJECT_INSTRUCTION",
+    "JSON_SCHEMA_INSTRUCTION",
+    "THINKING_BUDGETS",
+    "OpenAIToAnthropic",
+    "openai_to_anthropic_request",
+]
+
+DEFAULT_MAX_TOKENS: Final = 4096   # Anthropic requires max_tokens; OpenAI clients often omit it
+MIN_THINKING_BUDGET: Final = 1024  # Anthropic's minimum budget_tokens
+THINKING_BUDGETS: Final[dict[str, int]] = {"minimal": 1024, "low": 1024, "medium": 4096,
+                                           "high": 16384, "xhigh": 32768}
+JSON_OBJECT_INSTRUCTION: Final = "Respond only with a single valid JSON object and nothing else."
+JSON_SCHEMA_INSTRUCTION: Final = ("Respond only with a single valid JSON value that conforms to this "
+                                  "JSON Schema, and nothing else:\n")
+MISSING_RESULT_TEXT: Final = "No result was provided for this tool call."
+
+_ENCODER: Final = msgspec.json.Encoder()
+_TOOL_CHOICE: Final[dict[str, str]] = {"auto": "auto", "required": "any", "none": "none"}
+
+Json = dict[str, object]
+
+
+def openai_to_anthropic_request(req: Json, ctx: TranslateContext) -> Json:
+    """A decoded Chat Completions request -> a Messages request (dict)."""
+    messages = req.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise InvalidRequest("'messages' must be a non-empty array", param="messages")
+    n = req.get("n")
+    if isinstance(n, int) and n > 1:
+        raise InvalidRequest("n > 1 is not supported by this model's upstream (Anthropic)", param="n")
+    system, turns = _convert_messages(messages)
+    out: Json = {"model": ctx.upstream_model}
+    max_tokens = req.get("max_completion_tokens") or req.get("max_tokens") or DEFAULT_MAX_TOKENS
+    if not isinstance(max_tokens, int) or max_tokens < 1:
+        raise InvalidRequest("max_tokens must be a positive integer", param="max_tokens")
+    out["max_tokens"] = max_tokens
+    instruction = _format_instruction(req.get("response_format"))
+    if instruction:
+        system.append({"type": "text", "text": instruction})
+    if system:
+        if any("cache_control" in b for b in system):
+            out["system"] = system
+        else:
+            out["system"] = "\n\n".join(str(b["text"]) for b in system)
+    out["messages"] = turns
+    tools = req.get("tools")
+    if tools:
+        out["tools"] = [_convert_tool(t) for t in _as_list(tools, "tools")]
+    choice = _tool_choice(req.get("tool_choice"), req.get("parallel_tool_calls"), bool(tools))
+    if choice is not None:
+        out["tool_choice"] = choice
+    stop = req.get("stop")
+    if isinstance(stop, str):
+        out["stop_sequences"] = [stop]
+    elif isinstance(stop, list) and stop:
+        out["stop_sequences"] = [s for s in stop if isinstance(s, str)]
+    thinking = _thinking(req, choice, turns, max_tokens)
+    if thinking is not None:
+        out["thinking"] = thinking
+    else:
+        temperature = req.get("temperature")
+        if isinstance(temperature, (int, float)):
+            out["temperature"] = min(max(float(temperature), 0.0), 1.0)
+        top_p = req.get("top_p")
+        if isinstance(top_p, (int, float)) and "temperature" not in out:
+            out["top_p"] = top_p
+    user = req.get("user")
+    if isinstance(user, str) and user:
+        out["metadata"] = {"user_id": user}
+    if req.get("stream"):
+        out["stream"] = True
+    return out
+
+
+def _as_list(value: object, name: str) -> list[object]:
+    if not isinstance(value, list):
+        raise InvalidRequest(f"'{name}' must be an array", param=name)
+    return value
+
+
+def _text_of(content: object, where: str) -> list[Json]:
+    """String or text-part content -> text blocks (cache_control kept, empties dropped)."""
+    if content is None:
+        return []
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}] if content.strip() else []
+    blocks: list[Json] = []
+    for part in _as_list(content, where):
+        if not isinstance(part, dict):
+            raise InvalidRequest(f"{where}: content parts must be objects")
+        kind = part.get("type")
+        text = part.get("text") if kind == "text" else part.get("refusal") if kind == "refusal" else None
+        if not isinstance(text, str):
+            raise InvalidRequest(f"{where}: only text parts are allowed here, got {kind!r}")
+        if text.strip():
+            block: Json = {"type": "text", "text": text}
+            if "cache_control" in part:
+                block["cache_control"] = part["cache_control"]
+            blocks.append(block)
+    return blocks
+
+
+def _user_blocks(content: object, where: str) -> list[Json]:
+    if content is None or isinstance(content, str):
+        return _text_of(content, where)
+    blocks: list[Json] = []
+    for part in _as_list(content, where):
+        if not isinstance(part, dict):
+            raise InvalidRequest(f"{where}: content parts must be objects")
+        kind = part.get("type")
+        if kind == "text":
+            blocks.extend(_text_of([part], where))
+        elif kind == "image_url":
+            image = part.get("image_url")
+            url = image.get("url") if isinstance(image, dict) else image
+            if not isinstance(url, str):
+                raise InvalidRequest(f"{where}: image_url.url must be a string")
+            blocks.append({"type": "image", "source": _source(url, where)})
+        elif kind == "file":
+            file = part.get("file")
+            data = file.get("file_data") if isinstance(file, dict) else None
+            if not isinstance(data, str):
+                raise InvalidRequest(f"{where}: only inline file_data files can be sent to this upstream")
+            blocks.append({"type": "document", "source": _source(data, where)})
+        else:
+            raise InvalidRequest(f"{where}: content part type {kind!r} is not supported by this upstream")
+    return blocks
+
+
+def _source(url: str, where: str) -> Json:
+    if url.startswith("data:"):
+        header, sep, data = url.partition(",")
+        if not sep or not header.endswith(";base64"):
+            raise InvalidRequest(f"{where}: data URLs must be base64-encoded")
+        return {"type": "base64", "media_type": header[5:-7], "data": data}
+    if url.startswith(("https://", "http://")):
+        return {"type": "url", "url": url}
+    raise InvalidRequest(f"{where}: unsupported URL scheme")
+
+
+def _convert_messages(messages: list[object]) -> tuple[list[Json], list[Json]]:
+    system: list[Json] = []
+    turns: list[Json] = []
+    pending_results: list[Json] | None = None  # the user turn collecting tool_results
+    for i, msg in enumerate(messages):
+        where = f"messages[{i}]"
+        if not isinstance(msg, dict):
+            raise InvalidRequest(f"{where} must be an object")
+        role = msg.get("role")
+        if role in ("system", "developer"):
+            system.extend(_text_of(msg.get("content"), where))
+            continue
+        if role == "tool":
+            call_id = msg.get("tool_call_id")
+            if not isinstance(call_id, str):
+                raise InvalidRequest(f"{where}.tool_call_id must be a string")
+            result: Json = {"type": "tool_result", "tool_use_id": anthropic_tool_id(call_id)}
+            content = _text_of(msg.get("content"), where)
+            if content:
+                result["content"] = content
+            if pending_results is None:
+                pending_results = []
+                turns.append({"role": "user", "content": pending_results})
+            pending_results.append(result)
+            continue
+        if role == "user":
+            blocks = _user_blocks(msg.get("content"), where)
+            if pending_results is not None:
+                pending_results.extend(blocks)
+            elif blocks:
+                turns.append({"role": "user", "content": blocks})
+            pending_results = None
+            continue
+        if role == "assistant":
+            pending_results = None
+            blocks = _text_of(msg.get("content"), where)
+            for k, call in enumerate(_as_list(msg.get("tool_calls") or [], f"{where}.tool_calls")):
+                blocks.append(_tool_use(call, f"{where}.tool_calls[{k}]"))
+            if blocks:
+                turns.append({"role": "assistant", "content": blocks})
+            continue
+        raise InvalidRequest(f"{where}: role {role!r} is not supported (use system, user, assistant or tool)")
+    _add_missing_results(turns)
+    return system, turns
+
+
+def _tool_use(call: object, where: str) -> Json:
+    if not isinstance(call, dict) or not isinstance(call.get("function"), dict):
+        raise InvalidRequest(f"{where} must be a function tool call")
+    fn = call["function"]
+    assert isinstance(fn, dict)
+    call_id, name, args = call.get("id"), fn.get("name"), fn.get("arguments")
+    if not isinstance(call_id, str) or not isinstance(name, str):
+        raise InvalidRequest(f"{where} needs an id and a function name")
+    return {"type": "tool_use", "id": anthropic_tool_id(call_id), "name": name,
+            "input": arguments_object(args if isinstance(args, str) else "")}
+
+
+def _add_missing_results(turns: list[Json]) -> None:
+    """Every tool_use must be answered in the very next user turn (P13)."""
+    i = 0
+    while i < len(turns):
+        turn = turns[i]
+        content = turn["content"]
+        assert isinstance(content, list)
+        ids = [b["id"] for b in content if turn["role"] == "assistant" and b.get("type") == "tool_use"]
+        if ids:
+            nxt = turns[i + 1] if i + 1 < len(turns) else None
+            if nxt is None or nxt["role"] != "user":
+                if nxt is None:
+                    i += 1
+                    continue  # the last turn may be the assistant's own tool calls (prefill)
+                nxt = {"role": "user", "content": []}
+                turns.insert(i + 1, nxt)
+            blocks = nxt["content"]
+            assert isinstance(blocks, list)
+            answered = {b.get("tool_use_id") for b in blocks if b.get("type") == "tool_result"}
+            missing = [{"type": "tool_result", "tool_use_id": tid, "is_error": True,
+                        "content": MISSING_RESULT_TEXT} for tid in ids if tid not in answered]
+            blocks[:0] = missing
+        i += 1
+
+
+def _convert_tool(tool: object) -> Json:
+    if not isinstance(tool, dict) or tool.get("type", "function") != "function" or not isinstance(
+            tool.get("function"), dict):
+        raise InvalidRequest("only function tools can be sent to this upstream", param="tools")
+    fn = tool["function"]
+    assert isinstance(fn, dict)
+    out: Json = {"name": fn.get("name"),
+                 "input_schema": fn.get("parameters") or {"type": "object", "properties": {}}}
+    if fn.get("description"):
+        out["description"] = fn["description"]
+    return out
+
+
+def _tool_choice(choice: object, parallel: object, has_tools: bool) -> Json | None:
+    out: Json | None = None
+    if isinstance(choice, str):
+        if choice not in _TOOL_CHOICE:
+            raise InvalidRequest(f"unknown tool_choice {choice!r}", param="tool_choice")
+        out = {"type": _TOOL_CHOICE[choice]}
+    elif isinstance(choice, dict):
+        fn = choice.get("function")
+        name = fn.get("name") if isinstance(fn, dict) else None
+        if not isinstance(name, str):
+            raise InvalidRequest("tool_choice must name a function", param="tool_choice")
+        out = {"type": "tool", "name": name}
+    if parallel is False and has_tools:
+        out = out or {"type": "auto"}
+        if out["type"] != "none":
+            out["disable_parallel_tool_use"] = True
+    return out
+
+
+def _format_instruction(fmt: object) -> str | None:
+    if not isinstance(fmt, dict):
+        return None
+    if fmt.get("type") == "json_object":
+        return JSON_OBJECT_INSTRUCTION
+    if fmt.get("type") == "json_schema":
+        spec = fmt.get("json_schema")
+        schema = spec.get("schema") if isinstance(spec, dict) else None
+        return JSON_SCHEMA_INSTRUCTION + _ENCODER.encode(schema or {}).decode()
+    return None
+
+
+def _thinking(req: Json, choice: Json | None, turns: list[Json], max_tokens: int) -> Json | None:
+    effort = req.get("reasoning_effort")
+    if not isinstance(effort, str) or effort not in THINKING_BUDGETS:
+        return None
+    if choice is not None and choice["type"] in ("any", "tool"):
+        return None  # Anthropic rejects thinking with a forced tool
+    if max_tokens <= MIN_THINKING_BUDGET:
+        return None
+    last_assistant = next((t for t in reversed(turns) if t["role"] == "assistant"), None)
+    if last_assistant is not None:
+        content = last_assistant["content"]
+        assert isinstance(content, list)
+        if any(b.get("type") == "tool_use" for b in content):
+            return None  # P6: no signed thinking block to replay
+    budget = min(THINKING_BUDGETS[effort], max_tokens - 1)
+    return {"type": "enabled", "budget_tokens": max(budget, MIN_THINKING_BUDGET)}
+
+
+@final
+class OpenAIToAnthropic:
+    """The OPENAI_CHAT client -> ANTHROPIC_MESSAGES upstream Translator."""
+
+    client: Dialect = Dialect.OPENAI_CHAT
+    upstream: Dialect = Dialect.ANTHROPIC_MESSAGES
+
+    def request(self, body: bytes, ctx: TranslateContext) -> bytes:
+        """Chat request bytes -> Messages request bytes; notes include_usage in ctx."""
+        req = decode_json_object(body)
+        options = req.get("stream_options")
+        if isinstance(options, dict) and options.get("include_usage"):
+            ctx.include_usage = True
+        return _ENCODER.encode(openai_to_anthropic_request(req, ctx))
+
+    def response(self, body: bytes, ctx: TranslateContext) -> bytes:
+        """Messages body -> chat.completion body; sets ctx.usage."""
+        reply = reply_from_anthropic(body)
+        ctx.usage = reply.usage
+        return encode_body(openai_body(reply, ctx))
+
+    def stream(self, ctx: TranslateContext) -> StreamTranslator:
+        """Anthropic events -> Chat chunks."""
+        return PipedStream(AnthropicReader(), OpenAIChatWriter(ctx))
+

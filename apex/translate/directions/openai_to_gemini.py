@@ -1,0 +1,270 @@
+"""OpenAI Chat Completions client <-> Gemini generateContent upstream (request and response).
+
+``openai_to_gemini_request`` follows protocols.md 8.3: system/developer messages become
+``systemInstruction``; user/assistant turns become ``user``/``model`` contents (merged
+when adjacent); assistant ``tool_calls`` become functionCall parts with their stored
+thought signature; ``tool`` messages become functionResponse parts keyed by the function
+NAME looked up from the call id earlier in the history (falling back to the signature
+store, then the message's ``name``); tools, tool_choice, response_format, stop, sampling
+and ``reasoning_effort`` map to ``tools``/``toolConfig``/``generationConfig``. The body
+carries neither model nor stream flag: the provider puts both in the URL.
+The registered ``OpenAIChatToGemini`` maps answers back through the shared Gemini
+direction (``gemini_direction``: Reply and stream parts into the OpenAI writers, 8.4-8.6).
+What this module must not do: I/O (image URLs are passed by reference, never downloaded).
+"""
+
+from __future__ import annotations
+
+from typing import Final, final
+
+import msgspec
+from msgspec import UNSET, Raw, Struct, UnsetType
+
+from apex.errors import InvalidRequest
+from apex.translate.base import TranslateContext
+from apex.translate.request.gemini_contents import (
+    EFFORT_BUDGETS,
+    TurnBuilder,
+    arguments_object,
+    called_name,
+    declaration,
+    function_call_part,
+    function_response_part,
+    generation_config,
+    media_part,
+    present,
+    request_body,
+    text_part,
+    thinking_for_budget,
+    tool_config,
+)
+from apex.translate.directions.gemini_direction import GeminiDirection
+from apex.translate.neutral.parts import PartWriter, Reply
+from apex.translate.neutral.reply import openai_body
+from apex.translate.neutral.signatures import SignatureStore
+from apex.translate.write.openai import OpenAIChatWriter
+from apex.types import Dialect
+from apex.wire.gemini import (
+    GenerationConfig,
+    Part,
+    ToolConfig,
+)
+
+__all__ = ["OpenAIChatToGemini", "openai_to_gemini_request"]
+
+
+class _ImageUrl(Struct):
+    url: str
+
+
+class _File(Struct):
+    file_data: str | None = None
+    filename: str | None = None
+
+
+class _ContentPart(Struct):
+    type: str
+    text: str | None = None
+    image_url: _ImageUrl | None = None
+    file: _File | None = None
+    refusal: str | None = None
+
+
+class _Function(Struct):
+    name: str
+    arguments: str = ""
+
+
+class _ToolCall(Struct):
+    id: str
+    function: _Function
+
+
+class _Message(Struct):
+    role: str
+    content: str | list[_ContentPart] | None = None
+    tool_calls: list[_ToolCall] | None = None
+    tool_call_id: str | None = None
+    name: str | None = None
+
+
+class _FunctionDef(Struct):
+    name: str
+    description: str | None = None
+    parameters: Raw | UnsetType = UNSET
+
+
+class _ToolDef(Struct):
+    function: _FunctionDef
+    type: str = "function"
+
+
+class _NamedFunction(Struct):
+    name: str
+
+
+class _NamedChoice(Struct):
+    function: _NamedFunction
+
+
+class _JsonSchema(Struct):
+    name: str = ""
+    schema: Raw | UnsetType = UNSET
+
+
+class _ResponseFormat(Struct):
+    type: str
+    json_schema: _JsonSchema | None = None
+
+
+class _ChatRequest(Struct):
+    messages: list[_Message]
+    tools: list[_ToolDef] | None = None
+    tool_choice: str | _NamedChoice | None = None
+    response_format: _ResponseFormat | None = None
+    max_completion_tokens: int | None = None
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    n: int | None = None
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    reasoning_effort: str | None = None
+
+
+_REQUEST: Final = msgspec.json.Decoder(_ChatRequest)
+_MODES: Final[dict[str, str]] = {"auto": "AUTO", "required": "ANY", "none": "NONE"}
+
+
+def openai_to_gemini_request(body: bytes, signatures: SignatureStore) -> bytes:
+    """OpenAI Chat request body -> Gemini GenerateContentRequest body.
+
+    Raises InvalidRequest when the body is not a Chat request or names a tool result
+    whose call Apex cannot find."""
+    try:
+        req = _REQUEST.decode(body)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise InvalidRequest(f"invalid chat completions request: {exc}") from exc
+    system: list[Part] = []
+    turns = TurnBuilder()
+    names: dict[str, str] = {}
+    for msg in req.messages:
+        if msg.role in ("system", "developer"):
+            system.extend(_text_parts(msg.content))
+        elif msg.role == "user":
+            turns.add("user", _user_parts(msg.content))
+        elif msg.role == "assistant":
+            turns.add("model", _assistant_parts(msg, names, signatures))
+        elif msg.role in ("tool", "function"):
+            call_id = msg.tool_call_id or ""
+            name = called_name(call_id, names, signatures) or msg.name
+            if not name:
+                raise InvalidRequest(f"tool message references unknown tool_call_id {call_id!r}", param="messages")
+            turns.add("user", [function_response_part(name, _joined_text(msg.content))])
+        else:
+            raise InvalidRequest(f"unsupported message role {msg.role!r}", param="messages")
+    functions = [t.function for t in req.tools or () if t.type == "function"]
+    return request_body(
+        turns.build(), system, [declaration(f.name, f.description, f.parameters) for f in functions],
+        _tool_config(req.tool_choice) if req.tool_choice is not None else None, _generation_config(req))
+
+
+def _text_parts(content: str | list[_ContentPart] | None) -> list[Part]:
+    text = _joined_text(content)
+    part = text_part(text)
+    return [part] if part is not None else []
+
+
+def _joined_text(content: str | list[_ContentPart] | None) -> str:
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    return "".join(p.text or "" for p in content if p.type == "text")
+
+
+def _user_parts(content: str | list[_ContentPart] | None) -> list[Part]:
+    if content is None or isinstance(content, str):
+        return _text_parts(content)
+    parts: list[Part] = []
+    for item in content:
+        if item.type == "text":
+            part = text_part(item.text or "")
+            if part is not None:
+                parts.append(part)
+        elif item.type == "image_url" and item.image_url is not None:
+            parts.append(media_part(item.image_url.url))
+        elif item.type == "file" and item.file is not None and item.file.file_data:
+            parts.append(media_part(item.file.file_data))
+        else:
+            raise InvalidRequest(f"content part type {item.type!r} is not supported by Gemini", param="messages")
+    return parts
+
+
+def _assistant_parts(msg: _Message, names: dict[str, str], signatures: SignatureStore) -> list[Part]:
+    parts: list[Part] = []
+    if isinstance(msg.content, list):
+        text = "".join(p.text or p.refusal or "" for p in msg.content)
+    else:
+        text = msg.content or ""
+    # Tool-call turns often carry content "" or whitespace: Gemini wants no empty parts.
+    if text.strip():
+        parts.append(Part(text=text))
+    for call in msg.tool_calls or ():
+        names[call.id] = call.function.name
+        parts.append(function_call_part(call.id, call.function.name, arguments_object(call.function.arguments), signatures))
+    return parts
+
+
+def _tool_config(choice: str | _NamedChoice) -> ToolConfig:
+    if isinstance(choice, str):
+        mode = _MODES.get(choice)
+        if mode is None:
+            raise InvalidRequest(f"unsupported tool_choice {choice!r}", param="tool_choice")
+        return tool_config(mode)
+    return tool_config("ANY", choice.function.name)
+
+
+def _generation_config(req: _ChatRequest) -> GenerationConfig:
+    max_tokens = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
+    stops = [req.stop] if isinstance(req.stop, str) else req.stop
+    cfg = generation_config(max_tokens, stops, req.temperature, req.top_p)
+    if req.n is not None and req.n != 1:
+        cfg.candidate_count = req.n
+    if req.seed is not None:
+        cfg.seed = req.seed
+    if req.presence_penalty is not None:
+        cfg.presence_penalty = req.presence_penalty
+    if req.frequency_penalty is not None:
+        cfg.frequency_penalty = req.frequency_penalty
+    fmt = req.response_format
+    if fmt is not None and fmt.type in ("json_object", "json_schema"):
+        cfg.response_mime_type = "application/json"
+        schema = present(fmt.json_schema.schema) if fmt.json_schema is not None else None
+        if fmt.type == "json_schema" and schema is not None:
+            cfg.response_json_schema = schema
+    # "none" leaves Gemini's default: 2.5 Pro cannot turn thinking off (budget 0 is a 400).
+    budget = EFFORT_BUDGETS.get(req.reasoning_effort or "")
+    if budget is not None:
+        cfg.thinking_config = thinking_for_budget(budget)
+    return cfg
+
+
+@final
+class OpenAIChatToGemini(GeminiDirection):
+    """The OPENAI_CHAT -> GEMINI_GENERATE direction."""
+
+    client = Dialect.OPENAI_CHAT
+    id_prefix = "call_"
+
+    def _request(self, body: bytes, signatures: SignatureStore) -> bytes:
+        return openai_to_gemini_request(body, signatures)
+
+    def _body(self, reply: Reply, ctx: TranslateContext) -> dict[str, object]:
+        return openai_body(reply, ctx)
+
+    def _writer(self, ctx: TranslateContext) -> PartWriter:
+        return OpenAIChatWriter(ctx)
+

@@ -1,0 +1,48 @@
+"""OpenAI Responses client -> OpenAI Chat upstream (protocols.md 8.8, 8.7.3).
+
+Request via ``responses_to_chat_request``; the Chat answer comes back as a Responses
+object (non-stream) or Responses events (``OpenAIChatReader`` -> ``ResponsesWriter``).
+What this module must not do: any I/O.
+"""
+
+from __future__ import annotations
+
+from typing import Final, final
+
+import msgspec
+
+from apex.translate.base import StreamTranslator, TranslateContext, decode_json_object
+from apex.translate.neutral.parts import PipedStream
+from apex.translate.neutral.reply import encode_body, reply_from_openai
+from apex.translate.write.responses_reply import responses_body
+from apex.translate.request.responses import responses_to_chat_request
+from apex.translate.write.responses import ResponsesWriter
+from apex.translate.read.openai import OpenAIChatReader
+from apex.types import Dialect
+
+__all__ = ["ResponsesToOpenAI"]
+
+_ENCODER: Final = msgspec.json.Encoder()
+
+
+@final
+class ResponsesToOpenAI:
+    """The OPENAI_RESPONSES client -> OPENAI_CHAT upstream Translator."""
+
+    client: Dialect = Dialect.OPENAI_RESPONSES
+    upstream: Dialect = Dialect.OPENAI_CHAT
+
+    def request(self, body: bytes, ctx: TranslateContext) -> bytes:
+        """Responses request bytes -> Chat request bytes."""
+        return _ENCODER.encode(responses_to_chat_request(decode_json_object(body), ctx))
+
+    def response(self, body: bytes, ctx: TranslateContext) -> bytes:
+        """chat.completion body -> Responses body; sets ctx.usage."""
+        reply = reply_from_openai(body)
+        ctx.usage = reply.usage
+        return encode_body(responses_body(reply, ctx))
+
+    def stream(self, ctx: TranslateContext) -> StreamTranslator:
+        """Chat chunks -> Responses events."""
+        return PipedStream(OpenAIChatReader(), ResponsesWriter(ctx))
+

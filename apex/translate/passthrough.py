@@ -1,0 +1,372 @@
+"""JSON surgery for bodies Apex forwards in the client's own dialect; pure, no I/O.
+
+When client and upstream speak the same protocol Apex forwards bytes untouched. Only two
+things may change a request: the model name (``model_map``) and, for OpenAI-shaped
+streams, ``stream_options.include_usage`` (so Apex can account tokens). Both are done on a
+top-level ``dict[str, Raw]`` decode, so nested content is copied as raw bytes, never
+re-parsed. ``PassthroughStream`` watches a forwarded stream for usage, errors and its
+terminator, and rewrites events only when it must (mapped model, usage chunk the client
+did not ask for).
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import msgspec
+
+from apex.errors import InvalidRequest, UpstreamMalformed
+from apex.sse import SseEvent, SseParser, encode_event
+from apex.types import Usage
+
+__all__ = [
+    "PassthroughStream",
+    "body_usage",
+    "rewrite_request",
+    "rewrite_response_model",
+    "strip_unsigned_thinking",
+]
+
+_TOP = msgspec.json.Decoder(dict[str, msgspec.Raw])
+_ENC = msgspec.json.Encoder()
+_INCLUDE_USAGE: Final = msgspec.Raw(b'{"include_usage":true}')
+
+
+def rewrite_request(body: bytes, *, model: str | None, add_stream_usage: bool) -> bytes:
+    """Return ``body`` with ``model`` replaced and/or include_usage set; raise InvalidRequest."""
+    try:
+        top = _TOP.decode(body)
+    except msgspec.DecodeError as exc:
+        raise InvalidRequest(f"request body is not valid JSON: {exc}") from exc
+    if model is not None:
+        top["model"] = msgspec.Raw(_ENC.encode(model))
+    if add_stream_usage:
+        opts = top.get("stream_options")
+        if opts is None or bytes(opts) == b"null":
+            top["stream_options"] = _INCLUDE_USAGE
+        else:
+            decoded = msgspec.json.decode(opts)
+            if isinstance(decoded, dict):
+                decoded["include_usage"] = True
+                top["stream_options"] = msgspec.Raw(_ENC.encode(decoded))
+    return _ENC.encode(top)
+
+
+def strip_unsigned_thinking(body: bytes) -> bytes:
+    """Drop ``thinking`` blocks with an empty signature from Anthropic request history.
+
+    Apex writes such blocks itself when it turns another provider's reasoning into an
+    Anthropic stream (there is no genuine signature to give); Anthropic rejects them when
+    the history is sent back (protocols.md 8.7.2). Costs a substring test unless present.
+    """
+    if b'"signature":""' not in body and b'"signature": ""' not in body:
+        return body
+    top = _TOP.decode(body)
+    raw = top.get("messages")
+    if raw is None:
+        return body
+    messages = msgspec.json.decode(raw)
+    if not isinstance(messages, list):
+        return body
+    for message in messages:
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, list):
+            message["content"] = [
+                b for b in content
+                if not (isinstance(b, dict) and b.get("type") == "thinking" and not b.get("signature"))
+            ]
+    top["messages"] = msgspec.Raw(_ENC.encode(messages))
+    return _ENC.encode(top)
+
+
+def rewrite_response_model(body: bytes, model: str) -> bytes:
+    """Put the client's model name back into a top-level ``model`` field (OpenAI/Anthropic)."""
+    top = _TOP.decode(body)
+    if "model" in top:
+        top["model"] = msgspec.Raw(_ENC.encode(model))
+    return _ENC.encode(top)
+
+
+# --- usage views -------------------------------------------------------------------
+
+class _TokDetails(msgspec.Struct):
+    cached_tokens: int | None = None
+    reasoning_tokens: int | None = None
+
+
+class _OpenAIUsage(msgspec.Struct):
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    prompt_tokens_details: _TokDetails | None = None
+    completion_tokens_details: _TokDetails | None = None
+    prompt_cache_hit_tokens: int | None = None  # DeepSeek
+    # Responses API names
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    input_tokens_details: _TokDetails | None = None
+    output_tokens_details: _TokDetails | None = None
+
+
+class _AnthropicUsage(msgspec.Struct):
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cache_read_input_tokens: int | None = None
+    cache_creation_input_tokens: int | None = None
+
+
+class _GroqX(msgspec.Struct):
+    usage: _OpenAIUsage | None = None
+
+
+class _OpenAIChunk(msgspec.Struct):
+    choices: list[msgspec.Raw] | None = None
+    usage: _OpenAIUsage | None = None
+    x_groq: _GroqX | None = None
+    error: msgspec.Raw = msgspec.Raw(b"")  # Raw cannot sit in a union; empty means absent
+    model: str | None = None
+
+
+class _AnthropicMessage(msgspec.Struct):
+    usage: _AnthropicUsage | None = None
+
+
+class _AnthropicEvent(msgspec.Struct):
+    type: str | None = None
+    message: _AnthropicMessage | None = None
+    usage: _AnthropicUsage | None = None
+
+
+class _ResponsesInner(msgspec.Struct):
+    usage: _OpenAIUsage | None = None
+
+
+class _ResponsesEvent(msgspec.Struct):
+    type: str | None = None
+    response: _ResponsesInner | None = None
+
+
+class _OpenAIBody(msgspec.Struct):
+    usage: _OpenAIUsage | None = None
+
+
+_OPENAI_CHUNK = msgspec.json.Decoder(_OpenAIChunk)
+_ANTHROPIC_EVENT = msgspec.json.Decoder(_AnthropicEvent)
+_RESPONSES_EVENT = msgspec.json.Decoder(_ResponsesEvent)
+_OPENAI_BODY = msgspec.json.Decoder(_OpenAIBody)
+_ANTHROPIC_BODY = msgspec.json.Decoder(_AnthropicEvent)
+
+
+def _openai_usage(u: _OpenAIUsage) -> Usage:
+    if u.input_tokens is not None or u.output_tokens is not None:  # Responses API
+        return Usage(
+            prompt_tokens=u.input_tokens or 0,
+            completion_tokens=u.output_tokens or 0,
+            cached_tokens=(u.input_tokens_details.cached_tokens or 0) if u.input_tokens_details else 0,
+            reasoning_tokens=(u.output_tokens_details.reasoning_tokens or 0) if u.output_tokens_details else 0,
+        )
+    cached = 0
+    if u.prompt_tokens_details is not None and u.prompt_tokens_details.cached_tokens:
+        cached = u.prompt_tokens_details.cached_tokens
+    elif u.prompt_cache_hit_tokens:
+        cached = u.prompt_cache_hit_tokens
+    reasoning = 0
+    if u.completion_tokens_details is not None:
+        reasoning = u.completion_tokens_details.reasoning_tokens or 0
+    return Usage(
+        prompt_tokens=u.prompt_tokens or 0,
+        completion_tokens=u.completion_tokens or 0,
+        cached_tokens=cached,
+        reasoning_tokens=reasoning,
+    )
+
+
+def _anthropic_usage(u: _AnthropicUsage, into: Usage | None) -> Usage:
+    usage = into if into is not None else Usage()
+    if u.input_tokens is not None or u.cache_read_input_tokens is not None:
+        cache_read = u.cache_read_input_tokens or 0
+        usage.prompt_tokens = (u.input_tokens or 0) + cache_read + (u.cache_creation_input_tokens or 0)
+        usage.cached_tokens = cache_read
+    if u.output_tokens is not None:
+        usage.completion_tokens = u.output_tokens  # cumulative in message_delta: overwrite
+    return usage
+
+
+def body_usage(family: str, body: bytes) -> Usage | None:
+    """Decode a 2xx non-stream body just enough to validate it and read its usage.
+
+    Raises UpstreamMalformed when the body is not JSON: a malformed answer fails the attempt.
+    """
+    try:
+        if family == "anthropic":
+            ev = _ANTHROPIC_BODY.decode(body)
+            return _anthropic_usage(ev.usage, None) if ev.usage is not None else None
+        ob = _OPENAI_BODY.decode(body)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise UpstreamMalformed(f"upstream answered with a malformed body: {exc}") from exc
+    return _openai_usage(ob.usage) if ob.usage is not None else None
+
+
+def _last_boundary(data: bytes) -> int:
+    """Where the last complete event of ``data`` ends (after its blank line); 0 if none."""
+    end = 0
+    for blank in (b"\n\n", b"\r\n\r\n", b"\r\r"):
+        at = data.rfind(blank)
+        if at >= 0:
+            end = max(end, at + len(blank))
+    return end
+
+
+class PassthroughStream:
+    """Observe (and if needed minimally rewrite) a same-dialect SSE stream.
+
+    ``feed`` returns the bytes to forward for a chunk. ``first_event_seen`` tells the
+    pipeline when the stream may be committed to the client; ``terminated`` whether the
+    protocol's normal end was seen; ``finished`` whether the answer ended (a finish reason),
+    which also counts as a clean end when a server omits the terminator; ``errored``
+    whether an upstream error event went by.
+    """
+
+    __slots__ = (
+        "_family", "_parser", "_model", "_strip_usage", "_rewrite", "usage",
+        "first_event_seen", "terminated", "errored", "finished", "_held",
+    )
+
+    def __init__(self, family: str, *, client_model: str | None, strip_usage_chunk: bool) -> None:
+        self._family = family  # "openai_chat" | "anthropic" | "responses"
+        self._parser = SseParser()
+        self._model = msgspec.Raw(_ENC.encode(client_model)) if client_model is not None else None
+        self._strip_usage = strip_usage_chunk
+        self._rewrite = client_model is not None or strip_usage_chunk
+        self.usage: Usage | None = None
+        self.first_event_seen = False
+        self.terminated = False  # the protocol's own end marker was seen
+        self.errored = False
+        self.finished = False  # the answer itself ended (finish_reason / message_delta)
+        self._held = b""  # the start of an event whose end has not arrived (pass-through mode)
+
+    def feed(self, chunk: bytes) -> bytes:
+        """The bytes to forward for ``chunk``: whole events only. A partial event is held
+        back until its blank line arrives, so a stream cut mid-event never forwards half of
+        one (the client would glue Apex's error event onto it)."""
+        parser = self._parser
+        started_aligned = parser.between_events
+        events = parser.feed(chunk)
+        if not self._rewrite:
+            for ev in events:
+                self._observe(ev)
+            if parser.between_events:
+                if started_aligned:
+                    return chunk  # the common case: whole events in, the same bytes out
+                out = self._held + chunk
+                self._held = b""
+                return out
+            whole = self._held + chunk if self._held else chunk
+            cut = _last_boundary(whole)
+            self._held = whole[cut:]
+            return whole[:cut]
+        aligned = started_aligned and parser.between_events
+        kept: list[tuple[bytes, SseEvent]] = []
+        changed = False
+        for ev in events:
+            data = self._observe(ev)
+            if data is None:
+                changed = True
+            else:
+                changed = changed or data is not ev.data
+                kept.append((data, ev))
+        if not changed and aligned:
+            return chunk  # nothing to drop or rewrite and whole events only: forward as is
+        return b"".join(encode_event(data, ev.event) for data, ev in kept)
+
+    def flush(self) -> bytes:
+        """The upstream ended cleanly: a last event it sent without its blank line counts
+        when it ends the answer (some servers omit it after ``[DONE]``); anything else
+        still pending is an incomplete event and is dropped, as the SSE spec says."""
+        ended_before = self.terminated or self.finished or self.errored
+        events = self._parser.flush()
+        held, self._held = self._held, b""
+        out = [encode_event(d, ev.event) for ev in events if (d := self._observe(ev)) is not None]
+        if ended_before or not (self.terminated or self.finished or self.errored):
+            return b""
+        if self._rewrite:
+            return b"".join(out)
+        if held:
+            return held + (b"\r\n\r\n" if held.endswith(b"\r\n") else b"\n\n")
+        return b""
+
+    def drop(self) -> None:
+        """The upstream broke: what is held back is an incomplete event and is never sent."""
+        self._held = b""
+
+    def _observe(self, ev: SseEvent) -> bytes | None:
+        """Record what ``ev`` tells; return its (possibly rewritten) data, None to drop it."""
+        self.first_event_seen = True
+        data = ev.data
+        fam = self._family
+        if fam == "openai_chat":
+            if data == b"[DONE]":
+                self.terminated = True
+                return data
+            if ev.event == "error":
+                self.errored = True
+                return data
+            if not self.finished and (b'"finish_reason":"' in data or b'"finish_reason": "' in data):
+                # Some OpenAI-compatible servers end without [DONE]; a finished choice is an end.
+                self.finished = True
+            if b'"usage"' not in data and b'"error"' not in data and self._model is None:
+                return data
+            try:
+                chunk = _OPENAI_CHUNK.decode(data)
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                return data
+            if chunk.error and bytes(chunk.error) != b"null":
+                self.errored = True
+            u = chunk.usage or (chunk.x_groq.usage if chunk.x_groq is not None else None)
+            if u is not None:
+                self.usage = _openai_usage(u)
+                if self._strip_usage and not chunk.choices:
+                    return None
+            if self._model is not None and chunk.model is not None:
+                top = _TOP.decode(data)
+                top["model"] = self._model
+                return _ENC.encode(top)
+            return data
+        if fam == "anthropic":
+            name = ev.event
+            if name == "message_stop":
+                self.terminated = True
+            elif name == "error":
+                self.errored = True
+            elif name in ("message_start", "message_delta"):
+                if name == "message_delta":
+                    self.finished = True
+                try:
+                    aev = _ANTHROPIC_EVENT.decode(data)
+                except (msgspec.DecodeError, msgspec.ValidationError):
+                    return data
+                src = aev.message.usage if aev.message is not None else aev.usage
+                if src is not None:
+                    self.usage = _anthropic_usage(src, self.usage)
+                if name == "message_start" and self._model is not None:
+                    top = _TOP.decode(data)
+                    msg = msgspec.json.decode(top["message"])
+                    if isinstance(msg, dict):
+                        msg["model"] = msgspec.json.decode(self._model)
+                        top["message"] = msgspec.Raw(_ENC.encode(msg))
+                        return _ENC.encode(top)
+            return data
+        # OpenAI Responses API
+        name = ev.event
+        if name in ("response.completed", "response.incomplete", "response.failed"):
+            self.terminated = True
+            if name == "response.failed":
+                self.errored = True
+            try:
+                rev = _RESPONSES_EVENT.decode(data)
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                return data
+            if rev.response is not None and rev.response.usage is not None:
+                self.usage = _openai_usage(rev.response.usage)
+        elif name == "error":
+            self.errored = True
+        return data

@@ -1,0 +1,1 @@
+"""Upstream dialect -> neutral: one reader per upstream family (SSE events -> parts, bodies -> ``Reply``)."""

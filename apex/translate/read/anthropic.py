@@ -1,0 +1,139 @@
+"""Anthropic Messages stream -> neutral parts (protocols.md 5.5, 8.7.1).
+
+Content blocks are tracked by index: text deltas become ``TextDelta``, thinking deltas
+``ReasoningDelta`` (+ ``ReasoningSignature``), tool_use blocks ``ToolCallStarted`` /
+``ToolArgsDelta`` / ``ToolCallEnded`` keyed by block index. A pre-filled ``input`` on
+``content_block_start`` (some Anthropic-compatible upstreams) becomes the first argument
+fragment. ``message_delta`` usage is cumulative; ``event: error`` becomes ``Failed``, and
+so does EOF before ``message_stop``. What this module must not do: write client bytes.
+"""
+
+from __future__ import annotations
+
+from typing import Final, final
+
+import msgspec
+
+from apex.sse import SseEvent
+from apex.translate.neutral.errortypes import kind_from_upstream
+from apex.translate.neutral.parts import (
+    Ended,
+    Failed,
+    Finished,
+    Part,
+    ReasoningDelta,
+    ReasoningSignature,
+    Started,
+    TextDelta,
+    ToolArgsDelta,
+    ToolCallEnded,
+    ToolCallStarted,
+    UsageUpdated,
+)
+from apex.translate.neutral.reasons import finish_from_anthropic
+from apex.types import Usage
+from apex.wire.anthropic import StreamEvent, decode_stream_event
+from apex.translate.neutral.usage import usage_from_anthropic
+
+__all__ = ["AnthropicReader"]
+
+_EMPTY_INPUTS: Final = frozenset({b"", b"{}"})
+
+
+@final
+class AnthropicReader:
+    """One Anthropic stream's reader state."""
+
+    __slots__ = ("_ended", "_finished", "_started", "_tool_blocks", "_usage")
+
+    def __init__(self) -> None:
+        self._started = False
+        self._finished = False
+        self._ended = False
+        self._tool_blocks: set[int] = set()
+        self._usage: Usage | None = None
+
+    def feed(self, event: SseEvent) -> list[Part]:
+        """Parts for one upstream event."""
+        if self._ended:
+            return []
+        try:
+            ev = decode_stream_event(event.data)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            self._ended = True
+            return [Failed(f"upstream sent a malformed stream event: {exc}", "api_error")]
+        return self._dispatch(ev)
+
+    def finish(self) -> list[Part]:
+        """EOF: fine after ``message_stop``, a failure otherwise."""
+        if self._ended:
+            return []
+        self._ended = True
+        return [Failed("upstream stream ended before message_stop", "api_error")]
+
+    def _dispatch(self, ev: StreamEvent) -> list[Part]:
+        kind = ev.type
+        if kind == "content_block_delta":
+            return self._delta(ev)
+        if kind == "message_start":
+            self._started = True
+            out: list[Part] = [Started(ev.message.id if ev.message else "")]
+            if ev.message and ev.message.usage:
+                self._usage = usage_from_anthropic(ev.message.usage)
+                out.append(UsageUpdated(self._usage))
+            return out
+        if kind == "content_block_start":
+            return self._block_start(ev)
+        if kind == "content_block_stop":
+            if ev.index in self._tool_blocks:
+                return [ToolCallEnded(ev.index)]
+            return []
+        if kind == "message_delta":
+            out = []
+            if ev.usage is not None:
+                self._usage = usage_from_anthropic(ev.usage, self._usage)
+                out.append(UsageUpdated(self._usage))
+            if ev.delta is not None and ev.delta.stop_reason is not None and not self._finished:
+                self._finished = True
+                out.append(Finished(finish_from_anthropic(ev.delta.stop_reason), ev.delta.stop_sequence))
+            return out
+        if kind == "message_stop":
+            self._ended = True
+            return [Ended()]
+        if kind == "error":
+            self._ended = True
+            err = ev.error
+            err_type = err.type if err else None
+            message = (err.message if err else "") or "upstream stream error"
+            return [Failed(message, kind_from_upstream(err_type), err_type)]
+        return []  # ping and event types Apex does not know yet
+
+    def _block_start(self, ev: StreamEvent) -> list[Part]:
+        block = ev.content_block
+        if block is None:
+            return []
+        if block.type == "tool_use":
+            self._tool_blocks.add(ev.index)
+            out: list[Part] = [ToolCallStarted(ev.index, block.id or f"toolu_{ev.index}", block.name or "")]
+            if bytes(block.input).strip() not in _EMPTY_INPUTS:
+                out.append(ToolArgsDelta(ev.index, bytes(block.input).decode()))
+            return out
+        if block.type == "text" and block.text:
+            return [TextDelta(block.text)]
+        if block.type == "thinking" and block.thinking:
+            return [ReasoningDelta(block.thinking)]
+        return []
+
+    def _delta(self, ev: StreamEvent) -> list[Part]:
+        d = ev.delta
+        if d is None:
+            return []
+        if d.type == "text_delta" and d.text:
+            return [TextDelta(d.text)]
+        if d.type == "input_json_delta" and d.partial_json:
+            return [ToolArgsDelta(ev.index, d.partial_json)]
+        if d.type == "thinking_delta" and d.thinking:
+            return [ReasoningDelta(d.thinking)]
+        if d.type == "signature_delta" and d.signature:
+            return [ReasoningSignature(d.signature)]
+        return []

@@ -1,0 +1,131 @@
+"""OpenAI Chat (and compatible providers') stream -> neutral parts (2.4, 8.7.2, P3, P9, P20).
+
+Only choice 0 is read. Reasoning comes as ``reasoning_content`` (DeepSeek, Moonshot) or
+``reasoning`` (OpenRouter, Groq). Tool-call fragments are grouped by ``index`` (position
+in the array when absent); a fragment carrying a NEW id for an index that already has one
+starts a new call (Ollama reuses index 0). The first ``finish_reason`` is kept, repeats
+are ignored, and so is content after it. Usage may arrive on a ``choices: []`` chunk, on
+the finish chunk (DeepSeek) or under ``x_groq.usage``. Errors after HTTP 200 arrive as
+``data: {"error": ...}``, with or without ``event: error``, or as a normal chunk with a
+top-level ``error`` (OpenRouter): all become ``Failed``. EOF without ``[DONE]`` is a
+normal end when a finish_reason was seen (some providers omit ``[DONE]``), else a failure.
+What this module must not do: write client bytes.
+"""
+
+from __future__ import annotations
+
+from typing import final
+
+import msgspec
+
+from apex.sse import SseEvent
+from apex.translate.neutral.errortypes import kind_from_upstream
+from apex.translate.neutral.parts import (
+    Ended,
+    Failed,
+    Finished,
+    Part,
+    ReasoningDelta,
+    Started,
+    TextDelta,
+    ToolArgsDelta,
+    ToolCallStarted,
+    UsageUpdated,
+)
+from apex.translate.neutral.reasons import finish_from_openai, with_tools
+from apex.translate.neutral.usage import usage_from_openai
+from apex.wire.openai import ChatChunk, ErrorView, ToolCallDelta, decode_chunk
+
+__all__ = ["OpenAIChatReader"]
+
+
+@final
+class OpenAIChatReader:
+    """One OpenAI-compatible stream's reader state."""
+
+    __slots__ = ("_bound", "_ended", "_finished", "_next_key", "_started")
+
+    def __init__(self) -> None:
+        self._started = False
+        self._finished = False
+        self._ended = False
+        self._bound: dict[int, tuple[int, str]] = {}  # upstream index -> (key, id)
+        self._next_key = 0
+
+    def feed(self, event: SseEvent) -> list[Part]:
+        """Parts for one upstream event."""
+        if self._ended:
+            return []
+        if event.data.strip() == b"[DONE]":
+            self._ended = True
+            return [Ended()]
+        try:
+            chunk = decode_chunk(event.data)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            self._ended = True
+            return [Failed(f"upstream sent a malformed stream chunk: {exc}", "api_error")]
+        if chunk.error is not None or event.event == "error":
+            self._ended = True
+            return [_failure(chunk.error)]
+        return self._chunk(chunk)
+
+    def finish(self) -> list[Part]:
+        """EOF: normal after ``[DONE]`` or a finish_reason, a failure otherwise."""
+        if self._ended:
+            return []
+        self._ended = True
+        if self._finished:
+            return [Ended()]
+        return [Failed("upstream stream ended before it finished", "api_error")]
+
+    def _chunk(self, chunk: ChatChunk) -> list[Part]:
+        out: list[Part] = []
+        if not self._started:
+            self._started = True
+            out.append(Started(chunk.id))
+        for choice in chunk.choices:
+            if choice.index != 0:
+                continue
+            delta = choice.delta
+            if delta is not None and not self._finished:
+                reasoning = delta.reasoning_content or delta.reasoning
+                if reasoning:
+                    out.append(ReasoningDelta(reasoning))
+                if delta.content:
+                    out.append(TextDelta(delta.content))
+                if delta.refusal:
+                    out.append(TextDelta(delta.refusal))
+                if delta.tool_calls:
+                    for position, call in enumerate(delta.tool_calls):
+                        self._tool_call(position, call, out)
+            if choice.finish_reason is not None and not self._finished:
+                self._finished = True
+                out.append(Finished(with_tools(finish_from_openai(choice.finish_reason), bool(self._bound))))
+        usage = chunk.usage or (chunk.x_groq.usage if chunk.x_groq else None)
+        if usage is not None:
+            out.append(UsageUpdated(usage_from_openai(usage)))
+        return out
+
+    def _tool_call(self, position: int, call: ToolCallDelta, out: list[Part]) -> None:
+        index = call.index if call.index is not None else position
+        fn = call.function
+        bound = self._bound.get(index)
+        if bound is None or (call.id and call.id != bound[1]):
+            key = self._next_key
+            self._next_key += 1
+            call_id = call.id or f"call_{key}"
+            self._bound[index] = (key, call_id)
+            out.append(ToolCallStarted(key, call_id, (fn.name if fn else None) or ""))
+        else:
+            key = bound[0]
+        if fn is not None and fn.arguments:
+            out.append(ToolArgsDelta(key, fn.arguments))
+
+
+def _failure(error: ErrorView | None) -> Failed:
+    if error is None:
+        return Failed("upstream stream error", "api_error")
+    status = error.status_code if error.status_code is not None else (
+        error.code if isinstance(error.code, int) else None)
+    code = error.code if isinstance(error.code, str) else None
+    return Failed(error.message or "upstream stream error", kind_from_upstream(error.type, status), code)

@@ -1,0 +1,1 @@
+"""Client request -> upstream request building blocks shared by more than one direction."""

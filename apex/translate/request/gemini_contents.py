@@ -1,0 +1,217 @@
+"""Building blocks of a Gemini request shared by the OpenAI and Anthropic client directions.
+
+``TurnBuilder`` collects parts per role and merges adjacent same-role turns, dropping
+empty ones, which is most of what Gemini's turn-order validation needs (protocols.md 8.3,
+P25). The part constructors encode the rules of 8.3: function calls carry the thought
+signature Apex stored for that id (or the foreign placeholder), function results are keyed
+by NAME with an object response, data URLs become ``inlineData``, other URLs
+``fileData`` (translators do no I/O, so nothing is downloaded), tools are declared with
+``parametersJsonSchema`` (full JSON Schema, P18). ``request_body`` assembles and encodes
+the whole request from those pieces. What this module must not do: know either client
+dialect's wire shapes.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+from typing import Final
+
+import msgspec
+from msgspec import UNSET, UnsetType
+
+from apex.errors import InvalidRequest
+from apex.translate.neutral.signatures import SignatureStore
+from apex.wire.gemini import (
+    Blob,
+    Content,
+    FileData,
+    FunctionCall,
+    FunctionCallingConfig,
+    FunctionDeclaration,
+    FunctionResponse,
+    GenerateContentRequest,
+    GenerationConfig,
+    Part,
+    ThinkingConfig,
+    Tool,
+    ToolConfig,
+    encode,
+)
+
+__all__ = [
+    "EFFORT_BUDGETS",
+    "TurnBuilder",
+    "arguments_object",
+    "called_name",
+    "declaration",
+    "declare_tools",
+    "function_call_part",
+    "function_response_part",
+    "generation_config",
+    "media_part",
+    "present",
+    "request_body",
+    "text_part",
+    "thinking_for_budget",
+    "tool_config",
+]
+
+# reasoning_effort -> thinkingBudget (Gemini 2.5 ranges; Gemini 3 maps budgets to levels).
+EFFORT_BUDGETS: Final[dict[str, int]] = {"minimal": 512, "low": 1024, "medium": 8192, "high": 24576, "xhigh": 32768}
+_EMPTY_OBJECT: Final = msgspec.Raw(b"{}")
+_ENCODER: Final = msgspec.json.Encoder()
+
+
+class TurnBuilder:
+    """Accumulates ``contents``; adjacent parts of the same role land in one turn."""
+
+    __slots__ = ("_turns",)
+
+    def __init__(self) -> None:
+        self._turns: list[Content] = []
+
+    def add(self, role: str, parts: list[Part]) -> None:
+        """Append parts to the conversation under ``role`` ("user" or "model")."""
+        if not parts:
+            return
+        turns = self._turns
+        if turns and turns[-1].role == role:
+            turns[-1].parts.extend(parts)
+        else:
+            turns.append(Content(parts=list(parts), role=role))
+
+    def build(self) -> list[Content]:
+        """The contents array; raises InvalidRequest when nothing is left to send."""
+        if not self._turns:
+            raise InvalidRequest("the conversation has no content Gemini can accept", param="messages")
+        return self._turns
+
+
+def present(raw: msgspec.Raw | UnsetType) -> msgspec.Raw | None:
+    """Opaque JSON from a client field, or None when the field was absent or null.
+
+    (msgspec cannot decode ``Raw | None``, so view structs use ``Raw | UnsetType``.)"""
+    if isinstance(raw, UnsetType) or bytes(raw).strip() == b"null":
+        return None
+    return raw
+
+
+def text_part(text: str) -> Part | None:
+    """A text part, or None for empty text (Gemini rejects empty parts)."""
+    return Part(text=text) if text else None
+
+
+def arguments_object(arguments: str) -> msgspec.Raw:
+    """Tool-call arguments (a JSON string from the client) as a JSON object for ``args``.
+
+    ``""`` becomes ``{}`` (P4); JSON that is not an object is wrapped as ``{"_raw": ...}``
+    because Gemini only takes objects and the model should still see what was sent.
+    """
+    if not arguments.strip():
+        return _EMPTY_OBJECT
+    try:
+        value = msgspec.json.decode(arguments)
+    except msgspec.DecodeError:
+        return msgspec.Raw(_ENCODER.encode({"_raw": arguments}))
+    if isinstance(value, dict):
+        return msgspec.Raw(arguments.encode())
+    return msgspec.Raw(_ENCODER.encode({"_raw": value}))
+
+
+def function_call_part(call_id: str, name: str, args: msgspec.Raw, signatures: SignatureStore) -> Part:
+    """A model-turn functionCall part with the thought signature known for ``call_id``."""
+    signature = signatures.signature_for(call_id)
+    return Part(
+        function_call=FunctionCall(name=name, args=args),
+        thought_signature=UNSET if signature is None else signature,
+    )
+
+
+def function_response_part(name: str, output: str, *, is_error: bool = False) -> Part:
+    """A functionResponse part; the text result is wrapped in an object (8.3)."""
+    key = "error" if is_error else "output"
+    return Part(function_response=FunctionResponse(name=name, response=msgspec.Raw(_ENCODER.encode({key: output}))))
+
+
+def media_part(url: str, mime_type: str | None = None) -> Part:
+    """An image/file part from a data URL (inlined) or any other URL (by reference)."""
+    if url.startswith("data:"):
+        header, sep, data = url.partition(",")
+        if not sep or ";base64" not in header:
+            raise InvalidRequest("only base64 data URLs are supported", param="messages")
+        return Part(inline_data=Blob(mime_type=header[5:].split(";", 1)[0] or "application/octet-stream", data=data))
+    guessed = mime_type or mimetypes.guess_type(url.split("?", 1)[0])[0]
+    return Part(file_data=FileData(file_uri=url, mime_type=guessed if guessed else UNSET))
+
+
+def declare_tools(declarations: list[FunctionDeclaration]) -> list[Tool] | None:
+    """The ``tools`` array for some function declarations, or None when there are none."""
+    return [Tool(function_declarations=declarations)] if declarations else None
+
+
+def thinking_for_budget(budget: int) -> ThinkingConfig:
+    """A thinkingConfig that asks for ``budget`` thinking tokens and the thoughts back."""
+    return ThinkingConfig(thinking_budget=budget, include_thoughts=True)
+
+
+def called_name(call_id: str, names: dict[str, str], signatures: SignatureStore) -> str | None:
+    """The function name a tool result answers: from the history, else from the store."""
+    name = names.get(call_id)
+    if name is None:
+        record = signatures.recall(call_id)
+        name = record.name if record is not None else None
+    return name
+
+
+def declaration(name: str, description: str | None, schema: msgspec.Raw | UnsetType) -> FunctionDeclaration:
+    """A function declaration; the parameters schema goes in as ``parametersJsonSchema``."""
+    decl = FunctionDeclaration(name=name)
+    if description:
+        decl.description = description
+    parameters = present(schema)
+    if parameters is not None:
+        decl.parameters_json_schema = parameters
+    return decl
+
+
+def tool_config(mode: str, allowed: str | None = None) -> ToolConfig:
+    """A toolConfig in ``mode`` (AUTO/ANY/NONE), restricted to one function when named."""
+    cfg = FunctionCallingConfig(mode=mode)
+    if allowed:
+        cfg.allowed_function_names = [allowed]
+    return ToolConfig(function_calling_config=cfg)
+
+
+def generation_config(
+    max_tokens: int | None, stop: list[str] | None, temperature: float | None, top_p: float | None
+) -> GenerationConfig:
+    """The generationConfig fields both client dialects have; callers add the rest."""
+    cfg = GenerationConfig()
+    if max_tokens is not None:
+        cfg.max_output_tokens = max_tokens
+    if stop:
+        cfg.stop_sequences = stop[:5]  # Gemini's limit
+    if temperature is not None:
+        cfg.temperature = temperature
+    if top_p is not None:
+        cfg.top_p = top_p
+    return cfg
+
+
+def request_body(
+    contents: list[Content],
+    system: list[Part],
+    declarations: list[FunctionDeclaration],
+    tools_config: ToolConfig | None,
+    generation: GenerationConfig,
+) -> bytes:
+    """The encoded GenerateContentRequest (no model, no stream flag: both go in the URL)."""
+    out = GenerateContentRequest(contents=contents, generation_config=generation)
+    if system:
+        out.system_instruction = Content(parts=system)
+    tools = declare_tools(declarations)
+    if tools:
+        out.tools = tools
+    if tools_config is not None:
+        out.tool_config = tools_config
+    return encode(out)

@@ -1,0 +1,167 @@
+"""OpenAI Responses request -> OpenAI Chat request (protocols.md 8.8, P22); a pure dict map.
+
+Used directly for Chat upstreams and composed with ``openai_to_anthropic_request`` for
+Anthropic upstreams. Decisions: ``instructions`` and system/developer items -> ``system``
+messages; consecutive ``function_call`` items (and a preceding assistant message item)
+-> ONE assistant message with ``tool_calls`` whose ids are the ``call_id``s;
+``function_call_output`` -> ``tool`` message; ``reasoning`` items are dropped; flat
+function tools are nested; built-in tools, ``previous_response_id`` (Apex keeps no
+conversation store) and unknown item types -> InvalidRequest; ``text.format`` ->
+``response_format``; ``reasoning.effort`` -> ``reasoning_effort``; streams ask for usage.
+The request settings a Response echoes are saved in ``ctx.extras[ECHO_KEY]``.
+What this module must not do: any I/O.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from apex.errors import InvalidRequest
+from apex.translate.directions.anthropic_to_openai import max_tokens_field
+from apex.translate.base import TranslateContext
+from apex.translate.write.responses import ECHO_KEY
+
+__all__ = ["responses_to_chat_request"]
+
+Json = dict[str, object]
+_ECHOED: Final = ("instructions", "max_output_tokens", "parallel_tool_calls", "reasoning",
+                  "temperature", "text", "tool_choice", "tools", "top_p", "metadata")
+_ROLE: Final[dict[str, str]] = {"user": "user", "assistant": "assistant", "system": "system",
+                                "developer": "system"}
+
+
+def responses_to_chat_request(req: Json, ctx: TranslateContext) -> Json:
+    """A decoded Responses request -> a Chat Completions request (dict)."""
+    if req.get("previous_response_id"):
+        raise InvalidRequest("previous_response_id is not supported for this model's upstream; "
+                             "send the whole conversation in 'input'", param="previous_response_id")
+    ctx.extras[ECHO_KEY] = {k: req[k] for k in _ECHOED if k in req}
+    messages: list[Json] = []
+    instructions = req.get("instructions")
+    if isinstance(instructions, str) and instructions:
+        messages.append({"role": "system", "content": instructions})
+    items = req.get("input")
+    if isinstance(items, str):
+        messages.append({"role": "user", "content": items})
+    elif isinstance(items, list):
+        for i, item in enumerate(items):
+            _convert_item(item, f"input[{i}]", messages)
+    else:
+        raise InvalidRequest("'input' must be a string or an array", param="input")
+    out: Json = {"model": ctx.upstream_model, "messages": messages}
+    if isinstance(req.get("max_output_tokens"), int):
+        out[max_tokens_field(ctx)] = req["max_output_tokens"]
+    tools = req.get("tools")
+    if isinstance(tools, list) and tools:
+        out["tools"] = [_convert_tool(t) for t in tools]
+    choice = req.get("tool_choice")
+    if isinstance(choice, str):
+        out["tool_choice"] = choice
+    elif isinstance(choice, dict):
+        if choice.get("type") != "function":
+            raise InvalidRequest("only function tool_choice is supported for this upstream", param="tool_choice")
+        out["tool_choice"] = {"type": "function", "function": {"name": choice.get("name")}}
+    for key in ("parallel_tool_calls", "temperature", "top_p", "user"):
+        if key in req and req[key] is not None:
+            out[key] = req[key]
+    text = req.get("text")
+    fmt = text.get("format") if isinstance(text, dict) else None
+    if isinstance(fmt, dict):
+        if fmt.get("type") == "json_schema":
+            spec = {k: fmt[k] for k in ("name", "schema", "strict", "description") if k in fmt}
+            out["response_format"] = {"type": "json_schema", "json_schema": spec}
+        elif fmt.get("type") == "json_object":
+            out["response_format"] = {"type": "json_object"}
+    reasoning = req.get("reasoning")
+    if isinstance(reasoning, dict) and isinstance(reasoning.get("effort"), str):
+        out["reasoning_effort"] = reasoning["effort"]
+    if req.get("stream"):
+        out["stream"] = True
+        out["stream_options"] = {"include_usage": True}
+    return out
+
+
+def _convert_item(item: object, where: str, messages: list[Json]) -> None:
+    if not isinstance(item, dict):
+        raise InvalidRequest(f"{where} must be an object", param="input")
+    kind = item.get("type", "message")
+    if kind == "message":
+        role = item.get("role")
+        if not isinstance(role, str) or role not in _ROLE:
+            raise InvalidRequest(f"{where}: unknown role {role!r}", param="input")
+        messages.append({"role": _ROLE[role], "content": _content(item.get("content"), where)})
+    elif kind == "function_call":
+        call = {"id": item.get("call_id"), "type": "function",
+                "function": {"name": item.get("name"), "arguments": item.get("arguments") or "{}"}}
+        last = messages[-1] if messages else None
+        if last is not None and last["role"] == "assistant":
+            calls = last.setdefault("tool_calls", [])
+            assert isinstance(calls, list)
+            calls.append(call)
+            if last.get("content") == "":
+                last["content"] = None
+        else:
+            messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
+    elif kind == "function_call_output":
+        output = item.get("output")
+        text = output if isinstance(output, str) else _text_only(output, where)
+        messages.append({"role": "tool", "tool_call_id": item.get("call_id"), "content": text})
+    elif kind == "reasoning":
+        return  # no Chat form; the upstream reasons afresh
+    else:
+        raise InvalidRequest(f"{where}: input item type {kind!r} is not supported for this upstream",
+                             param="input")
+
+
+def _content(content: object, where: str) -> object:
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, list):
+        raise InvalidRequest(f"{where}.content must be a string or an array", param="input")
+    parts: list[Json] = []
+    for part in content:
+        if not isinstance(part, dict):
+            raise InvalidRequest(f"{where}: content parts must be objects", param="input")
+        kind = part.get("type")
+        if kind in ("input_text", "output_text", "text"):
+            parts.append({"type": "text", "text": part.get("text", "")})
+        elif kind == "refusal":
+            parts.append({"type": "text", "text": part.get("refusal", "")})
+        elif kind == "input_image":
+            url = part.get("image_url")
+            if not isinstance(url, str):
+                raise InvalidRequest(f"{where}: input_image needs an image_url (file_id is not supported)",
+                                     param="input")
+            image: Json = {"url": url}
+            if isinstance(part.get("detail"), str):
+                image["detail"] = part["detail"]
+            parts.append({"type": "image_url", "image_url": image})
+        elif kind == "input_file":
+            data = part.get("file_data")
+            if not isinstance(data, str):
+                raise InvalidRequest(f"{where}: input_file needs inline file_data", param="input")
+            parts.append({"type": "file", "file": {"file_data": data, "filename": part.get("filename", "file")}})
+        else:
+            raise InvalidRequest(f"{where}: content part {kind!r} is not supported", param="input")
+    if all(p["type"] == "text" for p in parts):
+        return "".join(str(p["text"]) for p in parts)
+    return parts
+
+
+def _text_only(content: object, where: str) -> str:
+    value = _content(content, where)
+    if not isinstance(value, str):
+        raise InvalidRequest(f"{where}: function_call_output must be text", param="input")
+    return value
+
+
+def _convert_tool(tool: object) -> Json:
+    if not isinstance(tool, dict) or tool.get("type") != "function":
+        kind = tool.get("type") if isinstance(tool, dict) else None
+        raise InvalidRequest(f"built-in tool {kind!r} is not supported for this upstream", param="tools")
+    fn: Json = {"name": tool.get("name"),
+                "parameters": tool.get("parameters") or {"type": "object", "properties": {}}}
+    for key in ("description", "strict"):
+        if tool.get(key) is not None:
+            fn[key] = tool[key]
+    return {"type": "function", "function": fn}

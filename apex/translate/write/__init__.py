@@ -1,0 +1,1 @@
+"""Neutral -> client dialect: one writer per client family (parts -> SSE bytes, ``Reply`` -> body)."""

@@ -1,0 +1,256 @@
+"""Neutral parts -> OpenAI Responses API events for a Responses client (8.7.3, P22).
+
+Every event is ``event: <type>`` + data with the same ``type`` and ``sequence_number``
+counting from 0; there is no ``[DONE]``. Items get ids derived from the response id
+(``msg_``, ``fc_``, ``rs_`` + stem + output index) and ``output_index`` in order of
+appearance. Text goes to a ``message`` item (one ``output_text`` part), reasoning to a
+``reasoning`` item as summary text, each tool call to a ``function_call`` item whose
+``call_id`` is the upstream call id. A text or reasoning item closes when another item
+starts; function-call items close when the upstream ends the call or at the finish, so
+interleaved argument fragments still land on the right item. The stream ends with
+``response.completed`` (or ``response.incomplete`` for length / content filter) carrying
+the whole response and usage; a failure ends it with ``response.failed`` carrying
+``error: {code, message}`` (code from the API's closed set: ``server_error``,
+``rate_limit_exceeded``, ``invalid_prompt``). What this module must not do: read upstream formats.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Final, final
+
+import msgspec
+
+from apex.sse import encode_event
+from apex.translate.base import TranslateContext
+from apex.translate.neutral.clientids import created_at, id_stem
+from apex.translate.neutral.errortypes import responses_error_code
+from apex.translate.neutral.parts import (
+    Ended,
+    Failed,
+    Finished,
+    Part,
+    ReasoningDelta,
+    Started,
+    TextDelta,
+    ToolArgsDelta,
+    ToolCallEnded,
+    ToolCallStarted,
+    UsageUpdated,
+)
+from apex.translate.neutral.reasons import Finish, responses_status
+from apex.translate.neutral.toolids import arguments_text
+from apex.translate.neutral.usage import responses_usage_body
+
+__all__ = ["ResponsesWriter", "response_object"]
+
+_ENCODER: Final = msgspec.json.Encoder()
+ECHO_KEY: Final = "responses_echo"  # ctx.extras key: request settings a response echoes
+
+
+def response_object(ctx: TranslateContext, response_id: str, status: str, created: int,
+                    output: list[dict[str, object]], usage: dict[str, object] | None,
+                    error: dict[str, object] | None = None,
+                    incomplete_reason: str | None = None) -> dict[str, object]:
+    """A Responses ``response`` object with the request's echoed settings."""
+    body: dict[str, object] = {
+        "id": response_id, "object": "response", "created_at": created, "status": status,
+        "error": error,
+        "incomplete_details": {"reason": incomplete_reason} if incomplete_reason else None,
+        "instructions": None, "max_output_tokens": None, "model": ctx.client_model,
+        "output": output, "parallel_tool_calls": True, "previous_response_id": None,
+        "reasoning": {"effort": None, "summary": None}, "store": False,
+        "temperature": None, "text": {"format": {"type": "text"}}, "tool_choice": "auto",
+        "tools": [], "top_p": None, "truncation": "disabled", "usage": usage,
+        "metadata": {},
+    }
+    echo = ctx.extras.get(ECHO_KEY)
+    if isinstance(echo, dict):
+        body.update({k: v for k, v in echo.items() if k in body})
+    return body
+
+
+@dataclass(slots=True)
+class _Item:
+    kind: str            # "message" | "reasoning" | "function_call"
+    item_id: str
+    output_index: int
+    text: list[str] = field(default_factory=list)
+    call_id: str = ""
+    name: str = ""
+    done: bool = False
+
+
+@final
+class ResponsesWriter:
+    """One Responses client stream's writer state."""
+
+    __slots__ = ("_created", "_ctx", "_done", "_finish", "_items", "_open", "_resp_id",
+                 "_seq", "_started", "_stem", "_tools", "_usage")
+
+    def __init__(self, ctx: TranslateContext) -> None:
+        self._ctx = ctx
+        self._created = created_at(ctx)
+        self._seq = 0
+        self._started = False
+        self._done = False
+        self._stem = ""
+        self._resp_id = ""
+        self._items: list[_Item] = []
+        self._open: _Item | None = None          # open message or reasoning item
+        self._tools: dict[int, _Item] = {}       # part key -> function_call item
+        self._finish: Finish | None = None
+        self._usage = ctx.usage
+
+    @property
+    def done(self) -> bool:
+        """True after the terminal event."""
+        return self._done
+
+    def write(self, part: Part) -> list[bytes]:
+        """Client events for one part."""
+        if self._done:
+            return []
+        out: list[bytes] = []
+        if not self._started:
+            self._start(part.upstream_id if isinstance(part, Started) else "", out)
+        if isinstance(part, TextDelta):
+            if part.text and self._finish is None:
+                item = self._ensure_open("message", out)
+                item.text.append(part.text)
+                out.append(self._event("response.output_text.delta", {
+                    "item_id": item.item_id, "output_index": item.output_index,
+                    "content_index": 0, "delta": part.text, "logprobs": []}))
+        elif isinstance(part, ReasoningDelta):
+            if part.text and self._finish is None:
+                item = self._ensure_open("reasoning", out)
+                item.text.append(part.text)
+                out.append(self._event("response.reasoning_summary_text.delta", {
+                    "item_id": item.item_id, "output_index": item.output_index,
+                    "summary_index": 0, "delta": part.text}))
+        elif isinstance(part, ToolCallStarted):
+            if self._finish is None and part.key not in self._tools:
+                self._close_open(out)
+                item = self._new_item("function_call", "fc")
+                item.call_id, item.name = part.call_id, part.name
+                self._tools[part.key] = item
+                out.append(self._event("response.output_item.added", {
+                    "output_index": item.output_index, "item": self._item_body(item, "in_progress")}))
+        elif isinstance(part, ToolArgsDelta):
+            item_or_none = self._tools.get(part.key)
+            if item_or_none is not None and not item_or_none.done and part.fragment:
+                item_or_none.text.append(part.fragment)
+                out.append(self._event("response.function_call_arguments.delta", {
+                    "item_id": item_or_none.item_id, "output_index": item_or_none.output_index,
+                    "delta": part.fragment}))
+        elif isinstance(part, ToolCallEnded):
+            tool = self._tools.get(part.key)
+            if tool is not None:
+                self._close_item(tool, out)
+        elif isinstance(part, UsageUpdated):
+            self._usage = part.usage
+            self._ctx.usage = part.usage
+        elif isinstance(part, Finished):
+            if self._finish is None:
+                self._finish = part.reason
+        elif isinstance(part, Ended):
+            self._close_all(out)
+            status, reason = responses_status(self._finish or Finish.STOP)
+            usage = responses_usage_body(self._usage) if self._usage is not None else None
+            name = "response.completed" if status == "completed" else "response.incomplete"
+            out.append(self._event(name, {"response": self._response(status, usage, None, reason)}))
+            self._done = True
+        elif isinstance(part, Failed):
+            self._close_all(out)
+            error: dict[str, object] = {"code": responses_error_code(part.kind), "message": part.message}
+            usage = responses_usage_body(self._usage) if self._usage is not None else None
+            out.append(self._event("response.failed", {"response": self._response("failed", usage, error)}))
+            self._done = True
+        return out
+
+    def _start(self, upstream_id: str, out: list[bytes]) -> None:
+        self._started = True
+        self._stem = id_stem(upstream_id, self._ctx)
+        self._resp_id = "resp_" + self._stem
+        skeleton = self._response("in_progress", None, None)
+        out.append(self._event("response.created", {"response": skeleton}))
+        out.append(self._event("response.in_progress", {"response": skeleton}))
+
+    def _response(self, status: str, usage: dict[str, object] | None,
+                  error: dict[str, object] | None, reason: str | None = None) -> dict[str, object]:
+        output = [self._item_body(i, "completed" if status != "in_progress" else "in_progress")
+                  for i in self._items] if status != "in_progress" else []
+        return response_object(self._ctx, self._resp_id, status, self._created, output, usage, error, reason)
+
+    def _event(self, name: str, body: dict[str, object]) -> bytes:
+        data = {"type": name, "sequence_number": self._seq, **body}
+        self._seq += 1
+        return encode_event(_ENCODER.encode(data), name)
+
+    def _new_item(self, kind: str, prefix: str) -> _Item:
+        index = len(self._items)
+        item = _Item(kind, f"{prefix}_{self._stem}_{index}", index)
+        self._items.append(item)
+        return item
+
+    def _ensure_open(self, kind: str, out: list[bytes]) -> _Item:
+        if self._open is not None and self._open.kind == kind:
+            return self._open
+        self._close_open(out)
+        item = self._new_item(kind, "msg" if kind == "message" else "rs")
+        self._open = item
+        out.append(self._event("response.output_item.added", {
+            "output_index": item.output_index, "item": self._item_body(item, "in_progress")}))
+        if kind == "message":
+            out.append(self._event("response.content_part.added", {
+                "item_id": item.item_id, "output_index": item.output_index, "content_index": 0,
+                "part": {"type": "output_text", "annotations": [], "logprobs": [], "text": ""}}))
+        else:
+            out.append(self._event("response.reasoning_summary_part.added", {
+                "item_id": item.item_id, "output_index": item.output_index, "summary_index": 0,
+                "part": {"type": "summary_text", "text": ""}}))
+        return item
+
+    def _close_open(self, out: list[bytes]) -> None:
+        if self._open is not None:
+            self._close_item(self._open, out)
+            self._open = None
+
+    def _close_all(self, out: list[bytes]) -> None:
+        self._close_open(out)
+        for item in self._tools.values():
+            self._close_item(item, out)
+
+    def _close_item(self, item: _Item, out: list[bytes]) -> None:
+        if item.done:
+            return
+        item.done = True
+        text = "".join(item.text)
+        where = {"item_id": item.item_id, "output_index": item.output_index}
+        if item.kind == "message":
+            part = {"type": "output_text", "annotations": [], "logprobs": [], "text": text}
+            out.append(self._event("response.output_text.done",
+                                   {**where, "content_index": 0, "text": text, "logprobs": []}))
+            out.append(self._event("response.content_part.done", {**where, "content_index": 0, "part": part}))
+        elif item.kind == "reasoning":
+            out.append(self._event("response.reasoning_summary_text.done", {**where, "summary_index": 0, "text": text}))
+            out.append(self._event("response.reasoning_summary_part.done", {
+                **where, "summary_index": 0, "part": {"type": "summary_text", "text": text}}))
+        else:
+            out.append(self._event("response.function_call_arguments.done",
+                                   {**where, "arguments": arguments_text(text)}))
+        out.append(self._event("response.output_item.done", {
+            "output_index": item.output_index, "item": self._item_body(item, "completed")}))
+
+    @staticmethod
+    def _item_body(item: _Item, status: str) -> dict[str, object]:
+        text = "".join(item.text)
+        if item.kind == "message":
+            content = [{"type": "output_text", "annotations": [], "logprobs": [], "text": text}] if status == "completed" else []
+            return {"id": item.item_id, "type": "message", "status": status, "role": "assistant", "content": content}
+        if item.kind == "reasoning":
+            summary = [{"type": "summary_text", "text": text}] if status == "completed" else []
+            return {"id": item.item_id, "type": "reasoning", "summary": summary}
+        args = arguments_text(text) if status == "completed" else ""
+        return {"id": item.item_id, "type": "function_call", "status": status, "arguments": args,
+                "call_id": item.call_id, "name": item.name}

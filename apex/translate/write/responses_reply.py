@@ -1,0 +1,46 @@
+"""``Reply`` -> OpenAI Responses ``response`` object (8.8, P22).
+
+Output items in order: a ``reasoning`` item (summary text) when there was reasoning, one
+``message`` item with one ``output_text`` part when there was text, a ``refusal`` part for
+a refusal, then one ``function_call`` item per tool call (``id: fc_...``, ``call_id`` =
+the upstream call id). Status follows 8.5 (length / content filter -> ``incomplete``).
+What this module must not do: parse upstream bodies.
+"""
+
+from __future__ import annotations
+
+from apex.translate.base import TranslateContext
+from apex.translate.neutral.clientids import created_at, id_stem
+from apex.translate.neutral.parts import Reply, ReplyReasoning, ReplyText, ReplyToolCall
+from apex.translate.neutral.reasons import responses_status
+from apex.translate.write.responses import response_object
+from apex.translate.neutral.toolids import arguments_text
+from apex.translate.neutral.usage import responses_usage_body
+
+__all__ = ["responses_body"]
+
+
+def responses_body(reply: Reply, ctx: TranslateContext) -> dict[str, object]:
+    """Reply -> Responses ``response`` object."""
+    stem = id_stem(reply.upstream_id, ctx)
+    output: list[dict[str, object]] = []
+    reasoning = "".join(p.text for p in reply.parts if isinstance(p, ReplyReasoning))
+    if reasoning:
+        output.append({"id": f"rs_{stem}_{len(output)}", "type": "reasoning",
+                       "summary": [{"type": "summary_text", "text": reasoning}]})
+    text = "".join(p.text for p in reply.parts if isinstance(p, ReplyText))
+    content: list[dict[str, object]] = []
+    if text:
+        content.append({"type": "output_text", "annotations": [], "logprobs": [], "text": text})
+    if reply.refusal:
+        content.append({"type": "refusal", "refusal": reply.refusal})
+    if content:
+        output.append({"id": f"msg_{stem}_{len(output)}", "type": "message", "status": "completed",
+                       "role": "assistant", "content": content})
+    for call in (p for p in reply.parts if isinstance(p, ReplyToolCall)):
+        output.append({"id": f"fc_{stem}_{len(output)}", "type": "function_call", "status": "completed",
+                       "arguments": arguments_text(call.arguments), "call_id": call.call_id,
+                       "name": call.name})
+    status, reason = responses_status(reply.finish)
+    usage = responses_usage_body(reply.usage) if reply.usage is not None else None
+    return response_object(ctx, "resp_" + stem, status, created_at(ctx), output, usage, None, reason)

@@ -1,0 +1,153 @@
+"""The upstream reply seam and the boundary that maps transport failures to ApexError.
+
+An upstream reply is anything with the small subset of an HTTP response the
+pipeline uses (``status``, ``headers``, ``content_type``, ``read()``,
+``content.readany()``, ``release()``, ``close()``), so the in-process mock provider and
+real HTTP upstreams go through the same code. Error bodies are classified by status and
+by their decoded JSON, never by matching message text. Reply implementations:
+``apex.upstream.http.HttpReply`` (real upstreams) and ``apex.upstream.mock.MockReply``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Final, Protocol
+
+import msgspec
+
+from apex.errors import UpstreamConnectionError, UpstreamError, UpstreamMalformed, UpstreamStatus, UpstreamTimeout
+from apex.upstream.http import HttpClientError, InvalidResponse, ServerDisconnected
+
+__all__ = [
+    "TRANSPORT_ERRORS",
+    "ReplyBody",
+    "UpstreamReply",
+    "map_transport_errors",
+    "transport_error",
+    "upstream_status_error",
+]
+
+
+class ReplyBody(Protocol):
+    async def readany(self) -> bytes: ...
+
+
+class UpstreamReply(Protocol):
+    status: int
+
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+
+    @property
+    def content_type(self) -> str: ...
+
+    @property
+    def content(self) -> ReplyBody: ...
+
+    async def read(self) -> bytes: ...
+
+    def release(self) -> object: ...
+
+    def close(self) -> None: ...
+
+
+def transport_error(channel: str, exc: BaseException) -> UpstreamError:
+    """The UpstreamError for a socket/HTTP failure or timeout talking to ``channel``."""
+    if isinstance(exc, asyncio.TimeoutError):
+        return UpstreamTimeout(f"upstream channel {channel} timed out", channel=channel)
+    if isinstance(exc, InvalidResponse):  # reached, but what came back is not HTTP: a malformed answer
+        return UpstreamMalformed(
+            f"upstream channel {channel} sent an invalid HTTP response: {exc}", channel=channel
+        )
+    if isinstance(exc, ServerDisconnected):  # it was reached: say what went wrong instead
+        return UpstreamConnectionError(f"upstream channel {channel} dropped the connection: {exc}", channel=channel)
+    return UpstreamConnectionError(f"cannot reach upstream channel {channel}: {type(exc).__name__}", channel=channel)
+
+
+TRANSPORT_ERRORS: Final = (asyncio.TimeoutError, HttpClientError, OSError)
+
+
+@contextmanager
+def map_transport_errors(channel: str) -> Iterator[None]:
+    """Turn socket/HTTP failures inside the block into UpstreamError subclasses."""
+    try:
+        yield
+    except TRANSPORT_ERRORS as exc:
+        raise transport_error(channel, exc) from exc
+
+
+class _OpenAIErrorBody(msgspec.Struct):
+    message: str | None = None
+    type: str | None = None
+    code: str | int | None = None
+    status: str | None = None  # Gemini
+    details: list[dict[str, object]] | None = None  # Gemini
+
+
+class _ErrorEnvelope(msgspec.Struct):
+    error: _OpenAIErrorBody | str | None = None
+    detail: object = None  # Jina / FastAPI
+    message: str | None = None
+
+
+_ENVELOPE = msgspec.json.Decoder(_ErrorEnvelope)
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds from a delta-seconds Retry-After header (HTTP dates are treated as absent)."""
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        return None
+    return seconds if seconds >= 0 else None
+
+
+def upstream_status_error(
+    channel: str, family: str, status: int, body: bytes, headers: Mapping[str, str], retry_on: frozenset[int]
+) -> UpstreamStatus:
+    """Classify a non-2xx upstream answer: its message and type, and whether to fail over.
+
+    401/403 mean the channel's own key was refused, so they fail over too. Gemini reports
+    a bad key as 400 INVALID_ARGUMENT with reason API_KEY_INVALID: that is a 401.
+    """
+    message = ""
+    upstream_type: str | None = None
+    code: str | None = None
+    effective = status
+    try:
+        env = _ENVELOPE.decode(body)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        env = None
+    if env is not None:
+        err = env.error
+        if isinstance(err, _OpenAIErrorBody):
+            message = err.message or ""
+            upstream_type = err.type or err.status
+            code = None if err.code is None else str(err.code)
+            if family == "gemini" and status == 400 and err.details and any(d.get("reason") == "API_KEY_INVALID" for d in err.details):
+                effective = 401
+        elif isinstance(err, str):
+            message = err
+        elif env.detail is not None:
+            message = env.detail if isinstance(env.detail, str) else msgspec.json.encode(env.detail).decode()
+        elif env.message:
+            message = env.message
+    if not message:
+        message = f"upstream returned HTTP {status}"
+    message = f"{message} (channel {channel})" if family != "mock" else message
+    retryable = effective in retry_on or effective in (401, 403)
+    return UpstreamStatus(
+        effective,
+        message,
+        channel=channel,
+        body=body,
+        upstream_type=upstream_type,
+        upstream_dialect=family,
+        retryable=retryable,
+        retry_after=parse_retry_after(headers.get("Retry-After")),
+        code=code,
+    )

@@ -1,0 +1,215 @@
+"""A config channel compiled for the request path: one UpstreamPlan per client dialect.
+
+Everything that depends only on the config is decided here, once: which upstream dialect
+serves each client dialect (native or translated), the URL, the prebuilt headers (provider
+auth, preset and channel headers), the translator, the model map and the timeouts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+from urllib.parse import quote
+
+from apex import __version__
+from apex.config.model import Channel, GlobalConfig
+from apex.errors import ConfigError, InvalidRequest, Secrets, secrets_of
+from apex.upstream.http import encode_header_fields
+from apex.upstream.presets import ANTHROPIC_VERSION, PRESETS, ProviderPreset
+from apex.routing.match import ModelMap, PatternSet
+from apex.translate import Translator, find_translator
+from apex.types import Dialect
+
+__all__ = ["ChannelTimeouts", "CompiledChannel", "UpstreamPlan", "compile_channel"]
+
+USER_AGENT: Final = f"apex/{__version__}"
+
+_PATHS: Final[dict[Dialect, str]] = {
+    Dialect.OPENAI_CHAT: "/chat/completions",
+    Dialect.OPENAI_RESPONSES: "/responses",
+    Dialect.OPENAI_EMBEDDINGS: "/embeddings",
+    Dialect.ANTHROPIC_MESSAGES: "/v1/messages",
+    Dialect.ANTHROPIC_COUNT_TOKENS: "/v1/messages/count_tokens",
+}
+
+# Which upstream dialects can serve a client dialect through a translator, in preference order.
+_TRANSLATED: Final[dict[Dialect, tuple[Dialect, ...]]] = {
+    Dialect.OPENAI_CHAT: (Dialect.ANTHROPIC_MESSAGES, Dialect.GEMINI_GENERATE),
+    Dialect.ANTHROPIC_MESSAGES: (Dialect.OPENAI_CHAT, Dialect.GEMINI_GENERATE),
+    Dialect.OPENAI_RESPONSES: (Dialect.OPENAI_CHAT, Dialect.ANTHROPIC_MESSAGES, Dialect.GEMINI_GENERATE),
+    Dialect.OPENAI_EMBEDDINGS: (Dialect.GEMINI_EMBED,),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelTimeouts:
+    """Seconds. The upstream pool enforces ``connect``; the pipeline the others."""
+
+    connect: float
+    request: float
+    first_byte: float
+    stream_idle: float
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamPlan:
+    """How one client dialect reaches this channel."""
+
+    client: Dialect
+    upstream: Dialect
+    family: str                  # error/usage shape of the upstream: openai | anthropic | gemini | mock
+    url: str                     # for Gemini: the prefix before ':method'
+    headers: dict[str, str]      # prebuilt (Host and Content-Length are added per request)
+    translator: Translator | None
+    forward_anthropic_headers: bool
+    add_stream_usage: bool        # OpenAI chat passthrough: ask for include_usage upstream
+    fix_embedding_encoding: bool  # upstream may not honour encoding_format=base64
+    local_estimate: bool = False  # count_tokens answered by Apex itself
+    strip_unsigned_thinking: bool = False  # real Anthropic rejects thinking blocks Apex made up
+    header_fields: bytes = b""    # ``headers`` encoded once: what goes on the wire
+    header_fields_unversioned: bytes = b""  # the same without anthropic-version (the client sent its own)
+
+    def __post_init__(self) -> None:
+        if self.headers and not self.header_fields:
+            object.__setattr__(self, "header_fields", encode_header_fields(self.headers))
+            rest = {k: v for k, v in self.headers.items() if k.lower() != "anthropic-version"}
+            object.__setattr__(self, "header_fields_unversioned", encode_header_fields(rest))
+
+    def url_for(self, model: str, stream: bool) -> str:
+        """The upstream URL for ``model``. Only Gemini puts the model (client input) into
+        the URL: as one escaped path segment, so ``/``, ``?`` or ``#`` cannot reach another
+        endpoint with the channel's key; ``..`` is refused outright."""
+        if self.upstream is Dialect.GEMINI_GENERATE:
+            segment = _path_segment(model)
+            return f"{self.url}/{segment}:streamGenerateContent?alt=sse" if stream else f"{self.url}/{segment}:generateContent"
+        if self.upstream is Dialect.GEMINI_EMBED:
+            return f"{self.url}/{_path_segment(model)}:batchEmbedContents"
+        return self.url
+
+
+def _path_segment(model: str) -> str:
+    if ".." in model:
+        raise InvalidRequest("'model' must not contain '..'", param="model")
+    return quote(model, safe="-._~@+,;=")
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class CompiledChannel:
+    name: str
+    provider_type: str
+    preset: ProviderPreset
+    config: Channel
+    plans: dict[Dialect, UpstreamPlan]
+    model_map: ModelMap
+    models: PatternSet | None
+    timeouts: ChannelTimeouts
+    secrets: Secrets  # what this channel sends upstream that must never come back out of Apex
+
+    @property
+    def is_mock(self) -> bool:
+        return self.preset.family == "mock"
+
+    def map_model(self, model: str) -> str:
+        return self.model_map.map(model) if self.model_map else model
+
+
+def _auth_headers(family: str, api_key: str | None) -> dict[str, str]:
+    if not api_key:
+        return {}
+    if family == "anthropic":
+        return {"x-api-key": api_key, "anthropic-version": ANTHROPIC_VERSION}
+    if family == "gemini":
+        return {"x-goog-api-key": api_key}
+    return {"Authorization": f"Bearer {api_key}"}
+
+
+def compile_channel(ch: Channel, g: GlobalConfig, index: int) -> CompiledChannel:
+    """Compile one channel; raise ConfigError naming ``channels[index]`` when it cannot work."""
+    preset = PRESETS[ch.provider_type]
+    path = f"channels[{index}]"
+    base = (ch.base_url or preset.base_url or "").rstrip("/")
+    if not base and preset.family != "mock":
+        raise ConfigError(f"required for provider_type {ch.provider_type}", path=f"{path}.base_url")
+    # A preset's own Anthropic endpoint only while base_url is the preset default (spec 2).
+    anthropic_base = ch.anthropic_base_url
+    if anthropic_base is None and (ch.base_url is None or ch.base_url.rstrip("/") == (preset.base_url or "")):
+        anthropic_base = preset.anthropic_base_url
+    if preset.family == "anthropic":
+        anthropic_base = base
+
+    common = {"Content-Type": "application/json", "Accept-Encoding": "identity", "User-Agent": USER_AGENT}
+    native: dict[Dialect, tuple[str, str]] = {}  # upstream dialect -> (url, family)
+    for d in preset.dialects:
+        if preset.family == "gemini":
+            native[d] = (f"{base}/v1beta/models", "gemini")
+        elif preset.family in ("openai", "mock"):
+            native[d] = (base + _PATHS.get(d, ""), preset.family)
+        else:
+            native[d] = (base + _PATHS[d], "anthropic")
+    if anthropic_base and preset.family == "openai":
+        native[Dialect.ANTHROPIC_MESSAGES] = (anthropic_base.rstrip("/") + _PATHS[Dialect.ANTHROPIC_MESSAGES], "anthropic")
+
+    def headers_for(family: str) -> dict[str, str]:
+        h = dict(common)
+        h.update(_auth_headers(family, ch.api_key))
+        h.update(preset.extra_headers)
+        h.update(ch.headers)
+        return h
+
+    plans: dict[Dialect, UpstreamPlan] = {}
+    for client in (Dialect.OPENAI_CHAT, Dialect.OPENAI_RESPONSES, Dialect.OPENAI_EMBEDDINGS,
+                   Dialect.ANTHROPIC_MESSAGES, Dialect.ANTHROPIC_COUNT_TOKENS):
+        if client in native:
+            url, family = native[client]
+            plans[client] = UpstreamPlan(
+                client, client, family, url, headers_for(family), None,
+                forward_anthropic_headers=family == "anthropic",
+                add_stream_usage=client is Dialect.OPENAI_CHAT and preset.stream_usage_option and family in ("openai", "mock"),
+                fix_embedding_encoding=client is Dialect.OPENAI_EMBEDDINGS and not preset.native_embedding_encoding,
+                strip_unsigned_thinking=client is Dialect.ANTHROPIC_MESSAGES and ch.provider_type == "anthropic",
+            )
+            continue
+        if client is Dialect.ANTHROPIC_COUNT_TOKENS:
+            plans[client] = UpstreamPlan(client, client, "local", "", {}, None, False, False, False, local_estimate=True)
+            continue
+        for upstream in _TRANSLATED.get(client, ()):
+            if upstream not in native:
+                continue
+            translator = find_translator(client, upstream)
+            if translator is None:
+                continue
+            url, family = native[upstream]
+            plans[client] = UpstreamPlan(
+                client, upstream, family, url, headers_for(family), translator,
+                forward_anthropic_headers=family == "anthropic",
+                add_stream_usage=False,
+                fix_embedding_encoding=False,
+            )
+            break
+
+    t = ch.timeouts
+    gt = g.timeouts
+
+    def pick(name: str) -> float:
+        value: int | None = getattr(t, name) if t is not None else None
+        chosen: int = value if value is not None else getattr(gt, name)
+        return chosen / 1000.0
+
+    connect = pick("connect_ms")
+    timeouts = ChannelTimeouts(
+        connect=connect,
+        request=pick("request_ms"),
+        first_byte=pick("first_byte_ms"),
+        stream_idle=pick("stream_idle_ms"),
+    )
+    return CompiledChannel(
+        name=ch.name,
+        provider_type=ch.provider_type,
+        preset=preset,
+        config=ch,
+        plans=plans,
+        model_map=ModelMap(ch.model_map),
+        models=PatternSet(ch.models) if ch.models is not None else None,
+        timeouts=timeouts,
+        secrets=secrets_of([ch.api_key, *ch.headers.values()]),
+    )

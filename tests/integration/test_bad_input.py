@@ -1,0 +1,214 @@
+"""Hostile client input gets a precise 4xx in the client's protocol (issue 13, items 3-9).
+
+Raw sockets where an SDK would refuse to send the bytes; the official SDKs elsewhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import anthropic
+import openai
+import pytest
+
+from tests.conftest import StartApex, ant, basic_config, oai
+from tests.integration.fakes import FakeUpstream
+
+
+async def raw_exchange(port: int, data: bytes, *, read_timeout: float = 5.0) -> bytes:
+    """Send ``data`` on a fresh connection; everything read until the server closes or goes quiet."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(data)
+        await writer.drain()
+        out = b""
+        while True:
+            try:
+                chunk = await asyncio.wait_for(reader.read(65536), read_timeout)
+            except TimeoutError:
+                break
+            if not chunk:
+                break
+            out += chunk
+            if _complete(out):
+                break
+        return out
+    finally:
+        writer.close()
+
+
+def _complete(data: bytes) -> bool:
+    head, sep, body = data.partition(b"\r\n\r\n")
+    if not sep:
+        return False
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            return len(body) >= int(value.strip())
+    return False
+
+
+def post(path: bytes, headers: list[tuple[bytes, bytes]], body: bytes) -> bytes:
+    head = b"".join(k + b": " + v + b"\r\n" for k, v in headers)
+    return (b"POST " + path + b" HTTP/1.1\r\nHost: apex\r\nContent-Type: application/json\r\nContent-Length: "
+            + str(len(body)).encode() + b"\r\n" + head + b"\r\n" + body)
+
+
+def parse(answer: bytes) -> tuple[int, dict[str, str], Any]:
+    assert answer, "the connection was dropped without an answer"
+    head, _, body = answer.partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    status = int(lines[0].split()[1])
+    headers = {k.decode().lower(): v.strip().decode() for k, _, v in (ln.partition(b":") for ln in lines[1:])}
+    assert headers.get("content-type", "").startswith("application/json"), answer
+    return status, headers, json.loads(body)
+
+
+BODY = json.dumps({"model": "gpt-4o", "messages": [{"role": "user", "content": "x"}]}).encode()
+AUTH = (b"Authorization", b"Bearer vk-default")
+
+
+@pytest.mark.parametrize("model", ["gpt-4o\n", "gpt\r\nx-evil: 1", "gpt\x004o", "g" * 100_000, "gpt\u20284o"])
+async def test_bad_model_name_is_400_before_any_upstream_call(upstream: FakeUpstream, start_apex: StartApex, model: str) -> None:
+    inst = await start_apex(basic_config(upstream))
+    with pytest.raises(openai.BadRequestError) as info:
+        await oai(inst).chat.completions.create(model=model, messages=[{"role": "user", "content": "x"}])
+    assert info.value.body["param"] == "model"  # type: ignore[index]
+    assert len(info.value.response.text) < 1000  # the name is not echoed back
+    with pytest.raises(anthropic.BadRequestError) as ainfo:
+        await ant(inst).messages.create(model=model, max_tokens=5, messages=[{"role": "user", "content": "x"}])
+    assert ainfo.value.body["error"]["type"] == "invalid_request_error"  # type: ignore[index]
+    assert upstream.requests == []
+
+
+def gemini_config(upstream: FakeUpstream) -> dict[str, Any]:
+    return {
+        "global": {"auth": {"keys": ["k"]}, "retries": {"max_attempts": 1}},
+        "logging": {"level": "error"},
+        "channels": [{"name": "gm", "provider_type": "gemini", "base_url": upstream.url, "api_key": "g-key"}],
+        "routers": [{"name": "r", "rules": [{"match": {"model": "gemini-*"}, "channels": [{"name": "gm"}]}]}],
+    }
+
+
+@pytest.mark.parametrize("model", ["gemini-x/../../v1beta/cachedContents", "gemini-x/..%2F..", "gemini-..", "gemini-x.."])
+async def test_gemini_path_traversal_refused(upstream: FakeUpstream, start_apex: StartApex, model: str) -> None:
+    inst = await start_apex(gemini_config(upstream))
+    with pytest.raises(openai.BadRequestError) as info:
+        await oai(inst, "k").chat.completions.create(model=model, messages=[{"role": "user", "content": "x"}])
+    assert ".." in info.value.body["message"]  # type: ignore[index]
+    assert upstream.requests == []
+
+
+@pytest.mark.parametrize(("model", "path"), [
+    ("gemini-x?key=other#", "/v1beta/models/gemini-x%3Fkey=other%23:generateContent"),
+    ("gemini-x/y:countTokens", "/v1beta/models/gemini-x%2Fy%3AcountTokens:generateContent"),
+])
+async def test_gemini_model_is_one_escaped_segment(upstream: FakeUpstream, start_apex: StartApex, model: str, path: str) -> None:
+    inst = await start_apex(gemini_config(upstream))
+    await oai(inst, "k").chat.completions.create(model=model, messages=[{"role": "user", "content": "x"}])
+    assert upstream.requests[0].query == ""
+    assert upstream.raw_paths[0] == path  # as sent on the wire: one escaped segment
+
+
+@pytest.mark.parametrize(("header", "value", "status"), [
+    (b"Authorization", b"Bearer vk-d\xe9fault", 401),
+    (b"Authorization", b"Bearer \xff\xfe\xfd", 401),
+    (b"x-api-key", b"\xc3\x28vk", 401),
+    (b"x-apex-router", b"r\xff", 400),
+    (b"x-request-id", b"\xff\xfeid", 200),
+])
+@pytest.mark.parametrize("path", [b"/v1/chat/completions", b"/v1/messages"])
+async def test_non_utf8_headers_get_a_clean_answer(upstream: FakeUpstream, start_apex: StartApex,
+                                                   caplog: pytest.LogCaptureFixture,
+                                                   header: bytes, value: bytes, status: int, path: bytes) -> None:
+    inst = await start_apex(basic_config(upstream))
+    headers = [(header, value)] if header != b"x-request-id" else [AUTH, (header, value)]
+    if header == b"x-apex-router":
+        headers = [(b"Authorization", b"Bearer global-key"), (header, value)]
+    answer = await raw_exchange(inst.port, post(path, headers, BODY))
+    got, resp_headers, body = parse(answer)
+    assert got == status, answer
+    assert resp_headers["x-request-id"].startswith("req_")  # the bad id is not echoed
+    if status != 200:
+        if path == b"/v1/messages":
+            assert body["type"] == "error" and body["error"]["type"] in ("authentication_error", "invalid_request_error")
+        else:
+            assert body["error"]["type"] in ("authentication_error", "invalid_request_error")
+    assert "Traceback" not in caplog.text and not [r for r in caplog.records if r.levelname == "ERROR"]
+
+
+@pytest.mark.parametrize("depth", [1_000, 5_000, 100_000])
+@pytest.mark.parametrize("path", [b"/v1/chat/completions", b"/v1/messages", b"/v1/responses", b"/v1/embeddings",
+                                  b"/v1/messages/count_tokens"])
+async def test_deeply_nested_json_is_400(upstream: FakeUpstream, start_apex: StartApex, depth: int, path: bytes) -> None:
+    inst = await start_apex(basic_config(upstream))
+    body = b'{"model":"gpt-4o","input":"x","messages":' + b"[" * depth + b"]" * depth + b"}"
+    status, _, obj = parse(await raw_exchange(inst.port, post(path, [AUTH], body)))
+    assert status == 400, obj
+    assert upstream.requests == []
+
+
+async def test_expect_continue_checks_the_declared_length_first(upstream: FakeUpstream, start_apex: StartApex) -> None:
+    """An oversize declared body is refused with 413 before ``100 Continue``; a small one is invited."""
+    inst = await start_apex(basic_config(upstream, **{"global": {"auth": {"keys": ["global-key"]}, "max_body_bytes": 1000}}))
+    reader, writer = await asyncio.open_connection("127.0.0.1", inst.port)
+    try:
+        writer.write(b"POST /v1/messages HTTP/1.1\r\nHost: apex\r\nAuthorization: Bearer vk-default\r\n"
+                     b"Content-Type: application/json\r\nContent-Length: 50000000\r\nExpect: 100-continue\r\n\r\n")
+        await writer.drain()
+        first = await asyncio.wait_for(reader.read(65536), 5)
+    finally:
+        writer.close()
+    assert not first.startswith(b"HTTP/1.1 100"), first
+    status, _, obj = parse(first)
+    assert status == 413 and obj["error"]["type"] == "request_too_large"
+
+    reader, writer = await asyncio.open_connection("127.0.0.1", inst.port)
+    try:
+        writer.write(b"POST /v1/chat/completions HTTP/1.1\r\nHost: apex\r\nAuthorization: Bearer vk-default\r\n"
+                     b"Content-Type: application/json\r\nContent-Length: " + str(len(BODY)).encode() +
+                     b"\r\nExpect: 100-continue\r\n\r\n")
+        await writer.drain()
+        interim = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert interim.startswith(b"HTTP/1.1 100 Continue")
+        writer.write(BODY)
+        await writer.drain()
+        status, _, obj = parse(await asyncio.wait_for(reader.read(65536), 5))
+        assert status == 200 and obj["object"] == "chat.completion"
+    finally:
+        writer.close()
+
+
+async def _raw_upstream(answer: bytes) -> asyncio.Server:
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(answer)
+            await writer.drain()
+        finally:
+            writer.close()
+
+    return await asyncio.start_server(serve, "127.0.0.1", 0)
+
+
+@pytest.mark.parametrize("status_line", [b"HTTP/1.1 2000 OK", b"HTTP/1.1 200OK", b"HTTP/1.1 20 OK", b"HTTP/1.1 200\x00"])
+async def test_malformed_status_line_fails_over(upstream: FakeUpstream, start_apex: StartApex, status_line: bytes) -> None:
+    """A status line with a 4-digit code is a malformed answer: the next channel serves the request."""
+    body = b'{"id":"x","object":"chat.completion","choices":[]}'
+    bad = await _raw_upstream(status_line + b"\r\nContent-Type: application/json\r\nContent-Length: "
+                              + str(len(body)).encode() + b"\r\n\r\n" + body)
+    try:
+        cfg = basic_config(upstream)
+        port = bad.sockets[0].getsockname()[1]
+        cfg["channels"].insert(0, {"name": "bad", "provider_type": "openai", "base_url": f"http://127.0.0.1:{port}/v1", "api_key": "kb"})
+        cfg["routers"][0]["channels"] = [{"name": "bad"}, {"name": "oa"}]
+        cfg["routers"][0]["strategy"] = "priority"
+        inst = await start_apex(cfg)
+        done = await oai(inst).chat.completions.with_raw_response.create(model="gpt-4o", messages=[{"role": "user", "content": "x"}])
+        assert done.headers["x-apex-channel"] == "oa" and done.headers["x-apex-attempts"] == "2"
+        assert upstream.hits("/chat/completions") == 1
+    finally:
+        bad.close()
+        await bad.wait_closed()

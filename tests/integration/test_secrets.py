@@ -1,0 +1,117 @@
+"""A channel's credentials never come back out of Apex (issue 13, items 1 and 2).
+
+Upstreams that quote the key they were given (OpenAI's 401 "Incorrect API key provided",
+OpenAI-compatible servers that echo it whole, a stream error event) are played by the fake
+upstream; the answer each SDK gets and every log line are searched for the key.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import anthropic
+import openai
+import pytest
+
+from tests.conftest import StartApex, ant, oai
+from tests.integration.fakes import Behaviour, FakeUpstream, error
+
+KEY = "sk-upstream-SECRET-0123456789abcdef"
+ORG_HEADER = "org-injected-SECRET-value"
+
+
+def config(up: FakeUpstream) -> dict[str, Any]:
+    return {
+        "global": {"auth": {"keys": ["k"]}, "retries": {"max_attempts": 1, "backoff_ms": 1}},
+        "logging": {"level": "warning"},
+        "channels": [
+            {"name": "oa", "provider_type": "openai", "base_url": up.openai_url, "api_key": KEY,
+             "headers": {"OpenAI-Organization": ORG_HEADER}},
+            {"name": "an", "provider_type": "anthropic", "base_url": up.url, "api_key": KEY,
+             "headers": {"x-org": ORG_HEADER}},
+        ],
+        "routers": [{"name": "r", "rules": [{"match": {"model": "claude-*"}, "channels": [{"name": "an"}]}],
+                     "channels": [{"name": "oa"}]}],
+    }
+
+
+def leaky(status: int, family: str = "openai") -> Behaviour:
+    """An error body quoting the key and the injected header, JSON-escaped like a real server would."""
+    return error(status, f"Incorrect API key provided: {KEY}. Organization {ORG_HEADER} / Bearer {KEY}", family=family)
+
+
+def assert_clean(text: str) -> None:
+    assert KEY not in text and "SECRET" not in text, text
+
+
+@pytest.mark.parametrize("status", [401, 400, 500])
+async def test_openai_error_message_is_scrubbed(upstream: FakeUpstream, start_apex: StartApex,
+                                                caplog: pytest.LogCaptureFixture, status: int) -> None:
+    inst = await start_apex(config(upstream))
+    upstream.persistent = leaky(status)
+    with caplog.at_level(logging.DEBUG), pytest.raises(openai.APIStatusError) as info:
+        await oai(inst, "k").chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "x"}])
+    body = info.value.response.text
+    assert "Incorrect API key provided" in body  # the message itself still reaches the client
+    assert "[redacted]" in body
+    assert_clean(body)
+    assert_clean(caplog.text)
+    assert upstream.requests[0].headers["Authorization"] == f"Bearer {KEY}"  # the key did go upstream
+
+
+async def test_translated_error_is_scrubbed(upstream: FakeUpstream, start_apex: StartApex,
+                                            caplog: pytest.LogCaptureFixture) -> None:
+    """An Anthropic client on an OpenAI channel: the translated error is scrubbed too."""
+    inst = await start_apex(config(upstream))
+    upstream.persistent = leaky(400)
+    with caplog.at_level(logging.DEBUG), pytest.raises(anthropic.APIStatusError) as info:
+        await ant(inst, "k").messages.create(model="gpt-4o", max_tokens=5, messages=[{"role": "user", "content": "x"}])
+    assert_clean(info.value.response.text)
+    assert "Incorrect API key provided" in info.value.response.text
+    assert_clean(caplog.text)
+
+
+async def test_anthropic_native_error_is_scrubbed(upstream: FakeUpstream, start_apex: StartApex,
+                                                  caplog: pytest.LogCaptureFixture) -> None:
+    inst = await start_apex(config(upstream))
+    upstream.persistent = leaky(401, family="anthropic")
+    with caplog.at_level(logging.DEBUG), pytest.raises(anthropic.APIStatusError) as info:
+        await ant(inst, "k").messages.create(model="claude-x", max_tokens=5, messages=[{"role": "user", "content": "x"}])
+    assert_clean(info.value.response.text)
+    assert_clean(caplog.text)
+
+
+def _error_event(family: str) -> bytes:
+    msg = f"invalid key {KEY}"
+    if family == "anthropic":
+        return b"event: error\ndata: " + json.dumps({"type": "error", "error": {"type": "api_error", "message": msg}}).encode() + b"\n\n"
+    return b"data: " + json.dumps({"error": {"message": msg, "type": "server_error"}}).encode() + b"\n\n"
+
+
+async def test_stream_error_events_are_scrubbed(upstream: FakeUpstream, start_apex: StartApex) -> None:
+    """Mid-stream error events quoting the key: pass-through (OpenAI, Anthropic) and translated."""
+    inst = await start_apex(config(upstream))
+    first_oa = b'data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"gpt-4o","choices":[{"index":0,"delta":{"content":"hi"},"finish_reason":null}]}\n\n'
+    first_an = (b'event: message_start\ndata: {"type":"message_start","message":{"id":"m","type":"message","role":"assistant",'
+                b'"model":"claude-x","content":[],"stop_reason":null,"usage":{"input_tokens":3,"output_tokens":1}}}\n\n')
+    cases = [
+        ("openai", "gpt-4o", [first_oa, _error_event("openai")]),
+        ("anthropic", "claude-x", [first_an, _error_event("anthropic")]),
+        ("anthropic", "gpt-4o", [first_oa, _error_event("openai")]),  # translated: OpenAI upstream, Anthropic client
+        ("openai", "claude-x", [first_an, _error_event("anthropic")]),  # translated the other way
+    ]
+    import aiohttp
+
+    async with aiohttp.ClientSession() as s:
+        for client, model, events in cases:
+            upstream.push(Behaviour(content_type="text/event-stream", events=events))
+            path = "/v1/messages" if client == "anthropic" else "/v1/chat/completions"
+            async with s.post(inst.url + path, headers={"Authorization": "Bearer k", "anthropic-version": "2023-06-01"},
+                              json={"model": model, "stream": True, "max_tokens": 5,
+                                    "messages": [{"role": "user", "content": "x"}]}) as r:
+                text = (await r.read()).decode()
+            assert r.status == 200, text
+            assert "invalid key" in text, (client, model, text)
+            assert_clean(text)
