@@ -589,14 +589,14 @@ class UpstreamPool:
             return
         conns.append(conn)
 
-    async def _connect(self, origin: _Origin, timeout: float) -> _Connection:
+    async def _connect(self, origin: _Origin, connect_timeout: float) -> _Connection:
         loop = asyncio.get_running_loop()
         context: ssl.SSLContext | None = None
         if origin.tls:
             if self._ssl is None:
                 self._ssl = ssl.create_default_context()
             context = self._ssl
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(connect_timeout):
             _, conn = await loop.create_connection(
                 lambda: _Connection(self, origin, loop),
                 origin.host,
