@@ -14,7 +14,7 @@ import asyncio
 import time
 from typing import Any
 
-from apex.upstream.http import UpstreamPool, _Connection, _Target
+from apex.upstream.http import UpstreamPool, _Connection, _Slots, _Target
 
 _JSON_BODY = (
     b'{"id":"chatcmpl-bench","object":"chat.completion","created":1700000000,"model":"gpt-4o-mini",'
@@ -48,7 +48,7 @@ def _one(conn: Any, pool: Any, reads: list[bytes]) -> int:
     size = sum(len(p) for p in reply._parts)
     reply._parts.clear()
     reply._size = 0
-    pool._idle.clear()
+    conn.slots.idle.clear()
     return size
 
 
@@ -57,7 +57,7 @@ def measure(reads: list[bytes], n: int) -> float:
     try:
         pool = UpstreamPool()
         origin = _Target("http://127.0.0.1:9/v1/chat/completions").origin
-        conn = _Connection(pool, origin, loop)
+        conn = _Connection(pool, _Slots(None, 1), origin, loop)
         conn.connection_made(_Transport())  # type: ignore[arg-type]
         best = float("inf")
         for _ in range(5):

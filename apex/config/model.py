@@ -122,6 +122,16 @@ class MetricsConfig(_Base, frozen=True):
     path: str = "/metrics"
 
 
+class ChannelTls(_Base, frozen=True):
+    """TLS to the upstream: a private CA bundle (replaces the system store), a client
+    certificate for mTLS, and ``verify: false`` only when written out (warned at every load)."""
+
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    verify: bool = True
+
+
 class Channel(_Base, frozen=True):
     name: str
     provider_type: ProviderType
@@ -132,6 +142,10 @@ class Channel(_Base, frozen=True):
     model_map: dict[str, str] = msgspec.field(default_factory=dict)
     models: tuple[str, ...] | None = None
     timeouts: ChannelTimeouts | None = None
+    # egress: "http://user:pass@host:port", "direct", or absent (HTTPS_PROXY/HTTP_PROXY/NO_PROXY apply)
+    proxy: str | None = None
+    tls: ChannelTls | None = None
+    max_connections: int | None = None  # per origin; None: apex.upstream.egress.DEFAULT_MAX_CONNECTIONS
     # mock provider only
     latency_ms: int = 0
     tokens_per_s: float | None = None

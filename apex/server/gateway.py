@@ -228,6 +228,9 @@ class Gateway:
         self.metrics.set_channel_states(
             {name: snap.health.state_of(name, now) is ChannelState.UP for name in snap.channels}
         )
+        if self._upstream is not None:
+            egress_channels = [name for name, ch in snap.channels.items() if ch.egress is not None]
+            self.metrics.set_upstream_connections(self._upstream.connection_counts(), egress_channels)
         body, content_type = self.metrics.render()
         return web.Response(body=body, headers={"Content-Type": content_type})
 

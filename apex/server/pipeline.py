@@ -270,7 +270,7 @@ async def _send(
     """Send one attempt: in-process for the mock provider, else on the shared pool."""
     if channel.is_mock:
         return await mock_reply(channel.config, plan.upstream, body, upstream_model)
-    return await pool.post(url, header_fields, body, connect_timeout=channel.timeouts.connect)
+    return await pool.post(url, header_fields, body, connect_timeout=channel.timeouts.connect, egress=channel.egress)
 
 
 async def _attempt(
@@ -555,7 +555,7 @@ async def _relay(
     except (HttpClientError, OSError) as exc:
         if request.transport is None or request.transport.is_closing():
             raise  # the client went away: nothing to tell it
-        failure = (f"upstream channel {channel.name} failed mid-stream: {type(exc).__name__}", "api_error")
+        failure = (f"{transport_error(channel.name, exc).message} (mid-stream)", "api_error")
     tail: list[bytes] = []
     if observer is not None:
         if failure is None:

@@ -7,6 +7,7 @@ auth, preset and channel headers), the translator, the model map and the timeout
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Final
 from urllib.parse import quote
@@ -14,6 +15,7 @@ from urllib.parse import quote
 from apex import __version__
 from apex.config.model import Channel, GlobalConfig
 from apex.errors import ConfigError, InvalidRequest, Secrets, secrets_of
+from apex.upstream.egress import Egress, TlsOptions, build_egress
 from apex.upstream.http import encode_header_fields
 from apex.upstream.presets import ANTHROPIC_VERSION, PRESETS, ProviderPreset
 from apex.routing.match import ModelMap, PatternSet
@@ -23,6 +25,7 @@ from apex.types import Dialect
 __all__ = ["ChannelTimeouts", "CompiledChannel", "UpstreamPlan", "compile_channel"]
 
 USER_AGENT: Final = f"apex/{__version__}"
+_log: Final = logging.getLogger("apex.config")
 
 _PATHS: Final[dict[Dialect, str]] = {
     Dialect.OPENAI_CHAT: "/chat/completions",
@@ -104,6 +107,7 @@ class CompiledChannel:
     models: PatternSet | None
     timeouts: ChannelTimeouts
     secrets: Secrets  # what this channel sends upstream that must never come back out of Apex
+    egress: Egress | None = None  # proxy, TLS and connection budget (None for the mock provider)
 
     @property
     def is_mock(self) -> bool:
@@ -187,6 +191,7 @@ def compile_channel(ch: Channel, g: GlobalConfig, index: int) -> CompiledChannel
             )
             break
 
+    egress = _compile_egress(ch, path, preset.family == "mock")
     t = ch.timeouts
     gt = g.timeouts
 
@@ -211,5 +216,28 @@ def compile_channel(ch: Channel, g: GlobalConfig, index: int) -> CompiledChannel
         model_map=ModelMap(ch.model_map),
         models=PatternSet(ch.models) if ch.models is not None else None,
         timeouts=timeouts,
-        secrets=secrets_of([ch.api_key, *ch.headers.values()]),
+        secrets=secrets_of([ch.api_key, *ch.headers.values(), *_proxy_secrets(egress)]),
+        egress=egress,
     )
+
+
+def _compile_egress(ch: Channel, path: str, mock: bool) -> Egress | None:
+    if mock:
+        return None
+    tls = None
+    if ch.tls is not None:
+        tls = TlsOptions(ch.tls.ca_file, ch.tls.cert_file, ch.tls.key_file, ch.tls.verify)
+    try:
+        egress = build_egress(ch.name, ch.proxy, tls, ch.max_connections)
+    except ValueError as exc:
+        key, _, why = str(exc).partition(": ")
+        raise ConfigError(why, path=f"{path}.{key}") from None
+    if tls is not None and not tls.verify:
+        _log.warning("channel %s: tls.verify is false: the upstream's certificate is not checked "
+                     "(anyone on the path can read and change this channel's traffic)", ch.name)
+    return egress
+
+
+def _proxy_secrets(egress: Egress | None) -> list[str]:
+    """The proxy's Proxy-Authorization value and password: scrubbed like the API key."""
+    return egress.secrets() if egress is not None else []

@@ -31,13 +31,14 @@ except ImportError:  # optional: only the TLS tests need it
 
 from apex.upstream.http import (
     _HIGH_WATER,
-    HttpClientError,
+    ConnectFailed,
     HttpReply,
     InvalidResponse,
     ReplyHeaders,
     ServerDisconnected,
     UpstreamPool,
     _Connection,
+    _Slots,
     _Target,
     encode_header_fields,
 )
@@ -105,6 +106,9 @@ class _FakeTransport:
     def close(self) -> None:
         self.closed = True
 
+    def is_closing(self) -> bool:
+        return self.closed
+
     def pause_reading(self) -> None: ...
 
     def resume_reading(self) -> None: ...
@@ -125,7 +129,7 @@ def decode_all(pieces: Iterable[bytes]) -> tuple[bytes, Decoded]:
     loop = asyncio.new_event_loop()
     try:
         pool = UpstreamPool()
-        conn = _Connection(pool, _Target("http://127.0.0.1:9/").origin, loop)
+        conn = _Connection(pool, _Slots(None, 1), _Target("http://127.0.0.1:9/").origin, loop)
         transport = _FakeTransport()
         conn.connection_made(transport)  # type: ignore[arg-type]
         reply = conn.start(b"", b"")
@@ -1111,11 +1115,25 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-async def test_connection_refused_raises_oserror(pool: UpstreamPool) -> None:
-    """Nothing listening: post raises ConnectionRefusedError and counts no connection."""
-    with pytest.raises(ConnectionRefusedError):
-        await within(pool.post(f"http://127.0.0.1:{_free_port()}/", b"", b"", connect_timeout=LIMIT))
+async def test_connection_refused_raises_connect_failed(pool: UpstreamPool) -> None:
+    """Nothing listening: post raises ConnectFailed naming host:port and "connection refused",
+    caused by the ConnectionRefusedError, and counts no connection."""
+    port = _free_port()
+    with pytest.raises(ConnectFailed) as caught:
+        await within(pool.post(f"http://127.0.0.1:{port}/", b"", b"", connect_timeout=LIMIT))
+    assert caught.value.where == f"127.0.0.1:{port}"
+    assert caught.value.reason == "connection refused"
+    assert isinstance(caught.value.__cause__, ConnectionRefusedError)
+    assert not caught.value.timed_out
     assert pool.connections_made == 0
+
+
+async def test_dns_failure_raises_connect_failed(pool: UpstreamPool) -> None:
+    """A name that cannot resolve (the reserved .invalid TLD, RFC 6761) is a DNS failure, said so."""
+    with pytest.raises(ConnectFailed) as caught:
+        await within(pool.post("http://no-such-host.invalid:8080/", b"", b"", connect_timeout=LIMIT))
+    assert caught.value.where == "no-such-host.invalid:8080"
+    assert caught.value.reason.startswith("DNS lookup failed")
 
 
 async def test_connect_timeout(pool: UpstreamPool) -> None:
@@ -1137,8 +1155,9 @@ async def test_connect_timeout(pool: UpstreamPool) -> None:
         started = loop.time()
         try:
             await within(pool.post(f"http://127.0.0.1:{port}/", b"", b"", connect_timeout=0.2))
-        except TimeoutError:
-            pass
+        except ConnectFailed as exc:
+            assert exc.timed_out
+            assert exc.reason == "timed out after 0.2 s"
         else:
             pytest.skip("this kernel completed the handshake despite a full accept queue")
         assert 0.15 <= loop.time() - started < 2
@@ -1369,19 +1388,115 @@ async def test_tls_request_and_reuse(serve: StartServer) -> None:
 @needs_trustme
 @pytest.mark.parametrize("problem", ["wrong-hostname", "untrusted-ca"])
 async def test_tls_verification_failures(serve: StartServer, problem: str) -> None:
-    """A certificate for another name, or from a CA the pool does not trust, fails with ssl.SSLError."""
+    """A certificate for another name, or from a CA the pool does not trust, fails with ConnectFailed
+    saying "TLS certificate verify failed" and why, caused by the ssl error."""
     ca = trustme.CA()
     names = ("api.example.test",) if problem == "wrong-hostname" else ("127.0.0.1",)
     server = await serve(answer_each(response(b"secure")), ssl_context=_server_context(ca, *names))
     trusted = ca if problem == "wrong-hostname" else trustme.CA()
     pool = UpstreamPool(ssl_context=_client_context(trusted))
     try:
-        with pytest.raises(ssl.SSLCertVerificationError) as caught:
+        with pytest.raises(ConnectFailed) as caught:
             await post(pool, server.url(scheme="https"))
-        assert isinstance(caught.value, ssl.SSLError)
-        assert isinstance(caught.value, OSError)
-        assert not isinstance(caught.value, HttpClientError)
+        assert isinstance(caught.value.__cause__, ssl.SSLCertVerificationError)
+        assert caught.value.reason.startswith("TLS certificate verify failed (")
+        why = "IP address mismatch" if problem == "wrong-hostname" else "unable to get local issuer certificate"
+        assert why in caught.value.reason
         assert pool.connections_made == 0
     finally:
         await pool.close()
         await settle()
+
+
+# --- connection budget (max_connections) and stale connections --------------------------------
+
+
+async def test_pool_never_exceeds_max_connections_under_500_concurrent_requests(serve: StartServer) -> None:
+    """500 requests at once with max_connections 16: all answered, and the server never has more
+    than 16 connections open at the same time (counted on the server side)."""
+    open_now = 0
+    peak = 0
+
+    async def script(peer: Peer) -> None:
+        nonlocal open_now, peak
+        open_now += 1
+        peak = max(peak, open_now)
+        try:
+            while await peer.request() is not None:
+                await asyncio.sleep(0.001)  # keep it busy long enough for the requests to pile up
+                await peer.send(response(b"ok"))
+        finally:
+            open_now -= 1
+
+    server = await serve(script)
+    pool = UpstreamPool(max_connections=16)
+    try:
+        bodies = await within(asyncio.gather(*(fetch(pool, server.url()) for _ in range(500))), 60)
+        assert bodies == [b"ok"] * 500
+        assert peak <= 16
+        assert pool.connections_made <= 16
+        assert len(server.requests) == 500
+    finally:
+        await pool.close()
+        await settle()
+
+
+async def test_waiting_for_a_connection_is_bounded_by_the_connect_timeout(serve: StartServer) -> None:
+    """max_connections 1 with a slow answer in flight: a second request gives up after its connect
+    timeout with ConnectFailed (timed out, max_connections named); a third one after the first
+    finishes reuses the connection."""
+    server = await serve(_slow_each(0.5))
+    pool = UpstreamPool(max_connections=1)
+    try:
+        first = asyncio.create_task(fetch(pool, server.url()))
+        await until(lambda: len(server.requests) == 1)
+        with pytest.raises(ConnectFailed) as caught:
+            await within(pool.post(server.url(), b"", b"{}", connect_timeout=0.1))
+        assert caught.value.timed_out
+        assert "max_connections 1" in caught.value.reason
+        assert await within(first) == b"slow"
+        assert await fetch(pool, server.url()) == b"slow"
+        assert server.accepted == 1
+    finally:
+        await pool.close()
+        await settle()
+
+
+def _slow_each(delay: float) -> Script:
+    async def script(peer: Peer) -> None:
+        while await peer.request() is not None:
+            await asyncio.sleep(delay)
+            await peer.send(response(b"slow"))
+
+    return script
+
+
+@pytest.mark.parametrize("how", ["fin", "reset"])
+async def test_connection_closed_in_the_instant_before_reuse_is_detected(
+    pool: UpstreamPool, serve: StartServer, how: str
+) -> None:
+    """The server closes an idle connection and Apex reuses it before the loop has seen the EOF or
+    reset: the pool notices (poll of the socket) and sends the request on a fresh connection,
+    so the request succeeds and each connection carried exactly one request."""
+    peers: list[Peer] = []
+
+    async def script(peer: Peer) -> None:
+        peers.append(peer)
+        while await peer.request() is not None:
+            await peer.send(response(b"ok"))
+
+    server = await serve(script)
+    assert await fetch(pool, server.url()) == b"ok"
+    await settle()
+    sock = peers[0].writer.get_extra_info("socket")
+    raw = socket.socket(fileno=sock.fileno())  # act on the socket now, not via the loop's transport
+    try:
+        if how == "reset":
+            raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        raw.shutdown(socket.SHUT_RDWR)
+    finally:
+        raw.detach()
+    # No await between the close and the request: the client's loop has not run meanwhile.
+    assert await fetch(pool, server.url()) == b"ok"
+    assert pool.connections_made == 2
+    assert [index for index, _ in server.requests] == [0, 1]
