@@ -1,4 +1,4 @@
-"""Token usage between dialects (protocols.md 8.6), always via ``apex.types.Usage``.
+"""Token usage between dialects (docs/protocols.md 8.6), always via ``apex.types.Usage``.
 
 ``Usage`` has OpenAI meaning: ``prompt_tokens`` INCLUDES cached tokens. Anthropic's
 ``input_tokens`` excludes cache reads and cache writes, so reading Anthropic sums them and
