@@ -77,8 +77,9 @@ class Gateway:
         self.clock = clock
         self.sleep = sleep
         self.started_monotonic = time.monotonic()
-        self.snapshot: Snapshot = build_snapshot(config, None, self._on_health_change, rng=rng)
-        self._upstream: UpstreamPool | None = None
+        # The one upstream pool (needs no loop to exist): every Snapshot's channels send through it.
+        self._upstream = UpstreamPool()
+        self.snapshot: Snapshot = build_snapshot(config, None, self._on_health_change, rng=rng, pool=self._upstream)
         self.limiter: RateLimiter | None = None
         self._limits: dict[str, Limits] = {}
         self._refresh_limits()
@@ -94,19 +95,16 @@ class Gateway:
     # --- lifecycle ----------------------------------------------------------------
 
     async def start(self) -> None:
-        """Create the shared upstream pool and the rate limiter (inside the loop)."""
-        self._upstream = UpstreamPool()
+        """Create the rate limiter (inside the loop)."""
         self.limiter = build_limiter(self.snapshot.config.global_.rate_limit_store, MonotonicClock())
 
     async def close(self) -> None:
-        if self._upstream is not None:
-            await self._upstream.close()
+        await self._upstream.close()
         if self.limiter is not None:
             await self.limiter.close()
 
     @property
     def upstream(self) -> UpstreamPool:
-        assert self._upstream is not None, "Gateway.start() was not awaited"
         return self._upstream
 
     def uptime_seconds(self) -> float:
@@ -144,7 +142,7 @@ class Gateway:
     def _reload_bytes(self, data: bytes, source: str) -> bool:
         try:
             config = load_config_bytes(data)
-            snapshot = build_snapshot(config, self.snapshot, self._on_health_change)
+            snapshot = build_snapshot(config, self.snapshot, self._on_health_change, pool=self._upstream)
         except ConfigError as exc:
             log.error("config reload rejected (%s): %s", source, exc.message, extra={"config_path": exc.path})
             self.on_reload(False)
@@ -271,9 +269,8 @@ class Gateway:
         self.metrics.set_channel_states(
             {name: snap.health.state_of(name, now) is ChannelState.UP for name in snap.channels}
         )
-        if self._upstream is not None:
-            egress_channels = [name for name, ch in snap.channels.items() if ch.egress is not None]
-            self.metrics.set_upstream_connections(self._upstream.connection_counts(), egress_channels)
+        egress_channels = [name for name, ch in snap.channels.items() if ch.egress is not None]
+        self.metrics.set_upstream_connections(self._upstream.connection_counts(), egress_channels)
         body, content_type = self.metrics.render()
         return web.Response(body=body, headers={"Content-Type": content_type})
 

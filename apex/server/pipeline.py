@@ -12,12 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from typing import Final
 
 import msgspec
 from aiohttp import web
-from aiohttp_sse import EventSourceResponse
 
 from apex.errors import (
     ApexError,
@@ -25,36 +23,14 @@ from apex.errors import (
     NotFound,
     RequestTooLarge,
     UpstreamError,
-    UpstreamMalformed,
 )
-from apex.translate.passthrough import (
-    PassthroughStream,
-    body_usage,
-    rewrite_request,
-    rewrite_response_model,
-    strip_unsigned_thinking,
-)
-from apex.upstream.base import (
-    TRANSPORT_ERRORS,
-    UpstreamReply,
-    map_transport_errors,
-    transport_error,
-    upstream_status_error,
-)
-from apex.upstream.channel import CompiledChannel, UpstreamPlan
-from apex.upstream.http import HttpClientError, UpstreamPool, encode_header_fields
-from apex.upstream.mock import mock_reply
 from apex.routing.policy import AttemptPlan, Outcome
-from apex.server.deadline import Deadline
+from apex.server.attempt import Attempt
 from apex.server.exchange import Exchange
 from apex.server.inputs import check_model
 from apex.server.keys import GATEWAY_KEY
-from apex.server.responses import SSE_HEADERS, json_response, stream_error_event
 from apex.routing.router import Route
 from apex.snapshot import Snapshot
-from apex.sse import SseParser
-from apex.translate import StreamTranslator, TranslateContext
-from apex.translate.write.embeddings import openai_to_jina_embeddings_request, reencode_embeddings_response
 from apex.types import Dialect, Usage
 
 __all__ = ["RequestView", "proxy", "read_body"]
@@ -77,12 +53,6 @@ class RequestView(msgspec.Struct):
 
 
 _VIEW: Final = msgspec.json.Decoder(RequestView)
-_STREAM_FAMILY: Final[dict[Dialect, str]] = {
-    Dialect.OPENAI_CHAT: "openai_chat",
-    Dialect.ANTHROPIC_MESSAGES: "anthropic",
-    Dialect.OPENAI_RESPONSES: "responses",
-}
-_ANTHROPIC_PASS_HEADERS: Final = ("anthropic-version", "anthropic-beta")
 _attempt_log: Final = logging.getLogger("apex.gateway")
 _NOTHING_SERVED: Final = Usage()
 
@@ -207,7 +177,7 @@ async def _attempts(
         ex.tried.append(channel.name)
         attempt_started = clock()
         try:
-            response = await _attempt(request, snap, ex, dialect, channel, channel.plans[dialect], body, view, model)
+            response = await Attempt(request, snap, ex, dialect, channel, body, view, model).run()
         except UpstreamError as err:
             channel.secrets.error(err)  # an upstream may quote the key it was given
             ex.attempt_errors.append(err.kind)
@@ -236,358 +206,3 @@ async def _attempts(
     if last is None:
         raise NotFound("no channel available")
     raise last
-
-
-def _upstream_headers(request: web.Request, plan: UpstreamPlan, ex: Exchange) -> bytes:
-    """The plan's prebuilt header lines plus what this request adds (its id, Anthropic's
-    version/beta headers on a native Anthropic hop)."""
-    fields = plan.header_fields
-    client_rid = ex.client_request_id
-    extra: dict[str, str] | None = None
-    if client_rid is not None:
-        extra = {"x-request-id": client_rid}
-    if plan.forward_anthropic_headers and plan.client is plan.upstream:
-        for name in _ANTHROPIC_PASS_HEADERS:
-            value = request.headers.get(name)
-            if value is not None:
-                extra = extra or {}
-                extra[name] = value
-    if extra is None:
-        return fields
-    if "anthropic-version" in extra:  # the client's version replaces the plan's default
-        fields = plan.header_fields_unversioned
-    return fields + encode_header_fields(extra)
-
-
-async def _send(
-    pool: UpstreamPool,
-    channel: CompiledChannel,
-    plan: UpstreamPlan,
-    url: str,
-    header_fields: bytes,
-    body: bytes,
-    upstream_model: str,
-) -> UpstreamReply:
-    """Send one attempt: in-process for the mock provider, else on the shared pool."""
-    if channel.is_mock:
-        return await mock_reply(channel.config, plan.upstream, body, upstream_model)
-    return await pool.post(url, header_fields, body, connect_timeout=channel.timeouts.connect, egress=channel.egress)
-
-
-async def _attempt(
-    request: web.Request,
-    snap: Snapshot,
-    ex: Exchange,
-    dialect: Dialect,
-    channel: CompiledChannel,
-    plan: UpstreamPlan,
-    body: bytes,
-    view: RequestView,
-    model: str,
-) -> web.StreamResponse:
-    """One attempt on one channel. Raises UpstreamError (retryable or not) before commit."""
-    if plan.local_estimate:
-        ex.upstream_model = model
-        return json_response({"input_tokens": ex.prompt_estimate()}, headers={"x-apex-estimated": "true"})
-    upstream_model = channel.map_model(model)
-    ex.upstream_model = upstream_model
-    mapped = upstream_model != model
-    stream = ex.stream
-    client_usage = bool(view.stream_options and view.stream_options.include_usage)
-    ctx: TranslateContext | None = None
-    translator = plan.translator
-    if translator is not None:
-        ctx = TranslateContext(
-            client_model=model,
-            upstream_model=upstream_model,
-            stream=stream,
-            request_id=ex.request_id,
-            include_usage=client_usage,
-            estimated_input_tokens=ex.prompt_estimate(),
-        )
-        ctx.extras["created"] = int(time.time())
-        up_body = translator.request(body, ctx)
-    else:
-        add_usage = stream and plan.add_stream_usage and not client_usage
-        up_body = body
-        if mapped or add_usage:
-            up_body = rewrite_request(body, model=upstream_model if mapped else None, add_stream_usage=add_usage)
-        if plan.fix_embedding_encoding:
-            up_body = _embedding_request_for(channel, up_body, view)
-        if plan.strip_unsigned_thinking:
-            up_body = strip_unsigned_thinking(up_body)
-
-    headers = _upstream_headers(request, plan, ex)
-    url = plan.url_for(upstream_model, stream)
-    if not stream:
-        return await _attempt_json(request.app[GATEWAY_KEY].upstream, snap, ex, channel, plan, url, headers, up_body, upstream_model, ctx, model, mapped, view)
-
-    timeouts = channel.timeouts
-    started = time.perf_counter()  # uvloop's loop.time() moves in whole milliseconds: too coarse to measure with
-    pool = request.app[GATEWAY_KEY].upstream
-    reply: UpstreamReply | None = None
-    done = False
-    try:
-        with map_transport_errors(channel.name):
-            loop = asyncio.get_running_loop()
-            with Deadline(loop, loop.time() + timeouts.first_byte) as deadline:
-                reply = await _send(pool, channel, plan, url, headers, up_body, upstream_model)
-                if reply.status >= 300:
-                    raw = await reply.read()
-                    ex.upstream_ms += (time.perf_counter() - started) * 1000
-                    raise upstream_status_error(
-                        channel.name, plan.family, reply.status, raw, reply.headers,
-                        snap.retry_on_status,
-                    )
-                if "event-stream" not in reply.content_type:
-                    raise UpstreamMalformed(
-                        f"upstream channel {channel.name} answered a stream request with {reply.content_type or 'no content type'}",
-                        channel=channel.name,
-                    )
-                observer: PassthroughStream | None = None
-                translating: StreamTranslator | None = None
-                parser: SseParser | None = None
-                if translator is not None:
-                    assert ctx is not None
-                    translating = translator.stream(ctx)
-                    parser = SseParser()
-                else:
-                    observer = PassthroughStream(
-                        _STREAM_FAMILY[dialect],
-                        client_model=model if mapped else None,
-                        strip_usage_chunk=plan.add_stream_usage and not client_usage,
-                    )
-                pending: list[bytes] = []
-                while True:
-                    chunk = await reply.content.readany()
-                    if not chunk:
-                        raise UpstreamMalformed(
-                            f"upstream channel {channel.name} closed the stream before its first event",
-                            channel=channel.name,
-                        )
-                    if observer is not None:
-                        pending.append(observer.feed(chunk))
-                        if observer.first_event_seen:
-                            break
-                    else:
-                        assert parser is not None and translating is not None
-                        events = parser.feed(chunk)
-                        for event in events:
-                            pending.extend(translating.feed(event))
-                        if events:
-                            break
-                deadline.move(None)
-        ex.ttft_ms = (time.perf_counter() - started) * 1000
-        response = await _stream_to_client(
-            request, ex, dialect, channel, reply, b"".join(pending), observer, translating, parser
-        )
-        if ctx is not None:
-            ex.usage = ctx.usage
-        ex.upstream_ms += (time.perf_counter() - started) * 1000
-        done = True
-        return response
-    finally:
-        if reply is not None:
-            if done:
-                reply.release()
-            else:
-                reply.close()
-
-
-async def _attempt_json(
-    pool: UpstreamPool,
-    snap: Snapshot,
-    ex: Exchange,
-    channel: CompiledChannel,
-    plan: UpstreamPlan,
-    url: str,
-    headers: bytes,
-    up_body: bytes,
-    upstream_model: str,
-    ctx: TranslateContext | None,
-    model: str,
-    mapped: bool,
-    view: RequestView,
-) -> web.Response:
-    """A non-stream attempt: first_byte_ms bounds the wait for the answer's head,
-    request_ms the whole attempt."""
-    timeouts = channel.timeouts
-    started = time.perf_counter()
-    reply: UpstreamReply | None = None
-    done = False
-    try:
-        try:
-            loop = asyncio.get_running_loop()
-            begun = loop.time()
-            with Deadline(loop, begun + min(timeouts.first_byte, timeouts.request)) as deadline:
-                reply = await _send(pool, channel, plan, url, headers, up_body, upstream_model)
-                deadline.move(begun + timeouts.request)
-                raw = await reply.read()
-            done = True  # the body was read whole: the connection can go back to the pool
-        except TRANSPORT_ERRORS as exc:
-            raise transport_error(channel.name, exc) from exc
-        finally:
-            ex.upstream_ms += (time.perf_counter() - started) * 1000
-        if reply.status >= 300:
-            raise upstream_status_error(channel.name, plan.family, reply.status, raw, reply.headers, snap.retry_on_status)
-        return _finish_json(ex, plan, ctx, raw, model, mapped, view)
-    finally:
-        if reply is not None:
-            if done:
-                reply.release()
-            else:
-                reply.close()
-
-
-def _embedding_request_for(channel: CompiledChannel, body: bytes, view: RequestView) -> bytes:
-    """Ask a float-only upstream for floats (Apex encodes base64 for the client itself);
-    Jina names the field ``embedding_type``."""
-    if channel.provider_type == "jina":
-        return openai_to_jina_embeddings_request(body)
-    if view.encoding_format != "base64":
-        return body
-    top = msgspec.json.decode(body, type=dict[str, msgspec.Raw])
-    top["encoding_format"] = msgspec.Raw(b'"float"')
-    return msgspec.json.encode(top)
-
-
-def _finish_json(
-    ex: Exchange,
-    plan: UpstreamPlan,
-    ctx: TranslateContext | None,
-    raw: bytes,
-    model: str,
-    mapped: bool,
-    view: RequestView,
-) -> web.Response:
-    ex.response_body = raw
-    if plan.translator is not None:
-        assert ctx is not None
-        out = plan.translator.response(raw, ctx)
-        ex.usage = ctx.usage
-    else:
-        family = "anthropic" if plan.family == "anthropic" else "openai"
-        ex.usage = body_usage(family, raw)
-        out = raw
-        if mapped:
-            out = rewrite_response_model(raw, model)
-        if plan.fix_embedding_encoding:
-            out = reencode_embeddings_response(out, "base64" if view.encoding_format == "base64" else "float")
-    return web.Response(body=out, headers={"Content-Type": "application/json"})
-
-
-async def _stream_to_client(
-    request: web.Request,
-    ex: Exchange,
-    dialect: Dialect,
-    channel: CompiledChannel,
-    reply: UpstreamReply,
-    first: bytes,
-    observer: PassthroughStream | None,
-    translating: StreamTranslator | None,
-    parser: SseParser | None,
-) -> web.StreamResponse:
-    """Commit the stream to the client and relay it to the end; never raises UpstreamError."""
-    resp: web.StreamResponse
-    headers = ex.response_headers()
-    # What Apex added before the first byte (the metric takes the whole stream's figure).
-    headers["x-apex-overhead-ms"] = f"{max(0.0, ex.elapsed_ms() - ex.upstream_ms - (ex.ttft_ms or 0.0)):.3f}"
-    if translating is not None:
-        # Events Apex writes itself go out through aiohttp-sse (keep-alive pings included).
-        resp = EventSourceResponse(sep="\n", allow_all_methods=True, headers=headers)
-    else:
-        resp = web.StreamResponse(headers=headers)
-        resp.headers.update(SSE_HEADERS)
-    await resp.prepare(request)
-    try:
-        return await _relay(request, ex, dialect, channel, reply, resp, first, observer, translating, parser)
-    finally:
-        if isinstance(resp, EventSourceResponse):
-            resp.stop_streaming()  # its keep-alive ping task must not outlive the stream
-
-
-async def _relay(
-    request: web.Request,
-    ex: Exchange,
-    dialect: Dialect,
-    channel: CompiledChannel,
-    reply: UpstreamReply,
-    resp: web.StreamResponse,
-    first: bytes,
-    observer: PassthroughStream | None,
-    translating: StreamTranslator | None,
-    parser: SseParser | None,
-) -> web.StreamResponse:
-    """Write the first events, then every later one as it arrives, then the closing events."""
-    ex.committed = True
-    ex.status = 200
-    secrets = channel.secrets
-    if first:
-        if secrets and ((observer is not None and observer.errored) or (translating is not None and translating.done)):
-            first = secrets.data(first)
-        await resp.write(first)
-    idle = channel.timeouts.stream_idle
-    loop = asyncio.get_running_loop()
-    failure: tuple[str, str] | None = None
-    try:
-        with Deadline(loop, None) as deadline:
-            while True:
-                deadline.move(loop.time() + idle)
-                chunk = await reply.content.readany()
-                deadline.move(None)  # a slow client is not an idle upstream
-                if not chunk:
-                    break
-                if observer is not None:
-                    out = observer.feed(chunk)
-                    if observer.errored and secrets:
-                        out = secrets.data(out)  # an upstream error event may quote the key
-                else:
-                    assert parser is not None and translating is not None
-                    parts: list[bytes] = []
-                    for event in parser.feed(chunk):
-                        parts.extend(translating.feed(event))
-                    out = b"".join(parts)
-                    if translating.done and secrets:
-                        out = secrets.data(out)
-                if out:
-                    await resp.write(out)
-    except TimeoutError:
-        failure = (f"upstream channel {channel.name} sent nothing for {idle:g} s", "timeout")
-    except (HttpClientError, OSError) as exc:
-        if request.transport is None or request.transport.is_closing():
-            raise  # the client went away: nothing to tell it
-        failure = (f"{transport_error(channel.name, exc).message} (mid-stream)", "api_error")
-    tail: list[bytes] = []
-    if observer is not None:
-        if failure is None:
-            tail.append(observer.flush())
-        else:
-            observer.drop()  # an event the break cut short is never forwarded
-        ex.usage = observer.usage
-        if failure is not None:
-            tail.append(stream_error_event(dialect, *failure))
-        elif not (observer.terminated or observer.finished or observer.errored):
-            failure = (f"upstream channel {channel.name} ended the stream early", "api_error")
-            tail.append(stream_error_event(dialect, *failure))
-        if observer.errored:
-            ex.stream_error = "upstream_error_event"
-    else:
-        assert translating is not None and parser is not None
-        if failure is None:
-            for event in parser.flush():
-                tail.extend(translating.feed(event))
-            tail.extend(translating.finish())
-        else:
-            tail.extend(translating.fail(*failure))
-    if failure is not None:
-        ex.stream_error = failure[1]
-    data = b"".join(tail)
-    if secrets:
-        data = secrets.data(data)
-    if data:
-        await resp.write(data)
-    await resp.write_eof()
-    return resp
-
-
-

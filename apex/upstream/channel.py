@@ -16,7 +16,9 @@ from apex import __version__
 from apex.config.model import Channel, GlobalConfig
 from apex.errors import ConfigError, InvalidRequest, Secrets, secrets_of
 from apex.upstream.egress import Egress, TlsOptions, build_egress
-from apex.upstream.http import encode_header_fields
+from apex.upstream.http import UpstreamPool, encode_header_fields
+from apex.upstream.mock import MockTransport
+from apex.upstream.transport import HttpTransport, Transport
 from apex.upstream.presets import ANTHROPIC_VERSION, PRESETS, ProviderPreset
 from apex.routing.match import ModelMap, PatternSet
 from apex.translate import Translator, find_translator
@@ -108,10 +110,7 @@ class CompiledChannel:
     timeouts: ChannelTimeouts
     secrets: Secrets  # what this channel sends upstream that must never come back out of Apex
     egress: Egress | None = None  # proxy, TLS and connection budget (None for the mock provider)
-
-    @property
-    def is_mock(self) -> bool:
-        return self.preset.family == "mock"
+    transport: Transport | None = None  # how attempts reach the upstream (set by compile_channel)
 
     def map_model(self, model: str) -> str:
         return self.model_map.map(model) if self.model_map else model
@@ -127,7 +126,7 @@ def _auth_headers(family: str, api_key: str | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {api_key}"}
 
 
-def compile_channel(ch: Channel, g: GlobalConfig, index: int) -> CompiledChannel:
+def compile_channel(ch: Channel, g: GlobalConfig, index: int, pool: UpstreamPool | None = None) -> CompiledChannel:
     """Compile one channel; raise ConfigError naming ``channels[index]`` when it cannot work."""
     preset = PRESETS[ch.provider_type]
     path = f"channels[{index}]"
@@ -218,6 +217,7 @@ def compile_channel(ch: Channel, g: GlobalConfig, index: int) -> CompiledChannel
         timeouts=timeouts,
         secrets=secrets_of([ch.api_key, *ch.headers.values(), *_proxy_secrets(egress)]),
         egress=egress,
+        transport=MockTransport(ch) if preset.family == "mock" else HttpTransport(pool or UpstreamPool(), egress, connect),
     )
 
 

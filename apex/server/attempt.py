@@ -1,0 +1,318 @@
+"""One attempt of one request on one channel, its state on one object.
+
+An ``Attempt`` holds what the stages of a try share (the request, the channel and its plan,
+the upstream body and model, the translation context, the reply, timings) instead of passing
+them between functions: ``run`` builds the upstream request, sends it through the channel's
+transport (network or in-process, apex.upstream.transport) and answers the client, as one
+JSON body or as a stream relayed by a ``Relay`` (pass-through or translating, apex.server.relay).
+Before the stream commits, failures raise UpstreamError (the failover loop decides); after,
+they end the stream with an error event in the client's dialect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING, Final
+
+import msgspec
+from aiohttp import web
+from aiohttp_sse import EventSourceResponse
+
+from apex.errors import UpstreamMalformed
+from apex.server.deadline import Deadline
+from apex.server.exchange import Exchange
+from apex.server.relay import PassthroughRelay, Relay, TranslatingRelay
+from apex.server.responses import json_response
+from apex.snapshot import Snapshot
+from apex.translate import TranslateContext
+from apex.translate.passthrough import body_usage, rewrite_request, rewrite_response_model, strip_unsigned_thinking
+from apex.translate.write.embeddings import openai_to_jina_embeddings_request, reencode_embeddings_response
+from apex.types import Dialect
+from apex.upstream.base import TRANSPORT_ERRORS, UpstreamReply, map_transport_errors, transport_error, upstream_status_error
+from apex.upstream.channel import CompiledChannel, UpstreamPlan
+from apex.upstream.http import HttpClientError, encode_header_fields
+from apex.upstream.transport import Transport, UpstreamRequest
+
+if TYPE_CHECKING:
+    from apex.server.pipeline import RequestView
+
+__all__ = ["Attempt"]
+
+_ANTHROPIC_PASS_HEADERS: Final = ("anthropic-version", "anthropic-beta")
+
+
+class Attempt:
+    """One try on one channel; ``run`` raises UpstreamError (retryable or not) before commit."""
+
+    __slots__ = (
+        "body", "channel", "ctx", "dialect", "ex", "mapped", "model", "plan", "read_whole", "reply",
+        "request", "snap", "started", "upstream_model", "view",
+    )
+
+    def __init__(
+        self,
+        request: web.Request,
+        snap: Snapshot,
+        ex: Exchange,
+        dialect: Dialect,
+        channel: CompiledChannel,
+        body: bytes,
+        view: RequestView,
+        model: str,
+    ) -> None:
+        self.request = request
+        self.snap = snap
+        self.ex = ex
+        self.dialect = dialect
+        self.channel = channel
+        self.plan: UpstreamPlan = channel.plans[dialect]
+        self.body = body          # the client's bytes
+        self.view = view
+        self.model = model        # as the client named it
+        self.upstream_model = model
+        self.mapped = False
+        self.ctx: TranslateContext | None = None
+        self.reply: UpstreamReply | None = None
+        self.read_whole = False   # the reply's body was read to its end: its connection may be reused
+        self.started = 0.0        # perf_counter at send: uvloop's loop.time() is whole milliseconds
+
+    # --- the attempt ----------------------------------------------------------------------
+
+    async def run(self) -> web.StreamResponse:
+        plan = self.plan
+        ex = self.ex
+        if plan.local_estimate:
+            ex.upstream_model = self.model
+            return json_response({"input_tokens": ex.prompt_estimate()}, headers={"x-apex-estimated": "true"})
+        self.upstream_model = self.channel.map_model(self.model)
+        ex.upstream_model = self.upstream_model
+        self.mapped = self.upstream_model != self.model
+        upstream = UpstreamRequest(
+            plan.url_for(self.upstream_model, ex.stream), self._header_fields(), self._upstream_body(),
+            plan.upstream, self.upstream_model,
+        )
+        transport = self.channel.transport
+        assert transport is not None  # compile_channel gives every channel one
+        try:
+            response = await (self._stream(transport, upstream) if ex.stream else self._json(transport, upstream))
+            self.read_whole = True
+            return response
+        finally:
+            reply = self.reply
+            if reply is not None:
+                if self.read_whole:
+                    reply.release()  # the connection goes back to the pool
+                else:
+                    reply.close()
+
+    @property
+    def _client_usage(self) -> bool:
+        options = self.view.stream_options
+        return bool(options and options.include_usage)
+
+    def _upstream_body(self) -> bytes:
+        """The body to send: translated, or the client's bytes changed only where needed."""
+        plan = self.plan
+        body = self.body
+        translator = plan.translator
+        if translator is not None:
+            ex = self.ex
+            ctx = self.ctx = TranslateContext(
+                client_model=self.model,
+                upstream_model=self.upstream_model,
+                stream=ex.stream,
+                request_id=ex.request_id,
+                include_usage=self._client_usage,
+                estimated_input_tokens=ex.prompt_estimate(),
+            )
+            ctx.extras["created"] = int(time.time())
+            return translator.request(body, ctx)
+        add_usage = self.ex.stream and plan.add_stream_usage and not self._client_usage
+        if self.mapped or add_usage:
+            body = rewrite_request(body, model=self.upstream_model if self.mapped else None, add_stream_usage=add_usage)
+        if plan.fix_embedding_encoding:
+            body = self._embedding_request(body)
+        if plan.strip_unsigned_thinking:
+            body = strip_unsigned_thinking(body)
+        return body
+
+    def _embedding_request(self, body: bytes) -> bytes:
+        """Ask a float-only upstream for floats (Apex encodes base64 for the client itself);
+        Jina names the field ``embedding_type``."""
+        if self.channel.provider_type == "jina":
+            return openai_to_jina_embeddings_request(body)
+        if self.view.encoding_format != "base64":
+            return body
+        top = msgspec.json.decode(body, type=dict[str, msgspec.Raw])
+        top["encoding_format"] = msgspec.Raw(b'"float"')
+        return msgspec.json.encode(top)
+
+    def _header_fields(self) -> bytes:
+        """The plan's prebuilt header lines plus what this request adds (its id, Anthropic's
+        version/beta headers on a native Anthropic hop)."""
+        plan = self.plan
+        fields = plan.header_fields
+        client_rid = self.ex.client_request_id
+        extra: dict[str, str] | None = None
+        if client_rid is not None:
+            extra = {"x-request-id": client_rid}
+        if plan.forward_anthropic_headers and plan.client is plan.upstream:
+            headers = self.request.headers
+            for name in _ANTHROPIC_PASS_HEADERS:
+                value = headers.get(name)
+                if value is not None:
+                    extra = extra or {}
+                    extra[name] = value
+        if extra is None:
+            return fields
+        if "anthropic-version" in extra:  # the client's version replaces the plan's default
+            fields = plan.header_fields_unversioned
+        return fields + encode_header_fields(extra)
+
+    # --- non-stream -----------------------------------------------------------------------
+
+    async def _json(self, transport: Transport, upstream: UpstreamRequest) -> web.Response:
+        """first_byte_ms bounds the wait for the answer's head, request_ms the whole attempt."""
+        timeouts = self.channel.timeouts
+        ex = self.ex
+        self.started = time.perf_counter()
+        try:
+            loop = asyncio.get_running_loop()
+            begun = loop.time()
+            with Deadline(loop, begun + min(timeouts.first_byte, timeouts.request)) as deadline:
+                reply = self.reply = await transport.send(upstream)
+                deadline.move(begun + timeouts.request)
+                raw = await reply.read()
+            self.read_whole = True
+        except TRANSPORT_ERRORS as exc:
+            raise transport_error(self.channel.name, exc) from exc
+        finally:
+            ex.upstream_ms += (time.perf_counter() - self.started) * 1000
+        if reply.status >= 300:
+            raise upstream_status_error(
+                self.channel.name, self.plan.family, reply.status, raw, reply.headers, self.snap.retry_on_status
+            )
+        return self._json_answer(raw)
+
+    def _json_answer(self, raw: bytes) -> web.Response:
+        ex = self.ex
+        plan = self.plan
+        ex.response_body = raw
+        if plan.translator is not None:
+            ctx = self.ctx
+            assert ctx is not None
+            out = plan.translator.response(raw, ctx)
+            ex.usage = ctx.usage
+        else:
+            family = "anthropic" if plan.family == "anthropic" else "openai"
+            ex.usage = body_usage(family, raw)
+            out = raw
+            if self.mapped:
+                out = rewrite_response_model(raw, self.model)
+            if plan.fix_embedding_encoding:
+                out = reencode_embeddings_response(out, "base64" if self.view.encoding_format == "base64" else "float")
+        return web.Response(body=out, headers={"Content-Type": "application/json"})
+
+    # --- stream ---------------------------------------------------------------------------
+
+    def _relay(self) -> Relay:
+        plan = self.plan
+        channel = self.channel
+        if plan.translator is not None:
+            ctx = self.ctx
+            assert ctx is not None
+            return TranslatingRelay(plan.translator.stream(ctx), ctx, channel.secrets)
+        return PassthroughRelay(
+            self.dialect, channel=channel.name, client_model=self.model if self.mapped else None,
+            strip_usage_chunk=plan.add_stream_usage and not self._client_usage, secrets=channel.secrets,
+        )
+
+    async def _stream(self, transport: Transport, upstream: UpstreamRequest) -> web.StreamResponse:
+        """Wait (first_byte_ms) for the upstream's first whole event, then commit and relay."""
+        channel = self.channel
+        ex = self.ex
+        self.started = time.perf_counter()
+        with map_transport_errors(channel.name):
+            loop = asyncio.get_running_loop()
+            with Deadline(loop, loop.time() + channel.timeouts.first_byte) as deadline:
+                reply = self.reply = await transport.send(upstream)
+                if reply.status >= 300:
+                    raw = await reply.read()
+                    ex.upstream_ms += (time.perf_counter() - self.started) * 1000
+                    raise upstream_status_error(
+                        channel.name, self.plan.family, reply.status, raw, reply.headers, self.snap.retry_on_status
+                    )
+                if "event-stream" not in reply.content_type:
+                    raise UpstreamMalformed(
+                        f"upstream channel {channel.name} answered a stream request with {reply.content_type or 'no content type'}",
+                        channel=channel.name,
+                    )
+                relay = self._relay()
+                pending: list[bytes] = []
+                while not relay.started:
+                    chunk = await reply.content.readany()
+                    if not chunk:
+                        raise UpstreamMalformed(
+                            f"upstream channel {channel.name} closed the stream before its first event",
+                            channel=channel.name,
+                        )
+                    pending.append(relay.feed(chunk))
+                deadline.move(None)
+        ex.ttft_ms = (time.perf_counter() - self.started) * 1000
+        response = await self._commit(relay, reply, b"".join(pending))
+        ex.usage = relay.usage
+        ex.upstream_ms += (time.perf_counter() - self.started) * 1000
+        return response
+
+    async def _commit(self, relay: Relay, reply: UpstreamReply, first: bytes) -> web.StreamResponse:
+        """Send the client its response head and relay the stream to its end; never raises UpstreamError."""
+        ex = self.ex
+        headers = ex.response_headers()
+        # What Apex added before the first byte (the metric takes the whole stream's figure).
+        headers["x-apex-overhead-ms"] = f"{max(0.0, ex.elapsed_ms() - ex.upstream_ms - (ex.ttft_ms or 0.0)):.3f}"
+        resp = relay.response(headers)
+        await resp.prepare(self.request)
+        try:
+            await self._pump(relay, reply, resp, first)
+            return resp
+        finally:
+            if isinstance(resp, EventSourceResponse):
+                resp.stop_streaming()  # its keep-alive ping task must not outlive the stream
+
+    async def _pump(self, relay: Relay, reply: UpstreamReply, resp: web.StreamResponse, first: bytes) -> None:
+        """Write the first events, then every later one as it arrives, then the closing bytes."""
+        ex = self.ex
+        channel = self.channel
+        ex.committed = True
+        ex.status = 200
+        if first:
+            await resp.write(first)
+        idle = channel.timeouts.stream_idle
+        loop = asyncio.get_running_loop()
+        failure: tuple[str, str] | None = None
+        try:
+            with Deadline(loop, None) as deadline:
+                while True:
+                    deadline.move(loop.time() + idle)
+                    chunk = await reply.content.readany()
+                    deadline.move(None)  # a slow client is not an idle upstream
+                    if not chunk:
+                        break
+                    out = relay.feed(chunk)
+                    if out:
+                        await resp.write(out)
+        except TimeoutError:
+            failure = (f"upstream channel {channel.name} sent nothing for {idle:g} s", "timeout")
+        except (HttpClientError, OSError) as exc:
+            transport = self.request.transport
+            if transport is None or transport.is_closing():
+                raise  # the client went away: nothing to tell it
+            failure = (f"{transport_error(channel.name, exc).message} (mid-stream)", "api_error")
+        data = relay.finish(failure)
+        ex.usage = relay.usage
+        if relay.stream_error is not None:
+            ex.stream_error = relay.stream_error
+        if data:
+            await resp.write(data)
+        await resp.write_eof()
