@@ -8,6 +8,8 @@ address, anonymous auth). This runs once per load; nothing here is on the reques
 
 from __future__ import annotations
 
+import importlib.util
+
 import ipaddress
 import os
 import re
@@ -18,7 +20,7 @@ from urllib.parse import urlsplit
 
 import msgspec
 
-from apex.config.model import ChannelRef, Config
+from apex.config.model import ChannelRef, Config, TracingConfig
 from apex.errors import ConfigError
 from apex.glob import GlobError, compile_glob
 
@@ -29,7 +31,7 @@ _VAR: Final = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _MSGSPEC_AT: Final = re.compile(r"^(?P<msg>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)
 _RESERVED_PATHS: Final = frozenset(
     {"/v1/chat/completions", "/v1/responses", "/v1/embeddings", "/v1/models", "/v1/messages",
-     "/v1/messages/count_tokens", "/health"}
+     "/v1/messages/count_tokens", "/health", "/ready"}
 )
 
 
@@ -164,6 +166,16 @@ def _positive(value: int | float | None, path: str, *, zero_ok: bool = False) ->
         raise ConfigError(f"must be {'>= 0' if zero_ok else 'positive'}, got {value}", path=path)
 
 
+def _check_tracing(t: TracingConfig) -> None:
+    if not t.otlp_endpoint.startswith(("http://", "https://")):
+        raise ConfigError(f"must be an http(s) URL (the collector's base URL), got {t.otlp_endpoint!r}",
+                          path="global.tracing.otlp_endpoint")
+    if not 0.0 <= t.sample_ratio <= 1.0:
+        raise ConfigError(f"must be between 0 and 1, got {t.sample_ratio}", path="global.tracing.sample_ratio")
+    if importlib.util.find_spec("opentelemetry.sdk") is None:
+        raise ConfigError("tracing needs OpenTelemetry: pip install 'apex-gateway[otel]'", path="global.tracing")
+
+
 def check_config(config: Config) -> None:
     """Cross-field rules the types cannot express; raise ConfigError naming the path."""
     g = config.global_
@@ -189,6 +201,8 @@ def check_config(config: Config) -> None:
     _positive(g.max_body_bytes, "global.max_body_bytes")
     _positive(g.shutdown_grace_ms, "global.shutdown_grace_ms", zero_ok=True)
     _positive(g.drain_delay_ms, "global.drain_delay_ms", zero_ok=True)
+    if g.tracing is not None:
+        _check_tracing(g.tracing)
     if g.rate_limit_store.type == "redis" and not g.rate_limit_store.url:
         raise ConfigError("a redis store needs a url", path="global.rate_limit_store.url")
     if not config.metrics.path.startswith("/") or config.metrics.path in _RESERVED_PATHS:

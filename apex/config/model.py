@@ -32,6 +32,7 @@ __all__ = [
     "Rule",
     "Strategy",
     "Team",
+    "TracingConfig",
     "Timeouts",
 ]
 
@@ -99,6 +100,13 @@ class RateLimitStore(_Base, frozen=True):
     key_prefix: str = "apex:rl:"
 
 
+class TracingConfig(_Base, frozen=True):
+    otlp_endpoint: str  # the collector's base URL; spans go to {otlp_endpoint}/v1/traces (OTLP/HTTP)
+    service_name: str = "apex"
+    sample_ratio: float = 1.0  # of traces started here; a client's sampled flag is followed
+    headers: dict[str, str] = {}  # sent with every export, e.g. a collector's auth header
+
+
 class GlobalConfig(_Base, frozen=True):
     listen: str = "127.0.0.1:8080"
     auth: AuthConfig = AuthConfig()
@@ -109,6 +117,7 @@ class GlobalConfig(_Base, frozen=True):
     shutdown_grace_ms: int = 10_000
     drain_delay_ms: int = 0  # SIGTERM: /ready says 503 and Apex keeps serving this long before it drains
     rate_limit_store: RateLimitStore = RateLimitStore()
+    tracing: TracingConfig | None = None
 
 
 class LoggingConfig(_Base, frozen=True):

@@ -164,6 +164,9 @@ class Attempt:
                 if value is not None:
                     extra = extra or {}
                     extra[name] = value
+        trace = self.ex.trace
+        if trace is not None:  # W3C trace context of this attempt, for the upstream's own spans
+            extra = (extra or {}) | trace.traceparent()
         if extra is None:
             return fields
         if "anthropic-version" in extra:  # the client's version replaces the plan's default

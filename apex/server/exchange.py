@@ -8,9 +8,13 @@ It holds no secrets: the key is reduced to the team id or principal label.
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 from apex.tokens import estimate_tokens
 from apex.types import Dialect, Usage
+
+if TYPE_CHECKING:
+    from apex.tracing import RequestTrace
 
 __all__ = ["Exchange"]
 
@@ -23,6 +27,7 @@ class Exchange:
         "error_kind", "ratelimit_headers",
         # observability (apex.metrics / access log): see Gateway.finish
         "request_body", "response_body", "overhead_ms", "_prompt_estimate",
+        "trace",  # apex.tracing.RequestTrace while tracing is on, else None
     )
 
     def __init__(self, request_id: str, client_request_id: str | None, dialect: Dialect) -> None:
@@ -54,6 +59,7 @@ class Exchange:
         self._prompt_estimate: int | None = None
         self.response_body: bytes | None = None
         self.overhead_ms: float | None = None
+        self.trace: RequestTrace | None = None
 
     def response_headers(self) -> dict[str, str]:
         """Headers every response of this exchange carries (set before a stream commits)."""

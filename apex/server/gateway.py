@@ -13,6 +13,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -38,6 +39,10 @@ from apex.server.logs import ACCESS_LOGGER, access_fields, configure_logging, wr
 from apex.snapshot import Snapshot, build_snapshot
 from apex.tokens import estimate_tokens
 from apex.types import Dialect, MonotonicClock, Usage
+
+
+if TYPE_CHECKING:
+    from apex.tracing import Tracer  # only imported at run time when tracing is on
 
 __all__ = ["Gateway", "RateGrant"]
 
@@ -86,6 +91,7 @@ class Gateway:
         self.loaded_config_bytes: bytes | None = None  # the file content the live config came from
         self.in_flight = 0
         self.draining = False  # set when shutdown begins: /ready answers 503 from then on
+        self.tracer: Tracer | None = None  # global.tracing; None keeps tracing off the request path
         self.metrics = Metrics(self.version, self._rule_patterns)
         self.metrics.in_flight.set_function(lambda: self.in_flight)
         self._metrics_snapshot: Snapshot | None = None  # the Snapshot the metric bindings belong to
@@ -97,11 +103,19 @@ class Gateway:
     async def start(self) -> None:
         """Create the rate limiter (inside the loop)."""
         self.limiter = build_limiter(self.snapshot.config.global_.rate_limit_store, MonotonicClock())
+        tracing = self.snapshot.config.global_.tracing
+        if tracing is not None:
+            from apex.tracing import build_tracer  # imported only when tracing is on
+
+            self.tracer = build_tracer(tracing)
 
     async def close(self) -> None:
         await self._upstream.close()
         if self.limiter is not None:
             await self.limiter.close()
+        if self.tracer is not None:
+            await asyncio.to_thread(self.tracer.shutdown)  # flushes queued spans; bounded by the export timeout
+            self.tracer = None
 
     @property
     def upstream(self) -> UpstreamPool:
@@ -256,6 +270,8 @@ class Gateway:
             series.record(ex.status, _error_type(ex), ex.upstream_ms, ex.ttft_ms, overhead, latency)
             if usage is not None:
                 series.add_tokens(usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens, usage.estimated)
+        if ex.trace is not None and self.tracer is not None:
+            self.tracer.end_request(ex, ex.trace, _error_type(ex))
         if access_log.isEnabledFor(_INFO):
             write_access_line(access_log, access_fields(ex, latency, overhead, usage))
 

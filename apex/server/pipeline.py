@@ -176,10 +176,14 @@ async def _attempts(
         ex.channel = channel.name
         ex.tried.append(channel.name)
         attempt_started = clock()
+        if ex.trace is not None:
+            ex.trace.begin_attempt(channel.name, channel.provider_type, channel.config.base_url)
         try:
             response = await Attempt(request, snap, ex, dialect, channel, body, view, model).run()
         except UpstreamError as err:
             channel.secrets.error(err)  # an upstream may quote the key it was given
+            if ex.trace is not None:
+                ex.trace.end_attempt(err.kind, ex.upstream_model)
             ex.attempt_errors.append(err.kind)
             last = err
             now = clock()
@@ -197,6 +201,8 @@ async def _attempts(
             raise
         now = clock()
         plan.record(channel.name, Outcome.SUCCEEDED, now)
+        if ex.trace is not None:
+            ex.trace.end_attempt(ex.stream_error, ex.upstream_model)
         if _attempt_log.isEnabledFor(logging.DEBUG):
             request.app[GATEWAY_KEY].log_attempt(ex, channel.name, None, (now - attempt_started) * 1000)
         return response
