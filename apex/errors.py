@@ -13,6 +13,7 @@ client's dialect; nothing here knows about wire formats or aiohttp.
     │   ├── NotFound                   404 not_found
     │   ├── RequestTooLarge            413 request_too_large
     │   └── RateLimited                429 rate_limit
+    │       └── BudgetExceeded         429 budget_exceeded (the team's spending cap)
     ├── UpstreamError                  an upstream attempt failed
     │   ├── UpstreamStatus             the upstream answered non-2xx (keeps status and body)
     │   ├── UpstreamConnectionError    502 connect refused / reset
@@ -33,6 +34,7 @@ import msgspec
 __all__ = [
     "ApexError",
     "AuthenticationFailed",
+    "BudgetExceeded",
     "ClientError",
     "ConfigError",
     "InternalError",
@@ -110,6 +112,12 @@ class RequestTooLarge(ClientError):
 class RateLimited(ClientError):
     status = 429
     kind = "rate_limit"
+
+
+class BudgetExceeded(RateLimited):
+    """The team spent its budget for the period (OpenAI ``insufficient_quota``)."""
+
+    kind = "budget_exceeded"
 
 
 class UpstreamError(ApexError):

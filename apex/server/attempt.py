@@ -19,7 +19,7 @@ import msgspec
 from aiohttp import web
 from aiohttp_sse import EventSourceResponse
 
-from apex.errors import UpstreamMalformed
+from apex.errors import NotFound, UpstreamMalformed
 from apex.server.deadline import Deadline
 from apex.server.exchange import Exchange
 from apex.server.relay import PassthroughRelay, Relay, TranslatingRelay
@@ -85,14 +85,22 @@ class Attempt:
         if plan.local_estimate:
             ex.upstream_model = self.model
             return json_response({"input_tokens": ex.prompt_estimate()}, headers={"x-apex-estimated": "true"})
-        self.upstream_model = self.channel.map_model(self.model)
+        channel = self.channel
+        self.upstream_model = channel.map_model(self.model)
         ex.upstream_model = self.upstream_model
+        if channel.kind_plans is not None:  # a cloud: the model's family picks the wire format
+            chosen = channel.plan_for(self.dialect, self.upstream_model)
+            if chosen is None:
+                raise NotFound(
+                    f"channel {channel.name} cannot serve {self.dialect.value} requests for model '{self.upstream_model}'"
+                )
+            plan = self.plan = chosen
         self.mapped = self.upstream_model != self.model
         upstream = UpstreamRequest(
             plan.url_for(self.upstream_model, ex.stream), self._header_fields(), self._upstream_body(),
-            plan.upstream, self.upstream_model,
+            plan.upstream, self.upstream_model, ex.stream, plan.route,
         )
-        transport = self.channel.transport
+        transport = channel.transport
         assert transport is not None  # compile_channel gives every channel one
         try:
             response = await (self._stream(transport, upstream) if ex.stream else self._json(transport, upstream))

@@ -14,6 +14,7 @@ from apex.tokens import estimate_tokens
 from apex.types import Dialect, Usage
 
 if TYPE_CHECKING:
+    from apex.budget import BudgetGrant
     from apex.tracing import RequestTrace
 
 __all__ = ["Exchange"]
@@ -24,7 +25,7 @@ class Exchange:
         "request_id", "client_request_id", "dialect", "started", "team", "model",
         "stream", "router", "rule", "routed", "channel", "tried", "attempts", "upstream_model",
         "usage", "ttft_ms", "upstream_ms", "status", "committed", "stream_error", "attempt_errors",
-        "error_kind", "ratelimit_headers",
+        "error_kind", "ratelimit_headers", "cost_usd", "budget_grant", "key_fingerprint",
         # observability (apex.metrics / access log): see Gateway.finish
         "request_body", "response_body", "overhead_ms", "_prompt_estimate",
         "trace",  # apex.tracing.RequestTrace while tracing is on, else None
@@ -54,6 +55,9 @@ class Exchange:
         self.attempt_errors: list[str] = []
         self.error_kind: str | None = None
         self.ratelimit_headers: list[tuple[str, str]] | None = None
+        self.cost_usd: float | None = None
+        self.budget_grant: BudgetGrant | None = None
+        self.key_fingerprint: str | None = None
         # Kept by reference (no copy) so usage can be estimated when an upstream reports none.
         self.request_body: bytes | None = None
         self._prompt_estimate: int | None = None

@@ -110,6 +110,7 @@ def _param_of(message: str) -> str | None:
 async def proxy(request: web.Request, snap: Snapshot, ex: Exchange, dialect: Dialect) -> web.StreamResponse:
     """Serve one API request in ``dialect`` end to end; raise ApexError for the endpoint wrapper."""
     principal = snap.keys.authenticate(request.headers)
+    ex.key_fingerprint = principal.fingerprint
     if principal.team is not None:
         ex.team = principal.team.id
     body = await read_body(request, snap.max_body_bytes)
@@ -127,13 +128,17 @@ async def proxy(request: web.Request, snap: Snapshot, ex: Exchange, dialect: Dia
     gateway = request.app[GATEWAY_KEY]
     grant = None
     team = principal.team
-    if team is not None and team.rate_limit is not None and gateway.limiter is not None:
+    channels = route_channels(snap, route, dialect, model, gateway.clock())
+    if team is not None:
         max_out = view.max_tokens or view.max_completion_tokens or view.max_output_tokens or 0
-        grant = await gateway.acquire_rate_limit(team, ex.prompt_estimate() + max_out, ex)
+        if gateway.has_budget(team.id):  # settled by Gateway.finish, whatever happens next
+            await gateway.reserve_budget(team.id, ex, snap.channels[channels[0]], model, max_out)
+        if team.rate_limit is not None and gateway.limiter is not None:
+            grant = await gateway.acquire_rate_limit(team, ex.prompt_estimate() + max_out, ex)
     if grant is None:
-        return await _attempts(request, snap, ex, dialect, route_channels(snap, route, dialect, model, gateway.clock()), body, view, model)
+        return await _attempts(request, snap, ex, dialect, channels, body, view, model)
     try:
-        response = await _attempts(request, snap, ex, dialect, route_channels(snap, route, dialect, model, gateway.clock()), body, view, model)
+        response = await _attempts(request, snap, ex, dialect, channels, body, view, model)
     except BaseException:
         await gateway.settle_rate_limit(grant, _NOTHING_SERVED)  # refund the estimate
         raise
@@ -145,7 +150,7 @@ def route_channels(snap: Snapshot, route: Route, dialect: Dialect, model: str, n
     """Channel names of the route in attempt order that can serve ``dialect`` (health as of
     ``now``); NotFound if none."""
     health = snap.health
-    order = route.order(lambda c: health.is_available(c, now))
+    order = route.order(lambda c: health.is_available(c, now) and snap.channels[c].credentials_ok)
     usable = [c for c in order if dialect in snap.channels[c].plans]
     if not usable:
         raise NotFound(f"no channel of router '{route.router}' can serve {dialect.value} requests for model '{model}'")

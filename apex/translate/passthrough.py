@@ -184,8 +184,10 @@ def _anthropic_usage(u: _AnthropicUsage, into: Usage | None) -> Usage:
     usage = into if into is not None else Usage()
     if u.input_tokens is not None or u.cache_read_input_tokens is not None:
         cache_read = u.cache_read_input_tokens or 0
-        usage.prompt_tokens = (u.input_tokens or 0) + cache_read + (u.cache_creation_input_tokens or 0)
+        cache_write = u.cache_creation_input_tokens or 0
+        usage.prompt_tokens = (u.input_tokens or 0) + cache_read + cache_write
         usage.cached_tokens = cache_read
+        usage.cache_write_tokens = cache_write
     if u.output_tokens is not None:
         usage.completion_tokens = u.output_tokens  # cumulative in message_delta: overwrite
     return usage

@@ -9,12 +9,15 @@ from inside the process (``apex.upstream.mock.MockTransport``) is the transport'
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from apex.types import Dialect
 from apex.upstream.base import UpstreamReply
 from apex.upstream.egress import Egress
 from apex.upstream.http import UpstreamPool
+
+if TYPE_CHECKING:
+    from apex.upstream.cloud import CloudRoute
 
 __all__ = ["HttpTransport", "Transport", "UpstreamRequest"]
 
@@ -28,6 +31,8 @@ class UpstreamRequest:
     body: bytes
     dialect: Dialect      # the upstream dialect the body is written in
     model: str            # the upstream model name
+    stream: bool = False
+    route: CloudRoute | None = None  # a cloud's body edit, request signing and stream framing
 
 
 class Transport(Protocol):
@@ -48,6 +53,12 @@ class HttpTransport:
         self._connect_timeout = connect_timeout
 
     async def send(self, request: UpstreamRequest) -> UpstreamReply:
+        route = request.route
+        if route is not None:
+            return await route.send(
+                self._pool, request.url, request.header_fields, request.body, request.stream,
+                self._connect_timeout, self._egress,
+            )
         return await self._pool.post(
             request.url, request.header_fields, request.body,
             connect_timeout=self._connect_timeout, egress=self._egress,

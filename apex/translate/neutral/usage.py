@@ -29,13 +29,14 @@ def usage_from_anthropic(view: UsageView, previous: Usage | None = None) -> Usag
     read = view.cache_read_input_tokens
     write = view.cache_creation_input_tokens
     if view.input_tokens is None and read is None and write is None:
-        prompt, cached = prev.prompt_tokens, prev.cached_tokens
+        prompt, cached, written = prev.prompt_tokens, prev.cached_tokens, prev.cache_write_tokens
     else:
         cached = read if read is not None else prev.cached_tokens
+        written = write if write is not None else prev.cache_write_tokens
         prompt = (view.input_tokens or 0) + (read or 0) + (write or 0)
     completion = view.output_tokens if view.output_tokens is not None else prev.completion_tokens
     return Usage(prompt_tokens=prompt, completion_tokens=completion, cached_tokens=cached,
-                 reasoning_tokens=prev.reasoning_tokens)
+                 reasoning_tokens=prev.reasoning_tokens, cache_write_tokens=written)
 
 
 def usage_from_openai(view: ChatUsage) -> Usage:
@@ -66,8 +67,8 @@ def openai_usage_body(usage: Usage) -> dict[str, object]:
 def anthropic_usage_body(usage: Usage) -> dict[str, object]:
     """Usage -> Anthropic ``usage`` object (input excludes cache reads)."""
     return {
-        "input_tokens": max(usage.prompt_tokens - usage.cached_tokens, 0),
-        "cache_creation_input_tokens": 0,
+        "input_tokens": max(usage.prompt_tokens - usage.cached_tokens - usage.cache_write_tokens, 0),
+        "cache_creation_input_tokens": usage.cache_write_tokens,
         "cache_read_input_tokens": usage.cached_tokens,
         "output_tokens": usage.completion_tokens,
     }
