@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
 import msgspec
 from aiohttp import web
@@ -34,12 +34,25 @@ from apex.upstream.channel import CompiledChannel, UpstreamPlan
 from apex.upstream.http import HttpClientError, encode_header_fields
 from apex.upstream.transport import Transport, UpstreamRequest
 
-if TYPE_CHECKING:
-    from apex.server.pipeline import RequestView
-
-__all__ = ["Attempt"]
+__all__ = ["Attempt", "RequestView"]
 
 _ANTHROPIC_PASS_HEADERS: Final = ("anthropic-version", "anthropic-beta")
+
+
+class _StreamOptions(msgspec.Struct):
+    include_usage: bool | None = None
+
+
+class RequestView(msgspec.Struct):
+    """The only fields Apex reads from a request body; the rest is forwarded untouched."""
+
+    model: str | None = None
+    stream: bool | None = False
+    stream_options: _StreamOptions | None = None
+    encoding_format: str | None = None
+    max_tokens: int | None = None
+    max_completion_tokens: int | None = None
+    max_output_tokens: int | None = None
 
 
 class Attempt:

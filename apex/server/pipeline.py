@@ -25,7 +25,7 @@ from apex.errors import (
     UpstreamError,
 )
 from apex.routing.policy import AttemptPlan, Outcome
-from apex.server.attempt import Attempt
+from apex.server.attempt import Attempt, RequestView
 from apex.server.exchange import Exchange
 from apex.server.inputs import check_model
 from apex.server.keys import GATEWAY_KEY
@@ -34,22 +34,6 @@ from apex.snapshot import Snapshot
 from apex.types import Dialect, Usage
 
 __all__ = ["RequestView", "proxy", "read_body"]
-
-
-class _StreamOptions(msgspec.Struct):
-    include_usage: bool | None = None
-
-
-class RequestView(msgspec.Struct):
-    """The only fields Apex reads from a request body; the rest is forwarded untouched."""
-
-    model: str | None = None
-    stream: bool | None = False
-    stream_options: _StreamOptions | None = None
-    encoding_format: str | None = None
-    max_tokens: int | None = None
-    max_completion_tokens: int | None = None
-    max_output_tokens: int | None = None
 
 
 _VIEW: Final = msgspec.json.Decoder(RequestView)
