@@ -13,30 +13,42 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Final
 
 import msgspec
 from aiohttp import web
 from aiohttp_sse import EventSourceResponse
 
-from apex.errors import NotFound, UpstreamMalformed
+from apex.errors import NotFound, UpstreamMalformed, UpstreamStatus
 from apex.server.deadline import Deadline
 from apex.server.exchange import Exchange
 from apex.server.relay import PassthroughRelay, Relay, TranslatingRelay
 from apex.server.responses import json_response
 from apex.snapshot import Snapshot
 from apex.translate import TranslateContext
-from apex.translate.passthrough import body_usage, rewrite_request, rewrite_response_model, strip_unsigned_thinking
+from apex.translate.passthrough import (
+    body_usage,
+    rewrite_request,
+    rewrite_response_model,
+    strip_reasoning,
+    strip_unsigned_thinking,
+)
 from apex.translate.write.embeddings import openai_to_jina_embeddings_request, reencode_embeddings_response
 from apex.types import Dialect
-from apex.upstream.base import TRANSPORT_ERRORS, UpstreamReply, map_transport_errors, transport_error, upstream_status_error
-from apex.upstream.channel import CompiledChannel, UpstreamPlan
+from apex.upstream.base import (
+    TRANSPORT_ERRORS,
+    UpstreamReply,
+    map_transport_errors,
+    scrub_key_shapes,
+    transport_error,
+    upstream_status_error,
+)
+from apex.upstream.channel import USER_AGENT, CompiledChannel, UpstreamPlan
 from apex.upstream.http import HttpClientError, encode_header_fields
+from apex.upstream.presets import ANTHROPIC_VERSION
 from apex.upstream.transport import Transport, UpstreamRequest
 
 __all__ = ["Attempt", "RequestView"]
 
-_ANTHROPIC_PASS_HEADERS: Final = ("anthropic-version", "anthropic-beta")
 
 
 class _StreamOptions(msgspec.Struct):
@@ -109,9 +121,12 @@ class Attempt:
                 )
             plan = self.plan = chosen
         self.mapped = self.upstream_model != self.model
+        body = self._upstream_body()
+        url = plan.url_for(self.upstream_model, ex.stream)
+        if plan.forward_anthropic_headers and plan.native and plan.route is None and self.request.query_string:
+            url = f"{url}?{self.request.rel_url.raw_query_string}"  # ?beta=true: Anthropic's beta surface
         upstream = UpstreamRequest(
-            plan.url_for(self.upstream_model, ex.stream), self._header_fields(), self._upstream_body(),
-            plan.upstream, self.upstream_model, ex.stream, plan.route,
+            url, self._header_fields(), body, plan.upstream, self.upstream_model, ex.stream, plan.route,
         )
         transport = channel.transport
         assert transport is not None  # compile_channel gives every channel one
@@ -148,7 +163,11 @@ class Attempt:
                 estimated_input_tokens=ex.prompt_estimate(),
             )
             ctx.extras["created"] = int(time.time())
-            return translator.request(body, ctx)
+            if plan.caps is not None:
+                ctx.caps = plan.caps.lookup(self.upstream_model)
+            out = translator.request(body, ctx)
+            ex.notices = ctx.notices
+            return out
         add_usage = self.ex.stream and plan.add_stream_usage and not self._client_usage
         if self.mapped or add_usage:
             body = rewrite_request(body, model=self.upstream_model if self.mapped else None, add_stream_usage=add_usage)
@@ -156,6 +175,10 @@ class Attempt:
             body = self._embedding_request(body)
         if plan.strip_unsigned_thinking:
             body = strip_unsigned_thinking(body)
+        if plan.caps is not None:  # native Responses: a known non-reasoning model gets no reasoning
+            caps = plan.caps.lookup(self.upstream_model)
+            if caps.known and not caps.reasons:
+                body = strip_reasoning(body)
         return body
 
     def _embedding_request(self, body: bytes) -> bytes:
@@ -170,29 +193,39 @@ class Attempt:
         return msgspec.json.encode(top)
 
     def _header_fields(self) -> bytes:
-        """The plan's prebuilt header lines plus what this request adds (its id, Anthropic's
-        version/beta headers on a native Anthropic hop)."""
+        """The plan's prebuilt header lines plus what this request adds: its id and trace
+        context; on a native hop the client's User-Agent (upstreams use it) and, towards an
+        Anthropic-shaped upstream, every ``anthropic-*`` header the client sent (an open list:
+        new betas need no release)."""
         plan = self.plan
-        fields = plan.header_fields
-        client_rid = self.ex.client_request_id
-        extra: dict[str, str] | None = None
+        ex = self.ex
+        client_rid = ex.client_request_id
+        extra: dict[str, str] = {}
         if client_rid is not None:
-            extra = {"x-request-id": client_rid}
-        if plan.forward_anthropic_headers and plan.client is plan.upstream:
-            headers = self.request.headers
-            for name in _ANTHROPIC_PASS_HEADERS:
-                value = headers.get(name)
-                if value is not None:
-                    extra = extra or {}
-                    extra[name] = value
-        trace = self.ex.trace
-        if trace is not None:  # W3C trace context of this attempt, for the upstream's own spans
-            extra = (extra or {}) | trace.traceparent()
-        if extra is None:
-            return fields
-        if "anthropic-version" in extra:  # the client's version replaces the plan's default
-            fields = plan.header_fields_unversioned
-        return fields + encode_header_fields(extra)
+            extra["x-request-id"] = client_rid
+        if ex.trace is not None:  # W3C trace context of this attempt, for the upstream's own spans
+            extra |= ex.trace.traceparent()
+        if not plan.native:
+            return plan.header_fields + encode_header_fields(extra) if extra else plan.header_fields
+        headers = self.request.headers
+        agent = headers.get("User-Agent")
+        extra["User-Agent"] = agent if agent is not None and _header_safe(agent) else USER_AGENT
+        if plan.forward_anthropic_headers:
+            for name, value in headers.items():
+                if len(name) > 10 and name[:10].lower() == "anthropic-" and _header_safe(value):
+                    extra[name.lower()] = value
+            if "anthropic-version" not in extra:
+                extra["anthropic-version"] = ANTHROPIC_VERSION
+        return plan.header_fields_bare + encode_header_fields(extra)
+
+    def _status_error(self, reply: UpstreamReply, raw: bytes) -> UpstreamStatus:
+        """The UpstreamStatus for a non-2xx answer; a native upstream's body is kept for the client."""
+        channel = self.channel
+        plan = self.plan
+        err = upstream_status_error(channel.name, plan.family, reply.status, raw, reply.headers, self.snap.retry_on_status)
+        if plan.native and plan.family == plan.client.family and raw:
+            err.client_body = scrub_key_shapes(channel.secrets.data(raw))
+        return err
 
     # --- non-stream -----------------------------------------------------------------------
 
@@ -214,9 +247,7 @@ class Attempt:
         finally:
             ex.upstream_ms += (time.perf_counter() - self.started) * 1000
         if reply.status >= 300:
-            raise upstream_status_error(
-                self.channel.name, self.plan.family, reply.status, raw, reply.headers, self.snap.retry_on_status
-            )
+            raise self._status_error(reply, raw)
         return self._json_answer(raw)
 
     def _json_answer(self, raw: bytes) -> web.Response:
@@ -264,9 +295,7 @@ class Attempt:
                 if reply.status >= 300:
                     raw = await reply.read()
                     ex.upstream_ms += (time.perf_counter() - self.started) * 1000
-                    raise upstream_status_error(
-                        channel.name, self.plan.family, reply.status, raw, reply.headers, self.snap.retry_on_status
-                    )
+                    raise self._status_error(reply, raw)
                 if "event-stream" not in reply.content_type:
                     raise UpstreamMalformed(
                         f"upstream channel {channel.name} answered a stream request with {reply.content_type or 'no content type'}",
@@ -340,3 +369,8 @@ class Attempt:
         if data:
             await resp.write(data)
         await resp.write_eof()
+
+
+def _header_safe(value: str) -> bool:
+    """A client header value Apex may put on its own upstream request line by line."""
+    return value.isascii() and value.isprintable()
