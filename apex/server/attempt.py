@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Protocol
 
 import msgspec
 from aiohttp import web
@@ -22,7 +23,8 @@ from apex.errors import NotFound, UpstreamMalformed, UpstreamStatus
 from apex.server.deadline import Deadline
 from apex.server.exchange import Exchange
 from apex.server.relay import PassthroughRelay, Relay, TranslatingRelay
-from apex.server.responses import json_response
+from apex.server.responses import SSE_HEADERS, json_response
+from apex.sse import SseParser
 from apex.snapshot import Snapshot
 from apex.translate import TranslateContext
 from apex.translate.passthrough import (
@@ -32,6 +34,9 @@ from apex.translate.passthrough import (
     strip_reasoning,
     strip_unsigned_thinking,
 )
+from apex.translate.directions.gemini_embeddings import with_upstream_model
+from apex.translate.passthrough_gemini import gemini_body_usage
+from apex.translate.write.gemini import GeminiFraming
 from apex.translate.write.embeddings import openai_to_jina_embeddings_request, reencode_embeddings_response
 from apex.types import Dialect
 from apex.upstream.base import (
@@ -109,7 +114,9 @@ class Attempt:
         ex = self.ex
         if plan.local_estimate:
             ex.upstream_model = self.model
-            return json_response({"input_tokens": ex.prompt_estimate()}, headers={"x-apex-estimated": "true"})
+            counted = {"totalTokens": ex.prompt_estimate()} if self.dialect is Dialect.GEMINI_COUNT_TOKENS else {
+                "input_tokens": ex.prompt_estimate()}
+            return json_response(counted, headers={"x-apex-estimated": "true"})
         channel = self.channel
         self.upstream_model = channel.map_model(self.model)
         ex.upstream_model = self.upstream_model
@@ -175,6 +182,8 @@ class Attempt:
             body = self._embedding_request(body)
         if plan.strip_unsigned_thinking:
             body = strip_unsigned_thinking(body)
+        if plan.upstream is Dialect.GEMINI_EMBED:
+            body = with_upstream_model(body, self.upstream_model)  # Gemini checks requests[].model
         if plan.caps is not None:  # native Responses: a known non-reasoning model gets no reasoning
             caps = plan.caps.lookup(self.upstream_model)
             if caps.known and not caps.reasons:
@@ -259,6 +268,14 @@ class Attempt:
             assert ctx is not None
             out = plan.translator.response(raw, ctx)
             ex.usage = ctx.usage
+        elif plan.family == "gemini" and plan.client is Dialect.GEMINI_GENERATE:
+            try:
+                ex.usage = gemini_body_usage(raw)
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                raise UpstreamMalformed(f"upstream answered with a malformed body: {exc}") from exc
+            out = raw
+        elif plan.family == "gemini":
+            out = raw  # embeddings and token counts report no usage: the gateway estimates
         else:
             family = "anthropic" if plan.family == "anthropic" else "openai"
             ex.usage = body_usage(family, raw)
@@ -278,8 +295,9 @@ class Attempt:
             ctx = self.ctx
             assert ctx is not None
             return TranslatingRelay(plan.translator.stream(ctx), ctx, channel.secrets)
+        rewrite = self.mapped and self.dialect is not Dialect.GEMINI_GENERATE
         return PassthroughRelay(
-            self.dialect, channel=channel.name, client_model=self.model if self.mapped else None,
+            self.dialect, channel=channel.name, client_model=self.model if rewrite else None,
             strip_usage_chunk=plan.add_stream_usage and not self._client_usage, secrets=channel.secrets,
         )
 
@@ -324,16 +342,24 @@ class Attempt:
         headers = ex.response_headers()
         # What Apex added before the first byte (the metric takes the whole stream's figure).
         headers["x-apex-overhead-ms"] = f"{max(0.0, ex.elapsed_ms() - ex.upstream_ms - (ex.ttft_ms or 0.0)):.3f}"
-        resp = relay.response(headers)
+        if self.dialect is Dialect.GEMINI_GENERATE:
+            # No keep-alive comments: the Gemini SDKs read a line that is not ``data:`` as JSON.
+            resp = web.StreamResponse(headers=headers)
+            resp.headers.update(SSE_HEADERS)
+            if ex.json_array_stream:
+                resp.headers["Content-Type"] = "application/json; charset=UTF-8"
+        else:
+            resp = relay.response(headers)
         await resp.prepare(self.request)
         try:
-            await self._pump(relay, reply, resp, first)
+            sink = _JsonArraySink(resp) if ex.json_array_stream else resp
+            await self._pump(relay, reply, sink, first)
             return resp
         finally:
             if isinstance(resp, EventSourceResponse):
                 resp.stop_streaming()  # its keep-alive ping task must not outlive the stream
 
-    async def _pump(self, relay: Relay, reply: UpstreamReply, resp: web.StreamResponse, first: bytes) -> None:
+    async def _pump(self, relay: Relay, reply: UpstreamReply, resp: web.StreamResponse | _Sink, first: bytes) -> None:
         """Write the first events, then every later one as it arrives, then the closing bytes."""
         ex = self.ex
         channel = self.channel
@@ -374,3 +400,31 @@ class Attempt:
 def _header_safe(value: str) -> bool:
     """A client header value Apex may put on its own upstream request line by line."""
     return value.isascii() and value.isprintable()
+
+
+class _Sink(Protocol):
+    async def write(self, data: bytes) -> None: ...
+
+    async def write_eof(self, data: bytes = b"") -> None: ...
+
+
+class _JsonArraySink:
+    """Gemini's stream without ``alt=sse``: the SSE events Apex produced, re-framed as the
+    incremental JSON array Google sends (``[{...},\r\n{...}]``)."""
+
+    __slots__ = ("_framing", "_parser", "_resp")
+
+    def __init__(self, resp: web.StreamResponse) -> None:
+        self._resp = resp
+        self._parser = SseParser()
+        self._framing = GeminiFraming(array=True)
+
+    async def write(self, data: bytes) -> None:
+        out = b"".join(self._framing.chunk(ev.data) for ev in self._parser.feed(data))
+        if out:
+            await self._resp.write(out)
+
+    async def write_eof(self, data: bytes = b"") -> None:
+        events = self._parser.feed(data) + self._parser.flush()
+        out = b"".join(self._framing.chunk(ev.data) for ev in events)
+        await self._resp.write_eof(out + self._framing.close())

@@ -17,6 +17,7 @@ from typing import Final
 import msgspec
 from aiohttp import web
 
+from apex.auth import Principal
 from apex.errors import (
     ApexError,
     InvalidRequest,
@@ -37,6 +38,8 @@ __all__ = ["RequestView", "proxy", "read_body"]
 
 
 _VIEW: Final = msgspec.json.Decoder(RequestView)
+_NEVER_STREAM: Final = frozenset({Dialect.OPENAI_EMBEDDINGS, Dialect.ANTHROPIC_COUNT_TOKENS,
+                                  Dialect.GEMINI_EMBED, Dialect.GEMINI_COUNT_TOKENS})
 _attempt_log: Final = logging.getLogger("apex.gateway")
 _NOTHING_SERVED: Final = Usage()
 
@@ -100,10 +103,24 @@ async def proxy(request: web.Request, snap: Snapshot, ex: Exchange, dialect: Dia
     body = await read_body(request, snap.max_body_bytes)
     ex.request_body = body  # a reference: the usage estimate needs it when an upstream reports none
     view = decode_view(body)
+    return await serve(request, snap, ex, dialect, principal, body, view)
+
+
+async def serve(
+    request: web.Request,
+    snap: Snapshot,
+    ex: Exchange,
+    dialect: Dialect,
+    principal: Principal,
+    body: bytes,
+    view: RequestView,
+) -> web.StreamResponse:
+    """Policy, routing, rate limit and attempts for a request whose body was read and whose
+    model (and stream flag) are known: from the body's view, or from a Gemini URL."""
     model = view.model
     assert model is not None
     ex.model = model
-    ex.stream = bool(view.stream) and dialect not in (Dialect.OPENAI_EMBEDDINGS, Dialect.ANTHROPIC_COUNT_TOKENS)
+    ex.stream = bool(view.stream) and dialect not in _NEVER_STREAM
     route = snap.pick_route(principal, model, request.headers.get("x-apex-router"))
     ex.router = route.router
     ex.rule = route.rule.label

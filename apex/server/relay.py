@@ -27,6 +27,7 @@ _STREAM_FAMILY: Final[dict[Dialect, str]] = {
     Dialect.OPENAI_CHAT: "openai_chat",
     Dialect.ANTHROPIC_MESSAGES: "anthropic",
     Dialect.OPENAI_RESPONSES: "responses",
+    Dialect.GEMINI_GENERATE: "gemini",
 }
 
 

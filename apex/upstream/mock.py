@@ -55,6 +55,49 @@ class _Req(msgspec.Struct):
 _REQ: Final = msgspec.json.Decoder(_Req)
 
 
+class _GPart(msgspec.Struct):
+    text: str | None = None
+
+
+class _GContent(msgspec.Struct):
+    parts: list[_GPart] = []
+    role: str = "user"
+
+
+class _GGeneration(msgspec.Struct, rename="camel"):
+    max_output_tokens: int | None = None
+
+
+class _GReq(msgspec.Struct, rename="camel"):
+    contents: list[_GContent] = []
+    generation_config: _GGeneration | None = None
+
+
+class _GEmbedOne(msgspec.Struct, rename="camel"):
+    content: _GContent
+    output_dimensionality: int | None = None
+
+
+class _GEmbed(msgspec.Struct):
+    requests: list[_GEmbedOne]
+
+
+_GREQ: Final = msgspec.json.Decoder(_GReq)
+_GEMBED: Final = msgspec.json.Decoder(_GEmbed)
+
+
+def _gemini_view(body: bytes) -> _Req:
+    """A Gemini request read into the mock's view: last user text as a message, the output limit."""
+    try:
+        g = _GREQ.decode(body)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise InvalidRequest(f"request body is not valid: {exc}") from exc
+    messages = [_Message(role="user" if c.role != "model" else "assistant",
+                         content=" ".join(p.text for p in c.parts if p.text)) for c in g.contents]
+    limit = g.generation_config.max_output_tokens if g.generation_config else None
+    return _Req(messages=messages, max_output_tokens=limit)
+
+
 def _text_of(content: object) -> str:
     if isinstance(content, str):
         return content
@@ -123,18 +166,28 @@ def _error(message: str) -> MockReply:
     return MockReply(400, "application/json", _one(_ENC.encode({"error": {"message": message, "type": "invalid_request_error"}})))
 
 
-async def mock_reply(ch: Channel, dialect: Dialect, body: bytes, model: str) -> MockReply:
-    """Answer ``body`` (a request in ``dialect``) as the upstream would, for model ``model``."""
-    try:
-        req = _REQ.decode(body)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        raise InvalidRequest(f"request body is not valid: {exc}") from exc
+async def mock_reply(ch: Channel, dialect: Dialect, body: bytes, model: str, stream: bool = False) -> MockReply:
+    """Answer ``body`` (a request in ``dialect``) as the upstream would, for model ``model``.
+
+    ``stream`` matters for Gemini only, whose stream flag is in the URL, not the body."""
+    if dialect is Dialect.GEMINI_EMBED:
+        return _gemini_embeddings(body)
+    if dialect is Dialect.GEMINI_GENERATE or dialect is Dialect.GEMINI_COUNT_TOKENS:
+        req = _gemini_view(body)
+        req.stream = stream
+    else:
+        try:
+            req = _REQ.decode(body)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise InvalidRequest(f"request body is not valid: {exc}") from exc
     if ch.latency_ms:
         await asyncio.sleep(ch.latency_ms / 1000)
     if dialect is Dialect.OPENAI_EMBEDDINGS:
         return _embeddings(req, model)
     if dialect is Dialect.ANTHROPIC_COUNT_TOKENS:
         return MockReply(200, "application/json", _one(_ENC.encode({"input_tokens": estimate_tokens(body)})))
+    if dialect is Dialect.GEMINI_COUNT_TOKENS:
+        return MockReply(200, "application/json", _one(_ENC.encode({"totalTokens": estimate_tokens(body)})))
     prompt = _last_user_text(req)
     text = ch.response_text if ch.response_text is not None else f"This is Apex's mock provider. You said: {prompt[:200]}"
     words = [w + " " for w in text.split(" ")]
@@ -154,7 +207,8 @@ async def mock_reply(ch: Channel, dialect: Dialect, body: bytes, model: str) -> 
         return _anthropic(req, model, words, truncated, prompt_tokens, out_tokens, gap, rid)
     if dialect is Dialect.OPENAI_RESPONSES:
         return _responses(req, model, words, truncated, prompt_tokens, out_tokens, gap, rid)
-    return _error(f"the mock provider does not serve {dialect.value}")
+    if dialect is Dialect.GEMINI_GENERATE:
+        return _gemini(req, model, words, truncated, prompt_tokens, out_tokens, gap, rid)
 
 
 async def _paced(events: list[bytes], gap: float, first: int) -> AsyncIterator[bytes]:
@@ -275,6 +329,36 @@ def _responses(req: _Req, model: str, words: list[str], truncated: bool, pin: in
     return MockReply(200, "text/event-stream", _paced(events, gap, 4))
 
 
+def _gemini(req: _Req, model: str, words: list[str], truncated: bool, pin: int, pout: int, gap: float, rid: str) -> MockReply:
+    usage = {"promptTokenCount": pin, "candidatesTokenCount": pout, "totalTokenCount": pin + pout}
+    finish = "MAX_TOKENS" if truncated else "STOP"
+
+    def chunk(text: str, fin: str | None, with_usage: bool) -> dict[str, object]:
+        cand: dict[str, object] = {"content": {"parts": [{"text": text}], "role": "model"}, "index": 0}
+        if fin is not None:
+            cand["finishReason"] = fin
+        out: dict[str, object] = {"candidates": [cand], "modelVersion": model, "responseId": f"mock{rid}"}
+        if with_usage:
+            out["usageMetadata"] = usage
+        return out
+
+    if not req.stream:
+        return MockReply(200, "application/json", _one(_ENC.encode(chunk("".join(words), finish, True))))
+    events = [b"data: " + _ENC.encode(chunk(w, finish if i == len(words) - 1 else None, i == len(words) - 1))
+              + b"\r\n\r\n" for i, w in enumerate(words)]
+    return MockReply(200, "text/event-stream", _paced(events, gap, 1))
+
+
+def _gemini_embeddings(body: bytes) -> MockReply:
+    try:
+        batch = _GEMBED.decode(body)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise InvalidRequest(f"request body is not valid: {exc}") from exc
+    out = [{"values": _vector(" ".join(p.text for p in r.content.parts if p.text), r.output_dimensionality or _EMBED_DIMS)}
+           for r in batch.requests]
+    return MockReply(200, "application/json", _one(_ENC.encode({"embeddings": out})))
+
+
 def _vector(text: str, dims: int) -> list[float]:
     seed = hashlib.sha256(text.encode()).digest()
     raw: list[float] = []
@@ -321,4 +405,4 @@ class MockTransport:
         self._channel = channel
 
     async def send(self, request: UpstreamRequest) -> MockReply:
-        return await mock_reply(self._channel, request.dialect, request.body, request.model)
+        return await mock_reply(self._channel, request.dialect, request.body, request.model, request.stream)
