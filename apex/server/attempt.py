@@ -22,6 +22,7 @@ from aiohttp_sse import EventSourceResponse
 from apex.errors import NotFound, UpstreamMalformed, UpstreamStatus
 from apex.server.deadline import Deadline
 from apex.server.exchange import Exchange
+from apex.server.keys import GATEWAY_KEY
 from apex.server.relay import PassthroughRelay, Relay, TranslatingRelay
 from apex.server.responses import SSE_HEADERS, json_response
 from apex.sse import SseParser
@@ -76,7 +77,7 @@ class Attempt:
     """One try on one channel; ``run`` raises UpstreamError (retryable or not) before commit."""
 
     __slots__ = (
-        "body", "channel", "ctx", "dialect", "ex", "mapped", "model", "plan", "read_whole", "reply",
+        "body", "channel", "ctx", "dialect", "ex", "mapped", "model", "plan", "read_whole", "relay", "reply",
         "request", "snap", "started", "upstream_model", "view",
     )
 
@@ -104,6 +105,7 @@ class Attempt:
         self.mapped = False
         self.ctx: TranslateContext | None = None
         self.reply: UpstreamReply | None = None
+        self.relay: Relay | None = None
         self.read_whole = False   # the reply's body was read to its end: its connection may be reused
         self.started = 0.0        # perf_counter at send: uvloop's loop.time() is whole milliseconds
 
@@ -142,6 +144,9 @@ class Attempt:
             self.read_whole = True
             return response
         finally:
+            relay = self.relay
+            if not self.read_whole and ex.committed and relay is not None:
+                ex.usage = relay.usage  # the client left or the stream broke: usage seen so far counts
             reply = self.reply
             if reply is not None:
                 if self.read_whole:
@@ -319,7 +324,7 @@ class Attempt:
                         f"upstream channel {channel.name} answered a stream request with {reply.content_type or 'no content type'}",
                         channel=channel.name,
                     )
-                relay = self._relay()
+                relay = self.relay = self._relay()
                 pending: list[bytes] = []
                 while not relay.started:
                     chunk = await reply.content.readany()
@@ -360,13 +365,32 @@ class Attempt:
                 resp.stop_streaming()  # its keep-alive ping task must not outlive the stream
 
     async def _pump(self, relay: Relay, reply: UpstreamReply, resp: web.StreamResponse | _Sink, first: bytes) -> None:
-        """Write the first events, then every later one as it arrives, then the closing bytes."""
+        """Write the first events, then every later one as it arrives, then the closing bytes.
+
+        The task is registered with the Gateway while it relays, so a shutdown that reaches its
+        deadline can end it with an error event instead of cutting it mid-chunk."""
         ex = self.ex
-        channel = self.channel
         ex.committed = True
         ex.status = 200
+        gateway = self.request.app[GATEWAY_KEY]
+        task = asyncio.current_task()
+        assert task is not None
+        gateway.streams.add(task)
+        try:
+            await self._pump_events(relay, reply, resp, first, task)
+        finally:
+            gateway.streams.discard(task)
+            ex.usage = relay.usage  # also when the client left: usage seen so far counts
+
+    async def _pump_events(
+        self, relay: Relay, reply: UpstreamReply, resp: web.StreamResponse | _Sink, first: bytes, task: asyncio.Task[object]
+    ) -> None:
+        ex = self.ex
+        channel = self.channel
+        request = self.request
         if first:
             await resp.write(first)
+            ex.final_delivered = relay.ended
         idle = channel.timeouts.stream_idle
         loop = asyncio.get_running_loop()
         failure: tuple[str, str] | None = None
@@ -381,10 +405,17 @@ class Attempt:
                     out = relay.feed(chunk)
                     if out:
                         await resp.write(out)
+                        if relay.ended:
+                            ex.final_delivered = True
         except TimeoutError:
             failure = (f"upstream channel {channel.name} sent nothing for {idle:g} s", "timeout")
+        except asyncio.CancelledError:
+            if not request.app[GATEWAY_KEY].stopping or task.cancelling() > 1 or request.transport is None:
+                raise  # the client left (or a second cancel): nothing to tell it
+            task.uncancel()  # the shutdown deadline: end the stream properly instead
+            failure = ("Apex is shutting down; the stream was stopped at the shutdown deadline", "overloaded")
         except (HttpClientError, OSError) as exc:
-            transport = self.request.transport
+            transport = request.transport
             if transport is None or transport.is_closing():
                 raise  # the client went away: nothing to tell it
             failure = (f"{transport_error(channel.name, exc).message} (mid-stream)", "api_error")
@@ -394,6 +425,7 @@ class Attempt:
             ex.stream_error = relay.stream_error
         if data:
             await resp.write(data)
+        ex.final_delivered = True
         await resp.write_eof()
 
 

@@ -22,11 +22,13 @@ from apex.errors import (
     ApexError,
     InvalidRequest,
     NotFound,
+    RequestTimeout,
     RequestTooLarge,
     UpstreamError,
 )
 from apex.routing.policy import AttemptPlan, Outcome
 from apex.server.attempt import Attempt, RequestView
+from apex.server.conn import BodyReadTimeout
 from apex.server.exchange import Exchange
 from apex.server.inputs import check_model
 from apex.server.keys import GATEWAY_KEY
@@ -48,24 +50,27 @@ async def read_body(request: web.Request, limit: int) -> bytes:
     """The request body; RequestTooLarge past ``limit`` bytes (checked before reading when
     the client declared a length)."""
     declared = request.content_length
-    if declared is not None:
-        if declared > limit:
-            raise RequestTooLarge(f"request body of {declared} bytes exceeds the limit of {limit} bytes")
-        try:
-            return await request.content.readexactly(declared)  # one await for the common case
-        except asyncio.IncompleteReadError as exc:
-            raise InvalidRequest("request body is shorter than its Content-Length") from exc
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        chunk = await request.content.readany()
-        if not chunk:
-            break
-        size += len(chunk)
-        if size > limit:
-            raise RequestTooLarge(f"request body exceeds the limit of {limit} bytes")
-        chunks.append(chunk)
-    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    try:
+        if declared is not None:
+            if declared > limit:
+                raise RequestTooLarge(f"request body of {declared} bytes exceeds the limit of {limit} bytes")
+            try:
+                return await request.content.readexactly(declared)  # one await for the common case
+            except asyncio.IncompleteReadError as exc:
+                raise InvalidRequest("request body is shorter than its Content-Length") from exc
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            chunk = await request.content.readany()
+            if not chunk:
+                break
+            size += len(chunk)
+            if size > limit:
+                raise RequestTooLarge(f"request body exceeds the limit of {limit} bytes")
+            chunks.append(chunk)
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    except BodyReadTimeout as exc:  # the connection sweep gave up on a slow upload
+        raise RequestTimeout(str(exc)) from exc
 
 
 def decode_view(body: bytes) -> RequestView:
@@ -141,10 +146,20 @@ async def serve(
     try:
         response = await _attempts(request, snap, ex, dialect, channels, body, view, model)
     except BaseException:
-        await gateway.settle_rate_limit(grant, _NOTHING_SERVED)  # refund the estimate
+        # Nothing served: refund the estimate. A stream the client left (or that broke) is
+        # charged what it used so far.
+        await gateway.settle_rate_limit(grant, _served_so_far(ex) if ex.committed else _NOTHING_SERVED)
         raise
     await gateway.settle_rate_limit(grant, ex.usage)  # no usage reported: the estimate stands
     return response
+
+
+def _served_so_far(ex: Exchange) -> Usage:
+    """Usage of a committed stream that did not finish: what the upstream reported so far,
+    else Apex's estimate of the prompt (recorded on the Exchange for logs and metrics)."""
+    if ex.usage is None:
+        ex.usage = Usage(prompt_tokens=ex.prompt_estimate(), estimated=True)
+    return ex.usage
 
 
 def route_channels(snap: Snapshot, route: Route, dialect: Dialect, model: str, now: float) -> list[str]:

@@ -43,6 +43,11 @@ class Relay(Protocol):
     def usage(self) -> Usage | None: ...
 
     @property
+    def ended(self) -> bool:
+        """The stream's last event (terminator or error) has been produced."""
+        ...
+
+    @property
     def stream_error(self) -> str | None:
         """The stream-error label for logs and metrics once finished (None when clean)."""
         ...
@@ -82,6 +87,10 @@ class PassthroughRelay:
     @property
     def usage(self) -> Usage | None:
         return self._observer.usage
+
+    @property
+    def ended(self) -> bool:
+        return self._observer.terminated or self._observer.errored
 
     def response(self, headers: dict[str, str]) -> web.StreamResponse:
         resp = web.StreamResponse(headers=headers)
@@ -130,6 +139,10 @@ class TranslatingRelay:
     @property
     def usage(self) -> Usage | None:
         return self._usage_of.usage
+
+    @property
+    def ended(self) -> bool:
+        return self._translating.done
 
     def response(self, headers: dict[str, str]) -> web.StreamResponse:
         # Events Apex writes itself go out through aiohttp-sse (keep-alive pings included).
