@@ -31,7 +31,9 @@ from tests.conftest import basic_config
 from tests.integration.fakes import FakeUpstream
 
 PATHS = ["/v1/chat/completions", "/v1/messages", "/v1/responses", "/v1/embeddings", "/v1/messages/count_tokens",
-         "/v1/models", "/v1/models/gpt-4o", "/health", "/metrics", "/", "/v1/", "/v1/messages/../chat/completions"]
+         "/v1/models", "/v1/models/gpt-4o", "/health", "/metrics", "/", "/v1/", "/v1/messages/../chat/completions",
+         "/v1beta/models/gemini-2.5-flash:generateContent", "/v1beta/models/gpt-4o:streamGenerateContent?alt=sse",
+         "/v1/models/claude-x:countTokens", "/v1beta/models/%2e%2e:generateContent", "/v1beta/models"]
 KEYS = [b"vk-default", b"global-key", b"wrong", b"", b"vk-d\xe9fault", b"\xff\xfe", b"vk-default\t"]
 
 
