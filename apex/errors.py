@@ -39,6 +39,7 @@ __all__ = [
     "ClientError",
     "ConfigError",
     "InternalError",
+    "StartupError",
     "InvalidRequest",
     "NoRouteAvailable",
     "NotFound",
@@ -217,6 +218,13 @@ class ConfigError(ApexError):
         super().__init__(f"{path}: {message}" if path else message)
         self.path = path
         self.detail = message
+
+
+class StartupError(ApexError):
+    """The gateway cannot start for a reason outside the config's content (a busy port, say).
+    The message is one line naming the cause and the fix; the CLI prints it and exits 1."""
+
+    kind = "startup"
 
 
 _KIND_BY_STATUS: dict[int, str] = {

@@ -195,6 +195,8 @@ class Gateway:
                 names.update(rule.fallback)
             if names and all(snap.health.state_of(n, now) is ChannelState.COOLING for n in names):
                 reasons.append(f"router {router.name!r}: every channel is cooling down ({', '.join(sorted(names))})")
+            elif names and all(not snap.channels[n].credentials_ok for n in names):
+                reasons.append(f"router {router.name!r}: no channel has valid cloud credentials ({', '.join(sorted(names))})")
         return reasons
 
     # --- reload -------------------------------------------------------------------
@@ -421,7 +423,8 @@ class Gateway:
         now = self.clock()
         snap.health.poll(now)  # transitions due only to time passing (cooling -> half-open)
         self.metrics.set_channel_states(
-            {name: snap.health.state_of(name, now) is ChannelState.UP for name in snap.channels}
+            {name: snap.health.state_of(name, now) is ChannelState.UP and ch.credentials_ok
+             for name, ch in snap.channels.items()}
         )
         body, content_type = self.metrics.render()
         return web.Response(body=body, headers={"Content-Type": content_type})
