@@ -465,8 +465,7 @@ def _finish_json(
         out = plan.translator.response(raw, ctx)
         ex.usage = ctx.usage
     else:
-        family = "anthropic" if plan.family == "anthropic" else "openai"
-        ex.usage = body_usage(family, raw)
+        ex.usage = body_usage(ex.dialect, raw)
         out = raw
         if mapped:
             out = rewrite_response_model(raw, model)

@@ -17,6 +17,8 @@ __all__ = [
     "ErrorView",
     "MessageView",
     "StreamEvent",
+    "UsageBody",
+    "UsageEvent",
     "UsageView",
     "decode_message",
     "decode_stream_event",
@@ -30,6 +32,20 @@ class UsageView(msgspec.Struct):
     output_tokens: int | None = None
     cache_creation_input_tokens: int | None = None
     cache_read_input_tokens: int | None = None
+
+
+class UsageBody(msgspec.Struct):
+    """A Messages body (or ``message_start.message``) read only for its usage."""
+
+    usage: UsageView | None = None
+
+
+class UsageEvent(msgspec.Struct):
+    """A stream event as pass-through reads it: usage from message_start or message_delta."""
+
+    type: str | None = None
+    message: UsageBody | None = None
+    usage: UsageView | None = None
 
 
 class Block(msgspec.Struct):

@@ -2,8 +2,9 @@
 
 Covers the compatible providers' deviations Apex reads: ``reasoning_content`` (DeepSeek,
 Moonshot), ``reasoning`` (OpenRouter, Groq), DeepSeek's ``prompt_cache_hit_tokens``,
-Groq's ``x_groq.usage``, OpenRouter's top-level ``error`` in a normal chunk. Unknown
-fields are ignored. What this module must not do: translate or import from apex.
+Groq's ``x_groq.usage``, OpenRouter's top-level ``error`` in a normal chunk; the Responses
+API's usage names; and the usage-only views pass-through reads (the rest of the body is
+skipped unparsed, so watching a forwarded stream stays cheap). Unknown fields are ignored. What this module must not do: translate or import from apex.
 """
 
 from __future__ import annotations
@@ -18,7 +19,12 @@ __all__ = [
     "ChatUsage",
     "ChunkDelta",
     "ErrorView",
+    "ResponsesEvent",
+    "ResponsesUsage",
+    "ResponsesUsageBody",
     "ToolCallDelta",
+    "UsageBody",
+    "UsageChunk",
     "decode_chunk",
     "decode_completion",
 ]
@@ -40,6 +46,15 @@ class ChatUsage(msgspec.Struct):
     prompt_tokens_details: PromptDetails | None = None
     completion_tokens_details: CompletionDetails | None = None
     prompt_cache_hit_tokens: int | None = None  # DeepSeek
+
+
+class ResponsesUsage(msgspec.Struct):
+    """Usage as the Responses API names it (``input``/``output`` instead of prompt/completion)."""
+
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    input_tokens_details: PromptDetails | None = None
+    output_tokens_details: CompletionDetails | None = None
 
 
 class FunctionDelta(msgspec.Struct):
@@ -104,6 +119,35 @@ class ChatCompletion(msgspec.Struct):
     id: str = ""
     usage: ChatUsage | None = None
     x_groq: XGroq | None = None
+
+
+class UsageChunk(msgspec.Struct):
+    """A Chat stream chunk as pass-through reads it: usage, error and model; choices unparsed."""
+
+    choices: list[msgspec.Raw] | None = None
+    usage: ChatUsage | None = None
+    x_groq: XGroq | None = None
+    error: msgspec.Raw = msgspec.Raw(b"")  # Raw cannot sit in a union; empty means absent
+    model: str | None = None
+
+
+class UsageBody(msgspec.Struct):
+    """A non-stream Chat or Embeddings body read only for its usage."""
+
+    usage: ChatUsage | None = None
+
+
+class ResponsesUsageBody(msgspec.Struct):
+    """A Responses ``response`` object (a body, or inside a terminal event) read only for its usage."""
+
+    usage: ResponsesUsage | None = None
+
+
+class ResponsesEvent(msgspec.Struct):
+    """A Responses stream event as pass-through reads it: its type and the response's usage."""
+
+    type: str | None = None
+    response: ResponsesUsageBody | None = None
 
 
 _CHUNK: Final = msgspec.json.Decoder(ChatChunk)
