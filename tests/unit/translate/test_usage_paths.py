@@ -174,4 +174,4 @@ def test_anthropic_cache_write_only_usage_counts_on_both_paths(name: str) -> Non
 def test_every_capture_is_read_or_listed() -> None:
     """A new capture lands in one of the lists above (or is read both ways): none is skipped unseen."""
     names = {p.name for p in Path(REAL).iterdir()}
-    assert _ONE_PATH <= names
+    assert names >= _ONE_PATH
