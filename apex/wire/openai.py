@@ -18,6 +18,7 @@ __all__ = [
     "ChatCompletion",
     "ChatUsage",
     "ChunkDelta",
+    "ErrorEnvelope",
     "ErrorView",
     "ResponsesEvent",
     "ResponsesUsage",
@@ -92,10 +93,20 @@ class ChunkChoice(msgspec.Struct):
 class ErrorView(msgspec.Struct):
     """An OpenAI-style error object; OpenRouter puts a numeric ``code`` here."""
 
-    message: str = ""
+    message: str | None = None
     type: str | None = None
     code: str | int | None = None
     status_code: int | None = None
+
+
+class ErrorEnvelope(msgspec.Struct):
+    """A non-2xx body as OpenAI-shaped servers send it: ``{"error": {...}}`` (OpenAI, Anthropic,
+    Gemini: their error objects share ``message``/``type``/``code``), ``{"error": "text"}``,
+    ``{"detail": ...}`` (Jina, FastAPI servers) or a bare ``{"message": ...}``."""
+
+    error: ErrorView | str | None = None
+    detail: object = None
+    message: str | None = None
 
 
 class XGroq(msgspec.Struct):
