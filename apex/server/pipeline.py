@@ -44,6 +44,7 @@ from apex.upstream.base import (
 from apex.upstream.channel import CompiledChannel, UpstreamPlan
 from apex.upstream.http import HttpClientError, UpstreamPool, encode_header_fields
 from apex.upstream.mock import mock_reply
+from apex.wire.request import RequestView
 from apex.routing.policy import AttemptPlan, Outcome
 from apex.server.deadline import Deadline
 from apex.server.exchange import Exchange
@@ -57,23 +58,7 @@ from apex.translate import StreamTranslator, TranslateContext
 from apex.translate.write.embeddings import openai_to_jina_embeddings_request, reencode_embeddings_response
 from apex.types import Dialect, Usage
 
-__all__ = ["RequestView", "proxy", "read_body"]
-
-
-class _StreamOptions(msgspec.Struct):
-    include_usage: bool | None = None
-
-
-class RequestView(msgspec.Struct):
-    """The only fields Apex reads from a request body; the rest is forwarded untouched."""
-
-    model: str | None = None
-    stream: bool | None = False
-    stream_options: _StreamOptions | None = None
-    encoding_format: str | None = None
-    max_tokens: int | None = None
-    max_completion_tokens: int | None = None
-    max_output_tokens: int | None = None
+__all__ = ["proxy", "read_body"]
 
 
 _VIEW: Final = msgspec.json.Decoder(RequestView)

@@ -26,6 +26,7 @@ from apex.errors import InvalidRequest
 from apex.sse import DONE_EVENT, encode_event
 from apex.tokens import estimate_text_tokens, estimate_tokens
 from apex.types import Dialect
+from apex.wire.request import LooseRequest
 
 __all__ = ["MockReply", "mock_reply"]
 
@@ -33,25 +34,7 @@ _ENC: Final = msgspec.json.Encoder()
 _EMBED_DIMS: Final = 16
 
 
-class _Message(msgspec.Struct):
-    role: str = ""
-    content: object = None
-
-
-class _Req(msgspec.Struct):
-    model: str = ""
-    stream: bool = False
-    messages: list[_Message] = []
-    input: object = None
-    max_tokens: int | None = None
-    max_completion_tokens: int | None = None
-    max_output_tokens: int | None = None
-    encoding_format: str | None = None
-    dimensions: int | None = None
-    stream_options: dict[str, object] | None = None
-
-
-_REQ: Final = msgspec.json.Decoder(_Req)
+_REQ: Final = msgspec.json.Decoder(LooseRequest)
 
 
 def _text_of(content: object) -> str:
@@ -68,7 +51,7 @@ def _text_of(content: object) -> str:
     return ""
 
 
-def _last_user_text(req: _Req) -> str:
+def _last_user_text(req: LooseRequest) -> str:
     for m in reversed(req.messages):
         if m.role == "user":
             return _text_of(m.content)
@@ -163,7 +146,7 @@ async def _paced(events: list[bytes], gap: float, first: int) -> AsyncIterator[b
         yield ev
 
 
-def _openai_chat(req: _Req, model: str, words: list[str], truncated: bool, pin: int, pout: int, gap: float, rid: str) -> MockReply:
+def _openai_chat(req: LooseRequest, model: str, words: list[str], truncated: bool, pin: int, pout: int, gap: float, rid: str) -> MockReply:
     created = int(time.time())
     cid = f"chatcmpl-mock{rid}"
     finish = "length" if truncated else "stop"
@@ -195,7 +178,7 @@ def _openai_chat(req: _Req, model: str, words: list[str], truncated: bool, pin: 
     return MockReply(200, "text/event-stream", _paced(events, gap, 2))
 
 
-def _anthropic(req: _Req, model: str, words: list[str], truncated: bool, pin: int, pout: int, gap: float, rid: str) -> MockReply:
+def _anthropic(req: LooseRequest, model: str, words: list[str], truncated: bool, pin: int, pout: int, gap: float, rid: str) -> MockReply:
     mid = f"msg_mock{rid}"
     stop = "max_tokens" if truncated else "end_turn"
     if not req.stream:
@@ -230,7 +213,7 @@ def _anthropic(req: _Req, model: str, words: list[str], truncated: bool, pin: in
     return MockReply(200, "text/event-stream", _paced(events, gap, 3))
 
 
-def _responses(req: _Req, model: str, words: list[str], truncated: bool, pin: int, pout: int, gap: float, rid: str) -> MockReply:
+def _responses(req: LooseRequest, model: str, words: list[str], truncated: bool, pin: int, pout: int, gap: float, rid: str) -> MockReply:
     created = int(time.time())
     resp_id, msg_id = f"resp_mock{rid}", f"msg_mock{rid}"
     text = "".join(words)
@@ -285,7 +268,7 @@ def _vector(text: str, dims: int) -> list[float]:
     return [v / norm for v in vec]
 
 
-def _embeddings(req: _Req, model: str) -> MockReply:
+def _embeddings(req: LooseRequest, model: str) -> MockReply:
     inputs = req.input
     if isinstance(inputs, str):
         texts = [inputs]

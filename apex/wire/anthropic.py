@@ -14,9 +14,16 @@ import msgspec
 __all__ = [
     "Block",
     "BlockDelta",
+    "BlockSource",
     "ErrorView",
+    "InputBlock",
+    "InputMessage",
     "MessageView",
+    "MessagesRequest",
     "StreamEvent",
+    "ThinkingParam",
+    "ToolChoice",
+    "ToolDef",
     "UsageBody",
     "UsageEvent",
     "UsageView",
@@ -100,6 +107,63 @@ class StreamEvent(msgspec.Struct):
     delta: BlockDelta | None = None
     usage: UsageView | None = None
     error: ErrorView | None = None
+
+
+# --- Messages request views: what a translating direction reads of a client's request ---
+
+
+class BlockSource(msgspec.Struct):
+    type: str
+    media_type: str | None = None
+    data: str | None = None
+    url: str | None = None
+
+
+class InputBlock(msgspec.Struct):
+    type: str
+    text: str | None = None
+    source: BlockSource | None = None
+    id: str | None = None
+    name: str | None = None
+    input: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
+    tool_use_id: str | None = None
+    content: str | list[InputBlock] | None = None
+    is_error: bool = False
+
+
+class InputMessage(msgspec.Struct):
+    role: str
+    content: str | list[InputBlock]
+
+
+class ToolDef(msgspec.Struct):
+    name: str
+    description: str | None = None
+    input_schema: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
+    type: str | None = None
+
+
+class ToolChoice(msgspec.Struct):
+    type: str
+    name: str | None = None
+
+
+class ThinkingParam(msgspec.Struct):
+    type: str
+    budget_tokens: int | None = None
+
+
+class MessagesRequest(msgspec.Struct):
+    messages: list[InputMessage]
+    system: str | list[InputBlock] | None = None
+    tools: list[ToolDef] | None = None
+    tool_choice: ToolChoice | None = None
+    max_tokens: int | None = None
+    stop_sequences: list[str] | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    thinking: ThinkingParam | None = None
 
 
 _EVENT: Final = msgspec.json.Decoder(StreamEvent)

@@ -16,14 +16,29 @@ import msgspec
 __all__ = [
     "ChatChunk",
     "ChatCompletion",
+    "ChatMessage",
+    "ChatRequest",
     "ChatUsage",
     "ChunkDelta",
+    "ContentPart",
+    "EmbeddingsEncoding",
+    "EmbeddingsRequest",
     "ErrorEnvelope",
     "ErrorView",
+    "FileInput",
+    "FunctionCall",
+    "FunctionDef",
+    "ImageUrl",
+    "JsonSchemaFormat",
+    "NamedFunction",
+    "NamedToolChoice",
+    "ResponseFormat",
     "ResponsesEvent",
     "ResponsesUsage",
     "ResponsesUsageBody",
+    "ToolCall",
     "ToolCallDelta",
+    "ToolDef",
     "UsageBody",
     "UsageChunk",
     "decode_chunk",
@@ -159,6 +174,103 @@ class ResponsesEvent(msgspec.Struct):
 
     type: str | None = None
     response: ResponsesUsageBody | None = None
+
+
+# --- Chat request views: what a translating direction reads of a client's request ---
+
+
+class ImageUrl(msgspec.Struct):
+    url: str
+
+
+class FileInput(msgspec.Struct):
+    file_data: str | None = None
+    filename: str | None = None
+
+
+class ContentPart(msgspec.Struct):
+    type: str
+    text: str | None = None
+    image_url: ImageUrl | None = None
+    file: FileInput | None = None
+    refusal: str | None = None
+
+
+class FunctionCall(msgspec.Struct):
+    name: str
+    arguments: str = ""
+
+
+class ToolCall(msgspec.Struct):
+    id: str
+    function: FunctionCall
+
+
+class ChatMessage(msgspec.Struct):
+    role: str
+    content: str | list[ContentPart] | None = None
+    tool_calls: list[ToolCall] | None = None
+    tool_call_id: str | None = None
+    name: str | None = None
+
+
+class FunctionDef(msgspec.Struct):
+    name: str
+    description: str | None = None
+    parameters: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
+
+
+class ToolDef(msgspec.Struct):
+    function: FunctionDef
+    type: str = "function"
+
+
+class NamedFunction(msgspec.Struct):
+    name: str
+
+
+class NamedToolChoice(msgspec.Struct):
+    function: NamedFunction
+
+
+class JsonSchemaFormat(msgspec.Struct):
+    name: str = ""
+    schema: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
+
+
+class ResponseFormat(msgspec.Struct):
+    type: str
+    json_schema: JsonSchemaFormat | None = None
+
+
+class ChatRequest(msgspec.Struct):
+    messages: list[ChatMessage]
+    tools: list[ToolDef] | None = None
+    tool_choice: str | NamedToolChoice | None = None
+    response_format: ResponseFormat | None = None
+    max_completion_tokens: int | None = None
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    n: int | None = None
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    reasoning_effort: str | None = None
+
+
+class EmbeddingsRequest(msgspec.Struct):
+    """An embeddings request as a translating direction reads it."""
+
+    input: str | list[object]
+    dimensions: int | None = None
+
+
+class EmbeddingsEncoding(msgspec.Struct):
+    """An embeddings request read only for ``encoding_format`` (pass-through reads no more)."""
+
+    encoding_format: str | None = None
 
 
 _CHUNK: Final = msgspec.json.Decoder(ChatChunk)

@@ -131,3 +131,24 @@ def test_the_cycle_finder_finds_a_cycle() -> None:
     """The guard above can fail: a loop through three modules is reported as one component."""
     graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
     assert _cycles(graph) == [["a", "b", "c"]]
+
+
+# Structs that are Apex's own values, not any API's wire shape.
+_OWN_STRUCTS = {"apex.types": {"Usage"}, "apex.ratelimit.limiter": {"Limits", "Decision"}, "apex.config.model": {"_Base"}}
+
+
+def test_wire_shapes_live_in_wire() -> None:
+    """Every msgspec Struct describing an API's body is declared in apex/wire/, once: a view
+    declared beside the code that reads it is how copies that disagree start."""
+    root = Path(apex.__file__).parent
+    stray: list[str] = []
+    for path in root.rglob("*.py"):
+        parts = path.relative_to(root.parent).with_suffix("").parts
+        module = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        if module.startswith("apex.wire"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            is_struct = isinstance(node, ast.ClassDef) and any(ast.unparse(b) in ("msgspec.Struct", "Struct") for b in node.bases)
+            if is_struct and node.name not in _OWN_STRUCTS.get(module, set()):
+                stray.append(f"{module}.{node.name}")
+    assert stray == []
