@@ -12,7 +12,7 @@ knows nothing about HTTP: callers hand it plain strings and numbers.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Final, final
 
 from prometheus_client import (
@@ -26,13 +26,16 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
+from prometheus_client.core import HistogramMetricFamily, Metric
 from prometheus_client.gc_collector import GCCollector
+from prometheus_client.registry import Collector
 
 __all__ = [
     "GLOB_MODEL_CAP",
     "Metrics",
     "ModelLabels",
     "NONE",
+    "DURATION_BUCKETS_S",
     "OVERHEAD_BUCKETS_MS",
     "RequestSeries",
     "TTFT_BUCKETS_MS",
@@ -53,7 +56,51 @@ TTFT_BUCKETS_MS: Final = (10.0, 25.0, 50.0, 100.0, 200.0, 300.0, 500.0, 750.0, 1
 # Apex's own share: tens of µs to a few ms when healthy; the top buckets catch loop stalls.
 OVERHEAD_BUCKETS_MS: Final = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 1000.0)
 
+# A whole request as the client sees it (Prometheus base units: seconds).
+DURATION_BUCKETS_S: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+                             120.0, 300.0)
+
 _REQ_LABELS: Final = ("router", "model", "team_id", "channel")
+
+
+def _go_float(v: float) -> str:
+    """A bucket bound as Prometheus writes it (``0.025``, ``1.0``, ``300.0``)."""
+    return repr(round(v, 9))
+
+
+@final
+class SecondsView(Collector):
+    """A millisecond histogram re-exported in seconds, converted at scrape time.
+
+    The contract keeps the ``_ms`` names; Prometheus convention wants base units. Observing
+    twice per request would cost the request path; scaling the ``_ms`` series' bucket bounds
+    and sums when scraped costs it nothing, and the two can never disagree.
+    """
+
+    def __init__(self, source: Histogram, name: str, documentation: str, labelnames: tuple[str, ...]) -> None:
+        self._source = source
+        self._name = name
+        self._doc = documentation
+        self._labelnames = labelnames
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(())  # nothing to declare up front; the registry then collects on register
+
+    def collect(self) -> Iterator[Metric]:
+        out = HistogramMetricFamily(self._name, self._doc, labels=self._labelnames)
+        series: dict[tuple[str, ...], tuple[list[tuple[str, float]], list[float]]] = {}
+        for family in self._source.collect():
+            for sample in family.samples:
+                key = tuple(sample.labels[n] for n in self._labelnames)
+                buckets, total = series.setdefault(key, ([], [0.0]))
+                if sample.name.endswith("_bucket"):
+                    le = sample.labels["le"]
+                    buckets.append((le if le == "+Inf" else _go_float(float(le) / 1000), sample.value))
+                elif sample.name.endswith("_sum"):
+                    total[0] = sample.value / 1000
+        for key, (buckets, total) in series.items():
+            out.add_metric(list(key), buckets, total[0])
+        yield out
 
 
 @final
@@ -128,7 +175,8 @@ _MISSING: Final = object()
 class RequestSeries:
     """The bound children for one (router, model, team_id, channel); lazily per status etc."""
 
-    __slots__ = ("_m", "_labels", "_requests", "_errors", "_tokens", "_estimated", "_upstream", "_ttft", "_overhead")
+    __slots__ = ("_m", "_labels", "_requests", "_errors", "_tokens", "_estimated", "_upstream", "_ttft", "_overhead",
+                 "_duration")
 
     def __init__(self, metrics: Metrics, labels: tuple[str, str, str, str]) -> None:
         self._m = metrics
@@ -140,6 +188,7 @@ class RequestSeries:
         self._upstream: Histogram | None = None
         self._ttft: Histogram | None = None
         self._overhead: Histogram = metrics.overhead.labels(labels[0])
+        self._duration: Histogram = metrics.duration.labels(labels[0], labels[1], labels[3])
 
     @property
     def model(self) -> str:
@@ -152,8 +201,9 @@ class RequestSeries:
         upstream_ms: float,
         ttft_ms: float | None,
         overhead_ms: float,
+        duration_ms: float,
     ) -> None:
-        """Count one finished request and observe its times (ms)."""
+        """Count one finished request and observe its times (ms; duration exported in seconds)."""
         child = self._requests.get(status)
         if child is None:
             child = self._requests[status] = self._m.requests.labels(*self._labels, str(status))
@@ -176,6 +226,7 @@ class RequestSeries:
                 tt = self._ttft = self._m.ttft.labels(r, m, c)
             tt.observe(ttft_ms)
         self._overhead.observe(overhead_ms)
+        self._duration.observe(duration_ms / 1000)
 
     def add_tokens(self, prompt: int, completion: int, cached: int, estimated: bool) -> None:
         """Add one request's token usage; estimated usage is also counted on its own."""
@@ -238,6 +289,16 @@ class Metrics:
                               ("router", "model", "channel"), buckets=TTFT_BUCKETS_MS, registry=reg)
         self.overhead = Histogram("apex_overhead_ms", "Time Apex itself adds to a request (total minus upstream wait), ms.",
                                   ("router",), buckets=OVERHEAD_BUCKETS_MS, registry=reg)
+        self.duration = Histogram("apex_request_duration_seconds",
+                                  "Whole request as the client sees it, from its arrival to the last byte, seconds.",
+                                  ("router", "model", "channel"), buckets=DURATION_BUCKETS_S, registry=reg)
+        for source, name, doc, labels in (
+            (self.upstream_latency, "apex_upstream_latency_seconds", "apex_upstream_latency_ms in seconds.",
+             ("router", "model", "channel")),
+            (self.ttft, "apex_ttft_seconds", "apex_ttft_ms in seconds.", ("router", "model", "channel")),
+            (self.overhead, "apex_overhead_seconds", "apex_overhead_ms in seconds.", ("router",)),
+        ):
+            reg.register(SecondsView(source, name, doc, labels))
         self.fallbacks = Counter("apex_fallback_total", "Moves of a request from one channel to another.",
                                  ("router", "model", "from_channel", "to_channel"), registry=reg)
         self.tokens = Counter("apex_tokens_total", "Tokens used, from upstream usage (or Apex's estimate when none).",

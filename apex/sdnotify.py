@@ -8,6 +8,7 @@ variable is unset, so it is safe to call unconditionally outside systemd.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import socket
@@ -15,7 +16,7 @@ import time
 from collections.abc import Mapping
 from typing import Final
 
-__all__ = ["notify", "ready", "reloading", "stopping", "status"]
+__all__ = ["Watchdog", "notify", "ready", "reloading", "status", "stopping", "watchdog_interval"]
 
 _log: Final = logging.getLogger(__name__)
 
@@ -60,3 +61,38 @@ def stopping(*, env: Mapping[str, str] | None = None) -> bool:
 def status(text: str, *, env: Mapping[str, str] | None = None) -> bool:
     """A one-line status shown by ``systemctl status``."""
     return notify("STATUS=" + text.replace("\n", " "), env=env)
+
+
+def watchdog_interval(env: Mapping[str, str] | None = None) -> float | None:
+    """Seconds between WATCHDOG=1 pings (half of ``$WATCHDOG_USEC``), or None when off.
+
+    systemd sets WATCHDOG_USEC (and WATCHDOG_PID) for a unit with ``WatchdogSec=``; a ping
+    that does not arrive in time means the process is stuck and systemd restarts it.
+    """
+    e = os.environ if env is None else env
+    usec, pid = e.get("WATCHDOG_USEC", ""), e.get("WATCHDOG_PID", "")
+    if not usec.isdigit() or int(usec) <= 0 or (pid and pid != str(os.getpid())):
+        return None
+    return int(usec) / 2_000_000
+
+
+class Watchdog:
+    """Pings systemd's watchdog from the event loop itself, so a stuck loop stops the pings."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, env: Mapping[str, str] | None = None) -> None:
+        self._env = env
+        self._loop = loop
+        self._handle: asyncio.TimerHandle | None = None
+        self.interval = watchdog_interval(env)
+        if self.interval is not None:
+            self._ping()
+
+    def _ping(self) -> None:
+        notify("WATCHDOG=1", env=self._env)
+        assert self.interval is not None
+        self._handle = self._loop.call_later(self.interval, self._ping)
+
+    def stop(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None

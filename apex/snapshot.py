@@ -81,12 +81,17 @@ def build_snapshot(
     config: Config,
     previous: Snapshot | None = None,
     on_health_change: StateChangeHook | None = None,
+    *,
+    rng: random.Random | None = None,
 ) -> Snapshot:
     """Compile ``config``; raise ConfigError when a channel cannot be compiled."""
     g = config.global_
     channels = {ch.name: compile_channel(ch, g, i) for i, ch in enumerate(config.channels)}
     channel_models: dict[str, PatternSet | None] = {name: ch.models for name, ch in channels.items()}
-    rng = previous.rng if previous is not None else random.Random()
+    if previous is not None:
+        rng = previous.rng
+    elif rng is None:
+        rng = random.Random()
     routers: dict[str, CompiledRouter] = {}
     for r in config.routers:
         prev = previous.routers.get(r.name) if previous is not None else None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -17,6 +18,7 @@ from aiohttp import web
 from apex.config.load import load_config_bytes
 from apex.server.app import build_app
 from apex.server.gateway import Gateway
+from tests.fakeclock import FakeTime
 from tests.integration.fakes import FakeUpstream
 from tests.redis_server import redis_server  # noqa: F401  # re-exported fixture
 
@@ -81,12 +83,23 @@ async def upstream() -> AsyncIterator[FakeUpstream]:
 
 @pytest.fixture
 async def start_apex() -> AsyncIterator[StartApex]:
-    """Factory: ``await start_apex(config_dict, env=...)`` serves Apex on 127.0.0.1:<free>."""
+    """Factory: ``await start_apex(config_dict, env=...)`` serves Apex on 127.0.0.1:<free>.
+
+    ``time=FakeTime()`` puts the gateway's routing clock and backoff sleep on fake time;
+    ``rng=`` seeds its balancing and jitter."""
     started: list[ApexInstance] = []
 
-    async def start(config: dict[str, Any], env: dict[str, str] | None = None, config_path: Any = None) -> ApexInstance:
+    async def start(
+        config: dict[str, Any],
+        env: dict[str, str] | None = None,
+        config_path: Any = None,
+        *,
+        time: FakeTime | None = None,
+        rng: random.Random | None = None,
+    ) -> ApexInstance:
         cfg = load_config_bytes(json.dumps(config).encode(), env or {})
-        gateway = Gateway(cfg, config_path)
+        seams: dict[str, Any] = {} if time is None else {"clock": time.clock, "sleep": time.sleep}
+        gateway = Gateway(cfg, config_path, rng=rng, **seams)
         app = build_app(gateway, watch=config_path is not None)
         runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=2)
         await runner.setup()

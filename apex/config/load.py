@@ -188,6 +188,7 @@ def check_config(config: Config) -> None:
     _positive(g.health.cooldown_ms, "global.health.cooldown_ms", zero_ok=True)
     _positive(g.max_body_bytes, "global.max_body_bytes")
     _positive(g.shutdown_grace_ms, "global.shutdown_grace_ms", zero_ok=True)
+    _positive(g.drain_delay_ms, "global.drain_delay_ms", zero_ok=True)
     if g.rate_limit_store.type == "redis" and not g.rate_limit_store.url:
         raise ConfigError("a redis store needs a url", path="global.rate_limit_store.url")
     if not config.metrics.path.startswith("/") or config.metrics.path in _RESERVED_PATHS:

@@ -107,6 +107,7 @@ class GlobalConfig(_Base, frozen=True):
     health: ChannelHealth = ChannelHealth()
     max_body_bytes: int = 32 * 1024 * 1024
     shutdown_grace_ms: int = 10_000
+    drain_delay_ms: int = 0  # SIGTERM: /ready says 503 and Apex keeps serving this long before it drains
     rate_limit_store: RateLimitStore = RateLimitStore()
 
 

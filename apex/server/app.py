@@ -46,7 +46,8 @@ def build_app(gateway: Gateway, *, watch: bool = False) -> web.Application:
         r.add_post(path, api_endpoint(dialect, proxy), expect_handler=expect_handler(dialect))
     r.add_get("/v1/models", api_endpoint(Dialect.OPENAI_CHAT, handlers.models), allow_head=False)
     r.add_get("/v1/models/{model_id}", api_endpoint(Dialect.OPENAI_CHAT, handlers.models), allow_head=False)
-    r.add_get("/health", handlers.health, allow_head=False)
+    r.add_get("/health", handlers.health)  # GET and HEAD
+    r.add_get("/ready", handlers.ready)
     r.add_route("*", "/{tail:.*}", handlers.fallback)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
@@ -105,11 +106,19 @@ async def serve(gateway: Gateway, *, on_ready: Callable[[], None] | None = None)
         flusher = loop.call_later(LOG_FLUSH_INTERVAL_S, flush_periodically)
 
     flush_periodically()
+    watchdog = sdnotify.Watchdog(loop)
     try:
         await stop.wait()
-        log.info("shutting down: letting in-flight requests finish (up to %.1f s)", grace)
+        gateway.draining = True  # /ready answers 503 from now on
         sdnotify.notify("STOPPING=1")
+        delay = gateway.snapshot.config.global_.drain_delay_ms / 1000
+        if delay > 0:
+            # Load balancers see /ready fail and stop sending; keep serving what still arrives.
+            log.info("draining: /ready is 503, still serving for %.1f s", delay)
+            await asyncio.sleep(delay)
+        log.info("shutting down: letting in-flight requests finish (up to %.1f s)", grace)
     finally:
+        watchdog.stop()
         if flusher is not None:
             flusher.cancel()
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):

@@ -7,13 +7,16 @@ config leaves the running one in place, is logged with its key path, and is coun
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import random
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from aiohttp import web
 
-from apex import __version__
+from apex import __version__, sdnotify
 from apex.auth import TeamPolicy
 from apex.config.load import load_config_bytes
 from apex.config.model import Config
@@ -57,17 +60,31 @@ class RateGrant:
 class Gateway:
     """Everything a running Apex process shares between requests."""
 
-    def __init__(self, config: Config, config_path: Path | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        config_path: Path | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        rng: random.Random | None = None,
+    ) -> None:
         self.config_path = config_path
         self.version = __version__
+        # Routing time and chance: the clock health, Retry-After holds and backoff are
+        # measured on, the sleep that waits a backoff, and the generator behind weighted
+        # random and jitter. Injected so tests are exact rather than statistical or timed.
+        self.clock = clock
+        self.sleep = sleep
         self.started_monotonic = time.monotonic()
-        self.snapshot: Snapshot = build_snapshot(config, None, self._on_health_change)
+        self.snapshot: Snapshot = build_snapshot(config, None, self._on_health_change, rng=rng)
         self._upstream: UpstreamPool | None = None
         self.limiter: RateLimiter | None = None
         self._limits: dict[str, Limits] = {}
         self._refresh_limits()
         self.loaded_config_bytes: bytes | None = None  # the file content the live config came from
         self.in_flight = 0
+        self.draining = False  # set when shutdown begins: /ready answers 503 from then on
         self.metrics = Metrics(self.version, self._rule_patterns)
         self.metrics.in_flight.set_function(lambda: self.in_flight)
         self._metrics_snapshot: Snapshot | None = None  # the Snapshot the metric bindings belong to
@@ -95,10 +112,36 @@ class Gateway:
     def uptime_seconds(self) -> float:
         return time.monotonic() - self.started_monotonic
 
+    def unready_reasons(self) -> list[str]:
+        """Why this instance should not get new requests now (empty: ready)."""
+        if self.draining:
+            return ["draining: the gateway is shutting down"]
+        snap = self.snapshot
+        now = time.monotonic()
+        reasons = []
+        for router in snap.config.routers:
+            names = {ref.name for ref in router.channels}
+            for rule in router.rules:
+                names.update(ref.name for ref in rule.channels)
+                names.update(rule.fallback)
+            if names and all(snap.health.state_of(n, now) is ChannelState.COOLING for n in names):
+                reasons.append(f"router {router.name!r}: every channel is cooling down ({', '.join(sorted(names))})")
+        return reasons
+
     # --- reload -------------------------------------------------------------------
 
     def reload_bytes(self, data: bytes, source: str = "file") -> bool:
-        """Validate ``data`` and swap it in; on error keep the old config. True on success."""
+        """Validate ``data`` and swap it in; on error keep the old config. True on success.
+
+        systemd (``Type=notify-reload``) hears RELOADING=1 before and READY=1 after, either way.
+        """
+        sdnotify.reloading()
+        try:
+            return self._reload_bytes(data, source)
+        finally:
+            sdnotify.ready()
+
+    def _reload_bytes(self, data: bytes, source: str) -> bool:
         try:
             config = load_config_bytes(data)
             snapshot = build_snapshot(config, self.snapshot, self._on_health_change)
@@ -212,7 +255,7 @@ class Gateway:
             m = self.metrics
             model = m.models.label(ex.model, ex.router, ex.rule, ex.routed)
             series = m.series(ex.router or NONE, model, ex.team or NONE, ex.channel or NONE)
-            series.record(ex.status, _error_type(ex), ex.upstream_ms, ex.ttft_ms, overhead)
+            series.record(ex.status, _error_type(ex), ex.upstream_ms, ex.ttft_ms, overhead, latency)
             if usage is not None:
                 series.add_tokens(usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens, usage.estimated)
         if access_log.isEnabledFor(_INFO):
@@ -223,7 +266,7 @@ class Gateway:
     def metrics_response(self) -> web.Response:
         """The Prometheus exposition of this gateway's registry (served at ``metrics.path``)."""
         snap = self.snapshot
-        now = time.monotonic()
+        now = self.clock()
         snap.health.poll(now)  # transitions due only to time passing (cooling -> half-open)
         self.metrics.set_channel_states(
             {name: snap.health.state_of(name, now) is ChannelState.UP for name in snap.channels}

@@ -19,7 +19,7 @@ from apex.server.responses import error_response, json_response
 from apex.snapshot import Snapshot
 from apex.types import Dialect
 
-__all__ = ["API_PATHS", "fallback", "health", "models"]
+__all__ = ["API_PATHS", "fallback", "health", "models", "ready"]
 
 API_PATHS: Final[dict[str, Dialect]] = {
     "/v1/chat/completions": Dialect.OPENAI_CHAT,
@@ -55,11 +55,27 @@ async def models(request: web.Request, snap: Snapshot, ex: Exchange, dialect: Di
 
 
 async def health(request: web.Request) -> web.Response:
+    """Liveness: the process serves HTTP. No key; never depends on upstreams."""
     gateway = request.app[GATEWAY_KEY]
     return json_response(
         {"status": "healthy", "version": gateway.version, "uptime_seconds": int(gateway.uptime_seconds())},
         headers={"x-request-id": client_request_id(request.headers) or new_request_id()},
     )
+
+
+async def ready(request: web.Request) -> web.Response:
+    """Readiness: 200 while this instance should get new requests, else 503 with the reasons.
+
+    Not ready while draining (shutdown began) or while some router has every one of its
+    channels cooling down: a load balancer then prefers another instance.
+    """
+    gateway: Gateway = request.app[GATEWAY_KEY]
+    reasons = gateway.unready_reasons()
+    body = {"status": "not_ready" if reasons else "ready", "reasons": reasons}
+    resp = json_response(body, headers={"x-request-id": request.headers.get("x-request-id") or new_request_id()})
+    if reasons:
+        resp.set_status(503)
+    return resp
 
 
 async def fallback(request: web.Request) -> web.StreamResponse:

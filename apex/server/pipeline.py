@@ -146,9 +146,9 @@ async def proxy(request: web.Request, snap: Snapshot, ex: Exchange, dialect: Dia
         max_out = view.max_tokens or view.max_completion_tokens or view.max_output_tokens or 0
         grant = await gateway.acquire_rate_limit(team, ex.prompt_estimate() + max_out, ex)
     if grant is None:
-        return await _attempts(request, snap, ex, dialect, route_channels(snap, route, dialect, model), body, view, model)
+        return await _attempts(request, snap, ex, dialect, route_channels(snap, route, dialect, model, gateway.clock()), body, view, model)
     try:
-        response = await _attempts(request, snap, ex, dialect, route_channels(snap, route, dialect, model), body, view, model)
+        response = await _attempts(request, snap, ex, dialect, route_channels(snap, route, dialect, model, gateway.clock()), body, view, model)
     except BaseException:
         await gateway.settle_rate_limit(grant, _NOTHING_SERVED)  # refund the estimate
         raise
@@ -156,9 +156,9 @@ async def proxy(request: web.Request, snap: Snapshot, ex: Exchange, dialect: Dia
     return response
 
 
-def route_channels(snap: Snapshot, route: Route, dialect: Dialect, model: str) -> list[str]:
-    """Channel names of the route in attempt order that can serve ``dialect``; NotFound if none."""
-    now = time.monotonic()
+def route_channels(snap: Snapshot, route: Route, dialect: Dialect, model: str, now: float) -> list[str]:
+    """Channel names of the route in attempt order that can serve ``dialect`` (health as of
+    ``now``); NotFound if none."""
     health = snap.health
     order = route.order(lambda c: health.is_available(c, now))
     usable = [c for c in order if dialect in snap.channels[c].plans]
@@ -178,11 +178,12 @@ async def _attempts(
     model: str,
 ) -> web.StreamResponse:
     plan = AttemptPlan(channels, health=snap.health, retries=snap.config.global_.retries, rng=snap.rng)
-    clock = time.monotonic
+    gateway = request.app[GATEWAY_KEY]
+    clock = gateway.clock
     last: ApexError | None = None
     while (step := plan.next_attempt(clock())) is not None:
         if step.wait > 0:
-            await asyncio.sleep(step.wait)
+            await gateway.sleep(step.wait)
         channel = snap.channels[step.channel]
         if step.previous is not None and step.previous != step.channel:
             request.app[GATEWAY_KEY].record_fallback(ex, step.previous, step.channel)

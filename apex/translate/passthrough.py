@@ -65,7 +65,7 @@ def strip_unsigned_thinking(body: bytes) -> bytes:
 
     Apex writes such blocks itself when it turns another provider's reasoning into an
     Anthropic stream (there is no genuine signature to give); Anthropic rejects them when
-    the history is sent back (protocols.md 8.7.2). Costs a substring test unless present.
+    the history is sent back (docs/protocols.md 8.7.2). Costs a substring test unless present.
     """
     if b'"signature":""' not in body and b'"signature": ""' not in body:
         return body

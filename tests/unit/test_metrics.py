@@ -55,7 +55,7 @@ class TestMetrics:
     def test_registries_are_independent(self) -> None:
         """Two Metrics in one process have separate registries (no duplicate-timeseries error)."""
         a, b = Metrics("1", _patterns, process_metrics=False), Metrics("1", _patterns, process_metrics=False)
-        a.series("r", "gpt-4o", NONE, "m").record(200, None, 10.0, None, 0.2)
+        a.series("r", "gpt-4o", NONE, "m").record(200, None, 10.0, None, 0.2, 12.0)
         assert a.registry.get_sample_value("apex_requests_total", {"router": "r", "model": "gpt-4o", "team_id": NONE,
                                                                    "channel": "m", "status": "200"}) == 1
         assert b.registry.get_sample_value("apex_requests_total", {"router": "r", "model": "gpt-4o", "team_id": NONE,
@@ -69,15 +69,15 @@ class TestMetrics:
         m.new_generation()
         s2 = m.series("r", "gpt-4o", NONE, "m")
         assert s2 is not s
-        s.record(200, None, 0.0, None, 1.0)
-        s2.record(200, None, 0.0, None, 1.0)
+        s.record(200, None, 0.0, None, 1.0, 1.0)
+        s2.record(200, None, 0.0, None, 1.0, 1.0)
         assert m.registry.get_sample_value("apex_overhead_ms_count", {"router": "r"}) == 2
 
     def test_record_and_tokens(self) -> None:
         """record() counts status, error type and times; add_tokens() counts each type and estimates apart."""
         m = Metrics("1", _patterns, process_metrics=False)
         s = m.series("r", "gpt-4o", "t", "m")
-        s.record(502, "api_error", 120.0, 30.0, 0.4)
+        s.record(502, "api_error", 120.0, 30.0, 0.4, 121.0)
         s.add_tokens(10, 5, 2, False)
         s.add_tokens(3, 0, 0, True)
         get = m.registry.get_sample_value
@@ -153,7 +153,7 @@ def test_dashboard_and_docs_name_only_real_metrics() -> None:
 
     m = Metrics("1", _patterns, process_metrics=False)
     s = m.series("r", "x", NONE, "m")
-    s.record(200, "api_error", 1.0, 1.0, 1.0)
+    s.record(200, "api_error", 1.0, 1.0, 1.0, 3.0)
     s.add_tokens(1, 1, 1, True)
     m.record_fallback("r", "x", "a", "b")
     m.record_attempt_failure("r", "a", "api_error")

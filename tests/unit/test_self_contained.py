@@ -67,3 +67,29 @@ def test_the_guard_catches_what_it_should() -> None:
         assert OUTSIDE.search(bad), bad
     for fine in ["docs/protocols.md", "tests/fixtures/real/x.json", "/etc/apex/config.json", "/var/lib/apex/", "shared_key"]:
         assert not OUTSIDE.search(fine), fine
+
+
+REF = re.compile(r"docs/protocols\.md((?:[ ,]+(?:§?\d+(?:\.\d+)*|P\d+)\b)*)")
+
+
+def _protocol_anchors() -> set[str]:
+    """Section numbers (``8.7.4``) and pitfall ids (``P5``) that docs/protocols.md defines."""
+    text = (REPO / "docs/protocols.md").read_text(encoding="utf-8")
+    sections = set(re.findall(r"^#{2,4} (\d+(?:\.\d+)*)\.? ", text, re.MULTILINE))
+    pitfalls = set(re.findall(r"^- \*\*(P\d+)\*\*", text, re.MULTILINE))
+    return sections | pitfalls
+
+
+def test_protocols_references_point_at_sections_that_exist() -> None:
+    """Every `docs/protocols.md 8.3, P5` in the code names a heading or pitfall of that file."""
+    anchors = _protocol_anchors()
+    assert {"1.1", "8.7.4", "P1", "P25"} <= anchors
+    refs: list[tuple[str, str]] = []
+    for path in _files():
+        if path.suffix != ".py":
+            continue
+        for match in REF.finditer(path.read_text(encoding="utf-8")):
+            refs += [(str(path.relative_to(REPO)), tok.lstrip("§")) for tok in re.findall(r"§?\d+(?:\.\d+)*|P\d+", match.group(1))]
+    assert len(refs) > 20  # the code does cite the document
+    assert [r for r in refs if r[1] not in anchors] == []
+    assert not [p for p in _files() if p.suffix == ".py" and re.search(r"(?<![/\w])protocols\.md", p.read_text(encoding="utf-8"))]

@@ -1,6 +1,6 @@
 """Anthropic Messages client <-> Gemini generateContent upstream (request and response).
 
-``anthropic_to_gemini_request`` follows protocols.md 8.3: ``system`` becomes
+``anthropic_to_gemini_request`` follows docs/protocols.md 8.3: ``system`` becomes
 ``systemInstruction``; user/assistant turns become ``user``/``model`` contents (merged
 when adjacent); ``tool_use`` becomes a functionCall part with the stored thought
 signature (or the foreign placeholder); ``tool_result`` becomes a functionResponse keyed

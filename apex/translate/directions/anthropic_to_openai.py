@@ -1,6 +1,6 @@
 """Anthropic Messages client -> OpenAI-compatible Chat upstream: request (8.2), response, stream.
 
-Request decisions (protocols.md 8.2, P7, P8, P15, P16):
+Request decisions (docs/protocols.md 8.2, P7, P8, P15, P16):
 - ``system`` -> one leading ``system`` message (never ``developer``: third parties reject it).
 - a user turn's ``tool_result`` blocks -> one ``tool`` message each, BEFORE the turn's
   other content; ``is_error`` prefixes the text with ``"Error: "``; images inside a tool

@@ -1,4 +1,4 @@
-"""OpenAI Embeddings client <-> Gemini ``:batchEmbedContents`` upstream (protocols.md 8.9).
+"""OpenAI Embeddings client <-> Gemini ``:batchEmbedContents`` upstream (docs/protocols.md 8.9).
 
 Request: ``input`` (a string or a list of strings) becomes one ``requests[]`` entry per
 text with ``model: "models/<ctx.upstream_model>"``; ``dimensions`` becomes

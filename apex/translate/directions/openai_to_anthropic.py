@@ -1,6 +1,6 @@
 """OpenAI Chat client -> Anthropic Messages upstream: request (8.1), response and stream back.
 
-Request decisions (documented behaviour, protocols.md 8.1, P6, P13, P14, P15, P17):
+Request decisions (documented behaviour, docs/protocols.md 8.1, P6, P13, P14, P15, P17):
 - every ``system``/``developer`` message joins the top-level ``system`` (in order, blank
   line between); text parts carrying ``cache_control`` keep it (system becomes blocks).
 - consecutive ``tool`` messages become ONE user message of ``tool_result`` blocks, and a

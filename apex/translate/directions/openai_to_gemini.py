@@ -1,6 +1,6 @@
 """OpenAI Chat Completions client <-> Gemini generateContent upstream (request and response).
 
-``openai_to_gemini_request`` follows protocols.md 8.3: system/developer messages become
+``openai_to_gemini_request`` follows docs/protocols.md 8.3: system/developer messages become
 ``systemInstruction``; user/assistant turns become ``user``/``model`` contents (merged
 when adjacent); assistant ``tool_calls`` become functionCall parts with their stored
 thought signature; ``tool`` messages become functionResponse parts keyed by the function

@@ -1,4 +1,4 @@
-"""OpenAI Responses client -> OpenAI Chat upstream (protocols.md 8.8, 8.7.3).
+"""OpenAI Responses client -> OpenAI Chat upstream (docs/protocols.md 8.8, 8.7.3).
 
 Request via ``responses_to_chat_request``; the Chat answer comes back as a Responses
 object (non-stream) or Responses events (``OpenAIChatReader`` -> ``ResponsesWriter``).

@@ -1,7 +1,7 @@
 """Why a generation ended, in one neutral vocabulary, and the per-dialect tables (8.5).
 
 ``Finish`` is what readers produce and writers consume. Upstream values Apex has never
-seen map to ``Finish.STOP`` (protocols.md 8.5: unknown future values end the turn
+seen map to ``Finish.STOP`` (docs/protocols.md 8.5: unknown future values end the turn
 normally). A turn that produced a tool call and says "stop" (Gemini, some compatible
 providers) is reported as a tool-call turn: see ``with_tools``.
 """

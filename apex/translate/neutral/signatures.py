@@ -1,7 +1,7 @@
 """Gemini thought signatures kept between turns, keyed by the tool-call id Apex generated.
 
 Gemini returns function calls without ids but with an opaque ``thoughtSignature`` that
-Gemini 3 requires back on the same part in the next request (protocols.md 8.7.4, P5).
+Gemini 3 requires back on the same part in the next request (docs/protocols.md 8.7.4, P5).
 OpenAI and Anthropic clients cannot carry it, so the response and stream translators
 ``remember`` every call they hand out (name plus signature, or no signature for the later
 calls of a parallel batch) and request translation ``recall``s it when the client sends

@@ -1,4 +1,4 @@
-"""Tool-call ids and arguments made acceptable to the other side (protocols.md P4, P11).
+"""Tool-call ids and arguments made acceptable to the other side (docs/protocols.md P4, P11).
 
 ``anthropic_tool_id`` maps any id to Anthropic's ``^[a-zA-Z0-9_-]+$``, at most 64 chars.
 It is deterministic and stateless, so the same function applied to an assistant

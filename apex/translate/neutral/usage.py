@@ -1,4 +1,4 @@
-"""Token usage: one reader per upstream vocabulary, and the writers (protocols.md 8.6).
+"""Token usage: one reader per upstream vocabulary, and the writers (docs/protocols.md 8.6).
 
 Every path reads usage here, translated or passed through, so metrics, the access log and
 TPM settlement never depend on which path a request took. ``Usage`` has OpenAI meaning:

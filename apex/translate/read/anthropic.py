@@ -1,4 +1,4 @@
-"""Anthropic Messages stream -> neutral parts (protocols.md 5.5, 8.7.1).
+"""Anthropic Messages stream -> neutral parts (docs/protocols.md 5.5, 8.7.1).
 
 Content blocks are tracked by index: text deltas become ``TextDelta``, thinking deltas
 ``ReasoningDelta`` (+ ``ReasoningSignature``), tool_use blocks ``ToolCallStarted`` /

@@ -1,7 +1,7 @@
 """Gemini error bodies -> Apex's status and kind, and kind -> client wire error types.
 
 ``gemini_error(status, body)`` reads ``{"error":{"code","message","status","details"}}``
-(protocols.md 6.6) and classifies by the HTTP status, the RPC status and the details'
+(docs/protocols.md 6.6) and classifies by the HTTP status, the RPC status and the details'
 ``reason`` (never by message text). Gemini answers a bad API key with 400
 ``INVALID_ARGUMENT`` + ``API_KEY_INVALID``: that is a 401 (P19), which the provider turns
 into a failover like any refused channel key. A stream that fails before its first event

@@ -1,7 +1,7 @@
 """Building blocks of a Gemini request shared by the OpenAI and Anthropic client directions.
 
 ``TurnBuilder`` collects parts per role and merges adjacent same-role turns, dropping
-empty ones, which is most of what Gemini's turn-order validation needs (protocols.md 8.3,
+empty ones, which is most of what Gemini's turn-order validation needs (docs/protocols.md 8.3,
 P25). The part constructors encode the rules of 8.3: function calls carry the thought
 signature Apex stored for that id (or the foreign placeholder), function results are keyed
 by NAME with an object response, data URLs become ``inlineData``, other URLs

@@ -1,4 +1,4 @@
-"""OpenAI Responses request -> OpenAI Chat request (protocols.md 8.8, P22); a pure dict map.
+"""OpenAI Responses request -> OpenAI Chat request (docs/protocols.md 8.8, P22); a pure dict map.
 
 Used directly for Chat upstreams and composed with ``openai_to_anthropic_request`` for
 Anthropic upstreams. Decisions: ``instructions`` and system/developer items -> ``system``

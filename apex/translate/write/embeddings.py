@@ -1,7 +1,7 @@
 """OpenAI embeddings vectors in the encoding the client asked for, whatever the upstream gave.
 
 The OpenAI Python SDK asks for ``encoding_format: "base64"`` by default and decodes the
-result as little-endian float32 (protocols.md 4.1, P21); Gemini, Ollama and (by default)
+result as little-endian float32 (docs/protocols.md 4.1, P21); Gemini, Ollama and (by default)
 Jina return float lists. The pipeline's API, all pure functions:
 
 - ``requested_encoding(body) -> "float" | "base64"``: the format an OpenAI embeddings

@@ -19,6 +19,7 @@ from apex.routing.balance import (
     WeightedRandom,
     build_balancer,
 )
+from tests.fakeclock import ScriptedRandom
 
 
 def everyone(_name: str) -> bool:
@@ -100,11 +101,26 @@ class TestSmoothWeightedRoundRobin:
 
 
 class TestWeightedRandom:
-    def test_three_to_one_over_400_picks_is_within_six_percent(self) -> None:
-        """3:1 over 400 seeded picks puts the heavy channel's share within 75 % ± 6 points."""
-        wr = WeightedRandom([("a", 3), ("b", 1)], rng=random.Random(1234))
-        share = Counter(picks(wr, 400))["a"] / 400
-        assert 0.69 <= share <= 0.81
+    def test_three_to_one_over_400_evenly_spread_draws_is_exactly_300_100(self) -> None:
+        """3:1 maps the lower three quarters of [0, 1) to the heavy channel: 400 evenly
+        spread draws give exactly 300/100 (each order() draws twice: first and second place)."""
+        draws = [((i // 2) + 0.5) / 400 if i % 2 == 0 else 0.5 for i in range(800)]
+        rng = ScriptedRandom(draws)
+        wr = WeightedRandom([("a", 3), ("b", 1)], rng=rng)
+        assert Counter(picks(wr, 400)) == {"a": 300, "b": 100}
+        assert rng.used == 800
+
+    def test_the_boundary_between_channels_is_at_the_weight(self) -> None:
+        """Draws just below and at 3/4 of the range fall on either side of the 3:1 split."""
+        wr = WeightedRandom([("a", 3), ("b", 1)], rng=ScriptedRandom([0.7499, 0.0, 0.75, 0.0]))
+        assert wr.order(everyone) == ["a", "b"]
+        assert wr.order(everyone) == ["b", "a"]
+
+    def test_seeded_generator_gives_the_same_sequence(self) -> None:
+        """The same seed replays the same picks: the gateway's choice is reproducible."""
+        first = picks(WeightedRandom([("a", 3), ("b", 1)], rng=random.Random(1234)), 50)
+        again = picks(WeightedRandom([("a", 3), ("b", 1)], rng=random.Random(1234)), 50)
+        assert first == again and set(first) == {"a", "b"}
 
     def test_order_is_a_permutation_with_unavailable_last(self) -> None:
         """Every order names each channel once, cooling ones after the available ones."""
@@ -115,10 +131,11 @@ class TestWeightedRandom:
             assert order[-1] == "b"
 
     def test_second_place_is_weighted_too(self) -> None:
-        """Without replacement: after the pick, the heavier of the rest comes second more often."""
-        wr = WeightedRandom([("a", 1), ("b", 8), ("c", 1)], rng=random.Random(3))
-        seconds = Counter(order[1] for order in (wr.order(everyone) for _ in range(400)) if order[0] != "b")
-        assert seconds["b"] > seconds["a"] + seconds["c"]
+        """Without replacement: once "a" (1 of 10) is picked, the second draw spans b's 8 and c's 1."""
+        # 0.05 * 10 = 0.5 -> a; then 0.85 * 9 = 7.65 < 8 -> b; 0.95 * 9 = 8.55 -> c.
+        wr = WeightedRandom([("a", 1), ("b", 8), ("c", 1)], rng=ScriptedRandom([0.05, 0.85, 0.0, 0.05, 0.95, 0.0]))
+        assert wr.order(everyone) == ["a", "b", "c"]
+        assert wr.order(everyone) == ["a", "c", "b"]
 
 
 class TestPriority:

@@ -18,6 +18,7 @@ from apex.routing.policy import (
     parse_retry_after,
     parse_retry_after_ms,
 )
+from tests.fakeclock import ScriptedRandom
 
 RETRIES = Retries(max_attempts=3, backoff_ms=200, max_backoff_ms=5000)
 
@@ -27,13 +28,14 @@ def plan_over(
     *,
     max_attempts: int = 3,
     health: HealthTracker | None = None,
+    rng: random.Random | None = None,
 ) -> AttemptPlan:
     """A plan over ``channels`` with 200 ms backoff capped at 5 s."""
     return AttemptPlan(
         channels,
         health=health or HealthTracker(failure_threshold=100, cooldown_s=30.0),
         retries=Retries(max_attempts=max_attempts, backoff_ms=200, max_backoff_ms=5000),
-        rng=random.Random(42),
+        rng=rng or random.Random(42),
     )
 
 
@@ -50,24 +52,23 @@ def run_failing(plan: AttemptPlan, now: float = 0.0) -> list[Attempt]:
 class TestBackoff:
     @pytest.mark.parametrize(("attempt", "low", "high"), [(1, 0.1, 0.2), (2, 0.2, 0.4), (3, 0.4, 0.8), (5, 1.6, 3.2)])
     def test_equal_jitter_stays_in_the_upper_half(self, attempt: int, low: float, high: float) -> None:
-        """Equal jitter waits between half and all of base * 2**(attempt-1)."""
-        rng = random.Random(1)
-        waits = [backoff(attempt, 200, 5000, rng) for _ in range(500)]
-        assert all(low <= w <= high for w in waits)
-        assert max(waits) - min(waits) > (high - low) / 2  # it really is jittered
+        """Equal jitter waits between half and all of base * 2**(attempt-1): the lowest draw
+        gives exactly the half, a middle one three quarters, the top of the range the ceiling."""
+        rng = ScriptedRandom([0.0, 0.5, 1.0])
+        waits = [backoff(attempt, 200, 5000, rng) for _ in range(3)]
+        assert waits == pytest.approx([low, (low + high) / 2, high], abs=1e-12)
 
     def test_full_jitter_spans_zero_to_the_ceiling(self) -> None:
         """Full jitter waits anywhere from zero to the ceiling."""
-        rng = random.Random(2)
-        waits = [backoff(3, 200, 5000, rng, jitter="full") for _ in range(500)]
-        assert all(0.0 <= w <= 0.8 for w in waits)
-        assert min(waits) < 0.1 and max(waits) > 0.7
+        rng = ScriptedRandom([0.0, 0.25, 1.0])
+        waits = [backoff(3, 200, 5000, rng, jitter="full") for _ in range(3)]
+        assert waits == pytest.approx([0.0, 0.2, 0.8], abs=1e-12)
 
     def test_cap_bounds_every_attempt(self) -> None:
         """Past the cap the wait stays within max_backoff_ms, even for absurd attempt numbers."""
-        rng = random.Random(3)
         for attempt in (6, 10, 100, 10_000):
-            assert 2.5 <= backoff(attempt, 200, 5000, rng) <= 5.0
+            assert backoff(attempt, 200, 5000, ScriptedRandom([0.0])) == 2.5
+            assert backoff(attempt, 200, 5000, ScriptedRandom([1.0])) == 5.0
 
     def test_zero_base_means_no_wait(self) -> None:
         """backoff_ms 0 (tests, or a config that wants none) never waits."""
@@ -124,10 +125,11 @@ class TestAttemptOrder:
 
     def test_moving_on_is_immediate_and_retrying_waits(self) -> None:
         """A new channel is tried at once; a channel tried before waits its backoff."""
-        steps = run_failing(plan_over(["a", "b"], max_attempts=5))
-        assert [s.wait for s in steps[:2]] == [0.0, 0.0]
-        assert 0.1 <= steps[2].wait <= 0.2 and 0.1 <= steps[3].wait <= 0.2  # first retry of a, b
-        assert 0.2 <= steps[4].wait <= 0.4  # second retry of a
+        rng = ScriptedRandom([0.0, 1.0, 0.5])  # lowest, highest, middle jitter
+        steps = run_failing(plan_over(["a", "b"], max_attempts=5, rng=rng))
+        # first retries of a and b: 200 ms ceiling, equal jitter 0.1..0.2 s; second retry of a: 0.2..0.4 s
+        assert [s.wait for s in steps] == pytest.approx([0.0, 0.0, 0.1, 0.2, 0.3], abs=1e-12)
+        assert rng.used == 3  # moving on to a new channel draws nothing
 
     def test_max_attempts_is_respected_exactly(self) -> None:
         """Exactly max_attempts attempts are handed out, then the plan stops for good."""

@@ -1,4 +1,4 @@
-"""Anthropic Messages request -> OpenAI Chat request (protocols.md 8.2)."""
+"""Anthropic Messages request -> OpenAI Chat request (docs/protocols.md 8.2)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""OpenAI Chat request -> Anthropic Messages request (protocols.md 8.1)."""
+"""OpenAI Chat request -> Anthropic Messages request (docs/protocols.md 8.1)."""
 
 from __future__ import annotations
 
