@@ -64,7 +64,7 @@ def api_endpoint(dialect: Dialect, endpoint: Endpoint) -> Callable[[web.Request]
                 ex.status = 499  # client closed the connection
                 raise
             except Exception as exc:  # noqa: BLE001  # the one catch-all: log it, answer 500
-                log.exception("internal error serving %s", request.path)
+                log.exception("internal error", extra={"fields": {"request_id": ex.request_id, "path": request.path}})
                 ex.error_kind = "internal"
                 if ex.committed:
                     raise

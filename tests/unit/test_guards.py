@@ -153,3 +153,23 @@ def test_wire_shapes_live_in_wire() -> None:
             if any(ast.unparse(base) in ("msgspec.Struct", "Struct") for base in node.bases):
                 stray.append(f"{module}.{node.name}")
     assert stray == []
+
+
+def test_log_extras_are_fields() -> None:
+    """Apex's formatters print a record's ``fields`` dict and nothing else passed by ``extra=``:
+    any other extra key would be dropped without a word."""
+    root = Path(apex.__file__).parent
+    wrong: list[str] = []
+    for path in root.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Attribute):
+                continue
+            if node.func.attr not in ("debug", "info", "warning", "error", "exception", "critical", "log"):
+                continue
+            for kw in node.keywords:
+                if kw.arg != "extra":
+                    continue
+                keys = [k.value for k in kw.value.keys if isinstance(k, ast.Constant)] if isinstance(kw.value, ast.Dict) else None
+                if keys != ["fields"]:
+                    wrong.append(f"{path.relative_to(root.parent)}:{node.lineno}")
+    assert wrong == []
