@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import enum
 import time
-from typing import Protocol, final
+from typing import Final, Literal, Protocol, final
 
 import msgspec
 
-__all__ = ["Clock", "Dialect", "MonotonicClock", "Usage"]
+__all__ = ["Clock", "Dialect", "DialectFamily", "MonotonicClock", "ProviderFamily", "Usage"]
+
+# Which error and usage body shapes a dialect uses.
+DialectFamily = Literal["openai", "anthropic", "gemini"]
+# What an upstream speaks: a dialect family, Apex's in-process mock, or "local" (Apex
+# answers itself, e.g. a count_tokens estimate: nothing is sent).
+ProviderFamily = Literal["openai", "anthropic", "gemini", "mock", "local"]
 
 
 class Dialect(enum.Enum):
@@ -23,9 +29,20 @@ class Dialect(enum.Enum):
     GEMINI_EMBED = "gemini_embed"            # POST {base}/v1beta/models/{m}:batchEmbedContents
 
     @property
-    def family(self) -> str:
+    def family(self) -> DialectFamily:
         """'openai', 'anthropic' or 'gemini': which error body shape the dialect uses."""
-        return self.value.split("_", 1)[0]
+        return _FAMILY[self]
+
+
+_FAMILY: Final[dict[Dialect, DialectFamily]] = {
+    Dialect.OPENAI_CHAT: "openai",
+    Dialect.OPENAI_RESPONSES: "openai",
+    Dialect.OPENAI_EMBEDDINGS: "openai",
+    Dialect.ANTHROPIC_MESSAGES: "anthropic",
+    Dialect.ANTHROPIC_COUNT_TOKENS: "anthropic",
+    Dialect.GEMINI_GENERATE: "gemini",
+    Dialect.GEMINI_EMBED: "gemini",
+}
 
 
 class Clock(Protocol):

@@ -20,6 +20,7 @@ from aiohttp import web
 from aiohttp_sse import EventSourceResponse
 
 from apex.errors import (
+    ErrorKind,
     ApexError,
     InvalidRequest,
     NotFound,
@@ -512,7 +513,7 @@ async def _relay(
         await resp.write(first)
     idle = channel.timeouts.stream_idle
     loop = asyncio.get_running_loop()
-    failure: tuple[str, str] | None = None
+    failure: tuple[str, ErrorKind] | None = None
     try:
         with Deadline(loop, None) as deadline:
             while True:
@@ -551,8 +552,9 @@ async def _relay(
         if failure is not None:
             tail.append(stream_error_event(dialect, *failure))
         elif not (observer.terminated or observer.finished or observer.errored):
-            failure = (f"upstream channel {channel.name} ended the stream early", "api_error")
-            tail.append(stream_error_event(dialect, *failure))
+            early = f"upstream channel {channel.name} ended the stream early"
+            failure = (early, "api_error")
+            tail.append(stream_error_event(dialect, early, "api_error"))
         if observer.errored:
             ex.stream_error = "upstream_error_event"
     else:

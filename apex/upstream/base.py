@@ -19,6 +19,7 @@ import msgspec
 
 from apex.errors import UpstreamConnectionError, UpstreamError, UpstreamMalformed, UpstreamStatus, UpstreamTimeout
 from apex.translate.read.gemini_errors import gemini_error
+from apex.types import ProviderFamily
 from apex.upstream.http import HttpClientError, InvalidResponse, ServerDisconnected
 from apex.wire.openai import ErrorEnvelope, ErrorView
 
@@ -95,7 +96,7 @@ def parse_retry_after(value: str | None) -> float | None:
 
 
 def upstream_status_error(
-    channel: str, family: str, status: int, body: bytes, headers: Mapping[str, str], retry_on: frozenset[int]
+    channel: str, family: ProviderFamily, status: int, body: bytes, headers: Mapping[str, str], retry_on: frozenset[int]
 ) -> UpstreamStatus:
     """Classify a non-2xx upstream answer: its message and type, and whether to fail over.
 

@@ -18,7 +18,7 @@ from apex.upstream.http import encode_header_fields
 from apex.upstream.presets import ANTHROPIC_VERSION, PRESETS, ProviderPreset
 from apex.routing.match import ModelMap, PatternSet
 from apex.translate import Translator, find_translator
-from apex.types import Dialect
+from apex.types import Dialect, ProviderFamily
 
 __all__ = ["ChannelTimeouts", "CompiledChannel", "UpstreamPlan", "compile_channel"]
 
@@ -57,7 +57,7 @@ class UpstreamPlan:
 
     client: Dialect
     upstream: Dialect
-    family: str                  # error/usage shape of the upstream: openai | anthropic | gemini | mock
+    family: ProviderFamily       # error/usage shape of the upstream
     url: str                     # for Gemini: the prefix before ':method'
     headers: dict[str, str]      # prebuilt (Host and Content-Length are added per request)
     translator: Translator | None
@@ -113,7 +113,7 @@ class CompiledChannel:
         return self.model_map.map(model) if self.model_map else model
 
 
-def _auth_headers(family: str, api_key: str | None) -> dict[str, str]:
+def _auth_headers(family: ProviderFamily, api_key: str | None) -> dict[str, str]:
     if not api_key:
         return {}
     if family == "anthropic":
@@ -138,7 +138,7 @@ def compile_channel(ch: Channel, g: GlobalConfig, index: int) -> CompiledChannel
         anthropic_base = base
 
     common = {"Content-Type": "application/json", "Accept-Encoding": "identity", "User-Agent": USER_AGENT}
-    native: dict[Dialect, tuple[str, str]] = {}  # upstream dialect -> (url, family)
+    native: dict[Dialect, tuple[str, ProviderFamily]] = {}  # upstream dialect -> (url, family)
     for d in preset.dialects:
         if preset.family == "gemini":
             native[d] = (f"{base}/v1beta/models", "gemini")
@@ -149,7 +149,7 @@ def compile_channel(ch: Channel, g: GlobalConfig, index: int) -> CompiledChannel
     if anthropic_base and preset.family == "openai":
         native[Dialect.ANTHROPIC_MESSAGES] = (anthropic_base.rstrip("/") + _PATHS[Dialect.ANTHROPIC_MESSAGES], "anthropic")
 
-    def headers_for(family: str) -> dict[str, str]:
+    def headers_for(family: ProviderFamily) -> dict[str, str]:
         h = dict(common)
         h.update(_auth_headers(family, ch.api_key))
         h.update(preset.extra_headers)

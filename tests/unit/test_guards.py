@@ -173,3 +173,16 @@ def test_log_extras_are_fields() -> None:
                 if keys != ["fields"]:
                     wrong.append(f"{path.relative_to(root.parent)}:{node.lineno}")
     assert wrong == []
+
+
+def test_every_error_kind_has_a_wire_type_in_each_dialect() -> None:
+    """The kind -> wire type tables cover the closed ErrorKind set (mypy checks the keys;
+    this checks that none is missing)."""
+    from typing import get_args
+
+    from apex.errors import ErrorKind
+    from apex.translate.neutral import errortypes
+
+    kinds = set(get_args(ErrorKind))
+    assert set(errortypes._OPENAI) == kinds
+    assert set(errortypes._ANTHROPIC) == kinds

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from typing import Final
 
-from apex.errors import kind_for_status
+from apex.errors import ErrorKind, kind_for_status
 
 __all__ = ["anthropic_error_type", "kind_from_upstream", "openai_error_type", "responses_error_code"]
 
-_OPENAI: Final[dict[str, str]] = {
+_OPENAI: Final[dict[ErrorKind, str]] = {
     "invalid_request": "invalid_request_error",
     "authentication": "authentication_error",
     "permission": "permission_error",
@@ -24,12 +24,12 @@ _OPENAI: Final[dict[str, str]] = {
     "overloaded": "api_error",
     "api_error": "api_error",
 }
-_ANTHROPIC: Final[dict[str, str]] = {
+_ANTHROPIC: Final[dict[ErrorKind, str]] = {
     **_OPENAI,
     "request_too_large": "request_too_large",
     "overloaded": "overloaded_error",
 }
-_KIND_OF_TYPE: Final[dict[str, str]] = {
+_KIND_OF_TYPE: Final[dict[str, ErrorKind]] = {
     "invalid_request_error": "invalid_request",
     "authentication_error": "authentication",
     "permission_error": "permission",
@@ -47,17 +47,17 @@ _KIND_OF_TYPE: Final[dict[str, str]] = {
 }
 
 
-def openai_error_type(kind: str) -> str:
+def openai_error_type(kind: ErrorKind) -> str:
     """Apex kind -> OpenAI ``error.type``."""
-    return _OPENAI.get(kind, "api_error")
+    return _OPENAI[kind]
 
 
-def anthropic_error_type(kind: str) -> str:
+def anthropic_error_type(kind: ErrorKind) -> str:
     """Apex kind -> Anthropic ``error.type``."""
-    return _ANTHROPIC.get(kind, "api_error")
+    return _ANTHROPIC[kind]
 
 
-def responses_error_code(kind: str) -> str:
+def responses_error_code(kind: ErrorKind) -> str:
     """Apex kind -> Responses ``response.error.code`` (a closed set in the API)."""
     if kind == "rate_limit":
         return "rate_limit_exceeded"
@@ -66,7 +66,7 @@ def responses_error_code(kind: str) -> str:
     return "server_error"
 
 
-def kind_from_upstream(error_type: str | None, status: int | None = None) -> str:
+def kind_from_upstream(error_type: str | None, status: int | None = None) -> ErrorKind:
     """An upstream error's ``type`` (preferred) or HTTP status -> Apex kind."""
     if error_type and error_type in _KIND_OF_TYPE:
         return _KIND_OF_TYPE[error_type]

@@ -19,6 +19,7 @@ from typing import final
 
 import msgspec
 
+from apex.errors import ErrorKind
 from apex.sse import SseEvent
 from apex.translate.read.gemini_errors import gemini_error
 from apex.translate.read.gemini_parts import (
@@ -130,6 +131,6 @@ class GeminiReader:
             return []
         return [UsageUpdated(usage_from_gemini(None, self._estimate))]
 
-    def _fail(self, message: str, kind: str, code: str | None = None) -> list[Part]:
+    def _fail(self, message: str, kind: ErrorKind, code: str | None = None) -> list[Part]:
         self._ended = True
         return [*self._estimated_usage(), Failed(message, kind, code)]
