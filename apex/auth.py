@@ -42,6 +42,7 @@ class Principal:
     label: str
     routers: tuple[str, ...]
     team: TeamPolicy | None = None
+    fingerprint: str | None = None  # what the request log records of the key: never the key itself
 
 
 _PREFIX = 8  # bytes of the digest the dict look-up sees; the full digest is compared in constant time
@@ -49,6 +50,12 @@ _PREFIX = 8  # bytes of the digest the dict look-up sees; the full digest is com
 
 def _digest(key: str) -> bytes:
     return hashlib.sha256(key.encode()).digest()
+
+
+def _fingerprint(digest: bytes) -> str:
+    """A short, stable name for a key: 48 bits of its SHA-256 (enough to tell keys apart, useless to
+    anyone wanting the key back: keys are long random strings)."""
+    return "sha256:" + digest[:6].hex()
 
 
 def presented_key(headers: Mapping[str, str]) -> str | None:
@@ -82,12 +89,12 @@ class KeyIndex:
         all_routers = tuple(r.name for r in config.routers)
         self._by_digest: dict[bytes, Principal] = {}
         for i, key in enumerate(config.global_.auth.keys):
-            self._by_digest[_digest(key)] = Principal("global", f"global[{i}]", all_routers)
+            d = _digest(key)
+            self._by_digest[d] = Principal("global", f"global[{i}]", all_routers, None, _fingerprint(d))
         for router in config.routers:
             if router.vkey:
-                self._by_digest[_digest(router.vkey)] = Principal(
-                    "router", f"router:{router.name}", (router.name,)
-                )
+                d = _digest(router.vkey)
+                self._by_digest[d] = Principal("router", f"router:{router.name}", (router.name,), None, _fingerprint(d))
         self.teams: dict[str, TeamPolicy] = {}
         for team in config.teams:
             pol = team.policy
@@ -98,7 +105,8 @@ class KeyIndex:
             )
             self.teams[team.id] = policy
             routers = pol.allowed_routers if pol.allowed_routers is not None else all_routers
-            self._by_digest[_digest(team.api_key)] = Principal("team", f"team:{team.id}", tuple(routers), policy)
+            d = _digest(team.api_key)
+            self._by_digest[d] = Principal("team", f"team:{team.id}", tuple(routers), policy, _fingerprint(d))
         self._by_prefix: dict[bytes, list[tuple[bytes, Principal]]] = {}
         for digest, principal in self._by_digest.items():
             self._by_prefix.setdefault(digest[:_PREFIX], []).append((digest, principal))

@@ -13,6 +13,7 @@ client's dialect; nothing here knows about wire formats or aiohttp.
     │   ├── NotFound                   404 not_found
     │   ├── RequestTooLarge            413 request_too_large
     │   └── RateLimited                429 rate_limit
+    │       └── BudgetExceeded         429 budget_exceeded (the team's spending cap)
     ├── UpstreamError                  an upstream attempt failed
     │   ├── UpstreamStatus             the upstream answered non-2xx (keeps status and body)
     │   ├── UpstreamConnectionError    502 connect refused / reset
@@ -39,6 +40,7 @@ __all__ = [
     "ApexError",
     "ErrorKind",
     "AuthenticationFailed",
+    "BudgetExceeded",
     "ClientError",
     "ConfigError",
     "InternalError",
@@ -61,7 +63,7 @@ __all__ = [
 
 ErrorKind = Literal[
     "invalid_request", "authentication", "permission", "not_found", "request_too_large", "rate_limit",
-    "api_error", "timeout", "overloaded",
+    "budget_exceeded", "api_error", "timeout", "overloaded",
 ]
 
 
@@ -126,6 +128,12 @@ class RequestTooLarge(ClientError):
 class RateLimited(ClientError):
     status = 429
     kind: ErrorKind = "rate_limit"
+
+
+class BudgetExceeded(RateLimited):
+    """The team spent its budget for the period (OpenAI ``insufficient_quota``)."""
+
+    kind: ErrorKind = "budget_exceeded"
 
 
 class UpstreamError(ApexError):

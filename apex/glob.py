@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["GlobError", "compile_glob", "is_glob", "globs_to_regex"]
+__all__ = ["GlobError", "compile_glob", "glob_to_posix_regex", "globs_to_regex", "is_glob"]
 
 
 class GlobError(ValueError):
@@ -68,3 +68,8 @@ def compile_glob(pattern: str) -> re.Pattern[str]:
 def globs_to_regex(patterns: list[str] | tuple[str, ...]) -> re.Pattern[str]:
     """One regex matching any of ``patterns`` (so a rule costs one match call)."""
     return re.compile("(?s:" + "|".join("(?:" + _translate(p) + ")" for p in patterns) + r")\Z")
+
+
+def glob_to_posix_regex(pattern: str) -> str:
+    """The glob as an anchored regex a SQL engine's POSIX matcher takes (PostgreSQL's ``~``)."""
+    return "^" + _translate(pattern) + "$"

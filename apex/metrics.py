@@ -176,7 +176,7 @@ class RequestSeries:
     """The bound children for one (router, model, team_id, channel); lazily per status etc."""
 
     __slots__ = ("_m", "_labels", "_requests", "_errors", "_tokens", "_estimated", "_upstream", "_ttft", "_overhead",
-                 "_duration")
+                 "_duration", "_cost", "_unpriced")
 
     def __init__(self, metrics: Metrics, labels: tuple[str, str, str, str]) -> None:
         self._m = metrics
@@ -189,6 +189,8 @@ class RequestSeries:
         self._ttft: Histogram | None = None
         self._overhead: Histogram = metrics.overhead.labels(labels[0])
         self._duration: Histogram = metrics.duration.labels(labels[0], labels[1], labels[3])
+        self._cost: Counter | None = None
+        self._unpriced: Counter | None = None
 
     @property
     def model(self) -> str:
@@ -243,6 +245,21 @@ class RequestSeries:
                 est = self._estimated = (e.labels(*self._labels, "prompt"), e.labels(*self._labels, "completion"),
                                          e.labels(*self._labels, "cached"))
             _add3(est, prompt, completion, cached)
+
+
+    def add_cost(self, usd: float | None) -> None:
+        """Add one request's cost in USD; None (no price known) is counted apart."""
+        if usd is None:
+            up = self._unpriced
+            if up is None:
+                up = self._unpriced = self._m.cost_unknown.labels(*self._labels)
+            up.inc()
+            return
+        c = self._cost
+        if c is None:
+            c = self._cost = self._m.cost.labels(*self._labels)
+        if usd > 0.0:
+            c.inc(usd)
 
 
 def _add3(children: tuple[Counter, Counter, Counter], a: int, b: int, c: int) -> None:
@@ -306,6 +323,17 @@ class Metrics:
         self.tokens_estimated = Counter("apex_tokens_estimated_total",
                                         "The part of apex_tokens_total that Apex estimated (upstream gave no usage).",
                                         (*_REQ_LABELS, "type"), registry=reg)
+        self.cost = Counter("apex_cost_usd", "What requests cost in USD, from their usage and the price table.",
+                            _REQ_LABELS, registry=reg)
+        self.cost_unknown = Counter("apex_cost_unknown",
+                                    "Requests with token usage but no known price for their upstream model.",
+                                    _REQ_LABELS, registry=reg)
+        self.budget_remaining = Gauge("apex_budget_remaining_usd",
+                                      "USD left in a budgeted team's current period, as this process last saw it.",
+                                      ("team_id",), registry=reg)
+        self.request_log_dropped = Counter("apex_request_log_dropped",
+                                           "Request log records dropped (queue full, store slow or down).",
+                                           registry=reg)
         self.rate_limited = Counter("apex_rate_limited_total", "Requests refused by a team's rate limit.",
                                     ("router", "model", "team_id"), registry=reg)
         self.reloads = Counter("apex_config_reloads_total", "Config reloads, by result.", ("result",), registry=reg)
@@ -352,6 +380,9 @@ class Metrics:
 
     def record_rate_limited(self, router: str, model: str, team_id: str) -> None:
         self._counter(self.rate_limited, router, model, team_id).inc()
+
+    def set_budget_remaining(self, team_id: str, usd: float) -> None:
+        self.budget_remaining.labels(team_id).set(usd)
 
     def record_reload(self, ok: bool) -> None:
         (self._reload_ok if ok else self._reload_failed).inc()

@@ -60,12 +60,17 @@ class MonotonicClock:
 
 
 class Usage(msgspec.Struct, kw_only=True):
-    """Token usage in one normalised form (OpenAI meaning: prompt includes cached)."""
+    """Token usage in one normalised form (OpenAI meaning: prompt includes cached).
+
+    ``prompt_tokens`` includes ``cached_tokens`` (cache reads) and ``cache_write_tokens``
+    (Anthropic's cache creation); ``completion_tokens`` includes ``reasoning_tokens``.
+    """
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached_tokens: int = 0
     reasoning_tokens: int = 0
+    cache_write_tokens: int = 0
     estimated: bool = False
 
     @property

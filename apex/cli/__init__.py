@@ -21,6 +21,7 @@ from apex.cli.route_explain import route_group
 from apex.cli.router import router_group
 from apex.cli.status import status_command
 from apex.cli.team import team_group
+from apex.cli.usage import requests_group, usage_command
 from apex.errors import ConfigError
 
 __all__ = ["cli", "main"]
@@ -49,7 +50,7 @@ def cli(config_file: str | None) -> None:
 
 
 for _command in (init_command, gateway_group, status_command, channel_group, router_group, team_group,
-                 config_group, route_group):
+                 config_group, route_group, usage_command, requests_group):
     cli.add_command(_command)
 
 

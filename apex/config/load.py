@@ -8,9 +8,13 @@ address, anonymous auth). This runs once per load; nothing here is on the reques
 
 from __future__ import annotations
 
+import importlib.util
+
 import ipaddress
+import math
 import os
 import re
+import zoneinfo
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Final
@@ -18,18 +22,20 @@ from urllib.parse import urlsplit
 
 import msgspec
 
-from apex.config.model import ChannelRef, Config
+from apex.config.clouds import check_cloud_channel
+from apex.config.model import ChannelRef, Config, Price, TracingConfig
 from apex.errors import ConfigError
 from apex.glob import GlobError, compile_glob
 
 __all__ = ["load_config", "load_config_bytes", "parse_listen", "is_loopback", "KEYLESS_PROVIDERS"]
 
-KEYLESS_PROVIDERS: Final = frozenset({"ollama", "openai_compatible", "mock"})
+# azure_openai takes api_key or azure_ad (apex.config.clouds checks which).
+KEYLESS_PROVIDERS: Final = frozenset({"ollama", "openai_compatible", "mock", "azure_openai", "bedrock", "vertex"})
 _VAR: Final = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _MSGSPEC_AT: Final = re.compile(r"^(?P<msg>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)
 _RESERVED_PATHS: Final = frozenset(
     {"/v1/chat/completions", "/v1/responses", "/v1/embeddings", "/v1/models", "/v1/messages",
-     "/v1/messages/count_tokens", "/health"}
+     "/v1/messages/count_tokens", "/health", "/ready"}
 )
 
 
@@ -164,6 +170,23 @@ def _positive(value: int | float | None, path: str, *, zero_ok: bool = False) ->
         raise ConfigError(f"must be {'>= 0' if zero_ok else 'positive'}, got {value}", path=path)
 
 
+def _check_prices(prices: Mapping[str, Price], path: str) -> None:
+    for pattern, price in prices.items():
+        _check_glob(pattern, f"{path}.{pattern}")
+        for field in ("input", "output", "cache_read", "cache_write", "reasoning"):
+            value = getattr(price, field)
+            if value is not None and not (value >= 0 and math.isfinite(value)):
+                raise ConfigError("must be a finite price in USD per million tokens, 0 or more", path=f"{path}.{pattern}.{field}")
+def _check_tracing(t: TracingConfig) -> None:
+    if not t.otlp_endpoint.startswith(("http://", "https://")):
+        raise ConfigError(f"must be an http(s) URL (the collector's base URL), got {t.otlp_endpoint!r}",
+                          path="global.tracing.otlp_endpoint")
+    if not 0.0 <= t.sample_ratio <= 1.0:
+        raise ConfigError(f"must be between 0 and 1, got {t.sample_ratio}", path="global.tracing.sample_ratio")
+    if importlib.util.find_spec("opentelemetry.sdk") is None:
+        raise ConfigError("tracing needs OpenTelemetry: pip install 'apex-gateway[otel]'", path="global.tracing")
+
+
 def check_config(config: Config) -> None:
     """Cross-field rules the types cannot express; raise ConfigError naming the path."""
     g = config.global_
@@ -189,8 +212,16 @@ def check_config(config: Config) -> None:
     _positive(g.max_body_bytes, "global.max_body_bytes")
     _positive(g.shutdown_grace_ms, "global.shutdown_grace_ms", zero_ok=True)
     _positive(g.drain_delay_ms, "global.drain_delay_ms", zero_ok=True)
+    if g.tracing is not None:
+        _check_tracing(g.tracing)
     if g.rate_limit_store.type == "redis" and not g.rate_limit_store.url:
         raise ConfigError("a redis store needs a url", path="global.rate_limit_store.url")
+    rl = g.request_log
+    if rl.type == "postgres" and not rl.dsn:
+        raise ConfigError("a postgres request log needs a dsn", path="global.request_log.dsn")
+    for field in ("retention_days", "queue_size", "batch_size"):
+        _positive(getattr(rl, field), f"global.request_log.{field}")
+    _positive(rl.capture_max_bytes, "global.request_log.capture_max_bytes", zero_ok=True)
     if not config.metrics.path.startswith("/") or config.metrics.path in _RESERVED_PATHS:
         raise ConfigError(f'"{config.metrics.path}" cannot be the metrics path', path="metrics.path")
 
@@ -217,6 +248,7 @@ def check_config(config: Config) -> None:
         if ch.name in channels:
             raise ConfigError(f'duplicate channel name "{ch.name}"', path=f"{p}.name")
         channels[ch.name] = i
+        check_cloud_channel(ch, p)
         if ch.provider_type not in KEYLESS_PROVIDERS and not ch.api_key:
             raise ConfigError(f"required for provider_type {ch.provider_type}", path=f"{p}.api_key")
         if ch.provider_type == "openai_compatible" and not ch.base_url:
@@ -237,6 +269,7 @@ def check_config(config: Config) -> None:
         if ch.timeouts is not None:
             for field in ("connect_ms", "request_ms", "first_byte_ms", "stream_idle_ms"):
                 _positive(getattr(ch.timeouts, field), f"{p}.timeouts.{field}")
+        _check_prices(ch.prices, f"{p}.prices")
         _positive(ch.latency_ms, f"{p}.latency_ms", zero_ok=True)
         _positive(ch.tokens_per_s, f"{p}.tokens_per_s")
 
@@ -293,3 +326,11 @@ def check_config(config: Config) -> None:
         if pol.rate_limit is not None:
             _positive(pol.rate_limit.rpm, f"{p}.policy.rate_limit.rpm")
             _positive(pol.rate_limit.tpm, f"{p}.policy.rate_limit.tpm")
+        if pol.budget is not None:
+            if not (pol.budget.usd >= 0 and math.isfinite(pol.budget.usd)):
+                raise ConfigError("must be a finite number of USD, 0 or more", path=f"{p}.policy.budget.usd")
+            try:
+                zoneinfo.ZoneInfo(pol.budget.timezone)
+            except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+                raise ConfigError(f"unknown time zone {pol.budget.timezone!r}", path=f"{p}.policy.budget.timezone") from exc
+    _check_prices(config.prices, "prices")

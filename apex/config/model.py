@@ -13,6 +13,8 @@ import msgspec
 
 __all__ = [
     "AuthConfig",
+    "AwsCredentials",
+    "AzureAd",
     "Channel",
     "ChannelHealth",
     "ChannelRef",
@@ -23,7 +25,10 @@ __all__ = [
     "Match",
     "MetricsConfig",
     "PROVIDER_TYPES",
+    "Budget",
     "Policy",
+    "Price",
+    "RequestLogConfig",
     "ProviderType",
     "RateLimit",
     "RateLimitStore",
@@ -32,6 +37,7 @@ __all__ = [
     "Rule",
     "Strategy",
     "Team",
+    "TracingConfig",
     "Timeouts",
 ]
 
@@ -47,6 +53,9 @@ ProviderType = Literal[
     "openrouter",
     "groq",
     "openai_compatible",
+    "azure_openai",
+    "bedrock",
+    "vertex",
     "mock",
 ]
 PROVIDER_TYPES: Final[tuple[str, ...]] = ProviderType.__args__  # type: ignore[attr-defined]  # Literal keeps its members in __args__
@@ -99,6 +108,24 @@ class RateLimitStore(_Base, frozen=True):
     key_prefix: str = "apex:rl:"
 
 
+class RequestLogConfig(_Base, frozen=True):
+    """``global.request_log``: where finished requests are recorded (``off`` records none)."""
+
+    type: Literal["sqlite", "postgres", "off"] = "sqlite"
+    path: str | None = None  # sqlite file; default: requests.db in the state directory
+    dsn: str | None = None   # postgres
+    retention_days: int = 30
+    capture_content: bool = False
+    capture_max_bytes: int = 16384
+    queue_size: int = 10_000
+    batch_size: int = 500
+class TracingConfig(_Base, frozen=True):
+    otlp_endpoint: str  # the collector's base URL; spans go to {otlp_endpoint}/v1/traces (OTLP/HTTP)
+    service_name: str = "apex"
+    sample_ratio: float = 1.0  # of traces started here; a client's sampled flag is followed
+    headers: dict[str, str] = {}  # sent with every export, e.g. a collector's auth header
+
+
 class GlobalConfig(_Base, frozen=True):
     listen: str = "127.0.0.1:8080"
     auth: AuthConfig = AuthConfig()
@@ -109,6 +136,8 @@ class GlobalConfig(_Base, frozen=True):
     shutdown_grace_ms: int = 10_000
     drain_delay_ms: int = 0  # SIGTERM: /ready says 503 and Apex keeps serving this long before it drains
     rate_limit_store: RateLimitStore = RateLimitStore()
+    request_log: RequestLogConfig = RequestLogConfig()
+    tracing: TracingConfig | None = None
 
 
 class LoggingConfig(_Base, frozen=True):
@@ -123,6 +152,34 @@ class MetricsConfig(_Base, frozen=True):
     path: str = "/metrics"
 
 
+class AzureAd(_Base, frozen=True):
+    """Microsoft Entra ID client credentials (azure_openai): a token for Cognitive Services."""
+
+    tenant_id: str
+    client_id: str
+    client_secret: str
+    authority_host: str = "https://login.microsoftonline.com"
+
+
+class AwsCredentials(_Base, frozen=True):
+    """Static AWS keys (bedrock); when absent the standard AWS credential chain is used."""
+
+    access_key_id: str
+    secret_access_key: str
+    session_token: str | None = None
+
+
+class Price(_Base, frozen=True):
+    """USD per million tokens. Absent cache prices cost what ``input`` costs; an absent
+    ``reasoning`` price costs what ``output`` costs (reasoning tokens are output tokens)."""
+
+    input: float
+    output: float = 0.0
+    cache_read: float | None = None
+    cache_write: float | None = None
+    reasoning: float | None = None
+
+
 class Channel(_Base, frozen=True):
     name: str
     provider_type: ProviderType
@@ -133,6 +190,19 @@ class Channel(_Base, frozen=True):
     model_map: dict[str, str] = msgspec.field(default_factory=dict)
     models: tuple[str, ...] | None = None
     timeouts: ChannelTimeouts | None = None
+    # azure_openai only
+    api_version: str | None = None
+    azure_ad: AzureAd | None = None
+    # bedrock only
+    region: str | None = None
+    aws: AwsCredentials | None = None
+    # vertex only
+    project: str | None = None
+    location: str | None = None
+    credentials_file: str | None = None
+
+
+    prices: dict[str, Price] = msgspec.field(default_factory=dict)  # model glob -> negotiated price
     # mock provider only
     latency_ms: int = 0
     tokens_per_s: float | None = None
@@ -168,10 +238,19 @@ class RateLimit(_Base, frozen=True):
     tpm: int | None = None
 
 
+class Budget(_Base, frozen=True):
+    """A team's spending cap per calendar period in ``timezone`` (IANA name)."""
+
+    usd: float
+    period: Literal["day", "week", "month"] = "month"
+    timezone: str = "UTC"
+
+
 class Policy(_Base, frozen=True):
     allowed_routers: tuple[str, ...] | None = None
     allowed_models: tuple[str, ...] | None = None
     rate_limit: RateLimit | None = None
+    budget: Budget | None = None
 
 
 class Team(_Base, frozen=True):
@@ -187,3 +266,4 @@ class Config(_Base, frozen=True):
     channels: tuple[Channel, ...] = ()
     routers: tuple[Router, ...] = ()
     teams: tuple[Team, ...] = ()
+    prices: dict[str, Price] = msgspec.field(default_factory=dict)  # model glob -> price (over the built-in table)

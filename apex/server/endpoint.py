@@ -48,6 +48,8 @@ def api_endpoint(dialect: Dialect, endpoint: Endpoint) -> Callable[[web.Request]
         gateway: Gateway = request.app[GATEWAY_KEY]
         client_rid = client_request_id(request.headers)
         ex = Exchange(client_rid or new_request_id(), client_rid, dialect)
+        if gateway.tracer is not None:
+            ex.trace = gateway.tracer.start_request(ex, request.headers)
         snap = gateway.snapshot  # one snapshot for the whole request, even across a reload
         gateway.in_flight_changed(ex, +1)
         response: web.StreamResponse | None = None

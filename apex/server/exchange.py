@@ -8,9 +8,14 @@ It holds no secrets: the key is reduced to the team id or principal label.
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 from apex.tokens import estimate_tokens
 from apex.types import Dialect, Usage
+
+if TYPE_CHECKING:
+    from apex.budget import BudgetGrant
+    from apex.tracing import RequestTrace
 
 __all__ = ["Exchange"]
 
@@ -20,9 +25,10 @@ class Exchange:
         "request_id", "client_request_id", "dialect", "started", "team", "model",
         "stream", "router", "rule", "routed", "channel", "tried", "attempts", "upstream_model",
         "usage", "ttft_ms", "upstream_ms", "status", "committed", "stream_error", "attempt_errors",
-        "error_kind", "ratelimit_headers",
+        "error_kind", "ratelimit_headers", "cost_usd", "budget_grant", "key_fingerprint",
         # observability (apex.metrics / access log): see Gateway.finish
         "request_body", "response_body", "overhead_ms", "_prompt_estimate",
+        "trace",  # apex.tracing.RequestTrace while tracing is on, else None
     )
 
     def __init__(self, request_id: str, client_request_id: str | None, dialect: Dialect) -> None:
@@ -49,11 +55,15 @@ class Exchange:
         self.attempt_errors: list[str] = []
         self.error_kind: str | None = None
         self.ratelimit_headers: list[tuple[str, str]] | None = None
+        self.cost_usd: float | None = None
+        self.budget_grant: BudgetGrant | None = None
+        self.key_fingerprint: str | None = None
         # Kept by reference (no copy) so usage can be estimated when an upstream reports none.
         self.request_body: bytes | None = None
         self._prompt_estimate: int | None = None
         self.response_body: bytes | None = None
         self.overhead_ms: float | None = None
+        self.trace: RequestTrace | None = None
 
     def response_headers(self) -> dict[str, str]:
         """Headers every response of this exchange carries (set before a stream commits)."""

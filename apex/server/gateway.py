@@ -12,16 +12,30 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
+from typing import Final
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from apex import __version__, sdnotify
 from apex.auth import TeamPolicy
+from apex.budget import (
+    NANO,
+    BudgetGrant,
+    BudgetLedger,
+    BudgetPolicy,
+    MemoryBudgetStore,
+    build_ledger,
+)
 from apex.config.load import load_config_bytes
 from apex.config.model import Config
+from apex.cost import PriceBook
+from apex.requestlog import RequestLog, Row, build_request_log, capture
 from apex.errors import ApexError, ConfigError, kind_for_status
 from apex.metrics import NONE, Metrics
+from apex.upstream.credentials import CredentialKeeper, CredentialSlot
+from apex.upstream.channel import CompiledChannel
 from apex.upstream.http import UpstreamPool
 from apex.ratelimit import (
     Decision,
@@ -29,21 +43,36 @@ from apex.ratelimit import (
     MemoryStore,
     RateLimiter,
     build_limiter,
-    headers as ratelimit_headers,
     rate_limited,
+)
+from apex.ratelimit import (
+    headers as ratelimit_headers,
 )
 from apex.routing.health import ChannelState
 from apex.server.exchange import Exchange
-from apex.server.logs import ACCESS_LOGGER, access_fields, configure_logging, write_access_line
+from apex.server.logs import (
+    ACCESS_LOGGER,
+    access_fields,
+    configure_logging,
+    write_access_line,
+)
 from apex.snapshot import Snapshot, build_snapshot
 from apex.tokens import estimate_tokens
 from apex.types import Dialect, MonotonicClock, Usage
+
+
+if TYPE_CHECKING:
+    from apex.tracing import Tracer  # only imported at run time when tracing is on
 
 __all__ = ["Gateway", "RateGrant"]
 
 log = logging.getLogger("apex.gateway")
 access_log = logging.getLogger(ACCESS_LOGGER)
 _INFO = logging.INFO
+CREDENTIALS_START_WAIT_S: Final = 10.0  # at start-up, how long first credential fetches may take
+# Output tokens reserved against a budget when the request sets no max_tokens.
+BUDGET_DEFAULT_OUTPUT_TOKENS: Final = 1024
+BUDGET_HEADER: Final = "x-apex-budget-remaining-usd"
 
 
 class RateGrant:
@@ -79,12 +108,20 @@ class Gateway:
         self.started_monotonic = time.monotonic()
         self.snapshot: Snapshot = build_snapshot(config, None, self._on_health_change, rng=rng)
         self._upstream: UpstreamPool | None = None
+        self._credentials = CredentialKeeper()
         self.limiter: RateLimiter | None = None
+        self.budgets: BudgetLedger | None = None
+        self.request_log: RequestLog | None = None
+        self._capture: int | None = None  # capture_max_bytes when capture_content is on
+        self._budget_policies: dict[str, BudgetPolicy] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
         self._limits: dict[str, Limits] = {}
+        self.prices = PriceBook(config)
         self._refresh_limits()
         self.loaded_config_bytes: bytes | None = None  # the file content the live config came from
         self.in_flight = 0
         self.draining = False  # set when shutdown begins: /ready answers 503 from then on
+        self.tracer: Tracer | None = None  # global.tracing; None keeps tracing off the request path
         self.metrics = Metrics(self.version, self._rule_patterns)
         self.metrics.in_flight.set_function(lambda: self.in_flight)
         self._metrics_snapshot: Snapshot | None = None  # the Snapshot the metric bindings belong to
@@ -97,12 +134,41 @@ class Gateway:
         """Create the shared upstream pool and the rate limiter (inside the loop)."""
         self._upstream = UpstreamPool()
         self.limiter = build_limiter(self.snapshot.config.global_.rate_limit_store, MonotonicClock())
+        fresh = self._credentials.bind(_credential_slots(self.snapshot), self._upstream)
+        if fresh:  # the first requests should find credentials; a failure is logged, not fatal
+            await asyncio.gather(*(r.wait_first(CREDENTIALS_START_WAIT_S) for r in fresh))
+        self.budgets = build_ledger(self.snapshot.config.global_.rate_limit_store, MonotonicClock())
+        self.budgets.on_remaining = self.metrics.set_budget_remaining
+        rl = self.snapshot.config.global_.request_log
+        self.request_log = build_request_log(rl, self.config_path, self.metrics.request_log_dropped.inc)
+        if self.request_log is not None:
+            try:
+                await self.request_log.start()
+            except OSError as exc:  # serve anyway: the log is a record, not a dependency
+                log.error("request log disabled: %s", exc)
+                self.request_log = None
+            self._capture = rl.capture_max_bytes if rl.capture_content else None
+        tracing = self.snapshot.config.global_.tracing
+        if tracing is not None:
+            from apex.tracing import build_tracer  # imported only when tracing is on
+
+            self.tracer = build_tracer(tracing)
 
     async def close(self) -> None:
+        await self._credentials.close()
         if self._upstream is not None:
             await self._upstream.close()
         if self.limiter is not None:
             await self.limiter.close()
+        if self._tasks:  # budget settlements still in flight
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.budgets is not None:
+            await self.budgets.close()
+        if self.request_log is not None:
+            await self.request_log.close()
+        if self.tracer is not None:
+            await asyncio.to_thread(self.tracer.shutdown)  # flushes queued spans; bounded by the export timeout
+            self.tracer = None
 
     @property
     def upstream(self) -> UpstreamPool:
@@ -156,13 +222,32 @@ class Gateway:
             configure_logging(config.logging)
         if config.global_.rate_limit_store != old.global_.rate_limit_store:
             log.warning("rate_limit_store changed: restart Apex to apply it")
+        if config.global_.request_log != old.global_.request_log:
+            log.warning("request_log changed: restart Apex to apply it")
         self.snapshot = snapshot
+        if self._upstream is not None:  # before start() there is no loop to bind in: start() binds
+            self._bind_credentials(snapshot)
+        self.prices = PriceBook(config)
         self._refresh_limits()
         self.loaded_config_bytes = data
         log.info("config reloaded (%s): %d channels, %d routers, %d teams", source,
                  len(config.channels), len(config.routers), len(config.teams))
         self.on_reload(True)
         return True
+
+    def _bind_credentials(self, snapshot: Snapshot) -> None:
+        """Give the new Snapshot's cloud channels their credentials: the running refresher when
+        unchanged, else a new one fetching in the background (requests meanwhile get a
+        retryable error naming the reason)."""
+        self._credentials.bind(_credential_slots(snapshot), self.upstream)
+
+    def credential_problems(self) -> dict[str, str]:
+        """Channels whose cloud credentials are failing, with the reason (for /health)."""
+        out = {}
+        for name, ch in self.snapshot.channels.items():
+            if ch.cloud is not None and ch.cloud.reason is not None:
+                out[name] = ch.cloud.reason
+        return out
 
     def reload_from_file(self, source: str = "signal") -> bool:
         if self.config_path is None:
@@ -184,6 +269,12 @@ class Gateway:
         store = self.limiter.store if self.limiter is not None else None
         if isinstance(store, MemoryStore):
             store.forget(set(self._limits))  # buckets of teams a reload removed are freed
+        self._budget_policies = {
+            t.id: BudgetPolicy.from_config(t.policy.budget) for t in self.snapshot.config.teams if t.policy.budget is not None
+        }
+        spend = self.budgets.store if self.budgets is not None else None
+        if isinstance(spend, MemoryBudgetStore):
+            spend.forget(set(self._budget_policies))
 
     # --- rate limits --------------------------------------------------------------
 
@@ -193,7 +284,10 @@ class Gateway:
         if limits is None or limits.unlimited or self.limiter is None:
             return None
         decision: Decision = await self.limiter.acquire(team.id, limits, estimate)
-        ex.ratelimit_headers = ratelimit_headers(decision)
+        if ex.ratelimit_headers is None:
+            ex.ratelimit_headers = ratelimit_headers(decision)
+        else:  # the budget header is there already
+            ex.ratelimit_headers.extend(ratelimit_headers(decision))
         if not decision.allowed:
             self.on_rate_limited(ex)
             raise rate_limited(decision)
@@ -203,6 +297,43 @@ class Gateway:
         if usage is None or self.limiter is None:
             return
         await self.limiter.settle(grant.team_id, grant.limits, grant.charged, usage.total_tokens)
+
+    # --- budgets ------------------------------------------------------------------
+
+    def has_budget(self, team_id: str) -> bool:
+        return team_id in self._budget_policies
+
+    async def reserve_budget(self, team_id: str, ex: Exchange, channel: CompiledChannel, model: str, max_out: int) -> None:
+        """Reserve the request's estimated cost against its team's budget (priced on the first
+        channel it will try); raise BudgetExceeded (429). Settled in ``finish``."""
+        policy = self._budget_policies.get(team_id)
+        if policy is None or self.budgets is None:
+            return
+        price = self.prices.price(channel.name, channel.map_model(model))
+        estimate = 0.0
+        if price is not None:
+            estimate = ex.prompt_estimate() * price.input + (max_out or BUDGET_DEFAULT_OUTPUT_TOKENS) * price.output
+        grant, remaining = await self.budgets.reserve(team_id, policy, estimate)
+        ex.budget_grant = grant
+        if remaining is not None:
+            header = (BUDGET_HEADER, f"{remaining:.6f}")
+            if ex.ratelimit_headers is None:
+                ex.ratelimit_headers = [header]
+            else:
+                ex.ratelimit_headers.append(header)
+
+    def _settle_budget(self, grant: BudgetGrant, cost: float) -> None:
+        ledger = self.budgets
+        if ledger is None:
+            return
+        task = asyncio.get_running_loop().create_task(ledger.settle(grant, cost), name=f"budget-settle-{grant.team_id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("budget settlement failed", exc_info=task.exception())
 
     def on_rate_limited(self, ex: Exchange) -> None:
         """Hook for metrics: a request was refused by its team's rate limit."""
@@ -254,6 +385,13 @@ class Gateway:
         usage = ex.usage
         if usage is None and 200 <= ex.status < 300:
             usage = ex.usage = _estimate_usage(ex)
+        cost = None
+        if usage is not None:
+            cost = ex.cost_usd = self.prices.cost(ex.channel, ex.upstream_model, usage)
+        grant = ex.budget_grant
+        if grant is not None:
+            # No usage (nothing served): refund; usage but no price: the reservation stands.
+            self._settle_budget(grant, cost if cost is not None else (0.0 if usage is None else grant.reserved / NANO))
         if self._metrics_current():
             m = self.metrics
             model = m.models.label(ex.model, ex.router, ex.rule, ex.routed)
@@ -261,8 +399,13 @@ class Gateway:
             series.record(ex.status, _error_type(ex), ex.upstream_ms, ex.ttft_ms, overhead, latency)
             if usage is not None:
                 series.add_tokens(usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens, usage.estimated)
+                series.add_cost(cost)
+        if ex.trace is not None and self.tracer is not None:
+            self.tracer.end_request(ex, ex.trace, _error_type(ex))
         if access_log.isEnabledFor(_INFO):
-            write_access_line(access_log, access_fields(ex, latency, overhead, usage))
+            write_access_line(access_log, access_fields(ex, latency, overhead, usage, cost))
+        if self.request_log is not None:
+            self.request_log.submit(_log_row(ex, latency, overhead, usage, cost, self._capture))
 
     # --- metrics wiring -------------------------------------------------------------
 
@@ -300,6 +443,10 @@ class Gateway:
         return None
 
 
+def _credential_slots(snap: Snapshot) -> list[CredentialSlot]:
+    return [ch.cloud.credentials for ch in snap.channels.values() if ch.cloud is not None and ch.cloud.credentials is not None]
+
+
 def _error_type(ex: Exchange) -> str | None:
     """The ``error_type`` label of a finished request, None when it succeeded."""
     if ex.error_kind is not None:
@@ -311,6 +458,24 @@ def _error_type(ex: Exchange) -> str | None:
     if ex.status >= 400:
         return kind_for_status(ex.status)
     return None
+
+
+def _log_row(ex: Exchange, latency: float, overhead: float, usage: Usage | None, cost: float | None,
+             capture_cap: int | None) -> Row:
+    """The request log's row for a finished request (columns in ``apex.requestlog.COLUMNS`` order)."""
+    request_body = response_body = None
+    if capture_cap is not None:
+        request_body = capture(ex.request_body, capture_cap)
+        response_body = capture(ex.response_body, capture_cap)
+    u = usage
+    return (
+        time.time() - latency / 1000.0, ex.request_id, ex.dialect.value, ex.team, ex.key_fingerprint, ex.router,
+        ex.rule, ex.model, ex.upstream_model, ex.channel, ",".join(ex.tried), ex.attempts, ex.status,
+        _error_type(ex), ex.stream, latency, ex.ttft_ms, overhead, ex.upstream_ms,
+        u.prompt_tokens if u else None, u.completion_tokens if u else None, u.cached_tokens if u else None,
+        u.cache_write_tokens if u else None, u.reasoning_tokens if u else None, u.estimated if u else None,
+        cost, request_body, response_body,
+    )
 
 
 def _estimate_usage(ex: Exchange) -> Usage | None:

@@ -224,7 +224,9 @@ def write_access_line(logger: logging.Logger, fields: dict[str, object]) -> None
     logger.handle(record)
 
 
-def access_fields(ex: Exchange, latency_ms: float, overhead_ms: float, usage: Usage | None) -> dict[str, object]:
+def access_fields(
+    ex: Exchange, latency_ms: float, overhead_ms: float, usage: Usage | None, cost_usd: float | None = None
+) -> dict[str, object]:
     """The access line's fields for one finished request: ids, routing, outcome, times, tokens.
 
     Only names, numbers and stable kinds: never keys, headers or message content.
@@ -236,6 +238,7 @@ def access_fields(ex: Exchange, latency_ms: float, overhead_ms: float, usage: Us
             "completion": usage.completion_tokens,
             "cached": usage.cached_tokens,
             "reasoning": usage.reasoning_tokens,
+            "cache_write": usage.cache_write_tokens,
             "estimated": usage.estimated,
         }
     return {
@@ -258,4 +261,5 @@ def access_fields(ex: Exchange, latency_ms: float, overhead_ms: float, usage: Us
         "overhead_ms": round(overhead_ms, 3),
         "ttft_ms": round(ex.ttft_ms, 3) if ex.ttft_ms is not None else None,
         "tokens": tokens,
+        "cost_usd": round(cost_usd, 8) if cost_usd is not None else None,
     }

@@ -126,6 +126,7 @@ def _param_of(message: str) -> str | None:
 async def proxy(request: web.Request, snap: Snapshot, ex: Exchange, dialect: Dialect) -> web.StreamResponse:
     """Serve one API request in ``dialect`` end to end; raise ApexError for the endpoint wrapper."""
     principal = snap.keys.authenticate(request.headers)
+    ex.key_fingerprint = principal.fingerprint
     if principal.team is not None:
         ex.team = principal.team.id
     body = await read_body(request, snap.max_body_bytes)
@@ -143,13 +144,17 @@ async def proxy(request: web.Request, snap: Snapshot, ex: Exchange, dialect: Dia
     gateway = request.app[GATEWAY_KEY]
     grant = None
     team = principal.team
-    if team is not None and team.rate_limit is not None and gateway.limiter is not None:
+    channels = route_channels(snap, route, dialect, model, gateway.clock())
+    if team is not None:
         max_out = view.max_tokens or view.max_completion_tokens or view.max_output_tokens or 0
-        grant = await gateway.acquire_rate_limit(team, ex.prompt_estimate() + max_out, ex)
+        if gateway.has_budget(team.id):  # settled by Gateway.finish, whatever happens next
+            await gateway.reserve_budget(team.id, ex, snap.channels[channels[0]], model, max_out)
+        if team.rate_limit is not None and gateway.limiter is not None:
+            grant = await gateway.acquire_rate_limit(team, ex.prompt_estimate() + max_out, ex)
     if grant is None:
-        return await _attempts(request, snap, ex, dialect, route_channels(snap, route, dialect, model, gateway.clock()), body, view, model)
+        return await _attempts(request, snap, ex, dialect, channels, body, view, model)
     try:
-        response = await _attempts(request, snap, ex, dialect, route_channels(snap, route, dialect, model, gateway.clock()), body, view, model)
+        response = await _attempts(request, snap, ex, dialect, channels, body, view, model)
     except BaseException:
         await gateway.settle_rate_limit(grant, _NOTHING_SERVED)  # refund the estimate
         raise
@@ -161,7 +166,7 @@ def route_channels(snap: Snapshot, route: Route, dialect: Dialect, model: str, n
     """Channel names of the route in attempt order that can serve ``dialect`` (health as of
     ``now``); NotFound if none."""
     health = snap.health
-    order = route.order(lambda c: health.is_available(c, now))
+    order = route.order(lambda c: health.is_available(c, now) and snap.channels[c].credentials_ok)
     usable = [c for c in order if dialect in snap.channels[c].plans]
     if not usable:
         raise NotFound(f"no channel of router '{route.router}' can serve {dialect.value} requests for model '{model}'")
@@ -192,10 +197,14 @@ async def _attempts(
         ex.channel = channel.name
         ex.tried.append(channel.name)
         attempt_started = clock()
+        if ex.trace is not None:
+            ex.trace.begin_attempt(channel.name, channel.provider_type, channel.config.base_url)
         try:
             response = await _attempt(request, snap, ex, dialect, channel, channel.plans[dialect], body, view, model)
         except UpstreamError as err:
             channel.secrets.error(err)  # an upstream may quote the key it was given
+            if ex.trace is not None:
+                ex.trace.end_attempt(err.kind, ex.upstream_model)
             ex.attempt_errors.append(err.kind)
             last = err
             now = clock()
@@ -213,6 +222,8 @@ async def _attempts(
             raise
         now = clock()
         plan.record(channel.name, Outcome.SUCCEEDED, now)
+        if ex.trace is not None:
+            ex.trace.end_attempt(ex.stream_error, ex.upstream_model)
         if _attempt_log.isEnabledFor(logging.DEBUG):
             request.app[GATEWAY_KEY].log_attempt(ex, channel.name, None, (now - attempt_started) * 1000)
         return response
@@ -238,6 +249,8 @@ def _upstream_headers(request: web.Request, plan: UpstreamPlan, ex: Exchange) ->
             if value is not None:
                 extra = extra or {}
                 extra[name] = value
+    if ex.trace is not None:  # W3C trace context of this attempt, for the upstream's own spans
+        extra = (extra or {}) | ex.trace.traceparent()
     if extra is None:
         return fields
     if "anthropic-version" in extra:  # the client's version replaces the plan's default
@@ -253,10 +266,14 @@ async def _send(
     header_fields: bytes,
     body: bytes,
     upstream_model: str,
+    stream: bool,
 ) -> UpstreamReply:
-    """Send one attempt: in-process for the mock provider, else on the shared pool."""
+    """Send one attempt: in-process for the mock provider, else on the shared pool (through
+    the cloud route when the channel is a cloud's)."""
     if channel.is_mock:
         return await mock_reply(channel.config, plan.upstream, body, upstream_model)
+    if plan.route is not None:
+        return await plan.route.send(pool, url, header_fields, body, stream, channel.timeouts.connect)
     return await pool.post(url, header_fields, body, connect_timeout=channel.timeouts.connect)
 
 
@@ -277,6 +294,11 @@ async def _attempt(
         return json_response({"input_tokens": ex.prompt_estimate()}, headers={"x-apex-estimated": "true"})
     upstream_model = channel.map_model(model)
     ex.upstream_model = upstream_model
+    if channel.kind_plans is not None:  # a cloud: the model's family picks the wire format
+        chosen = channel.plan_for(dialect, upstream_model)
+        if chosen is None:
+            raise NotFound(f"channel {channel.name} cannot serve {dialect.value} requests for model '{upstream_model}'")
+        plan = chosen
     mapped = upstream_model != model
     stream = ex.stream
     client_usage = bool(view.stream_options and view.stream_options.include_usage)
@@ -317,7 +339,7 @@ async def _attempt(
         with map_transport_errors(channel.name):
             loop = asyncio.get_running_loop()
             with Deadline(loop, loop.time() + timeouts.first_byte) as deadline:
-                reply = await _send(pool, channel, plan, url, headers, up_body, upstream_model)
+                reply = await _send(pool, channel, plan, url, headers, up_body, upstream_model, True)
                 if reply.status >= 300:
                     raw = await reply.read()
                     ex.upstream_ms += (time.perf_counter() - started) * 1000
@@ -406,7 +428,7 @@ async def _attempt_json(
             loop = asyncio.get_running_loop()
             begun = loop.time()
             with Deadline(loop, begun + min(timeouts.first_byte, timeouts.request)) as deadline:
-                reply = await _send(pool, channel, plan, url, headers, up_body, upstream_model)
+                reply = await _send(pool, channel, plan, url, headers, up_body, upstream_model, False)
                 deadline.move(begun + timeouts.request)
                 raw = await reply.read()
             done = True  # the body was read whole: the connection can go back to the pool

@@ -12,8 +12,10 @@ from typing import Final
 from urllib.parse import quote
 
 from apex import __version__
+from apex.config.clouds import CLOUD_PROVIDERS
 from apex.config.model import Channel, GlobalConfig
 from apex.errors import ConfigError, InvalidRequest, Secrets, secrets_of
+from apex.upstream.cloud import CloudChannel, CloudRoute, CloudSetup
 from apex.upstream.http import encode_header_fields
 from apex.upstream.presets import ANTHROPIC_VERSION, PRESETS, ProviderPreset
 from apex.routing.match import ModelMap, PatternSet
@@ -68,6 +70,7 @@ class UpstreamPlan:
     strip_unsigned_thinking: bool = False  # real Anthropic rejects thinking blocks Apex made up
     header_fields: bytes = b""    # ``headers`` encoded once: what goes on the wire
     header_fields_unversioned: bytes = b""  # the same without anthropic-version (the client sent its own)
+    route: CloudRoute | None = None  # a cloud's URL shape, body edits, auth and stream framing
 
     def __post_init__(self) -> None:
         if self.headers and not self.header_fields:
@@ -76,9 +79,11 @@ class UpstreamPlan:
             object.__setattr__(self, "header_fields_unversioned", encode_header_fields(rest))
 
     def url_for(self, model: str, stream: bool) -> str:
-        """The upstream URL for ``model``. Only Gemini puts the model (client input) into
-        the URL: as one escaped path segment, so ``/``, ``?`` or ``#`` cannot reach another
+        """The upstream URL for ``model``. Gemini and the clouds put the model (client input)
+        into the URL: as one escaped path segment, so ``/``, ``?`` or ``#`` cannot reach another
         endpoint with the channel's key; ``..`` is refused outright."""
+        if self.route is not None:
+            return self.route.url(_path_segment(model), stream)
         if self.upstream is Dialect.GEMINI_GENERATE:
             segment = _path_segment(model)
             return f"{self.url}/{segment}:streamGenerateContent?alt=sse" if stream else f"{self.url}/{segment}:generateContent"
@@ -104,10 +109,25 @@ class CompiledChannel:
     models: PatternSet | None
     timeouts: ChannelTimeouts
     secrets: Secrets  # what this channel sends upstream that must never come back out of Apex
+    cloud: CloudChannel | None = None
+    kind_plans: dict[str, dict[Dialect, UpstreamPlan]] | None = None  # clouds: per model family
 
     @property
     def is_mock(self) -> bool:
         return self.preset.family == "mock"
+
+    @property
+    def credentials_ok(self) -> bool:
+        """False while a cloud channel's credentials fail to refresh (routing prefers others)."""
+        return self.cloud is None or self.cloud.reason is None
+
+    def plan_for(self, dialect: Dialect, upstream_model: str) -> UpstreamPlan | None:
+        """The plan serving ``dialect`` for ``upstream_model`` (on a cloud, the model's family
+        decides: Claude natively, the cloud's own models in their format)."""
+        if self.kind_plans is None or self.cloud is None:
+            return self.plans.get(dialect)
+        plans = self.kind_plans.get(self.cloud.kind_of(upstream_model))
+        return plans.get(dialect) if plans is not None else None
 
     def map_model(self, model: str) -> str:
         return self.model_map.map(model) if self.model_map else model
@@ -123,11 +143,46 @@ def _auth_headers(family: ProviderFamily, api_key: str | None) -> dict[str, str]
     return {"Authorization": f"Bearer {api_key}"}
 
 
+def _cloud_secrets(ch: Channel) -> list[str | None]:
+    """Cloud credentials from the config that must never come back out of Apex either."""
+    out: list[str | None] = []
+    if ch.aws is not None:
+        out += [ch.aws.secret_access_key, ch.aws.session_token]
+    if ch.azure_ad is not None:
+        out.append(ch.azure_ad.client_secret)
+    return out
+
+
+def _cloud_setup(ch: Channel, path: str) -> tuple[str, CloudSetup]:
+    """The base URL and setup of a cloud channel; each cloud's module is imported only
+    when a channel uses it (its library is an optional extra)."""
+    if ch.provider_type == "azure_openai":
+        from apex.upstream.azure import azure_setup
+
+        base = (ch.base_url or "").rstrip("/")
+        return base, azure_setup(ch, base)
+    if ch.provider_type == "bedrock":
+        from apex.upstream.bedrock import bedrock_setup
+
+        base = (ch.base_url or f"https://bedrock-runtime.{ch.region}.amazonaws.com").rstrip("/")
+        return base, bedrock_setup(ch, base)
+    if ch.provider_type == "vertex":
+        from apex.upstream.vertex import vertex_base_url, vertex_setup
+
+        base = (ch.base_url or vertex_base_url(ch.location or "")).rstrip("/")
+        return base, vertex_setup(ch, base)
+    raise ConfigError(f"not a cloud provider type: {ch.provider_type}", path=f"{path}.provider_type")
+
+
 def compile_channel(ch: Channel, g: GlobalConfig, index: int) -> CompiledChannel:
     """Compile one channel; raise ConfigError naming ``channels[index]`` when it cannot work."""
     preset = PRESETS[ch.provider_type]
     path = f"channels[{index}]"
-    base = (ch.base_url or preset.base_url or "").rstrip("/")
+    setup: CloudSetup | None = None
+    if ch.provider_type in CLOUD_PROVIDERS:
+        base, setup = _cloud_setup(ch, path)
+    else:
+        base = (ch.base_url or preset.base_url or "").rstrip("/")
     if not base and preset.family != "mock":
         raise ConfigError(f"required for provider_type {ch.provider_type}", path=f"{path}.base_url")
     # A preset's own Anthropic endpoint only while base_url is the preset default (spec 2).
@@ -138,54 +193,82 @@ def compile_channel(ch: Channel, g: GlobalConfig, index: int) -> CompiledChannel
         anthropic_base = base
 
     common = {"Content-Type": "application/json", "Accept-Encoding": "identity", "User-Agent": USER_AGENT}
-    native: dict[Dialect, tuple[str, ProviderFamily]] = {}  # upstream dialect -> (url, family)
-    for d in preset.dialects:
-        if preset.family == "gemini":
-            native[d] = (f"{base}/v1beta/models", "gemini")
-        elif preset.family in ("openai", "mock"):
-            native[d] = (base + _PATHS.get(d, ""), preset.family)
-        else:
-            native[d] = (base + _PATHS[d], "anthropic")
-    if anthropic_base and preset.family == "openai":
-        native[Dialect.ANTHROPIC_MESSAGES] = (anthropic_base.rstrip("/") + _PATHS[Dialect.ANTHROPIC_MESSAGES], "anthropic")
+    native: dict[Dialect, tuple[str, ProviderFamily, CloudRoute | None]] = {}  # upstream dialect -> (url, family, route)
+    if setup is None:
+        for d in preset.dialects:
+            if preset.family == "gemini":
+                native[d] = (f"{base}/v1beta/models", "gemini", None)
+            elif preset.family in ("openai", "mock"):
+                native[d] = (base + _PATHS.get(d, ""), preset.family, None)
+            else:
+                native[d] = (base + _PATHS[d], "anthropic", None)
+        if anthropic_base and preset.family == "openai":
+            native[Dialect.ANTHROPIC_MESSAGES] = (
+                anthropic_base.rstrip("/") + _PATHS[Dialect.ANTHROPIC_MESSAGES], "anthropic", None)
 
     def headers_for(family: ProviderFamily) -> dict[str, str]:
         h = dict(common)
-        h.update(_auth_headers(family, ch.api_key))
+        if setup is not None:
+            h.update(setup.auth_headers)
+        else:
+            h.update(_auth_headers(family, ch.api_key))
         h.update(preset.extra_headers)
         h.update(ch.headers)
         return h
 
-    plans: dict[Dialect, UpstreamPlan] = {}
-    for client in (Dialect.OPENAI_CHAT, Dialect.OPENAI_RESPONSES, Dialect.OPENAI_EMBEDDINGS,
-                   Dialect.ANTHROPIC_MESSAGES, Dialect.ANTHROPIC_COUNT_TOKENS):
-        if client in native:
-            url, family = native[client]
-            plans[client] = UpstreamPlan(
-                client, client, family, url, headers_for(family), None,
-                forward_anthropic_headers=family == "anthropic",
-                add_stream_usage=client is Dialect.OPENAI_CHAT and preset.stream_usage_option and family in ("openai", "mock"),
-                fix_embedding_encoding=client is Dialect.OPENAI_EMBEDDINGS and not preset.native_embedding_encoding,
-                strip_unsigned_thinking=client is Dialect.ANTHROPIC_MESSAGES and ch.provider_type == "anthropic",
-            )
-            continue
-        if client is Dialect.ANTHROPIC_COUNT_TOKENS:
-            plans[client] = UpstreamPlan(client, client, "local", "", {}, None, False, False, False, local_estimate=True)
-            continue
-        for upstream in _TRANSLATED.get(client, ()):
-            if upstream not in native:
+    # Anthropic's version/beta headers: Bedrock takes them in the body, not as headers.
+    forward_anthropic = ch.provider_type != "bedrock"
+    strip_thinking = ch.provider_type in ("anthropic", "bedrock", "vertex")
+
+    def plans_from(native: dict[Dialect, tuple[str, ProviderFamily, CloudRoute | None]]) -> dict[Dialect, UpstreamPlan]:
+        plans: dict[Dialect, UpstreamPlan] = {}
+        for client in (Dialect.OPENAI_CHAT, Dialect.OPENAI_RESPONSES, Dialect.OPENAI_EMBEDDINGS,
+                       Dialect.ANTHROPIC_MESSAGES, Dialect.ANTHROPIC_COUNT_TOKENS):
+            if client in native:
+                url, family, route = native[client]
+                plans[client] = UpstreamPlan(
+                    client, client, family, url, headers_for(family), None,
+                    forward_anthropic_headers=family == "anthropic" and forward_anthropic,
+                    add_stream_usage=client is Dialect.OPENAI_CHAT and preset.stream_usage_option and family in ("openai", "mock"),
+                    fix_embedding_encoding=client is Dialect.OPENAI_EMBEDDINGS and not preset.native_embedding_encoding,
+                    strip_unsigned_thinking=client is Dialect.ANTHROPIC_MESSAGES and strip_thinking,
+                    route=route,
+                )
                 continue
-            translator = find_translator(client, upstream)
-            if translator is None:
+            if client is Dialect.ANTHROPIC_COUNT_TOKENS:
+                plans[client] = UpstreamPlan(client, client, "local", "", {}, None, False, False, False, local_estimate=True)
                 continue
-            url, family = native[upstream]
-            plans[client] = UpstreamPlan(
-                client, upstream, family, url, headers_for(family), translator,
-                forward_anthropic_headers=family == "anthropic",
-                add_stream_usage=False,
-                fix_embedding_encoding=False,
-            )
-            break
+            for upstream in _TRANSLATED.get(client, ()):
+                if upstream not in native:
+                    continue
+                translator = find_translator(client, upstream)
+                if translator is None:
+                    continue
+                url, family, route = native[upstream]
+                plans[client] = UpstreamPlan(
+                    client, upstream, family, url, headers_for(family), translator,
+                    forward_anthropic_headers=family == "anthropic" and forward_anthropic,
+                    add_stream_usage=False,
+                    fix_embedding_encoding=False,
+                    route=route,
+                )
+                break
+        return plans
+
+    kind_plans: dict[str, dict[Dialect, UpstreamPlan]] | None = None
+    cloud: CloudChannel | None = None
+    if setup is None:
+        plans = plans_from(native)
+    else:
+        kind_plans = {
+            kind: plans_from({d: (n.url, n.family, n.route) for d, n in dialects.items()})
+            for kind, dialects in setup.kinds.items()
+        }
+        plans = {}  # what the channel can serve for some model: routing checks this
+        for kp in kind_plans.values():
+            for d, p in kp.items():
+                plans.setdefault(d, p)
+        cloud = CloudChannel(setup.kind_of, setup.credentials)
 
     t = ch.timeouts
     gt = g.timeouts
@@ -211,5 +294,7 @@ def compile_channel(ch: Channel, g: GlobalConfig, index: int) -> CompiledChannel
         model_map=ModelMap(ch.model_map),
         models=PatternSet(ch.models) if ch.models is not None else None,
         timeouts=timeouts,
-        secrets=secrets_of([ch.api_key, *ch.headers.values()]),
+        secrets=secrets_of([ch.api_key, *ch.headers.values(), *_cloud_secrets(ch)]),
+        cloud=cloud,
+        kind_plans=kind_plans,
     )

@@ -68,5 +68,13 @@ PRESETS: Final[dict[str, ProviderPreset]] = {
         stream_usage_option=False,
     ),
     "openai_compatible": ProviderPreset("openai", None, _OPENAI_CHAT_EMB),
+    # Clouds: URLs and auth come from apex.upstream.{azure,bedrock,vertex}; base_url is
+    # the resource endpoint (Azure) or defaults from region/location (Bedrock, Vertex).
+    "azure_openai": ProviderPreset(
+        "openai", None, frozenset({Dialect.OPENAI_CHAT, Dialect.OPENAI_RESPONSES, Dialect.OPENAI_EMBEDDINGS}),
+        native_embedding_encoding=True,
+    ),
+    "bedrock": ProviderPreset("anthropic", None, frozenset({Dialect.ANTHROPIC_MESSAGES})),
+    "vertex": ProviderPreset("gemini", None, frozenset({Dialect.GEMINI_GENERATE, Dialect.ANTHROPIC_MESSAGES})),
     "mock": ProviderPreset("mock", None, frozenset(Dialect), native_embedding_encoding=True),
 }

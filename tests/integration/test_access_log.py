@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,43 +10,24 @@ import openai
 import pytest
 
 from apex.config.model import LoggingConfig
-from apex.server.logs import ReopeningFileHandler, configure_logging, flush_logs, reopen_log_files
+from apex.server.logs import (
+    ReopeningFileHandler,
+    configure_logging,
+    flush_logs,
+    reopen_log_files,
+)
 from tests.conftest import StartApex, ant, basic_config, oai
+from tests.integration.access import access_lines
 from tests.integration.fakes import FakeUpstream, error
 
 MSG: Any = [{"role": "user", "content": "secret prompt text 4200"}]
 ACCESS_KEYS = {
     "ts", "level", "logger", "msg", "request_id", "dialect", "team_id", "router", "rule", "model", "upstream_model",
     "channel", "channels_tried", "attempts", "attempt_errors", "stream", "status", "error_type", "latency_ms",
-    "upstream_ms", "overhead_ms", "ttft_ms", "tokens",
+    "upstream_ms", "overhead_ms", "ttft_ms", "tokens", "cost_usd",
 }
 SECRETS = ("vk-default", "sk-upstream-oa", "sk-ant-upstream", "global-key", "tk-team-1", "wrong-key-123",
            "secret prompt text", "4242")  # "4242": the answer text in the fixture response
-
-
-@pytest.fixture
-def log_file(tmp_path: Path) -> Iterator[Path]:
-    """Point Apex's logging at a JSON file for the test; restore the root logger afterwards."""
-    root = logging.getLogger()
-    saved = (list(root.handlers), root.level, logging.getLogger("apex.access").disabled)
-    path = tmp_path / "apex.log"
-    configure_logging(LoggingConfig(level="info", format="json", file=str(path)))
-    try:
-        yield path
-    finally:
-        for h in list(root.handlers):
-            root.removeHandler(h)
-            h.close()
-        for h in saved[0]:
-            root.addHandler(h)
-        root.setLevel(saved[1])
-        logging.getLogger("apex.access").disabled = saved[2]
-
-
-def access_lines(path: Path) -> list[dict[str, Any]]:
-    flush_logs()  # lines are buffered for up to 0.25 s; the server flushes them on a timer
-    lines = [json.loads(line) for line in path.read_text().splitlines()]
-    return [line for line in lines if line["logger"] == "apex.access"]
 
 
 async def test_access_lines_carry_fields_and_no_secrets(
@@ -82,12 +61,12 @@ async def test_access_lines_carry_fields_and_no_secrets(
     assert abs(fb["overhead_ms"] - float(raw.headers["x-apex-overhead-ms"])) < 5.0
     assert (fb["team_id"], fb["router"], fb["rule"], fb["model"], fb["upstream_model"]) == ("t1", "default", "rules[1]", "gpt-4o", "gpt-4o")
     assert (fb["channel"], fb["channels_tried"], fb["attempts"], fb["attempt_errors"], fb["status"]) == ("oa2", ["oa", "oa2"], 2, ["api_error"], 200)
-    assert fb["tokens"] == {"prompt": 16, "completion": 12, "cached": 0, "reasoning": 0, "estimated": False}
+    assert fb["tokens"] == {"prompt": 16, "completion": 12, "cached": 0, "reasoning": 0, "cache_write": 0, "estimated": False}
     assert fb["ttft_ms"] is None and fb["error_type"] is None and fb["stream"] is False
     assert stream["stream"] is True and stream["ttft_ms"] > 0 and stream["tokens"]["prompt"] == 78
     assert stream["team_id"] is None and stream["channels_tried"] == ["oa"]
     assert (anth["dialect"], anth["channel"], anth["team_id"], anth["model"]) == ("anthropic_messages", "an", None, "claude-apex-test")
-    assert anth["tokens"] == {"prompt": 17, "completion": 15, "cached": 0, "reasoning": 0, "estimated": False}
+    assert anth["tokens"] == {"prompt": 17, "completion": 15, "cached": 0, "reasoning": 0, "cache_write": 0, "estimated": False}
     assert (denied["status"], denied["error_type"], denied["router"], denied["model"], denied["tokens"]) == (401, "authentication", None, None, None)
 
 
@@ -105,7 +84,7 @@ async def test_rotated_file_is_followed_and_sigusr1_reopens(
     assert len(access_lines(log_file)) == 1
     assert len(access_lines(log_file.with_suffix(".1"))) == 1
     handler.rotation_check_s = 3600.0  # now only the explicit reopen can notice the move
-    handler._next_check = 0.0  # noqa: SLF001
+    handler._next_check = 0.0
     await client.chat.completions.create(model="gpt-4o", messages=MSG)  # checks once, arms the long interval
     log_file.rename(log_file.with_suffix(".2"))  # noqa: ASYNC240 -- logrotate's move, done inline on purpose
     await client.chat.completions.create(model="gpt-4o", messages=MSG)

@@ -71,7 +71,7 @@ def test_access_fields_hold_no_secret_or_content() -> None:
     assert "vk-secret" not in dumped and "private words" not in dumped
     assert fields["model"] == "gpt-4o" and fields["upstream_model"] == "gpt-4o-2024"
     assert fields["channels_tried"] == ["m"] and fields["overhead_ms"] == 0.75
-    assert fields["tokens"] == {"prompt": 5, "completion": 2, "cached": 0, "reasoning": 0, "estimated": False}
+    assert fields["tokens"] == {"prompt": 5, "completion": 2, "cached": 0, "reasoning": 0, "cache_write": 0, "estimated": False}
 
 
 def test_configure_logging_file_and_level(tmp_path: Path, restore_root: None) -> None:

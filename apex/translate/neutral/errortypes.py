@@ -20,6 +20,7 @@ _OPENAI: Final[dict[ErrorKind, str]] = {
     "not_found": "not_found_error",
     "request_too_large": "invalid_request_error",
     "rate_limit": "rate_limit_error",
+    "budget_exceeded": "insufficient_quota",
     "timeout": "timeout_error",
     "overloaded": "api_error",
     "api_error": "api_error",
@@ -27,6 +28,7 @@ _OPENAI: Final[dict[ErrorKind, str]] = {
 _ANTHROPIC: Final[dict[ErrorKind, str]] = {
     **_OPENAI,
     "request_too_large": "request_too_large",
+    "budget_exceeded": "rate_limit_error",
     "overloaded": "overloaded_error",
 }
 _KIND_OF_TYPE: Final[dict[str, ErrorKind]] = {
@@ -59,7 +61,7 @@ def anthropic_error_type(kind: ErrorKind) -> str:
 
 def responses_error_code(kind: ErrorKind) -> str:
     """Apex kind -> Responses ``response.error.code`` (a closed set in the API)."""
-    if kind == "rate_limit":
+    if kind in ("rate_limit", "budget_exceeded"):
         return "rate_limit_exceeded"
     if kind in ("invalid_request", "request_too_large"):
         return "invalid_prompt"

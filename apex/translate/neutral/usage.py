@@ -52,7 +52,7 @@ class AnthropicUsageTally:
         if view.cache_creation_input_tokens is not None:
             self._write = view.cache_creation_input_tokens
         return Usage(prompt_tokens=self._input + self._read + self._write,
-                     completion_tokens=self._output, cached_tokens=self._read)
+                     completion_tokens=self._output, cached_tokens=self._read, cache_write_tokens=self._write)
 
 
 def usage_from_anthropic(view: UsageView) -> Usage:
@@ -114,8 +114,8 @@ def openai_usage_body(usage: Usage) -> dict[str, object]:
 def anthropic_usage_body(usage: Usage) -> dict[str, object]:
     """Usage -> Anthropic ``usage`` object (input excludes cache reads)."""
     return {
-        "input_tokens": max(usage.prompt_tokens - usage.cached_tokens, 0),
-        "cache_creation_input_tokens": 0,
+        "input_tokens": max(usage.prompt_tokens - usage.cached_tokens - usage.cache_write_tokens, 0),
+        "cache_creation_input_tokens": usage.cache_write_tokens,
         "cache_read_input_tokens": usage.cached_tokens,
         "output_tokens": usage.completion_tokens,
     }

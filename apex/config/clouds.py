@@ -1,0 +1,101 @@
+"""Config rules of the cloud provider types (azure_openai, bedrock, vertex).
+
+Which keys each one needs or forbids, and which optional extra must be installed for it:
+a config naming a cloud whose library is missing is a load error that says what to
+install, not a crash on the first request. Pure: reads no files and opens no sockets.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from typing import Final
+
+from apex.config.model import Channel
+from apex.errors import ConfigError
+
+__all__ = ["CLOUD_PROVIDERS", "check_cloud_channel", "missing_extra"]
+
+CLOUD_PROVIDERS: Final = frozenset({"azure_openai", "bedrock", "vertex"})
+
+# The modules each extra brings, checked with find_spec (nothing is imported at load).
+_EXTRA_MODULES: Final[dict[str, tuple[str, ...]]] = {
+    "aws": ("botocore",),
+    "gcp": ("google.auth", "requests"),
+}
+_CLOUD_ONLY: Final[dict[str, str]] = {
+    "api_version": "azure_openai",
+    "azure_ad": "azure_openai",
+    "region": "bedrock",
+    "aws": "bedrock",
+    "project": "vertex",
+    "location": "vertex",
+    "credentials_file": "vertex",
+}
+_AZURE_DATED: Final = re.compile(r"^\d{4}-\d{2}-\d{2}(-preview)?$")
+_NAME: Final = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+
+
+def missing_extra(extra: str) -> bool:
+    """Whether the optional extra ``extra`` (aws, gcp) is not installed."""
+    for module in _EXTRA_MODULES[extra]:
+        try:
+            if importlib.util.find_spec(module) is None:
+                return True
+        except ModuleNotFoundError:  # a parent package is missing
+            return True
+    return False
+
+
+def _need_extra(extra: str, provider: str, path: str) -> None:
+    if missing_extra(extra):
+        raise ConfigError(
+            f"provider_type {provider} needs the {extra} extra: pip install 'apex-gateway[{extra}]'",
+            path=f"{path}.provider_type",
+        )
+
+
+def check_cloud_channel(ch: Channel, path: str) -> None:
+    """The per-cloud rules for channel ``ch`` at ``path``; keys of another cloud are errors."""
+    for key, owner in _CLOUD_ONLY.items():
+        if getattr(ch, key) is not None and ch.provider_type != owner:
+            raise ConfigError(f"only for provider_type {owner}", path=f"{path}.{key}")
+    if ch.provider_type == "azure_openai":
+        if not ch.base_url:
+            raise ConfigError(
+                "required for provider_type azure_openai: the resource endpoint, "
+                "e.g. https://NAME.openai.azure.com", path=f"{path}.base_url")
+        if ch.api_version is None:
+            raise ConfigError('required for provider_type azure_openai: a dated version such as '
+                              '"2024-10-21", or "v1"', path=f"{path}.api_version")
+        if ch.api_version != "v1" and not _AZURE_DATED.match(ch.api_version):
+            raise ConfigError(f'"{ch.api_version}" is neither "v1" nor a dated version like "2024-10-21"',
+                              path=f"{path}.api_version")
+        if (ch.api_key is None) == (ch.azure_ad is None):
+            raise ConfigError("azure_openai needs exactly one of api_key or azure_ad", path=f"{path}.api_key")
+        if ch.azure_ad is not None:
+            for key in ("tenant_id", "client_id", "client_secret"):
+                if not getattr(ch.azure_ad, key):
+                    raise ConfigError("must not be empty", path=f"{path}.azure_ad.{key}")
+            host = ch.azure_ad.authority_host
+            if not host.startswith(("https://", "http://")):
+                raise ConfigError("must be an http(s) URL", path=f"{path}.azure_ad.authority_host")
+    elif ch.provider_type == "bedrock":
+        if not ch.region or not _NAME.match(ch.region):
+            raise ConfigError("required for provider_type bedrock: an AWS region such as us-east-1",
+                              path=f"{path}.region")
+        if ch.aws is not None and ch.api_key is not None:
+            raise ConfigError("give either aws credentials or a Bedrock api_key, not both", path=f"{path}.api_key")
+        if ch.aws is not None and not (ch.aws.access_key_id and ch.aws.secret_access_key):
+            raise ConfigError("access_key_id and secret_access_key must not be empty", path=f"{path}.aws")
+        _need_extra("aws", "bedrock", path)  # botocore also decodes the event-stream framing
+    elif ch.provider_type == "vertex":
+        if not ch.project:
+            raise ConfigError("required for provider_type vertex: the Google Cloud project id", path=f"{path}.project")
+        if not ch.location or not _NAME.match(ch.location):
+            raise ConfigError("required for provider_type vertex: a region such as us-east5, or global",
+                              path=f"{path}.location")
+        if ch.api_key is not None:
+            raise ConfigError("vertex authenticates with credentials_file or Application Default Credentials",
+                              path=f"{path}.api_key")
+        _need_extra("gcp", "vertex", path)

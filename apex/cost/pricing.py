@@ -1,0 +1,150 @@
+"""Cost of one request: the usage the upstream reported, priced on the model the channel served.
+
+``PriceBook`` is built once per Snapshot from the config's ``prices`` (model glob -> price,
+overriding the built-in table), each channel's own ``prices`` (negotiated, checked first)
+and the built-in table. Look-ups are cached per (channel, upstream model), so the request
+path pays one dict hit. ``Usage`` is normalised (prompt includes cache reads and writes,
+completion includes reasoning), which is what makes cached tokens price right for every
+family: Anthropic's ``input_tokens`` excludes cache reads/writes and OpenAI's
+``prompt_tokens`` includes cached tokens, and both readers fold that into ``Usage``.
+Pure: no I/O, no clock.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Final, final
+
+import msgspec
+
+from apex.config.model import Config, Price
+from apex.cost.prices import BUILTIN_PRICES, LOCAL_PROVIDERS
+from apex.routing.match import ModelMap
+from apex.types import Usage
+
+__all__ = ["PriceBook", "UnitPrice", "cost_of"]
+
+_PER_TOKEN: Final = 1e-6
+_CACHE_CAP: Final = 4096  # distinct (channel, model) look-ups remembered per Snapshot
+# A dated or versioned suffix the providers add to a base name.
+_SUFFIX: Final = re.compile(r"(?:-\d{4}-\d{2}-\d{2}|-\d{8}|-\d{4}|-latest|-preview(?:-[\w.-]*)?|-exp(?:-[\w.-]*)?|-\d{3})$")
+
+
+class UnitPrice(msgspec.Struct, frozen=True, gc=False):
+    """USD per token of each kind (already divided by a million)."""
+
+    input: float
+    output: float
+    cache_read: float
+    cache_write: float
+    reasoning: float
+
+    @classmethod
+    def per_million(cls, input: float, output: float, cache_read: float | None = None,
+                    cache_write: float | None = None, reasoning: float | None = None) -> UnitPrice:
+        return cls(
+            input * _PER_TOKEN,
+            output * _PER_TOKEN,
+            (input if cache_read is None else cache_read) * _PER_TOKEN,
+            (input if cache_write is None else cache_write) * _PER_TOKEN,
+            (output if reasoning is None else reasoning) * _PER_TOKEN,
+        )
+
+    @classmethod
+    def from_config(cls, p: Price) -> UnitPrice:
+        return cls.per_million(p.input, p.output, p.cache_read, p.cache_write, p.reasoning)
+
+
+_FREE: Final = UnitPrice(0.0, 0.0, 0.0, 0.0, 0.0)
+_BUILTIN: Final = {name: UnitPrice.per_million(*row) for name, row in BUILTIN_PRICES.items()}
+
+
+def cost_of(usage: Usage, price: UnitPrice) -> float:
+    """USD for ``usage`` at ``price``: uncached input, cache reads, cache writes, output and
+    reasoning each at their own rate (reasoning is part of completion in ``Usage``)."""
+    cached = usage.cached_tokens
+    written = usage.cache_write_tokens
+    uncached = usage.prompt_tokens - cached - written
+    uncached = max(uncached, 0)
+    reasoning = usage.reasoning_tokens
+    output = usage.completion_tokens - reasoning
+    output = max(output, 0)
+    return (uncached * price.input + cached * price.cache_read + written * price.cache_write
+            + output * price.output + reasoning * price.reasoning)
+
+
+def _builtin(model: str) -> UnitPrice | None:
+    """The built-in price of ``model``, its vendor-prefix-free name, or a base name of it."""
+    name = model.rsplit("/", 1)[-1]  # openrouter's "openai/gpt-4o", "models/gemini-2.0-flash"
+    for _ in range(3):
+        hit = _BUILTIN.get(name)
+        if hit is not None:
+            return hit
+        base = _SUFFIX.sub("", name)
+        if base == name:
+            break
+        name = base
+    return None
+
+
+def _compile(prices: Mapping[str, Price]) -> ModelMap | None:
+    # ModelMap: an exact name wins over globs, then globs in file order.
+    if not prices:
+        return None
+    return ModelMap({pattern: pattern for pattern in prices})
+
+
+@final
+class PriceBook:
+    """Every price the config and the built-in table know, looked up per (channel, model)."""
+
+    __slots__ = ("_cache", "_channels", "_global", "_global_map", "_local")
+
+    def __init__(self, config: Config) -> None:
+        self._global = {k: UnitPrice.from_config(v) for k, v in config.prices.items()}
+        self._global_map = _compile(config.prices)
+        self._channels: dict[str, tuple[ModelMap, dict[str, UnitPrice]]] = {}
+        self._local: frozenset[str] = frozenset(
+            ch.name for ch in config.channels if ch.provider_type in LOCAL_PROVIDERS
+        )
+        for ch in config.channels:
+            m = _compile(ch.prices)
+            if m is not None:
+                self._channels[ch.name] = (m, {k: UnitPrice.from_config(v) for k, v in ch.prices.items()})
+        self._cache: dict[tuple[str | None, str], UnitPrice | None] = {}
+
+    def price(self, channel: str | None, model: str) -> UnitPrice | None:
+        """The price of ``model`` served by ``channel``; None when nobody knows it."""
+        key = (channel, model)
+        try:
+            return self._cache[key]
+        except KeyError:
+            pass
+        found = self._find(channel, model)
+        if len(self._cache) < _CACHE_CAP:
+            self._cache[key] = found
+        return found
+
+    def _find(self, channel: str | None, model: str) -> UnitPrice | None:
+        if channel is not None:
+            per = self._channels.get(channel)
+            if per is not None:
+                pattern = per[0].map(model)
+                hit = per[1].get(pattern)
+                if hit is not None:
+                    return hit
+        if self._global_map is not None:
+            hit = self._global.get(self._global_map.map(model))
+            if hit is not None:
+                return hit
+        if channel in self._local:
+            return _FREE
+        return _builtin(model)
+
+    def cost(self, channel: str | None, model: str | None, usage: Usage) -> float | None:
+        """USD for one request's usage; None when the model has no known price."""
+        if model is None:
+            return None
+        price = self.price(channel, model)
+        return None if price is None else cost_of(usage, price)

@@ -1,0 +1,124 @@
+"""What a cloud channel adds to an upstream attempt: its URL shape, body edits, auth, stream framing.
+
+Azure OpenAI, Bedrock and Vertex speak the OpenAI, Anthropic and Gemini wire formats Apex
+already translates, but reach them differently: the model (or deployment) goes in the
+URL, Anthropic bodies carry an ``anthropic_version`` of the cloud's own instead of the
+``model`` field, auth is a signature or a short-lived token, and Bedrock frames streams
+in AWS's binary event-stream. A ``CloudRoute`` holds those differences for one upstream
+dialect of one channel, decided when the Snapshot is built; per request it builds the
+URL, edits the body only when the cloud needs it, and adds the auth header lines.
+A ``CloudChannel`` picks the route family for a model (Claude vs the cloud's own models).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final, Protocol
+
+import msgspec
+
+from apex.errors import InvalidRequest
+from apex.upstream.base import UpstreamReply
+from apex.upstream.credentials import CredentialSlot
+from apex.upstream.http import UpstreamPool
+from apex.types import Dialect, ProviderFamily
+
+__all__ = ["Authorizer", "CloudChannel", "CloudRoute", "CloudSetup", "Native", "anthropic_body_for", "bearer_fields"]
+
+
+class Authorizer(Protocol):
+    """Header lines that authorize one request (a signature, or the current token)."""
+
+    def __call__(self, url: str, body: bytes) -> bytes: ...
+
+
+@dataclass(frozen=True, slots=True)
+class CloudRoute:
+    """How one upstream dialect of a cloud channel is reached."""
+
+    url: Callable[[str, bool], str]                  # (model as an escaped path segment, stream) -> URL
+    prepare: Callable[[bytes, bool], bytes] | None  # (body, stream) -> the body the cloud takes
+    authorize: Authorizer | None                     # per-request auth header lines
+    reply: Callable[[UpstreamReply, bool], UpstreamReply] | None = None  # stream framing
+
+    async def send(
+        self, pool: UpstreamPool, url: str, header_fields: bytes, body: bytes, stream: bool, connect_timeout: float
+    ) -> UpstreamReply:
+        """Edit, authorize and POST ``body``; the answer with its stream framing undone."""
+        if self.prepare is not None:
+            body = self.prepare(body, stream)
+        if self.authorize is not None:
+            header_fields += self.authorize(url, body)
+        reply: UpstreamReply = await pool.post(url, header_fields, body, connect_timeout=connect_timeout)
+        if self.reply is not None and stream:
+            return self.reply(reply, stream)
+        return reply
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class CloudChannel:
+    """The cloud side of a compiled channel: which model family a model belongs to, and the
+    credentials the Gateway keeps fresh for it (None when the auth is a static header)."""
+
+    kind_of: Callable[[str], str]
+    credentials: CredentialSlot | None
+
+    @property
+    def reason(self) -> str | None:
+        """Why the channel cannot authorize requests right now, or None."""
+        return self.credentials.reason if self.credentials is not None else None
+
+
+@dataclass(frozen=True, slots=True)
+class Native:
+    """One upstream dialect a cloud model family speaks: where, in which error/usage shape."""
+
+    url: str                 # the fixed URL, or a prefix the route completes
+    family: ProviderFamily   # openai | anthropic | gemini
+    route: CloudRoute | None  # None: a plain POST to ``url`` with the static headers
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class CloudSetup:
+    """Everything a cloud module decides for one channel at config load."""
+
+    kinds: dict[str, dict[Dialect, Native]]  # model family -> upstream dialect -> how
+    kind_of: Callable[[str], str]            # upstream model -> its family (a key of ``kinds``)
+    auth_headers: dict[str, str]             # static auth header (an API key), else empty
+    credentials: CredentialSlot | None       # refreshed credentials, else None
+
+
+def bearer_fields(slot: CredentialSlot, channel: str) -> Authorizer:
+    """An Authorizer sending the slot's current token as ``Authorization: Bearer``."""
+
+    def authorize(url: str, body: bytes) -> bytes:
+        token = slot.current(channel)
+        assert isinstance(token, bytes)  # refreshers of bearer tokens keep the encoded header line
+        return token
+
+    return authorize
+
+
+_TOP: Final = msgspec.json.Decoder(dict[str, msgspec.Raw])
+_ENC: Final = msgspec.json.Encoder()
+
+
+def anthropic_body_for(version: str, *, keep_stream: bool) -> Callable[[bytes, bool], bytes]:
+    """A body editor for an Anthropic model on a cloud: the model goes in the URL (dropped
+    from the body), ``anthropic_version`` names the cloud's version (a client's own value
+    wins), and Bedrock, which rejects unknown keys, also loses ``stream``."""
+    version_raw = msgspec.Raw(_ENC.encode(version))
+
+    def prepare(body: bytes, stream: bool) -> bytes:
+        try:
+            top = _TOP.decode(body)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise InvalidRequest(f"request body is not a JSON object: {exc}") from exc
+        top.pop("model", None)
+        if not keep_stream:
+            top.pop("stream", None)
+        top.setdefault("anthropic_version", version_raw)
+        return _ENC.encode(top)
+
+    return prepare

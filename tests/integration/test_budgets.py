@@ -1,0 +1,138 @@
+"""Team budgets over real HTTP with the official SDKs: header, gauge, 429s in both dialects, Redis sharing."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import anthropic
+import openai
+import pytest
+import redis.asyncio as aioredis
+
+from apex.budget import NANO
+from tests.conftest import StartApex, ant, basic_config, oai
+from tests.integration.fakes import Behaviour, FakeUpstream
+from tests.redis_server import RedisServer
+
+MSG: Any = [{"role": "user", "content": "what is 4200 + 42?"}]
+# 1000 USD per million tokens: one token costs $0.001, so the figures below are easy to follow.
+PRICES = {"gpt-*": {"input": 1000, "output": 1000}, "claude-*": {"input": 1000, "output": 1000}}
+
+
+def _config(upstream: FakeUpstream, usd: float, **store: Any) -> dict[str, Any]:
+    cfg = basic_config(upstream)
+    cfg["prices"] = PRICES
+    cfg["teams"] = [{"id": "t1", "api_key": "tk-1", "policy": {"budget": {"usd": usd, "period": "day"}}},
+                    {"id": "free", "api_key": "tk-free"}]
+    if store:
+        cfg["global"]["rate_limit_store"] = store
+    return cfg
+
+
+def _remaining_gauge(inst: Any, team: str) -> float | None:
+    value: float | None = inst.gateway.metrics.registry.get_sample_value("apex_budget_remaining_usd", {"team_id": team})
+    return value
+
+
+async def test_budget_admits_below_cap_then_429s_in_both_dialects(upstream: FakeUpstream, start_apex: StartApex) -> None:
+    """Requests run while spend < budget and carry x-apex-budget-remaining-usd; then OpenAI clients get
+    insufficient_quota and Anthropic clients rate_limit_error, naming the budget and its reset."""
+    inst = await start_apex(_config(upstream, 0.05))
+    client = oai(inst, "tk-1")
+    first = await client.chat.completions.with_raw_response.create(model="gpt-4o", messages=MSG, max_tokens=20)
+    reserved_left = float(first.headers["x-apex-budget-remaining-usd"])
+    assert 0 < reserved_left < 0.05 - 0.020  # the estimate (prompt + 20 output tokens) was reserved
+    await asyncio.sleep(0.05)  # the settlement runs just after the response
+    assert _remaining_gauge(inst, "t1") == pytest.approx(0.05 - 0.028)  # the fixture's 16 + 12 tokens
+    await client.chat.completions.create(model="gpt-4o", messages=MSG, max_tokens=20)  # 0.028 < 0.05: admitted
+    await asyncio.sleep(0.05)
+    hits = upstream.hits()
+    with pytest.raises(openai.RateLimitError) as oa_err:
+        await client.chat.completions.create(model="gpt-4o", messages=MSG, max_tokens=20)
+    body = oa_err.value.body
+    assert isinstance(body, dict)
+    assert body["type"] == "insufficient_quota" and body["code"] == "insufficient_quota"
+    assert "budget of $0.05 per day (UTC)" in body["message"] and "resets at" in body["message"]
+    assert int(oa_err.value.response.headers["retry-after"]) >= 1
+    with pytest.raises(anthropic.RateLimitError) as an_err:
+        await ant(inst, "tk-1").messages.create(model="claude-sonnet-4-5", max_tokens=20, messages=MSG)
+    assert an_err.value.body["error"]["type"] == "rate_limit_error"  # type: ignore[index]  # the SDK types body as object
+    assert "budget of $0.05" in an_err.value.message
+    assert upstream.hits() == hits  # refused before any upstream call
+    assert _remaining_gauge(inst, "t1") == 0.0
+    free = await oai(inst, "tk-free").chat.completions.with_raw_response.create(model="gpt-4o", messages=MSG)
+    assert "x-apex-budget-remaining-usd" not in free.headers  # unbudgeted teams: no header
+    errors = inst.gateway.metrics.registry.get_sample_value(
+        "apex_errors_total", {"router": "default", "model": "unmatched", "team_id": "t1", "channel": "none",
+                              "error_type": "budget_exceeded"})
+    assert errors == 1
+
+
+async def test_failed_request_is_refunded(upstream: FakeUpstream, start_apex: StartApex) -> None:
+    """A request that fails upstream costs nothing: its reservation is given back."""
+    inst = await start_apex(_config(upstream, 1.0))
+    upstream.persistent = Behaviour(status=400, body=b'{"error":{"message":"bad","type":"invalid_request_error"}}')
+    with pytest.raises(openai.BadRequestError):
+        await oai(inst, "tk-1").chat.completions.create(model="gpt-4o", messages=MSG, max_tokens=100)
+    await asyncio.sleep(0.05)
+    assert _remaining_gauge(inst, "t1") == 1.0
+
+
+async def test_two_instances_share_a_budget_through_redis(
+    upstream: FakeUpstream, start_apex: StartApex, redis_server: RedisServer
+) -> None:
+    """Two Apex instances on one Redis, hammered concurrently, never overspend the shared budget by more
+    than one request's estimate; the spend survives a restart (a third instance refuses at once)."""
+    store = {"type": "redis", "url": redis_server.url, "key_prefix": "apex-test:"}
+    budget = 0.5
+    a = await start_apex(_config(upstream, budget, **store))
+    b = await start_apex(_config(upstream, budget, **store))
+    upstream.stream_gap = 0.0
+    body = json.dumps({"id": "c", "object": "chat.completion", "created": 1, "model": "gpt-4o",
+                       "choices": [{"index": 0, "message": {"role": "assistant", "content": "x"}, "finish_reason": "stop"}],
+                       "usage": {"prompt_tokens": 20, "completion_tokens": 10, "total_tokens": 30}}).encode()
+    upstream.persistent = Behaviour(body=body, stall=0.02)  # each request costs exactly $0.030
+    admitted = refused = 0
+
+    async def one(i: int) -> None:
+        nonlocal admitted, refused
+        client = oai(a if i % 2 else b, "tk-1")
+        try:
+            raw = await client.chat.completions.with_raw_response.create(model="gpt-4o", messages=MSG, max_tokens=10)
+        except openai.RateLimitError:
+            refused += 1
+            return
+        admitted += 1
+        assert float(raw.headers["x-apex-budget-remaining-usd"]) >= 0
+
+    for _ in range(6):  # waves of concurrent requests until the budget is gone
+        await asyncio.gather(*(one(i) for i in range(8)))
+        await asyncio.sleep(0.05)
+    r = aioredis.Redis.from_url(redis_server.url)
+    try:
+        keys = [k async for k in r.scan_iter("apex-test:budget:t1:*")]
+        assert len(keys) == 1
+        raw = await r.get(keys[0])
+        assert isinstance(raw, bytes)
+        spent = int(raw) / NANO
+    finally:
+        await r.aclose()
+    one_estimate = 0.040  # prompt estimate + 10 output tokens, at most (checked below)
+    assert spent == pytest.approx(admitted * 0.030)  # settled to real cost, no reservation left over
+    assert budget <= spent <= budget + one_estimate
+    assert refused > 0 and admitted >= 16
+    assert a.gateway.prices.price("oa", "gpt-4o") is not None
+    prompt = 0.001 * (await _prompt_estimate(a))
+    assert prompt + 0.010 <= one_estimate
+
+    c = await start_apex(_config(upstream, budget, **store))  # a fresh process: the spend is still there
+    with pytest.raises(openai.RateLimitError):
+        await oai(c, "tk-1").chat.completions.create(model="gpt-4o", messages=MSG, max_tokens=10)
+
+
+async def _prompt_estimate(inst: Any) -> int:
+    from apex.tokens import estimate_tokens
+
+    return estimate_tokens(json.dumps({"model": "gpt-4o", "messages": MSG, "max_tokens": 10}).encode())
