@@ -134,7 +134,10 @@ def test_the_cycle_finder_finds_a_cycle() -> None:
 
 
 # Structs that are Apex's own values, not any API's wire shape.
-_OWN_STRUCTS = {"apex.types": {"Usage"}, "apex.ratelimit.limiter": {"Limits", "Decision"}, "apex.config.model": {"_Base"}}
+_OWN_STRUCTS = {
+    "apex.types": {"Usage"}, "apex.ratelimit.limiter": {"Limits", "Decision"}, "apex.config.model": {"_Base"},
+    "apex.budget.ledger": {"BudgetPolicy", "Reservation"}, "apex.cost.pricing": {"UnitPrice"},
+}
 
 
 def test_wire_shapes_live_in_wire() -> None:
