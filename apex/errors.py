@@ -185,6 +185,9 @@ class UpstreamStatus(UpstreamError):
         self.upstream_dialect = upstream_dialect
         self.retryable = retryable
         self.status = 502 if upstream_status in (401, 403) else upstream_status
+        # A native upstream's own error body, secrets scrubbed: sent to the client as it is
+        # when client and upstream speak the same protocol (set by the pipeline).
+        self.client_body: bytes | None = None
         self.kind = _KIND_BY_STATUS.get(self.status, "api_error")
 
 

@@ -14,6 +14,7 @@ import rich_click as click
 from rich.console import Console
 from rich.table import Table
 
+from apex.config.schema import is_secret_header, mask_value
 from apex.errors import ConfigError
 
 __all__ = [
@@ -31,7 +32,6 @@ __all__ = [
 
 EXIT_FAILURE: Final = 1
 EXIT_NOT_RUNNING: Final = 3  # LSB "program is not running", as `apex status` promises
-_SECRET_HEADER_WORDS: Final = ("auth", "key", "token", "secret", "cookie", "password")
 
 
 class CliFailure(click.ClickException):
@@ -57,19 +57,7 @@ def fail_config(exc: ConfigError) -> NoReturn:
 
 def mask(secret: str | None) -> str | None:
     """``sk-…wxyz`` for a literal secret; a ``${VAR}`` reference is shown as written."""
-    if secret is None:
-        return None
-    if secret.startswith("${") and secret.endswith("}"):
-        return secret
-    if len(secret) < 12:
-        return "****"
-    return f"{secret[:3]}…{secret[-4:]}"
-
-
-def is_secret_header(name: str) -> bool:
-    """True for header names that usually carry credentials (their values get masked)."""
-    lowered = name.lower()
-    return any(word in lowered for word in _SECRET_HEADER_WORDS)
+    return None if secret is None else mask_value(secret)
 
 
 def print_json(value: object) -> None:

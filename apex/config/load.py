@@ -266,6 +266,8 @@ def check_config(config: Config) -> None:
             _check_glob(pattern, f"{p}.model_map.{pattern}")
         for j, pattern in enumerate(ch.models or ()):
             _check_glob(pattern, f"{p}.models[{j}]")
+        for j, row in enumerate(ch.capabilities):
+            _check_glob(row.model, f"{p}.capabilities[{j}].model")
         if ch.timeouts is not None:
             for field in ("connect_ms", "request_ms", "first_byte_ms", "stream_idle_ms"):
                 _positive(getattr(ch.timeouts, field), f"{p}.timeouts.{field}")

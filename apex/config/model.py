@@ -24,6 +24,7 @@ __all__ = [
     "LoggingConfig",
     "Match",
     "MetricsConfig",
+    "ModelCapability",
     "PROVIDER_TYPES",
     "Budget",
     "Policy",
@@ -180,6 +181,17 @@ class Price(_Base, frozen=True):
     reasoning: float | None = None
 
 
+class ModelCapability(_Base, frozen=True):
+    """One row of a channel's model capability table (overrides the built-in rows)."""
+
+    model: str                                   # glob over upstream model names
+    reasons: bool = False                        # the model thinks: map thinking / reasoning_effort
+    max_tokens_field: Literal["max_tokens", "max_completion_tokens"] | None = None
+    reasoning: tuple[Literal["effort", "budget", "adaptive"], ...] | None = None  # knobs it takes
+    efforts: tuple[str, ...] | None = None       # reasoning_effort values it accepts
+    json_schema: bool = False                    # Anthropic output_config.format
+
+
 class Channel(_Base, frozen=True):
     name: str
     provider_type: ProviderType
@@ -190,6 +202,7 @@ class Channel(_Base, frozen=True):
     model_map: dict[str, str] = msgspec.field(default_factory=dict)
     models: tuple[str, ...] | None = None
     timeouts: ChannelTimeouts | None = None
+    capabilities: tuple[ModelCapability, ...] = ()
     # azure_openai only
     api_version: str | None = None
     azure_ad: AzureAd | None = None

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Mapping
 from typing import Final
 
 import msgspec
@@ -27,24 +28,28 @@ from apex.errors import (
     RequestTooLarge,
     UpstreamError,
     UpstreamMalformed,
+    UpstreamStatus,
 )
 from apex.translate.passthrough import (
     PassthroughStream,
     body_usage,
     rewrite_request,
     rewrite_response_model,
+    strip_reasoning,
     strip_unsigned_thinking,
 )
 from apex.upstream.base import (
     TRANSPORT_ERRORS,
     UpstreamReply,
     map_transport_errors,
+    scrub_key_shapes,
     transport_error,
     upstream_status_error,
 )
-from apex.upstream.channel import CompiledChannel, UpstreamPlan
+from apex.upstream.channel import USER_AGENT, CompiledChannel, UpstreamPlan
 from apex.upstream.http import HttpClientError, UpstreamPool, encode_header_fields
 from apex.upstream.mock import mock_reply
+from apex.upstream.presets import ANTHROPIC_VERSION
 from apex.wire.request import RequestView
 from apex.routing.policy import AttemptPlan, Outcome
 from apex.server.deadline import Deadline
@@ -68,7 +73,6 @@ _STREAM_FAMILY: Final[dict[Dialect, str]] = {
     Dialect.ANTHROPIC_MESSAGES: "anthropic",
     Dialect.OPENAI_RESPONSES: "responses",
 }
-_ANTHROPIC_PASS_HEADERS: Final = ("anthropic-version", "anthropic-beta")
 _attempt_log: Final = logging.getLogger("apex.gateway")
 _NOTHING_SERVED: Final = Usage()
 
@@ -236,26 +240,33 @@ async def _attempts(
 
 
 def _upstream_headers(request: web.Request, plan: UpstreamPlan, ex: Exchange) -> bytes:
-    """The plan's prebuilt header lines plus what this request adds (its id, Anthropic's
-    version/beta headers on a native Anthropic hop)."""
-    fields = plan.header_fields
+    """The plan's prebuilt header lines plus what this request adds: its id and trace
+    context; on a native hop the client's User-Agent (upstreams use it) and, towards an
+    Anthropic-shaped upstream, every ``anthropic-*`` header the client sent (an open list:
+    new betas need no release)."""
     client_rid = ex.client_request_id
-    extra: dict[str, str] | None = None
+    extra: dict[str, str] = {}
     if client_rid is not None:
-        extra = {"x-request-id": client_rid}
-    if plan.forward_anthropic_headers and plan.client is plan.upstream:
-        for name in _ANTHROPIC_PASS_HEADERS:
-            value = request.headers.get(name)
-            if value is not None:
-                extra = extra or {}
-                extra[name] = value
+        extra["x-request-id"] = client_rid
     if ex.trace is not None:  # W3C trace context of this attempt, for the upstream's own spans
-        extra = (extra or {}) | ex.trace.traceparent()
-    if extra is None:
-        return fields
-    if "anthropic-version" in extra:  # the client's version replaces the plan's default
-        fields = plan.header_fields_unversioned
-    return fields + encode_header_fields(extra)
+        extra |= ex.trace.traceparent()
+    if not plan.native:
+        return plan.header_fields + encode_header_fields(extra) if extra else plan.header_fields
+    headers = request.headers
+    agent = headers.get("User-Agent")
+    extra["User-Agent"] = agent if agent is not None and _header_safe(agent) else USER_AGENT
+    if plan.forward_anthropic_headers:
+        for name, value in headers.items():
+            if len(name) > 10 and name[:10].lower() == "anthropic-" and _header_safe(value):
+                extra[name.lower()] = value
+        if "anthropic-version" not in extra:
+            extra["anthropic-version"] = ANTHROPIC_VERSION
+    return plan.header_fields_bare + encode_header_fields(extra)
+
+
+def _header_safe(value: str) -> bool:
+    """A client header value Apex may put on its own upstream request line by line."""
+    return value.isascii() and value.isprintable()
 
 
 async def _send(
@@ -314,7 +325,10 @@ async def _attempt(
             estimated_input_tokens=ex.prompt_estimate(),
         )
         ctx.extras["created"] = int(time.time())
+        if plan.caps is not None:
+            ctx.caps = plan.caps.lookup(upstream_model)
         up_body = translator.request(body, ctx)
+        ex.notices = ctx.notices
     else:
         add_usage = stream and plan.add_stream_usage and not client_usage
         up_body = body
@@ -324,9 +338,15 @@ async def _attempt(
             up_body = _embedding_request_for(channel, up_body, view)
         if plan.strip_unsigned_thinking:
             up_body = strip_unsigned_thinking(up_body)
+        if plan.caps is not None:  # native Responses: a known non-reasoning model gets no reasoning
+            caps = plan.caps.lookup(upstream_model)
+            if caps.known and not caps.reasons:
+                up_body = strip_reasoning(up_body)
 
     headers = _upstream_headers(request, plan, ex)
     url = plan.url_for(upstream_model, stream)
+    if plan.forward_anthropic_headers and plan.native and plan.route is None and request.query_string:
+        url = f"{url}?{request.rel_url.raw_query_string}"  # ?beta=true: Anthropic's beta surface
     if not stream:
         return await _attempt_json(request.app[GATEWAY_KEY].upstream, snap, ex, channel, plan, url, headers, up_body, upstream_model, ctx, model, mapped, view)
 
@@ -343,10 +363,7 @@ async def _attempt(
                 if reply.status >= 300:
                     raw = await reply.read()
                     ex.upstream_ms += (time.perf_counter() - started) * 1000
-                    raise upstream_status_error(
-                        channel.name, plan.family, reply.status, raw, reply.headers,
-                        snap.retry_on_status,
-                    )
+                    raise _status_error(channel, plan, reply.status, raw, reply.headers, snap)
                 if "event-stream" not in reply.content_type:
                     raise UpstreamMalformed(
                         f"upstream channel {channel.name} answered a stream request with {reply.content_type or 'no content type'}",
@@ -437,7 +454,7 @@ async def _attempt_json(
         finally:
             ex.upstream_ms += (time.perf_counter() - started) * 1000
         if reply.status >= 300:
-            raise upstream_status_error(channel.name, plan.family, reply.status, raw, reply.headers, snap.retry_on_status)
+            raise _status_error(channel, plan, reply.status, raw, reply.headers, snap)
         return _finish_json(ex, plan, ctx, raw, model, mapped, view)
     finally:
         if reply is not None:
@@ -445,6 +462,16 @@ async def _attempt_json(
                 reply.release()
             else:
                 reply.close()
+
+
+def _status_error(
+    channel: CompiledChannel, plan: UpstreamPlan, status: int, raw: bytes, headers: Mapping[str, str], snap: Snapshot
+) -> UpstreamStatus:
+    """The UpstreamStatus for a non-2xx answer; a native upstream's body is kept for the client."""
+    err = upstream_status_error(channel.name, plan.family, status, raw, headers, snap.retry_on_status)
+    if plan.native and plan.family == plan.client.family and raw:
+        err.client_body = scrub_key_shapes(channel.secrets.data(raw))
+    return err
 
 
 def _embedding_request_for(channel: CompiledChannel, body: bytes, view: RequestView) -> bytes:

@@ -45,6 +45,8 @@ def _type_for(dialect: Dialect, err: ApexError) -> str:
 
 def error_body(dialect: Dialect, err: ApexError) -> bytes:
     """The error object in ``dialect``'s shape."""
+    if isinstance(err, UpstreamStatus) and err.client_body is not None and err.status == err.upstream_status:
+        return err.client_body  # a native upstream's own body: untouched but for scrubbed secrets
     etype = _type_for(dialect, err)
     if dialect.family == "anthropic":
         return _ENC.encode({"type": "error", "error": {"type": etype, "message": err.message}})

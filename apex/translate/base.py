@@ -13,6 +13,7 @@ import msgspec
 
 from apex.errors import ErrorKind, InvalidRequest
 from apex.sse import SseEvent
+from apex.translate.capabilities import NO_CAPS, ModelCaps
 from apex.types import Dialect, Usage
 
 __all__ = ["StreamTranslator", "TranslateContext", "Translator", "decode_json_object"]
@@ -30,6 +31,15 @@ class TranslateContext:
     estimated_input_tokens: int = 0
     usage: Usage | None = None    # filled by response()/stream translators when known
     extras: dict[str, object] = field(default_factory=dict)  # per-direction scratch (tool-id maps...)
+    caps: ModelCaps = NO_CAPS     # what the upstream model accepts (capability table, per channel)
+    notices: dict[str, str] | None = None  # response headers a translation adds (what it dropped)
+
+    def notice(self, header: str, value: str) -> None:
+        """Tell the client something through a response header (comma-joined when repeated)."""
+        if self.notices is None:
+            self.notices = {}
+        old = self.notices.get(header)
+        self.notices[header] = value if old is None or value in old.split(",") else f"{old},{value}"
 
 
 class StreamTranslator(Protocol):

@@ -32,6 +32,7 @@ __all__ = [
     "body_usage",
     "rewrite_request",
     "rewrite_response_model",
+    "strip_reasoning",
     "strip_unsigned_thinking",
 ]
 
@@ -60,31 +61,105 @@ def rewrite_request(body: bytes, *, model: str | None, add_stream_usage: bool) -
     return _ENC.encode(top)
 
 
-def strip_unsigned_thinking(body: bytes) -> bytes:
-    """Drop ``thinking`` blocks with an empty signature from Anthropic request history.
+class _BlockView(msgspec.Struct):
+    type: str = ""
+    signature: str | None = None
 
-    Apex writes such blocks itself when it turns another provider's reasoning into an
-    Anthropic stream (there is no genuine signature to give); Anthropic rejects them when
-    the history is sent back (docs/protocols.md 8.7.2). Costs a substring test unless present.
+
+class _TurnView(msgspec.Struct):
+    role: str = ""
+    content: str | list[_BlockView] = ""
+
+
+class _ThinkingView(msgspec.Struct):
+    type: str = ""
+
+
+class _HistoryView(msgspec.Struct):
+    messages: list[_TurnView] = []
+    thinking: _ThinkingView | None = None
+
+
+_HISTORY: Final = msgspec.json.Decoder(_HistoryView)
+_THOUGHTS: Final = frozenset({"thinking", "redacted_thinking"})
+
+
+def strip_unsigned_thinking(body: bytes) -> bytes:
+    """Make an Anthropic request's history one Anthropic accepts (docs/protocols.md 8.7.2).
+
+    Apex writes ``thinking`` blocks with an empty signature when it turns another provider's
+    reasoning into an Anthropic stream (there is no genuine signature to give); Anthropic
+    rejects them, so they are dropped. And when thinking is on, Anthropic wants the last
+    assistant turn of a tool loop to open with a signed thinking block ("Expected thinking or
+    redacted_thinking, but found tool_use"): a history another provider wrote cannot carry
+    one, so thinking is turned off for that request (with the ``clear_thinking`` context
+    edits that need it). A substring test unless the body has thinking and tool use.
     """
-    if b'"signature":""' not in body and b'"signature": ""' not in body:
+    unsigned = b'"signature":""' in body or b'"signature": ""' in body
+    if not unsigned and not (b'"tool_use"' in body and b'"thinking"' in body):
+        return body
+    try:
+        view = _HISTORY.decode(body)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return body  # not ours to judge: Anthropic answers a malformed body itself
+    thinking_on = view.thinking is not None and view.thinking.type in ("enabled", "adaptive")
+    last = next((t for t in reversed(view.messages) if t.role == "assistant"), None)
+    disable = False
+    if thinking_on and last is not None and isinstance(last.content, list):
+        kept = [b for b in last.content if not (b.type == "thinking" and not b.signature)]
+        uses_tools = any(b.type == "tool_use" for b in kept)
+        disable = uses_tools and (not kept or kept[0].type not in _THOUGHTS)
+    if not unsigned and not disable:
         return body
     top = _TOP.decode(body)
-    raw = top.get("messages")
-    if raw is None:
-        return body
-    messages = msgspec.json.decode(raw)
-    if not isinstance(messages, list):
-        return body
-    for message in messages:
-        content = message.get("content") if isinstance(message, dict) else None
-        if isinstance(content, list):
-            message["content"] = [
-                b for b in content
-                if not (isinstance(b, dict) and b.get("type") == "thinking" and not b.get("signature"))
-            ]
-    top["messages"] = msgspec.Raw(_ENC.encode(messages))
+    if unsigned:
+        messages = msgspec.json.decode(top["messages"])
+        for message in messages:
+            content = message.get("content") if isinstance(message, dict) else None
+            if isinstance(content, list):
+                message["content"] = [
+                    b for b in content
+                    if not (isinstance(b, dict) and b.get("type") == "thinking" and not b.get("signature"))
+                ]
+        top["messages"] = msgspec.Raw(_ENC.encode(messages))
+    if disable:
+        del top["thinking"]
+        _drop_thinking_edits(top)
     return _ENC.encode(top)
+
+
+def _drop_thinking_edits(top: dict[str, msgspec.Raw]) -> None:
+    """``context_management`` edits that clear thinking are refused without thinking."""
+    raw = top.get("context_management")
+    if raw is None:
+        return
+    cm = msgspec.json.decode(raw)
+    if not isinstance(cm, dict) or not isinstance(cm.get("edits"), list):
+        return
+    edits = [e for e in cm["edits"] if not (isinstance(e, dict) and str(e.get("type", "")).startswith("clear_thinking"))]
+    if edits:
+        cm["edits"] = edits
+        top["context_management"] = msgspec.Raw(_ENC.encode(cm))
+    else:
+        del top["context_management"]
+
+
+def strip_reasoning(body: bytes) -> bytes:
+    """A Responses request without ``reasoning`` and the ``reasoning.encrypted_content``
+    include, for a model the capability table knows does not reason (OpenAI answers 400 to
+    ``reasoning.effort`` on gpt-4.1; Codex sends it whatever the model)."""
+    if b'"reasoning' not in body:
+        return body
+    top = _TOP.decode(body)
+    changed = top.pop("reasoning", None) is not None
+    raw = top.get("include")
+    if raw is not None and b"reasoning." in bytes(raw):
+        include = msgspec.json.decode(raw)
+        if isinstance(include, list):
+            kept = [i for i in include if not (isinstance(i, str) and i.startswith("reasoning."))]
+            top["include"] = msgspec.Raw(_ENC.encode(kept))
+            changed = True
+    return _ENC.encode(top) if changed else body
 
 
 def rewrite_response_model(body: bytes, model: str) -> bytes:
@@ -291,4 +366,28 @@ class PassthroughStream:
                 self.usage = usage_from_responses(rev.response.usage)
         elif name == "error":
             self.errored = True
+        if self._model is not None and b'"model"' in data:
+            return self._responses_model(data)
         return data
+
+    def _responses_model(self, data: bytes) -> bytes:
+        """Put the client's model name into every event that carries the response object
+        (created, in_progress, queued, completed, incomplete, failed) or a top-level model."""
+        try:
+            top = _TOP.decode(data)
+        except msgspec.DecodeError:
+            return data
+        model = self._model
+        assert model is not None
+        changed = False
+        if "model" in top:
+            top["model"] = model
+            changed = True
+        raw = top.get("response")
+        if raw is not None and b'"model"' in (inner_bytes := bytes(raw)):
+            inner = _TOP.decode(inner_bytes)
+            if "model" in inner:
+                inner["model"] = model
+                top["response"] = msgspec.Raw(_ENC.encode(inner))
+                changed = True
+        return _ENC.encode(top) if changed else data

@@ -11,6 +11,7 @@ by their decoded JSON, never by matching message text. Reply implementations:
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Final, Protocol
@@ -28,6 +29,7 @@ __all__ = [
     "ReplyBody",
     "UpstreamReply",
     "map_transport_errors",
+    "scrub_key_shapes",
     "transport_error",
     "upstream_status_error",
 ]
@@ -82,6 +84,19 @@ def map_transport_errors(channel: str) -> Iterator[None]:
 
 
 _ENVELOPE: Final = msgspec.json.Decoder(ErrorEnvelope)
+
+
+# Key shapes of the providers Apex speaks to (OpenAI/Anthropic/DeepSeek ``sk-``, Google ``AIza``,
+# Groq ``gsk_``), for error bodies that echo a key back.
+_KEY_SHAPES: Final = re.compile(rb"(?:sk-|gsk_|AIza)[A-Za-z0-9_\-]{12,}")
+REDACTED: Final = b"[redacted]"
+
+
+def scrub_key_shapes(body: bytes) -> bytes:
+    """``body`` with anything shaped like a provider key replaced by ``[redacted]`` (the
+    channel's own secrets are scrubbed by ``apex.errors.Secrets``); the same object when
+    there is nothing to hide."""
+    return _KEY_SHAPES.sub(REDACTED, body) if _KEY_SHAPES.search(body) else body
 
 
 def parse_retry_after(value: str | None) -> float | None:

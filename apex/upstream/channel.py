@@ -20,6 +20,7 @@ from apex.upstream.http import encode_header_fields
 from apex.upstream.presets import ANTHROPIC_VERSION, PRESETS, ProviderPreset
 from apex.routing.match import ModelMap, PatternSet
 from apex.translate import Translator, find_translator
+from apex.translate.capabilities import CapabilityRow, CapabilityTable, override_row
 from apex.types import Dialect, ProviderFamily
 
 __all__ = ["ChannelTimeouts", "CompiledChannel", "UpstreamPlan", "compile_channel"]
@@ -68,15 +69,22 @@ class UpstreamPlan:
     fix_embedding_encoding: bool  # upstream may not honour encoding_format=base64
     local_estimate: bool = False  # count_tokens answered by Apex itself
     strip_unsigned_thinking: bool = False  # real Anthropic rejects thinking blocks Apex made up
+    caps: CapabilityTable | None = None  # the upstream model capability table (translated plans)
     header_fields: bytes = b""    # ``headers`` encoded once: what goes on the wire
-    header_fields_unversioned: bytes = b""  # the same without anthropic-version (the client sent its own)
+    # The same without User-Agent and anthropic-version: a native hop adds the client's own.
+    header_fields_bare: bytes = b""
     route: CloudRoute | None = None  # a cloud's URL shape, body edits, auth and stream framing
 
     def __post_init__(self) -> None:
         if self.headers and not self.header_fields:
             object.__setattr__(self, "header_fields", encode_header_fields(self.headers))
-            rest = {k: v for k, v in self.headers.items() if k.lower() != "anthropic-version"}
-            object.__setattr__(self, "header_fields_unversioned", encode_header_fields(rest))
+            rest = {k: v for k, v in self.headers.items() if k.lower() not in ("anthropic-version", "user-agent")}
+            object.__setattr__(self, "header_fields_bare", encode_header_fields(rest))
+
+    @property
+    def native(self) -> bool:
+        """Client and upstream speak the same protocol: the client's bytes go through."""
+        return self.translator is None and self.family != "local"
 
     def url_for(self, model: str, stream: bool) -> str:
         """The upstream URL for ``model``. Gemini and the clouds put the model (client input)
@@ -141,6 +149,10 @@ def _auth_headers(family: ProviderFamily, api_key: str | None) -> dict[str, str]
     if family == "gemini":
         return {"x-goog-api-key": api_key}
     return {"Authorization": f"Bearer {api_key}"}
+
+
+def _with_family(rows: list[CapabilityRow], family: str) -> list[CapabilityRow]:
+    return [CapabilityRow(family, r.model, r.caps) for r in rows]
 
 
 def _cloud_secrets(ch: Channel) -> list[str | None]:
@@ -216,6 +228,19 @@ def compile_channel(ch: Channel, g: GlobalConfig, index: int) -> CompiledChannel
         h.update(ch.headers)
         return h
 
+    overrides = [
+        override_row(preset.family, row.model, reasons=row.reasons, max_tokens_field=row.max_tokens_field,
+                     knobs=row.reasoning, efforts=row.efforts, json_schema=row.json_schema)
+        for row in ch.capabilities
+    ]
+    tables: dict[str, CapabilityTable] = {}
+
+    def caps_for(family: str) -> CapabilityTable:
+        # Override rows apply to the channel's models whatever protocol reaches them.
+        if family not in tables:
+            tables[family] = CapabilityTable(family, _with_family(overrides, family))
+        return tables[family]
+
     # Anthropic's version/beta headers: Bedrock takes them in the body, not as headers.
     forward_anthropic = ch.provider_type != "bedrock"
     strip_thinking = ch.provider_type in ("anthropic", "bedrock", "vertex")
@@ -233,6 +258,7 @@ def compile_channel(ch: Channel, g: GlobalConfig, index: int) -> CompiledChannel
                     fix_embedding_encoding=client is Dialect.OPENAI_EMBEDDINGS and not preset.native_embedding_encoding,
                     strip_unsigned_thinking=client is Dialect.ANTHROPIC_MESSAGES and strip_thinking,
                     route=route,
+                    caps=caps_for(family) if client is Dialect.OPENAI_RESPONSES and family == "openai" else None,
                 )
                 continue
             if client is Dialect.ANTHROPIC_COUNT_TOKENS:
@@ -251,6 +277,7 @@ def compile_channel(ch: Channel, g: GlobalConfig, index: int) -> CompiledChannel
                     add_stream_usage=False,
                     fix_embedding_encoding=False,
                     route=route,
+                    caps=caps_for(family),
                 )
                 break
         return plans

@@ -218,7 +218,7 @@ def _responses(req: LooseRequest, model: str, words: list[str], truncated: bool,
     resp_id, msg_id = f"resp_mock{rid}", f"msg_mock{rid}"
     text = "".join(words)
     status = "incomplete" if truncated else "completed"
-    usage = {"input_tokens": pin, "input_tokens_details": {"cached_tokens": 0},
+    usage = {"input_tokens": pin, "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
              "output_tokens": pout, "output_tokens_details": {"reasoning_tokens": 0},
              "total_tokens": pin + pout}
     item_done = {"type": "message", "id": msg_id, "status": "completed", "role": "assistant",
@@ -227,6 +227,7 @@ def _responses(req: LooseRequest, model: str, words: list[str], truncated: bool,
     def response(st: str, output: list[object], u: object) -> dict[str, object]:
         return {"id": resp_id, "object": "response", "created_at": created, "status": st, "model": model,
                 "output": output, "usage": u, "error": None,
+                "parallel_tool_calls": True, "tool_choice": "auto", "tools": [],  # required by the SDK's Response
                 "incomplete_details": {"reason": "max_output_tokens"} if st == "incomplete" else None}
 
     if not req.stream:
@@ -247,8 +248,8 @@ def _responses(req: LooseRequest, model: str, words: list[str], truncated: bool,
     ev("response.content_part.added", {"item_id": msg_id, "output_index": 0, "content_index": 0,
                                        "part": {"type": "output_text", "text": "", "annotations": []}})
     for w in words:
-        ev("response.output_text.delta", {"item_id": msg_id, "output_index": 0, "content_index": 0, "delta": w})
-    ev("response.output_text.done", {"item_id": msg_id, "output_index": 0, "content_index": 0, "text": text})
+        ev("response.output_text.delta", {"item_id": msg_id, "output_index": 0, "content_index": 0, "delta": w, "logprobs": []})
+    ev("response.output_text.done", {"item_id": msg_id, "output_index": 0, "content_index": 0, "text": text, "logprobs": []})
     ev("response.content_part.done", {"item_id": msg_id, "output_index": 0, "content_index": 0,
                                       "part": {"type": "output_text", "text": text, "annotations": []}})
     ev("response.output_item.done", {"output_index": 0, "item": item_done})

@@ -20,6 +20,8 @@ __all__ = [
     "InputMessage",
     "MessageView",
     "MessagesRequest",
+    "OutputConfig",
+    "OutputFormat",
     "StreamEvent",
     "ThinkingParam",
     "ToolChoice",
@@ -153,6 +155,15 @@ class ThinkingParam(msgspec.Struct):
     budget_tokens: int | None = None
 
 
+class OutputFormat(msgspec.Struct):
+    type: str
+    schema: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
+
+
+class OutputConfig(msgspec.Struct):
+    format: OutputFormat | None = None
+
+
 class MessagesRequest(msgspec.Struct):
     messages: list[InputMessage]
     system: str | list[InputBlock] | None = None
@@ -164,6 +175,7 @@ class MessagesRequest(msgspec.Struct):
     top_p: float | None = None
     top_k: int | None = None
     thinking: ThinkingParam | None = None
+    output_config: OutputConfig | None = None
 
 
 _EVENT: Final = msgspec.json.Decoder(StreamEvent)

@@ -64,7 +64,7 @@ _MODES: Final[dict[str, str]] = {"auto": "AUTO", "any": "ANY", "tool": "ANY", "n
 _CLIENT_TOOL_TYPES: Final = frozenset({None, "custom"})
 
 
-def anthropic_to_gemini_request(body: bytes, signatures: SignatureStore) -> bytes:
+def anthropic_to_gemini_request(body: bytes, signatures: SignatureStore, *, reasons: bool = True) -> bytes:
     """Anthropic Messages request body -> Gemini GenerateContentRequest body.
 
     Raises InvalidRequest for a body that is not a Messages request, server tools, or a
@@ -75,7 +75,14 @@ def anthropic_to_gemini_request(body: bytes, signatures: SignatureStore) -> byte
         raise InvalidRequest(f"invalid messages request: {exc}") from exc
     turns = TurnBuilder()
     names: dict[str, str] = {}
+    system = _system_text(req.system)
     for msg in req.messages:
+        if msg.role == "system":
+            # Mid-conversation system message (Claude Code's beta): Gemini has one system
+            # instruction, so it joins it; its place in the history is not kept.
+            extra = _system_text(msg.content)
+            system = f"{system}\n\n{extra}" if system and extra else system or extra
+            continue
         if msg.role not in ("user", "assistant"):
             raise InvalidRequest(f"unsupported message role {msg.role!r}", param="messages")
         blocks = [InputBlock(type="text", text=msg.content)] if isinstance(msg.content, str) else msg.content
@@ -84,10 +91,9 @@ def anthropic_to_gemini_request(body: bytes, signatures: SignatureStore) -> byte
         else:
             turns.add("user", _user_parts(blocks, names, signatures))
     contents = turns.build()
-    system = _system_text(req.system)
     return request_body(
         contents, [Part(text=system)] if system else [], [_declaration(t) for t in req.tools or ()],
-        _tool_config(req.tool_choice) if req.tool_choice is not None else None, _generation_config(req))
+        _tool_config(req.tool_choice) if req.tool_choice is not None else None, _generation_config(req, reasons))
 
 
 def _system_text(system: str | list[InputBlock] | None) -> str:
@@ -169,11 +175,17 @@ def _tool_config(choice: ToolChoice) -> ToolConfig:
     return tool_config(mode, choice.name if choice.type == "tool" else None)
 
 
-def _generation_config(req: MessagesRequest) -> GenerationConfig:
+def _generation_config(req: MessagesRequest, reasons: bool) -> GenerationConfig:
     cfg = generation_config(req.max_tokens, req.stop_sequences, req.temperature, req.top_p)
     if req.top_k is not None:
         cfg.top_k = req.top_k
-    thinking = req.thinking
+    fmt = req.output_config.format if req.output_config is not None else None
+    if fmt is not None and fmt.type == "json_schema":
+        cfg.response_mime_type = "application/json"
+        schema = present(fmt.schema)
+        if schema is not None:
+            cfg.response_json_schema = schema
+    thinking = req.thinking if reasons else None  # capability table: only where the model thinks
     if thinking is not None and thinking.type == "enabled" and thinking.budget_tokens:
         cfg.thinking_config = thinking_for_budget(thinking.budget_tokens)
     elif thinking is not None and thinking.type == "adaptive":
@@ -188,8 +200,8 @@ class AnthropicToGemini(GeminiDirection):
     client = Dialect.ANTHROPIC_MESSAGES
     id_prefix = "toolu_"
 
-    def _request(self, body: bytes, signatures: SignatureStore) -> bytes:
-        return anthropic_to_gemini_request(body, signatures)
+    def _request(self, body: bytes, signatures: SignatureStore, reasons: bool) -> bytes:
+        return anthropic_to_gemini_request(body, signatures, reasons=reasons)
 
     def _body(self, reply: Reply, ctx: TranslateContext) -> dict[str, object]:
         return anthropic_body(reply, ctx)

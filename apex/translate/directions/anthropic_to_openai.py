@@ -12,11 +12,14 @@ Request decisions (docs/protocols.md 8.2, P7, P8, P15, P16):
   and Kimi require it back on tool-call turns); redacted thinking and server-tool blocks
   are dropped; ``tool_use`` -> ``tool_calls`` with the input JSON-encoded.
 - server tools (a ``type`` other than ``custom`` and no ``input_schema``) -> InvalidRequest.
-- ``max_tokens`` goes out as ``max_tokens`` (what most compatible providers know), or as
-  ``max_completion_tokens`` when ``ctx.extras["max_tokens_field"]`` says so (OpenAI
-  reasoning models).
-- ``thinking`` enabled -> ``reasoning_effort`` by budget (<4096 low, <16384 medium, else
-  high); ``top_k`` and ``cache_control`` are dropped; ``metadata.user_id`` -> ``user``.
+- a mid-conversation ``role: "system"`` turn -> a ``system`` message at the same place.
+- ``max_tokens`` goes out in the field the capability table names for the upstream model
+  (``max_completion_tokens`` for OpenAI reasoning models, else ``max_tokens``).
+- ``thinking`` -> ``reasoning_effort`` only where the model reasons and takes that knob
+  (capability table): enabled by budget (<4096 low, <16384 medium, else high), adaptive
+  by ``output_config.effort`` (default high), snapped to the values the model accepts;
+  ``output_config.format`` -> ``response_format`` json_schema; ``top_k``,
+  ``cache_control`` and ``context_management`` are dropped; ``metadata.user_id`` -> ``user``.
 - streams ask for ``stream_options.include_usage`` (Anthropic clients need usage).
 - ``ctx.estimated_input_tokens`` is filled from the request (``apex.tokens``) when 0, for
   ``message_start`` (0 breaks Claude Code's context meter, P8).
@@ -38,7 +41,14 @@ from apex.translate.read.openai import OpenAIChatReader
 from apex.translate.write.anthropic import AnthropicWriter
 from apex.types import Dialect
 
-__all__ = ["MAX_TOKENS_FIELD_KEY", "AnthropicToOpenAI", "anthropic_to_openai_request", "max_tokens_field"]
+__all__ = [
+    "MAX_TOKENS_FIELD_KEY",
+    "AnthropicToOpenAI",
+    "anthropic_to_openai_request",
+    "max_tokens_field",
+    "reasoning_effort_for",
+    "response_format_for",
+]
 
 MAX_TOKENS_FIELD_KEY: Final = "max_tokens_field"  # ctx.extras: "max_tokens" | "max_completion_tokens"
 TOOL_ERROR_PREFIX: Final = "Error: "
@@ -50,8 +60,37 @@ Json = dict[str, object]
 
 
 def max_tokens_field(ctx: TranslateContext) -> str:
-    """Which Chat field carries the output limit for this upstream."""
-    return "max_completion_tokens" if ctx.extras.get(MAX_TOKENS_FIELD_KEY) == "max_completion_tokens" else "max_tokens"
+    """Which Chat field carries the output limit for this upstream model (capability table)."""
+    forced = ctx.extras.get(MAX_TOKENS_FIELD_KEY)
+    if forced in ("max_tokens", "max_completion_tokens"):
+        return str(forced)
+    return ctx.caps.max_tokens_field
+
+
+def reasoning_effort_for(ctx: TranslateContext, thinking: object, output_config: object) -> str | None:
+    """Anthropic ``thinking`` (+ ``output_config.effort``) -> a ``reasoning_effort`` the upstream
+    model accepts, or None when the model does not reason or takes no effort knob (OpenAI
+    answers 400 to reasoning_effort on gpt-4.1 / gpt-4o)."""
+    caps = ctx.caps
+    if not (caps.reasons and "effort" in caps.knobs) or not isinstance(thinking, dict):
+        return None
+    kind = thinking.get("type")
+    if kind == "enabled":
+        budget = thinking.get("budget_tokens")
+        budget = budget if isinstance(budget, int) else 0
+        return caps.effort("low" if budget < 4096 else "medium" if budget < 16384 else "high")
+    if kind == "adaptive":
+        effort = output_config.get("effort") if isinstance(output_config, dict) else None
+        return caps.effort(effort if isinstance(effort, str) else "high")  # Anthropic's default effort
+    return None
+
+
+def response_format_for(output_config: object) -> Json | None:
+    """``output_config.format`` (structured outputs) -> Chat ``response_format``."""
+    fmt = output_config.get("format") if isinstance(output_config, dict) else None
+    if not isinstance(fmt, dict) or fmt.get("type") != "json_schema":
+        return None
+    return {"type": "json_schema", "json_schema": {"name": "response", "schema": fmt.get("schema") or {}}}
 
 
 def anthropic_to_openai_request(req: Json, ctx: TranslateContext) -> Json:
@@ -90,11 +129,15 @@ def anthropic_to_openai_request(req: Json, ctx: TranslateContext) -> Json:
     for key in ("temperature", "top_p"):
         if isinstance(req.get(key), (int, float)):
             out[key] = req[key]
-    thinking = req.get("thinking")
-    if isinstance(thinking, dict) and thinking.get("type") == "enabled":
-        budget = thinking.get("budget_tokens")
-        budget = budget if isinstance(budget, int) else 0
-        out["reasoning_effort"] = "low" if budget < 4096 else "medium" if budget < 16384 else "high"
+    effort = reasoning_effort_for(ctx, req.get("thinking"), req.get("output_config"))
+    if effort is not None:
+        out["reasoning_effort"] = effort
+        if ctx.caps.max_tokens_field == "max_completion_tokens":
+            out.pop("temperature", None)  # OpenAI reasoning models refuse sampling settings
+            out.pop("top_p", None)
+    response_format = response_format_for(req.get("output_config"))
+    if response_format is not None:
+        out["response_format"] = response_format
     metadata = req.get("metadata")
     if isinstance(metadata, dict) and isinstance(metadata.get("user_id"), str):
         out["user"] = metadata["user_id"]
@@ -122,8 +165,12 @@ def _convert_turn(turn: object, where: str) -> list[Json]:
     if not isinstance(turn, dict):
         raise InvalidRequest(f"{where} must be an object")
     role, content = turn.get("role"), turn.get("content")
+    if role == "system":
+        # Mid-conversation system message (Claude Code's beta): Chat takes system messages
+        # anywhere, so it stays at its place.
+        return [{"role": "system", "content": _joined_text(content, where)}]
     if role not in ("user", "assistant"):
-        raise InvalidRequest(f"{where}: role must be user or assistant")
+        raise InvalidRequest(f"{where}: role must be user, assistant or system")
     if isinstance(content, str):
         return [{"role": role, "content": content}]
     if not isinstance(content, list):

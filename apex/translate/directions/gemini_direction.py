@@ -33,7 +33,7 @@ class GeminiDirection:
 
     def request(self, body: bytes, ctx: TranslateContext) -> bytes:
         """Client request body -> Gemini request body (raises InvalidRequest)."""
-        return self._request(body, self._signatures)
+        return self._request(body, self._signatures, ctx.caps.reasons)
 
     def response(self, body: bytes, ctx: TranslateContext) -> bytes:
         """Gemini non-stream body -> client body; sets ``ctx.usage`` (raises UpstreamMalformed)."""
@@ -46,7 +46,7 @@ class GeminiDirection:
         reader = GeminiReader(self.id_prefix, self._signatures, self._new_id, ctx.estimated_input_tokens)
         return PipedStream(reader, self._writer(ctx))
 
-    def _request(self, body: bytes, signatures: SignatureStore) -> bytes:
+    def _request(self, body: bytes, signatures: SignatureStore, reasons: bool) -> bytes:
         raise NotImplementedError
 
     def _body(self, reply: Reply, ctx: TranslateContext) -> dict[str, object]:

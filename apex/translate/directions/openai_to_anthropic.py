@@ -8,16 +8,22 @@ Request decisions (documented behaviour, docs/protocols.md 8.1, P6, P13, P14, P1
   gets a synthesized ``is_error`` result so Anthropic never sees an orphaned tool_use.
 - empty/whitespace text is dropped (Anthropic rejects empty text blocks).
 - tool ids go through ``toolids.anthropic_tool_id`` on both tool_use and tool_result.
-- ``max_tokens`` = ``max_completion_tokens`` or ``max_tokens`` or ``DEFAULT_MAX_TOKENS``.
+- ``max_tokens`` = ``max_completion_tokens`` or ``max_tokens`` or ``DEFAULT_MAX_TOKENS``
+  (plus the thinking budget when thinking is on and the client set none).
 - ``temperature`` is clamped to 0..1; when both ``temperature`` and ``top_p`` are set,
   ``top_p`` is dropped (newer Claude models reject the pair).
-- ``response_format`` ``json_schema`` / ``json_object`` become a system instruction
+- otherwise ``response_format`` ``json_schema`` / ``json_object`` become a system instruction
   (``JSON_SCHEMA_INSTRUCTION`` / ``JSON_OBJECT_INSTRUCTION``): works on every model and
   keeps the answer an ordinary text block in streams and bodies alike.
-- ``reasoning_effort`` -> ``thinking`` with ``THINKING_BUDGETS``; not sent when a tool is
-  forced, when max_tokens leaves no room for the minimum budget, or when the last
-  assistant turn called tools (its thinking block and signature are not available from an
-  OpenAI client, and Anthropic would answer 400, P6). Thinking drops temperature/top_p.
+- ``reasoning_effort`` -> ``thinking`` only where the model reasons (capability table):
+  ``{type: adaptive}`` + ``output_config.effort`` on adaptive models, else a budget from
+  ``THINKING_BUDGETS`` with ``max_tokens`` sized to budget + ``ANSWER_ROOM`` when the
+  client set none; not sent when a tool is forced, when the client's max_tokens leaves no
+  room for the minimum budget, or when the last assistant turn called tools (its thinking
+  block and signature are not available from an OpenAI client, and Anthropic would answer
+  400, P6). Thinking drops temperature/top_p.
+- ``response_format`` json_schema -> ``output_config.format`` on models that take it
+  (capability table), else the system instruction below.
 - ``n > 1``, audio input, ``file_id`` references and non-function tools -> InvalidRequest.
 - seed, penalties, logprobs, logit_bias, store, metadata, service_tier... are dropped.
 What this module must not do: any I/O.
@@ -49,6 +55,7 @@ __all__ = [
 
 DEFAULT_MAX_TOKENS: Final = 4096   # Anthropic requires max_tokens; OpenAI clients often omit it
 MIN_THINKING_BUDGET: Final = 1024  # Anthropic's minimum budget_tokens
+ANSWER_ROOM: Final = DEFAULT_MAX_TOKENS  # tokens left for the answer on top of a thinking budget
 THINKING_BUDGETS: Final[dict[str, int]] = {"minimal": 1024, "low": 1024, "medium": 4096,
                                            "high": 16384, "xhigh": 32768}
 JSON_OBJECT_INSTRUCTION: Final = "Respond only with a single valid JSON object and nothing else."
@@ -72,13 +79,19 @@ def openai_to_anthropic_request(req: Json, ctx: TranslateContext) -> Json:
         raise InvalidRequest("n > 1 is not supported by this model's upstream (Anthropic)", param="n")
     system, turns = _convert_messages(messages)
     out: Json = {"model": ctx.upstream_model}
-    max_tokens = req.get("max_completion_tokens") or req.get("max_tokens") or DEFAULT_MAX_TOKENS
-    if not isinstance(max_tokens, int) or max_tokens < 1:
+    asked = req.get("max_completion_tokens") or req.get("max_tokens")
+    if asked is not None and (not isinstance(asked, int) or asked < 1):
         raise InvalidRequest("max_tokens must be a positive integer", param="max_tokens")
+    max_tokens = asked if isinstance(asked, int) else DEFAULT_MAX_TOKENS
     out["max_tokens"] = max_tokens
-    instruction = _format_instruction(req.get("response_format"))
-    if instruction:
-        system.append({"type": "text", "text": instruction})
+    fmt = req.get("response_format")
+    schema = _native_schema(fmt) if ctx.caps.json_schema else None
+    if schema is not None:
+        out["output_config"] = {"format": {"type": "json_schema", "schema": schema}}
+    else:
+        instruction = _format_instruction(fmt)
+        if instruction:
+            system.append({"type": "text", "text": instruction})
     if system:
         if any("cache_control" in b for b in system):
             out["system"] = system
@@ -96,9 +109,13 @@ def openai_to_anthropic_request(req: Json, ctx: TranslateContext) -> Json:
         out["stop_sequences"] = [stop]
     elif isinstance(stop, list) and stop:
         out["stop_sequences"] = [s for s in stop if isinstance(s, str)]
-    thinking = _thinking(req, choice, turns, max_tokens)
+    thinking = _thinking(req, choice, turns, max_tokens if asked is not None else None, ctx)
     if thinking is not None:
-        out["thinking"] = thinking
+        out["thinking"], out["max_tokens"], effort = thinking
+        if effort is not None:
+            config = out.setdefault("output_config", {})
+            assert isinstance(config, dict)
+            config["effort"] = effort
     else:
         temperature = req.get("temperature")
         if isinstance(temperature, (int, float)):
@@ -307,22 +324,48 @@ def _format_instruction(fmt: object) -> str | None:
     return None
 
 
-def _thinking(req: Json, choice: Json | None, turns: list[Json], max_tokens: int) -> Json | None:
+def _native_schema(fmt: object) -> object | None:
+    """The JSON schema of a ``json_schema`` response_format (for ``output_config.format``)."""
+    if not isinstance(fmt, dict) or fmt.get("type") != "json_schema":
+        return None
+    spec = fmt.get("json_schema")
+    schema = spec.get("schema") if isinstance(spec, dict) else None
+    return schema if isinstance(schema, dict) else None
+
+
+def _thinking(req: Json, choice: Json | None, turns: list[Json], asked: int | None,
+              ctx: TranslateContext) -> tuple[Json, int, str | None] | None:
+    """(thinking, max_tokens, output_config.effort or None), or None for no thinking.
+
+    Only where the model reasons (capability table). Adaptive models get ``{type:
+    adaptive}`` with the effort; others a budget. With no client max_tokens, max_tokens is
+    sized to budget + ``ANSWER_ROOM`` so the answer is not starved; a client's own limit is
+    kept and the budget fits inside it, leaving the answer at least ``ANSWER_ROOM`` (or
+    half the limit)."""
     effort = req.get("reasoning_effort")
-    if not isinstance(effort, str) or effort not in THINKING_BUDGETS:
+    caps = ctx.caps
+    if not isinstance(effort, str) or effort not in THINKING_BUDGETS or not caps.reasons:
         return None
     if choice is not None and choice["type"] in ("any", "tool"):
         return None  # Anthropic rejects thinking with a forced tool
-    if max_tokens <= MIN_THINKING_BUDGET:
-        return None
     last_assistant = next((t for t in reversed(turns) if t["role"] == "assistant"), None)
     if last_assistant is not None:
         content = last_assistant["content"]
         assert isinstance(content, list)
         if any(b.get("type") == "tool_use" for b in content):
             return None  # P6: no signed thinking block to replay
-    budget = min(THINKING_BUDGETS[effort], max_tokens - 1)
-    return {"type": "enabled", "budget_tokens": max(budget, MIN_THINKING_BUDGET)}
+    budget = THINKING_BUDGETS[effort]
+    if "adaptive" in caps.knobs:
+        max_tokens = asked if asked is not None else budget + ANSWER_ROOM
+        return {"type": "adaptive"}, max_tokens, caps.effort(effort)
+    if "budget" not in caps.knobs:
+        return None
+    if asked is None:
+        return {"type": "enabled", "budget_tokens": budget}, budget + ANSWER_ROOM, None
+    budget = min(budget, asked - min(ANSWER_ROOM, asked // 2))
+    if budget < MIN_THINKING_BUDGET:
+        return None
+    return {"type": "enabled", "budget_tokens": budget}, asked, None
 
 
 @final

@@ -20,6 +20,7 @@ from apex.translate.write.responses_reply import responses_body
 from apex.translate.request.responses import responses_to_chat_request
 from apex.translate.write.responses import ResponsesWriter
 from apex.translate.read.anthropic import AnthropicReader
+from apex.translate.request.responses_tools import SERVER_TOOLS_KEY
 from apex.types import Dialect
 
 __all__ = ["ResponsesToAnthropic"]
@@ -36,8 +37,14 @@ class ResponsesToAnthropic:
 
     def request(self, body: bytes, ctx: TranslateContext) -> bytes:
         """Responses request bytes -> Messages request bytes."""
-        chat = responses_to_chat_request(decode_json_object(body), ctx)
-        return _ENCODER.encode(openai_to_anthropic_request(chat, ctx))
+        chat = responses_to_chat_request(decode_json_object(body), ctx, web_search=True)
+        out = openai_to_anthropic_request(chat, ctx)
+        server_tools = ctx.extras.get(SERVER_TOOLS_KEY)
+        if isinstance(server_tools, list):  # the client's web_search -> Anthropic's own
+            tools = out.setdefault("tools", [])
+            assert isinstance(tools, list)
+            tools.extend(server_tools)
+        return _ENCODER.encode(out)
 
     def response(self, body: bytes, ctx: TranslateContext) -> bytes:
         """Messages body -> Responses body; sets ctx.usage."""

@@ -5,9 +5,12 @@ Anthropic upstreams. Decisions: ``instructions`` and system/developer items -> `
 messages; consecutive ``function_call`` items (and a preceding assistant message item)
 -> ONE assistant message with ``tool_calls`` whose ids are the ``call_id``s;
 ``function_call_output`` -> ``tool`` message; ``reasoning`` items are dropped; flat
-function tools are nested; built-in tools, ``previous_response_id`` (Apex keeps no
-conversation store) and unknown item types -> InvalidRequest; ``text.format`` ->
-``response_format``; ``reasoning.effort`` -> ``reasoning_effort``; streams ask for usage.
+function tools are nested, ``namespace``/``custom``/``web_search`` tools and Codex's
+``additional_tools`` input item go through ``responses_tools``; other built-in tools,
+``previous_response_id`` (Apex keeps no conversation store) and unknown item types ->
+InvalidRequest; ``text.format`` -> ``response_format``; ``reasoning.effort`` ->
+``reasoning_effort`` only where the model takes it (capability table); ``max_output_tokens``
+in the model's max-tokens field; ``prompt_cache_key`` is kept; streams ask for usage.
 The request settings a Response echoes are saved in ``ctx.extras[ECHO_KEY]``.
 What this module must not do: any I/O.
 """
@@ -20,6 +23,7 @@ from apex.errors import InvalidRequest
 from apex.translate.directions.anthropic_to_openai import max_tokens_field
 from apex.translate.base import TranslateContext
 from apex.translate.write.responses import ECHO_KEY
+from apex.translate.request.responses_tools import chat_tools, input_call
 
 __all__ = ["responses_to_chat_request"]
 
@@ -30,8 +34,10 @@ _ROLE: Final[dict[str, str]] = {"user": "user", "assistant": "assistant", "syste
                                 "developer": "system"}
 
 
-def responses_to_chat_request(req: Json, ctx: TranslateContext) -> Json:
-    """A decoded Responses request -> a Chat Completions request (dict)."""
+def responses_to_chat_request(req: Json, ctx: TranslateContext, *, web_search: bool = False) -> Json:
+    """A decoded Responses request -> a Chat Completions request (dict).
+
+    ``web_search``: the upstream has a web search tool of its own (see ``responses_tools``)."""
     if req.get("previous_response_id"):
         raise InvalidRequest("previous_response_id is not supported for this model's upstream; "
                              "send the whole conversation in 'input'", param="previous_response_id")
@@ -41,29 +47,42 @@ def responses_to_chat_request(req: Json, ctx: TranslateContext) -> Json:
     if isinstance(instructions, str) and instructions:
         messages.append({"role": "system", "content": instructions})
     items = req.get("input")
+    listed = req.get("tools")
+    client_tools: list[object] = list(listed) if isinstance(listed, list) else []
     if isinstance(items, str):
         messages.append({"role": "user", "content": items})
     elif isinstance(items, list):
         for i, item in enumerate(items):
+            if isinstance(item, dict) and item.get("type") == "additional_tools":
+                # Codex's default model delivers its tools as an input item.
+                more = item.get("tools")
+                if not isinstance(more, list):
+                    raise InvalidRequest(f"input[{i}].tools must be an array", param="input")
+                client_tools.extend(more)
+                continue
             _convert_item(item, f"input[{i}]", messages)
     else:
         raise InvalidRequest("'input' must be a string or an array", param="input")
     out: Json = {"model": ctx.upstream_model, "messages": messages}
     if isinstance(req.get("max_output_tokens"), int):
         out[max_tokens_field(ctx)] = req["max_output_tokens"]
-    tools = req.get("tools")
-    if isinstance(tools, list) and tools:
-        out["tools"] = [_convert_tool(t) for t in tools]
+    if client_tools:
+        tools = chat_tools(client_tools, ctx, web_search=web_search)
+        if tools:
+            out["tools"] = tools
     choice = req.get("tool_choice")
     if isinstance(choice, str):
-        out["tool_choice"] = choice
+        if "tools" in out or choice == "none":
+            out["tool_choice"] = choice  # Chat refuses a tool_choice without tools
     elif isinstance(choice, dict):
         if choice.get("type") != "function":
             raise InvalidRequest("only function tool_choice is supported for this upstream", param="tool_choice")
         out["tool_choice"] = {"type": "function", "function": {"name": choice.get("name")}}
-    for key in ("parallel_tool_calls", "temperature", "top_p", "user"):
+    for key in ("temperature", "top_p", "user", "prompt_cache_key", "safety_identifier"):
         if key in req and req[key] is not None:
             out[key] = req[key]
+    if req.get("parallel_tool_calls") is not None and "tools" in out:
+        out["parallel_tool_calls"] = req["parallel_tool_calls"]
     text = req.get("text")
     fmt = text.get("format") if isinstance(text, dict) else None
     if isinstance(fmt, dict):
@@ -73,8 +92,17 @@ def responses_to_chat_request(req: Json, ctx: TranslateContext) -> Json:
         elif fmt.get("type") == "json_object":
             out["response_format"] = {"type": "json_object"}
     reasoning = req.get("reasoning")
-    if isinstance(reasoning, dict) and isinstance(reasoning.get("effort"), str):
-        out["reasoning_effort"] = reasoning["effort"]
+    caps = ctx.caps
+    if caps.reasons and "effort" in caps.knobs:
+        # Codex often sends reasoning without an effort (summary only): the model's default stands.
+        effort = reasoning.get("effort") if isinstance(reasoning, dict) else None
+        if isinstance(effort, str):
+            out["reasoning_effort"] = caps.effort(effort)
+        if caps.max_tokens_field == "max_completion_tokens":
+            out.pop("temperature", None)  # OpenAI reasoning models refuse sampling settings
+            out.pop("top_p", None)
+    elif isinstance(reasoning, dict) and isinstance(reasoning.get("effort"), str) and caps.knobs:
+        out["reasoning_effort"] = reasoning["effort"]  # for the Anthropic and Gemini hops to map
     if req.get("stream"):
         out["stream"] = True
         out["stream_options"] = {"include_usage": True}
@@ -90,9 +118,8 @@ def _convert_item(item: object, where: str, messages: list[Json]) -> None:
         if not isinstance(role, str) or role not in _ROLE:
             raise InvalidRequest(f"{where}: unknown role {role!r}", param="input")
         messages.append({"role": _ROLE[role], "content": _content(item.get("content"), where)})
-    elif kind == "function_call":
-        call = {"id": item.get("call_id"), "type": "function",
-                "function": {"name": item.get("name"), "arguments": item.get("arguments") or "{}"}}
+    elif kind in ("function_call", "custom_tool_call"):
+        call = input_call(item)
         last = messages[-1] if messages else None
         if last is not None and last["role"] == "assistant":
             calls = last.setdefault("tool_calls", [])
@@ -102,12 +129,12 @@ def _convert_item(item: object, where: str, messages: list[Json]) -> None:
                 last["content"] = None
         else:
             messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
-    elif kind == "function_call_output":
+    elif kind in ("function_call_output", "custom_tool_call_output"):
         output = item.get("output")
         text = output if isinstance(output, str) else _text_only(output, where)
         messages.append({"role": "tool", "tool_call_id": item.get("call_id"), "content": text})
-    elif kind == "reasoning":
-        return  # no Chat form; the upstream reasons afresh
+    elif kind in ("reasoning", "web_search_call"):
+        return  # no Chat form; the upstream reasons (and searches) afresh
     else:
         raise InvalidRequest(f"{where}: input item type {kind!r} is not supported for this upstream",
                              param="input")
@@ -153,15 +180,3 @@ def _text_only(content: object, where: str) -> str:
     if not isinstance(value, str):
         raise InvalidRequest(f"{where}: function_call_output must be text", param="input")
     return value
-
-
-def _convert_tool(tool: object) -> Json:
-    if not isinstance(tool, dict) or tool.get("type") != "function":
-        kind = tool.get("type") if isinstance(tool, dict) else None
-        raise InvalidRequest(f"built-in tool {kind!r} is not supported for this upstream", param="tools")
-    fn: Json = {"name": tool.get("name"),
-                "parameters": tool.get("parameters") or {"type": "object", "properties": {}}}
-    for key in ("description", "strict"):
-        if tool.get(key) is not None:
-            fn[key] = tool[key]
-    return {"type": "function", "function": fn}

@@ -5,7 +5,8 @@ counting from 0; there is no ``[DONE]``. Items get ids derived from the response
 (``msg_``, ``fc_``, ``rs_`` + stem + output index) and ``output_index`` in order of
 appearance. Text goes to a ``message`` item (one ``output_text`` part), reasoning to a
 ``reasoning`` item as summary text, each tool call to a ``function_call`` item whose
-``call_id`` is the upstream call id. A text or reasoning item closes when another item
+``call_id`` is the upstream call id (named back to the client's namespace and name, or a
+``custom_tool_call`` for a freeform tool: ``responses_tools``). A text or reasoning item closes when another item
 starts; function-call items close when the upstream ends the call or at the finish, so
 interleaved argument fragments still land on the right item. The stream ends with
 ``response.completed`` (or ``response.incomplete`` for length / content filter) carrying
@@ -41,6 +42,7 @@ from apex.translate.neutral.parts import (
 from apex.translate.neutral.reasons import Finish, responses_status
 from apex.translate.neutral.toolids import arguments_text
 from apex.translate.neutral.usage import responses_usage_body
+from apex.translate.request.responses_tools import client_call
 
 __all__ = ["ResponsesWriter", "response_object"]
 
@@ -79,6 +81,7 @@ class _Item:
     call_id: str = ""
     name: str = ""
     done: bool = False
+    custom: bool = False  # a custom_tool_call (freeform input) rather than a function_call
 
 
 @final
@@ -133,6 +136,9 @@ class ResponsesWriter:
                 self._close_open(out)
                 item = self._new_item("function_call", "fc")
                 item.call_id, item.name = part.call_id, part.name
+                item.custom = client_call(self._ctx, part.name, "")["type"] == "custom_tool_call"
+                if part.arguments:  # sent whole (Gemini)
+                    item.text.append(part.arguments)
                 self._tools[part.key] = item
                 out.append(self._event("response.output_item.added", {
                     "output_index": item.output_index, "item": self._item_body(item, "in_progress")}))
@@ -140,9 +146,10 @@ class ResponsesWriter:
             item_or_none = self._tools.get(part.key)
             if item_or_none is not None and not item_or_none.done and part.fragment:
                 item_or_none.text.append(part.fragment)
-                out.append(self._event("response.function_call_arguments.delta", {
-                    "item_id": item_or_none.item_id, "output_index": item_or_none.output_index,
-                    "delta": part.fragment}))
+                if not item_or_none.custom:  # a custom tool's input is known whole at its end
+                    out.append(self._event("response.function_call_arguments.delta", {
+                        "item_id": item_or_none.item_id, "output_index": item_or_none.output_index,
+                        "delta": part.fragment}))
         elif isinstance(part, ToolCallEnded):
             tool = self._tools.get(part.key)
             if tool is not None:
@@ -236,14 +243,16 @@ class ResponsesWriter:
             out.append(self._event("response.reasoning_summary_text.done", {**where, "summary_index": 0, "text": text}))
             out.append(self._event("response.reasoning_summary_part.done", {
                 **where, "summary_index": 0, "part": {"type": "summary_text", "text": text}}))
+        elif item.custom:
+            body = self._item_body(item, "completed")
+            out.append(self._event("response.custom_tool_call_input.done", {**where, "input": body["input"]}))
         else:
             out.append(self._event("response.function_call_arguments.done",
                                    {**where, "arguments": arguments_text(text)}))
         out.append(self._event("response.output_item.done", {
             "output_index": item.output_index, "item": self._item_body(item, "completed")}))
 
-    @staticmethod
-    def _item_body(item: _Item, status: str) -> dict[str, object]:
+    def _item_body(self, item: _Item, status: str) -> dict[str, object]:
         text = "".join(item.text)
         if item.kind == "message":
             content = [{"type": "output_text", "annotations": [], "logprobs": [], "text": text}] if status == "completed" else []
@@ -252,5 +261,7 @@ class ResponsesWriter:
             summary = [{"type": "summary_text", "text": text}] if status == "completed" else []
             return {"id": item.item_id, "type": "reasoning", "summary": summary}
         args = arguments_text(text) if status == "completed" else ""
-        return {"id": item.item_id, "type": "function_call", "status": status, "arguments": args,
-                "call_id": item.call_id, "name": item.name}
+        call = client_call(self._ctx, item.name, args)
+        if item.custom and status != "completed":
+            call["input"] = ""
+        return {"id": item.item_id, "status": status, "call_id": item.call_id, **call}

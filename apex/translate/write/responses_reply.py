@@ -16,6 +16,7 @@ from apex.translate.neutral.reasons import responses_status
 from apex.translate.write.responses import response_object
 from apex.translate.neutral.toolids import arguments_text
 from apex.translate.neutral.usage import responses_usage_body
+from apex.translate.request.responses_tools import client_call
 
 __all__ = ["responses_body"]
 
@@ -38,9 +39,8 @@ def responses_body(reply: Reply, ctx: TranslateContext) -> dict[str, object]:
         output.append({"id": f"msg_{stem}_{len(output)}", "type": "message", "status": "completed",
                        "role": "assistant", "content": content})
     for call in (p for p in reply.parts if isinstance(p, ReplyToolCall)):
-        output.append({"id": f"fc_{stem}_{len(output)}", "type": "function_call", "status": "completed",
-                       "arguments": arguments_text(call.arguments), "call_id": call.call_id,
-                       "name": call.name})
+        output.append({"id": f"fc_{stem}_{len(output)}", "status": "completed", "call_id": call.call_id,
+                       **client_call(ctx, call.name, arguments_text(call.arguments))})
     status, reason = responses_status(reply.finish)
     usage = responses_usage_body(reply.usage) if reply.usage is not None else None
     return response_object(ctx, "resp_" + stem, status, created_at(ctx), output, usage, None, reason)

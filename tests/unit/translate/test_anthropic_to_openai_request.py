@@ -9,6 +9,7 @@ import pytest
 
 from apex.errors import InvalidRequest
 from apex.translate.directions.anthropic_to_openai import AnthropicToOpenAI
+from apex.translate.capabilities import CapabilityTable
 from tests.golden.transcript import make_ctx
 
 T = AnthropicToOpenAI()
@@ -49,7 +50,8 @@ def test_tools_choice_stream_and_thinking() -> None:
                      "tools": [{"name": "f", "description": "d", "input_schema": {"type": "object"}}],
                      "tool_choice": {"type": "any", "disable_parallel_tool_use": True},
                      "thinking": {"type": "enabled", "budget_tokens": 5000}, "top_k": 5,
-                     "stop_sequences": ["X"], "metadata": {"user_id": "u"}})
+                     "stop_sequences": ["X"], "metadata": {"user_id": "u"}},
+                    caps=CapabilityTable("openai").lookup("o4-mini"))
     assert out["tools"] == [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}, "description": "d"}}]
     assert out["tool_choice"] == "required" and out["parallel_tool_calls"] is False
     assert out["stream_options"] == {"include_usage": True}

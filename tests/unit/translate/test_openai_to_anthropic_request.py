@@ -10,6 +10,7 @@ import pytest
 from apex.errors import InvalidRequest
 from apex.translate.directions.openai_to_anthropic import DEFAULT_MAX_TOKENS, JSON_OBJECT_INSTRUCTION, OpenAIToAnthropic
 from apex.translate.neutral.toolids import anthropic_tool_id
+from apex.translate.capabilities import CapabilityTable
 from tests.golden.transcript import make_ctx
 
 T = OpenAIToAnthropic()
@@ -92,10 +93,11 @@ def test_reasoning_effort_becomes_thinking_unless_tool_forced() -> None:
     """reasoning_effort maps to a thinking budget; a forced tool drops it."""
     base = {"model": "m", "messages": [{"role": "user", "content": "x"}], "reasoning_effort": "medium",
             "max_tokens": 10000, "temperature": 0.3}
-    out = translate(base)
+    sonnet4 = CapabilityTable("anthropic").lookup("claude-sonnet-4-20250514")
+    out = translate(base, caps=sonnet4)
     assert out["thinking"] == {"type": "enabled", "budget_tokens": 4096} and "temperature" not in out
     forced = translate({**base, "tools": [{"type": "function", "function": {"name": "f"}}],
-                        "tool_choice": {"type": "function", "function": {"name": "f"}}})
+                        "tool_choice": {"type": "function", "function": {"name": "f"}}}, caps=sonnet4)
     assert "thinking" not in forced and forced["tool_choice"] == {"type": "tool", "name": "f"}
 
 

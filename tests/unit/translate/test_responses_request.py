@@ -10,6 +10,7 @@ import pytest
 from apex.errors import InvalidRequest
 from apex.translate.directions.responses_to_anthropic import ResponsesToAnthropic
 from apex.translate.directions.responses_to_openai import ResponsesToOpenAI
+from apex.translate.capabilities import CapabilityTable
 from tests.golden.transcript import make_ctx
 
 REQ: dict[str, Any] = {
@@ -33,7 +34,8 @@ REQ: dict[str, Any] = {
 
 def test_responses_to_chat() -> None:
     """Items, tools, tool_choice, text.format and reasoning map onto Chat fields."""
-    out = json.loads(ResponsesToOpenAI().request(json.dumps(REQ).encode(), make_ctx()))
+    ctx = make_ctx(caps=CapabilityTable("openai").lookup("o4-mini"))
+    out = json.loads(ResponsesToOpenAI().request(json.dumps(REQ).encode(), ctx))
     msgs = out["messages"]
     assert msgs[0] == {"role": "system", "content": "Be brief."}
     assert msgs[1] == {"role": "system", "content": "dev"}
@@ -45,7 +47,7 @@ def test_responses_to_chat() -> None:
     assert out["tools"] == [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}, "strict": True}}]
     assert out["tool_choice"] == {"type": "function", "function": {"name": "f"}}
     assert out["response_format"]["json_schema"]["name"] == "n"
-    assert out["reasoning_effort"] == "low" and out["max_tokens"] == 300
+    assert out["reasoning_effort"] == "low" and out["max_completion_tokens"] == 300  # o4-mini: a reasoning model
     assert out["stream_options"] == {"include_usage": True}
 
 
@@ -62,7 +64,7 @@ def test_responses_to_anthropic_composes() -> None:
 
 @pytest.mark.parametrize("req", [
     {"model": "m", "input": "x", "previous_response_id": "resp_1"},
-    {"model": "m", "input": "x", "tools": [{"type": "web_search"}]},
+    {"model": "m", "input": "x", "tools": [{"type": "file_search"}]},
     {"model": "m", "input": [{"type": "item_reference", "id": "x"}]},
 ])
 def test_inexpressible_responses_input(req: dict[str, Any]) -> None:

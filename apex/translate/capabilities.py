@@ -1,0 +1,155 @@
+"""The model capability table: what an upstream model accepts, per provider family and model glob.
+
+Translators ask ``ctx.caps`` instead of guessing from the request: whether the model
+reasons at all (so ``thinking`` / ``reasoning_effort`` is mapped only where it means
+something: OpenAI answers 400 to ``reasoning_effort`` on gpt-4.1), which field carries the
+output limit (OpenAI reasoning models refuse ``max_tokens`` and want
+``max_completion_tokens``), which reasoning knobs the model takes (``effort``: OpenAI
+``reasoning_effort``; ``budget``: Anthropic ``thinking.budget_tokens`` or Gemini
+``thinkingBudget``; ``adaptive``: Anthropic ``thinking: {type: adaptive}`` with
+``output_config.effort``) and whether it takes a JSON schema natively (Anthropic
+``output_config.format``). The built-in rows below are overridden per channel by the
+config's ``channels[].capabilities`` (first matching row wins, channel rows first).
+``CapabilityTable.lookup`` caches per model name; built once per channel at config load.
+What this module must not do: read requests, do I/O.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Final, Literal
+
+from apex.glob import compile_glob
+
+__all__ = ["BUILTIN", "CapabilityRow", "CapabilityTable", "ModelCaps", "NO_CAPS"]
+
+Knob = Literal["effort", "budget", "adaptive"]
+MaxTokensField = Literal["max_tokens", "max_completion_tokens"]
+
+
+@dataclass(frozen=True, slots=True)
+class ModelCaps:
+    """What one upstream model accepts."""
+
+    reasons: bool = False
+    max_tokens_field: MaxTokensField = "max_tokens"
+    knobs: frozenset[Knob] = frozenset()
+    efforts: tuple[str, ...] = ("low", "medium", "high")  # effort values it accepts (DEFAULT_EFFORTS)
+    json_schema: bool = False  # Anthropic output_config.format (structured outputs)
+    known: bool = True  # False: no row matched; Apex changes nothing it would change for a known model
+
+    def effort(self, wanted: str) -> str:
+        """``wanted`` if the model accepts it, else the nearest accepted value."""
+        if wanted in self.efforts:
+            return wanted
+        order = ("none", "minimal", "low", "medium", "high", "xhigh", "max")
+        rank = order.index(wanted) if wanted in order else 3
+        accepted = [e for e in self.efforts if e in order]
+        if not accepted:
+            return wanted
+        return min(accepted, key=lambda e: abs(order.index(e) - rank))
+
+
+NO_CAPS: Final = ModelCaps(known=False)
+_EFFORT: Final[frozenset[Knob]] = frozenset({"effort"})
+_BUDGET: Final[frozenset[Knob]] = frozenset({"budget"})
+_ADAPTIVE: Final[frozenset[Knob]] = frozenset({"budget", "adaptive"})
+
+
+@dataclass(frozen=True, slots=True)
+class CapabilityRow:
+    """One row: a provider family ("openai", "anthropic", "gemini" or "*"), a model glob, caps."""
+
+    family: str
+    model: str
+    caps: ModelCaps
+
+
+def _openai_reasoner(efforts: tuple[str, ...]) -> ModelCaps:
+    return ModelCaps(True, "max_completion_tokens", _EFFORT, efforts)
+
+
+_GPT5: Final = _openai_reasoner(("minimal", "low", "medium", "high"))
+_GPT51: Final = _openai_reasoner(("none", "low", "medium", "high", "xhigh"))
+_O_SERIES: Final = _openai_reasoner(("low", "medium", "high"))
+_CHAT_MODEL: Final = ModelCaps()
+_CLAUDE_BUDGET: Final = ModelCaps(True, "max_tokens", _BUDGET)
+_CLAUDE_BUDGET_JSON: Final = ModelCaps(True, "max_tokens", _BUDGET, json_schema=True)
+_CLAUDE_ADAPTIVE: Final = ModelCaps(True, "max_tokens", _ADAPTIVE, ("low", "medium", "high", "max"), json_schema=True)
+_GEMINI_THINKING: Final = ModelCaps(True, "max_tokens", _BUDGET)
+
+# Order matters: the first matching row wins, so narrow patterns come before broad ones.
+BUILTIN: Final[tuple[CapabilityRow, ...]] = (
+    CapabilityRow("openai", "gpt-5-chat*", _CHAT_MODEL),
+    CapabilityRow("openai", "gpt-5.[1-9]*", _GPT51),
+    CapabilityRow("openai", "gpt-5*", _GPT5),
+    CapabilityRow("openai", "gpt-6*", _GPT51),
+    CapabilityRow("openai", "codex-*", _GPT5),
+    CapabilityRow("openai", "o[1-9]*", _O_SERIES),
+    CapabilityRow("openai", "gpt-4*", _CHAT_MODEL),
+    CapabilityRow("openai", "gpt-3.5*", _CHAT_MODEL),
+    CapabilityRow("openai", "chatgpt-*", _CHAT_MODEL),
+    # OpenAI-compatible reasoners that take a reasoning_effort knob.
+    CapabilityRow("openai", "gpt-oss-*", ModelCaps(True, "max_tokens", _EFFORT)),
+    CapabilityRow("openai", "grok-3-mini*", ModelCaps(True, "max_tokens", _EFFORT, ("low", "high"))),
+    # Reasoners without a knob: they think on their own and answer with reasoning_content.
+    CapabilityRow("openai", "deepseek-reasoner*", ModelCaps(True)),
+    CapabilityRow("openai", "*thinking*", ModelCaps(True)),
+    *(CapabilityRow("anthropic", f"claude-{tier}-{version}*", _CLAUDE_ADAPTIVE)
+      for tier in ("opus", "sonnet", "haiku") for version in ("4-[6-9]", "[5-9]")),
+    *(CapabilityRow("anthropic", f"claude-{tier}-4-5*", _CLAUDE_BUDGET_JSON) for tier in ("opus", "sonnet", "haiku")),
+    CapabilityRow("anthropic", "claude-opus-4-1*", _CLAUDE_BUDGET_JSON),
+    CapabilityRow("anthropic", "claude-3-7-*", _CLAUDE_BUDGET),
+    CapabilityRow("anthropic", "claude-3*", ModelCaps()),
+    CapabilityRow("anthropic", "claude-*", _CLAUDE_BUDGET),
+    # Other Anthropic-shaped models (DeepSeek, Kimi, MiniMax endpoints) take budget thinking.
+    CapabilityRow("anthropic", "*", _CLAUDE_BUDGET),
+    CapabilityRow("gemini", "gemini-2.5*", _GEMINI_THINKING),
+    CapabilityRow("gemini", "gemini-[3-9]*", _GEMINI_THINKING),
+    CapabilityRow("gemini", "*thinking*", _GEMINI_THINKING),
+)
+
+
+class CapabilityTable:
+    """Rows for one channel and upstream family: ``lookup(model)`` -> ModelCaps (cached)."""
+
+    __slots__ = ("_cache", "_rows")
+
+    _CACHE_MAX: Final = 1024
+
+    def __init__(self, family: str, overrides: Iterable[CapabilityRow] = ()) -> None:
+        rows = [r for r in overrides] + [r for r in BUILTIN if r.family in (family, "*")]
+        self._rows: list[tuple[re.Pattern[str], ModelCaps]] = [(compile_glob(r.model), r.caps) for r in rows]
+        self._cache: dict[str, ModelCaps] = {}
+
+    def lookup(self, model: str) -> ModelCaps:
+        """The caps of the first row whose glob matches ``model``; NO_CAPS when none does."""
+        hit = self._cache.get(model)
+        if hit is not None:
+            return hit
+        caps = next((c for rx, c in self._rows if rx.match(model) is not None), NO_CAPS)
+        if len(self._cache) >= self._CACHE_MAX:
+            self._cache.clear()
+        self._cache[model] = caps
+        return caps
+
+
+def override_row(family: str, model: str, *, reasons: bool, max_tokens_field: str | None,
+                 knobs: Iterable[str] | None, efforts: Iterable[str] | None,
+                 json_schema: bool) -> CapabilityRow:
+    """A config row. It replaces the built-in caps for the models it matches; a field left
+    out takes its default: ``max_tokens``, and for a reasoning model the family's usual knob
+    (``effort`` on OpenAI-shaped upstreams, ``budget`` on Anthropic and Gemini)."""
+    if knobs is None:
+        knobs = ("effort",) if reasons and family == "openai" else ("budget",) if reasons else ()
+    field: MaxTokensField = "max_completion_tokens" if max_tokens_field == "max_completion_tokens" else "max_tokens"
+    chosen = frozenset(k for k in _KNOBS if k in set(knobs))
+    caps = ModelCaps(reasons, field, chosen, tuple(efforts) if efforts is not None else _DEFAULT_EFFORTS,
+                     json_schema)
+    return CapabilityRow("*", model, caps)
+
+
+_KNOBS: Final[tuple[Knob, ...]] = ("effort", "budget", "adaptive")
+_DEFAULT_EFFORTS: Final = ("low", "medium", "high")

@@ -1,0 +1,139 @@
+"""The real Claude Code and Codex CLIs through Apex, one agent turn each, on native and translated channels.
+
+``claude`` (@anthropic-ai/claude-code) and ``codex`` (@openai/codex), at the versions
+``.ci/install-deps`` pins (those of the captures in ``tests/fixtures/clients``), run
+non-interactively with telemetry off, a throw-away home and working directory, against
+Apex on loopback. Behind Apex the strict agent fake (``agent_upstream``) first asks for the
+CLI's shell tool to run ``echo apex-ok``, then answers quoting the tool result: the turn
+passes when the CLI really ran the command (its output reached the upstream in the second
+request), printed the answer and exited 0, with the upstream refusing nothing. Each run is
+bounded in time; the tests skip, saying why, when the CLIs are not installed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import StartApex
+from tests.integration.agent_upstream import ANSWER_PREFIX, AgentUpstream
+
+PROMPT = "APEXPROBE: run the shell command 'echo apex-ok' with your shell tool and report its output."
+RUN_TIMEOUT_S = 120.0
+KEY = "vk-cli"
+CLI_DIR = Path(os.environ.get("APEX_AGENT_CLIS", "/opt/apex-agent-clis")) / "node_modules" / ".bin"
+# channel kind -> (fake upstream mode, channel config without base_url)
+CHANNELS: dict[str, tuple[str, dict[str, Any]]] = {
+    "anthropic": ("anthropic", {"provider_type": "anthropic", "api_key": "sk-ant-cli-test",
+                                "model_map": {"gpt-*": "claude-sonnet-4-5"}}),
+    "openai_reasoning": ("openai", {"provider_type": "openai", "api_key": "sk-oa-cli", "model_map": {"*": "gpt-5-mini"}}),
+    "openai_chat": ("openai", {"provider_type": "openai", "api_key": "sk-oa-cli", "model_map": {"*": "gpt-4.1"}}),
+    "openai_compatible": ("compat", {"provider_type": "openai_compatible", "model_map": {"*": "deepseek-reasoner"}}),
+    "gemini": ("gemini", {"provider_type": "gemini", "api_key": "g-cli", "model_map": {"*": "gemini-2.5-flash"}}),
+}
+
+
+def cli(name: str) -> str:
+    """The CLI's path, or skip the test saying how to get it."""
+    path = CLI_DIR / name
+    found = str(path) if path.exists() else shutil.which(name)
+    if found is None:
+        pytest.skip(f"{name} CLI not installed (run .ci/install-deps; looked in {CLI_DIR} and PATH)")
+    return found
+
+
+async def run_cli(args: list[str], env: dict[str, str], cwd: Path) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(*args, cwd=cwd, env=env, stdin=asyncio.subprocess.DEVNULL,
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), RUN_TIMEOUT_S)
+    except TimeoutError:
+        proc.kill()  # our own child, by its handle
+        out, err = await proc.communicate()
+        pytest.fail(f"{args[0]} did not finish within {RUN_TIMEOUT_S:g} s: {err.decode()[-2000:]}")
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def serve(kind: str, start_apex: StartApex) -> tuple[str, AgentUpstream]:
+    mode, channel = CHANNELS[kind]
+    fake = AgentUpstream(mode)
+    await fake.start()
+    base = fake.url + ("/v1" if mode in ("openai", "compat") else "")
+    inst = await start_apex({
+        "global": {"retries": {"max_attempts": 1}},
+        "logging": {"level": "error"},
+        "channels": [{"name": kind, "base_url": base, **channel}],
+        "routers": [{"name": "r", "vkey": KEY, "channels": [{"name": kind}]}],
+    })
+    return inst.url, fake
+
+
+def base_env(home: Path) -> dict[str, str]:
+    return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home), "LANG": "C.UTF-8"}
+
+
+def assert_turn(fake: AgentUpstream, code: int, out: str, err: str) -> None:
+    """One tool call really ran and its output reached the upstream, then the answer came back."""
+    assert code == 0, f"exit {code}\nstdout: {out[-2000:]}\nstderr: {err[-3000:]}\nrefused: {fake.refusals}"
+    assert fake.refusals == []
+    assert len(fake.seen) >= 2, [s.path for s in fake.seen]
+    assert "apex-ok" in json.dumps(fake.seen[-1].body)  # the command's output went back upstream
+    assert ANSWER_PREFIX in out and "apex-ok" in out, out
+
+
+@pytest.mark.parametrize("model", [None, "claude-sonnet-4-5"], ids=["default-model", "sonnet"])
+@pytest.mark.parametrize("kind", list(CHANNELS))
+async def test_claude_code_turn(kind: str, model: str | None, start_apex: StartApex, tmp_path: Path) -> None:
+    """``claude -p`` runs Bash through Apex and answers, natively on Anthropic and translated elsewhere."""
+    claude = cli("claude")
+    url, fake = await serve(kind, start_apex)
+    try:
+        env = base_env(tmp_path) | {
+            "ANTHROPIC_BASE_URL": url, "ANTHROPIC_API_KEY": KEY,
+            "DISABLE_TELEMETRY": "1", "DISABLE_ERROR_REPORTING": "1", "DISABLE_AUTOUPDATER": "1",
+            "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+        }
+        work = tmp_path / "work"
+        work.mkdir()
+        args = [claude, "-p", PROMPT, "--allowedTools", "Bash", "--output-format", "text"]
+        if model is not None:
+            args += ["--model", model]
+        code, out, err = await run_cli(args, env, work)
+        assert_turn(fake, code, out, err)
+        first = fake.seen[0]
+        if kind == "anthropic":  # native: Claude Code's own request, with its beta query and headers
+            assert first.query == "beta=true" and "claude-code" in first.headers["anthropic-beta"]
+            assert first.headers["User-Agent"].startswith("claude-cli/")
+    finally:
+        await fake.stop()
+
+
+@pytest.mark.parametrize("kind", ["openai_reasoning", "openai_chat", "openai_compatible", "anthropic", "gemini"])
+async def test_codex_turn(kind: str, start_apex: StartApex, tmp_path: Path) -> None:
+    """``codex exec`` (default model) runs its shell through Apex and answers, natively on OpenAI and translated elsewhere."""
+    codex = cli("codex")
+    url, fake = await serve(kind, start_apex)
+    try:
+        home = tmp_path / "codex-home"
+        home.mkdir()
+        work = tmp_path / "work"
+        work.mkdir()
+        env = base_env(tmp_path) | {"APEX_KEY": KEY, "CODEX_HOME": str(home)}
+        provider = f'{{name="apex", base_url="{url}/v1", env_key="APEX_KEY", wire_api="responses"}}'
+        args = [codex, "exec", "--skip-git-repo-check", "--dangerously-bypass-approvals-and-sandbox",
+                "-c", "model_provider=apex", "-c", f"model_providers.apex={provider}",
+                "-c", "analytics.enabled=false", "-c", 'otel.exporter="none"', PROMPT]
+        code, out, err = await run_cli(args, env, work)
+        assert_turn(fake, code, out, err)
+        first = fake.seen[0]
+        if kind in ("openai_reasoning", "openai_chat"):  # native: Codex's own Responses request
+            assert first.path == "/v1/responses" and first.headers["User-Agent"].startswith("codex")
+    finally:
+        await fake.stop()

@@ -1,0 +1,348 @@
+"""What Claude Code and Codex need from a translated channel, item by item, over real HTTP.
+
+Each test replays a real capture (``tests/fixtures/clients``) through Apex to the strict
+agent fake (``agent_upstream``) and asserts on what the upstream received and what the
+client got back (validated with the official SDK types by ``agent_client``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import anthropic
+import pytest
+
+from tests.conftest import StartApex
+from tests.integration.agent_client import capture, next_turn, send
+from tests.integration.agent_upstream import AgentUpstream, Seen
+from tests.integration.fakes import Behaviour, FakeUpstream, split_events
+
+KEY = "vk-agents"
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as s:
+        yield s
+
+
+@pytest.fixture
+async def fakes() -> AsyncIterator[dict[str, AgentUpstream]]:
+    made = {mode: AgentUpstream(mode) for mode in ("openai", "compat", "anthropic", "gemini")}
+    for fake in made.values():
+        await fake.start()
+    yield made
+    for fake in made.values():
+        await fake.stop()
+
+
+def config(fakes: dict[str, AgentUpstream], **channel_extra: Any) -> dict[str, Any]:
+    """Channels of every kind; the client's model picks one through a model_map prefix."""
+    def ch(name: str, provider: str, url: str, **extra: Any) -> dict[str, Any]:
+        return {"name": name, "provider_type": provider, "base_url": url, **extra, **channel_extra.get(name, {})}
+    oa, compat, an, gm = (fakes[m].url for m in ("openai", "compat", "anthropic", "gemini"))
+    return {
+        "global": {"retries": {"max_attempts": 1}},
+        "logging": {"level": "error"},
+        "channels": [
+            ch("oa-reasoning", "openai", oa + "/v1", api_key="sk-oa-secret-0123456789abcdef", model_map={"*": "gpt-5-mini"}),
+            ch("oa-chat", "openai", oa + "/v1", api_key="sk-oa-secret-0123456789abcdef", model_map={"*": "gpt-4.1"}),
+            ch("compat", "openai_compatible", compat + "/v1", model_map={"*": "deepseek-reasoner"}),
+            ch("an", "anthropic", an, api_key="sk-ant-secret-0123456789abcdef", model_map={"gpt-*": "claude-sonnet-4-5"}),
+            ch("gm", "gemini", gm, api_key="g-secret", model_map={"*": "gemini-2.5-flash"}),
+            ch("gm-old", "gemini", gm, api_key="g-secret", model_map={"*": "gemini-2.0-flash"}),
+        ],
+        "routers": [{"name": name, "vkey": f"vk-{name}", "channels": [{"name": name}]}
+                    for name in ("oa-reasoning", "oa-chat", "compat", "an", "gm", "gm-old")],
+    }
+
+
+async def run(session: aiohttp.ClientSession, base: str, channel: str, name: str,
+              body: dict[str, Any] | None = None, **kw: Any) -> Any:
+    cap = capture(name)
+    return await send(session, base, f"vk-{channel}", cap, body if body is not None else dict(cap["body"]), **kw)
+
+
+def last(fake: AgentUpstream) -> Seen:
+    assert fake.seen, "the upstream saw no request"
+    return fake.seen[-1]
+
+
+# --- 1. mid-conversation system messages ---------------------------------------------
+
+
+async def test_mid_conversation_system_message_on_openai_and_gemini(
+        fakes: dict[str, AgentUpstream], start_apex: StartApex, session: aiohttp.ClientSession) -> None:
+    """Claude Code's role:system turn becomes a system message in place (Chat) and joins the system instruction (Gemini)."""
+    inst = await start_apex(config(fakes))
+    for channel in ("oa-chat", "compat"):
+        answer = await run(session, inst.url, channel, "claude_code_default_turn1")
+        assert answer.status == 200, answer.raw
+    mode_msgs = last(fakes["compat"]).body["messages"]
+    roles = [m["role"] for m in mode_msgs]
+    assert roles[:3] == ["system", "user", "system"]  # the top-level system first, then the turns in order
+    assert mode_msgs[2]["content"].startswith("Available agent types")
+    answer = await run(session, inst.url, "gm", "claude_code_default_turn1")
+    assert answer.status == 200, answer.raw
+    sent = last(fakes["gemini"]).body
+    system = " ".join(p["text"] for p in sent["systemInstruction"]["parts"])
+    assert "Available agent types" in system
+    assert all(c["role"] in ("user", "model") for c in sent["contents"])
+
+
+# --- 2 + 3. the capability table ------------------------------------------------------
+
+
+async def test_thinking_maps_only_where_the_model_reasons(
+        fakes: dict[str, AgentUpstream], start_apex: StartApex, session: aiohttp.ClientSession) -> None:
+    """Adaptive thinking + effort becomes reasoning_effort and max_completion_tokens on gpt-5, nothing on gpt-4.1."""
+    inst = await start_apex(config(fakes))
+    assert (await run(session, inst.url, "oa-reasoning", "claude_code_default_turn1")).status == 200
+    sent = last(fakes["openai"]).body
+    assert sent["model"] == "gpt-5-mini" and sent["reasoning_effort"] == "high"
+    assert sent["max_completion_tokens"] == 64000 and "max_tokens" not in sent
+    assert (await run(session, inst.url, "oa-reasoning", "claude_code_sonnet_turn1")).status == 200
+    assert last(fakes["openai"]).body["reasoning_effort"] == "high"  # budget 31999
+    assert (await run(session, inst.url, "oa-chat", "claude_code_default_turn1")).status == 200
+    sent = last(fakes["openai"]).body
+    assert sent["model"] == "gpt-4.1" and "reasoning_effort" not in sent and sent["max_tokens"] == 64000
+    assert (await run(session, inst.url, "gm", "claude_code_sonnet_turn1")).status == 200
+    assert last(fakes["gemini"]).body["generationConfig"]["thinkingConfig"]["includeThoughts"] is True
+    assert (await run(session, inst.url, "gm-old", "claude_code_sonnet_turn1")).status == 200
+    assert "thinkingConfig" not in last(fakes["gemini"]).body["generationConfig"]
+    assert fakes["openai"].refusals == [] and fakes["gemini"].refusals == []
+
+
+async def test_codex_effort_on_openai_reasoner_and_dropped_for_chat_model(
+        fakes: dict[str, AgentUpstream], start_apex: StartApex, session: aiohttp.ClientSession) -> None:
+    """Codex's reasoning settings reach a reasoning model and are removed for a known non-reasoning one (native Responses)."""
+    inst = await start_apex(config(fakes))
+    assert (await run(session, inst.url, "oa-reasoning", "codex_default_turn1")).status == 200
+    sent = last(fakes["openai"]).body
+    assert sent["reasoning"]["effort"] == "low" and "reasoning.encrypted_content" in sent["include"]
+    assert (await run(session, inst.url, "oa-chat", "codex_default_turn1")).status == 200
+    sent = last(fakes["openai"]).body
+    assert "reasoning" not in sent and sent["include"] == [] and sent["model"] == "gpt-4.1"
+    assert fakes["openai"].refusals == []
+
+
+async def test_channel_capability_override(
+        fakes: dict[str, AgentUpstream], start_apex: StartApex, session: aiohttp.ClientSession) -> None:
+    """A channel's ``capabilities`` row makes an unknown compatible model a reasoner with max_completion_tokens."""
+    row = {"model": "deepseek-*", "reasons": True, "max_tokens_field": "max_completion_tokens", "efforts": ["low", "high"]}
+    inst = await start_apex(config(fakes, compat={"capabilities": [row]}))
+    assert (await run(session, inst.url, "compat", "claude_code_default_turn1")).status == 200
+    sent = last(fakes["compat"]).body
+    assert sent["reasoning_effort"] == "high" and sent["max_completion_tokens"] == 64000 and "max_tokens" not in sent
+    inst2 = await start_apex(config(fakes))
+    assert (await run(session, inst2.url, "compat", "claude_code_default_turn1")).status == 200
+    sent = last(fakes["compat"]).body  # built in: deepseek-reasoner thinks on its own, no knob
+    assert "reasoning_effort" not in sent and sent["max_tokens"] == 64000
+
+
+# --- 4. structured output ------------------------------------------------------------------
+
+
+async def test_output_config_format_both_ways(
+        fakes: dict[str, AgentUpstream], start_apex: StartApex, session: aiohttp.ClientSession) -> None:
+    """output_config.format -> response_format json_schema (Chat) / responseJsonSchema (Gemini), and back to Anthropic."""
+    inst = await start_apex(config(fakes))
+    schema = capture("claude_code_title_request")["body"]["output_config"]["format"]["schema"]
+    answer = await run(session, inst.url, "oa-chat", "claude_code_title_request")
+    assert answer.status == 200 and json.loads(answer.text) == {"title": "Run echo apex-ok"}
+    sent = last(fakes["openai"]).body
+    assert sent["response_format"] == {"type": "json_schema", "json_schema": {"name": "response", "schema": schema}}
+    assert "output_config" not in sent and "reasoning_effort" not in sent  # thinking disabled
+    assert (await run(session, inst.url, "gm", "claude_code_title_request")).status == 200
+    gen = last(fakes["gemini"]).body["generationConfig"]
+    assert gen["responseMimeType"] == "application/json" and gen["responseJsonSchema"] == schema
+    # The reverse: an OpenAI client's json_schema reaches a Claude model as output_config.format.
+    async with session.post(inst.url + "/v1/chat/completions", headers={"Authorization": "Bearer vk-an"}, json={
+            "model": "gpt-anything", "messages": [{"role": "user", "content": "title?"}],
+            "response_format": {"type": "json_schema", "json_schema": {"name": "t", "schema": schema}}}) as resp:
+        assert resp.status == 200, await resp.text()
+    sent = last(fakes["anthropic"]).body
+    assert sent["output_config"] == {"format": {"type": "json_schema", "schema": schema}} and "system" not in sent
+
+
+# --- 5. Codex's tools ---------------------------------------------------------------------
+
+
+async def test_codex_namespace_custom_and_additional_tools(
+        fakes: dict[str, AgentUpstream], start_apex: StartApex, session: aiohttp.ClientSession) -> None:
+    """additional_tools and namespace tools are flattened for Chat; the call comes back with the client's names."""
+    inst = await start_apex(config(fakes))
+    answer = await run(session, inst.url, "compat", "codex_default_turn1")
+    assert answer.status == 200, answer.raw
+    names = [t["function"]["name"] for t in last(fakes["compat"]).body["tools"]]
+    assert "functions__exec" in names and "clock__sleep" in names and "collaboration__spawn_agent" in names
+    exec_tool = next(t["function"] for t in last(fakes["compat"]).body["tools"] if t["function"]["name"] == "functions__exec")
+    assert exec_tool["parameters"]["required"] == ["input"] and "lark" in exec_tool["description"]
+    [call] = answer.tool_calls()
+    assert call["type"] == "custom_tool_call" and call["name"] == "exec" and call["namespace"] == "functions"
+    assert call["input"].startswith("const r = await tools.exec_command")
+    second = await send(session, inst.url, "vk-compat", capture("codex_default_turn1"),
+                        next_turn(capture("codex_default_turn1"), capture("codex_default_turn1")["body"], answer))
+    assert second.status == 200 and "apex-ok" in second.text
+    sent = last(fakes["compat"]).body["messages"]
+    assert sent[-2]["tool_calls"][0]["function"]["name"] == "functions__exec"
+    assert json.loads(sent[-2]["tool_calls"][0]["function"]["arguments"]) == {"input": call["input"]}
+    assert sent[-1] == {"role": "tool", "tool_call_id": call["call_id"], "content": "apex-ok\n"}
+
+
+async def test_codex_web_search_mapped_or_dropped(
+        fakes: dict[str, AgentUpstream], start_apex: StartApex, session: aiohttp.ClientSession) -> None:
+    """web_search becomes Anthropic's web search tool; on Chat and Gemini it is dropped and a header says so."""
+    inst = await start_apex(config(fakes))
+    answer = await run(session, inst.url, "an", "codex_gpt51_turn1")
+    assert answer.status == 200 and "x-apex-dropped-tools" not in answer.headers
+    tools = last(fakes["anthropic"]).body["tools"]
+    assert {"type": "web_search_20250305", "name": "web_search"} in tools
+    assert "multi_agent_v1__spawn_agent" in [t.get("name") for t in tools]
+    for channel in ("compat", "gm"):
+        answer = await run(session, inst.url, channel, "codex_gpt51_turn1")
+        assert answer.status == 200 and answer.headers["x-apex-dropped-tools"] == "web_search"
+        assert answer.tool_calls()[0]["name"] == "exec_command"
+
+
+# --- 6. thinking off when the history cannot carry signatures -----------------------------
+
+
+async def test_thinking_turned_off_for_unsignable_history(
+        fakes: dict[str, AgentUpstream], start_apex: StartApex, session: aiohttp.ClientSession) -> None:
+    """A tool turn another provider answered (unsigned or no thinking) reaches Anthropic with thinking off, not a 400."""
+    inst = await start_apex(config(fakes))
+    cap = capture("claude_code_sonnet_turn1")
+    first = await run(session, inst.url, "compat", "claude_code_sonnet_turn1")  # reasoning_content -> unsigned thinking
+    assert first.status == 200 and first.message.content[0].type == "thinking"
+    assert first.message.content[0].signature == ""
+    body = next_turn(cap, cap["body"], first)
+    second = await send(session, inst.url, "vk-an", cap, body)  # failover / re-routing to Anthropic
+    assert second.status == 200, second.raw
+    sent = last(fakes["anthropic"]).body
+    assert "thinking" not in sent and "context_management" not in sent
+    assert all(b["type"] != "thinking" for m in sent["messages"] for b in m["content"] if isinstance(m["content"], list))
+    first_plain = await run(session, inst.url, "oa-chat", "claude_code_sonnet_turn1")  # no thinking at all
+    second = await send(session, inst.url, "vk-an", cap, next_turn(cap, cap["body"], first_plain))
+    assert second.status == 200 and "thinking" not in last(fakes["anthropic"]).body
+    # A history with genuine signatures keeps thinking on.
+    assert (await run(session, inst.url, "an", "claude_code_sonnet_turn2")).status == 200
+    assert last(fakes["anthropic"]).body["thinking"] == {"budget_tokens": 31999, "type": "enabled"}
+    assert fakes["anthropic"].refusals == []
+
+
+# --- 7. max_tokens sized to budget + room -----------------------------------------------------
+
+
+async def test_effort_without_max_tokens_leaves_room_for_the_answer(
+        fakes: dict[str, AgentUpstream], start_apex: StartApex, session: aiohttp.ClientSession) -> None:
+    """reasoning_effort high with no max tokens: Anthropic gets budget 16384 and max_tokens 20480."""
+    inst = await start_apex(config(fakes, an={"model_map": {"*": "claude-sonnet-4-20250514"}}))
+    async with session.post(inst.url + "/v1/chat/completions", headers={"Authorization": "Bearer vk-an"}, json={
+            "model": "gpt-x", "reasoning_effort": "high", "messages": [{"role": "user", "content": "think"}]}) as resp:
+        assert resp.status == 200, await resp.text()
+    sent = last(fakes["anthropic"]).body
+    assert sent["thinking"] == {"type": "enabled", "budget_tokens": 16384} and sent["max_tokens"] == 16384 + 4096
+    inst = await start_apex(config(fakes))  # an adaptive model: thinking adaptive + effort
+    async with session.post(inst.url + "/v1/chat/completions", headers={"Authorization": "Bearer vk-an"}, json={
+            "model": "claude-opus-4-8", "reasoning_effort": "medium",
+            "messages": [{"role": "user", "content": "think"}]}) as resp:
+        assert resp.status == 200, await resp.text()
+    sent = last(fakes["anthropic"]).body
+    assert sent["thinking"] == {"type": "adaptive"} and sent["output_config"] == {"effort": "medium"}
+    assert sent["max_tokens"] == 4096 + 4096
+
+
+# --- 8. model name in Responses pass-through streams -------------------------------------------
+
+
+async def test_mapped_model_in_every_responses_stream_event(upstream: FakeUpstream, start_apex: StartApex) -> None:
+    """Every pass-through Responses event that carries the model says the client's name, as the body does."""
+    cfg = {"global": {"retries": {"max_attempts": 1}}, "logging": {"level": "error"},
+           "channels": [{"name": "oa", "provider_type": "openai", "base_url": upstream.openai_url, "api_key": "sk-x",
+                         "model_map": {"my-alias": "gpt-5-mini-2026-01-01"}}],
+           "routers": [{"name": "r", "vkey": KEY, "channels": [{"name": "oa"}]}]}
+    inst = await start_apex(cfg)
+    resp_obj = {"id": "resp_1", "object": "response", "created_at": 1, "status": "completed", "model": "gpt-5-mini-2026-01-01",
+                "output": [], "parallel_tool_calls": True, "tool_choice": "auto", "tools": [],
+                "usage": {"input_tokens": 1, "output_tokens": 1, "total_tokens": 2}}
+    events = [("response.created", {"response": {**resp_obj, "status": "in_progress"}}),
+              ("response.in_progress", {"response": {**resp_obj, "status": "in_progress"}}),
+              ("response.completed", {"response": resp_obj})]
+    sse = b"".join(f"event: {n}\ndata: {json.dumps({'type': n, 'sequence_number': i, **d})}\n\n".encode()
+                   for i, (n, d) in enumerate(events))
+    upstream.push(Behaviour(content_type="text/event-stream", events=split_events(sse)))
+    async with aiohttp.ClientSession() as s, s.post(inst.url + "/v1/responses", headers={"Authorization": f"Bearer {KEY}"},
+                                                    json={"model": "my-alias", "input": "hi", "stream": True}) as resp:
+        text = await resp.text()
+    models = [json.loads(line[6:])["response"]["model"] for line in text.splitlines() if line.startswith("data: ")]
+    assert models == ["my-alias"] * 3
+    assert upstream.requests[-1].json["model"] == "gpt-5-mini-2026-01-01"
+
+
+# --- 9. caches ----------------------------------------------------------------------------------
+
+
+async def test_prompt_cache_key_and_cache_control(
+        fakes: dict[str, AgentUpstream], start_apex: StartApex, session: aiohttp.ClientSession) -> None:
+    """prompt_cache_key reaches a Chat upstream; cache_control reaches Anthropic untouched on the native path."""
+    inst = await start_apex(config(fakes))
+    cap = capture("codex_gpt51_turn2")
+    assert (await run(session, inst.url, "compat", "codex_gpt51_turn2")).status == 200
+    assert last(fakes["compat"]).body["prompt_cache_key"] == cap["body"]["prompt_cache_key"]
+    cc = capture("claude_code_default_turn2")
+    assert (await run(session, inst.url, "an", "claude_code_default_turn2")).status == 200
+    sent = last(fakes["anthropic"]).body
+    assert sent["system"] == cc["body"]["system"] and sent["messages"] == cc["body"]["messages"]
+    assert sent["messages"][-1]["content"][0]["cache_control"] == {"type": "ephemeral"}
+
+
+# --- 10. Anthropic's gateway contract ------------------------------------------------------------
+
+
+async def test_native_anthropic_headers_query_agent_and_unknown_fields(
+        fakes: dict[str, AgentUpstream], start_apex: StartApex, session: aiohttp.ClientSession) -> None:
+    """anthropic-* headers (an open list), the User-Agent, ?beta=true and unknown body fields reach Anthropic as sent."""
+    inst = await start_apex(config(fakes))
+    cap = capture("claude_code_default_turn1")
+    body = {**cap["body"], "some_future_field": {"x": 1}}
+    fakes["anthropic"].seen.clear()
+    answer = await run(session, inst.url, "an", "claude_code_default_turn1", body,
+                       extra_headers={"User-Agent": "claude-cli/2.1.197 (external, cli)",
+                                      "anthropic-dangerous-direct-browser-access": "true"})
+    # The strict fake refuses the unknown field like Anthropic: its own body comes back untouched.
+    assert answer.status == 400
+    assert json.loads(answer.raw) == {"type": "error", "request_id": "req_fake", "error": {
+        "type": "invalid_request_error", "message": "some_future_field: Extra inputs are not permitted"}}
+    seen = last(fakes["anthropic"])
+    assert seen.query == "beta=true" and seen.body["some_future_field"] == {"x": 1}
+    assert seen.headers["anthropic-beta"] == cap["headers"]["anthropic-beta"]
+    assert seen.headers["anthropic-version"] == "2023-06-01"
+    assert seen.headers["anthropic-dangerous-direct-browser-access"] == "true"
+    assert seen.headers["User-Agent"] == "claude-cli/2.1.197 (external, cli)"
+    assert seen.headers["x-api-key"] == "sk-ant-secret-0123456789abcdef"
+
+
+async def test_native_error_body_scrubbed(upstream: FakeUpstream, start_apex: StartApex) -> None:
+    """A native upstream's error body reaches the client as it is, except the channel's key."""
+    cfg = {"global": {"retries": {"max_attempts": 1}}, "logging": {"level": "error"},
+           "channels": [{"name": "an", "provider_type": "anthropic", "base_url": upstream.url,
+                         "api_key": "sk-ant-api03-very-secret-key"}],
+           "routers": [{"name": "r", "vkey": KEY, "channels": [{"name": "an"}]}]}
+    inst = await start_apex(cfg)
+    body = {"type": "error", "error": {"type": "invalid_request_error",
+                                       "message": "bad key sk-ant-api03-very-secret-key; other sk-proj-abcdefghijklmnopqrstuv"},
+            "request_id": "req_011"}
+    upstream.push(Behaviour(status=400, body=json.dumps(body).encode()))
+    client = anthropic.AsyncAnthropic(base_url=inst.url, api_key=KEY, max_retries=0)
+    try:
+        with pytest.raises(anthropic.BadRequestError) as caught:
+            await client.messages.create(model="claude-sonnet-4-5", max_tokens=10, messages=[{"role": "user", "content": "x"}])
+    finally:
+        await client.close()
+    got = caught.value.body
+    assert got == {"type": "error", "request_id": "req_011", "error": {
+        "type": "invalid_request_error", "message": "bad key [redacted]; other [redacted]"}}
