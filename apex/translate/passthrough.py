@@ -61,26 +61,7 @@ def rewrite_request(body: bytes, *, model: str | None, add_stream_usage: bool) -
     return _ENC.encode(top)
 
 
-class _BlockView(msgspec.Struct):
-    type: str = ""
-    signature: str | None = None
-
-
-class _TurnView(msgspec.Struct):
-    role: str = ""
-    content: str | list[_BlockView] = ""
-
-
-class _ThinkingView(msgspec.Struct):
-    type: str = ""
-
-
-class _HistoryView(msgspec.Struct):
-    messages: list[_TurnView] = []
-    thinking: _ThinkingView | None = None
-
-
-_HISTORY: Final = msgspec.json.Decoder(_HistoryView)
+_HISTORY: Final = msgspec.json.Decoder(wire_anthropic.HistoryView)
 _THOUGHTS: Final = frozenset({"thinking", "redacted_thinking"})
 
 

@@ -16,6 +16,9 @@ __all__ = [
     "BlockDelta",
     "BlockSource",
     "ErrorView",
+    "HistoryBlock",
+    "HistoryTurn",
+    "HistoryView",
     "InputBlock",
     "InputMessage",
     "MessageView",
@@ -23,6 +26,7 @@ __all__ = [
     "OutputConfig",
     "OutputFormat",
     "StreamEvent",
+    "ThinkingMode",
     "ThinkingParam",
     "ToolChoice",
     "ToolDef",
@@ -176,6 +180,30 @@ class MessagesRequest(msgspec.Struct):
     top_k: int | None = None
     thinking: ThinkingParam | None = None
     output_config: OutputConfig | None = None
+
+
+# --- a request's history, as pass-through reads it to drop unsigned thinking ---
+
+
+class HistoryBlock(msgspec.Struct):
+    type: str = ""
+    signature: str | None = None
+
+
+class HistoryTurn(msgspec.Struct):
+    role: str = ""
+    content: str | list[HistoryBlock] = ""
+
+
+class ThinkingMode(msgspec.Struct):
+    type: str = ""
+
+
+class HistoryView(msgspec.Struct):
+    """A Messages request read only for its turns' block types and signatures, and thinking."""
+
+    messages: list[HistoryTurn] = []
+    thinking: ThinkingMode | None = None
 
 
 _EVENT: Final = msgspec.json.Decoder(StreamEvent)
