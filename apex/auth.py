@@ -45,6 +45,7 @@ class Principal:
     fingerprint: str | None = None  # what the request log records of the key: never the key itself
 
 
+_HOW_TO_SEND = "'Authorization: Bearer <key>' or 'x-api-key: <key>'"
 _PREFIX = 8  # bytes of the digest the dict look-up sees; the full digest is compared in constant time
 
 
@@ -116,13 +117,15 @@ class KeyIndex:
 
     def authenticate(self, headers: Mapping[str, str]) -> Principal:
         """The principal for a request's key; raise AuthenticationFailed (401)."""
-        key = presented_key(headers)
+        return self.authenticate_key(presented_key(headers))
+
+    def authenticate_key(self, key: str | None, how: str = _HOW_TO_SEND) -> Principal:
+        """The principal for a presented ``key`` (None: none was sent); raise
+        AuthenticationFailed (401), whose message says ``how`` to send one."""
         if key is None:
             if self._anonymous is not None:
                 return self._anonymous
-            raise AuthenticationFailed(
-                "missing API key: send it as 'Authorization: Bearer <key>' or 'x-api-key: <key>'"
-            )
+            raise AuthenticationFailed(f"missing API key: send it as {how}")
         principal = self._find(_digest(key))
         if principal is None:
             raise AuthenticationFailed("invalid API key")

@@ -27,6 +27,7 @@ class Dialect(enum.Enum):
     ANTHROPIC_COUNT_TOKENS = "anthropic_count_tokens"  # POST {base}/v1/messages/count_tokens
     GEMINI_GENERATE = "gemini_generate"      # POST {base}/v1beta/models/{m}:generateContent | :streamGenerateContent?alt=sse
     GEMINI_EMBED = "gemini_embed"            # POST {base}/v1beta/models/{m}:batchEmbedContents
+    GEMINI_COUNT_TOKENS = "gemini_count_tokens"  # POST {base}/v1beta/models/{m}:countTokens
 
     @property
     def family(self) -> DialectFamily:

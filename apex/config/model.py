@@ -273,6 +273,8 @@ class Team(_Base, frozen=True):
 
 
 class Config(_Base, frozen=True):
+    # An editor's schema hint ("$schema": ".../config.schema.json"); Apex ignores its value.
+    schema: str | None = msgspec.field(default=None, name="$schema")
     global_: GlobalConfig = msgspec.field(default_factory=GlobalConfig, name="global")
     logging: LoggingConfig = LoggingConfig()
     metrics: MetricsConfig = MetricsConfig()

@@ -20,7 +20,7 @@ from aiohttp import web
 
 from apex.config.load import load_config_bytes, parse_listen
 from apex.errors import ConfigError
-from apex.server import handlers
+from apex.server import gemini, handlers
 from apex.server.gateway import Gateway
 from apex.server.keys import GATEWAY_KEY
 from apex.server.logs import configure_logging, flush_logs, reopen_log_files
@@ -46,6 +46,11 @@ def build_app(gateway: Gateway, *, watch: bool = False) -> web.Application:
         r.add_post(path, api_endpoint(dialect, proxy), expect_handler=expect_handler(dialect))
     r.add_get("/v1/models", api_endpoint(Dialect.OPENAI_CHAT, handlers.models), allow_head=False)
     r.add_get("/v1/models/{model_id}", api_endpoint(Dialect.OPENAI_CHAT, handlers.models), allow_head=False)
+    for version in ("/v1beta", "/v1"):  # Google serves the Gemini API under both
+        r.add_post(f"{version}/models/{{target}}", api_endpoint(Dialect.GEMINI_GENERATE, gemini.generate),
+                   expect_handler=expect_handler(Dialect.GEMINI_GENERATE))
+    r.add_get("/v1beta/models", api_endpoint(Dialect.GEMINI_GENERATE, gemini.models), allow_head=False)
+    r.add_get("/v1beta/models/{model_id}", api_endpoint(Dialect.GEMINI_GENERATE, gemini.models), allow_head=False)
     r.add_get("/health", handlers.health)  # GET and HEAD
     r.add_get("/ready", handlers.ready)
     r.add_route("*", "/{tail:.*}", handlers.fallback)

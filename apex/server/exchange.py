@@ -25,7 +25,7 @@ class Exchange:
         "request_id", "client_request_id", "dialect", "started", "team", "model",
         "stream", "router", "rule", "routed", "channel", "tried", "attempts", "upstream_model",
         "usage", "ttft_ms", "upstream_ms", "status", "committed", "stream_error", "attempt_errors",
-        "error_kind", "ratelimit_headers", "notices", "cost_usd", "budget_grant", "key_fingerprint",
+        "error_kind", "ratelimit_headers", "notices", "cost_usd", "budget_grant", "key_fingerprint", "json_array_stream",
         # observability (apex.metrics / access log): see Gateway.finish
         "request_body", "response_body", "overhead_ms", "_prompt_estimate",
         "trace",  # apex.tracing.RequestTrace while tracing is on, else None
@@ -55,6 +55,7 @@ class Exchange:
         self.attempt_errors: list[str] = []
         self.error_kind: str | None = None
         self.ratelimit_headers: list[tuple[str, str]] | None = None
+        self.json_array_stream = False  # a Gemini stream without alt=sse: framed as a JSON array
         self.notices: dict[str, str] | None = None  # headers a translation added (x-apex-dropped-tools)
         self.cost_usd: float | None = None
         self.budget_grant: BudgetGrant | None = None

@@ -9,9 +9,10 @@ from typing import Final
 
 from aiohttp import web
 
-from apex.errors import InvalidRequest, NotFound
+from apex.errors import ApexError, InvalidRequest, NotFound
 from apex.server.exchange import Exchange
 from apex.server.gateway import Gateway
+from apex.server.gemini import is_gemini_request, models as gemini_models
 from apex.server.keys import GATEWAY_KEY
 from apex.server.endpoint import new_request_id
 from apex.server.inputs import client_request_id
@@ -31,7 +32,14 @@ API_PATHS: Final[dict[str, Dialect]] = {
 
 
 async def models(request: web.Request, snap: Snapshot, ex: Exchange, dialect: Dialect) -> web.StreamResponse:
-    """The models this key may use: OpenAI's list shape, Anthropic's with anthropic-version."""
+    """The models this key may use: OpenAI's list shape, Anthropic's with anthropic-version,
+    Gemini's when the key comes the Gemini way (``x-goog-api-key`` or ``?key=``)."""
+    if is_gemini_request(request):
+        try:
+            return await gemini_models(request, snap, ex, dialect)
+        except ApexError as err:  # this path's endpoint renders OpenAI errors: answer in Gemini's
+            ex.error_kind = err.kind
+            return error_response(Dialect.GEMINI_GENERATE, err)
     principal = snap.keys.authenticate(request.headers)
     names = snap.models_for(principal)
     one = request.match_info.get("model_id")
@@ -90,6 +98,8 @@ async def fallback(request: web.Request) -> web.StreamResponse:
         metrics.headers["x-request-id"] = rid
         return metrics
     dialect = Dialect.ANTHROPIC_MESSAGES if request.path.startswith("/v1/messages") else Dialect.OPENAI_CHAT
+    if request.path.startswith("/v1beta/") or is_gemini_request(request):
+        dialect = Dialect.GEMINI_GENERATE
     if request.path in API_PATHS or request.path == "/v1/models":
         allowed = "GET" if request.path == "/v1/models" else "POST"
         err = InvalidRequest(f"method {request.method} is not allowed on {request.path}; use {allowed}")

@@ -14,12 +14,13 @@ import asyncio
 import logging
 import time
 from collections.abc import Mapping
-from typing import Final
+from typing import Final, Protocol
 
 import msgspec
 from aiohttp import web
 from aiohttp_sse import EventSourceResponse
 
+from apex.auth import Principal
 from apex.errors import (
     ErrorKind,
     ApexError,
@@ -30,6 +31,7 @@ from apex.errors import (
     UpstreamMalformed,
     UpstreamStatus,
 )
+from apex.translate.passthrough_gemini import gemini_body_usage
 from apex.translate.passthrough import (
     PassthroughStream,
     body_usage,
@@ -62,6 +64,8 @@ from apex.snapshot import Snapshot
 from apex.sse import SseParser
 from apex.translate import StreamTranslator, TranslateContext
 from apex.translate.write.embeddings import openai_to_jina_embeddings_request, reencode_embeddings_response
+from apex.translate.directions.gemini_embeddings import with_upstream_model
+from apex.translate.write.gemini import GeminiFraming
 from apex.types import Dialect, Usage
 
 __all__ = ["proxy", "read_body"]
@@ -72,7 +76,11 @@ _STREAM_FAMILY: Final[dict[Dialect, str]] = {
     Dialect.OPENAI_CHAT: "openai_chat",
     Dialect.ANTHROPIC_MESSAGES: "anthropic",
     Dialect.OPENAI_RESPONSES: "responses",
+    Dialect.GEMINI_GENERATE: "gemini",
 }
+_NEVER_STREAM: Final = frozenset({Dialect.OPENAI_EMBEDDINGS, Dialect.ANTHROPIC_COUNT_TOKENS,
+                                  Dialect.GEMINI_EMBED, Dialect.GEMINI_COUNT_TOKENS})
+_ANTHROPIC_PASS_HEADERS: Final = ("anthropic-version", "anthropic-beta")
 _attempt_log: Final = logging.getLogger("apex.gateway")
 _NOTHING_SERVED: Final = Usage()
 
@@ -136,10 +144,24 @@ async def proxy(request: web.Request, snap: Snapshot, ex: Exchange, dialect: Dia
     body = await read_body(request, snap.max_body_bytes)
     ex.request_body = body  # a reference: the usage estimate needs it when an upstream reports none
     view = decode_view(body)
+    return await serve(request, snap, ex, dialect, principal, body, view)
+
+
+async def serve(
+    request: web.Request,
+    snap: Snapshot,
+    ex: Exchange,
+    dialect: Dialect,
+    principal: Principal,
+    body: bytes,
+    view: RequestView,
+) -> web.StreamResponse:
+    """Policy, routing, rate limit and attempts for a request whose body was read and whose
+    model (and stream flag) are known: from the body's view, or from a Gemini URL."""
     model = view.model
     assert model is not None
     ex.model = model
-    ex.stream = bool(view.stream) and dialect not in (Dialect.OPENAI_EMBEDDINGS, Dialect.ANTHROPIC_COUNT_TOKENS)
+    ex.stream = bool(view.stream) and dialect not in _NEVER_STREAM
     route = snap.pick_route(principal, model, request.headers.get("x-apex-router"))
     ex.router = route.router
     ex.rule = route.rule.label
@@ -282,7 +304,7 @@ async def _send(
     """Send one attempt: in-process for the mock provider, else on the shared pool (through
     the cloud route when the channel is a cloud's)."""
     if channel.is_mock:
-        return await mock_reply(channel.config, plan.upstream, body, upstream_model)
+        return await mock_reply(channel.config, plan.upstream, body, upstream_model, stream)
     if plan.route is not None:
         return await plan.route.send(pool, url, header_fields, body, stream, channel.timeouts.connect)
     return await pool.post(url, header_fields, body, connect_timeout=channel.timeouts.connect)
@@ -302,7 +324,9 @@ async def _attempt(
     """One attempt on one channel. Raises UpstreamError (retryable or not) before commit."""
     if plan.local_estimate:
         ex.upstream_model = model
-        return json_response({"input_tokens": ex.prompt_estimate()}, headers={"x-apex-estimated": "true"})
+        counted = {"totalTokens": ex.prompt_estimate()} if dialect is Dialect.GEMINI_COUNT_TOKENS else {
+            "input_tokens": ex.prompt_estimate()}
+        return json_response(counted, headers={"x-apex-estimated": "true"})
     upstream_model = channel.map_model(model)
     ex.upstream_model = upstream_model
     if channel.kind_plans is not None:  # a cloud: the model's family picks the wire format
@@ -338,6 +362,8 @@ async def _attempt(
             up_body = _embedding_request_for(channel, up_body, view)
         if plan.strip_unsigned_thinking:
             up_body = strip_unsigned_thinking(up_body)
+        if plan.upstream is Dialect.GEMINI_EMBED:
+            up_body = with_upstream_model(up_body, upstream_model)  # Gemini checks requests[].model
         if plan.caps is not None:  # native Responses: a known non-reasoning model gets no reasoning
             caps = plan.caps.lookup(upstream_model)
             if caps.known and not caps.reasons:
@@ -379,7 +405,7 @@ async def _attempt(
                 else:
                     observer = PassthroughStream(
                         _STREAM_FAMILY[dialect],
-                        client_model=model if mapped else None,
+                        client_model=model if mapped and dialect is not Dialect.GEMINI_GENERATE else None,
                         strip_usage_chunk=plan.add_stream_usage and not client_usage,
                     )
                 pending: list[bytes] = []
@@ -500,6 +526,14 @@ def _finish_json(
         assert ctx is not None
         out = plan.translator.response(raw, ctx)
         ex.usage = ctx.usage
+    elif plan.family == "gemini" and plan.client is Dialect.GEMINI_GENERATE:
+        try:
+            ex.usage = gemini_body_usage(raw)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise UpstreamMalformed(f"upstream answered with a malformed body: {exc}") from exc
+        out = raw
+    elif plan.family == "gemini":
+        out = raw  # embeddings and token counts report no usage: the gateway estimates
     else:
         ex.usage = body_usage(ex.dialect, raw)
         out = raw
@@ -526,7 +560,13 @@ async def _stream_to_client(
     headers = ex.response_headers()
     # What Apex added before the first byte (the metric takes the whole stream's figure).
     headers["x-apex-overhead-ms"] = f"{max(0.0, ex.elapsed_ms() - ex.upstream_ms - (ex.ttft_ms or 0.0)):.3f}"
-    if translating is not None:
+    if dialect is Dialect.GEMINI_GENERATE:
+        # No keep-alive comments: the Gemini SDKs read a line that is not ``data:`` as JSON.
+        resp = web.StreamResponse(headers=headers)
+        resp.headers.update(SSE_HEADERS)
+        if ex.json_array_stream:
+            resp.headers["Content-Type"] = "application/json; charset=UTF-8"
+    elif translating is not None:
         # Events Apex writes itself go out through aiohttp-sse (keep-alive pings included).
         resp = EventSourceResponse(sep="\n", allow_all_methods=True, headers=headers)
     else:
@@ -534,10 +574,40 @@ async def _stream_to_client(
         resp.headers.update(SSE_HEADERS)
     await resp.prepare(request)
     try:
-        return await _relay(request, ex, dialect, channel, reply, resp, first, observer, translating, parser)
+        sink = _JsonArraySink(resp) if ex.json_array_stream else resp
+        await _relay(request, ex, dialect, channel, reply, sink, first, observer, translating, parser)
+        return resp
     finally:
         if isinstance(resp, EventSourceResponse):
             resp.stop_streaming()  # its keep-alive ping task must not outlive the stream
+
+
+class _Sink(Protocol):
+    async def write(self, data: bytes) -> None: ...
+
+    async def write_eof(self, data: bytes = b"") -> None: ...
+
+
+class _JsonArraySink:
+    """Gemini's stream without ``alt=sse``: the SSE events Apex produced, re-framed as the
+    incremental JSON array Google sends (``[{...},\r\n{...}]``)."""
+
+    __slots__ = ("_framing", "_parser", "_resp")
+
+    def __init__(self, resp: web.StreamResponse) -> None:
+        self._resp = resp
+        self._parser = SseParser()
+        self._framing = GeminiFraming(array=True)
+
+    async def write(self, data: bytes) -> None:
+        out = b"".join(self._framing.chunk(ev.data) for ev in self._parser.feed(data))
+        if out:
+            await self._resp.write(out)
+
+    async def write_eof(self, data: bytes = b"") -> None:
+        events = self._parser.feed(data) + self._parser.flush()
+        out = b"".join(self._framing.chunk(ev.data) for ev in events)
+        await self._resp.write_eof(out + self._framing.close())
 
 
 async def _relay(
@@ -546,12 +616,12 @@ async def _relay(
     dialect: Dialect,
     channel: CompiledChannel,
     reply: UpstreamReply,
-    resp: web.StreamResponse,
+    resp: web.StreamResponse | _Sink,
     first: bytes,
     observer: PassthroughStream | None,
     translating: StreamTranslator | None,
     parser: SseParser | None,
-) -> web.StreamResponse:
+) -> None:
     """Write the first events, then every later one as it arrives, then the closing events."""
     ex.committed = True
     ex.status = 200
@@ -622,7 +692,3 @@ async def _relay(
     if data:
         await resp.write(data)
     await resp.write_eof()
-    return resp
-
-
-

@@ -1,8 +1,9 @@
 """Render ApexError and JSON in the client's dialect. The endpoint decides the wire shape.
 
 Shapes: OpenAI ``{"error": {message, type, param, code}}``, Anthropic ``{"type": "error",
-"error": {type, message}}``. The ``kind -> type`` tables (spec section 3) live in
-``apex.translate.neutral.errortypes``, shared with the stream translators. An upstream's own error
+"error": {type, message}}``, Gemini ``{"error": {code, message, status}}``. The ``kind -> type``
+tables (spec section 3) live in ``apex.translate.neutral.errortypes``, shared with the stream
+translators. An upstream's own error
 body keeps its message and, when the protocols match, its type.
 """
 
@@ -16,8 +17,15 @@ from aiohttp import web
 
 from apex.errors import ApexError, ErrorKind, UpstreamStatus
 from apex.sse import encode_event
-from apex.translate.neutral.errortypes import anthropic_error_type, openai_error_type, responses_error_code
+from apex.translate.neutral.errortypes import (
+    anthropic_error_type,
+    gemini_rpc_status,
+    gemini_status_of_kind,
+    openai_error_type,
+    responses_error_code,
+)
 from apex.translate.write.anthropic import anthropic_error_event
+from apex.translate.write.gemini import gemini_error_object
 from apex.translate.write.openai import openai_error_event
 from apex.types import Dialect
 
@@ -43,10 +51,19 @@ def _type_for(dialect: Dialect, err: ApexError) -> str:
     return anthropic_error_type(err.kind) if anthropic else openai_error_type(err.kind)
 
 
+def _gemini_rpc_status(err: ApexError) -> str:
+    if (isinstance(err, UpstreamStatus) and err.upstream_dialect == "gemini" and err.upstream_type
+            and err.status == err.upstream_status):
+        return err.upstream_type  # Gemini's own status name, e.g. RESOURCE_EXHAUSTED
+    return gemini_rpc_status(err.status)
+
+
 def error_body(dialect: Dialect, err: ApexError) -> bytes:
     """The error object in ``dialect``'s shape."""
     if isinstance(err, UpstreamStatus) and err.client_body is not None and err.status == err.upstream_status:
         return err.client_body  # a native upstream's own body: untouched but for scrubbed secrets
+    if dialect.family == "gemini":
+        return _ENC.encode(gemini_error_object(err.status, err.message, _gemini_rpc_status(err)))
     etype = _type_for(dialect, err)
     if dialect.family == "anthropic":
         return _ENC.encode({"type": "error", "error": {"type": etype, "message": err.message}})
@@ -66,6 +83,8 @@ def stream_error_event(dialect: Dialect, message: str, kind: ErrorKind) -> bytes
     the stream translators write, so pass-through and translated streams fail alike)."""
     if dialect.family == "anthropic":
         return anthropic_error_event(message, kind)
+    if dialect.family == "gemini":
+        return encode_event(_ENC.encode(gemini_error_object(gemini_status_of_kind(kind), message)))
     if dialect is Dialect.OPENAI_RESPONSES:
         body = {"type": "error", "code": responses_error_code(kind), "message": message, "param": None}
         return encode_event(_ENC.encode(body), "error")

@@ -16,6 +16,7 @@ from typing import Final
 import msgspec
 
 from apex.errors import InvalidRequest, UpstreamMalformed
+from apex.translate.passthrough_gemini import observe_gemini_chunk
 from apex.sse import SseEvent, SseParser, encode_event
 from apex.translate.neutral.usage import (
     AnthropicUsageTally,
@@ -207,7 +208,7 @@ class PassthroughStream:
     )
 
     def __init__(self, family: str, *, client_model: str | None, strip_usage_chunk: bool) -> None:
-        self._family = family  # "openai_chat" | "anthropic" | "responses"
+        self._family = family  # "openai_chat" | "anthropic" | "responses" | "gemini"
         self._parser = SseParser()
         self._model = msgspec.Raw(_ENC.encode(client_model)) if client_model is not None else None
         self._strip_usage = strip_usage_chunk
@@ -279,6 +280,9 @@ class PassthroughStream:
         self.first_event_seen = True
         data = ev.data
         fam = self._family
+        if fam == "gemini":
+            observe_gemini_chunk(data, self)
+            return data
         if fam == "openai_chat":
             if data == b"[DONE]":
                 self.terminated = True

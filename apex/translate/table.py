@@ -15,6 +15,9 @@ from apex.translate.base import Translator
 from apex.translate.directions.anthropic_to_gemini import AnthropicToGemini
 from apex.translate.directions.anthropic_to_openai import AnthropicToOpenAI
 from apex.translate.directions.chain import ChainedTranslator
+from apex.translate.directions.gemini_embeddings import GeminiEmbedToOpenAI
+from apex.translate.directions.gemini_to_anthropic import GeminiToAnthropic
+from apex.translate.directions.gemini_to_openai import GeminiToOpenAI
 from apex.translate.directions.openai_embeddings_to_gemini import (
     OpenAIEmbeddingsToGemini,
 )
@@ -39,6 +42,9 @@ DIRECTIONS: Final[Mapping[tuple[Dialect, Dialect], Translator]] = {
     # No direct Responses -> Gemini direction: composed through Chat (8.8 then 8.3).
     (Dialect.OPENAI_RESPONSES, Dialect.GEMINI_GENERATE): ChainedTranslator(_RESPONSES_TO_CHAT, _CHAT_TO_GEMINI),
     (Dialect.OPENAI_EMBEDDINGS, Dialect.GEMINI_EMBED): OpenAIEmbeddingsToGemini(),
+    (Dialect.GEMINI_GENERATE, Dialect.OPENAI_CHAT): GeminiToOpenAI(),
+    (Dialect.GEMINI_GENERATE, Dialect.ANTHROPIC_MESSAGES): GeminiToAnthropic(),
+    (Dialect.GEMINI_EMBED, Dialect.OPENAI_EMBEDDINGS): GeminiEmbedToOpenAI(),
 }
 
 

@@ -41,7 +41,11 @@ _TRANSLATED: Final[dict[Dialect, tuple[Dialect, ...]]] = {
     Dialect.ANTHROPIC_MESSAGES: (Dialect.OPENAI_CHAT, Dialect.GEMINI_GENERATE),
     Dialect.OPENAI_RESPONSES: (Dialect.OPENAI_CHAT, Dialect.ANTHROPIC_MESSAGES, Dialect.GEMINI_GENERATE),
     Dialect.OPENAI_EMBEDDINGS: (Dialect.GEMINI_EMBED,),
+    Dialect.GEMINI_GENERATE: (Dialect.OPENAI_CHAT, Dialect.ANTHROPIC_MESSAGES),
+    Dialect.GEMINI_EMBED: (Dialect.OPENAI_EMBEDDINGS,),
 }
+# Client dialects Apex answers itself (an estimate) on channels that lack a native endpoint.
+_LOCAL_COUNT: Final = frozenset({Dialect.ANTHROPIC_COUNT_TOKENS, Dialect.GEMINI_COUNT_TOKENS})
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +101,8 @@ class UpstreamPlan:
             return f"{self.url}/{segment}:streamGenerateContent?alt=sse" if stream else f"{self.url}/{segment}:generateContent"
         if self.upstream is Dialect.GEMINI_EMBED:
             return f"{self.url}/{_path_segment(model)}:batchEmbedContents"
+        if self.upstream is Dialect.GEMINI_COUNT_TOKENS:
+            return f"{self.url}/{_path_segment(model)}:countTokens"
         return self.url
 
 
@@ -248,7 +254,8 @@ def compile_channel(ch: Channel, g: GlobalConfig, index: int) -> CompiledChannel
     def plans_from(native: dict[Dialect, tuple[str, ProviderFamily, CloudRoute | None]]) -> dict[Dialect, UpstreamPlan]:
         plans: dict[Dialect, UpstreamPlan] = {}
         for client in (Dialect.OPENAI_CHAT, Dialect.OPENAI_RESPONSES, Dialect.OPENAI_EMBEDDINGS,
-                       Dialect.ANTHROPIC_MESSAGES, Dialect.ANTHROPIC_COUNT_TOKENS):
+                       Dialect.ANTHROPIC_MESSAGES, Dialect.ANTHROPIC_COUNT_TOKENS,
+                       Dialect.GEMINI_GENERATE, Dialect.GEMINI_EMBED, Dialect.GEMINI_COUNT_TOKENS):
             if client in native:
                 url, family, route = native[client]
                 plans[client] = UpstreamPlan(
@@ -261,7 +268,7 @@ def compile_channel(ch: Channel, g: GlobalConfig, index: int) -> CompiledChannel
                     caps=caps_for(family) if client is Dialect.OPENAI_RESPONSES and family == "openai" else None,
                 )
                 continue
-            if client is Dialect.ANTHROPIC_COUNT_TOKENS:
+            if client in _LOCAL_COUNT:
                 plans[client] = UpstreamPlan(client, client, "local", "", {}, None, False, False, False, local_estimate=True)
                 continue
             for upstream in _TRANSLATED.get(client, ()):

@@ -26,7 +26,7 @@ from apex.errors import InvalidRequest
 from apex.sse import DONE_EVENT, encode_event
 from apex.tokens import estimate_text_tokens, estimate_tokens
 from apex.types import Dialect
-from apex.wire.request import LooseRequest
+from apex.wire.request import LooseGeminiBatchEmbed, LooseGeminiRequest, LooseMessage, LooseRequest
 
 __all__ = ["MockReply", "mock_reply"]
 
@@ -35,6 +35,22 @@ _EMBED_DIMS: Final = 16
 
 
 _REQ: Final = msgspec.json.Decoder(LooseRequest)
+
+
+_GREQ: Final = msgspec.json.Decoder(LooseGeminiRequest)
+_GEMBED: Final = msgspec.json.Decoder(LooseGeminiBatchEmbed)
+
+
+def _gemini_view(body: bytes) -> LooseRequest:
+    """A Gemini request read into the mock's view: last user text as a message, the output limit."""
+    try:
+        g = _GREQ.decode(body)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise InvalidRequest(f"request body is not valid: {exc}") from exc
+    messages = [LooseMessage(role="user" if c.role != "model" else "assistant",
+                         content=" ".join(p.text for p in c.parts if p.text)) for c in g.contents]
+    limit = g.generation_config.max_output_tokens if g.generation_config else None
+    return LooseRequest(messages=messages, max_output_tokens=limit)
 
 
 def _text_of(content: object) -> str:
@@ -105,18 +121,28 @@ def _error(message: str) -> MockReply:
     return MockReply(400, "application/json", _one(_ENC.encode({"error": {"message": message, "type": "invalid_request_error"}})))
 
 
-async def mock_reply(ch: Channel, dialect: Dialect, body: bytes, model: str) -> MockReply:
-    """Answer ``body`` (a request in ``dialect``) as the upstream would, for model ``model``."""
-    try:
-        req = _REQ.decode(body)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        raise InvalidRequest(f"request body is not valid: {exc}") from exc
+async def mock_reply(ch: Channel, dialect: Dialect, body: bytes, model: str, stream: bool = False) -> MockReply:
+    """Answer ``body`` (a request in ``dialect``) as the upstream would, for model ``model``.
+
+    ``stream`` matters for Gemini only, whose stream flag is in the URL, not the body."""
+    if dialect is Dialect.GEMINI_EMBED:
+        return _gemini_embeddings(body)
+    if dialect is Dialect.GEMINI_GENERATE or dialect is Dialect.GEMINI_COUNT_TOKENS:
+        req = _gemini_view(body)
+        req.stream = stream
+    else:
+        try:
+            req = _REQ.decode(body)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise InvalidRequest(f"request body is not valid: {exc}") from exc
     if ch.latency_ms:
         await asyncio.sleep(ch.latency_ms / 1000)
     if dialect is Dialect.OPENAI_EMBEDDINGS:
         return _embeddings(req, model)
     if dialect is Dialect.ANTHROPIC_COUNT_TOKENS:
         return MockReply(200, "application/json", _one(_ENC.encode({"input_tokens": estimate_tokens(body)})))
+    if dialect is Dialect.GEMINI_COUNT_TOKENS:
+        return MockReply(200, "application/json", _one(_ENC.encode({"totalTokens": estimate_tokens(body)})))
     prompt = _last_user_text(req)
     text = ch.response_text if ch.response_text is not None else f"This is Apex's mock provider. You said: {prompt[:200]}"
     words = [w + " " for w in text.split(" ")]
@@ -136,7 +162,8 @@ async def mock_reply(ch: Channel, dialect: Dialect, body: bytes, model: str) -> 
         return _anthropic(req, model, words, truncated, prompt_tokens, out_tokens, gap, rid)
     if dialect is Dialect.OPENAI_RESPONSES:
         return _responses(req, model, words, truncated, prompt_tokens, out_tokens, gap, rid)
-    return _error(f"the mock provider does not serve {dialect.value}")
+    if dialect is Dialect.GEMINI_GENERATE:
+        return _gemini(req, model, words, truncated, prompt_tokens, out_tokens, gap, rid)
 
 
 async def _paced(events: list[bytes], gap: float, first: int) -> AsyncIterator[bytes]:
@@ -255,6 +282,36 @@ def _responses(req: LooseRequest, model: str, words: list[str], truncated: bool,
     ev("response.output_item.done", {"output_index": 0, "item": item_done})
     ev(f"response.{status}", {"response": response(status, [item_done], usage)})
     return MockReply(200, "text/event-stream", _paced(events, gap, 4))
+
+
+def _gemini(req: LooseRequest, model: str, words: list[str], truncated: bool, pin: int, pout: int, gap: float, rid: str) -> MockReply:
+    usage = {"promptTokenCount": pin, "candidatesTokenCount": pout, "totalTokenCount": pin + pout}
+    finish = "MAX_TOKENS" if truncated else "STOP"
+
+    def chunk(text: str, fin: str | None, with_usage: bool) -> dict[str, object]:
+        cand: dict[str, object] = {"content": {"parts": [{"text": text}], "role": "model"}, "index": 0}
+        if fin is not None:
+            cand["finishReason"] = fin
+        out: dict[str, object] = {"candidates": [cand], "modelVersion": model, "responseId": f"mock{rid}"}
+        if with_usage:
+            out["usageMetadata"] = usage
+        return out
+
+    if not req.stream:
+        return MockReply(200, "application/json", _one(_ENC.encode(chunk("".join(words), finish, True))))
+    events = [b"data: " + _ENC.encode(chunk(w, finish if i == len(words) - 1 else None, i == len(words) - 1))
+              + b"\r\n\r\n" for i, w in enumerate(words)]
+    return MockReply(200, "text/event-stream", _paced(events, gap, 1))
+
+
+def _gemini_embeddings(body: bytes) -> MockReply:
+    try:
+        batch = _GEMBED.decode(body)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise InvalidRequest(f"request body is not valid: {exc}") from exc
+    out = [{"values": _vector(" ".join(p.text for p in r.content.parts if p.text), r.output_dimensionality or _EMBED_DIMS)}
+           for r in batch.requests]
+    return MockReply(200, "application/json", _one(_ENC.encode({"embeddings": out})))
 
 
 def _vector(text: str, dims: int) -> list[float]:

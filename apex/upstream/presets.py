@@ -45,7 +45,7 @@ PRESETS: Final[dict[str, ProviderPreset]] = {
     ),
     "gemini": ProviderPreset(
         "gemini", "https://generativelanguage.googleapis.com",
-        frozenset({Dialect.GEMINI_GENERATE, Dialect.GEMINI_EMBED}),
+        frozenset({Dialect.GEMINI_GENERATE, Dialect.GEMINI_EMBED, Dialect.GEMINI_COUNT_TOKENS}),
     ),
     "deepseek": ProviderPreset(
         "openai", "https://api.deepseek.com", frozenset({Dialect.OPENAI_CHAT}),

@@ -19,8 +19,11 @@ __all__ = [
     "BatchEmbedResponse",
     "Blob",
     "Candidate",
+    "CandidateView",
+    "ChunkView",
     "Content",
     "ContentEmbedding",
+    "CountTokensRequest",
     "EmbedRequest",
     "ErrorBody",
     "ErrorDetail",
@@ -33,14 +36,22 @@ __all__ = [
     "GenerateContentRequest",
     "GenerateContentResponse",
     "GenerationConfig",
+    "OutputLimit",
     "Part",
     "PromptFeedback",
+    "RawBatchEmbedRequest",
+    "RawEmbeddingsAnswer",
+    "RequestLimitView",
     "ThinkingConfig",
     "Tool",
     "ToolConfig",
     "UsageMetadata",
+    "decode_batch_embed_request",
     "decode_batch_embed_response",
+    "decode_chunk_view",
+    "decode_count_tokens_request",
     "decode_error_body",
+    "decode_request",
     "decode_response",
     "encode",
 ]
@@ -59,6 +70,7 @@ class FunctionCall(_Wire):
 class FunctionResponse(_Wire):
     name: str
     response: Raw                  # must be a JSON object
+    id: str | UnsetType = UNSET    # echoes FunctionCall.id when the call had one
 
 
 class Blob(_Wire):
@@ -89,11 +101,12 @@ class Content(_Wire):
 class FunctionDeclaration(_Wire):
     name: str
     description: str | UnsetType = UNSET
+    parameters: Raw | UnsetType = UNSET             # OpenAPI 3.0 subset (types in upper case)
     parameters_json_schema: Raw | UnsetType = UNSET
 
 
 class Tool(_Wire):
-    function_declarations: list[FunctionDeclaration]
+    function_declarations: list[FunctionDeclaration] = []  # empty: a built-in tool (googleSearch...)
 
 
 class FunctionCallingConfig(_Wire):
@@ -108,6 +121,7 @@ class ToolConfig(_Wire):
 class ThinkingConfig(_Wire):
     thinking_budget: int | UnsetType = UNSET
     include_thoughts: bool | UnsetType = UNSET
+    thinking_level: str | UnsetType = UNSET  # Gemini 3: "low" | "medium" | "high" (any case)
 
 
 class GenerationConfig(_Wire):
@@ -122,6 +136,7 @@ class GenerationConfig(_Wire):
     seed: int | UnsetType = UNSET
     response_mime_type: str | UnsetType = UNSET
     response_json_schema: Raw | UnsetType = UNSET
+    response_schema: Raw | UnsetType = UNSET   # OpenAPI subset, like FunctionDeclaration.parameters
     thinking_config: ThinkingConfig | UnsetType = UNSET
 
 
@@ -176,12 +191,25 @@ class GenerateContentResponse(_Wire):
     error: ErrorStatus | None = None
 
 
+class CandidateView(_Wire):
+    finish_reason: str | None = None
+
+
+class ChunkView(_Wire):
+    """What a pass-through observer reads from a chunk (parts are skipped, never built)."""
+
+    candidates: list[CandidateView] = []
+    usage_metadata: UsageMetadata | None = None
+    prompt_feedback: PromptFeedback | None = None
+    error: ErrorStatus | None = None
+
+
 class ErrorBody(_Wire):
     error: ErrorStatus
 
 
-class EmbedRequest(_Wire):
-    model: str                     # "models/<name>"
+class EmbedRequest(_Wire, kw_only=True):
+    model: str = ""                # "models/<name>"
     content: Content
     output_dimensionality: int | UnsetType = UNSET
     task_type: str | UnsetType = UNSET
@@ -199,10 +227,65 @@ class BatchEmbedResponse(_Wire):
     embeddings: list[ContentEmbedding]
 
 
+class CountTokensRequest(_Wire):
+    """:countTokens takes ``contents`` or a whole ``generateContentRequest``."""
+
+    contents: list[Content] = []
+    generate_content_request: GenerateContentRequest | None = None
+
+
+# --- what Apex reads of a Gemini request before routing ---
+
+
+class OutputLimit(msgspec.Struct, rename="camel"):
+    max_output_tokens: int | None = None
+
+
+class RequestLimitView(msgspec.Struct, rename="camel"):
+    """What Apex reads of a Gemini body before routing: the output limit (for the rate limit)."""
+
+    generation_config: OutputLimit | None = None
+
+
+# --- batch embeddings with each item kept raw ---
+
+
+class RawEmbeddingsAnswer(msgspec.Struct):
+    embeddings: list[msgspec.Raw]
+
+
+class RawBatchEmbedRequest(msgspec.Struct):
+    requests: list[dict[str, msgspec.Raw]]
+
+
+_REQUEST: Final = msgspec.json.Decoder(GenerateContentRequest)
+_COUNT: Final = msgspec.json.Decoder(CountTokensRequest)
+_BATCH_EMBED: Final = msgspec.json.Decoder(BatchEmbedRequest)
 _RESPONSE: Final = msgspec.json.Decoder(GenerateContentResponse)
+_CHUNK_VIEW: Final = msgspec.json.Decoder(ChunkView)
 _EMBED: Final = msgspec.json.Decoder(BatchEmbedResponse)
 _ERROR: Final = msgspec.json.Decoder(ErrorBody)
 _ENCODER: Final = msgspec.json.Encoder()
+
+
+def decode_request(body: bytes) -> GenerateContentRequest:
+    """Decode a client's generateContent body; raises msgspec.DecodeError / ValidationError."""
+    return _REQUEST.decode(body)
+
+
+def decode_count_tokens_request(body: bytes) -> CountTokensRequest:
+    """Decode a client's countTokens body; raises msgspec.DecodeError / ValidationError."""
+    return _COUNT.decode(body)
+
+
+def decode_batch_embed_request(body: bytes) -> BatchEmbedRequest:
+    """Decode a batchEmbedContents body; raises msgspec.DecodeError / ValidationError."""
+    return _BATCH_EMBED.decode(body)
+
+
+def decode_chunk_view(body: bytes) -> ChunkView:
+    """Decode the observer's view of a chunk; raises msgspec.DecodeError / ValidationError."""
+    return _CHUNK_VIEW.decode(body)
 
 
 def decode_response(body: bytes) -> GenerateContentResponse:

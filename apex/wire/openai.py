@@ -21,8 +21,11 @@ __all__ = [
     "ChatUsage",
     "ChunkDelta",
     "ContentPart",
+    "EmbeddingItem",
+    "EmbeddingsAnswer",
     "EmbeddingsEncoding",
     "EmbeddingsRequest",
+    "EmbeddingsUsage",
     "ErrorEnvelope",
     "ErrorView",
     "FileInput",
@@ -271,6 +274,23 @@ class EmbeddingsEncoding(msgspec.Struct):
     """An embeddings request read only for ``encoding_format`` (pass-through reads no more)."""
 
     encoding_format: str | None = None
+
+
+# --- embeddings answers, as a translating direction reads them ---
+
+
+class EmbeddingItem(msgspec.Struct):
+    embedding: list[float] | str
+    index: int = 0
+
+
+class EmbeddingsUsage(msgspec.Struct):
+    prompt_tokens: int = 0
+
+
+class EmbeddingsAnswer(msgspec.Struct):
+    data: list[EmbeddingItem]
+    usage: EmbeddingsUsage | None = None
 
 
 _CHUNK: Final = msgspec.json.Decoder(ChatChunk)

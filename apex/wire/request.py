@@ -10,7 +10,18 @@ from __future__ import annotations
 
 import msgspec
 
-__all__ = ["LooseMessage", "LooseRequest", "RequestView", "StreamOptions"]
+__all__ = [
+    "LooseGeminiBatchEmbed",
+    "LooseGeminiContent",
+    "LooseGeminiEmbed",
+    "LooseGeminiGeneration",
+    "LooseGeminiPart",
+    "LooseGeminiRequest",
+    "LooseMessage",
+    "LooseRequest",
+    "RequestView",
+    "StreamOptions",
+]
 
 
 class StreamOptions(msgspec.Struct):
@@ -49,3 +60,33 @@ class LooseRequest(msgspec.Struct):
     encoding_format: str | None = None
     dimensions: int | None = None
     stream_options: dict[str, object] | None = None
+
+
+# --- Gemini requests read loosely, for the mock upstream ---
+
+
+class LooseGeminiPart(msgspec.Struct):
+    text: str | None = None
+
+
+class LooseGeminiContent(msgspec.Struct):
+    parts: list[LooseGeminiPart] = []
+    role: str = "user"
+
+
+class LooseGeminiGeneration(msgspec.Struct, rename="camel"):
+    max_output_tokens: int | None = None
+
+
+class LooseGeminiRequest(msgspec.Struct, rename="camel"):
+    contents: list[LooseGeminiContent] = []
+    generation_config: LooseGeminiGeneration | None = None
+
+
+class LooseGeminiEmbed(msgspec.Struct, rename="camel"):
+    content: LooseGeminiContent
+    output_dimensionality: int | None = None
+
+
+class LooseGeminiBatchEmbed(msgspec.Struct):
+    requests: list[LooseGeminiEmbed]

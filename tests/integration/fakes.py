@@ -193,6 +193,9 @@ class FakeUpstream:
         if path.endswith("/embeddings"):
             obj = json.loads(fixture_bytes("openai_embeddings_base64.json"))
             obj["model"] = model
+            inputs = req.get("input")
+            if isinstance(inputs, list) and len(inputs) > 1:  # one (captured) vector per input
+                obj["data"] = [dict(obj["data"][0], index=i) for i in range(len(inputs))]
             if req.get("encoding_format") != "base64":
                 import base64
                 import struct
@@ -219,7 +222,13 @@ class FakeUpstream:
             name = "gemini_stream_function_call.sse" if req.get("tools") else "gemini_stream.sse"
             return Behaviour(content_type="text/event-stream", events=split_events(fixture_bytes(name)))
         if ":generateContent" in path:
+            if req.get("tools"):  # the captured function-call turn (one chunk) as a whole answer
+                return Behaviour(body=split_events(fixture_bytes("gemini_stream_function_call.sse"))[0].strip()[6:])
             return Behaviour(body=fixture_bytes("gemini_generate_content.json"))
         if ":batchEmbedContents" in path:
-            return Behaviour(body=fixture_bytes("gemini_batch_embed_contents.json"))
+            obj = json.loads(fixture_bytes("gemini_batch_embed_contents.json"))
+            obj["embeddings"] = obj["embeddings"] * max(len(req.get("requests") or []), 1)
+            return Behaviour(body=json.dumps(obj).encode())
+        if ":countTokens" in path:
+            return Behaviour(body=b'{"totalTokens": 31}')
         return Behaviour(status=404, body=b'{"error":{"message":"no such path","type":"invalid_request_error"}}')

@@ -11,7 +11,14 @@ from typing import Final
 
 from apex.errors import ErrorKind, kind_for_status
 
-__all__ = ["anthropic_error_type", "kind_from_upstream", "openai_error_type", "responses_error_code"]
+__all__ = [
+    "anthropic_error_type",
+    "gemini_rpc_status",
+    "gemini_status_of_kind",
+    "kind_from_upstream",
+    "openai_error_type",
+    "responses_error_code",
+]
 
 _OPENAI: Final[dict[ErrorKind, str]] = {
     "invalid_request": "invalid_request_error",
@@ -47,6 +54,48 @@ _KIND_OF_TYPE: Final[dict[str, ErrorKind]] = {
     "timeout_error": "timeout",
     "billing_error": "invalid_request",
 }
+
+
+# Gemini errors name a google.rpc status beside the HTTP code (docs/protocols.md 6.6).
+_GEMINI_RPC: Final[dict[int, str]] = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    405: "INVALID_ARGUMENT",
+    409: "ABORTED",
+    413: "INVALID_ARGUMENT",
+    429: "RESOURCE_EXHAUSTED",
+    499: "CANCELLED",
+    500: "INTERNAL",
+    501: "UNIMPLEMENTED",
+    502: "UNAVAILABLE",
+    503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
+    529: "UNAVAILABLE",
+}
+_STATUS_OF_KIND: Final[dict[ErrorKind, int]] = {
+    "invalid_request": 400,
+    "authentication": 401,
+    "permission": 403,
+    "not_found": 404,
+    "request_too_large": 413,
+    "rate_limit": 429,
+    "budget_exceeded": 429,
+    "timeout": 504,
+    "overloaded": 503,
+    "api_error": 500,
+}
+
+
+def gemini_rpc_status(status: int) -> str:
+    """HTTP status -> the google.rpc status name Gemini puts beside it."""
+    return _GEMINI_RPC.get(status, "INTERNAL" if status >= 500 else "FAILED_PRECONDITION")
+
+
+def gemini_status_of_kind(kind: ErrorKind) -> int:
+    """Apex kind -> the HTTP code a Gemini in-stream error carries."""
+    return _STATUS_OF_KIND[kind]
 
 
 def openai_error_type(kind: ErrorKind) -> str:

@@ -16,6 +16,7 @@ __all__ = [
     "anthropic_stop_reason",
     "finish_from_anthropic",
     "finish_from_openai",
+    "gemini_finish_reason",
     "openai_finish_reason",
     "responses_status",
     "with_tools",
@@ -67,6 +68,16 @@ _TO_ANTHROPIC: Final[dict[Finish, str]] = {
 }
 
 
+_TO_GEMINI: Final[dict[Finish, str]] = {
+    Finish.STOP: "STOP",
+    Finish.STOP_SEQUENCE: "STOP",
+    Finish.LENGTH: "MAX_TOKENS",
+    Finish.TOOL_CALLS: "STOP",  # Gemini has no tool-call finish: a function-call turn ends with STOP
+    Finish.CONTENT_FILTER: "SAFETY",
+    Finish.PAUSE: "STOP",
+}
+
+
 def finish_from_anthropic(stop_reason: str | None) -> Finish:
     """Anthropic ``stop_reason`` -> Finish (None/unknown -> STOP)."""
     return _FROM_ANTHROPIC.get(stop_reason or "", Finish.STOP)
@@ -87,6 +98,11 @@ def with_tools(finish: Finish, saw_tool_call: bool) -> Finish:
 def openai_finish_reason(finish: Finish) -> str:
     """Finish -> OpenAI Chat ``finish_reason``."""
     return _TO_OPENAI[finish]
+
+
+def gemini_finish_reason(finish: Finish) -> str:
+    """Finish -> Gemini ``finishReason``."""
+    return _TO_GEMINI[finish]
 
 
 def anthropic_stop_reason(finish: Finish) -> str:

@@ -31,6 +31,9 @@ def test_schema_command_matches_the_shipped_file_and_validates_configs() -> None
     for name in ("demo.json", "example.json"):
         shipped = next(p for p in (REPO / "apex" / "share" / name, REPO / "config" / name) if p.exists())
         assert list(validator.iter_errors(json.loads(shipped.read_text()))) == [], name
+    hinted = {"$schema": "./config.schema.json", "channels": [{"name": "m", "provider_type": "mock"}],
+              "routers": [{"name": "r", "channels": [{"name": "m"}]}]}
+    assert list(validator.iter_errors(hinted)) == []
     bad: dict[str, Any] = {"channels": [{"name": "x", "provider_type": "nope"}], "routers": [], "colour": 1}
     messages = " ".join(e.message for e in validator.iter_errors(bad))
     assert "colour" in messages and "nope" in messages

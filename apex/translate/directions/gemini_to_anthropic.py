@@ -1,0 +1,200 @@
+"""Gemini generateContent client -> Anthropic Messages upstream: request, response and stream.
+
+The ``Conversation`` (``gemini_request``) is rendered as a Messages request: the system
+instruction is ``system``; function responses are ``tool_result`` blocks at the start of
+their user message (``is_error`` for ``{"error": ...}``); inline images are base64 image
+blocks, PDFs documents, file URIs URL images; a model turn's thoughts become ``thinking``
+blocks only when they carry a genuine Anthropic signature (one Apex minted for this
+client earlier; unsigned thinking is refused by Anthropic), its text text blocks, its
+calls ``tool_use`` blocks (ids made Anthropic-safe by ``toolids.anthropic_tool_id``, the
+same function on both ends). ``max_tokens`` is required: ``maxOutputTokens`` or
+``DEFAULT_MAX_TOKENS``. A thinking config becomes ``thinking`` with a budget of at least
+1024 that leaves room for the answer; it is not sent when the last model turn called tools
+without a signed thought (Anthropic answers 400, P6), and it drops temperature/top_p/top_k.
+Temperature is clamped to 0..1, and ``top_p`` dropped beside it (P17). JSON output becomes
+a system instruction, as for OpenAI clients. Answers come back through
+``reply_from_anthropic`` / ``AnthropicReader`` into the Gemini writers.
+What this module must not do: any I/O.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Final, final
+
+import msgspec
+
+from apex.errors import InvalidRequest
+from apex.translate.base import StreamTranslator, TranslateContext
+from apex.translate.request.gemini_conversation import (
+    Call,
+    Conversation,
+    Item,
+    Media,
+    Result,
+    Text,
+    Thought,
+    Turn,
+    read_gemini_request,
+)
+from apex.translate.directions.gemini_to_openai import result_text
+from apex.translate.neutral.parts import PipedStream
+from apex.translate.neutral.reply import encode_body, reply_from_anthropic
+from apex.translate.read.anthropic import AnthropicReader
+from apex.translate.write.gemini import GeminiWriter, gemini_body
+from apex.translate.neutral.toolids import anthropic_tool_id
+from apex.types import Dialect
+
+__all__ = ["DEFAULT_MAX_TOKENS", "GeminiToAnthropic", "gemini_to_anthropic_request"]
+
+DEFAULT_MAX_TOKENS: Final = 8192
+MIN_THINKING_BUDGET: Final = 1024
+LEVEL_BUDGETS: Final[dict[str, int]] = {"minimal": 1024, "low": 1024, "medium": 4096, "high": 16384}
+DYNAMIC_BUDGET: Final = 4096
+JSON_OBJECT_INSTRUCTION: Final = "Respond only with a single valid JSON object and nothing else."
+JSON_SCHEMA_INSTRUCTION: Final = ("Respond only with a single valid JSON value that conforms to this "
+                                  "JSON Schema, and nothing else:\n")
+
+_TOOL_CHOICE: Final[dict[str, str]] = {"auto": "auto", "any": "any", "none": "none"}
+
+Json = dict[str, object]
+
+
+def gemini_to_anthropic_request(conv: Conversation, ctx: TranslateContext) -> Json:
+    """A Conversation -> a Messages request (dict)."""
+    if conv.candidates is not None and conv.candidates > 1:
+        raise InvalidRequest("candidateCount above 1 cannot be served by this channel",
+                             param="generationConfig.candidateCount")
+    messages: list[Json] = []
+    for turn in conv.turns:
+        content = _blocks(turn)
+        if not content:
+            continue
+        role = "assistant" if turn.role == "model" else "user"
+        if messages and messages[-1]["role"] == role:
+            previous = messages[-1]["content"]
+            assert isinstance(previous, list)
+            previous.extend(content)
+        else:
+            messages.append({"role": role, "content": content})
+    max_tokens = conv.max_tokens or DEFAULT_MAX_TOKENS
+    out: Json = {"model": ctx.upstream_model, "max_tokens": max_tokens, "messages": messages}
+    system = conv.system
+    if conv.json_output:
+        instruction = (JSON_SCHEMA_INSTRUCTION + conv.json_schema.decode()) if conv.json_schema else JSON_OBJECT_INSTRUCTION
+        system = f"{system}\n\n{instruction}" if system else instruction
+    if system:
+        out["system"] = system
+    if conv.tools:
+        out["tools"] = [{"name": t.name, **({"description": t.description} if t.description else {}),
+                         "input_schema": msgspec.Raw(t.schema)} for t in conv.tools]
+        if conv.tool_mode is not None:
+            if conv.tool_mode == "any" and len(conv.tool_names) == 1:
+                out["tool_choice"] = {"type": "tool", "name": conv.tool_names[0]}
+            else:
+                out["tool_choice"] = {"type": _TOOL_CHOICE[conv.tool_mode]}
+    if conv.stop:
+        out["stop_sequences"] = conv.stop
+    thinking = _thinking(conv, max_tokens)
+    if thinking is not None:
+        out["thinking"] = thinking
+    else:
+        if conv.temperature is not None:
+            out["temperature"] = min(max(conv.temperature, 0.0), 1.0)
+        elif conv.top_p is not None:
+            out["top_p"] = conv.top_p
+        if conv.top_k is not None:
+            out["top_k"] = conv.top_k
+    if ctx.stream:
+        out["stream"] = True
+    return out
+
+
+def _thinking(conv: Conversation, max_tokens: int) -> Json | None:
+    level = conv.thinking_level
+    budget = LEVEL_BUDGETS.get(level or "") if level else conv.thinking_budget
+    if budget is None or budget == 0:
+        return None
+    if budget < 0:
+        budget = DYNAMIC_BUDGET
+    if max_tokens <= MIN_THINKING_BUDGET:
+        return None
+    if conv.tool_mode == "any":
+        return None  # Anthropic refuses thinking with a forced tool
+    last_model = next((t for t in reversed(conv.turns) if t.role == "model"), None)
+    if last_model is not None and any(isinstance(i, Call) for i in last_model.items) and not any(
+            isinstance(i, Thought) and i.signature for i in last_model.items):
+        return None
+    return {"type": "enabled", "budget_tokens": max(min(budget, max_tokens - 1), MIN_THINKING_BUDGET)}
+
+
+def _blocks(turn: Turn) -> list[Json]:
+    if turn.role == "model":
+        return [b for item in turn.items if (b := _model_block(item)) is not None]
+    results: list[Json] = []
+    rest: list[Json] = []
+    for item in turn.items:
+        if isinstance(item, Result):
+            text, is_error = result_text(item.response)
+            block: Json = {"type": "tool_result", "tool_use_id": anthropic_tool_id(item.call_id), "content": text}
+            if is_error:
+                block["is_error"] = True
+            results.append(block)
+        elif isinstance(item, Text):
+            if item.text.strip():
+                rest.append({"type": "text", "text": item.text})
+        elif isinstance(item, Media):
+            rest.append(_media_block(item))
+        elif isinstance(item, (Call, Thought)):
+            raise InvalidRequest("functionCall and thought parts belong in model turns", param="contents")
+    return results + rest
+
+
+def _model_block(item: Item) -> Json | None:
+    if isinstance(item, Thought):
+        if item.signature:
+            return {"type": "thinking", "thinking": item.text, "signature": item.signature}
+        return None  # Anthropic refuses thinking without its own signature
+    if isinstance(item, Text):
+        return {"type": "text", "text": item.text} if item.text.strip() else None
+    if isinstance(item, Call):
+        return {"type": "tool_use", "id": anthropic_tool_id(item.call_id), "name": item.name,
+                "input": msgspec.Raw(item.arguments)}
+    raise InvalidRequest("model turns may hold only text, thoughts and function calls for this channel",
+                         param="contents")
+
+
+def _media_block(media: Media) -> Json:
+    kind = "document" if media.mime_type == "application/pdf" else "image"
+    if media.data is not None:
+        if media.mime_type.startswith("text/"):
+            return {"type": "document", "source": {"type": "text", "media_type": "text/plain",
+                                                   "data": _b64_text(media.data)}}
+        return {"type": kind, "source": {"type": "base64", "media_type": media.mime_type, "data": media.data}}
+    return {"type": kind, "source": {"type": "url", "url": media.url or ""}}
+
+
+def _b64_text(data: str) -> str:
+    return base64.b64decode(data).decode("utf-8", "replace")
+
+
+@final
+class GeminiToAnthropic:
+    """The GEMINI_GENERATE client -> ANTHROPIC_MESSAGES upstream Translator."""
+
+    client: Dialect = Dialect.GEMINI_GENERATE
+    upstream: Dialect = Dialect.ANTHROPIC_MESSAGES
+
+    def request(self, body: bytes, ctx: TranslateContext) -> bytes:
+        """generateContent request bytes -> Messages request bytes."""
+        return msgspec.json.encode(gemini_to_anthropic_request(read_gemini_request(body), ctx))
+
+    def response(self, body: bytes, ctx: TranslateContext) -> bytes:
+        """Messages body -> GenerateContentResponse body; sets ctx.usage."""
+        reply = reply_from_anthropic(body)
+        ctx.usage = reply.usage
+        return encode_body(gemini_body(reply, ctx))
+
+    def stream(self, ctx: TranslateContext) -> StreamTranslator:
+        """Anthropic events -> Gemini chunks."""
+        return PipedStream(AnthropicReader(), GeminiWriter(ctx))

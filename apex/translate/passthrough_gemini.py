@@ -1,0 +1,57 @@
+"""What a Gemini stream or body tells Apex when a Gemini client gets it as it is.
+
+The bytes go through untouched (``PassthroughStream`` with family ``"gemini"`` calls
+``observe_gemini_chunk`` for each event): Gemini streams name no model alias to rewrite
+(the model is in the URL; ``modelVersion`` is the upstream's own). A chunk sets
+``finished`` on a ``finishReason`` or a blocked prompt (Gemini has no terminator, so that
+is a clean end), ``errored`` on an ``{"error": ...}`` chunk, and ``usage`` from
+``usageMetadata`` (cumulative: the last one wins, read as in 8.6). Only chunks that can
+carry those are decoded, and only through a view that skips the parts.
+"""
+
+from __future__ import annotations
+
+from typing import Final, Protocol
+
+import msgspec
+
+from apex.translate.neutral.usage import usage_from_gemini
+from apex.types import Usage
+from apex.wire.gemini import decode_chunk_view
+
+__all__ = ["StreamFlags", "gemini_body_usage", "observe_gemini_chunk"]
+
+_MARKERS: Final = (b'"usageMetadata"', b'"finishReason"', b'"error"', b'"blockReason"')
+
+
+class StreamFlags(Protocol):
+    """What an observer records (``PassthroughStream``'s attributes)."""
+
+    usage: Usage | None
+    finished: bool
+    errored: bool
+
+
+def gemini_body_usage(body: bytes) -> Usage | None:
+    """The usage of a non-stream generateContent answer (None when it reports none).
+
+    Raises msgspec.DecodeError / ValidationError when the body is not a Gemini response."""
+    resp = decode_chunk_view(body)
+    return usage_from_gemini(resp.usage_metadata) if resp.usage_metadata is not None else None
+
+
+def observe_gemini_chunk(data: bytes, flags: StreamFlags) -> None:
+    """Record what one Gemini stream chunk tells (usage, finish, error) on ``flags``."""
+    if not any(marker in data for marker in _MARKERS):
+        return
+    try:
+        chunk = decode_chunk_view(data)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return
+    if chunk.error is not None:
+        flags.errored = True
+    if chunk.usage_metadata is not None:
+        flags.usage = usage_from_gemini(chunk.usage_metadata)
+    if any(c.finish_reason for c in chunk.candidates) or (
+            chunk.prompt_feedback is not None and chunk.prompt_feedback.block_reason):
+        flags.finished = True

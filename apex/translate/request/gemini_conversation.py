@@ -1,0 +1,310 @@
+"""A Gemini client's generateContent request read into a neutral ``Conversation``.
+
+The Gemini-client directions (to OpenAI Chat, to Anthropic Messages) render this one form,
+so the Gemini request is read once. Rules (docs/protocols.md 6.2, 8.3 read backwards):
+- ``systemInstruction`` parts -> one system text; ``role`` absent means ``user``.
+- ``text`` parts -> text; ``thought: true`` text -> reasoning (model turns), carrying an
+  Anthropic signature when its ``thoughtSignature`` is one Apex minted (``thought_signature``);
+  ``inlineData`` -> base64 media; ``fileData`` -> media by URL.
+- ``functionCall`` -> a call whose id is the part's ``id`` when the client echoed one, else
+  a positional ``call_<n>`` (stable while the history grows); ``functionResponse`` -> the
+  result of the call with its ``id``, else of the oldest unanswered call of that name.
+- ``tools[].functionDeclarations`` -> tools with a JSON Schema: ``parametersJsonSchema`` as
+  sent, ``parameters`` (Gemini's OpenAPI subset) converted (``openapi_to_json_schema``).
+  Built-in tools (googleSearch, codeExecution, urlContext) have no portable form: dropped.
+- ``toolConfig`` and ``generationConfig`` -> the neutral knobs below.
+What this module must not do: know an upstream's wire shape.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass, field
+from typing import Final
+
+import msgspec
+from msgspec import UnsetType
+
+from apex.errors import InvalidRequest
+from apex.wire.gemini import Content, GenerateContentRequest, GenerationConfig, decode_request
+
+__all__ = [
+    "Call",
+    "Conversation",
+    "Item",
+    "Media",
+    "Result",
+    "Text",
+    "Thought",
+    "ToolSpec",
+    "Turn",
+    "decode_thought_signature",
+    "encode_thought_signature",
+    "openapi_to_json_schema",
+    "read_gemini_request",
+]
+
+# Anthropic thinking signatures travel to Gemini clients inside thoughtSignature, which the
+# Python SDK treats as base64 bytes: wrapped as base64(prefix + signature) they survive the
+# SDK's decode/encode round trip and are told apart from Gemini's own signatures.
+_SIGNATURE_PREFIX: Final = b"apex-anthropic:"
+_EMPTY_SCHEMA: Final = b'{"type":"object","properties":{}}'
+_INT_KEYWORDS: Final = frozenset({"minItems", "maxItems", "minLength", "maxLength", "minProperties",
+                                  "maxProperties"})
+_DROPPED_KEYWORDS: Final = frozenset({"propertyOrdering", "nullable", "example"})
+_ENCODER: Final = msgspec.json.Encoder()
+
+
+def encode_thought_signature(signature: str) -> str:
+    """An Anthropic thinking signature as a Gemini ``thoughtSignature``."""
+    return base64.b64encode(_SIGNATURE_PREFIX + signature.encode()).decode()
+
+
+def decode_thought_signature(value: str) -> str | None:
+    """The Anthropic signature inside a ``thoughtSignature`` Apex minted, else None."""
+    try:
+        raw = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    if not raw.startswith(_SIGNATURE_PREFIX):
+        return None
+    return raw[len(_SIGNATURE_PREFIX):].decode("utf-8", "replace")
+
+
+@dataclass(slots=True)
+class Text:
+    text: str
+
+
+@dataclass(slots=True)
+class Thought:
+    text: str
+    signature: str | None  # a genuine Anthropic signature, when the part carried one
+
+
+@dataclass(slots=True)
+class Media:
+    mime_type: str
+    data: str | None = None  # base64 (inlineData)
+    url: str | None = None   # fileData.fileUri
+
+
+@dataclass(slots=True)
+class Call:
+    call_id: str
+    name: str
+    arguments: bytes  # a JSON object
+
+
+@dataclass(slots=True)
+class Result:
+    call_id: str
+    name: str
+    response: bytes  # a JSON object
+
+
+Item = Text | Thought | Media | Call | Result
+
+
+@dataclass(slots=True)
+class Turn:
+    role: str  # "user" | "model"
+    items: list[Item] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class ToolSpec:
+    name: str
+    description: str | None
+    schema: bytes  # JSON Schema of the arguments (an object schema)
+
+
+@dataclass(slots=True)
+class Conversation:
+    """Everything a Gemini request asks for, in neutral terms."""
+
+    system: str = ""
+    turns: list[Turn] = field(default_factory=list)
+    tools: list[ToolSpec] = field(default_factory=list)
+    tool_mode: str | None = None        # "auto" | "any" | "none"
+    tool_names: list[str] = field(default_factory=list)  # allowedFunctionNames
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    stop: list[str] = field(default_factory=list)
+    candidates: int | None = None
+    seed: int | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    json_output: bool = False
+    json_schema: bytes | None = None
+    thinking_budget: int | None = None  # -1: dynamic; 0: off
+    thinking_level: str | None = None   # "low" | "medium" | "high"
+    include_thoughts: bool = False
+
+
+_MODES: Final[dict[str, str]] = {"AUTO": "auto", "ANY": "any", "NONE": "none", "VALIDATED": "auto"}
+
+
+def read_gemini_request(body: bytes) -> Conversation:
+    """A generateContent body -> Conversation; InvalidRequest when it is not one."""
+    try:
+        req = decode_request(body)
+    except msgspec.ValidationError as exc:
+        raise InvalidRequest(f"invalid generateContent request: {exc}") from exc
+    except msgspec.DecodeError as exc:
+        raise InvalidRequest(f"request body is not valid JSON: {exc}") from exc
+    return conversation_of(req)
+
+
+def conversation_of(req: GenerateContentRequest) -> Conversation:
+    """A decoded GenerateContentRequest -> Conversation."""
+    conv = Conversation()
+    if not isinstance(req.system_instruction, UnsetType):
+        conv.system = "\n".join(p.text for p in req.system_instruction.parts
+                                if isinstance(p.text, str) and p.text)
+    _read_contents(req.contents, conv)
+    if not conv.turns:
+        raise InvalidRequest("'contents' must hold at least one part", param="contents")
+    if not isinstance(req.tools, UnsetType):
+        for tool in req.tools:
+            for decl in tool.function_declarations:
+                conv.tools.append(ToolSpec(decl.name, decl.description or None, _schema_of(decl.parameters_json_schema,
+                                                                                          decl.parameters)))
+    if not isinstance(req.tool_config, UnsetType):
+        cfg = req.tool_config.function_calling_config
+        conv.tool_mode = _MODES.get(cfg.mode.upper(), "auto")
+        if not isinstance(cfg.allowed_function_names, UnsetType):
+            conv.tool_names = list(cfg.allowed_function_names)
+    if not isinstance(req.generation_config, UnsetType):
+        _read_generation(req.generation_config, conv)
+    return conv
+
+
+def _read_contents(contents: list[Content], conv: Conversation) -> None:
+    pending: dict[str, list[str]] = {}  # function name -> ids of calls not yet answered
+    calls = 0
+    for content in contents:
+        role = "model" if content.role == "model" else "user"
+        items: list[Item] = []
+        for part in content.parts:
+            call = part.function_call
+            response = part.function_response
+            if not isinstance(call, UnsetType):
+                call_id = call.id if isinstance(call.id, str) and call.id else f"call_{calls}"
+                calls += 1
+                pending.setdefault(call.name, []).append(call_id)
+                args = b"{}" if isinstance(call.args, UnsetType) else bytes(call.args).strip() or b"{}"
+                items.append(Call(call_id, call.name, args))
+            elif not isinstance(response, UnsetType):
+                waiting = pending.get(response.name) or []
+                if isinstance(response.id, str) and response.id:
+                    call_id = response.id
+                    if call_id in waiting:
+                        waiting.remove(call_id)
+                elif waiting:
+                    call_id = waiting.pop(0)
+                else:
+                    call_id = f"call_{calls}"  # a result for a call the history does not show
+                    calls += 1
+                items.append(Result(call_id, response.name, bytes(response.response)))
+            elif not isinstance(part.inline_data, UnsetType):
+                items.append(Media(part.inline_data.mime_type, data=part.inline_data.data))
+            elif not isinstance(part.file_data, UnsetType):
+                fd = part.file_data
+                mime = fd.mime_type if isinstance(fd.mime_type, str) else ""
+                items.append(Media(mime, url=fd.file_uri))
+            elif isinstance(part.text, str):
+                if part.thought:
+                    sig = part.thought_signature
+                    signature = decode_thought_signature(sig) if isinstance(sig, str) else None
+                    if part.text or signature:
+                        items.append(Thought(part.text, signature))
+                elif part.text:
+                    items.append(Text(part.text))
+        if not items:
+            continue
+        if conv.turns and conv.turns[-1].role == role:
+            conv.turns[-1].items.extend(items)
+        else:
+            conv.turns.append(Turn(role, items))
+
+
+def _read_generation(cfg: GenerationConfig, conv: Conversation) -> None:
+    if not isinstance(cfg.max_output_tokens, UnsetType):
+        conv.max_tokens = cfg.max_output_tokens
+    if not isinstance(cfg.temperature, UnsetType):
+        conv.temperature = cfg.temperature
+    if not isinstance(cfg.top_p, UnsetType):
+        conv.top_p = cfg.top_p
+    if not isinstance(cfg.top_k, UnsetType):
+        conv.top_k = cfg.top_k
+    if not isinstance(cfg.stop_sequences, UnsetType):
+        conv.stop = list(cfg.stop_sequences)
+    if not isinstance(cfg.candidate_count, UnsetType):
+        conv.candidates = cfg.candidate_count
+    if not isinstance(cfg.seed, UnsetType):
+        conv.seed = cfg.seed
+    if not isinstance(cfg.presence_penalty, UnsetType):
+        conv.presence_penalty = cfg.presence_penalty
+    if not isinstance(cfg.frequency_penalty, UnsetType):
+        conv.frequency_penalty = cfg.frequency_penalty
+    if isinstance(cfg.response_mime_type, str) and cfg.response_mime_type == "application/json":
+        conv.json_output = True
+        if not isinstance(cfg.response_json_schema, UnsetType):
+            conv.json_schema = bytes(cfg.response_json_schema)
+        elif not isinstance(cfg.response_schema, UnsetType):
+            conv.json_schema = openapi_to_json_schema(bytes(cfg.response_schema))
+    thinking = cfg.thinking_config
+    if not isinstance(thinking, UnsetType):
+        if not isinstance(thinking.thinking_budget, UnsetType):
+            conv.thinking_budget = thinking.thinking_budget
+        if isinstance(thinking.thinking_level, str) and thinking.thinking_level:
+            conv.thinking_level = thinking.thinking_level.lower()
+        conv.include_thoughts = thinking.include_thoughts is True
+
+
+def _schema_of(json_schema: msgspec.Raw | UnsetType, openapi: msgspec.Raw | UnsetType) -> bytes:
+    if not isinstance(json_schema, UnsetType) and bytes(json_schema).strip() not in (b"", b"null"):
+        return bytes(json_schema)
+    if not isinstance(openapi, UnsetType) and bytes(openapi).strip() not in (b"", b"null"):
+        return openapi_to_json_schema(bytes(openapi))
+    return _EMPTY_SCHEMA
+
+
+def openapi_to_json_schema(schema: bytes) -> bytes:
+    """Gemini's OpenAPI-subset Schema (``"type": "OBJECT"``, ``nullable``, int64 limits as
+    strings) -> standard JSON Schema, as OpenAI and Anthropic take it."""
+    try:
+        value = msgspec.json.decode(schema)
+    except msgspec.DecodeError as exc:
+        raise InvalidRequest(f"function parameters are not valid JSON: {exc}", param="tools") from exc
+    return _ENCODER.encode(_convert(value))
+
+
+def _convert(node: object) -> object:
+    if isinstance(node, list):
+        return [_convert(v) for v in node]
+    if not isinstance(node, dict):
+        return node
+    out: dict[str, object] = {}
+    for key, value in node.items():
+        if key in _DROPPED_KEYWORDS:
+            continue
+        if key == "type" and isinstance(value, str):
+            out[key] = value.lower()
+        elif key == "properties" and isinstance(value, dict):
+            out[key] = {name: _convert(sub) for name, sub in value.items()}
+        elif key in ("items", "anyOf", "oneOf", "allOf", "not", "additionalProperties"):
+            out[key] = _convert(value)
+        elif key in _INT_KEYWORDS and isinstance(value, str) and value.isdigit():
+            out[key] = int(value)
+        else:
+            out[key] = value
+    if node.get("nullable") is True and isinstance(out.get("type"), str):
+        out["type"] = [out["type"], "null"]
+    if out.get("type") == "type_unspecified":
+        del out["type"]
+    return out

@@ -1,0 +1,326 @@
+"""Gemini clients through Apex: the official google-genai SDK over real HTTP on every channel kind.
+
+Channels: a Gemini channel (pass-through, model mapped), an OpenAI and an Anthropic channel
+(translated) on the fake upstream, and the in-process mock. The SDK is the judge: it must
+parse every answer, stream and error Apex sends it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from google import genai
+from google.genai import errors as genai_errors
+from google.genai import types
+
+from tests.conftest import ApexInstance, StartApex
+from tests.integration.fakes import Behaviour, FakeUpstream, fixture_bytes, split_events
+from tests.integration.access import access_lines
+
+KEY = "gk-client-secret-1"
+CHANNEL_MODELS = {"gemini": "gm-alias", "openai": "gpt-alias", "anthropic": "claude-alias", "mock": "mock-alias"}
+
+TOOL = types.Tool(function_declarations=[types.FunctionDeclaration(
+    name="secret_retrieval_tool", description="A tool that requires a password.",
+    parameters=types.Schema(type=types.Type.OBJECT, properties={"password": types.Schema(type=types.Type.STRING)},
+                            required=["password"]))])
+
+
+def config(upstream: FakeUpstream) -> dict[str, Any]:
+    return {
+        "global": {"auth": {"keys": [KEY]}, "retries": {"max_attempts": 1}},
+        "logging": {"level": "error"},
+        "channels": [
+            {"name": "gm", "provider_type": "gemini", "base_url": upstream.url, "api_key": "g-upstream-key",
+             "model_map": {"gm-alias": "gemini-2.5-flash"}, "models": ["gm-alias", "gm-emb"]},
+            {"name": "oa", "provider_type": "openai", "base_url": upstream.openai_url, "api_key": "sk-oa-upstream",
+             "models": ["gpt-alias", "gpt-emb"]},
+            {"name": "an", "provider_type": "anthropic", "base_url": upstream.url, "api_key": "sk-ant-upstream",
+             "models": ["claude-alias"]},
+            {"name": "mk", "provider_type": "mock", "models": ["mock-alias", "mock-emb"]},
+        ],
+        "routers": [{"name": "r", "rules": [
+            {"match": {"model": "gm-*"}, "channels": [{"name": "gm"}]},
+            {"match": {"model": "gpt-*"}, "channels": [{"name": "oa"}]},
+            {"match": {"model": "claude-*"}, "channels": [{"name": "an"}]},
+            {"match": {"model": "mock-*"}, "channels": [{"name": "mk"}]},
+        ]}],
+    }
+
+
+@pytest.fixture
+async def apex(upstream: FakeUpstream, start_apex: StartApex) -> ApexInstance:
+    return await start_apex(config(upstream))
+
+
+@pytest.fixture
+async def client(apex: ApexInstance) -> AsyncIterator[genai.Client]:
+    c = genai.Client(api_key=KEY, http_options=types.HttpOptions(
+        base_url=apex.url, retry_options=types.HttpRetryOptions(attempts=1)))
+    yield c
+    await c.aio.aclose()
+
+
+EXPECTED_TEXT = {
+    "gemini": json.loads(fixture_bytes("gemini_generate_content.json"))["candidates"][0]["content"]["parts"][0]["text"],
+    "openai": json.loads(fixture_bytes("openai_chat_nonstream.json"))["choices"][0]["message"]["content"],
+    "anthropic": "4200 + 42 = 4242",
+    "mock": "This is Apex's mock provider. You said: What is 4200 + 42?",
+}
+EXPECTED_STREAM = {
+    "gemini": "The capital of France is Paris.\n",
+    "openai": "The capital of the UK is London.",
+    "anthropic": "4200 + 42 = 4242",
+    "mock": "This is Apex's mock provider. You said: What is 4200 + 42?",
+}
+
+
+@pytest.mark.parametrize("kind", ["gemini", "openai", "anthropic", "mock"])
+async def test_generate_on_every_channel_kind(kind: str, client: genai.Client, upstream: FakeUpstream) -> None:
+    """generateContent answers in Gemini's shape on every channel kind, with text, finish and usage."""
+    resp = await client.aio.models.generate_content(
+        model=CHANNEL_MODELS[kind], contents="What is 4200 + 42?",
+        config=types.GenerateContentConfig(system_instruction="Be brief.", max_output_tokens=300, temperature=0.5))
+    assert resp.text == EXPECTED_TEXT[kind]
+    cand = resp.candidates[0] if resp.candidates else None
+    assert cand is not None and cand.finish_reason == types.FinishReason.STOP
+    usage = resp.usage_metadata
+    assert usage is not None and usage.prompt_token_count and usage.total_token_count
+    if kind == "mock":
+        return
+    sent = upstream.requests[-1]
+    assert KEY not in str(sent.headers) and KEY not in sent.query and KEY.encode() not in sent.body
+    if kind == "gemini":
+        assert sent.path == "/v1beta/models/gemini-2.5-flash:generateContent"
+        assert sent.headers["x-goog-api-key"] == "g-upstream-key" and sent.query == ""
+        assert sent.json["systemInstruction"]["parts"][0]["text"] == "Be brief."
+        assert usage.thoughts_token_count == 25 and usage.candidates_token_count == 77
+    elif kind == "openai":
+        assert sent.path == "/v1/chat/completions" and sent.headers["Authorization"] == "Bearer sk-oa-upstream"
+        assert sent.json["messages"] == [{"role": "system", "content": "Be brief."},
+                                         {"role": "user", "content": "What is 4200 + 42?"}]
+        assert sent.json["max_tokens"] == 300 and sent.json["temperature"] == 0.5 and sent.json["model"] == "gpt-alias"
+    else:
+        assert sent.path == "/v1/messages" and sent.headers["x-api-key"] == "sk-ant-upstream"
+        assert sent.json["system"] == "Be brief." and sent.json["max_tokens"] == 300
+        assert sent.json["messages"] == [{"role": "user", "content": [{"type": "text", "text": "What is 4200 + 42?"}]}]
+
+
+@pytest.mark.parametrize("kind", ["gemini", "openai", "anthropic", "mock"])
+async def test_stream_on_every_channel_kind(kind: str, client: genai.Client, upstream: FakeUpstream) -> None:
+    """streamGenerateContent?alt=sse streams chunks the SDK reads; the last carries STOP and usage."""
+    chunks = [c async for c in await client.aio.models.generate_content_stream(
+        model=CHANNEL_MODELS[kind], contents="What is 4200 + 42?")]
+    assert "".join(c.text or "" for c in chunks) == EXPECTED_STREAM[kind]
+    last = chunks[-1]
+    assert last.candidates and last.candidates[0].finish_reason == types.FinishReason.STOP
+    assert last.usage_metadata is not None and last.usage_metadata.total_token_count
+    if kind == "gemini":
+        assert upstream.requests[-1].path == "/v1beta/models/gemini-2.5-flash:streamGenerateContent"
+        assert upstream.requests[-1].query == "alt=sse"
+    elif kind == "openai":
+        assert upstream.requests[-1].json["stream_options"] == {"include_usage": True}
+
+
+@pytest.mark.parametrize("kind", ["gemini", "openai", "anthropic"])
+@pytest.mark.parametrize("stream", [False, True])
+async def test_function_calling_round_trip(kind: str, stream: bool, client: genai.Client, upstream: FakeUpstream) -> None:
+    """Function declarations go up, function calls come back whole, and their responses reach the upstream
+    as that protocol's tool results, matched to the right call."""
+    cfg = types.GenerateContentConfig(tools=[TOOL], automatic_function_calling=types.AutomaticFunctionCallingConfig(disable=True))
+    question = types.Content(role="user", parts=[types.Part.from_text(text="secrets for mellon, radiance")])
+    if stream:
+        chunks = [c async for c in await client.aio.models.generate_content_stream(
+            model=CHANNEL_MODELS[kind], contents=[question], config=cfg)]
+        parts = [p for c in chunks if c.candidates and c.candidates[0].content
+                 for p in c.candidates[0].content.parts or []]
+        model_turn = types.Content(role="model", parts=parts)
+        assert chunks[-1].candidates and chunks[-1].candidates[0].finish_reason == types.FinishReason.STOP
+    else:
+        resp = await client.aio.models.generate_content(model=CHANNEL_MODELS[kind], contents=[question], config=cfg)
+        assert resp.candidates and resp.candidates[0].content is not None
+        model_turn = resp.candidates[0].content
+        assert resp.candidates[0].finish_reason == types.FinishReason.STOP
+    calls = [p.function_call for p in model_turn.parts or [] if p.function_call]
+    assert [c.name for c in calls] == ["secret_retrieval_tool"] * 2
+    assert sorted((c.args or {})["password"] for c in calls) == ["mellon", "radiance"]
+    first_request = upstream.requests[-1].json
+    if kind == "openai":
+        assert first_request["tools"][0]["function"]["parameters"] == {
+            "type": "object", "properties": {"password": {"type": "string"}}, "required": ["password"]}
+    elif kind == "anthropic":
+        assert first_request["tools"][0]["input_schema"]["properties"]["password"] == {"type": "string"}
+    # The client answers the calls by name, in order, without ids (what Part.from_function_response does).
+    answers = [types.Part.from_function_response(name="secret_retrieval_tool", response={"output": f"secret-{i}"})
+               for i in range(len(calls))]
+    follow = await client.aio.models.generate_content(
+        model=CHANNEL_MODELS[kind], contents=[question, model_turn, types.Content(role="user", parts=answers)],
+        config=cfg)
+    assert follow.candidates
+    sent = upstream.requests[-1].json
+    if kind == "openai":
+        assistant = next(m for m in sent["messages"] if m["role"] == "assistant")
+        tools = [m for m in sent["messages"] if m["role"] == "tool"]
+        assert [t["tool_call_id"] for t in tools] == [c["id"] for c in assistant["tool_calls"]]
+        assert [t["content"] for t in tools] == ["secret-0", "secret-1"]
+        assert [c.id for c in calls] == [c["id"] for c in assistant["tool_calls"]]  # the upstream's ids reach the client
+    elif kind == "anthropic":
+        uses = [b for b in sent["messages"][1]["content"] if b["type"] == "tool_use"]
+        results = sent["messages"][2]["content"]
+        assert [r["tool_use_id"] for r in results] == [u["id"] for u in uses]
+        assert [r["content"] for r in results] == ["secret-0", "secret-1"]
+    else:  # pass-through: Gemini gets the parts as the client sent them, thought signature included
+        assert sent["contents"][1]["parts"][0]["thoughtSignature"]
+        assert sent["contents"][2]["parts"][0]["functionResponse"]["response"] == {"output": "secret-0"}
+
+
+@pytest.mark.parametrize("kind", ["gemini", "openai", "anthropic", "mock"])
+async def test_count_tokens(kind: str, client: genai.Client, upstream: FakeUpstream) -> None:
+    """countTokens: Gemini's own count on a Gemini channel, an estimate marked x-apex-estimated elsewhere."""
+    resp = await client.aio.models.count_tokens(model=CHANNEL_MODELS[kind], contents="What is 4200 + 42?")
+    assert resp.total_tokens
+    headers = resp.sdk_http_response.headers if resp.sdk_http_response else {}
+    assert headers is not None
+    if kind == "gemini":
+        assert resp.total_tokens == 31
+        assert upstream.requests[-1].path == "/v1beta/models/gemini-2.5-flash:countTokens"
+    elif kind != "mock":
+        assert headers.get("x-apex-estimated") == "true"
+
+
+@pytest.mark.parametrize("kind", ["gemini", "openai", "mock"])
+async def test_embed(kind: str, client: genai.Client, upstream: FakeUpstream) -> None:
+    """embed_content (batchEmbedContents) on Gemini, OpenAI and mock channels; embedContent unwraps one."""
+    model = {"gemini": "gm-emb", "openai": "gpt-emb", "mock": "mock-emb"}[kind]
+    resp = await client.aio.models.embed_content(model=model, contents=["hello", "world"])
+    assert resp.embeddings is not None and len(resp.embeddings) == 2
+    assert all(e.values and all(isinstance(v, float) for v in e.values) for e in resp.embeddings)
+    if kind == "gemini":
+        sent = upstream.requests[-1]
+        assert sent.path == "/v1beta/models/gm-emb:batchEmbedContents"
+        assert [r["model"] for r in sent.json["requests"]] == ["models/gm-emb"] * 2
+    elif kind == "openai":
+        assert upstream.requests[-1].json["input"] == ["hello", "world"]
+
+
+async def test_embed_content_single(apex: ApexInstance, upstream: FakeUpstream) -> None:
+    """A single :embedContent is served as a batch of one and answered as {"embedding": {...}}."""
+    async with aiohttp.ClientSession() as s, s.post(
+            f"{apex.url}/v1beta/models/gm-emb:embedContent", headers={"x-goog-api-key": KEY},
+            json={"content": {"parts": [{"text": "hello"}]}, "taskType": "RETRIEVAL_QUERY"}) as r:
+        assert r.status == 200
+        body = await r.json()
+    assert list(body) == ["embedding"] and body["embedding"]["values"]
+    sent = upstream.requests[-1]
+    assert sent.path.endswith(":batchEmbedContents")
+    assert sent.json == {"requests": [{"content": {"parts": [{"text": "hello"}]}, "taskType": "RETRIEVAL_QUERY",
+                                       "model": "models/gm-emb"}]}
+
+
+async def test_model_list_in_gemini_shape(client: genai.Client) -> None:
+    """GET /v1beta/models lists the exact model names this key may use; one model can be fetched."""
+    names = [m.name async for m in await client.aio.models.list()]
+    assert names == [f"models/{n}" for n in sorted(["gm-alias", "gm-emb", "gpt-alias", "gpt-emb", "claude-alias",
+                                                     "mock-alias", "mock-emb"])]
+    one = await client.aio.models.get(model="gpt-alias")
+    assert one.name == "models/gpt-alias" and one.supported_actions and "generateContent" in one.supported_actions
+    with pytest.raises(genai_errors.ClientError) as info:
+        await client.aio.models.get(model="nope")
+    assert info.value.code == 404 and info.value.status == "NOT_FOUND"
+
+
+async def test_keys_query_and_bearer_and_errors(apex: ApexInstance, upstream: FakeUpstream) -> None:
+    """?key= and Bearer work like x-goog-api-key; a missing or wrong key is 401 in Gemini's shape."""
+    url = f"{apex.url}/v1beta/models/gm-alias:generateContent"
+    body = {"contents": [{"parts": [{"text": "hi"}]}]}
+    async with aiohttp.ClientSession() as s:
+        async with s.post(url, params={"key": KEY}, json=body) as r:
+            assert r.status == 200
+        async with s.post(url, headers={"Authorization": f"Bearer {KEY}"}, json=body) as r:
+            assert r.status == 200
+        async with s.post(url, json=body) as r:
+            assert r.status == 401
+            err = await r.json()
+        async with s.post(url, params={"key": "wrong"}, json=body) as r:
+            assert r.status == 401
+        async with s.post(f"{apex.url}/v1beta/models/gm-alias:summon", params={"key": KEY}, json=body) as r:
+            assert r.status == 404 and (await r.json())["error"]["status"] == "NOT_FOUND"
+        async with s.post(url, params={"key": KEY}, data=b"{nope") as r:
+            assert r.status == 400 and (await r.json())["error"]["status"] == "INVALID_ARGUMENT"
+        async with s.get(f"{apex.url}/v1beta/nothing-here", params={"key": KEY}) as r:
+            assert r.status == 404 and (await r.json())["error"]["code"] == 404
+    assert err["error"]["code"] == 401 and err["error"]["status"] == "UNAUTHENTICATED" and "x-goog-api-key" in err["error"]["message"]
+    assert all(KEY not in str(req.headers) and KEY not in req.query for req in upstream.requests)
+
+
+async def test_upstream_errors_keep_gemini_status(client: genai.Client, upstream: FakeUpstream) -> None:
+    """A Gemini 429 keeps its RESOURCE_EXHAUSTED status; an OpenAI 400 becomes INVALID_ARGUMENT."""
+    upstream.push(Behaviour(status=429, body=json.dumps({"error": {"code": 429, "message": "quota", "status": "RESOURCE_EXHAUSTED"}}).encode()))
+    with pytest.raises(genai_errors.ClientError) as info:
+        await client.aio.models.generate_content(model="gm-alias", contents="hi")
+    assert info.value.code == 429 and info.value.status == "RESOURCE_EXHAUSTED" and "quota" in (info.value.message or "")
+    upstream.push(Behaviour(status=400, body=b'{"error":{"message":"bad thing","type":"invalid_request_error"}}'))
+    with pytest.raises(genai_errors.ClientError) as info:
+        await client.aio.models.generate_content(model="gpt-alias", contents="hi")
+    assert info.value.code == 400 and info.value.status == "INVALID_ARGUMENT"
+
+
+@pytest.mark.parametrize("kind", ["gemini", "openai"])
+async def test_stream_failure_after_commit(kind: str, client: genai.Client, upstream: FakeUpstream) -> None:
+    """A stream cut after it started ends with a Gemini error chunk, which the SDK raises."""
+    if kind == "gemini":
+        events = split_events(fixture_bytes("gemini_stream.sse"))
+    else:
+        events = split_events(fixture_bytes("openai_chat_stream_text.sse"))
+    upstream.push(Behaviour(content_type="text/event-stream", events=events, cut_after=2))
+    got: list[str] = []
+    with pytest.raises(genai_errors.APIError) as info:
+        stream = await client.aio.models.generate_content_stream(model=CHANNEL_MODELS[kind], contents="hi")
+        async for chunk in stream:
+            got.append(chunk.text or "")  # noqa: PERF401 -- what arrived before the error must stay
+    assert info.value.code == 500 and "channel" in (info.value.message or "")
+    assert "".join(got)
+
+
+@pytest.mark.parametrize("kind", ["gemini", "anthropic"])
+async def test_json_array_stream_without_alt_sse(kind: str, apex: ApexInstance) -> None:
+    """streamGenerateContent without alt=sse answers one incremental JSON array, as Google does."""
+    async with aiohttp.ClientSession() as s, s.post(
+            f"{apex.url}/v1beta/models/{CHANNEL_MODELS[kind]}:streamGenerateContent",
+            headers={"x-goog-api-key": KEY}, json={"contents": [{"parts": [{"text": "hi"}]}]}) as r:
+        assert r.status == 200 and r.headers["Content-Type"].startswith("application/json")
+        raw = await r.read()
+    chunks = json.loads(raw)
+    assert isinstance(chunks, list) and len(chunks) > 1
+    text = "".join(p.get("text", "") for c in chunks for p in c["candidates"][0]["content"]["parts"])
+    assert text == EXPECTED_STREAM[kind]
+    assert chunks[-1]["candidates"][0]["finishReason"] == "STOP" and chunks[-1]["usageMetadata"]["totalTokenCount"]
+
+
+async def test_access_line_metrics_and_no_key_in_logs(
+    upstream: FakeUpstream, start_apex: StartApex, log_file: Path
+) -> None:
+    """Gemini requests get the access line and metrics of every dialect; a ?key= never reaches the log."""
+    cfg = config(upstream)
+    cfg["logging"] = {"level": "info", "format": "json"}
+    inst = await start_apex(cfg)
+    async with aiohttp.ClientSession() as s:
+        async with s.post(f"{inst.url}/v1beta/models/claude-alias:generateContent", params={"key": KEY},
+                          json={"contents": [{"parts": [{"text": "hi"}]}]}) as r:
+            assert r.status == 200
+        async with s.post(f"{inst.url}/v1beta/models/claude-alias:generateContent", params={"key": KEY + "x"},
+                          json={"contents": [{"parts": [{"text": "hi"}]}]}) as r:
+            assert r.status == 401
+        async with s.get(f"{inst.url}/metrics") as r:
+            metrics = await r.text()
+    lines = access_lines(log_file)
+    assert [(x["dialect"], x["status"], x["channel"], x["model"]) for x in lines] == [
+        ("gemini_generate", 200, "an", "claude-alias"), ("gemini_generate", 401, None, None)]
+    assert lines[0]["tokens"]["prompt"] > 0
+    assert KEY not in log_file.read_text()  # noqa: ASYNC240 -- a small local file read in a test
+    assert 'apex_requests_total{channel="an",model="claude-alias",router="r",status="200",team_id="none"} 1.0' in metrics

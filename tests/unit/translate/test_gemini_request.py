@@ -1,0 +1,148 @@
+"""A Gemini client's request read into the neutral Conversation, and rendered for Chat and Messages."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from apex.errors import InvalidRequest
+from apex.translate.base import TranslateContext
+from apex.translate.request.gemini_conversation import (
+    Call,
+    Result,
+    decode_thought_signature,
+    encode_thought_signature,
+    openapi_to_json_schema,
+    read_gemini_request,
+)
+from apex.translate.directions.gemini_to_anthropic import GeminiToAnthropic
+from apex.translate.directions.gemini_to_openai import GeminiToOpenAI
+
+
+def _ctx(stream: bool = False) -> TranslateContext:
+    return TranslateContext("alias", "upstream-model", stream, "req-1")
+
+
+def _body(obj: dict[str, Any]) -> bytes:
+    return json.dumps(obj).encode()
+
+
+CALL_TURNS: list[dict[str, Any]] = [
+    {"role": "user", "parts": [{"text": "weather in Paris and Rome?"}]},
+    {"role": "model", "parts": [{"functionCall": {"name": "weather", "args": {"city": "Paris"}}},
+                                {"functionCall": {"name": "weather", "args": {"city": "Rome"}}},
+                                {"functionCall": {"name": "clock", "args": {}, "id": "toolu_given"}}]},
+    {"role": "user", "parts": [{"functionResponse": {"name": "clock", "response": {"output": "noon"}, "id": "toolu_given"}},
+                               {"functionResponse": {"name": "weather", "response": {"output": "sunny"}}},
+                               {"functionResponse": {"name": "weather", "response": {"error": "no data"}}}]},
+]
+
+
+def test_function_responses_match_calls_by_id_then_by_name_in_order() -> None:
+    """A response with an id answers that call; one without answers the oldest open call of its name."""
+    conv = read_gemini_request(_body({"contents": CALL_TURNS}))
+    calls = [i for i in conv.turns[1].items if isinstance(i, Call)]
+    results = [i for i in conv.turns[2].items if isinstance(i, Result)]
+    assert [c.call_id for c in calls] == ["call_0", "call_1", "toolu_given"]
+    assert [r.call_id for r in results] == ["toolu_given", "call_0", "call_1"]
+
+
+def test_openai_rendering_of_calls_and_results() -> None:
+    """Calls become one assistant message with tool_calls; results tool messages, errors marked."""
+    sent = json.loads(GeminiToOpenAI().request(_body({"contents": CALL_TURNS}), _ctx()))
+    assistant, *tools = sent["messages"][1:]
+    assert [c["id"] for c in assistant["tool_calls"]] == ["call_0", "call_1", "toolu_given"]
+    assert json.loads(assistant["tool_calls"][0]["function"]["arguments"]) == {"city": "Paris"}
+    assert [(t["tool_call_id"], t["content"]) for t in tools] == [
+        ("toolu_given", "noon"), ("call_0", "sunny"), ("call_1", "Error: no data")]
+
+
+def test_anthropic_rendering_of_calls_and_results() -> None:
+    """Calls become tool_use blocks, results tool_result blocks with the same ids; is_error kept."""
+    sent = json.loads(GeminiToAnthropic().request(_body({"contents": CALL_TURNS}), _ctx()))
+    uses = sent["messages"][1]["content"]
+    results = sent["messages"][2]["content"]
+    assert [u["id"] for u in uses] == ["call_0", "call_1", "toolu_given"]
+    assert [(r["tool_use_id"], r["content"], r.get("is_error", False)) for r in results] == [
+        ("toolu_given", "noon", False), ("call_0", "sunny", False), ("call_1", "no data", True)]
+    assert sent["max_tokens"] == 8192
+
+
+def test_openapi_schema_becomes_json_schema() -> None:
+    """Upper-case types, nullable, int64 limits as strings and propertyOrdering are converted."""
+    schema = {"type": "OBJECT", "properties": {
+        "tags": {"type": "ARRAY", "items": {"type": "STRING"}, "minItems": "1"},
+        "note": {"type": "STRING", "nullable": True}}, "required": ["tags"], "propertyOrdering": ["tags", "note"]}
+    assert json.loads(openapi_to_json_schema(json.dumps(schema).encode())) == {
+        "type": "object", "properties": {"tags": {"type": "array", "items": {"type": "string"}, "minItems": 1},
+                                         "note": {"type": ["string", "null"]}}, "required": ["tags"]}
+
+
+def test_tools_config_and_generation_knobs_for_openai() -> None:
+    """Declarations, a forced single function, JSON schema output, sampling, thinking -> Chat fields."""
+    body = {"contents": [{"parts": [{"text": "hi"}]}],
+            "systemInstruction": {"parts": [{"text": "a"}, {"text": "b"}]},
+            "tools": [{"functionDeclarations": [{"name": "f", "parametersJsonSchema": {"type": "object"}}]},
+                      {"googleSearch": {}}],
+            "toolConfig": {"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": ["f"]}},
+            "generationConfig": {"maxOutputTokens": 50, "stopSequences": ["x"], "topP": 0.9, "seed": 7,
+                                 "responseMimeType": "application/json", "responseJsonSchema": {"type": "object"},
+                                 "thinkingConfig": {"thinkingBudget": 20000}}}
+    sent = json.loads(GeminiToOpenAI().request(_body(body), _ctx(stream=True)))
+    assert sent["messages"][0] == {"role": "system", "content": "a\nb"}
+    assert sent["tools"] == [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
+    assert sent["tool_choice"] == {"type": "function", "function": {"name": "f"}}
+    assert (sent["max_tokens"], sent["stop"], sent["top_p"], sent["seed"]) == (50, ["x"], 0.9, 7)
+    assert sent["response_format"]["json_schema"]["schema"] == {"type": "object"}
+    assert sent["reasoning_effort"] == "high"
+    assert sent["stream"] is True and sent["stream_options"] == {"include_usage": True}
+
+
+def test_images_for_both_upstreams() -> None:
+    """inlineData becomes a data URL / base64 image block; fileData a URL."""
+    body = {"contents": [{"parts": [{"text": "what is this"},
+                                    {"inlineData": {"mimeType": "image/png", "data": "iVBORw0KGgo="}},
+                                    {"fileData": {"mimeType": "image/jpeg", "fileUri": "https://x.test/a.jpg"}}]}]}
+    chat = json.loads(GeminiToOpenAI().request(_body(body), _ctx()))
+    assert [p.get("image_url", {}).get("url") for p in chat["messages"][0]["content"]][1:] == [
+        "data:image/png;base64,iVBORw0KGgo=", "https://x.test/a.jpg"]
+    msg = json.loads(GeminiToAnthropic().request(_body(body), _ctx()))
+    blocks = msg["messages"][0]["content"]
+    assert blocks[1]["source"] == {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}
+    assert blocks[2]["source"] == {"type": "url", "url": "https://x.test/a.jpg"}
+
+
+def test_unsigned_thoughts_never_reach_anthropic_and_thinking_stays_off_after_unsigned_calls() -> None:
+    """A thought without an Apex-minted signature is dropped; thinking is not enabled on that history."""
+    body = {"contents": [{"role": "user", "parts": [{"text": "q"}]},
+                         {"role": "model", "parts": [{"text": "hmm", "thought": True},
+                                                     {"functionCall": {"name": "f", "args": {}}}]},
+                         {"role": "user", "parts": [{"functionResponse": {"name": "f", "response": {"output": "1"}}}]}],
+            "generationConfig": {"thinkingConfig": {"thinkingBudget": 4096}}}
+    sent = json.loads(GeminiToAnthropic().request(_body(body), _ctx()))
+    assert [b["type"] for b in sent["messages"][1]["content"]] == ["tool_use"]
+    assert "thinking" not in sent
+
+
+def test_thought_signature_wrapping() -> None:
+    """Apex's wrapped Anthropic signatures round-trip; Gemini's own signatures are not mistaken for one."""
+    assert decode_thought_signature(encode_thought_signature("EqABC/def+==")) == "EqABC/def+=="
+    assert decode_thought_signature("CikB0e2Kbw5tJ9dwYB9m1I9W28H1Pvbhg7iFnlQJ") is None
+    assert decode_thought_signature("not base64 at all!") is None
+
+
+@pytest.mark.parametrize("body", [b"[]", b'{"contents": []}', b'{"contents": [{"parts": [{"text": ""}]}]}', b"{",
+                                  b'{"contents": "hi"}'])
+def test_bad_requests_are_invalid_request(body: bytes) -> None:
+    """Bodies that are not a usable generateContent request are a 400, never a crash."""
+    with pytest.raises(InvalidRequest):
+        GeminiToOpenAI().request(body, _ctx())
+
+
+def test_candidate_count_above_one_is_refused() -> None:
+    """candidateCount > 1 cannot be served through translation: a precise 400."""
+    body = {"contents": [{"parts": [{"text": "hi"}]}], "generationConfig": {"candidateCount": 2}}
+    with pytest.raises(InvalidRequest, match="candidateCount"):
+        GeminiToAnthropic().request(_body(body), _ctx())
