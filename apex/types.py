@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 import time
-from typing import Final, Literal, Protocol, final
+from typing import Final, Literal, Protocol, cast, final, get_args
 
 import msgspec
 
@@ -35,15 +35,16 @@ class Dialect(enum.Enum):
         return _FAMILY[self]
 
 
-_FAMILY: Final[dict[Dialect, DialectFamily]] = {
-    Dialect.OPENAI_CHAT: "openai",
-    Dialect.OPENAI_RESPONSES: "openai",
-    Dialect.OPENAI_EMBEDDINGS: "openai",
-    Dialect.ANTHROPIC_MESSAGES: "anthropic",
-    Dialect.ANTHROPIC_COUNT_TOKENS: "anthropic",
-    Dialect.GEMINI_GENERATE: "gemini",
-    Dialect.GEMINI_EMBED: "gemini",
-}
+def _family_of(dialect: Dialect) -> DialectFamily:
+    prefix = dialect.value.split("_", 1)[0]
+    for family in get_args(DialectFamily):
+        if family == prefix:
+            return cast(DialectFamily, family)
+    raise AssertionError(f"dialect {dialect.value} names no known family")  # at import: a new dialect's typo
+
+
+# Every dialect's family, from its value's prefix (a new dialect needs no entry here).
+_FAMILY: Final[dict[Dialect, DialectFamily]] = {d: _family_of(d) for d in Dialect}
 
 
 class Clock(Protocol):
