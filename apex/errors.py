@@ -11,6 +11,7 @@ client's dialect; nothing here knows about wire formats or aiohttp.
     │   ├── AuthenticationFailed       401 authentication
     │   ├── PermissionDenied           403 permission
     │   ├── NotFound                   404 not_found
+    │   ├── RequestTimeout             408 timeout (the client was too slow to send its request)
     │   ├── RequestTooLarge            413 request_too_large
     │   └── RateLimited                429 rate_limit
     │       └── BudgetExceeded         429 budget_exceeded (the team's spending cap)
@@ -49,6 +50,7 @@ __all__ = [
     "NotFound",
     "PermissionDenied",
     "RateLimited",
+    "RequestTimeout",
     "RequestTooLarge",
     "UpstreamConnectionError",
     "UpstreamError",
@@ -118,6 +120,11 @@ class PermissionDenied(ClientError):
 class NotFound(ClientError):
     status = 404
     kind: ErrorKind = "not_found"
+
+
+class RequestTimeout(ClientError):
+    status = 408
+    kind = "timeout"
 
 
 class RequestTooLarge(ClientError):

@@ -17,6 +17,7 @@ from aiohttp import web
 
 from apex.config.load import load_config_bytes
 from apex.server.app import build_app
+from apex.server.conn import ApexRunner
 from apex.server.gateway import Gateway
 from tests.fakeclock import FakeTime
 from tests.integration.fakes import FakeUpstream
@@ -101,7 +102,7 @@ async def start_apex() -> AsyncIterator[StartApex]:
         seams: dict[str, Any] = {} if time is None else {"clock": time.clock, "sleep": time.sleep}
         gateway = Gateway(cfg, config_path, rng=rng, **seams)
         app = build_app(gateway, watch=config_path is not None)
-        runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=2)
+        runner = ApexRunner(app, gateway, handler_cancellation=True, access_log=None, shutdown_timeout=2)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()

@@ -214,6 +214,8 @@ def check_config(config: Config) -> None:
     _positive(g.drain_delay_ms, "global.drain_delay_ms", zero_ok=True)
     if g.tracing is not None:
         _check_tracing(g.tracing)
+    for field in ("header_read_ms", "body_read_ms", "keepalive_idle_ms"):
+        _positive(getattr(g.client_timeouts, field), f"global.client_timeouts.{field}")
     if g.rate_limit_store.type == "redis" and not g.rate_limit_store.url:
         raise ConfigError("a redis store needs a url", path="global.rate_limit_store.url")
     rl = g.request_log
