@@ -45,6 +45,7 @@ __all__ = [
     "ClientError",
     "ConfigError",
     "InternalError",
+    "StartupError",
     "InvalidRequest",
     "NoRouteAvailable",
     "NotFound",
@@ -234,6 +235,16 @@ class ConfigError(Exception):
         self.message = f"{path}: {message}" if path else message
         self.path = path
         self.detail = message
+
+
+class StartupError(Exception):
+    """The gateway cannot start for a reason outside the config's content (a busy port, say).
+    The message is one line naming the cause and the fix; the CLI prints it and exits 1.
+    Not an ApexError: no client ever sees it."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
 
 
 _KIND_BY_STATUS: Final[dict[int, ErrorKind]] = {

@@ -65,6 +65,13 @@ def ant(inst: ApexInstance, key: str = "vk-default") -> anthropic.AsyncAnthropic
 
 
 @pytest.fixture(autouse=True)
+def private_state_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CLI remembers the last config started under $XDG_STATE_HOME/apex: keep tests (and
+    the gateways they start as subprocesses) out of the real home directory."""
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path_factory.mktemp("xdg-state")))
+
+
+@pytest.fixture(autouse=True)
 async def sdk_clients() -> AsyncIterator[None]:
     """Close every SDK client a test made, inside the test's own event loop."""
     yield

@@ -9,6 +9,7 @@ SIGTERM/SIGINT for a graceful stop that lets in-flight requests finish (bounded 
 from __future__ import annotations
 
 import asyncio
+import errno
 import gc
 import logging
 import os
@@ -18,8 +19,8 @@ from pathlib import Path
 
 from aiohttp import web
 
-from apex.config.load import load_config_bytes, parse_listen
-from apex.errors import ConfigError
+from apex.config.load import load_config_bytes, parse_listen, read_config_file
+from apex.errors import ConfigError, StartupError
 from apex.server import gemini, handlers
 from apex.server.conn import ApexRunner, raise_fd_limit
 from apex.server.gateway import Gateway
@@ -97,7 +98,11 @@ async def serve(gateway: Gateway, *, on_ready: Callable[[], None] | None = None)
     runner = ApexRunner(app, gateway, handler_cancellation=True, access_log=None, shutdown_timeout=STOP_MARGIN_S)
     await runner.setup()
     site = web.TCPSite(runner, host, port, backlog=1024, reuse_address=True)
-    await site.start()
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise StartupError(_listen_failure(config.global_.listen, exc)) from exc
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -175,14 +180,30 @@ def _tune_gc() -> None:
     gc.set_threshold(GC_GEN0_THRESHOLD, 20, 50)
 
 
+def _listen_failure(listen: str, exc: OSError) -> str:
+    """One line: why ``listen`` cannot be bound and what to do about it."""
+    fix = "choose another address with --listen HOST:PORT, $APEX_LISTEN or global.listen"
+    if exc.errno == errno.EADDRINUSE:
+        return f"cannot listen on {listen}: the address is already in use (another process holds the port; `ss -ltnp` shows which); stop it, or {fix}"
+    if exc.errno == errno.EACCES:
+        return f"cannot listen on {listen}: permission denied (ports below 1024 need root or CAP_NET_BIND_SERVICE); {fix}"
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return f"cannot listen on {listen}: this host has no such address; {fix}"
+    return f"cannot listen on {listen}: {exc.strerror or exc}; {fix}"
+
+
 def run_gateway(config_path: Path, *, on_ready: Callable[[], None] | None = None) -> int:
     """Run the gateway in the foreground; raise ConfigError for an invalid initial config."""
-    try:
-        data = config_path.read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"cannot read config file {str(config_path)!r}: {exc.strerror}") from exc
+    data = read_config_file(config_path)
     config = load_config_bytes(data)
-    configure_logging(config.logging)
+    try:
+        configure_logging(config.logging)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot open log file {config.logging.file}: {exc.strerror}; make it writable for this user, "
+            f"or remove logging.file to log to stderr",
+            path="logging.file",
+        ) from exc
     soft, _ = raise_fd_limit()
     log.debug("open-files limit: %d", soft)
     # abspath, not resolve(): the watcher follows a symlinked config (Kubernetes ..data swaps) itself.
