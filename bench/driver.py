@@ -249,10 +249,26 @@ class Runner:
                               mt, [200, 1000], 5.0, 1, True)
             finally:
                 nm.stop()
+        if self.apex and p.full_extras:
+            self.requestlog_scenario([200, 1000], 5.0, 1)
         self.report["meta"]["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
         self.report["meta"]["loadavg_end"] = os.getloadavg()
         if p.quick:
             self.report["check"] = self._check()
+
+    def requestlog_scenario(self, rates: list[int], duration: float, rounds: int) -> dict[str, Any]:
+        """The default gateway (request log on: SQLite beside its config) against the same gateway
+        with ``request_log.type: off``."""
+        assert self.apex is not None
+        off = self._keep(procs.start_apex("apex-log-off", self.fake.port, self.tmp, self.proxy_cpu, request_log=False))
+        try:
+            targets = [Target("direct", self.fake.port, _req(self.fake.port), proc=self.fake),
+                       Target("apex-log-off", off.port, _req(off.port), proc=off, wrk_env={"BENCH_KEY": "bench-key"}),
+                       Target("apex", self.apex.port, _req(self.apex.port), proc=self.apex)]
+            return self.scenario("requestlog", "Request log on (SQLite, the default above) against the same gateway with request_log.type=off",
+                                 targets, rates, duration, rounds, True)
+        finally:
+            off.stop()
 
     def _meta(self) -> dict[str, Any]:
         def git(*a: str) -> str:

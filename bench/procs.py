@@ -188,10 +188,16 @@ def start_naive(name: str, upstream_port: int, log_dir: Path, cpu: int | None) -
     return p
 
 
-def apex_config(port: int, upstream_port: int, metrics: bool = True, level: str = "warning") -> dict[str, object]:
-    """The bench config: gateway key, two fake channels, a claude-* rule, a rate-limited team."""
+def apex_config(port: int, upstream_port: int, metrics: bool = True, level: str = "warning",
+                request_log: bool = True) -> dict[str, object]:
+    """The bench config: gateway key, two fake channels, a claude-* rule, a rate-limited team.
+
+    The request log is on by default (SQLite beside the config, as in production); ``request_log=False`` turns it off."""
+    g: dict[str, object] = {"listen": f"127.0.0.1:{port}", "auth": {"keys": ["bench-key"]}}
+    if not request_log:
+        g["request_log"] = {"type": "off"}
     return {
-        "global": {"listen": f"127.0.0.1:{port}", "auth": {"keys": ["bench-key"]}},
+        "global": g,
         "logging": {"level": level},
         "metrics": {"enabled": metrics},
         "channels": [
@@ -225,13 +231,14 @@ def apex_commands(config: Path) -> list[list[str]]:
     ]
 
 
-def start_apex(name: str, upstream_port: int, log_dir: Path, cpu: int | None, metrics: bool = True, level: str = "warning") -> Proc:
+def start_apex(name: str, upstream_port: int, log_dir: Path, cpu: int | None, metrics: bool = True, level: str = "warning",
+               request_log: bool = True) -> Proc:
     """Write a config into log_dir and start Apex with the first command that serves /health."""
     port = free_port()
     cfg_dir = log_dir / name
     cfg_dir.mkdir(parents=True, exist_ok=True)
     cfg = cfg_dir / "config.json"
-    cfg.write_text(json.dumps(apex_config(port, upstream_port, metrics, level), indent=2))
+    cfg.write_text(json.dumps(apex_config(port, upstream_port, metrics, level, request_log), indent=2))
     errors = []
     for cmd in apex_commands(cfg):
         p = spawn(name, cmd, port, log_dir, cpu)

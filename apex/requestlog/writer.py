@@ -25,6 +25,11 @@ __all__ = ["RequestLog", "RequestStore"]
 log = logging.getLogger("apex.requestlog")
 
 PURGE_EVERY_S: Final = 3600.0
+# Records gather this long before a write (unless a whole batch is waiting): one transaction
+# and one hop to the store's thread per interval instead of per request. Measured with
+# bench/ (requestlog scenario): writing as soon as anything was queued cost ~45 % more CPU
+# per request at 1000 req/s, nearly all of it thread hand-offs of one- or two-row batches.
+GATHER_S: Final = 0.2
 RETRY_AFTER_FAILURE_S: Final = 1.0
 CLOSE_FLUSH_S: Final = 5.0
 
@@ -56,6 +61,7 @@ class RequestLog:
         retention_days: int,
         on_drop: Callable[[int], None] | None = None,
         describe: str = "request log",
+        gather_s: float = GATHER_S,
     ) -> None:
         self.store = store
         self._queue: collections.deque[Row] = collections.deque()
@@ -68,16 +74,21 @@ class RequestLog:
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self._dropping: str | None = None  # why records are being dropped now; None while writing
+        self._gather = gather_s
+        self._idle = False  # the writer waits for a first record
+        self._hurry = False  # flush(): write what is queued without gathering more
+        self.submitted = 0
         self.written = 0
         self.dropped = 0
 
     def submit(self, row: Row) -> None:
         """Queue one finished request; never blocks, never raises."""
+        self.submitted += 1
         if len(self._queue) >= self._max:
             self._drop(1, "its queue is full (the store is slower than the traffic)")
             return
         self._queue.append(row)
-        if not self._wake.is_set():
+        if self._idle and not self._wake.is_set():  # a writer gathering a batch is not woken per record
             self._wake.set()
 
     async def start(self) -> None:
@@ -96,11 +107,14 @@ class RequestLog:
         await self.store.close()
 
     async def flush(self) -> None:
-        """Wait until everything queued so far was written or dropped (tests, shutdown)."""
-        while self._queue:
-            self._wake.set()
-            await asyncio.sleep(0.005)
-        await asyncio.sleep(0)
+        """Wait until everything submitted so far was written or dropped (tests, reports)."""
+        self._hurry = True
+        try:
+            while self.written + self.dropped < self.submitted:
+                self._wake.set()
+                await asyncio.sleep(0.005)
+        finally:
+            self._hurry = False
 
     def _drop(self, n: int, why: str) -> None:
         if n <= 0:
@@ -124,11 +138,17 @@ class RequestLog:
                 if self._closing:
                     return
                 self._wake.clear()
-                with contextlib.suppress(TimeoutError):  # woken by a submit, or time to purge
+                self._idle = True
+                with contextlib.suppress(TimeoutError):  # woken by a first record, or time to purge
                     await asyncio.wait_for(self._wake.wait(), max(0.05, next_purge - time.monotonic()))
+                self._idle = False
             if time.monotonic() >= next_purge:
                 next_purge = time.monotonic() + PURGE_EVERY_S
                 await self._purge()
+            if self._queue and len(self._queue) < self._batch and not (self._closing or self._hurry):
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):  # gather more; flush() and close() cut it short
+                    await asyncio.wait_for(self._wake.wait(), self._gather)
             while self._queue:
                 n = min(len(self._queue), self._batch)
                 batch = [self._queue.popleft() for _ in range(n)]

@@ -16,8 +16,8 @@ PROTOCOLS = ("chat", "responses", "messages")
 
 
 def answered(text: str) -> bool:
-    """The text of one of the captured answers (sums for 4200 + 42, and one about London)."""
-    return "4242" in text or "London" in text
+    """The text of one of the captured answers (sums for 4200 + 42, capitals of the UK and France)."""
+    return any(word in text for word in ("4242", "London", "Paris"))
 
 
 async def ask(inst: ApexInstance, protocol: str, model: str, *, stream: bool, tools: bool, key: str = "k") -> tuple[str, list[str]]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
+import functools
 import hashlib
 import hmac
 import json
@@ -167,9 +168,14 @@ class AzureTokens(Tokens):
                                   "access_token": self.issue("az")})
 
 
-def service_account(token_uri: str) -> tuple[dict[str, str], rsa.RSAPublicKey]:
-    """A service-account JSON (fresh RSA key) and its public key."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+@functools.lru_cache(maxsize=2)
+def _rsa_key(which: int) -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)  # slow: made once per process
+
+
+def service_account(token_uri: str, which: int = 0) -> tuple[dict[str, str], rsa.RSAPublicKey]:
+    """A service-account JSON and its public key (``which`` picks one of two RSA keys)."""
+    key = _rsa_key(which)
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode()
     info = {
         "type": "service_account", "project_id": "proj-1", "private_key_id": "kid-1", "private_key": pem,
@@ -180,6 +186,10 @@ def service_account(token_uri: str) -> tuple[dict[str, str], rsa.RSAPublicKey]:
 
 def _b64url(data: str) -> bytes:
     return base64.urlsafe_b64decode(data + "=" * (-len(data) % 4))
+
+
+# google-auth addresses every grant JWT to Google's token endpoint, whatever token_uri says.
+GOOGLE_TOKEN_AUDIENCE = "https://oauth2.googleapis.com/token"
 
 
 @dataclass
@@ -202,7 +212,7 @@ class GoogleTokens(Tokens):
         except Exception:
             return web.json_response({"error": "invalid_grant", "error_description": "Invalid JWT Signature."}, status=400)
         now = time.time()
-        if (header.get("alg") != "RS256" or claims.get("iss") != self.client_email or claims.get("aud") != self.token_uri
+        if (header.get("alg") != "RS256" or claims.get("iss") != self.client_email or claims.get("aud") not in (self.token_uri, GOOGLE_TOKEN_AUDIENCE)
                 or "https://www.googleapis.com/auth/cloud-platform" not in claims.get("scope", "").split()
                 or not claims["iat"] - 300 <= now <= claims["exp"] + 300 or claims["exp"] - claims["iat"] > 3600):
             return web.json_response({"error": "invalid_grant", "error_description": "Invalid JWT claims."}, status=400)

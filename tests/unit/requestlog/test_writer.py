@@ -84,7 +84,7 @@ async def test_failing_store_drops_batches_then_recovers(caplog: pytest.LogCaptu
     store = GatedStore()
     store.gate.set()
     store.failing = True
-    rl = RequestLog(store, queue_size=100, batch_size=10, retention_days=30)
+    rl = RequestLog(store, queue_size=100, batch_size=10, retention_days=30, gather_s=0.0)
     await rl.start()
     caplog.set_level(logging.INFO, "apex.requestlog")
     for i in range(5):
@@ -98,6 +98,21 @@ async def test_failing_store_drops_batches_then_recovers(caplog: pytest.LogCaptu
     await rl.flush()
     await asyncio.sleep(0.02)
     assert [r[1] for r in store.rows] == ["req_99"]
+    await rl.close()
+
+
+async def test_records_gather_into_one_write() -> None:
+    """Records submitted within the gather interval go to the store in one batch, not one write each."""
+    store = GatedStore()
+    store.gate.set()
+    rl = RequestLog(store, queue_size=100, batch_size=50, retention_days=30, gather_s=0.1)
+    await rl.start()
+    await asyncio.sleep(0.01)
+    for i in range(5):
+        rl.submit(_row(i))
+        await asyncio.sleep(0.005)
+    await asyncio.sleep(0.2)
+    assert store.batches == [5]
     await rl.close()
 
 
@@ -128,5 +143,5 @@ def test_sqlite_path_prefers_the_state_directory(tmp_path: Path) -> None:
     assert sqlite_path(RequestLogConfig(path="/x/y.db"), config, {}) == Path("/x/y.db")
     assert sqlite_path(cfg, config, {"STATE_DIRECTORY": "/var/lib/apex"}) == Path("/var/lib/apex/requests.db")
     assert sqlite_path(cfg, config, {"APEX_STATE_DIR": "/srv/apex"}) == Path("/srv/apex/requests.db")
-    assert sqlite_path(cfg, config, {}) == tmp_path / "config.json.requests.db"
+    assert sqlite_path(cfg, config, {}) == tmp_path / "config.json.data" / "requests.db"  # not the watched directory
     assert sqlite_path(cfg, None, {}) is None
