@@ -103,6 +103,10 @@ class FunctionDeclaration(_Wire):
 
 class Tool(_Wire):
     function_declarations: list[FunctionDeclaration] = []  # empty: a built-in tool (googleSearch...)
+    google_search: Raw | UnsetType = UNSET       # built-in tools: read only to say they were dropped
+    google_search_retrieval: Raw | UnsetType = UNSET
+    code_execution: Raw | UnsetType = UNSET
+    url_context: Raw | UnsetType = UNSET
 
 
 class FunctionCallingConfig(_Wire):

@@ -19,6 +19,7 @@ from google.genai import types
 from apex.sse import SseParser
 from apex.translate.directions.anthropic_to_gemini import AnthropicToGemini
 from apex.translate.base import TranslateContext
+from apex.translate.capabilities import ModelCaps
 from apex.translate.request.gemini_conversation import decode_thought_signature
 from apex.translate.directions.gemini_to_anthropic import GeminiToAnthropic
 from apex.translate.directions.gemini_to_openai import GeminiToOpenAI
@@ -174,7 +175,9 @@ def test_thinking_signature_returns_to_anthropic() -> None:
     request = {"contents": [{"role": "user", "parts": [{"text": "think"}]}, {"role": "model", "parts": parts},
                             {"role": "user", "parts": [{"text": "again"}]}],
                "generationConfig": {"thinkingConfig": {"thinkingBudget": 2048}, "maxOutputTokens": 4096}}
-    sent = json.loads(GeminiToAnthropic().request(json.dumps(request).encode(), _ctx(False)))
+    ctx = _ctx(False)
+    ctx.caps = ModelCaps(reasons=True, knobs=frozenset({"budget"}))  # a Claude model that thinks with a budget
+    sent = json.loads(GeminiToAnthropic().request(json.dumps(request).encode(), ctx))
     blocks = sent["messages"][1]["content"]
     signature = "".join(json.loads(line[6:])["delta"].get("signature") or ""
                         for line in capture("anthropic_messages_stream_thinking.sse").decode().splitlines()
@@ -201,3 +204,19 @@ def test_bodies_for_gemini_client(name: str) -> None:
         assert got["text"] == source["content"][0]["text"]
     assert got["finish"] == types.FinishReason.STOP and body.model_version == "client-alias"
     assert ctx.usage is not None and got["usage"][3] == ctx.usage.total_tokens
+
+
+def test_content_filter_and_refusal_become_safety() -> None:
+    """An OpenAI content_filter finish and an Anthropic refusal reach a Gemini client as finishReason SAFETY."""
+    chat = json.loads(capture("openai_chat_nonstream.json"))
+    chat["choices"][0]["finish_reason"] = "content_filter"
+    body = json.loads(GeminiToOpenAI().response(json.dumps(chat).encode(), _ctx(False)))
+    assert body["candidates"][0]["finishReason"] == "SAFETY"
+    message = json.loads(capture("anthropic_messages_nonstream.json"))
+    message["stop_reason"] = "refusal"
+    body = json.loads(GeminiToAnthropic().response(json.dumps(message).encode(), _ctx(False)))
+    assert body["candidates"][0]["finishReason"] == "SAFETY"
+    stream = capture("anthropic_messages_stream_text.sse").replace(b'"stop_reason":"end_turn"', b'"stop_reason":"refusal"')
+    assert b"refusal" in stream
+    chunks = gemini_chunks(run_stream(GeminiToAnthropic(), stream, _ctx()))
+    assert chunks[-1].candidates and chunks[-1].candidates[0].finish_reason == types.FinishReason.SAFETY

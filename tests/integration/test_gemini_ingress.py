@@ -324,3 +324,18 @@ async def test_access_line_metrics_and_no_key_in_logs(
     assert lines[0]["tokens"]["prompt"] > 0
     assert KEY not in log_file.read_text()  # noqa: ASYNC240 -- a small local file read in a test
     assert 'apex_requests_total{channel="an",model="claude-alias",router="r",status="200",team_id="none"} 1.0' in metrics
+
+
+async def test_v1_paths_serve_the_same(apex: ApexInstance, upstream: FakeUpstream) -> None:
+    """The SDK on api_version v1 uses /v1/models/...: generate, stream and the model list answer there too."""
+    c = genai.Client(api_key=KEY, http_options=types.HttpOptions(
+        base_url=apex.url, api_version="v1", retry_options=types.HttpRetryOptions(attempts=1)))
+    try:
+        resp = await c.aio.models.generate_content(model="claude-alias", contents="What is 4200 + 42?")
+        assert resp.text == EXPECTED_TEXT["anthropic"]
+        chunks = [ch async for ch in await c.aio.models.generate_content_stream(model="gpt-alias", contents="hi")]
+        assert "".join(ch.text or "" for ch in chunks) == EXPECTED_STREAM["openai"]
+        names = [m.name async for m in await c.aio.models.list()]
+        assert "models/claude-alias" in names
+    finally:
+        await c.aio.aclose()

@@ -8,8 +8,9 @@ blocks only when they carry a genuine Anthropic signature (one Apex minted for t
 client earlier; unsigned thinking is refused by Anthropic), its text text blocks, its
 calls ``tool_use`` blocks (ids made Anthropic-safe by ``toolids.anthropic_tool_id``, the
 same function on both ends). ``max_tokens`` is required: ``maxOutputTokens`` or
-``DEFAULT_MAX_TOKENS``. A thinking config becomes ``thinking`` with a budget of at least
-1024 that leaves room for the answer; it is not sent when the last model turn called tools
+``DEFAULT_MAX_TOKENS``. A thinking config becomes ``thinking`` where the model reasons
+(capability table: adaptive with an effort, or a budget of at least 1024 that leaves room
+for the answer, as for OpenAI clients); it is not sent when the last model turn called tools
 without a signed thought (Anthropic answers 400, P6), and it drops temperature/top_p/top_k.
 Temperature is clamped to 0..1, and ``top_p`` dropped beside it (P17). JSON output becomes
 a system instruction, as for OpenAI clients. Answers come back through
@@ -38,7 +39,9 @@ from apex.translate.request.gemini_conversation import (
     read_gemini_request,
 )
 from apex.translate.directions.gemini_to_openai import result_text
+from apex.translate.directions.openai_to_anthropic import ANSWER_ROOM
 from apex.translate.neutral.parts import PipedStream
+from apex.translate.request.responses_tools import DROPPED_TOOLS_HEADER
 from apex.translate.neutral.reply import encode_body, reply_from_anthropic
 from apex.translate.read.anthropic import AnthropicReader
 from apex.translate.write.gemini import GeminiWriter, gemini_body
@@ -77,7 +80,13 @@ def gemini_to_anthropic_request(conv: Conversation, ctx: TranslateContext) -> Js
             previous.extend(content)
         else:
             messages.append({"role": role, "content": content})
-    max_tokens = conv.max_tokens or DEFAULT_MAX_TOKENS
+    thinking = _thinking(conv, ctx)
+    thinking_block: Json | None = None
+    effort: str | None = None
+    if thinking is not None:
+        thinking_block, max_tokens, effort = thinking
+    else:
+        max_tokens = conv.max_tokens or DEFAULT_MAX_TOKENS
     out: Json = {"model": ctx.upstream_model, "max_tokens": max_tokens, "messages": messages}
     system = conv.system
     if conv.json_output:
@@ -95,9 +104,10 @@ def gemini_to_anthropic_request(conv: Conversation, ctx: TranslateContext) -> Js
                 out["tool_choice"] = {"type": _TOOL_CHOICE[conv.tool_mode]}
     if conv.stop:
         out["stop_sequences"] = conv.stop
-    thinking = _thinking(conv, max_tokens)
-    if thinking is not None:
-        out["thinking"] = thinking
+    if thinking_block is not None:
+        out["thinking"] = thinking_block
+        if effort is not None:
+            out["output_config"] = {"effort": effort}
     else:
         if conv.temperature is not None:
             out["temperature"] = min(max(conv.temperature, 0.0), 1.0)
@@ -110,22 +120,35 @@ def gemini_to_anthropic_request(conv: Conversation, ctx: TranslateContext) -> Js
     return out
 
 
-def _thinking(conv: Conversation, max_tokens: int) -> Json | None:
+def _thinking(conv: Conversation, ctx: TranslateContext) -> tuple[Json, int, str | None] | None:
+    """(thinking, max_tokens, output_config.effort or None), or None for no thinking: only
+    where the model reasons (capability table), as for OpenAI clients (``openai_to_anthropic``)."""
     level = conv.thinking_level
     budget = LEVEL_BUDGETS.get(level or "") if level else conv.thinking_budget
-    if budget is None or budget == 0:
+    caps = ctx.caps
+    if budget is None or budget == 0 or not caps.reasons:
         return None
     if budget < 0:
         budget = DYNAMIC_BUDGET
-    if max_tokens <= MIN_THINKING_BUDGET:
-        return None
     if conv.tool_mode == "any":
         return None  # Anthropic refuses thinking with a forced tool
     last_model = next((t for t in reversed(conv.turns) if t.role == "model"), None)
     if last_model is not None and any(isinstance(i, Call) for i in last_model.items) and not any(
             isinstance(i, Thought) and i.signature for i in last_model.items):
+        return None  # P6: no signed thinking block to replay
+    asked = conv.max_tokens
+    if "adaptive" in caps.knobs:
+        effort = level if level in LEVEL_BUDGETS else "low" if budget < 4096 else "medium" if budget < 16384 else "high"
+        return {"type": "adaptive"}, asked if asked is not None else budget + ANSWER_ROOM, caps.effort(effort)
+    if "budget" not in caps.knobs:
         return None
-    return {"type": "enabled", "budget_tokens": max(min(budget, max_tokens - 1), MIN_THINKING_BUDGET)}
+    budget = max(budget, MIN_THINKING_BUDGET)
+    if asked is None:
+        return {"type": "enabled", "budget_tokens": budget}, budget + ANSWER_ROOM, None
+    budget = min(budget, asked - min(ANSWER_ROOM, asked // 2))
+    if budget < MIN_THINKING_BUDGET:
+        return None
+    return {"type": "enabled", "budget_tokens": budget}, asked, None
 
 
 def _blocks(turn: Turn) -> list[Json]:
@@ -187,7 +210,10 @@ class GeminiToAnthropic:
 
     def request(self, body: bytes, ctx: TranslateContext) -> bytes:
         """generateContent request bytes -> Messages request bytes."""
-        return msgspec.json.encode(gemini_to_anthropic_request(read_gemini_request(body), ctx))
+        conv = read_gemini_request(body)
+        for name in conv.dropped_tools:
+            ctx.notice(DROPPED_TOOLS_HEADER, name)
+        return msgspec.json.encode(gemini_to_anthropic_request(conv, ctx))
 
     def response(self, body: bytes, ctx: TranslateContext) -> bytes:
         """Messages body -> GenerateContentResponse body; sets ctx.usage."""

@@ -7,8 +7,8 @@ content is the response's ``output`` string when it has only that, else its JSON
 and files become ``image_url`` / ``file`` parts (data URLs for inline data); a model turn
 becomes one assistant message with ``reasoning_content`` (its thought text), text and
 ``tool_calls``. ``generationConfig`` maps to the Chat knobs (8.3 read backwards);
-``thinkingBudget``/``thinkingLevel`` become ``reasoning_effort``; the output limit goes
-out as ``max_tokens`` (or ``max_completion_tokens``, ``MAX_TOKENS_FIELD_KEY``); streams
+``thinkingBudget``/``thinkingLevel`` become ``reasoning_effort`` where the model reasons
+(capability table); the output limit goes out in the field the model takes; streams
 ask for ``include_usage``. Answers come back through ``reply_from_openai`` /
 ``OpenAIChatReader`` into the Gemini writers. What this module must not do: any I/O.
 """
@@ -22,16 +22,16 @@ import msgspec
 
 from apex.errors import InvalidRequest
 from apex.translate.base import StreamTranslator, TranslateContext
+from apex.translate.directions.anthropic_to_openai import max_tokens_field
 from apex.translate.request.gemini_conversation import Call, Conversation, Item, Media, Result, Text, Thought, read_gemini_request
 from apex.translate.neutral.parts import PipedStream
+from apex.translate.request.responses_tools import DROPPED_TOOLS_HEADER
 from apex.translate.neutral.reply import encode_body, reply_from_openai
 from apex.translate.read.openai import OpenAIChatReader
 from apex.translate.write.gemini import GeminiWriter, gemini_body
 from apex.types import Dialect
 
 __all__ = ["GeminiToOpenAI", "gemini_to_openai_request", "reasoning_effort", "result_text"]
-
-MAX_TOKENS_FIELD_KEY: Final = "max_tokens_field"  # ctx.extras: "max_tokens" | "max_completion_tokens"
 
 _ENCODER: Final = msgspec.json.Encoder()
 _DECODER: Final = msgspec.json.Decoder()
@@ -43,7 +43,7 @@ Json = dict[str, object]
 
 def reasoning_effort(conv: Conversation) -> str | None:
     """The reasoning effort a Gemini thinking config asks for, or None (off / not asked)."""
-    if conv.thinking_level in _LEVELS:
+    if conv.thinking_level is not None and conv.thinking_level in _LEVELS:
         return conv.thinking_level
     budget = conv.thinking_budget
     if budget is None or budget == 0:
@@ -91,8 +91,7 @@ def gemini_to_openai_request(conv: Conversation, ctx: TranslateContext) -> Json:
             messages.extend(_user(turn.items))
     out: Json = {"model": ctx.upstream_model, "messages": messages}
     if conv.max_tokens is not None:
-        field = "max_completion_tokens" if ctx.extras.get(MAX_TOKENS_FIELD_KEY) == "max_completion_tokens" else "max_tokens"
-        out[field] = conv.max_tokens
+        out[max_tokens_field(ctx)] = conv.max_tokens
     if conv.tools:
         out["tools"] = [
             {"type": "function", "function": {"name": t.name, **({"description": t.description} if t.description else {}),
@@ -118,8 +117,9 @@ def gemini_to_openai_request(conv: Conversation, ctx: TranslateContext) -> Json:
         else:
             out["response_format"] = {"type": "json_object"}
     effort = reasoning_effort(conv)
-    if effort is not None:
-        out["reasoning_effort"] = effort
+    caps = ctx.caps  # only models that reason take reasoning_effort (gpt-4o answers 400)
+    if effort is not None and caps.reasons and "effort" in caps.knobs:
+        out["reasoning_effort"] = caps.effort(effort)
     if ctx.stream:
         out["stream"] = True
         out["stream_options"] = {"include_usage": True}
@@ -185,7 +185,10 @@ class GeminiToOpenAI:
 
     def request(self, body: bytes, ctx: TranslateContext) -> bytes:
         """generateContent request bytes -> Chat request bytes."""
-        return _ENCODER.encode(gemini_to_openai_request(read_gemini_request(body), ctx))
+        conv = read_gemini_request(body)
+        for name in conv.dropped_tools:
+            ctx.notice(DROPPED_TOOLS_HEADER, name)
+        return _ENCODER.encode(gemini_to_openai_request(conv, ctx))
 
     def response(self, body: bytes, ctx: TranslateContext) -> bytes:
         """chat.completion body -> GenerateContentResponse body; sets ctx.usage."""

@@ -11,7 +11,8 @@ so the Gemini request is read once. Rules (docs/protocols.md 6.2, 8.3 read backw
   result of the call with its ``id``, else of the oldest unanswered call of that name.
 - ``tools[].functionDeclarations`` -> tools with a JSON Schema: ``parametersJsonSchema`` as
   sent, ``parameters`` (Gemini's OpenAPI subset) converted (``openapi_to_json_schema``).
-  Built-in tools (googleSearch, codeExecution, urlContext) have no portable form: dropped.
+  Built-in tools (googleSearch, codeExecution, urlContext) have no portable form: dropped,
+  and named in ``dropped_tools`` (the directions say so in ``x-apex-dropped-tools``).
 - ``toolConfig`` and ``generationConfig`` -> the neutral knobs below.
 What this module must not do: know an upstream's wire shape.
 """
@@ -54,6 +55,8 @@ _INT_KEYWORDS: Final = frozenset({"minItems", "maxItems", "minLength", "maxLengt
                                   "maxProperties"})
 _DROPPED_KEYWORDS: Final = frozenset({"propertyOrdering", "nullable", "example"})
 _ENCODER: Final = msgspec.json.Encoder()
+_BUILT_IN_TOOLS: Final[dict[str, str]] = {"google_search": "googleSearch", "google_search_retrieval": "googleSearchRetrieval",
+                                          "code_execution": "codeExecution", "url_context": "urlContext"}
 
 
 def encode_thought_signature(signature: str) -> str:
@@ -127,6 +130,7 @@ class Conversation:
     system: str = ""
     turns: list[Turn] = field(default_factory=list)
     tools: list[ToolSpec] = field(default_factory=list)
+    dropped_tools: list[str] = field(default_factory=list)  # built-in tools no other upstream has
     tool_mode: str | None = None        # "auto" | "any" | "none"
     tool_names: list[str] = field(default_factory=list)  # allowedFunctionNames
     max_tokens: int | None = None
@@ -170,6 +174,9 @@ def conversation_of(req: GenerateContentRequest) -> Conversation:
         raise InvalidRequest("'contents' must hold at least one part", param="contents")
     if not isinstance(req.tools, UnsetType):
         for tool in req.tools:
+            for name in _BUILT_IN_TOOLS:
+                if not isinstance(getattr(tool, name), UnsetType):
+                    conv.dropped_tools.append(_BUILT_IN_TOOLS[name])
             for decl in tool.function_declarations:
                 conv.tools.append(ToolSpec(decl.name, decl.description or None, _schema_of(decl.parameters_json_schema,
                                                                                           decl.parameters)))

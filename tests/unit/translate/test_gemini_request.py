@@ -9,6 +9,7 @@ import pytest
 
 from apex.errors import InvalidRequest
 from apex.translate.base import TranslateContext
+from apex.translate.capabilities import ModelCaps
 from apex.translate.request.gemini_conversation import (
     Call,
     Result,
@@ -90,11 +91,16 @@ def test_tools_config_and_generation_knobs_for_openai() -> None:
             "generationConfig": {"maxOutputTokens": 50, "stopSequences": ["x"], "topP": 0.9, "seed": 7,
                                  "responseMimeType": "application/json", "responseJsonSchema": {"type": "object"},
                                  "thinkingConfig": {"thinkingBudget": 20000}}}
-    sent = json.loads(GeminiToOpenAI().request(_body(body), _ctx(stream=True)))
+    plain = json.loads(GeminiToOpenAI().request(_body(body), _ctx()))
+    assert "reasoning_effort" not in plain and plain["max_tokens"] == 50  # a model not known to reason
+    ctx = _ctx(stream=True)
+    ctx.caps = ModelCaps(reasons=True, knobs=frozenset({"effort"}), max_tokens_field="max_completion_tokens")
+    sent = json.loads(GeminiToOpenAI().request(_body(body), ctx))
+    assert ctx.notices == {"x-apex-dropped-tools": "googleSearch"}  # the built-in tool is dropped, and said so
     assert sent["messages"][0] == {"role": "system", "content": "a\nb"}
     assert sent["tools"] == [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
     assert sent["tool_choice"] == {"type": "function", "function": {"name": "f"}}
-    assert (sent["max_tokens"], sent["stop"], sent["top_p"], sent["seed"]) == (50, ["x"], 0.9, 7)
+    assert (sent["max_completion_tokens"], sent["stop"], sent["top_p"], sent["seed"]) == (50, ["x"], 0.9, 7)
     assert sent["response_format"]["json_schema"]["schema"] == {"type": "object"}
     assert sent["reasoning_effort"] == "high"
     assert sent["stream"] is True and sent["stream_options"] == {"include_usage": True}
@@ -121,7 +127,9 @@ def test_unsigned_thoughts_never_reach_anthropic_and_thinking_stays_off_after_un
                                                      {"functionCall": {"name": "f", "args": {}}}]},
                          {"role": "user", "parts": [{"functionResponse": {"name": "f", "response": {"output": "1"}}}]}],
             "generationConfig": {"thinkingConfig": {"thinkingBudget": 4096}}}
-    sent = json.loads(GeminiToAnthropic().request(_body(body), _ctx()))
+    ctx = _ctx()
+    ctx.caps = ModelCaps(reasons=True, knobs=frozenset({"budget"}))
+    sent = json.loads(GeminiToAnthropic().request(_body(body), ctx))
     assert [b["type"] for b in sent["messages"][1]["content"]] == ["tool_use"]
     assert "thinking" not in sent
 
