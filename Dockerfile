@@ -19,8 +19,6 @@ ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 COPY pyproject.toml README.md LICENSE* ./
 COPY apex ./apex
-COPY config ./config
-COPY systemd ./systemd
 RUN python3 -m venv /opt/apex \
  && /opt/apex/bin/pip install --only-binary=:all: --no-compile . \
  && /opt/apex/bin/pip uninstall -y pip \

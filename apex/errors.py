@@ -11,6 +11,7 @@ client's dialect; nothing here knows about wire formats or aiohttp.
     │   ├── AuthenticationFailed       401 authentication
     │   ├── PermissionDenied           403 permission
     │   ├── NotFound                   404 not_found
+    │   ├── RequestTimeout             408 timeout (the client was too slow to send its request)
     │   ├── RequestTooLarge            413 request_too_large
     │   └── RateLimited                429 rate_limit
     │       └── BudgetExceeded         429 budget_exceeded (the team's spending cap)
@@ -38,11 +39,13 @@ __all__ = [
     "ClientError",
     "ConfigError",
     "InternalError",
+    "StartupError",
     "InvalidRequest",
     "NoRouteAvailable",
     "NotFound",
     "PermissionDenied",
     "RateLimited",
+    "RequestTimeout",
     "RequestTooLarge",
     "UpstreamConnectionError",
     "UpstreamError",
@@ -102,6 +105,11 @@ class PermissionDenied(ClientError):
 class NotFound(ClientError):
     status = 404
     kind = "not_found"
+
+
+class RequestTimeout(ClientError):
+    status = 408
+    kind = "timeout"
 
 
 class RequestTooLarge(ClientError):
@@ -210,6 +218,13 @@ class ConfigError(ApexError):
         super().__init__(f"{path}: {message}" if path else message)
         self.path = path
         self.detail = message
+
+
+class StartupError(ApexError):
+    """The gateway cannot start for a reason outside the config's content (a busy port, say).
+    The message is one line naming the cause and the fix; the CLI prints it and exits 1."""
+
+    kind = "startup"
 
 
 _KIND_BY_STATUS: dict[int, str] = {

@@ -61,8 +61,12 @@ def _translate(pattern: str) -> str:
 
 
 def compile_glob(pattern: str) -> re.Pattern[str]:
-    """Compile one glob to a regex matching the whole name; raise GlobError when invalid."""
-    return re.compile("(?s:" + _translate(pattern) + r")\Z")
+    """Compile one glob to a regex matching the whole name; raise GlobError when invalid
+    (including a reversed character range such as ``[z-a]``, which only ``re`` notices)."""
+    try:
+        return re.compile("(?s:" + _translate(pattern) + r")\Z")
+    except re.error as exc:
+        raise GlobError(f"{exc.msg} in {pattern!r}") from exc
 
 
 def globs_to_regex(patterns: list[str] | tuple[str, ...]) -> re.Pattern[str]:

@@ -337,6 +337,9 @@ class Metrics:
         self.rate_limited = Counter("apex_rate_limited_total", "Requests refused by a team's rate limit.",
                                     ("router", "model", "team_id"), registry=reg)
         self.reloads = Counter("apex_config_reloads_total", "Config reloads, by result.", ("result",), registry=reg)
+        self.store_errors = Counter("apex_rate_limit_store_errors_total",
+                                    "Rate-limit checks the shared store (Redis) could not serve (down or backing off).",
+                                    registry=reg)
         self.in_flight = Gauge("apex_in_flight_requests", "API requests being served now.", registry=reg)
         self.channel_states = Counter("apex_channel_state_changes_total",
                                       "Channel health transitions, by the state entered.",
@@ -380,6 +383,9 @@ class Metrics:
 
     def record_rate_limited(self, router: str, model: str, team_id: str) -> None:
         self._counter(self.rate_limited, router, model, team_id).inc()
+
+    def record_store_error(self) -> None:
+        self.store_errors.inc()
 
     def set_budget_remaining(self, team_id: str, usd: float) -> None:
         self.budget_remaining.labels(team_id).set(usd)

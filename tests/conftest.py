@@ -17,6 +17,7 @@ from aiohttp import web
 
 from apex.config.load import load_config_bytes
 from apex.server.app import build_app
+from apex.server.conn import ApexRunner
 from apex.server.gateway import Gateway
 from tests.fakeclock import FakeTime
 from tests.integration.fakes import FakeUpstream
@@ -64,6 +65,13 @@ def ant(inst: ApexInstance, key: str = "vk-default") -> anthropic.AsyncAnthropic
 
 
 @pytest.fixture(autouse=True)
+def private_state_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CLI remembers the last config started under $XDG_STATE_HOME/apex: keep tests (and
+    the gateways they start as subprocesses) out of the real home directory."""
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path_factory.mktemp("xdg-state")))
+
+
+@pytest.fixture(autouse=True)
 async def sdk_clients() -> AsyncIterator[None]:
     """Close every SDK client a test made, inside the test's own event loop."""
     yield
@@ -101,7 +109,7 @@ async def start_apex() -> AsyncIterator[StartApex]:
         seams: dict[str, Any] = {} if time is None else {"clock": time.clock, "sleep": time.sleep}
         gateway = Gateway(cfg, config_path, rng=rng, **seams)
         app = build_app(gateway, watch=config_path is not None)
-        runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=2)
+        runner = ApexRunner(app, gateway, handler_cancellation=True, access_log=None, shutdown_timeout=2)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()

@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 import rich_click as click
 
+from apex.cli.cloud_flags import apply_cloud_flags, cloud_flags, mask_cloud_secrets
 from apex.cli.flags import find_named, parse_pairs
 from apex.cli.options import config_option, config_path, json_option, wants_json
 from apex.cli.output import fail, is_secret_header, mask, print_json, print_table, say
@@ -81,11 +82,12 @@ def _apply(
 @channel_group.command("add")
 @click.argument("name")
 @_channel_flags(add=True)
+@cloud_flags
 @config_option
 @json_option
 def add(name: str, provider: str, base_url: str | None, anthropic_base_url: str | None, api_key: str | None,
         models: tuple[str, ...], headers: tuple[str, ...], maps: tuple[str, ...],
-        config_file: str | None, as_json: bool) -> None:
+        config_file: str | None, as_json: bool, **cloud: str | None) -> None:
     """Add channel NAME."""
     store = ConfigStore(config_path(config_file))
     with store.edit() as raw:
@@ -94,6 +96,7 @@ def add(name: str, provider: str, base_url: str | None, anthropic_base_url: str 
             fail(f'channel "{name}" already exists (use "apex channel update")')
         ch: dict[str, Any] = {"name": name}
         _apply(ch, provider, base_url, anthropic_base_url, api_key, models, headers, maps)
+        apply_cloud_flags(ch, cloud)
         channels.append(ch)
     _done("added", ch, as_json)
 
@@ -101,16 +104,18 @@ def add(name: str, provider: str, base_url: str | None, anthropic_base_url: str 
 @channel_group.command("update")
 @click.argument("name")
 @_channel_flags(add=False)
+@cloud_flags
 @config_option
 @json_option
 def update(name: str, provider: str | None, base_url: str | None, anthropic_base_url: str | None,
            api_key: str | None, models: tuple[str, ...], headers: tuple[str, ...], maps: tuple[str, ...],
-           config_file: str | None, as_json: bool) -> None:
+           config_file: str | None, as_json: bool, **cloud: str | None) -> None:
     """Update channel NAME: omitted flags keep their value, a repeated flag replaces its list."""
     store = ConfigStore(config_path(config_file))
     with store.edit() as raw:
         ch = _channels(raw)[_index(raw, name)]
         _apply(ch, provider, base_url, anthropic_base_url, api_key, models, headers, maps)
+        apply_cloud_flags(ch, cloud)
     _done("updated", ch, as_json)
 
 
@@ -184,6 +189,7 @@ def masked_channel(ch: dict[str, Any]) -> dict[str, Any]:
         out["headers"] = {
             k: (mask(v) if is_secret_header(k) and isinstance(v, str) else v) for k, v in out["headers"].items()
         }
+    mask_cloud_secrets(out)
     return out
 
 

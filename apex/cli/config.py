@@ -18,7 +18,7 @@ from click.exceptions import Exit
 from apex.cli.options import config_option, config_path, json_option, wants_json
 from apex.cli.output import fail, print_json, say
 from apex.cli.store import ConfigStore
-from apex.config.load import load_config_bytes
+from apex.config.load import check_host_paths, load_config_bytes
 from apex.errors import ConfigError
 
 __all__ = ["config_group"]
@@ -71,6 +71,7 @@ def validate(allow_missing_env: bool, config_file: str | None, as_json: bool) ->
     path = config_path(config_file)
     try:
         config = load_config_bytes(ConfigStore(path).read_bytes(), strict_env=not allow_missing_env)
+        check_host_paths(config)
     except ConfigError as exc:
         if wants_json(as_json):
             print_json({"valid": False, "config": os.fspath(path), "path": exc.path, "error": exc.detail})

@@ -20,7 +20,7 @@ from typing import Final
 import rich_click as click
 
 from apex import __version__, sdnotify
-from apex.cli.options import config_option, config_path, json_option, wants_json
+from apex.cli.options import config_choice, config_option, config_path, json_option, wants_json
 from apex.cli.output import EXIT_NOT_RUNNING, fail, fail_config, print_json, say
 from apex.cli.gateway_state import (
     GatewayState,
@@ -29,18 +29,22 @@ from apex.cli.gateway_state import (
     log_path,
     pid_alive,
     pid_path,
-    read_pid_file,
-    read_state,
+    STATE_DIR_ENV,
+    remember_started,
     remove_state,
+    running_pid,
     state_path,
+    target_config,
+    user_state_dir,
     write_state,
 )
 from apex.cli.store import ConfigStore
-from apex.config.load import load_config
+from apex.config.load import check_host_paths, load_config, parse_listen
 from apex.config.model import Config
-from apex.errors import ConfigError
+from apex.errors import ConfigError, StartupError
+from apex.share import DEMO_CONFIG, share_path
 
-__all__ = ["gateway_group", "running_pid"]
+__all__ = ["gateway_group", "running_pid"]  # running_pid: re-exported from gateway_state
 
 _POLL_S: Final = 0.1
 
@@ -50,22 +54,30 @@ def gateway_group() -> None:
     """Run and control the gateway process."""
 
 
-def running_pid(config: Path) -> int | None:
-    """The pid of the gateway serving ``config``, from its state file or pid file, if alive."""
-    state = read_state(state_path(config))
-    if state is not None and pid_alive(state.pid):
-        return state.pid
-    pid = read_pid_file(pid_path(config))
-    if pid is not None and pid_alive(pid):
-        return pid
-    return None
-
-
 def _load(path: Path) -> Config:
+    """The config as the gateway will see it (environment overrides included), plus the
+    checks only this host can make; a failure is one line and exit 1."""
     try:
-        return load_config(path)
+        config = load_config(path)
+        check_host_paths(config)
     except ConfigError as exc:
         fail_config(exc)
+    return config
+
+
+def _addressed(config_file: str | None) -> tuple[Path, str]:
+    """The config stop/reload act on (see ``target_config``)."""
+    return target_config(*config_choice(config_file))
+
+
+def _check_listen(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        parse_listen(value)
+    except ValueError as exc:
+        raise click.BadParameter(f"{value!r}: {exc} (e.g. 127.0.0.1:8080 or [::1]:8080)") from exc
+    return value
 
 
 @gateway_group.command("start")
@@ -75,14 +87,27 @@ def _load(path: Path) -> Config:
 @click.option("--log-file", type=click.Path(dir_okay=False), help="Log file for --daemon (default: <config>.log).")
 @click.option("--wait", "wait_s", type=click.FloatRange(min=0.1), default=20.0, show_default=True,
               help="Seconds --daemon waits for /health.")
+@click.option("--listen", "listen", metavar="HOST:PORT", callback=_check_listen,
+              help="Listen here instead of global.listen (sets $APEX_LISTEN for the gateway).")
+@click.option("--demo", is_flag=True, help="Run the offline demo config shipped with Apex (mock provider, no keys).")
 @config_option
 @json_option
 def start(daemon: bool, foreground: bool, pid_file: str | None, log_file: str | None, wait_s: float,
-          config_file: str | None, as_json: bool) -> None:
+          listen: str | None, demo: bool, config_file: str | None, as_json: bool) -> None:
     """Start the gateway (foreground unless --daemon)."""
     if daemon and foreground:
         raise click.UsageError("--daemon and --foreground exclude each other")
-    path = config_path(config_file)
+    if demo:
+        if config_choice(config_file)[1] == "--config":
+            raise click.UsageError("--demo runs the packaged demo config; leave out --config")
+        path = share_path(DEMO_CONFIG)
+        # Everything the demo writes (state file, request log) goes to the user's state
+        # directory: the installed package may be read-only and must stay as shipped.
+        os.environ.setdefault(STATE_DIR_ENV, os.fspath(user_state_dir()))
+    else:
+        path = config_path(config_file)
+    if listen is not None:
+        os.environ["APEX_LISTEN"] = listen  # the gateway (and a daemon child) read it like any override
     config = _load(path)
     pid = running_pid(path)
     if pid is not None:
@@ -99,6 +124,7 @@ def _run_foreground(path: Path, config: Config) -> int:
         from apex.server.app import run_gateway  # only here: keeps aiohttp out of every other command
     except ImportError as exc:
         fail(f"the gateway server is not available: {exc}")
+    remember_started(path)
     state_file = state_path(path)
     pid = os.getpid()
     try:
@@ -116,15 +142,23 @@ def _run_foreground(path: Path, config: Config) -> int:
         return run_gateway(path, on_ready=on_ready)
     except ConfigError as exc:
         fail_config(exc)
+    except StartupError as exc:
+        fail(str(exc))
     finally:
         remove_state(state_file, pid)
 
 
 def _start_daemon(path: Path, config: Config, pid_file: Path, log_file: Path, wait_s: float, as_json: bool) -> None:
-    log_file.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_file, "ab") as log:
+    try:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        log = open(log_file, "ab")  # noqa: SIM115  # closed right after the child has its copy
+    except OSError as exc:
+        fail(f"cannot open the daemon's log file {log_file}: {exc.strerror}; choose another with --log-file")
+    with log:
+        # -P: never put the working directory on sys.path, so a folder named "apex" there
+        # (e.g. /etc/apex when started from /etc) cannot stand in for the installed package.
         proc = subprocess.Popen(
-            [sys.executable, "-m", "apex", "gateway", "start", "--foreground", "--config", os.fspath(path)],
+            [sys.executable, "-P", "-m", "apex", "gateway", "start", "--foreground", "--config", os.fspath(path)],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=log,
@@ -136,7 +170,7 @@ def _start_daemon(path: Path, config: Config, pid_file: Path, log_file: Path, wa
     while True:
         code = proc.poll()
         if code is not None:
-            fail(f"the gateway exited with code {code} while starting; see {log_file}")
+            fail(f"the gateway exited with code {code} while starting: {_last_error(log_file)} (log: {log_file})")
         if http_get(health, timeout=0.5) is not None:
             break
         if time.monotonic() > deadline:
@@ -152,6 +186,16 @@ def _start_daemon(path: Path, config: Config, pid_file: Path, log_file: Path, wa
         say(f"gateway started: pid {proc.pid}, listening on {config.global_.listen}, log {log_file}")
 
 
+def _last_error(log_file: Path) -> str:
+    """The child's last ``error:`` line (its one-line reason), else its last line."""
+    try:
+        lines = [ln.strip() for ln in log_file.read_text(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return "no log"
+    errors = [ln for ln in lines if ln.startswith("error:")]
+    return (errors or lines or ["no output"])[-1].removeprefix("error: ")
+
+
 @gateway_group.command("stop")
 @click.option("--timeout", "timeout_s", type=click.FloatRange(min=0), default=30.0, show_default=True,
               help="Seconds to wait for in-flight requests to finish.")
@@ -159,7 +203,7 @@ def _start_daemon(path: Path, config: Config, pid_file: Path, log_file: Path, wa
 @json_option
 def stop(timeout_s: float, config_file: str | None, as_json: bool) -> None:
     """Stop the gateway gracefully (SIGTERM) and wait; exit 1 if it is still running after --timeout."""
-    path = config_path(config_file)
+    path, _ = _addressed(config_file)
     pid = running_pid(path)
     if pid is None:
         _clean_stale(path)
@@ -180,10 +224,11 @@ def stop(timeout_s: float, config_file: str | None, as_json: bool) -> None:
 @json_option
 def reload(config_file: str | None, as_json: bool) -> None:
     """Validate the config, then tell the running gateway to reload it (SIGHUP)."""
-    path = config_path(config_file)
+    path, source = _addressed(config_file)
     pid = running_pid(path)
     if pid is None:
-        fail("gateway is not running", EXIT_NOT_RUNNING)
+        fail(f"no gateway is running for {path} ({source}); point at its config with --config or $APEX_CONFIG",
+             EXIT_NOT_RUNNING)
     try:
         ConfigStore(path).load()
     except ConfigError as exc:

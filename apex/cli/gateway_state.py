@@ -2,7 +2,10 @@
 
 ``apex gateway start`` writes ``<config>.state`` (JSON: pid, listen, config path, start
 time, version) beside the config, or in ``$APEX_STATE_DIR`` when set (systemd's read-only
-``/etc``); the gateway removes it on exit. A pid is only trusted while that process is
+``/etc``); the gateway removes it on exit. The packaged demo config (``--demo``) keeps its
+files in the user's state directory instead, since the package may be read-only. Each start
+also records its config path in ``<user state dir>/last-config``, so ``apex status`` (and
+stop/reload) without ``--config`` can find the gateway this user started last. A pid is only trusted while that process is
 alive and, where ``/proc`` exists, its command line mentions apex, so a stale file left by
 ``kill -9`` never makes the CLI signal an unrelated process. Probes use urllib: the CLI
 must not import aiohttp.
@@ -21,10 +24,16 @@ from pathlib import Path
 from typing import Final
 
 from apex.config.load import parse_listen
+from apex.share import SHARE_DIR
 
 __all__ = [
     "GatewayState",
+    "running_pid",
+    "target_config",
     "STATE_DIR_ENV",
+    "remember_started",
+    "remembered_config",
+    "user_state_dir",
     "base_url",
     "http_get",
     "log_path",
@@ -53,9 +62,48 @@ class GatewayState:
     version: str
 
 
+def user_state_dir() -> Path:
+    """``$APEX_STATE_DIR``, else ``$XDG_STATE_HOME/apex``, else ``~/.local/state/apex``."""
+    explicit = os.environ.get(STATE_DIR_ENV)
+    if explicit:
+        return Path(explicit)
+    xdg = os.environ.get("XDG_STATE_HOME")
+    base = Path(xdg) if xdg and os.path.isabs(xdg) else Path.home() / ".local" / "state"
+    return base / "apex"
+
+
 def _beside(config: Path, suffix: str) -> Path:
-    directory = os.environ.get(STATE_DIR_ENV) or os.fspath(config.parent)
-    return Path(directory) / (config.name + suffix)
+    explicit = os.environ.get(STATE_DIR_ENV)
+    if explicit:
+        directory = Path(explicit)
+    elif config.parent == SHARE_DIR:  # the packaged demo: site-packages may be read-only
+        directory = user_state_dir()
+    else:
+        directory = config.parent
+    return directory / (config.name + suffix)
+
+
+def _last_config_file() -> Path:
+    return user_state_dir() / "last-config"
+
+
+def remember_started(config: Path) -> None:
+    """Record ``config`` as the one this user started last (best effort: never fails a start)."""
+    target = _last_config_file()
+    with contextlib.suppress(OSError):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.{os.getpid()}")
+        tmp.write_text(os.fspath(config) + "\n")
+        os.replace(tmp, target)
+
+
+def remembered_config() -> Path | None:
+    """The config path of the last ``apex gateway start`` by this user, if recorded."""
+    try:
+        text = _last_config_file().read_text().strip()
+    except OSError:
+        return None
+    return Path(text) if text and os.path.isabs(text) else None
 
 
 def state_path(config: Path) -> Path:
@@ -161,3 +209,25 @@ def http_get(url: str, timeout: float = 1.0) -> bytes | None:
             return body
     except (OSError, urllib.error.URLError, ValueError):
         return None
+
+
+def running_pid(config: Path) -> int | None:
+    """The pid of the gateway serving ``config``, from its state file or pid file, if alive."""
+    state = read_state(state_path(config))
+    if state is not None and pid_alive(state.pid):
+        return state.pid
+    pid = read_pid_file(pid_path(config))
+    if pid is not None and pid_alive(pid):
+        return pid
+    return None
+
+
+def target_config(path: Path, source: str) -> tuple[Path, str]:
+    """The config whose gateway status/stop/reload should address: ``path`` unless it was
+    only the default ``./config.json`` with no gateway running for it, and the config this
+    user started last has one running (the README's demo, run from anywhere)."""
+    if source.startswith("default") and running_pid(path) is None:
+        last = remembered_config()
+        if last is not None and last != path and running_pid(last) is not None:
+            return last, "the config you started last"
+    return path, source

@@ -17,6 +17,7 @@ import rich_click as click
 __all__ = [
     "CONFIG_ENV",
     "DEFAULT_CONFIG",
+    "config_choice",
     "config_option",
     "config_path",
     "json_option",
@@ -61,6 +62,20 @@ def config_path(given: str | None) -> Path:
             root = ctx.find_root()
             given = root.params.get("config_file")
     return resolve_config_path(given)
+
+
+def config_choice(given: str | None) -> tuple[Path, str]:
+    """The config path for the current command and how it was chosen (for messages):
+    ``--config``, ``$APEX_CONFIG`` or ``default ./config.json``."""
+    if given is None:
+        ctx = click.get_current_context(silent=True)
+        if ctx is not None:
+            given = ctx.find_root().params.get("config_file")
+    if given:
+        return resolve_config_path(given), "--config"
+    if os.environ.get(CONFIG_ENV):
+        return resolve_config_path(None), f"${CONFIG_ENV}"
+    return resolve_config_path(None), f"default ./{DEFAULT_CONFIG}"
 
 
 def wants_json(given: bool) -> bool:

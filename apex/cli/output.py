@@ -28,6 +28,7 @@ __all__ = [
     "print_json",
     "print_table",
     "say",
+    "show_json_error",
 ]
 
 EXIT_FAILURE: Final = 1
@@ -35,14 +36,24 @@ EXIT_NOT_RUNNING: Final = 3  # LSB "program is not running", as `apex status` pr
 
 
 class CliFailure(click.ClickException):
-    """A command failed: ``error: <message>`` on stderr and a non-zero exit code."""
+    """A command failed: ``error: <message>`` on stderr and a non-zero exit code.
+    ``config_path`` is the key path of a config error (for ``--json`` output)."""
 
-    def __init__(self, message: str, exit_code: int = EXIT_FAILURE) -> None:
+    def __init__(self, message: str, exit_code: int = EXIT_FAILURE, *, config_path: str | None = None) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+        self.config_path = config_path or None
 
     def show(self, file: object = None) -> None:
         click.echo(f"error: {self.message}", err=True)
+
+
+def show_json_error(message: str, exit_code: int, path: str | None) -> None:
+    """An error as one JSON object on stderr (what ``--json`` promises scripts)."""
+    error: dict[str, object] = {"message": message, "exit_code": exit_code}
+    if path:
+        error["path"] = path
+    click.echo(json.dumps({"error": error}, ensure_ascii=False), err=True)
 
 
 def fail(message: str, code: int = EXIT_FAILURE) -> NoReturn:
@@ -52,7 +63,7 @@ def fail(message: str, code: int = EXIT_FAILURE) -> NoReturn:
 
 def fail_config(exc: ConfigError) -> NoReturn:
     """Stop the command with a config error, its key path first."""
-    raise CliFailure(str(exc)) from exc
+    raise CliFailure(str(exc), config_path=exc.path) from exc
 
 
 def mask(secret: str | None) -> str | None:
@@ -72,7 +83,7 @@ def say(message: str) -> None:
 
 def print_table(title: str, columns: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
     """Print a rich table; empty cells show as a dash."""
-    table = Table(title=title, title_justify="left")
+    table = Table(title=title, title_justify="left", show_header=any(columns))  # no empty header row
     for column in columns:
         table.add_column(column, overflow="fold")
     for row in rows:

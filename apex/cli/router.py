@@ -6,6 +6,7 @@ team. Rules are appended unless ``--position N`` (0-based) says where.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any, TypeVar, get_args
 
@@ -99,6 +100,7 @@ def delete(name: str, yes: bool, config_file: str | None, as_json: bool) -> None
             fail(f'router "{name}" is used by {"; ".join(users)}: remove it there first')
         removed = _routers(raw).pop(index)
     _done("deleted", removed, as_json)
+    _warn_if_nothing_routable(raw, as_json)
 
 
 @router_group.command("list")
@@ -211,6 +213,26 @@ def rule_delete(router_name: str, position: int, yes: bool, config_file: str | N
         print_json({"result": "deleted", "router": router_name, "position": position, "rule": removed})
     else:
         say(f'rule {position} deleted from router "{router_name}"')
+    _warn_if_nothing_routable(raw, as_json)
+
+
+def _routable(router: dict[str, Any]) -> bool:
+    """A router can send some model somewhere: default channels, or a rule with channels."""
+    if router.get("channels"):
+        return True
+    return any(isinstance(rule, dict) and (rule.get("channels") or rule.get("fallback")) for rule in router.get("rules") or [])
+
+
+def _warn_if_nothing_routable(raw: RawConfig, as_json: bool) -> None:
+    """Deleting asks nothing (the contract), so say it on stderr when no request can be routed now."""
+    if any(_routable(r) for r in _routers(raw) if isinstance(r, dict)):
+        return
+    message = ("no router can route any request now: the gateway answers every API request with 404 "
+               "until you add one (apex router add NAME --channel CHANNEL)")
+    if wants_json(as_json):
+        click.echo(json.dumps({"warning": message}), err=True)
+    else:
+        click.echo(f"warning: {message}", err=True)
 
 
 def masked_router(router: dict[str, Any]) -> dict[str, Any]:

@@ -16,9 +16,9 @@ import rich_click as click
 from click.exceptions import Exit
 
 from apex import __version__
-from apex.cli.options import config_option, config_path, json_option, wants_json
+from apex.cli.options import config_choice, config_option, json_option, wants_json
 from apex.cli.output import EXIT_NOT_RUNNING, print_json, print_table
-from apex.cli.gateway_state import base_url, http_get, pid_alive, read_state, state_path
+from apex.cli.gateway_state import base_url, http_get, pid_alive, read_state, state_path, target_config
 from apex.cli.store import ConfigStore
 from apex.errors import ConfigError
 
@@ -44,9 +44,10 @@ def parse_channel_up(metrics_text: str) -> dict[str, str]:
 @json_option
 def status_command(config_file: str | None, as_json: bool) -> None:
     """Show whether the gateway runs (exit 0) or not (exit 3), and its health."""
-    path = config_path(config_file)
+    path, source = target_config(*config_choice(config_file))
     report: dict[str, Any] = {"running": False, "pid": None, "listen": None, "uptime_seconds": None,
                               "version": None, "cli_version": __version__, "config": os.fspath(path),
+                              "config_source": source, "hint": None,
                               "healthy": None, "channels": {}, "counts": None, "config_error": None}
     channel_names: list[str] = []
     metrics_path = "/metrics"
@@ -80,6 +81,9 @@ def status_command(config_file: str | None, as_json: bool) -> None:
                 ups = parse_channel_up(text.decode(errors="replace"))
         report["channels"] = {name: ups.get(name, "unknown") for name in channel_names}
 
+    if not report["running"]:
+        report["hint"] = (f"no gateway is running for {path} ({source}); if you started one with another "
+                          f"config, point at it with --config FILE or $APEX_CONFIG")
     if wants_json(as_json):
         print_json(report)
     else:
@@ -98,7 +102,7 @@ def _print(report: dict[str, Any]) -> None:
         ["healthy", "" if report["healthy"] is None else ("yes" if report["healthy"] else "no")],
         ["uptime", "" if uptime is None else _duration(float(uptime))],
         ["version", str(report["version"] or "")],
-        ["config", report["config"]],
+        ["config", f"{report['config']} ({report['config_source']})"],
         ["channels", str(counts.get("channels", ""))],
         ["routers", str(counts.get("routers", ""))],
         ["teams", str(counts.get("teams", ""))],
@@ -107,6 +111,8 @@ def _print(report: dict[str, Any]) -> None:
         rows.append(["config error", report["config_error"]])
     rows.extend([f"channel {name}", state] for name, state in report["channels"].items())
     print_table("Apex gateway", ["", ""], rows)
+    if report["hint"]:
+        click.echo(report["hint"], err=True)
 
 
 def _duration(seconds: float) -> str:

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Final, final
 
-from apex.config.load import load_config_bytes
+from apex.config.load import load_config_bytes, read_config_file
 from apex.config.model import Config
 from apex.errors import ConfigError
 
@@ -68,10 +68,7 @@ class ConfigStore:
 
     def read_bytes(self) -> bytes:
         """The file's bytes; ConfigError naming the path when it cannot be read."""
-        try:
-            return self.path.read_bytes()
-        except OSError as exc:
-            raise ConfigError(f"cannot read config file {os.fspath(self.path)!r}: {exc.strerror}") from exc
+        return read_config_file(self.path)
 
     def read_raw(self) -> RawConfig:
         """The file as a JSON object; ConfigError when it is not one."""
@@ -114,23 +111,25 @@ class ConfigStore:
             yield raw
             self._write_locked(encode_raw(raw), keep_backup=True)
 
-    def create(self, raw: RawConfig, *, force: bool = False) -> None:
-        """Write a new config file; ConfigError if it exists and ``force`` is not set."""
+    def create(self, raw: RawConfig, *, force: bool = False, mode: int | None = None) -> None:
+        """Write a new config file; ConfigError if it exists and ``force`` is not set.
+        ``mode`` sets its permissions (default 0600, or the replaced file's)."""
         with self.lock():
             existed = self.path.exists() or self.path.is_symlink()
             if existed and not force:
                 raise ConfigError(f"{os.fspath(self.path)!r} already exists (use --force to overwrite)")
-            self._write_locked(encode_raw(raw), keep_backup=existed)
+            self._write_locked(encode_raw(raw), keep_backup=existed, mode=mode)
 
-    def _write_locked(self, data: bytes, *, keep_backup: bool) -> None:
-        load_config_bytes(data, strict_env=False)
+    def _write_locked(self, data: bytes, *, keep_backup: bool, mode: int | None = None) -> None:
+        load_config_bytes(data, strict_env=False, overrides=False)  # APEX_* overrides are not the file's
         target = self.target
         directory = target.parent
         directory.mkdir(parents=True, exist_ok=True)
-        try:
-            mode = target.stat().st_mode & 0o7777
-        except FileNotFoundError:
-            mode = _NEW_FILE_MODE
+        if mode is None:
+            try:
+                mode = target.stat().st_mode & 0o7777
+            except FileNotFoundError:
+                mode = _NEW_FILE_MODE
         if keep_backup:
             with contextlib.suppress(FileNotFoundError):
                 _write_file(self.backup_path, target.read_bytes(), mode, directory)

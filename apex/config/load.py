@@ -1,21 +1,23 @@
 """Read, decode and check a config file; every problem is one ConfigError naming its JSON path.
 
-Order: JSON syntax -> ``${VAR}`` substitution (a missing variable names the variable and
-the key holding it) -> strict typed decode (unknown keys, wrong types, unknown enum
-values) -> cross-field checks (duplicates, dangling references, globs, weights, listen
-address, anonymous auth). This runs once per load; nothing here is on the request path.
+Order: JSON syntax (line and column of the mistake) -> ``${VAR}`` substitution (every
+missing variable at once, each with the key holding it) -> ``APEX_*`` environment overrides
+(``ENV_OVERRIDES``) -> strict typed decode (unknown keys, wrong types, unknown enum values)
+-> cross-field checks (duplicates, dangling references, globs, weights, listen address,
+anonymous auth). This runs once per load; nothing here is on the request path.
+``check_host_paths`` adds what only this host can tell (a log directory that does not exist).
 """
 
 from __future__ import annotations
 
 import importlib.util
-
 import ipaddress
 import math
 import os
 import re
 import zoneinfo
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 from urllib.parse import urlsplit
@@ -27,7 +29,39 @@ from apex.config.model import ChannelRef, Config, Price, TracingConfig
 from apex.errors import ConfigError
 from apex.glob import GlobError, compile_glob
 
-__all__ = ["load_config", "load_config_bytes", "parse_listen", "is_loopback", "KEYLESS_PROVIDERS"]
+__all__ = [
+    "ENV_OVERRIDES",
+    "read_config_file",
+    "EnvOverride",
+    "KEYLESS_PROVIDERS",
+    "check_host_paths",
+    "is_loopback",
+    "load_config",
+    "load_config_bytes",
+    "parse_listen",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class EnvOverride:
+    """An environment variable that, when set, replaces one config setting (``key`` path)."""
+
+    variable: str
+    key: tuple[str, ...]
+    help: str
+
+    @property
+    def path(self) -> str:
+        return ".".join(self.key)
+
+
+# Environment overrides, applied after ${VAR} substitution and validated like the file's own
+# value. Precedence: `apex gateway start --listen` (which sets APEX_LISTEN for the gateway)
+# > the variable > the file. Add a row to support another APEX_* variable.
+ENV_OVERRIDES: Final[tuple[EnvOverride, ...]] = (
+    EnvOverride("APEX_LISTEN", ("global", "listen"), "address to listen on, host:port"),
+    EnvOverride("APEX_LOG_LEVEL", ("logging", "level"), "debug, info, warning or error"),
+)
 
 # azure_openai takes api_key or azure_ad (apex.config.clouds checks which).
 KEYLESS_PROVIDERS: Final = frozenset({"ollama", "openai_compatible", "mock", "azure_openai", "bedrock", "vertex"})
@@ -41,30 +75,109 @@ _RESERVED_PATHS: Final = frozenset(
 
 def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Config:
     """Load and validate the config file at ``path``; raise ConfigError."""
+    return load_config_bytes(read_config_file(path), env)
+
+
+def read_config_file(path: str | os.PathLike[str]) -> bytes:
+    """The file's bytes; a ConfigError saying why it cannot be read and what to do."""
     try:
-        data = Path(path).read_bytes()
+        return Path(path).read_bytes()
+    except FileNotFoundError as exc:
+        raise ConfigError(f"config file {os.fspath(path)} does not exist; create one with `apex init --config "
+                          f"{os.fspath(path)}`, or point at yours with --config or $APEX_CONFIG") from exc
+    except IsADirectoryError as exc:
+        raise ConfigError(f"config path {os.fspath(path)} is a directory; give the JSON file inside it") from exc
+    except PermissionError as exc:
+        raise ConfigError(f"cannot read config file {os.fspath(path)}: permission denied; run as a user "
+                          f"that may read it, or make it readable (chmod/chown)") from exc
     except OSError as exc:
-        raise ConfigError(f"cannot read config file {os.fspath(path)!r}: {exc.strerror}") from exc
-    return load_config_bytes(data, env)
+        raise ConfigError(f"cannot read config file {os.fspath(path)}: {exc.strerror}") from exc
 
 
 def load_config_bytes(
-    data: bytes, env: Mapping[str, str] | None = None, *, strict_env: bool = True
+    data: bytes, env: Mapping[str, str] | None = None, *, strict_env: bool = True, overrides: bool = True
 ) -> Config:
-    """Validate config ``data``; ``strict_env=False`` leaves unset ``${VAR}`` in place (CLI edits)."""
+    """Validate config ``data``; ``strict_env=False`` leaves unset ``${VAR}`` in place (CLI edits).
+
+    ``env`` (default ``os.environ``) supplies ``${VAR}`` values and, unless ``overrides`` is
+    False (checking an edit before it is written), the ``ENV_OVERRIDES``.
+    """
     try:
         raw = msgspec.json.decode(data)
     except msgspec.DecodeError as exc:
-        raise ConfigError(f"invalid JSON: {exc}") from exc
+        raise ConfigError(_json_syntax_error(data, exc)) from exc
     if not isinstance(raw, dict):
         raise ConfigError("the config file must hold a JSON object")
-    raw = _substitute(raw, os.environ if env is None else env, "", strict_env)
+    environ = os.environ if env is None else env
+    missing: dict[str, list[str]] = {}
+    raw = {k: _substitute(v, environ, k, strict_env, missing) for k, v in raw.items()}
+    if missing:
+        raise _missing_env_error(missing)
+    applied = _apply_overrides(raw, environ) if overrides else {}
     try:
         config = msgspec.convert(raw, Config)
+        check_config(config)
     except msgspec.ValidationError as exc:
-        raise _from_validation_error(exc) from exc
-    check_config(config)
+        raise _blame_override(_from_validation_error(exc), applied) from exc
+    except ConfigError as exc:
+        raise _blame_override(exc, applied) from exc
     return config
+
+
+def _json_syntax_error(data: bytes, exc: msgspec.DecodeError) -> str:
+    """``invalid JSON at line L, column C: <reason>`` from msgspec's byte offset."""
+    text = str(exc)
+    m = re.search(r"\s*\(byte (\d+)\)$", text)
+    reason = text[: m.start()] if m else text
+    reason = reason.removeprefix("JSON is malformed: ")
+    if m is None:
+        return f"invalid JSON: {reason}"
+    offset = min(int(m.group(1)), len(data))
+    before = data[:offset]
+    line = before.count(b"\n") + 1
+    column = len(before[before.rfind(b"\n") + 1 :].decode("utf-8", "replace")) + 1
+    return f"invalid JSON at line {line}, column {column}: {reason}"
+
+
+def _missing_env_error(missing: dict[str, list[str]]) -> ConfigError:
+    """One error naming every unset variable and the keys that use it."""
+    if len(missing) == 1:
+        [(name, paths)] = missing.items()
+        if len(paths) == 1:
+            return ConfigError(f"environment variable {name} is not set", path=paths[0])
+    parts = [f"{name} (used by {', '.join(paths)})" for name, paths in missing.items()]
+    noun = "an environment variable is" if len(parts) == 1 else f"{len(parts)} environment variables are"
+    return ConfigError(
+        f"{noun} not set: {'; '.join(parts)}. Set them in the gateway's environment "
+        f"(e.g. systemd's EnvironmentFile); `apex config validate --allow-missing-env` checks the rest"
+    )
+
+
+def _apply_overrides(raw: dict[str, object], env: Mapping[str, str]) -> dict[str, str]:
+    """Put each set ``ENV_OVERRIDES`` variable into ``raw``; returns {key path: variable}."""
+    applied: dict[str, str] = {}
+    for override in ENV_OVERRIDES:
+        value = env.get(override.variable)
+        if value is None or value == "":
+            continue
+        node: dict[str, object] = raw
+        for part in override.key[:-1]:
+            child = node.get(part)
+            if not isinstance(child, dict):
+                child = {}
+                node[part] = child
+            node = child
+        node[override.key[-1]] = value
+        applied[override.path] = override.variable
+    return applied
+
+
+def _blame_override(exc: ConfigError, applied: dict[str, str]) -> ConfigError:
+    """Say so when the bad value came from an environment override, not the file."""
+    variable = applied.get(exc.path)
+    if variable is None:
+        return exc
+    return ConfigError(f"{exc.detail} (the value comes from ${variable})", path=exc.path)
 
 
 def _join(path: str, key: str | int) -> str:
@@ -73,7 +186,9 @@ def _join(path: str, key: str | int) -> str:
     return f"{path}.{key}" if path else key
 
 
-def _substitute(value: object, env: Mapping[str, str], path: str, strict: bool) -> object:
+def _substitute(value: object, env: Mapping[str, str], path: str, strict: bool, missing: dict[str, list[str]]) -> object:
+    """Replace ``${VAR}`` references; with ``strict``, unset ones are collected in ``missing``
+    (variable -> key paths) so the caller reports them all at once."""
     if isinstance(value, str):
         if "${" not in value:
             return value
@@ -83,14 +198,14 @@ def _substitute(value: object, env: Mapping[str, str], path: str, strict: bool) 
             if name in env:
                 return env[name]
             if strict:
-                raise ConfigError(f"environment variable {name} is not set", path=path)
+                missing.setdefault(name, []).append(path)
             return m.group(0)
 
         return _VAR.sub(repl, value)
     if isinstance(value, dict):
-        return {k: _substitute(v, env, _join(path, k), strict) for k, v in value.items()}
+        return {k: _substitute(v, env, _join(path, k), strict, missing) for k, v in value.items()}
     if isinstance(value, list):
-        return [_substitute(v, env, _join(path, i), strict) for i, v in enumerate(value)]
+        return [_substitute(v, env, _join(path, i), strict, missing) for i, v in enumerate(value)]
     return value
 
 
@@ -214,6 +329,8 @@ def check_config(config: Config) -> None:
     _positive(g.drain_delay_ms, "global.drain_delay_ms", zero_ok=True)
     if g.tracing is not None:
         _check_tracing(g.tracing)
+    for field in ("header_read_ms", "body_read_ms", "keepalive_idle_ms"):
+        _positive(getattr(g.client_timeouts, field), f"global.client_timeouts.{field}")
     if g.rate_limit_store.type == "redis" and not g.rate_limit_store.url:
         raise ConfigError("a redis store needs a url", path="global.rate_limit_store.url")
     rl = g.request_log
@@ -336,3 +453,16 @@ def check_config(config: Config) -> None:
             except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
                 raise ConfigError(f"unknown time zone {pol.budget.timezone!r}", path=f"{p}.policy.budget.timezone") from exc
     _check_prices(config.prices, "prices")
+
+
+def check_host_paths(config: Config) -> None:
+    """What only this host can tell: a ``logging.file`` whose directory does not exist or is
+    not a directory. Not part of ``check_config``: a config may be edited on another host."""
+    if config.logging.file:
+        directory = Path(config.logging.file).parent
+        if not directory.is_dir():
+            raise ConfigError(
+                f"the log file's directory {os.fspath(directory)} does not exist; create it, "
+                f"or remove logging.file to log to stderr (journald under systemd)",
+                path="logging.file",
+            )

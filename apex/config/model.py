@@ -19,6 +19,7 @@ __all__ = [
     "ChannelHealth",
     "ChannelRef",
     "ChannelTimeouts",
+    "ClientTimeouts",
     "Config",
     "GlobalConfig",
     "LoggingConfig",
@@ -88,6 +89,15 @@ class ChannelTimeouts(_Base, frozen=True):
     stream_idle_ms: int | None = None
 
 
+class ClientTimeouts(_Base, frozen=True):
+    """How long a client may take: to send its request head, to send its body, and to
+    stay connected idle between requests (slowloris protection)."""
+
+    header_read_ms: int = 10_000
+    body_read_ms: int = 60_000
+    keepalive_idle_ms: int = 75_000
+
+
 class Retries(_Base, frozen=True):
     max_attempts: int = 3
     backoff_ms: int = 200
@@ -131,6 +141,7 @@ class GlobalConfig(_Base, frozen=True):
     listen: str = "127.0.0.1:8080"
     auth: AuthConfig = AuthConfig()
     timeouts: Timeouts = Timeouts()
+    client_timeouts: ClientTimeouts = ClientTimeouts()
     retries: Retries = Retries()
     health: ChannelHealth = ChannelHealth()
     max_body_bytes: int = 32 * 1024 * 1024

@@ -9,6 +9,7 @@ SIGTERM/SIGINT for a graceful stop that lets in-flight requests finish (bounded 
 from __future__ import annotations
 
 import asyncio
+import errno
 import gc
 import logging
 import os
@@ -18,9 +19,10 @@ from pathlib import Path
 
 from aiohttp import web
 
-from apex.config.load import load_config_bytes, parse_listen
-from apex.errors import ConfigError
+from apex.config.load import load_config_bytes, parse_listen, read_config_file
+from apex.errors import ConfigError, StartupError
 from apex.server import gemini, handlers
+from apex.server.conn import ApexRunner, raise_fd_limit
 from apex.server.gateway import Gateway
 from apex.server.keys import GATEWAY_KEY
 from apex.server.logs import configure_logging, flush_logs, reopen_log_files
@@ -34,7 +36,9 @@ __all__ = ["build_app", "run_gateway", "serve"]
 log = logging.getLogger("apex.server")
 
 GC_GEN0_THRESHOLD = 20_000  # CPython's default is 700 allocations
-LOG_FLUSH_INTERVAL_S = 0.25  # buffered log lines reach their file or stdout at least this often
+LOG_FLUSH_INTERVAL_S = 0.25
+DRAIN_POLL_S = 0.05  # how often the shutdown checks whether in-flight requests are done
+STOP_MARGIN_S = 0.5  # after the grace: time for the streams' error events and aiohttp's own close  # buffered log lines reach their file or stdout at least this often
 
 
 def build_app(gateway: Gateway, *, watch: bool = False) -> web.Application:
@@ -44,16 +48,20 @@ def build_app(gateway: Gateway, *, watch: bool = False) -> web.Application:
     r = app.router
     for path, dialect in API_PATHS.items():
         r.add_post(path, api_endpoint(dialect, proxy), expect_handler=expect_handler(dialect))
-    r.add_get("/v1/models", api_endpoint(Dialect.OPENAI_CHAT, handlers.models), allow_head=False)
-    r.add_get("/v1/models/{model_id}", api_endpoint(Dialect.OPENAI_CHAT, handlers.models), allow_head=False)
+    expect = expect_handler()  # aiohttp's own answers a bad Expect in plain text (or a 500 for non-ASCII)
+    r.add_get("/v1/models", api_endpoint(Dialect.OPENAI_CHAT, handlers.models), allow_head=False, expect_handler=expect)
+    r.add_get("/v1/models/{model_id}", api_endpoint(Dialect.OPENAI_CHAT, handlers.models), allow_head=False,
+              expect_handler=expect)
     for version in ("/v1beta", "/v1"):  # Google serves the Gemini API under both
         r.add_post(f"{version}/models/{{target}}", api_endpoint(Dialect.GEMINI_GENERATE, gemini.generate),
                    expect_handler=expect_handler(Dialect.GEMINI_GENERATE))
-    r.add_get("/v1beta/models", api_endpoint(Dialect.GEMINI_GENERATE, gemini.models), allow_head=False)
-    r.add_get("/v1beta/models/{model_id}", api_endpoint(Dialect.GEMINI_GENERATE, gemini.models), allow_head=False)
-    r.add_get("/health", handlers.health)  # GET and HEAD
-    r.add_get("/ready", handlers.ready)
-    r.add_route("*", "/{tail:.*}", handlers.fallback)
+    r.add_get("/v1beta/models", api_endpoint(Dialect.GEMINI_GENERATE, gemini.models), allow_head=False,
+              expect_handler=expect)
+    r.add_get("/v1beta/models/{model_id}", api_endpoint(Dialect.GEMINI_GENERATE, gemini.models), allow_head=False,
+              expect_handler=expect)
+    r.add_get("/health", handlers.health, expect_handler=expect)  # GET and HEAD
+    r.add_get("/ready", handlers.ready, expect_handler=expect)
+    r.add_route("*", "/{tail:.*}", handlers.fallback, expect_handler=expect)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await gateway.start()
@@ -86,10 +94,15 @@ async def serve(gateway: Gateway, *, on_ready: Callable[[], None] | None = None)
     host, port = parse_listen(config.global_.listen)
     grace = config.global_.shutdown_grace_ms / 1000
     app = build_app(gateway, watch=True)
-    runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=grace)
+    # serve() waits out the grace itself (_drain); aiohttp's own wait is only the last step.
+    runner = ApexRunner(app, gateway, handler_cancellation=True, access_log=None, shutdown_timeout=STOP_MARGIN_S)
     await runner.setup()
     site = web.TCPSite(runner, host, port, backlog=1024, reuse_address=True)
-    await site.start()
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise StartupError(_listen_failure(config.global_.listen, exc)) from exc
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -122,6 +135,10 @@ async def serve(gateway: Gateway, *, on_ready: Callable[[], None] | None = None)
             log.info("draining: /ready is 503, still serving for %.1f s", delay)
             await asyncio.sleep(delay)
         log.info("shutting down: letting in-flight requests finish (up to %.1f s)", grace)
+        await site.stop()  # no new connections
+        if runner.server is not None:
+            runner.server.pre_shutdown()  # idle keep-alive connections close; busy ones after their request
+        await _drain(gateway, grace)
     finally:
         watchdog.stop()
         if flusher is not None:
@@ -130,6 +147,24 @@ async def serve(gateway: Gateway, *, on_ready: Callable[[], None] | None = None)
             loop.remove_signal_handler(sig)
         await runner.cleanup()
         flush_logs()
+
+
+async def _drain(gateway: Gateway, grace: float) -> None:
+    """Wait up to ``grace`` for in-flight requests to finish; then end every stream still
+    open with an error event in its protocol (the relay does that when cancelled while
+    ``gateway.stopping``) and give them ``STOP_MARGIN_S`` to write it."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + grace
+    # in_flight is a plain int (no event to set on every request's path): poll it.
+    while gateway.in_flight and loop.time() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(DRAIN_POLL_S)
+    if not gateway.streams:
+        return
+    log.warning("shutdown deadline: ending %d open stream(s) with an error event", len(gateway.streams))
+    gateway.stopping = True
+    for task in list(gateway.streams):
+        task.cancel()
+    await asyncio.wait(list(gateway.streams), timeout=STOP_MARGIN_S)
 
 
 def _tune_gc() -> None:
@@ -145,14 +180,32 @@ def _tune_gc() -> None:
     gc.set_threshold(GC_GEN0_THRESHOLD, 20, 50)
 
 
+def _listen_failure(listen: str, exc: OSError) -> str:
+    """One line: why ``listen`` cannot be bound and what to do about it."""
+    fix = "choose another address with --listen HOST:PORT, $APEX_LISTEN or global.listen"
+    if exc.errno == errno.EADDRINUSE:
+        return f"cannot listen on {listen}: the address is already in use (another process holds the port; `ss -ltnp` shows which); stop it, or {fix}"
+    if exc.errno == errno.EACCES:
+        return f"cannot listen on {listen}: permission denied (ports below 1024 need root or CAP_NET_BIND_SERVICE); {fix}"
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return f"cannot listen on {listen}: this host has no such address; {fix}"
+    return f"cannot listen on {listen}: {exc.strerror or exc}; {fix}"
+
+
 def run_gateway(config_path: Path, *, on_ready: Callable[[], None] | None = None) -> int:
     """Run the gateway in the foreground; raise ConfigError for an invalid initial config."""
-    try:
-        data = config_path.read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"cannot read config file {str(config_path)!r}: {exc.strerror}") from exc
+    data = read_config_file(config_path)
     config = load_config_bytes(data)
-    configure_logging(config.logging)
+    try:
+        configure_logging(config.logging)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot open log file {config.logging.file}: {exc.strerror}; make it writable for this user, "
+            f"or remove logging.file to log to stderr",
+            path="logging.file",
+        ) from exc
+    soft, _ = raise_fd_limit()
+    log.debug("open-files limit: %d", soft)
     # abspath, not resolve(): the watcher follows a symlinked config (Kubernetes ..data swaps) itself.
     gateway = Gateway(config, Path(os.path.abspath(config_path)))
     import uvloop

@@ -63,9 +63,14 @@ def api_endpoint(dialect: Dialect, endpoint: Endpoint) -> Callable[[web.Request]
                 ex.error_kind = err.kind
                 response = error_response(dialect, err)
             except asyncio.CancelledError:
-                ex.status = 499  # client closed the connection
+                # The client closed the connection; after a stream's final event that is how
+                # many SDKs end a stream (openai's helper, langchain, Codex): a success.
+                ex.status = 200 if ex.final_delivered else 499
                 raise
             except Exception as exc:  # noqa: BLE001  # the one catch-all: log it, answer 500
+                if ex.committed and isinstance(exc, ConnectionError):
+                    ex.status = 200 if ex.final_delivered else 499  # a write found the client gone
+                    raise
                 log.exception("internal error serving %s", request.path)
                 ex.error_kind = "internal"
                 if ex.committed:
@@ -83,9 +88,10 @@ def api_endpoint(dialect: Dialect, endpoint: Endpoint) -> Callable[[web.Request]
     return handler
 
 
-def expect_handler(dialect: Dialect) -> Callable[[web.Request], Awaitable[web.StreamResponse | None]]:
+def expect_handler(dialect: Dialect | None = None) -> Callable[[web.Request], Awaitable[web.StreamResponse | None]]:
     """``Expect: 100-continue``: refuse a declared oversize body with 413 *before* inviting
-    the client to upload it; any other expectation is 417. Both in ``dialect``'s shape."""
+    the client to upload it; any other expectation is 417. Both in ``dialect``'s shape (by
+    default the path's: Anthropic under /v1/messages, else OpenAI)."""
 
     async def handle(request: web.Request) -> web.StreamResponse | None:
         expect = request.headers.get("Expect", "")
@@ -102,7 +108,8 @@ def expect_handler(dialect: Dialect) -> Callable[[web.Request], Awaitable[web.St
                 await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
                 request.writer.output_size = 0  # the interim answer is not the response's start
             return None
-        response = error_response(dialect, err)
+        shape = dialect or (Dialect.ANTHROPIC_MESSAGES if request.path.startswith("/v1/messages") else Dialect.OPENAI_CHAT)
+        response = error_response(shape, err)
         if not isinstance(err, RequestTooLarge):
             response.set_status(417)
         response.headers["x-request-id"] = client_request_id(request.headers) or new_request_id()

@@ -24,7 +24,7 @@ class Exchange:
     __slots__ = (
         "request_id", "client_request_id", "dialect", "started", "team", "model",
         "stream", "router", "rule", "routed", "channel", "tried", "attempts", "upstream_model",
-        "usage", "ttft_ms", "upstream_ms", "status", "committed", "stream_error", "attempt_errors",
+        "usage", "ttft_ms", "upstream_ms", "status", "committed", "final_delivered", "stream_error", "attempt_errors",
         "error_kind", "ratelimit_headers", "notices", "cost_usd", "budget_grant", "key_fingerprint", "json_array_stream",
         # observability (apex.metrics / access log): see Gateway.finish
         "request_body", "response_body", "overhead_ms", "_prompt_estimate",
@@ -51,6 +51,7 @@ class Exchange:
         self.upstream_ms = 0.0
         self.status = 0
         self.committed = False
+        self.final_delivered = False  # a stream's last event reached the client: a later hang-up is no 499
         self.stream_error: str | None = None
         self.attempt_errors: list[str] = []
         self.error_kind: str | None = None

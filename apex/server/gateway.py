@@ -121,6 +121,8 @@ class Gateway:
         self.loaded_config_bytes: bytes | None = None  # the file content the live config came from
         self.in_flight = 0
         self.draining = False  # set when shutdown begins: /ready answers 503 from then on
+        self.streams: set[asyncio.Task[object]] = set()  # tasks relaying a committed stream
+        self.stopping = False  # the shutdown deadline passed: open streams end with an error event
         self.tracer: Tracer | None = None  # global.tracing; None keeps tracing off the request path
         self.metrics = Metrics(self.version, self._rule_patterns)
         self.metrics.in_flight.set_function(lambda: self.in_flight)
@@ -133,7 +135,8 @@ class Gateway:
     async def start(self) -> None:
         """Create the shared upstream pool and the rate limiter (inside the loop)."""
         self._upstream = UpstreamPool()
-        self.limiter = build_limiter(self.snapshot.config.global_.rate_limit_store, MonotonicClock())
+        self.limiter = build_limiter(self.snapshot.config.global_.rate_limit_store, MonotonicClock(),
+                                     on_store_error=self.metrics.record_store_error)
         fresh = self._credentials.bind(_credential_slots(self.snapshot), self._upstream)
         if fresh:  # the first requests should find credentials; a failure is logged, not fatal
             await asyncio.gather(*(r.wait_first(CREDENTIALS_START_WAIT_S) for r in fresh))
@@ -192,6 +195,8 @@ class Gateway:
                 names.update(rule.fallback)
             if names and all(snap.health.state_of(n, now) is ChannelState.COOLING for n in names):
                 reasons.append(f"router {router.name!r}: every channel is cooling down ({', '.join(sorted(names))})")
+            elif names and all(not snap.channels[n].credentials_ok for n in names):
+                reasons.append(f"router {router.name!r}: no channel has valid cloud credentials ({', '.join(sorted(names))})")
         return reasons
 
     # --- reload -------------------------------------------------------------------
@@ -216,10 +221,16 @@ class Gateway:
             self.on_reload(False)
             return False
         old = self.snapshot.config
+        if config.logging != old.logging:
+            try:
+                configure_logging(config.logging)  # first: a log file that cannot be opened rejects the reload
+            except OSError as err:
+                log.error("config reload rejected (%s): cannot open logging.file %r: %s", source,
+                          config.logging.file, err.strerror or err, extra={"config_path": "logging.file"})
+                self.on_reload(False)
+                return False
         if config.global_.listen != old.global_.listen:
             log.warning("listen address changed to %s: restart Apex to apply it", config.global_.listen)
-        if config.logging != old.logging:
-            configure_logging(config.logging)
         if config.global_.rate_limit_store != old.global_.rate_limit_store:
             log.warning("rate_limit_store changed: restart Apex to apply it")
         if config.global_.request_log != old.global_.request_log:
@@ -380,7 +391,7 @@ class Gateway:
             # A stream's head went out before its end: its whole overhead is known only now.
             overhead = max(0.0, latency - ex.upstream_ms)
         usage = ex.usage
-        if usage is None and 200 <= ex.status < 300:
+        if usage is None and (200 <= ex.status < 300 or ex.committed):  # a stream the client left counts too
             usage = ex.usage = _estimate_usage(ex)
         cost = None
         if usage is not None:
@@ -412,7 +423,8 @@ class Gateway:
         now = self.clock()
         snap.health.poll(now)  # transitions due only to time passing (cooling -> half-open)
         self.metrics.set_channel_states(
-            {name: snap.health.state_of(name, now) is ChannelState.UP for name in snap.channels}
+            {name: snap.health.state_of(name, now) is ChannelState.UP and ch.credentials_ok
+             for name, ch in snap.channels.items()}
         )
         body, content_type = self.metrics.render()
         return web.Response(body=body, headers={"Content-Type": content_type})

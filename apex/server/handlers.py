@@ -79,7 +79,10 @@ async def ready(request: web.Request) -> web.Response:
     """
     gateway: Gateway = request.app[GATEWAY_KEY]
     reasons = gateway.unready_reasons()
-    body = {"status": "not_ready" if reasons else "ready", "reasons": reasons}
+    body: dict[str, object] = {"status": "not_ready" if reasons else "ready", "reasons": reasons}
+    credentials = gateway.credential_problems()
+    if credentials:  # cloud channels whose token or keys failed to refresh, and why
+        body["credentials"] = credentials
     resp = json_response(body, headers={"x-request-id": request.headers.get("x-request-id") or new_request_id()})
     if reasons:
         resp.set_status(503)

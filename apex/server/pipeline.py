@@ -25,6 +25,7 @@ from apex.errors import (
     ApexError,
     InvalidRequest,
     NotFound,
+    RequestTimeout,
     RequestTooLarge,
     UpstreamError,
     UpstreamMalformed,
@@ -52,6 +53,7 @@ from apex.upstream.http import HttpClientError, UpstreamPool, encode_header_fiel
 from apex.upstream.mock import mock_reply
 from apex.upstream.presets import ANTHROPIC_VERSION
 from apex.routing.policy import AttemptPlan, Outcome
+from apex.server.conn import BodyReadTimeout
 from apex.server.deadline import Deadline
 from apex.server.exchange import Exchange
 from apex.server.inputs import check_model
@@ -103,24 +105,27 @@ async def read_body(request: web.Request, limit: int) -> bytes:
     """The request body; RequestTooLarge past ``limit`` bytes (checked before reading when
     the client declared a length)."""
     declared = request.content_length
-    if declared is not None:
-        if declared > limit:
-            raise RequestTooLarge(f"request body of {declared} bytes exceeds the limit of {limit} bytes")
-        try:
-            return await request.content.readexactly(declared)  # one await for the common case
-        except asyncio.IncompleteReadError as exc:
-            raise InvalidRequest("request body is shorter than its Content-Length") from exc
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        chunk = await request.content.readany()
-        if not chunk:
-            break
-        size += len(chunk)
-        if size > limit:
-            raise RequestTooLarge(f"request body exceeds the limit of {limit} bytes")
-        chunks.append(chunk)
-    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    try:
+        if declared is not None:
+            if declared > limit:
+                raise RequestTooLarge(f"request body of {declared} bytes exceeds the limit of {limit} bytes")
+            try:
+                return await request.content.readexactly(declared)  # one await for the common case
+            except asyncio.IncompleteReadError as exc:
+                raise InvalidRequest("request body is shorter than its Content-Length") from exc
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            chunk = await request.content.readany()
+            if not chunk:
+                break
+            size += len(chunk)
+            if size > limit:
+                raise RequestTooLarge(f"request body exceeds the limit of {limit} bytes")
+            chunks.append(chunk)
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    except BodyReadTimeout as exc:  # the connection sweep gave up on a slow upload
+        raise RequestTimeout(str(exc)) from exc
 
 
 def decode_view(body: bytes) -> RequestView:
@@ -196,10 +201,20 @@ async def serve(
     try:
         response = await _attempts(request, snap, ex, dialect, channels, body, view, model)
     except BaseException:
-        await gateway.settle_rate_limit(grant, _NOTHING_SERVED)  # refund the estimate
+        # Nothing served: refund the estimate. A stream the client left (or that broke) is
+        # charged what it used so far.
+        await gateway.settle_rate_limit(grant, _served_so_far(ex) if ex.committed else _NOTHING_SERVED)
         raise
     await gateway.settle_rate_limit(grant, ex.usage)  # no usage reported: the estimate stands
     return response
+
+
+def _served_so_far(ex: Exchange) -> Usage:
+    """Usage of a committed stream that did not finish: what the upstream reported so far,
+    else Apex's estimate of the prompt (recorded on the Exchange for logs and metrics)."""
+    if ex.usage is None:
+        ex.usage = Usage(prompt_tokens=ex.prompt_estimate(), estimated=True)
+    return ex.usage
 
 
 def route_channels(snap: Snapshot, route: Route, dialect: Dialect, model: str, now: float) -> list[str]:
@@ -452,6 +467,8 @@ async def _attempt(
         done = True
         return response
     finally:
+        if not done and ex.committed and ctx is not None:
+            ex.usage = ctx.usage  # the client left or the stream broke: usage seen so far counts
         if reply is not None:
             if done:
                 reply.release()
@@ -637,14 +654,50 @@ async def _relay(
     translating: StreamTranslator | None,
     parser: SseParser | None,
 ) -> None:
-    """Write the first events, then every later one as it arrives, then the closing events."""
+    """Write the first events, then every later one as it arrives, then the closing events.
+
+    The task is registered with the Gateway while it relays, so a shutdown that reaches its
+    deadline can end it with an error event instead of cutting it mid-chunk."""
     ex.committed = True
     ex.status = 200
+    gateway = request.app[GATEWAY_KEY]
+    task = asyncio.current_task()
+    assert task is not None
+    gateway.streams.add(task)
+    try:
+        await _relay_events(request, ex, dialect, channel, reply, resp, first, observer, translating, parser, task)
+    finally:
+        gateway.streams.discard(task)
+        if observer is not None:
+            ex.usage = observer.usage  # also when the client left: usage seen so far counts
+
+
+def _ended(observer: PassthroughStream | None, translating: StreamTranslator | None) -> bool:
+    """The stream's last event (terminator or error) has been produced."""
+    if observer is not None:
+        return observer.terminated or observer.errored
+    return translating is not None and translating.done
+
+
+async def _relay_events(
+    request: web.Request,
+    ex: Exchange,
+    dialect: Dialect,
+    channel: CompiledChannel,
+    reply: UpstreamReply,
+    resp: web.StreamResponse | _Sink,
+    first: bytes,
+    observer: PassthroughStream | None,
+    translating: StreamTranslator | None,
+    parser: SseParser | None,
+    task: asyncio.Task[object],
+) -> None:
     secrets = channel.secrets
     if first:
         if secrets and ((observer is not None and observer.errored) or (translating is not None and translating.done)):
             first = secrets.data(first)
         await resp.write(first)
+        ex.final_delivered = _ended(observer, translating)
     idle = channel.timeouts.stream_idle
     loop = asyncio.get_running_loop()
     failure: tuple[str, str] | None = None
@@ -670,8 +723,15 @@ async def _relay(
                         out = secrets.data(out)
                 if out:
                     await resp.write(out)
+                    if _ended(observer, translating):
+                        ex.final_delivered = True
     except TimeoutError:
         failure = (f"upstream channel {channel.name} sent nothing for {idle:g} s", "timeout")
+    except asyncio.CancelledError:
+        if not request.app[GATEWAY_KEY].stopping or task.cancelling() > 1 or request.transport is None:
+            raise  # the client left (or a second cancel): nothing to tell it
+        task.uncancel()  # the shutdown deadline: end the stream properly instead
+        failure = ("Apex is shutting down; the stream was stopped at the shutdown deadline", "overloaded")
     except (HttpClientError, OSError) as exc:
         if request.transport is None or request.transport.is_closing():
             raise  # the client went away: nothing to tell it
@@ -705,4 +765,5 @@ async def _relay(
         data = secrets.data(data)
     if data:
         await resp.write(data)
+    ex.final_delivered = True
     await resp.write_eof()

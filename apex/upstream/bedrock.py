@@ -25,6 +25,7 @@ from botocore.session import Session
 
 from apex.config.model import AwsCredentials, Channel
 from apex.upstream.cloud import Authorizer, CloudRoute, CloudSetup, Native, anthropic_body_for
+from apex.upstream.converse import anthropic_to_converse, converse_reply
 from apex.upstream.credentials import CredentialSlot, Fetched, Refresher
 from apex.upstream.eventstream import event_stream_reply
 from apex.upstream.http import encode_header_fields
@@ -69,8 +70,20 @@ def bedrock_setup(ch: Channel, base: str) -> CloudSetup:
     anthropic = CloudRoute(
         invoke_url, anthropic_body_for(BEDROCK_ANTHROPIC_VERSION, keep_stream=False), authorize, event_stream_reply
     )
-    kinds = {"anthropic": {Dialect.ANTHROPIC_MESSAGES: Native(f"{base}/model", "anthropic", anthropic)}}
-    return CloudSetup(kinds, lambda m: "anthropic", auth, credentials)
+    def converse_url(model: str, stream: bool) -> str:
+        return f"{base}/model/{model}/{'converse-stream' if stream else 'converse'}"
+
+    # Other models: Converse, behind the same Messages shape (apex.upstream.converse).
+    converse = CloudRoute(converse_url, anthropic_to_converse, authorize, converse_reply)
+    kinds = {
+        "anthropic": {Dialect.ANTHROPIC_MESSAGES: Native(f"{base}/model", "anthropic", anthropic)},
+        "converse": {Dialect.ANTHROPIC_MESSAGES: Native(f"{base}/model", "anthropic", converse)},
+    }
+    return CloudSetup(kinds, _kind_of, auth, credentials)
+
+
+def _kind_of(model: str) -> str:
+    return "anthropic" if is_anthropic_model(model) else "converse"
 
 
 def sigv4_authorizer(slot: CredentialSlot, channel: str, region: str) -> Authorizer:

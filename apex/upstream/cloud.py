@@ -40,7 +40,7 @@ class CloudRoute:
     url: Callable[[str, bool], str]                  # (model as an escaped path segment, stream) -> URL
     prepare: Callable[[bytes, bool], bytes] | None  # (body, stream) -> the body the cloud takes
     authorize: Authorizer | None                     # per-request auth header lines
-    reply: Callable[[UpstreamReply, bool], UpstreamReply] | None = None  # stream framing
+    reply: Callable[[UpstreamReply, bool, str], UpstreamReply] | None = None  # (reply, stream, url): framing, format
 
     async def send(
         self, pool: UpstreamPool, url: str, header_fields: bytes, body: bytes, stream: bool, connect_timeout: float
@@ -51,8 +51,8 @@ class CloudRoute:
         if self.authorize is not None:
             header_fields += self.authorize(url, body)
         reply: UpstreamReply = await pool.post(url, header_fields, body, connect_timeout=connect_timeout)
-        if self.reply is not None and stream:
-            return self.reply(reply, stream)
+        if self.reply is not None:
+            return self.reply(reply, stream, url)
         return reply
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Mapping
-from typing import Final
+from typing import Final, Protocol
 
 import msgspec
 from botocore.eventstream import EventStreamBuffer, EventStreamMessage, ParserError
@@ -24,7 +24,7 @@ from botocore.eventstream import EventStreamBuffer, EventStreamMessage, ParserEr
 from apex.upstream.base import UpstreamReply
 from apex.upstream.http import InvalidResponse
 
-__all__ = ["EventStreamReply", "event_stream_reply"]
+__all__ = ["EventStreamReply", "FrameTranslator", "event_stream_reply", "frame_to_sse"]
 
 
 class _Chunk(msgspec.Struct):
@@ -83,12 +83,32 @@ def frame_to_sse(msg: EventStreamMessage) -> bytes:
     return _sse("error", _ENC.encode(body))
 
 
+class FrameTranslator(Protocol):
+    """Turns decoded frames into SSE bytes; ``end`` adds what the stream's end implies."""
+
+    def frame(self, msg: EventStreamMessage) -> bytes: ...
+
+    def end(self) -> bytes: ...
+
+
+class _Chunks:
+    """InvokeModelWithResponseStream: each chunk carries one model event (stateless)."""
+
+    def frame(self, msg: EventStreamMessage) -> bytes:
+        return frame_to_sse(msg)
+
+    def end(self) -> bytes:
+        return b""
+
+
 class EventStreamReply:
     """An UpstreamReply whose body is re-framed from event-stream to SSE as it is read."""
 
-    def __init__(self, reply: UpstreamReply) -> None:
+    def __init__(self, reply: UpstreamReply, frames: FrameTranslator | None = None) -> None:
         self._reply = reply
         self._buffer = EventStreamBuffer()
+        self._frames: FrameTranslator = frames if frames is not None else _Chunks()
+        self._ended = False
         self.status = reply.status
 
     @property
@@ -109,10 +129,14 @@ class EventStreamReply:
         while True:
             data = await self._reply.content.readany()
             if not data:
-                return b""
+                if self._ended:
+                    return b""
+                self._ended = True
+                return self._frames.end()
             self._buffer.add_data(data)
+            frame = self._frames.frame
             try:
-                out = [frame_to_sse(msg) for msg in self._buffer]
+                out = [sse for msg in self._buffer if (sse := frame(msg))]
             except ParserError as exc:
                 raise InvalidResponse(f"bad Bedrock event-stream frame: {type(exc).__name__}") from exc
             if out:
@@ -131,8 +155,8 @@ class EventStreamReply:
         self._reply.close()
 
 
-def event_stream_reply(reply: UpstreamReply, stream: bool) -> UpstreamReply:
+def event_stream_reply(reply: UpstreamReply, stream: bool, url: str) -> UpstreamReply:
     """Wrap a 2xx event-stream answer; error answers (JSON) and others pass as they are."""
-    if reply.status >= 300 or "amazon.eventstream" not in reply.content_type:
+    if not stream or reply.status >= 300 or "amazon.eventstream" not in reply.content_type:
         return reply
     return EventStreamReply(reply)

@@ -24,6 +24,7 @@ import json
 import struct
 import time
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl, quote, unquote
 
@@ -315,6 +316,8 @@ class CloudFake:
             if why is not None:
                 return deny(403, "InvalidSignatureException" if "signature" in why else "UnrecognizedClientException", why)
         model, action = request.match_info["model"], request.match_info["action"]
+        if action in ("converse", "converse-stream"):
+            return await self._converse(request, body, action == "converse-stream", deny)
         if action not in ("invoke", "invoke-with-response-stream"):
             return deny(404, "UnknownOperationException", "unknown operation")
         if not (model.startswith("anthropic.") or ".anthropic." in model):
@@ -342,6 +345,57 @@ class CloudFake:
                 await resp.write(data[i:i + 37])
         else:
             await resp.write(data)
+        await resp.write_eof()
+        return resp
+
+    # Converse: https://docs.aws.amazon.com/bedrock/latest/APIReference/API_runtime_Converse.html
+    async def _converse(self, request: web.Request, body: bytes, stream: bool,
+                        deny: Callable[[int, str, str], web.Response]) -> web.StreamResponse:
+        req = json.loads(body)
+        allowed = {"messages", "system", "inferenceConfig", "toolConfig", "guardrailConfig", "additionalModelRequestFields",
+                   "additionalModelResponseFieldPaths", "promptVariables", "requestMetadata", "performanceConfig"}
+        extra = set(req) - allowed
+        if extra:
+            return deny(400, "ValidationException", f"extraneous key [{sorted(extra)[0]}] is not permitted")
+        for m in req.get("messages") or []:
+            if m.get("role") not in ("user", "assistant") or not m.get("content"):
+                return deny(400, "ValidationException", "messages need a role and content")
+            for block in m["content"]:
+                if len(block) != 1 or next(iter(block)) not in ("text", "image", "toolUse", "toolResult", "document"):
+                    return deny(400, "ValidationException", f"bad content block {block}")
+        if not isinstance((req.get("inferenceConfig") or {}).get("maxTokens", 1), int):
+            return deny(400, "ValidationException", "maxTokens must be an integer")
+        tools = (req.get("toolConfig") or {}).get("tools")
+        if tools is not None and not all("json" in t["toolSpec"]["inputSchema"] for t in tools):
+            return deny(400, "ValidationException", "toolSpec.inputSchema.json is required")
+        tool = tools[0]["toolSpec"]["name"] if tools else None
+        usage = {"inputTokens": 21, "outputTokens": 9, "totalTokens": 30}
+        if not stream:
+            content: list[dict[str, Any]] = [{"text": "4200 + 42 = 4242"}]
+            if tool:
+                content = [{"text": "Calling it."}, {"toolUse": {"toolUseId": "tooluse_1", "name": tool, "input": {"password": "mellon"}}}]
+            return web.json_response({"output": {"message": {"role": "assistant", "content": content}},
+                                      "stopReason": "tool_use" if tool else "end_turn", "usage": usage,
+                                      "metrics": {"latencyMs": 12}})
+        def ev(name: str, payload: dict[str, Any]) -> bytes:
+            return encode_event_stream({":event-type": name, ":content-type": "application/json", ":message-type": "event"},
+                                       json.dumps({**payload, "p": "abc"}).encode())
+        frames = [ev("messageStart", {"role": "assistant"}),
+                  ev("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": "4200 + 42"}}),
+                  ev("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": " = 4242"}}),
+                  ev("contentBlockStop", {"contentBlockIndex": 0})]
+        if tool:
+            frames += [ev("contentBlockStart", {"contentBlockIndex": 1, "start": {"toolUse": {"toolUseId": "tooluse_1", "name": tool}}}),
+                       ev("contentBlockDelta", {"contentBlockIndex": 1, "delta": {"toolUse": {"input": '{"passw'}}}),
+                       ev("contentBlockDelta", {"contentBlockIndex": 1, "delta": {"toolUse": {"input": 'ord": "mellon"}'}}}),
+                       ev("contentBlockStop", {"contentBlockIndex": 1})]
+        frames += [ev("messageStop", {"stopReason": "tool_use" if tool else "end_turn"}),
+                   ev("metadata", {"usage": usage, "metrics": {"latencyMs": 12}})]
+        resp = web.StreamResponse(headers={"Content-Type": "application/vnd.amazon.eventstream"})
+        await resp.prepare(request)
+        data = b"".join(frames)
+        for i in range(0, len(data), 53):
+            await resp.write(data[i:i + 53])
         await resp.write_eof()
         return resp
 

@@ -117,3 +117,21 @@ async def test_failed_token_refresh_marks_the_channel_and_fails_fast(cloud: Clou
         await oai(inst, "k").chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
     assert err.value.status_code == 502 and "no valid Entra ID token" in str(err.value)
     assert cloud.hits_openai() == 0
+
+
+async def test_failed_refresh_shows_in_ready_and_the_channel_gauge(cloud: CloudFake, start_apex: StartApex) -> None:
+    """/ready names the channel and its reason (503: the router has no usable channel); apex_channel_up is 0."""
+    import aiohttp
+
+    cloud.azure_api_key = None
+    cloud.azure_tokens.fail = True
+    inst = await start_apex(ad_config(cloud))
+    async with aiohttp.ClientSession() as s:
+        async with s.get(f"{inst.url}/ready") as r:
+            body = await r.json()
+            assert r.status == 503
+        async with s.get(f"{inst.url}/metrics") as m:
+            metrics = await m.text()
+    assert "AADSTS7000215" in body["credentials"]["az"]
+    assert any("no channel has valid cloud credentials" in reason for reason in body["reasons"])
+    assert 'apex_channel_up{channel="az"} 0.0' in metrics

@@ -105,3 +105,39 @@ async def test_exception_frame_mid_stream_ends_the_stream_with_an_error(cloud: C
                 got += choice.delta.content or ""
     assert got == "Hel"
     assert "Too many tokens" in str(err.value)
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("tools", [False, True])
+async def test_every_protocol_through_converse(cloud: CloudFake, start_apex: StartApex, protocol: str, stream: bool, tools: bool) -> None:
+    """A non-Anthropic model goes through Converse / ConverseStream, signed; answers and tool calls come back."""
+    inst = await start_apex(config(cloud, model_map={"llama": "meta.llama3-3-70b-instruct-v1:0"}))
+    text, names = await ask(inst, protocol, "llama", stream=stream, tools=tools)
+    if tools:
+        assert names == [TOOL]
+    else:
+        assert "4242" in text and not names
+    sent = cloud.last("/model/")
+    assert sent.path == f"/model/meta.llama3-3-70b-instruct-v1%3A0/{'converse-stream' if stream else 'converse'}"
+    body = sent.json
+    assert body["messages"][0] == {"role": "user", "content": [{"text": "What is 4200 + 42?"}]}
+    assert body["inferenceConfig"]["maxTokens"] == 200
+    if tools:
+        assert body["toolConfig"]["tools"][0]["toolSpec"]["name"] == TOOL
+    assert sent.headers["Authorization"].startswith("AWS4-HMAC-SHA256 ")
+
+
+async def test_tool_results_reach_converse_as_tool_result_blocks(cloud: CloudFake, start_apex: StartApex) -> None:
+    """A Messages turn with tool_use and tool_result becomes Converse toolUse / toolResult blocks."""
+    inst = await start_apex(config(cloud, model_map={"llama": "meta.llama3-3-70b-instruct-v1:0"}))
+    done = await ant(inst, "k").messages.create(model="llama", max_tokens=50, system="Be brief.", messages=[
+        {"role": "user", "content": "Get the secret for mellon."},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "tu_1", "name": TOOL, "input": {"password": "mellon"}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "tu_1", "content": "the secret is 42", "is_error": False}]},
+    ])
+    assert done.content[0].type == "text" and "4242" in done.content[0].text
+    body = cloud.last("/converse").json
+    assert body["system"] == [{"text": "Be brief."}]
+    assert body["messages"][1]["content"] == [{"toolUse": {"toolUseId": "tu_1", "name": TOOL, "input": {"password": "mellon"}}}]
+    assert body["messages"][2]["content"] == [{"toolResult": {"toolUseId": "tu_1", "content": [{"text": "the secret is 42"}]}}]

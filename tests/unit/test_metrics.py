@@ -8,6 +8,7 @@ from typing import Any
 from apex.config.load import load_config_bytes
 from apex.metrics import NONE, UNMATCHED, Metrics, ModelLabels
 from apex.server.exchange import Exchange
+from apex.share import GRAFANA_DASHBOARD, share_path
 from apex.server.gateway import Gateway
 from apex.types import Dialect, Usage
 
@@ -165,9 +166,8 @@ def test_dashboard_and_docs_name_only_real_metrics() -> None:
     m.record_channel_state("a", "cooling")
     exported = {s.name for fam in text_string_to_metric_families(m.render()[0].decode()) for s in fam.samples}
     families = {fam.name for fam in m.registry.collect()}
-    root = Path(__file__).resolve().parents[2] / "config"
-    dashboard = set(re.findall(r"apex_[a-z_]+", (root / "grafana" / "apex-dashboard.json").read_text()))
-    doc = set(re.findall(r"`(apex_[a-z_]+)`", (root.parent / "README.md").read_text()))
+    dashboard = set(re.findall(r"apex_[a-z_]+", share_path(GRAFANA_DASHBOARD).read_text()))
+    doc = set(re.findall(r"`(apex_[a-z_]+)`", (Path(__file__).resolve().parents[2] / "README.md").read_text()))
     # Counters are exported as <family>_total; histograms as _bucket/_sum/_count; families without suffix otherwise.
     assert dashboard - exported == set()
     assert doc - exported - families == set()

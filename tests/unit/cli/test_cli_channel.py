@@ -134,4 +134,4 @@ def test_config_flag_beats_environment(cfg: Path, tmp_path: Path, run: Run) -> N
 def test_missing_config_file(tmp_path: Path, run: Run) -> None:
     """A missing config file is a one-line error, exit 1."""
     r = run("channel", "list", "--config", str(tmp_path / "nope.json"))
-    assert r.exit_code == 1 and "cannot read config file" in r.stderr
+    assert r.exit_code == 1 and "nope.json does not exist; create one with `apex init" in r.stderr

@@ -1,0 +1,194 @@
+"""Client connections: read timeouts, and answers to HTTP the parser refuses.
+
+aiohttp's server has a keep-alive idle timeout but no bound on how long a client may take
+to send its request head or body: a slowloris holds a socket (and a file descriptor) for
+as long as it trickles bytes. Here each connection notes when its current head and body
+started, and a sweep four times a second closes heads older than ``header_read_ms`` (after a 408)
+and fails bodies older than ``body_read_ms`` (the endpoint answers 408 in its protocol).
+That costs the request path a clock read per received chunk, no timer per request.
+
+aiohttp answers bytes its parser rejects with a plain-text 400 that quotes the offending
+header line and logs it with a traceback: the line can hold a client's key. Here the answer
+is JSON in the protocol of the path (when the request line got that far), and the log line
+names the problem without quoting any of the client's bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import resource
+from typing import Any, Final
+
+from aiohttp import web
+from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
+from aiohttp.web_protocol import RequestHandler
+
+from apex.errors import ApexError, InternalError, InvalidRequest, RequestTimeout
+from apex.server.gateway import Gateway
+from apex.server.responses import error_body, error_response
+from apex.types import Dialect
+
+__all__ = ["BodyReadTimeout", "ApexRunner", "raise_fd_limit"]
+
+log = logging.getLogger("apex.server")
+
+_PEEK: Final = 96  # bytes of a request head kept to know its path if the parser refuses it
+SWEEP_INTERVAL_S: Final = 0.25  # timeouts are enforced to within this; a sweep is ~1 µs a connection
+
+
+class BodyReadTimeout(asyncio.TimeoutError):
+    """Set on a request body that took longer than ``body_read_ms``.
+
+    A TimeoutError so aiohttp's own lingering read of an unread body ends quietly."""
+
+
+def _dialect_of(peek: bytes) -> Dialect:
+    _, _, rest = peek.partition(b" ")
+    return Dialect.ANTHROPIC_MESSAGES if rest.startswith(b"/v1/messages") else Dialect.OPENAI_CHAT
+
+
+def _reason(exc: BaseException | None, message: str | None) -> str:
+    """aiohttp's description of a parse error without the bytes it quotes ("Invalid header
+    value char", not the header line that holds a key)."""
+    text = (message or "").split("\n", 1)[0].split(":", 1)[0].strip()
+    if text and len(text) <= 80 and not any(q in text for q in "'\"`\\"):
+        return text
+    return type(exc).__name__ if exc is not None else ""
+
+
+class ApexRequestHandler(RequestHandler):
+    """aiohttp's connection handler plus the times its current head and body began."""
+
+    __slots__ = ("apex_head_since", "apex_peek", "apex_body", "apex_body_since")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.apex_head_since = 0.0  # loop time the first byte of a pending head arrived; 0: none
+        self.apex_peek = b""
+        self.apex_body: StreamReader | None = None  # the body being received, if any
+        self.apex_body_since = 0.0
+
+    def data_received(self, data: bytes) -> None:
+        body = self.apex_body
+        if body is None or body.is_eof():
+            if not self.apex_head_since:
+                self.apex_head_since = self._loop.time()
+                self.apex_peek = data[:_PEEK]
+            queued = len(self._messages)
+            super().data_received(data)
+            if len(self._messages) != queued:  # a head is complete
+                self.apex_head_since = 0.0
+                payload = self._messages[-1][1]
+                if payload is not EMPTY_PAYLOAD and not payload.is_eof():
+                    self.apex_body = payload
+                    self.apex_body_since = self._loop.time()
+                else:
+                    self.apex_body = None
+            return
+        super().data_received(data)
+
+    def sweep(self, now: float, header_read: float, body_read: float) -> None:
+        """Enforce the read timeouts (called by the sweep for every connection)."""
+        if self.apex_head_since and now - self.apex_head_since > header_read and self.transport is not None:
+            self.apex_head_since = 0.0
+            err = RequestTimeout(f"the request head was not received within {header_read:g} s")
+            dialect = _dialect_of(self.apex_peek)
+            body = error_body(dialect, err)
+            if not self._request_in_progress:  # nothing else is being written on this connection
+                self.transport.write(
+                    b"HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json\r\nConnection: close\r\n"
+                    b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+                )
+            self.force_close()
+            return
+        body_stream = self.apex_body
+        if body_stream is not None and now - self.apex_body_since > body_read:
+            self.apex_body = None
+            if not body_stream.is_eof():
+                body_stream.set_exception(BodyReadTimeout(f"the request body was not received within {body_read:g} s"))
+
+    def handle_error(
+        self,
+        request: Any,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        """What aiohttp answers when its parser (or a handler outside the API endpoints) fails:
+        JSON in the path's protocol, and a log line that quotes none of the client's bytes."""
+        if request.writer.output_size > 0:
+            raise ConnectionError("the response had started; cannot send an error response")
+        dialect = _dialect_of(self.apex_peek)
+        self.apex_head_since = 0.0
+        err: ApexError
+        if status == 500:
+            log.error("internal error outside an endpoint (%s)", type(exc).__name__ if exc else "unknown")
+            err = InternalError("internal error")
+        else:
+            reason = _reason(exc, message) or str(status)
+            log.debug("refused a malformed HTTP request (%s)", reason)
+            err = InvalidRequest(f"malformed HTTP request ({reason})" if status == 400 else f"HTTP error {status}")
+        resp = error_response(dialect, err)
+        resp.set_status(status)
+        resp.force_close()
+        return resp
+
+    def log_exception(self, *args: Any, **kw: Any) -> None:
+        # aiohttp's own messages here may carry an exception quoting request bytes: name it only.
+        exc = kw.get("exc_info")
+        name = type(exc).__name__ if isinstance(exc, BaseException) else "error"
+        log.warning("connection error: %s (%s)", args[0] if args else "", name)
+
+
+class _ApexServer(web.Server):
+    def __call__(self) -> RequestHandler:
+        return ApexRequestHandler(self, loop=self._loop, **self._kwargs)
+
+
+class ApexRunner(web.AppRunner):
+    """An AppRunner whose connections are ApexRequestHandlers, with the timeout sweep running."""
+
+    def __init__(self, app: web.Application, gateway: Gateway, **kwargs: Any) -> None:
+        ct = gateway.snapshot.config.global_.client_timeouts
+        kwargs.setdefault("keepalive_timeout", ct.keepalive_idle_ms / 1000)
+        super().__init__(app, **kwargs)
+        self._gateway = gateway
+        self._sweeper: asyncio.Task[None] | None = None
+
+    async def _make_server(self) -> web.Server:
+        server = await super()._make_server()
+        server.__class__ = _ApexServer  # same object, handlers made by __call__ above
+        self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever(server))
+        return server
+
+    async def _sweep_forever(self, server: web.Server) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(SWEEP_INTERVAL_S)
+            ct = self._gateway.snapshot.config.global_.client_timeouts
+            header_read, body_read = ct.header_read_ms / 1000, ct.body_read_ms / 1000
+            now = loop.time()
+            for handler in server.connections:
+                if isinstance(handler, ApexRequestHandler):
+                    handler.sweep(now, header_read, body_read)
+
+    async def cleanup(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+        await super().cleanup()
+
+
+def raise_fd_limit() -> tuple[int, int]:
+    """Raise the soft open-files limit to the hard one (each client connection is one fd;
+    the usual soft default of 1,024 runs out long before the machine does). Returns it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard and (hard == resource.RLIM_INFINITY or soft < hard):
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError) as exc:
+            log.warning("cannot raise the open-files limit from %d to %d: %s", soft, target, exc)
+    return soft, hard

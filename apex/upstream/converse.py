@@ -1,0 +1,241 @@
+"""Bedrock Converse / ConverseStream for models that are not Anthropic's, behind the Messages shape.
+
+A bedrock channel's plans speak Anthropic Messages for every model (so every client protocol
+reaches it through the translators Apex already has); for a model that is not Claude the
+route turns that Messages body into a Converse body, and the answer back into a Messages
+answer: a ``converse`` JSON reply into a Messages JSON, a ``converse-stream`` event-stream
+into Messages SSE events. Formats: https://docs.aws.amazon.com/bedrock/latest/APIReference/API_runtime_Converse.html
+and ``API_runtime_ConverseStream.html``. Pure conversion plus the reply wrapper; no I/O.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from typing import Any, Final
+from urllib.parse import unquote
+
+import msgspec
+from botocore.eventstream import EventStreamMessage
+
+from apex.errors import InvalidRequest
+from apex.upstream.base import UpstreamReply
+from apex.upstream.eventstream import EventStreamReply, frame_to_sse
+
+__all__ = ["anthropic_to_converse", "converse_reply", "converse_to_anthropic"]
+
+_ENC: Final = msgspec.json.Encoder()
+_STOP: Final[dict[str, str]] = {
+    "end_turn": "end_turn", "tool_use": "tool_use", "max_tokens": "max_tokens", "stop_sequence": "stop_sequence",
+    "guardrail_intervened": "refusal", "content_filtered": "refusal",
+}
+_IMAGE_FORMATS: Final = {"image/png": "png", "image/jpeg": "jpeg", "image/gif": "gif", "image/webp": "webp"}
+
+
+def _blocks(content: Any, where: str) -> list[dict[str, Any]]:
+    if isinstance(content, str):
+        return [{"text": content}] if content else []
+    if not isinstance(content, list):
+        raise InvalidRequest(f"{where} must be a string or a list of content blocks")
+    out: list[dict[str, Any]] = []
+    for block in content:
+        kind = block.get("type") if isinstance(block, dict) else None
+        if kind == "text":
+            if block.get("text"):
+                out.append({"text": block["text"]})
+        elif kind == "image":
+            src = block.get("source") or {}
+            fmt = _IMAGE_FORMATS.get(src.get("media_type", ""))
+            if src.get("type") != "base64" or fmt is None:
+                raise InvalidRequest(f"{where}: Bedrock Converse takes base64 png, jpeg, gif or webp images")
+            out.append({"image": {"format": fmt, "source": {"bytes": src.get("data", "")}}})
+        elif kind == "tool_use":
+            out.append({"toolUse": {"toolUseId": block.get("id"), "name": block.get("name"), "input": block.get("input") or {}}})
+        elif kind == "tool_result":
+            inner = block.get("content")
+            parts = [{"text": inner}] if isinstance(inner, str) else [
+                {"text": p.get("text", "")} for p in inner or [] if isinstance(p, dict) and p.get("type") == "text"]
+            result: dict[str, Any] = {"toolUseId": block.get("tool_use_id"), "content": parts or [{"text": ""}]}
+            if block.get("is_error"):
+                result["status"] = "error"
+            out.append({"toolResult": result})
+        elif kind in ("thinking", "redacted_thinking"):
+            continue  # another model's reasoning: Converse models cannot take it back
+        else:
+            raise InvalidRequest(f"{where}: content block type {kind!r} cannot be sent to Bedrock Converse")
+    return out
+
+
+def anthropic_to_converse(body: bytes, stream: bool) -> bytes:
+    """A Messages request body as a Converse request body (the model is in the URL)."""
+    try:
+        req = msgspec.json.decode(body)
+    except msgspec.DecodeError as exc:
+        raise InvalidRequest(f"request body is not valid JSON: {exc}") from exc
+    if not isinstance(req, dict):
+        raise InvalidRequest("request body must be a JSON object")
+    out: dict[str, Any] = {
+        "messages": [{"role": m.get("role"), "content": _blocks(m.get("content"), f"messages[{i}].content")}
+                     for i, m in enumerate(req.get("messages") or []) if isinstance(m, dict)],
+    }
+    system = req.get("system")
+    if system:
+        out["system"] = _blocks(system, "system")
+    config: dict[str, Any] = {}
+    for src, dst in (("max_tokens", "maxTokens"), ("temperature", "temperature"), ("top_p", "topP"),
+                     ("stop_sequences", "stopSequences")):
+        if req.get(src) is not None:
+            config[dst] = req[src]
+    if config:
+        out["inferenceConfig"] = config
+    tools = req.get("tools")
+    choice = req.get("tool_choice") or {}
+    if tools and choice.get("type") != "none":
+        specs = [{"toolSpec": {"name": t.get("name"), "description": t.get("description") or t.get("name"),
+                               "inputSchema": {"json": t.get("input_schema") or {"type": "object"}}}}
+                 for t in tools if isinstance(t, dict)]
+        tool_config: dict[str, Any] = {"tools": specs}
+        if choice.get("type") == "any":
+            tool_config["toolChoice"] = {"any": {}}
+        elif choice.get("type") == "tool":
+            tool_config["toolChoice"] = {"tool": {"name": choice.get("name")}}
+        out["toolConfig"] = tool_config
+    return _ENC.encode(out)
+
+
+def _usage(u: Mapping[str, Any] | None) -> dict[str, int]:
+    u = u or {}
+    return {"input_tokens": int(u.get("inputTokens", 0)), "output_tokens": int(u.get("outputTokens", 0)),
+            "cache_read_input_tokens": int(u.get("cacheReadInputTokens", 0)),
+            "cache_creation_input_tokens": int(u.get("cacheWriteInputTokens", 0))}
+
+
+def converse_to_anthropic(raw: bytes, model: str) -> bytes:
+    """A Converse answer as a Messages answer."""
+    answer = msgspec.json.decode(raw)
+    content: list[dict[str, Any]] = []
+    for block in ((answer.get("output") or {}).get("message") or {}).get("content") or []:
+        if "text" in block:
+            content.append({"type": "text", "text": block["text"]})
+        elif "toolUse" in block:
+            tu = block["toolUse"]
+            content.append({"type": "tool_use", "id": tu.get("toolUseId"), "name": tu.get("name"), "input": tu.get("input") or {}})
+    return _ENC.encode({
+        "id": f"msg_bdrk_{uuid.uuid4().hex[:24]}", "type": "message", "role": "assistant", "model": model,
+        "content": content, "stop_reason": _STOP.get(answer.get("stopReason", ""), "end_turn"), "stop_sequence": None,
+        "usage": _usage(answer.get("usage")),
+    })
+
+
+def _sse(name: str, data: dict[str, Any]) -> bytes:
+    return b"event: " + name.encode() + b"\ndata: " + _ENC.encode({"type": name, **data}) + b"\n\n"
+
+
+class _ConverseFrames:
+    """ConverseStream events -> Messages stream events (text blocks get the start Converse omits)."""
+
+    def __init__(self, model: str) -> None:
+        self._model = model
+        self._open: set[int] = set()
+        self._stop: str | None = None
+        self._done = False
+
+    def frame(self, msg: EventStreamMessage) -> bytes:
+        headers = msg.headers
+        if headers.get(":message-type") != "event":
+            return frame_to_sse(msg)
+        event = headers.get(":event-type")
+        data = msgspec.json.decode(msg.payload) if msg.payload else {}
+        if event == "messageStart":
+            return _sse("message_start", {"message": {
+                "id": f"msg_bdrk_{uuid.uuid4().hex[:24]}", "type": "message", "role": "assistant", "model": self._model,
+                "content": [], "stop_reason": None, "stop_sequence": None, "usage": {"input_tokens": 0, "output_tokens": 0}}})
+        index = int(data.get("contentBlockIndex", 0))
+        if event == "contentBlockStart":
+            tu = (data.get("start") or {}).get("toolUse") or {}
+            self._open.add(index)
+            return _sse("content_block_start", {"index": index, "content_block": {
+                "type": "tool_use", "id": tu.get("toolUseId"), "name": tu.get("name"), "input": {}}})
+        if event == "contentBlockDelta":
+            delta = data.get("delta") or {}
+            out = b""
+            if "text" in delta:
+                if index not in self._open:
+                    self._open.add(index)
+                    out += _sse("content_block_start", {"index": index, "content_block": {"type": "text", "text": ""}})
+                return out + _sse("content_block_delta", {"index": index, "delta": {"type": "text_delta", "text": delta["text"]}})
+            if "toolUse" in delta:
+                return _sse("content_block_delta", {"index": index, "delta": {
+                    "type": "input_json_delta", "partial_json": delta["toolUse"].get("input", "")}})
+            return b""  # reasoning deltas: not relayed
+        if event == "contentBlockStop":
+            if index not in self._open:
+                return b""
+            self._open.discard(index)
+            return _sse("content_block_stop", {"index": index})
+        if event == "messageStop":
+            self._stop = _STOP.get(data.get("stopReason", ""), "end_turn")
+            return b""
+        if event == "metadata":
+            return self._finish(data.get("usage"))
+        return b""
+
+    def _finish(self, usage: Mapping[str, Any] | None) -> bytes:
+        if self._done or self._stop is None:
+            return b""
+        self._done = True
+        u = _usage(usage)
+        return (_sse("message_delta", {"delta": {"stop_reason": self._stop, "stop_sequence": None},
+                                       "usage": {"output_tokens": u["output_tokens"], "input_tokens": u["input_tokens"]}})
+                + _sse("message_stop", {}))
+
+    def end(self) -> bytes:
+        return self._finish(None)
+
+
+class _ConverseJson:
+    """A non-stream Converse reply read as a Messages reply."""
+
+    def __init__(self, reply: UpstreamReply, model: str) -> None:
+        self._reply = reply
+        self._model = model
+        self.status = reply.status
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        return self._reply.headers
+
+    @property
+    def content_type(self) -> str:
+        return self._reply.content_type
+
+    @property
+    def content(self) -> Any:
+        return self._reply.content
+
+    async def read(self) -> bytes:
+        raw = await self._reply.read()
+        if self.status >= 300:
+            return raw
+        return converse_to_anthropic(raw, self._model)
+
+    def release(self) -> object:
+        return self._reply.release()
+
+    def close(self) -> None:
+        self._reply.close()
+
+
+def _model_of(url: str) -> str:
+    path = url.split("/model/", 1)[1]
+    return unquote(path.rsplit("/", 1)[0])
+
+
+def converse_reply(reply: UpstreamReply, stream: bool, url: str) -> UpstreamReply:
+    """Wrap a Converse(Stream) reply so it reads as a Messages reply."""
+    model = _model_of(url)
+    if not stream:
+        return _ConverseJson(reply, model)
+    if reply.status >= 300 or "amazon.eventstream" not in reply.content_type:
+        return reply
+    return EventStreamReply(reply, _ConverseFrames(model))

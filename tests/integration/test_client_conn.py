@@ -1,0 +1,165 @@
+"""Slow, idle and malformed clients (issue 13, items 2, 7 and 10), over raw sockets.
+
+Header-read, body-read and keep-alive idle timeouts close what a slowloris holds open, while
+normal clients keep being served; HTTP that aiohttp's parser refuses is answered in JSON in
+the path's protocol, and no log line quotes the client's bytes (which may hold its key).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import resource
+import time
+from typing import Any
+
+import aiohttp
+import pytest
+
+from apex.server.conn import raise_fd_limit
+from tests.conftest import StartApex, basic_config
+from tests.integration.fakes import FakeUpstream
+from tests.integration.test_bad_input import BODY, parse, post, raw_exchange
+
+
+def timeouts_config(upstream: FakeUpstream, header: int = 1000, body: int = 1000, idle: int = 1500) -> dict[str, Any]:
+    cfg = basic_config(upstream)
+    cfg["global"]["client_timeouts"] = {"header_read_ms": header, "body_read_ms": body, "keepalive_idle_ms": idle}
+    return cfg
+
+
+@pytest.mark.parametrize(("path", "shape"), [(b"/v1/chat/completions", "openai"), (b"/v1/messages", "anthropic")])
+@pytest.mark.parametrize("bad", [
+    b"Authorization: Bearer vk-default\x01",  # a valid key with a control byte
+    b"Bad Header Bearer vk-default",  # no colon
+    b"x-api-key : vk-default",  # space before the colon
+])
+async def test_malformed_http_answered_in_json_and_key_never_logged(
+    upstream: FakeUpstream, start_apex: StartApex, caplog: pytest.LogCaptureFixture, path: bytes, shape: str, bad: bytes
+) -> None:
+    inst = await start_apex(basic_config(upstream))
+    request = b"POST " + path + b" HTTP/1.1\r\nHost: apex\r\n" + bad + b"\r\nContent-Length: 2\r\n\r\n{}"
+    with caplog.at_level(logging.DEBUG):
+        status, _, body = parse(await raw_exchange(inst.port, request))
+    assert status == 400
+    if shape == "anthropic":
+        assert body["type"] == "error" and body["error"]["type"] == "invalid_request_error"
+    else:
+        assert body["error"]["type"] == "invalid_request_error"
+    assert "vk-default" not in str(body)
+    assert "vk-default" not in caplog.text
+    assert "Traceback" not in caplog.text
+
+
+async def test_slow_head_is_closed_after_header_read_timeout(upstream: FakeUpstream, start_apex: StartApex) -> None:
+    inst = await start_apex(timeouts_config(upstream))
+    reader, writer = await asyncio.open_connection("127.0.0.1", inst.port)
+    started = time.monotonic()
+    try:
+        writer.write(b"POST /v1/messages HTTP/1.1\r\nHost: apex\r\n")
+        answer = b""
+        for _ in range(15):  # keep trickling: a byte every 0.3 s never completes the head
+            try:
+                answer = await asyncio.wait_for(reader.read(65536), 0.3)
+                break
+            except TimeoutError:
+                writer.write(b"x")
+    finally:
+        writer.close()
+    elapsed = time.monotonic() - started
+    assert 0.9 < elapsed < 3.5, elapsed
+    status, _, body = parse(answer)
+    assert status == 408 and body["type"] == "error"  # Anthropic's shape: the path was /v1/messages
+
+
+async def test_slow_body_gets_408_in_protocol(upstream: FakeUpstream, start_apex: StartApex) -> None:
+    inst = await start_apex(timeouts_config(upstream))
+    reader, writer = await asyncio.open_connection("127.0.0.1", inst.port)
+    started = time.monotonic()
+    try:
+        writer.write(post(b"/v1/chat/completions", [(b"Authorization", b"Bearer vk-default")], BODY)[:-10])
+        answer = await asyncio.wait_for(reader.read(), 6)
+    finally:
+        writer.close()
+    assert 0.9 < time.monotonic() - started < 4
+    status, _, body = parse(answer)
+    assert status == 408 and body["error"]["type"] == "timeout_error"
+    assert upstream.requests == []
+
+
+async def test_idle_connection_closed_after_keepalive_idle(upstream: FakeUpstream, start_apex: StartApex) -> None:
+    inst = await start_apex(timeouts_config(upstream, idle=700))
+    reader, writer = await asyncio.open_connection("127.0.0.1", inst.port)
+    started = time.monotonic()
+    try:
+        assert await asyncio.wait_for(reader.read(), 5) == b""
+    finally:
+        writer.close()
+    assert 0.5 < time.monotonic() - started < 3
+
+
+async def test_slowloris_does_not_lock_out_normal_clients(upstream: FakeUpstream, start_apex: StartApex) -> None:
+    """400 slowloris connections (half trickle heads, half trickle bodies) on loopback: normal
+    requests keep being answered quickly all along, and the slow sockets are closed by Apex."""
+    raise_fd_limit()
+    assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] >= 2048
+    inst = await start_apex(timeouts_config(upstream, header=1500, body=1500, idle=3000))
+    slow: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+    for i in range(400):
+        reader, writer = await asyncio.open_connection("127.0.0.1", inst.port)
+        if i % 2:
+            writer.write(b"POST /v1/chat/completions HTTP/1.1\r\nHost: apex\r\n")
+        else:
+            writer.write(post(b"/v1/chat/completions", [(b"Authorization", b"Bearer vk-default")], BODY)[:-5])
+        slow.append((reader, writer))
+
+    async def trickle() -> None:
+        for _ in range(12):
+            await asyncio.sleep(0.4)
+            for _, w in slow:
+                if not w.is_closing():
+                    w.write(b"x")
+
+    trickling = asyncio.create_task(trickle())
+    latencies: list[float] = []
+    try:
+        async with aiohttp.ClientSession() as s:
+            deadline = time.monotonic() + 4
+            while time.monotonic() < deadline:
+                t = time.monotonic()
+                async with s.post(inst.openai_url + "/chat/completions", headers={"Authorization": "Bearer vk-default"},
+                                  data=BODY) as r:
+                    assert r.status == 200
+                    await r.read()
+                latencies.append(time.monotonic() - t)
+                await asyncio.sleep(0.05)
+        closed = 0
+        for reader, _ in slow:
+            try:
+                await asyncio.wait_for(reader.read(), 2)
+            except ConnectionError:  # closed by Apex while the trickle was still writing
+                pass
+            except TimeoutError:
+                continue
+            closed += 1
+    finally:
+        trickling.cancel()
+        for _, w in slow:
+            w.close()
+    assert len(latencies) > 20
+    assert max(latencies) < 1.0, max(latencies)
+    assert closed == len(slow)  # Apex closed every slow socket itself
+    server = inst.runner.server
+    assert server is not None and len(server.connections) <= 2  # only the SDK session's may be left
+
+
+def test_raise_fd_limit_reaches_the_hard_limit() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(1024, hard), hard))
+        new_soft, new_hard = raise_fd_limit()
+        assert new_hard == hard
+        assert new_soft == (hard if hard != resource.RLIM_INFINITY else max(1024, 1 << 20))
+        assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] == new_soft
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, resource.getrlimit(resource.RLIMIT_NOFILE)[0]), hard))
