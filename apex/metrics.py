@@ -12,7 +12,7 @@ knows nothing about HTTP: callers hand it plain strings and numbers.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Final, final
 
 from prometheus_client import (
@@ -346,6 +346,10 @@ class Metrics:
                                       ("channel", "state"), registry=reg)
         self.channel_up = Gauge("apex_channel_up", "1 while a channel takes traffic, 0 while it cools down or is half-open.",
                                 ("channel",), registry=reg)
+        self.upstream_connections = Gauge(
+            "apex_upstream_connections",
+            "Upstream connections open now per channel: active (carrying or opening a request) or idle (pooled).",
+            ("channel", "state"), registry=reg)
         Gauge("apex_build_info", "Apex version.", ("version",), registry=reg).labels(version).set(1)
         for result in ("success", "failure"):
             self.reloads.labels(result)  # both series exist from the start: rate() needs a zero
@@ -401,6 +405,16 @@ class Metrics:
         self.channel_up.clear()
         for channel, is_up in up.items():
             self.channel_up.labels(channel).set(1 if is_up else 0)
+
+    def set_upstream_connections(self, counts: dict[str, tuple[int, int]], channels: Iterable[str]) -> None:
+        """Export ``{channel: (active, idle)}`` (read from the pool at scrape time; configured
+        channels without connections show 0, removed ones disappear)."""
+        gauge = self.upstream_connections
+        gauge.clear()
+        for channel in channels:
+            active, idle = counts.get(channel, (0, 0))
+            gauge.labels(channel, "active").set(active)
+            gauge.labels(channel, "idle").set(idle)
 
     def render(self) -> tuple[bytes, str]:
         """The exposition text and its content type."""

@@ -15,6 +15,7 @@ from apex.auth import KeyIndex, Principal
 from apex.config.model import Config
 from apex.errors import PermissionDenied
 from apex.upstream.channel import CompiledChannel, compile_channel
+from apex.upstream.http import UpstreamPool
 from apex.routing.health import HealthTracker, StateChangeHook
 from apex.routing.match import PatternSet
 from apex.routing.router import CompiledRouter, Route
@@ -83,10 +84,12 @@ def build_snapshot(
     on_health_change: StateChangeHook | None = None,
     *,
     rng: random.Random | None = None,
+    pool: UpstreamPool | None = None,
 ) -> Snapshot:
-    """Compile ``config``; raise ConfigError when a channel cannot be compiled."""
+    """Compile ``config``; raise ConfigError when a channel cannot be compiled. Channels reach
+    their upstreams through ``pool`` (the Gateway's; a throwaway one when only validating)."""
     g = config.global_
-    channels = {ch.name: compile_channel(ch, g, i) for i, ch in enumerate(config.channels)}
+    channels = {ch.name: compile_channel(ch, g, i, pool) for i, ch in enumerate(config.channels)}
     channel_models: dict[str, PatternSet | None] = {name: ch.models for name, ch in channels.items()}
     if previous is not None:
         rng = previous.rng

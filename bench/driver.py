@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from bench import procs
+from bench import procs, tensorzero_peer
 from bench.openloop import build_request, chat_body, run_open_loop, summarize
 
 STREAM_CHUNKS: Final = 20
@@ -81,8 +81,9 @@ def _log(msg: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-def _req(port: int, *, model: str = "gpt-4o-mini", stream: bool = False, key: str = "bench-key", anthropic: bool = False) -> bytes:
-    path = "/v1/messages" if anthropic else "/v1/chat/completions"
+def _req(port: int, *, model: str = "gpt-4o-mini", stream: bool = False, key: str = "bench-key", anthropic: bool = False,
+         path: str | None = None) -> bytes:
+    path = path or ("/v1/messages" if anthropic else "/v1/chat/completions")
     return build_request("127.0.0.1", port, path, chat_body(model, stream, anthropic), key, anthropic)
 
 
@@ -109,6 +110,15 @@ class Runner:
         self.fake = self._keep(procs.start_fake(exe, self.tmp, self.load_cpu, STREAM_CHUNKS, STREAM_GAP_US))
         self.naive = self._keep(procs.start_naive("naive", self.fake.port, self.tmp, self.proxy_cpu))
         self.twin = self._keep(procs.start_naive("naive-twin", self.fake.port, self.tmp, self.proxy_cpu)) if self.plan.quick else None
+        self.tz: procs.Proc | None = None
+        if procs.tensorzero_available():
+            try:
+                self.tz = self._keep(procs.start_tensorzero("tensorzero", self.fake.port, self.tmp, self.proxy_cpu))
+                _log(f"tensorzero up on :{self.tz.port} (pid {self.tz.pid})")
+            except RuntimeError as exc:
+                _log(f"tensorzero peer not started: {exc}")
+        else:
+            _log("tensorzero peer skipped: pip install tensorzero (the wheel carries its Rust gateway)")
         self.apex: procs.Proc | None = None
         if "apex" in self.wanted:
             self.apex = self._keep(procs.start_apex("apex", self.fake.port, self.tmp, self.proxy_cpu))
@@ -179,9 +189,17 @@ class Runner:
         ts.append(Target("naive", self.naive.port, _req(self.naive.port), proc=self.naive))
         if self.twin:
             ts.append(Target("naive-twin", self.twin.port, _req(self.twin.port), proc=self.twin))
+        if self.tz:
+            ts.append(self._tz_target())
         if self.apex:
             ts.append(Target("apex", self.apex.port, _req(self.apex.port, key=key), proc=self.apex, wrk_env={"BENCH_KEY": key}))
         return ts
+
+    def _tz_target(self, stream: bool = False) -> Target:
+        assert self.tz is not None
+        return Target("tensorzero", self.tz.port,
+                      _req(self.tz.port, model=tensorzero_peer.MODEL, stream=stream, path=tensorzero_peer.PATH),
+                      stream, self.tz, wrk_env={"BENCH_MODEL": tensorzero_peer.MODEL, "BENCH_PATH": tensorzero_peer.PATH})
 
     def scenario(self, name: str, title: str, targets: list[Target], rates: list[int], duration: float | dict[int, float], rounds: int, saturation: bool, note: str = "") -> dict[str, Any]:
         _log(f"scenario {name}: {', '.join(t.label for t in targets)} at {rates} req/s x {rounds} round(s)")
@@ -223,6 +241,8 @@ class Runner:
                       self.targets_nonstream(), p.rates, p.durations, p.rounds, True)
         st = [Target("direct", self.fake.port, _req(self.fake.port, stream=True), True, self.fake),
               Target("naive", self.naive.port, _req(self.naive.port, stream=True), True, self.naive)]
+        if self.tz:
+            st.append(self._tz_target(stream=True))
         if self.apex:
             st.append(Target("apex", self.apex.port, _req(self.apex.port, stream=True), True, self.apex))
         self.scenario("stream", f"Passthrough stream (OpenAI SSE, {STREAM_CHUNKS} chunks {STREAM_GAP_US / 1000:g} ms apart, usage chunk, [DONE])",

@@ -188,6 +188,32 @@ def start_naive(name: str, upstream_port: int, log_dir: Path, cpu: int | None) -
     return p
 
 
+def tensorzero_available() -> bool:
+    """The `tensorzero` wheel (pip install tensorzero) carries the Rust gateway peer."""
+    import importlib.util
+
+    return importlib.util.find_spec("tensorzero") is not None
+
+
+def start_tensorzero(name: str, upstream_port: int, log_dir: Path, cpu: int | None) -> Proc:
+    """TensorZero's gateway (bench/tensorzero_peer.py) on the port it picks; waits until it serves."""
+    port_file = log_dir / f"{name}.port"
+    port_file.unlink(missing_ok=True)
+    cmd = [sys.executable, "-m", "bench.tensorzero_peer", "--upstream", f"http://127.0.0.1:{upstream_port}", "--port-file", str(port_file)]
+    p = spawn(name, cmd, 0, log_dir, cpu)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if not p.alive():
+            raise RuntimeError(f"{name} exited with {p.popen.returncode}: {tail(p.log)}")
+        text = port_file.read_text() if port_file.exists() else ""
+        if text.endswith("\n"):
+            p.port = int(text.split()[1])
+            return p
+        time.sleep(0.05)
+    p.stop()
+    raise RuntimeError(f"{name} did not start within 30 s: {tail(p.log)}")
+
+
 def apex_config(port: int, upstream_port: int, metrics: bool = True, level: str = "warning",
                 request_log: bool = True) -> dict[str, object]:
     """The bench config: gateway key, two fake channels, a claude-* rule, a rate-limited team.

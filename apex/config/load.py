@@ -49,6 +49,7 @@ class EnvOverride:
     variable: str
     key: tuple[str, ...]
     help: str
+    boolean: bool = False  # true/false/1/0/yes/no/on/off become a JSON boolean
 
     @property
     def path(self) -> str:
@@ -61,7 +62,17 @@ class EnvOverride:
 ENV_OVERRIDES: Final[tuple[EnvOverride, ...]] = (
     EnvOverride("APEX_LISTEN", ("global", "listen"), "address to listen on, host:port"),
     EnvOverride("APEX_LOG_LEVEL", ("logging", "level"), "debug, info, warning or error"),
+    EnvOverride("APEX_LOG_FORMAT", ("logging", "format"), "json or pretty"),
+    EnvOverride("APEX_LOG_FILE", ("logging", "file"), "a file to log to instead of stderr"),
+    EnvOverride("APEX_METRICS_ENABLED", ("metrics", "enabled"), "true or false", boolean=True),
+    EnvOverride("APEX_METRICS_PATH", ("metrics", "path"), "where Prometheus scrapes, e.g. /metrics"),
+    EnvOverride("APEX_REQUEST_LOG", ("global", "request_log", "type"), "sqlite, postgres or off"),
+    EnvOverride("APEX_REQUEST_LOG_PATH", ("global", "request_log", "path"), "the SQLite file"),
+    EnvOverride("APEX_REQUEST_LOG_DSN", ("global", "request_log", "dsn"), "postgresql://user:pass@host/db"),
+    EnvOverride("APEX_OTLP_ENDPOINT", ("global", "tracing", "otlp_endpoint"), "OTLP/HTTP collector base URL"),
 )
+_TRUE: Final = frozenset({"1", "true", "yes", "on"})
+_FALSE: Final = frozenset({"0", "false", "no", "off"})
 
 # azure_openai takes api_key or azure_ad (apex.config.clouds checks which).
 KEYLESS_PROVIDERS: Final = frozenset({"ollama", "openai_compatible", "mock", "azure_openai", "bedrock", "vertex"})
@@ -157,9 +168,12 @@ def _apply_overrides(raw: dict[str, object], env: Mapping[str, str]) -> dict[str
     """Put each set ``ENV_OVERRIDES`` variable into ``raw``; returns {key path: variable}."""
     applied: dict[str, str] = {}
     for override in ENV_OVERRIDES:
-        value = env.get(override.variable)
+        value: object = env.get(override.variable)
         if value is None or value == "":
             continue
+        if override.boolean and isinstance(value, str):  # anything else fails validation, naming the variable
+            lowered = value.strip().lower()
+            value = True if lowered in _TRUE else False if lowered in _FALSE else value
         node: dict[str, object] = raw
         for part in override.key[:-1]:
             child = node.get(part)

@@ -192,6 +192,16 @@ class Price(_Base, frozen=True):
     reasoning: float | None = None
 
 
+class ChannelTls(_Base, frozen=True):
+    """TLS to the upstream: a private CA bundle (replaces the system store), a client
+    certificate for mTLS, and ``verify: false`` only when written out (warned at every load)."""
+
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    verify: bool = True
+
+
 class ModelCapability(_Base, frozen=True):
     """One row of a channel's model capability table (overrides the built-in rows)."""
 
@@ -224,9 +234,11 @@ class Channel(_Base, frozen=True):
     project: str | None = None
     location: str | None = None
     credentials_file: str | None = None
-
-
     prices: dict[str, Price] = msgspec.field(default_factory=dict)  # model glob -> negotiated price
+    # egress: "http://user:pass@host:port", "direct", or absent (HTTPS_PROXY/HTTP_PROXY/NO_PROXY apply)
+    proxy: str | None = None
+    tls: ChannelTls | None = None
+    max_connections: int | None = None  # per origin; None: apex.upstream.egress.DEFAULT_MAX_CONNECTIONS
     # mock provider only
     latency_ms: int = 0
     tokens_per_s: float | None = None

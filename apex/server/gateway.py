@@ -106,9 +106,11 @@ class Gateway:
         self.clock = clock
         self.sleep = sleep
         self.started_monotonic = time.monotonic()
-        self.snapshot: Snapshot = build_snapshot(config, None, self._on_health_change, rng=rng)
-        self._upstream: UpstreamPool | None = None
+        # The one upstream pool (needs no loop to exist): every Snapshot's channels send through it.
+        self._upstream = UpstreamPool()
+        self.snapshot: Snapshot = build_snapshot(config, None, self._on_health_change, rng=rng, pool=self._upstream)
         self._credentials = CredentialKeeper()
+        self._started = False
         self.limiter: RateLimiter | None = None
         self.budgets: BudgetLedger | None = None
         self.request_log: RequestLog | None = None
@@ -133,8 +135,8 @@ class Gateway:
     # --- lifecycle ----------------------------------------------------------------
 
     async def start(self) -> None:
-        """Create the shared upstream pool and the rate limiter (inside the loop)."""
-        self._upstream = UpstreamPool()
+        """Create the rate limiter and the credential refreshers (inside the loop)."""
+        self._started = True
         self.limiter = build_limiter(self.snapshot.config.global_.rate_limit_store, MonotonicClock(),
                                      on_store_error=self.metrics.record_store_error)
         fresh = self._credentials.bind(_credential_slots(self.snapshot), self._upstream)
@@ -159,8 +161,7 @@ class Gateway:
 
     async def close(self) -> None:
         await self._credentials.close()
-        if self._upstream is not None:
-            await self._upstream.close()
+        await self._upstream.close()
         if self.limiter is not None:
             await self.limiter.close()
         if self._tasks:  # budget settlements still in flight
@@ -175,7 +176,6 @@ class Gateway:
 
     @property
     def upstream(self) -> UpstreamPool:
-        assert self._upstream is not None, "Gateway.start() was not awaited"
         return self._upstream
 
     def uptime_seconds(self) -> float:
@@ -215,7 +215,7 @@ class Gateway:
     def _reload_bytes(self, data: bytes, source: str) -> bool:
         try:
             config = load_config_bytes(data)
-            snapshot = build_snapshot(config, self.snapshot, self._on_health_change)
+            snapshot = build_snapshot(config, self.snapshot, self._on_health_change, pool=self._upstream)
         except ConfigError as exc:
             log.error("config reload rejected (%s): %s", source, exc.message, extra={"config_path": exc.path})
             self.on_reload(False)
@@ -236,7 +236,7 @@ class Gateway:
         if config.global_.request_log != old.global_.request_log:
             log.warning("request_log changed: restart Apex to apply it")
         self.snapshot = snapshot
-        if self._upstream is not None:  # before start() there is no loop to bind in: start() binds
+        if self._started:  # before start() there is no loop to bind in: start() binds
             self._bind_credentials(snapshot)
         self.prices = PriceBook(config)
         self._refresh_limits()
@@ -426,6 +426,8 @@ class Gateway:
             {name: snap.health.state_of(name, now) is ChannelState.UP and ch.credentials_ok
              for name, ch in snap.channels.items()}
         )
+        egress_channels = [name for name, ch in snap.channels.items() if ch.egress is not None]
+        self.metrics.set_upstream_connections(self._upstream.connection_counts(), egress_channels)
         body, content_type = self.metrics.render()
         return web.Response(body=body, headers={"Content-Type": content_type})
 

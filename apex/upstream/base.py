@@ -19,7 +19,7 @@ from typing import Final, Protocol
 import msgspec
 
 from apex.errors import UpstreamConnectionError, UpstreamError, UpstreamMalformed, UpstreamStatus, UpstreamTimeout
-from apex.upstream.http import HttpClientError, InvalidResponse, ServerDisconnected
+from apex.upstream.http import ConnectFailed, HttpClientError, InvalidResponse, ServerDisconnected, connect_reason
 
 __all__ = [
     "TRANSPORT_ERRORS",
@@ -56,16 +56,28 @@ class UpstreamReply(Protocol):
 
 
 def transport_error(channel: str, exc: BaseException) -> UpstreamError:
-    """The UpstreamError for a socket/HTTP failure or timeout talking to ``channel``."""
+    """The UpstreamError for a socket/HTTP failure or timeout talking to ``channel``.
+
+    Three cases an operator must tell apart, each naming the upstream's host:port and why:
+    could not connect (nothing was sent), failed after sending, and a bad answer.
+    """
+    if isinstance(exc, ConnectFailed):
+        message = f"upstream channel {channel}: could not connect to {exc.where}: {exc.reason}"
+        if exc.timed_out:
+            return UpstreamTimeout(message, channel=channel)
+        return UpstreamConnectionError(message, channel=channel)
     if isinstance(exc, asyncio.TimeoutError):
         return UpstreamTimeout(f"upstream channel {channel} timed out", channel=channel)
+    where = f" {exc.where}" if isinstance(exc, HttpClientError) and exc.where else ""
     if isinstance(exc, InvalidResponse):  # reached, but what came back is not HTTP: a malformed answer
-        return UpstreamMalformed(
-            f"upstream channel {channel} sent an invalid HTTP response: {exc}", channel=channel
+        return UpstreamMalformed(f"upstream channel {channel}: bad answer from{where or ' the upstream'}: {exc}", channel=channel)
+    if isinstance(exc, ServerDisconnected):
+        return UpstreamConnectionError(
+            f"upstream channel {channel}: failed after sending the request to{where or ' the upstream'}: {exc}", channel=channel
         )
-    if isinstance(exc, ServerDisconnected):  # it was reached: say what went wrong instead
-        return UpstreamConnectionError(f"upstream channel {channel} dropped the connection: {exc}", channel=channel)
-    return UpstreamConnectionError(f"cannot reach upstream channel {channel}: {type(exc).__name__}", channel=channel)
+    return UpstreamConnectionError(
+        f"upstream channel {channel}: failed after sending the request: {connect_reason(exc)}", channel=channel
+    )
 
 
 TRANSPORT_ERRORS: Final = (asyncio.TimeoutError, HttpClientError, OSError)

@@ -7,6 +7,7 @@ auth, preset and channel headers), the translator, the model map and the timeout
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Final
 from urllib.parse import quote
@@ -16,7 +17,10 @@ from apex.config.clouds import CLOUD_PROVIDERS
 from apex.config.model import Channel, GlobalConfig
 from apex.errors import ConfigError, InvalidRequest, Secrets, secrets_of
 from apex.upstream.cloud import CloudChannel, CloudRoute, CloudSetup
-from apex.upstream.http import encode_header_fields
+from apex.upstream.egress import Egress, TlsOptions, build_egress
+from apex.upstream.http import UpstreamPool, encode_header_fields
+from apex.upstream.mock import MockTransport
+from apex.upstream.transport import HttpTransport, Transport
 from apex.upstream.presets import ANTHROPIC_VERSION, PRESETS, ProviderPreset
 from apex.routing.match import ModelMap, PatternSet
 from apex.translate import Translator, find_translator
@@ -26,6 +30,7 @@ from apex.types import Dialect
 __all__ = ["ChannelTimeouts", "CompiledChannel", "UpstreamPlan", "compile_channel"]
 
 USER_AGENT: Final = f"apex/{__version__}"
+_log: Final = logging.getLogger("apex.config")
 
 _PATHS: Final[dict[Dialect, str]] = {
     Dialect.OPENAI_CHAT: "/chat/completions",
@@ -125,10 +130,8 @@ class CompiledChannel:
     secrets: Secrets  # what this channel sends upstream that must never come back out of Apex
     cloud: CloudChannel | None = None
     kind_plans: dict[str, dict[Dialect, UpstreamPlan]] | None = None  # clouds: per model family
-
-    @property
-    def is_mock(self) -> bool:
-        return self.preset.family == "mock"
+    egress: Egress | None = None  # proxy, TLS and connection budget (None for the mock provider)
+    transport: Transport | None = None  # how attempts reach the upstream (set by compile_channel)
 
     @property
     def credentials_ok(self) -> bool:
@@ -192,7 +195,7 @@ def _cloud_setup(ch: Channel, path: str) -> tuple[str, CloudSetup]:
     raise ConfigError(f"not a cloud provider type: {ch.provider_type}", path=f"{path}.provider_type")
 
 
-def compile_channel(ch: Channel, g: GlobalConfig, index: int) -> CompiledChannel:
+def compile_channel(ch: Channel, g: GlobalConfig, index: int, pool: UpstreamPool | None = None) -> CompiledChannel:
     """Compile one channel; raise ConfigError naming ``channels[index]`` when it cannot work."""
     preset = PRESETS[ch.provider_type]
     path = f"channels[{index}]"
@@ -304,6 +307,7 @@ def compile_channel(ch: Channel, g: GlobalConfig, index: int) -> CompiledChannel
                 plans.setdefault(d, p)
         cloud = CloudChannel(setup.kind_of, setup.credentials)
 
+    egress = _compile_egress(ch, path, preset.family == "mock")
     t = ch.timeouts
     gt = g.timeouts
 
@@ -328,7 +332,31 @@ def compile_channel(ch: Channel, g: GlobalConfig, index: int) -> CompiledChannel
         model_map=ModelMap(ch.model_map),
         models=PatternSet(ch.models) if ch.models is not None else None,
         timeouts=timeouts,
-        secrets=secrets_of([ch.api_key, *ch.headers.values(), *_cloud_secrets(ch)]),
+        secrets=secrets_of([ch.api_key, *ch.headers.values(), *_cloud_secrets(ch), *_proxy_secrets(egress)]),
         cloud=cloud,
         kind_plans=kind_plans,
+        egress=egress,
+        transport=MockTransport(ch) if preset.family == "mock" else HttpTransport(pool or UpstreamPool(), egress, connect),
     )
+
+
+def _compile_egress(ch: Channel, path: str, mock: bool) -> Egress | None:
+    if mock:
+        return None
+    tls = None
+    if ch.tls is not None:
+        tls = TlsOptions(ch.tls.ca_file, ch.tls.cert_file, ch.tls.key_file, ch.tls.verify)
+    try:
+        egress = build_egress(ch.name, ch.proxy, tls, ch.max_connections)
+    except ValueError as exc:
+        key, _, why = str(exc).partition(": ")
+        raise ConfigError(why, path=f"{path}.{key}") from None
+    if tls is not None and not tls.verify:
+        _log.warning("channel %s: tls.verify is false: the upstream's certificate is not checked "
+                     "(anyone on the path can read and change this channel's traffic)", ch.name)
+    return egress
+
+
+def _proxy_secrets(egress: Egress | None) -> list[str]:
+    """The proxy's Proxy-Authorization value and password: scrubbed like the API key."""
+    return egress.secrets() if egress is not None else []

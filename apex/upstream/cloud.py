@@ -21,6 +21,7 @@ import msgspec
 from apex.errors import InvalidRequest
 from apex.upstream.base import UpstreamReply
 from apex.upstream.credentials import CredentialSlot
+from apex.upstream.egress import Egress
 from apex.upstream.http import UpstreamPool
 from apex.types import Dialect
 
@@ -43,14 +44,15 @@ class CloudRoute:
     reply: Callable[[UpstreamReply, bool, str], UpstreamReply] | None = None  # (reply, stream, url): framing, format
 
     async def send(
-        self, pool: UpstreamPool, url: str, header_fields: bytes, body: bytes, stream: bool, connect_timeout: float
+        self, pool: UpstreamPool, url: str, header_fields: bytes, body: bytes, stream: bool, connect_timeout: float,
+        egress: Egress | None = None,
     ) -> UpstreamReply:
         """Edit, authorize and POST ``body``; the answer with its stream framing undone."""
         if self.prepare is not None:
             body = self.prepare(body, stream)
         if self.authorize is not None:
             header_fields += self.authorize(url, body)
-        reply: UpstreamReply = await pool.post(url, header_fields, body, connect_timeout=connect_timeout)
+        reply: UpstreamReply = await pool.post(url, header_fields, body, connect_timeout=connect_timeout, egress=egress)
         if self.reply is not None:
             return self.reply(reply, stream, url)
         return reply

@@ -26,6 +26,7 @@ from apex.errors import InvalidRequest
 from apex.sse import DONE_EVENT, encode_event
 from apex.tokens import estimate_text_tokens, estimate_tokens
 from apex.types import Dialect
+from apex.upstream.transport import UpstreamRequest
 
 __all__ = ["MockReply", "mock_reply"]
 
@@ -393,3 +394,15 @@ def _embeddings(req: _Req, model: str) -> MockReply:
         "object": "list", "data": data, "model": model,
         "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
     })))
+
+
+class MockTransport:
+    """The mock provider as a transport: answers in-process, in the dialect the request is in."""
+
+    __slots__ = ("_channel",)
+
+    def __init__(self, channel: Channel) -> None:
+        self._channel = channel
+
+    async def send(self, request: UpstreamRequest) -> MockReply:
+        return await mock_reply(self._channel, request.dialect, request.body, request.model, request.stream)

@@ -10,6 +10,7 @@ Runs on 127.0.0.1 with an ephemeral port inside the test's event loop.
 from __future__ import annotations
 
 import asyncio
+import ssl
 import json
 from collections import deque
 from dataclasses import dataclass, field
@@ -98,10 +99,11 @@ class FakeUpstream:
         self.port = 0
         self.connections_closed = 0
         self.active_streams = 0
+        self.scheme = "http"
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
 
     @property
     def openai_url(self) -> str:
@@ -113,12 +115,15 @@ class FakeUpstream:
     def hits(self, path_part: str = "") -> int:
         return sum(1 for r in self.requests if path_part in r.path)
 
-    async def start(self) -> None:
+    async def start(self, ssl_context: ssl.SSLContext | None = None) -> None:
+        """Serve on 127.0.0.1:<free>; over TLS with ``ssl_context`` (``url`` says https then)."""
         app = web.Application(client_max_size=1 << 30)
         app.router.add_route("*", "/{tail:.*}", self._handle)
         self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        if ssl_context is not None:
+            self.scheme = "https"
+        site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=ssl_context)
         await site.start()
         self.port = self._runner.addresses[0][1]  # the bound port of an ephemeral listen
 

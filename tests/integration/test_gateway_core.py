@@ -465,9 +465,9 @@ async def _raw_upstream(answer: bytes, *, reset: bool = False) -> asyncio.Server
 @pytest.mark.parametrize(
     ("answer", "reset", "says"),
     [
-        (b"SSH-2.0-OpenSSH_9.6\r\n\r\n", False, "invalid HTTP response"),
-        (b"HTTP/1.1 200 OK\r\nContent-Length: 500\r\n\r\n{\"id\":", False, "dropped the connection"),
-        (b"", True, "dropped the connection"),
+        (b"SSH-2.0-OpenSSH_9.6\r\n\r\n", False, "bad answer from 127.0.0.1:"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 500\r\n\r\n{\"id\":", False, "failed after sending the request to 127.0.0.1:"),
+        (b"", True, "failed after sending the request to 127.0.0.1:"),
     ],
     ids=["not-http", "cut-body", "reset"],
 )

@@ -31,13 +31,14 @@ except ImportError:  # optional: only the TLS tests need it
 
 from apex.upstream.http import (
     _HIGH_WATER,
-    HttpClientError,
+    ConnectFailed,
     HttpReply,
     InvalidResponse,
     ReplyHeaders,
     ServerDisconnected,
     UpstreamPool,
-    _ChunkedDecoder,
+    _Connection,
+    _Slots,
     _Target,
     encode_header_fields,
 )
@@ -92,11 +93,55 @@ def chunk_encode(
 CHUNKED_HEAD: Final = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
 
 
-def decode_all(pieces: Iterable[bytes]) -> tuple[bytes, _ChunkedDecoder]:
-    """Feed ``pieces`` to a fresh chunked decoder; the payload and the decoder."""
-    decoder = _ChunkedDecoder()
-    out = b"".join(b"".join(decoder.feed(piece)) for piece in pieces)
-    return out, decoder
+class _FakeTransport:
+    """Just enough of a transport for a connection fed by hand (no socket)."""
+
+    def __init__(self) -> None:
+        self.closed = False
+
+    def write(self, data: bytes) -> None: ...
+
+    def writelines(self, data: Iterable[bytes]) -> None: ...
+
+    def close(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def pause_reading(self) -> None: ...
+
+    def resume_reading(self) -> None: ...
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return default
+
+
+@dataclass
+class Decoded:
+    done: bool   # the body ended
+    extra: bool  # bytes followed its end (the connection was closed, not pooled)
+
+
+def decode_all(pieces: Iterable[bytes]) -> tuple[bytes, Decoded]:
+    """Feed a chunked head then ``pieces`` to one connection, as the loop would, with no socket;
+    the payload and how it ended. Raises the reply's error (InvalidResponse) if it failed."""
+    loop = asyncio.new_event_loop()
+    try:
+        pool = UpstreamPool()
+        conn = _Connection(pool, _Slots(None, 1), _Target("http://127.0.0.1:9/").origin, loop)
+        transport = _FakeTransport()
+        conn.connection_made(transport)  # type: ignore[arg-type]
+        reply = conn.start(b"", b"")
+        conn.data_received(CHUNKED_HEAD)
+        for piece in pieces:
+            if piece:  # the loop never delivers an empty read
+                conn.data_received(piece)
+        if reply._error is not None:
+            raise reply._error
+        return b"".join(reply._parts), Decoded(done=reply._eof, extra=transport.closed)
+    finally:
+        loop.close()
 
 
 # --- a scriptable raw TCP server -----------------------------------------------------------
@@ -404,7 +449,7 @@ async def test_large_request_body_arrives_intact(pool: UpstreamPool, serve: Star
         (False, b"", ()),
         (True, b"", ()),
         (False, b";name=value", ()),
-        (True, b' ; a=1;b="two"', ()),
+        (True, b';a=1;b="two"', ()),
         (False, b"", (b"X-Checksum: abc", b"X-Other: 1")),
         (True, b";x", (b"Expires: never",)),
     ],
@@ -421,20 +466,18 @@ async def test_chunked_body_variants(
     assert server.accepted == 1
 
 
-def test_chunked_decoder_hex_sizes() -> None:
+def test_chunked_hex_sizes() -> None:
     """Chunk sizes are hex in either case, with or without leading zeros."""
-    payload, decoder = decode_all([b"A\r\n0123456789\r\n00b\r\nabcdefghijk\r\n1f\r\n" + b"z" * 31 + b"\r\n0\r\n\r\n"])
+    payload, decoded = decode_all([b"A\r\n0123456789\r\n00b\r\nabcdefghijk\r\n1f\r\n" + b"z" * 31 + b"\r\n0\r\n\r\n"])
     assert payload == b"0123456789abcdefghijk" + b"z" * 31
-    assert decoder.done
-    assert decoder.leftover() == b""
+    assert decoded == Decoded(done=True, extra=False)
 
 
-def test_chunked_decoder_keeps_bytes_after_the_end() -> None:
-    """Bytes after the terminating chunk are kept as leftover, not decoded."""
-    payload, decoder = decode_all([b"3\r\nabc\r\n0\r\n\r\nHTTP/1.1", b" 200"])
+def test_chunked_bytes_after_the_end_are_not_decoded() -> None:
+    """Bytes after the terminating chunk are not payload, and the connection is not reused."""
+    payload, decoded = decode_all([b"3\r\nabc\r\n0\r\n\r\nHTTP/1.1", b" 200"])
     assert payload == b"abc"
-    assert decoder.done
-    assert decoder.leftover() == b"HTTP/1.1 200"
+    assert decoded == Decoded(done=True, extra=True)
 
 
 @pytest.mark.parametrize(
@@ -450,47 +493,44 @@ def test_chunked_decoder_keeps_bytes_after_the_end() -> None:
     ],
     ids=["not-hex", "empty", "negative", "two-numbers", "0x-prefix", "plus-sign", "underscore"],
 )
-def test_chunked_decoder_rejects_bad_size(encoded: bytes) -> None:
+def test_chunked_rejects_bad_size(encoded: bytes) -> None:
     """A chunk size that is not a non-negative hex number raises InvalidResponse."""
     with pytest.raises(InvalidResponse):
         decode_all([encoded])
 
 
-def test_chunked_decoder_rejects_missing_crlf_after_data() -> None:
+def test_chunked_rejects_missing_crlf_after_data() -> None:
     """Chunk data not followed by CRLF raises InvalidResponse, even when split before the CRLF."""
-    with pytest.raises(InvalidResponse, match="CRLF"):
+    with pytest.raises(InvalidResponse):
         decode_all([b"3\r\nabcX\r\n0\r\n\r\n"])
-    with pytest.raises(InvalidResponse, match="CRLF"):
+    with pytest.raises(InvalidResponse):
         decode_all([b"3\r\nabc", b"\r", b"X0\r\n\r\n"])
 
 
-def test_chunked_decoder_rejects_endless_size_line() -> None:
-    """A chunk size line longer than the limit without CRLF raises instead of buffering forever."""
-    decoder = _ChunkedDecoder()
-    with pytest.raises(InvalidResponse, match="too long"):
-        for _ in range(10):
-            decoder.feed(b"1" * 1024)
+def test_chunked_rejects_endless_size_line() -> None:
+    """A chunk size line that never ends raises instead of buffering forever."""
+    with pytest.raises(InvalidResponse, match="chunk size|Chunk size"):
+        decode_all([b"1" * 1024] * 10)
 
 
 chunk_lists = st.lists(st.binary(min_size=1, max_size=300), max_size=12)
 chunk_styles = st.tuples(
     st.booleans(),
-    st.sampled_from([b"", b";a=b", b";ext", b' ; q="x;y"']),
+    st.sampled_from([b"", b";a=b", b";ext", b';q="x;y"']),
     st.lists(st.sampled_from([b"X-T: 1", b"Trailer-Two: some value"]), max_size=2),
 )
 
 
 @given(chunks=chunk_lists, style=chunk_styles, cuts=st.lists(st.integers(min_value=0, max_value=1 << 16), max_size=30))
-def test_chunked_decoder_any_split_gives_same_payload(
+def test_chunked_any_split_gives_same_payload(
     chunks: list[bytes], style: tuple[bool, bytes, list[bytes]], cuts: list[int]
 ) -> None:
-    """Property: however the encoded bytes are split, the decoder yields the same payload and ends."""
+    """Property: however the encoded bytes are split, the same payload comes out and the body ends."""
     upper, extension, trailers = style
     encoded = chunk_encode(chunks, upper=upper, extension=extension, trailers=trailers)
-    payload, decoder = decode_all(split_at(encoded, cuts))
+    payload, decoded = decode_all(split_at(encoded, cuts))
     assert payload == b"".join(chunks)
-    assert decoder.done
-    assert decoder.leftover() == b""
+    assert decoded == Decoded(done=True, extra=False)
 
 
 @settings(max_examples=40, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -521,7 +561,7 @@ async def test_chunked_any_split_end_to_end(
 
 @pytest.mark.parametrize(
     ("body", "message"),
-    [(b"5\r\nhello\r\nxyz\r\n", "bad chunk size"), (b"5\r\nhelloXX3\r\nabc\r\n0\r\n\r\n", "CRLF")],
+    [(b"5\r\nhello\r\nxyz\r\n", "chunk size"), (b"5\r\nhelloXX3\r\nabc\r\n0\r\n\r\n", "chunk data")],
     ids=["bad-size", "missing-crlf"],
 )
 @pytest.mark.parametrize("separate", [False, True], ids=["with-head", "after-head"])
@@ -800,6 +840,8 @@ async def test_mid_chunked_disconnect_raises(pool: UpstreamPool, serve: StartSer
         b"HTTP/2 200 OK\r\n\r\n",
         b"HTTP/1.1 abc OK\r\n\r\n",
         b"HTTP/1.1 20 OK\r\n\r\n",
+        b"HTTP/1.1 2000 OK\r\n\r\n",
+        b"HTTP/2.0 200 OK\r\nContent-Length: 0\r\n\r\n",
         b"HTTP/1.1 \xb200 OK\r\n\r\n",
         b"HTTP/1.1 200 OK\r\nNo-Colon-Here\r\n\r\n",
         b"HTTP/1.1 200 OK\r\nX-Space : 1\r\n\r\n",
@@ -812,7 +854,7 @@ async def test_mid_chunked_disconnect_raises(pool: UpstreamPool, serve: StartSer
         b"HTTP/1.1 200 OK\r\nContent-Encoding: br\r\nContent-Length: 0\r\n\r\n",
     ],
     ids=[
-        "garbage", "http2", "status-not-digits", "status-short", "status-latin1-superscript", "header-no-colon", "space-before-colon",
+        "garbage", "http2", "status-not-digits", "status-short", "status-four-digits", "http2.0", "status-latin1-superscript", "header-no-colon", "space-before-colon",
         "obs-fold", "content-length-text", "content-length-negative", "content-length-list", "content-length-plus",
         "content-length-underscore", "unknown-encoding",
     ],
@@ -910,13 +952,15 @@ async def test_body_until_close_ended_by_reset_raises(pool: UpstreamPool, serve:
     reply.release()
 
 
-async def test_chunked_with_content_length_is_not_reused(pool: UpstreamPool, serve: StartServer) -> None:
-    """Both framings in one response: read it chunked, then close the connection (RFC 9112 6.1)."""
+async def test_chunked_with_content_length_is_a_bad_answer(pool: UpstreamPool, serve: StartServer) -> None:
+    """Both framings in one response (the shape of a smuggling attempt, RFC 9112 6.1): llhttp refuses
+    it, so it is a malformed answer (failover) and the connection is closed."""
     head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n"
-    server = await serve(answer_each(head + chunk_encode([b"hello"])))
-    assert await fetch(pool, server.url()) == b"hello"
-    assert await fetch(pool, server.url()) == b"hello"
-    assert server.accepted == 2
+    server = await serve(answer_once(head + chunk_encode([b"hello"])))
+    with pytest.raises(InvalidResponse, match="Content-Length"):
+        await post(pool, server.url())
+    await until(lambda: server.client_closes == 1)
+    assert pool.idle_connections == 0
 
 
 # --- flow control ---------------------------------------------------------------------------
@@ -1071,11 +1115,25 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-async def test_connection_refused_raises_oserror(pool: UpstreamPool) -> None:
-    """Nothing listening: post raises ConnectionRefusedError and counts no connection."""
-    with pytest.raises(ConnectionRefusedError):
-        await within(pool.post(f"http://127.0.0.1:{_free_port()}/", b"", b"", connect_timeout=LIMIT))
+async def test_connection_refused_raises_connect_failed(pool: UpstreamPool) -> None:
+    """Nothing listening: post raises ConnectFailed naming host:port and "connection refused",
+    caused by the ConnectionRefusedError, and counts no connection."""
+    port = _free_port()
+    with pytest.raises(ConnectFailed) as caught:
+        await within(pool.post(f"http://127.0.0.1:{port}/", b"", b"", connect_timeout=LIMIT))
+    assert caught.value.where == f"127.0.0.1:{port}"
+    assert caught.value.reason == "connection refused"
+    assert isinstance(caught.value.__cause__, ConnectionRefusedError)
+    assert not caught.value.timed_out
     assert pool.connections_made == 0
+
+
+async def test_dns_failure_raises_connect_failed(pool: UpstreamPool) -> None:
+    """A name that cannot resolve (the reserved .invalid TLD, RFC 6761) is a DNS failure, said so."""
+    with pytest.raises(ConnectFailed) as caught:
+        await within(pool.post("http://no-such-host.invalid:8080/", b"", b"", connect_timeout=LIMIT))
+    assert caught.value.where == "no-such-host.invalid:8080"
+    assert caught.value.reason.startswith("DNS lookup failed")
 
 
 async def test_connect_timeout(pool: UpstreamPool) -> None:
@@ -1097,8 +1155,9 @@ async def test_connect_timeout(pool: UpstreamPool) -> None:
         started = loop.time()
         try:
             await within(pool.post(f"http://127.0.0.1:{port}/", b"", b"", connect_timeout=0.2))
-        except TimeoutError:
-            pass
+        except ConnectFailed as exc:
+            assert exc.timed_out
+            assert exc.reason == "timed out after 0.2 s"
         else:
             pytest.skip("this kernel completed the handshake despite a full accept queue")
         assert 0.15 <= loop.time() - started < 2
@@ -1329,19 +1388,115 @@ async def test_tls_request_and_reuse(serve: StartServer) -> None:
 @needs_trustme
 @pytest.mark.parametrize("problem", ["wrong-hostname", "untrusted-ca"])
 async def test_tls_verification_failures(serve: StartServer, problem: str) -> None:
-    """A certificate for another name, or from a CA the pool does not trust, fails with ssl.SSLError."""
+    """A certificate for another name, or from a CA the pool does not trust, fails with ConnectFailed
+    saying "TLS certificate verify failed" and why, caused by the ssl error."""
     ca = trustme.CA()
     names = ("api.example.test",) if problem == "wrong-hostname" else ("127.0.0.1",)
     server = await serve(answer_each(response(b"secure")), ssl_context=_server_context(ca, *names))
     trusted = ca if problem == "wrong-hostname" else trustme.CA()
     pool = UpstreamPool(ssl_context=_client_context(trusted))
     try:
-        with pytest.raises(ssl.SSLCertVerificationError) as caught:
+        with pytest.raises(ConnectFailed) as caught:
             await post(pool, server.url(scheme="https"))
-        assert isinstance(caught.value, ssl.SSLError)
-        assert isinstance(caught.value, OSError)
-        assert not isinstance(caught.value, HttpClientError)
+        assert isinstance(caught.value.__cause__, ssl.SSLCertVerificationError)
+        assert caught.value.reason.startswith("TLS certificate verify failed (")
+        why = "IP address mismatch" if problem == "wrong-hostname" else "unable to get local issuer certificate"
+        assert why in caught.value.reason
         assert pool.connections_made == 0
     finally:
         await pool.close()
         await settle()
+
+
+# --- connection budget (max_connections) and stale connections --------------------------------
+
+
+async def test_pool_never_exceeds_max_connections_under_500_concurrent_requests(serve: StartServer) -> None:
+    """500 requests at once with max_connections 16: all answered, and the server never has more
+    than 16 connections open at the same time (counted on the server side)."""
+    open_now = 0
+    peak = 0
+
+    async def script(peer: Peer) -> None:
+        nonlocal open_now, peak
+        open_now += 1
+        peak = max(peak, open_now)
+        try:
+            while await peer.request() is not None:
+                await asyncio.sleep(0.001)  # keep it busy long enough for the requests to pile up
+                await peer.send(response(b"ok"))
+        finally:
+            open_now -= 1
+
+    server = await serve(script)
+    pool = UpstreamPool(max_connections=16)
+    try:
+        bodies = await within(asyncio.gather(*(fetch(pool, server.url()) for _ in range(500))), 60)
+        assert bodies == [b"ok"] * 500
+        assert peak <= 16
+        assert pool.connections_made <= 16
+        assert len(server.requests) == 500
+    finally:
+        await pool.close()
+        await settle()
+
+
+async def test_waiting_for_a_connection_is_bounded_by_the_connect_timeout(serve: StartServer) -> None:
+    """max_connections 1 with a slow answer in flight: a second request gives up after its connect
+    timeout with ConnectFailed (timed out, max_connections named); a third one after the first
+    finishes reuses the connection."""
+    server = await serve(_slow_each(0.5))
+    pool = UpstreamPool(max_connections=1)
+    try:
+        first = asyncio.create_task(fetch(pool, server.url()))
+        await until(lambda: len(server.requests) == 1)
+        with pytest.raises(ConnectFailed) as caught:
+            await within(pool.post(server.url(), b"", b"{}", connect_timeout=0.1))
+        assert caught.value.timed_out
+        assert "max_connections 1" in caught.value.reason
+        assert await within(first) == b"slow"
+        assert await fetch(pool, server.url()) == b"slow"
+        assert server.accepted == 1
+    finally:
+        await pool.close()
+        await settle()
+
+
+def _slow_each(delay: float) -> Script:
+    async def script(peer: Peer) -> None:
+        while await peer.request() is not None:
+            await asyncio.sleep(delay)
+            await peer.send(response(b"slow"))
+
+    return script
+
+
+@pytest.mark.parametrize("how", ["fin", "reset"])
+async def test_connection_closed_in_the_instant_before_reuse_is_detected(
+    pool: UpstreamPool, serve: StartServer, how: str
+) -> None:
+    """The server closes an idle connection and Apex reuses it before the loop has seen the EOF or
+    reset: the pool notices (poll of the socket) and sends the request on a fresh connection,
+    so the request succeeds and each connection carried exactly one request."""
+    peers: list[Peer] = []
+
+    async def script(peer: Peer) -> None:
+        peers.append(peer)
+        while await peer.request() is not None:
+            await peer.send(response(b"ok"))
+
+    server = await serve(script)
+    assert await fetch(pool, server.url()) == b"ok"
+    await settle()
+    sock = peers[0].writer.get_extra_info("socket")
+    raw = socket.socket(fileno=sock.fileno())  # act on the socket now, not via the loop's transport
+    try:
+        if how == "reset":
+            raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        raw.shutdown(socket.SHUT_RDWR)
+    finally:
+        raw.detach()
+    # No await between the close and the request: the client's loop has not run meanwhile.
+    assert await fetch(pool, server.url()) == b"ok"
+    assert pool.connections_made == 2
+    assert [index for index, _ in server.requests] == [0, 1]

@@ -1,0 +1,462 @@
+"""One attempt of one request on one channel, its state on one object.
+
+An ``Attempt`` holds what the stages of a try share (the request, the channel and its plan,
+the upstream body and model, the translation context, the reply, timings) instead of passing
+them between functions: ``run`` builds the upstream request, sends it through the channel's
+transport (network or in-process, apex.upstream.transport) and answers the client, as one
+JSON body or as a stream relayed by a ``Relay`` (pass-through or translating, apex.server.relay).
+Before the stream commits, failures raise UpstreamError (the failover loop decides); after,
+they end the stream with an error event in the client's dialect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Protocol
+
+import msgspec
+from aiohttp import web
+from aiohttp_sse import EventSourceResponse
+
+from apex.errors import NotFound, UpstreamMalformed, UpstreamStatus
+from apex.server.deadline import Deadline
+from apex.server.exchange import Exchange
+from apex.server.keys import GATEWAY_KEY
+from apex.server.relay import PassthroughRelay, Relay, TranslatingRelay
+from apex.server.responses import SSE_HEADERS, json_response
+from apex.sse import SseParser
+from apex.snapshot import Snapshot
+from apex.translate import TranslateContext
+from apex.translate.passthrough import (
+    body_usage,
+    rewrite_request,
+    rewrite_response_model,
+    strip_reasoning,
+    strip_unsigned_thinking,
+)
+from apex.translate.directions.gemini_embeddings import with_upstream_model
+from apex.translate.passthrough_gemini import gemini_body_usage
+from apex.translate.write.gemini import GeminiFraming
+from apex.translate.write.embeddings import openai_to_jina_embeddings_request, reencode_embeddings_response
+from apex.types import Dialect
+from apex.upstream.base import (
+    TRANSPORT_ERRORS,
+    UpstreamReply,
+    map_transport_errors,
+    scrub_key_shapes,
+    transport_error,
+    upstream_status_error,
+)
+from apex.upstream.channel import USER_AGENT, CompiledChannel, UpstreamPlan
+from apex.upstream.http import HttpClientError, encode_header_fields
+from apex.upstream.presets import ANTHROPIC_VERSION
+from apex.upstream.transport import Transport, UpstreamRequest
+
+__all__ = ["Attempt", "RequestView"]
+
+
+
+class _StreamOptions(msgspec.Struct):
+    include_usage: bool | None = None
+
+
+class RequestView(msgspec.Struct):
+    """The only fields Apex reads from a request body; the rest is forwarded untouched."""
+
+    model: str | None = None
+    stream: bool | None = False
+    stream_options: _StreamOptions | None = None
+    encoding_format: str | None = None
+    max_tokens: int | None = None
+    max_completion_tokens: int | None = None
+    max_output_tokens: int | None = None
+
+
+class Attempt:
+    """One try on one channel; ``run`` raises UpstreamError (retryable or not) before commit."""
+
+    __slots__ = (
+        "body", "channel", "ctx", "dialect", "ex", "mapped", "model", "plan", "read_whole", "relay", "reply",
+        "request", "snap", "started", "upstream_model", "view",
+    )
+
+    def __init__(
+        self,
+        request: web.Request,
+        snap: Snapshot,
+        ex: Exchange,
+        dialect: Dialect,
+        channel: CompiledChannel,
+        body: bytes,
+        view: RequestView,
+        model: str,
+    ) -> None:
+        self.request = request
+        self.snap = snap
+        self.ex = ex
+        self.dialect = dialect
+        self.channel = channel
+        self.plan: UpstreamPlan = channel.plans[dialect]
+        self.body = body          # the client's bytes
+        self.view = view
+        self.model = model        # as the client named it
+        self.upstream_model = model
+        self.mapped = False
+        self.ctx: TranslateContext | None = None
+        self.reply: UpstreamReply | None = None
+        self.relay: Relay | None = None
+        self.read_whole = False   # the reply's body was read to its end: its connection may be reused
+        self.started = 0.0        # perf_counter at send: uvloop's loop.time() is whole milliseconds
+
+    # --- the attempt ----------------------------------------------------------------------
+
+    async def run(self) -> web.StreamResponse:
+        plan = self.plan
+        ex = self.ex
+        if plan.local_estimate:
+            ex.upstream_model = self.model
+            counted = {"totalTokens": ex.prompt_estimate()} if self.dialect is Dialect.GEMINI_COUNT_TOKENS else {
+                "input_tokens": ex.prompt_estimate()}
+            return json_response(counted, headers={"x-apex-estimated": "true"})
+        channel = self.channel
+        self.upstream_model = channel.map_model(self.model)
+        ex.upstream_model = self.upstream_model
+        if channel.kind_plans is not None:  # a cloud: the model's family picks the wire format
+            chosen = channel.plan_for(self.dialect, self.upstream_model)
+            if chosen is None:
+                raise NotFound(
+                    f"channel {channel.name} cannot serve {self.dialect.value} requests for model '{self.upstream_model}'"
+                )
+            plan = self.plan = chosen
+        self.mapped = self.upstream_model != self.model
+        body = self._upstream_body()
+        url = plan.url_for(self.upstream_model, ex.stream)
+        if plan.forward_anthropic_headers and plan.native and plan.route is None and self.request.query_string:
+            url = f"{url}?{self.request.rel_url.raw_query_string}"  # ?beta=true: Anthropic's beta surface
+        upstream = UpstreamRequest(
+            url, self._header_fields(), body, plan.upstream, self.upstream_model, ex.stream, plan.route,
+        )
+        transport = channel.transport
+        assert transport is not None  # compile_channel gives every channel one
+        try:
+            response = await (self._stream(transport, upstream) if ex.stream else self._json(transport, upstream))
+            self.read_whole = True
+            return response
+        finally:
+            relay = self.relay
+            if not self.read_whole and ex.committed and relay is not None:
+                ex.usage = relay.usage  # the client left or the stream broke: usage seen so far counts
+            reply = self.reply
+            if reply is not None:
+                if self.read_whole:
+                    reply.release()  # the connection goes back to the pool
+                else:
+                    reply.close()
+
+    @property
+    def _client_usage(self) -> bool:
+        options = self.view.stream_options
+        return bool(options and options.include_usage)
+
+    def _upstream_body(self) -> bytes:
+        """The body to send: translated, or the client's bytes changed only where needed."""
+        plan = self.plan
+        body = self.body
+        translator = plan.translator
+        if translator is not None:
+            ex = self.ex
+            ctx = self.ctx = TranslateContext(
+                client_model=self.model,
+                upstream_model=self.upstream_model,
+                stream=ex.stream,
+                request_id=ex.request_id,
+                include_usage=self._client_usage,
+                estimated_input_tokens=ex.prompt_estimate(),
+            )
+            ctx.extras["created"] = int(time.time())
+            if plan.caps is not None:
+                ctx.caps = plan.caps.lookup(self.upstream_model)
+            out = translator.request(body, ctx)
+            ex.notices = ctx.notices
+            return out
+        add_usage = self.ex.stream and plan.add_stream_usage and not self._client_usage
+        if self.mapped or add_usage:
+            body = rewrite_request(body, model=self.upstream_model if self.mapped else None, add_stream_usage=add_usage)
+        if plan.fix_embedding_encoding:
+            body = self._embedding_request(body)
+        if plan.strip_unsigned_thinking:
+            body = strip_unsigned_thinking(body)
+        if plan.upstream is Dialect.GEMINI_EMBED:
+            body = with_upstream_model(body, self.upstream_model)  # Gemini checks requests[].model
+        if plan.caps is not None:  # native Responses: a known non-reasoning model gets no reasoning
+            caps = plan.caps.lookup(self.upstream_model)
+            if caps.known and not caps.reasons:
+                body = strip_reasoning(body)
+        return body
+
+    def _embedding_request(self, body: bytes) -> bytes:
+        """Ask a float-only upstream for floats (Apex encodes base64 for the client itself);
+        Jina names the field ``embedding_type``."""
+        if self.channel.provider_type == "jina":
+            return openai_to_jina_embeddings_request(body)
+        if self.view.encoding_format != "base64":
+            return body
+        top = msgspec.json.decode(body, type=dict[str, msgspec.Raw])
+        top["encoding_format"] = msgspec.Raw(b'"float"')
+        return msgspec.json.encode(top)
+
+    def _header_fields(self) -> bytes:
+        """The plan's prebuilt header lines plus what this request adds: its id and trace
+        context; on a native hop the client's User-Agent (upstreams use it) and, towards an
+        Anthropic-shaped upstream, every ``anthropic-*`` header the client sent (an open list:
+        new betas need no release)."""
+        plan = self.plan
+        ex = self.ex
+        client_rid = ex.client_request_id
+        extra: dict[str, str] = {}
+        if client_rid is not None:
+            extra["x-request-id"] = client_rid
+        if ex.trace is not None:  # W3C trace context of this attempt, for the upstream's own spans
+            extra |= ex.trace.traceparent()
+        if not plan.native:
+            return plan.header_fields + encode_header_fields(extra) if extra else plan.header_fields
+        headers = self.request.headers
+        agent = headers.get("User-Agent")
+        extra["User-Agent"] = agent if agent is not None and _header_safe(agent) else USER_AGENT
+        if plan.forward_anthropic_headers:
+            for name, value in headers.items():
+                if len(name) > 10 and name[:10].lower() == "anthropic-" and _header_safe(value):
+                    extra[name.lower()] = value
+            if "anthropic-version" not in extra:
+                extra["anthropic-version"] = ANTHROPIC_VERSION
+        return plan.header_fields_bare + encode_header_fields(extra)
+
+    def _status_error(self, reply: UpstreamReply, raw: bytes) -> UpstreamStatus:
+        """The UpstreamStatus for a non-2xx answer; a native upstream's body is kept for the client."""
+        channel = self.channel
+        plan = self.plan
+        err = upstream_status_error(channel.name, plan.family, reply.status, raw, reply.headers, self.snap.retry_on_status)
+        if plan.native and plan.family == plan.client.family and raw:
+            err.client_body = scrub_key_shapes(channel.secrets.data(raw))
+        return err
+
+    # --- non-stream -----------------------------------------------------------------------
+
+    async def _json(self, transport: Transport, upstream: UpstreamRequest) -> web.Response:
+        """first_byte_ms bounds the wait for the answer's head, request_ms the whole attempt."""
+        timeouts = self.channel.timeouts
+        ex = self.ex
+        self.started = time.perf_counter()
+        try:
+            loop = asyncio.get_running_loop()
+            begun = loop.time()
+            with Deadline(loop, begun + min(timeouts.first_byte, timeouts.request)) as deadline:
+                reply = self.reply = await transport.send(upstream)
+                deadline.move(begun + timeouts.request)
+                raw = await reply.read()
+            self.read_whole = True
+        except TRANSPORT_ERRORS as exc:
+            raise transport_error(self.channel.name, exc) from exc
+        finally:
+            ex.upstream_ms += (time.perf_counter() - self.started) * 1000
+        if reply.status >= 300:
+            raise self._status_error(reply, raw)
+        return self._json_answer(raw)
+
+    def _json_answer(self, raw: bytes) -> web.Response:
+        ex = self.ex
+        plan = self.plan
+        ex.response_body = raw
+        if plan.translator is not None:
+            ctx = self.ctx
+            assert ctx is not None
+            out = plan.translator.response(raw, ctx)
+            ex.usage = ctx.usage
+        elif plan.family == "gemini" and plan.client is Dialect.GEMINI_GENERATE:
+            try:
+                ex.usage = gemini_body_usage(raw)
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                raise UpstreamMalformed(f"upstream answered with a malformed body: {exc}") from exc
+            out = raw
+        elif plan.family == "gemini":
+            out = raw  # embeddings and token counts report no usage: the gateway estimates
+        else:
+            family = "anthropic" if plan.family == "anthropic" else "openai"
+            ex.usage = body_usage(family, raw)
+            out = raw
+            if self.mapped:
+                out = rewrite_response_model(raw, self.model)
+            if plan.fix_embedding_encoding:
+                out = reencode_embeddings_response(out, "base64" if self.view.encoding_format == "base64" else "float")
+        return web.Response(body=out, headers={"Content-Type": "application/json"})
+
+    # --- stream ---------------------------------------------------------------------------
+
+    def _relay(self) -> Relay:
+        plan = self.plan
+        channel = self.channel
+        if plan.translator is not None:
+            ctx = self.ctx
+            assert ctx is not None
+            return TranslatingRelay(plan.translator.stream(ctx), ctx, channel.secrets)
+        rewrite = self.mapped and self.dialect is not Dialect.GEMINI_GENERATE
+        return PassthroughRelay(
+            self.dialect, channel=channel.name, client_model=self.model if rewrite else None,
+            strip_usage_chunk=plan.add_stream_usage and not self._client_usage, secrets=channel.secrets,
+        )
+
+    async def _stream(self, transport: Transport, upstream: UpstreamRequest) -> web.StreamResponse:
+        """Wait (first_byte_ms) for the upstream's first whole event, then commit and relay."""
+        channel = self.channel
+        ex = self.ex
+        self.started = time.perf_counter()
+        with map_transport_errors(channel.name):
+            loop = asyncio.get_running_loop()
+            with Deadline(loop, loop.time() + channel.timeouts.first_byte) as deadline:
+                reply = self.reply = await transport.send(upstream)
+                if reply.status >= 300:
+                    raw = await reply.read()
+                    ex.upstream_ms += (time.perf_counter() - self.started) * 1000
+                    raise self._status_error(reply, raw)
+                if "event-stream" not in reply.content_type:
+                    raise UpstreamMalformed(
+                        f"upstream channel {channel.name} answered a stream request with {reply.content_type or 'no content type'}",
+                        channel=channel.name,
+                    )
+                relay = self.relay = self._relay()
+                pending: list[bytes] = []
+                while not relay.started:
+                    chunk = await reply.content.readany()
+                    if not chunk:
+                        raise UpstreamMalformed(
+                            f"upstream channel {channel.name} closed the stream before its first event",
+                            channel=channel.name,
+                        )
+                    pending.append(relay.feed(chunk))
+                deadline.move(None)
+        ex.ttft_ms = (time.perf_counter() - self.started) * 1000
+        response = await self._commit(relay, reply, b"".join(pending))
+        ex.usage = relay.usage
+        ex.upstream_ms += (time.perf_counter() - self.started) * 1000
+        return response
+
+    async def _commit(self, relay: Relay, reply: UpstreamReply, first: bytes) -> web.StreamResponse:
+        """Send the client its response head and relay the stream to its end; never raises UpstreamError."""
+        ex = self.ex
+        headers = ex.response_headers()
+        # What Apex added before the first byte (the metric takes the whole stream's figure).
+        headers["x-apex-overhead-ms"] = f"{max(0.0, ex.elapsed_ms() - ex.upstream_ms - (ex.ttft_ms or 0.0)):.3f}"
+        if self.dialect is Dialect.GEMINI_GENERATE:
+            # No keep-alive comments: the Gemini SDKs read a line that is not ``data:`` as JSON.
+            resp = web.StreamResponse(headers=headers)
+            resp.headers.update(SSE_HEADERS)
+            if ex.json_array_stream:
+                resp.headers["Content-Type"] = "application/json; charset=UTF-8"
+        else:
+            resp = relay.response(headers)
+        await resp.prepare(self.request)
+        try:
+            sink = _JsonArraySink(resp) if ex.json_array_stream else resp
+            await self._pump(relay, reply, sink, first)
+            return resp
+        finally:
+            if isinstance(resp, EventSourceResponse):
+                resp.stop_streaming()  # its keep-alive ping task must not outlive the stream
+
+    async def _pump(self, relay: Relay, reply: UpstreamReply, resp: web.StreamResponse | _Sink, first: bytes) -> None:
+        """Write the first events, then every later one as it arrives, then the closing bytes.
+
+        The task is registered with the Gateway while it relays, so a shutdown that reaches its
+        deadline can end it with an error event instead of cutting it mid-chunk."""
+        ex = self.ex
+        ex.committed = True
+        ex.status = 200
+        gateway = self.request.app[GATEWAY_KEY]
+        task = asyncio.current_task()
+        assert task is not None
+        gateway.streams.add(task)
+        try:
+            await self._pump_events(relay, reply, resp, first, task)
+        finally:
+            gateway.streams.discard(task)
+            ex.usage = relay.usage  # also when the client left: usage seen so far counts
+
+    async def _pump_events(
+        self, relay: Relay, reply: UpstreamReply, resp: web.StreamResponse | _Sink, first: bytes, task: asyncio.Task[object]
+    ) -> None:
+        ex = self.ex
+        channel = self.channel
+        request = self.request
+        if first:
+            await resp.write(first)
+            ex.final_delivered = relay.ended
+        idle = channel.timeouts.stream_idle
+        loop = asyncio.get_running_loop()
+        failure: tuple[str, str] | None = None
+        try:
+            with Deadline(loop, None) as deadline:
+                while True:
+                    deadline.move(loop.time() + idle)
+                    chunk = await reply.content.readany()
+                    deadline.move(None)  # a slow client is not an idle upstream
+                    if not chunk:
+                        break
+                    out = relay.feed(chunk)
+                    if out:
+                        await resp.write(out)
+                        if relay.ended:
+                            ex.final_delivered = True
+        except TimeoutError:
+            failure = (f"upstream channel {channel.name} sent nothing for {idle:g} s", "timeout")
+        except asyncio.CancelledError:
+            if not request.app[GATEWAY_KEY].stopping or task.cancelling() > 1 or request.transport is None:
+                raise  # the client left (or a second cancel): nothing to tell it
+            task.uncancel()  # the shutdown deadline: end the stream properly instead
+            failure = ("Apex is shutting down; the stream was stopped at the shutdown deadline", "overloaded")
+        except (HttpClientError, OSError) as exc:
+            transport = request.transport
+            if transport is None or transport.is_closing():
+                raise  # the client went away: nothing to tell it
+            failure = (f"{transport_error(channel.name, exc).message} (mid-stream)", "api_error")
+        data = relay.finish(failure)
+        ex.usage = relay.usage
+        if relay.stream_error is not None:
+            ex.stream_error = relay.stream_error
+        if data:
+            await resp.write(data)
+        ex.final_delivered = True
+        await resp.write_eof()
+
+
+def _header_safe(value: str) -> bool:
+    """A client header value Apex may put on its own upstream request line by line."""
+    return value.isascii() and value.isprintable()
+
+
+class _Sink(Protocol):
+    async def write(self, data: bytes) -> None: ...
+
+    async def write_eof(self, data: bytes = b"") -> None: ...
+
+
+class _JsonArraySink:
+    """Gemini's stream without ``alt=sse``: the SSE events Apex produced, re-framed as the
+    incremental JSON array Google sends (``[{...},\r\n{...}]``)."""
+
+    __slots__ = ("_framing", "_parser", "_resp")
+
+    def __init__(self, resp: web.StreamResponse) -> None:
+        self._resp = resp
+        self._parser = SseParser()
+        self._framing = GeminiFraming(array=True)
+
+    async def write(self, data: bytes) -> None:
+        out = b"".join(self._framing.chunk(ev.data) for ev in self._parser.feed(data))
+        if out:
+            await self._resp.write(out)
+
+    async def write_eof(self, data: bytes = b"") -> None:
+        events = self._parser.feed(data) + self._parser.flush()
+        out = b"".join(self._framing.chunk(ev.data) for ev in events)
+        await self._resp.write_eof(out + self._framing.close())

@@ -1,0 +1,180 @@
+"""Stream relays: what turns an upstream's SSE bytes into the client's, behind one interface.
+
+``PassthroughRelay`` forwards the upstream's own events (same dialect), rewriting only the
+model name or the usage chunk Apex asked for, and watches them for usage and the end marker.
+``TranslatingRelay`` parses the events and writes them anew in the client's dialect. The
+attempt drives either the same way: ``feed`` bytes until ``started``, commit, ``feed`` the
+rest, then ``finish`` with the failure (if any) for the closing bytes.
+"""
+
+from __future__ import annotations
+
+from typing import Final, Protocol
+
+from aiohttp import web
+from aiohttp_sse import EventSourceResponse
+
+from apex.errors import Secrets
+from apex.server.responses import SSE_HEADERS, stream_error_event
+from apex.sse import SseParser
+from apex.translate import StreamTranslator
+from apex.translate.passthrough import PassthroughStream
+from apex.types import Dialect, Usage
+
+__all__ = ["PassthroughRelay", "Relay", "TranslatingRelay"]
+
+_STREAM_FAMILY: Final[dict[Dialect, str]] = {
+    Dialect.OPENAI_CHAT: "openai_chat",
+    Dialect.ANTHROPIC_MESSAGES: "anthropic",
+    Dialect.OPENAI_RESPONSES: "responses",
+    Dialect.GEMINI_GENERATE: "gemini",
+}
+
+
+class Relay(Protocol):
+    """Upstream SSE bytes in, client bytes out."""
+
+    @property
+    def started(self) -> bool:
+        """A whole first event has been seen: the stream may be committed to the client."""
+        ...
+
+    @property
+    def usage(self) -> Usage | None: ...
+
+    @property
+    def ended(self) -> bool:
+        """The stream's last event (terminator or error) has been produced."""
+        ...
+
+    @property
+    def stream_error(self) -> str | None:
+        """The stream-error label for logs and metrics once finished (None when clean)."""
+        ...
+
+    def response(self, headers: dict[str, str]) -> web.StreamResponse:
+        """The (unprepared) client response this relay writes into."""
+        ...
+
+    def feed(self, chunk: bytes) -> bytes:
+        """Client bytes for an upstream ``chunk`` (possibly empty)."""
+        ...
+
+    def finish(self, failure: tuple[str, str] | None) -> bytes:
+        """Closing client bytes: the end of a clean stream, or an error event for ``failure``
+        (message, kind); an unfinished pass-through stream becomes a failure here."""
+        ...
+
+
+class PassthroughRelay:
+    """Same dialect both sides: the upstream's bytes, whole events only, rewritten only when needed."""
+
+    __slots__ = ("_dialect", "_label", "_observer", "_secrets", "stream_error")
+
+    def __init__(self, dialect: Dialect, *, channel: str, client_model: str | None, strip_usage_chunk: bool,
+                 secrets: Secrets) -> None:
+        self._dialect = dialect
+        self._label = channel
+        self._observer = PassthroughStream(_STREAM_FAMILY[dialect], client_model=client_model,
+                                           strip_usage_chunk=strip_usage_chunk)
+        self._secrets = secrets
+        self.stream_error: str | None = None
+
+    @property
+    def started(self) -> bool:
+        return self._observer.first_event_seen
+
+    @property
+    def usage(self) -> Usage | None:
+        return self._observer.usage
+
+    @property
+    def ended(self) -> bool:
+        return self._observer.terminated or self._observer.errored
+
+    def response(self, headers: dict[str, str]) -> web.StreamResponse:
+        resp = web.StreamResponse(headers=headers)
+        resp.headers.update(SSE_HEADERS)
+        return resp
+
+    def feed(self, chunk: bytes) -> bytes:
+        observer = self._observer
+        out = observer.feed(chunk)
+        if observer.errored and self._secrets:
+            out = self._secrets.data(out)  # an upstream error event may quote the key
+        return out
+
+    def finish(self, failure: tuple[str, str] | None) -> bytes:
+        observer = self._observer
+        tail: list[bytes] = []
+        if failure is None:
+            tail.append(observer.flush())
+            if not (observer.terminated or observer.finished or observer.errored):
+                failure = (f"upstream channel {self._label} ended the stream early", "api_error")
+                tail.append(stream_error_event(self._dialect, *failure))
+        else:
+            observer.drop()  # an event the break cut short is never forwarded
+            tail.append(stream_error_event(self._dialect, *failure))
+        if failure is not None:
+            self.stream_error = failure[1]
+        elif observer.errored:
+            self.stream_error = "upstream_error_event"
+        data = b"".join(tail)
+        return self._secrets.data(data) if self._secrets else data
+
+
+class TranslatingRelay:
+    """Another dialect upstream: events parsed and written anew by the direction's translator."""
+
+    __slots__ = ("_parser", "_secrets", "_translating", "_usage_of", "started", "stream_error")
+
+    def __init__(self, translating: StreamTranslator, usage_of: _UsageSource, secrets: Secrets) -> None:
+        self._translating = translating
+        self._parser = SseParser()
+        self._secrets = secrets
+        self._usage_of = usage_of
+        self.started = False
+        self.stream_error: str | None = None
+
+    @property
+    def usage(self) -> Usage | None:
+        return self._usage_of.usage
+
+    @property
+    def ended(self) -> bool:
+        return self._translating.done
+
+    def response(self, headers: dict[str, str]) -> web.StreamResponse:
+        # Events Apex writes itself go out through aiohttp-sse (keep-alive pings included).
+        return EventSourceResponse(sep="\n", allow_all_methods=True, headers=headers)
+
+    def feed(self, chunk: bytes) -> bytes:
+        translating = self._translating
+        parts: list[bytes] = []
+        events = self._parser.feed(chunk)
+        for event in events:
+            parts.extend(translating.feed(event))
+        if events:
+            self.started = True
+        out = b"".join(parts)
+        if translating.done and self._secrets:
+            out = self._secrets.data(out)
+        return out
+
+    def finish(self, failure: tuple[str, str] | None) -> bytes:
+        translating = self._translating
+        tail: list[bytes] = []
+        if failure is None:
+            for event in self._parser.flush():
+                tail.extend(translating.feed(event))
+            tail.extend(translating.finish())
+        else:
+            tail.extend(translating.fail(*failure))
+            self.stream_error = failure[1]
+        data = b"".join(tail)
+        return self._secrets.data(data) if self._secrets else data
+
+
+class _UsageSource(Protocol):
+    @property
+    def usage(self) -> Usage | None: ...

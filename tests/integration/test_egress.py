@@ -1,0 +1,354 @@
+"""Channel egress over real sockets: proxies (a real proxy process), TLS options (trustme CA,
+mTLS), connection errors that name host:port and the reason, and the connections gauge.
+
+Clients are the official OpenAI SDK against Apex on loopback; upstreams are FakeUpstream
+(aiohttp, over TLS where the test says so); the proxy is tests/proxy_server.py in its own
+process, started and stopped (by PID) by the fixture.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import socket
+import ssl
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import openai
+import pytest
+
+from apex.config.load import load_config_bytes
+from apex.errors import ConfigError
+from apex.snapshot import build_snapshot
+from tests.conftest import StartApex, basic_config, oai
+from tests.integration.fakes import FakeUpstream
+
+trustme = pytest.importorskip("trustme", reason="trustme makes the test CA (pip install trustme)")
+
+LIMIT = 10.0
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class ProxyProcess:
+    """tests/proxy_server.py running as a child process; ``seen`` are its request lines."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, port: int) -> None:
+        self.proc = proc
+        self.port = port
+        self.seen: list[str] = []
+        self._reader = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        assert self.proc.stdout is not None
+        while line := await self.proc.stdout.readline():
+            text = line.decode().strip()
+            if text.startswith("SEEN "):
+                self.seen.append(text[5:])
+
+    def url(self, auth: str | None = None) -> str:
+        return f"http://{auth + '@' if auth else ''}127.0.0.1:{self.port}"
+
+    async def stop(self) -> None:
+        if self.proc.returncode is None:
+            self.proc.terminate()
+            try:
+                async with asyncio.timeout(LIMIT):
+                    await self.proc.wait()
+            except TimeoutError:
+                self.proc.kill()
+                await self.proc.wait()
+        self._reader.cancel()
+
+
+StartProxy = Callable[..., Awaitable[ProxyProcess]]
+
+
+@pytest.fixture
+async def start_proxy() -> AsyncIterator[StartProxy]:
+    started: list[ProxyProcess] = []
+
+    async def start(auth: str | None = None) -> ProxyProcess:
+        args = [sys.executable, "-m", "tests.proxy_server"] + (["--auth", auth] if auth else [])
+        proc = await asyncio.create_subprocess_exec(*args, cwd=ROOT, stdout=asyncio.subprocess.PIPE)
+        assert proc.stdout is not None
+        async with asyncio.timeout(LIMIT):
+            first = (await proc.stdout.readline()).decode()
+        assert first.startswith("PORT "), first
+        proxy = ProxyProcess(proc, int(first.split()[1]))
+        started.append(proxy)
+        return proxy
+
+    yield start
+    for proxy in started:
+        await proxy.stop()
+
+
+@pytest.fixture
+def ca() -> Any:
+    return trustme.CA()
+
+
+@pytest.fixture
+async def tls_upstream(ca: Any) -> AsyncIterator[FakeUpstream]:
+    """A FakeUpstream over TLS with a certificate for 127.0.0.1 from the test CA."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    fake = FakeUpstream()
+    await fake.start(ssl_context=context)
+    yield fake
+    await fake.stop()
+
+
+def one_channel(upstream_url: str, **channel: Any) -> dict[str, Any]:
+    """The basic config with a single OpenAI channel ``oa`` at ``upstream_url`` plus ``channel`` keys."""
+    cfg = basic_config(FakeUpstream())
+    cfg["channels"] = [{"name": "oa", "provider_type": "openai", "base_url": upstream_url,
+                        "api_key": "sk-upstream-oa", **channel}]
+    cfg["routers"][0]["rules"] = []
+    cfg["global"]["retries"] = {"max_attempts": 1}
+    return cfg
+
+
+async def chat(inst: Any) -> str:
+    out = await oai(inst).chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
+    return out.choices[0].message.content or ""
+
+
+async def chat_error(inst: Any) -> openai.APIStatusError:
+    with pytest.raises(openai.APIStatusError) as caught:
+        await chat(inst)
+    return caught.value
+
+
+def write_pem(tmp_path: Path, name: str, blob: Any) -> str:
+    path = tmp_path / name
+    blob.write_to_path(str(path))
+    return str(path)
+
+
+# --- proxies ----------------------------------------------------------------------------
+
+
+async def test_https_upstream_through_connect_proxy_with_credentials(
+    ca: Any, tls_upstream: FakeUpstream, start_proxy: StartProxy, start_apex: StartApex, tmp_path: Path
+) -> None:
+    """proxy + tls.ca_file: the request goes through a real proxy process with CONNECT and its
+    Basic credentials, TLS is verified against the private CA, and the connection is reused."""
+    proxy = await start_proxy(auth="alice:s3cret")
+    cfg = one_channel(tls_upstream.openai_url, proxy=proxy.url("alice:s3cret"),
+                      tls={"ca_file": write_pem(tmp_path, "ca.pem", ca.cert_pem)})
+    inst = await start_apex(cfg)
+    assert await chat(inst)
+    assert await chat(inst)
+    assert proxy.seen == [f"CONNECT 127.0.0.1:{tls_upstream.port} auth=ok"]  # one tunnel, reused
+    assert tls_upstream.hits("/v1/chat/completions") == 2
+    assert "proxy-authorization" not in {k.lower() for k in tls_upstream.requests[0].headers}
+
+
+async def test_http_upstream_is_forwarded_in_absolute_form(
+    upstream: FakeUpstream, start_proxy: StartProxy, start_apex: StartApex
+) -> None:
+    """An http:// upstream behind a proxy: the request line carries the absolute URL and the
+    proxy's credentials; the upstream sees neither."""
+    proxy = await start_proxy(auth="bob:pw")
+    inst = await start_apex(one_channel(upstream.openai_url, proxy=proxy.url("bob:pw")))
+    assert await chat(inst)
+    assert proxy.seen == [f"POST http://127.0.0.1:{upstream.port}/v1/chat/completions auth=ok"]
+    assert upstream.hits("/v1/chat/completions") == 1
+    assert "proxy-authorization" not in {k.lower() for k in upstream.requests[0].headers}
+
+
+async def test_proxy_refusing_credentials_names_the_proxy_not_the_password(
+    ca: Any, tls_upstream: FakeUpstream, start_proxy: StartProxy, start_apex: StartApex,
+    tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Wrong proxy credentials: a 502 saying the proxy refused the tunnel (HTTP 407), naming
+    the upstream and the proxy; the password appears in no answer and no log line."""
+    proxy = await start_proxy(auth="alice:right")
+    cfg = one_channel(tls_upstream.openai_url, proxy=proxy.url("alice:wrong-pass"),
+                      tls={"ca_file": write_pem(tmp_path, "ca.pem", ca.cert_pem)})
+    inst = await start_apex(cfg)
+    with caplog.at_level(logging.DEBUG):
+        err = await chat_error(inst)
+    assert err.status_code == 502
+    message = err.body["message"]  # type: ignore[index]
+    assert f"could not connect to 127.0.0.1:{tls_upstream.port} via proxy 127.0.0.1:{proxy.port}" in message
+    assert "the proxy refused the tunnel (HTTP 407)" in message
+    assert "wrong-pass" not in message and "wrong-pass" not in caplog.text
+    assert proxy.seen == [f"CONNECT 127.0.0.1:{tls_upstream.port} auth=bad"]
+
+
+@pytest.mark.parametrize("variable", ["HTTP_PROXY", "http_proxy"])
+async def test_environment_proxy_applies_without_the_key(
+    upstream: FakeUpstream, start_proxy: StartProxy, start_apex: StartApex,
+    monkeypatch: pytest.MonkeyPatch, variable: str,
+) -> None:
+    """Without a proxy key, HTTP_PROXY (either case) is used; "direct" ignores it; NO_PROXY
+    naming the upstream bypasses it."""
+    proxy = await start_proxy()
+    # The SDK client honours these variables too (httpx trust_env): count only Apex's requests.
+    to_upstream = f"http://127.0.0.1:{upstream.port}/"
+
+    def through_proxy() -> int:
+        return sum(1 for line in proxy.seen if to_upstream in line)
+
+    for name in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv(variable, proxy.url())
+    via_env = await start_apex(one_channel(upstream.openai_url))
+    assert await chat(via_env)
+    assert through_proxy() == 1
+    direct = await start_apex(one_channel(upstream.openai_url, proxy="direct"))
+    assert await chat(direct)
+    assert through_proxy() == 1
+    monkeypatch.setenv("NO_PROXY", "localhost,127.0.0.1")
+    bypassed = await start_apex(one_channel(upstream.openai_url))
+    assert await chat(bypassed)
+    assert through_proxy() == 1
+    assert upstream.hits("/v1/chat/completions") == 3
+
+
+# --- TLS options --------------------------------------------------------------------------
+
+
+async def test_mutual_tls_with_a_client_certificate(ca: Any, start_apex: StartApex, tmp_path: Path) -> None:
+    """An upstream that requires a client certificate from the test CA: served with
+    tls.cert_file/key_file, refused (502 naming the upstream) without them."""
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_context)
+    ca.configure_trust(server_context)
+    server_context.verify_mode = ssl.CERT_REQUIRED
+    fake = FakeUpstream()
+    await fake.start(ssl_context=server_context)
+    try:
+        client = ca.issue_cert("apex-client@example.test")
+        tls = {"ca_file": write_pem(tmp_path, "ca.pem", ca.cert_pem),
+               "cert_file": write_pem(tmp_path, "client.pem", client.cert_chain_pems[0]),
+               "key_file": write_pem(tmp_path, "client.key", client.private_key_pem)}
+        inst = await start_apex(one_channel(fake.openai_url, tls=tls))
+        assert await chat(inst)
+        without = await start_apex(one_channel(fake.openai_url, tls={"ca_file": tls["ca_file"]}))
+        err = await chat_error(without)
+        assert err.status_code == 502
+        assert f"127.0.0.1:{fake.port}" in err.body["message"]  # type: ignore[index]
+        assert fake.hits("/v1/chat/completions") == 1
+    finally:
+        await fake.stop()
+
+
+async def test_verify_false_is_warned_at_every_load_and_skips_verification(
+    tls_upstream: FakeUpstream, start_apex: StartApex, caplog: pytest.LogCaptureFixture
+) -> None:
+    """tls.verify false talks to an upstream whose CA Apex does not trust, and each config load
+    (start and reload) logs a warning naming the channel."""
+    cfg = one_channel(tls_upstream.openai_url, tls={"verify": False})
+    with caplog.at_level(logging.WARNING, logger="apex.config"):
+        inst = await start_apex(cfg)
+        assert await chat(inst)
+        assert inst.gateway.reload_bytes(json.dumps(cfg).encode())
+    warnings = [r for r in caplog.records if r.name == "apex.config" and "tls.verify is false" in r.getMessage()]
+    assert len(warnings) == 2
+    assert all("channel oa" in r.getMessage() for r in warnings)
+
+
+async def test_untrusted_certificate_is_a_verify_failure_naming_host_and_port(
+    tls_upstream: FakeUpstream, start_apex: StartApex
+) -> None:
+    """Without the private CA, the system store does not trust the upstream: a 502 that says
+    TLS certificate verify failed and names 127.0.0.1:port."""
+    inst = await start_apex(one_channel(tls_upstream.openai_url))
+    err = await chat_error(inst)
+    assert err.status_code == 502
+    message = err.body["message"]  # type: ignore[index]
+    assert f"could not connect to 127.0.0.1:{tls_upstream.port}: TLS certificate verify failed" in message
+
+
+# --- connection errors (issue 12, bump 7) -------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_refused_and_dns_failures_say_so(start_apex: StartApex) -> None:
+    """Nothing listening: "connection refused"; a name that cannot resolve: "DNS lookup
+    failed"; each names host:port instead of an exception class."""
+    port = _free_port()
+    refused = await start_apex(one_channel(f"http://127.0.0.1:{port}/v1"))
+    err = await chat_error(refused)
+    assert err.status_code == 502
+    assert f"could not connect to 127.0.0.1:{port}: connection refused" in err.body["message"]  # type: ignore[index]
+    dns = await start_apex(one_channel("http://no-such-host.invalid:8080/v1"))
+    err = await chat_error(dns)
+    assert "could not connect to no-such-host.invalid:8080: DNS lookup failed" in err.body["message"]  # type: ignore[index]
+
+
+async def test_connect_timeout_is_a_504_naming_host_and_port(start_apex: StartApex) -> None:
+    """A listener that never completes the handshake: 504 "timed out after 0.2 s"."""
+    listener = socket.socket()
+    fillers: list[socket.socket] = []
+    try:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        port = listener.getsockname()[1]
+        for _ in range(8):  # Linux drops SYNs once the accept queue is full
+            filler = socket.socket()
+            filler.setblocking(False)
+            fillers.append(filler)
+            with contextlib.suppress(BlockingIOError):
+                filler.connect(("127.0.0.1", port))
+        inst = await start_apex(one_channel(f"http://127.0.0.1:{port}/v1", timeouts={"connect_ms": 200}))
+        err = await chat_error(inst)
+        if err.status_code != 504:
+            pytest.skip("this kernel completed the handshake despite a full accept queue")
+        assert f"could not connect to 127.0.0.1:{port}: timed out after 0.2 s" in err.body["message"]  # type: ignore[index]
+    finally:
+        for filler in fillers:
+            filler.close()
+        listener.close()
+
+
+# --- connection budget and gauge ------------------------------------------------------------
+
+
+async def test_connections_gauge_and_budget_through_apex(upstream: FakeUpstream, start_apex: StartApex) -> None:
+    """max_connections 2 under 40 concurrent SDK requests: all succeed, the upstream never sees
+    more than 2 connections, and apex_upstream_connections shows them idle afterwards."""
+    upstream.stream_gap = 0.0
+    inst = await start_apex(one_channel(upstream.openai_url, max_connections=2))
+    results = await asyncio.gather(*(chat(inst) for _ in range(40)))
+    assert all(results)
+    assert inst.gateway.upstream.connections_made <= 2
+    async with aiohttp.ClientSession() as s, s.get(f"{inst.url}/metrics") as r:
+        text = await r.text()
+    idle = [line for line in text.splitlines() if line.startswith('apex_upstream_connections{channel="oa",state="idle"}')]
+    active = [line for line in text.splitlines() if line.startswith('apex_upstream_connections{channel="oa",state="active"}')]
+    assert idle and 1 <= float(idle[0].split()[-1]) <= 2
+    assert active and float(active[0].split()[-1]) == 0
+
+
+async def test_bad_egress_keys_are_config_errors(start_apex: StartApex, tmp_path: Path) -> None:
+    """Each bad egress value is a config error naming its key path (and never the credentials)."""
+
+    cases: list[tuple[dict[str, Any], str]] = [
+        ({"proxy": "socks5://u:hunter2@127.0.0.1:1080"}, "channels[0].proxy"),
+        ({"proxy": "http://127.0.0.1:notaport"}, "channels[0].proxy"),
+        ({"tls": {"ca_file": str(tmp_path / "missing.pem")}}, "channels[0].tls.ca_file"),
+        ({"tls": {"key_file": str(tmp_path / "x.key")}}, "channels[0].tls.key_file"),
+        ({"max_connections": 0}, "channels[0].max_connections"),
+    ]
+    (tmp_path / "x.key").write_text("not a key")
+    for extra, path in cases:
+        cfg = one_channel("https://api.example.test/v1", **extra)
+        with pytest.raises(ConfigError) as caught:
+            build_snapshot(load_config_bytes(json.dumps(cfg).encode(), {}), None, None)
+        assert caught.value.path == path, (extra, caught.value)
+        assert "hunter2" not in str(caught.value)
