@@ -163,7 +163,8 @@ def init_command(non_interactive: bool, force: bool, listen: str, provider: str,
     say(f"router [bold]{router_name}[/bold] vkey: {vkey}")
     if team_id:
         say(f"team [bold]{team_id}[/bold] key: {team_key}")
-    say(f"next: apex gateway start --config {path}")
+    if not systemd:
+        say(f"next: apex gateway start --config {path}")
 
 
 def _default_channel(provider: str) -> str:
@@ -223,7 +224,9 @@ def _write_private(path: Path, text: str) -> None:
 def _write_unit(target: Path, config: Path, env_file: Path) -> None:
     """The packaged unit with this install's apex executable, config and env file in it."""
     unit = share_path(SYSTEMD_UNIT).read_text()
-    exe = shutil.which("apex") or os.path.join(os.path.dirname(sys.executable), "apex")
+    # The apex beside this interpreter (the venv it is installed in), not whatever PATH finds first.
+    beside = os.path.join(os.path.dirname(sys.executable), "apex")
+    exe = beside if os.access(beside, os.X_OK) else (shutil.which("apex") or beside)
     unit = unit.replace("/usr/local/bin/apex", exe)
     unit = unit.replace("/etc/apex/config.json", os.fspath(config))
     unit = unit.replace("EnvironmentFile=/etc/apex/apex.env", f"EnvironmentFile={env_file}")

@@ -339,3 +339,25 @@ async def test_v1_paths_serve_the_same(apex: ApexInstance, upstream: FakeUpstrea
         assert "models/claude-alias" in names
     finally:
         await c.aio.aclose()
+
+
+@pytest.mark.parametrize("kind", ["openai", "anthropic"])
+async def test_images_and_multi_turn_reach_translated_channels(kind: str, client: genai.Client, upstream: FakeUpstream) -> None:
+    """An inline image and an earlier model turn from the SDK arrive as the upstream's image and assistant forms."""
+    png = b"\x89PNG\r\n\x1a\n" + b"\x00" * 16
+    contents = [types.Content(role="user", parts=[types.Part.from_text(text="hello")]),
+                types.Content(role="model", parts=[types.Part.from_text(text="hi, send a picture")]),
+                types.Content(role="user", parts=[types.Part.from_text(text="what is this?"),
+                                                  types.Part.from_bytes(data=png, mime_type="image/png")])]
+    resp = await client.aio.models.generate_content(model=CHANNEL_MODELS[kind], contents=contents)
+    assert resp.text == EXPECTED_TEXT[kind]
+    sent = upstream.requests[-1].json
+    b64 = "iVBORw0KGgoAAAAAAAAAAAAAAAAAAAAA"
+    if kind == "openai":
+        assert [m["role"] for m in sent["messages"]] == ["user", "assistant", "user"]
+        assert sent["messages"][1]["content"] == "hi, send a picture"
+        assert sent["messages"][2]["content"][1] == {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{b64}"}}
+    else:
+        assert [m["role"] for m in sent["messages"]] == ["user", "assistant", "user"]
+        assert sent["messages"][2]["content"][1] == {"type": "image", "source": {
+            "type": "base64", "media_type": "image/png", "data": b64}}

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -55,6 +56,11 @@ _INT_KEYWORDS: Final = frozenset({"minItems", "maxItems", "minLength", "maxLengt
                                   "maxProperties"})
 _DROPPED_KEYWORDS: Final = frozenset({"propertyOrdering", "nullable", "example"})
 _ENCODER: Final = msgspec.json.Encoder()
+_SNAKE_KEY: Final = re.compile(rb'"[a-z]+_[a-z_]+"\s*:')
+# Values relayed as the client wrote them: their keys are the client's (argument names, schema
+# property names), never Gemini field names.
+_OPAQUE: Final = frozenset({"args", "response", "parameters", "parametersJsonSchema", "responseSchema",
+                            "responseJsonSchema"})
 _BUILT_IN_TOOLS: Final[dict[str, str]] = {"google_search": "googleSearch", "google_search_retrieval": "googleSearchRetrieval",
                                           "code_execution": "codeExecution", "url_context": "urlContext"}
 
@@ -154,6 +160,8 @@ _MODES: Final[dict[str, str]] = {"AUTO": "auto", "ANY": "any", "NONE": "none", "
 
 def read_gemini_request(body: bytes) -> Conversation:
     """A generateContent body -> Conversation; InvalidRequest when it is not one."""
+    if _SNAKE_KEY.search(body):
+        body = camel_case_request(body)
     try:
         req = decode_request(body)
     except msgspec.ValidationError as exc:
@@ -161,6 +169,36 @@ def read_gemini_request(body: bytes) -> Conversation:
     except msgspec.DecodeError as exc:
         raise InvalidRequest(f"request body is not valid JSON: {exc}") from exc
     return conversation_of(req)
+
+
+def camel_case_request(body: bytes) -> bytes:
+    """The body with snake_case field names in camelCase, as Google's REST API reads both
+    (the Python SDK sends nested objects such as ``inline_data`` as ``{"mime_type": ...}``).
+    Opaque values (function arguments and responses, schemas) keep their keys as sent."""
+    try:
+        tree = msgspec.json.decode(body)
+    except msgspec.DecodeError as exc:
+        raise InvalidRequest(f"request body is not valid JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise InvalidRequest("request body is nested too deeply") from exc
+    return _ENCODER.encode(_camel(tree))
+
+
+def _camel_name(key: str) -> str:
+    head, *rest = key.split("_")
+    return head + "".join(w[:1].upper() + w[1:] for w in rest)
+
+
+def _camel(node: object) -> object:
+    if isinstance(node, list):
+        return [_camel(v) for v in node]
+    if not isinstance(node, dict):
+        return node
+    out: dict[str, object] = {}
+    for key, value in node.items():
+        name = _camel_name(key) if "_" in key else key
+        out[name] = value if name in _OPAQUE else _camel(value)
+    return out
 
 
 def conversation_of(req: GenerateContentRequest) -> Conversation:
@@ -297,7 +335,8 @@ def _convert(node: object) -> object:
     if not isinstance(node, dict):
         return node
     out: dict[str, object] = {}
-    for key, value in node.items():
+    for raw_key, value in node.items():
+        key = _camel_name(raw_key) if "_" in raw_key else raw_key  # any_of, min_items...
         if key in _DROPPED_KEYWORDS:
             continue
         if key == "type" and isinstance(value, str):

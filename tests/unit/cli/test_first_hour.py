@@ -12,6 +12,7 @@ import re
 import shutil
 import stat
 import subprocess
+import sys
 import tomllib
 from collections.abc import Callable
 from fnmatch import fnmatch
@@ -192,6 +193,9 @@ def test_init_systemd_keeps_secrets_in_a_private_env_file(run: Run, tmp_path: Pa
     unit_text = unit.read_text()
     assert f"EnvironmentFile={env_file}" in unit_text and f"--config {cfg}" in unit_text
     assert "LogsDirectory=apex" in unit_text and "StateDirectory=apex" in unit_text and "DynamicUser=yes" in unit_text
+    beside = Path(sys.executable).parent / "apex"  # the apex of this interpreter's install, not PATH's first
+    if beside.exists():
+        assert f"ExecStart={beside} gateway start" in unit_text
 
 
 def test_packaged_unit_has_logs_and_state_directories() -> None:

@@ -154,3 +154,21 @@ def test_candidate_count_above_one_is_refused() -> None:
     body = {"contents": [{"parts": [{"text": "hi"}]}], "generationConfig": {"candidateCount": 2}}
     with pytest.raises(InvalidRequest, match="candidateCount"):
         GeminiToAnthropic().request(_body(body), _ctx())
+
+
+def test_snake_case_field_names_are_read_and_opaque_keys_kept() -> None:
+    """Google's REST API reads snake_case too (the Python SDK sends inline_data.mime_type): so does
+    Apex, without touching argument names or schema property names that hold underscores."""
+    body = {"contents": [{"role": "user", "parts": [{"inline_data": {"mime_type": "image/png", "data": "AAAA"}}]},
+                         {"role": "model", "parts": [{"function_call": {"name": "f", "args": {"file_path": "a"}}}]}],
+            "system_instruction": {"parts": [{"text": "sys"}]},
+            "tools": [{"function_declarations": [{"name": "f", "parameters": {
+                "type": "OBJECT", "properties": {"file_path": {"type": "STRING"}}, "any_of": [{"type": "OBJECT"}]}}]}],
+            "generation_config": {"max_output_tokens": 10}}
+    sent = json.loads(GeminiToOpenAI().request(_body(body), _ctx()))
+    assert sent["messages"][0] == {"role": "system", "content": "sys"}
+    assert sent["messages"][1]["content"][0]["image_url"]["url"] == "data:image/png;base64,AAAA"
+    assert json.loads(sent["messages"][2]["tool_calls"][0]["function"]["arguments"]) == {"file_path": "a"}
+    assert sent["tools"][0]["function"]["parameters"] == {
+        "type": "object", "properties": {"file_path": {"type": "string"}}, "anyOf": [{"type": "object"}]}
+    assert sent["max_tokens"] == 10
