@@ -21,19 +21,25 @@ client's dialect; nothing here knows about wire formats or aiohttp.
     │   ├── UpstreamMalformed          502 not the JSON or SSE the protocol promises
     │   └── UpstreamTimeout            504 connect / first byte / request / idle timeout
     ├── NoRouteAvailable               503 every channel is cooling down
-    ├── InternalError                  500 a bug in Apex (rendered by the catch-all)
-    └── ConfigError                    a config file is invalid; never reaches clients
+    └── InternalError                  500 a bug in Apex (rendered by the catch-all)
+
+    ConfigError                        a config file is invalid; outside the tree above, so
+                                       no ``except ApexError`` can render it to a client
+
+``ErrorKind`` is the closed set of kinds; the per-dialect tables in
+``apex.translate.neutral.errortypes`` are typed by it, so mypy checks them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import ClassVar, Final
+from typing import Final, Literal
 
 import msgspec
 
 __all__ = [
     "ApexError",
+    "ErrorKind",
     "AuthenticationFailed",
     "BudgetExceeded",
     "ClientError",
@@ -58,12 +64,22 @@ __all__ = [
 ]
 
 
-class ApexError(Exception):
-    """Base of every Apex error: a message plus class-level status, kind and retryability."""
+ErrorKind = Literal[
+    "invalid_request", "authentication", "permission", "not_found", "request_too_large", "rate_limit",
+    "budget_exceeded", "api_error", "timeout", "overloaded",
+]
 
-    status: ClassVar[int] = 500
-    kind: ClassVar[str] = "api_error"
-    retryable: ClassVar[bool] = False
+
+class ApexError(Exception):
+    """Base of every error a client may see: a message plus status, kind and retryability.
+
+    Subclasses set the three as class defaults; ``UpstreamStatus`` sets them per instance
+    (they depend on what the upstream answered), which is why they are not ClassVars.
+    """
+
+    status: int = 500
+    kind: ErrorKind = "api_error"
+    retryable: bool = False
 
     def __init__(
         self,
@@ -89,22 +105,22 @@ class ClientError(ApexError):
 
 class InvalidRequest(ClientError):
     status = 400
-    kind = "invalid_request"
+    kind: ErrorKind = "invalid_request"
 
 
 class AuthenticationFailed(ClientError):
     status = 401
-    kind = "authentication"
+    kind: ErrorKind = "authentication"
 
 
 class PermissionDenied(ClientError):
     status = 403
-    kind = "permission"
+    kind: ErrorKind = "permission"
 
 
 class NotFound(ClientError):
     status = 404
-    kind = "not_found"
+    kind: ErrorKind = "not_found"
 
 
 class RequestTimeout(ClientError):
@@ -114,25 +130,25 @@ class RequestTimeout(ClientError):
 
 class RequestTooLarge(ClientError):
     status = 413
-    kind = "request_too_large"
+    kind: ErrorKind = "request_too_large"
 
 
 class RateLimited(ClientError):
     status = 429
-    kind = "rate_limit"
+    kind: ErrorKind = "rate_limit"
 
 
 class BudgetExceeded(RateLimited):
     """The team spent its budget for the period (OpenAI ``insufficient_quota``)."""
 
-    kind = "budget_exceeded"
+    kind: ErrorKind = "budget_exceeded"
 
 
 class UpstreamError(ApexError):
     """An upstream attempt failed; ``channel`` names where."""
 
     status = 502
-    kind = "api_error"
+    kind: ErrorKind = "api_error"
     retryable = True
 
     def __init__(
@@ -175,59 +191,63 @@ class UpstreamStatus(UpstreamError):
         self.body = body
         self.upstream_type = upstream_type
         self.upstream_dialect = upstream_dialect
-        self.retryable = retryable  # type: ignore[misc]  # per-instance override of the ClassVar
-        self.status = 502 if upstream_status in (401, 403) else upstream_status  # type: ignore[misc]
+        self.retryable = retryable
+        self.status = 502 if upstream_status in (401, 403) else upstream_status
         # A native upstream's own error body, secrets scrubbed: sent to the client as it is
         # when client and upstream speak the same protocol (set by the pipeline).
         self.client_body: bytes | None = None
-        self.kind = _KIND_BY_STATUS.get(self.status, "api_error")  # type: ignore[misc]
+        self.kind = _KIND_BY_STATUS.get(self.status, "api_error")
 
 
 class UpstreamConnectionError(UpstreamError):
     status = 502
-    kind = "api_error"
+    kind: ErrorKind = "api_error"
 
 
 class UpstreamMalformed(UpstreamError):
     status = 502
-    kind = "api_error"
+    kind: ErrorKind = "api_error"
 
 
 class UpstreamTimeout(UpstreamError):
     status = 504
-    kind = "timeout"
+    kind: ErrorKind = "timeout"
 
 
 class NoRouteAvailable(ApexError):
     status = 503
-    kind = "overloaded"
+    kind: ErrorKind = "overloaded"
 
 
 class InternalError(ApexError):
     status = 500
-    kind = "api_error"
+    kind: ErrorKind = "api_error"
 
 
-class ConfigError(ApexError):
-    """The config is invalid. ``path`` is the JSON path of the offending key ('' for the file)."""
+class ConfigError(Exception):
+    """The config is invalid. ``path`` is the JSON path of the offending key ('' for the file).
 
-    status = 500
-    kind = "config"
+    Not an ApexError: it is raised while loading a config (start, reload, CLI), never while
+    serving a request, and must never be rendered to a client."""
 
     def __init__(self, message: str, *, path: str = "") -> None:
         super().__init__(f"{path}: {message}" if path else message)
+        self.message = f"{path}: {message}" if path else message
         self.path = path
         self.detail = message
 
 
-class StartupError(ApexError):
+class StartupError(Exception):
     """The gateway cannot start for a reason outside the config's content (a busy port, say).
-    The message is one line naming the cause and the fix; the CLI prints it and exits 1."""
+    The message is one line naming the cause and the fix; the CLI prints it and exits 1.
+    Not an ApexError: no client ever sees it."""
 
-    kind = "startup"
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
 
 
-_KIND_BY_STATUS: dict[int, str] = {
+_KIND_BY_STATUS: Final[dict[int, ErrorKind]] = {
     400: "invalid_request",
     401: "authentication",
     402: "invalid_request",
@@ -246,7 +266,7 @@ _KIND_BY_STATUS: dict[int, str] = {
 }
 
 
-def kind_for_status(status: int) -> str:
+def kind_for_status(status: int) -> ErrorKind:
     """The stable kind string Apex uses for an HTTP status it did not make itself."""
     if status in _KIND_BY_STATUS:
         return _KIND_BY_STATUS[status]

@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import enum
 import time
-from typing import Protocol, final
+from typing import Final, Literal, Protocol, cast, final, get_args
 
 import msgspec
 
-__all__ = ["Clock", "Dialect", "MonotonicClock", "Usage"]
+__all__ = ["Clock", "Dialect", "DialectFamily", "MonotonicClock", "ProviderFamily", "Usage"]
+
+# Which error and usage body shapes a dialect uses.
+DialectFamily = Literal["openai", "anthropic", "gemini"]
+# What an upstream speaks: a dialect family, Apex's in-process mock, or "local" (Apex
+# answers itself, e.g. a count_tokens estimate: nothing is sent).
+ProviderFamily = Literal["openai", "anthropic", "gemini", "mock", "local"]
 
 
 class Dialect(enum.Enum):
@@ -24,9 +30,21 @@ class Dialect(enum.Enum):
     GEMINI_COUNT_TOKENS = "gemini_count_tokens"  # POST {base}/v1beta/models/{m}:countTokens
 
     @property
-    def family(self) -> str:
+    def family(self) -> DialectFamily:
         """'openai', 'anthropic' or 'gemini': which error body shape the dialect uses."""
-        return self.value.split("_", 1)[0]
+        return _FAMILY[self]
+
+
+def _family_of(dialect: Dialect) -> DialectFamily:
+    prefix = dialect.value.split("_", 1)[0]
+    for family in get_args(DialectFamily):
+        if family == prefix:
+            return cast(DialectFamily, family)
+    raise AssertionError(f"dialect {dialect.value} names no known family")  # at import: a new dialect's typo
+
+
+# Every dialect's family, from its value's prefix (a new dialect needs no entry here).
+_FAMILY: Final[dict[Dialect, DialectFamily]] = {d: _family_of(d) for d in Dialect}
 
 
 class Clock(Protocol):

@@ -19,7 +19,7 @@ import msgspec
 from aiohttp import web
 from aiohttp_sse import EventSourceResponse
 
-from apex.errors import NotFound, UpstreamMalformed, UpstreamStatus
+from apex.errors import ErrorKind, NotFound, UpstreamMalformed, UpstreamStatus
 from apex.server.deadline import Deadline
 from apex.server.exchange import Exchange
 from apex.server.keys import GATEWAY_KEY
@@ -52,25 +52,10 @@ from apex.upstream.channel import USER_AGENT, CompiledChannel, UpstreamPlan
 from apex.upstream.http import HttpClientError, encode_header_fields
 from apex.upstream.presets import ANTHROPIC_VERSION
 from apex.upstream.transport import Transport, UpstreamRequest
+from apex.wire.request import RequestView
 
-__all__ = ["Attempt", "RequestView"]
+__all__ = ["Attempt"]
 
-
-
-class _StreamOptions(msgspec.Struct):
-    include_usage: bool | None = None
-
-
-class RequestView(msgspec.Struct):
-    """The only fields Apex reads from a request body; the rest is forwarded untouched."""
-
-    model: str | None = None
-    stream: bool | None = False
-    stream_options: _StreamOptions | None = None
-    encoding_format: str | None = None
-    max_tokens: int | None = None
-    max_completion_tokens: int | None = None
-    max_output_tokens: int | None = None
 
 
 class Attempt:
@@ -282,8 +267,7 @@ class Attempt:
         elif plan.family == "gemini":
             out = raw  # embeddings and token counts report no usage: the gateway estimates
         else:
-            family = "anthropic" if plan.family == "anthropic" else "openai"
-            ex.usage = body_usage(family, raw)
+            ex.usage = body_usage(ex.dialect, raw)
             out = raw
             if self.mapped:
                 out = rewrite_response_model(raw, self.model)
@@ -393,7 +377,7 @@ class Attempt:
             ex.final_delivered = relay.ended
         idle = channel.timeouts.stream_idle
         loop = asyncio.get_running_loop()
-        failure: tuple[str, str] | None = None
+        failure: tuple[str, ErrorKind] | None = None
         try:
             with Deadline(loop, None) as deadline:
                 while True:

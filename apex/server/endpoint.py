@@ -71,7 +71,7 @@ def api_endpoint(dialect: Dialect, endpoint: Endpoint) -> Callable[[web.Request]
                 if ex.committed and isinstance(exc, ConnectionError):
                     ex.status = 200 if ex.final_delivered else 499  # a write found the client gone
                     raise
-                log.exception("internal error serving %s", request.path)
+                log.exception("internal error", extra={"fields": {"request_id": ex.request_id, "path": request.path}})
                 ex.error_kind = "internal"
                 if ex.committed:
                     raise

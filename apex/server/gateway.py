@@ -217,7 +217,7 @@ class Gateway:
             config = load_config_bytes(data)
             snapshot = build_snapshot(config, self.snapshot, self._on_health_change, pool=self._upstream)
         except ConfigError as exc:
-            log.error("config reload rejected (%s): %s", source, exc.message, extra={"config_path": exc.path})
+            log.error("config reload rejected (%s): %s", source, exc.message, extra={"fields": {"config_path": exc.path}})
             self.on_reload(False)
             return False
         old = self.snapshot.config
@@ -226,7 +226,7 @@ class Gateway:
                 configure_logging(config.logging)  # first: a log file that cannot be opened rejects the reload
             except OSError as err:
                 log.error("config reload rejected (%s): cannot open logging.file %r: %s", source,
-                          config.logging.file, err.strerror or err, extra={"config_path": "logging.file"})
+                          config.logging.file, err.strerror or err, extra={"fields": {"config_path": "logging.file"}})
                 self.on_reload(False)
                 return False
         if config.global_.listen != old.global_.listen:
@@ -359,7 +359,8 @@ class Gateway:
         self.metrics.record_channel_state(channel, new.value)
 
     def record_fallback(self, ex: Exchange, from_channel: str, to_channel: str) -> None:
-        log.info("request %s: falling back from %s to %s", ex.request_id, from_channel, to_channel)
+        log.info("falling back to another channel", extra={"fields": {
+            "request_id": ex.request_id, "from_channel": from_channel, "to_channel": to_channel}})
         if self._metrics_current():
             m = self.metrics
             model = m.models.label(ex.model, ex.router, ex.rule, ex.routed)
@@ -369,12 +370,14 @@ class Gateway:
         """One upstream attempt ended: its channel, outcome and time (failures at warning,
         successes at debug; the access line sums the attempts up)."""
         if err is None:
-            log.debug("request %s: attempt %d on channel %s succeeded in %.1f ms",
-                      ex.request_id, ex.attempts, channel, elapsed_ms)
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("upstream attempt succeeded", extra={"fields": {
+                    "request_id": ex.request_id, "attempt": ex.attempts, "channel": channel,
+                    "elapsed_ms": round(elapsed_ms, 1)}})
             return
-        log.warning("request %s: attempt %d on channel %s failed after %.1f ms (%s, %s): %s",
-                    ex.request_id, ex.attempts, channel, elapsed_ms, err.kind,
-                    "retryable" if err.retryable else "not retried", err.message)
+        log.warning("upstream attempt failed: %s", err.message, extra={"fields": {
+            "request_id": ex.request_id, "attempt": ex.attempts, "channel": channel,
+            "elapsed_ms": round(elapsed_ms, 1), "error_type": err.kind, "retryable": err.retryable}})
         if err.retryable and self._metrics_current():
             self.metrics.record_attempt_failure(ex.router or NONE, channel, err.kind)
 

@@ -23,11 +23,13 @@ from apex.auth import presented_key
 from apex.errors import AuthenticationFailed, InvalidRequest, NotFound
 from apex.server.exchange import Exchange
 from apex.server.inputs import check_model
-from apex.server.pipeline import RequestView, read_body, serve
+from apex.server.pipeline import read_body, serve
 from apex.server.responses import json_response
 from apex.snapshot import Snapshot
 from apex.translate.directions.gemini_embeddings import batch_to_single, single_to_batch
 from apex.types import Dialect
+from apex.wire.gemini import RequestLimitView
+from apex.wire.request import RequestView
 
 __all__ = ["gemini_key", "generate", "is_gemini_request", "models"]
 
@@ -43,17 +45,7 @@ _GENERATION_METHODS: Final = ["generateContent", "streamGenerateContent", "count
                               "batchEmbedContents"]
 
 
-class _Generation(msgspec.Struct, rename="camel"):
-    max_output_tokens: int | None = None
-
-
-class _View(msgspec.Struct, rename="camel"):
-    """What Apex reads of a Gemini body before routing: the output limit (for the rate limit)."""
-
-    generation_config: _Generation | None = None
-
-
-_VIEW: Final = msgspec.json.Decoder(_View)
+_VIEW: Final = msgspec.json.Decoder(RequestLimitView)
 
 
 def gemini_key(request: web.Request) -> str | None:
@@ -71,7 +63,7 @@ def is_gemini_request(request: web.Request) -> bool:
     return "x-goog-api-key" in request.headers or "key" in request.query
 
 
-def _decode_view(body: bytes) -> _View:
+def _decode_view(body: bytes) -> RequestLimitView:
     if not body:
         raise InvalidRequest("request body is empty; expected a JSON object")
     try:

@@ -205,6 +205,9 @@ def configure_logging(cfg: LoggingConfig) -> logging.Handler:
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False
+    # watchdog logs every inotify event at debug: with the log file in a watched directory
+    # (beside the config), each line written would be an event logged again, forever.
+    logging.getLogger("watchdog").setLevel(max(_LEVELS[cfg.level], logging.INFO))
     # isEnabledFor() is False on a disabled logger, so the gateway skips building the line.
     logging.getLogger(ACCESS_LOGGER).disabled = not cfg.access_log
     return handler
@@ -241,7 +244,7 @@ def access_fields(
     return {
         "request_id": ex.request_id,
         "dialect": ex.dialect.value,
-        "team": ex.team,
+        "team_id": ex.team,
         "router": ex.router,
         "rule": ex.rule,
         "model": ex.model,

@@ -27,7 +27,7 @@ from apex.errors import (
     UpstreamError,
 )
 from apex.routing.policy import AttemptPlan, Outcome
-from apex.server.attempt import Attempt, RequestView
+from apex.server.attempt import Attempt
 from apex.server.conn import BodyReadTimeout
 from apex.server.exchange import Exchange
 from apex.server.inputs import check_model
@@ -35,8 +35,9 @@ from apex.server.keys import GATEWAY_KEY
 from apex.routing.router import Route
 from apex.snapshot import Snapshot
 from apex.types import Dialect, Usage
+from apex.wire.request import RequestView
 
-__all__ = ["RequestView", "proxy", "read_body"]
+__all__ = ["proxy", "read_body"]
 
 
 _VIEW: Final = msgspec.json.Decoder(RequestView)

@@ -14,7 +14,7 @@ from typing import Final, Protocol
 from aiohttp import web
 from aiohttp_sse import EventSourceResponse
 
-from apex.errors import Secrets
+from apex.errors import ErrorKind, Secrets
 from apex.server.responses import SSE_HEADERS, stream_error_event
 from apex.sse import SseParser
 from apex.translate import StreamTranslator
@@ -60,7 +60,7 @@ class Relay(Protocol):
         """Client bytes for an upstream ``chunk`` (possibly empty)."""
         ...
 
-    def finish(self, failure: tuple[str, str] | None) -> bytes:
+    def finish(self, failure: tuple[str, ErrorKind] | None) -> bytes:
         """Closing client bytes: the end of a clean stream, or an error event for ``failure``
         (message, kind); an unfinished pass-through stream becomes a failure here."""
         ...
@@ -104,14 +104,15 @@ class PassthroughRelay:
             out = self._secrets.data(out)  # an upstream error event may quote the key
         return out
 
-    def finish(self, failure: tuple[str, str] | None) -> bytes:
+    def finish(self, failure: tuple[str, ErrorKind] | None) -> bytes:
         observer = self._observer
         tail: list[bytes] = []
         if failure is None:
             tail.append(observer.flush())
             if not (observer.terminated or observer.finished or observer.errored):
-                failure = (f"upstream channel {self._label} ended the stream early", "api_error")
-                tail.append(stream_error_event(self._dialect, *failure))
+                early = f"upstream channel {self._label} ended the stream early"
+                failure = (early, "api_error")
+                tail.append(stream_error_event(self._dialect, early, "api_error"))
         else:
             observer.drop()  # an event the break cut short is never forwarded
             tail.append(stream_error_event(self._dialect, *failure))
@@ -161,7 +162,7 @@ class TranslatingRelay:
             out = self._secrets.data(out)
         return out
 
-    def finish(self, failure: tuple[str, str] | None) -> bytes:
+    def finish(self, failure: tuple[str, ErrorKind] | None) -> bytes:
         translating = self._translating
         tail: list[bytes] = []
         if failure is None:

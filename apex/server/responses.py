@@ -15,7 +15,7 @@ from typing import Final
 import msgspec
 from aiohttp import web
 
-from apex.errors import ApexError, UpstreamStatus
+from apex.errors import ApexError, ErrorKind, UpstreamStatus
 from apex.sse import encode_event
 from apex.translate.neutral.errortypes import (
     anthropic_error_type,
@@ -78,7 +78,7 @@ def error_response(dialect: Dialect, err: ApexError) -> web.Response:
     return web.Response(status=err.status, body=error_body(dialect, err), content_type="application/json", headers=headers)
 
 
-def stream_error_event(dialect: Dialect, message: str, kind: str) -> bytes:
+def stream_error_event(dialect: Dialect, message: str, kind: ErrorKind) -> bytes:
     """The in-stream error event that ends a committed stream in ``dialect`` (the same events
     the stream translators write, so pass-through and translated streams fail alike)."""
     if dialect.family == "anthropic":

@@ -11,7 +11,7 @@ from typing import Final, Protocol
 
 import msgspec
 
-from apex.errors import InvalidRequest
+from apex.errors import ErrorKind, InvalidRequest
 from apex.sse import SseEvent
 from apex.translate.capabilities import NO_CAPS, ModelCaps
 from apex.types import Dialect, Usage
@@ -58,7 +58,7 @@ class StreamTranslator(Protocol):
         the upstream ended without its terminator)."""
         ...
 
-    def fail(self, message: str, kind: str) -> list[bytes]:
+    def fail(self, message: str, kind: ErrorKind) -> list[bytes]:
         """Apex must abort the stream (idle timeout, connection reset): an error event."""
         ...
 

@@ -18,7 +18,15 @@ import msgspec
 from apex.errors import InvalidRequest, UpstreamMalformed
 from apex.translate.passthrough_gemini import observe_gemini_chunk
 from apex.sse import SseEvent, SseParser, encode_event
-from apex.types import Usage
+from apex.translate.neutral.usage import (
+    AnthropicUsageTally,
+    usage_from_anthropic,
+    usage_from_openai,
+    usage_from_responses,
+)
+from apex.types import Dialect, Usage
+from apex.wire import anthropic as wire_anthropic
+from apex.wire import openai as wire_openai
 
 __all__ = [
     "PassthroughStream",
@@ -54,26 +62,7 @@ def rewrite_request(body: bytes, *, model: str | None, add_stream_usage: bool) -
     return _ENC.encode(top)
 
 
-class _BlockView(msgspec.Struct):
-    type: str = ""
-    signature: str | None = None
-
-
-class _TurnView(msgspec.Struct):
-    role: str = ""
-    content: str | list[_BlockView] = ""
-
-
-class _ThinkingView(msgspec.Struct):
-    type: str = ""
-
-
-class _HistoryView(msgspec.Struct):
-    messages: list[_TurnView] = []
-    thinking: _ThinkingView | None = None
-
-
-_HISTORY: Final = msgspec.json.Decoder(_HistoryView)
+_HISTORY: Final = msgspec.json.Decoder(wire_anthropic.HistoryView)
 _THOUGHTS: Final = frozenset({"thinking", "redacted_thinking"})
 
 
@@ -163,125 +152,34 @@ def rewrite_response_model(body: bytes, model: str) -> bytes:
     return _ENC.encode(top)
 
 
-# --- usage views -------------------------------------------------------------------
+# --- usage ----------------------------------------------------------------------
+# The views are wire/'s usage-only shapes; the readers are neutral.usage's, the same ones
+# the translated path uses, so a request's usage never depends on the path it took.
 
-class _TokDetails(msgspec.Struct):
-    cached_tokens: int | None = None
-    reasoning_tokens: int | None = None
-
-
-class _OpenAIUsage(msgspec.Struct):
-    prompt_tokens: int | None = None
-    completion_tokens: int | None = None
-    prompt_tokens_details: _TokDetails | None = None
-    completion_tokens_details: _TokDetails | None = None
-    prompt_cache_hit_tokens: int | None = None  # DeepSeek
-    # Responses API names
-    input_tokens: int | None = None
-    output_tokens: int | None = None
-    input_tokens_details: _TokDetails | None = None
-    output_tokens_details: _TokDetails | None = None
+_OPENAI_CHUNK: Final = msgspec.json.Decoder(wire_openai.UsageChunk)
+_OPENAI_BODY: Final = msgspec.json.Decoder(wire_openai.UsageBody)
+_RESPONSES_EVENT: Final = msgspec.json.Decoder(wire_openai.ResponsesEvent)
+_RESPONSES_BODY: Final = msgspec.json.Decoder(wire_openai.ResponsesUsageBody)
+_ANTHROPIC_EVENT: Final = msgspec.json.Decoder(wire_anthropic.UsageEvent)
+_ANTHROPIC_BODY: Final = msgspec.json.Decoder(wire_anthropic.UsageBody)
 
 
-class _AnthropicUsage(msgspec.Struct):
-    input_tokens: int | None = None
-    output_tokens: int | None = None
-    cache_read_input_tokens: int | None = None
-    cache_creation_input_tokens: int | None = None
-
-
-class _GroqX(msgspec.Struct):
-    usage: _OpenAIUsage | None = None
-
-
-class _OpenAIChunk(msgspec.Struct):
-    choices: list[msgspec.Raw] | None = None
-    usage: _OpenAIUsage | None = None
-    x_groq: _GroqX | None = None
-    error: msgspec.Raw = msgspec.Raw(b"")  # Raw cannot sit in a union; empty means absent
-    model: str | None = None
-
-
-class _AnthropicMessage(msgspec.Struct):
-    usage: _AnthropicUsage | None = None
-
-
-class _AnthropicEvent(msgspec.Struct):
-    type: str | None = None
-    message: _AnthropicMessage | None = None
-    usage: _AnthropicUsage | None = None
-
-
-class _ResponsesInner(msgspec.Struct):
-    usage: _OpenAIUsage | None = None
-
-
-class _ResponsesEvent(msgspec.Struct):
-    type: str | None = None
-    response: _ResponsesInner | None = None
-
-
-class _OpenAIBody(msgspec.Struct):
-    usage: _OpenAIUsage | None = None
-
-
-_OPENAI_CHUNK = msgspec.json.Decoder(_OpenAIChunk)
-_ANTHROPIC_EVENT = msgspec.json.Decoder(_AnthropicEvent)
-_RESPONSES_EVENT = msgspec.json.Decoder(_ResponsesEvent)
-_OPENAI_BODY = msgspec.json.Decoder(_OpenAIBody)
-_ANTHROPIC_BODY = msgspec.json.Decoder(_AnthropicEvent)
-
-
-def _openai_usage(u: _OpenAIUsage) -> Usage:
-    if u.input_tokens is not None or u.output_tokens is not None:  # Responses API
-        return Usage(
-            prompt_tokens=u.input_tokens or 0,
-            completion_tokens=u.output_tokens or 0,
-            cached_tokens=(u.input_tokens_details.cached_tokens or 0) if u.input_tokens_details else 0,
-            reasoning_tokens=(u.output_tokens_details.reasoning_tokens or 0) if u.output_tokens_details else 0,
-        )
-    cached = 0
-    if u.prompt_tokens_details is not None and u.prompt_tokens_details.cached_tokens:
-        cached = u.prompt_tokens_details.cached_tokens
-    elif u.prompt_cache_hit_tokens:
-        cached = u.prompt_cache_hit_tokens
-    reasoning = 0
-    if u.completion_tokens_details is not None:
-        reasoning = u.completion_tokens_details.reasoning_tokens or 0
-    return Usage(
-        prompt_tokens=u.prompt_tokens or 0,
-        completion_tokens=u.completion_tokens or 0,
-        cached_tokens=cached,
-        reasoning_tokens=reasoning,
-    )
-
-
-def _anthropic_usage(u: _AnthropicUsage, into: Usage | None) -> Usage:
-    usage = into if into is not None else Usage()
-    if u.input_tokens is not None or u.cache_read_input_tokens is not None:
-        cache_read = u.cache_read_input_tokens or 0
-        cache_write = u.cache_creation_input_tokens or 0
-        usage.prompt_tokens = (u.input_tokens or 0) + cache_read + cache_write
-        usage.cached_tokens = cache_read
-        usage.cache_write_tokens = cache_write
-    if u.output_tokens is not None:
-        usage.completion_tokens = u.output_tokens  # cumulative in message_delta: overwrite
-    return usage
-
-
-def body_usage(family: str, body: bytes) -> Usage | None:
-    """Decode a 2xx non-stream body just enough to validate it and read its usage.
+def body_usage(dialect: Dialect, body: bytes) -> Usage | None:
+    """Decode a 2xx non-stream body of ``dialect`` just enough to validate it and read its usage.
 
     Raises UpstreamMalformed when the body is not JSON: a malformed answer fails the attempt.
     """
     try:
-        if family == "anthropic":
-            ev = _ANTHROPIC_BODY.decode(body)
-            return _anthropic_usage(ev.usage, None) if ev.usage is not None else None
+        if dialect.family == "anthropic":
+            ab = _ANTHROPIC_BODY.decode(body)
+            return usage_from_anthropic(ab.usage) if ab.usage is not None else None
+        if dialect is Dialect.OPENAI_RESPONSES:
+            rb = _RESPONSES_BODY.decode(body)
+            return usage_from_responses(rb.usage) if rb.usage is not None else None
         ob = _OPENAI_BODY.decode(body)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise UpstreamMalformed(f"upstream answered with a malformed body: {exc}") from exc
-    return _openai_usage(ob.usage) if ob.usage is not None else None
+    return usage_from_openai(ob.usage) if ob.usage is not None else None
 
 
 def _last_boundary(data: bytes) -> int:
@@ -305,7 +203,7 @@ class PassthroughStream:
     """
 
     __slots__ = (
-        "_family", "_parser", "_model", "_strip_usage", "_rewrite", "usage",
+        "_family", "_parser", "_model", "_strip_usage", "_rewrite", "usage", "_tally",
         "first_event_seen", "terminated", "errored", "finished", "_held",
     )
 
@@ -316,6 +214,7 @@ class PassthroughStream:
         self._strip_usage = strip_usage_chunk
         self._rewrite = client_model is not None or strip_usage_chunk
         self.usage: Usage | None = None
+        self._tally: AnthropicUsageTally | None = None
         self.first_event_seen = False
         self.terminated = False  # the protocol's own end marker was seen
         self.errored = False
@@ -404,7 +303,7 @@ class PassthroughStream:
                 self.errored = True
             u = chunk.usage or (chunk.x_groq.usage if chunk.x_groq is not None else None)
             if u is not None:
-                self.usage = _openai_usage(u)
+                self.usage = usage_from_openai(u)
                 if self._strip_usage and not chunk.choices:
                     return None
             if self._model is not None and chunk.model is not None:
@@ -427,7 +326,9 @@ class PassthroughStream:
                     return data
                 src = aev.message.usage if aev.message is not None else aev.usage
                 if src is not None:
-                    self.usage = _anthropic_usage(src, self.usage)
+                    if self._tally is None:
+                        self._tally = AnthropicUsageTally()
+                    self.usage = self._tally.add(src)
                 if name == "message_start" and self._model is not None:
                     top = _TOP.decode(data)
                     msg = msgspec.json.decode(top["message"])
@@ -447,7 +348,7 @@ class PassthroughStream:
             except (msgspec.DecodeError, msgspec.ValidationError):
                 return data
             if rev.response is not None and rev.response.usage is not None:
-                self.usage = _openai_usage(rev.response.usage)
+                self.usage = usage_from_responses(rev.response.usage)
         elif name == "error":
             self.errored = True
         if self._model is not None and b'"model"' in data:

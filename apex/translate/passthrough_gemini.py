@@ -15,7 +15,7 @@ from typing import Final, Protocol
 
 import msgspec
 
-from apex.translate.read.gemini_parts import usage_of
+from apex.translate.neutral.usage import usage_from_gemini
 from apex.types import Usage
 from apex.wire.gemini import decode_chunk_view
 
@@ -37,7 +37,7 @@ def gemini_body_usage(body: bytes) -> Usage | None:
 
     Raises msgspec.DecodeError / ValidationError when the body is not a Gemini response."""
     resp = decode_chunk_view(body)
-    return usage_of(resp.usage_metadata) if resp.usage_metadata is not None else None
+    return usage_from_gemini(resp.usage_metadata) if resp.usage_metadata is not None else None
 
 
 def observe_gemini_chunk(data: bytes, flags: StreamFlags) -> None:
@@ -51,7 +51,7 @@ def observe_gemini_chunk(data: bytes, flags: StreamFlags) -> None:
     if chunk.error is not None:
         flags.errored = True
     if chunk.usage_metadata is not None:
-        flags.usage = usage_of(chunk.usage_metadata)
+        flags.usage = usage_from_gemini(chunk.usage_metadata)
     if any(c.finish_reason for c in chunk.candidates) or (
             chunk.prompt_feedback is not None and chunk.prompt_feedback.block_reason):
         flags.finished = True

@@ -26,6 +26,7 @@ from apex.upstream.cloud import CloudRoute, CloudSetup, Native, bearer_fields
 from apex.upstream.credentials import CredentialSlot, Fetched, Refresher
 from apex.upstream.http import UpstreamPool, encode_header_fields
 from apex.types import Dialect
+from apex.wire.azure import TokenAnswer
 
 __all__ = ["AZURE_SCOPE", "azure_setup", "azure_token_refresher"]
 
@@ -40,14 +41,7 @@ _FORM_HEADERS: Final = encode_header_fields(
 )
 
 
-class _TokenAnswer(msgspec.Struct):
-    access_token: str | None = None
-    expires_in: int | str | None = None  # seconds; older endpoints send it as a string
-    error: str | None = None
-    error_description: str | None = None
-
-
-_ANSWER: Final = msgspec.json.Decoder(_TokenAnswer)
+_ANSWER: Final = msgspec.json.Decoder(TokenAnswer)
 
 
 def azure_setup(ch: Channel, base: str) -> CloudSetup:

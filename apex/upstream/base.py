@@ -19,7 +19,10 @@ from typing import Final, Protocol
 import msgspec
 
 from apex.errors import UpstreamConnectionError, UpstreamError, UpstreamMalformed, UpstreamStatus, UpstreamTimeout
+from apex.translate.read.gemini_errors import gemini_error
+from apex.types import ProviderFamily
 from apex.upstream.http import ConnectFailed, HttpClientError, InvalidResponse, ServerDisconnected, connect_reason
+from apex.wire.openai import ErrorEnvelope, ErrorView
 
 __all__ = [
     "TRANSPORT_ERRORS",
@@ -92,21 +95,7 @@ def map_transport_errors(channel: str) -> Iterator[None]:
         raise transport_error(channel, exc) from exc
 
 
-class _OpenAIErrorBody(msgspec.Struct):
-    message: str | None = None
-    type: str | None = None
-    code: str | int | None = None
-    status: str | None = None  # Gemini
-    details: list[dict[str, object]] | None = None  # Gemini
-
-
-class _ErrorEnvelope(msgspec.Struct):
-    error: _OpenAIErrorBody | str | None = None
-    detail: object = None  # Jina / FastAPI
-    message: str | None = None
-
-
-_ENVELOPE = msgspec.json.Decoder(_ErrorEnvelope)
+_ENVELOPE: Final = msgspec.json.Decoder(ErrorEnvelope)
 
 
 # Key shapes of the providers Apex speaks to (OpenAI/Anthropic/DeepSeek ``sk-``, Google ``AIza``,
@@ -134,12 +123,14 @@ def parse_retry_after(value: str | None) -> float | None:
 
 
 def upstream_status_error(
-    channel: str, family: str, status: int, body: bytes, headers: Mapping[str, str], retry_on: frozenset[int]
+    channel: str, family: ProviderFamily, status: int, body: bytes, headers: Mapping[str, str], retry_on: frozenset[int]
 ) -> UpstreamStatus:
     """Classify a non-2xx upstream answer: its message and type, and whether to fail over.
 
-    401/403 mean the channel's own key was refused, so they fail over too. Gemini reports
-    a bad key as 400 INVALID_ARGUMENT with reason API_KEY_INVALID: that is a 401.
+    401/403 mean the channel's own key was refused, so they fail over too. Gemini bodies are
+    classified by ``gemini_error`` (the one Gemini classifier, shared with the stream
+    readers): a key refused as 400 INVALID_ARGUMENT + API_KEY_INVALID / _EXPIRED /
+    _SERVICE_BLOCKED, or UNAUTHENTICATED, is a 401.
     """
     message = ""
     upstream_type: str | None = None
@@ -151,18 +142,20 @@ def upstream_status_error(
         env = None
     if env is not None:
         err = env.error
-        if isinstance(err, _OpenAIErrorBody):
+        if isinstance(err, ErrorView):
             message = err.message or ""
-            upstream_type = err.type or err.status
+            upstream_type = err.type
             code = None if err.code is None else str(err.code)
-            if family == "gemini" and status == 400 and err.details and any(d.get("reason") == "API_KEY_INVALID" for d in err.details):
-                effective = 401
         elif isinstance(err, str):
             message = err
         elif env.detail is not None:
             message = env.detail if isinstance(env.detail, str) else msgspec.json.encode(env.detail).decode()
         elif env.message:
             message = env.message
+    if family == "gemini":
+        gemini = gemini_error(status, body)
+        effective = gemini.status
+        upstream_type = gemini.rpc_status or upstream_type
     if not message:
         message = f"upstream returned HTTP {status}"
     message = f"{message} (channel {channel})" if family != "mock" else message

@@ -25,7 +25,7 @@ from apex.upstream.presets import ANTHROPIC_VERSION, PRESETS, ProviderPreset
 from apex.routing.match import ModelMap, PatternSet
 from apex.translate import Translator, find_translator
 from apex.translate.capabilities import CapabilityRow, CapabilityTable, override_row
-from apex.types import Dialect
+from apex.types import Dialect, ProviderFamily
 
 __all__ = ["ChannelTimeouts", "CompiledChannel", "UpstreamPlan", "compile_channel"]
 
@@ -69,7 +69,7 @@ class UpstreamPlan:
 
     client: Dialect
     upstream: Dialect
-    family: str                  # error/usage shape of the upstream: openai | anthropic | gemini | mock
+    family: ProviderFamily       # error/usage shape of the upstream
     url: str                     # for Gemini: the prefix before ':method'
     headers: dict[str, str]      # prebuilt (Host and Content-Length are added per request)
     translator: Translator | None
@@ -150,7 +150,7 @@ class CompiledChannel:
         return self.model_map.map(model) if self.model_map else model
 
 
-def _auth_headers(family: str, api_key: str | None) -> dict[str, str]:
+def _auth_headers(family: ProviderFamily, api_key: str | None) -> dict[str, str]:
     if not api_key:
         return {}
     if family == "anthropic":
@@ -214,7 +214,7 @@ def compile_channel(ch: Channel, g: GlobalConfig, index: int, pool: UpstreamPool
         anthropic_base = base
 
     common = {"Content-Type": "application/json", "Accept-Encoding": "identity", "User-Agent": USER_AGENT}
-    native: dict[Dialect, tuple[str, str, CloudRoute | None]] = {}  # upstream dialect -> (url, family, route)
+    native: dict[Dialect, tuple[str, ProviderFamily, CloudRoute | None]] = {}  # upstream dialect -> (url, family, route)
     if setup is None:
         for d in preset.dialects:
             if preset.family == "gemini":
@@ -227,7 +227,7 @@ def compile_channel(ch: Channel, g: GlobalConfig, index: int, pool: UpstreamPool
             native[Dialect.ANTHROPIC_MESSAGES] = (
                 anthropic_base.rstrip("/") + _PATHS[Dialect.ANTHROPIC_MESSAGES], "anthropic", None)
 
-    def headers_for(family: str) -> dict[str, str]:
+    def headers_for(family: ProviderFamily) -> dict[str, str]:
         h = dict(common)
         if setup is not None:
             h.update(setup.auth_headers)
@@ -254,7 +254,7 @@ def compile_channel(ch: Channel, g: GlobalConfig, index: int, pool: UpstreamPool
     forward_anthropic = ch.provider_type != "bedrock"
     strip_thinking = ch.provider_type in ("anthropic", "bedrock", "vertex")
 
-    def plans_from(native: dict[Dialect, tuple[str, str, CloudRoute | None]]) -> dict[Dialect, UpstreamPlan]:
+    def plans_from(native: dict[Dialect, tuple[str, ProviderFamily, CloudRoute | None]]) -> dict[Dialect, UpstreamPlan]:
         plans: dict[Dialect, UpstreamPlan] = {}
         for client in (Dialect.OPENAI_CHAT, Dialect.OPENAI_RESPONSES, Dialect.OPENAI_EMBEDDINGS,
                        Dialect.ANTHROPIC_MESSAGES, Dialect.ANTHROPIC_COUNT_TOKENS,

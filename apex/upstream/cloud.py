@@ -23,7 +23,7 @@ from apex.upstream.base import UpstreamReply
 from apex.upstream.credentials import CredentialSlot
 from apex.upstream.egress import Egress
 from apex.upstream.http import UpstreamPool
-from apex.types import Dialect
+from apex.types import Dialect, ProviderFamily
 
 __all__ = ["Authorizer", "CloudChannel", "CloudRoute", "CloudSetup", "Native", "anthropic_body_for", "bearer_fields"]
 
@@ -77,7 +77,7 @@ class Native:
     """One upstream dialect a cloud model family speaks: where, in which error/usage shape."""
 
     url: str                 # the fixed URL, or a prefix the route completes
-    family: str              # openai | anthropic | gemini
+    family: ProviderFamily   # openai | anthropic | gemini
     route: CloudRoute | None  # None: a plain POST to ``url`` with the static headers
 
 

@@ -23,26 +23,14 @@ from botocore.eventstream import EventStreamBuffer, EventStreamMessage, ParserEr
 
 from apex.upstream.base import UpstreamReply
 from apex.upstream.http import InvalidResponse
+from apex.wire.bedrock import StreamChunk, StreamException, TypedEvent
 
 __all__ = ["EventStreamReply", "FrameTranslator", "event_stream_reply", "frame_to_sse"]
 
 
-class _Chunk(msgspec.Struct):
-    bytes: str
-
-
-class _Typed(msgspec.Struct):
-    type: str
-
-
-class _Message(msgspec.Struct):
-    message: str | None = None
-    Message: str | None = None
-
-
-_CHUNK: Final = msgspec.json.Decoder(_Chunk)
-_TYPED: Final = msgspec.json.Decoder(_Typed)
-_MESSAGE: Final = msgspec.json.Decoder(_Message)
+_CHUNK: Final = msgspec.json.Decoder(StreamChunk)
+_TYPED: Final = msgspec.json.Decoder(TypedEvent)
+_MESSAGE: Final = msgspec.json.Decoder(StreamException)
 _ENC: Final = msgspec.json.Encoder()
 # Bedrock exception names -> Anthropic error types (what the stream readers understand).
 _ERROR_TYPES: Final[dict[str, str]] = {

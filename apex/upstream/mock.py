@@ -27,6 +27,7 @@ from apex.sse import DONE_EVENT, encode_event
 from apex.tokens import estimate_text_tokens, estimate_tokens
 from apex.types import Dialect
 from apex.upstream.transport import UpstreamRequest
+from apex.wire.request import LooseGeminiBatchEmbed, LooseGeminiRequest, LooseMessage, LooseRequest
 
 __all__ = ["MockReply", "mock_reply"]
 
@@ -34,68 +35,23 @@ _ENC: Final = msgspec.json.Encoder()
 _EMBED_DIMS: Final = 16
 
 
-class _Message(msgspec.Struct):
-    role: str = ""
-    content: object = None
+_REQ: Final = msgspec.json.Decoder(LooseRequest)
 
 
-class _Req(msgspec.Struct):
-    model: str = ""
-    stream: bool = False
-    messages: list[_Message] = []
-    input: object = None
-    max_tokens: int | None = None
-    max_completion_tokens: int | None = None
-    max_output_tokens: int | None = None
-    encoding_format: str | None = None
-    dimensions: int | None = None
-    stream_options: dict[str, object] | None = None
+_GREQ: Final = msgspec.json.Decoder(LooseGeminiRequest)
+_GEMBED: Final = msgspec.json.Decoder(LooseGeminiBatchEmbed)
 
 
-_REQ: Final = msgspec.json.Decoder(_Req)
-
-
-class _GPart(msgspec.Struct):
-    text: str | None = None
-
-
-class _GContent(msgspec.Struct):
-    parts: list[_GPart] = []
-    role: str = "user"
-
-
-class _GGeneration(msgspec.Struct, rename="camel"):
-    max_output_tokens: int | None = None
-
-
-class _GReq(msgspec.Struct, rename="camel"):
-    contents: list[_GContent] = []
-    generation_config: _GGeneration | None = None
-
-
-class _GEmbedOne(msgspec.Struct, rename="camel"):
-    content: _GContent
-    output_dimensionality: int | None = None
-
-
-class _GEmbed(msgspec.Struct):
-    requests: list[_GEmbedOne]
-
-
-_GREQ: Final = msgspec.json.Decoder(_GReq)
-_GEMBED: Final = msgspec.json.Decoder(_GEmbed)
-
-
-def _gemini_view(body: bytes) -> _Req:
+def _gemini_view(body: bytes) -> LooseRequest:
     """A Gemini request read into the mock's view: last user text as a message, the output limit."""
     try:
         g = _GREQ.decode(body)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise InvalidRequest(f"request body is not valid: {exc}") from exc
-    messages = [_Message(role="user" if c.role != "model" else "assistant",
+    messages = [LooseMessage(role="user" if c.role != "model" else "assistant",
                          content=" ".join(p.text for p in c.parts if p.text)) for c in g.contents]
     limit = g.generation_config.max_output_tokens if g.generation_config else None
-    return _Req(messages=messages, max_output_tokens=limit)
+    return LooseRequest(messages=messages, max_output_tokens=limit)
 
 
 def _text_of(content: object) -> str:
@@ -112,7 +68,7 @@ def _text_of(content: object) -> str:
     return ""
 
 
-def _last_user_text(req: _Req) -> str:
+def _last_user_text(req: LooseRequest) -> str:
     for m in reversed(req.messages):
         if m.role == "user":
             return _text_of(m.content)
@@ -218,7 +174,7 @@ async def _paced(events: list[bytes], gap: float, first: int) -> AsyncIterator[b
         yield ev
 
 
-def _openai_chat(req: _Req, model: str, words: list[str], truncated: bool, pin: int, pout: int, gap: float, rid: str) -> MockReply:
+def _openai_chat(req: LooseRequest, model: str, words: list[str], truncated: bool, pin: int, pout: int, gap: float, rid: str) -> MockReply:
     created = int(time.time())
     cid = f"chatcmpl-mock{rid}"
     finish = "length" if truncated else "stop"
@@ -250,7 +206,7 @@ def _openai_chat(req: _Req, model: str, words: list[str], truncated: bool, pin: 
     return MockReply(200, "text/event-stream", _paced(events, gap, 2))
 
 
-def _anthropic(req: _Req, model: str, words: list[str], truncated: bool, pin: int, pout: int, gap: float, rid: str) -> MockReply:
+def _anthropic(req: LooseRequest, model: str, words: list[str], truncated: bool, pin: int, pout: int, gap: float, rid: str) -> MockReply:
     mid = f"msg_mock{rid}"
     stop = "max_tokens" if truncated else "end_turn"
     if not req.stream:
@@ -285,7 +241,7 @@ def _anthropic(req: _Req, model: str, words: list[str], truncated: bool, pin: in
     return MockReply(200, "text/event-stream", _paced(events, gap, 3))
 
 
-def _responses(req: _Req, model: str, words: list[str], truncated: bool, pin: int, pout: int, gap: float, rid: str) -> MockReply:
+def _responses(req: LooseRequest, model: str, words: list[str], truncated: bool, pin: int, pout: int, gap: float, rid: str) -> MockReply:
     created = int(time.time())
     resp_id, msg_id = f"resp_mock{rid}", f"msg_mock{rid}"
     text = "".join(words)
@@ -329,7 +285,7 @@ def _responses(req: _Req, model: str, words: list[str], truncated: bool, pin: in
     return MockReply(200, "text/event-stream", _paced(events, gap, 4))
 
 
-def _gemini(req: _Req, model: str, words: list[str], truncated: bool, pin: int, pout: int, gap: float, rid: str) -> MockReply:
+def _gemini(req: LooseRequest, model: str, words: list[str], truncated: bool, pin: int, pout: int, gap: float, rid: str) -> MockReply:
     usage = {"promptTokenCount": pin, "candidatesTokenCount": pout, "totalTokenCount": pin + pout}
     finish = "MAX_TOKENS" if truncated else "STOP"
 
@@ -371,7 +327,7 @@ def _vector(text: str, dims: int) -> list[float]:
     return [v / norm for v in vec]
 
 
-def _embeddings(req: _Req, model: str) -> MockReply:
+def _embeddings(req: LooseRequest, model: str) -> MockReply:
     inputs = req.input
     if isinstance(inputs, str):
         texts = [inputs]

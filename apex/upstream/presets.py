@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Final
 
-from apex.types import Dialect
+from apex.types import Dialect, ProviderFamily
 
 __all__ = ["ANTHROPIC_VERSION", "PRESETS", "ProviderPreset"]
 
@@ -24,7 +24,7 @@ _OPENAI_CHAT_EMB: Final = frozenset({Dialect.OPENAI_CHAT, Dialect.OPENAI_EMBEDDI
 class ProviderPreset:
     """One provider type. ``family`` says which wire shape its base_url speaks."""
 
-    family: str                      # "openai" | "anthropic" | "gemini" | "mock"
+    family: ProviderFamily
     base_url: str | None             # None: base_url is required in the config
     dialects: frozenset[Dialect]     # what base_url serves natively
     anthropic_base_url: str | None = None

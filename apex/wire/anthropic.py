@@ -14,9 +14,24 @@ import msgspec
 __all__ = [
     "Block",
     "BlockDelta",
+    "BlockSource",
     "ErrorView",
+    "HistoryBlock",
+    "HistoryTurn",
+    "HistoryView",
+    "InputBlock",
+    "InputMessage",
     "MessageView",
+    "MessagesRequest",
+    "OutputConfig",
+    "OutputFormat",
     "StreamEvent",
+    "ThinkingMode",
+    "ThinkingParam",
+    "ToolChoice",
+    "ToolDef",
+    "UsageBody",
+    "UsageEvent",
     "UsageView",
     "decode_message",
     "decode_stream_event",
@@ -30,6 +45,20 @@ class UsageView(msgspec.Struct):
     output_tokens: int | None = None
     cache_creation_input_tokens: int | None = None
     cache_read_input_tokens: int | None = None
+
+
+class UsageBody(msgspec.Struct):
+    """A Messages body (or ``message_start.message``) read only for its usage."""
+
+    usage: UsageView | None = None
+
+
+class UsageEvent(msgspec.Struct):
+    """A stream event as pass-through reads it: usage from message_start or message_delta."""
+
+    type: str | None = None
+    message: UsageBody | None = None
+    usage: UsageView | None = None
 
 
 class Block(msgspec.Struct):
@@ -84,6 +113,97 @@ class StreamEvent(msgspec.Struct):
     delta: BlockDelta | None = None
     usage: UsageView | None = None
     error: ErrorView | None = None
+
+
+# --- Messages request views: what a translating direction reads of a client's request ---
+
+
+class BlockSource(msgspec.Struct):
+    type: str
+    media_type: str | None = None
+    data: str | None = None
+    url: str | None = None
+
+
+class InputBlock(msgspec.Struct):
+    type: str
+    text: str | None = None
+    source: BlockSource | None = None
+    id: str | None = None
+    name: str | None = None
+    input: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
+    tool_use_id: str | None = None
+    content: str | list[InputBlock] | None = None
+    is_error: bool = False
+
+
+class InputMessage(msgspec.Struct):
+    role: str
+    content: str | list[InputBlock]
+
+
+class ToolDef(msgspec.Struct):
+    name: str
+    description: str | None = None
+    input_schema: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
+    type: str | None = None
+
+
+class ToolChoice(msgspec.Struct):
+    type: str
+    name: str | None = None
+
+
+class ThinkingParam(msgspec.Struct):
+    type: str
+    budget_tokens: int | None = None
+
+
+class OutputFormat(msgspec.Struct):
+    type: str
+    schema: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
+
+
+class OutputConfig(msgspec.Struct):
+    format: OutputFormat | None = None
+
+
+class MessagesRequest(msgspec.Struct):
+    messages: list[InputMessage]
+    system: str | list[InputBlock] | None = None
+    tools: list[ToolDef] | None = None
+    tool_choice: ToolChoice | None = None
+    max_tokens: int | None = None
+    stop_sequences: list[str] | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    thinking: ThinkingParam | None = None
+    output_config: OutputConfig | None = None
+
+
+# --- a request's history, as pass-through reads it to drop unsigned thinking ---
+
+
+class HistoryBlock(msgspec.Struct):
+    type: str = ""
+    signature: str | None = None
+
+
+class HistoryTurn(msgspec.Struct):
+    role: str = ""
+    content: str | list[HistoryBlock] = ""
+
+
+class ThinkingMode(msgspec.Struct):
+    type: str = ""
+
+
+class HistoryView(msgspec.Struct):
+    """A Messages request read only for its turns' block types and signatures, and thinking."""
+
+    messages: list[HistoryTurn] = []
+    thinking: ThinkingMode | None = None
 
 
 _EVENT: Final = msgspec.json.Decoder(StreamEvent)

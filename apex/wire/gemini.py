@@ -36,8 +36,12 @@ __all__ = [
     "GenerateContentRequest",
     "GenerateContentResponse",
     "GenerationConfig",
+    "OutputLimit",
     "Part",
     "PromptFeedback",
+    "RawBatchEmbedRequest",
+    "RawEmbeddingsAnswer",
+    "RequestLimitView",
     "ThinkingConfig",
     "Tool",
     "ToolConfig",
@@ -232,6 +236,30 @@ class CountTokensRequest(_Wire):
 
     contents: list[Content] = []
     generate_content_request: GenerateContentRequest | None = None
+
+
+# --- what Apex reads of a Gemini request before routing ---
+
+
+class OutputLimit(msgspec.Struct, rename="camel"):
+    max_output_tokens: int | None = None
+
+
+class RequestLimitView(msgspec.Struct, rename="camel"):
+    """What Apex reads of a Gemini body before routing: the output limit (for the rate limit)."""
+
+    generation_config: OutputLimit | None = None
+
+
+# --- batch embeddings with each item kept raw ---
+
+
+class RawEmbeddingsAnswer(msgspec.Struct):
+    embeddings: list[msgspec.Raw]
+
+
+class RawBatchEmbedRequest(msgspec.Struct):
+    requests: list[dict[str, msgspec.Raw]]
 
 
 _REQUEST: Final = msgspec.json.Decoder(GenerateContentRequest)

@@ -2,8 +2,9 @@
 
 Covers the compatible providers' deviations Apex reads: ``reasoning_content`` (DeepSeek,
 Moonshot), ``reasoning`` (OpenRouter, Groq), DeepSeek's ``prompt_cache_hit_tokens``,
-Groq's ``x_groq.usage``, OpenRouter's top-level ``error`` in a normal chunk. Unknown
-fields are ignored. What this module must not do: translate or import from apex.
+Groq's ``x_groq.usage``, OpenRouter's top-level ``error`` in a normal chunk; the Responses
+API's usage names; and the usage-only views pass-through reads (the rest of the body is
+skipped unparsed, so watching a forwarded stream stays cheap). Unknown fields are ignored. What this module must not do: translate or import from apex.
 """
 
 from __future__ import annotations
@@ -15,10 +16,34 @@ import msgspec
 __all__ = [
     "ChatChunk",
     "ChatCompletion",
+    "ChatMessage",
+    "ChatRequest",
     "ChatUsage",
     "ChunkDelta",
+    "ContentPart",
+    "EmbeddingItem",
+    "EmbeddingsAnswer",
+    "EmbeddingsEncoding",
+    "EmbeddingsRequest",
+    "EmbeddingsUsage",
+    "ErrorEnvelope",
     "ErrorView",
+    "FileInput",
+    "FunctionCall",
+    "FunctionDef",
+    "ImageUrl",
+    "JsonSchemaFormat",
+    "NamedFunction",
+    "NamedToolChoice",
+    "ResponseFormat",
+    "ResponsesEvent",
+    "ResponsesUsage",
+    "ResponsesUsageBody",
+    "ToolCall",
     "ToolCallDelta",
+    "ToolDef",
+    "UsageBody",
+    "UsageChunk",
     "decode_chunk",
     "decode_completion",
 ]
@@ -40,6 +65,15 @@ class ChatUsage(msgspec.Struct):
     prompt_tokens_details: PromptDetails | None = None
     completion_tokens_details: CompletionDetails | None = None
     prompt_cache_hit_tokens: int | None = None  # DeepSeek
+
+
+class ResponsesUsage(msgspec.Struct):
+    """Usage as the Responses API names it (``input``/``output`` instead of prompt/completion)."""
+
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    input_tokens_details: PromptDetails | None = None
+    output_tokens_details: CompletionDetails | None = None
 
 
 class FunctionDelta(msgspec.Struct):
@@ -77,10 +111,20 @@ class ChunkChoice(msgspec.Struct):
 class ErrorView(msgspec.Struct):
     """An OpenAI-style error object; OpenRouter puts a numeric ``code`` here."""
 
-    message: str = ""
+    message: str | None = None
     type: str | None = None
     code: str | int | None = None
     status_code: int | None = None
+
+
+class ErrorEnvelope(msgspec.Struct):
+    """A non-2xx body as OpenAI-shaped servers send it: ``{"error": {...}}`` (OpenAI, Anthropic,
+    Gemini: their error objects share ``message``/``type``/``code``), ``{"error": "text"}``,
+    ``{"detail": ...}`` (Jina, FastAPI servers) or a bare ``{"message": ...}``."""
+
+    error: ErrorView | str | None = None
+    detail: object = None
+    message: str | None = None
 
 
 class XGroq(msgspec.Struct):
@@ -104,6 +148,149 @@ class ChatCompletion(msgspec.Struct):
     id: str = ""
     usage: ChatUsage | None = None
     x_groq: XGroq | None = None
+
+
+class UsageChunk(msgspec.Struct):
+    """A Chat stream chunk as pass-through reads it: usage, error and model; choices unparsed."""
+
+    choices: list[msgspec.Raw] | None = None
+    usage: ChatUsage | None = None
+    x_groq: XGroq | None = None
+    error: msgspec.Raw = msgspec.Raw(b"")  # Raw cannot sit in a union; empty means absent
+    model: str | None = None
+
+
+class UsageBody(msgspec.Struct):
+    """A non-stream Chat or Embeddings body read only for its usage."""
+
+    usage: ChatUsage | None = None
+
+
+class ResponsesUsageBody(msgspec.Struct):
+    """A Responses ``response`` object (a body, or inside a terminal event) read only for its usage."""
+
+    usage: ResponsesUsage | None = None
+
+
+class ResponsesEvent(msgspec.Struct):
+    """A Responses stream event as pass-through reads it: its type and the response's usage."""
+
+    type: str | None = None
+    response: ResponsesUsageBody | None = None
+
+
+# --- Chat request views: what a translating direction reads of a client's request ---
+
+
+class ImageUrl(msgspec.Struct):
+    url: str
+
+
+class FileInput(msgspec.Struct):
+    file_data: str | None = None
+    filename: str | None = None
+
+
+class ContentPart(msgspec.Struct):
+    type: str
+    text: str | None = None
+    image_url: ImageUrl | None = None
+    file: FileInput | None = None
+    refusal: str | None = None
+
+
+class FunctionCall(msgspec.Struct):
+    name: str
+    arguments: str = ""
+
+
+class ToolCall(msgspec.Struct):
+    id: str
+    function: FunctionCall
+
+
+class ChatMessage(msgspec.Struct):
+    role: str
+    content: str | list[ContentPart] | None = None
+    tool_calls: list[ToolCall] | None = None
+    tool_call_id: str | None = None
+    name: str | None = None
+
+
+class FunctionDef(msgspec.Struct):
+    name: str
+    description: str | None = None
+    parameters: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
+
+
+class ToolDef(msgspec.Struct):
+    function: FunctionDef
+    type: str = "function"
+
+
+class NamedFunction(msgspec.Struct):
+    name: str
+
+
+class NamedToolChoice(msgspec.Struct):
+    function: NamedFunction
+
+
+class JsonSchemaFormat(msgspec.Struct):
+    name: str = ""
+    schema: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
+
+
+class ResponseFormat(msgspec.Struct):
+    type: str
+    json_schema: JsonSchemaFormat | None = None
+
+
+class ChatRequest(msgspec.Struct):
+    messages: list[ChatMessage]
+    tools: list[ToolDef] | None = None
+    tool_choice: str | NamedToolChoice | None = None
+    response_format: ResponseFormat | None = None
+    max_completion_tokens: int | None = None
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    n: int | None = None
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    reasoning_effort: str | None = None
+
+
+class EmbeddingsRequest(msgspec.Struct):
+    """An embeddings request as a translating direction reads it."""
+
+    input: str | list[object]
+    dimensions: int | None = None
+
+
+class EmbeddingsEncoding(msgspec.Struct):
+    """An embeddings request read only for ``encoding_format`` (pass-through reads no more)."""
+
+    encoding_format: str | None = None
+
+
+# --- embeddings answers, as a translating direction reads them ---
+
+
+class EmbeddingItem(msgspec.Struct):
+    embedding: list[float] | str
+    index: int = 0
+
+
+class EmbeddingsUsage(msgspec.Struct):
+    prompt_tokens: int = 0
+
+
+class EmbeddingsAnswer(msgspec.Struct):
+    data: list[EmbeddingItem]
+    usage: EmbeddingsUsage | None = None
 
 
 _CHUNK: Final = msgspec.json.Decoder(ChatChunk)

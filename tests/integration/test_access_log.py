@@ -22,7 +22,7 @@ from tests.integration.fakes import FakeUpstream, error
 
 MSG: Any = [{"role": "user", "content": "secret prompt text 4200"}]
 ACCESS_KEYS = {
-    "ts", "level", "logger", "msg", "request_id", "dialect", "team", "router", "rule", "model", "upstream_model",
+    "ts", "level", "logger", "msg", "request_id", "dialect", "team_id", "router", "rule", "model", "upstream_model",
     "channel", "channels_tried", "attempts", "attempt_errors", "stream", "status", "error_type", "latency_ms",
     "upstream_ms", "overhead_ms", "ttft_ms", "tokens", "cost_usd",
 }
@@ -59,13 +59,13 @@ async def test_access_lines_carry_fields_and_no_secrets(
     fb, stream, anth, denied = lines
     assert fb["request_id"] == raw.headers["x-request-id"]
     assert abs(fb["overhead_ms"] - float(raw.headers["x-apex-overhead-ms"])) < 5.0
-    assert (fb["team"], fb["router"], fb["rule"], fb["model"], fb["upstream_model"]) == ("t1", "default", "rules[1]", "gpt-4o", "gpt-4o")
+    assert (fb["team_id"], fb["router"], fb["rule"], fb["model"], fb["upstream_model"]) == ("t1", "default", "rules[1]", "gpt-4o", "gpt-4o")
     assert (fb["channel"], fb["channels_tried"], fb["attempts"], fb["attempt_errors"], fb["status"]) == ("oa2", ["oa", "oa2"], 2, ["api_error"], 200)
     assert fb["tokens"] == {"prompt": 16, "completion": 12, "cached": 0, "reasoning": 0, "cache_write": 0, "estimated": False}
     assert fb["ttft_ms"] is None and fb["error_type"] is None and fb["stream"] is False
     assert stream["stream"] is True and stream["ttft_ms"] > 0 and stream["tokens"]["prompt"] == 78
-    assert stream["team"] is None and stream["channels_tried"] == ["oa"]
-    assert (anth["dialect"], anth["channel"], anth["team"], anth["model"]) == ("anthropic_messages", "an", None, "claude-apex-test")
+    assert stream["team_id"] is None and stream["channels_tried"] == ["oa"]
+    assert (anth["dialect"], anth["channel"], anth["team_id"], anth["model"]) == ("anthropic_messages", "an", None, "claude-apex-test")
     assert anth["tokens"] == {"prompt": 17, "completion": 15, "cached": 0, "reasoning": 0, "cache_write": 0, "estimated": False}
     assert (denied["status"], denied["error_type"], denied["router"], denied["model"], denied["tokens"]) == (401, "authentication", None, None, None)
 

@@ -131,3 +131,61 @@ def test_the_cycle_finder_finds_a_cycle() -> None:
     """The guard above can fail: a loop through three modules is reported as one component."""
     graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
     assert _cycles(graph) == [["a", "b", "c"]]
+
+
+# Structs that are Apex's own values, not any API's wire shape.
+_OWN_STRUCTS = {
+    "apex.types": {"Usage"}, "apex.ratelimit.limiter": {"Limits", "Decision"}, "apex.config.model": {"_Base"},
+    "apex.budget.ledger": {"BudgetPolicy", "Reservation"}, "apex.cost.pricing": {"UnitPrice"},
+}
+
+
+def test_wire_shapes_live_in_wire() -> None:
+    """Every msgspec Struct describing an API's body is declared in apex/wire/, once: a view
+    declared beside the code that reads it is how copies that disagree start."""
+    root = Path(apex.__file__).parent
+    stray: list[str] = []
+    for path in root.rglob("*.py"):
+        parts = path.relative_to(root.parent).with_suffix("").parts
+        module = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        if module.startswith("apex.wire"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.ClassDef) or node.name in _OWN_STRUCTS.get(module, set()):
+                continue
+            if any(ast.unparse(base) in ("msgspec.Struct", "Struct") for base in node.bases):
+                stray.append(f"{module}.{node.name}")
+    assert stray == []
+
+
+def test_log_extras_are_fields() -> None:
+    """Apex's formatters print a record's ``fields`` dict and nothing else passed by ``extra=``:
+    any other extra key would be dropped without a word."""
+    root = Path(apex.__file__).parent
+    wrong: list[str] = []
+    for path in root.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Attribute):
+                continue
+            if node.func.attr not in ("debug", "info", "warning", "error", "exception", "critical", "log"):
+                continue
+            for kw in node.keywords:
+                if kw.arg != "extra":
+                    continue
+                keys = [k.value for k in kw.value.keys if isinstance(k, ast.Constant)] if isinstance(kw.value, ast.Dict) else None
+                if keys != ["fields"]:
+                    wrong.append(f"{path.relative_to(root.parent)}:{node.lineno}")
+    assert wrong == []
+
+
+def test_every_error_kind_has_a_wire_type_in_each_dialect() -> None:
+    """The kind -> wire type tables cover the closed ErrorKind set (mypy checks the keys;
+    this checks that none is missing)."""
+    from typing import get_args
+
+    from apex.errors import ErrorKind
+    from apex.translate.neutral import errortypes
+
+    kinds = set(get_args(ErrorKind))
+    assert set(errortypes._OPENAI) == kinds
+    assert set(errortypes._ANTHROPIC) == kinds

@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import Final, final
 
 import msgspec
-from msgspec import UNSET, Raw, Struct, UnsetType
+from msgspec import Raw
 
 from apex.errors import InvalidRequest
 from apex.translate.base import TranslateContext
@@ -49,75 +49,17 @@ from apex.wire.gemini import (
     ThinkingConfig,
     ToolConfig,
 )
+from apex.wire.anthropic import (
+    InputBlock,
+    MessagesRequest,
+    ToolChoice,
+    ToolDef,
+)
 
 __all__ = ["AnthropicToGemini", "anthropic_to_gemini_request"]
 
 
-class _Source(Struct):
-    type: str
-    media_type: str | None = None
-    data: str | None = None
-    url: str | None = None
-
-
-class _Block(Struct):
-    type: str
-    text: str | None = None
-    source: _Source | None = None
-    id: str | None = None
-    name: str | None = None
-    input: Raw | UnsetType = UNSET
-    tool_use_id: str | None = None
-    content: str | list[_Block] | None = None
-    is_error: bool = False
-
-
-class _Message(Struct):
-    role: str
-    content: str | list[_Block]
-
-
-class _Tool(Struct):
-    name: str
-    description: str | None = None
-    input_schema: Raw | UnsetType = UNSET
-    type: str | None = None
-
-
-class _ToolChoice(Struct):
-    type: str
-    name: str | None = None
-
-
-class _Thinking(Struct):
-    type: str
-    budget_tokens: int | None = None
-
-
-class _Format(Struct):
-    type: str
-    schema: Raw | UnsetType = UNSET
-
-
-class _OutputConfig(Struct):
-    format: _Format | None = None
-
-
-class _MessagesRequest(Struct):
-    messages: list[_Message]
-    system: str | list[_Block] | None = None
-    tools: list[_Tool] | None = None
-    tool_choice: _ToolChoice | None = None
-    max_tokens: int | None = None
-    stop_sequences: list[str] | None = None
-    temperature: float | None = None
-    top_p: float | None = None
-    top_k: int | None = None
-    thinking: _Thinking | None = None
-    output_config: _OutputConfig | None = None
-
-
-_REQUEST: Final = msgspec.json.Decoder(_MessagesRequest)
+_REQUEST: Final = msgspec.json.Decoder(MessagesRequest)
 _MODES: Final[dict[str, str]] = {"auto": "AUTO", "any": "ANY", "tool": "ANY", "none": "NONE"}
 _CLIENT_TOOL_TYPES: Final = frozenset({None, "custom"})
 
@@ -143,7 +85,7 @@ def anthropic_to_gemini_request(body: bytes, signatures: SignatureStore, *, reas
             continue
         if msg.role not in ("user", "assistant"):
             raise InvalidRequest(f"unsupported message role {msg.role!r}", param="messages")
-        blocks = [_Block(type="text", text=msg.content)] if isinstance(msg.content, str) else msg.content
+        blocks = [InputBlock(type="text", text=msg.content)] if isinstance(msg.content, str) else msg.content
         if msg.role == "assistant":
             turns.add("model", _assistant_parts(blocks, names, signatures))
         else:
@@ -154,13 +96,13 @@ def anthropic_to_gemini_request(body: bytes, signatures: SignatureStore, *, reas
         _tool_config(req.tool_choice) if req.tool_choice is not None else None, _generation_config(req, reasons))
 
 
-def _system_text(system: str | list[_Block] | None) -> str:
+def _system_text(system: str | list[InputBlock] | None) -> str:
     if system is None or isinstance(system, str):
         return system or ""
     return "\n\n".join(b.text for b in system if b.type == "text" and b.text)
 
 
-def _assistant_parts(blocks: list[_Block], names: dict[str, str], signatures: SignatureStore) -> list[Part]:
+def _assistant_parts(blocks: list[InputBlock], names: dict[str, str], signatures: SignatureStore) -> list[Part]:
     parts: list[Part] = []
     for block in blocks:
         if block.type == "text":
@@ -178,7 +120,7 @@ def _assistant_parts(blocks: list[_Block], names: dict[str, str], signatures: Si
     return parts
 
 
-def _user_parts(blocks: list[_Block], names: dict[str, str], signatures: SignatureStore) -> list[Part]:
+def _user_parts(blocks: list[InputBlock], names: dict[str, str], signatures: SignatureStore) -> list[Part]:
     results: list[Part] = []
     others: list[Part] = []
     for block in blocks:
@@ -198,7 +140,7 @@ def _user_parts(blocks: list[_Block], names: dict[str, str], signatures: Signatu
     return results + others
 
 
-def _result_content(content: str | list[_Block] | None) -> tuple[str, list[Part]]:
+def _result_content(content: str | list[InputBlock] | None) -> tuple[str, list[Part]]:
     if content is None or isinstance(content, str):
         return content or "", []
     texts = [b.text for b in content if b.type == "text" and b.text]
@@ -206,7 +148,7 @@ def _result_content(content: str | list[_Block] | None) -> tuple[str, list[Part]
     return "\n".join(texts), media
 
 
-def _content_part(block: _Block) -> Part | None:
+def _content_part(block: InputBlock) -> Part | None:
     if block.type == "text":
         return text_part(block.text or "")
     if block.type in ("image", "document") and block.source is not None:
@@ -220,20 +162,20 @@ def _content_part(block: _Block) -> Part | None:
     raise InvalidRequest(f"content block type {block.type!r} is not supported by Gemini", param="messages")
 
 
-def _declaration(tool: _Tool) -> FunctionDeclaration:
+def _declaration(tool: ToolDef) -> FunctionDeclaration:
     if tool.type not in _CLIENT_TOOL_TYPES:
         raise InvalidRequest(f"server tool {tool.type!r} is not available on this channel", param="tools")
     return declaration(tool.name, tool.description, tool.input_schema)
 
 
-def _tool_config(choice: _ToolChoice) -> ToolConfig:
+def _tool_config(choice: ToolChoice) -> ToolConfig:
     mode = _MODES.get(choice.type)
     if mode is None:
         raise InvalidRequest(f"unsupported tool_choice type {choice.type!r}", param="tool_choice")
     return tool_config(mode, choice.name if choice.type == "tool" else None)
 
 
-def _generation_config(req: _MessagesRequest, reasons: bool) -> GenerationConfig:
+def _generation_config(req: MessagesRequest, reasons: bool) -> GenerationConfig:
     cfg = generation_config(req.max_tokens, req.stop_sequences, req.temperature, req.top_p)
     if req.top_k is not None:
         cfg.top_k = req.top_k

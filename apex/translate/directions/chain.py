@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import final
 
+from apex.errors import ErrorKind
 from apex.sse import SseEvent, SseParser
 from apex.translate.base import StreamTranslator, TranslateContext, Translator
 from apex.types import Dialect
@@ -45,7 +46,7 @@ class _ChainedStream:
             out.extend(self._outer.finish())
         return out
 
-    def fail(self, message: str, kind: str) -> list[bytes]:
+    def fail(self, message: str, kind: ErrorKind) -> list[bytes]:
         return self._outer.fail(message, kind)
 
     @property

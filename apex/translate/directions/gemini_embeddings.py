@@ -22,7 +22,8 @@ from apex.errors import InternalError, InvalidRequest, UpstreamMalformed
 from apex.translate.base import StreamTranslator, TranslateContext
 from apex.translate.write.embeddings import base64_to_floats
 from apex.types import Dialect, Usage
-from apex.wire.gemini import BatchEmbedRequest, decode_batch_embed_request
+from apex.wire.gemini import BatchEmbedRequest, RawBatchEmbedRequest, RawEmbeddingsAnswer, decode_batch_embed_request
+from apex.wire.openai import EmbeddingsAnswer
 
 __all__ = ["GeminiEmbedToOpenAI", "batch_to_single", "single_to_batch", "with_upstream_model"]
 
@@ -30,28 +31,10 @@ _ENCODER: Final = msgspec.json.Encoder()
 _TOP: Final = msgspec.json.Decoder(dict[str, msgspec.Raw])
 
 
-class _OpenAIItem(msgspec.Struct):
-    embedding: list[float] | str
-    index: int = 0
+_OPENAI: Final = msgspec.json.Decoder(EmbeddingsAnswer)
 
 
-class _OpenAIUsage(msgspec.Struct):
-    prompt_tokens: int = 0
-
-
-class _OpenAIEmbeddings(msgspec.Struct):
-    data: list[_OpenAIItem]
-    usage: _OpenAIUsage | None = None
-
-
-_OPENAI: Final = msgspec.json.Decoder(_OpenAIEmbeddings)
-
-
-class _Batch(msgspec.Struct):
-    embeddings: list[msgspec.Raw]
-
-
-_BATCH: Final = msgspec.json.Decoder(_Batch)
+_BATCH: Final = msgspec.json.Decoder(RawEmbeddingsAnswer)
 
 
 def single_to_batch(body: bytes, model: str) -> bytes:
@@ -84,11 +67,7 @@ def _decode(body: bytes) -> BatchEmbedRequest:
         raise InvalidRequest(f"invalid batchEmbedContents request: {exc}") from exc
 
 
-class _RawBatch(msgspec.Struct):
-    requests: list[dict[str, msgspec.Raw]]
-
-
-_RAW_BATCH: Final = msgspec.json.Decoder(_RawBatch)
+_RAW_BATCH: Final = msgspec.json.Decoder(RawBatchEmbedRequest)
 
 
 def with_upstream_model(body: bytes, model: str) -> bytes:

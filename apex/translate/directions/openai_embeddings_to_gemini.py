@@ -29,6 +29,7 @@ from apex.wire.gemini import (
     decode_batch_embed_response,
     encode,
 )
+from apex.wire.openai import EmbeddingsRequest
 
 __all__ = ["OpenAIEmbeddingsToGemini", "gemini_to_openai_embeddings", "openai_to_gemini_embeddings"]
 
@@ -37,12 +38,7 @@ _TOKENS_KEY: Final = "embeddings.tokens"
 _ENCODER: Final = msgspec.json.Encoder()
 
 
-class _EmbeddingsRequest(msgspec.Struct):
-    input: str | list[object]
-    dimensions: int | None = None
-
-
-_REQUEST: Final = msgspec.json.Decoder(_EmbeddingsRequest)
+_REQUEST: Final = msgspec.json.Decoder(EmbeddingsRequest)
 
 
 def openai_to_gemini_embeddings(body: bytes, ctx: TranslateContext) -> bytes:

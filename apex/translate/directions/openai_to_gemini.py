@@ -18,7 +18,6 @@ from __future__ import annotations
 from typing import Final, final
 
 import msgspec
-from msgspec import UNSET, Raw, Struct, UnsetType
 
 from apex.errors import InvalidRequest
 from apex.translate.base import TranslateContext
@@ -49,92 +48,17 @@ from apex.wire.gemini import (
     Part,
     ToolConfig,
 )
+from apex.wire.openai import (
+    ChatMessage,
+    ChatRequest,
+    ContentPart,
+    NamedToolChoice,
+)
 
 __all__ = ["OpenAIChatToGemini", "openai_to_gemini_request"]
 
 
-class _ImageUrl(Struct):
-    url: str
-
-
-class _File(Struct):
-    file_data: str | None = None
-    filename: str | None = None
-
-
-class _ContentPart(Struct):
-    type: str
-    text: str | None = None
-    image_url: _ImageUrl | None = None
-    file: _File | None = None
-    refusal: str | None = None
-
-
-class _Function(Struct):
-    name: str
-    arguments: str = ""
-
-
-class _ToolCall(Struct):
-    id: str
-    function: _Function
-
-
-class _Message(Struct):
-    role: str
-    content: str | list[_ContentPart] | None = None
-    tool_calls: list[_ToolCall] | None = None
-    tool_call_id: str | None = None
-    name: str | None = None
-
-
-class _FunctionDef(Struct):
-    name: str
-    description: str | None = None
-    parameters: Raw | UnsetType = UNSET
-
-
-class _ToolDef(Struct):
-    function: _FunctionDef
-    type: str = "function"
-
-
-class _NamedFunction(Struct):
-    name: str
-
-
-class _NamedChoice(Struct):
-    function: _NamedFunction
-
-
-class _JsonSchema(Struct):
-    name: str = ""
-    schema: Raw | UnsetType = UNSET
-
-
-class _ResponseFormat(Struct):
-    type: str
-    json_schema: _JsonSchema | None = None
-
-
-class _ChatRequest(Struct):
-    messages: list[_Message]
-    tools: list[_ToolDef] | None = None
-    tool_choice: str | _NamedChoice | None = None
-    response_format: _ResponseFormat | None = None
-    max_completion_tokens: int | None = None
-    max_tokens: int | None = None
-    temperature: float | None = None
-    top_p: float | None = None
-    n: int | None = None
-    stop: str | list[str] | None = None
-    seed: int | None = None
-    presence_penalty: float | None = None
-    frequency_penalty: float | None = None
-    reasoning_effort: str | None = None
-
-
-_REQUEST: Final = msgspec.json.Decoder(_ChatRequest)
+_REQUEST: Final = msgspec.json.Decoder(ChatRequest)
 _MODES: Final[dict[str, str]] = {"auto": "AUTO", "required": "ANY", "none": "NONE"}
 
 
@@ -171,13 +95,13 @@ def openai_to_gemini_request(body: bytes, signatures: SignatureStore, *, reasons
         _tool_config(req.tool_choice) if req.tool_choice is not None else None, _generation_config(req, reasons))
 
 
-def _text_parts(content: str | list[_ContentPart] | None) -> list[Part]:
+def _text_parts(content: str | list[ContentPart] | None) -> list[Part]:
     text = _joined_text(content)
     part = text_part(text)
     return [part] if part is not None else []
 
 
-def _joined_text(content: str | list[_ContentPart] | None) -> str:
+def _joined_text(content: str | list[ContentPart] | None) -> str:
     if content is None:
         return ""
     if isinstance(content, str):
@@ -185,7 +109,7 @@ def _joined_text(content: str | list[_ContentPart] | None) -> str:
     return "".join(p.text or "" for p in content if p.type == "text")
 
 
-def _user_parts(content: str | list[_ContentPart] | None) -> list[Part]:
+def _user_parts(content: str | list[ContentPart] | None) -> list[Part]:
     if content is None or isinstance(content, str):
         return _text_parts(content)
     parts: list[Part] = []
@@ -203,7 +127,7 @@ def _user_parts(content: str | list[_ContentPart] | None) -> list[Part]:
     return parts
 
 
-def _assistant_parts(msg: _Message, names: dict[str, str], signatures: SignatureStore) -> list[Part]:
+def _assistant_parts(msg: ChatMessage, names: dict[str, str], signatures: SignatureStore) -> list[Part]:
     parts: list[Part] = []
     if isinstance(msg.content, list):
         text = "".join(p.text or p.refusal or "" for p in msg.content)
@@ -218,7 +142,7 @@ def _assistant_parts(msg: _Message, names: dict[str, str], signatures: Signature
     return parts
 
 
-def _tool_config(choice: str | _NamedChoice) -> ToolConfig:
+def _tool_config(choice: str | NamedToolChoice) -> ToolConfig:
     if isinstance(choice, str):
         mode = _MODES.get(choice)
         if mode is None:
@@ -227,7 +151,7 @@ def _tool_config(choice: str | _NamedChoice) -> ToolConfig:
     return tool_config("ANY", choice.function.name)
 
 
-def _generation_config(req: _ChatRequest, reasons: bool) -> GenerationConfig:
+def _generation_config(req: ChatRequest, reasons: bool) -> GenerationConfig:
     max_tokens = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
     stops = [req.stop] if isinstance(req.stop, str) else req.stop
     cfg = generation_config(max_tokens, stops, req.temperature, req.top_p)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from apex.errors import kind_for_status
+from apex.errors import ErrorKind, kind_for_status
 
 __all__ = [
     "anthropic_error_type",
@@ -20,7 +20,7 @@ __all__ = [
     "responses_error_code",
 ]
 
-_OPENAI: Final[dict[str, str]] = {
+_OPENAI: Final[dict[ErrorKind, str]] = {
     "invalid_request": "invalid_request_error",
     "authentication": "authentication_error",
     "permission": "permission_error",
@@ -32,13 +32,13 @@ _OPENAI: Final[dict[str, str]] = {
     "overloaded": "api_error",
     "api_error": "api_error",
 }
-_ANTHROPIC: Final[dict[str, str]] = {
+_ANTHROPIC: Final[dict[ErrorKind, str]] = {
     **_OPENAI,
     "request_too_large": "request_too_large",
     "budget_exceeded": "rate_limit_error",
     "overloaded": "overloaded_error",
 }
-_KIND_OF_TYPE: Final[dict[str, str]] = {
+_KIND_OF_TYPE: Final[dict[str, ErrorKind]] = {
     "invalid_request_error": "invalid_request",
     "authentication_error": "authentication",
     "permission_error": "permission",
@@ -74,13 +74,14 @@ _GEMINI_RPC: Final[dict[int, str]] = {
     504: "DEADLINE_EXCEEDED",
     529: "UNAVAILABLE",
 }
-_STATUS_OF_KIND: Final[dict[str, int]] = {
+_STATUS_OF_KIND: Final[dict[ErrorKind, int]] = {
     "invalid_request": 400,
     "authentication": 401,
     "permission": 403,
     "not_found": 404,
     "request_too_large": 413,
     "rate_limit": 429,
+    "budget_exceeded": 429,
     "timeout": 504,
     "overloaded": 503,
     "api_error": 500,
@@ -92,22 +93,22 @@ def gemini_rpc_status(status: int) -> str:
     return _GEMINI_RPC.get(status, "INTERNAL" if status >= 500 else "FAILED_PRECONDITION")
 
 
-def gemini_status_of_kind(kind: str) -> int:
+def gemini_status_of_kind(kind: ErrorKind) -> int:
     """Apex kind -> the HTTP code a Gemini in-stream error carries."""
-    return _STATUS_OF_KIND.get(kind, 500)
+    return _STATUS_OF_KIND[kind]
 
 
-def openai_error_type(kind: str) -> str:
+def openai_error_type(kind: ErrorKind) -> str:
     """Apex kind -> OpenAI ``error.type``."""
-    return _OPENAI.get(kind, "api_error")
+    return _OPENAI[kind]
 
 
-def anthropic_error_type(kind: str) -> str:
+def anthropic_error_type(kind: ErrorKind) -> str:
     """Apex kind -> Anthropic ``error.type``."""
-    return _ANTHROPIC.get(kind, "api_error")
+    return _ANTHROPIC[kind]
 
 
-def responses_error_code(kind: str) -> str:
+def responses_error_code(kind: ErrorKind) -> str:
     """Apex kind -> Responses ``response.error.code`` (a closed set in the API)."""
     if kind in ("rate_limit", "budget_exceeded"):
         return "rate_limit_exceeded"
@@ -116,7 +117,7 @@ def responses_error_code(kind: str) -> str:
     return "server_error"
 
 
-def kind_from_upstream(error_type: str | None, status: int | None = None) -> str:
+def kind_from_upstream(error_type: str | None, status: int | None = None) -> ErrorKind:
     """An upstream error's ``type`` (preferred) or HTTP status -> Apex kind."""
     if error_type and error_type in _KIND_OF_TYPE:
         return _KIND_OF_TYPE[error_type]

@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol, final
 
+from apex.errors import ErrorKind
 from apex.sse import SseEvent
 from apex.translate.base import StreamTranslator
 from apex.translate.neutral.reasons import Finish
@@ -119,7 +120,7 @@ class Failed:
     """The stream failed: an upstream error event, a malformed event, or a cut stream."""
 
     message: str
-    kind: str
+    kind: ErrorKind
     code: str | None = None
 
 
@@ -174,7 +175,7 @@ class PipedStream:
             return []
         return self._write(self._reader.finish())
 
-    def fail(self, message: str, kind: str) -> list[bytes]:
+    def fail(self, message: str, kind: ErrorKind) -> list[bytes]:
         """Abort with an error event in the client's dialect."""
         if self._writer.done:
             return []

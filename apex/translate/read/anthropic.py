@@ -31,9 +31,8 @@ from apex.translate.neutral.parts import (
     UsageUpdated,
 )
 from apex.translate.neutral.reasons import finish_from_anthropic
-from apex.types import Usage
 from apex.wire.anthropic import StreamEvent, decode_stream_event
-from apex.translate.neutral.usage import usage_from_anthropic
+from apex.translate.neutral.usage import AnthropicUsageTally
 
 __all__ = ["AnthropicReader"]
 
@@ -51,7 +50,7 @@ class AnthropicReader:
         self._finished = False
         self._ended = False
         self._tool_blocks: set[int] = set()
-        self._usage: Usage | None = None
+        self._usage = AnthropicUsageTally()
 
     def feed(self, event: SseEvent) -> list[Part]:
         """Parts for one upstream event."""
@@ -79,8 +78,7 @@ class AnthropicReader:
             self._started = True
             out: list[Part] = [Started(ev.message.id if ev.message else "")]
             if ev.message and ev.message.usage:
-                self._usage = usage_from_anthropic(ev.message.usage)
-                out.append(UsageUpdated(self._usage))
+                out.append(UsageUpdated(self._usage.add(ev.message.usage)))
             return out
         if kind == "content_block_start":
             return self._block_start(ev)
@@ -91,8 +89,7 @@ class AnthropicReader:
         if kind == "message_delta":
             out = []
             if ev.usage is not None:
-                self._usage = usage_from_anthropic(ev.usage, self._usage)
-                out.append(UsageUpdated(self._usage))
+                out.append(UsageUpdated(self._usage.add(ev.usage)))
             if ev.delta is not None and ev.delta.stop_reason is not None and not self._finished:
                 self._finished = True
                 out.append(Finished(finish_from_anthropic(ev.delta.stop_reason), ev.delta.stop_sequence))

@@ -19,6 +19,7 @@ from typing import final
 
 import msgspec
 
+from apex.errors import ErrorKind
 from apex.sse import SseEvent
 from apex.translate.read.gemini_errors import gemini_error
 from apex.translate.read.gemini_parts import (
@@ -29,8 +30,8 @@ from apex.translate.read.gemini_parts import (
     first_candidate,
     gemini_finish,
     random_call_id,
-    usage_of,
 )
+from apex.translate.neutral.usage import usage_from_gemini
 from apex.translate.neutral.parts import (
     Ended,
     Failed,
@@ -103,7 +104,7 @@ class GeminiReader:
     def _chunk(self, chunk: GenerateContentResponse, out: list[Part]) -> None:
         if chunk.usage_metadata is not None:
             self._meta = chunk.usage_metadata
-            out.append(UsageUpdated(usage_of(self._meta)))
+            out.append(UsageUpdated(usage_from_gemini(self._meta)))
         if chunk.prompt_feedback is not None and chunk.prompt_feedback.block_reason is not None:
             self._blocked = True
         cand = first_candidate(chunk)
@@ -128,8 +129,8 @@ class GeminiReader:
         # Started (it would open the client's stream); the gateway estimates in that case.
         if self._meta is not None or not self._started:
             return []
-        return [UsageUpdated(usage_of(None, self._estimate))]
+        return [UsageUpdated(usage_from_gemini(None, self._estimate))]
 
-    def _fail(self, message: str, kind: str, code: str | None = None) -> list[Part]:
+    def _fail(self, message: str, kind: ErrorKind, code: str | None = None) -> list[Part]:
         self._ended = True
         return [*self._estimated_usage(), Failed(message, kind, code)]

@@ -15,7 +15,7 @@ from typing import Final, NamedTuple
 
 import msgspec
 
-from apex.errors import kind_for_status
+from apex.errors import ErrorKind, kind_for_status
 from apex.wire.gemini import decode_error_body
 
 __all__ = ["GeminiError", "gemini_error"]
@@ -25,7 +25,7 @@ class GeminiError(NamedTuple):
     """A decoded Gemini error: the status Apex should treat it as, its kind and message."""
 
     status: int
-    kind: str
+    kind: ErrorKind
     message: str
     rpc_status: str | None    # e.g. "NOT_FOUND", "RESOURCE_EXHAUSTED"; None when not JSON
 

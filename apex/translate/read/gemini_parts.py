@@ -6,8 +6,8 @@ function call gets a fresh client id (``call_...`` / ``toolu_...``; Gemini has n
 is remembered in the SignatureStore with its thoughtSignature (8.7.4, P5). The reader
 tracks whether any call was seen, because a function-call turn ends with ``STOP``,
 possibly in a later chunk (P1): ``finish_kind`` maps the finish at the END only, and
-``gemini_finish`` gives it as the neutral ``Finish``. ``usage_of`` applies 8.6
-(completion = candidates + thoughts). ``reply_from_gemini`` reads a whole non-stream
+``gemini_finish`` gives it as the neutral ``Finish``. Usage is read by
+``neutral.usage.usage_from_gemini``. ``reply_from_gemini`` reads a whole non-stream
 answer into the neutral ``Reply`` the body writers of ``neutral/reply.py`` consume. What this
 module must not do: produce client wire bytes.
 """
@@ -26,12 +26,11 @@ from apex.errors import UpstreamMalformed
 from apex.translate.neutral.parts import Reply, ReplyReasoning, ReplyText, ReplyToolCall
 from apex.translate.neutral.reasons import Finish
 from apex.translate.neutral.signatures import SignatureStore
-from apex.types import Usage
+from apex.translate.neutral.usage import usage_from_gemini
 from apex.wire.gemini import (
     Candidate,
     GenerateContentResponse,
     Part,
-    UsageMetadata,
     decode_response,
 )
 
@@ -47,7 +46,6 @@ __all__ = [
     "gemini_finish",
     "random_call_id",
     "reply_from_gemini",
-    "usage_of",
 ]
 
 IdFactory = Callable[[str], str]
@@ -100,18 +98,6 @@ def finish_kind(reason: str | None, saw_call: bool, blocked: bool = False) -> Fi
 def gemini_finish(reason: str | None, saw_call: bool, blocked: bool = False) -> Finish:
     """``finish_kind`` as the neutral Finish the writers consume."""
     return _NEUTRAL[finish_kind(reason, saw_call, blocked)]
-
-
-def usage_of(meta: UsageMetadata | None, estimated_prompt: int = 0) -> Usage:
-    """Gemini usageMetadata -> Usage; without metadata, the prompt estimate, marked estimated."""
-    if meta is None:
-        return Usage(prompt_tokens=estimated_prompt, estimated=True)
-    return Usage(
-        prompt_tokens=meta.prompt_token_count + meta.tool_use_prompt_token_count,
-        completion_tokens=meta.candidates_token_count + meta.thoughts_token_count,
-        cached_tokens=meta.cached_content_token_count,
-        reasoning_tokens=meta.thoughts_token_count,
-    )
 
 
 def first_candidate(response: GenerateContentResponse) -> Candidate | None:
@@ -184,7 +170,7 @@ def reply_from_gemini(
     if not items and reason in BROKEN_FINISHES:
         raise UpstreamMalformed(f"Gemini produced no usable output (finishReason {reason})")
     reply = Reply(resp.response_id, finish=gemini_finish(reason, reader.saw_call, blocked),
-                  usage=usage_of(resp.usage_metadata, estimated_prompt))
+                  usage=usage_from_gemini(resp.usage_metadata, estimated_prompt))
     for item in items:
         if isinstance(item, CallItem):
             reply.parts.append(ReplyToolCall(item.call_id, item.name, item.arguments.decode()))

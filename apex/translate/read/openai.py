@@ -66,7 +66,10 @@ class OpenAIChatReader:
             return [Failed(f"upstream sent a malformed stream chunk: {exc}", "api_error")]
         if chunk.error is not None or event.event == "error":
             self._ended = True
-            return [_failure(chunk.error)]
+            # An error chunk may still report what was consumed (OpenRouter): count it.
+            usage = chunk.usage or (chunk.x_groq.usage if chunk.x_groq else None)
+            failed = _failure(chunk.error)
+            return [UsageUpdated(usage_from_openai(usage)), failed] if usage is not None else [failed]
         return self._chunk(chunk)
 
     def finish(self) -> list[Part]:

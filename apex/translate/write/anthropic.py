@@ -24,6 +24,7 @@ from typing import Final, final
 
 import msgspec
 
+from apex.errors import ErrorKind
 from apex.sse import encode_event
 from apex.translate.base import TranslateContext
 from apex.translate.neutral.clientids import id_stem
@@ -51,7 +52,7 @@ __all__ = ["AnthropicWriter", "anthropic_error_event"]
 _ENCODER: Final = msgspec.json.Encoder()
 
 
-def anthropic_error_event(message: str, kind: str) -> bytes:
+def anthropic_error_event(message: str, kind: ErrorKind) -> bytes:
     """One ``event: error`` in Anthropic's shape."""
     body = {"type": "error", "error": {"type": anthropic_error_type(kind), "message": message}}
     return encode_event(_ENCODER.encode(body), "error")

@@ -28,6 +28,7 @@ from typing import Final, Literal
 import msgspec
 
 from apex.errors import InvalidRequest, UpstreamMalformed
+from apex.wire.openai import EmbeddingsEncoding
 
 __all__ = [
     "Encoding",
@@ -44,11 +45,7 @@ _DECODER: Final = msgspec.json.Decoder()
 _ENCODER: Final = msgspec.json.Encoder()
 
 
-class _EncodingView(msgspec.Struct):
-    encoding_format: str | None = None
-
-
-_ENCODING_VIEW: Final = msgspec.json.Decoder(_EncodingView)
+_ENCODING_VIEW: Final = msgspec.json.Decoder(EmbeddingsEncoding)
 
 
 def floats_to_base64(values: Sequence[float]) -> str:

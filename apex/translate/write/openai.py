@@ -15,6 +15,7 @@ from typing import Final, final
 
 import msgspec
 
+from apex.errors import ErrorKind
 from apex.sse import DONE_EVENT, encode_event
 from apex.translate.base import TranslateContext
 from apex.translate.neutral.clientids import created_at, id_stem
@@ -40,7 +41,7 @@ __all__ = ["OpenAIChatWriter", "openai_error_event"]
 _ENCODER: Final = msgspec.json.Encoder()
 
 
-def openai_error_event(message: str, kind: str, code: str | None = None) -> bytes:
+def openai_error_event(message: str, kind: ErrorKind, code: str | None = None) -> bytes:
     """One ``data: {"error": ...}`` event (the OpenAI SDK raises on it)."""
     body = {"error": {"message": message, "type": openai_error_type(kind), "param": None, "code": code}}
     return encode_event(_ENCODER.encode(body))

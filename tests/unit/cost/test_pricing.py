@@ -10,7 +10,7 @@ from apex.config.load import load_config_bytes
 from apex.cost import BUILTIN_PRICES, PRICES_DATE, PriceBook, UnitPrice, cost_of
 from apex.errors import ConfigError
 from apex.translate.passthrough import body_usage
-from apex.types import Usage
+from apex.types import Dialect, Usage
 
 
 def _book(**cfg: object) -> PriceBook:
@@ -40,7 +40,7 @@ def test_openai_cached_tokens_are_part_of_prompt_tokens() -> None:
     """OpenAI's prompt_tokens includes cached tokens: those are priced at the cached rate, the rest at input."""
     body = json.dumps({"usage": {"prompt_tokens": 1_000_000, "completion_tokens": 1_000_000,
                                  "prompt_tokens_details": {"cached_tokens": 400_000}}}).encode()
-    usage = body_usage("openai", body)
+    usage = body_usage(Dialect.OPENAI_CHAT, body)
     assert usage is not None
     cost = _book().cost("c", "gpt-4o", usage)
     assert cost == pytest.approx(0.6 * 2.50 + 0.4 * 1.25 + 10.0)
@@ -51,7 +51,7 @@ def test_anthropic_input_tokens_exclude_cache_reads_and_writes() -> None:
     body = json.dumps({"type": "message", "usage": {"input_tokens": 1_000_000, "cache_read_input_tokens": 2_000_000,
                                                     "cache_creation_input_tokens": 1_000_000,
                                                     "output_tokens": 1_000_000}}).encode()
-    usage = body_usage("anthropic", body)
+    usage = body_usage(Dialect.ANTHROPIC_MESSAGES, body)
     assert usage is not None and usage.prompt_tokens == 4_000_000 and usage.cache_write_tokens == 1_000_000
     cost = _book().cost("c", "claude-sonnet-4-20250514", usage)
     assert cost == pytest.approx(3.0 + 2 * 0.30 + 3.75 + 15.0)

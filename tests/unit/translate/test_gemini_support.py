@@ -7,7 +7,8 @@ import json
 import pytest
 
 from apex.translate.read.gemini_errors import gemini_error
-from apex.translate.read.gemini_parts import FinishKind, finish_kind, usage_of
+from apex.translate.neutral.usage import usage_from_gemini
+from apex.translate.read.gemini_parts import FinishKind, finish_kind
 from apex.translate.neutral.signatures import FOREIGN_SIGNATURE, SignatureStore
 from apex.wire.gemini import UsageMetadata
 
@@ -82,7 +83,7 @@ def test_blocked_prompt_is_a_filter_finish() -> None:
 
 def test_usage_adds_thoughts_and_tool_prompt() -> None:
     """completion = candidates + thoughts; prompt includes tool-use prompt tokens; cached kept (8.6)."""
-    usage = usage_of(UsageMetadata(prompt_token_count=10, candidates_token_count=5, thoughts_token_count=7,
+    usage = usage_from_gemini(UsageMetadata(prompt_token_count=10, candidates_token_count=5, thoughts_token_count=7,
                                    cached_content_token_count=4, tool_use_prompt_token_count=2))
     assert (usage.prompt_tokens, usage.completion_tokens, usage.reasoning_tokens, usage.cached_tokens) == (12, 12, 7, 4)
     assert not usage.estimated
@@ -90,5 +91,5 @@ def test_usage_adds_thoughts_and_tool_prompt() -> None:
 
 def test_usage_without_metadata_is_the_estimate() -> None:
     """No usageMetadata at all falls back to the prompt estimate, marked estimated."""
-    usage = usage_of(None, 99)
+    usage = usage_from_gemini(None, 99)
     assert usage.prompt_tokens == 99 and usage.estimated

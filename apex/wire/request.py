@@ -1,0 +1,92 @@
+"""Views of a client request body that hold for every dialect (the names the APIs share).
+
+``RequestView`` is what the pipeline reads of every request (model, stream, token caps);
+everything else is forwarded untouched or read by the direction that translates it (the
+per-dialect request views live in ``wire.openai`` and ``wire.anthropic``). What this module
+must not do: translate or import from apex.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+__all__ = [
+    "LooseGeminiBatchEmbed",
+    "LooseGeminiContent",
+    "LooseGeminiEmbed",
+    "LooseGeminiGeneration",
+    "LooseGeminiPart",
+    "LooseGeminiRequest",
+    "LooseMessage",
+    "LooseRequest",
+    "RequestView",
+    "StreamOptions",
+]
+
+
+class StreamOptions(msgspec.Struct):
+    include_usage: bool | None = None
+
+
+class RequestView(msgspec.Struct):
+    """The only fields Apex reads from a request body; the rest is forwarded untouched."""
+
+    model: str | None = None
+    stream: bool | None = False
+    stream_options: StreamOptions | None = None
+    encoding_format: str | None = None
+    max_tokens: int | None = None
+    max_completion_tokens: int | None = None
+    max_output_tokens: int | None = None
+
+
+class LooseMessage(msgspec.Struct):
+    """One message of any dialect, content left as decoded JSON."""
+
+    role: str = ""
+    content: object = None
+
+
+class LooseRequest(msgspec.Struct):
+    """Any dialect's request read loosely, for the in-process mock upstream that answers from it."""
+
+    model: str = ""
+    stream: bool = False
+    messages: list[LooseMessage] = []
+    input: object = None
+    max_tokens: int | None = None
+    max_completion_tokens: int | None = None
+    max_output_tokens: int | None = None
+    encoding_format: str | None = None
+    dimensions: int | None = None
+    stream_options: dict[str, object] | None = None
+
+
+# --- Gemini requests read loosely, for the mock upstream ---
+
+
+class LooseGeminiPart(msgspec.Struct):
+    text: str | None = None
+
+
+class LooseGeminiContent(msgspec.Struct):
+    parts: list[LooseGeminiPart] = []
+    role: str = "user"
+
+
+class LooseGeminiGeneration(msgspec.Struct, rename="camel"):
+    max_output_tokens: int | None = None
+
+
+class LooseGeminiRequest(msgspec.Struct, rename="camel"):
+    contents: list[LooseGeminiContent] = []
+    generation_config: LooseGeminiGeneration | None = None
+
+
+class LooseGeminiEmbed(msgspec.Struct, rename="camel"):
+    content: LooseGeminiContent
+    output_dimensionality: int | None = None
+
+
+class LooseGeminiBatchEmbed(msgspec.Struct):
+    requests: list[LooseGeminiEmbed]
