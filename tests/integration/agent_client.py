@@ -118,8 +118,10 @@ def _assemble_message(events: list[dict[str, Any]]) -> at.Message:
     message: dict[str, Any] | None = None
     partial: dict[int, str] = {}
     for ev in events:
-        validate_event(_ANTHROPIC_EVENTS, ev)
         kind = ev["type"]
+        if kind == "ping":
+            continue  # keep-alive: the SDK skips it too
+        validate_event(_ANTHROPIC_EVENTS, ev)
         if kind == "message_start":
             message = copy.deepcopy(ev["message"])
         elif message is None:

@@ -346,3 +346,27 @@ async def test_native_error_body_scrubbed(upstream: FakeUpstream, start_apex: St
     got = caught.value.body
     assert got == {"type": "error", "request_id": "req_011", "error": {
         "type": "invalid_request_error", "message": "bad key [redacted]; other [redacted]"}}
+
+
+async def test_cache_control_survives_bedrock(start_apex: StartApex, session: aiohttp.ClientSession) -> None:
+    """Claude Code's cache_control reaches Bedrock (an Anthropic-family cloud path) where it was."""
+    from tests.integration.cloud_fakes import CloudFake, SigV4
+
+    cloud = CloudFake()
+    cloud.sigv4 = SigV4("AKIDEXAMPLE", "secret-example-key", "us-west-2")
+    await cloud.start()
+    try:
+        inst = await start_apex({
+            "global": {"retries": {"max_attempts": 1}}, "logging": {"level": "error"},
+            "channels": [{"name": "br", "provider_type": "bedrock", "region": "us-west-2", "base_url": cloud.url,
+                          "aws": {"access_key_id": "AKIDEXAMPLE", "secret_access_key": "secret-example-key"},
+                          "model_map": {"claude-*": "us.anthropic.claude-opus-4-8-v1:0"}}],
+            "routers": [{"name": "r", "vkey": KEY, "channels": [{"name": "br"}]}]})
+        cap = capture("claude_code_default_turn2")
+        answer = await send(session, inst.url, KEY, cap)
+        assert answer.status == 200, answer.raw[:500]
+        sent = cloud.last("/model/").json
+        assert sent["system"] == cap["body"]["system"] and sent["messages"] == cap["body"]["messages"]
+        assert sent["messages"][-1]["content"][0]["cache_control"] == {"type": "ephemeral"}
+    finally:
+        await cloud.stop()
