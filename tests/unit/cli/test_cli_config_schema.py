@@ -11,8 +11,8 @@ from typing import Any
 
 import jsonschema
 import pytest
+from tests.fixtures import REPO
 
-REPO = Path(__file__).resolve().parents[3]
 SHIPPED = REPO / "apex" / "share" / "config.schema.json"
 
 

@@ -29,8 +29,8 @@ from apex.errors import ConfigError
 from apex.server.gateway import Gateway
 from apex.share import DEMO_CONFIG, EXAMPLE_CONFIG, SHARE_DIR, SYSTEMD_UNIT, share_path
 from tests.unit.cli.conftest import read
+from tests.fixtures import REPO
 
-REPO = Path(__file__).resolve().parents[3]
 Run = Callable[..., Result]
 MINIMAL = {"channels": [{"name": "m", "provider_type": "mock"}], "routers": [{"name": "r", "channels": [{"name": "m"}]}]}
 
