@@ -21,6 +21,7 @@ client's dialect; nothing here knows about wire formats or aiohttp.
     │   ├── UpstreamMalformed          502 not the JSON or SSE the protocol promises
     │   └── UpstreamTimeout            504 connect / first byte / request / idle timeout
     ├── NoRouteAvailable               503 every channel is cooling down
+    ├── ShuttingDown                   503 the shutdown deadline stopped the request
     └── InternalError                  500 a bug in Apex (rendered by the catch-all)
 
     ConfigError                        a config file is invalid; outside the tree above, so
@@ -53,6 +54,7 @@ __all__ = [
     "RateLimited",
     "RequestTimeout",
     "RequestTooLarge",
+    "ShuttingDown",
     "UpstreamConnectionError",
     "UpstreamError",
     "UpstreamMalformed",
@@ -215,6 +217,14 @@ class UpstreamTimeout(UpstreamError):
 
 
 class NoRouteAvailable(ApexError):
+    status = 503
+    kind: ErrorKind = "overloaded"
+
+
+class ShuttingDown(ApexError):
+    """A request still waiting on its upstream when the shutdown grace ran out: answered
+    rather than cut, so the client can retry (on another instance) at once."""
+
     status = 503
     kind: ErrorKind = "overloaded"
 
