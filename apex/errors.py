@@ -33,7 +33,9 @@ client's dialect; nothing here knows about wire formats or aiohttp.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
+from urllib.parse import quote
 from typing import Final, Literal
 
 import msgspec
@@ -287,6 +289,7 @@ def kind_for_status(status: int) -> ErrorKind:
 
 REDACTED: Final = "[redacted]"
 _REDACTED_B: Final = REDACTED.encode()
+_LOWER_ESCAPE: Final = re.compile(r"%[0-9A-F]{2}")
 MIN_SECRET_LEN: Final = 8  # shorter header values ("true", "v1") are not secrets and are everywhere
 
 
@@ -295,7 +298,9 @@ class Secrets:
 
     Built once per channel at config load. An upstream may quote the key it was given in an
     error message (OpenAI-compatible servers echo it whole), in a JSON body where ``/`` may be
-    escaped: both spellings are scrubbed, longest first.
+    escaped, or percent-encoded as it went in a URL (``?key=``, a proxy's ``user:pass@``): every
+    spelling is scrubbed, longest first. The spellings differ only for keys holding characters
+    such as ``/ + = @``, so most keys cost one substring search.
     """
 
     __slots__ = ("_b", "_s")
@@ -306,6 +311,9 @@ class Secrets:
             if len(v) >= MIN_SECRET_LEN:
                 spellings.add(v)
                 spellings.add(msgspec.json.encode(v).decode()[1:-1])  # as it appears inside a JSON string
+                for encoded in (quote(v, safe=""), quote(v)):  # as it went into a URL (``/`` kept or not)
+                    spellings.add(encoded)
+                    spellings.add(_LOWER_ESCAPE.sub(lambda m: m.group().lower(), encoded))  # %2f as well as %2F
         ordered = sorted(spellings, key=len, reverse=True)
         self._s: tuple[str, ...] = tuple(ordered)
         self._b: tuple[bytes, ...] = tuple(v.encode() for v in ordered)
