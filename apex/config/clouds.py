@@ -8,7 +8,7 @@ install, not a crash on the first request. Pure: reads no files and opens no soc
 from __future__ import annotations
 
 import importlib.util
-import re
+from collections.abc import Callable
 from typing import Final
 
 from apex.config.model import Channel
@@ -32,8 +32,6 @@ _CLOUD_ONLY: Final[dict[str, str]] = {
     "location": "vertex",
     "credentials_file": "vertex",
 }
-_AZURE_DATED: Final = re.compile(r"^\d{4}-\d{2}-\d{2}(-preview)?$")
-_NAME: Final = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 
 
 def missing_extra(extra: str) -> bool:
@@ -56,46 +54,52 @@ def _need_extra(extra: str, provider: str, path: str) -> None:
 
 
 def check_cloud_channel(ch: Channel, path: str) -> None:
-    """The per-cloud rules for channel ``ch`` at ``path``; keys of another cloud are errors."""
+    """The per-cloud rules for channel ``ch`` at ``path``; keys of another cloud are errors.
+
+    Each value's own shape (a dated api_version, a region name, non-empty credentials, an
+    http(s) authority) is in its type in ``apex.config.model``; these are the keys a cloud
+    needs or forbids beside the others."""
     for key, owner in _CLOUD_ONLY.items():
         if getattr(ch, key) is not None and ch.provider_type != owner:
             raise ConfigError(f"only for provider_type {owner}", path=f"{path}.{key}")
-    if ch.provider_type == "azure_openai":
-        if not ch.base_url:
-            raise ConfigError(
-                "required for provider_type azure_openai: the resource endpoint, "
-                "e.g. https://NAME.openai.azure.com", path=f"{path}.base_url")
-        if ch.api_version is None:
-            raise ConfigError('required for provider_type azure_openai: a dated version such as '
-                              '"2024-10-21", or "v1"', path=f"{path}.api_version")
-        if ch.api_version != "v1" and not _AZURE_DATED.match(ch.api_version):
-            raise ConfigError(f'"{ch.api_version}" is neither "v1" nor a dated version like "2024-10-21"',
-                              path=f"{path}.api_version")
-        if (ch.api_key is None) == (ch.azure_ad is None):
-            raise ConfigError("azure_openai needs exactly one of api_key or azure_ad", path=f"{path}.api_key")
-        if ch.azure_ad is not None:
-            for key in ("tenant_id", "client_id", "client_secret"):
-                if not getattr(ch.azure_ad, key):
-                    raise ConfigError("must not be empty", path=f"{path}.azure_ad.{key}")
-            host = ch.azure_ad.authority_host
-            if not host.startswith(("https://", "http://")):
-                raise ConfigError("must be an http(s) URL", path=f"{path}.azure_ad.authority_host")
-    elif ch.provider_type == "bedrock":
-        if not ch.region or not _NAME.match(ch.region):
-            raise ConfigError("required for provider_type bedrock: an AWS region such as us-east-1",
-                              path=f"{path}.region")
-        if ch.aws is not None and ch.api_key is not None:
-            raise ConfigError("give either aws credentials or a Bedrock api_key, not both", path=f"{path}.api_key")
-        if ch.aws is not None and not (ch.aws.access_key_id and ch.aws.secret_access_key):
-            raise ConfigError("access_key_id and secret_access_key must not be empty", path=f"{path}.aws")
-        _need_extra("aws", "bedrock", path)  # botocore also decodes the event-stream framing
-    elif ch.provider_type == "vertex":
-        if not ch.project:
-            raise ConfigError("required for provider_type vertex: the Google Cloud project id", path=f"{path}.project")
-        if not ch.location or not _NAME.match(ch.location):
-            raise ConfigError("required for provider_type vertex: a region such as us-east5, or global",
-                              path=f"{path}.location")
-        if ch.api_key is not None:
-            raise ConfigError("vertex authenticates with credentials_file or Application Default Credentials",
-                              path=f"{path}.api_key")
-        _need_extra("gcp", "vertex", path)
+    check = _CLOUD_CHECKS.get(ch.provider_type)
+    if check is not None:
+        check(ch, path)
+
+
+def _check_azure(ch: Channel, path: str) -> None:
+    if not ch.base_url:
+        raise ConfigError("required for provider_type azure_openai: the resource endpoint, "
+                          "e.g. https://NAME.openai.azure.com", path=f"{path}.base_url")
+    if ch.api_version is None:
+        raise ConfigError('required for provider_type azure_openai: a dated version such as '
+                          '"2024-10-21", or "v1"', path=f"{path}.api_version")
+    if (ch.api_key is None) == (ch.azure_ad is None):
+        raise ConfigError("azure_openai needs exactly one of api_key or azure_ad", path=f"{path}.api_key")
+
+
+def _check_bedrock(ch: Channel, path: str) -> None:
+    if ch.region is None:
+        raise ConfigError("required for provider_type bedrock: an AWS region such as us-east-1", path=f"{path}.region")
+    if ch.aws is not None and ch.api_key is not None:
+        raise ConfigError("give either aws credentials or a Bedrock api_key, not both", path=f"{path}.api_key")
+    _need_extra("aws", "bedrock", path)  # botocore also decodes the event-stream framing
+
+
+def _check_vertex(ch: Channel, path: str) -> None:
+    if ch.project is None:
+        raise ConfigError("required for provider_type vertex: the Google Cloud project id", path=f"{path}.project")
+    if ch.location is None:
+        raise ConfigError("required for provider_type vertex: a region such as us-east5, or global",
+                          path=f"{path}.location")
+    if ch.api_key is not None:
+        raise ConfigError("vertex authenticates with credentials_file or Application Default Credentials",
+                          path=f"{path}.api_key")
+    _need_extra("gcp", "vertex", path)
+
+
+_CLOUD_CHECKS: Final[dict[str, Callable[[Channel, str], None]]] = {
+    "azure_openai": _check_azure,
+    "bedrock": _check_bedrock,
+    "vertex": _check_vertex,
+}

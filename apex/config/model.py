@@ -1,15 +1,21 @@
 """Frozen msgspec Structs mirroring the JSON config file (spec section 2).
 
 Decoding is strict: an unknown key anywhere is an error. These types say what the file
-may contain and its defaults; cross-field rules (references, duplicates, globs) live in
-``apex.config.load``. Nothing here is read per request: the Snapshot compiles it first.
+may contain, its defaults and every rule about one value (ranges, non-empty strings,
+patterns, closed vocabularies as ``Literal``): msgspec checks them while decoding and names
+the key path (``Expected `int` >= 1 - at `$.global.retries.max_attempts```), and the JSON
+Schema shows them to editors. Rules relating several values (references, duplicates, a
+glob that must compile, keys one provider type needs) live in ``apex.config.load``.
+Nothing here is read per request: the Snapshot compiles it first.
 """
 
 from __future__ import annotations
 
-from typing import Final, Literal
+import re
+from typing import Annotated, Final, Literal
 
 import msgspec
+from msgspec import Meta
 
 __all__ = [
     "AuthConfig",
@@ -43,6 +49,30 @@ __all__ = [
     "Timeouts",
 ]
 
+# --- value rules, as types ---------------------------------------------------------------
+# Patterns are searched with Python's re and read by editors as ECMA-262 (JSON Schema), so
+# they use the common subset. Python's `$` also matches before a final newline: `$(?!\n)`
+# is the end of the string in both, where a smuggled newline would matter (HTTP headers).
+
+Positive = Annotated[int, Meta(ge=1)]
+NonNegative = Annotated[int, Meta(ge=0)]
+NonEmpty = Annotated[str, Meta(min_length=1)]
+Usd = Annotated[float, Meta(ge=0)]  # JSON has no NaN and msgspec refuses an infinite number
+HttpStatus = Annotated[int, Meta(ge=100, le=599)]
+HttpUrl = Annotated[str, Meta(pattern=r"^https?://[^/?#\s]")]  # a scheme and a host
+# RFC 9110: a header name is a token; a value is visible ASCII, Latin-1 (obs-text), space and tab.
+HeaderName = Annotated[str, Meta(pattern=r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$(?!\n)")]
+HeaderValue = Annotated[str, Meta(pattern=r"^[\t\x20-\x7e\x80-\xff]*$(?!\n)")]
+CloudRegion = Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9-]*$(?!\n)")]  # us-east-1, us-east5, global
+AzureApiVersion = Annotated[str, Meta(pattern=r"^(v1|\d{4}-\d{2}-\d{2}(-preview)?)$(?!\n)")]
+
+# Apex's own endpoints, which the metrics path must not shadow.
+RESERVED_PATHS: Final[tuple[str, ...]] = (
+    "/v1/chat/completions", "/v1/responses", "/v1/embeddings", "/v1/models", "/v1/messages",
+    "/v1/messages/count_tokens", "/health", "/ready",
+)
+MetricsPath = Annotated[str, Meta(pattern="^/(?!(" + "|".join(re.escape(p[1:]) for p in RESERVED_PATHS) + ")$)")]
+
 ProviderType = Literal[
     "openai",
     "anthropic",
@@ -69,47 +99,47 @@ class _Base(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=Tru
 
 
 class AuthConfig(_Base, frozen=True):
-    keys: tuple[str, ...] = ()
+    keys: tuple[NonEmpty, ...] = ()
     anonymous: bool = False
 
 
 class Timeouts(_Base, frozen=True):
-    connect_ms: int = 5000
-    request_ms: int = 600_000
-    first_byte_ms: int = 120_000
-    stream_idle_ms: int = 120_000
+    connect_ms: Positive = 5000
+    request_ms: Positive = 600_000
+    first_byte_ms: Positive = 120_000
+    stream_idle_ms: Positive = 120_000
 
 
 class ChannelTimeouts(_Base, frozen=True):
     """Per-channel overrides; an absent field takes the global value."""
 
-    connect_ms: int | None = None
-    request_ms: int | None = None
-    first_byte_ms: int | None = None
-    stream_idle_ms: int | None = None
+    connect_ms: Positive | None = None
+    request_ms: Positive | None = None
+    first_byte_ms: Positive | None = None
+    stream_idle_ms: Positive | None = None
 
 
 class ClientTimeouts(_Base, frozen=True):
     """How long a client may take: to send its request head, to send its body, and to
     stay connected idle between requests (slowloris protection)."""
 
-    header_read_ms: int = 10_000
-    body_read_ms: int = 60_000
-    keepalive_idle_ms: int = 75_000
+    header_read_ms: Positive = 10_000
+    body_read_ms: Positive = 60_000
+    keepalive_idle_ms: Positive = 75_000
 
 
 class Retries(_Base, frozen=True):
-    max_attempts: int = 3
-    backoff_ms: int = 200
-    max_backoff_ms: int = 5000
-    retry_on_status: tuple[int, ...] = (429, 500, 502, 503, 504)
+    max_attempts: Positive = 3
+    backoff_ms: NonNegative = 200
+    max_backoff_ms: NonNegative = 5000
+    retry_on_status: tuple[HttpStatus, ...] = (429, 500, 502, 503, 504)
 
 
 class ChannelHealth(_Base, frozen=True):
     """Circuit breaker: ``failure_threshold`` failures in a row cool a channel down."""
 
-    failure_threshold: int = 5
-    cooldown_ms: int = 30_000
+    failure_threshold: Positive = 5
+    cooldown_ms: NonNegative = 30_000
 
 
 class RateLimitStore(_Base, frozen=True):
@@ -125,16 +155,18 @@ class RequestLogConfig(_Base, frozen=True):
     type: Literal["sqlite", "postgres", "off"] = "sqlite"
     path: str | None = None  # sqlite file; default: requests.db in the state directory
     dsn: str | None = None   # postgres
-    retention_days: int = 30
+    retention_days: Positive = 30
     capture_content: bool = False
-    capture_max_bytes: int = 16384
-    queue_size: int = 10_000
-    batch_size: int = 500
+    capture_max_bytes: NonNegative = 16384
+    queue_size: Positive = 10_000
+    batch_size: Positive = 500
+
+
 class TracingConfig(_Base, frozen=True):
-    otlp_endpoint: str  # the collector's base URL; spans go to {otlp_endpoint}/v1/traces (OTLP/HTTP)
+    otlp_endpoint: HttpUrl  # the collector's base URL; spans go to {otlp_endpoint}/v1/traces (OTLP/HTTP)
     service_name: str = "apex"
-    sample_ratio: float = 1.0  # of traces started here; a client's sampled flag is followed
-    headers: dict[str, str] = {}  # sent with every export, e.g. a collector's auth header
+    sample_ratio: Annotated[float, Meta(ge=0, le=1)] = 1.0  # of traces started here; a client's sampled flag is followed
+    headers: dict[HeaderName, HeaderValue] = {}  # sent with every export, e.g. a collector's auth header
 
 
 class GlobalConfig(_Base, frozen=True):
@@ -144,9 +176,9 @@ class GlobalConfig(_Base, frozen=True):
     client_timeouts: ClientTimeouts = ClientTimeouts()
     retries: Retries = Retries()
     health: ChannelHealth = ChannelHealth()
-    max_body_bytes: int = 32 * 1024 * 1024
-    shutdown_grace_ms: int = 10_000
-    drain_delay_ms: int = 0  # SIGTERM: /ready says 503 and Apex keeps serving this long before it drains
+    max_body_bytes: Positive = 32 * 1024 * 1024
+    shutdown_grace_ms: NonNegative = 10_000
+    drain_delay_ms: NonNegative = 0  # SIGTERM: /ready says 503 and Apex keeps serving this long before it drains
     rate_limit_store: RateLimitStore = RateLimitStore()
     request_log: RequestLogConfig = RequestLogConfig()
     tracing: TracingConfig | None = None
@@ -161,23 +193,23 @@ class LoggingConfig(_Base, frozen=True):
 
 class MetricsConfig(_Base, frozen=True):
     enabled: bool = True
-    path: str = "/metrics"
+    path: MetricsPath = "/metrics"
 
 
 class AzureAd(_Base, frozen=True):
     """Microsoft Entra ID client credentials (azure_openai): a token for Cognitive Services."""
 
-    tenant_id: str
-    client_id: str
-    client_secret: str
-    authority_host: str = "https://login.microsoftonline.com"
+    tenant_id: NonEmpty
+    client_id: NonEmpty
+    client_secret: NonEmpty
+    authority_host: HttpUrl = "https://login.microsoftonline.com"
 
 
 class AwsCredentials(_Base, frozen=True):
     """Static AWS keys (bedrock); when absent the standard AWS credential chain is used."""
 
-    access_key_id: str
-    secret_access_key: str
+    access_key_id: NonEmpty
+    secret_access_key: NonEmpty
     session_token: str | None = None
 
 
@@ -185,11 +217,11 @@ class Price(_Base, frozen=True):
     """USD per million tokens. Absent cache prices cost what ``input`` costs; an absent
     ``reasoning`` price costs what ``output`` costs (reasoning tokens are output tokens)."""
 
-    input: float
-    output: float = 0.0
-    cache_read: float | None = None
-    cache_write: float | None = None
-    reasoning: float | None = None
+    input: Usd
+    output: Usd = 0.0
+    cache_read: Usd | None = None
+    cache_write: Usd | None = None
+    reasoning: Usd | None = None
 
 
 class ChannelTls(_Base, frozen=True):
@@ -214,71 +246,71 @@ class ModelCapability(_Base, frozen=True):
 
 
 class Channel(_Base, frozen=True):
-    name: str
+    name: NonEmpty
     provider_type: ProviderType
-    base_url: str | None = None
-    anthropic_base_url: str | None = None
-    api_key: str | None = None
-    headers: dict[str, str] = msgspec.field(default_factory=dict)
+    base_url: HttpUrl | None = None
+    anthropic_base_url: HttpUrl | None = None
+    api_key: HeaderValue | None = None  # sent in a header as is
+    headers: dict[HeaderName, HeaderValue] = msgspec.field(default_factory=dict)
     model_map: dict[str, str] = msgspec.field(default_factory=dict)
     models: tuple[str, ...] | None = None
     timeouts: ChannelTimeouts | None = None
     capabilities: tuple[ModelCapability, ...] = ()
     # azure_openai only
-    api_version: str | None = None
+    api_version: AzureApiVersion | None = None
     azure_ad: AzureAd | None = None
     # bedrock only
-    region: str | None = None
+    region: CloudRegion | None = None
     aws: AwsCredentials | None = None
     # vertex only
-    project: str | None = None
-    location: str | None = None
+    project: NonEmpty | None = None
+    location: CloudRegion | None = None
     credentials_file: str | None = None
     prices: dict[str, Price] = msgspec.field(default_factory=dict)  # model glob -> negotiated price
     # egress: "http://user:pass@host:port", "socks5://" or "socks5h://" (the socks extra), "direct",
     # or absent (HTTPS_PROXY/HTTP_PROXY/ALL_PROXY/NO_PROXY apply)
     proxy: str | None = None
     tls: ChannelTls | None = None
-    max_connections: int | None = None  # per origin; None: apex.upstream.egress.DEFAULT_MAX_CONNECTIONS
+    max_connections: Positive | None = None  # per origin; None: apex.upstream.egress.DEFAULT_MAX_CONNECTIONS
     # mock provider only
-    latency_ms: int = 0
-    tokens_per_s: float | None = None
+    latency_ms: NonNegative = 0
+    tokens_per_s: Annotated[float, Meta(gt=0)] | None = None
     response_text: str | None = None
 
 
 class ChannelRef(_Base, frozen=True):
     name: str
-    weight: int = 1
+    weight: Positive = 1
 
 
 class Match(_Base, frozen=True):
-    model: str | tuple[str, ...]
+    model: str | Annotated[tuple[str, ...], Meta(min_length=1)]
 
 
 class Rule(_Base, frozen=True):
     match: Match
-    channels: tuple[ChannelRef, ...]
+    channels: Annotated[tuple[ChannelRef, ...], Meta(min_length=1)]
     strategy: Strategy = "round_robin"
     fallback: tuple[str, ...] = ()
 
 
 class Router(_Base, frozen=True):
-    name: str
-    vkey: str | None = None
+    name: NonEmpty
+    vkey: NonEmpty | None = None
     rules: tuple[Rule, ...] = ()
     channels: tuple[ChannelRef, ...] = ()
     strategy: Strategy = "round_robin"
 
 
 class RateLimit(_Base, frozen=True):
-    rpm: int | None = None
-    tpm: int | None = None
+    rpm: Positive | None = None
+    tpm: Positive | None = None
 
 
 class Budget(_Base, frozen=True):
     """A team's spending cap per calendar period in ``timezone`` (IANA name)."""
 
-    usd: float
+    usd: Usd
     period: Literal["day", "week", "month"] = "month"
     timezone: str = "UTC"
 
@@ -291,8 +323,8 @@ class Policy(_Base, frozen=True):
 
 
 class Team(_Base, frozen=True):
-    id: str
-    api_key: str
+    id: NonEmpty
+    api_key: NonEmpty
     policy: Policy = Policy()
 
 

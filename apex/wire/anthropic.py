@@ -26,7 +26,6 @@ __all__ = [
     "OutputConfig",
     "OutputFormat",
     "StreamEvent",
-    "ThinkingMode",
     "ThinkingParam",
     "ToolChoice",
     "ToolDef",
@@ -155,6 +154,8 @@ class ToolChoice(msgspec.Struct):
 
 
 class ThinkingParam(msgspec.Struct):
+    """A request's ``thinking``: read by translation and by pass-through's history view."""
+
     type: str
     budget_tokens: int | None = None
 
@@ -195,15 +196,11 @@ class HistoryTurn(msgspec.Struct):
     content: str | list[HistoryBlock] = ""
 
 
-class ThinkingMode(msgspec.Struct):
-    type: str = ""
-
-
 class HistoryView(msgspec.Struct):
     """A Messages request read only for its turns' block types and signatures, and thinking."""
 
     messages: list[HistoryTurn] = []
-    thinking: ThinkingMode | None = None
+    thinking: ThinkingParam | None = None
 
 
 _EVENT: Final = msgspec.json.Decoder(StreamEvent)

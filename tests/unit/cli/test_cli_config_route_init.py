@@ -35,10 +35,11 @@ def test_validate_reports_key_path(cfg: Path, run: Run) -> None:
     cfg.write_text(json.dumps(data))
     r = run("config", "validate", "--allow-missing-env")
     assert r.exit_code == 1
-    assert 'routers[0].rules[0].strategy: unknown value "fastest"' in r.stderr
+    assert "config.json: routers[0].rules[0].strategy: Invalid enum value 'fastest'\n" in r.stderr
     r = run("config", "validate", "--allow-missing-env", "--json")
     assert r.exit_code == 1
-    assert json.loads(r.stdout)["path"] == "routers[0].rules[0].strategy"
+    out = json.loads(r.stdout)
+    assert (out["path"], out["error"]) == ("routers[0].rules[0].strategy", "Invalid enum value 'fastest'")
 
 
 def test_explain_team_key(cfg: Path, run: Run) -> None:

@@ -32,7 +32,10 @@ VERTEX = {"provider_type": "vertex", "project": "p", "location": "us-east5"}
 
 @pytest.mark.parametrize(("channel", "path", "words"), [
     ({**AZURE, "api_version": None}, "channels[0].api_version", "required"),
-    ({**AZURE, "api_version": "latest"}, "channels[0].api_version", "neither"),
+    ({**AZURE, "api_version": "latest"}, "channels[0].api_version", "Expected `str` matching regex"),
+    ({**BEDROCK, "region": "US East"}, "channels[0].region", "Expected `str` matching regex"),
+    ({**AZURE, "api_key": None, "azure_ad": {"tenant_id": "", "client_id": "c", "client_secret": "s"}},
+     "channels[0].azure_ad.tenant_id", "Expected `str` of length >= 1"),
     ({k: v for k, v in AZURE.items() if k != "api_key"}, "channels[0].api_key", "exactly one"),
     ({**AZURE, "azure_ad": {"tenant_id": "t", "client_id": "c", "client_secret": "s"}}, "channels[0].api_key", "exactly one"),
     ({k: v for k, v in AZURE.items() if k != "base_url"}, "channels[0].base_url", "resource endpoint"),
