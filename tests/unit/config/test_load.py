@@ -116,6 +116,8 @@ TYPE_CASES: list[tuple[str, dict[str, Any], str, str]] = [
      f"Expected `str` matching regex {HEADER_VALUE}"),
     ("pattern, a mapping's key", mutate("channels[0].headers", {"X Team": "a"}), "channels[0].headers",
      f'Expected `str` matching regex {HEADER_NAME} (the key "X Team")'),
+    ("a tracing header's value", mutate("global.tracing", {"otlp_endpoint": "http://c:4318", "headers": {"Authorization": "a\n"}}),
+     "global.tracing.headers.Authorization", f"Expected `str` matching regex {HEADER_VALUE}"),
     ("price in a table", mutate("prices", {"a-*": {"input": 1}, "b-*": {"input": 1, "output": -0.5}}),
      "prices.b-*.output", "Expected `float` >= 0.0"),
     ("reserved metrics path", mutate("metrics", {"path": "/health"}), "metrics.path",
@@ -148,9 +150,13 @@ def test_missing_env_var_is_named() -> None:
 
 
 def test_invalid_json() -> None:
-    """A file that is not JSON says so."""
-    with pytest.raises(ConfigError, match="invalid JSON"):
-        load_config_bytes(b"{", {})
+    """A file that is not JSON says so, with the line and column when a parser can tell."""
+    with pytest.raises(ConfigError) as info:
+        load_config_bytes(b'{\n  "global": {"listen" "x"}}', {})
+    assert str(info.value) == "invalid JSON at line 2, column 23: Expecting ':' delimiter"
+    with pytest.raises(ConfigError) as info:  # Python's parser takes NaN; msgspec (and JSON) do not
+        load_config_bytes(b'{"global": {"max_body_bytes": NaN}}', {})
+    assert str(info.value).startswith("invalid JSON: ")
 
 
 def test_defaults_fill_optional_sections() -> None:
