@@ -305,6 +305,31 @@ async def test_socks_proxy_that_cannot_reach_the_upstream_says_so(
     assert "secret-pw" not in message
 
 
+async def test_silent_socks_proxy_is_bounded_by_the_connect_timeout(upstream: FakeUpstream, start_apex: StartApex) -> None:
+    """A "proxy" that accepts the connection and never answers the handshake: a 504 after the
+    channel's connect timeout, naming the upstream and the proxy."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        cfg = one_channel(upstream.openai_url, proxy=f"socks5://127.0.0.1:{port}", timeouts={"connect_ms": 200})
+        inst = await start_apex(cfg)
+        err = await chat_error(inst)
+        assert err.status_code == 504
+        message = err.body["message"]  # type: ignore[index]
+        assert f"could not connect to 127.0.0.1:{upstream.port} via proxy 127.0.0.1:{port}: timed out after 0.2 s" in message
+        assert upstream.hits() == 0
+    finally:
+        for writer in held:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+
+
 # --- environment variables and config -------------------------------------------------------
 
 
