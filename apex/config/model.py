@@ -267,7 +267,8 @@ class Channel(_Base, frozen=True):
     location: CloudRegion | None = None
     credentials_file: str | None = None
     prices: dict[str, Price] = msgspec.field(default_factory=dict)  # model glob -> negotiated price
-    # egress: "http://user:pass@host:port", "direct", or absent (HTTPS_PROXY/HTTP_PROXY/NO_PROXY apply)
+    # egress: "http://user:pass@host:port", "socks5://" or "socks5h://" (the socks extra), "direct",
+    # or absent (HTTPS_PROXY/HTTP_PROXY/ALL_PROXY/NO_PROXY apply)
     proxy: str | None = None
     tls: ChannelTls | None = None
     max_connections: Positive | None = None  # per origin; None: apex.upstream.egress.DEFAULT_MAX_CONNECTIONS

@@ -3,15 +3,20 @@
 Compiled once per config load (``compile_channel``) from the channel's ``proxy``, ``tls``
 and ``max_connections`` keys; the upstream pool only reads the result. Without a ``proxy``
 key the standard environment variables apply (``HTTPS_PROXY``, ``HTTP_PROXY``,
-``NO_PROXY``, either case, read at load through ``urllib.request``'s own parser);
-``"proxy": "direct"`` ignores them. Proxy credentials are secrets: they live only in the
-prebuilt ``Proxy-Authorization`` value, never in a repr, a log line or an error message.
+``NO_PROXY``, either case, read at load through ``urllib.request``'s own parser;
+``ALL_PROXY`` for a scheme without its own variable, as curl does); ``"proxy": "direct"``
+ignores them. Proxies are ``http://`` (CONNECT for https upstreams, forwarding for http) or
+``socks5://`` / ``socks5h://`` (a SOCKS5 tunnel for both, through ``python-socks``, the
+``socks`` extra; with ``socks5h`` the proxy resolves the upstream's name). Proxy
+credentials are secrets: they live only in the prebuilt ``Proxy-Authorization`` value or
+the SOCKS handshake, never in a repr, a log line or an error message.
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
+import importlib.util
 import os
 import ssl
 import urllib.request
@@ -20,9 +25,22 @@ from dataclasses import dataclass, field
 from typing import Final
 from urllib.parse import unquote, urlsplit
 
-__all__ = ["DEFAULT_MAX_CONNECTIONS", "Egress", "Proxy", "TlsOptions", "build_egress", "parse_proxy", "tls_context"]
+__all__ = [
+    "DEFAULT_MAX_CONNECTIONS",
+    "SOCKS_EXTRA_HINT",
+    "Egress",
+    "Proxy",
+    "TlsOptions",
+    "build_egress",
+    "parse_proxy",
+    "tls_context",
+]
 
 DIRECT: Final = "direct"
+
+SOCKS_SCHEMES: Final = frozenset({"socks5", "socks5h"})
+_DEFAULT_PORTS: Final = {"http": 80, "socks5": 1080, "socks5h": 1080}
+SOCKS_EXTRA_HINT: Final = "pip install 'apex-gateway[socks]'"
 
 # Per channel origin. Like httpx's and aiohttp's default pool size: enough for a busy
 # gateway's keep-alive reuse, small enough that a stampede queues instead of opening a
@@ -32,12 +50,23 @@ DEFAULT_MAX_CONNECTIONS: Final = 100
 
 @dataclass(frozen=True, slots=True)
 class Proxy:
-    """An HTTP proxy: where to connect and, when it wants credentials, the header value."""
+    """A proxy: where to connect, its kind and, when it wants credentials, those (secrets).
+
+    ``scheme`` is ``http`` (CONNECT / forwarding; ``authorization`` is the prebuilt
+    ``Proxy-Authorization`` value) or ``socks5`` / ``socks5h`` (``username`` and
+    ``password`` for the RFC 1929 handshake; ``socks5h`` lets the proxy resolve names)."""
 
     host: str
     port: int
     authorization: str | None = field(default=None, repr=False)  # "Basic ...": a secret
-    password: str | None = field(default=None, repr=False, compare=False)
+    password: str | None = field(default=None, repr=False)
+    scheme: str = "http"
+    username: str | None = field(default=None, repr=False)
+
+    @property
+    def socks(self) -> bool:
+        """A SOCKS5 tunnel (for http and https upstreams alike), not an HTTP proxy."""
+        return self.scheme != "http"
 
     @property
     def label(self) -> str:
@@ -54,26 +83,45 @@ class TlsOptions:
 
 
 def parse_proxy(url: str) -> Proxy:
-    """``http://[user:pass@]host[:port]``; ValueError (without the credentials) otherwise."""
+    """``http://``, ``socks5://`` or ``socks5h://`` ``[user:pass@]host[:port]``; ValueError
+    (without the credentials) otherwise, or when a socks URL needs the missing ``socks`` extra."""
     parts = urlsplit(url)
-    if parts.scheme != "http":
+    scheme = parts.scheme.lower()
+    if scheme not in _DEFAULT_PORTS:
         shown = parts.scheme or "no scheme"
-        raise ValueError(f"proxy must be an http:// URL or \"direct\" (got {shown}; socks and https proxies are not supported)")
+        raise ValueError(
+            f"proxy must be an http://, socks5:// or socks5h:// URL or \"direct\" (got {shown}; "
+            "https and socks4 proxies are not supported)"
+        )
     try:
-        port = parts.port or 80
+        port = parts.port or _DEFAULT_PORTS[scheme]
     except ValueError:
         raise ValueError("proxy URL has an invalid port") from None
     if not parts.hostname:
         raise ValueError("proxy URL has no host")
     if parts.path not in ("", "/") or parts.query or parts.fragment:
         raise ValueError("proxy URL must not have a path, query or fragment")
-    auth = None
-    if parts.username is not None:
-        user = unquote(parts.username)
-        password = unquote(parts.password or "")
+    user = unquote(parts.username) if parts.username is not None else None
+    password = unquote(parts.password or "") if parts.username is not None else None
+    if scheme in SOCKS_SCHEMES:
+        if not _has_python_socks():
+            raise ValueError(f"{scheme}:// proxies need the socks extra: {SOCKS_EXTRA_HINT}")
+        if user is not None and not (0 < len(user.encode()) < 256 and 0 < len((password or "").encode()) < 256):
+            # RFC 1929 carries each in 1-255 bytes; python-socks offers no authentication without both
+            raise ValueError("SOCKS5 proxy credentials need a user name and a password of 1-255 bytes each")
+        return Proxy(parts.hostname, port, None, password, scheme, user)
+    if user is not None:
         auth = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
         return Proxy(parts.hostname, port, auth, password or None)
     return Proxy(parts.hostname, port)
+
+
+def _has_python_socks() -> bool:
+    """Whether the ``socks`` extra (python-socks) is installed; nothing is imported here."""
+    try:
+        return importlib.util.find_spec("python_socks") is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def tls_context(options: TlsOptions) -> ssl.SSLContext:
@@ -88,6 +136,9 @@ def tls_context(options: TlsOptions) -> ssl.SSLContext:
         context.verify_mode = ssl.CERT_NONE
     return context
 
+
+# The proxy variables Apex reads: HTTP_PROXY, HTTPS_PROXY and ALL_PROXY (any case).
+_ENV_SCHEMES: Final = ("http", "https", "all")
 
 # Not in typeshed, but public since Python 3.3 and what urllib itself uses for NO_PROXY.
 _bypass: Final[Callable[[str, Mapping[str, str]], bool]] = urllib.request.proxy_bypass_environment  # type: ignore[attr-defined]
@@ -124,7 +175,7 @@ class Egress:
         """Proxy credentials (header value and password) for the channel's scrubber."""
         proxies = [self._proxy] if self._proxy is not None else []
         if self._mode == "env":
-            for scheme in ("http", "https"):
+            for scheme in _ENV_SCHEMES:
                 url = self._env.get(scheme)
                 if url:
                     with contextlib.suppress(ValueError):
@@ -134,8 +185,8 @@ class Egress:
             if proxy.authorization:
                 out.append(proxy.authorization)
                 out.append(proxy.authorization.split(" ", 1)[1])
-                if proxy.password:
-                    out.append(proxy.password)
+            if proxy.password:
+                out.append(proxy.password)
         return out
 
     def proxy_for(self, scheme: str, host: str, port: int) -> Proxy | None:
@@ -144,7 +195,7 @@ class Egress:
             return self._proxy
         if self._mode == "direct" or not self._env:
             return None
-        url = self._env.get(scheme)
+        url = self._env.get(scheme) or self._env.get("all")
         if not url:
             return None
         if _bypass(f"{host}:{port}", self._env):
@@ -185,9 +236,10 @@ def build_egress(
         except ValueError as exc:
             raise ValueError(f"proxy: {exc}") from None
         return Egress(name, proxy=parsed, mode="proxy", ssl_context=context, tls=tls, max_connections=limit)
-    # Read once per load (lower case wins, as curl and requests do); NO_PROXY is env["no"].
+    # Read once per load (lower case wins, as curl and requests do); NO_PROXY is env["no"],
+    # ALL_PROXY env["all"] (used for a scheme without its own variable).
     env = urllib.request.getproxies_environment()
-    for scheme in ("http", "https"):
+    for scheme in _ENV_SCHEMES:
         if env.get(scheme):
             try:
                 parse_proxy(env[scheme])

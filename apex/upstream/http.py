@@ -23,7 +23,7 @@ A POST that may have reached the upstream is never sent twice behind the caller'
 pooled connection the server closed while idle is dropped before reuse (its EOF or reset,
 seen by the loop or by a zero-timeout poll of the socket), and a request whose bytes could
 not be written at all goes once more on a fresh connection; the pipeline's failover never
-sees either. Proxies (forwarding for http, CONNECT for https), TLS options and the
+sees either. Proxies (forwarding for http, CONNECT for https, a SOCKS5 tunnel for both), TLS options and the
 connection budget come from the channel's ``Egress`` (apex.upstream.egress).
 """
 
@@ -145,7 +145,7 @@ class _Target:
         shown = f"[{host}]" if ":" in host else host
         if port != (443 if tls else 80):
             shown = f"{shown}:{port}"
-        if proxy is not None and not tls:  # plain forwarding: absolute-form target (RFC 9112 3.2.2)
+        if proxy is not None and not tls and not proxy.socks:  # forwarding: absolute-form target (RFC 9112 3.2.2)
             auth = f"Proxy-Authorization: {proxy.authorization}\r\n" if proxy.authorization else ""
             self.prefix = f"POST http://{shown}{path} HTTP/1.1\r\nHost: {shown}\r\n{auth}".encode("latin-1")
         else:
@@ -774,6 +774,8 @@ class UpstreamPool:
                         ssl=context,
                         server_hostname=origin.host if context is not None else None,
                     )
+                elif proxy.socks:
+                    conn = await self._socks(loop, origin, proxy, slots, context)
                 elif context is None:  # plain http through a forwarding proxy
                     _, conn = await loop.create_connection(
                         lambda: _Connection(self, slots, origin, loop), proxy.host, proxy.port
@@ -802,8 +804,19 @@ class UpstreamPool:
             status = await tunnel.answer
             if status != 200:
                 raise ConnectFailed(_where(origin), f"the proxy refused the tunnel (HTTP {status})")
+        except BaseException:
+            transport.close()
+            raise
+        return await self._tls_inside(loop, transport, origin, slots, context)
+
+    async def _tls_inside(
+        self, loop: asyncio.AbstractEventLoop, transport: asyncio.BaseTransport, origin: _Origin, slots: _Slots,
+        context: ssl.SSLContext,
+    ) -> _Connection:
+        """TLS to the upstream inside a proxy's tunnel; the tunnel is closed if that fails."""
+        try:
             conn = _Connection(self, slots, origin, loop)
-            tls_transport = await loop.start_tls(transport, conn, context, server_hostname=origin.host)
+            tls_transport = await loop.start_tls(transport, conn, context, server_hostname=origin.host)  # type: ignore[arg-type]
             if tls_transport is None:  # only when the transport closed meanwhile
                 raise ConnectFailed(_where(origin), "the proxy closed the tunnel")
         except BaseException:
@@ -811,6 +824,25 @@ class UpstreamPool:
             raise
         conn.connection_made(tls_transport)
         return conn
+
+    async def _socks(
+        self, loop: asyncio.AbstractEventLoop, origin: _Origin, proxy: Proxy, slots: _Slots, context: ssl.SSLContext | None
+    ) -> _Connection:
+        """A SOCKS5 tunnel (apex.upstream.socks, the socks extra), then TLS inside it for https."""
+        from apex.upstream.socks import drop_socket, open_tunnel  # only for channels with a socks proxy
+
+        sock = await open_tunnel(proxy, origin.host, origin.port)
+        factory = (lambda: _Connection(self, slots, origin, loop)) if context is None else asyncio.Protocol
+        try:
+            transport, protocol = await loop.create_connection(factory, sock=sock)
+        except BaseException:
+            drop_socket(sock)
+            raise
+        if context is None:
+            return cast(_Connection, protocol)
+        # TLS by start_tls, not create_connection(ssl=...): a failed handshake then closes a
+        # transport we own instead of a socket uvloop may already have closed.
+        return await self._tls_inside(loop, transport, origin, slots, context)
 
     def _forget(self, conn: _Connection) -> None:
         if conn in self._open:

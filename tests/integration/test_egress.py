@@ -339,7 +339,7 @@ async def test_bad_egress_keys_are_config_errors(start_apex: StartApex, tmp_path
     """Each bad egress value is a config error naming its key path (and never the credentials)."""
 
     cases: list[tuple[dict[str, Any], str]] = [
-        ({"proxy": "socks5://u:hunter2@127.0.0.1:1080"}, "channels[0].proxy"),
+        ({"proxy": "socks4://u:hunter2@127.0.0.1:1080"}, "channels[0].proxy"),
         ({"proxy": "http://127.0.0.1:notaport"}, "channels[0].proxy"),
         ({"tls": {"ca_file": str(tmp_path / "missing.pem")}}, "channels[0].tls.ca_file"),
         ({"tls": {"key_file": str(tmp_path / "x.key")}}, "channels[0].tls.key_file"),

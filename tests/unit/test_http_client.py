@@ -1500,3 +1500,60 @@ async def test_connection_closed_in_the_instant_before_reuse_is_detected(
     assert await fetch(pool, server.url()) == b"ok"
     assert pool.connections_made == 2
     assert [index for index, _ in server.requests] == [0, 1]
+
+
+async def _answer_one(sock: socket.socket, reply: bytes) -> bytes:
+    """Read one request from the raw server-side ``sock`` and answer ``reply``; the request body."""
+    loop = asyncio.get_running_loop()
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += await loop.sock_recv(sock, 65536)
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:"))
+    while len(body) < length:
+        body += await loop.sock_recv(sock, 65536)
+    await loop.sock_sendall(sock, reply)
+    return body
+
+
+async def test_write_failing_at_once_on_a_reused_connection_goes_once_more_on_a_fresh_one(pool: UpstreamPool) -> None:
+    """The upstream resets an idle connection (a real RST: SO_LINGER 0 and close) and the
+    pre-reuse poll does not see it (the reset lands between the poll and the write; here the
+    poll is switched off to stand for that instant): the write fails at once, so nothing
+    reached the upstream and the request goes once more on a fresh connection and succeeds."""
+    loop = asyncio.get_running_loop()
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    listener.setblocking(False)
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}/v1/echo"
+    sockets: list[socket.socket] = []
+    tasks: list[asyncio.Task[bytes]] = []
+
+    async def serve_one() -> bytes:
+        sock, _ = await loop.sock_accept(listener)
+        sockets.append(sock)
+        return await _answer_one(sock, response(b"ok"))
+
+    try:
+        first = asyncio.create_task(serve_one())
+        tasks.append(first)
+        assert await fetch(pool, url, b"A") == b"ok"
+        assert await within(first) == b"A"
+        await settle()
+        [idle] = [conn for slots in pool._slots.values() for conn in slots.idle]
+        idle._poll = None  # the poll misses it, as when the reset arrives just after it
+        sockets[0].setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sockets[0].close()  # the RST is in the client's socket now
+        second = asyncio.create_task(serve_one())
+        tasks.append(second)
+        # No await between the reset and the request: the client's loop has not seen the reset.
+        assert await fetch(pool, url, b"B") == b"ok"
+        assert await within(second) == b"B"
+        assert pool.connections_made == 2
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for sock in (*sockets, listener):
+            sock.close()
