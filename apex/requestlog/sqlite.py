@@ -11,6 +11,7 @@ import asyncio
 import sqlite3
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from itertools import chain
 from pathlib import Path
 from typing import Final, final
 
@@ -35,13 +36,13 @@ def _insert_rows(conn: sqlite3.Connection, rows: Sequence[Row]) -> None:
     n = len(rows)
     full = n - n % ROWS_PER_INSERT
     for start in range(0, full, ROWS_PER_INSERT):
-        conn.execute(_INSERT_MANY, [v for row in rows[start:start + ROWS_PER_INSERT] for v in row])
+        conn.execute(_INSERT_MANY, list(chain.from_iterable(rows[start:start + ROWS_PER_INSERT])))
     tail = rows[full:]
     if len(tail) == 1:
         conn.execute(_INSERT, tail[0])
     elif tail:
         sql = f"INSERT INTO {TABLE} ({', '.join(COLUMNS)}) VALUES " + ", ".join([_ROW_MARKS] * len(tail))
-        conn.execute(sql, [v for row in tail for v in row])
+        conn.execute(sql, list(chain.from_iterable(tail)))
 
 
 def connect_sqlite(path: str | Path, *, create: bool = True) -> sqlite3.Connection:
