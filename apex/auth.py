@@ -46,6 +46,7 @@ class Principal:
 
 
 _HOW_TO_SEND = "'Authorization: Bearer <key>' or 'x-api-key: <key>'"
+_KNOWN_MAX = 10_000  # valid keys remembered by text (a config rarely has more)
 _PREFIX = 8  # bytes of the digest the dict look-up sees; the full digest is compared in constant time
 
 
@@ -111,6 +112,11 @@ class KeyIndex:
         self._by_prefix: dict[bytes, list[tuple[bytes, Principal]]] = {}
         for digest, principal in self._by_digest.items():
             self._by_prefix.setdefault(digest[:_PREFIX], []).append((digest, principal))
+        # Keys seen to be valid, by their text: one dict look-up instead of a SHA-256 per
+        # request. Only valid keys enter (bounded by the config), so invalid guesses cannot
+        # grow it, and str hashing is keyed per process, so a look-up tells nothing about
+        # how close a guess was.
+        self._known: dict[str, Principal] = {}
         self._anonymous = (
             Principal("anonymous", "anonymous", all_routers) if config.global_.auth.anonymous else None
         )
@@ -126,9 +132,14 @@ class KeyIndex:
             if self._anonymous is not None:
                 return self._anonymous
             raise AuthenticationFailed(f"missing API key: send it as {how}")
+        principal = self._known.get(key)
+        if principal is not None:
+            return principal
         principal = self._find(_digest(key))
         if principal is None:
             raise AuthenticationFailed("invalid API key")
+        if len(self._known) < _KNOWN_MAX:
+            self._known[key] = principal
         return principal
 
     def principal_for_key(self, key: str | None) -> Principal | None:

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+import apex.auth
 from apex.auth import KeyIndex, mask_secret, presented_key
 from apex.config.load import load_config_bytes
 from apex.errors import AuthenticationFailed
@@ -51,3 +52,33 @@ def test_mask_secret() -> None:
     assert mask_secret("sk-1234567890abcdef") == "sk-…cdef"
     assert mask_secret("${OPENAI_API_KEY}") == "${OPENAI_API_KEY}"
     assert mask_secret("short") == "****"
+
+
+def test_valid_keys_are_remembered_invalid_ones_never(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A valid key hashes once, then resolves by its text; an invalid one is hashed every time
+    and never stored (guesses cannot grow the table); a new KeyIndex (a reload) starts empty."""
+    hashed: list[str] = []
+    real = apex.auth._digest
+
+    def counting(key: str) -> bytes:
+        hashed.append(key)
+        return real(key)
+
+    monkeypatch.setattr("apex.auth._digest", counting)
+    keys = KeyIndex(CONFIG)
+    hashed.clear()
+    first = keys.authenticate({"Authorization": "Bearer team-key"})
+    assert keys.authenticate({"x-api-key": "team-key"}) is first
+    assert hashed == ["team-key"]
+    for _ in range(3):
+        with pytest.raises(AuthenticationFailed):
+            keys.authenticate({"Authorization": "Bearer not-a-key"})
+    assert hashed == ["team-key"] + ["not-a-key"] * 3
+    assert "not-a-key" not in keys._known  # noqa: SLF001
+    revoked = KeyIndex(load_config_bytes(json.dumps({
+        "channels": [{"name": "d", "provider_type": "mock"}],
+        "routers": [{"name": "r", "channels": [{"name": "d"}]}],
+        "teams": [{"id": "t", "api_key": "other-key"}],
+    }).encode(), {}))
+    with pytest.raises(AuthenticationFailed):
+        revoked.authenticate({"Authorization": "Bearer team-key"})
