@@ -21,6 +21,7 @@ client's dialect; nothing here knows about wire formats or aiohttp.
     │   ├── UpstreamMalformed          502 not the JSON or SSE the protocol promises
     │   └── UpstreamTimeout            504 connect / first byte / request / idle timeout
     ├── NoRouteAvailable               503 every channel is cooling down
+    ├── ShuttingDown                   503 the shutdown deadline stopped the request
     └── InternalError                  500 a bug in Apex (rendered by the catch-all)
 
     ConfigError                        a config file is invalid; outside the tree above, so
@@ -32,7 +33,9 @@ client's dialect; nothing here knows about wire formats or aiohttp.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
+from urllib.parse import quote
 from typing import Final, Literal
 
 import msgspec
@@ -53,6 +56,7 @@ __all__ = [
     "RateLimited",
     "RequestTimeout",
     "RequestTooLarge",
+    "ShuttingDown",
     "UpstreamConnectionError",
     "UpstreamError",
     "UpstreamMalformed",
@@ -219,6 +223,14 @@ class NoRouteAvailable(ApexError):
     kind: ErrorKind = "overloaded"
 
 
+class ShuttingDown(ApexError):
+    """A request still waiting on its upstream when the shutdown grace ran out: answered
+    rather than cut, so the client can retry (on another instance) at once."""
+
+    status = 503
+    kind: ErrorKind = "overloaded"
+
+
 class InternalError(ApexError):
     status = 500
     kind: ErrorKind = "api_error"
@@ -277,6 +289,7 @@ def kind_for_status(status: int) -> ErrorKind:
 
 REDACTED: Final = "[redacted]"
 _REDACTED_B: Final = REDACTED.encode()
+_LOWER_ESCAPE: Final = re.compile(r"%[0-9A-F]{2}")
 MIN_SECRET_LEN: Final = 8  # shorter header values ("true", "v1") are not secrets and are everywhere
 
 
@@ -285,7 +298,9 @@ class Secrets:
 
     Built once per channel at config load. An upstream may quote the key it was given in an
     error message (OpenAI-compatible servers echo it whole), in a JSON body where ``/`` may be
-    escaped: both spellings are scrubbed, longest first.
+    escaped, or percent-encoded as it went in a URL (``?key=``, a proxy's ``user:pass@``): every
+    spelling is scrubbed, longest first. The spellings differ only for keys holding characters
+    such as ``/ + = @``, so most keys cost one substring search.
     """
 
     __slots__ = ("_b", "_s")
@@ -296,6 +311,9 @@ class Secrets:
             if len(v) >= MIN_SECRET_LEN:
                 spellings.add(v)
                 spellings.add(msgspec.json.encode(v).decode()[1:-1])  # as it appears inside a JSON string
+                for encoded in (quote(v, safe=""), quote(v)):  # as it went into a URL (``/`` kept or not)
+                    spellings.add(encoded)
+                    spellings.add(_LOWER_ESCAPE.sub(lambda m: m.group().lower(), encoded))  # %2f as well as %2F
         ordered = sorted(spellings, key=len, reverse=True)
         self._s: tuple[str, ...] = tuple(ordered)
         self._b: tuple[bytes, ...] = tuple(v.encode() for v in ordered)

@@ -1,17 +1,19 @@
 """Every Prometheus collector Apex exports, defined once, plus the cheap per-request binding.
 
 ``Metrics`` owns one ``CollectorRegistry`` per Gateway (never the process-global default,
-so several gateways in one process do not collide). Label children are bound once and
-cached in ``RequestSeries`` objects keyed by ``(router, model, team_id, channel)``; the
-cache belongs to one config generation and is dropped by ``new_generation()`` when a
-reload swaps the Snapshot, so the steady-state request path is one dict look-up and a few
-``inc``/``observe`` calls. The ``model`` label is bounded by ``ModelLabels`` (see there).
+so several gateways in one process do not collide). The per-request families (requests,
+errors, latencies, tokens, cost) are plain numbers in ``RequestSeries`` objects keyed by
+``(router, model, team_id, channel)`` and rendered by ``RequestCollector`` at scrape time,
+so the steady-state request path is one dict look-up and a few additions (~1.8 µs against
+~6 µs through prometheus_client's locked children). The ``model`` label is bounded by
+``ModelLabels`` (see there).
 This is the only module that imports prometheus_client; it imports nothing from apex and
 knows nothing about HTTP: callers hand it plain strings and numbers.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator
 from typing import Final, final
 
@@ -20,13 +22,13 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
-    Histogram,
     PlatformCollector,
     ProcessCollector,
     disable_created_metrics,
     generate_latest,
 )
-from prometheus_client.core import HistogramMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.utils import floatToGoString
 from prometheus_client.gc_collector import GCCollector
 from prometheus_client.registry import Collector
 
@@ -66,41 +68,6 @@ _REQ_LABELS: Final = ("router", "model", "team_id", "channel")
 def _go_float(v: float) -> str:
     """A bucket bound as Prometheus writes it (``0.025``, ``1.0``, ``300.0``)."""
     return repr(round(v, 9))
-
-
-@final
-class SecondsView(Collector):
-    """A millisecond histogram re-exported in seconds, converted at scrape time.
-
-    The contract keeps the ``_ms`` names; Prometheus convention wants base units. Observing
-    twice per request would cost the request path; scaling the ``_ms`` series' bucket bounds
-    and sums when scraped costs it nothing, and the two can never disagree.
-    """
-
-    def __init__(self, source: Histogram, name: str, documentation: str, labelnames: tuple[str, ...]) -> None:
-        self._source = source
-        self._name = name
-        self._doc = documentation
-        self._labelnames = labelnames
-
-    def describe(self) -> Iterator[Metric]:
-        return iter(())  # nothing to declare up front; the registry then collects on register
-
-    def collect(self) -> Iterator[Metric]:
-        out = HistogramMetricFamily(self._name, self._doc, labels=self._labelnames)
-        series: dict[tuple[str, ...], tuple[list[tuple[str, float]], list[float]]] = {}
-        for family in self._source.collect():
-            for sample in family.samples:
-                key = tuple(sample.labels[n] for n in self._labelnames)
-                buckets, total = series.setdefault(key, ([], [0.0]))
-                if sample.name.endswith("_bucket"):
-                    le = sample.labels["le"]
-                    buckets.append((le if le == "+Inf" else _go_float(float(le) / 1000), sample.value))
-                elif sample.name.endswith("_sum"):
-                    total[0] = sample.value / 1000
-        for key, (buckets, total) in series.items():
-            out.add_metric(list(key), buckets, total[0])
-        yield out
 
 
 @final
@@ -172,29 +139,51 @@ _MISSING: Final = object()
 
 
 @final
+class _Hist:
+    """One histogram series as plain numbers: per-bucket (not cumulative) counts and the sum.
+
+    prometheus_client's children take a lock and check observability on every call (~1 µs
+    each, ~6 µs per request for Apex's series); the event loop is the only writer here, and
+    ``RequestCollector`` turns these into the same exposition at scrape time."""
+
+    __slots__ = ("bounds", "counts", "total")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)  # the last one is +Inf
+        self.total = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.total += value
+
+
+@final
 class RequestSeries:
-    """The bound children for one (router, model, team_id, channel); lazily per status etc."""
+    """The numbers of one (router, model, team_id, channel): requests by status, errors by
+    type, tokens, cost, and the histograms it shares with other teams (those are labelled
+    without ``team_id``)."""
 
-    __slots__ = ("_m", "_labels", "_requests", "_errors", "_tokens", "_estimated", "_upstream", "_ttft", "_overhead",
-                 "_duration", "_cost", "_unpriced")
+    __slots__ = ("labels", "requests", "errors", "tokens", "estimated", "cost", "unpriced", "upstream", "ttft",
+                 "overhead", "duration")
 
-    def __init__(self, metrics: Metrics, labels: tuple[str, str, str, str]) -> None:
-        self._m = metrics
-        self._labels = labels
-        self._requests: dict[int, Counter] = {}
-        self._errors: dict[str, Counter] = {}
-        self._tokens: tuple[Counter, Counter, Counter] | None = None
-        self._estimated: tuple[Counter, Counter, Counter] | None = None
-        self._upstream: Histogram | None = None
-        self._ttft: Histogram | None = None
-        self._overhead: Histogram = metrics.overhead.labels(labels[0])
-        self._duration: Histogram = metrics.duration.labels(labels[0], labels[1], labels[3])
-        self._cost: Counter | None = None
-        self._unpriced: Counter | None = None
+    def __init__(self, labels: tuple[str, str, str, str], upstream: _Hist, ttft: _Hist, overhead: _Hist,
+                 duration: _Hist) -> None:
+        self.labels = labels
+        self.requests: dict[int, int] = {}
+        self.errors: dict[str, int] = {}
+        self.tokens: list[int] | None = None     # prompt, completion, cached; None until a first usage
+        self.estimated: list[int] | None = None  # the part of ``tokens`` Apex estimated
+        self.cost: float | None = None   # None until a priced request (the series appears then)
+        self.unpriced = 0
+        self.upstream = upstream
+        self.ttft = ttft
+        self.overhead = overhead
+        self.duration = duration
 
     @property
     def model(self) -> str:
-        return self._labels[1]
+        return self.labels[1]
 
     def record(
         self,
@@ -206,69 +195,146 @@ class RequestSeries:
         duration_ms: float,
     ) -> None:
         """Count one finished request and observe its times (ms; duration exported in seconds)."""
-        child = self._requests.get(status)
-        if child is None:
-            child = self._requests[status] = self._m.requests.labels(*self._labels, str(status))
-        child.inc()
+        requests = self.requests
+        requests[status] = requests.get(status, 0) + 1
         if error_type is not None:
-            err = self._errors.get(error_type)
-            if err is None:
-                err = self._errors[error_type] = self._m.errors.labels(*self._labels, error_type)
-            err.inc()
+            self.errors[error_type] = self.errors.get(error_type, 0) + 1
         if upstream_ms > 0.0:
-            up = self._upstream
-            if up is None:
-                r, m, _, c = self._labels
-                up = self._upstream = self._m.upstream_latency.labels(r, m, c)
-            up.observe(upstream_ms)
+            self.upstream.observe(upstream_ms)
         if ttft_ms is not None:
-            tt = self._ttft
-            if tt is None:
-                r, m, _, c = self._labels
-                tt = self._ttft = self._m.ttft.labels(r, m, c)
-            tt.observe(ttft_ms)
-        self._overhead.observe(overhead_ms)
-        self._duration.observe(duration_ms / 1000)
+            self.ttft.observe(ttft_ms)
+        self.overhead.observe(overhead_ms)
+        self.duration.observe(duration_ms / 1000)
 
     def add_tokens(self, prompt: int, completion: int, cached: int, estimated: bool) -> None:
         """Add one request's token usage; estimated usage is also counted on its own."""
-        toks = self._tokens
-        if toks is None:
-            t = self._m.tokens
-            toks = self._tokens = (t.labels(*self._labels, "prompt"), t.labels(*self._labels, "completion"),
-                                   t.labels(*self._labels, "cached"))
-        _add3(toks, prompt, completion, cached)
+        t = self.tokens
+        if t is None:
+            t = self.tokens = [0, 0, 0]
+        t[0] += prompt
+        t[1] += completion
+        t[2] += cached
         if estimated:
-            est = self._estimated
-            if est is None:
-                e = self._m.tokens_estimated
-                est = self._estimated = (e.labels(*self._labels, "prompt"), e.labels(*self._labels, "completion"),
-                                         e.labels(*self._labels, "cached"))
-            _add3(est, prompt, completion, cached)
-
+            e = self.estimated
+            if e is None:
+                e = self.estimated = [0, 0, 0]
+            e[0] += prompt
+            e[1] += completion
+            e[2] += cached
 
     def add_cost(self, usd: float | None) -> None:
         """Add one request's cost in USD; None (no price known) is counted apart."""
         if usd is None:
-            up = self._unpriced
-            if up is None:
-                up = self._unpriced = self._m.cost_unknown.labels(*self._labels)
-            up.inc()
+            self.unpriced += 1
             return
-        c = self._cost
-        if c is None:
-            c = self._cost = self._m.cost.labels(*self._labels)
-        if usd > 0.0:
-            c.inc(usd)
+        self.cost = (self.cost or 0.0) + max(usd, 0.0)
 
 
-def _add3(children: tuple[Counter, Counter, Counter], a: int, b: int, c: int) -> None:
-    if a:
-        children[0].inc(a)
-    if b:
-        children[1].inc(b)
-    if c:
-        children[2].inc(c)
+_TOKEN_TYPES: Final = ("prompt", "completion", "cached")
+
+
+def _hist(hists: dict[tuple[str, ...], _Hist], key: tuple[str, ...], bounds: tuple[float, ...]) -> _Hist:
+    h = hists.get(key)
+    if h is None:
+        h = hists[key] = _Hist(bounds)
+    return h
+
+
+@final
+class RequestCollector(Collector):
+    """The per-request families, rendered from ``RequestSeries`` numbers at scrape time.
+
+    Names, help texts, label order and bucket bounds are what prometheus_client's own
+    Counter/Histogram wrote for them before (the ``_seconds`` twins of the ``_ms``
+    histograms are scaled here too, so the two can never disagree)."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._m = metrics
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(())  # nothing to declare up front; the registry then collects on register
+
+    def collect(self) -> Iterator[Metric]:
+        m = self._m
+        series = list(m.all_series.values())
+        requests = CounterMetricFamily("apex_requests_total", "API requests served, by final HTTP status.",
+                                       labels=(*_REQ_LABELS, "status"))
+        errors = CounterMetricFamily(
+            "apex_errors_total", "API requests that ended in an error (HTTP error, stream error, client disconnect).",
+            labels=(*_REQ_LABELS, "error_type"))
+        tokens = CounterMetricFamily("apex_tokens_total",
+                                     "Tokens used, from upstream usage (or Apex's estimate when none).",
+                                     labels=(*_REQ_LABELS, "type"))
+        estimated = CounterMetricFamily(
+            "apex_tokens_estimated_total", "The part of apex_tokens_total that Apex estimated (upstream gave no usage).",
+            labels=(*_REQ_LABELS, "type"))
+        cost = CounterMetricFamily("apex_cost_usd", "What requests cost in USD, from their usage and the price table.",
+                                   labels=_REQ_LABELS)
+        unpriced = CounterMetricFamily("apex_cost_unknown",
+                                       "Requests with token usage but no known price for their upstream model.",
+                                       labels=_REQ_LABELS)
+        for s in series:
+            labels = list(s.labels)
+            for status, n in s.requests.items():
+                requests.add_metric([*labels, str(status)], n)
+            for kind, n in s.errors.items():
+                errors.add_metric([*labels, kind], n)
+            if s.tokens is not None:
+                for name, n in zip(_TOKEN_TYPES, s.tokens, strict=True):
+                    tokens.add_metric([*labels, name], n)
+            if s.estimated is not None:
+                for name, n in zip(_TOKEN_TYPES, s.estimated, strict=True):
+                    estimated.add_metric([*labels, name], n)
+            if s.cost is not None:
+                cost.add_metric(labels, s.cost)
+            if s.unpriced:
+                unpriced.add_metric(labels, s.unpriced)
+        yield requests
+        yield errors
+        yield from _histograms(m.upstream_hists, "apex_upstream_latency",
+                               "Time spent waiting on upstreams per request, ms (whole stream for streams).",
+                               "apex_upstream_latency_ms in seconds.", ("router", "model", "channel"))
+        yield from _histograms(m.ttft_hists, "apex_ttft", "Time to the upstream's first stream event, ms (streams only).",
+                               "apex_ttft_ms in seconds.", ("router", "model", "channel"))
+        yield from _histograms(m.overhead_hists, "apex_overhead",
+                               "Time Apex itself adds to a request (total minus upstream wait), ms.",
+                               "apex_overhead_ms in seconds.", ("router",))
+        duration = HistogramMetricFamily(
+            "apex_request_duration_seconds",
+            "Whole request as the client sees it, from its arrival to the last byte, seconds.",
+            labels=("router", "model", "channel"))
+        for key, h in m.duration_hists.items():
+            if any(h.counts):
+                duration.add_metric(list(key), _buckets(h, floatToGoString, 1.0), h.total)
+        yield duration
+        yield tokens
+        yield estimated
+        yield cost
+        yield unpriced
+
+
+def _buckets(h: _Hist, fmt: Callable[[float], str], scale: float) -> list[tuple[str, float]]:
+    out: list[tuple[str, float]] = []
+    acc = 0
+    for bound, n in zip(h.bounds, h.counts, strict=False):
+        acc += n
+        out.append((fmt(bound / scale), acc))
+    out.append(("+Inf", acc + h.counts[-1]))
+    return out
+
+
+def _histograms(hists: dict[tuple[str, ...], _Hist], base: str, doc_ms: str, doc_s: str,
+                labels: tuple[str, ...]) -> Iterator[Metric]:
+    """A ``_ms`` histogram family and its ``_seconds`` twin from the same numbers."""
+    ms = HistogramMetricFamily(f"{base}_ms", doc_ms, labels=labels)
+    seconds = HistogramMetricFamily(f"{base}_seconds", doc_s, labels=labels)
+    for key, h in hists.items():
+        if not any(h.counts):
+            continue  # a child prometheus_client would not have created yet
+        ms.add_metric(list(key), _buckets(h, floatToGoString, 1.0), h.total)
+        seconds.add_metric(list(key), _buckets(h, _go_float, 1000.0), h.total / 1000)
+    yield ms
+    yield seconds
 
 
 @final
@@ -291,43 +357,19 @@ class Metrics:
             PlatformCollector(registry=reg)
             GCCollector(registry=reg)
         self.models = ModelLabels(rule_patterns)
-        self.requests = Counter("apex_requests_total", "API requests served, by final HTTP status.",
-                                (*_REQ_LABELS, "status"), registry=reg)
-        self.errors = Counter("apex_errors_total",
-                              "API requests that ended in an error (HTTP error, stream error, client disconnect).",
-                              (*_REQ_LABELS, "error_type"), registry=reg)
+        # The per-request families (requests, errors, latencies, tokens, cost): plain numbers
+        # per series, rendered at scrape time (see RequestCollector).
+        self.all_series: dict[tuple[str, str, str, str], RequestSeries] = {}
+        self.upstream_hists: dict[tuple[str, ...], _Hist] = {}
+        self.ttft_hists: dict[tuple[str, ...], _Hist] = {}
+        self.overhead_hists: dict[tuple[str, ...], _Hist] = {}
+        self.duration_hists: dict[tuple[str, ...], _Hist] = {}
+        reg.register(RequestCollector(self))
         self.attempt_failures = Counter("apex_attempt_failures_total",
                                         "Upstream attempts that failed and were retried or moved on from.",
                                         ("router", "channel", "error_type"), registry=reg)
-        self.upstream_latency = Histogram("apex_upstream_latency_ms",
-                                          "Time spent waiting on upstreams per request, ms (whole stream for streams).",
-                                          ("router", "model", "channel"), buckets=UPSTREAM_BUCKETS_MS, registry=reg)
-        self.ttft = Histogram("apex_ttft_ms", "Time to the upstream's first stream event, ms (streams only).",
-                              ("router", "model", "channel"), buckets=TTFT_BUCKETS_MS, registry=reg)
-        self.overhead = Histogram("apex_overhead_ms", "Time Apex itself adds to a request (total minus upstream wait), ms.",
-                                  ("router",), buckets=OVERHEAD_BUCKETS_MS, registry=reg)
-        self.duration = Histogram("apex_request_duration_seconds",
-                                  "Whole request as the client sees it, from its arrival to the last byte, seconds.",
-                                  ("router", "model", "channel"), buckets=DURATION_BUCKETS_S, registry=reg)
-        for source, name, doc, labels in (
-            (self.upstream_latency, "apex_upstream_latency_seconds", "apex_upstream_latency_ms in seconds.",
-             ("router", "model", "channel")),
-            (self.ttft, "apex_ttft_seconds", "apex_ttft_ms in seconds.", ("router", "model", "channel")),
-            (self.overhead, "apex_overhead_seconds", "apex_overhead_ms in seconds.", ("router",)),
-        ):
-            reg.register(SecondsView(source, name, doc, labels))
         self.fallbacks = Counter("apex_fallback_total", "Moves of a request from one channel to another.",
                                  ("router", "model", "from_channel", "to_channel"), registry=reg)
-        self.tokens = Counter("apex_tokens_total", "Tokens used, from upstream usage (or Apex's estimate when none).",
-                              (*_REQ_LABELS, "type"), registry=reg)
-        self.tokens_estimated = Counter("apex_tokens_estimated_total",
-                                        "The part of apex_tokens_total that Apex estimated (upstream gave no usage).",
-                                        (*_REQ_LABELS, "type"), registry=reg)
-        self.cost = Counter("apex_cost_usd", "What requests cost in USD, from their usage and the price table.",
-                            _REQ_LABELS, registry=reg)
-        self.cost_unknown = Counter("apex_cost_unknown",
-                                    "Requests with token usage but no known price for their upstream model.",
-                                    _REQ_LABELS, registry=reg)
         self.budget_remaining = Gauge("apex_budget_remaining_usd",
                                       "USD left in a budgeted team's current period, as this process last saw it.",
                                       ("team_id",), registry=reg)
@@ -355,22 +397,31 @@ class Metrics:
             self.reloads.labels(result)  # both series exist from the start: rate() needs a zero
         self._reload_ok = self.reloads.labels("success")
         self._reload_failed = self.reloads.labels("failure")
-        self._series: dict[tuple[str, str, str, str], RequestSeries] = {}
         self._small: dict[tuple[object, ...], Counter] = {}
 
     def new_generation(self) -> None:
         """A new config is live: drop cached bindings (existing series keep their values)."""
-        self._series = {}
         self._small = {}
         self.models.new_generation()
 
     def series(self, router: str, model: str, team_id: str, channel: str) -> RequestSeries:
-        """The bound series for these (already bounded) label values."""
+        """The series for these (already bounded) label values; it keeps its numbers across reloads."""
         key = (router, model, team_id, channel)
-        s = self._series.get(key)
+        s = self.all_series.get(key)
         if s is None:
-            s = self._series[key] = RequestSeries(self, key)
+            s = self.all_series[key] = self._new_series(key)
         return s
+
+    def _new_series(self, key: tuple[str, str, str, str]) -> RequestSeries:
+        router, model, _, channel = key
+        by_channel = (router, model, channel)
+        return RequestSeries(
+            key,
+            _hist(self.upstream_hists, by_channel, UPSTREAM_BUCKETS_MS),
+            _hist(self.ttft_hists, by_channel, TTFT_BUCKETS_MS),
+            _hist(self.overhead_hists, (router,), OVERHEAD_BUCKETS_MS),
+            _hist(self.duration_hists, by_channel, DURATION_BUCKETS_S),
+        )
 
     def _counter(self, family: Counter, *labels: str) -> Counter:
         key = (id(family), *labels)

@@ -150,21 +150,24 @@ async def serve(gateway: Gateway, *, on_ready: Callable[[], None] | None = None)
 
 
 async def _drain(gateway: Gateway, grace: float) -> None:
-    """Wait up to ``grace`` for in-flight requests to finish; then end every stream still
-    open with an error event in its protocol (the relay does that when cancelled while
-    ``gateway.stopping``) and give them ``STOP_MARGIN_S`` to write it."""
+    """Wait up to ``grace`` for in-flight requests to finish; then stop every request still
+    open, each answered in its protocol: a stream with an error event (the relay does that
+    when cancelled while ``gateway.stopping``), a request still waiting on its upstream with a
+    503 (the endpoint wrapper does that). They get ``STOP_MARGIN_S`` to write it."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + grace
     # in_flight is a plain int (no event to set on every request's path): poll it.
     while gateway.in_flight and loop.time() < deadline:  # noqa: ASYNC110
         await asyncio.sleep(DRAIN_POLL_S)
-    if not gateway.streams:
+    if not gateway.requests:
         return
-    log.warning("shutdown deadline: ending %d open stream(s) with an error event", len(gateway.streams))
+    log.warning("shutdown deadline: stopping %d open request(s) (%d stream(s)) with an error in their protocol",
+                len(gateway.requests), len(gateway.streams))
     gateway.stopping = True
-    for task in list(gateway.streams):
+    open_now = list(gateway.requests)
+    for task in open_now:
         task.cancel()
-    await asyncio.wait(list(gateway.streams), timeout=STOP_MARGIN_S)
+    await asyncio.wait(open_now, timeout=STOP_MARGIN_S)
 
 
 def _tune_gc() -> None:

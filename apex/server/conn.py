@@ -26,7 +26,7 @@ from aiohttp.web_protocol import RequestHandler
 
 from apex.errors import ApexError, InternalError, InvalidRequest, RequestTimeout
 from apex.server.gateway import Gateway
-from apex.server.responses import error_body, error_response
+from apex.server.responses import dialect_of_path, error_body, error_response
 from apex.types import Dialect
 
 __all__ = ["BodyReadTimeout", "ApexRunner", "raise_fd_limit"]
@@ -44,8 +44,10 @@ class BodyReadTimeout(asyncio.TimeoutError):
 
 
 def _dialect_of(peek: bytes) -> Dialect:
+    """The protocol of the path in a request head's first bytes (see ``dialect_of_path``)."""
     _, _, rest = peek.partition(b" ")
-    return Dialect.ANTHROPIC_MESSAGES if rest.startswith(b"/v1/messages") else Dialect.OPENAI_CHAT
+    target = rest.split(b" ", 1)[0].split(b"?", 1)[0]
+    return dialect_of_path(target.decode("latin-1"))
 
 
 def _reason(exc: BaseException | None, message: str | None) -> str:

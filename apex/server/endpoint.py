@@ -17,12 +17,12 @@ from typing import Final
 
 from aiohttp import web
 
-from apex.errors import ApexError, InternalError, InvalidRequest, RequestTooLarge
+from apex.errors import ApexError, InternalError, InvalidRequest, RequestTooLarge, ShuttingDown
 from apex.server.exchange import Exchange
 from apex.server.gateway import Gateway
 from apex.server.inputs import check_request_headers, client_request_id
 from apex.server.keys import GATEWAY_KEY
-from apex.server.responses import error_response
+from apex.server.responses import dialect_of_path, error_response
 from apex.snapshot import Snapshot
 from apex.types import Dialect
 
@@ -52,6 +52,7 @@ def api_endpoint(dialect: Dialect, endpoint: Endpoint) -> Callable[[web.Request]
             ex.trace = gateway.tracer.start_request(ex, request.headers)
         snap = gateway.snapshot  # one snapshot for the whole request, even across a reload
         gateway.in_flight_changed(ex, +1)
+        gateway.requests.add(request.task)  # the shutdown deadline answers what is still open
         response: web.StreamResponse | None = None
         try:
             try:
@@ -63,10 +64,16 @@ def api_endpoint(dialect: Dialect, endpoint: Endpoint) -> Callable[[web.Request]
                 ex.error_kind = err.kind
                 response = error_response(dialect, err)
             except asyncio.CancelledError:
-                # The client closed the connection; after a stream's final event that is how
-                # many SDKs end a stream (openai's helper, langchain, Codex): a success.
-                ex.status = 200 if ex.final_delivered else 499
-                raise
+                if not _stopped_at_deadline(gateway, request, ex):
+                    # The client closed the connection; after a stream's final event that is how
+                    # many SDKs end a stream (openai's helper, langchain, Codex): a success.
+                    ex.status = 200 if ex.final_delivered else 499
+                    raise
+                request.task.uncancel()
+                stopped = ShuttingDown("Apex is shutting down; the request was stopped at the shutdown deadline",
+                                       retry_after=1.0)
+                ex.error_kind = stopped.kind
+                response = error_response(dialect, stopped)
             except Exception as exc:  # noqa: BLE001  # the one catch-all: log it, answer 500
                 if ex.committed and isinstance(exc, ConnectionError):
                     ex.status = 200 if ex.final_delivered else 499  # a write found the client gone
@@ -82,10 +89,18 @@ def api_endpoint(dialect: Dialect, endpoint: Endpoint) -> Callable[[web.Request]
                 response.headers["x-apex-overhead-ms"] = f"{ex.measure_overhead():.3f}"
             return response
         finally:
+            gateway.requests.discard(request.task)
             gateway.in_flight_changed(ex, -1)
             gateway.finish(ex)
 
     return handler
+
+
+def _stopped_at_deadline(gateway: Gateway, request: web.Request, ex: Exchange) -> bool:
+    """True when the cancellation is the shutdown deadline's (once) on a request whose
+    answer has not started and whose client is still connected: it gets a 503, not a cut."""
+    return (gateway.stopping and not ex.committed and request.task.cancelling() == 1
+            and request.transport is not None and not request.transport.is_closing())
 
 
 def expect_handler(dialect: Dialect | None = None) -> Callable[[web.Request], Awaitable[web.StreamResponse | None]]:
@@ -108,7 +123,7 @@ def expect_handler(dialect: Dialect | None = None) -> Callable[[web.Request], Aw
                 await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
                 request.writer.output_size = 0  # the interim answer is not the response's start
             return None
-        shape = dialect or (Dialect.ANTHROPIC_MESSAGES if request.path.startswith("/v1/messages") else Dialect.OPENAI_CHAT)
+        shape = dialect or dialect_of_path(request.path)
         response = error_response(shape, err)
         if not isinstance(err, RequestTooLarge):
             response.set_status(417)

@@ -58,7 +58,7 @@ from apex.server.logs import (
 )
 from apex.snapshot import Snapshot, build_snapshot
 from apex.tokens import estimate_tokens
-from apex.types import Dialect, MonotonicClock, Usage
+from apex.types import Dialect, Usage
 
 
 if TYPE_CHECKING:
@@ -124,6 +124,7 @@ class Gateway:
         self.in_flight = 0
         self.draining = False  # set when shutdown begins: /ready answers 503 from then on
         self.streams: set[asyncio.Task[object]] = set()  # tasks relaying a committed stream
+        self.requests: set[asyncio.Task[None]] = set()  # every API request's task, stream or not
         self.stopping = False  # the shutdown deadline passed: open streams end with an error event
         self.tracer: Tracer | None = None  # global.tracing; None keeps tracing off the request path
         self.metrics = Metrics(self.version, self._rule_patterns)
@@ -137,12 +138,13 @@ class Gateway:
     async def start(self) -> None:
         """Create the rate limiter and the credential refreshers (inside the loop)."""
         self._started = True
-        self.limiter = build_limiter(self.snapshot.config.global_.rate_limit_store, MonotonicClock(),
+        # The routing clock also drives the local buckets and budget periods (tests inject fake time).
+        self.limiter = build_limiter(self.snapshot.config.global_.rate_limit_store, self.clock,
                                      on_store_error=self.metrics.record_store_error)
         fresh = self._credentials.bind(_credential_slots(self.snapshot), self._upstream)
         if fresh:  # the first requests should find credentials; a failure is logged, not fatal
             await asyncio.gather(*(r.wait_first(CREDENTIALS_START_WAIT_S) for r in fresh))
-        self.budgets = build_ledger(self.snapshot.config.global_.rate_limit_store, MonotonicClock())
+        self.budgets = build_ledger(self.snapshot.config.global_.rate_limit_store, self.clock)
         self.budgets.on_remaining = self.metrics.set_budget_remaining
         rl = self.snapshot.config.global_.request_log
         self.request_log = build_request_log(rl, self.config_path, self.metrics.request_log_dropped.inc)

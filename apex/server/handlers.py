@@ -16,7 +16,7 @@ from apex.server.gemini import is_gemini_request, models as gemini_models
 from apex.server.keys import GATEWAY_KEY
 from apex.server.endpoint import new_request_id
 from apex.server.inputs import client_request_id
-from apex.server.responses import error_response, json_response
+from apex.server.responses import dialect_of_path, error_response, json_response
 from apex.snapshot import Snapshot
 from apex.types import Dialect
 
@@ -100,9 +100,7 @@ async def fallback(request: web.Request) -> web.StreamResponse:
         metrics = gateway.metrics_response()
         metrics.headers["x-request-id"] = rid
         return metrics
-    dialect = Dialect.ANTHROPIC_MESSAGES if request.path.startswith("/v1/messages") else Dialect.OPENAI_CHAT
-    if request.path.startswith("/v1beta/") or is_gemini_request(request):
-        dialect = Dialect.GEMINI_GENERATE
+    dialect = Dialect.GEMINI_GENERATE if is_gemini_request(request) else dialect_of_path(request.path)
     if request.path in API_PATHS or request.path == "/v1/models":
         allowed = "GET" if request.path == "/v1/models" else "POST"
         err = InvalidRequest(f"method {request.method} is not allowed on {request.path}; use {allowed}")

@@ -58,6 +58,17 @@ def _gemini_rpc_status(err: ApexError) -> str:
     return gemini_rpc_status(err.status)
 
 
+def dialect_of_path(path: str) -> Dialect:
+    """The protocol an error on ``path`` is answered in when no endpoint took the request
+    (a parse error, an unknown path, a refused ``Expect``): Anthropic under /v1/messages,
+    Gemini under /v1beta/ and for ``/v1/models/{model}:{method}``, else OpenAI."""
+    if path.startswith("/v1/messages"):
+        return Dialect.ANTHROPIC_MESSAGES
+    if path.startswith("/v1beta/") or (path.startswith("/v1/models/") and ":" in path):
+        return Dialect.GEMINI_GENERATE
+    return Dialect.OPENAI_CHAT
+
+
 def error_body(dialect: Dialect, err: ApexError) -> bytes:
     """The error object in ``dialect``'s shape."""
     if isinstance(err, UpstreamStatus) and err.client_body is not None and err.status == err.upstream_status:

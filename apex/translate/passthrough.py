@@ -182,6 +182,23 @@ def body_usage(dialect: Dialect, body: bytes) -> Usage | None:
     return usage_from_openai(ob.usage) if ob.usage is not None else None
 
 
+def _plain_openai_chunk(chunk: bytes) -> bool:
+    """True for a chunk of whole OpenAI chat events with nothing to observe or change: only
+    ``data:`` lines ending in a blank line, no usage, error, finish reason, ``[DONE]``, event
+    name or CR. Most chunks of a long answer are these; each test is one C substring search."""
+    return (
+        chunk.startswith(b"data:")
+        and chunk.endswith(b"\n\n")
+        and b'"finish_reason":"' not in chunk
+        and b'"finish_reason": "' not in chunk
+        and b'"usage"' not in chunk
+        and b'"error"' not in chunk
+        and b"[DONE]" not in chunk
+        and b"event:" not in chunk
+        and b"\r" not in chunk
+    )
+
+
 def _last_boundary(data: bytes) -> int:
     """Where the last complete event of ``data`` ends (after its blank line); 0 if none."""
     end = 0
@@ -204,7 +221,7 @@ class PassthroughStream:
 
     __slots__ = (
         "_family", "_parser", "_model", "_strip_usage", "_rewrite", "usage", "_tally",
-        "first_event_seen", "terminated", "errored", "finished", "_held",
+        "first_event_seen", "terminated", "errored", "finished", "_held", "_plain_ok",
     )
 
     def __init__(self, family: str, *, client_model: str | None, strip_usage_chunk: bool) -> None:
@@ -220,6 +237,9 @@ class PassthroughStream:
         self.errored = False
         self.finished = False  # the answer itself ended (finish_reason / message_delta)
         self._held = b""  # the start of an event whose end has not arrived (pass-through mode)
+        # An OpenAI chat stream whose events need no model rewrite: a chunk of whole, ordinary
+        # content events may skip parsing entirely (see _plain_openai_chunk).
+        self._plain_ok = family == "openai_chat" and client_model is None
 
     def feed(self, chunk: bytes) -> bytes:
         """The bytes to forward for ``chunk``: whole events only. A partial event is held
@@ -227,6 +247,9 @@ class PassthroughStream:
         one (the client would glue Apex's error event onto it)."""
         parser = self._parser
         started_aligned = parser.between_events
+        if self._plain_ok and started_aligned and _plain_openai_chunk(chunk):
+            self.first_event_seen = True
+            return chunk  # what parsing and observing it would have concluded, ~5x cheaper
         events = parser.feed(chunk)
         if not self._rewrite:
             for ev in events:

@@ -28,7 +28,11 @@ def timeouts_config(upstream: FakeUpstream, header: int = 1000, body: int = 1000
     return cfg
 
 
-@pytest.mark.parametrize(("path", "shape"), [(b"/v1/chat/completions", "openai"), (b"/v1/messages", "anthropic")])
+@pytest.mark.parametrize(("path", "shape"), [
+    (b"/v1/chat/completions", "openai"), (b"/v1/messages", "anthropic"),
+    (b"/v1beta/models/gemini-2.5-flash:generateContent", "gemini"),
+    (b"/v1/models/gemini-2.5-flash:streamGenerateContent?alt=sse", "gemini"),
+])
 @pytest.mark.parametrize("bad", [
     b"Authorization: Bearer vk-default\x01",  # a valid key with a control byte
     b"Bad Header Bearer vk-default",  # no colon
@@ -44,6 +48,8 @@ async def test_malformed_http_answered_in_json_and_key_never_logged(
     assert status == 400
     if shape == "anthropic":
         assert body["type"] == "error" and body["error"]["type"] == "invalid_request_error"
+    elif shape == "gemini":  # google.rpc.Status, as Google answers
+        assert body["error"]["code"] == 400 and body["error"]["status"] == "INVALID_ARGUMENT"
     else:
         assert body["error"]["type"] == "invalid_request_error"
     assert "vk-default" not in str(body)

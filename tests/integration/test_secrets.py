@@ -115,3 +115,27 @@ async def test_stream_error_events_are_scrubbed(upstream: FakeUpstream, start_ap
             assert r.status == 200, text
             assert "invalid key" in text, (client, model, text)
             assert_clean(text)
+
+
+SLASHY_KEY = "AKIAEXAMPLE/SECRET+part=="  # the shape of an AWS secret or a base64 key
+
+
+@pytest.mark.parametrize("spelling", [
+    SLASHY_KEY,
+    "AKIAEXAMPLE%2FSECRET%2Bpart%3D%3D",  # percent-encoded, as in ?key= or a proxy URL
+    "AKIAEXAMPLE%2fSECRET%2bpart%3d%3d",  # lower-case escapes
+    "AKIAEXAMPLE/SECRET%2Bpart%3D%3D",    # '/' left as is (urllib's default)
+])
+async def test_url_encoded_key_in_an_upstream_error_is_scrubbed(
+    upstream: FakeUpstream, start_apex: StartApex, caplog: pytest.LogCaptureFixture, spelling: str
+) -> None:
+    """An upstream quoting the key the way it appeared in a URL gets it scrubbed too."""
+    cfg = config(upstream)
+    cfg["channels"][0]["api_key"] = SLASHY_KEY
+    inst = await start_apex(cfg)
+    upstream.persistent = error(403, f"key {spelling} is not allowed for https://x/?key={spelling}")
+    with caplog.at_level(logging.DEBUG), pytest.raises(openai.APIStatusError) as info:
+        await oai(inst, "k").chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "x"}])
+    body = info.value.response.text
+    assert "[redacted]" in body
+    assert "SECRET" not in body and "SECRET" not in caplog.text, body

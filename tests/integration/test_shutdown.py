@@ -1,8 +1,10 @@
 """Shutdown at the grace deadline (issue 13, item 12): a real ``apex gateway start`` process.
 
 Streams that are still open when ``shutdown_grace_ms`` runs out get an error event in their
-own protocol and a clean end (pass-through and translated, OpenAI and Anthropic clients), and
-the process exits within the grace plus a small margin, not twice the grace.
+own protocol and a clean end (pass-through and translated, OpenAI and Anthropic clients);
+non-stream requests still waiting on their upstream get a 503 in their protocol (OpenAI,
+Anthropic, Gemini) instead of a cut connection; and the process exits within the grace plus a
+small margin, not twice the grace.
 """
 
 from __future__ import annotations
@@ -77,9 +79,15 @@ async def test_open_streams_end_with_error_event_at_shutdown_deadline(upstream: 
                 assert r.status == 200
                 await asyncio.wait_for(r.content.readany(), 5)  # the stream is open and committed
                 responses.append(r)
+            waiting: list[asyncio.Task[tuple[int, str, bytes]]] = []
+            for p, model in NON_STREAM:
+                upstream.push(Behaviour(stall=60))  # never answers within the grace
+                waiting.append(asyncio.create_task(post_whole(s, f"http://127.0.0.1:{port}{p}", model)))
+            await until_hits(upstream, len(cases) + len(NON_STREAM))
             sent = time.monotonic()
             proc.send_signal(signal.SIGTERM)
             bodies = [await asyncio.wait_for(r.read(), GRACE_MS / 1000 + 5) for r in responses]
+            answers = [await asyncio.wait_for(t, GRACE_MS / 1000 + 5) for t in waiting]
             output = await asyncio.wait_for(proc.stdout.read(), 10)  # until the process closes it
             await asyncio.wait_for(proc.wait(), 10)
             took = time.monotonic() - sent
@@ -96,3 +104,41 @@ async def test_open_streams_end_with_error_event_at_shutdown_deadline(upstream: 
         assert "shutting down" in data
         if p == "/v1/messages":
             assert name == "error" and json.loads(data)["error"]["type"] == "overloaded_error"
+    for (p, _), (status, retry_after, raw) in zip(NON_STREAM, answers, strict=True):
+        assert status == 503, (p, raw)
+        assert retry_after == "1"
+        body = json.loads(raw)
+        if p.startswith("/v1/messages"):
+            assert body["type"] == "error" and body["error"]["type"] == "overloaded_error"
+        elif p.startswith("/v1beta/"):
+            assert body["error"]["code"] == 503 and body["error"]["status"] == "UNAVAILABLE"
+        else:
+            assert body["error"]["type"] in ("server_error", "service_unavailable", "api_error", "overloaded")
+        assert "shutting down" in json.dumps(body)
+
+
+NON_STREAM: list[tuple[str, str]] = [
+    ("/v1/chat/completions", "gpt-4o"),
+    ("/v1/messages", "claude-x"),
+    ("/v1beta/models/gpt-4o:generateContent", "gpt-4o"),
+]
+
+
+async def post_whole(s: aiohttp.ClientSession, url: str, model: str) -> tuple[int, str, bytes]:
+    """POST a non-stream request in the path's protocol; the status, Retry-After and body."""
+    if ":generateContent" in url:
+        payload: dict[str, object] = {"contents": [{"role": "user", "parts": [{"text": "x"}]}]}
+        headers = {"x-goog-api-key": "k"}
+    else:
+        payload = {"model": model, "max_tokens": 50, "messages": [{"role": "user", "content": "x"}]}
+        headers = {"Authorization": "Bearer k", "anthropic-version": "2023-06-01"}
+    async with s.post(url, headers=headers, json=payload) as r:
+        return r.status, r.headers.get("Retry-After", ""), await r.read()
+
+
+async def until_hits(upstream: FakeUpstream, n: int) -> None:
+    for _ in range(200):
+        if upstream.hits() >= n:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"the upstream saw {upstream.hits()} requests, expected {n}")

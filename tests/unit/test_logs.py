@@ -13,7 +13,16 @@ from apex.config.load import load_config_bytes
 from apex.config.model import LoggingConfig
 from apex.server.exchange import Exchange
 from apex.server.gateway import Gateway
-from apex.server.logs import JsonFormatter, PrettyFormatter, ReopeningFileHandler, access_fields, configure_logging
+from apex.server.logs import (
+    ACCESS_LOGGER,
+    JsonFormatter,
+    PrettyFormatter,
+    ReopeningFileHandler,
+    access_fields,
+    configure_logging,
+    flush_logs,
+    write_access_line,
+)
 from apex.types import Dialect, Usage
 
 
@@ -124,3 +133,54 @@ def test_lines_are_batched_but_warnings_flush_at_once(tmp_path: Path) -> None:
     finally:
         logging.getLogger().removeHandler(handler)
         handler.close()
+
+
+def test_direct_access_line_is_what_the_formatter_writes(tmp_path: Path, restore_root: None) -> None:
+    """The access line written directly (default JSON setup) and the one through logging (a
+    filter attached forces that path) are the same JSON, field for field and in order."""
+    path = tmp_path / "access.log"
+    handler = configure_logging(LoggingConfig(file=str(path)))
+    assert isinstance(handler, ReopeningFileHandler)
+    access = logging.getLogger(ACCESS_LOGGER)
+    fields = access_fields(_exchange(), 12.5, 0.25, Usage(prompt_tokens=5, completion_tokens=2), 0.0001)
+    calls: list[logging.LogRecord] = []
+    real_handle = access.handle
+    def counting(record: logging.LogRecord) -> None:
+        calls.append(record)
+        real_handle(record)
+
+    access.handle = counting  # type: ignore[method-assign]
+    try:
+        write_access_line(access, fields)
+        assert not calls  # the direct path: no LogRecord at all
+        seen: list[str] = []
+
+        def keep(record: logging.LogRecord) -> bool:
+            seen.append(record.name)
+            return True
+
+        access.addFilter(keep)
+        write_access_line(access, fields)
+        access.removeFilter(keep)
+        assert seen == [ACCESS_LOGGER] and len(calls) == 1  # the logging path
+    finally:
+        del access.handle
+    flush_logs()
+    direct, logged = (json.loads(line) for line in path.read_text().splitlines())
+    assert list(direct) == list(logged) and direct.pop("ts")[:16] == logged.pop("ts")[:16]
+    assert direct == logged
+    assert direct["msg"] == "request" and direct["logger"] == ACCESS_LOGGER and direct["level"] == "info"
+
+
+def test_a_capturing_handler_still_sees_access_lines(restore_root: None) -> None:
+    """Another handler on the root (a test's capture, a user's) turns the direct path off: it sees the line."""
+    configure_logging(LoggingConfig())
+    seen: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record)
+
+    logging.getLogger().addHandler(Keep())
+    write_access_line(logging.getLogger(ACCESS_LOGGER), {"request_id": "req_x"})
+    assert [getattr(r, "fields", None) for r in seen] == [{"request_id": "req_x"}]

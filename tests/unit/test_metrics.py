@@ -62,17 +62,21 @@ class TestMetrics:
         assert b.registry.get_sample_value("apex_requests_total", {"router": "r", "model": "gpt-4o", "team_id": NONE,
                                                                    "channel": "m", "status": "200"}) is None
 
-    def test_series_are_bound_once_per_generation(self) -> None:
-        """The same label values give the same bound object until new_generation()."""
+    def test_series_keep_their_numbers_across_generations(self) -> None:
+        """The same label values give the same series, also after new_generation() (a reload
+        does not reset counters); series of other teams share the team-less histograms."""
         m = Metrics("1", _patterns, process_metrics=False)
         s = m.series("r", "gpt-4o", NONE, "m")
         assert m.series("r", "gpt-4o", NONE, "m") is s
         m.new_generation()
         s2 = m.series("r", "gpt-4o", NONE, "m")
-        assert s2 is not s
+        assert s2 is s
+        other_team = m.series("r", "gpt-4o", "t", "m")
         s.record(200, None, 0.0, None, 1.0, 1.0)
-        s2.record(200, None, 0.0, None, 1.0, 1.0)
+        other_team.record(200, None, 0.0, None, 1.0, 1.0)
         assert m.registry.get_sample_value("apex_overhead_ms_count", {"router": "r"}) == 2
+        assert m.registry.get_sample_value("apex_requests_total", {"router": "r", "model": "gpt-4o", "team_id": NONE,
+                                                                   "channel": "m", "status": "200"}) == 1
 
     def test_record_and_tokens(self) -> None:
         """record() counts status, error type and times; add_tokens() counts each type and estimates apart."""

@@ -10,7 +10,15 @@ from hypothesis import strategies as st
 
 from apex.errors import InvalidRequest, UpstreamMalformed
 from apex.types import Dialect
-from apex.translate.passthrough import PassthroughStream, body_usage, rewrite_request, rewrite_response_model, strip_unsigned_thinking
+from apex.translate.passthrough import (
+    PassthroughStream,
+    _plain_openai_chunk,
+    body_usage,
+    rewrite_request,
+    rewrite_response_model,
+    strip_unsigned_thinking,
+)
+from tests.fixtures import REAL
 from tests.chunking import split_at
 
 
@@ -116,3 +124,47 @@ def test_stripping_stream_output_does_not_depend_on_chunking(cuts: list[int]) ->
     assert out.count(b"data: ") == 3 and b'"usage"' not in out
     assert b'"content":"Hi"' in out and out.endswith(b"data: [DONE]\n\n")
     assert obs.usage is not None and obs.usage.prompt_tokens == 3
+
+
+# --- the plain-chunk shortcut of OpenAI chat streams ------------------------------------
+
+
+def _events_of(raw: bytes) -> list[bytes]:
+    """The capture's events, each with its blank line (LF-normalised)."""
+    text = raw.replace(b"\r\n", b"\n")
+    return [e + b"\n\n" for e in text.split(b"\n\n") if e.strip()]
+
+
+@pytest.mark.parametrize("capture", ["openai_chat_stream_text.sse", "openai_chat_stream_tool_calls.sse",
+                                     "deepseek_chat_stream_reasoning.sse", "groq_chat_stream_midstream_error.sse",
+                                     "openrouter_chat_stream_error_chunk.sse"])
+@pytest.mark.parametrize("strip_usage", [False, True])
+@pytest.mark.parametrize("per_chunk", [1, 2, 3])
+def test_plain_chunk_shortcut_changes_nothing(capture: str, strip_usage: bool, per_chunk: int) -> None:
+    """Feeding every OpenAI-shaped capture, one to three events per chunk, with the shortcut on
+    and off gives the same bytes out and the same end state (usage, end flags)."""
+    events = _events_of((REAL / capture).read_bytes())
+    chunks = [b"".join(events[i:i + per_chunk]) for i in range(0, len(events), per_chunk)]
+    fast = PassthroughStream("openai_chat", client_model=None, strip_usage_chunk=strip_usage)
+    slow = PassthroughStream("openai_chat", client_model=None, strip_usage_chunk=strip_usage)
+    slow._plain_ok = False
+    shortcut_taken = 0
+    for chunk in chunks:
+        out_fast = fast.feed(chunk)
+        shortcut_taken += out_fast is chunk and fast._parser.between_events
+        assert out_fast == slow.feed(chunk)
+        assert fast.first_event_seen == slow.first_event_seen
+    assert fast.flush() == slow.flush()
+    for flag in ("usage", "terminated", "errored", "finished"):
+        assert getattr(fast, flag) == getattr(slow, flag), flag
+    assert shortcut_taken > 0 or len(chunks) <= 2
+
+
+def test_plain_chunk_shortcut_is_not_taken_for_what_must_be_observed() -> None:
+    """Usage, a finish reason, [DONE], an error, a CR or a partial event go through the parser."""
+    for chunk in (b'data: {"choices":[],"usage":{"prompt_tokens":1}}\n\n',
+                  b'data: {"choices":[{"finish_reason":"stop"}]}\n\n',
+                  b"data: [DONE]\n\n", b'data: {"error":{"message":"x"}}\n\n',
+                  b'data: {"choices":[]}\r\n\r\n', b'data: {"choices":[]}\n', b": ping\n\n"):
+        assert not _plain_openai_chunk(chunk), chunk
+    assert _plain_openai_chunk(b'data: {"choices":[{"delta":{"content":"hi"},"finish_reason":null}]}\n\n')

@@ -13,7 +13,7 @@ import pytest
 
 from apex.config.model import RequestLogConfig
 from apex.requestlog import COLUMNS, RequestLog, Row, sqlite_path
-from apex.requestlog.sqlite import SqliteStore
+from apex.requestlog.sqlite import ROWS_PER_INSERT, SqliteStore
 
 
 def _row(i: int, ts: float | None = None) -> Row:
@@ -145,3 +145,21 @@ def test_sqlite_path_prefers_the_state_directory(tmp_path: Path) -> None:
     assert sqlite_path(cfg, config, {"APEX_STATE_DIR": "/srv/apex"}) == Path("/srv/apex/requests.db")
     assert sqlite_path(cfg, config, {}) == tmp_path / "config.json.data" / "requests.db"  # not the watched directory
     assert sqlite_path(cfg, None, {}) is None
+
+
+@pytest.mark.parametrize("n", [1, 2, ROWS_PER_INSERT - 1, ROWS_PER_INSERT, ROWS_PER_INSERT + 1, 2 * ROWS_PER_INSERT + 37])
+async def test_sqlite_writes_every_row_of_a_batch_exactly(tmp_path: Path, n: int) -> None:
+    """Batches below, at and across the rows-per-statement size land whole, in order, value for value."""
+    store = SqliteStore(tmp_path / "log.db")
+    await store.open()
+    rows = [_row(i, ts=1000.0 + i) for i in range(n)]
+    try:
+        await store.write(rows)
+    finally:
+        await store.close()
+    conn = sqlite3.connect(tmp_path / "log.db")
+    try:
+        got = conn.execute(f"SELECT {', '.join(COLUMNS)} FROM apex_requests ORDER BY ts").fetchall()
+    finally:
+        conn.close()
+    assert got == [tuple(int(v) if isinstance(v, bool) else v for v in row) for row in rows]
