@@ -29,7 +29,7 @@ import pytest
 from apex.config.load import load_config_bytes
 from apex.errors import ConfigError
 from apex.snapshot import build_snapshot
-from tests.conftest import ApexInstance, StartApex
+from tests.conftest import ApexInstance, StartApex, oai
 from tests.integration.fakes import FakeUpstream
 from tests.integration.test_egress import chat, chat_error, one_channel, write_pem
 
@@ -219,13 +219,16 @@ async def test_https_upstream_through_socks5_with_credentials(
 ) -> None:
     """socks5:// with user and password to an https upstream: RFC 1929 credentials to the
     proxy (percent-decoded from the URL), TLS verified against the private CA inside the
-    tunnel, the connection reused; the upstream never sees the proxy's credentials."""
+    tunnel, the connection reused (a JSON answer, then a stream); the upstream never sees the
+    proxy's credentials."""
     socks = await start_socks(auth="alice:p@ss word")
     cfg = one_channel(tls_upstream.openai_url, proxy=socks.url(auth="alice:p%40ss%20word"),
                       tls={"ca_file": write_pem(tmp_path, "ca.pem", ca.cert_pem)})
     inst = await start_apex(cfg)
     assert await chat(inst)
-    assert await chat(inst)
+    stream = await oai(inst).chat.completions.create(
+        model="gpt-4o", messages=[{"role": "user", "content": "hi"}], stream=True)
+    assert "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])  # SSE through the tunnel
     assert len(socks.sent) == 1
     assert socks.credentials() == ("alice", "p@ss word")
     assert socks.connect_request() == ipv4_target(tls_upstream.port)
@@ -340,7 +343,8 @@ async def test_socks_proxy_from_the_environment(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, variable: str,
 ) -> None:
     """Without a proxy key, a socks5h:// URL in HTTPS_PROXY or ALL_PROXY (ALL_PROXY serving a
-    scheme without its own variable, as in curl) is used; "direct" ignores it."""
+    scheme without its own variable, as in curl) is used; "direct" ignores it, and so does an
+    upstream that NO_PROXY names."""
     socks = await start_socks(auth="env:pw")
     for name in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy", "NO_PROXY", "no_proxy"):
         monkeypatch.delenv(name, raising=False)
@@ -348,12 +352,17 @@ async def test_socks_proxy_from_the_environment(
     monkeypatch.setenv(variable, socks.url("socks5h", "env:pw"))
     via_env = await start_apex(one_channel(tls_upstream.openai_url, tls=tls))  # the environment is read here
     direct = await start_apex(one_channel(tls_upstream.openai_url, tls=tls, proxy="direct"))
+    monkeypatch.setenv("NO_PROXY", "localhost,127.0.0.1")
+    bypassed = await start_apex(one_channel(tls_upstream.openai_url, tls=tls))
     monkeypatch.delenv(variable)  # the SDK client would read it too (and has no SOCKS support installed)
+    monkeypatch.delenv("NO_PROXY")
     assert await chat(via_env)
     assert len(socks.sent) == 1 and socks.credentials() == ("env", "pw")
+    assert socks.connect_request() == ipv4_target(tls_upstream.port)
     assert await chat(direct)
+    assert await chat(bypassed)
     assert len(socks.sent) == 1
-    assert tls_upstream.hits("/v1/chat/completions") == 2
+    assert tls_upstream.hits("/v1/chat/completions") == 3
 
 
 async def test_socks_proxy_without_the_extra_does_not_load(monkeypatch: pytest.MonkeyPatch) -> None:
