@@ -14,7 +14,7 @@ from typing import Final
 from apex.config.model import Channel
 from apex.errors import ConfigError
 
-__all__ = ["CLOUD_PROVIDERS", "check_cloud_channel", "missing_extra"]
+__all__ = ["CLOUD_PROVIDERS", "check_cloud_channel", "check_proxy_extra", "missing_extra"]
 
 CLOUD_PROVIDERS: Final = frozenset({"azure_openai", "bedrock", "vertex"})
 
@@ -22,6 +22,7 @@ CLOUD_PROVIDERS: Final = frozenset({"azure_openai", "bedrock", "vertex"})
 _EXTRA_MODULES: Final[dict[str, tuple[str, ...]]] = {
     "aws": ("botocore",),
     "gcp": ("google.auth", "requests"),
+    "socks": ("python_socks",),  # socks5:// channel proxies (apex.upstream.socks)
 }
 _CLOUD_ONLY: Final[dict[str, str]] = {
     "api_version": "azure_openai",
@@ -35,7 +36,7 @@ _CLOUD_ONLY: Final[dict[str, str]] = {
 
 
 def missing_extra(extra: str) -> bool:
-    """Whether the optional extra ``extra`` (aws, gcp) is not installed."""
+    """Whether the optional extra ``extra`` (aws, gcp, socks) is not installed."""
     for module in _EXTRA_MODULES[extra]:
         try:
             if importlib.util.find_spec(module) is None:
@@ -51,6 +52,16 @@ def _need_extra(extra: str, provider: str, path: str) -> None:
             f"provider_type {provider} needs the {extra} extra: pip install 'apex-gateway[{extra}]'",
             path=f"{path}.provider_type",
         )
+
+
+def check_proxy_extra(ch: Channel, path: str) -> None:
+    """A ``socks5://`` or ``socks5h://`` proxy needs the socks extra (python-socks), said at
+    load as for the clouds; the rest of the URL is checked where it is compiled
+    (apex.upstream.egress)."""
+    scheme = (ch.proxy or "").partition("://")[0].lower()
+    if scheme in ("socks5", "socks5h") and missing_extra("socks"):
+        raise ConfigError(f"a {scheme}:// proxy needs the socks extra: pip install 'apex-gateway[socks]'",
+                          path=f"{path}.proxy")
 
 
 def check_cloud_channel(ch: Channel, path: str) -> None:

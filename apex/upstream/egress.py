@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import importlib.util
 import os
 import ssl
 import urllib.request
@@ -24,6 +23,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Final
 from urllib.parse import unquote, urlsplit
+
+from apex.config.clouds import missing_extra
 
 __all__ = [
     "DEFAULT_MAX_CONNECTIONS",
@@ -104,7 +105,7 @@ def parse_proxy(url: str) -> Proxy:
     user = unquote(parts.username) if parts.username is not None else None
     password = unquote(parts.password or "") if parts.username is not None else None
     if scheme in SOCKS_SCHEMES:
-        if not _has_python_socks():
+        if missing_extra("socks"):
             raise ValueError(f"{scheme}:// proxies need the socks extra: {SOCKS_EXTRA_HINT}")
         if user is not None and not (0 < len(user.encode()) < 256 and 0 < len((password or "").encode()) < 256):
             # RFC 1929 carries each in 1-255 bytes; python-socks offers no authentication without both
@@ -114,14 +115,6 @@ def parse_proxy(url: str) -> Proxy:
         auth = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
         return Proxy(parts.hostname, port, auth, password or None)
     return Proxy(parts.hostname, port)
-
-
-def _has_python_socks() -> bool:
-    """Whether the ``socks`` extra (python-socks) is installed; nothing is imported here."""
-    try:
-        return importlib.util.find_spec("python_socks") is not None
-    except (ImportError, ValueError):
-        return False
 
 
 def tls_context(options: TlsOptions) -> ssl.SSLContext:

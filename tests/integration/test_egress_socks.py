@@ -367,7 +367,9 @@ async def test_socks_proxy_from_the_environment(
 
 async def test_socks_proxy_without_the_extra_does_not_load(monkeypatch: pytest.MonkeyPatch) -> None:
     """A socks5 proxy (key or environment) without python-socks installed is a config error
-    that names the extra to install, never the password; http proxies still load."""
+    that names the extra to install, never the password (the key's already when the file is
+    loaded, as for the clouds' extras; the environment's when the channels are compiled);
+    http proxies still load."""
     monkeypatch.setitem(sys.modules, "python_socks", None)  # find_spec says: not installed
     for name in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
         monkeypatch.delenv(name, raising=False)
@@ -381,6 +383,12 @@ async def test_socks_proxy_without_the_extra_does_not_load(monkeypatch: pytest.M
     assert caught.value.path == "channels[0].proxy"
     assert "pip install 'apex-gateway[socks]'" in str(caught.value)
     assert "hunter2" not in str(caught.value)
+    # The load alone says so too (what `apex config validate` runs), like a cloud's missing extra.
+    cfg = one_channel("https://api.example.test/v1", proxy="socks5://u:hunter2@127.0.0.1:1080")
+    with pytest.raises(ConfigError) as caught:
+        load_config_bytes(json.dumps(cfg).encode(), {})
+    assert caught.value.path == "channels[0].proxy"
+    assert "a socks5:// proxy needs the socks extra: pip install 'apex-gateway[socks]'" in str(caught.value)
     monkeypatch.setenv("ALL_PROXY", "socks5://u:hunter2@127.0.0.1:1080")
     with pytest.raises(ConfigError) as caught:
         build()

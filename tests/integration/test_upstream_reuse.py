@@ -5,7 +5,8 @@ costs nothing: the next request is answered on a fresh connection, no attempt is
 failed and the channel stays up (even with ``failure_threshold: 1``). A connection dropped
 after the request was written is different: the request may have reached the upstream, so
 it is not re-sent behind the failover policy's back; it is a failed attempt ("failed after
-sending the request to HOST:PORT") that counts against the channel. The write-failed-at-once
+sending the request to HOST:PORT") that counts against the channel, as is a "bad answer from
+HOST:PORT" (bytes that are not HTTP). The write-failed-at-once
 re-send is tested on the pool itself (tests/unit/test_http_client.py), where the instant
 between the pre-reuse poll and the write can be reproduced.
 """
@@ -35,7 +36,8 @@ class KeepAliveUpstream:
 
     ``answer``: answer and keep the connection; ``answer-then-fin`` / ``answer-then-rst``:
     answer, then close the now idle connection (FIN, or RST by SO_LINGER 0); ``drop``: read
-    the request and reset the connection without answering."""
+    the request and reset the connection without answering; ``garbage``: answer with bytes
+    that are not HTTP."""
 
     def __init__(self, plan: list[str]) -> None:
         self.plan = plan
@@ -69,6 +71,10 @@ class KeepAliveUpstream:
                 self.requests.append((index, head.split(b"\r\n", 1)[0]))
                 if step == "drop":
                     _reset(writer)
+                    return
+                if step == "garbage":
+                    writer.write(b"SSH-2.0-OpenSSH_9.6\r\n\r\n")
+                    await writer.drain()
                     return
                 writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
                              % (len(ANSWER), ANSWER))
@@ -163,3 +169,18 @@ async def test_connection_dropped_after_sending_is_a_counted_failure_not_a_resen
     assert [index for index, _ in upstream.requests] == [0, 0]  # the second request, once, on the reused connection
     assert await metric(inst, "apex_attempt_failures_total", "oa") == 1.0
     assert await metric(inst, "apex_channel_up", "oa") == 0.0
+
+
+async def test_bad_answer_names_host_port_and_the_reason(
+    keepalive: list[KeepAliveUpstream], start_apex: StartApex
+) -> None:
+    """An answer that is not HTTP: a 502 "bad answer from 127.0.0.1:PORT" with llhttp's reason,
+    counted as a failed attempt (the third class beside "could not connect", tests/integration/
+    test_egress.py, and "failed after sending" above)."""
+    upstream = await start_upstream(keepalive, ["garbage"])
+    inst = await start_apex(strict_channel(upstream.url))
+    err = await chat_error(inst)
+    assert err.status_code == 502
+    message = err.body["message"]  # type: ignore[index]
+    assert f"upstream channel oa: bad answer from 127.0.0.1:{upstream.port}: not a valid HTTP/1.1 response: " in message
+    assert await metric(inst, "apex_attempt_failures_total", "oa") == 1.0
