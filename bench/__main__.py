@@ -20,7 +20,7 @@ def _run(args: argparse.Namespace) -> int:
     from bench import driver
 
     targets = {"direct", "naive"} if args.no_apex else {"direct", "naive", "apex"}
-    return driver.main(args.quick, Path(args.out), targets)
+    return driver.main(args.quick, Path(args.out), targets, rounds=args.rounds)
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -85,6 +85,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(prog="python -m bench", description="Apex latency/throughput bench.")
     ap.add_argument("--quick", action="store_true", help="CI regression check, under 2 minutes")
     ap.add_argument("--no-apex", action="store_true", help="measure only direct and the naive proxy")
+    ap.add_argument("--rounds", type=int, default=None,
+                    help="rounds per rate (full run: 1 by default; the medians over rounds are reported)")
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"), help="report directory")
     sub = ap.add_subparsers(dest="cmd")
     sv = sub.add_parser("serve", help="start fake upstream, naive proxy and Apex; print ports and PIDs")

@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -215,10 +216,11 @@ class Runner:
                 _log(f"  {rate:>5} req/s round {r + 1}: " + "  ".join(f"{k} p50={v['p50']:.3f}ms" for k, v in got.items()))
             sc["rates"][str(rate)] = {"rounds": per_round, "merged": _merge(per_round, targets)}
         if saturation:
-            # Quick mode alternates several short wrk runs per target and keeps each target's
-            # lowest CPU per request: other work on a shared machine only ever adds CPU time,
-            # so the minimum is the least noisy estimate (one run each moved ~±30 %).
-            repeats = self.plan.rounds if self.plan.quick else 1
+            # Quick mode (and a full run with --rounds) alternates several short wrk runs per
+            # target and keeps each target's lowest CPU per request: other work on a shared
+            # machine only ever adds CPU time, so the minimum is the least noisy estimate (one
+            # run each moved ~±30 %).
+            repeats = self.plan.rounds
             runs: dict[str, list[dict[str, Any]]] = {}
             for _ in range(repeats):
                 for t in targets:
@@ -394,8 +396,10 @@ def _merge(per_round: list[dict[str, dict[str, Any]]], targets: list[Target]) ->
     return merged
 
 
-def main(quick: bool, out_dir: Path, targets: set[str]) -> int:
+def main(quick: bool, out_dir: Path, targets: set[str], *, rounds: int | None = None) -> int:
     plan = QUICK_PLAN if quick else FULL_PLAN
+    if rounds is not None:
+        plan = dataclasses.replace(plan, rounds=max(1, rounds))
     out_dir.mkdir(parents=True, exist_ok=True)
     runner = Runner(plan, out_dir, targets)
     t0 = time.monotonic()
