@@ -13,7 +13,7 @@ import pytest
 
 from apex.config.model import RequestLogConfig
 from apex.requestlog import COLUMNS, RequestLog, Row, sqlite_path
-from apex.requestlog.sqlite import ROWS_PER_INSERT, SqliteStore
+from apex.requestlog.sqlite import INSERT_SIZES, SqliteStore
 
 
 def _row(i: int, ts: float | None = None) -> Row:
@@ -147,7 +147,7 @@ def test_sqlite_path_prefers_the_state_directory(tmp_path: Path) -> None:
     assert sqlite_path(cfg, None, {}) is None
 
 
-@pytest.mark.parametrize("n", [1, 2, ROWS_PER_INSERT - 1, ROWS_PER_INSERT, ROWS_PER_INSERT + 1, 2 * ROWS_PER_INSERT + 37])
+@pytest.mark.parametrize("n", [1, 2, 7, 8, 9, 39, 41, INSERT_SIZES[0] - 1, INSERT_SIZES[0], INSERT_SIZES[0] + 1, 2 * INSERT_SIZES[0] + 49])
 async def test_sqlite_writes_every_row_of_a_batch_exactly(tmp_path: Path, n: int) -> None:
     """Batches below, at and across the rows-per-statement size land whole, in order, value for value."""
     store = SqliteStore(tmp_path / "log.db")
