@@ -72,6 +72,9 @@ def validate(allow_missing_env: bool, config_file: str | None, as_json: bool) ->
     try:
         config = load_config_bytes(ConfigStore(path).read_bytes(), strict_env=not allow_missing_env)
         check_host_paths(config)
+        from apex.upstream.channel import check_egress  # only here: the upstream modules load for this check alone
+
+        check_egress(config)  # proxy URLs, TLS files: what `gateway start` would refuse
     except ConfigError as exc:
         if wants_json(as_json):
             print_json({"valid": False, "config": os.fspath(path), "path": exc.path, "error": exc.detail})

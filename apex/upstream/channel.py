@@ -14,7 +14,7 @@ from urllib.parse import quote
 
 from apex import __version__
 from apex.config.clouds import CLOUD_PROVIDERS
-from apex.config.model import Channel, GlobalConfig
+from apex.config.model import Channel, Config, GlobalConfig
 from apex.errors import ConfigError, InvalidRequest, Secrets, secrets_of
 from apex.upstream.cloud import CloudChannel, CloudRoute, CloudSetup
 from apex.upstream.egress import Egress, TlsOptions, build_egress
@@ -27,7 +27,7 @@ from apex.translate import Translator, find_translator
 from apex.translate.capabilities import CapabilityRow, CapabilityTable, override_row
 from apex.types import Dialect, ProviderFamily
 
-__all__ = ["ChannelTimeouts", "CompiledChannel", "UpstreamPlan", "compile_channel"]
+__all__ = ["ChannelTimeouts", "CompiledChannel", "UpstreamPlan", "check_egress", "compile_channel"]
 
 USER_AGENT: Final = f"apex/{__version__}"
 _log: Final = logging.getLogger("apex.config")
@@ -338,6 +338,21 @@ def compile_channel(ch: Channel, g: GlobalConfig, index: int, pool: UpstreamPool
         egress=egress,
         transport=MockTransport(ch) if preset.family == "mock" else HttpTransport(pool or UpstreamPool(), egress, connect),
     )
+
+
+def check_egress(config: Config) -> None:
+    """Each channel's ``proxy`` and ``tls`` as the gateway's load compiles them (the proxy URL,
+    the extra it needs, the CA and client-certificate files): ConfigError at the key path.
+    For ``apex config validate``, which does not build a gateway. A value still holding an
+    unset ``${VAR}`` (``--allow-missing-env``) is left for the gateway to check."""
+    for index, ch in enumerate(config.channels):
+        tls = ch.tls
+        pending = [ch.proxy or ""]
+        if tls is not None:
+            pending += [tls.ca_file or "", tls.cert_file or "", tls.key_file or ""]
+        if any("${" in value for value in pending):
+            continue
+        _compile_egress(ch, f"channels[{index}]", PRESETS[ch.provider_type].family == "mock")
 
 
 def _compile_egress(ch: Channel, path: str, mock: bool) -> Egress | None:

@@ -42,6 +42,32 @@ def test_validate_reports_key_path(cfg: Path, run: Run) -> None:
     assert (out["path"], out["error"]) == ("routers[0].rules[0].strategy", "Invalid enum value 'fastest'")
 
 
+@pytest.mark.parametrize(("key", "value", "where", "why"), [
+    ("proxy", "ftp://proxy.internal:21", "channels[1].proxy", "proxy must be an http://"),
+    ("tls", {"ca_file": "/nonexistent/ca.pem"}, "channels[1].tls.ca_file", "no such file"),
+])
+def test_validate_checks_what_gateway_start_would_refuse(
+    cfg: Path, run: Run, key: str, value: object, where: str, why: str
+) -> None:
+    """A channel's proxy URL and TLS files are checked as the gateway's load checks them: the
+    same key path and reason, so validate never passes a config the gateway refuses."""
+    data = read(cfg)
+    data["channels"][1][key] = value  # the openai channel (a mock channel has no egress)
+    cfg.write_text(json.dumps(data))
+    r = run("config", "validate", "--allow-missing-env", "--json")
+    assert r.exit_code == 1
+    out = json.loads(r.stdout)
+    assert out["path"] == where and why in out["error"], out
+
+
+def test_validate_leaves_an_unset_proxy_variable_to_the_gateway(cfg: Path, run: Run) -> None:
+    """With --allow-missing-env, a proxy still reading ${VAR} is not judged as a URL."""
+    data = read(cfg)
+    data["channels"][1]["proxy"] = "${CORP_PROXY_URL}"
+    cfg.write_text(json.dumps(data))
+    assert run("config", "validate", "--allow-missing-env").exit_code == 0
+
+
 def test_explain_team_key(cfg: Path, run: Run) -> None:
     """A team key walks allowed_routers in order; the rule's channel and mapped upstream model show."""
     r = run("route", "explain", "--model", "gpt-4o", "--key", "tk-search-0123456789", "--json")
