@@ -208,19 +208,9 @@ class RequestSeries:
 
     def add_tokens(self, prompt: int, completion: int, cached: int, estimated: bool) -> None:
         """Add one request's token usage; estimated usage is also counted on its own."""
-        t = self.tokens
-        if t is None:
-            t = self.tokens = [0, 0, 0]
-        t[0] += prompt
-        t[1] += completion
-        t[2] += cached
+        self.tokens = _add3(self.tokens, prompt, completion, cached)
         if estimated:
-            e = self.estimated
-            if e is None:
-                e = self.estimated = [0, 0, 0]
-            e[0] += prompt
-            e[1] += completion
-            e[2] += cached
+            self.estimated = _add3(self.estimated, prompt, completion, cached)
 
     def add_cost(self, usd: float | None) -> None:
         """Add one request's cost in USD; None (no price known) is counted apart."""
@@ -231,6 +221,16 @@ class RequestSeries:
 
 
 _TOKEN_TYPES: Final = ("prompt", "completion", "cached")
+
+
+def _add3(counts: list[int] | None, prompt: int, completion: int, cached: int) -> list[int]:
+    """``counts`` (prompt, completion, cached; created at the first usage) plus one request's."""
+    if counts is None:
+        return [prompt, completion, cached]
+    counts[0] += prompt
+    counts[1] += completion
+    counts[2] += cached
+    return counts
 
 
 def _hist(hists: dict[tuple[str, ...], _Hist], key: tuple[str, ...], bounds: tuple[float, ...]) -> _Hist:

@@ -72,7 +72,7 @@ class Proxy:
             return
         writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
         await writer.drain()
-        await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
 
     async def _forward(self, method: str, target: str, header_lines: list[str], body: bytes,
                        writer: asyncio.StreamWriter) -> None:
@@ -89,9 +89,12 @@ class Proxy:
         await writer.drain()
 
 
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, record: bytearray | None = None) -> None:
+    """Copy ``reader`` to ``writer`` until EOF, keeping the first 4 KiB in ``record`` if given."""
     try:
         while data := await reader.read(65536):
+            if record is not None and len(record) < 4096:
+                record += data
             writer.write(data)
             await writer.drain()
     except ConnectionError:

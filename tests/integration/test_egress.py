@@ -89,22 +89,6 @@ async def start_proxy() -> AsyncIterator[StartProxy]:
         await proxy.stop()
 
 
-@pytest.fixture
-def ca() -> Any:
-    return trustme.CA()
-
-
-@pytest.fixture
-async def tls_upstream(ca: Any) -> AsyncIterator[FakeUpstream]:
-    """A FakeUpstream over TLS with a certificate for 127.0.0.1 from the test CA."""
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1").configure_cert(context)
-    fake = FakeUpstream()
-    await fake.start(ssl_context=context)
-    yield fake
-    await fake.stop()
-
-
 def one_channel(upstream_url: str, **channel: Any) -> dict[str, Any]:
     """The basic config with a single OpenAI channel ``oa`` at ``upstream_url`` plus ``channel`` keys."""
     cfg = basic_config(FakeUpstream())

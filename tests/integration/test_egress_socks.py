@@ -16,7 +16,6 @@ import json
 import logging
 import shutil
 import socket
-import ssl
 import struct
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -32,6 +31,7 @@ from apex.snapshot import build_snapshot
 from tests.conftest import ApexInstance, StartApex, oai
 from tests.integration.fakes import FakeUpstream
 from tests.integration.test_egress import chat, chat_error, one_channel, write_pem
+from tests.proxy_server import pipe
 
 trustme = pytest.importorskip("trustme", reason="trustme makes the test CA (pip install trustme)")
 pytest.importorskip("python_socks", reason="the socks extra (pip install 'apex-gateway[socks]')")
@@ -98,20 +98,6 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, record: bytearray | None) -> None:
-    try:
-        while data := await reader.read(65536):
-            if record is not None and len(record) < 4096:
-                record += data
-            writer.write(data)
-            await writer.drain()
-    except ConnectionError:
-        pass
-    finally:
-        with contextlib.suppress(Exception):
-            writer.close()
-
-
 async def _microsocks(args: list[str]) -> tuple[asyncio.subprocess.Process, int]:
     """microsocks listening on a free loopback port (it has no "pick one" mode: retried on a clash)."""
     assert MICROSOCKS is not None
@@ -151,7 +137,7 @@ async def start_socks() -> AsyncIterator[StartSocks]:
             except OSError:
                 writer.close()
                 return
-            await asyncio.gather(_pipe(reader, up_writer, record), _pipe(up_reader, writer, None))
+            await asyncio.gather(pipe(reader, up_writer, record), pipe(up_reader, writer, None))
 
         server = await asyncio.start_server(relay, "127.0.0.1", 0)
         socks = Socks(proc, server, sent)
@@ -161,22 +147,6 @@ async def start_socks() -> AsyncIterator[StartSocks]:
     yield start
     for socks in started:
         await socks.stop()
-
-
-@pytest.fixture
-def ca() -> Any:
-    return trustme.CA()
-
-
-@pytest.fixture
-async def tls_upstream(ca: Any) -> AsyncIterator[FakeUpstream]:
-    """A FakeUpstream over TLS with a certificate for 127.0.0.1 and localhost from the test CA."""
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1", "localhost").configure_cert(context)
-    fake = FakeUpstream()
-    await fake.start(ssl_context=context)
-    yield fake
-    await fake.stop()
 
 
 def ipv4_target(port: int) -> bytes:
