@@ -1471,6 +1471,19 @@ def _slow_each(delay: float) -> Script:
     return script
 
 
+def _close_under_the_loop(peer: Peer, *, reset: bool = False) -> None:
+    """Shut the server side of ``peer`` down (FIN, or RST with ``reset``) on the socket itself,
+    not via the loop's transport, so the client's loop has not seen it when the test next sends."""
+    sock = peer.writer.get_extra_info("socket")
+    raw = socket.socket(fileno=sock.fileno())
+    try:
+        if reset:
+            raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        raw.shutdown(socket.SHUT_RDWR)
+    finally:
+        raw.detach()
+
+
 @pytest.mark.parametrize("how", ["fin", "reset"])
 async def test_connection_closed_in_the_instant_before_reuse_is_detected(
     pool: UpstreamPool, serve: StartServer, how: str
@@ -1488,18 +1501,56 @@ async def test_connection_closed_in_the_instant_before_reuse_is_detected(
     server = await serve(script)
     assert await fetch(pool, server.url()) == b"ok"
     await settle()
-    sock = peers[0].writer.get_extra_info("socket")
-    raw = socket.socket(fileno=sock.fileno())  # act on the socket now, not via the loop's transport
-    try:
-        if how == "reset":
-            raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        raw.shutdown(socket.SHUT_RDWR)
-    finally:
-        raw.detach()
+    _close_under_the_loop(peers[0], reset=how == "reset")
     # No await between the close and the request: the client's loop has not run meanwhile.
     assert await fetch(pool, server.url()) == b"ok"
     assert pool.connections_made == 2
     assert [index for index, _ in server.requests] == [0, 1]
+
+
+async def test_connection_answered_moments_ago_is_reused_without_a_poll(
+    pool: UpstreamPool, serve: StartServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The socket poll before reuse is a syscall per request: a connection that has already
+    carried a reused request and was answered moments ago skips it. Its first reuse is polled."""
+    polls: list[int] = []
+    real = _Connection.readable
+
+    def counting(conn: _Connection) -> bool:
+        polls.append(conn.served)
+        return real(conn)
+
+    monkeypatch.setattr(_Connection, "readable", counting)
+    server = await serve(answer_each(response(b"ok")))
+    for _ in range(4):
+        assert await fetch(pool, server.url()) == b"ok"
+    assert pool.connections_made == 1
+    assert polls == [1]  # before the second request only
+
+
+async def test_connection_idle_past_the_poll_threshold_is_polled_again(serve: StartServer) -> None:
+    """A connection that carried several requests, idle longer than poll_after_idle_seconds (where
+    servers' keep-alive timers fire), closed by the server in the instant before reuse: the poll
+    catches it and the request goes on a fresh connection."""
+    pool = UpstreamPool(poll_after_idle_seconds=0.05)
+    peers: list[Peer] = []
+
+    async def script(peer: Peer) -> None:
+        peers.append(peer)
+        while await peer.request() is not None:
+            await peer.send(response(b"ok"))
+
+    try:
+        server = await serve(script)
+        for _ in range(3):
+            assert await fetch(pool, server.url()) == b"ok"
+        await asyncio.sleep(0.1)
+        _close_under_the_loop(peers[0])
+        assert await fetch(pool, server.url()) == b"ok"  # no await between the close and the send
+        assert pool.connections_made == 2
+        assert [index for index, _ in server.requests] == [0, 0, 0, 1]
+    finally:
+        await pool.close()
 
 
 async def _answer_one(sock: socket.socket, reply: bytes) -> bytes:
