@@ -9,6 +9,7 @@ gateway to drain; ``reload`` validates first and then sends SIGHUP.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -19,11 +20,9 @@ from typing import Final
 
 import rich_click as click
 
-from apex import __version__, sdnotify
 from apex.cli.options import config_choice, config_option, config_path, json_option, wants_json
 from apex.cli.output import EXIT_NOT_RUNNING, fail, fail_config, print_json, say
-from apex.cli.gateway_state import (
-    GatewayState,
+from apex.gateway_state import (
     base_url,
     http_get,
     log_path,
@@ -31,17 +30,15 @@ from apex.cli.gateway_state import (
     pid_path,
     STATE_DIR_ENV,
     remember_started,
-    remove_state,
     running_pid,
     state_path,
     target_config,
     user_state_dir,
-    write_state,
 )
 from apex.cli.store import ConfigStore
 from apex.config.load import check_host_paths, load_config, parse_listen
 from apex.config.model import Config
-from apex.errors import ConfigError, StartupError
+from apex.errors import ConfigError
 from apex.share import DEMO_CONFIG, share_path
 
 __all__ = ["gateway_group", "running_pid"]  # running_pid: re-exported from gateway_state
@@ -116,36 +113,42 @@ def start(daemon: bool, foreground: bool, pid_file: str | None, log_file: str | 
         _start_daemon(path, config, Path(pid_file) if pid_file else pid_path(path),
                       Path(log_file) if log_file else log_path(path), wait_s, wants_json(as_json))
         return
-    raise SystemExit(_run_foreground(path, config))
+    raise SystemExit(_run_foreground(path, wants_json(as_json)))
 
 
-def _run_foreground(path: Path, config: Config) -> int:
+def _run_foreground(path: Path, as_json: bool) -> int:
+    """Become the gateway: exec ``python -m apex.server`` (same pid, so systemd, the pid file
+    and signals see no difference) so the serving process does not carry the CLI's modules."""
+    remember_started(path)
+    argv = _server_argv(path, as_json)
+    if argv is not None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        with contextlib.suppress(OSError):  # cannot exec here: serve from this process instead
+            os.execv(argv[0], argv)
     try:
-        from apex.server.app import run_gateway  # only here: keeps aiohttp out of every other command
+        from apex.server.foreground import run_foreground  # only here: keeps aiohttp out of every other command
     except ImportError as exc:
         fail(f"the gateway server is not available: {exc}")
-    remember_started(path)
-    state_file = state_path(path)
-    pid = os.getpid()
-    try:
-        write_state(state_file, GatewayState(pid, config.global_.listen, os.fspath(path), time.time(), __version__))
-    except OSError as exc:
-        # A read-only config directory (systemd ProtectSystem=strict) must not stop the gateway.
-        click.echo(f"warning: cannot write state file {state_file}: {exc.strerror}; "
-                   f"set $APEX_STATE_DIR to a writable directory", err=True)
+    return run_foreground(path, as_json=as_json)
 
-    def on_ready() -> None:
-        # run_gateway itself sends READY=1 and STOPPING=1; this adds the line systemctl shows.
-        sdnotify.status(f"serving on {config.global_.listen}")
 
-    try:
-        return run_gateway(path, on_ready=on_ready)
-    except ConfigError as exc:
-        fail_config(exc)
-    except StartupError as exc:
-        fail(str(exc))
-    finally:
-        remove_state(state_file, pid)
+def _server_argv(path: Path, as_json: bool) -> list[str] | None:
+    """The command line that runs the gateway from the same interpreter and the same ``apex``
+    package this CLI was imported from; None when there is no interpreter to exec."""
+    if not sys.executable:
+        return None
+    argv = [sys.executable]
+    # -P keeps the working directory off sys.path (a folder named "apex" there must not stand
+    # in for the package), unless this CLI itself found apex through it (`python -m apex` in a
+    # source checkout).
+    found_via_cwd = not sys.flags.safe_path and bool(sys.path) and sys.path[0] in ("", os.getcwd())
+    if not found_via_cwd:
+        argv.append("-P")
+    argv += ["-m", "apex.server", "--config", os.fspath(path)]
+    if as_json:
+        argv.append("--json")
+    return argv
 
 
 def _start_daemon(path: Path, config: Config, pid_file: Path, log_file: Path, wait_s: float, as_json: bool) -> None:

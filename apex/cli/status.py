@@ -18,7 +18,7 @@ from click.exceptions import Exit
 from apex import __version__
 from apex.cli.options import config_choice, config_option, json_option, wants_json
 from apex.cli.output import EXIT_NOT_RUNNING, print_json, print_table
-from apex.cli.gateway_state import base_url, http_get, pid_alive, read_state, state_path, target_config
+from apex.gateway_state import base_url, http_get, pid_alive, read_state, state_path, target_config
 from apex.cli.store import ConfigStore
 from apex.errors import ConfigError
 

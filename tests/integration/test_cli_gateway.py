@@ -8,7 +8,7 @@ import signal
 import time
 from pathlib import Path
 
-from apex.cli.gateway_state import http_get, pid_alive
+from apex.gateway_state import http_get, pid_alive
 from tests.integration.test_reload import apex_cli, base_config, free_port
 
 

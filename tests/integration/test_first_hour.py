@@ -19,7 +19,7 @@ from typing import Any
 import openai
 import pytest
 
-from apex.cli.gateway_state import http_get, pid_alive
+from apex.gateway_state import http_get, pid_alive
 from apex.share import DEMO_CONFIG, share_path
 from tests.conftest import StartApex
 from tests.integration.test_reload import base_config, free_port, with_repo_on_path

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from apex.cli.gateway_state import read_state, state_path
+from apex.gateway_state import read_state, state_path
 
 START_TIMEOUT_S = 20.0
 RELOAD_DEADLINE_S = 2.0

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from click.testing import Result
 
-from apex.cli.gateway_state import GatewayState, base_url, pid_alive, read_state, state_path, write_state
+from apex.gateway_state import GatewayState, base_url, pid_alive, read_state, state_path, write_state
 from apex.cli.status import parse_channel_up
 
 Run = Callable[..., Result]
