@@ -25,7 +25,7 @@ from apex.server import gemini, handlers
 from apex.server.conn import ApexRunner, raise_fd_limit
 from apex.server.gateway import Gateway
 from apex.server.keys import GATEWAY_KEY
-from apex.server.logs import configure_logging, flush_logs, reopen_log_files
+from apex.server.logs import configure_logging, flush_logs, reopen_log_files, start_flush_timer, stop_flush_timer
 from apex.server.endpoint import api_endpoint, expect_handler
 from apex.server.handlers import API_PATHS
 from apex.server.pipeline import proxy
@@ -36,9 +36,8 @@ __all__ = ["build_app", "run_gateway", "serve"]
 log = logging.getLogger("apex.server")
 
 GC_GEN0_THRESHOLD = 20_000  # CPython's default is 700 allocations
-LOG_FLUSH_INTERVAL_S = 0.25
 DRAIN_POLL_S = 0.05  # how often the shutdown checks whether in-flight requests are done
-STOP_MARGIN_S = 0.5  # after the grace: time for the streams' error events and aiohttp's own close  # buffered log lines reach their file or stdout at least this often
+STOP_MARGIN_S = 0.5  # after the grace: time for the streams' error events and aiohttp's own close
 
 
 def build_app(gateway: Gateway, *, watch: bool = False) -> web.Application:
@@ -116,14 +115,7 @@ async def serve(gateway: Gateway, *, on_ready: Callable[[], None] | None = None)
     sdnotify.ready()
     if on_ready is not None:
         on_ready()
-    flusher: asyncio.TimerHandle | None = None
-
-    def flush_periodically() -> None:
-        nonlocal flusher
-        flush_logs()
-        flusher = loop.call_later(LOG_FLUSH_INTERVAL_S, flush_periodically)
-
-    flush_periodically()
+    start_flush_timer(loop)
     watchdog = sdnotify.Watchdog(loop)
     try:
         await stop.wait()
@@ -141,8 +133,7 @@ async def serve(gateway: Gateway, *, on_ready: Callable[[], None] | None = None)
         await _drain(gateway, grace)
     finally:
         watchdog.stop()
-        if flusher is not None:
-            flusher.cancel()
+        stop_flush_timer()
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
             loop.remove_signal_handler(sig)
         await runner.cleanup()

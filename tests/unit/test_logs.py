@@ -184,3 +184,45 @@ def test_a_capturing_handler_still_sees_access_lines(restore_root: None) -> None
     logging.getLogger().addHandler(Keep())
     write_access_line(logging.getLogger(ACCESS_LOGGER), {"request_id": "req_x"})
     assert [getattr(r, "fields", None) for r in seen] == [{"request_id": "req_x"}]
+
+
+async def test_a_buffered_access_line_is_flushed_by_a_timer_armed_only_then(tmp_path: Path) -> None:
+    """No ticker: the flush timer is armed when an access line stays in the buffer, fires once
+    the batching interval is over (the line reaches the file without any other traffic), and
+    is not armed again while nothing is buffered."""
+    import asyncio
+
+    from apex.server import logs
+
+    path = tmp_path / "apex.log"
+    handler = configure_logging(LoggingConfig(level="info", format="json", file=str(path)))
+    logs.start_flush_timer(asyncio.get_running_loop())
+    try:
+        timer = logs._flush_timer
+        assert timer is not None and timer._handle is None
+        access = logging.getLogger(ACCESS_LOGGER)
+        access.info("first")  # flushed at once: the interval starts now
+        assert timer._handle is None and "first" in path.read_text()
+        access.info("second")
+        assert timer._handle is not None and "second" not in path.read_text()
+        await asyncio.sleep(0.4)
+        assert "second" in path.read_text()
+        assert timer._handle is None  # fired, and nothing re-armed it
+        logging.getLogger("apex.gateway").warning("urgent")  # written at once: no timer
+        assert timer._handle is None
+    finally:
+        logs.stop_flush_timer()
+        logging.getLogger().removeHandler(handler)
+        handler.close()
+
+
+@pytest.mark.parametrize(("header_s", "body_s", "interval"), [
+    (10.0, 60.0, 1.0),    # the defaults: once a second
+    (1.0, 1.0, 0.1),      # a tenth of the shorter timeout
+    (60.0, 2.0, 0.2),
+    (0.2, 5.0, 0.05),     # never more often than 20 times a second
+])
+def test_sweep_interval_is_a_tenth_of_the_shorter_timeout(header_s: float, body_s: float, interval: float) -> None:
+    from apex.server.conn import sweep_interval
+
+    assert sweep_interval(header_s, body_s) == pytest.approx(interval)
