@@ -21,7 +21,8 @@ import msgspec
 from apex.errors import UpstreamConnectionError, UpstreamError, UpstreamMalformed, UpstreamStatus, UpstreamTimeout
 from apex.translate.read.gemini_errors import gemini_error
 from apex.types import ProviderFamily
-from apex.upstream.http import ConnectFailed, HttpClientError, InvalidResponse, ServerDisconnected, connect_reason
+from apex.upstream.egress import connect_reason
+from apex.upstream.http import ConnectFailed, HttpClientError, InvalidResponse, ServerDisconnected
 from apex.wire.openai import ErrorEnvelope, ErrorView
 
 __all__ = [

@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import os
+import socket
 import ssl
 import urllib.request
 from collections.abc import Callable, Mapping
@@ -27,6 +28,7 @@ from urllib.parse import unquote, urlsplit
 from apex.config.clouds import missing_extra
 
 __all__ = [
+    "connect_reason",
     "DEFAULT_MAX_CONNECTIONS",
     "SOCKS_EXTRA_HINT",
     "Egress",
@@ -239,3 +241,20 @@ def build_egress(
             except ValueError as exc:
                 raise ValueError(f"proxy: the {scheme.upper()}_PROXY environment variable: {exc}") from None
     return Egress(name, mode="env", env=env, ssl_context=context, tls=tls, max_connections=limit)
+
+
+def connect_reason(exc: BaseException) -> str:
+    """Why a connection could not be made, in words an operator acts on."""
+    if isinstance(exc, socket.gaierror):
+        return f"DNS lookup failed ({exc.strerror or exc})"
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"TLS certificate verify failed ({exc.verify_message or exc.reason})"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS handshake failed ({exc.reason or exc})"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, ConnectionResetError):
+        return "connection reset while connecting"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror[0].lower() + exc.strerror[1:]
+    return str(exc) or type(exc).__name__

@@ -42,7 +42,7 @@ from urllib.parse import urlsplit
 
 import httptools
 
-from apex.upstream.egress import DEFAULT_MAX_CONNECTIONS, Egress, Proxy
+from apex.upstream.egress import DEFAULT_MAX_CONNECTIONS, Egress, Proxy, connect_reason
 
 __all__ = [
     "ConnectFailed",
@@ -844,14 +844,15 @@ class UpstreamPool:
         self, loop: asyncio.AbstractEventLoop, origin: _Origin, proxy: Proxy, slots: _Slots, context: ssl.SSLContext | None
     ) -> _Connection:
         """A SOCKS5 tunnel (apex.upstream.socks, the socks extra), then TLS inside it for https."""
-        from apex.upstream.socks import drop_socket, open_tunnel  # only for channels with a socks proxy
+        from apex.upstream.socks import drop_socket, open_tunnel, socket_identity  # only for channels with a socks proxy
 
         sock = await open_tunnel(proxy, origin.host, origin.port)
         factory = (lambda: _Connection(self, slots, origin, loop)) if context is None else asyncio.Protocol
+        identity = socket_identity(sock)
         try:
             transport, protocol = await loop.create_connection(factory, sock=sock)
         except BaseException:
-            drop_socket(sock)
+            drop_socket(sock, identity)
             raise
         if context is None:
             return cast(_Connection, protocol)
@@ -870,23 +871,6 @@ class UpstreamPool:
 
 def _where(origin: _Origin) -> str:
     return origin.label if origin.proxy is None else f"{origin.label} via proxy {origin.proxy.label}"
-
-
-def connect_reason(exc: BaseException) -> str:
-    """Why a connection could not be made, in words an operator acts on."""
-    if isinstance(exc, socket.gaierror):
-        return f"DNS lookup failed ({exc.strerror or exc})"
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        return f"TLS certificate verify failed ({exc.verify_message or exc.reason})"
-    if isinstance(exc, ssl.SSLError):
-        return f"TLS handshake failed ({exc.reason or exc})"
-    if isinstance(exc, ConnectionRefusedError):
-        return "connection refused"
-    if isinstance(exc, ConnectionResetError):
-        return "connection reset while connecting"
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror[0].lower() + exc.strerror[1:]
-    return str(exc) or type(exc).__name__
 
 
 class _Tunnel(asyncio.Protocol):

@@ -21,9 +21,9 @@ from python_socks import ProxyConnectionError, ProxyError, ProxyTimeoutError, Pr
 from python_socks._errors import IncompleteReadError  # the cause of a handshake cut short (not re-exported)
 from python_socks.async_.asyncio import Proxy as SocksClient
 
-from apex.upstream.egress import Proxy
+from apex.upstream.egress import Proxy, connect_reason
 
-__all__ = ["SocksFailed", "drop_socket", "open_tunnel"]
+__all__ = ["SocksFailed", "drop_socket", "open_tunnel", "socket_identity"]
 
 # The handshake's own limit; the pool's connect timeout (asyncio.timeout around the whole
 # connect) is what bounds it in practice.
@@ -52,7 +52,7 @@ async def open_tunnel(proxy: Proxy, host: str, port: int) -> socket.socket:
         return await client.connect(host, port, timeout=_HANDSHAKE_SECONDS)
     except ProxyConnectionError as exc:
         cause = exc.__cause__
-        why = _os_reason(cause) if isinstance(cause, OSError) else "unreachable"
+        why = connect_reason(cause) if isinstance(cause, OSError) else "unreachable"
         raise SocksFailed(f"the SOCKS proxy is unreachable ({why})") from exc
     except ProxyTimeoutError as exc:
         raise SocksFailed("the SOCKS proxy did not answer the handshake in time") from exc
@@ -65,25 +65,25 @@ async def open_tunnel(proxy: Proxy, host: str, port: int) -> socket.socket:
         raise SocksFailed(f"the SOCKS proxy refused the handshake ({_first_lower(str(exc))})") from exc
 
 
-def drop_socket(sock: socket.socket) -> None:
-    """Close ``sock`` after ``create_connection(sock=...)`` failed with it. uvloop closes the
-    descriptor on failure without detaching the socket object, so closing that again (now or
-    when it is collected) could close a descriptor opened since; detach it instead."""
+def socket_identity(sock: socket.socket) -> tuple[int, int]:
+    """The open file ``sock`` is (device, inode): unique while it stays open."""
+    st = os.fstat(sock.fileno())
+    return st.st_dev, st.st_ino
+
+
+def drop_socket(sock: socket.socket, identity: tuple[int, int]) -> None:
+    """Close ``sock`` after ``create_connection(sock=...)`` failed with it. uvloop may have
+    closed the descriptor already without detaching the socket object, and the number may
+    name a file opened since: close it only while it is still the socket of ``identity``
+    (taken before the hand-over), else just let go of the number."""
     try:
-        os.fstat(sock.fileno())
+        still_ours = socket_identity(sock) == identity
     except OSError:
+        still_ours = False
+    if still_ours:
+        sock.close()
+    else:
         sock.detach()
-        return
-    sock.close()
-
-
-def _os_reason(exc: OSError) -> str:
-    if isinstance(exc, ConnectionRefusedError):
-        return "connection refused"
-    if isinstance(exc, socket.gaierror):
-        return f"DNS lookup failed: {exc.strerror or exc}"
-    text = exc.strerror or str(exc) or type(exc).__name__
-    return _first_lower(text)
 
 
 def _first_lower(text: str) -> str:
