@@ -329,7 +329,7 @@ class Secrets:
 
     def data(self, data: bytes) -> bytes:
         for secret in self._b:
-            if secret in data:
+            if data.find(secret) >= 0:  # find, not in: ``bytes in bytes`` raises and drops a TypeError first on 3.11
                 data = data.replace(secret, _REDACTED_B)
         return data
 

@@ -39,7 +39,7 @@ class SseParser:
         """Consume ``chunk``; return every event it completed, in order."""
         buf = self._buf + chunk if self._buf else chunk
         events: list[SseEvent] = []
-        if b"\r" not in buf and not self._data and self._event is None:
+        if buf.find(b"\r") < 0 and not self._data and self._event is None:  # find, not in: no TypeError on 3.11
             # Fast path for LF-only streams fed from an event boundary (OpenAI, Anthropic):
             # split whole events with one C call. A partial event stays unparsed in _buf.
             *blocks, rest = buf.split(b"\n\n")

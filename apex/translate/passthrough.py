@@ -77,8 +77,9 @@ def strip_unsigned_thinking(body: bytes) -> bytes:
     one, so thinking is turned off for that request (with the ``clear_thinking`` context
     edits that need it). A substring test unless the body has thinking and tool use.
     """
-    unsigned = b'"signature":""' in body or b'"signature": ""' in body
-    if not unsigned and not (b'"tool_use"' in body and b'"thinking"' in body):
+    # find, not in: see _plain_openai_chunk
+    unsigned = body.find(b'"signature":""') >= 0 or body.find(b'"signature": ""') >= 0
+    if not unsigned and not (body.find(b'"tool_use"') >= 0 and body.find(b'"thinking"') >= 0):
         return body
     try:
         view = _HISTORY.decode(body)
@@ -130,7 +131,7 @@ def strip_reasoning(body: bytes) -> bytes:
     """A Responses request without ``reasoning`` and the ``reasoning.encrypted_content``
     include, for a model the capability table knows does not reason (OpenAI answers 400 to
     ``reasoning.effort`` on gpt-4.1; Codex sends it whatever the model)."""
-    if b'"reasoning' not in body:
+    if body.find(b'"reasoning') < 0:  # find, not in: see _plain_openai_chunk
         return body
     top = _TOP.decode(body)
     changed = top.pop("reasoning", None) is not None
@@ -185,17 +186,22 @@ def body_usage(dialect: Dialect, body: bytes) -> Usage | None:
 def _plain_openai_chunk(chunk: bytes) -> bool:
     """True for a chunk of whole OpenAI chat events with nothing to observe or change: only
     ``data:`` lines ending in a blank line, no usage, error, finish reason, ``[DONE]``, event
-    name or CR. Most chunks of a long answer are these; each test is one C substring search."""
+    name or CR. Most chunks of a long answer are these; each test is one C substring search.
+
+    ``find`` rather than ``in``: on CPython 3.11 ``bytes in bytes`` first tries the needle as
+    an integer and formats and discards a TypeError (~100 ns and ~1,900 instructions each);
+    here and in ``_observe`` that was 12 % of a stream's instructions under callgrind."""
+    find = chunk.find
     return (
         chunk.startswith(b"data:")
         and chunk.endswith(b"\n\n")
-        and b'"finish_reason":"' not in chunk
-        and b'"finish_reason": "' not in chunk
-        and b'"usage"' not in chunk
-        and b'"error"' not in chunk
-        and b"[DONE]" not in chunk
-        and b"event:" not in chunk
-        and b"\r" not in chunk
+        and find(b'"finish_reason":"') < 0
+        and find(b'"finish_reason": "') < 0
+        and find(b'"usage"') < 0
+        and find(b'"error"') < 0
+        and find(b"[DONE]") < 0
+        and find(b"event:") < 0
+        and find(b"\r") < 0
     )
 
 
@@ -313,10 +319,10 @@ class PassthroughStream:
             if ev.event == "error":
                 self.errored = True
                 return data
-            if not self.finished and (b'"finish_reason":"' in data or b'"finish_reason": "' in data):
+            if not self.finished and (data.find(b'"finish_reason":"') >= 0 or data.find(b'"finish_reason": "') >= 0):
                 # Some OpenAI-compatible servers end without [DONE]; a finished choice is an end.
                 self.finished = True
-            if b'"usage"' not in data and b'"error"' not in data and self._model is None:
+            if data.find(b'"usage"') < 0 and data.find(b'"error"') < 0 and self._model is None:  # find: see _plain_openai_chunk
                 return data
             try:
                 chunk = _OPENAI_CHUNK.decode(data)
@@ -374,7 +380,7 @@ class PassthroughStream:
                 self.usage = usage_from_responses(rev.response.usage)
         elif name == "error":
             self.errored = True
-        if self._model is not None and b'"model"' in data:
+        if self._model is not None and data.find(b'"model"') >= 0:
             return self._responses_model(data)
         return data
 
