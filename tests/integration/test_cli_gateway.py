@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from apex.gateway_state import http_get, pid_alive
-from tests.integration.test_reload import apex_cli, base_config, free_port
+from tests.integration.test_reload import apex_cli, base_config, busy_port_config, free_port
 
 
 def test_daemon_status_stop_round_trip(tmp_path: Path) -> None:
@@ -47,14 +47,7 @@ def test_daemon_status_stop_round_trip(tmp_path: Path) -> None:
 
 def test_daemon_start_failure_is_reported(tmp_path: Path) -> None:
     """A daemon that cannot bind its port exits non-zero and says where the log is."""
-    port = free_port()
-    config = tmp_path / "config.json"
-    config.write_text(json.dumps(base_config(port)))
-    import socket
-
-    with socket.socket() as busy:
-        busy.bind(("127.0.0.1", port))
-        busy.listen()
+    with busy_port_config(tmp_path) as (_, config):
         start = time.monotonic()
         r = apex_cli(config, "gateway", "start", "--daemon", "--wait", "10")
         assert r.returncode == 1

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -22,7 +21,7 @@ import pytest
 from apex.gateway_state import http_get, pid_alive
 from apex.share import DEMO_CONFIG, share_path
 from tests.conftest import StartApex
-from tests.integration.test_reload import base_config, free_port, with_repo_on_path
+from tests.integration.test_reload import base_config, busy_port_config, free_port, with_repo_on_path
 
 LIMIT_S = 60
 
@@ -72,12 +71,7 @@ def test_daemon_starts_the_installed_package_from_a_directory_holding_apex(tmp_p
 
 def test_busy_port_is_one_line_with_the_fix(tmp_path: Path) -> None:
     """(2) Port in use: exit 1 and one line naming the address, the cause and --listen."""
-    port = free_port()
-    config = tmp_path / "config.json"
-    config.write_text(json.dumps(base_config(port)))
-    with socket.socket() as busy:
-        busy.bind(("127.0.0.1", port))
-        busy.listen()
+    with busy_port_config(tmp_path) as (port, config):
         r = apex("gateway", "start", "--config", str(config), env=clean_env())
     assert r.returncode == 1
     assert r.stderr.strip().count("\n") == 0, r.stderr
@@ -86,12 +80,7 @@ def test_busy_port_is_one_line_with_the_fix(tmp_path: Path) -> None:
 
 
 def test_busy_port_under_daemon_names_the_cause(tmp_path: Path) -> None:
-    port = free_port()
-    config = tmp_path / "config.json"
-    config.write_text(json.dumps(base_config(port)))
-    with socket.socket() as busy:
-        busy.bind(("127.0.0.1", port))
-        busy.listen()
+    with busy_port_config(tmp_path) as (_, config):
         r = apex("gateway", "start", "--daemon", "--wait", "10", "--config", str(config), env=clean_env())
     assert r.returncode == 1
     assert "already in use" in r.stderr and "log:" in r.stderr

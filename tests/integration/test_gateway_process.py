@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,7 +15,7 @@ from pathlib import Path
 
 from apex.gateway_state import http_get, read_state, state_path
 from tests.integration.test_first_hour import LIMIT_S, apex, clean_env
-from tests.integration.test_reload import base_config, free_port, with_repo_on_path
+from tests.integration.test_reload import base_config, busy_port_config, free_port, with_repo_on_path
 
 
 def _cmdline(pid: int) -> list[str]:
@@ -50,21 +49,13 @@ def test_foreground_start_execs_the_server_module_in_the_same_process(tmp_path: 
             proc.wait()
 
 
-def test_startup_error_after_the_exec_is_one_line_or_one_json_object(tmp_path: Path) -> None:
-    """A busy port is found by the exec'd server: `error: ...` on one line, or with --json the
-    CLI's JSON error object; exit code 1 either way."""
-    port = free_port()
-    config = tmp_path / "config.json"
-    config.write_text(json.dumps(base_config(port)))
-    with socket.socket() as busy:
-        busy.bind(("127.0.0.1", port))
-        busy.listen()
-        plain = apex("gateway", "start", "--config", str(config), env=clean_env())
-        as_json = apex("gateway", "start", "--json", "--config", str(config), env=clean_env())
-    assert plain.returncode == 1 and plain.stderr.startswith(f"error: cannot listen on 127.0.0.1:{port}")
-    assert plain.stderr.strip().count("\n") == 0, plain.stderr
-    assert as_json.returncode == 1
-    error = json.loads(as_json.stderr)["error"]
+def test_startup_error_after_the_exec_is_one_json_object_with_json(tmp_path: Path) -> None:
+    """A busy port is found by the exec'd server; with --json it still reads as the CLI's JSON
+    error object, exit code 1 (the plain one-line form: test_first_hour's busy-port test)."""
+    with busy_port_config(tmp_path) as (port, config):
+        r = apex("gateway", "start", "--json", "--config", str(config), env=clean_env())
+    assert r.returncode == 1
+    error = json.loads(r.stderr)["error"]
     assert error["exit_code"] == 1 and f"cannot listen on 127.0.0.1:{port}" in error["message"]
 
 

@@ -6,6 +6,7 @@ loopback port with the built-in mock provider, and stops it by its own pid.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
@@ -54,6 +55,18 @@ def base_config(port: int) -> dict[str, Any]:
         "global": {"listen": f"127.0.0.1:{port}", "auth": {"keys": ["k"]}},
         "logging": {"format": "json"},
     }
+
+
+@contextlib.contextmanager
+def busy_port_config(tmp_path: Path) -> Iterator[tuple[int, Path]]:
+    """``(port, config)``: a config listening on a port another socket holds while inside."""
+    port = free_port()
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps(base_config(port)))
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", port))
+        busy.listen()
+        yield port, config
 
 
 def apex_cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Iterator
 
 import pytest
 
@@ -14,40 +15,39 @@ pytest.importorskip("python_socks")
 from apex.upstream.socks import drop_socket, socket_identity  # noqa: E402  # needs the socks extra
 
 
-def test_a_socket_still_open_is_closed() -> None:
+@pytest.fixture
+def sock() -> Iterator[socket.socket]:
+    """One end of a connected pair (standing in for a tunnel); the other end closes after the test."""
     a, b = socket.socketpair()
-    try:
-        fd = a.fileno()
-        drop_socket(a, socket_identity(a))
-        assert a.fileno() == -1
-        with pytest.raises(OSError):
-            os.fstat(fd)
-    finally:
-        b.close()
+    with b:
+        yield a
+    if a.fileno() != -1:
+        a.close()
 
 
-def test_a_descriptor_already_closed_is_only_let_go() -> None:
-    a, b = socket.socketpair()
-    try:
-        identity = socket_identity(a)
-        os.close(a.fileno())  # what uvloop does on a failed hand-over
-        drop_socket(a, identity)
-        assert a.fileno() == -1
-    finally:
-        b.close()
+def test_a_socket_still_open_is_closed(sock: socket.socket) -> None:
+    fd = sock.fileno()
+    drop_socket(sock, socket_identity(sock))
+    assert sock.fileno() == -1
+    with pytest.raises(OSError):
+        os.fstat(fd)
 
 
-def test_a_number_reused_by_another_file_is_not_closed() -> None:
-    a, b = socket.socketpair()
-    try:
-        identity = socket_identity(a)
-        number = a.fileno()
-        os.close(number)
-        with open(os.devnull, "rb") as other:  # the lowest free number: the one just closed
-            if other.fileno() != number:
-                pytest.skip("the kernel handed out another descriptor number")
-            drop_socket(a, identity)
-            os.fstat(other.fileno())  # still open: not closed behind its owner's back
-            assert a.fileno() == -1
-    finally:
-        b.close()
+def test_a_descriptor_already_closed_is_only_let_go(sock: socket.socket) -> None:
+    identity = socket_identity(sock)
+    os.close(sock.fileno())  # what uvloop does on a failed hand-over
+    drop_socket(sock, identity)
+    assert sock.fileno() == -1
+
+
+def test_a_number_reused_by_another_file_is_not_closed(sock: socket.socket) -> None:
+    identity = socket_identity(sock)
+    number = sock.fileno()
+    os.close(number)
+    with open(os.devnull, "rb") as other:  # the lowest free number: the one just closed
+        if other.fileno() != number:
+            sock.detach()  # its number is closed: nothing for the fixture to close
+            pytest.skip("the kernel handed out another descriptor number")
+        drop_socket(sock, identity)
+        os.fstat(other.fileno())  # still open: not closed behind its owner's back
+        assert sock.fileno() == -1
