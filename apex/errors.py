@@ -33,6 +33,7 @@ client's dialect; nothing here knows about wire formats or aiohttp.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable
 from urllib.parse import quote
@@ -49,6 +50,7 @@ __all__ = [
     "ConfigError",
     "InternalError",
     "StartupError",
+    "json_error_line",
     "InvalidRequest",
     "NoRouteAvailable",
     "NotFound",
@@ -247,6 +249,15 @@ class ConfigError(Exception):
         self.message = f"{path}: {message}" if path else message
         self.path = path
         self.detail = message
+
+
+def json_error_line(message: str, exit_code: int, path: str | None = None) -> str:
+    """The one JSON object a command run with ``--json`` writes on stderr when it fails:
+    ``{"error": {"message", "exit_code", "path"?}}`` (the CLI and the gateway process both)."""
+    error: dict[str, object] = {"message": message, "exit_code": exit_code}
+    if path:
+        error["path"] = path
+    return json.dumps({"error": error}, ensure_ascii=False)
 
 
 class StartupError(Exception):

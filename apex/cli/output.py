@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from apex.config.schema import is_secret_header, mask_value
-from apex.errors import ConfigError
+from apex.errors import ConfigError, json_error_line
 
 __all__ = [
     "CliFailure",
@@ -50,10 +50,7 @@ class CliFailure(click.ClickException):
 
 def show_json_error(message: str, exit_code: int, path: str | None) -> None:
     """An error as one JSON object on stderr (what ``--json`` promises scripts)."""
-    error: dict[str, object] = {"message": message, "exit_code": exit_code}
-    if path:
-        error["path"] = path
-    click.echo(json.dumps({"error": error}, ensure_ascii=False), err=True)
+    click.echo(json_error_line(message, exit_code, path), err=True)
 
 
 def fail(message: str, code: int = EXIT_FAILURE) -> NoReturn:

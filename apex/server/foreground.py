@@ -10,7 +10,6 @@ stop/reload/status read, the gateway, and startup errors as the CLI prints them
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -19,20 +18,15 @@ from pathlib import Path
 
 from apex import __version__, sdnotify
 from apex.config.load import load_config
-from apex.errors import ConfigError, StartupError
+from apex.errors import ConfigError, StartupError, json_error_line
 from apex.gateway_state import GatewayState, remove_state, state_path, write_state
 
 __all__ = ["main", "run_foreground"]
 
 
 def _fail(message: str, *, as_json: bool, path: str | None = None) -> int:
-    if as_json:
-        error: dict[str, object] = {"message": message, "exit_code": 1}
-        if path:
-            error["path"] = path
-        print(json.dumps({"error": error}, ensure_ascii=False), file=sys.stderr, flush=True)
-    else:
-        print(f"error: {message}", file=sys.stderr, flush=True)
+    line = json_error_line(message, 1, path) if as_json else f"error: {message}"
+    print(line, file=sys.stderr, flush=True)
     return 1
 
 
