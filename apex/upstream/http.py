@@ -65,8 +65,8 @@ _IDLE_SECONDS: Final = 30.0       # a pooled connection idle longer than this is
 # reuse only when it can have one: on its first reuse (an upstream that closes after every
 # answer without saying so shows it there), or after this long idle (servers' keep-alive
 # timeouts start at ~1 s: gunicorn 2 s, uvicorn/Node/llama.cpp 5 s, nginx 75 s). A connection
-# that already carried a reused request and was answered moments ago skips the syscall,
-# ~7 % of the gateway's CPU per request at saturation.
+# that already carried a reused request and was answered moments ago skips the syscall (one
+# poll(2) per request at saturation; alone, within the noise of wrk on the dev VM).
 _POLL_AFTER_IDLE_SECONDS: Final = 0.5
 _MAX_IDLE_PER_ORIGIN: Final = 256
 
@@ -607,9 +607,10 @@ class UpstreamPool:
 
     At most ``egress.max_connections`` connections per origin are open at once; past that a
     request waits (within its connect timeout) for one to come back. A pooled connection is
-    checked before reuse (on its first reuse, and after idling ``poll_after_idle_seconds``): one
-    the upstream closed meanwhile (EOF or reset not yet seen by the loop) is dropped, and a request whose bytes could not be written at all is sent once more
-    on a fresh connection. Nothing that may have reached the upstream is ever re-sent.
+    checked before reuse (on its first reuse, and after idling ``poll_after_idle_seconds``):
+    one the upstream closed meanwhile (EOF or reset not yet seen by the loop) is dropped, and a
+    request whose bytes could not be written at all is sent once more on a fresh connection.
+    Nothing that may have reached the upstream is ever re-sent.
     """
 
     def __init__(
