@@ -49,9 +49,12 @@ class Proxy:
                         headers[name.strip().lower()] = value.strip()
                 verdict = self._auth(headers)
                 print(f"SEEN {method} {target} auth={verdict}", flush=True)
-                if verdict != "ok":
-                    writer.write(b"HTTP/1.1 407 Proxy Authentication Required\r\n"
-                                 b"Proxy-Authenticate: Basic realm=\"test\"\r\nContent-Length: 0\r\n\r\n")
+                if verdict != "ok":  # with a page, as squid and tinyproxy send one
+                    if method != "CONNECT":
+                        await reader.readexactly(int(headers.get("content-length", "0")))
+                    page = b"<html><body><h1>407 Proxy Authentication Required</h1></body></html>\n"
+                    writer.write(b"HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic realm=\"test\"\r\n"
+                                 b"Content-Type: text/html\r\nContent-Length: %d\r\n\r\n%s" % (len(page), page))
                     await writer.drain()
                     continue
                 if method == "CONNECT":

@@ -137,7 +137,7 @@ class _Origin:
 class _Target:
     """A URL split once for one channel's egress: where to connect and the first head lines."""
 
-    __slots__ = ("key", "origin", "prefix")
+    __slots__ = ("forwarding", "key", "origin", "prefix")
 
     def __init__(self, url: str, egress: Egress | None = None) -> None:
         parts = urlsplit(url)
@@ -155,7 +155,9 @@ class _Target:
         shown = f"[{host}]" if ":" in host else host
         if port != (443 if tls else 80):
             shown = f"{shown}:{port}"
-        if proxy is not None and not tls and not proxy.socks:  # forwarding: absolute-form target (RFC 9112 3.2.2)
+        self.forwarding = proxy is not None and not tls and not proxy.socks
+        if self.forwarding:  # absolute-form target (RFC 9112 3.2.2)
+            assert proxy is not None
             auth = f"Proxy-Authorization: {proxy.authorization}\r\n" if proxy.authorization else ""
             self.prefix = f"POST http://{shown}{path} HTTP/1.1\r\nHost: {shown}\r\n{auth}".encode("latin-1")
         else:
@@ -385,7 +387,7 @@ class _Connection(asyncio.Protocol):
         else:
             reason = "the upstream closed the connection before the response body was complete"
         error = ServerDisconnected(reason if exc is None else f"{reason}: {exc}")
-        error.where = self.origin.label
+        error.where = _where(self.origin)
         reply._fail(error)
 
     def eof_received(self) -> bool:
@@ -501,7 +503,7 @@ class _Connection(asyncio.Protocol):
         self._reusable = False
         self._complete_pending = False
         self._error = None
-        exc.where = self.origin.label
+        exc.where = _where(self.origin)
         reply._fail(exc)
         self.close()
 
@@ -542,7 +544,7 @@ class _Connection(asyncio.Protocol):
         # of the request reached the upstream, so the pool may send it on a fresh connection.
         self._reply = None
         self.close()
-        reply._fail(ConnectFailed(self.origin.label, "the connection closed before the request could be written"))
+        reply._fail(ConnectFailed(_where(self.origin), "the connection closed before the request could be written"))
         return reply
 
     def abandon(self, reply: HttpReply) -> None:
@@ -664,6 +666,9 @@ class UpstreamPool:
         except BaseException:
             reply.close()
             raise
+        if reply.status == 407 and target.forwarding:  # the proxy's answer, not the upstream's
+            reply.close()
+            raise ConnectFailed(_where(target.origin), "the proxy refused the request (HTTP 407)")
         return reply
 
     async def close(self) -> None:
@@ -820,8 +825,11 @@ class UpstreamPool:
             authority = origin.label
             auth = f"Proxy-Authorization: {proxy.authorization}\r\n" if proxy.authorization else ""
             transport.write(f"CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n{auth}\r\n".encode("latin-1"))
-            status = await tunnel.answer
-            if status != 200:
+            try:
+                status = await tunnel.answer
+            except InvalidResponse as exc:  # nothing was sent upstream yet: the proxy failed us
+                raise ConnectFailed(_where(origin), str(exc)) from None
+            if not 200 <= status < 300:
                 raise ConnectFailed(_where(origin), f"the proxy refused the tunnel (HTTP {status})")
         except BaseException:
             transport.close()
@@ -878,7 +886,7 @@ def _where(origin: _Origin) -> str:
 
 
 class _Tunnel(asyncio.Protocol):
-    """Reads the proxy's answer to CONNECT (a status line and headers, no body)."""
+    """Reads the proxy's answer to CONNECT: its status line and headers (a refusal's page is ignored)."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.answer: asyncio.Future[int] = loop.create_future()
@@ -893,14 +901,18 @@ class _Tunnel(asyncio.Protocol):
             if len(self._buf) > _MAX_HEAD:
                 self.answer.set_exception(InvalidResponse("the proxy's answer to CONNECT is too long"))
             return
-        if end + 4 != len(self._buf):  # TLS has not started: bytes past the head are not ours
-            self.answer.set_exception(InvalidResponse("the proxy sent bytes after its answer to CONNECT"))
-            return
         line = self._buf.split(b"\r\n", 1)[0].split(b" ")
         if len(line) < 2 or not line[0].startswith(b"HTTP/1.") or not line[1].isdigit():
             self.answer.set_exception(InvalidResponse("the proxy's answer to CONNECT is not HTTP"))
             return
-        self.answer.set_result(int(line[1]))
+        status = int(line[1])
+        # A refusal (407, 403, 502...) may carry a page after its head: the status is the
+        # answer and the connection is closed. A 2xx switches to tunnel mode (RFC 9110 9.3.6),
+        # and TLS has not started yet, so bytes past its head are not ours.
+        if 200 <= status < 300 and end + 4 != len(self._buf):
+            self.answer.set_exception(InvalidResponse("the proxy sent bytes after its answer to CONNECT"))
+            return
+        self.answer.set_result(status)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.answer.done():

@@ -168,6 +168,24 @@ async def test_proxy_refusing_credentials_names_the_proxy_not_the_password(
     assert proxy.seen == [f"CONNECT 127.0.0.1:{tls_upstream.port} auth=bad"]
 
 
+async def test_forwarding_proxy_refusing_credentials_is_named_as_the_proxy(
+    upstream: FakeUpstream, start_proxy: StartProxy, start_apex: StartApex, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An http:// upstream through a forwarding proxy that answers 407: the answer is the
+    proxy's, so the 502 says the proxy refused the request and names it, not the upstream's
+    error passed on as if it came from the model's API; the password is nowhere."""
+    proxy = await start_proxy(auth="alice:right")
+    inst = await start_apex(one_channel(upstream.openai_url, proxy=proxy.url("alice:wrong-pass")))
+    with caplog.at_level(logging.DEBUG):
+        err = await chat_error(inst)
+    assert err.status_code == 502
+    message = err.body["message"]  # type: ignore[index]
+    assert f"could not connect to 127.0.0.1:{upstream.port} via proxy 127.0.0.1:{proxy.port}" in message
+    assert "the proxy refused the request (HTTP 407)" in message
+    assert "wrong-pass" not in message and "wrong-pass" not in caplog.text
+    assert upstream.hits("/v1/chat/completions") == 0
+
+
 @pytest.mark.parametrize("variable", ["HTTP_PROXY", "http_proxy"])
 async def test_environment_proxy_applies_without_the_key(
     upstream: FakeUpstream, start_proxy: StartProxy, start_apex: StartApex,
