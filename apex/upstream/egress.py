@@ -3,7 +3,8 @@
 Compiled once per config load (``compile_channel``) from the channel's ``proxy``, ``tls``
 and ``max_connections`` keys; the upstream pool only reads the result. Without a ``proxy``
 key the standard environment variables apply (``HTTPS_PROXY``, ``HTTP_PROXY``,
-``NO_PROXY``, either case, read at load through ``urllib.request``'s own parser;
+``NO_PROXY``, either case, read at load through ``urllib.request``; NO_PROXY also takes
+IP addresses and CIDR blocks, see ``NoProxy``;
 ``ALL_PROXY`` for a scheme without its own variable, as curl does); ``"proxy": "direct"``
 ignores them. Proxies are ``http://`` (CONNECT for https upstreams, forwarding for http) or
 ``socks5://`` / ``socks5h://`` (a SOCKS5 tunnel for both, through ``python-socks``, the
@@ -16,11 +17,12 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import ipaddress
 import os
 import socket
 import ssl
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Final
 from urllib.parse import unquote, urlsplit
@@ -32,6 +34,7 @@ __all__ = [
     "DEFAULT_MAX_CONNECTIONS",
     "SOCKS_EXTRA_HINT",
     "Egress",
+    "NoProxy",
     "Proxy",
     "TlsOptions",
     "build_egress",
@@ -87,7 +90,11 @@ class TlsOptions:
 
 def parse_proxy(url: str) -> Proxy:
     """``http://``, ``socks5://`` or ``socks5h://`` ``[user:pass@]host[:port]``; ValueError
-    (without the credentials) otherwise, or when a socks URL needs the missing ``socks`` extra."""
+    (without the credentials) otherwise, or when a socks URL needs the missing ``socks`` extra.
+    A value without a scheme (``proxy.corp:3128``, common in ``https_proxy``) is http://, as
+    curl, requests, httpx and Go read it."""
+    if "://" not in url and url:
+        url = "http://" + url
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     if scheme not in _DEFAULT_PORTS:
@@ -135,8 +142,66 @@ def tls_context(options: TlsOptions) -> ssl.SSLContext:
 # The proxy variables Apex reads: HTTP_PROXY, HTTPS_PROXY and ALL_PROXY (any case).
 _ENV_SCHEMES: Final = ("http", "https", "all")
 
-# Not in typeshed, but public since Python 3.3 and what urllib itself uses for NO_PROXY.
-_bypass: Final[Callable[[str, Mapping[str, str]], bool]] = urllib.request.proxy_bypass_environment  # type: ignore[attr-defined]
+
+class NoProxy:
+    """``NO_PROXY``, compiled once per load: which upstreams connect directly.
+
+    Entries are comma- or space-separated, case-insensitive: ``*`` (everything); a name, which
+    matches itself and its subdomains, with or without a leading ``.`` or ``*.``
+    (``.corp.example`` matches ``api.corp.example`` and ``corp.example``, as curl and urllib
+    read it); an IP address or a CIDR block (``10.0.0.0/8``, ``fd00::/8``; curl since 7.86
+    and Go match those, urllib does not); any of these with ``:port`` to match one port only.
+    """
+
+    __slots__ = ("_all", "_names", "_networks")
+
+    def __init__(self, value: str) -> None:
+        self._all = False
+        self._names: list[tuple[str, int | None]] = []
+        self._networks: list[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, int | None]] = []
+        for raw in value.replace(" ", ",").split(","):
+            entry = raw.strip().lower()
+            if not entry:
+                continue
+            if entry == "*":
+                self._all = True
+                continue
+            entry, port = _split_port(entry)
+            try:
+                self._networks.append((ipaddress.ip_network(entry, strict=False), port))
+                continue
+            except ValueError:
+                pass
+            name = entry.removeprefix("*.").lstrip(".")
+            if name:
+                self._names.append((name, port))
+
+    def bypass(self, host: str, port: int) -> bool:
+        if self._all:
+            return True
+        host = host.lower().strip("[]").rstrip(".")
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            return any(
+                (want is None or want == port) and (host == name or host.endswith("." + name))
+                for name, want in self._names
+            )
+        return any((want is None or want == port) and address in net for net, want in self._networks) or any(
+            (want is None or want == port) and host == name for name, want in self._names
+        )
+
+
+def _split_port(entry: str) -> tuple[str, int | None]:
+    """``host:port``, ``[v6]:port``, ``v6`` or ``host``: the host part and the port if any."""
+    if entry.startswith("["):
+        host, _, rest = entry[1:].partition("]")
+        return host, int(rest[1:]) if rest.startswith(":") and rest[1:].isdigit() else None
+    if entry.count(":") == 1:
+        host, _, port = entry.partition(":")
+        if port.isdigit():
+            return host, int(port)
+    return entry, None
 
 
 class Egress:
@@ -144,7 +209,7 @@ class Egress:
     connection budget. ``key`` identifies equal settings across reloads so their pooled
     connections survive a reload that did not change them."""
 
-    __slots__ = ("_env", "_mode", "_proxy", "key", "max_connections", "name", "ssl")
+    __slots__ = ("_env", "_mode", "_no_proxy", "_proxy", "key", "max_connections", "name", "ssl")
 
     def __init__(
         self,
@@ -161,6 +226,7 @@ class Egress:
         self._mode = mode  # "proxy" | "direct" | "env"
         self._proxy = proxy
         self._env = dict(env or {})
+        self._no_proxy = NoProxy(self._env.get("no", ""))
         self.ssl = ssl_context
         self.max_connections = max_connections
         env_key = tuple(sorted(self._env.items())) if mode == "env" else ()
@@ -193,7 +259,7 @@ class Egress:
         url = self._env.get(scheme) or self._env.get("all")
         if not url:
             return None
-        if _bypass(f"{host}:{port}", self._env):
+        if self._no_proxy.bypass(host, port):
             return None
         try:
             return parse_proxy(url)
