@@ -12,12 +12,13 @@ from typing import Any, TypeVar
 
 import rich_click as click
 
-from apex.cli.cloud_flags import apply_cloud_flags, cloud_flags, mask_cloud_secrets
+from apex.cli.key_flags import apply_key_flags, key_flags
 from apex.cli.flags import find_named, parse_pairs
 from apex.cli.options import config_option, config_path, json_option, wants_json
-from apex.cli.output import fail, is_secret_header, mask, print_json, print_table, say
+from apex.cli.output import fail, print_json, print_table, say
 from apex.cli.store import ConfigStore, RawConfig
 from apex.config.model import PROVIDER_TYPES
+from apex.config.schema import mask_secrets
 
 __all__ = ["channel_group", "masked_channel"]
 
@@ -82,12 +83,12 @@ def _apply(
 @channel_group.command("add")
 @click.argument("name")
 @_channel_flags(add=True)
-@cloud_flags
+@key_flags
 @config_option
 @json_option
 def add(name: str, provider: str, base_url: str | None, anthropic_base_url: str | None, api_key: str | None,
         models: tuple[str, ...], headers: tuple[str, ...], maps: tuple[str, ...],
-        config_file: str | None, as_json: bool, **cloud: str | None) -> None:
+        config_file: str | None, as_json: bool, **keys: Any) -> None:
     """Add channel NAME."""
     store = ConfigStore(config_path(config_file))
     with store.edit() as raw:
@@ -96,7 +97,7 @@ def add(name: str, provider: str, base_url: str | None, anthropic_base_url: str 
             fail(f'channel "{name}" already exists (use "apex channel update")')
         ch: dict[str, Any] = {"name": name}
         _apply(ch, provider, base_url, anthropic_base_url, api_key, models, headers, maps)
-        apply_cloud_flags(ch, cloud)
+        apply_key_flags(ch, keys)
         channels.append(ch)
     _done("added", ch, as_json)
 
@@ -104,18 +105,18 @@ def add(name: str, provider: str, base_url: str | None, anthropic_base_url: str 
 @channel_group.command("update")
 @click.argument("name")
 @_channel_flags(add=False)
-@cloud_flags
+@key_flags
 @config_option
 @json_option
 def update(name: str, provider: str | None, base_url: str | None, anthropic_base_url: str | None,
            api_key: str | None, models: tuple[str, ...], headers: tuple[str, ...], maps: tuple[str, ...],
-           config_file: str | None, as_json: bool, **cloud: str | None) -> None:
+           config_file: str | None, as_json: bool, **keys: Any) -> None:
     """Update channel NAME: omitted flags keep their value, a repeated flag replaces its list."""
     store = ConfigStore(config_path(config_file))
     with store.edit() as raw:
         ch = _channels(raw)[_index(raw, name)]
         _apply(ch, provider, base_url, anthropic_base_url, api_key, models, headers, maps)
-        apply_cloud_flags(ch, cloud)
+        apply_key_flags(ch, keys)
     _done("updated", ch, as_json)
 
 
@@ -181,16 +182,10 @@ def show(name: str, config_file: str | None, as_json: bool) -> None:
 
 
 def masked_channel(ch: dict[str, Any]) -> dict[str, Any]:
-    """A copy of a raw channel with its api_key and credential-like headers masked."""
-    out = dict(ch)
-    if isinstance(out.get("api_key"), str):
-        out["api_key"] = mask(out["api_key"])
-    if isinstance(out.get("headers"), dict):
-        out["headers"] = {
-            k: (mask(v) if is_secret_header(k) and isinstance(v, str) else v) for k, v in out["headers"].items()
-        }
-    mask_cloud_secrets(out)
-    return out
+    """A copy of a raw channel with every credential masked, by the rules ``apex config show``
+    uses (api_key, credential-like headers, cloud secrets, the password in a proxy URL)."""
+    masked: dict[str, Any] = mask_secrets(ch)
+    return masked
 
 
 def channel_users(raw: RawConfig, name: str) -> list[str]:

@@ -14,7 +14,7 @@ from typing import Final
 from apex.config.model import Channel
 from apex.errors import ConfigError
 
-__all__ = ["CLOUD_PROVIDERS", "check_cloud_channel", "check_proxy_extra", "missing_extra"]
+__all__ = ["CLOUD_PROVIDERS", "check_cloud_channel", "missing_extra"]
 
 CLOUD_PROVIDERS: Final = frozenset({"azure_openai", "bedrock", "vertex"})
 
@@ -52,16 +52,6 @@ def _need_extra(extra: str, provider: str, path: str) -> None:
             f"provider_type {provider} needs the {extra} extra: pip install 'apex-gateway[{extra}]'",
             path=f"{path}.provider_type",
         )
-
-
-def check_proxy_extra(ch: Channel, path: str) -> None:
-    """A ``socks5://`` or ``socks5h://`` proxy needs the socks extra (python-socks), said at
-    load as for the clouds; the rest of the URL is checked where it is compiled
-    (apex.upstream.egress)."""
-    scheme = (ch.proxy or "").partition("://")[0].lower()
-    if scheme in ("socks5", "socks5h") and missing_extra("socks"):
-        raise ConfigError(f"a {scheme}:// proxy needs the socks extra: pip install 'apex-gateway[socks]'",
-                          path=f"{path}.proxy")
 
 
 def check_cloud_channel(ch: Channel, path: str) -> None:

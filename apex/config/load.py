@@ -24,7 +24,8 @@ from typing import Final
 
 import msgspec
 
-from apex.config.clouds import check_cloud_channel, check_proxy_extra
+from apex.config.clouds import check_cloud_channel
+from apex.config.proxy import check_proxy
 from apex.config.decode import decode_config
 from apex.config.model import Channel, ChannelRef, Config, Price, Router, Rule, Team
 from apex.errors import ConfigError
@@ -311,7 +312,7 @@ def _check_channels(channels: tuple[Channel, ...]) -> frozenset[str]:
             raise ConfigError(f'duplicate channel name "{ch.name}"', path=f"{p}.name")
         names.add(ch.name)
         check_cloud_channel(ch, p)
-        check_proxy_extra(ch, p)
+        check_proxy(ch.proxy, f"{p}.proxy")
         if ch.provider_type not in KEYLESS_PROVIDERS and not ch.api_key:
             raise ConfigError(f"required for provider_type {ch.provider_type}", path=f"{p}.api_key")
         if ch.provider_type == "openai_compatible" and not ch.base_url:

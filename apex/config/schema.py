@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import re
 from typing import Any, Final
-from urllib.parse import urlsplit, urlunsplit
 
 import msgspec
 
@@ -56,12 +55,18 @@ def is_secret_header(name: str) -> bool:
 
 
 def _mask_url(value: str) -> str:
-    parts = urlsplit(value)
-    if parts.password is None:
+    """``scheme://user:****@host:port/...``: the password masked, the rest as written. Read by
+    hand rather than urlsplit: a proxy may be written without a scheme (``user:pw@host:3128``),
+    which urlsplit reads as a scheme and a path, and a bad port must not hide the password."""
+    scheme, sep, rest = value.partition("://")
+    if not sep:
+        scheme, rest = "", value
+    end = min((i for i in (rest.find("/"), rest.find("?"), rest.find("#")) if i >= 0), default=len(rest))
+    userinfo, at, hostport = rest[:end].rpartition("@")
+    user, colon, _ = userinfo.partition(":")
+    if not at or not colon:
         return value
-    host = parts.hostname or ""
-    netloc = f"{parts.username or ''}:****@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
+    return f"{scheme}{sep}{user}:****@{hostport}{rest[end:]}"
 
 
 def mask_secrets(data: Any, key: str = "", in_headers: bool = False) -> Any:

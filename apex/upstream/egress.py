@@ -15,7 +15,6 @@ the SOCKS handshake, never in a repr, a log line or an error message.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import ipaddress
 import os
@@ -23,16 +22,14 @@ import socket
 import ssl
 import urllib.request
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Final
-from urllib.parse import unquote, urlsplit
 
-from apex.config.clouds import missing_extra
+from apex.config.proxy import DIRECT, Proxy, parse_proxy
 
 __all__ = [
     "connect_reason",
     "DEFAULT_MAX_CONNECTIONS",
-    "SOCKS_EXTRA_HINT",
     "Egress",
     "NoProxy",
     "Proxy",
@@ -42,42 +39,10 @@ __all__ = [
     "tls_context",
 ]
 
-DIRECT: Final = "direct"
-
-SOCKS_SCHEMES: Final = frozenset({"socks5", "socks5h"})
-_DEFAULT_PORTS: Final = {"http": 80, "socks5": 1080, "socks5h": 1080}
-SOCKS_EXTRA_HINT: Final = "pip install 'apex-gateway[socks]'"
-
 # Per channel origin. Like httpx's and aiohttp's default pool size: enough for a busy
 # gateway's keep-alive reuse, small enough that a stampede queues instead of opening a
 # connection per request (which providers answer with connection resets or 429s).
 DEFAULT_MAX_CONNECTIONS: Final = 100
-
-
-@dataclass(frozen=True, slots=True)
-class Proxy:
-    """A proxy: where to connect, its kind and, when it wants credentials, those (secrets).
-
-    ``scheme`` is ``http`` (CONNECT / forwarding; ``authorization`` is the prebuilt
-    ``Proxy-Authorization`` value) or ``socks5`` / ``socks5h`` (``username`` and
-    ``password`` for the RFC 1929 handshake; ``socks5h`` lets the proxy resolve names)."""
-
-    host: str
-    port: int
-    authorization: str | None = field(default=None, repr=False)  # "Basic ...": a secret
-    password: str | None = field(default=None, repr=False)
-    scheme: str = "http"
-    username: str | None = field(default=None, repr=False)
-
-    @property
-    def socks(self) -> bool:
-        """A SOCKS5 tunnel (for http and https upstreams alike), not an HTTP proxy."""
-        return self.scheme != "http"
-
-    @property
-    def label(self) -> str:
-        """``host:port``, for messages (never the credentials)."""
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,44 +51,6 @@ class TlsOptions:
     cert_file: str | None = None
     key_file: str | None = None
     verify: bool = True
-
-
-def parse_proxy(url: str) -> Proxy:
-    """``http://``, ``socks5://`` or ``socks5h://`` ``[user:pass@]host[:port]``; ValueError
-    (without the credentials) otherwise, or when a socks URL needs the missing ``socks`` extra.
-    A value without a scheme (``proxy.corp:3128``, common in ``https_proxy``) is http://, as
-    curl, requests, httpx and Go read it."""
-    if "://" not in url and url:
-        url = "http://" + url
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    if scheme not in _DEFAULT_PORTS:
-        shown = parts.scheme or "no scheme"
-        raise ValueError(
-            f"proxy must be an http://, socks5:// or socks5h:// URL or \"direct\" (got {shown}; "
-            "https and socks4 proxies are not supported)"
-        )
-    try:
-        port = parts.port or _DEFAULT_PORTS[scheme]
-    except ValueError:
-        raise ValueError("proxy URL has an invalid port") from None
-    if not parts.hostname:
-        raise ValueError("proxy URL has no host")
-    if parts.path not in ("", "/") or parts.query or parts.fragment:
-        raise ValueError("proxy URL must not have a path, query or fragment")
-    user = unquote(parts.username) if parts.username is not None else None
-    password = unquote(parts.password or "") if parts.username is not None else None
-    if scheme in SOCKS_SCHEMES:
-        if missing_extra("socks"):
-            raise ValueError(f"{scheme}:// proxies need the socks extra: {SOCKS_EXTRA_HINT}")
-        if user is not None and not (0 < len(user.encode()) < 256 and 0 < len((password or "").encode()) < 256):
-            # RFC 1929 carries each in 1-255 bytes; python-socks offers no authentication without both
-            raise ValueError("SOCKS5 proxy credentials need a user name and a password of 1-255 bytes each")
-        return Proxy(parts.hostname, port, None, password, scheme, user)
-    if user is not None:
-        auth = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
-        return Proxy(parts.hostname, port, auth, password or None)
-    return Proxy(parts.hostname, port)
 
 
 def tls_context(options: TlsOptions) -> ssl.SSLContext:
@@ -289,7 +216,7 @@ def build_egress(
             context = tls_context(tls)
         except (OSError, ssl.SSLError) as exc:
             raise ValueError(f"tls: cannot load the certificates: {exc}") from None
-    if proxy == "direct":
+    if proxy == DIRECT:
         return Egress(name, mode="direct", ssl_context=context, tls=tls, max_connections=limit)
     if proxy is not None:
         try:

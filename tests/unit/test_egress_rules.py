@@ -1,11 +1,12 @@
-"""apex.upstream.egress: how proxy values and NO_PROXY are read (pure rules, no sockets;
+"""apex.config.proxy and apex.upstream.egress: how proxy values and NO_PROXY are read (pure rules, no sockets;
 the integration tests in tests/integration/test_egress*.py send traffic through real proxies)."""
 
 from __future__ import annotations
 
 import pytest
 
-from apex.upstream.egress import Egress, NoProxy, build_egress, parse_proxy
+from apex.config.proxy import parse_proxy
+from apex.upstream.egress import Egress, NoProxy, build_egress
 
 
 @pytest.mark.parametrize(("value", "host", "port", "basic"), [

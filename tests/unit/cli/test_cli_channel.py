@@ -135,3 +135,52 @@ def test_missing_config_file(tmp_path: Path, run: Run) -> None:
     """A missing config file is a one-line error, exit 1."""
     r = run("channel", "list", "--config", str(tmp_path / "nope.json"))
     assert r.exit_code == 1 and "nope.json does not exist; create one with `apex init" in r.stderr
+
+
+def test_egress_flags_write_update_and_remove_the_keys(cfg: Path, run: Run) -> None:
+    """--proxy, --max-connections and the tls flags write the pinned keys (tls nested); on
+    update an empty value (or --max-connections 0) removes a key, and an emptied tls with it."""
+    r = run("channel", "add", "corp", "--provider", "openai", "--api-key", "${OPENAI_KEY}",
+            "--proxy", "http://alice:s3cret-pw@proxy.corp:3128", "--max-connections", "20", "--no-verify")
+    assert r.exit_code == 0, r.output
+    assert "s3cret-pw" not in r.output
+    ch = read(cfg)["channels"][-1]
+    assert ch["proxy"] == "http://alice:s3cret-pw@proxy.corp:3128"
+    assert ch["max_connections"] == 20 and ch["tls"] == {"verify": False}
+
+    r = run("channel", "update", "corp", "--proxy", "direct", "--verify", "--max-connections", "0")
+    assert r.exit_code == 0, r.output
+    ch = read(cfg)["channels"][-1]
+    assert ch["proxy"] == "direct" and ch["tls"] == {"verify": True} and "max_connections" not in ch
+
+    r = run("channel", "update", "corp", "--proxy", "", "--verify", "")
+    assert r.exit_code == 2  # --verify is a switch, not a value
+    r = run("channel", "update", "corp", "--proxy", "")
+    assert r.exit_code == 0, r.output
+    ch = read(cfg)["channels"][-1]
+    assert "proxy" not in ch
+
+
+def test_bad_egress_flags_name_the_key(cfg: Path, run: Run) -> None:
+    """A proxy the gateway would refuse is refused by the edit (the file is left alone). TLS
+    files are not looked for here (the config may be for another host): `apex config
+    validate` and the gateway's load check those."""
+    before = cfg.read_bytes()
+    r = run("channel", "add", "corp", "--provider", "openai", "--api-key", "k", "--proxy", "https://proxy.corp:443")
+    assert r.exit_code == 1 and "channels[2].proxy" in r.stderr
+    r = run("channel", "add", "corp", "--provider", "openai", "--api-key", "k", "--proxy", "socks4://h:1080")
+    assert r.exit_code == 1 and "channels[2].proxy" in r.stderr
+    assert run("channel", "add", "corp", "--provider", "openai", "--max-connections", "-1").exit_code == 2
+    assert cfg.read_bytes() == before
+
+
+def test_show_and_list_mask_the_proxy_password(cfg: Path, run: Run) -> None:
+    """The proxy URL's password is masked like an api_key, with or without a scheme."""
+    assert run("channel", "add", "corp", "--provider", "openai", "--api-key", "${OPENAI_KEY}",
+               "--proxy", "alice:s3cret-pw@proxy.corp:3128").exit_code == 0
+    for args in (("channel", "show", "corp", "--json"), ("channel", "list", "--json"), ("channel", "show", "corp")):
+        r = run(*args)
+        assert r.exit_code == 0, r.output
+        assert "s3cret-pw" not in r.output
+    shown = json.loads(run("channel", "show", "corp", "--json").output)
+    assert shown["proxy"] == "alice:****@proxy.corp:3128"
