@@ -10,7 +10,8 @@ https://learn.microsoft.com/entra/identity-platform/v2-oauth2-client-creds-grant
 rather than from ``azure-identity``: that library pulls in azure-core, msal and
 msal-extensions for what is one POST here, and refuses a non-https authority, which rules
 out checking the exchange against a local token service.
-The exchange goes through Apex's own upstream pool, in the background.
+The exchange goes through Apex's own upstream pool and the channel's egress (proxy, TLS
+options), in the background.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import msgspec
 from apex.config.model import AzureAd, Channel
 from apex.upstream.cloud import CloudRoute, CloudSetup, Native, bearer_fields
 from apex.upstream.credentials import CredentialSlot, Fetched, Refresher
+from apex.upstream.egress import Egress
 from apex.upstream.http import UpstreamPool, encode_header_fields
 from apex.types import Dialect
 from apex.wire.azure import TokenAnswer
@@ -44,14 +46,16 @@ _FORM_HEADERS: Final = encode_header_fields(
 _ANSWER: Final = msgspec.json.Decoder(TokenAnswer)
 
 
-def azure_setup(ch: Channel, base: str) -> CloudSetup:
-    """URLs and auth of an azure_openai channel (its config already checked)."""
+def azure_setup(ch: Channel, base: str, egress: Egress | None = None) -> CloudSetup:
+    """URLs and auth of an azure_openai channel (its config already checked); Entra ID
+    tokens are fetched through ``egress`` (the channel's proxy and TLS options)."""
     version = ch.api_version or "v1"
     credentials: CredentialSlot | None = None
     auth: dict[str, str] = {}
     if ch.azure_ad is not None:
         ad = ch.azure_ad
-        credentials = CredentialSlot(("azure_ad", ad), lambda pool: azure_token_refresher(ch.name, ad, pool))
+        key = ("azure_ad", ad, egress.key if egress is not None else None)
+        credentials = CredentialSlot(key, lambda pool: azure_token_refresher(ch.name, ad, pool, egress))
     elif ch.api_key:
         auth = {"api-key": ch.api_key}
     authorize = bearer_fields(credentials, ch.name) if credentials is not None else None
@@ -81,8 +85,9 @@ def _fixed(url: str) -> Callable[[str, bool], str]:
     return url_of
 
 
-def azure_token_refresher(channel: str, ad: AzureAd, pool: UpstreamPool) -> Refresher[object]:
-    """A Refresher of ``Authorization: Bearer`` lines from the tenant's token endpoint."""
+def azure_token_refresher(channel: str, ad: AzureAd, pool: UpstreamPool, egress: Egress | None = None) -> Refresher[object]:
+    """A Refresher of ``Authorization: Bearer`` lines from the tenant's token endpoint,
+    reached through ``egress`` (a company proxy sees the token request too)."""
     url = f"{ad.authority_host.rstrip('/')}/{quote(ad.tenant_id, safe='')}/oauth2/v2.0/token"
     form = urlencode({
         "grant_type": "client_credentials",
@@ -92,7 +97,7 @@ def azure_token_refresher(channel: str, ad: AzureAd, pool: UpstreamPool) -> Refr
     }).encode()
 
     async def fetch() -> Fetched[bytes]:
-        reply = await pool.post(url, _FORM_HEADERS, form, connect_timeout=10.0)
+        reply = await pool.post(url, _FORM_HEADERS, form, connect_timeout=10.0, egress=egress)
         try:
             raw = await reply.read()
         finally:

@@ -22,7 +22,7 @@ from apex.errors import UpstreamConnectionError, UpstreamError, UpstreamMalforme
 from apex.translate.read.gemini_errors import gemini_error
 from apex.types import ProviderFamily
 from apex.upstream.egress import connect_reason
-from apex.upstream.http import ConnectFailed, HttpClientError, InvalidResponse, ServerDisconnected
+from apex.upstream.http import ConnectFailed, HttpClientError, InvalidResponse, exchange_failure
 from apex.wire.openai import ErrorEnvelope, ErrorView
 
 __all__ = [
@@ -65,20 +65,15 @@ def transport_error(channel: str, exc: BaseException) -> UpstreamError:
     Three cases an operator must tell apart, each naming the upstream's host:port and why:
     could not connect (nothing was sent), failed after sending, and a bad answer.
     """
-    if isinstance(exc, ConnectFailed):
-        message = f"upstream channel {channel}: could not connect to {exc.where}: {exc.reason}"
-        if exc.timed_out:
+    if isinstance(exc, HttpClientError):
+        message = f"upstream channel {channel}: {exchange_failure(exc)}"
+        if isinstance(exc, ConnectFailed) and exc.timed_out:
             return UpstreamTimeout(message, channel=channel)
+        if isinstance(exc, InvalidResponse):  # reached, but what came back is not HTTP: a malformed answer
+            return UpstreamMalformed(message, channel=channel)
         return UpstreamConnectionError(message, channel=channel)
     if isinstance(exc, asyncio.TimeoutError):
         return UpstreamTimeout(f"upstream channel {channel} timed out", channel=channel)
-    where = f" {exc.where}" if isinstance(exc, HttpClientError) and exc.where else ""
-    if isinstance(exc, InvalidResponse):  # reached, but what came back is not HTTP: a malformed answer
-        return UpstreamMalformed(f"upstream channel {channel}: bad answer from{where or ' the upstream'}: {exc}", channel=channel)
-    if isinstance(exc, ServerDisconnected):
-        return UpstreamConnectionError(
-            f"upstream channel {channel}: failed after sending the request to{where or ' the upstream'}: {exc}", channel=channel
-        )
     return UpstreamConnectionError(
         f"upstream channel {channel}: failed after sending the request: {connect_reason(exc)}", channel=channel
     )

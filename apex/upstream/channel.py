@@ -174,14 +174,15 @@ def _cloud_secrets(ch: Channel) -> list[str | None]:
     return out
 
 
-def _cloud_setup(ch: Channel, path: str) -> tuple[str, CloudSetup]:
+def _cloud_setup(ch: Channel, path: str, egress: Egress | None) -> tuple[str, CloudSetup]:
     """The base URL and setup of a cloud channel; each cloud's module is imported only
-    when a channel uses it (its library is an optional extra)."""
+    when a channel uses it (its library is an optional extra). Token requests leave through
+    the channel's ``egress``, like its model calls."""
     if ch.provider_type == "azure_openai":
         from apex.upstream.azure import azure_setup
 
         base = (ch.base_url or "").rstrip("/")
-        return base, azure_setup(ch, base)
+        return base, azure_setup(ch, base, egress)
     if ch.provider_type == "bedrock":
         from apex.upstream.bedrock import bedrock_setup
 
@@ -191,7 +192,7 @@ def _cloud_setup(ch: Channel, path: str) -> tuple[str, CloudSetup]:
         from apex.upstream.vertex import vertex_base_url, vertex_setup
 
         base = (ch.base_url or vertex_base_url(ch.location or "")).rstrip("/")
-        return base, vertex_setup(ch, base)
+        return base, vertex_setup(ch, base, egress)
     raise ConfigError(f"not a cloud provider type: {ch.provider_type}", path=f"{path}.provider_type")
 
 
@@ -200,8 +201,9 @@ def compile_channel(ch: Channel, g: GlobalConfig, index: int, pool: UpstreamPool
     preset = PRESETS[ch.provider_type]
     path = f"channels[{index}]"
     setup: CloudSetup | None = None
+    egress = _compile_egress(ch, path, preset.family == "mock")
     if ch.provider_type in CLOUD_PROVIDERS:
-        base, setup = _cloud_setup(ch, path)
+        base, setup = _cloud_setup(ch, path, egress)
     else:
         base = (ch.base_url or preset.base_url or "").rstrip("/")
     if not base and preset.family != "mock":
@@ -307,7 +309,6 @@ def compile_channel(ch: Channel, g: GlobalConfig, index: int, pool: UpstreamPool
                 plans.setdefault(d, p)
         cloud = CloudChannel(setup.kind_of, setup.credentials)
 
-    egress = _compile_egress(ch, path, preset.family == "mock")
     t = ch.timeouts
     gt = g.timeouts
 

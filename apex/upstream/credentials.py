@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Final, Generic, TypeVar
 
 from apex.errors import UpstreamConnectionError
-from apex.upstream.http import UpstreamPool
+from apex.upstream.http import HttpClientError, UpstreamPool, exchange_failure
 
 __all__ = ["CredentialKeeper", "CredentialSlot", "Fetched", "Refresher"]
 
@@ -160,6 +160,9 @@ def _describe(exc: BaseException) -> str:
     (fetchers put none in their messages)."""
     if isinstance(exc, TimeoutError):
         return "the credential service did not answer in time"
+    cause = exc if isinstance(exc, HttpClientError) else exc.__cause__  # google-auth wraps it in its TransportError
+    if isinstance(cause, HttpClientError):  # the token request itself failed: say where (and which proxy)
+        return exchange_failure(cause)
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 

@@ -54,6 +54,7 @@ __all__ = [
     "ServerDisconnected",
     "UpstreamPool",
     "encode_header_fields",
+    "exchange_failure",
 ]
 
 _MAX_HEAD: Final = 64 * 1024
@@ -96,6 +97,18 @@ class ServerDisconnected(HttpClientError):
 
 class InvalidResponse(HttpClientError):
     """The upstream's bytes are not an HTTP/1.x response."""
+
+
+def exchange_failure(exc: HttpClientError) -> str:
+    """Which of the three failures it was and where: ``could not connect to HOST:PORT: why``,
+    ``failed after sending the request to HOST:PORT: why`` or ``bad answer from HOST:PORT:
+    why`` (HOST:PORT ``via proxy PHOST:PPORT`` when there is one). Never a credential."""
+    where = exc.where or "the upstream"
+    if isinstance(exc, ConnectFailed):
+        return f"could not connect to {where}: {exc.reason}"
+    if isinstance(exc, InvalidResponse):
+        return f"bad answer from {where}: {exc}"
+    return f"failed after sending the request to {where}: {exc}"
 
 
 def encode_header_fields(headers: Mapping[str, str]) -> bytes:

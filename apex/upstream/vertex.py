@@ -10,20 +10,23 @@ own Vertex client sends it.
 Tokens come from google-auth: a service-account file (``credentials_file``; its
 ``token_uri`` is where the signed JWT goes) or Application Default Credentials. google-auth
 is synchronous (file reads, an HTTP exchange), so it runs in a background thread, never on
-the request path; each token's header line is encoded once when it arrives.
+the request path; each token's header line is encoded once when it arrives. The exchange
+itself goes through Apex's upstream pool and the channel's egress (``PoolRequest``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
+from collections.abc import Callable, Mapping
 from typing import Final
 from urllib.parse import quote
 
 from apex.config.model import Channel
 from apex.upstream.cloud import CloudRoute, CloudSetup, Native, anthropic_body_for, bearer_fields
 from apex.upstream.credentials import CredentialSlot, Fetched, Refresher
-from apex.upstream.http import encode_header_fields
+from apex.upstream.egress import Egress
+from apex.upstream.http import UpstreamPool, encode_header_fields
 from apex.types import Dialect
 
 __all__ = ["VERTEX_ANTHROPIC_VERSION", "google_refresher", "vertex_base_url", "vertex_setup"]
@@ -39,13 +42,15 @@ def vertex_base_url(location: str) -> str:
     return f"https://{location}-aiplatform.googleapis.com"
 
 
-def vertex_setup(ch: Channel, base: str) -> CloudSetup:
-    """URLs, body edits and token auth of a vertex channel."""
+def vertex_setup(ch: Channel, base: str, egress: Egress | None = None) -> CloudSetup:
+    """URLs, body edits and token auth of a vertex channel; token requests go through
+    ``egress`` (the channel's proxy and TLS options), like its model calls."""
     project = quote(ch.project or "", safe="")
     location = ch.location or ""
     publishers = f"{base}/v1/projects/{project}/locations/{location}/publishers"
     credentials_file = ch.credentials_file
-    slot = CredentialSlot(("gcp", credentials_file), lambda _pool: google_refresher(ch.name, credentials_file))
+    key = ("gcp", credentials_file, egress.key if egress is not None else None)
+    slot = CredentialSlot(key, lambda pool: google_refresher(ch.name, credentials_file, pool, egress))
     authorize = bearer_fields(slot, ch.name)
 
     def gemini_url(model: str, stream: bool) -> str:
@@ -69,15 +74,71 @@ def _kind_of(model: str) -> str:
     return "anthropic" if model.startswith("claude") else "gemini"
 
 
-def google_refresher(channel: str, credentials_file: str | None) -> Refresher[object]:
-    """``Authorization: Bearer`` lines from a service account file or ADC, via google-auth."""
+class _Answer:
+    """google-auth's ``Response``: status, headers, body."""
+
+    __slots__ = ("data", "headers", "status")
+
+    def __init__(self, status: int, headers: dict[str, str], data: bytes) -> None:
+        self.status = status
+        self.headers = headers
+        self.data = data
+
+
+class PoolRequest:
+    """google-auth's HTTP transport (``google.auth.transport.Request``, by duck typing) over
+    Apex's upstream pool, so the token exchange (a form POST to the credentials' ``token_uri``)
+    leaves through the channel's egress: its proxy, NO_PROXY, CA bundle. google-auth's own
+    transport (requests) would read the proxy variables but not the channel's ``proxy`` or
+    ``tls`` keys. google-auth calls it from the refresh thread; the POST runs on the
+    gateway's loop. Other methods (the GCE metadata server's GETs: link-local, not proxied)
+    go through google-auth's requests transport."""
+
+    def __init__(self, pool: UpstreamPool, egress: Egress | None, loop: asyncio.AbstractEventLoop) -> None:
+        self._pool = pool
+        self._egress = egress
+        self._loop = loop
+        self._other: Callable[..., object] | None = None
+
+    def __call__(self, url: str, method: str = "GET", body: bytes | str | None = None,
+                 headers: Mapping[str, str] | None = None, timeout: float | None = None, **kwargs: object) -> object:
+        import google.auth.exceptions
+
+        if method != "POST":
+            if self._other is None:
+                import google.auth.transport.requests
+
+                self._other = google.auth.transport.requests.Request()
+            return self._other(url, method=method, body=body, headers=headers, timeout=timeout, **kwargs)
+        data = body.encode() if isinstance(body, str) else body or b""
+        sent = {k: v for k, v in (headers or {}).items() if k.lower() not in ("host", "content-length")}
+        fields = encode_header_fields({**sent, "Accept-Encoding": "identity"})
+        future = asyncio.run_coroutine_threadsafe(self._post(url, fields, data, timeout or 120.0), self._loop)
+        try:
+            return future.result()
+        except Exception as exc:  # google-auth expects its TransportError for any failure to exchange
+            raise google.auth.exceptions.TransportError(str(exc) or type(exc).__name__) from exc  # type: ignore[no-untyped-call]  # google-auth leaves it untyped
+
+    async def _post(self, url: str, fields: bytes, data: bytes, seconds: float) -> _Answer:
+        async with asyncio.timeout(seconds):
+            reply = await self._pool.post(url, fields, data, connect_timeout=min(seconds, 10.0), egress=self._egress)
+            try:
+                raw = await reply.read()
+            finally:
+                reply.close()
+        return _Answer(reply.status, dict(reply.headers), raw)
+
+
+def google_refresher(channel: str, credentials_file: str | None, pool: UpstreamPool,
+                     egress: Egress | None = None) -> Refresher[object]:
+    """``Authorization: Bearer`` lines from a service account file or ADC, via google-auth;
+    the token exchange goes through ``pool`` and ``egress`` (see PoolRequest)."""
     import google.auth
-    import google.auth.transport.requests
     from google.oauth2 import service_account
 
     state: dict[str, object] = {}
 
-    def refresh() -> Fetched[bytes]:
+    def refresh(loop: asyncio.AbstractEventLoop) -> Fetched[bytes]:
         creds = state.get("creds")
         if creds is None:
             if credentials_file is not None:
@@ -86,7 +147,7 @@ def google_refresher(channel: str, credentials_file: str | None) -> Refresher[ob
             else:
                 creds, _project = google.auth.default(scopes=[SCOPE])
             state["creds"] = creds
-            state["request"] = google.auth.transport.requests.Request()
+            state["request"] = PoolRequest(pool, egress, loop)
         creds.refresh(state["request"])  # type: ignore[attr-defined]  # google-auth Credentials, untyped here
         token: str = creds.token  # type: ignore[attr-defined]
         expiry: dt.datetime | None = creds.expiry  # type: ignore[attr-defined]  # naive UTC
@@ -97,6 +158,6 @@ def google_refresher(channel: str, credentials_file: str | None) -> Refresher[ob
         return Fetched(encode_header_fields({"Authorization": f"Bearer {token}"}), lifetime)
 
     async def fetch() -> Fetched[bytes]:
-        return await asyncio.to_thread(refresh)
+        return await asyncio.to_thread(refresh, asyncio.get_running_loop())
 
     return Refresher(channel, "Google access token", fetch)
