@@ -59,11 +59,22 @@ def tls_context(options: TlsOptions) -> ssl.SSLContext:
     ssl.SSLError for unreadable files (the caller names the key)."""
     context = ssl.create_default_context(cafile=options.ca_file)
     if options.cert_file is not None:
-        context.load_cert_chain(options.cert_file, options.key_file)
+        # Without a password callback OpenSSL prompts on the terminal for an encrypted key:
+        # `apex config validate` or a reload would hang there. There is no key for a passphrase.
+        context.load_cert_chain(options.cert_file, options.key_file, password=_encrypted_key)
     if not options.verify:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
     return context
+
+
+class EncryptedKey(ValueError):
+    """The client certificate's private key is encrypted (it asked for a passphrase)."""
+
+
+def _encrypted_key() -> str:
+    raise EncryptedKey("the private key is encrypted; give Apex an unencrypted key file "
+                       "(openssl pkey -in KEY -out PLAIN_KEY) readable only by the gateway's user")
 
 
 # The proxy variables Apex reads: HTTP_PROXY, HTTPS_PROXY and ALL_PROXY (any case).
@@ -214,6 +225,8 @@ def build_egress(
             raise ValueError("tls.key_file: needs tls.cert_file")
         try:
             context = tls_context(tls)
+        except EncryptedKey as exc:
+            raise ValueError(f"tls.{'key_file' if tls.key_file else 'cert_file'}: {exc}") from None
         except (OSError, ssl.SSLError) as exc:
             raise ValueError(f"tls: cannot load the certificates: {exc}") from None
     if proxy == DIRECT:

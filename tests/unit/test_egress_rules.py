@@ -3,10 +3,12 @@ the integration tests in tests/integration/test_egress*.py send traffic through 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from apex.config.proxy import parse_proxy
-from apex.upstream.egress import Egress, NoProxy, build_egress
+from apex.upstream.egress import Egress, NoProxy, TlsOptions, build_egress
 
 
 @pytest.mark.parametrize(("value", "host", "port", "basic"), [
@@ -85,3 +87,24 @@ def test_no_proxy_applies_through_the_environment() -> None:
     assert egress.proxy_for("https", "llm.internal", 443) is None
     proxy = egress.proxy_for("https", "api.anthropic.com", 443)
     assert proxy is not None and proxy.host == "proxy.corp"
+
+
+def test_an_encrypted_client_key_is_refused_without_a_prompt(tmp_path: Path) -> None:
+    """OpenSSL would ask for the passphrase on the terminal (a hang in `apex config validate`
+    or a reload); instead the key path says the key is encrypted and what to do."""
+    trustme = pytest.importorskip("trustme")
+    from cryptography.hazmat.primitives import serialization
+
+    cert = trustme.CA().issue_cert("client.example")
+    cert.cert_chain_pems[0].write_to_path(str(tmp_path / "client.crt"))
+    key = serialization.load_pem_private_key(cert.private_key_pem.bytes(), None)
+    (tmp_path / "client.key").write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.BestAvailableEncryption(b"hunter2")))
+    (tmp_path / "both.pem").write_bytes((tmp_path / "client.crt").read_bytes() + (tmp_path / "client.key").read_bytes())
+    with pytest.raises(ValueError, match=r"^tls\.key_file: the private key is encrypted"):
+        build_egress("oa", None, TlsOptions(cert_file=str(tmp_path / "client.crt"), key_file=str(tmp_path / "client.key")), None)
+    with pytest.raises(ValueError, match=r"^tls\.cert_file: the private key is encrypted"):
+        build_egress("oa", None, TlsOptions(cert_file=str(tmp_path / "both.pem")), None)
+    cert.private_key_pem.write_to_path(str(tmp_path / "plain.key"))
+    assert build_egress("oa", None, TlsOptions(cert_file=str(tmp_path / "client.crt"),
+                                               key_file=str(tmp_path / "plain.key")), None).ssl is not None
