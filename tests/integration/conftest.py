@@ -1,19 +1,25 @@
 """Fixtures for the integration tests: ``log_file`` points Apex's logging at a JSON file;
-``ca`` and ``tls_upstream`` give a test CA (trustme) and a FakeUpstream serving TLS with it."""
+``ca`` and ``tls_upstream`` give a test CA (trustme) and a FakeUpstream serving TLS with it;
+``start_proxy`` starts tests/proxy_server.py (a real HTTP proxy process) and stops it by PID."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import ssl
-from collections.abc import AsyncIterator, Iterator
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import pytest
 
 from apex.config.model import LoggingConfig
 from apex.server.logs import configure_logging
 from tests.integration.fakes import FakeUpstream
+
+ROOT: Final = Path(__file__).resolve().parents[2]
+LIMIT: Final = 10.0  # seconds a proxy process may take to start or stop
 
 
 @pytest.fixture
@@ -51,3 +57,57 @@ async def tls_upstream(ca: Any) -> AsyncIterator[FakeUpstream]:
     await fake.start(ssl_context=context)
     yield fake
     await fake.stop()
+
+
+class ProxyProcess:
+    """tests/proxy_server.py running as a child process; ``seen`` are its request lines."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, port: int) -> None:
+        self.proc = proc
+        self.port = port
+        self.seen: list[str] = []
+        self._reader = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        assert self.proc.stdout is not None
+        while line := await self.proc.stdout.readline():
+            text = line.decode().strip()
+            if text.startswith("SEEN "):
+                self.seen.append(text[5:])
+
+    def url(self, auth: str | None = None) -> str:
+        return f"http://{auth + '@' if auth else ''}127.0.0.1:{self.port}"
+
+    async def stop(self) -> None:
+        if self.proc.returncode is None:
+            self.proc.terminate()
+            try:
+                async with asyncio.timeout(LIMIT):
+                    await self.proc.wait()
+            except TimeoutError:
+                self.proc.kill()
+                await self.proc.wait()
+        self._reader.cancel()
+
+
+StartProxy = Callable[..., Awaitable[ProxyProcess]]
+
+
+@pytest.fixture
+async def start_proxy() -> AsyncIterator[StartProxy]:
+    started: list[ProxyProcess] = []
+
+    async def start(auth: str | None = None) -> ProxyProcess:
+        args = [sys.executable, "-m", "tests.proxy_server"] + (["--auth", auth] if auth else [])
+        proc = await asyncio.create_subprocess_exec(*args, cwd=ROOT, stdout=asyncio.subprocess.PIPE)
+        assert proc.stdout is not None
+        async with asyncio.timeout(LIMIT):
+            first = (await proc.stdout.readline()).decode()
+        assert first.startswith("PORT "), first
+        proxy = ProxyProcess(proc, int(first.split()[1]))
+        started.append(proxy)
+        return proxy
+
+    yield start
+    for proxy in started:
+        await proxy.stop()

@@ -20,7 +20,7 @@ from tests.conftest import StartApex
 from tests.integration.cloud_clients import answered, ask
 from tests.integration.cloud_fakes import CloudFake, service_account
 from tests.integration.test_azure import ad_config
-from tests.integration.test_egress import StartProxy, start_proxy  # noqa: F401  # the fixture
+from tests.integration.conftest import StartProxy
 
 pytest.importorskip("google.auth", reason="the vertex extra (google-auth)")
 

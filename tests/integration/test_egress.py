@@ -14,8 +14,6 @@ import json
 import logging
 import socket
 import ssl
-import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,66 +25,10 @@ from apex.config.load import load_config_bytes
 from apex.errors import ConfigError
 from apex.snapshot import build_snapshot
 from tests.conftest import StartApex, basic_config, oai
+from tests.integration.conftest import StartProxy
 from tests.integration.fakes import FakeUpstream
 
 trustme = pytest.importorskip("trustme", reason="trustme makes the test CA (pip install trustme)")
-
-LIMIT = 10.0
-ROOT = Path(__file__).resolve().parents[2]
-
-
-class ProxyProcess:
-    """tests/proxy_server.py running as a child process; ``seen`` are its request lines."""
-
-    def __init__(self, proc: asyncio.subprocess.Process, port: int) -> None:
-        self.proc = proc
-        self.port = port
-        self.seen: list[str] = []
-        self._reader = asyncio.create_task(self._read())
-
-    async def _read(self) -> None:
-        assert self.proc.stdout is not None
-        while line := await self.proc.stdout.readline():
-            text = line.decode().strip()
-            if text.startswith("SEEN "):
-                self.seen.append(text[5:])
-
-    def url(self, auth: str | None = None) -> str:
-        return f"http://{auth + '@' if auth else ''}127.0.0.1:{self.port}"
-
-    async def stop(self) -> None:
-        if self.proc.returncode is None:
-            self.proc.terminate()
-            try:
-                async with asyncio.timeout(LIMIT):
-                    await self.proc.wait()
-            except TimeoutError:
-                self.proc.kill()
-                await self.proc.wait()
-        self._reader.cancel()
-
-
-StartProxy = Callable[..., Awaitable[ProxyProcess]]
-
-
-@pytest.fixture
-async def start_proxy() -> AsyncIterator[StartProxy]:
-    started: list[ProxyProcess] = []
-
-    async def start(auth: str | None = None) -> ProxyProcess:
-        args = [sys.executable, "-m", "tests.proxy_server"] + (["--auth", auth] if auth else [])
-        proc = await asyncio.create_subprocess_exec(*args, cwd=ROOT, stdout=asyncio.subprocess.PIPE)
-        assert proc.stdout is not None
-        async with asyncio.timeout(LIMIT):
-            first = (await proc.stdout.readline()).decode()
-        assert first.startswith("PORT "), first
-        proxy = ProxyProcess(proc, int(first.split()[1]))
-        started.append(proxy)
-        return proxy
-
-    yield start
-    for proxy in started:
-        await proxy.stop()
 
 
 def one_channel(upstream_url: str, **channel: Any) -> dict[str, Any]:
