@@ -16,6 +16,7 @@ import pytest
 
 from apex.config.model import LoggingConfig
 from apex.server.logs import configure_logging
+from tests.integration.cloud_fakes import CloudFake
 from tests.integration.fakes import FakeUpstream
 
 ROOT: Final = Path(__file__).resolve().parents[2]
@@ -79,14 +80,7 @@ class ProxyProcess:
         return f"http://{auth + '@' if auth else ''}127.0.0.1:{self.port}"
 
     async def stop(self) -> None:
-        if self.proc.returncode is None:
-            self.proc.terminate()
-            try:
-                async with asyncio.timeout(LIMIT):
-                    await self.proc.wait()
-            except TimeoutError:
-                self.proc.kill()
-                await self.proc.wait()
+        await stop_process(self.proc)
         self._reader.cancel()
 
 
@@ -111,3 +105,27 @@ async def start_proxy() -> AsyncIterator[StartProxy]:
     yield start
     for proxy in started:
         await proxy.stop()
+
+
+@pytest.fixture
+async def cloud() -> AsyncIterator[CloudFake]:
+    """The fake clouds (Azure, Bedrock, Vertex and their token services) on loopback; a test
+    module whose fake needs settings before it starts (keys, SigV4) defines its own."""
+    fake = CloudFake()
+    await fake.start()
+    try:
+        yield fake
+    finally:
+        await fake.stop()
+
+
+async def stop_process(proc: asyncio.subprocess.Process) -> None:
+    """SIGTERM a process this test started, SIGKILL it if it is still there after LIMIT."""
+    if proc.returncode is None:
+        proc.terminate()
+        try:
+            async with asyncio.timeout(LIMIT):
+                await proc.wait()
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -25,16 +24,6 @@ def clean_aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> pytest.Mon
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none-credentials"))
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     return monkeypatch
-
-
-@pytest.fixture
-async def cloud() -> AsyncIterator[CloudFake]:
-    fake = CloudFake()
-    await fake.start()
-    try:
-        yield fake
-    finally:
-        await fake.stop()
 
 
 def config(cloud: CloudFake) -> dict[str, Any]:

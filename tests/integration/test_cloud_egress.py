@@ -10,29 +10,26 @@ credentials.
 
 from __future__ import annotations
 
-import json
-from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.conftest import StartApex
 from tests.integration.cloud_clients import answered, ask
-from tests.integration.cloud_fakes import CloudFake, service_account
+from tests.integration.cloud_fakes import CloudFake
 from tests.integration.test_azure import ad_config
+from tests.integration.test_vertex import config as vertex_config
 from tests.integration.conftest import StartProxy
 
 pytest.importorskip("google.auth", reason="the vertex extra (google-auth)")
 
 
-@pytest.fixture
-async def cloud() -> AsyncIterator[CloudFake]:
-    fake = CloudFake()
-    await fake.start()
-    try:
-        yield fake
-    finally:
-        await fake.stop()
+def vertex_through(cloud: CloudFake, tmp_path: Path, proxy: str) -> dict[str, Any]:
+    """test_vertex's config (a service account the fake token service knows) with ``proxy``."""
+    cfg = vertex_config(cloud, tmp_path)
+    cfg["channels"][0]["proxy"] = proxy
+    return cfg
 
 
 async def test_entra_id_token_goes_through_the_channel_proxy(
@@ -53,18 +50,8 @@ async def test_entra_id_token_goes_through_the_channel_proxy(
 async def test_google_token_goes_through_the_channel_proxy(
     cloud: CloudFake, start_proxy: StartProxy, start_apex: StartApex, tmp_path: Path
 ) -> None:
-    info, public = service_account(cloud.google_tokens.token_uri)
-    cloud.google_tokens.public_key = public
-    (tmp_path / "sa.json").write_text(json.dumps(info))
     proxy = await start_proxy(auth="alice:s3cret")
-    inst = await start_apex({
-        "global": {"auth": {"keys": ["k"]}, "retries": {"max_attempts": 1}},
-        "logging": {"level": "error"},
-        "channels": [{"name": "vx", "provider_type": "vertex", "project": "proj-1", "location": "us-east5",
-                      "base_url": cloud.url, "credentials_file": str(tmp_path / "sa.json"),
-                      "proxy": proxy.url("alice:s3cret")}],
-        "routers": [{"name": "r", "channels": [{"name": "vx"}]}],
-    })
+    inst = await start_apex(vertex_through(cloud, tmp_path, proxy.url("alice:s3cret")))
     text, _ = await ask(inst, "messages", "claude-sonnet-4@20250514", stream=False, tools=False)
     assert answered(text)
     assert f"POST {cloud.google_tokens.token_uri} auth=ok" in proxy.seen
@@ -77,18 +64,8 @@ async def test_google_token_through_a_refusing_proxy_says_why(
 ) -> None:
     """The proxy refuses the token request: the channel's credential problem names the proxy
     and the refusal (google-auth's TransportError carries Apex's message), not the password."""
-    info, public = service_account(cloud.google_tokens.token_uri)
-    cloud.google_tokens.public_key = public
-    (tmp_path / "sa.json").write_text(json.dumps(info))
     proxy = await start_proxy(auth="alice:right")
-    inst = await start_apex({
-        "global": {"auth": {"keys": ["k"]}, "retries": {"max_attempts": 1}},
-        "logging": {"level": "error"},
-        "channels": [{"name": "vx", "provider_type": "vertex", "project": "proj-1", "location": "us-east5",
-                      "base_url": cloud.url, "credentials_file": str(tmp_path / "sa.json"),
-                      "proxy": proxy.url("alice:wrong-pass")}],
-        "routers": [{"name": "r", "channels": [{"name": "vx"}]}],
-    })
+    inst = await start_apex(vertex_through(cloud, tmp_path, proxy.url("alice:wrong-pass")))
     reason = inst.gateway.credential_problems()["vx"]
     assert f"via proxy 127.0.0.1:{proxy.port}" in reason and "HTTP 407" in reason, reason
     assert "wrong-pass" not in reason

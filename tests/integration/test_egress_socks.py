@@ -29,6 +29,7 @@ from apex.config.load import load_config_bytes
 from apex.errors import ConfigError
 from apex.snapshot import build_snapshot
 from tests.conftest import ApexInstance, StartApex, oai
+from tests.integration.conftest import stop_process
 from tests.integration.fakes import FakeUpstream
 from tests.integration.test_egress import chat, chat_error, one_channel, write_pem
 from tests.proxy_server import pipe
@@ -79,14 +80,7 @@ class Socks:
 
     async def stop(self) -> None:
         self.relay.close()
-        if self.proc.returncode is None:
-            self.proc.terminate()
-            try:
-                async with asyncio.timeout(LIMIT):
-                    await self.proc.wait()
-            except TimeoutError:
-                self.proc.kill()
-                await self.proc.wait()
+        await stop_process(self.proc)
 
 
 StartSocks = Callable[..., Awaitable[Socks]]

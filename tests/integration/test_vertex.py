@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -17,16 +16,6 @@ from tests.integration.cloud_fakes import CloudFake, service_account
 
 CLAUDE = "claude-sonnet-4@20250514"
 GEMINI = "gemini-2.5-flash"
-
-
-@pytest.fixture
-async def cloud() -> AsyncIterator[CloudFake]:
-    fake = CloudFake()
-    await fake.start()
-    try:
-        yield fake
-    finally:
-        await fake.stop()
 
 
 def config(cloud: CloudFake, tmp_path: Path, *, key_of: Any = None) -> dict[str, Any]:
