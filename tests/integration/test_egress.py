@@ -52,6 +52,17 @@ async def chat_error(inst: Any) -> openai.APIStatusError:
     return caught.value
 
 
+async def refusal(inst: Any, caplog: pytest.LogCaptureFixture, password: str) -> str:
+    """The message of the 502 a refused proxy gives, checked to hold ``password`` nowhere
+    (neither in it nor in any log line at DEBUG)."""
+    with caplog.at_level(logging.DEBUG):
+        err = await chat_error(inst)
+    assert err.status_code == 502
+    message: str = err.body["message"]  # type: ignore[index]
+    assert password not in message and password not in caplog.text
+    return message
+
+
 def write_pem(tmp_path: Path, name: str, blob: Any) -> str:
     path = tmp_path / name
     blob.write_to_path(str(path))
@@ -99,14 +110,9 @@ async def test_proxy_refusing_credentials_names_the_proxy_not_the_password(
     proxy = await start_proxy(auth="alice:right")
     cfg = one_channel(tls_upstream.openai_url, proxy=proxy.url("alice:wrong-pass"),
                       tls={"ca_file": write_pem(tmp_path, "ca.pem", ca.cert_pem)})
-    inst = await start_apex(cfg)
-    with caplog.at_level(logging.DEBUG):
-        err = await chat_error(inst)
-    assert err.status_code == 502
-    message = err.body["message"]  # type: ignore[index]
+    message = await refusal(await start_apex(cfg), caplog, "wrong-pass")
     assert f"could not connect to 127.0.0.1:{tls_upstream.port} via proxy 127.0.0.1:{proxy.port}" in message
     assert "the proxy refused the tunnel (HTTP 407)" in message
-    assert "wrong-pass" not in message and "wrong-pass" not in caplog.text
     assert proxy.seen == [f"CONNECT 127.0.0.1:{tls_upstream.port} auth=bad"]
 
 
@@ -118,13 +124,9 @@ async def test_forwarding_proxy_refusing_credentials_is_named_as_the_proxy(
     error passed on as if it came from the model's API; the password is nowhere."""
     proxy = await start_proxy(auth="alice:right")
     inst = await start_apex(one_channel(upstream.openai_url, proxy=proxy.url("alice:wrong-pass")))
-    with caplog.at_level(logging.DEBUG):
-        err = await chat_error(inst)
-    assert err.status_code == 502
-    message = err.body["message"]  # type: ignore[index]
+    message = await refusal(inst, caplog, "wrong-pass")
     assert f"could not connect to 127.0.0.1:{upstream.port} via proxy 127.0.0.1:{proxy.port}" in message
     assert "the proxy refused the request (HTTP 407)" in message
-    assert "wrong-pass" not in message and "wrong-pass" not in caplog.text
     assert upstream.hits("/v1/chat/completions") == 0
 
 
