@@ -24,7 +24,8 @@ pooled connection the server closed while idle is dropped before reuse (its EOF 
 seen by the loop or by a zero-timeout poll of the socket), and a request whose bytes could
 not be written at all goes once more on a fresh connection; the pipeline's failover never
 sees either. Proxies (forwarding for http, CONNECT for https, a SOCKS5 tunnel for both), TLS options and the
-connection budget come from the channel's ``Egress`` (apex.upstream.egress).
+connection budget come from the channel's ``Egress`` (apex.upstream.egress); sockets are
+connected by apex.upstream.sockets (every address raced, RFC 8305) and handed to the loop.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from urllib.parse import urlsplit
 import httptools
 
 from apex.upstream.egress import DEFAULT_MAX_CONNECTIONS, Egress, Proxy, connect_reason
+from apex.upstream.sockets import drop_socket, open_socket, socket_identity
 
 __all__ = [
     "ConnectFailed",
@@ -804,19 +806,16 @@ class UpstreamPool:
         try:
             async with asyncio.timeout(connect_timeout):
                 if proxy is None:
-                    _, conn = await loop.create_connection(
-                        lambda: _Connection(self, slots, origin, loop),
-                        origin.host,
-                        origin.port,
-                        ssl=context,
-                        server_hostname=origin.host if context is not None else None,
-                    )
+                    sock = await open_socket(origin.host, origin.port)
+                    conn = await self._over_socket(loop, sock, origin, slots, context)
                 elif proxy.socks:
-                    conn = await self._socks(loop, origin, proxy, slots, context)
+                    from apex.upstream.socks import open_tunnel  # only for channels with a socks proxy (the extra)
+
+                    sock = await open_tunnel(proxy, origin.host, origin.port)
+                    conn = await self._over_socket(loop, sock, origin, slots, context)
                 elif context is None:  # plain http through a forwarding proxy
-                    _, conn = await loop.create_connection(
-                        lambda: _Connection(self, slots, origin, loop), proxy.host, proxy.port
-                    )
+                    sock = await open_socket(proxy.host, proxy.port)
+                    conn = await self._over_socket(loop, sock, origin, slots, None)
                 else:
                     conn = await self._tunnel(loop, origin, proxy, slots, context)
         except TimeoutError:
@@ -833,7 +832,13 @@ class UpstreamPool:
         self, loop: asyncio.AbstractEventLoop, origin: _Origin, proxy: Proxy, slots: _Slots, context: ssl.SSLContext
     ) -> _Connection:
         """CONNECT through ``proxy``, then TLS to the upstream inside the tunnel."""
-        transport, tunnel = await loop.create_connection(lambda: _Tunnel(loop), proxy.host, proxy.port)
+        sock = await open_socket(proxy.host, proxy.port)
+        identity = socket_identity(sock)
+        try:
+            transport, tunnel = await loop.create_connection(lambda: _Tunnel(loop), sock=sock)
+        except BaseException:
+            drop_socket(sock, identity)
+            raise
         try:
             authority = origin.label
             auth = f"Proxy-Authorization: {proxy.authorization}\r\n" if proxy.authorization else ""
@@ -865,13 +870,12 @@ class UpstreamPool:
         conn.connection_made(tls_transport)
         return conn
 
-    async def _socks(
-        self, loop: asyncio.AbstractEventLoop, origin: _Origin, proxy: Proxy, slots: _Slots, context: ssl.SSLContext | None
+    async def _over_socket(
+        self, loop: asyncio.AbstractEventLoop, sock: socket.socket, origin: _Origin, slots: _Slots,
+        context: ssl.SSLContext | None,
     ) -> _Connection:
-        """A SOCKS5 tunnel (apex.upstream.socks, the socks extra), then TLS inside it for https."""
-        from apex.upstream.socks import drop_socket, open_tunnel, socket_identity  # only for channels with a socks proxy
-
-        sock = await open_tunnel(proxy, origin.host, origin.port)
+        """Hand a connected socket (direct, to a forwarding proxy, or a SOCKS tunnel) to the
+        loop, then TLS to the upstream inside it for https."""
         factory = (lambda: _Connection(self, slots, origin, loop)) if context is None else asyncio.Protocol
         identity = socket_identity(sock)
         try:

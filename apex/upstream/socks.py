@@ -14,7 +14,6 @@ OSError whose text says what went wrong in an operator's words, never the creden
 from __future__ import annotations
 
 import asyncio
-import os
 import socket
 
 from python_socks import ProxyConnectionError, ProxyError, ProxyTimeoutError, ProxyType
@@ -23,7 +22,7 @@ from python_socks.async_.asyncio import Proxy as SocksClient
 
 from apex.upstream.egress import Proxy, connect_reason
 
-__all__ = ["SocksFailed", "drop_socket", "open_tunnel", "socket_identity"]
+__all__ = ["SocksFailed", "open_tunnel"]
 
 # The handshake's own limit; the pool's connect timeout (asyncio.timeout around the whole
 # connect) is what bounds it in practice.
@@ -63,27 +62,6 @@ async def open_tunnel(proxy: Proxy, host: str, port: int) -> socket.socket:
             raise SocksFailed("the SOCKS proxy closed the connection during the handshake") from exc
         # Authentication refused, no acceptable method (credentials wanted), or a malformed reply.
         raise SocksFailed(f"the SOCKS proxy refused the handshake ({_first_lower(str(exc))})") from exc
-
-
-def socket_identity(sock: socket.socket) -> tuple[int, int]:
-    """The open file ``sock`` is (device, inode): unique while it stays open."""
-    st = os.fstat(sock.fileno())
-    return st.st_dev, st.st_ino
-
-
-def drop_socket(sock: socket.socket, identity: tuple[int, int]) -> None:
-    """Close ``sock`` after ``create_connection(sock=...)`` failed with it. uvloop may have
-    closed the descriptor already without detaching the socket object, and the number may
-    name a file opened since: close it only while it is still the socket of ``identity``
-    (taken before the hand-over), else just let go of the number."""
-    try:
-        still_ours = socket_identity(sock) == identity
-    except OSError:
-        still_ours = False
-    if still_ours:
-        sock.close()
-    else:
-        sock.detach()
 
 
 def _first_lower(text: str) -> str:

@@ -756,15 +756,20 @@ async def test_fresh_connection_closed_unanswered_is_not_retried(pool: UpstreamP
 
 @pytest.mark.parametrize("how", ["close", "reset"])
 async def test_fresh_connection_dropped_on_accept(pool: UpstreamPool, serve: StartServer, how: str) -> None:
-    """A server that drops a new connection before reading anything gives ServerDisconnected."""
+    """A server that drops a new connection before reading anything: ServerDisconnected when
+    the request was written before the close arrived, ConnectFailed ("closed before the request
+    could be written") when it arrived first (which one is the kernel's timing); never a
+    second connection behind the caller's back."""
 
     async def script(peer: Peer) -> None:
         if how == "reset":
             peer.reset()
 
     server = await serve(script)
-    with pytest.raises(ServerDisconnected):
+    with pytest.raises((ServerDisconnected, ConnectFailed)) as caught:
         await post(pool, server.url())
+    if isinstance(caught.value, ConnectFailed):
+        assert "closed before the request could be written" in caught.value.reason
     assert server.accepted == 1
 
 

@@ -1,4 +1,5 @@
-"""drop_socket: after a failed create_connection(sock=...), close the SOCKS tunnel's socket only
+"""drop_socket: after a failed create_connection(sock=...), close the socket (a direct one, or a
+SOCKS tunnel's) only
 while its descriptor still is that socket (uvloop may have closed it, and the number may have
 been handed to another file since)."""
 
@@ -10,9 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-pytest.importorskip("python_socks")
-
-from apex.upstream.socks import drop_socket, socket_identity  # noqa: E402  # needs the socks extra
+from apex.upstream.sockets import drop_socket, socket_identity
 
 
 @pytest.fixture
