@@ -45,7 +45,7 @@ from urllib.parse import urlsplit
 import httptools
 
 from apex.upstream.egress import DEFAULT_MAX_CONNECTIONS, Egress, Proxy, connect_reason
-from apex.upstream.sockets import drop_socket, open_socket, socket_identity
+from apex.upstream.sockets import hand_over, open_socket
 
 __all__ = [
     "ConnectFailed",
@@ -832,13 +832,8 @@ class UpstreamPool:
         self, loop: asyncio.AbstractEventLoop, origin: _Origin, proxy: Proxy, slots: _Slots, context: ssl.SSLContext
     ) -> _Connection:
         """CONNECT through ``proxy``, then TLS to the upstream inside the tunnel."""
-        sock = await open_socket(proxy.host, proxy.port)
-        identity = socket_identity(sock)
-        try:
-            transport, tunnel = await loop.create_connection(lambda: _Tunnel(loop), sock=sock)
-        except BaseException:
-            drop_socket(sock, identity)
-            raise
+        raw, protocol = await hand_over(loop, lambda: _Tunnel(loop), await open_socket(proxy.host, proxy.port))
+        transport, tunnel = cast(asyncio.Transport, raw), cast(_Tunnel, protocol)  # uvloop's is no asyncio.Transport subclass
         try:
             authority = origin.label
             auth = f"Proxy-Authorization: {proxy.authorization}\r\n" if proxy.authorization else ""
@@ -877,12 +872,7 @@ class UpstreamPool:
         """Hand a connected socket (direct, to a forwarding proxy, or a SOCKS tunnel) to the
         loop, then TLS to the upstream inside it for https."""
         factory = (lambda: _Connection(self, slots, origin, loop)) if context is None else asyncio.Protocol
-        identity = socket_identity(sock)
-        try:
-            transport, protocol = await loop.create_connection(factory, sock=sock)
-        except BaseException:
-            drop_socket(sock, identity)
-            raise
+        transport, protocol = await hand_over(loop, factory, sock)
         if context is None:
             return cast(_Connection, protocol)
         # TLS by start_tls, not create_connection(ssl=...): a failed handshake then closes a

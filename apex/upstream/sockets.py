@@ -7,8 +7,8 @@ the other, so on a network whose IPv6 route is broken (AAAA records, no way ther
 connection used to spend the whole connect timeout on the first address. The race is
 aiohappyeyeballs' (the library aiohttp's own client uses; already installed with aiohttp).
 
-``drop_socket`` closes a socket after a failed ``create_connection(sock=...)`` only while
-its descriptor still is that socket (see there).
+``hand_over`` gives a connected socket to the loop and, when that fails, closes it with
+``drop_socket``: only while its descriptor still is that socket (see there).
 """
 
 from __future__ import annotations
@@ -16,11 +16,12 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+from collections.abc import Callable
 from typing import Final
 
 import aiohappyeyeballs
 
-__all__ = ["drop_socket", "open_socket", "socket_identity"]
+__all__ = ["drop_socket", "hand_over", "open_socket", "socket_identity"]
 
 HAPPY_EYEBALLS_DELAY: Final = 0.25  # seconds before the next address is tried (RFC 8305 section 5; aiohttp's too)
 
@@ -34,6 +35,18 @@ async def open_socket(host: str, port: int) -> socket.socket:
     return await aiohappyeyeballs.start_connection(
         infos, happy_eyeballs_delay=HAPPY_EYEBALLS_DELAY, interleave=1, loop=loop
     )
+
+
+async def hand_over(
+    loop: asyncio.AbstractEventLoop, factory: Callable[[], asyncio.BaseProtocol], sock: socket.socket
+) -> tuple[asyncio.BaseTransport, asyncio.BaseProtocol]:
+    """``loop.create_connection(factory, sock=sock)``; the socket is closed if that fails."""
+    identity = socket_identity(sock)
+    try:
+        return await loop.create_connection(factory, sock=sock)
+    except BaseException:
+        drop_socket(sock, identity)
+        raise
 
 
 def socket_identity(sock: socket.socket) -> tuple[int, int]:
