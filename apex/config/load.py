@@ -20,6 +20,7 @@ import zoneinfo
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 from typing import Final
 
 import msgspec
@@ -271,6 +272,8 @@ def _check_global(config: Config) -> None:
         )
     if g.tracing is not None and importlib.util.find_spec("opentelemetry.sdk") is None:
         raise ConfigError("tracing needs OpenTelemetry: pip install 'apex-gateway[otel]'", path="global.tracing")
+    if g.tracing is not None:
+        _check_http_url(g.tracing.otlp_endpoint, "global.tracing.otlp_endpoint")
     if g.rate_limit_store.type == "redis" and not g.rate_limit_store.url:
         raise ConfigError("a redis store needs a url", path="global.rate_limit_store.url")
     if g.request_log.type == "postgres" and not g.request_log.dsn:
@@ -303,6 +306,30 @@ def _check_prices(prices: Mapping[str, Price], path: str) -> None:
         _check_glob(pattern, f"{path}.{pattern}")
 
 
+def _check_http_url(url: str | None, path: str) -> None:
+    """What the schema's pattern cannot see in an upstream URL: a port that is not 1-65535,
+    spaces or control characters in the host, a host name with no ASCII (IDNA) form. Each
+    would fail every request that uses it instead of the load. A value still holding a
+    ``${VAR}`` is checked once it is resolved."""
+    if not url or "${" in url:
+        return
+    parts = urlsplit(url)
+    try:
+        port = parts.port  # None when the URL has none
+    except ValueError:  # not a number, or past 65535
+        port = -1
+    if port is not None and not 0 < port < 65536:
+        raise ConfigError("the port must be a number from 1 to 65535", path=path)
+    host = parts.hostname or ""
+    if not host or any(c.isspace() or not c.isprintable() for c in host):
+        raise ConfigError("the URL has no usable host name", path=path)
+    if not host.isascii():
+        try:
+            host.encode("idna")
+        except UnicodeError:
+            raise ConfigError(f"the host name {host!r} has no IDNA (ASCII) form", path=path) from None
+
+
 def _check_channels(channels: tuple[Channel, ...]) -> frozenset[str]:
     """The channels' names, each once; a channel's keys fit its provider type."""
     names: set[str] = set()
@@ -313,6 +340,10 @@ def _check_channels(channels: tuple[Channel, ...]) -> frozenset[str]:
         names.add(ch.name)
         check_cloud_channel(ch, p)
         check_proxy(ch.proxy, f"{p}.proxy")
+        _check_http_url(ch.base_url, f"{p}.base_url")
+        _check_http_url(ch.anthropic_base_url, f"{p}.anthropic_base_url")
+        if ch.azure_ad is not None:
+            _check_http_url(ch.azure_ad.authority_host, f"{p}.azure_ad.authority_host")
         if ch.provider_type not in KEYLESS_PROVIDERS and not ch.api_key:
             raise ConfigError(f"required for provider_type {ch.provider_type}", path=f"{p}.api_key")
         if ch.provider_type == "openai_compatible" and not ch.base_url:

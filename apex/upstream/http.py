@@ -161,6 +161,8 @@ class _Target:
         tls = parts.scheme == "https"
         port = parts.port or (443 if tls else 80)
         host = parts.hostname
+        if not host.isascii():  # an internationalised name: its IDNA form on the wire (checked at load)
+            host = host.encode("idna").decode("ascii")
         proxy = egress.proxy_for(parts.scheme, host, port) if egress is not None else None
         self.origin = _Origin(host, port, tls, proxy)
         self.key = (egress.key if egress is not None else None, host, port, tls, proxy)

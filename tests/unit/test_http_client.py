@@ -1613,3 +1613,11 @@ async def test_write_failing_at_once_on_a_reused_connection_goes_once_more_on_a_
         await asyncio.gather(*tasks, return_exceptions=True)
         for sock in (*sockets, listener):
             sock.close()
+
+
+def test_an_internationalised_host_goes_out_in_its_idna_form() -> None:
+    """The request line's Host and the name resolved are the ASCII (IDNA) form: latin-1 cannot
+    carry the name itself (it failed every request before)."""
+    target = _Target("http://例え.jp:8080/v1/chat/completions")
+    assert target.origin.host == "xn--r8jz45g.jp"
+    assert target.prefix == b"POST /v1/chat/completions HTTP/1.1\r\nHost: xn--r8jz45g.jp:8080\r\n"

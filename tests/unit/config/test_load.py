@@ -69,6 +69,13 @@ CASES: list[tuple[str, dict[str, Any], str]] = [
     ("bad listen", mutate("global.listen", "8080"), "global.listen: bad listen address"),
     ("reused key", mutate("teams[0].api_key", "v1"), "teams[0].api_key: the same key is already used at routers[0].vkey"),
     ("channel named twice in a rule", mutate("routers[0].rules[0].channels", [{"name": "oa"}, {"name": "oa"}]), 'routers[0].rules[0].channels[1].name: channel "oa" is listed twice'),
+    # upstream URLs the schema's pattern lets through but no request could use
+    ("port past 65535", mutate("channels[0].base_url", "https://api.example.com:99999/v1"), "channels[0].base_url: the port must be a number from 1 to 65535"),
+    ("port zero", mutate("channels[0].anthropic_base_url", "http://h:0"), "channels[0].anthropic_base_url: the port must be"),
+    ("port not a number", mutate("channels[0].base_url", "http://h:abc/v1"), "channels[0].base_url: the port must be"),
+    ("space in the host", mutate("channels[0].base_url", "http://a b.example/v1"), "channels[0].base_url: the URL has no usable host name"),
+    ("host with no IDNA form", mutate("channels[0].base_url", "http://a..b\u00e9/v1"), "channels[0].base_url: the host name"),
+    ("bad proxy", mutate("channels[0].proxy", "socks4://h:1080"), "channels[0].proxy: proxy must be an http://"),
 ]
 
 
@@ -171,3 +178,12 @@ def test_defaults_fill_optional_sections() -> None:
 def test_anonymous_on_loopback_allowed(listen: str) -> None:
     """Anonymous auth is accepted on every loopback form."""
     load(mutate("global", {"listen": listen, "auth": {"anonymous": True}}))
+
+
+@pytest.mark.parametrize("url", ["http://例え.jp/v1", "http://xn--r8jz45g.jp/v1", "http://[::1]:8080/v1", "https://h:65535",
+                                 "https://${HOST}/v1"])
+def test_upstream_urls_that_load(url: str) -> None:
+    """An internationalised name (sent in its IDNA form), an IPv6 literal, the last port, and a
+    ${VAR} host (checked once resolved: here it is) all load."""
+    load(mutate("channels[0].base_url", url), {**ENV, "HOST": "api.example.com"})
+
