@@ -61,28 +61,36 @@ def estimate_tokens(body: bytes) -> int:
     """
     try:
         tree = _DECODER.decode(body)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):  # msgspec refuses ~1,000 levels of nesting this way
         return estimate_text_tokens(body.decode("utf-8", "replace"))
     return _walk(tree) + _REPLY_PRIMING
 
 
-def _walk(node: object) -> int:
-    if isinstance(node, str):
-        if node.startswith("data:") and ";base64," in node[:100]:
-            return IMAGE_TOKENS
-        return estimate_text_tokens(node)
-    if isinstance(node, list):
-        return sum(_walk(item) for item in node)
-    if isinstance(node, dict):
-        total = _MESSAGE_OVERHEAD if "role" in node else 0
-        for key, value in node.items():
-            if key in _SKIP_KEYS:
-                continue
-            if key in _BINARY_KEYS:
+def _walk(root: object) -> int:
+    """The estimate for a decoded JSON tree, walked with a stack of its own: a body nested a
+    thousand levels deep (hostile, or a fuzzer's) must not reach Python's recursion limit."""
+    total = 0
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, str):
+            if node.startswith("data:") and ";base64," in node[:100]:
                 total += IMAGE_TOKENS
-            elif key in _SCHEMA_KEYS:
-                total += -(-len(_ENCODER.encode(value)) // 4)
             else:
-                total += _walk(value)
-        return total
-    return 0  # numbers, booleans, null: parameters, not prompt
+                total += estimate_text_tokens(node)
+        elif isinstance(node, list):
+            stack.extend(node)
+        elif isinstance(node, dict):
+            if "role" in node:
+                total += _MESSAGE_OVERHEAD
+            for key, value in node.items():
+                if key in _SKIP_KEYS:
+                    continue
+                if key in _BINARY_KEYS:
+                    total += IMAGE_TOKENS
+                elif key in _SCHEMA_KEYS:
+                    total += -(-len(_ENCODER.encode(value)) // 4)  # decodable, so not too deep to encode
+                else:
+                    stack.append(value)
+        # numbers, booleans, null: parameters, not prompt
+    return total

@@ -63,6 +63,15 @@ def api_endpoint(dialect: Dialect, endpoint: Endpoint) -> Callable[[web.Request]
                     raise InternalError("error after the response started") from err
                 ex.error_kind = err.kind
                 response = error_response(dialect, err)
+            except RecursionError as exc:
+                # Only a body nested hundreds of levels deep gets here (msgspec refuses ~1,000
+                # levels with this error, a translation walking one may hit Python's limit):
+                # the client's input, answered 400 like other malformed JSON.
+                if ex.committed:
+                    raise InternalError("error after the response started") from exc
+                too_deep = InvalidRequest("the request's JSON is nested too deeply")
+                ex.error_kind = too_deep.kind
+                response = error_response(dialect, too_deep)
             except asyncio.CancelledError:
                 if not _stopped_at_deadline(gateway, request, ex):
                     # The client closed the connection; after a stream's final event that is how

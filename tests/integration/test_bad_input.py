@@ -150,6 +150,26 @@ async def test_deeply_nested_json_is_400(upstream: FakeUpstream, start_apex: Sta
     assert upstream.requests == []
 
 
+@pytest.mark.parametrize("depth", [450, 600, 900])
+@pytest.mark.parametrize("path", [b"/v1/chat/completions", b"/v1/messages", b"/v1/responses", b"/v1/embeddings",
+                                  b"/v1/messages/count_tokens"])
+async def test_nesting_below_msgspecs_limit_is_never_a_500(
+    upstream: FakeUpstream, start_apex: StartApex, depth: int, path: bytes, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Nesting msgspec still decodes (under ~1,000 levels) but deeper than Python's recursion
+    limit allows a recursive walk (~500 levels): the token estimate walks it with its own stack,
+    a translation that recurses answers 400 in the client's protocol. Never a 500 (it was one:
+    the token estimate's RecursionError, found by test_fuzz_http)."""
+    inst = await start_apex(basic_config(upstream))
+    body = b'{"model":"gpt-4o","input":"x","messages":' + b"[" * depth + b"]" * depth + b"}"
+    status, _, obj = parse(await raw_exchange(inst.port, post(path, [AUTH], body)))
+    assert status < 500, obj
+    if status >= 400:
+        error = obj["error"]
+        assert error["type"] in ("invalid_request_error", "api_error") if path != b"/v1/messages" else obj["type"] == "error"
+    assert not [r for r in caplog.records if r.levelname == "ERROR"], caplog.text
+
+
 async def test_expect_continue_checks_the_declared_length_first(upstream: FakeUpstream, start_apex: StartApex) -> None:
     """An oversize declared body is refused with 413 before ``100 Continue``; a small one is invited."""
     inst = await start_apex(basic_config(upstream, **{"global": {"auth": {"keys": ["global-key"]}, "max_body_bytes": 1000}}))

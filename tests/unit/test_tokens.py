@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import time
 
+import pytest
+
 from apex.tokens import IMAGE_TOKENS, estimate_text_tokens, estimate_tokens
 
 
@@ -63,3 +65,11 @@ def test_estimate_is_fast_on_a_large_body() -> None:
     n = estimate_tokens(body)
     assert time.perf_counter() - start < 0.1
     assert n > 200_000
+
+
+@pytest.mark.parametrize("depth", [600, 950, 5_000])
+def test_deep_nesting_is_estimated_without_recursion(depth: int) -> None:
+    """Nesting deeper than a recursive walk survives (~500 levels), up to msgspec's own limit
+    (~1,000, past which the body is estimated as plain text): an estimate, never an exception."""
+    body = b'{"model":"m","messages":' + b"[" * depth + b'"hello world"' + b"]" * depth + b"}"
+    assert estimate_tokens(body) > 0
