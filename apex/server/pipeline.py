@@ -140,8 +140,10 @@ async def serve(
         max_out = view.max_tokens or view.max_completion_tokens or view.max_output_tokens or 0
         if gateway.has_budget(team.id):  # settled by Gateway.finish, whatever happens next
             await gateway.reserve_budget(team.id, ex, snap.channels[channels[0]], model, max_out)
-        if team.rate_limit is not None and gateway.limiter is not None:
-            grant = await gateway.acquire_rate_limit(team, ex.prompt_estimate() + max_out, ex)
+        limit = team.rate_limit
+        if limit is not None and gateway.limiter is not None:
+            # Only a token limit charges the estimate: an RPM-only team skips decoding the body for it.
+            grant = await gateway.acquire_rate_limit(team, ex.prompt_estimate() + max_out if limit.tpm is not None else 0, ex)
     if grant is None:
         return await _attempts(request, snap, ex, dialect, channels, body, view, model)
     try:

@@ -155,6 +155,27 @@ async def test_rpm_limit_429_then_recovers(upstream: FakeUpstream, start_apex: S
     assert (await status_of(inst, "team-open", "gpt-4o"))[0] == 200
 
 
+async def test_an_rpm_only_limit_does_not_estimate_the_prompt(
+    upstream: FakeUpstream, start_apex: StartApex, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only a token limit is charged the prompt estimate: with RPM alone the body is not decoded
+    for it (the estimate is ~5 µs of a ~150 µs request). A TPM team still gets one."""
+    calls: list[int] = []
+    from apex.tokens import estimate_tokens
+
+    def counting(body: bytes) -> int:
+        calls.append(len(body))
+        return estimate_tokens(body)
+
+    monkeypatch.setattr("apex.server.exchange.estimate_tokens", counting)  # the name exchange.py calls
+    inst = await start_apex(policy_config(upstream, rate_limit={"rpm": 600}))
+    assert (await status_of(inst, "team-search", "gpt-4o"))[0] == 200
+    assert calls == []
+    inst = await start_apex(policy_config(upstream, rate_limit={"rpm": 600, "tpm": 100_000}))
+    assert (await status_of(inst, "team-search", "gpt-4o"))[0] == 200
+    assert len(calls) == 1
+
+
 async def test_tpm_estimate_over_bucket_refused_without_retry_after(upstream: FakeUpstream, start_apex: StartApex) -> None:
     """A request whose estimate exceeds the whole tpm bucket is refused, saying so, with no Retry-After."""
     inst = await start_apex(policy_config(upstream, rate_limit={"tpm": 100}))
