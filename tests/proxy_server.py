@@ -1,6 +1,6 @@
 """A small real HTTP proxy for the egress tests, run as its own process.
 
-    python -m tests.proxy_server [--auth user:pass]
+    python -m tests.proxy_server [--auth user:pass] [--tls CERT KEY]
 
 Prints ``PORT <n>`` once listening on 127.0.0.1, then one line per request it handles:
 ``SEEN CONNECT 127.0.0.1:443 auth=ok`` or ``SEEN POST http://127.0.0.1:80/v1/... auth=ok``
@@ -17,6 +17,7 @@ import asyncio
 import base64
 import contextlib
 import signal
+import ssl
 import sys
 from urllib.parse import urlsplit
 
@@ -110,9 +111,15 @@ async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, recor
 async def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--auth", default=None, help="user:pass the proxy requires")
+    ap.add_argument("--tls", nargs=2, metavar=("CERT", "KEY"), default=None,
+                    help="serve over TLS (an https:// proxy) with this certificate chain and key")
     args = ap.parse_args()
     proxy = Proxy(args.auth)
-    server = await asyncio.start_server(proxy.serve, "127.0.0.1", 0)
+    context = None
+    if args.tls:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(*args.tls)
+    server = await asyncio.start_server(proxy.serve, "127.0.0.1", 0, ssl=context)
     print(f"PORT {server.sockets[0].getsockname()[1]}", flush=True)
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)

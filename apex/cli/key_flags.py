@@ -56,7 +56,7 @@ def key_flags(f: F) -> F:
         click.option("--azure-client-secret", help="azure_openai: its client secret; prefer a ${VAR} reference."),
         click.option("--azure-authority-host", help="azure_openai: default https://login.microsoftonline.com."),
         click.option("--proxy", metavar="URL",
-                     help='http://[user:pass@]host:port, socks5(h)://..., or "direct" (ignore HTTPS_PROXY etc.).'),
+                     help='http(s)://[user:pass@]host:port, socks5(h)://..., or "direct" (ignore HTTPS_PROXY etc.).'),
         click.option("--max-connections", type=click.IntRange(min=0), metavar="N",
                      help="Most connections to each of the channel's origins at once (default 100; 0 removes the key)."),
         click.option("--ca-file", metavar="PEM", help="tls.ca_file: trust this CA bundle instead of the system store."),

@@ -267,7 +267,7 @@ class Channel(_Base, frozen=True):
     location: CloudRegion | None = None
     credentials_file: str | None = None
     prices: dict[str, Price] = msgspec.field(default_factory=dict)  # model glob -> negotiated price
-    # egress: "http://user:pass@host:port", "socks5://" or "socks5h://" (the socks extra), "direct",
+    # egress: "http://user:pass@host:port" (or https://), "socks5://" or "socks5h://" (the socks extra), "direct",
     # or absent (HTTPS_PROXY/HTTP_PROXY/ALL_PROXY/NO_PROXY apply)
     proxy: str | None = None
     tls: ChannelTls | None = None

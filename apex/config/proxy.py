@@ -21,7 +21,7 @@ __all__ = ["DIRECT", "Proxy", "check_proxy", "parse_proxy"]
 DIRECT: Final = "direct"
 
 _SOCKS_SCHEMES: Final = frozenset({"socks5", "socks5h"})
-_DEFAULT_PORTS: Final = {"http": 80, "socks5": 1080, "socks5h": 1080}
+_DEFAULT_PORTS: Final = {"http": 80, "https": 443, "socks5": 1080, "socks5h": 1080}
 _SOCKS_EXTRA_HINT: Final = "pip install 'apex-gateway[socks]'"
 
 
@@ -29,9 +29,10 @@ _SOCKS_EXTRA_HINT: Final = "pip install 'apex-gateway[socks]'"
 class Proxy:
     """A proxy: where to connect, its kind and, when it wants credentials, those (secrets).
 
-    ``scheme`` is ``http`` (CONNECT / forwarding; ``authorization`` is the prebuilt
-    ``Proxy-Authorization`` value) or ``socks5`` / ``socks5h`` (``username`` and
-    ``password`` for the RFC 1929 handshake; ``socks5h`` lets the proxy resolve names)."""
+    ``scheme`` is ``http`` or ``https`` (CONNECT / forwarding, to the proxy over TLS for
+    ``https``; ``authorization`` is the prebuilt ``Proxy-Authorization`` value) or ``socks5``
+    / ``socks5h`` (``username`` and ``password`` for the RFC 1929 handshake; ``socks5h`` lets
+    the proxy resolve names)."""
 
     host: str
     port: int
@@ -43,7 +44,12 @@ class Proxy:
     @property
     def socks(self) -> bool:
         """A SOCKS5 tunnel (for http and https upstreams alike), not an HTTP proxy."""
-        return self.scheme != "http"
+        return self.scheme in _SOCKS_SCHEMES
+
+    @property
+    def tls(self) -> bool:
+        """An HTTP proxy spoken to over TLS (``https://``)."""
+        return self.scheme == "https"
 
     @property
     def label(self) -> str:
@@ -52,7 +58,7 @@ class Proxy:
 
 
 def parse_proxy(url: str) -> Proxy:
-    """``http://``, ``socks5://`` or ``socks5h://`` ``[user:pass@]host[:port]``; ValueError
+    """``http://``, ``https://``, ``socks5://`` or ``socks5h://`` ``[user:pass@]host[:port]``; ValueError
     (without the credentials) otherwise, or when a socks URL needs the missing ``socks`` extra.
     A value without a scheme (``proxy.corp:3128``, common in ``https_proxy``) is http://, as
     curl, requests, httpx and Go read it."""
@@ -63,8 +69,8 @@ def parse_proxy(url: str) -> Proxy:
     if scheme not in _DEFAULT_PORTS:
         shown = parts.scheme or "no scheme"
         raise ValueError(
-            f"proxy must be an http://, socks5:// or socks5h:// URL or \"direct\" (got {shown}; "
-            "https and socks4 proxies are not supported)"
+            f"proxy must be an http://, https://, socks5:// or socks5h:// URL or \"direct\" (got {shown}; "
+            "socks4 proxies are not supported)"
         )
     try:
         port = parts.port or _DEFAULT_PORTS[scheme]
@@ -85,8 +91,8 @@ def parse_proxy(url: str) -> Proxy:
         return Proxy(parts.hostname, port, None, password, scheme, user)
     if user is not None:
         auth = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
-        return Proxy(parts.hostname, port, auth, password or None)
-    return Proxy(parts.hostname, port)
+        return Proxy(parts.hostname, port, auth, password or None, scheme)
+    return Proxy(parts.hostname, port, scheme=scheme)
 
 
 def check_proxy(value: str | None, path: str) -> None:

@@ -6,7 +6,7 @@ key the standard environment variables apply (``HTTPS_PROXY``, ``HTTP_PROXY``,
 ``NO_PROXY``, either case, read at load through ``urllib.request``; NO_PROXY also takes
 IP addresses and CIDR blocks, see ``NoProxy``;
 ``ALL_PROXY`` for a scheme without its own variable, as curl does); ``"proxy": "direct"``
-ignores them. Proxies are ``http://`` (CONNECT for https upstreams, forwarding for http) or
+ignores them. Proxies are ``http://`` or ``https://`` (TLS to the proxy; CONNECT for https upstreams, forwarding for http) or
 ``socks5://`` / ``socks5h://`` (a SOCKS5 tunnel for both, through ``python-socks``, the
 ``socks`` extra; with ``socks5h`` the proxy resolves the upstream's name). Proxy
 credentials are secrets: they live only in the prebuilt ``Proxy-Authorization`` value or

@@ -23,7 +23,7 @@ A POST that may have reached the upstream is never sent twice behind the caller'
 pooled connection the server closed while idle is dropped before reuse (its EOF or reset,
 seen by the loop or by a zero-timeout poll of the socket), and a request whose bytes could
 not be written at all goes once more on a fresh connection; the pipeline's failover never
-sees either. Proxies (forwarding for http, CONNECT for https, a SOCKS5 tunnel for both), TLS options and the
+sees either. Proxies (forwarding for http, CONNECT for https, over TLS to an https:// proxy; a SOCKS5 tunnel for both), TLS options and the
 connection budget come from the channel's ``Egress`` (apex.upstream.egress); sockets are
 connected by apex.upstream.sockets (every address raced, RFC 8305) and handed to the loop.
 """
@@ -795,15 +795,7 @@ class UpstreamPool:
 
     async def _connect(self, origin: _Origin, slots: _Slots, connect_timeout: float) -> _Connection:
         loop = asyncio.get_running_loop()
-        context: ssl.SSLContext | None = None
-        if origin.tls:
-            egress_ssl = slots.egress.ssl if slots.egress is not None else None
-            if egress_ssl is not None:
-                context = egress_ssl
-            else:
-                if self._ssl is None:
-                    self._ssl = ssl.create_default_context()
-                context = self._ssl
+        context = self._context(slots) if origin.tls else None
         proxy = origin.proxy
         try:
             async with asyncio.timeout(connect_timeout):
@@ -815,6 +807,11 @@ class UpstreamPool:
 
                     sock = await open_tunnel(proxy, origin.host, origin.port)
                     conn = await self._over_socket(loop, sock, origin, slots, context)
+                elif context is None and proxy.tls:  # plain http through a forwarding proxy, over TLS to it
+                    transport = await self._to_proxy(loop, origin, proxy, slots)
+                    conn = _Connection(self, slots, origin, loop)
+                    transport.set_protocol(conn)
+                    conn.connection_made(transport)
                 elif context is None:  # plain http through a forwarding proxy
                     sock = await open_socket(proxy.host, proxy.port)
                     conn = await self._over_socket(loop, sock, origin, slots, None)
@@ -833,9 +830,15 @@ class UpstreamPool:
     async def _tunnel(
         self, loop: asyncio.AbstractEventLoop, origin: _Origin, proxy: Proxy, slots: _Slots, context: ssl.SSLContext
     ) -> _Connection:
-        """CONNECT through ``proxy``, then TLS to the upstream inside the tunnel."""
-        raw, protocol = await hand_over(loop, lambda: _Tunnel(loop), await open_socket(proxy.host, proxy.port))
-        transport, tunnel = cast(asyncio.Transport, raw), cast(_Tunnel, protocol)  # uvloop's is no asyncio.Transport subclass
+        """CONNECT through ``proxy``, then TLS to the upstream inside the tunnel (TLS inside TLS
+        for an https:// proxy)."""
+        if proxy.tls:
+            transport = await self._to_proxy(loop, origin, proxy, slots)
+            tunnel = _Tunnel(loop)
+            transport.set_protocol(tunnel)
+        else:
+            raw, protocol = await hand_over(loop, lambda: _Tunnel(loop), await open_socket(proxy.host, proxy.port))
+            transport, tunnel = cast(asyncio.Transport, raw), cast(_Tunnel, protocol)  # uvloop's is no asyncio.Transport subclass
         try:
             authority = origin.label
             auth = f"Proxy-Authorization: {proxy.authorization}\r\n" if proxy.authorization else ""
@@ -850,6 +853,33 @@ class UpstreamPool:
             transport.close()
             raise
         return await self._tls_inside(loop, transport, origin, slots, context)
+
+    def _context(self, slots: _Slots) -> ssl.SSLContext:
+        """The channel's TLS context (its ``tls`` options), else the default one (system store)."""
+        egress_ssl = slots.egress.ssl if slots.egress is not None else None
+        if egress_ssl is not None:
+            return egress_ssl
+        if self._ssl is None:
+            self._ssl = ssl.create_default_context()
+        return self._ssl
+
+    async def _to_proxy(
+        self, loop: asyncio.AbstractEventLoop, origin: _Origin, proxy: Proxy, slots: _Slots
+    ) -> asyncio.Transport:
+        """A TLS connection to an https:// proxy, its certificate checked like the upstream's
+        (the channel's ``tls`` options, else the system store)."""
+        raw, protocol = await hand_over(loop, asyncio.Protocol, await open_socket(proxy.host, proxy.port))
+        try:
+            tls = await loop.start_tls(raw, protocol, self._context(slots), server_hostname=proxy.host)  # type: ignore[arg-type]
+        except ssl.SSLError as exc:
+            raw.close()
+            raise ConnectFailed(_where(origin), f"TLS to the proxy failed: {connect_reason(exc)}") from exc
+        except BaseException:
+            raw.close()
+            raise
+        if tls is None:  # only when the connection closed meanwhile
+            raise ConnectFailed(_where(origin), "the proxy closed the connection during the TLS handshake")
+        return tls
 
     async def _tls_inside(
         self, loop: asyncio.AbstractEventLoop, transport: asyncio.BaseTransport, origin: _Origin, slots: _Slots,

@@ -76,8 +76,8 @@ class ProxyProcess:
             if text.startswith("SEEN "):
                 self.seen.append(text[5:])
 
-    def url(self, auth: str | None = None) -> str:
-        return f"http://{auth + '@' if auth else ''}127.0.0.1:{self.port}"
+    def url(self, auth: str | None = None, scheme: str = "http") -> str:
+        return f"{scheme}://{auth + '@' if auth else ''}127.0.0.1:{self.port}"
 
     async def stop(self) -> None:
         await stop_process(self.proc)
@@ -91,8 +91,10 @@ StartProxy = Callable[..., Awaitable[ProxyProcess]]
 async def start_proxy() -> AsyncIterator[StartProxy]:
     started: list[ProxyProcess] = []
 
-    async def start(auth: str | None = None) -> ProxyProcess:
+    async def start(auth: str | None = None, tls: tuple[str, str] | None = None) -> ProxyProcess:
         args = [sys.executable, "-m", "tests.proxy_server"] + (["--auth", auth] if auth else [])
+        if tls is not None:  # an https:// proxy: certificate chain and key files
+            args += ["--tls", *tls]
         proc = await asyncio.create_subprocess_exec(*args, cwd=ROOT, stdout=asyncio.subprocess.PIPE)
         assert proc.stdout is not None
         async with asyncio.timeout(LIMIT):

@@ -130,6 +130,55 @@ async def test_forwarding_proxy_refusing_credentials_is_named_as_the_proxy(
     assert upstream.hits("/v1/chat/completions") == 0
 
 
+def proxy_certificate(ca: Any, tmp_path: Path) -> tuple[str, str]:
+    """Certificate chain and key files for an https:// test proxy on 127.0.0.1, from ``ca``."""
+    issued = ca.issue_cert("127.0.0.1", "localhost")
+    chain, key = tmp_path / "proxy.pem", tmp_path / "proxy.key"
+    chain.write_bytes(b"".join(blob.bytes() for blob in issued.cert_chain_pems))
+    issued.private_key_pem.write_to_path(str(key))
+    return str(chain), str(key)
+
+
+async def test_https_upstream_through_an_https_proxy(
+    ca: Any, tls_upstream: FakeUpstream, start_proxy: StartProxy, start_apex: StartApex, tmp_path: Path
+) -> None:
+    """proxy: https://: TLS to the proxy (checked against tls.ca_file), CONNECT with Basic
+    credentials inside it, then TLS to the upstream inside that; the tunnel is reused."""
+    proxy = await start_proxy(auth="alice:s3cret", tls=proxy_certificate(ca, tmp_path))
+    cfg = one_channel(tls_upstream.openai_url, proxy=proxy.url("alice:s3cret", scheme="https"),
+                      tls={"ca_file": write_pem(tmp_path, "ca.pem", ca.cert_pem)})
+    inst = await start_apex(cfg)
+    assert await chat(inst)
+    assert await chat(inst)
+    assert proxy.seen == [f"CONNECT 127.0.0.1:{tls_upstream.port} auth=ok"]
+    assert tls_upstream.hits("/v1/chat/completions") == 2
+
+
+async def test_http_upstream_through_an_https_proxy(
+    ca: Any, upstream: FakeUpstream, start_proxy: StartProxy, start_apex: StartApex, tmp_path: Path
+) -> None:
+    proxy = await start_proxy(auth="alice:s3cret", tls=proxy_certificate(ca, tmp_path))
+    cfg = one_channel(upstream.openai_url, proxy=proxy.url("alice:s3cret", scheme="https"),
+                      tls={"ca_file": write_pem(tmp_path, "ca.pem", ca.cert_pem)})
+    inst = await start_apex(cfg)
+    assert await chat(inst)
+    assert proxy.seen == [f"POST {upstream.openai_url}/chat/completions auth=ok"]
+
+
+async def test_an_https_proxy_with_an_untrusted_certificate_says_so(
+    ca: Any, upstream: FakeUpstream, start_proxy: StartProxy, start_apex: StartApex, tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """No tls.ca_file: the system store does not know the test CA, so the TLS to the proxy
+    fails, and the message says it was the proxy's certificate, not the upstream's."""
+    proxy = await start_proxy(auth="alice:s3cret", tls=proxy_certificate(ca, tmp_path))
+    inst = await start_apex(one_channel(upstream.openai_url, proxy=proxy.url("alice:s3cret", scheme="https")))
+    message = await refusal(inst, caplog, "s3cret")
+    assert f"could not connect to 127.0.0.1:{upstream.port} via proxy 127.0.0.1:{proxy.port}" in message
+    assert "TLS to the proxy failed: TLS certificate verify failed" in message
+    assert proxy.seen == []
+
+
 @pytest.mark.parametrize("variable", ["HTTP_PROXY", "http_proxy"])
 async def test_environment_proxy_applies_without_the_key(
     upstream: FakeUpstream, start_proxy: StartProxy, start_apex: StartApex,

@@ -21,14 +21,20 @@ from apex.upstream.egress import Egress, NoProxy, TlsOptions, build_egress
 ])
 def test_proxy_values(value: str, host: str, port: int, basic: bool) -> None:
     proxy = parse_proxy(value)
-    assert (proxy.host, proxy.port, proxy.scheme) == (host, port, "http")
+    assert (proxy.host, proxy.port, proxy.scheme, proxy.tls, proxy.socks) == (host, port, "http", False, False)
     assert (proxy.authorization is not None) == basic
     assert "s3cret" not in repr(proxy)
 
 
+@pytest.mark.parametrize(("value", "port"), [("https://proxy.corp", 443), ("HTTPS://u:p@proxy.corp:8443", 8443)])
+def test_https_proxy_values(value: str, port: int) -> None:
+    proxy = parse_proxy(value)
+    assert (proxy.scheme, proxy.port, proxy.tls, proxy.socks) == ("https", port, True, False)
+
+
 @pytest.mark.parametrize(("value", "why"), [
-    ("https://proxy.corp:443", "https and socks4 proxies are not supported"),
-    ("socks4://proxy.corp:1080", "got socks4"),
+    ("socks4://proxy.corp:1080", "got socks4; socks4 proxies are not supported"),
+    ("ftp://proxy.corp:21", "got ftp"),
     ("http://proxy.corp:99999", "invalid port"),
     ("http://proxy.corp:3128/path", "must not have a path"),
     ("", "got no scheme"),

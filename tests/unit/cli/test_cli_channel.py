@@ -166,7 +166,7 @@ def test_bad_egress_flags_name_the_key(cfg: Path, run: Run) -> None:
     files are not looked for here (the config may be for another host): `apex config
     validate` and the gateway's load check those."""
     before = cfg.read_bytes()
-    r = run("channel", "add", "corp", "--provider", "openai", "--api-key", "k", "--proxy", "https://proxy.corp:443")
+    r = run("channel", "add", "corp", "--provider", "openai", "--api-key", "k", "--proxy", "ftp://proxy.corp:21")
     assert r.exit_code == 1 and "channels[2].proxy" in r.stderr
     r = run("channel", "add", "corp", "--provider", "openai", "--api-key", "k", "--proxy", "socks4://h:1080")
     assert r.exit_code == 1 and "channels[2].proxy" in r.stderr
