@@ -78,7 +78,11 @@ UNLIMITED: Final = Decision(True)
 
 
 class Store(Protocol):
-    """Where buckets live. Both operations are atomic per team and never raise for I/O."""
+    """Where buckets live. Both operations are atomic per team and never raise for I/O.
+
+    ``remote`` says an operation is a network round trip (Redis), not work in this process."""
+
+    remote: bool
 
     async def acquire(self, team_id: str, limits: Limits, estimate: int) -> Decision:
         """Take one request and ``estimate`` tokens, or nothing when either does not fit."""
@@ -108,6 +112,11 @@ class RateLimiter:
     @property
     def store(self) -> Store:
         return self._store
+
+    @property
+    def remote(self) -> bool:
+        """Settling is a network round trip: worth doing after the answer, not before it."""
+        return self._store.remote
 
     async def acquire(self, team_id: str, limits: Limits, estimate_tokens: int) -> Decision:
         """Admit one request costing ``estimate_tokens`` (prompt plus requested max tokens)."""

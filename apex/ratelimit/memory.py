@@ -72,6 +72,7 @@ class MemoryStore:
     """Buckets for one process, keyed by team id; every call is synchronous underneath."""
 
     __slots__ = ("_clock", "_teams")
+    remote = False  # the buckets are in this process: a settlement is a few attribute writes
 
     def __init__(self, clock: Clock) -> None:
         self._clock = clock

@@ -119,6 +119,8 @@ class RedisStore:
     ``bucket_clock`` replaces Redis ``TIME`` as the buckets' time source; only tests set it.
     """
 
+    remote = True  # every operation is a round trip to Redis
+
     def __init__(
         self,
         client: aioredis.Redis,

@@ -166,7 +166,7 @@ class Gateway:
         await self._upstream.close()
         if self.limiter is not None:
             await self.limiter.close()
-        if self._tasks:  # budget settlements still in flight
+        if self._tasks:  # budget and rate-limit settlements still in flight
             await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.budgets is not None:
             await self.budgets.close()
@@ -307,9 +307,17 @@ class Gateway:
         return RateGrant(team.id, limits, estimate)
 
     async def settle_rate_limit(self, grant: RateGrant, usage: Usage | None) -> None:
-        if usage is None or self.limiter is None:
+        """Correct the request's token charge to its usage. With a shared store (Redis) that
+        is a round trip the answer need not wait for: it runs as a task, which a stop waits
+        for like the budget settlements; in-process buckets settle at once."""
+        limiter = self.limiter
+        if usage is None or limiter is None:
             return
-        await self.limiter.settle(grant.team_id, grant.limits, grant.charged, usage.total_tokens)
+        if limiter.remote:
+            settling = limiter.settle(grant.team_id, grant.limits, grant.charged, usage.total_tokens)
+            self._track(asyncio.get_running_loop().create_task(settling, name=f"rate-settle-{grant.team_id}"))
+            return
+        await limiter.settle(grant.team_id, grant.limits, grant.charged, usage.total_tokens)
 
     # --- budgets ------------------------------------------------------------------
 
@@ -339,14 +347,22 @@ class Gateway:
         ledger = self.budgets
         if ledger is None:
             return
-        task = asyncio.get_running_loop().create_task(ledger.settle(grant, cost), name=f"budget-settle-{grant.team_id}")
+        self._track(asyncio.get_running_loop().create_task(ledger.settle(grant, cost), name=f"budget-settle-{grant.team_id}"))
+
+    @property
+    def pending_settlements(self) -> int:
+        """Budget and rate-limit settlements still running after their answers."""
+        return len(self._tasks)
+
+    def _track(self, task: asyncio.Task[None]) -> None:
+        """A settlement running after its answer: kept until done, waited for at a stop."""
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
-            log.error("budget settlement failed", exc_info=task.exception())
+            log.error("%s failed", task.get_name(), exc_info=task.exception())
 
     def on_rate_limited(self, ex: Exchange) -> None:
         """Hook for metrics: a request was refused by its team's rate limit."""

@@ -234,6 +234,39 @@ async def test_redis_shared_budget_two_instances(upstream: FakeUpstream, start_a
     assert statuses.count(200) == 10 and statuses.count(429) == 4
 
 
+async def test_a_redis_settlement_does_not_hold_the_answer(
+    upstream: FakeUpstream, start_apex: StartApex, redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With Redis the token settlement (a round trip) runs after the answer: here it waits on
+    a gate the test opens only once the answer is in, so an answer that waited for it would
+    never come. The settlement then lands, and a stop would wait for it."""
+    from apex.ratelimit.redis import RedisStore
+
+    gate = asyncio.Event()
+    settled: list[int] = []
+    real_settle = RedisStore.settle
+
+    async def gated_settle(self: RedisStore, team_id: str, limits: Any, delta: int) -> None:
+        await gate.wait()
+        await real_settle(self, team_id, limits, delta)
+        settled.append(delta)
+
+    monkeypatch.setattr(RedisStore, "settle", gated_settle)
+    cfg = policy_config(upstream, rate_limit={"rpm": 100, "tpm": 100_000})
+    cfg["global"]["rate_limit_store"] = {"type": "redis", "url": redis_server.url}
+    inst = await start_apex(cfg)
+    status, _, _ = await asyncio.wait_for(status_of(inst, "team-search", "gpt-4o"), 10)
+    assert status == 200 and settled == []
+    assert inst.gateway.pending_settlements == 1  # the settlement, waiting
+    gate.set()
+    for _ in range(100):
+        if settled:
+            break
+        await asyncio.sleep(0.02)
+    assert len(settled) == 1 and settled[0] != 0  # the estimate corrected to the reported usage
+    assert inst.gateway.pending_settlements == 0
+
+
 @pytest.mark.parametrize(("fail_mode", "expected"), [("open", 200), ("closed", 429)])
 async def test_redis_down_fail_mode(upstream: FakeUpstream, start_apex: StartApex, redis_server: RedisServer,
                                     fail_mode: str, expected: int) -> None:
