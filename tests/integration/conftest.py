@@ -5,9 +5,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import socket
 import ssl
+import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, Final
@@ -131,3 +135,36 @@ async def stop_process(proc: asyncio.subprocess.Process) -> None:
         except TimeoutError:
             proc.kill()
             await proc.wait()
+
+
+def free_port() -> int:
+    """A loopback TCP port nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def serving(cmd: list[str], port: int, log: Path, name: str) -> Iterator[subprocess.Popen[bytes]]:
+    """Run ``cmd`` (a server that listens on 127.0.0.1:``port``), its output in ``log``; yield
+    once the port takes connections (fail, quoting the log, if it exits or never does), and
+    stop it by PID afterwards (SIGTERM, SIGKILL after LIMIT)."""
+    with log.open("wb") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        for _ in range(200):
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.1):
+                break
+            assert proc.poll() is None, log.read_text(errors="replace")
+            time.sleep(0.05)
+        else:
+            pytest.fail(f"{name} did not listen: " + log.read_text(errors="replace"))
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(LIMIT)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+

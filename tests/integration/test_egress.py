@@ -25,7 +25,7 @@ from apex.config.load import load_config_bytes
 from apex.errors import ConfigError
 from apex.snapshot import build_snapshot
 from tests.conftest import StartApex, basic_config, oai
-from tests.integration.conftest import StartProxy
+from tests.integration.conftest import StartProxy, free_port
 from tests.integration.fakes import FakeUpstream
 
 trustme = pytest.importorskip("trustme", reason="trustme makes the test CA (pip install trustme)")
@@ -267,16 +267,10 @@ async def test_untrusted_certificate_is_a_verify_failure_naming_host_and_port(
 # --- connection errors (issue 12, bump 7) -------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 async def test_refused_and_dns_failures_say_so(start_apex: StartApex) -> None:
     """Nothing listening: "connection refused"; a name that cannot resolve: "DNS lookup
     failed"; each names host:port instead of an exception class."""
-    port = _free_port()
+    port = free_port()
     refused = await start_apex(one_channel(f"http://127.0.0.1:{port}/v1"))
     err = await chat_error(refused)
     assert err.status_code == 502

@@ -29,7 +29,7 @@ from apex.config.load import load_config_bytes
 from apex.errors import ConfigError
 from apex.snapshot import build_snapshot
 from tests.conftest import ApexInstance, StartApex, oai
-from tests.integration.conftest import stop_process
+from tests.integration.conftest import free_port, stop_process
 from tests.integration.fakes import FakeUpstream
 from tests.integration.test_egress import chat, chat_error, one_channel, write_pem
 from tests.proxy_server import pipe
@@ -86,17 +86,11 @@ class Socks:
 StartSocks = Callable[..., Awaitable[Socks]]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 async def _microsocks(args: list[str]) -> tuple[asyncio.subprocess.Process, int]:
     """microsocks listening on a free loopback port (it has no "pick one" mode: retried on a clash)."""
     assert MICROSOCKS is not None
     for _ in range(5):
-        port = _free_port()
+        port = free_port()
         proc = await asyncio.create_subprocess_exec(
             MICROSOCKS, "-i", "127.0.0.1", "-p", str(port), *args,
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
@@ -257,14 +251,14 @@ async def test_socks_proxy_that_cannot_reach_the_upstream_says_so(
     """The proxy answers but cannot connect to the upstream (nothing listens there): the
     proxy's reply is the reason; a proxy that is down is "unreachable"."""
     socks = await start_socks()
-    dead = _free_port()
+    dead = free_port()
     inst = await start_apex(one_channel(f"http://127.0.0.1:{dead}/v1", proxy=socks.url()))
     err = await chat_error(inst)
     assert err.status_code == 502
     message = err.body["message"]  # type: ignore[index]
     assert f"could not connect to 127.0.0.1:{dead} via proxy 127.0.0.1:{socks.port}: " in message
     assert "the SOCKS proxy could not connect to the upstream (connection refused by destination host)" in message
-    down = _free_port()
+    down = free_port()
     inst = await start_apex(one_channel(f"http://127.0.0.1:{dead}/v1", proxy=f"socks5h://u:secret-pw@127.0.0.1:{down}"))
     err = await chat_error(inst)
     message = err.body["message"]  # type: ignore[index]

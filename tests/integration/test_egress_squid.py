@@ -10,13 +10,10 @@ runs in the foreground (-N) in its own process, started and stopped by the fixtu
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +22,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import StartApex, oai
+from tests.integration.conftest import free_port, serving
 from tests.integration.fakes import FakeUpstream
 from tests.integration.test_egress import chat, one_channel, refusal, write_pem
 
@@ -56,9 +54,7 @@ def squid() -> Iterator[Squid]:
     a world-readable temp dir: started as root, squid drops to its own user."""
     work = Path(tempfile.mkdtemp(prefix="apex-squid-"))
     os.chmod(work, 0o777)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
+    port = free_port()
     digest = subprocess.run(["openssl", "passwd", "-apr1", "s3cret"], check=True, capture_output=True, text=True).stdout.strip()
     (work / "passwd").write_text(f"alice:{digest}\n")
     os.chmod(work / "passwd", 0o644)
@@ -70,24 +66,10 @@ def squid() -> Iterator[Squid]:
         f"pid_filename {work}/squid.pid\naccess_log stdio:{work}/access.log\ncache_log {work}/cache.log\n"
         f"coredump_dir {work}\nshutdown_lifetime 0 seconds\n"
     )
-    with (work / "squid.out").open("wb") as out:
-        proc = subprocess.Popen(["squid", "-N", "-f", str(work / "squid.conf")], stdout=out, stderr=subprocess.STDOUT)
     try:
-        for _ in range(200):
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.1):
-                break
-            assert proc.poll() is None, (work / "squid.out").read_text()
-            time.sleep(0.05)
-        else:
-            pytest.fail("squid did not listen: " + (work / "squid.out").read_text())
-        yield Squid(port, work)
+        with serving(["squid", "-N", "-f", str(work / "squid.conf")], port, work / "squid.out", "squid"):
+            yield Squid(port, work)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(LIMIT)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
         shutil.rmtree(work, ignore_errors=True)
 
 

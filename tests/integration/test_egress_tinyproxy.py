@@ -10,11 +10,7 @@ official OpenAI SDK; tinyproxy runs in its own process, started and stopped by t
 
 from __future__ import annotations
 
-import contextlib
 import shutil
-import socket
-import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +19,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import StartApex, oai
+from tests.integration.conftest import free_port, serving
 from tests.integration.fakes import FakeUpstream
 from tests.integration.test_egress import chat, one_channel, refusal, write_pem
 
@@ -44,38 +41,16 @@ class Tinyproxy:
         return [line for line in self.log.read_text(errors="replace").splitlines() if needle in line]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def tinyproxy(tmp_path: Path) -> Iterator[Tinyproxy]:
     """tinyproxy on a free loopback port with Basic credentials alice:s3cret, in the foreground."""
-    port = _free_port()
+    port = free_port()
     conf = tmp_path / "tinyproxy.conf"
     conf.write_text(f"Port {port}\nListen 127.0.0.1\nAllow 127.0.0.1\nBasicAuth alice s3cret\n"
                     "LogLevel Info\nTimeout 30\nMaxClients 50\n")
     log = tmp_path / "tinyproxy.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(["tinyproxy", "-d", "-c", str(conf)], stdout=out, stderr=subprocess.STDOUT)
-    try:
-        for _ in range(200):
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.1):
-                break
-            assert proc.poll() is None, log.read_text()
-            time.sleep(0.05)
-        else:
-            pytest.fail("tinyproxy did not listen: " + log.read_text())
+    with serving(["tinyproxy", "-d", "-c", str(conf)], port, log, "tinyproxy"):
         yield Tinyproxy(port, log)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(LIMIT)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 async def test_https_upstream_through_tinyproxy_connect(
