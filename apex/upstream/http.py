@@ -807,14 +807,11 @@ class UpstreamPool:
 
                     sock = await open_tunnel(proxy, origin.host, origin.port)
                     conn = await self._over_socket(loop, sock, origin, slots, context)
-                elif context is None and proxy.tls:  # plain http through a forwarding proxy, over TLS to it
+                elif context is None:  # plain http through a forwarding proxy
                     transport = await self._to_proxy(loop, origin, proxy, slots)
                     conn = _Connection(self, slots, origin, loop)
                     transport.set_protocol(conn)
                     conn.connection_made(transport)
-                elif context is None:  # plain http through a forwarding proxy
-                    sock = await open_socket(proxy.host, proxy.port)
-                    conn = await self._over_socket(loop, sock, origin, slots, None)
                 else:
                     conn = await self._tunnel(loop, origin, proxy, slots, context)
         except TimeoutError:
@@ -832,13 +829,9 @@ class UpstreamPool:
     ) -> _Connection:
         """CONNECT through ``proxy``, then TLS to the upstream inside the tunnel (TLS inside TLS
         for an https:// proxy)."""
-        if proxy.tls:
-            transport = await self._to_proxy(loop, origin, proxy, slots)
-            tunnel = _Tunnel(loop)
-            transport.set_protocol(tunnel)
-        else:
-            raw, protocol = await hand_over(loop, lambda: _Tunnel(loop), await open_socket(proxy.host, proxy.port))
-            transport, tunnel = cast(asyncio.Transport, raw), cast(_Tunnel, protocol)  # uvloop's is no asyncio.Transport subclass
+        transport = await self._to_proxy(loop, origin, proxy, slots)
+        tunnel = _Tunnel(loop)
+        transport.set_protocol(tunnel)
         try:
             authority = origin.label
             auth = f"Proxy-Authorization: {proxy.authorization}\r\n" if proxy.authorization else ""
@@ -866,9 +859,13 @@ class UpstreamPool:
     async def _to_proxy(
         self, loop: asyncio.AbstractEventLoop, origin: _Origin, proxy: Proxy, slots: _Slots
     ) -> asyncio.Transport:
-        """A TLS connection to an https:// proxy, its certificate checked like the upstream's
-        (the channel's ``tls`` options, else the system store)."""
+        """A connection to an HTTP proxy, its protocol still to be set by the caller (nothing
+        arrives before the first request or CONNECT): TCP, then TLS for an https:// proxy, its
+        certificate checked like the upstream's (the channel's ``tls`` options, else the
+        system store)."""
         raw, protocol = await hand_over(loop, asyncio.Protocol, await open_socket(proxy.host, proxy.port))
+        if not proxy.tls:
+            return cast(asyncio.Transport, raw)  # uvloop's is no asyncio.Transport subclass
         try:
             tls = await loop.start_tls(raw, protocol, self._context(slots), server_hostname=proxy.host)  # type: ignore[arg-type]
         except ssl.SSLError as exc:
