@@ -206,7 +206,14 @@ async def test_environment_proxy_applies_without_the_key(
     bypassed = await start_apex(one_channel(upstream.openai_url))
     assert await chat(bypassed)
     assert through_proxy() == 1
-    assert upstream.hits("/v1/chat/completions") == 3
+    # A CIDR block (urllib's own NO_PROXY reading has none) and a port that is not the upstream's.
+    monkeypatch.setenv("NO_PROXY", "10.0.0.0/8, 127.0.0.0/8")
+    assert await chat(await start_apex(one_channel(upstream.openai_url)))
+    assert through_proxy() == 1
+    monkeypatch.setenv("NO_PROXY", f"127.0.0.0/8:{upstream.port + 1}")
+    assert await chat(await start_apex(one_channel(upstream.openai_url)))
+    assert through_proxy() == 2
+    assert upstream.hits("/v1/chat/completions") == 5
 
 
 # --- TLS options --------------------------------------------------------------------------
