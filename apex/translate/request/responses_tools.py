@@ -86,6 +86,8 @@ def _add_tool(tool: object, namespace: str | None, out: list[Json], names: dict[
     if not isinstance(tool, dict):
         raise InvalidRequest("tools must be objects", param="tools")
     kind = tool.get("type")
+    if not isinstance(kind, str):
+        raise InvalidRequest("a tool's type must be a string", param="tools")
     if kind == "namespace" and namespace is None:
         ns = tool.get("name")
         inner = tool.get("tools")
