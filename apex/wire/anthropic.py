@@ -134,6 +134,7 @@ class InputBlock(msgspec.Struct):
     tool_use_id: str | None = None
     content: str | list[InputBlock] | None = None
     is_error: bool = False
+    tool_name: str | None = None  # a tool_reference block (tool search): the deferred tool it loads
 
 
 class InputMessage(msgspec.Struct):
@@ -146,6 +147,7 @@ class ToolDef(msgspec.Struct):
     description: str | None = None
     input_schema: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
     type: str | None = None
+    defer_loading: bool = False  # tool search: not shown to the model until a tool_reference loads it
 
 
 class ToolChoice(msgspec.Struct):

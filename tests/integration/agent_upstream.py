@@ -22,6 +22,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 COMMAND = "echo apex-ok"
+SEARCH_TOOL = "ToolSearch"  # Claude Code's client-side tool search (answers with tool_reference blocks)
 ANSWER_PREFIX = "The command printed: "
 SIGNATURE = "EjRzaWduZWQtYnktdGhlLWZha2U="  # what the fake signs its thinking with
 
@@ -92,8 +93,12 @@ class AgentUpstream:
     """``mode``: "openai" (OpenAI itself), "compat" (an OpenAI-compatible server answering with
     reasoning_content), "anthropic", "gemini". All serve their paths on one port."""
 
-    def __init__(self, mode: str) -> None:
+    def __init__(self, mode: str, *, load_first: str | None = None) -> None:
         self.mode = mode
+        # Tool search: before the shell step, have the client's ToolSearch load this deferred
+        # tool, and refuse a second search (the loaded tool never reached the upstream).
+        self.load_first = load_first
+        self.searches = 0
         self.seen: list[Seen] = []
         self._runner: web.AppRunner | None = None
         self.port = 0
@@ -138,6 +143,21 @@ class AgentUpstream:
             seen.refused = str(exc)
             return self._error(path, str(exc))
         return web.json_response({"error": {"message": f"no route {path}"}}, status=404)
+
+    def _next(self, names: list[str], last_result: str | None, req: dict[str, Any], *, json_answer: bool = False) -> Step:
+        """The agent step, with the tool-search detour first when ``load_first`` asks for it."""
+        load = self.load_first
+        if load is not None and load not in names:
+            if self.searches or SEARCH_TOOL not in names:
+                raise Refused(f"fake: the deferred tool {load!r} was not declared after {self.searches} searches")
+            self.searches += 1
+            return Step(tool=SEARCH_TOOL, arguments=json.dumps({"query": f"select:{load}", "max_results": 1}),
+                        uid=len(self.seen))
+        if load is not None and last_result is not None and COMMAND.split()[-1] not in last_result:
+            last_result = None  # the search's answer, not the shell's: go on to the shell step
+        step = _step(names, last_result, req, json_answer=json_answer)
+        step.uid = len(self.seen)
+        return step
 
     def _error(self, path: str, message: str) -> web.Response:
         if path.endswith("/v1/messages"):
@@ -204,15 +224,15 @@ class AgentUpstream:
             if pending:
                 raise Refused("An assistant message with 'tool_calls' must be followed by tool messages "
                               f"responding to each 'tool_call_id'. Missing: {sorted(pending)}")
-            last_result = None
-            if role == "assistant":
+            if role == "assistant":  # a user message after the results (Claude Code's text next to them) keeps them
+                last_result = None
                 for call in m.get("tool_calls") or []:
                     pending.add(call["id"])
             elif m.get("content") is None:
                 raise Refused(f"messages[{i}].content must not be null")
         if req.get("stream_options") and not req.get("stream"):
             raise Refused("The 'stream_options' parameter is only allowed when 'stream' is enabled.")
-        step = _step(names, last_result, req, json_answer=fmt is not None)
+        step = self._next(names, last_result, req, json_answer=fmt is not None)
         reasoning = "I should run the command." if self.mode == "compat" else None
         if req.get("stream"):
             usage = bool((req.get("stream_options") or {}).get("include_usage"))
@@ -247,7 +267,7 @@ class AgentUpstream:
                     names.append(t["name"])
                     if t.get("type") == "custom":
                         custom[t["name"]] = namespace
-        step = _step(names, last_result, req)
+        step = self._next(names, last_result, req)
         response = _responses_object(model, step, custom)
         if req.get("stream"):
             return await _sse(request, _responses_events(response), data_only=False)
@@ -280,11 +300,15 @@ class AgentUpstream:
         if not on and any(str(e.get("type", "")).startswith("clear_thinking") for e in edits):
             raise Refused("context_management: clear_thinking strategy requires thinking to be enabled")
         names: list[str] = []
+        loaded = {ref.get("tool_name") for m in req.get("messages") or [] if isinstance(m.get("content"), list)
+                  for b in m["content"] if b.get("type") == "tool_result" and isinstance(b.get("content"), list)
+                  for ref in b["content"] if ref.get("type") == "tool_reference"}
         for tool in req.get("tools") or []:
             if tool.get("type") in (None, "custom"):
                 if not _ANTHROPIC_TOOL_NAME.match(str(tool.get("name", ""))) or "input_schema" not in tool:
                     raise Refused(f"tools: invalid tool {tool.get('name')!r}")
-                names.append(tool["name"])
+                if not tool.get("defer_loading") or tool["name"] in loaded:  # deferred: unseen until loaded
+                    names.append(tool["name"])
             elif not str(tool.get("type")).startswith("web_search_"):
                 raise Refused(f"tools: unknown tool type {tool.get('type')!r}")
         messages = req.get("messages")
@@ -298,7 +322,7 @@ class AgentUpstream:
             content = m.get("content")
             blocks = [{"type": "text", "text": content}] if isinstance(content, str) else content
             if role == "system":
-                if "mid-conversation-system" not in betas:
+                if "mid-conversation-system" not in betas and "per-turn-control" not in betas:
                     raise Refused(f"messages.{i}.role: Input should be 'user' or 'assistant'")
                 continue
             if role not in ("user", "assistant"):
@@ -327,7 +351,7 @@ class AgentUpstream:
                           f"{last_assistant[0].get('type')}`. When `thinking` is enabled, a final `assistant` "
                           "message must start with a thinking block.")
         fmt = (req.get("output_config") or {}).get("format")
-        step = _step(names, last_result, req, json_answer=fmt is not None)
+        step = self._next(names, last_result, req, json_answer=fmt is not None)
         thought = "I should run the command." if on else None
         if req.get("stream"):
             return await _sse(request, _anthropic_events(model, step, thought), data_only=False)
@@ -373,7 +397,7 @@ class AgentUpstream:
                     response = p["functionResponse"].get("response")
                     values = [v for v in response.values() if isinstance(v, str)] if isinstance(response, dict) else []
                     last_result = values[0] if values else json.dumps(response)
-        step = _step(names, last_result, req, json_answer="responseMimeType" in gen)
+        step = self._next(names, last_result, req, json_answer="responseMimeType" in gen)
         if ":streamGenerateContent" in path:
             return await _sse(request, _gemini_events(step), data_only=True)
         return web.json_response(_gemini_body(step))
@@ -387,6 +411,7 @@ class Step:
     text: str | None = None
     tool: str | None = None
     arguments: str = ""
+    uid: int = 1  # ids of the answer and its call, new per answer (clients merge messages by id)
 
 
 def _step(names: list[str], last_result: str | None, req: dict[str, Any], *, json_answer: bool = False) -> Step:
@@ -420,7 +445,7 @@ def _chat_body(model: str, step: Step, reasoning: str | None) -> dict[str, Any]:
     if reasoning:
         message["reasoning_content"] = reasoning
     if step.tool:
-        message["tool_calls"] = [{"id": "call_fake1", "type": "function",
+        message["tool_calls"] = [{"id": f"call_fake{step.uid}", "type": "function",
                                   "function": {"name": step.tool, "arguments": step.arguments}}]
     return {"id": "chatcmpl-fake", "object": "chat.completion", "created": 1, "model": model,
             "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls" if step.tool else "stop"}],
@@ -439,7 +464,7 @@ def _chat_events(model: str, step: Step, reasoning: str | None, usage: bool) -> 
         out += [chunk({"content": step.text[:half]}), chunk({"content": step.text[half:]})]
     if step.tool:
         half = len(step.arguments) // 2
-        out.append(chunk({"tool_calls": [{"index": 0, "id": "call_fake1", "type": "function",
+        out.append(chunk({"tool_calls": [{"index": 0, "id": f"call_fake{step.uid}", "type": "function",
                                           "function": {"name": step.tool, "arguments": step.arguments[:half]}}]}))
         out.append(chunk({"tool_calls": [{"index": 0, "function": {"arguments": step.arguments[half:]}}]}))
     out.append(chunk({}, "tool_calls" if step.tool else "stop"))
@@ -453,16 +478,16 @@ def _chat_events(model: str, step: Step, reasoning: str | None, usage: bool) -> 
 def _responses_object(model: str, step: Step, custom: dict[str, str | None]) -> dict[str, Any]:
     output: list[dict[str, Any]] = []
     if step.text:
-        output.append({"id": "msg_fake", "type": "message", "status": "completed", "role": "assistant",
+        output.append({"id": f"msg_fake{step.uid}", "type": "message", "status": "completed", "role": "assistant",
                        "content": [{"type": "output_text", "text": step.text, "annotations": [], "logprobs": []}]})
     if step.tool and step.tool in custom:
         item: dict[str, Any] = {"id": "ctc_fake", "type": "custom_tool_call", "status": "completed",
-                                "call_id": "call_fake1", "name": step.tool, "input": json.loads(step.arguments)["input"]}
+                                "call_id": f"call_fake{step.uid}", "name": step.tool, "input": json.loads(step.arguments)["input"]}
         if custom[step.tool]:
             item["namespace"] = custom[step.tool]
         output.append(item)
     elif step.tool:
-        output.append({"id": "fc_fake", "type": "function_call", "status": "completed", "call_id": "call_fake1",
+        output.append({"id": "fc_fake", "type": "function_call", "status": "completed", "call_id": f"call_fake{step.uid}",
                        "name": step.tool, "arguments": step.arguments})
     return {"id": "resp_fake", "object": "response", "created_at": 1, "status": "completed", "model": model,
             "output": output, "parallel_tool_calls": True, "tool_choice": "auto", "tools": [],
@@ -504,19 +529,19 @@ def _anthropic_blocks(step: Step, thought: str | None) -> list[dict[str, Any]]:
     if step.text:
         blocks.append({"type": "text", "text": step.text})
     if step.tool:
-        blocks.append({"type": "tool_use", "id": "toolu_fake1", "name": step.tool, "input": json.loads(step.arguments)})
+        blocks.append({"type": "tool_use", "id": f"toolu_fake{step.uid}", "name": step.tool, "input": json.loads(step.arguments)})
     return blocks
 
 
 def _anthropic_body(model: str, step: Step, thought: str | None) -> dict[str, Any]:
-    return {"id": "msg_fake", "type": "message", "role": "assistant", "model": model,
+    return {"id": f"msg_fake{step.uid}", "type": "message", "role": "assistant", "model": model,
             "content": _anthropic_blocks(step, thought), "stop_reason": "tool_use" if step.tool else "end_turn",
             "stop_sequence": None, "usage": {"input_tokens": 50, "output_tokens": 10}}
 
 
 def _anthropic_events(model: str, step: Step, thought: str | None) -> list[tuple[str | None, dict[str, Any] | str]]:
     out: list[tuple[str | None, dict[str, Any] | str]] = [("message_start", {"type": "message_start", "message": {
-        "id": "msg_fake", "type": "message", "role": "assistant", "model": model, "content": [],
+        "id": f"msg_fake{step.uid}", "type": "message", "role": "assistant", "model": model, "content": [],
         "stop_reason": None, "stop_sequence": None, "usage": {"input_tokens": 50, "output_tokens": 1}}})]
     for i, block in enumerate(_anthropic_blocks(step, thought)):
         kind = block["type"]

@@ -1,9 +1,9 @@
 """The real Claude Code and Codex CLIs through Apex, one agent turn each, on native and translated channels.
 
-``claude`` (@anthropic-ai/claude-code) and ``codex`` (@openai/codex), at the versions
-``.ci/install-deps`` pins (those of the captures in ``tests/fixtures/clients``), run
-non-interactively with telemetry off, a throw-away home and working directory, against
-Apex on loopback. Behind Apex the strict agent fake (``agent_upstream``) first asks for the
+``claude`` (@anthropic-ai/claude-code, the newest pinned and the previous one, whose requests
+``tests/fixtures/clients`` holds) and ``codex`` (@openai/codex), at the versions
+``.ci/install-deps`` pins, run non-interactively with telemetry off, a throw-away home and
+working directory, against Apex on loopback. Behind Apex the strict agent fake (``agent_upstream``) first asks for the
 CLI's shell tool to run ``echo apex-ok``, then answers quoting the tool result: the turn
 passes when the CLI really ran the command (its output reached the upstream in the second
 request), printed the answer and exited 0, with the upstream refusing nothing. Each run is
@@ -39,12 +39,13 @@ CHANNELS: dict[str, tuple[str, dict[str, Any]]] = {
 }
 
 
-def cli(name: str) -> str:
-    """The CLI's path, or skip the test saying how to get it."""
-    path = CLI_DIR / name
-    found = str(path) if path.exists() else shutil.which(name)
+def cli(name: str, *, previous: bool = False) -> str:
+    """The CLI's path (``previous``: the older Claude Code of the captures), or skip saying how to get it."""
+    where = CLI_DIR.parent.parent / "previous" / "node_modules" / ".bin" if previous else CLI_DIR
+    path = where / name
+    found = str(path) if path.exists() else None if previous else shutil.which(name)
     if found is None:
-        pytest.skip(f"{name} CLI not installed (run .ci/install-deps; looked in {CLI_DIR} and PATH)")
+        pytest.skip(f"{name} CLI not installed (run .ci/install-deps; looked in {where}{'' if previous else ' and PATH'})")
     return found
 
 
@@ -61,9 +62,9 @@ async def run_cli(args: list[str], env: dict[str, str], cwd: Path) -> tuple[int,
     return proc.returncode, out.decode(), err.decode()
 
 
-async def serve(kind: str, start_apex: StartApex) -> tuple[str, AgentUpstream]:
+async def serve(kind: str, start_apex: StartApex, *, load_first: str | None = None) -> tuple[str, AgentUpstream]:
     mode, channel = CHANNELS[kind]
-    fake = AgentUpstream(mode)
+    fake = AgentUpstream(mode, load_first=load_first)
     await fake.start()
     base = fake.url + ("/v1" if mode in ("openai", "compat") else "")
     inst = await start_apex({
@@ -88,11 +89,14 @@ def assert_turn(fake: AgentUpstream, code: int, out: str, err: str) -> None:
     assert ANSWER_PREFIX in out and "apex-ok" in out, out
 
 
+@pytest.mark.parametrize("previous", [False, True], ids=["newest", "previous"])
 @pytest.mark.parametrize("model", [None, "claude-sonnet-4-5"], ids=["default-model", "sonnet"])
 @pytest.mark.parametrize("kind", list(CHANNELS))
-async def test_claude_code_turn(kind: str, model: str | None, start_apex: StartApex, tmp_path: Path) -> None:
-    """``claude -p`` runs Bash through Apex and answers, natively on Anthropic and translated elsewhere."""
-    claude = cli("claude")
+async def test_claude_code_turn(kind: str, model: str | None, previous: bool, start_apex: StartApex,
+                                tmp_path: Path) -> None:
+    """``claude -p`` runs Bash through Apex and answers, natively on Anthropic and translated elsewhere;
+    with the newest pinned Claude Code and with the previous one (the captures' version)."""
+    claude = cli("claude", previous=previous)
     url, fake = await serve(kind, start_apex)
     try:
         env = base_env(tmp_path) | {
@@ -111,6 +115,37 @@ async def test_claude_code_turn(kind: str, model: str | None, start_apex: StartA
         if kind == "anthropic":  # native: Claude Code's own request, with its beta query and headers
             assert first.query == "beta=true" and "claude-code" in first.headers["anthropic-beta"]
             assert first.headers["User-Agent"].startswith("claude-cli/")
+    finally:
+        await fake.stop()
+
+
+@pytest.mark.parametrize("kind", ["anthropic", "openai_chat", "gemini"])
+async def test_claude_code_tool_search(kind: str, start_apex: StartApex, tmp_path: Path) -> None:
+    """Claude Code's tool search: its deferred tools reach a translated upstream only once loaded.
+
+    The fake model first calls ToolSearch for the deferred WebFetch (Claude Code answers with
+    a ``tool_reference`` block), must then see WebFetch declared, and only then runs Bash."""
+    claude = cli("claude")
+    url, fake = await serve(kind, start_apex, load_first="WebFetch")
+    try:
+        env = base_env(tmp_path) | {
+            "ANTHROPIC_BASE_URL": url, "ANTHROPIC_API_KEY": KEY, "DISABLE_TELEMETRY": "1",
+            "DISABLE_ERROR_REPORTING": "1", "DISABLE_AUTOUPDATER": "1", "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+        }
+        work = tmp_path / "work"
+        work.mkdir()
+        code, out, err = await run_cli([claude, "-p", PROMPT, "--allowedTools", "Bash", "--output-format", "text"],
+                                       env, work)
+        turns = [s for s in fake.seen if "ToolSearch" in json.dumps(s.body.get("tools"))]
+        if not turns:
+            pytest.skip("this Claude Code sends no ToolSearch tool (tool search came after 2.1.197)")
+        assert_turn(fake, code, out, err)
+        assert fake.searches == 1
+        after = json.dumps(turns[-1].body)
+        assert "WebFetch" in after and ("Tool loaded: WebFetch" in after or '"tool_reference"' in after)
+        if kind != "anthropic":  # translated: not declared before the search, declared after it
+            assert '"WebFetch"' not in json.dumps(turns[0].body.get("tools"))
+            assert '"WebFetch"' in json.dumps(turns[-1].body.get("tools"))
     finally:
         await fake.stop()
 

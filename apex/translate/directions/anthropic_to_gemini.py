@@ -7,7 +7,8 @@ signature (or the foreign placeholder); ``tool_result`` becomes a functionRespon
 by the tool NAME found from its ``tool_use_id`` earlier in the history (images inside a
 result follow it as separate parts); ``thinking`` blocks are dropped (Gemini thoughts are
 not sent back); base64 images and PDFs are inlined, URLs passed by reference; client
-tools are declared with ``parametersJsonSchema``; server tools are refused.
+tools are declared with ``parametersJsonSchema`` (deferred ones once a ``tool_reference``
+has loaded them, ``neutral/deferred.py``); server tools are refused.
 The registered ``AnthropicToGemini`` maps answers back through the shared Gemini
 direction (``gemini_direction``: Reply and stream parts into the Anthropic writers,
 8.4-8.6). What this module must not do: I/O.
@@ -37,6 +38,7 @@ from apex.translate.request.gemini_contents import (
     tool_config,
 )
 from apex.translate.directions.gemini_direction import GeminiDirection
+from apex.translate.neutral.deferred import TOOL_REFERENCE, is_declared, reference_text
 from apex.translate.neutral.parts import PartWriter, Reply
 from apex.translate.neutral.reply import anthropic_body
 from apex.translate.neutral.signatures import SignatureStore
@@ -51,6 +53,7 @@ from apex.wire.gemini import (
 )
 from apex.wire.anthropic import (
     InputBlock,
+    InputMessage,
     MessagesRequest,
     ToolChoice,
     ToolDef,
@@ -91,9 +94,19 @@ def anthropic_to_gemini_request(body: bytes, signatures: SignatureStore, *, reas
         else:
             turns.add("user", _user_parts(blocks, names, signatures))
     contents = turns.build()
+    loaded = _loaded_tools(req.messages)
+    declarations = [_declaration(t) for t in req.tools or () if is_declared(t.defer_loading, t.name, loaded)]
+    choice = req.tool_choice if declarations or not req.tools else None  # none left: no tool config either
     return request_body(
-        contents, [Part(text=system)] if system else [], [_declaration(t) for t in req.tools or ()],
-        _tool_config(req.tool_choice) if req.tool_choice is not None else None, _generation_config(req, reasons))
+        contents, [Part(text=system)] if system else [], declarations,
+        _tool_config(choice) if choice is not None else None, _generation_config(req, reasons))
+
+
+def _loaded_tools(messages: list[InputMessage]) -> set[str]:
+    """Names of deferred tools a ``tool_reference`` in some tool result has loaded."""
+    return {ref.tool_name for msg in messages if not isinstance(msg.content, str) for block in msg.content
+            if block.type == "tool_result" and isinstance(block.content, list)
+            for ref in block.content if ref.type == TOOL_REFERENCE and ref.tool_name}
 
 
 def _system_text(system: str | list[InputBlock] | None) -> str:
@@ -143,14 +156,24 @@ def _user_parts(blocks: list[InputBlock], names: dict[str, str], signatures: Sig
 def _result_content(content: str | list[InputBlock] | None) -> tuple[str, list[Part]]:
     if content is None or isinstance(content, str):
         return content or "", []
-    texts = [b.text for b in content if b.type == "text" and b.text]
-    media = [p for b in content if b.type != "text" for p in (_content_part(b),) if p is not None]
+    texts: list[str] = []
+    media: list[Part] = []
+    for block in content:
+        if block.type == "text":
+            if block.text:
+                texts.append(block.text)
+        elif block.type == TOOL_REFERENCE:
+            texts.append(reference_text(block.tool_name))
+        elif (part := _content_part(block)) is not None:
+            media.append(part)
     return "\n".join(texts), media
 
 
 def _content_part(block: InputBlock) -> Part | None:
     if block.type == "text":
         return text_part(block.text or "")
+    if block.type == TOOL_REFERENCE:
+        return text_part(reference_text(block.tool_name))
     if block.type in ("image", "document") and block.source is not None:
         src = block.source
         if src.type == "base64" and src.data is not None:

@@ -13,6 +13,9 @@ Request decisions (docs/protocols.md 8.2, P7, P8, P15, P16):
   are dropped; ``tool_use`` -> ``tool_calls`` with the input JSON-encoded.
 - server tools (a ``type`` other than ``custom`` and no ``input_schema``) -> InvalidRequest.
 - a mid-conversation ``role: "system"`` turn -> a ``system`` message at the same place.
+- deferred tools (``defer_loading: true``, Anthropic's tool search) are declared only once a
+  ``tool_reference`` in the history loads them; a ``tool_reference`` becomes a line of text
+  in its tool message (``neutral/deferred.py``).
 - ``max_tokens`` goes out in the field the capability table names for the upstream model
   (``max_completion_tokens`` for OpenAI reasoning models, else ``max_tokens``).
 - ``thinking`` -> ``reasoning_effort`` only where the model reasons and takes that knob
@@ -35,6 +38,7 @@ import msgspec
 from apex.errors import InvalidRequest
 from apex.tokens import estimate_tokens
 from apex.translate.base import StreamTranslator, TranslateContext, decode_json_object
+from apex.translate.neutral.deferred import TOOL_REFERENCE, is_declared, reference_text
 from apex.translate.neutral.parts import PipedStream
 from apex.translate.neutral.reply import anthropic_body, encode_body, reply_from_openai
 from apex.translate.read.openai import OpenAIChatReader
@@ -113,15 +117,19 @@ def anthropic_to_openai_request(req: Json, ctx: TranslateContext) -> Json:
         out[max_tokens_field(ctx)] = max_tokens
     tools = req.get("tools")
     if isinstance(tools, list) and tools:
-        out["tools"] = [_convert_tool(t) for t in tools]
+        loaded = _loaded_tools(turns)
+        declared = [_convert_tool(t) for t in tools if not isinstance(t, dict)
+                    or is_declared(t.get("defer_loading"), t.get("name"), loaded)]
+        if declared:
+            out["tools"] = declared
     choice = req.get("tool_choice")
-    if isinstance(choice, dict):
+    if isinstance(choice, dict) and "tools" in out:  # Chat refuses a tool_choice without tools
         kind = choice.get("type")
         if kind == "tool":
             out["tool_choice"] = {"type": "function", "function": {"name": choice.get("name")}}
         elif isinstance(kind, str) and kind in _TOOL_CHOICE:
             out["tool_choice"] = _TOOL_CHOICE[kind]
-        if choice.get("disable_parallel_tool_use") is True and tools:
+        if choice.get("disable_parallel_tool_use") is True:
             out["parallel_tool_calls"] = False
     stop = req.get("stop_sequences")
     if isinstance(stop, list) and stop:
@@ -145,6 +153,19 @@ def anthropic_to_openai_request(req: Json, ctx: TranslateContext) -> Json:
         out["stream"] = True
         out["stream_options"] = {"include_usage": True}
     return out
+
+
+def _loaded_tools(turns: list[object]) -> set[str]:
+    """Names of deferred tools a ``tool_reference`` in some tool result has loaded."""
+    loaded: set[str] = set()
+    for turn in turns:
+        blocks = turn.get("content") if isinstance(turn, dict) else None
+        for block in blocks if isinstance(blocks, list) else ():
+            inner = block.get("content") if isinstance(block, dict) and block.get("type") == "tool_result" else None
+            for ref in inner if isinstance(inner, list) else ():
+                if isinstance(ref, dict) and ref.get("type") == TOOL_REFERENCE and isinstance(ref.get("tool_name"), str):
+                    loaded.add(ref["tool_name"])
+    return loaded
 
 
 def _joined_text(content: object, where: str) -> str:
@@ -231,6 +252,8 @@ def _user_part(block: Json, where: str) -> Json | None:
     kind = block.get("type")
     if kind == "text":
         return {"type": "text", "text": block.get("text", "")}
+    if kind == TOOL_REFERENCE:
+        return {"type": "text", "text": reference_text(block.get("tool_name"))}
     if kind in ("image", "document"):
         source = block.get("source")
         if not isinstance(source, dict):

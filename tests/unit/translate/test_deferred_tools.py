@@ -1,0 +1,94 @@
+"""Anthropic tool search (deferred tools, tool_reference) translated to Chat and Gemini.
+
+The shapes are Claude Code 2.1.332's: tools with ``defer_loading: true`` and a ToolSearch
+tool whose result is ``[{"type": "tool_reference", "tool_name": ...}]``, next to a text block.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from apex.translate.directions.anthropic_to_gemini import anthropic_to_gemini_request
+from apex.translate.directions.anthropic_to_openai import AnthropicToOpenAI
+from apex.translate.neutral.signatures import SignatureStore
+from tests.golden.transcript import make_ctx
+
+SCHEMA = {"type": "object", "properties": {}}
+TOOLS: list[dict[str, Any]] = [
+    {"name": "Bash", "description": "run", "input_schema": SCHEMA},
+    {"name": "ToolSearch", "description": "find deferred tools", "input_schema": SCHEMA},
+    {"name": "WebFetch", "description": "fetch", "input_schema": SCHEMA, "defer_loading": True},
+    {"name": "CronList", "description": "crons", "input_schema": SCHEMA, "defer_loading": True},
+]
+FIRST: list[dict[str, Any]] = [{"role": "user", "content": "fetch example.com"}]
+SEARCHED: list[dict[str, Any]] = FIRST + [
+    {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "ToolSearch",
+                                       "input": {"query": "select:WebFetch"}}]},
+    {"role": "user", "content": [
+        {"type": "tool_result", "tool_use_id": "toolu_1", "content": [{"type": "tool_reference", "tool_name": "WebFetch"}]},
+        {"type": "text", "text": "Tool loaded.", "cache_control": {"type": "ephemeral"}}]},
+]
+
+
+def request(messages: list[dict[str, Any]], tools: list[dict[str, Any]] = TOOLS, **extra: Any) -> dict[str, Any]:
+    return {"model": "claude-opus-5-5", "max_tokens": 1000, "messages": messages, "tools": tools, **extra}
+
+
+def to_chat(req: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = json.loads(AnthropicToOpenAI().request(json.dumps(req).encode(), make_ctx()))
+    return out
+
+
+def to_gemini(req: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = json.loads(anthropic_to_gemini_request(json.dumps(req).encode(), SignatureStore()))
+    return out
+
+
+def chat_names(out: dict[str, Any]) -> list[str]:
+    return [t["function"]["name"] for t in out.get("tools", [])]
+
+
+def gemini_names(out: dict[str, Any]) -> list[str]:
+    return [d["name"] for t in out.get("tools", []) for d in t["functionDeclarations"]]
+
+
+def test_chat_declares_a_deferred_tool_only_once_loaded() -> None:
+    assert chat_names(to_chat(request(FIRST))) == ["Bash", "ToolSearch"]
+    out = to_chat(request(SEARCHED))
+    assert chat_names(out) == ["Bash", "ToolSearch", "WebFetch"]
+    assert "defer_loading" not in json.dumps(out["tools"])
+    assert out["messages"][-2:] == [
+        {"role": "tool", "tool_call_id": "toolu_1", "content": "Tool loaded: WebFetch"},
+        {"role": "user", "content": "Tool loaded."},
+    ]
+
+
+def test_gemini_declares_a_deferred_tool_only_once_loaded() -> None:
+    assert gemini_names(to_gemini(request(FIRST))) == ["Bash", "ToolSearch"]
+    out = to_gemini(request(SEARCHED))
+    assert gemini_names(out) == ["Bash", "ToolSearch", "WebFetch"]
+    result = out["contents"][-1]["parts"]
+    assert result[0]["functionResponse"]["name"] == "ToolSearch"
+    assert "Tool loaded: WebFetch" in json.dumps(result[0]["functionResponse"]["response"])
+    assert result[1] == {"text": "Tool loaded."}
+
+
+def test_no_tool_choice_when_every_tool_is_still_deferred() -> None:
+    """Chat refuses a tool_choice without tools; Gemini gets no tool config for none."""
+    deferred = [t for t in TOOLS if t.get("defer_loading")]
+    chat = to_chat(request(FIRST, deferred, tool_choice={"type": "auto"}))
+    assert "tools" not in chat and "tool_choice" not in chat
+    gemini = to_gemini(request(FIRST, deferred, tool_choice={"type": "auto"}))
+    assert "tools" not in gemini and "toolConfig" not in gemini
+
+
+def test_a_reference_outside_a_tool_result_is_text_and_loads_nothing() -> None:
+    messages = [{"role": "user", "content": [{"type": "tool_reference", "tool_name": "CronList"},
+                                             {"type": "text", "text": "hi"}]}]
+    chat = to_chat(request(messages))
+    assert chat["messages"][-1] == {"role": "user", "content": "Tool loaded: CronList\nhi"}
+    assert "CronList" not in chat_names(chat)
+    gemini = to_gemini(request(messages))
+    assert gemini["contents"][-1]["parts"][0] == {"text": "Tool loaded: CronList"}
+    assert "CronList" not in gemini_names(gemini)
