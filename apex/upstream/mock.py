@@ -55,16 +55,15 @@ def _gemini_view(body: bytes) -> LooseRequest:
 
 
 def _text_of(content: object) -> str:
+    """A message's last text part: what the user typed, after any context a client put first
+    (Claude Code leads with a ``<system-reminder>`` block)."""
     if isinstance(content, str):
         return content
     if isinstance(content, list):
-        parts = []
-        for p in content:
-            if isinstance(p, dict):
-                t = p.get("text")
-                if isinstance(t, str):
-                    parts.append(t)
-        return " ".join(parts)
+        for p in reversed(content):
+            t = p.get("text") if isinstance(p, dict) else None
+            if isinstance(t, str):
+                return t
     return ""
 
 

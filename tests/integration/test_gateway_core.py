@@ -435,6 +435,19 @@ async def test_mock_stream_usage_accounted_not_shown(start_apex: StartApex) -> N
     assert "apex_tokens_estimated_total{" not in text or all(ln.endswith(" 0.0") for ln in text.splitlines() if ln.startswith("apex_tokens_estimated_total{"))
 
 
+async def test_mock_quotes_what_the_user_typed_last(start_apex: StartApex) -> None:
+    """Claude Code leads its user turn with a <system-reminder> block: the demo quotes the prompt, not that."""
+    inst = await start_apex({
+        "global": {"auth": {"keys": ["k"]}},
+        "channels": [{"name": "demo", "provider_type": "mock", "models": ["*"]}],
+        "routers": [{"name": "default", "channels": [{"name": "demo"}]}],
+    })
+    msg = await ant(inst, "k").messages.create(model="demo-1", max_tokens=100, messages=[{"role": "user", "content": [
+        {"type": "text", "text": "<system-reminder>\n" + "context " * 50 + "\n</system-reminder>"},
+        {"type": "text", "text": "hello"}]}])
+    assert msg.content[0].type == "text" and msg.content[0].text == "This is Apex's mock provider. You said: hello"
+
+
 async def test_stream_without_done_after_finish_is_clean(upstream: FakeUpstream, start_apex: StartApex) -> None:
     """An OpenAI-compatible server that omits [DONE] after its finish chunk is not reported as an error."""
     inst = await start_apex(basic_config(upstream))
