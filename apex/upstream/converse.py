@@ -19,6 +19,7 @@ import msgspec
 from botocore.eventstream import EventStreamMessage
 
 from apex.errors import InvalidRequest
+from apex.translate.neutral.deferred import TOOL_REFERENCE, is_declared, reference_text
 from apex.upstream.base import UpstreamReply
 from apex.upstream.eventstream import EventStreamReply, frame_to_sse
 
@@ -43,18 +44,20 @@ def _blocks(content: Any, where: str) -> list[dict[str, Any]]:
         if kind == "text":
             if block.get("text"):
                 out.append({"text": block["text"]})
+        elif kind == TOOL_REFERENCE:
+            out.append({"text": reference_text(block.get("tool_name"))})
         elif kind == "image":
-            src = block.get("source") or {}
-            fmt = _IMAGE_FORMATS.get(src.get("media_type", ""))
-            if src.get("type") != "base64" or fmt is None:
+            src = block.get("source")
+            media_type = src.get("media_type") if isinstance(src, dict) else None
+            fmt = _IMAGE_FORMATS.get(media_type) if isinstance(media_type, str) else None
+            if not isinstance(src, dict) or src.get("type") != "base64" or fmt is None:
                 raise InvalidRequest(f"{where}: Bedrock Converse takes base64 png, jpeg, gif or webp images")
             out.append({"image": {"format": fmt, "source": {"bytes": src.get("data", "")}}})
         elif kind == "tool_use":
             out.append({"toolUse": {"toolUseId": block.get("id"), "name": block.get("name"), "input": block.get("input") or {}}})
         elif kind == "tool_result":
             inner = block.get("content")
-            parts = [{"text": inner}] if isinstance(inner, str) else [
-                {"text": p.get("text", "")} for p in inner or [] if isinstance(p, dict) and p.get("type") == "text"]
+            parts = [{"text": inner}] if isinstance(inner, str) else _result_parts(inner)
             result: dict[str, Any] = {"toolUseId": block.get("tool_use_id"), "content": parts or [{"text": ""}]}
             if block.get("is_error"):
                 result["status"] = "error"
@@ -66,21 +69,60 @@ def _blocks(content: Any, where: str) -> list[dict[str, Any]]:
     return out
 
 
+def _result_parts(inner: object) -> list[dict[str, Any]]:
+    """A tool result's text (and tool_reference) blocks as Converse text parts; the rest is dropped."""
+    parts: list[dict[str, Any]] = []
+    for p in inner if isinstance(inner, list) else ():
+        kind = p.get("type") if isinstance(p, dict) else None
+        if kind == "text":
+            parts.append({"text": p.get("text", "")})
+        elif kind == TOOL_REFERENCE:
+            parts.append({"text": reference_text(p.get("tool_name"))})
+    return parts
+
+
+def _loaded_tools(messages: list[object]) -> set[str]:
+    """Names of deferred tools a ``tool_reference`` in some tool result has loaded."""
+    loaded: set[str] = set()
+    for m in messages:
+        content = m.get("content") if isinstance(m, dict) else None
+        for block in content if isinstance(content, list) else ():
+            inner = block.get("content") if isinstance(block, dict) and block.get("type") == "tool_result" else None
+            for ref in inner if isinstance(inner, list) else ():
+                if isinstance(ref, dict) and ref.get("type") == TOOL_REFERENCE and isinstance(ref.get("tool_name"), str):
+                    loaded.add(ref["tool_name"])
+    return loaded
+
+
 def anthropic_to_converse(body: bytes, stream: bool) -> bytes:
-    """A Messages request body as a Converse request body (the model is in the URL)."""
+    """A Messages request body as a Converse request body (the model is in the URL).
+
+    Converse has user and assistant turns only: a mid-conversation ``role: "system"`` message
+    (Claude Code) joins the system prompt. Deferred tools (tool search) are declared once a
+    ``tool_reference`` has loaded them (``apex.translate.neutral.deferred``)."""
     try:
         req = msgspec.json.decode(body)
     except msgspec.DecodeError as exc:
         raise InvalidRequest(f"request body is not valid JSON: {exc}") from exc
     if not isinstance(req, dict):
         raise InvalidRequest("request body must be a JSON object")
-    out: dict[str, Any] = {
-        "messages": [{"role": m.get("role"), "content": _blocks(m.get("content"), f"messages[{i}].content")}
-                     for i, m in enumerate(req.get("messages") or []) if isinstance(m, dict)],
-    }
+    messages = req.get("messages")
+    if not isinstance(messages, list):
+        raise InvalidRequest("messages must be a list")
     system = req.get("system")
-    if system:
-        out["system"] = _blocks(system, "system")
+    system_blocks = _blocks(system, "system") if system else []
+    turns: list[dict[str, Any]] = []
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict):
+            raise InvalidRequest(f"messages[{i}] must be an object")
+        blocks = _blocks(m.get("content"), f"messages[{i}].content")
+        if m.get("role") == "system":
+            system_blocks.extend(blocks)
+        else:
+            turns.append({"role": m.get("role"), "content": blocks})
+    out: dict[str, Any] = {"messages": turns}
+    if system_blocks:
+        out["system"] = system_blocks
     config: dict[str, Any] = {}
     for src, dst in (("max_tokens", "maxTokens"), ("temperature", "temperature"), ("top_p", "topP"),
                      ("stop_sequences", "stopSequences")):
@@ -89,17 +131,20 @@ def anthropic_to_converse(body: bytes, stream: bool) -> bytes:
     if config:
         out["inferenceConfig"] = config
     tools = req.get("tools")
-    choice = req.get("tool_choice") or {}
-    if tools and choice.get("type") != "none":
+    choice = req.get("tool_choice")
+    choice = choice if isinstance(choice, dict) else {}
+    if isinstance(tools, list) and choice.get("type") != "none":
+        loaded = _loaded_tools(messages)
         specs = [{"toolSpec": {"name": t.get("name"), "description": t.get("description") or t.get("name"),
                                "inputSchema": {"json": t.get("input_schema") or {"type": "object"}}}}
-                 for t in tools if isinstance(t, dict)]
-        tool_config: dict[str, Any] = {"tools": specs}
-        if choice.get("type") == "any":
-            tool_config["toolChoice"] = {"any": {}}
-        elif choice.get("type") == "tool":
-            tool_config["toolChoice"] = {"tool": {"name": choice.get("name")}}
-        out["toolConfig"] = tool_config
+                 for t in tools if isinstance(t, dict) and is_declared(t.get("defer_loading"), t.get("name"), loaded)]
+        if specs:
+            tool_config: dict[str, Any] = {"tools": specs}
+            if choice.get("type") == "any":
+                tool_config["toolChoice"] = {"any": {}}
+            elif choice.get("type") == "tool":
+                tool_config["toolChoice"] = {"tool": {"name": choice.get("name")}}
+            out["toolConfig"] = tool_config
     return _ENC.encode(out)
 
 

@@ -141,3 +141,32 @@ async def test_tool_results_reach_converse_as_tool_result_blocks(cloud: CloudFak
     assert body["system"] == [{"text": "Be brief."}]
     assert body["messages"][1]["content"] == [{"toolUse": {"toolUseId": "tu_1", "name": TOOL, "input": {"password": "mellon"}}}]
     assert body["messages"][2]["content"] == [{"toolResult": {"toolUseId": "tu_1", "content": [{"text": "the secret is 42"}]}}]
+
+
+async def test_claude_code_shapes_reach_converse(cloud: CloudFake, start_apex: StartApex) -> None:
+    """Claude Code 2.1.3xx on a Converse model: its mid-conversation system message joins the
+    system prompt (Converse has user/assistant turns only), deferred tools are declared once a
+    tool_reference loads them, and the reference reaches the model as text."""
+    inst = await start_apex(config(cloud, model_map={"llama": "meta.llama3-3-70b-instruct-v1:0"}))
+    schema: dict[str, Any] = {"type": "object", "properties": {}}
+    tools: list[Any] = [{"name": "ToolSearch", "description": "find tools", "input_schema": schema},
+                        {"name": "WebFetch", "description": "fetch", "input_schema": schema, "defer_loading": True},
+                        {"name": "CronList", "description": "crons", "input_schema": schema, "defer_loading": True}]
+    messages: list[Any] = [
+        {"role": "user", "content": "fetch example.com"},
+        {"role": "system", "content": "# Environment: linux"},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "tu_1", "name": "ToolSearch",
+                                           "input": {"query": "select:WebFetch"}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "tu_1",
+                                      "content": [{"type": "tool_reference", "tool_name": "WebFetch"}]},
+                                     {"type": "text", "text": "Tool loaded."}]},
+    ]
+    done = await ant(inst, "k").messages.create(model="llama", max_tokens=50, system="Be brief.", tools=tools,
+                                                messages=messages)
+    assert done.content[0].type == "text"
+    body = cloud.last("/converse").json
+    assert body["system"] == [{"text": "Be brief."}, {"text": "# Environment: linux"}]
+    assert [m["role"] for m in body["messages"]] == ["user", "assistant", "user"]
+    assert [t["toolSpec"]["name"] for t in body["toolConfig"]["tools"]] == ["ToolSearch", "WebFetch"]
+    assert body["messages"][2]["content"] == [
+        {"toolResult": {"toolUseId": "tu_1", "content": [{"text": "Tool loaded: WebFetch"}]}}, {"text": "Tool loaded."}]

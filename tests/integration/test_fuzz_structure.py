@@ -4,9 +4,10 @@
 bodies (Claude Code's and Codex's captured turns, and hand-written ones with images, tools,
 tool results and structured output for each protocol) and, for each distinct field shape
 (list indices folded), sets that field to a value of the wrong type. Each variant goes to
-every channel that must translate it. Deterministic and bounded: a few thousand requests.
-It found ``{"type": [...]}`` in a Codex namespace tool giving a 500 (an unhashable type in
-a set lookup).
+every channel that must translate it (OpenAI, Anthropic, Gemini, Bedrock Converse).
+Deterministic and bounded: a few thousand requests. It found ``{"type": [...]}`` in a Codex
+namespace tool giving a 500 (an unhashable type in a set lookup), and a string image
+``source`` or ``tool_choice`` towards Converse (attribute errors).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import pytest
 
 from tests.conftest import StartApex, basic_config
 from tests.fixtures import CLIENTS
+from tests.integration.cloud_fakes import CloudFake
 from tests.integration.fakes import FakeUpstream
 
 PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
@@ -84,11 +86,12 @@ GEMINI: dict[str, Any] = {
 }
 EMBEDDINGS: dict[str, Any] = {"model": "M", "input": ["a", "b"], "encoding_format": "float", "dimensions": 8}
 
-# (client path, base body, the models whose channels translate it: claude-* Anthropic, gemini-* Gemini, else OpenAI)
+# (client path, base body, the models whose channels translate it: claude-* Anthropic, gemini-* Gemini,
+# llama-* Bedrock Converse, else OpenAI)
 CASES: list[tuple[str, dict[str, Any], tuple[str, ...]]] = [
-    ("/v1/chat/completions", CHAT, ("claude-x", "gemini-x")),
-    ("/v1/messages", MESSAGES, ("gpt-4o", "gemini-x")),
-    ("/v1/messages", captured("claude_code_default_turn2.json"), ("gpt-4o", "gemini-x")),
+    ("/v1/chat/completions", CHAT, ("claude-x", "gemini-x", "llama-x")),
+    ("/v1/messages", MESSAGES, ("gpt-4o", "gemini-x", "llama-x")),
+    ("/v1/messages", captured("claude_code_default_turn2.json"), ("gpt-4o", "gemini-x", "llama-x")),
     ("/v1/messages/count_tokens", {k: v for k, v in MESSAGES.items() if k != "stream"}, ("gpt-4o",)),
     ("/v1/responses", RESPONSES, ("claude-x", "gemini-x")),
     ("/v1/responses", captured("codex_gpt51_turn2.json"), ("claude-x", "gemini-x")),
@@ -129,10 +132,17 @@ def variant(doc: dict[str, Any], at: tuple[str | int, ...], value: Any, model: s
 
 
 @pytest.mark.parametrize("case", range(len(CASES)), ids=[f"{p.split('?')[0]}-{i}" for i, (p, _, _) in enumerate(CASES)])
-async def test_wrong_types_anywhere_get_a_4xx(upstream: FakeUpstream, start_apex: StartApex, case: int) -> None:
+async def test_wrong_types_anywhere_get_a_4xx(upstream: FakeUpstream, cloud: CloudFake, start_apex: StartApex,
+                                              case: int) -> None:
     cfg = basic_config(upstream)
-    cfg["channels"].append({"name": "gm", "provider_type": "gemini", "base_url": upstream.url, "api_key": "g-key"})
-    cfg["routers"][0]["rules"].append({"match": {"model": "gemini-*"}, "channels": [{"name": "gm"}]})
+    cloud.bedrock_api_key = "ABSK-fuzz"
+    cfg["channels"] += [
+        {"name": "gm", "provider_type": "gemini", "base_url": upstream.url, "api_key": "g-key"},
+        {"name": "br", "provider_type": "bedrock", "region": "us-west-2", "base_url": cloud.url, "api_key": "ABSK-fuzz",
+         "model_map": {"llama-*": "meta.llama3-3-70b-instruct-v1:0"}},
+    ]
+    cfg["routers"][0]["rules"] += [{"match": {"model": "gemini-*"}, "channels": [{"name": "gm"}]},
+                                   {"match": {"model": "llama-*"}, "channels": [{"name": "br"}]}]
     cfg["global"]["retries"] = {"max_attempts": 1}
     apex = await start_apex(cfg)
     path, base, models = CASES[case]
