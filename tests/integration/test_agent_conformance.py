@@ -24,8 +24,9 @@ from tests.integration.agent_upstream import ANSWER_PREFIX, AgentUpstream
 
 KEY = "vk-agents"
 CAPTURES = ["claude_code_default_turn1", "claude_code_sonnet_turn1", "claude_code_title_request",
-            "codex_default_turn1", "codex_gpt51_turn1"]
-SECOND_TURNS = ["claude_code_default_turn2", "claude_code_sonnet_turn2", "codex_gpt51_turn2"]
+            "claude_code_2_1_332_turn1", "codex_default_turn1", "codex_gpt51_turn1"]
+SECOND_TURNS = ["claude_code_default_turn2", "claude_code_sonnet_turn2", "claude_code_2_1_332_toolsearch_turn3",
+                "codex_gpt51_turn2"]
 # kind -> (fake upstream mode, channel config without base_url, upstream model for Codex)
 KINDS: dict[str, tuple[str | None, dict[str, Any], str]] = {
     "anthropic": ("anthropic", {"provider_type": "anthropic", "api_key": "sk-ant-test-0123456789abcdef"}, "claude-sonnet-4-5"),
