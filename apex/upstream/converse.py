@@ -19,7 +19,7 @@ import msgspec
 from botocore.eventstream import EventStreamMessage
 
 from apex.errors import InvalidRequest
-from apex.translate.neutral.deferred import TOOL_REFERENCE, is_declared, reference_text
+from apex.translate.neutral.deferred import TOOL_REFERENCE, is_declared, loaded_tools, reference_text
 from apex.upstream.base import UpstreamReply
 from apex.upstream.eventstream import EventStreamReply, frame_to_sse
 
@@ -81,19 +81,6 @@ def _result_parts(inner: object) -> list[dict[str, Any]]:
     return parts
 
 
-def _loaded_tools(messages: list[object]) -> set[str]:
-    """Names of deferred tools a ``tool_reference`` in some tool result has loaded."""
-    loaded: set[str] = set()
-    for m in messages:
-        content = m.get("content") if isinstance(m, dict) else None
-        for block in content if isinstance(content, list) else ():
-            inner = block.get("content") if isinstance(block, dict) and block.get("type") == "tool_result" else None
-            for ref in inner if isinstance(inner, list) else ():
-                if isinstance(ref, dict) and ref.get("type") == TOOL_REFERENCE and isinstance(ref.get("tool_name"), str):
-                    loaded.add(ref["tool_name"])
-    return loaded
-
-
 def anthropic_to_converse(body: bytes, stream: bool) -> bytes:
     """A Messages request body as a Converse request body (the model is in the URL).
 
@@ -134,7 +121,7 @@ def anthropic_to_converse(body: bytes, stream: bool) -> bytes:
     choice = req.get("tool_choice")
     choice = choice if isinstance(choice, dict) else {}
     if isinstance(tools, list) and choice.get("type") != "none":
-        loaded = _loaded_tools(messages)
+        loaded = loaded_tools(messages)
         specs = [{"toolSpec": {"name": t.get("name"), "description": t.get("description") or t.get("name"),
                                "inputSchema": {"json": t.get("input_schema") or {"type": "object"}}}}
                  for t in tools if isinstance(t, dict) and is_declared(t.get("defer_loading"), t.get("name"), loaded)]

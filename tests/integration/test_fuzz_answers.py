@@ -11,7 +11,6 @@ Deterministic and bounded: a few thousand requests.
 
 from __future__ import annotations
 
-import copy
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -22,6 +21,7 @@ import pytest
 from tests.conftest import StartApex, basic_config
 from tests.fixtures import REAL
 from tests.integration.fakes import Behaviour, FakeUpstream, split_events
+from tests.integration.mutate import field_paths, with_value
 
 WRONG: list[Any] = [None, 7, "x", [], {}, {"type": []}]
 # upstream model (its channel's protocol) -> captures of that protocol, and the clients that make Apex translate them
@@ -50,32 +50,6 @@ def client_request(client: str, model: str, stream: bool) -> tuple[str, dict[str
         return "/v1/responses", {"model": model, "input": "hi", "stream": stream}
     action = "streamGenerateContent?alt=sse" if stream else "generateContent"
     return f"/v1beta/models/{model}:{action}", {"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}
-
-
-def field_paths(doc: Any, seen: set[tuple[object, ...]], prefix: tuple[object, ...] = ()) -> Iterator[tuple[str | int, ...]]:
-    """One concrete path per field shape not in ``seen`` (list indices folded)."""
-    def walk(value: Any, at: tuple[str | int, ...]) -> Iterator[tuple[str | int, ...]]:
-        shape = prefix + tuple("*" if isinstance(k, int) else k for k in at)
-        if at and shape not in seen:
-            seen.add(shape)
-            yield at
-        if isinstance(value, dict):
-            for k, v in value.items():
-                yield from walk(v, (*at, k))
-        elif isinstance(value, list):
-            for i, v in enumerate(value):
-                yield from walk(v, (*at, i))
-
-    yield from walk(doc, ())
-
-
-def with_value(doc: Any, at: tuple[str | int, ...], value: Any) -> Any:
-    out = copy.deepcopy(doc)
-    parent = out
-    for k in at[:-1]:
-        parent = parent[k]
-    parent[at[-1]] = copy.deepcopy(value)
-    return out
 
 
 def answers(model: str) -> Iterator[tuple[bool, Behaviour, str]]:

@@ -12,9 +12,7 @@ namespace tool giving a 500 (an unhashable type in a set lookup), and a string i
 
 from __future__ import annotations
 
-import copy
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import aiohttp
@@ -24,6 +22,7 @@ from tests.conftest import StartApex, basic_config
 from tests.fixtures import CLIENTS
 from tests.integration.cloud_fakes import CloudFake
 from tests.integration.fakes import FakeUpstream
+from tests.integration.mutate import field_paths, with_value
 
 PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
 WRONG: list[Any] = [None, 7, "x", [], {}, [{}], {"type": []}]
@@ -101,36 +100,6 @@ CASES: list[tuple[str, dict[str, Any], tuple[str, ...]]] = [
 ]
 
 
-def shapes(doc: Any, path: tuple[str | int, ...] = ()) -> Iterator[tuple[str | int, ...]]:
-    """One concrete path per field shape (list indices folded), the first one met."""
-    seen: set[tuple[object, ...]] = set()
-
-    def walk(value: Any, at: tuple[str | int, ...]) -> Iterator[tuple[str | int, ...]]:
-        shape = tuple("*" if isinstance(k, int) else k for k in at)
-        if at and shape not in seen:
-            seen.add(shape)
-            yield at
-        if isinstance(value, dict):
-            for k, v in value.items():
-                yield from walk(v, (*at, k))
-        elif isinstance(value, list):
-            for i, v in enumerate(value):
-                yield from walk(v, (*at, i))
-
-    yield from walk(doc, path)
-
-
-def variant(doc: dict[str, Any], at: tuple[str | int, ...], value: Any, model: str) -> dict[str, Any]:
-    out = copy.deepcopy(doc)
-    if "model" in out:
-        out["model"] = model
-    parent: Any = out
-    for k in at[:-1]:
-        parent = parent[k]
-    parent[at[-1]] = copy.deepcopy(value)
-    return out
-
-
 @pytest.mark.parametrize("case", range(len(CASES)), ids=[f"{p.split('?')[0]}-{i}" for i, (p, _, _) in enumerate(CASES)])
 async def test_wrong_types_anywhere_get_a_4xx(upstream: FakeUpstream, cloud: CloudFake, start_apex: StartApex,
                                               case: int) -> None:
@@ -150,10 +119,10 @@ async def test_wrong_types_anywhere_get_a_4xx(upstream: FakeUpstream, cloud: Clo
     sent = 0
     headers = {"Authorization": "Bearer vk-default", "anthropic-version": "2023-06-01"}
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
-        for at in shapes(base):
+        for at in field_paths(base):
             for value in WRONG:
                 for model in models:
-                    body = variant(base, at, value, model)
+                    body = with_value({**base, "model": model} if "model" in base else base, at, value)
                     async with session.post(apex.url + path.format(model=model), json=body, headers=headers) as r:
                         text = await r.read()
                     sent += 1

@@ -38,7 +38,7 @@ import msgspec
 from apex.errors import InvalidRequest
 from apex.tokens import estimate_tokens
 from apex.translate.base import StreamTranslator, TranslateContext, decode_json_object
-from apex.translate.neutral.deferred import TOOL_REFERENCE, is_declared, reference_text
+from apex.translate.neutral.deferred import TOOL_REFERENCE, is_declared, loaded_tools, reference_text
 from apex.translate.neutral.parts import PipedStream
 from apex.translate.neutral.reply import anthropic_body, encode_body, reply_from_openai
 from apex.translate.read.openai import OpenAIChatReader
@@ -117,7 +117,7 @@ def anthropic_to_openai_request(req: Json, ctx: TranslateContext) -> Json:
         out[max_tokens_field(ctx)] = max_tokens
     tools = req.get("tools")
     if isinstance(tools, list) and tools:
-        loaded = _loaded_tools(turns)
+        loaded = loaded_tools(turns)
         declared = [_convert_tool(t) for t in tools if not isinstance(t, dict)
                     or is_declared(t.get("defer_loading"), t.get("name"), loaded)]
         if declared:
@@ -153,19 +153,6 @@ def anthropic_to_openai_request(req: Json, ctx: TranslateContext) -> Json:
         out["stream"] = True
         out["stream_options"] = {"include_usage": True}
     return out
-
-
-def _loaded_tools(turns: list[object]) -> set[str]:
-    """Names of deferred tools a ``tool_reference`` in some tool result has loaded."""
-    loaded: set[str] = set()
-    for turn in turns:
-        blocks = turn.get("content") if isinstance(turn, dict) else None
-        for block in blocks if isinstance(blocks, list) else ():
-            inner = block.get("content") if isinstance(block, dict) and block.get("type") == "tool_result" else None
-            for ref in inner if isinstance(inner, list) else ():
-                if isinstance(ref, dict) and ref.get("type") == TOOL_REFERENCE and isinstance(ref.get("tool_name"), str):
-                    loaded.add(ref["tool_name"])
-    return loaded
 
 
 def _joined_text(content: object, where: str) -> str:
