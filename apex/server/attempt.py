@@ -35,6 +35,7 @@ from apex.translate.passthrough import (
     strip_reasoning,
     strip_unsigned_thinking,
 )
+from apex.translate.neutral.deferred import without_tool_search
 from apex.translate.directions.gemini_embeddings import with_upstream_model
 from apex.translate.passthrough_gemini import gemini_body_usage
 from apex.translate.write.gemini import GeminiFraming
@@ -172,6 +173,8 @@ class Attempt:
             body = self._embedding_request(body)
         if plan.strip_unsigned_thinking:
             body = strip_unsigned_thinking(body)
+        if plan.without_tool_search:
+            body = without_tool_search(body)
         if plan.upstream is Dialect.GEMINI_EMBED:
             body = with_upstream_model(body, self.upstream_model)  # Gemini checks requests[].model
         if plan.caps is not None:  # native Responses: a known non-reasoning model gets no reasoning

@@ -78,6 +78,7 @@ class UpstreamPlan:
     fix_embedding_encoding: bool  # upstream may not honour encoding_format=base64
     local_estimate: bool = False  # count_tokens answered by Apex itself
     strip_unsigned_thinking: bool = False  # real Anthropic rejects thinking blocks Apex made up
+    without_tool_search: bool = False  # an Anthropic-shaped upstream without Anthropic's tool search
     caps: CapabilityTable | None = None  # the upstream model capability table (translated plans)
     header_fields: bytes = b""    # ``headers`` encoded once: what goes on the wire
     # The same without User-Agent and anthropic-version: a native hop adds the client's own.
@@ -255,6 +256,8 @@ def compile_channel(ch: Channel, g: GlobalConfig, index: int, pool: UpstreamPool
     # Anthropic's version/beta headers: Bedrock takes them in the body, not as headers.
     forward_anthropic = ch.provider_type != "bedrock"
     strip_thinking = ch.provider_type in ("anthropic", "bedrock", "vertex")
+    # Messages upstreams other than Anthropic's own API: deferred tools are resolved by Apex.
+    no_tool_search = ch.provider_type in ("bedrock", "vertex", "deepseek", "moonshot", "minimax")
 
     def plans_from(native: dict[Dialect, tuple[str, ProviderFamily, CloudRoute | None]]) -> dict[Dialect, UpstreamPlan]:
         plans: dict[Dialect, UpstreamPlan] = {}
@@ -269,6 +272,7 @@ def compile_channel(ch: Channel, g: GlobalConfig, index: int, pool: UpstreamPool
                     add_stream_usage=client is Dialect.OPENAI_CHAT and preset.stream_usage_option and family in ("openai", "mock"),
                     fix_embedding_encoding=client is Dialect.OPENAI_EMBEDDINGS and not preset.native_embedding_encoding,
                     strip_unsigned_thinking=client is Dialect.ANTHROPIC_MESSAGES and strip_thinking,
+                    without_tool_search=client is Dialect.ANTHROPIC_MESSAGES and no_tool_search,
                     route=route,
                     caps=caps_for(family) if client is Dialect.OPENAI_RESPONSES and family == "openai" else None,
                 )

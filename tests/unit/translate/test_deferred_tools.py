@@ -11,6 +11,7 @@ from typing import Any
 
 from apex.translate.directions.anthropic_to_gemini import anthropic_to_gemini_request
 from apex.translate.directions.anthropic_to_openai import AnthropicToOpenAI
+from apex.translate.neutral.deferred import without_tool_search
 from apex.translate.neutral.signatures import SignatureStore
 from tests.golden.transcript import make_ctx
 
@@ -92,3 +93,26 @@ def test_a_reference_outside_a_tool_result_is_text_and_loads_nothing() -> None:
     gemini = to_gemini(request(messages))
     assert gemini["contents"][-1]["parts"][0] == {"text": "Tool loaded: CronList"}
     assert "CronList" not in gemini_names(gemini)
+
+
+def test_messages_form_for_upstreams_without_tool_search() -> None:
+    """Bedrock, Vertex and the dual-protocol providers get the same resolution in Messages form."""
+    out = json.loads(without_tool_search(json.dumps(request(SEARCHED)).encode()))
+    assert [t["name"] for t in out["tools"]] == ["Bash", "ToolSearch", "WebFetch"]
+    assert "defer_loading" not in json.dumps(out["tools"])
+    assert out["messages"][-1]["content"][0]["content"] == [{"type": "text", "text": "Tool loaded: WebFetch"}]
+    assert out["model"] == "claude-opus-5-5" and out["max_tokens"] == 1000  # the rest as sent
+
+
+def test_messages_form_drops_tool_choice_with_the_last_tool() -> None:
+    deferred = [t for t in TOOLS if t.get("defer_loading")]
+    out = json.loads(without_tool_search(json.dumps(request(FIRST, deferred, tool_choice={"type": "auto"})).encode()))
+    assert "tools" not in out and "tool_choice" not in out
+
+
+def test_messages_form_leaves_other_bodies_alone() -> None:
+    """No marker, no decode: the client's very bytes go on; so do bodies that are not JSON."""
+    plain = json.dumps(request(FIRST, [t for t in TOOLS if not t.get("defer_loading")])).encode()
+    assert without_tool_search(plain) is plain
+    broken = b'{"tools": [{"defer_loading": true'
+    assert without_tool_search(broken) is broken

@@ -1,0 +1,78 @@
+"""Claude Code's tool search on Messages-shaped upstreams that are not Anthropic's own API.
+
+Claude Code 2.1.332's captured third turn (most tools ``defer_loading: true``, a ToolSearch
+result holding a ``tool_reference`` block) goes, unchanged, to Anthropic itself; to Claude on
+Bedrock (InvokeModel) and Vertex, and to DeepSeek's Anthropic endpoint, Apex resolves the
+deferred tools first (they lack Anthropic's first-party tool search): only the loaded ones are
+declared, without ``defer_loading``, and the reference is text.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.conftest import StartApex
+from tests.fixtures import CLIENTS
+from tests.integration.cloud_fakes import CloudFake, service_account
+from tests.integration.fakes import FakeUpstream
+
+CAPTURE = json.loads((CLIENTS / "claude_code_2_1_332_toolsearch_turn3.json").read_text())
+
+
+def channel(kind: str, upstream: FakeUpstream, cloud: CloudFake, tmp_path: Path) -> dict[str, Any]:
+    if kind == "anthropic":
+        return {"provider_type": "anthropic", "base_url": upstream.url, "api_key": "sk-ant"}
+    if kind == "deepseek":
+        return {"provider_type": "deepseek", "base_url": upstream.openai_url, "api_key": "sk-ds",
+                "anthropic_base_url": upstream.url + "/anthropic"}
+    if kind == "bedrock":
+        cloud.bedrock_api_key = "ABSK-test"
+        return {"provider_type": "bedrock", "region": "us-west-2", "base_url": cloud.url, "api_key": "ABSK-test",
+                "model_map": {"*": "us.anthropic.claude-opus-4-5-20251101-v1:0"}}
+    info, public = service_account(cloud.google_tokens.token_uri)
+    cloud.google_tokens.public_key = public
+    path = tmp_path / "sa.json"
+    path.write_text(json.dumps(info))
+    return {"provider_type": "vertex", "project": "proj-1", "location": "us-east5", "base_url": cloud.url,
+            "credentials_file": str(path), "model_map": {"*": "claude-opus-4-5@20251101"}}
+
+
+def sent_body(kind: str, upstream: FakeUpstream, cloud: CloudFake) -> dict[str, Any]:
+    if kind in ("anthropic", "deepseek"):
+        body: dict[str, Any] = json.loads(upstream.requests[-1].body)
+    else:
+        body = cloud.last("Predict" if kind == "vertex" else "/invoke").json
+    return body
+
+
+@pytest.mark.parametrize("kind", ["anthropic", "deepseek", "bedrock", "vertex"])
+async def test_deferred_tools_resolved_for_upstreams_without_tool_search(
+        kind: str, upstream: FakeUpstream, cloud: CloudFake, start_apex: StartApex, tmp_path: Path) -> None:
+    inst = await start_apex({
+        "global": {"retries": {"max_attempts": 1}},
+        "logging": {"level": "error"},
+        "channels": [{"name": kind, **channel(kind, upstream, cloud, tmp_path)}],
+        "routers": [{"name": "r", "vkey": "vk", "channels": [{"name": kind}]}],
+    })
+    body = {**CAPTURE["body"], "stream": False}
+    headers = {**CAPTURE["headers"], "x-api-key": "vk"}
+    async with aiohttp.ClientSession() as s, \
+            s.post(f"{inst.url}/v1/messages?beta=true", data=json.dumps(body), headers=headers) as r:
+        assert r.status == 200, await r.text()
+    sent = sent_body(kind, upstream, cloud)
+    deferred = [t["name"] for t in body["tools"] if t.get("defer_loading")]
+    names = [t["name"] for t in sent["tools"]]
+    text = json.dumps(sent["messages"])
+    if kind == "anthropic":  # Anthropic's own API has tool search: the client's request as sent
+        assert names == [t["name"] for t in body["tools"]]
+        assert '"tool_reference"' in text
+        return
+    assert "WebFetch" in deferred and len(deferred) > 1
+    assert "WebFetch" in names and not (set(deferred) - {"WebFetch"}) & set(names)
+    assert "defer_loading" not in json.dumps(sent["tools"])
+    assert '"tool_reference"' not in text and "Tool loaded: WebFetch" in text
