@@ -36,6 +36,7 @@ from apex.translate.passthrough import (
     strip_unsigned_thinking,
 )
 from apex.translate.neutral.deferred import without_tool_search
+from apex.upstream.betas import accepted_betas
 from apex.translate.directions.gemini_embeddings import with_upstream_model
 from apex.translate.passthrough_gemini import gemini_body_usage
 from apex.translate.write.gemini import GeminiFraming
@@ -175,6 +176,8 @@ class Attempt:
             body = strip_unsigned_thinking(body)
         if plan.without_tool_search:
             body = without_tool_search(body)
+        if plan.betas_in_body and plan.betas is not None:
+            body = _with_body_betas(body, accepted_betas(self.request.headers.getall("anthropic-beta", ()), plan.betas))
         if plan.upstream is Dialect.GEMINI_EMBED:
             body = with_upstream_model(body, self.upstream_model)  # Gemini checks requests[].model
         if plan.caps is not None:  # native Responses: a known non-reasoning model gets no reasoning
@@ -216,9 +219,23 @@ class Attempt:
             for name, value in headers.items():
                 if len(name) > 10 and name[:10].lower() == "anthropic-" and _header_safe(value):
                     extra[name.lower()] = value
+            if "anthropic-beta" in extra and (plan.betas is not None or len(headers.getall("anthropic-beta")) > 1):
+                self._betas(extra)
             if "anthropic-version" not in extra:
                 extra["anthropic-version"] = ANTHROPIC_VERSION
         return plan.header_fields_bare + encode_header_fields(extra)
+
+    def _betas(self, extra: dict[str, str]) -> None:
+        """``anthropic-beta`` as one header of every value the client sent (SDKs may send it
+        more than once), cut to what the upstream takes (Vertex refuses unknown betas)."""
+        values = [v for v in self.request.headers.getall("anthropic-beta") if _header_safe(v)]
+        allowed = self.plan.betas
+        betas = (accepted_betas(values, allowed) if allowed is not None
+                 else [b.strip() for v in values for b in v.split(",") if b.strip()])
+        if betas:
+            extra["anthropic-beta"] = ",".join(betas)
+        else:
+            del extra["anthropic-beta"]
 
     def _status_error(self, reply: UpstreamReply, raw: bytes) -> UpstreamStatus:
         """The UpstreamStatus for a non-2xx answer; a native upstream's body is kept for the client."""
@@ -414,6 +431,21 @@ class Attempt:
             await resp.write(data)
         ex.final_delivered = True
         await resp.write_eof()
+
+
+def _with_body_betas(body: bytes, betas: list[str]) -> bytes:
+    """Bedrock's InvokeModel takes betas in the body (``anthropic_beta``), as Anthropic's own
+    Bedrock client sends them; a client that put them there itself keeps its list."""
+    if not betas:
+        return body
+    try:
+        top = msgspec.json.decode(body, type=dict[str, msgspec.Raw])
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return body  # not a JSON object: the cloud route refuses it with a clear error
+    if "anthropic_beta" in top:
+        return body
+    top["anthropic_beta"] = msgspec.Raw(msgspec.json.encode(betas))
+    return msgspec.json.encode(top)
 
 
 def _header_safe(value: str) -> bool:

@@ -16,6 +16,7 @@ from apex import __version__
 from apex.config.clouds import CLOUD_PROVIDERS
 from apex.config.model import Channel, Config, GlobalConfig
 from apex.errors import ConfigError, InvalidRequest, Secrets, secrets_of
+from apex.upstream.betas import BEDROCK_BETAS, VERTEX_BETAS
 from apex.upstream.cloud import CloudChannel, CloudRoute, CloudSetup
 from apex.upstream.egress import Egress, TlsOptions, build_egress
 from apex.upstream.http import UpstreamPool, encode_header_fields
@@ -51,6 +52,7 @@ _TRANSLATED: Final[dict[Dialect, tuple[Dialect, ...]]] = {
 }
 # Client dialects Apex answers itself (an estimate) on channels that lack a native endpoint.
 _LOCAL_COUNT: Final = frozenset({Dialect.ANTHROPIC_COUNT_TOKENS, Dialect.GEMINI_COUNT_TOKENS})
+_CLOUD_BETAS: Final[dict[str, frozenset[str]]] = {"vertex": VERTEX_BETAS, "bedrock": BEDROCK_BETAS}
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +81,8 @@ class UpstreamPlan:
     local_estimate: bool = False  # count_tokens answered by Apex itself
     strip_unsigned_thinking: bool = False  # real Anthropic rejects thinking blocks Apex made up
     without_tool_search: bool = False  # an Anthropic-shaped upstream without Anthropic's tool search
+    betas: frozenset[str] | None = None  # the anthropic-beta flags the upstream takes (None: any)
+    betas_in_body: bool = False   # Bedrock: the client's betas go in the body as ``anthropic_beta``
     caps: CapabilityTable | None = None  # the upstream model capability table (translated plans)
     header_fields: bytes = b""    # ``headers`` encoded once: what goes on the wire
     # The same without User-Agent and anthropic-version: a native hop adds the client's own.
@@ -258,6 +262,7 @@ def compile_channel(ch: Channel, g: GlobalConfig, index: int, pool: UpstreamPool
     strip_thinking = ch.provider_type in ("anthropic", "bedrock", "vertex")
     # Messages upstreams other than Anthropic's own API: deferred tools are resolved by Apex.
     no_tool_search = ch.provider_type in ("bedrock", "vertex", "deepseek", "moonshot", "minimax")
+    cloud_betas = _CLOUD_BETAS.get(ch.provider_type)
 
     def plans_from(native: dict[Dialect, tuple[str, ProviderFamily, CloudRoute | None]]) -> dict[Dialect, UpstreamPlan]:
         plans: dict[Dialect, UpstreamPlan] = {}
@@ -273,6 +278,8 @@ def compile_channel(ch: Channel, g: GlobalConfig, index: int, pool: UpstreamPool
                     fix_embedding_encoding=client is Dialect.OPENAI_EMBEDDINGS and not preset.native_embedding_encoding,
                     strip_unsigned_thinking=client is Dialect.ANTHROPIC_MESSAGES and strip_thinking,
                     without_tool_search=client is Dialect.ANTHROPIC_MESSAGES and no_tool_search,
+                    betas=cloud_betas if family == "anthropic" else None,
+                    betas_in_body=client is Dialect.ANTHROPIC_MESSAGES and ch.provider_type == "bedrock",
                     route=route,
                     caps=caps_for(family) if client is Dialect.OPENAI_RESPONSES and family == "openai" else None,
                 )

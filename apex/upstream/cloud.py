@@ -109,7 +109,9 @@ _ENC: Final = msgspec.json.Encoder()
 def anthropic_body_for(version: str, *, keep_stream: bool) -> Callable[[bytes, bool], bytes]:
     """A body editor for an Anthropic model on a cloud: the model goes in the URL (dropped
     from the body), ``anthropic_version`` names the cloud's version (a client's own value
-    wins), and Bedrock, which rejects unknown keys, also loses ``stream``."""
+    wins), and Bedrock, which rejects unknown keys, also loses ``stream``. A mid-conversation
+    ``role: "system"`` message (Claude Code, under a first-party beta the clouds do not take)
+    joins the system prompt, as it does on Gemini and Converse."""
     version_raw = msgspec.Raw(_ENC.encode(version))
 
     def prepare(body: bytes, stream: bool) -> bytes:
@@ -121,6 +123,33 @@ def anthropic_body_for(version: str, *, keep_stream: bool) -> Callable[[bytes, b
         if not keep_stream:
             top.pop("stream", None)
         top.setdefault("anthropic_version", version_raw)
+        if body.find(b'"role":"system"') >= 0 or body.find(b'"role": "system"') >= 0:
+            _fold_system_turns(top)
         return _ENC.encode(top)
 
     return prepare
+
+
+def _fold_system_turns(top: dict[str, msgspec.Raw]) -> None:
+    """Move ``role: "system"`` messages into ``system`` (text blocks after the client's own)."""
+    try:
+        messages = msgspec.json.decode(top["messages"]) if "messages" in top else None
+        system = msgspec.json.decode(top["system"]) if "system" in top else None
+    except msgspec.DecodeError:
+        return
+    if not isinstance(messages, list):
+        return
+    moved = [m for m in messages if isinstance(m, dict) and m.get("role") == "system"]
+    if not moved:
+        return
+    blocks: list[object] = [{"type": "text", "text": system}] if isinstance(system, str) and system else []
+    if isinstance(system, list):
+        blocks.extend(system)
+    for m in moved:
+        content = m.get("content")
+        if isinstance(content, str):
+            blocks.append({"type": "text", "text": content})
+        elif isinstance(content, list):
+            blocks.extend(b for b in content if isinstance(b, dict) and b.get("type") == "text")
+    top["system"] = msgspec.Raw(_ENC.encode(blocks))
+    top["messages"] = msgspec.Raw(_ENC.encode([m for m in messages if not (isinstance(m, dict) and m.get("role") == "system")]))

@@ -235,6 +235,37 @@ def _anthropic_answer(req: dict[str, Any], stream: bool, model: str) -> list[byt
     return json.dumps(obj).encode()
 
 
+# The betas each cloud takes for Claude (its documentation); the fake refuses any other, as they do.
+VERTEX_KNOWN_BETAS = frozenset({
+    "compact-2026-01-12", "compact-2026-09-04", "computer-use-2025-01-24", "computer-use-2025-11-24",
+    "context-1m-2025-08-07", "context-management-2025-06-27", "dangerous-tool-use-2026-09-03",
+    "interleaved-thinking-2025-05-14", "per-turn-control-2026-07-01", "thinking-binding-controls-2026-08-01",
+    "thinking-display-updates-2026-08-18", "tool-search-tool-2025-10-19", "web-search-2025-03-05",
+})
+BEDROCK_KNOWN_BETAS = frozenset({
+    "compact-2026-01-12", "computer-use-2024-10-22", "computer-use-2025-01-24", "computer-use-2025-11-24",
+    "context-1m-2025-08-07", "context-management-2025-06-27", "dangerous-tool-use-2026-09-03",
+    "dev-full-thinking-2025-05-14", "effort-2025-11-24", "fine-grained-tool-streaming-2025-05-14",
+    "interleaved-thinking-2025-05-14", "mid-conversation-output-config-2026-07-01",
+    "mid-conversation-tool-changes-2026-07-01", "output-128k-2025-02-19", "thinking-binding-controls-2026-08-01",
+    "thinking-display-updates-2026-08-18", "token-efficient-tools-2025-02-19", "tool-examples-2025-10-29",
+    "tool-search-tool-2025-10-19",
+})
+
+
+def _check_betas(req: dict[str, Any], betas: list[str], known: frozenset[str]) -> str | None:
+    """Unknown betas, and what needs a beta the request does not carry, are refused."""
+    unknown = [b for b in betas if b not in known]
+    if unknown:
+        return "Unexpected value(s) " + ", ".join(f"`{b}`" for b in unknown) + " for the `anthropic-beta` header."
+    for i, m in enumerate(req.get("messages") or []):
+        if m.get("role") == "system" and "per-turn-control-2026-07-01" not in betas:
+            return f"messages.{i}.role: Input should be 'user' or 'assistant'"
+    if any(t.get("defer_loading") for t in req.get("tools") or []) and "tool-search-tool-2025-10-19" not in betas:
+        return "tools.0.defer_loading: Extra inputs are not permitted"
+    return None
+
+
 def _check_messages_body(req: dict[str, Any], version: str, *, stream_key: str) -> str | None:
     """Bedrock and Vertex reject a Messages body that is not theirs."""
     if req.get("anthropic_version") != version:
@@ -324,6 +355,11 @@ class CloudFake:
             return deny(400, "ValidationException", "The provided model identifier is invalid.")
         req = json.loads(body)
         why = _check_messages_body(req, "bedrock-2023-05-31", stream_key="forbidden")
+        betas = req.get("anthropic_beta") or []
+        if why is None and (not isinstance(betas, list) or any(b not in BEDROCK_KNOWN_BETAS for b in betas)):
+            why = "invalid beta flag"
+        if why is None:
+            why = _check_betas(req, betas, BEDROCK_KNOWN_BETAS)
         if why is not None:
             return deny(400, "ValidationException", why)
         if action == "invoke":
@@ -461,6 +497,9 @@ class CloudFake:
             if method not in ("rawPredict", "streamRawPredict"):
                 return web.json_response({"error": {"code": 404, "message": "method", "status": "NOT_FOUND"}}, status=404)
             why = _check_messages_body(req, "vertex-2023-10-16", stream_key="allowed")
+            if why is None:
+                header = ",".join(request.headers.getall("anthropic-beta", []))
+                why = _check_betas(req, [b.strip() for b in header.split(",") if b.strip()], VERTEX_KNOWN_BETAS)
             if why is None and bool(req.get("stream")) != (method == "streamRawPredict"):
                 why = "stream must be true exactly for streamRawPredict"
             if why is not None:

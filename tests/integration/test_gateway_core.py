@@ -9,6 +9,7 @@ import aiohttp
 import anthropic
 import openai
 import pytest
+from multidict import CIMultiDict
 
 from tests.conftest import StartApex, basic_config
 from tests.integration.fakes import Behaviour, FakeUpstream, error, fixture_bytes, split_events
@@ -140,6 +141,18 @@ async def test_anthropic_beta_header_forwarded(upstream: FakeUpstream, start_ape
         extra_headers={"anthropic-beta": "interleaved-thinking-2025-05-14"},
     )
     assert upstream.requests[-1].headers["anthropic-beta"] == "interleaved-thinking-2025-05-14"
+
+
+async def test_anthropic_beta_headers_sent_twice_reach_anthropic_as_one(upstream: FakeUpstream, start_apex: StartApex) -> None:
+    """Two anthropic-beta header lines (clients may send one per beta) go on as one, all betas kept."""
+    inst = await start_apex(basic_config(upstream))
+    body = json.dumps({"model": "claude-x", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]})
+    headers = [("x-api-key", "vk-default"), ("anthropic-version", "2023-06-01"), ("content-type", "application/json"),
+               ("anthropic-beta", "interleaved-thinking-2025-05-14"), ("anthropic-beta", "effort-2025-11-24, context-1m-2025-08-07")]
+    async with aiohttp.ClientSession() as s, s.post(f"{inst.url}/v1/messages", data=body, headers=CIMultiDict(headers)) as r:
+        assert r.status == 200, await r.text()
+    assert upstream.requests[-1].headers.getall("anthropic-beta") == [
+        "interleaved-thinking-2025-05-14,effort-2025-11-24,context-1m-2025-08-07"]
 
 
 async def test_embeddings_and_models(upstream: FakeUpstream, start_apex: StartApex) -> None:

@@ -76,3 +76,33 @@ async def test_deferred_tools_resolved_for_upstreams_without_tool_search(
     assert "WebFetch" in names and not (set(deferred) - {"WebFetch"}) & set(names)
     assert "defer_loading" not in json.dumps(sent["tools"])
     assert '"tool_reference"' not in text and "Tool loaded: WebFetch" in text
+
+
+@pytest.mark.parametrize("kind", ["bedrock", "vertex"])
+@pytest.mark.parametrize("capture", ["claude_code_2_1_332_turn1", "claude_code_default_turn2"])
+async def test_claude_code_betas_and_system_turn_on_the_clouds(
+        kind: str, capture: str, upstream: FakeUpstream, cloud: CloudFake, start_apex: StartApex, tmp_path: Path) -> None:
+    """The clouds refuse betas they do not know (Vertex in the header, Bedrock in the body's
+    ``anthropic_beta``) and a system turn without theirs: Apex passes on the betas each takes and
+    moves Claude Code's mid-conversation system message into the system prompt."""
+    cap = json.loads((CLIENTS / f"{capture}.json").read_text())
+    inst = await start_apex({
+        "global": {"retries": {"max_attempts": 1}},
+        "logging": {"level": "error"},
+        "channels": [{"name": kind, **channel(kind, upstream, cloud, tmp_path)}],
+        "routers": [{"name": "r", "vkey": "vk", "channels": [{"name": kind}]}],
+    })
+    body = {**cap["body"], "stream": False}
+    async with aiohttp.ClientSession() as s, s.post(f"{inst.url}/v1/messages?beta=true", data=json.dumps(body),
+                                                    headers={**cap["headers"], "x-api-key": "vk"}) as r:
+        assert r.status == 200, await r.text()
+    sent_to = cloud.last("Predict" if kind == "vertex" else "/invoke")
+    sent = sent_to.json
+    client_betas = cap["headers"]["anthropic-beta"].split(",")
+    betas = sent.get("anthropic_beta") if kind == "bedrock" else sent_to.headers.get("anthropic-beta", "").split(",")
+    assert betas and set(betas) < set(client_betas)  # some pass, not all
+    assert "claude-code-20250219" not in betas and "advanced-tool-use-2025-11-20" not in betas
+    assert [m["role"] for m in sent["messages"]] == [m["role"] for m in body["messages"] if m["role"] != "system"]
+    system_text = json.dumps(sent["system"])
+    moved = next(m["content"] for m in body["messages"] if m["role"] == "system")
+    assert json.dumps(moved if isinstance(moved, str) else moved[0]["text"])[1:60] in system_text
