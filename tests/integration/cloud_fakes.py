@@ -24,6 +24,7 @@ import json
 import struct
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl, quote, unquote
@@ -33,7 +34,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from multidict import CIMultiDict
 
-from tests.integration.fakes import Recorded, fixture_bytes, split_events
+from tests.integration.fakes import FakeUpstream, Recorded, fixture_bytes, split_events
 
 # --- AWS SigV4, from https://docs.aws.amazon.com/IAM/latest/UserGuide/create-signed-request.html
 
@@ -224,8 +225,8 @@ class GoogleTokens(Tokens):
 # --- the services
 
 
-def _anthropic_answer(req: dict[str, Any], stream: bool, model: str) -> list[bytes] | bytes:
-    tools = bool(req.get("tools"))
+def _anthropic_answer(req: dict[str, Any], stream: bool, model: str, *, call_tools: bool = True) -> list[bytes] | bytes:
+    tools = call_tools and bool(req.get("tools"))
     if stream:
         name = "anthropic_messages_stream_tool_use.sse" if tools else "anthropic_messages_stream_text.sse"
         return split_events(fixture_bytes(name))
@@ -295,6 +296,7 @@ class CloudFake:
         self.location = "us-east5"
         self.stream_frames: list[bytes] | None = None  # override the next Bedrock stream's frames
         self.split_frames = True  # send frames split across writes (framing must be reassembled)
+        self.call_tools = True  # Claude answers a request with tools by calling one (False: with text)
         self._runner: web.AppRunner | None = None
 
     @property
@@ -363,13 +365,13 @@ class CloudFake:
         if why is not None:
             return deny(400, "ValidationException", why)
         if action == "invoke":
-            out = _anthropic_answer(req, False, model)
+            out = _anthropic_answer(req, False, model, call_tools=self.call_tools)
             assert isinstance(out, bytes)
             return web.Response(body=out, content_type="application/json")
         frames = self.stream_frames
         self.stream_frames = None
         if frames is None:
-            events = _anthropic_answer(req, True, model)
+            events = _anthropic_answer(req, True, model, call_tools=self.call_tools)
             assert isinstance(events, list)
             frames = [bedrock_chunk(sse_data(e)) for e in events if sse_data(e)]
         resp = web.StreamResponse(headers={"Content-Type": "application/vnd.amazon.eventstream",
@@ -504,7 +506,7 @@ class CloudFake:
                 why = "stream must be true exactly for streamRawPredict"
             if why is not None:
                 return web.json_response({"type": "error", "error": {"type": "invalid_request_error", "message": why}}, status=400)
-            out = _anthropic_answer(req, method == "streamRawPredict", model)
+            out = _anthropic_answer(req, method == "streamRawPredict", model, call_tools=self.call_tools)
             if isinstance(out, list):
                 return await _sse(request, out)
             return web.Response(body=out, content_type="application/json")
@@ -525,3 +527,23 @@ async def _sse(request: web.Request, events: list[bytes]) -> web.StreamResponse:
         await resp.write(e)
     await resp.write_eof()
     return resp
+
+
+def claude_channel(kind: str, upstream: FakeUpstream, cloud: CloudFake, tmp_path: Path) -> dict[str, Any]:
+    """A channel (without its name) reaching Claude through ``kind``: anthropic, deepseek's Anthropic
+    endpoint (on ``upstream``), or Bedrock / Vertex (on ``cloud``, a key or service account set up)."""
+    if kind == "anthropic":
+        return {"provider_type": "anthropic", "base_url": upstream.url, "api_key": "sk-ant"}
+    if kind == "deepseek":
+        return {"provider_type": "deepseek", "base_url": upstream.openai_url, "api_key": "sk-ds",
+                "anthropic_base_url": upstream.url + "/anthropic"}
+    if kind == "bedrock":
+        cloud.bedrock_api_key = "ABSK-test"
+        return {"provider_type": "bedrock", "region": "us-west-2", "base_url": cloud.url, "api_key": "ABSK-test",
+                "model_map": {"*": "us.anthropic.claude-opus-4-5-20251101-v1:0"}}
+    info, public = service_account(cloud.google_tokens.token_uri)
+    cloud.google_tokens.public_key = public
+    path = tmp_path / "sa.json"
+    path.write_text(json.dumps(info))
+    return {"provider_type": "vertex", "project": "proj-1", "location": "us-east5", "base_url": cloud.url,
+            "credentials_file": str(path), "model_map": {"*": "claude-opus-4-5@20251101"}}

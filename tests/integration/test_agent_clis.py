@@ -23,6 +23,8 @@ import pytest
 
 from tests.conftest import StartApex
 from tests.integration.agent_upstream import ANSWER_PREFIX, AgentUpstream
+from tests.integration.cloud_fakes import CloudFake, claude_channel
+from tests.integration.fakes import FakeUpstream
 
 PROMPT = "APEXPROBE: run the shell command 'echo apex-ok' with your shell tool and report its output."
 RUN_TIMEOUT_S = 120.0
@@ -148,6 +150,33 @@ async def test_claude_code_tool_search(kind: str, start_apex: StartApex, tmp_pat
             assert '"WebFetch"' in json.dumps(turns[-1].body.get("tools"))
     finally:
         await fake.stop()
+
+
+@pytest.mark.parametrize("previous", [False, True], ids=["newest", "previous"])
+@pytest.mark.parametrize("kind", ["bedrock", "vertex"])
+async def test_claude_code_on_claude_in_the_clouds(kind: str, previous: bool, start_apex: StartApex, cloud: CloudFake,
+                                                   upstream: FakeUpstream, tmp_path: Path) -> None:
+    """``claude -p`` through Apex to Claude on Bedrock and Vertex, whose fakes refuse what the
+    clouds refuse (betas they do not take, a system turn or deferred tools without theirs):
+    the first request is accepted, no retry needed, and the answer printed."""
+    claude = cli("claude", previous=previous)
+    cloud.call_tools = False  # the fake's Claude answers with text (its tool calls name no tool of Claude Code's)
+    inst = await start_apex({
+        "global": {"retries": {"max_attempts": 1}},
+        "logging": {"level": "error"},
+        "channels": [{"name": kind, **claude_channel(kind, upstream, cloud, tmp_path)}],
+        "routers": [{"name": "r", "vkey": KEY, "channels": [{"name": kind}]}],
+    })
+    env = base_env(tmp_path) | {
+        "ANTHROPIC_BASE_URL": inst.url, "ANTHROPIC_API_KEY": KEY, "DISABLE_TELEMETRY": "1",
+        "DISABLE_ERROR_REPORTING": "1", "DISABLE_AUTOUPDATER": "1", "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+    }
+    work = tmp_path / "work"
+    work.mkdir()
+    code, out, err = await run_cli([claude, "-p", "What is 4200 + 42?", "--output-format", "text"], env, work)
+    assert code == 0 and "4242" in out, f"exit {code}\nstdout: {out[-2000:]}\nstderr: {err[-2000:]}"
+    calls = [r for r in cloud.requests if "/model/" in r.path or "Predict" in r.path]
+    assert len(calls) == 1, [(r.path, r.body[:300]) for r in calls]
 
 
 @pytest.mark.parametrize("kind", ["openai_reasoning", "openai_chat", "openai_compatible", "anthropic", "gemini"])

@@ -18,28 +18,10 @@ import pytest
 
 from tests.conftest import StartApex
 from tests.fixtures import CLIENTS
-from tests.integration.cloud_fakes import CloudFake, service_account
+from tests.integration.cloud_fakes import CloudFake, claude_channel
 from tests.integration.fakes import FakeUpstream
 
 CAPTURE = json.loads((CLIENTS / "claude_code_2_1_332_toolsearch_turn3.json").read_text())
-
-
-def channel(kind: str, upstream: FakeUpstream, cloud: CloudFake, tmp_path: Path) -> dict[str, Any]:
-    if kind == "anthropic":
-        return {"provider_type": "anthropic", "base_url": upstream.url, "api_key": "sk-ant"}
-    if kind == "deepseek":
-        return {"provider_type": "deepseek", "base_url": upstream.openai_url, "api_key": "sk-ds",
-                "anthropic_base_url": upstream.url + "/anthropic"}
-    if kind == "bedrock":
-        cloud.bedrock_api_key = "ABSK-test"
-        return {"provider_type": "bedrock", "region": "us-west-2", "base_url": cloud.url, "api_key": "ABSK-test",
-                "model_map": {"*": "us.anthropic.claude-opus-4-5-20251101-v1:0"}}
-    info, public = service_account(cloud.google_tokens.token_uri)
-    cloud.google_tokens.public_key = public
-    path = tmp_path / "sa.json"
-    path.write_text(json.dumps(info))
-    return {"provider_type": "vertex", "project": "proj-1", "location": "us-east5", "base_url": cloud.url,
-            "credentials_file": str(path), "model_map": {"*": "claude-opus-4-5@20251101"}}
 
 
 def sent_body(kind: str, upstream: FakeUpstream, cloud: CloudFake) -> dict[str, Any]:
@@ -56,7 +38,7 @@ async def test_deferred_tools_resolved_for_upstreams_without_tool_search(
     inst = await start_apex({
         "global": {"retries": {"max_attempts": 1}},
         "logging": {"level": "error"},
-        "channels": [{"name": kind, **channel(kind, upstream, cloud, tmp_path)}],
+        "channels": [{"name": kind, **claude_channel(kind, upstream, cloud, tmp_path)}],
         "routers": [{"name": "r", "vkey": "vk", "channels": [{"name": kind}]}],
     })
     body = {**CAPTURE["body"], "stream": False}
@@ -89,7 +71,7 @@ async def test_claude_code_betas_and_system_turn_on_the_clouds(
     inst = await start_apex({
         "global": {"retries": {"max_attempts": 1}},
         "logging": {"level": "error"},
-        "channels": [{"name": kind, **channel(kind, upstream, cloud, tmp_path)}],
+        "channels": [{"name": kind, **claude_channel(kind, upstream, cloud, tmp_path)}],
         "routers": [{"name": "r", "vkey": "vk", "channels": [{"name": kind}]}],
     })
     body = {**cap["body"], "stream": False}
