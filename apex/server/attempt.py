@@ -35,13 +35,13 @@ from apex.translate.passthrough import (
     strip_reasoning,
     strip_unsigned_thinking,
 )
-from apex.translate.neutral.deferred import without_tool_search
-from apex.upstream.betas import accepted_betas
 from apex.translate.directions.gemini_embeddings import with_upstream_model
+from apex.translate.neutral.deferred import without_tool_search
 from apex.translate.passthrough_gemini import gemini_body_usage
 from apex.translate.write.gemini import GeminiFraming
 from apex.translate.write.embeddings import openai_to_jina_embeddings_request, reencode_embeddings_response
 from apex.types import Dialect
+from apex.upstream.betas import accepted_betas
 from apex.upstream.base import (
     TRANSPORT_ERRORS,
     UpstreamReply,
