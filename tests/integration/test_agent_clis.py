@@ -179,6 +179,31 @@ async def test_claude_code_on_claude_in_the_clouds(kind: str, previous: bool, st
     assert len(calls) == 1, [(r.path, r.body[:300]) for r in calls]
 
 
+@pytest.mark.parametrize("kind", ["bedrock", "vertex"])
+async def test_codex_on_claude_in_the_clouds(kind: str, start_apex: StartApex, cloud: CloudFake, upstream: FakeUpstream,
+                                             tmp_path: Path) -> None:
+    """``codex exec`` through Apex (Responses translated to Messages) to Claude on Bedrock and Vertex."""
+    codex = cli("codex")
+    cloud.call_tools = False
+    inst = await start_apex({
+        "global": {"retries": {"max_attempts": 1}},
+        "logging": {"level": "error"},
+        "channels": [{"name": kind, **claude_channel(kind, upstream, cloud, tmp_path)}],
+        "routers": [{"name": "r", "vkey": KEY, "channels": [{"name": kind}]}],
+    })
+    home = tmp_path / "codex-home"
+    home.mkdir()
+    work = tmp_path / "work"
+    work.mkdir()
+    provider = f'{{name="apex", base_url="{inst.url}/v1", env_key="APEX_KEY", wire_api="responses"}}'
+    code, out, err = await run_cli([codex, "exec", "--skip-git-repo-check", "-c", "model_provider=apex",
+                                    "-c", f"model_providers.apex={provider}", "-c", "analytics.enabled=false",
+                                    "-c", 'otel.exporter="none"', "What is 4200 + 42?"],
+                                   base_env(tmp_path) | {"APEX_KEY": KEY, "CODEX_HOME": str(home)}, work)
+    assert code == 0 and "4242" in out, f"exit {code}\nstdout: {out[-2000:]}\nstderr: {err[-2000:]}"
+    assert len([r for r in cloud.requests if "/model/" in r.path or "Predict" in r.path]) == 1
+
+
 @pytest.mark.parametrize("kind", ["openai_reasoning", "openai_chat", "openai_compatible", "anthropic", "gemini"])
 async def test_codex_turn(kind: str, start_apex: StartApex, tmp_path: Path) -> None:
     """``codex exec`` (default model) runs its shell through Apex and answers, natively on OpenAI and translated elsewhere."""
