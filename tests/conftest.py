@@ -122,6 +122,17 @@ async def start_apex() -> AsyncIterator[StartApex]:
         await inst.runner.cleanup()
 
 
+def one_channel_config(name: str, channel: dict[str, Any], vkey: str) -> dict[str, Any]:
+    """One channel ``name`` (its other keys in ``channel``) behind one router reached with
+    ``vkey``; one attempt per request, logs at error level."""
+    return {
+        "global": {"retries": {"max_attempts": 1}},
+        "logging": {"level": "error"},
+        "channels": [{"name": name, **channel}],
+        "routers": [{"name": "r", "vkey": vkey, "channels": [{"name": name}]}],
+    }
+
+
 def basic_config(upstream: FakeUpstream, **overrides: Any) -> dict[str, Any]:
     """OpenAI + Anthropic channels on the fake upstream, a router with a vkey, a global key."""
     cfg: dict[str, Any] = {

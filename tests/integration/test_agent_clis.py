@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import StartApex
+from tests.conftest import StartApex, one_channel_config
 from tests.integration.agent_upstream import ANSWER_PREFIX, AgentUpstream
 from tests.integration.cloud_fakes import CloudFake, claude_channel
 from tests.integration.fakes import FakeUpstream
@@ -69,12 +69,7 @@ async def serve(kind: str, start_apex: StartApex, *, load_first: str | None = No
     fake = AgentUpstream(mode, load_first=load_first)
     await fake.start()
     base = fake.url + ("/v1" if mode in ("openai", "compat") else "")
-    inst = await start_apex({
-        "global": {"retries": {"max_attempts": 1}},
-        "logging": {"level": "error"},
-        "channels": [{"name": kind, "base_url": base, **channel}],
-        "routers": [{"name": "r", "vkey": KEY, "channels": [{"name": kind}]}],
-    })
+    inst = await start_apex(one_channel_config(kind, {"base_url": base, **channel}, KEY))
     return inst.url, fake
 
 
@@ -161,12 +156,7 @@ async def test_claude_code_on_claude_in_the_clouds(kind: str, previous: bool, st
     the first request is accepted, no retry needed, and the answer printed."""
     claude = cli("claude", previous=previous)
     cloud.call_tools = False  # the fake's Claude answers with text (its tool calls name no tool of Claude Code's)
-    inst = await start_apex({
-        "global": {"retries": {"max_attempts": 1}},
-        "logging": {"level": "error"},
-        "channels": [{"name": kind, **claude_channel(kind, upstream, cloud, tmp_path)}],
-        "routers": [{"name": "r", "vkey": KEY, "channels": [{"name": kind}]}],
-    })
+    inst = await start_apex(one_channel_config(kind, claude_channel(kind, upstream, cloud, tmp_path), KEY))
     env = base_env(tmp_path) | {
         "ANTHROPIC_BASE_URL": inst.url, "ANTHROPIC_API_KEY": KEY, "DISABLE_TELEMETRY": "1",
         "DISABLE_ERROR_REPORTING": "1", "DISABLE_AUTOUPDATER": "1", "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
@@ -185,12 +175,7 @@ async def test_codex_on_claude_in_the_clouds(kind: str, start_apex: StartApex, c
     """``codex exec`` through Apex (Responses translated to Messages) to Claude on Bedrock and Vertex."""
     codex = cli("codex")
     cloud.call_tools = False
-    inst = await start_apex({
-        "global": {"retries": {"max_attempts": 1}},
-        "logging": {"level": "error"},
-        "channels": [{"name": kind, **claude_channel(kind, upstream, cloud, tmp_path)}],
-        "routers": [{"name": "r", "vkey": KEY, "channels": [{"name": kind}]}],
-    })
+    inst = await start_apex(one_channel_config(kind, claude_channel(kind, upstream, cloud, tmp_path), KEY))
     home = tmp_path / "codex-home"
     home.mkdir()
     work = tmp_path / "work"

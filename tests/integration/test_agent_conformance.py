@@ -18,7 +18,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.conftest import StartApex
+from tests.conftest import StartApex, one_channel_config
 from tests.integration.agent_client import TOOL_OUTPUT, capture, is_anthropic, next_turn, send
 from tests.integration.agent_upstream import ANSWER_PREFIX, AgentUpstream
 
@@ -41,16 +41,11 @@ KINDS: dict[str, tuple[str | None, dict[str, Any], str]] = {
 def channel_config(kind: str, fake: AgentUpstream | None) -> dict[str, Any]:
     """A one-channel Apex config for ``kind``; Claude models keep their names on Anthropic."""
     mode, channel, model = KINDS[kind]
-    ch: dict[str, Any] = {"name": kind, **channel}
+    ch: dict[str, Any] = dict(channel)
     if fake is not None:
         ch["base_url"] = fake.url + ("/v1" if mode in ("openai", "compat") else "")
     ch["model_map"] = {"gpt-*": model} if kind == "anthropic" else {"*": model}
-    return {
-        "global": {"retries": {"max_attempts": 1}},
-        "logging": {"level": "error"},
-        "channels": [ch],
-        "routers": [{"name": "r", "vkey": KEY, "channels": [{"name": kind}]}],
-    }
+    return one_channel_config(kind, ch, KEY)
 
 
 @pytest.fixture

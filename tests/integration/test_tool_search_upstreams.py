@@ -16,7 +16,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.conftest import StartApex
+from tests.conftest import StartApex, one_channel_config
 from tests.fixtures import CLIENTS
 from tests.integration.cloud_fakes import CloudFake, claude_channel
 from tests.integration.fakes import FakeUpstream
@@ -35,12 +35,7 @@ def sent_body(kind: str, upstream: FakeUpstream, cloud: CloudFake) -> dict[str, 
 @pytest.mark.parametrize("kind", ["anthropic", "deepseek", "bedrock", "vertex"])
 async def test_deferred_tools_resolved_for_upstreams_without_tool_search(
         kind: str, upstream: FakeUpstream, cloud: CloudFake, start_apex: StartApex, tmp_path: Path) -> None:
-    inst = await start_apex({
-        "global": {"retries": {"max_attempts": 1}},
-        "logging": {"level": "error"},
-        "channels": [{"name": kind, **claude_channel(kind, upstream, cloud, tmp_path)}],
-        "routers": [{"name": "r", "vkey": "vk", "channels": [{"name": kind}]}],
-    })
+    inst = await start_apex(one_channel_config(kind, claude_channel(kind, upstream, cloud, tmp_path), "vk"))
     body = {**CAPTURE["body"], "stream": False}
     headers = {**CAPTURE["headers"], "x-api-key": "vk"}
     async with aiohttp.ClientSession() as s, \
@@ -68,12 +63,7 @@ async def test_claude_code_betas_and_system_turn_on_the_clouds(
     ``anthropic_beta``) and a system turn without theirs: Apex passes on the betas each takes and
     moves Claude Code's mid-conversation system message into the system prompt."""
     cap = json.loads((CLIENTS / f"{capture}.json").read_text())
-    inst = await start_apex({
-        "global": {"retries": {"max_attempts": 1}},
-        "logging": {"level": "error"},
-        "channels": [{"name": kind, **claude_channel(kind, upstream, cloud, tmp_path)}],
-        "routers": [{"name": "r", "vkey": "vk", "channels": [{"name": kind}]}],
-    })
+    inst = await start_apex(one_channel_config(kind, claude_channel(kind, upstream, cloud, tmp_path), "vk"))
     body = {**cap["body"], "stream": False}
     async with aiohttp.ClientSession() as s, s.post(f"{inst.url}/v1/messages?beta=true", data=json.dumps(body),
                                                     headers={**cap["headers"], "x-api-key": "vk"}) as r:
