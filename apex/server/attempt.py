@@ -216,26 +216,24 @@ class Attempt:
         agent = headers.get("User-Agent")
         extra["User-Agent"] = agent if agent is not None and _header_safe(agent) else USER_AGENT
         if plan.forward_anthropic_headers:
+            several = False  # anthropic-beta sent on more than one line (SDKs may send one per beta)
             for name, value in headers.items():
                 if len(name) > 10 and name[:10].lower() == "anthropic-" and _header_safe(value):
-                    extra[name.lower()] = value
-            if "anthropic-beta" in extra and (plan.betas is not None or len(headers.getall("anthropic-beta")) > 1):
-                self._betas(extra)
+                    key = name.lower()
+                    if key == "anthropic-beta" and key in extra:
+                        several = True
+                        value = f"{extra[key]},{value}"
+                    extra[key] = value
+            beta = extra.get("anthropic-beta")
+            if beta is not None and (several or plan.betas is not None):  # one line, cut to what the upstream takes
+                betas = accepted_betas((beta,), plan.betas)
+                if betas:
+                    extra["anthropic-beta"] = ",".join(betas)
+                else:
+                    del extra["anthropic-beta"]
             if "anthropic-version" not in extra:
                 extra["anthropic-version"] = ANTHROPIC_VERSION
         return plan.header_fields_bare + encode_header_fields(extra)
-
-    def _betas(self, extra: dict[str, str]) -> None:
-        """``anthropic-beta`` as one header of every value the client sent (SDKs may send it
-        more than once), cut to what the upstream takes (Vertex refuses unknown betas)."""
-        values = [v for v in self.request.headers.getall("anthropic-beta") if _header_safe(v)]
-        allowed = self.plan.betas
-        betas = (accepted_betas(values, allowed) if allowed is not None
-                 else [b.strip() for v in values for b in v.split(",") if b.strip()])
-        if betas:
-            extra["anthropic-beta"] = ",".join(betas)
-        else:
-            del extra["anthropic-beta"]
 
     def _status_error(self, reply: UpstreamReply, raw: bytes) -> UpstreamStatus:
         """The UpstreamStatus for a non-2xx answer; a native upstream's body is kept for the client."""

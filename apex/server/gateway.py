@@ -313,11 +313,11 @@ class Gateway:
         limiter = self.limiter
         if usage is None or limiter is None:
             return
+        settling = limiter.settle(grant.team_id, grant.limits, grant.charged, usage.total_tokens)
         if limiter.remote:
-            settling = limiter.settle(grant.team_id, grant.limits, grant.charged, usage.total_tokens)
             self._track(asyncio.get_running_loop().create_task(settling, name=f"rate-settle-{grant.team_id}"))
-            return
-        await limiter.settle(grant.team_id, grant.limits, grant.charged, usage.total_tokens)
+        else:
+            await settling
 
     # --- budgets ------------------------------------------------------------------
 

@@ -38,13 +38,13 @@ BEDROCK_BETAS: Final = frozenset({
 })
 
 
-def accepted_betas(values: Iterable[str], allowed: frozenset[str]) -> list[str]:
+def accepted_betas(values: Iterable[str], allowed: frozenset[str] | None) -> list[str]:
     """The betas named in ``values`` (``anthropic-beta`` header values, comma-separated, maybe
-    several) that ``allowed`` holds, each once, in the client's order."""
+    several) that ``allowed`` holds (None: every one), each once, in the client's order."""
     out: list[str] = []
     for value in values:
         for beta in value.split(","):
             beta = beta.strip()
-            if beta in allowed and beta not in out:
+            if beta and (allowed is None or beta in allowed) and beta not in out:
                 out.append(beta)
     return out

@@ -170,3 +170,17 @@ async def test_claude_code_shapes_reach_converse(cloud: CloudFake, start_apex: S
     assert [t["toolSpec"]["name"] for t in body["toolConfig"]["tools"]] == ["ToolSearch", "WebFetch"]
     assert body["messages"][2]["content"] == [
         {"toolResult": {"toolUseId": "tu_1", "content": [{"text": "Tool loaded: WebFetch"}]}}, {"text": "Tool loaded."}]
+
+
+async def test_betas_go_in_the_body_and_a_clients_own_list_wins(cloud: CloudFake, start_apex: StartApex) -> None:
+    """Bedrock takes betas in the body: the header's known ones go there (unknown ones are dropped,
+    Bedrock would refuse them); a client that wrote ``anthropic_beta`` itself keeps its list."""
+    inst = await start_apex(config(cloud))
+    client = ant(inst, "k")
+    hi: list[Any] = [{"role": "user", "content": "hi"}]
+    betas = {"anthropic-beta": "claude-code-20250219,effort-2025-11-24"}
+    await client.messages.create(model="claude-x", max_tokens=50, messages=hi, extra_headers=betas)
+    assert cloud.last("/invoke").json["anthropic_beta"] == ["effort-2025-11-24"]
+    await client.messages.create(model="claude-x", max_tokens=50, messages=hi, extra_headers=betas,
+                                 extra_body={"anthropic_beta": ["context-1m-2025-08-07"]})
+    assert cloud.last("/invoke").json["anthropic_beta"] == ["context-1m-2025-08-07"]
