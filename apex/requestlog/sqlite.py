@@ -33,6 +33,20 @@ _INSERTS: Final = {
 }
 
 
+def _same(value: None) -> None:
+    return value
+
+
+# sqlite3 sends each parameter that is not exactly an int, float or str through its adapter
+# protocol: a registry lookup, then ``__adapt__`` and ``__conform__`` searched on the types.
+# A log row carries ~10 Nones and two bools, and that search was ~40 % of the writer
+# thread's instructions per row. A registered adapter ends it at the registry (measured 5.5
+# -> 4.0 µs per row): None stays None (NULL), a bool becomes the int sqlite3 binds anyway.
+# The registry is process-wide; both are identities for any other user of sqlite3.
+sqlite3.register_adapter(type(None), _same)
+sqlite3.register_adapter(bool, int)
+
+
 def _insert_rows(conn: sqlite3.Connection, rows: Sequence[Row]) -> None:
     """Insert ``rows`` with few statements of the sizes in INSERT_SIZES."""
     start = 0
