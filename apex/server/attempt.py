@@ -168,8 +168,9 @@ class Attempt:
             ex.notices = ctx.notices
             return out
         add_usage = self.ex.stream and plan.add_stream_usage and not self._client_usage
-        if self.mapped or add_usage:
-            body = rewrite_request(body, model=self.upstream_model if self.mapped else None, add_stream_usage=add_usage)
+        rename = self.mapped and plan.model_in_body
+        if rename or add_usage:
+            body = rewrite_request(body, model=self.upstream_model if rename else None, add_stream_usage=add_usage)
         if plan.fix_embedding_encoding:
             body = self._embedding_request(body)
         if plan.strip_unsigned_thinking:

@@ -65,6 +65,9 @@ class ChannelTimeouts:
     stream_idle: float
 
 
+_MODEL_IN_URL: Final = frozenset({Dialect.GEMINI_GENERATE, Dialect.GEMINI_COUNT_TOKENS, Dialect.GEMINI_EMBED})
+
+
 @dataclass(frozen=True, slots=True)
 class UpstreamPlan:
     """How one client dialect reaches this channel."""
@@ -99,6 +102,12 @@ class UpstreamPlan:
     def native(self) -> bool:
         """Client and upstream speak the same protocol: the client's bytes go through."""
         return self.translator is None and self.family != "local"
+
+    @property
+    def model_in_body(self) -> bool:
+        """A renamed model goes into the body's ``model``. Not for Gemini: the model is in
+        the URL, and Gemini refuses a body field it does not know ('Unknown name "model"')."""
+        return self.upstream not in _MODEL_IN_URL
 
     def url_for(self, model: str, stream: bool) -> str:
         """The upstream URL for ``model``. Gemini and the clouds put the model (client input)

@@ -60,7 +60,8 @@ _GEMINI_FIELDS = frozenset({"contents", "systemInstruction", "tools", "toolConfi
 _GEMINI_GENERATION = frozenset({
     "maxOutputTokens", "stopSequences", "temperature", "topP", "topK", "candidateCount", "seed",
     "presencePenalty", "frequencyPenalty", "responseMimeType", "responseJsonSchema", "responseSchema",
-    "thinkingConfig", "responseLogprobs", "logprobs",
+    "thinkingConfig", "responseLogprobs", "logprobs", "responseModalities", "speechConfig", "mediaResolution",
+    "imageConfig", "enableEnhancedCivicAnswers", "routingConfig",  # the rest of GenerationConfig (pydantic-ai sends responseModalities)
 })
 _RESPONSES_ITEMS = frozenset({"message", "function_call", "function_call_output", "reasoning",
                               "additional_tools", "custom_tool_call", "custom_tool_call_output",
@@ -163,7 +164,7 @@ class AgentUpstream:
         if path.endswith("/v1/messages"):
             body: dict[str, Any] = {"type": "error", "error": {"type": "invalid_request_error", "message": message},
                                     "request_id": "req_fake"}
-        elif "generateContent" in path:
+        elif ":generateContent" in path or ":streamGenerateContent" in path:
             body = {"error": {"code": 400, "message": message, "status": "INVALID_ARGUMENT"}}
         else:
             body = {"error": {"message": message, "type": "invalid_request_error", "param": None, "code": None}}
@@ -506,7 +507,9 @@ def _responses_events(resp: dict[str, Any]) -> list[tuple[str | None, dict[str, 
     ev("response.created", response=skeleton)
     ev("response.in_progress", response=skeleton)
     for i, item in enumerate(resp["output"]):
-        ev("response.output_item.added", output_index=i, item={**item, "status": "in_progress"})
+        # As OpenAI does: the added item is empty (no content, arguments or input yet); the deltas fill it.
+        empty = {"message": {"content": []}, "custom_tool_call": {"input": ""}}.get(item["type"], {"arguments": ""})
+        ev("response.output_item.added", output_index=i, item={**item, "status": "in_progress", **empty})
         if item["type"] == "message":
             text = item["content"][0]["text"]
             ev("response.output_text.delta", item_id=item["id"], output_index=i, content_index=0, delta=text, logprobs=[])

@@ -34,7 +34,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from multidict import CIMultiDict
 
-from tests.integration.fakes import FakeUpstream, Recorded, fixture_bytes, split_events
+from tests.integration.fakes import FakeUpstream, Recorded, fixture_bytes, gemini_unknown_field, split_events
 
 # --- AWS SigV4, from https://docs.aws.amazon.com/IAM/latest/UserGuide/create-signed-request.html
 
@@ -512,6 +512,10 @@ class CloudFake:
             return web.Response(body=out, content_type="application/json")
         if info["publisher"] != "google" or method not in ("generateContent", "streamGenerateContent"):
             return web.json_response({"error": {"code": 404, "message": "method", "status": "NOT_FOUND"}}, status=404)
+        unknown = gemini_unknown_field(request.path, req)
+        if unknown is not None:
+            message = f'Invalid JSON payload received. Unknown name "{unknown}": Cannot find field.'
+            return web.json_response({"error": {"code": 400, "message": message, "status": "INVALID_ARGUMENT"}}, status=400)
         if method == "streamGenerateContent":
             if request.query.get("alt") != "sse":
                 return web.json_response({"error": {"code": 400, "message": "use alt=sse", "status": "INVALID_ARGUMENT"}}, status=400)

@@ -223,6 +223,11 @@ class FakeUpstream:
             obj = json.loads(fixture_bytes(name))
             obj["model"] = model
             return Behaviour(body=json.dumps(obj).encode())
+        unknown = gemini_unknown_field(path, req)
+        if unknown is not None:  # Gemini's JSON parser refuses a field its request message lacks
+            message = f'Invalid JSON payload received. Unknown name "{unknown}": Cannot find field.'
+            return Behaviour(status=400, body=json.dumps(
+                {"error": {"code": 400, "message": message, "status": "INVALID_ARGUMENT"}}).encode())
         if ":streamGenerateContent" in path:
             name = "gemini_stream_function_call.sse" if req.get("tools") else "gemini_stream.sse"
             return Behaviour(content_type="text/event-stream", events=split_events(fixture_bytes(name)))
@@ -237,3 +242,23 @@ class FakeUpstream:
         if ":countTokens" in path:
             return Behaviour(body=b'{"totalTokens": 31}')
         return Behaviour(status=404, body=b'{"error":{"message":"no such path","type":"invalid_request_error"}}')
+
+
+# The top-level fields of each Gemini request message (camelCase, and the proto names the
+# API accepts as well): any other one is refused, as Google's JSON parser does.
+_GEMINI_FIELDS: dict[str, frozenset[str]] = {
+    "GenerateContent": frozenset({"contents", "systemInstruction", "system_instruction", "tools", "toolConfig",
+                                  "tool_config", "generationConfig", "generation_config", "safetySettings",
+                                  "safety_settings", "cachedContent", "cached_content", "labels"}),
+    "countTokens": frozenset({"contents", "generateContentRequest", "generate_content_request"}),
+    "batchEmbedContents": frozenset({"requests"}),
+}
+
+
+def gemini_unknown_field(path: str, req: object) -> str | None:
+    """The first top-level field a Gemini method's request does not have, else None."""
+    method = path.rpartition(":")[2] if ":" in path else ""
+    known = _GEMINI_FIELDS.get("GenerateContent" if method.endswith("enerateContent") else method)
+    if known is None or not isinstance(req, dict):
+        return None
+    return next((name for name in req if name not in known), None)

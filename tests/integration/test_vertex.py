@@ -9,6 +9,8 @@ from typing import Any
 
 import anthropic
 import pytest
+from google import genai
+from google.genai import types
 
 from tests.conftest import StartApex, ant
 from tests.integration.cloud_clients import PROTOCOLS, TOOL, answered, ask
@@ -88,3 +90,29 @@ async def test_a_jwt_signed_with_the_wrong_key_is_refused(cloud: CloudFake, star
         await ant(inst, "k").messages.create(model=CLAUDE, max_tokens=10, messages=[{"role": "user", "content": "hi"}])
     assert err.value.status_code == 502 and "no valid Google access token" in str(err.value)
     assert not [r for r in cloud.requests if "/publishers/" in r.path]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_gemini_client_alias_reaches_vertex_in_the_url_only(
+        cloud: CloudFake, start_apex: StartApex, tmp_path: Path, stream: bool) -> None:
+    """A Gemini client's model alias goes to Vertex as the mapped model in the URL and the body stays as sent:
+    Gemini refuses a body with a ``model`` field ('Unknown name "model"'), which a renamed model once added."""
+    cfg = config(cloud, tmp_path)
+    cfg["channels"][0]["model_map"] = {"gm-alias": GEMINI}
+    inst = await start_apex(cfg)
+    client = genai.Client(api_key="k", http_options=types.HttpOptions(
+        base_url=inst.url, retry_options=types.HttpRetryOptions(attempts=1)))
+    try:
+        question = "What is the capital of France?"
+        if stream:
+            chunks = [c async for c in await client.aio.models.generate_content_stream(model="gm-alias", contents=question)]
+            text = "".join(c.text or "" for c in chunks)
+        else:
+            text = (await client.aio.models.generate_content(model="gm-alias", contents=question)).text or ""
+    finally:
+        await client.aio.aclose()
+    assert answered(text)
+    sent = cloud.last("/publishers/")
+    method = "streamGenerateContent" if stream else "generateContent"
+    assert sent.path == f"/v1/projects/proj-1/locations/us-east5/publishers/google/models/{GEMINI}:{method}"
+    assert "model" not in sent.json and sent.json["contents"][0]["parts"][0]["text"] == question
