@@ -23,7 +23,7 @@ from typing import Final, Literal
 
 from apex.glob import compile_glob
 
-__all__ = ["BUILTIN", "CapabilityRow", "CapabilityTable", "ModelCaps", "NO_CAPS"]
+__all__ = ["BUILTIN", "SAMPLING_FIELDS", "CapabilityRow", "CapabilityTable", "ModelCaps", "NO_CAPS"]
 
 Knob = Literal["effort", "budget", "adaptive"]
 MaxTokensField = Literal["max_tokens", "max_completion_tokens"]
@@ -40,6 +40,12 @@ class ModelCaps:
     json_schema: bool = False  # Anthropic output_config.format (structured outputs)
     known: bool = True  # False: no row matched; Apex changes nothing it would change for a known model
 
+    @property
+    def refuses_sampling(self) -> bool:
+        """OpenAI's reasoning models (the ones taking ``max_completion_tokens``) answer 400 to
+        ``temperature`` / ``top_p`` other than the default, whether reasoning was asked for or not."""
+        return self.max_tokens_field == "max_completion_tokens"
+
     def effort(self, wanted: str) -> str:
         """``wanted`` if the model accepts it, else the nearest accepted value."""
         if wanted in self.efforts:
@@ -53,6 +59,7 @@ class ModelCaps:
 
 
 NO_CAPS: Final = ModelCaps(known=False)
+SAMPLING_FIELDS: Final = ("temperature", "top_p")  # dropped for a model that ``refuses_sampling``
 _EFFORT: Final[frozenset[Knob]] = frozenset({"effort"})
 _BUDGET: Final[frozenset[Knob]] = frozenset({"budget"})
 _ADAPTIVE: Final[frozenset[Knob]] = frozenset({"budget", "adaptive"})

@@ -16,6 +16,7 @@ from typing import Final
 import msgspec
 
 from apex.errors import InvalidRequest, UpstreamMalformed
+from apex.translate.capabilities import SAMPLING_FIELDS, ModelCaps
 from apex.translate.passthrough_gemini import observe_gemini_chunk
 from apex.sse import SseEvent, SseParser, encode_event
 from apex.translate.neutral.usage import (
@@ -33,8 +34,10 @@ __all__ = [
     "body_usage",
     "rewrite_request",
     "rewrite_response_model",
+    "fit_chat_request",
     "strip_reasoning",
     "strip_unsigned_thinking",
+    "without_sampling",
 ]
 
 _TOP = msgspec.json.Decoder(dict[str, msgspec.Raw])
@@ -125,6 +128,41 @@ def _drop_thinking_edits(top: dict[str, msgspec.Raw]) -> None:
         top["context_management"] = msgspec.Raw(_ENC.encode(cm))
     else:
         del top["context_management"]
+
+
+def fit_chat_request(body: bytes, caps: ModelCaps) -> bytes:
+    """A Chat request whose model Apex renamed, made one the new model takes (OpenAI answers
+    400 otherwise): a reasoning model gets ``max_completion_tokens`` for ``max_tokens`` and
+    no ``temperature`` / ``top_p`` (as the translators do); a model the capability table
+    knows does not reason gets no ``reasoning_effort``. Unchanged bytes when nothing applies."""
+    if caps.refuses_sampling:
+        if body.find(b'"max_tokens"') < 0 and body.find(b'"temperature"') < 0 and body.find(b'"top_p"') < 0:
+            return body
+        top = _TOP.decode(body)
+        limit = top.pop("max_tokens", None)
+        changed = limit is not None
+        if limit is not None and "max_completion_tokens" not in top:
+            top["max_completion_tokens"] = limit
+        for key in SAMPLING_FIELDS:
+            changed = top.pop(key, None) is not None or changed
+        return _ENC.encode(top) if changed else body
+    if caps.known and not caps.reasons and body.find(b'"reasoning_effort"') >= 0:
+        top = _TOP.decode(body)
+        if top.pop("reasoning_effort", None) is not None:
+            return _ENC.encode(top)
+    return body
+
+
+def without_sampling(body: bytes) -> bytes:
+    """A Responses request without ``temperature`` / ``top_p``, for a reasoning model a
+    renamed one turned out to be (OpenAI answers 400 to them there)."""
+    if body.find(b'"temperature"') < 0 and body.find(b'"top_p"') < 0:
+        return body
+    top = _TOP.decode(body)
+    changed = False
+    for key in SAMPLING_FIELDS:
+        changed = top.pop(key, None) is not None or changed
+    return _ENC.encode(top) if changed else body
 
 
 def strip_reasoning(body: bytes) -> bytes:

@@ -183,8 +183,10 @@ class AgentUpstream:
                 if "max_tokens" in req:
                     raise Refused("Unsupported parameter: 'max_tokens' is not supported with this model. "
                                   "Use 'max_completion_tokens' instead.")
-                if req.get("temperature") not in (None, 1):
-                    raise Refused("Unsupported value: 'temperature' does not support 0 with this model.")
+                for key in ("temperature", "top_p"):
+                    if req.get(key) not in (None, 1):
+                        raise Refused(f"Unsupported value: '{key}' does not support {req[key]} with this model. "
+                                      "Only the default (1) value is supported.")
             elif "reasoning_effort" in req:
                 raise Refused("Unrecognized request argument supplied: reasoning_effort")
         if req.get("reasoning_effort") not in (None, "none", "minimal", "low", "medium", "high", "xhigh"):
@@ -248,6 +250,10 @@ class AgentUpstream:
         model = str(req.get("model", ""))
         if not openai_reasoner(model) and isinstance(req.get("reasoning"), dict) and req["reasoning"].get("effort"):
             raise Refused("Unsupported parameter: 'reasoning.effort' is not supported with this model.")
+        if openai_reasoner(model):
+            for key in ("temperature", "top_p"):
+                if req.get(key) not in (None, 1):
+                    raise Refused(f"Unsupported parameter: '{key}' is not supported with this model.")
         tools: list[Any] = list(req.get("tools") or [])
         items = req.get("input")
         last_result: str | None = None
@@ -362,6 +368,7 @@ class AgentUpstream:
 
     async def _gemini(self, request: web.Request, req: dict[str, Any], path: str) -> web.StreamResponse:
         model = path.split("/models/", 1)[1].split(":", 1)[0]
+        req = _camel_gemini(req)
         for key in req:
             if key not in _GEMINI_FIELDS:
                 raise Refused(f'Invalid JSON payload received. Unknown name "{key}": Cannot find field.')
@@ -405,6 +412,29 @@ class AgentUpstream:
 
 
 # --- one agent step ---------------------------------------------------------------------
+
+
+def _camel(key: str) -> str:
+    head, *rest = key.split("_")
+    return head + "".join(w[:1].upper() + w[1:] for w in rest)
+
+
+def _camel_gemini(req: dict[str, Any]) -> dict[str, Any]:
+    """The request with Gemini's proto field names (``system_instruction``, ``function_declarations``,
+    ``max_output_tokens``...) in their JSON spelling: Google accepts both; LiteLLM sends the former.
+    Only the message structure is renamed, never arguments, schemas or function responses."""
+    out = {_camel(k): v for k, v in req.items()}
+    if isinstance(out.get("generationConfig"), dict):
+        out["generationConfig"] = {_camel(k): v for k, v in out["generationConfig"].items()}
+    if isinstance(out.get("tools"), list):
+        out["tools"] = [{_camel(k): v for k, v in t.items()} if isinstance(t, dict) else t for t in out["tools"]]
+    if isinstance(out.get("contents"), list):
+        out["contents"] = [
+            {**c, "parts": [{_camel(k): v for k, v in p.items()} if isinstance(p, dict) else p for p in c["parts"]]}
+            if isinstance(c, dict) and isinstance(c.get("parts"), list) else c
+            for c in out["contents"]
+        ]
+    return out
 
 
 @dataclass
@@ -508,7 +538,8 @@ def _responses_events(resp: dict[str, Any]) -> list[tuple[str | None, dict[str, 
     ev("response.in_progress", response=skeleton)
     for i, item in enumerate(resp["output"]):
         # As OpenAI does: the added item is empty (no content, arguments or input yet); the deltas fill it.
-        empty = {"message": {"content": []}, "custom_tool_call": {"input": ""}}.get(item["type"], {"arguments": ""})
+        empties: dict[str, dict[str, Any]] = {"message": {"content": []}, "custom_tool_call": {"input": ""}}
+        empty = empties.get(item["type"], {"arguments": ""})
         ev("response.output_item.added", output_index=i, item={**item, "status": "in_progress", **empty})
         if item["type"] == "message":
             text = item["content"][0]["text"]

@@ -13,7 +13,10 @@ from typing import Any
 
 import aiohttp
 import anthropic
+import openai
 import pytest
+from google import genai
+from google.genai import types as genai_types
 
 from tests.conftest import StartApex
 from tests.integration.agent_client import capture, next_turn, send
@@ -141,6 +144,61 @@ async def test_channel_capability_override(
     assert (await run(session, inst2.url, "compat", "claude_code_default_turn1")).status == 200
     sent = last(fakes["compat"]).body  # built in: deepseek-reasoner thinks on its own, no knob
     assert "reasoning_effort" not in sent and sent["max_tokens"] == 64000
+
+
+async def test_renamed_chat_model_gets_the_fields_it_takes(fakes: dict[str, AgentUpstream], start_apex: StartApex) -> None:
+    """A Chat request for gpt-4.1 (max_tokens, temperature) that a model_map sends to gpt-5-mini reaches it with
+    max_completion_tokens and no sampling settings; one with reasoning_effort renamed to gpt-4.1 loses the knob.
+    Without the fit OpenAI answers 400 (LiteLLM's and the OpenAI SDK's defaults for gpt-4.1 hit it)."""
+    inst = await start_apex(config(fakes))
+    messages: Any = [{"role": "user", "content": "Say hi."}]
+    to_reasoner = openai.AsyncOpenAI(base_url=inst.url + "/v1", api_key="vk-oa-reasoning", max_retries=0)
+    to_chat = openai.AsyncOpenAI(base_url=inst.url + "/v1", api_key="vk-oa-chat", max_retries=0)
+    try:
+        answer = await to_reasoner.chat.completions.create(model="gpt-4.1", messages=messages, max_tokens=300,
+                                                           temperature=0.2, top_p=0.9)
+        assert answer.choices[0].message.content and answer.model == "gpt-4.1"  # the client's name on the way back
+        sent = last(fakes["openai"]).body
+        assert sent["model"] == "gpt-5-mini" and sent["max_completion_tokens"] == 300
+        assert "max_tokens" not in sent and "temperature" not in sent and "top_p" not in sent
+        await to_reasoner.chat.completions.create(model="gpt-4.1", messages=messages, max_tokens=300,
+                                                  max_completion_tokens=500)
+        sent = last(fakes["openai"]).body
+        assert sent["max_completion_tokens"] == 500 and "max_tokens" not in sent  # the client's own limit wins
+        await to_chat.chat.completions.create(model="o4-mini", messages=messages, reasoning_effort="high",
+                                              max_completion_tokens=300, temperature=0.3)
+        sent = last(fakes["openai"]).body
+        assert sent["model"] == "gpt-4.1" and "reasoning_effort" not in sent
+        assert sent["max_completion_tokens"] == 300 and sent["temperature"] == 0.3  # what gpt-4.1 takes stays
+        # Responses pass-through: max_output_tokens suits both; the sampling settings go for the reasoner.
+        await to_reasoner.responses.create(model="gpt-4.1", input="Say hi.", temperature=0.2, top_p=0.5,
+                                           max_output_tokens=300)
+        sent = last(fakes["openai"]).body
+        assert sent["model"] == "gpt-5-mini" and sent["max_output_tokens"] == 300
+        assert "temperature" not in sent and "top_p" not in sent
+    finally:
+        await to_reasoner.close()
+        await to_chat.close()
+    assert fakes["openai"].refusals == []
+
+
+async def test_gemini_client_sampling_reaches_a_reasoning_model_without_it(
+        fakes: dict[str, AgentUpstream], start_apex: StartApex) -> None:
+    """A Gemini client's temperature/topP (LangChain sends a temperature by default) are dropped for gpt-5-mini,
+    which refuses them, and kept for gpt-4.1."""
+    inst = await start_apex(config(fakes))
+    cfg = genai_types.GenerateContentConfig(temperature=0.2, top_p=0.5, max_output_tokens=200)
+    for channel, kept in (("oa-reasoning", False), ("oa-chat", True)):
+        client = genai.Client(api_key=f"vk-{channel}", http_options=genai_types.HttpOptions(
+            base_url=inst.url, retry_options=genai_types.HttpRetryOptions(attempts=1)))
+        try:
+            answer = await client.aio.models.generate_content(model="gemini-x", contents="Say hi.", config=cfg)
+        finally:
+            await client.aio.aclose()
+        assert answer.candidates
+        sent = last(fakes["openai"]).body
+        assert ("temperature" in sent and "top_p" in sent) is kept and ("temperature" in sent or "top_p" in sent) is kept
+    assert fakes["openai"].refusals == []
 
 
 # --- 4. structured output ------------------------------------------------------------------

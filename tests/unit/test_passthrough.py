@@ -9,11 +9,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from apex.errors import InvalidRequest, UpstreamMalformed
+from apex.translate.capabilities import CapabilityTable
 from apex.types import Dialect
 from apex.translate.passthrough import (
     PassthroughStream,
     _plain_openai_chunk,
     body_usage,
+    fit_chat_request,
     rewrite_request,
     rewrite_response_model,
     strip_unsigned_thinking,
@@ -168,3 +170,30 @@ def test_plain_chunk_shortcut_is_not_taken_for_what_must_be_observed() -> None:
                   b'data: {"choices":[]}\r\n\r\n', b'data: {"choices":[]}\n', b": ping\n\n"):
         assert not _plain_openai_chunk(chunk), chunk
     assert _plain_openai_chunk(b'data: {"choices":[{"delta":{"content":"hi"},"finish_reason":null}]}\n\n')
+
+
+_OPENAI_CAPS = CapabilityTable("openai")
+
+
+def test_fit_chat_request_to_a_reasoning_model() -> None:
+    """max_tokens becomes max_completion_tokens (the client's own one wins), sampling settings go, the rest keeps its bytes."""
+    caps = _OPENAI_CAPS.lookup("gpt-5-mini")
+    body = b'{"model":"gpt-5-mini","messages":[{"role":"user","content":"a  \\u00e9"}],"max_tokens":300,"temperature":0.2,"top_p":1}'
+    out = fit_chat_request(body, caps)
+    assert json.loads(out) == {"model": "gpt-5-mini", "messages": [{"role": "user", "content": "a  \u00e9"}],
+                               "max_completion_tokens": 300}
+    assert b'"content":"a  \\u00e9"' in out
+    both = fit_chat_request(b'{"max_tokens":1,"max_completion_tokens":2}', caps)
+    assert json.loads(both) == {"max_completion_tokens": 2}
+    plain = b'{"model":"gpt-5-mini","messages":[],"max_completion_tokens":5}'
+    assert fit_chat_request(plain, caps) is plain  # nothing to change: the same bytes object, no re-encode
+    quoted = b'{"messages":[{"role":"user","content":"say \\"max_tokens\\""}]}'
+    assert fit_chat_request(quoted, caps) is quoted  # the name inside a message is not a field
+
+
+def test_fit_chat_request_to_a_chat_model_and_an_unknown_one() -> None:
+    """A known non-reasoning model loses reasoning_effort and keeps its sampling; an unknown model keeps everything."""
+    body = b'{"model":"gpt-4.1","reasoning_effort":"high","temperature":0.3,"max_tokens":10}'
+    assert json.loads(fit_chat_request(body, _OPENAI_CAPS.lookup("gpt-4.1"))) == {
+        "model": "gpt-4.1", "temperature": 0.3, "max_tokens": 10}
+    assert fit_chat_request(body, _OPENAI_CAPS.lookup("my-local-model")) is body

@@ -38,6 +38,7 @@ import msgspec
 from apex.errors import InvalidRequest
 from apex.tokens import estimate_tokens
 from apex.translate.base import StreamTranslator, TranslateContext, decode_json_object
+from apex.translate.capabilities import SAMPLING_FIELDS
 from apex.translate.neutral.deferred import TOOL_REFERENCE, is_declared, loaded_tools, reference_text
 from apex.translate.neutral.parts import PipedStream
 from apex.translate.neutral.reply import anthropic_body, encode_body, reply_from_openai
@@ -49,6 +50,7 @@ __all__ = [
     "MAX_TOKENS_FIELD_KEY",
     "AnthropicToOpenAI",
     "anthropic_to_openai_request",
+    "drop_refused_sampling",
     "max_tokens_field",
     "reasoning_effort_for",
     "response_format_for",
@@ -69,6 +71,13 @@ def max_tokens_field(ctx: TranslateContext) -> str:
     if forced in ("max_tokens", "max_completion_tokens"):
         return str(forced)
     return ctx.caps.max_tokens_field
+
+
+def drop_refused_sampling(out: Json, ctx: TranslateContext) -> None:
+    """Remove the sampling settings an OpenAI reasoning model refuses (capability table)."""
+    if ctx.caps.refuses_sampling:
+        for key in SAMPLING_FIELDS:
+            out.pop(key, None)
 
 
 def reasoning_effort_for(ctx: TranslateContext, thinking: object, output_config: object) -> str | None:
@@ -140,9 +149,7 @@ def anthropic_to_openai_request(req: Json, ctx: TranslateContext) -> Json:
     effort = reasoning_effort_for(ctx, req.get("thinking"), req.get("output_config"))
     if effort is not None:
         out["reasoning_effort"] = effort
-        if ctx.caps.max_tokens_field == "max_completion_tokens":
-            out.pop("temperature", None)  # OpenAI reasoning models refuse sampling settings
-            out.pop("top_p", None)
+    drop_refused_sampling(out, ctx)
     response_format = response_format_for(req.get("output_config"))
     if response_format is not None:
         out["response_format"] = response_format

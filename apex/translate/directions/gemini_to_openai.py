@@ -22,7 +22,7 @@ import msgspec
 
 from apex.errors import InvalidRequest
 from apex.translate.base import StreamTranslator, TranslateContext
-from apex.translate.directions.anthropic_to_openai import max_tokens_field
+from apex.translate.directions.anthropic_to_openai import drop_refused_sampling, max_tokens_field
 from apex.translate.request.gemini_conversation import Call, Conversation, Item, Media, Result, Text, Thought, read_gemini_request
 from apex.translate.neutral.parts import PipedStream
 from apex.translate.request.responses_tools import DROPPED_TOOLS_HEADER
@@ -108,6 +108,7 @@ def gemini_to_openai_request(conv: Conversation, ctx: TranslateContext) -> Json:
                        ("frequency_penalty", conv.frequency_penalty)):
         if value is not None:
             out[key] = value
+    drop_refused_sampling(out, ctx)
     if conv.stop:
         out["stop"] = conv.stop[:4]  # OpenAI's limit
     if conv.json_output:

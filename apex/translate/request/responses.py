@@ -20,7 +20,7 @@ from __future__ import annotations
 from typing import Final
 
 from apex.errors import InvalidRequest
-from apex.translate.directions.anthropic_to_openai import max_tokens_field
+from apex.translate.directions.anthropic_to_openai import drop_refused_sampling, max_tokens_field
 from apex.translate.base import TranslateContext
 from apex.translate.write.responses import ECHO_KEY
 from apex.translate.request.responses_tools import chat_tools, input_call
@@ -98,11 +98,9 @@ def responses_to_chat_request(req: Json, ctx: TranslateContext, *, web_search: b
         effort = reasoning.get("effort") if isinstance(reasoning, dict) else None
         if isinstance(effort, str):
             out["reasoning_effort"] = caps.effort(effort)
-        if caps.max_tokens_field == "max_completion_tokens":
-            out.pop("temperature", None)  # OpenAI reasoning models refuse sampling settings
-            out.pop("top_p", None)
     elif isinstance(reasoning, dict) and isinstance(reasoning.get("effort"), str) and caps.knobs:
         out["reasoning_effort"] = reasoning["effort"]  # for the Anthropic and Gemini hops to map
+    drop_refused_sampling(out, ctx)
     if req.get("stream"):
         out["stream"] = True
         out["stream_options"] = {"include_usage": True}

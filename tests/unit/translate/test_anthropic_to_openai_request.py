@@ -59,6 +59,19 @@ def test_tools_choice_stream_and_thinking() -> None:
     assert out["stop"] == ["X"] and out["user"] == "u"
 
 
+@pytest.mark.parametrize("thinking", [None, {"type": "enabled", "budget_tokens": 5000}])
+def test_sampling_dropped_for_a_reasoning_model_with_or_without_thinking(thinking: dict[str, Any] | None) -> None:
+    """gpt-5 refuses temperature/top_p whether or not reasoning was asked for; gpt-4.1 keeps them."""
+    req: dict[str, Any] = {"model": "m", "max_tokens": 100, "temperature": 0.2, "top_p": 0.5,
+                           "messages": [{"role": "user", "content": "x"}]}
+    if thinking is not None:
+        req["thinking"] = thinking
+    out = translate(req, caps=CapabilityTable("openai").lookup("gpt-5-mini"))
+    assert "temperature" not in out and "top_p" not in out and out["max_completion_tokens"] == 100
+    kept = translate(req, caps=CapabilityTable("openai").lookup("gpt-4.1"))
+    assert kept["temperature"] == 0.2 and kept["top_p"] == 0.5 and kept["max_tokens"] == 100
+
+
 def test_max_tokens_field_from_context() -> None:
     """ctx.extras max_tokens_field selects max_completion_tokens."""
     ctx = make_ctx()
