@@ -32,6 +32,7 @@ SHELL_TOOLS: dict[str, dict[str, Any]] = {
     "exec_command": {"cmd": COMMAND},
     "shell": {"command": ["bash", "-lc", COMMAND]},
     "shell_command": {"command": COMMAND},
+    "bash": {"command": COMMAND, "description": "Print apex-ok"},  # opencode
     "local_shell": {"command": ["bash", "-lc", COMMAND]},
 }
 # Codex's code-mode tool: freeform JavaScript that calls its nested tools (flattened name).
