@@ -31,6 +31,7 @@ from apex.translate import TranslateContext
 from apex.translate.passthrough import (
     body_usage,
     fit_chat_request,
+    fit_messages_request,
     rewrite_request,
     rewrite_response_model,
     strip_reasoning,
@@ -183,15 +184,19 @@ class Attempt:
             body = _with_body_betas(body, accepted_betas(self.request.headers.getall("anthropic-beta", ()), plan.betas))
         if plan.upstream is Dialect.GEMINI_EMBED:
             body = with_upstream_model(body, self.upstream_model)  # Gemini checks requests[].model
-        if plan.caps is not None:  # native OpenAI: the request fitted to the upstream model's capabilities
-            if plan.upstream is Dialect.OPENAI_RESPONSES:  # a known non-reasoning model gets no reasoning
+        if plan.caps is not None:  # native: the request fitted to the upstream model's capabilities
+            upstream = plan.upstream
+            if upstream is Dialect.OPENAI_RESPONSES:  # a known non-reasoning model gets no reasoning
                 caps = plan.caps.lookup(self.upstream_model)
                 if caps.known and not caps.reasons:
                     body = strip_reasoning(body)
                 elif rename and caps.refuses_sampling:
                     body = without_sampling(body)
-            elif rename:  # Chat: the client's fields suit the model it named; a renamed one may want others
-                body = fit_chat_request(body, plan.caps.lookup(self.upstream_model))
+            elif rename:  # the client's fields suit the model it named; a renamed one may want others
+                if upstream is Dialect.OPENAI_CHAT:
+                    body = fit_chat_request(body, plan.caps.lookup(self.upstream_model))
+                elif self.upstream_model.startswith("claude-"):  # the table knows Anthropic's own names only
+                    body = fit_messages_request(body, plan.caps.lookup(self.upstream_model))
         return body
 
     def _embedding_request(self, body: bytes) -> bytes:

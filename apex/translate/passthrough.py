@@ -17,6 +17,7 @@ import msgspec
 
 from apex.errors import InvalidRequest, UpstreamMalformed
 from apex.translate.capabilities import SAMPLING_FIELDS, ModelCaps
+from apex.translate.directions.openai_to_anthropic import budget_within
 from apex.translate.passthrough_gemini import observe_gemini_chunk
 from apex.sse import SseEvent, SseParser, encode_event
 from apex.translate.neutral.usage import (
@@ -35,6 +36,7 @@ __all__ = [
     "rewrite_request",
     "rewrite_response_model",
     "fit_chat_request",
+    "fit_messages_request",
     "strip_reasoning",
     "strip_unsigned_thinking",
     "without_sampling",
@@ -109,6 +111,42 @@ def strip_unsigned_thinking(body: bytes) -> bytes:
                 ]
         top["messages"] = msgspec.Raw(_ENC.encode(messages))
     if disable:
+        del top["thinking"]
+        _drop_thinking_edits(top)
+    return _ENC.encode(top)
+
+
+def fit_messages_request(body: bytes, caps: ModelCaps) -> bytes:
+    """A Messages request whose model Apex renamed to a ``claude-*`` model before 4.6, made
+    one that model takes: adaptive thinking (Claude Code's default on new models; older ones
+    answer 400 to it) becomes a budget from ``output_config.effort`` (``budget_within``:
+    inside the client's max_tokens) where the model thinks, else no thinking. The effort goes
+    with it (it steered the adaptive thinking), and so do the ``clear_thinking`` context
+    edits when thinking is off. Unchanged bytes when nothing applies."""
+    if "adaptive" in caps.knobs or body.find(b'"adaptive"') < 0:
+        return body
+    top = _TOP.decode(body)
+    raw = top.get("thinking")
+    thinking = msgspec.json.decode(raw) if raw is not None else None
+    if not (isinstance(thinking, dict) and thinking.get("type") == "adaptive"):
+        return body
+    effort = None
+    raw = top.get("output_config")
+    config = msgspec.json.decode(raw) if raw is not None else None
+    if isinstance(config, dict) and "effort" in config:
+        effort = config.pop("effort")
+        if config:
+            top["output_config"] = msgspec.Raw(_ENC.encode(config))
+        else:
+            del top["output_config"]
+    raw = top.get("max_tokens")
+    max_tokens = msgspec.json.decode(raw) if raw is not None else None
+    budget = None
+    if caps.reasons and "budget" in caps.knobs and isinstance(max_tokens, int):
+        budget = budget_within(effort if isinstance(effort, str) else "high", max_tokens)
+    if budget is not None:
+        top["thinking"] = msgspec.Raw(_ENC.encode({"type": "enabled", "budget_tokens": budget}))
+    else:
         del top["thinking"]
         _drop_thinking_edits(top)
     return _ENC.encode(top)

@@ -65,8 +65,10 @@ class ChannelTimeouts:
     stream_idle: float
 
 
-# Native OpenAI dialects whose requests are fitted to the upstream model (Attempt._upstream_body).
-_FITTED_NATIVE: Final = frozenset({Dialect.OPENAI_CHAT, Dialect.OPENAI_RESPONSES})
+# Native dialects whose requests are fitted to the upstream model (Attempt._upstream_body), by the
+# upstream family whose capability rows apply.
+_FITTED_NATIVE: Final = {Dialect.OPENAI_CHAT: "openai", Dialect.OPENAI_RESPONSES: "openai",
+                         Dialect.ANTHROPIC_MESSAGES: "anthropic"}
 _MODEL_IN_URL: Final = frozenset({Dialect.GEMINI_GENERATE, Dialect.GEMINI_COUNT_TOKENS, Dialect.GEMINI_EMBED})
 
 
@@ -292,7 +294,7 @@ def compile_channel(ch: Channel, g: GlobalConfig, index: int, pool: UpstreamPool
                     betas=cloud_betas if family == "anthropic" else None,
                     betas_in_body=client is Dialect.ANTHROPIC_MESSAGES and ch.provider_type == "bedrock",
                     route=route,
-                    caps=caps_for(family) if client in _FITTED_NATIVE and family == "openai" else None,
+                    caps=caps_for(family) if _FITTED_NATIVE.get(client) == family else None,
                 )
                 continue
             if client in _LOCAL_COUNT:

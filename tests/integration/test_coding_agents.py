@@ -201,6 +201,23 @@ async def test_gemini_client_sampling_reaches_a_reasoning_model_without_it(
     assert fakes["openai"].refusals == []
 
 
+async def test_claude_code_adaptive_thinking_on_an_older_claude_it_was_renamed_to(
+        fakes: dict[str, AgentUpstream], start_apex: StartApex, session: aiohttp.ClientSession) -> None:
+    """Claude Code asks opus (adaptive thinking, effort high); a model_map sends it to claude-sonnet-4-5, which
+    refuses adaptive thinking: it gets a 16k budget instead and no effort. Unrenamed, the request goes as sent."""
+    inst = await start_apex(config(fakes, an={"model_map": {"claude-opus-*": "claude-sonnet-4-5"}}))
+    assert (await run(session, inst.url, "an", "claude_code_default_turn1")).status == 200
+    sent = last(fakes["anthropic"]).body
+    assert sent["model"] == "claude-sonnet-4-5" and sent["thinking"] == {"type": "enabled", "budget_tokens": 16384}
+    assert "effort" not in sent.get("output_config", {}) and sent["max_tokens"] == 64000
+    assert any(e["type"].startswith("clear_thinking") for e in sent["context_management"]["edits"])  # thinking is on
+    inst2 = await start_apex(config(fakes, an={"model_map": {}}))
+    assert (await run(session, inst2.url, "an", "claude_code_default_turn1")).status == 200
+    sent = last(fakes["anthropic"]).body
+    assert sent["thinking"]["type"] == "adaptive" and sent["output_config"]["effort"] == "high"
+    assert fakes["anthropic"].refusals == []
+
+
 # --- 4. structured output ------------------------------------------------------------------
 
 

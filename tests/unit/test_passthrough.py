@@ -16,6 +16,7 @@ from apex.translate.passthrough import (
     _plain_openai_chunk,
     body_usage,
     fit_chat_request,
+    fit_messages_request,
     rewrite_request,
     rewrite_response_model,
     strip_unsigned_thinking,
@@ -197,3 +198,34 @@ def test_fit_chat_request_to_a_chat_model_and_an_unknown_one() -> None:
     assert json.loads(fit_chat_request(body, _OPENAI_CAPS.lookup("gpt-4.1"))) == {
         "model": "gpt-4.1", "temperature": 0.3, "max_tokens": 10}
     assert fit_chat_request(body, _OPENAI_CAPS.lookup("my-local-model")) is body
+
+
+_CLAUDE_CAPS = CapabilityTable("anthropic")
+
+
+def test_fit_messages_request_turns_adaptive_thinking_into_a_budget() -> None:
+    """Adaptive thinking + effort to claude-sonnet-4-5 (no adaptive): a budget from the effort inside max_tokens;
+    the effort goes, the output format stays; a model with adaptive thinking gets the bytes as sent."""
+    body = json.dumps({"model": "claude-sonnet-4-5", "max_tokens": 64000, "messages": [{"role": "user", "content": "x"}],
+                       "thinking": {"type": "adaptive", "display": "omitted"},
+                       "output_config": {"effort": "medium", "format": {"type": "json_schema", "schema": {}}}}).encode()
+    out = json.loads(fit_messages_request(body, _CLAUDE_CAPS.lookup("claude-sonnet-4-5")))
+    assert out["thinking"] == {"type": "enabled", "budget_tokens": 4096}
+    assert out["output_config"] == {"format": {"type": "json_schema", "schema": {}}} and out["max_tokens"] == 64000
+    small = json.dumps({"max_tokens": 3000, "thinking": {"type": "adaptive"}, "output_config": {"effort": "high"}}).encode()
+    assert json.loads(fit_messages_request(small, _CLAUDE_CAPS.lookup("claude-opus-4-1"))) == {
+        "max_tokens": 3000, "thinking": {"type": "enabled", "budget_tokens": 1500}}  # half the limit stays for the answer
+    assert fit_messages_request(body, _CLAUDE_CAPS.lookup("claude-opus-4-8")) is body
+    plain = b'{"model":"claude-sonnet-4-5","max_tokens":10,"thinking":{"type":"enabled","budget_tokens":2048}}'
+    assert fit_messages_request(plain, _CLAUDE_CAPS.lookup("claude-sonnet-4-5")) is plain
+
+
+def test_fit_messages_request_turns_thinking_off_where_the_model_does_not_think() -> None:
+    """To claude-3-5-haiku, or with no room for the minimum budget: no thinking, and no clear_thinking edits."""
+    body = json.dumps({"max_tokens": 64000, "thinking": {"type": "adaptive"}, "output_config": {"effort": "low"},
+                       "context_management": {"edits": [{"type": "clear_thinking_20251015"},
+                                                        {"type": "clear_tool_uses_20250919"}]}}).encode()
+    out = json.loads(fit_messages_request(body, _CLAUDE_CAPS.lookup("claude-3-5-haiku-latest")))
+    assert out == {"max_tokens": 64000, "context_management": {"edits": [{"type": "clear_tool_uses_20250919"}]}}
+    tight = b'{"max_tokens":1500,"thinking":{"type":"adaptive"}}'
+    assert json.loads(fit_messages_request(tight, _CLAUDE_CAPS.lookup("claude-sonnet-4-5"))) == {"max_tokens": 1500}

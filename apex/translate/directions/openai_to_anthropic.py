@@ -49,6 +49,7 @@ __all__ = [
     "JSON_OBJECT_INSTRUCTION",
     "JSON_SCHEMA_INSTRUCTION",
     "THINKING_BUDGETS",
+    "budget_within",
     "OpenAIToAnthropic",
     "openai_to_anthropic_request",
 ]
@@ -362,10 +363,18 @@ def _thinking(req: Json, choice: Json | None, turns: list[Json], asked: int | No
         return None
     if asked is None:
         return {"type": "enabled", "budget_tokens": budget}, budget + ANSWER_ROOM, None
-    budget = min(budget, asked - min(ANSWER_ROOM, asked // 2))
-    if budget < MIN_THINKING_BUDGET:
+    fitted = budget_within(effort, asked)
+    if fitted is None:
         return None
-    return {"type": "enabled", "budget_tokens": budget}, asked, None
+    return {"type": "enabled", "budget_tokens": fitted}, asked, None
+
+
+def budget_within(effort: str, max_tokens: int) -> int | None:
+    """The thinking budget for ``effort`` (``THINKING_BUDGETS``; "high" for an unknown one) that
+    fits in ``max_tokens`` and leaves the answer ``ANSWER_ROOM`` (or half the limit); None
+    when that is below Anthropic's minimum budget."""
+    budget = min(THINKING_BUDGETS.get(effort, THINKING_BUDGETS["high"]), max_tokens - min(ANSWER_ROOM, max_tokens // 2))
+    return budget if budget >= MIN_THINKING_BUDGET else None
 
 
 @final
