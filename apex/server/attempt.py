@@ -28,9 +28,11 @@ from apex.server.responses import SSE_HEADERS, json_response
 from apex.sse import SseParser
 from apex.snapshot import Snapshot
 from apex.translate import TranslateContext
+from apex.translate.capabilities import CapabilityTable
 from apex.translate.passthrough import (
     body_usage,
     fit_chat_request,
+    fit_gemini_request,
     fit_messages_request,
     rewrite_request,
     rewrite_response_model,
@@ -184,19 +186,29 @@ class Attempt:
             body = _with_body_betas(body, accepted_betas(self.request.headers.getall("anthropic-beta", ()), plan.betas))
         if plan.upstream is Dialect.GEMINI_EMBED:
             body = with_upstream_model(body, self.upstream_model)  # Gemini checks requests[].model
-        if plan.caps is not None:  # native: the request fitted to the upstream model's capabilities
-            upstream = plan.upstream
-            if upstream is Dialect.OPENAI_RESPONSES:  # a known non-reasoning model gets no reasoning
-                caps = plan.caps.lookup(self.upstream_model)
-                if caps.known and not caps.reasons:
-                    body = strip_reasoning(body)
-                elif rename and caps.refuses_sampling:
-                    body = without_sampling(body)
-            elif rename:  # the client's fields suit the model it named; a renamed one may want others
-                if upstream is Dialect.OPENAI_CHAT:
-                    body = fit_chat_request(body, plan.caps.lookup(self.upstream_model))
-                elif self.upstream_model.startswith("claude-"):  # the table knows Anthropic's own names only
-                    body = fit_messages_request(body, plan.caps.lookup(self.upstream_model))
+        if plan.caps is not None:
+            body = self._fit_to_model(body, plan.caps)
+        return body
+
+    def _fit_to_model(self, body: bytes, table: CapabilityTable) -> bytes:
+        """A native request fitted to the upstream model (capability table): the client's fields
+        suit the model it named, and a model_map may have named another. Codex sends reasoning
+        to every model, so a Responses request loses it on a non-reasoner even unrenamed."""
+        upstream = self.plan.upstream
+        model = self.upstream_model
+        if upstream is Dialect.OPENAI_RESPONSES:
+            caps = table.lookup(model)
+            if caps.known and not caps.reasons:
+                return strip_reasoning(body)
+            return without_sampling(body) if self.mapped and caps.refuses_sampling else body
+        if not self.mapped:
+            return body
+        if upstream is Dialect.OPENAI_CHAT:
+            return fit_chat_request(body, table.lookup(model))
+        if upstream is Dialect.GEMINI_GENERATE:
+            return fit_gemini_request(body, table.lookup(model))
+        if upstream is Dialect.ANTHROPIC_MESSAGES and model.startswith("claude-"):  # the table knows Anthropic's names only
+            return fit_messages_request(body, table.lookup(model))
         return body
 
     def _embedding_request(self, body: bytes) -> bytes:

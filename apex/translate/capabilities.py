@@ -116,6 +116,8 @@ BUILTIN: Final[tuple[CapabilityRow, ...]] = (
     CapabilityRow("gemini", "gemini-2.5*", _GEMINI_THINKING),
     CapabilityRow("gemini", "gemini-[3-9]*", _GEMINI_THINKING),
     CapabilityRow("gemini", "*thinking*", _GEMINI_THINKING),
+    CapabilityRow("gemini", "gemini-2.0*", ModelCaps()),  # no thinking: a thinkingConfig is a 400
+    CapabilityRow("gemini", "gemini-1*", ModelCaps()),
 )
 
 

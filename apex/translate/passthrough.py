@@ -36,6 +36,7 @@ __all__ = [
     "rewrite_request",
     "rewrite_response_model",
     "fit_chat_request",
+    "fit_gemini_request",
     "fit_messages_request",
     "strip_reasoning",
     "strip_unsigned_thinking",
@@ -150,6 +151,32 @@ def fit_messages_request(body: bytes, caps: ModelCaps) -> bytes:
         del top["thinking"]
         _drop_thinking_edits(top)
     return _ENC.encode(top)
+
+
+_GENERATION_KEYS: Final = ("generationConfig", "generation_config")  # Gemini takes both spellings
+_THINKING_KEYS: Final = ("thinkingConfig", "thinking_config")
+
+
+def fit_gemini_request(body: bytes, caps: ModelCaps) -> bytes:
+    """A generateContent request whose model Apex renamed to one the capability table knows
+    does not think (gemini-2.0, 1.5), without its ``thinkingConfig``: Gemini answers 400
+    ("Thinking is not supported for this model"), and Gemini clients send it for 2.5 and
+    later. Unchanged bytes when nothing applies."""
+    if not caps.known or caps.reasons:
+        return body
+    if body.find(b'"thinkingConfig"') < 0 and body.find(b'"thinking_config"') < 0:
+        return body
+    top = _TOP.decode(body)
+    changed = False
+    for key in _GENERATION_KEYS:
+        raw = top.get(key)
+        config = msgspec.json.decode(raw) if raw is not None else None
+        if isinstance(config, dict) and any(k in config for k in _THINKING_KEYS):
+            for k in _THINKING_KEYS:
+                config.pop(k, None)
+            top[key] = msgspec.Raw(_ENC.encode(config))
+            changed = True
+    return _ENC.encode(top) if changed else body
 
 
 def _drop_thinking_edits(top: dict[str, msgspec.Raw]) -> None:

@@ -68,7 +68,7 @@ class ChannelTimeouts:
 # Native dialects whose requests are fitted to the upstream model (Attempt._upstream_body), by the
 # upstream family whose capability rows apply.
 _FITTED_NATIVE: Final = {Dialect.OPENAI_CHAT: "openai", Dialect.OPENAI_RESPONSES: "openai",
-                         Dialect.ANTHROPIC_MESSAGES: "anthropic"}
+                         Dialect.ANTHROPIC_MESSAGES: "anthropic", Dialect.GEMINI_GENERATE: "gemini"}
 _MODEL_IN_URL: Final = frozenset({Dialect.GEMINI_GENERATE, Dialect.GEMINI_COUNT_TOKENS, Dialect.GEMINI_EMBED})
 
 

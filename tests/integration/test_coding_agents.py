@@ -218,6 +218,26 @@ async def test_claude_code_adaptive_thinking_on_an_older_claude_it_was_renamed_t
     assert fakes["anthropic"].refusals == []
 
 
+async def test_gemini_client_thinking_on_a_gemini_model_without_it(
+        fakes: dict[str, AgentUpstream], start_apex: StartApex) -> None:
+    """A Gemini client's thinkingConfig (Gemini CLI sends one for 2.5) is dropped when a model_map sends the
+    request to gemini-2.0-flash, which refuses it, and kept on 2.5."""
+    inst = await start_apex(config(fakes))
+    cfg = genai_types.GenerateContentConfig(thinking_config=genai_types.ThinkingConfig(thinking_budget=1024))
+    for channel, upstream_model in (("gm-old", "gemini-2.0-flash"), ("gm", "gemini-2.5-flash")):
+        client = genai.Client(api_key=f"vk-{channel}", http_options=genai_types.HttpOptions(
+            base_url=inst.url, retry_options=genai_types.HttpRetryOptions(attempts=1)))
+        try:
+            answer = await client.aio.models.generate_content(model="gemini-2.5-pro", contents="Say hi.", config=cfg)
+        finally:
+            await client.aio.aclose()
+        assert answer.candidates
+        seen = last(fakes["gemini"])
+        assert f"/models/{upstream_model}:" in seen.path
+        assert ("thinkingConfig" in seen.body.get("generationConfig", {})) is (channel == "gm")
+    assert fakes["gemini"].refusals == []
+
+
 # --- 4. structured output ------------------------------------------------------------------
 
 

@@ -16,6 +16,7 @@ from apex.translate.passthrough import (
     _plain_openai_chunk,
     body_usage,
     fit_chat_request,
+    fit_gemini_request,
     fit_messages_request,
     rewrite_request,
     rewrite_response_model,
@@ -229,3 +230,15 @@ def test_fit_messages_request_turns_thinking_off_where_the_model_does_not_think(
     assert out == {"max_tokens": 64000, "context_management": {"edits": [{"type": "clear_tool_uses_20250919"}]}}
     tight = b'{"max_tokens":1500,"thinking":{"type":"adaptive"}}'
     assert json.loads(fit_messages_request(tight, _CLAUDE_CAPS.lookup("claude-sonnet-4-5"))) == {"max_tokens": 1500}
+
+
+def test_fit_gemini_request_drops_thinking_for_a_model_without_it() -> None:
+    """gemini-2.0 takes no thinkingConfig (either spelling); 2.5 and unknown models get the bytes as sent."""
+    table = CapabilityTable("gemini")
+    body = b'{"contents":[{"role":"user","parts":[{"text":"x"}]}],"generationConfig":{"temperature":0.5,"thinkingConfig":{"thinkingBudget":1024}}}'
+    out = json.loads(fit_gemini_request(body, table.lookup("gemini-2.0-flash")))
+    assert out["generationConfig"] == {"temperature": 0.5} and out["contents"][0]["parts"] == [{"text": "x"}]
+    snake = b'{"contents":[],"generation_config":{"thinking_config":{"thinking_budget":0}}}'
+    assert json.loads(fit_gemini_request(snake, table.lookup("gemini-1.5-pro"))) == {"contents": [], "generation_config": {}}
+    assert fit_gemini_request(body, table.lookup("gemini-2.5-flash")) is body
+    assert fit_gemini_request(body, table.lookup("my-tuned-model")) is body
