@@ -34,6 +34,9 @@ CLI_DIR = Path(os.environ.get("APEX_AGENT_CLIS", "/opt/apex-agent-clis")) / "nod
 CHANNELS: dict[str, tuple[str, dict[str, Any]]] = {
     "anthropic": ("anthropic", {"provider_type": "anthropic", "api_key": "sk-ant-cli-test",
                                 "model_map": {"gpt-*": "claude-sonnet-4-5"}}),
+    # Opus renamed to a Claude that refuses the adaptive thinking Claude Code asks Opus for (a cost rule).
+    "anthropic_opus_to_sonnet_4_5": ("anthropic", {"provider_type": "anthropic", "api_key": "sk-ant-cli-test",
+                                                   "model_map": {"claude-opus-*": "claude-sonnet-4-5"}}),
     "openai_reasoning": ("openai", {"provider_type": "openai", "api_key": "sk-oa-cli", "model_map": {"*": "gpt-5-mini"}}),
     "openai_chat": ("openai", {"provider_type": "openai", "api_key": "sk-oa-cli", "model_map": {"*": "gpt-4.1"}}),
     "openai_compatible": ("compat", {"provider_type": "openai_compatible", "model_map": {"*": "deepseek-reasoner"}}),
