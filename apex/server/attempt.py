@@ -186,14 +186,16 @@ class Attempt:
             body = _with_body_betas(body, accepted_betas(self.request.headers.getall("anthropic-beta", ()), plan.betas))
         if plan.upstream is Dialect.GEMINI_EMBED:
             body = with_upstream_model(body, self.upstream_model)  # Gemini checks requests[].model
-        if plan.caps is not None:
+        # Only Responses is fitted unrenamed; the other fits wait for a model_map hit (most requests have none).
+        if plan.caps is not None and (self.mapped or plan.upstream is Dialect.OPENAI_RESPONSES):
             body = self._fit_to_model(body, plan.caps)
         return body
 
     def _fit_to_model(self, body: bytes, table: CapabilityTable) -> bytes:
         """A native request fitted to the upstream model (capability table): the client's fields
-        suit the model it named, and a model_map may have named another. Codex sends reasoning
-        to every model, so a Responses request loses it on a non-reasoner even unrenamed."""
+        suit the model it named, and a model_map may have named another. Called for renamed
+        requests, and for every Responses one: Codex sends reasoning to every model, so a
+        Responses request loses it on a non-reasoner even unrenamed."""
         upstream = self.plan.upstream
         model = self.upstream_model
         if upstream is Dialect.OPENAI_RESPONSES:
@@ -201,8 +203,6 @@ class Attempt:
             if caps.known and not caps.reasons:
                 return strip_reasoning(body)
             return without_sampling(body) if self.mapped and caps.refuses_sampling else body
-        if not self.mapped:
-            return body
         if upstream is Dialect.OPENAI_CHAT:
             return fit_chat_request(body, table.lookup(model))
         if upstream is Dialect.GEMINI_GENERATE:

@@ -33,11 +33,11 @@ from apex.wire import openai as wire_openai
 __all__ = [
     "PassthroughStream",
     "body_usage",
-    "rewrite_request",
-    "rewrite_response_model",
     "fit_chat_request",
     "fit_gemini_request",
     "fit_messages_request",
+    "rewrite_request",
+    "rewrite_response_model",
     "strip_reasoning",
     "strip_unsigned_thinking",
     "without_sampling",
@@ -124,7 +124,7 @@ def fit_messages_request(body: bytes, caps: ModelCaps) -> bytes:
     inside the client's max_tokens) where the model thinks, else no thinking. The effort goes
     with it (it steered the adaptive thinking), and so do the ``clear_thinking`` context
     edits when thinking is off. Unchanged bytes when nothing applies."""
-    if "adaptive" in caps.knobs or body.find(b'"adaptive"') < 0:
+    if not caps.known or "adaptive" in caps.knobs or body.find(b'"adaptive"') < 0:
         return body
     top = _TOP.decode(body)
     raw = top.get("thinking")
@@ -205,12 +205,10 @@ def fit_chat_request(body: bytes, caps: ModelCaps) -> bytes:
             return body
         top = _TOP.decode(body)
         limit = top.pop("max_tokens", None)
-        changed = limit is not None
         if limit is not None and "max_completion_tokens" not in top:
             top["max_completion_tokens"] = limit
-        for key in SAMPLING_FIELDS:
-            changed = top.pop(key, None) is not None or changed
-        return _ENC.encode(top) if changed else body
+        changed = _drop_sampling(top)
+        return _ENC.encode(top) if changed or limit is not None else body
     if caps.known and not caps.reasons and body.find(b'"reasoning_effort"') >= 0:
         top = _TOP.decode(body)
         if top.pop("reasoning_effort", None) is not None:
@@ -224,10 +222,13 @@ def without_sampling(body: bytes) -> bytes:
     if body.find(b'"temperature"') < 0 and body.find(b'"top_p"') < 0:
         return body
     top = _TOP.decode(body)
-    changed = False
-    for key in SAMPLING_FIELDS:
-        changed = top.pop(key, None) is not None or changed
-    return _ENC.encode(top) if changed else body
+    return _ENC.encode(top) if _drop_sampling(top) else body
+
+
+def _drop_sampling(top: dict[str, msgspec.Raw]) -> bool:
+    """Remove ``SAMPLING_FIELDS`` from a decoded top level; True when one was there."""
+    found = [key for key in SAMPLING_FIELDS if top.pop(key, None) is not None]
+    return bool(found)
 
 
 def strip_reasoning(body: bytes) -> bytes:

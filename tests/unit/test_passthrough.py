@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from apex.errors import InvalidRequest, UpstreamMalformed
-from apex.translate.capabilities import CapabilityTable
+from apex.translate.capabilities import NO_CAPS, CapabilityTable
 from apex.types import Dialect
 from apex.translate.passthrough import (
     PassthroughStream,
@@ -217,6 +217,7 @@ def test_fit_messages_request_turns_adaptive_thinking_into_a_budget() -> None:
     assert json.loads(fit_messages_request(small, _CLAUDE_CAPS.lookup("claude-opus-4-1"))) == {
         "max_tokens": 3000, "thinking": {"type": "enabled", "budget_tokens": 1500}}  # half the limit stays for the answer
     assert fit_messages_request(body, _CLAUDE_CAPS.lookup("claude-opus-4-8")) is body
+    assert fit_messages_request(body, NO_CAPS) is body  # a model the table does not know: left as sent
     plain = b'{"model":"claude-sonnet-4-5","max_tokens":10,"thinking":{"type":"enabled","budget_tokens":2048}}'
     assert fit_messages_request(plain, _CLAUDE_CAPS.lookup("claude-sonnet-4-5")) is plain
 
