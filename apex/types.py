@@ -29,6 +29,10 @@ class Dialect(enum.Enum):
     GEMINI_EMBED = "gemini_embed"            # POST {base}/v1beta/models/{m}:batchEmbedContents
     GEMINI_COUNT_TOKENS = "gemini_count_tokens"  # POST {base}/v1beta/models/{m}:countTokens
 
+    # Members are singletons compared by identity: hash them so too, in C. Enum's own
+    # __hash__ is a Python call, paid ~3 times per request (plans and sets keyed by dialect).
+    __hash__ = object.__hash__
+
     @property
     def family(self) -> DialectFamily:
         """'openai', 'anthropic' or 'gemini': which error body shape the dialect uses."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Protocol
+from typing import Final, Protocol
 
 import msgspec
 from aiohttp import web
@@ -238,8 +238,7 @@ class Attempt:
         if not plan.native:
             return plan.header_fields + encode_header_fields(extra) if extra else plan.header_fields
         headers = self.request.headers
-        agent = headers.get("User-Agent")
-        extra["User-Agent"] = agent if agent is not None and _header_safe(agent) else USER_AGENT
+        agent_line = _user_agent_line(headers.get("User-Agent"))
         if plan.forward_anthropic_headers:
             several = False  # anthropic-beta sent on more than one line (SDKs may send one per beta)
             for name, value in headers.items():
@@ -258,7 +257,8 @@ class Attempt:
                     del extra["anthropic-beta"]
             if "anthropic-version" not in extra:
                 extra["anthropic-version"] = ANTHROPIC_VERSION
-        return plan.header_fields_bare + encode_header_fields(extra)
+        fields = plan.header_fields_bare + agent_line
+        return fields + encode_header_fields(extra) if extra else fields
 
     def _status_error(self, reply: UpstreamReply, raw: bytes) -> UpstreamStatus:
         """The UpstreamStatus for a non-2xx answer; a native upstream's body is kept for the client."""
@@ -469,6 +469,22 @@ def _with_body_betas(body: bytes, betas: list[str]) -> bytes:
         return body
     top["anthropic_beta"] = msgspec.Raw(msgspec.json.encode(betas))
     return msgspec.json.encode(top)
+
+
+_AGENT_LINES: dict[str | None, bytes] = {}
+_AGENT_LINES_MAX: Final = 256  # distinct client User-Agents remembered (a fleet sends a handful)
+
+
+def _user_agent_line(agent: str | None) -> bytes:
+    """The ``User-Agent`` header line for a client's agent (Apex's own when it sent none or an
+    unusable one), encoded once per distinct agent rather than per request."""
+    line = _AGENT_LINES.get(agent)
+    if line is None:
+        line = encode_header_fields({"User-Agent": agent if agent is not None and _header_safe(agent) else USER_AGENT})
+        if len(_AGENT_LINES) >= _AGENT_LINES_MAX:
+            _AGENT_LINES.clear()
+        _AGENT_LINES[agent] = line
+    return line
 
 
 def _header_safe(value: str) -> bool:

@@ -94,3 +94,34 @@ async def test_nested_deadlines_only_the_expired_one_raises() -> None:
     except TimeoutError:
         outer_hit = True
     assert not outer_hit
+
+
+async def test_deadlines_due_together_share_one_slot_and_fire_on_time() -> None:
+    """One loop timer per slot, not per deadline; each still fires at (not before) its time."""
+    from apex.server import deadline as module
+
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    fired: list[float] = []
+
+    async def wait(when: float) -> None:
+        with pytest.raises(TimeoutError), Deadline(loop, when):
+            await asyncio.sleep(5)
+        fired.append(loop.time())
+
+    when = started + 0.3
+    tasks = [asyncio.create_task(wait(when)) for _ in range(50)]
+    await asyncio.sleep(0)
+    wheel = module._wheel_of(loop)
+    assert len(wheel._slots) == 1 and len(next(iter(wheel._slots.values()))) == 50
+    await asyncio.gather(*tasks)
+    assert all(when - module._SLACK <= t < when + 0.15 for t in fired)  # grain 10 ms, plus a busy VM's jitter
+
+
+async def test_a_finished_block_leaves_its_slot() -> None:
+    from apex.server import deadline as module
+
+    loop = asyncio.get_running_loop()
+    with Deadline(loop, loop.time() + 60):
+        pass
+    assert all(not members for members in module._wheel_of(loop)._slots.values())
