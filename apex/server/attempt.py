@@ -382,7 +382,14 @@ class Attempt:
                 resp.headers["Content-Type"] = "application/json; charset=UTF-8"
         else:
             resp = relay.response(headers)
-        await resp.prepare(self.request)
+        try:
+            await resp.prepare(self.request)
+        except ConnectionError:
+            # The client left before its head could be written (its EOF and the first event
+            # came in one loop turn, ahead of the handler's cancellation): from here on the
+            # answer is the client's to lose, a 499 like a hang-up mid-stream, not an error.
+            ex.committed = True
+            raise
         try:
             sink = _JsonArraySink(resp) if ex.json_array_stream else resp
             await self._pump(relay, reply, sink, first)

@@ -109,3 +109,48 @@ async def test_hangup_mid_stream_is_charged_usage_so_far(
 
     estimate2 = estimate_tokens(json.dumps(body).encode()) + 1000
     assert 5_000 - 17 - estimate2 - 5 <= remaining <= 5_000 - 17 - estimate2 + 5, remaining
+
+
+async def test_client_gone_when_the_stream_head_is_written_is_a_499_not_an_internal_error(
+    upstream: FakeUpstream, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The client closes while Apex waits for the upstream's first event, and the handler
+    reaches the head write before its cancellation (the EOF and the first event land in one
+    loop turn; here forced by running without handler cancellation): a 499 in the access
+    line, no 'internal error' traceback, and the gateway serves on."""
+    from aiohttp import web
+
+    from apex.config.load import load_config_bytes
+    from apex.server.app import build_app
+    from apex.server.conn import ApexRunner
+    from apex.server.gateway import Gateway
+
+    cfg = policy_config(upstream)
+    cfg["logging"] = {"level": "info"}
+    gateway = Gateway(load_config_bytes(json.dumps(cfg).encode(), {}))
+    runner = ApexRunner(build_app(gateway), gateway, handler_cancellation=False, access_log=None, shutdown_timeout=2)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    caplog.set_level(logging.INFO)
+    try:
+        upstream.push(Behaviour(content_type="text/event-stream", events=OPENAI_EVENTS, stall=0.3))
+        body = json.dumps({"model": "gpt-4o", "stream": True, "messages": [{"role": "user", "content": "x"}]}).encode()
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer team-search\r\n"
+                     b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+        await writer.drain()
+        await asyncio.sleep(0.1)
+        writer.close()  # gone before the upstream's first event (0.3 s)
+        rec = (await wait_for_access(caplog, 1))[0]
+        assert rec["status"] == 499, rec
+        assert not [r for r in caplog.records if r.levelno >= logging.ERROR], [r.getMessage() for r in caplog.records]
+        upstream.push(Behaviour(content_type="text/event-stream", events=OPENAI_EVENTS))
+        async with aiohttp.ClientSession() as s, s.post(
+            f"http://127.0.0.1:{port}/v1/chat/completions", headers={"Authorization": "Bearer team-search"},
+            json={"model": "gpt-4o", "stream": True, "messages": [{"role": "user", "content": "x"}]},
+        ) as resp:
+            assert resp.status == 200 and b"[DONE]" in await resp.read()
+    finally:
+        await runner.cleanup()
