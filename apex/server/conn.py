@@ -69,9 +69,10 @@ def _reason(exc: BaseException | None, message: str | None) -> str:
 
 
 class ApexRequestHandler(RequestHandler):
-    """aiohttp's connection handler plus the times its current head and body began."""
+    """aiohttp's connection handler plus the times its current head and body began, and an
+    answer for a client that half-closes after its request."""
 
-    __slots__ = ("apex_head_since", "apex_peek", "apex_body", "apex_body_since")
+    __slots__ = ("apex_head_since", "apex_peek", "apex_body", "apex_body_since", "apex_upstream_for")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -79,6 +80,31 @@ class ApexRequestHandler(RequestHandler):
         self.apex_peek = b""
         self.apex_body: StreamReader | None = None  # the body being received, if any
         self.apex_body_since = 0.0
+        # id() of the request waiting on (or relaying) an upstream: an id holds no reference,
+        # and a reused one only makes an EOF close at once, as aiohttp itself does.
+        self.apex_upstream_for = 0
+
+    def eof_received(self) -> bool | None:
+        """The client closed its sending side. aiohttp's answer is to close the connection,
+        which drops the answer to a request already sent: raw-socket clients (``nc -N``,
+        probes that send, shut down, then read) got nothing, not even for /health. Here what
+        was asked is answered, then the connection closes; a body cut short by the EOF is a
+        400. A request already waiting on an upstream is still cancelled at once: at the TCP
+        level a client that left looks the same, and its upstream call must not run on."""
+        current = self._current_request
+        if current is not None and id(current) == self.apex_upstream_for:
+            return None  # close: connection_lost cancels the handler and its upstream call
+        body = self.apex_body
+        waiter = self._waiter
+        idle = waiter is not None and not waiter.done()  # aiohttp waits for the next request
+        # A head not yet taken, a handler running, or one about to (its task not started yet).
+        pending = bool(self._messages) or self._request_in_progress or (self._request_count > 0 and not idle)
+        if not pending or self.transport is None:
+            return None
+        if body is not None and not body.is_eof():
+            body.feed_eof()  # the read sees a short body: 400, not a wait for the body timeout
+        self.close()  # answer, then close instead of waiting for another request
+        return True  # keep the sending side open for the answer
 
     def data_received(self, data: bytes) -> None:
         body = self.apex_body

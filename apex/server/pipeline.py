@@ -28,7 +28,7 @@ from apex.errors import (
 )
 from apex.routing.policy import AttemptPlan, Outcome
 from apex.server.attempt import Attempt
-from apex.server.conn import BodyReadTimeout
+from apex.server.conn import ApexRequestHandler, BodyReadTimeout
 from apex.server.exchange import Exchange
 from apex.server.inputs import check_model
 from apex.server.keys import GATEWAY_KEY
@@ -187,6 +187,9 @@ async def _attempts(
     model: str,
 ) -> web.StreamResponse:
     plan = AttemptPlan(channels, health=snap.health, retries=snap.config.global_.retries, rng=snap.rng)
+    protocol = request.protocol
+    if isinstance(protocol, ApexRequestHandler):
+        protocol.apex_upstream_for = id(request)  # from here a client's EOF cancels, see eof_received
     gateway = request.app[GATEWAY_KEY]
     clock = gateway.clock
     last: ApexError | None = None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import resource
+import socket
 import time
 from typing import Any
 
@@ -18,7 +19,7 @@ import pytest
 
 from apex.server.conn import raise_fd_limit
 from tests.conftest import StartApex, basic_config
-from tests.integration.fakes import FakeUpstream
+from tests.integration.fakes import Behaviour, FakeUpstream
 from tests.integration.test_bad_input import BODY, parse, post, raw_exchange
 
 
@@ -169,3 +170,62 @@ def test_raise_fd_limit_reaches_the_hard_limit() -> None:
         assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] == new_soft
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, resource.getrlimit(resource.RLIMIT_NOFILE)[0]), hard))
+
+
+async def half_closed_exchange(port: int, data: bytes, *, wait: float = 0.0, read_timeout: float = 5.0) -> tuple[bytes, float]:
+    """Send ``data``, (after ``wait`` s) shut the sending side down, as raw-socket clients and
+    probes do, and read until the server closes: what came back and how long it took. A
+    blocking socket in a thread, so the request and the EOF leave back to back, as from
+    another process (an asyncio client here would let the gateway, on this loop, run between)."""
+
+    def exchange() -> tuple[bytes, float]:
+        started = time.monotonic()
+        with socket.create_connection(("127.0.0.1", port), timeout=read_timeout) as sock:
+            sock.sendall(data)
+            if wait:
+                time.sleep(wait)
+            sock.shutdown(socket.SHUT_WR)
+            out = b""
+            while chunk := sock.recv(65536):  # to EOF: the server must close after answering
+                out += chunk
+        return out, time.monotonic() - started
+
+    return await asyncio.to_thread(exchange)
+
+
+@pytest.mark.parametrize(("request_bytes", "status"), [
+    (b"GET /health HTTP/1.1\r\nHost: apex\r\n\r\n", 200),
+    (b"POST /v1/chat/completions HTTP/1.1\r\nHost: apex\r\nAuthorization: Bearer vk-default\r\n"
+     b"Content-Length: 5\r\n\r\n{bad}", 400),
+    (b"POST /v1/chat/completions HTTP/1.1\r\nHost: apex\r\nAuthorization: Bearer vk-default\r\n"
+     b"Content-Length: 100\r\n\r\n{\"model\"", 400),  # the EOF cuts the body short
+    (b"GARBAGE\r\n\r\n", 400),
+    (b"GET /v1/models HTTP/1.1\r\nHost: apex\r\nAuthorization: Bearer vk-default\r\n\r\n", 200),
+], ids=["health", "bad-json", "short-body", "garbage", "models"])
+async def test_a_client_that_half_closes_after_its_request_gets_the_answer(
+    upstream: FakeUpstream, start_apex: StartApex, request_bytes: bytes, status: int,
+) -> None:
+    """aiohttp closes on a client's EOF and dropped the answer: ``nc -N`` and probes that send,
+    shut down and read got nothing at all, not even for /health. Now an answer Apex makes
+    itself comes, then the connection closes (a short body is a 400 at once, not a wait for
+    the body timeout). A request that reached an upstream is cancelled instead (next test)."""
+    inst = await start_apex(timeouts_config(upstream, body=30_000))
+    answer, took = await half_closed_exchange(inst.port, request_bytes)
+    got, _, body = parse(answer)
+    assert got == status, answer
+    assert took < 2.0
+    if request_bytes.startswith(b"GET /v1/models"):
+        assert body["object"] == "list"
+
+
+async def test_a_half_close_while_waiting_on_the_upstream_still_cancels_it(
+    upstream: FakeUpstream, start_apex: StartApex,
+) -> None:
+    """Once Apex waits on an upstream, a client's EOF is a client that left (TCP cannot tell a
+    half-close from a hang-up): the upstream call is dropped at once, as for a closed socket."""
+    inst = await start_apex(basic_config(upstream))
+    upstream.push(Behaviour(stall=3.0))
+    request_bytes = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: apex\r\nAuthorization: Bearer vk-default\r\n"
+                     b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(BODY), BODY))
+    answer, took = await half_closed_exchange(inst.port, request_bytes, wait=0.3)
+    assert answer == b"" and took < 2.0, (answer, took)
