@@ -84,7 +84,7 @@ class ApexRequestHandler(RequestHandler):
         # and a reused one only makes an EOF close at once, as aiohttp itself does.
         self.apex_upstream_for = 0
 
-    def eof_received(self) -> bool | None:
+    def eof_received(self) -> bool | None:  # type: ignore[override]  # asyncio.Protocol allows True: keep writing
         """The client closed its sending side. aiohttp's answer is to close the connection,
         which drops the answer to a request already sent: raw-socket clients (``nc -N``,
         probes that send, shut down, then read) got nothing, not even for /health. Here what
