@@ -49,12 +49,15 @@ _NOTHING_SERVED: Final = Usage()
 
 async def read_body(request: web.Request, limit: int) -> bytes:
     """The request body; RequestTooLarge past ``limit`` bytes (checked before reading when
-    the client declared a length)."""
+    the client declared a length). A compressed body (``Content-Encoding: gzip``, deflate,
+    br, zstd) arrives decompressed by aiohttp, bit by bit: its Content-Length counts the
+    compressed bytes, so it is read to its end and the limit applies to what it decompresses
+    to (a zip bomb stops at the limit)."""
     declared = request.content_length
     try:
-        if declared is not None:
-            if declared > limit:
-                raise RequestTooLarge(f"request body of {declared} bytes exceeds the limit of {limit} bytes")
+        if declared is not None and declared > limit:
+            raise RequestTooLarge(f"request body of {declared} bytes exceeds the limit of {limit} bytes")
+        if declared is not None and "Content-Encoding" not in request.headers:
             try:
                 return await request.content.readexactly(declared)  # one await for the common case
             except asyncio.IncompleteReadError as exc:

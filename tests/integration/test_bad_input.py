@@ -232,3 +232,36 @@ async def test_malformed_status_line_fails_over(upstream: FakeUpstream, start_ap
     finally:
         bad.close()
         await bad.wait_closed()
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate"])
+async def test_a_compressed_request_body_is_read_whole_and_sent_on_decompressed(
+    upstream: FakeUpstream, start_apex: StartApex, encoding: str,
+) -> None:
+    """Content-Length counts the compressed bytes while aiohttp hands over the decompressed
+    ones: reading exactly that many cut the body (a 400 for a short body, a prefix of a long
+    one). The whole body is read, and the upstream gets plain JSON."""
+    import gzip
+    import zlib
+
+    inst = await start_apex(basic_config(upstream))
+    body = json.dumps({"model": "gpt-4o", "messages": [{"role": "user", "content": "hello " * 500}]}).encode()
+    packed = gzip.compress(body) if encoding == "gzip" else zlib.compress(body)
+    status, _, obj = parse(await raw_exchange(inst.port, post(b"/v1/chat/completions", [AUTH, (b"Content-Encoding", encoding.encode())], packed)))
+    assert status == 200, obj
+    sent = upstream.requests[-1]
+    assert json.loads(sent.body) == json.loads(body) and "content-encoding" not in {k.lower() for k in sent.headers}
+
+
+async def test_a_compressed_body_is_held_to_the_limit_by_what_it_decompresses_to(
+    upstream: FakeUpstream, start_apex: StartApex,
+) -> None:
+    """A zip bomb (2 MB of spaces in ~2 KB) against a 64 KB limit: 413, nothing sent upstream."""
+    import gzip
+
+    inst = await start_apex(basic_config(upstream, **{"global": {"auth": {"keys": ["global-key"]}, "max_body_bytes": 65536}}))
+    bomb = gzip.compress(b'{"model":"gpt-4o","messages":[],"x":"' + b" " * 2_000_000 + b'"}')
+    assert len(bomb) < 65536
+    status, _, obj = parse(await raw_exchange(inst.port, post(b"/v1/chat/completions", [AUTH, (b"Content-Encoding", b"gzip")], bomb)))
+    assert status == 413 and obj["error"]["type"] == "invalid_request_error", obj
+    assert not upstream.requests
