@@ -120,12 +120,14 @@ class ChannelTimeouts(_Base, frozen=True):
 
 
 class ClientTimeouts(_Base, frozen=True):
-    """How long a client may take: to send its request head, to send its body, and to
-    stay connected idle between requests (slowloris protection)."""
+    """How long a client may take: to send its request head, to send its body, to stay
+    connected idle between requests (slowloris protection), and to take a stream's next bytes
+    (a client that stops reading holds an upstream connection)."""
 
     header_read_ms: Positive = 10_000
     body_read_ms: Positive = 60_000
     keepalive_idle_ms: Positive = 75_000
+    send_ms: Positive = 60_000
 
 
 class Retries(_Base, frozen=True):

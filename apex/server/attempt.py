@@ -12,8 +12,9 @@ they end the stream with an error event in the client's dialect.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
-from typing import Final, Protocol
+from typing import Final, NoReturn, Protocol
 
 import msgspec
 from aiohttp import web
@@ -62,6 +63,8 @@ from apex.upstream.transport import Transport, UpstreamRequest
 from apex.wire.request import RequestView
 
 __all__ = ["Attempt"]
+
+_stream_log = logging.getLogger("apex.gateway")
 
 
 
@@ -422,26 +425,34 @@ class Attempt:
         ex = self.ex
         channel = self.channel
         request = self.request
-        if first:
-            await resp.write(first)
-            ex.final_delivered = relay.ended
         idle = channel.timeouts.stream_idle
+        # A slow client is not an idle upstream, but one that stops reading would hold the
+        # upstream connection for ever: each write to the client gets send_ms to go out.
+        send = self.snap.config.global_.client_timeouts.send_ms / 1000
         loop = asyncio.get_running_loop()
         failure: tuple[str, ErrorKind] | None = None
+        writing = True
         try:
-            with Deadline(loop, None) as deadline:
+            with Deadline(loop, loop.time() + send) as deadline:
+                if first:
+                    await resp.write(first)
+                    ex.final_delivered = relay.ended
                 while True:
+                    writing = False
                     deadline.move(loop.time() + idle)
                     chunk = await reply.content.readany()
-                    deadline.move(None)  # a slow client is not an idle upstream
                     if not chunk:
                         break
                     out = relay.feed(chunk)
                     if out:
+                        deadline.move(loop.time() + send)
+                        writing = True
                         await resp.write(out)
                         if relay.ended:
                             ex.final_delivered = True
         except TimeoutError:
+            if writing:
+                self._client_too_slow(send)
             failure = (f"upstream channel {channel.name} sent nothing for {idle:g} s", "timeout")
         except asyncio.CancelledError:
             if not request.app[GATEWAY_KEY].stopping or task.cancelling() > 1 or request.transport is None:
@@ -457,10 +468,22 @@ class Attempt:
         ex.usage = relay.usage
         if relay.stream_error is not None:
             ex.stream_error = relay.stream_error
-        if data:
-            await resp.write(data)
-        ex.final_delivered = True
-        await resp.write_eof()
+        try:
+            with Deadline(loop, loop.time() + send):
+                if data:
+                    await resp.write(data)
+                ex.final_delivered = True
+                await resp.write_eof()
+        except TimeoutError:
+            self._client_too_slow(send)
+
+    def _client_too_slow(self, send: float) -> NoReturn:
+        """The client took none of a write for ``send_ms``: close its connection; a hang-up (499)."""
+        _stream_log.warning("a client did not read its stream for %g s; connection closed", send,
+                            extra={"fields": {"request_id": self.ex.request_id, "channel": self.channel.name}})
+        if self.request.transport is not None:
+            self.request.transport.abort()
+        raise ConnectionResetError(f"the client did not read for {send:g} s")
 
 
 def _with_body_betas(body: bytes, betas: list[str]) -> bytes:

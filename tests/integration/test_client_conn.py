@@ -8,6 +8,7 @@ the path's protocol, and no log line quotes the client's bytes (which may hold i
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import resource
 import socket
@@ -229,3 +230,44 @@ async def test_a_half_close_while_waiting_on_the_upstream_still_cancels_it(
                      b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(BODY), BODY))
     answer, took = await half_closed_exchange(inst.port, request_bytes, wait=0.3)
     assert answer == b"" and took < 2.0, (answer, took)
+
+
+async def test_a_client_that_stops_reading_a_stream_is_cut_after_send_ms(
+    upstream: FakeUpstream, start_apex: StartApex, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A client that stops reading would hold its upstream connection for ever (backpressure
+    stops the relay, and a slow client is not an idle upstream). ``send_ms`` bounds a write:
+    past it the client's connection is closed, the upstream stream dropped, the request a 499."""
+    cfg = basic_config(upstream)
+    cfg["global"]["client_timeouts"] = {"send_ms": 500}
+    cfg["logging"] = {"level": "info"}
+    inst = await start_apex(cfg)
+    big = "x" * 60_000
+    event = b"data: " + json.dumps({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o",
+                                     "choices": [{"index": 0, "delta": {"content": big}, "finish_reason": None}]}).encode() + b"\n\n"
+    upstream.push(Behaviour(content_type="text/event-stream", events=[event] * 400, gap=0.001))  # ~24 MB: more than any buffer
+    caplog.set_level(logging.INFO)
+    body = json.dumps({"model": "gpt-4o", "stream": True, "messages": [{"role": "user", "content": "x"}]}).encode()
+
+    def stalled_client() -> bytes:
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.connect(("127.0.0.1", inst.port))
+            sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: apex\r\nAuthorization: Bearer vk-default\r\n"
+                         b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+            head = sock.recv(1024)  # the head, then nothing read for a while
+            time.sleep(3.0)
+            return head
+
+    started = time.monotonic()
+    head = await asyncio.to_thread(stalled_client)
+    assert head.startswith(b"HTTP/1.1 200"), head
+    for _ in range(100):
+        if upstream.active_streams == 0:
+            break
+        await asyncio.sleep(0.05)
+    assert upstream.active_streams == 0
+    access = [r for r in caplog.records if r.name == "apex.access"]
+    assert access and access[-1].fields["status"] == 499, [getattr(r, "fields", None) for r in access]  # type: ignore[attr-defined]
+    assert any("did not read its stream" in r.getMessage() for r in caplog.records)
+    assert time.monotonic() - started < 10
