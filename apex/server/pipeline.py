@@ -58,6 +58,8 @@ async def read_body(request: web.Request, limit: int) -> bytes:
         if declared is not None and declared > limit:
             raise RequestTooLarge(f"request body of {declared} bytes exceeds the limit of {limit} bytes")
         if declared is not None and "Content-Encoding" not in request.headers:
+            if not declared:
+                return b""  # aiohttp's empty payload refuses readexactly(0): decode_view names it
             try:
                 return await request.content.readexactly(declared)  # one await for the common case
             except asyncio.IncompleteReadError as exc:

@@ -265,3 +265,13 @@ async def test_a_compressed_body_is_held_to_the_limit_by_what_it_decompresses_to
     status, _, obj = parse(await raw_exchange(inst.port, post(b"/v1/chat/completions", [AUTH, (b"Content-Encoding", b"gzip")], bomb)))
     assert status == 413 and obj["error"]["type"] == "invalid_request_error", obj
     assert not upstream.requests
+
+
+@pytest.mark.parametrize("path", [b"/v1/chat/completions", b"/v1/messages", b"/v1/responses"])
+async def test_an_empty_body_is_named_empty(upstream: FakeUpstream, start_apex: StartApex, path: bytes) -> None:
+    """``Content-Length: 0`` is an empty body, not one "shorter than its Content-Length"."""
+    inst = await start_apex(basic_config(upstream))
+    status, _, obj = parse(await raw_exchange(inst.port, post(path, [AUTH], b"")))
+    assert status == 400
+    message = obj["error"]["message"]
+    assert "empty" in message and "shorter" not in message, obj
