@@ -245,6 +245,7 @@ class ModelCapability(_Base, frozen=True):
     reasoning: tuple[Literal["effort", "budget", "adaptive"], ...] | None = None  # knobs it takes
     efforts: tuple[str, ...] | None = None       # reasoning_effort values it accepts
     json_schema: bool = False                    # Anthropic output_config.format
+    one_sampling: bool = False                   # takes temperature or top_p, not both
 
 
 class Channel(_Base, frozen=True):

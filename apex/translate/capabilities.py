@@ -39,6 +39,7 @@ class ModelCaps:
     efforts: tuple[str, ...] = ("low", "medium", "high")  # effort values it accepts (DEFAULT_EFFORTS)
     json_schema: bool = False  # Anthropic output_config.format (structured outputs)
     known: bool = True  # False: no row matched; Apex changes nothing it would change for a known model
+    one_sampling: bool = False  # takes temperature or top_p, not both (Claude Opus 4.1, 4.5 and later)
 
     @property
     def refuses_sampling(self) -> bool:
@@ -83,8 +84,9 @@ _GPT51: Final = _openai_reasoner(("none", "low", "medium", "high", "xhigh"))
 _O_SERIES: Final = _openai_reasoner(("low", "medium", "high"))
 _CHAT_MODEL: Final = ModelCaps()
 _CLAUDE_BUDGET: Final = ModelCaps(True, "max_tokens", _BUDGET)
-_CLAUDE_BUDGET_JSON: Final = ModelCaps(True, "max_tokens", _BUDGET, json_schema=True)
-_CLAUDE_ADAPTIVE: Final = ModelCaps(True, "max_tokens", _ADAPTIVE, ("low", "medium", "high", "max"), json_schema=True)
+_CLAUDE_BUDGET_JSON: Final = ModelCaps(True, "max_tokens", _BUDGET, json_schema=True, one_sampling=True)
+_CLAUDE_ADAPTIVE: Final = ModelCaps(True, "max_tokens", _ADAPTIVE, ("low", "medium", "high", "max"), json_schema=True,
+                                    one_sampling=True)
 _GEMINI_THINKING: Final = ModelCaps(True, "max_tokens", _BUDGET)
 
 # Order matters: the first matching row wins, so narrow patterns come before broad ones.
@@ -147,7 +149,7 @@ class CapabilityTable:
 
 def override_row(family: str, model: str, *, reasons: bool, max_tokens_field: str | None,
                  knobs: Iterable[str] | None, efforts: Iterable[str] | None,
-                 json_schema: bool) -> CapabilityRow:
+                 json_schema: bool, one_sampling: bool = False) -> CapabilityRow:
     """A config row. It replaces the built-in caps for the models it matches; a field left
     out takes its default: ``max_tokens``, and for a reasoning model the family's usual knob
     (``effort`` on OpenAI-shaped upstreams, ``budget`` on Anthropic and Gemini)."""
@@ -156,7 +158,7 @@ def override_row(family: str, model: str, *, reasons: bool, max_tokens_field: st
     field: MaxTokensField = "max_completion_tokens" if max_tokens_field == "max_completion_tokens" else "max_tokens"
     chosen = frozenset(k for k in _KNOBS if k in set(knobs))
     caps = ModelCaps(reasons, field, chosen, tuple(efforts) if efforts is not None else _DEFAULT_EFFORTS,
-                     json_schema)
+                     json_schema, one_sampling=one_sampling)
     return CapabilityRow("*", model, caps)
 
 

@@ -118,19 +118,41 @@ def strip_unsigned_thinking(body: bytes) -> bytes:
 
 
 def fit_messages_request(body: bytes, caps: ModelCaps) -> bytes:
-    """A Messages request whose model Apex renamed to a ``claude-*`` model before 4.6, made
-    one that model takes: adaptive thinking (Claude Code's default on new models; older ones
-    answer 400 to it) becomes a budget from ``output_config.effort`` (``budget_within``:
-    inside the client's max_tokens) where the model thinks, else no thinking. The effort goes
-    with it (it steered the adaptive thinking), and so do the ``clear_thinking`` context
-    edits when thinking is off. Unchanged bytes when nothing applies."""
-    if not caps.known or "adaptive" in caps.knobs or body.find(b'"adaptive"') < 0:
+    """A Messages request whose model Apex renamed to another ``claude-*`` model, made one
+    that model takes. On a model before 4.6, adaptive thinking (Claude Code's default on new
+    models; older ones answer 400 to it) becomes a budget from ``output_config.effort``
+    (``budget_within``: inside the client's max_tokens) where the model thinks, else no
+    thinking; the effort goes with it (it steered the adaptive thinking), and so do the
+    ``clear_thinking`` context edits when thinking is off. On a model that takes one sampling
+    setting (Opus 4.1, the 4.5 models and later), ``top_p`` goes when ``temperature`` is
+    also set, as the translators do. Unchanged bytes when nothing applies."""
+    if not caps.known:
+        return body
+    adaptive = "adaptive" not in caps.knobs and body.find(b'"adaptive"') >= 0
+    both = caps.one_sampling and body.find(b'"top_p"') >= 0 and body.find(b'"temperature"') >= 0
+    if not (adaptive or both):
         return body
     top = _TOP.decode(body)
+    changed = False
+    if both and _given(top, "top_p") and _given(top, "temperature"):
+        del top["top_p"]
+        changed = True
+    if adaptive:
+        changed = _fit_adaptive(top, caps) or changed
+    return _ENC.encode(top) if changed else body
+
+
+def _given(top: dict[str, msgspec.Raw], key: str) -> bool:
+    raw = top.get(key)
+    return raw is not None and bytes(raw) != b"null"
+
+
+def _fit_adaptive(top: dict[str, msgspec.Raw], caps: ModelCaps) -> bool:
+    """Adaptive thinking made a budget (or none) for a model before 4.6; True when changed."""
     raw = top.get("thinking")
     thinking = msgspec.json.decode(raw) if raw is not None else None
     if not (isinstance(thinking, dict) and thinking.get("type") == "adaptive"):
-        return body
+        return False
     effort = None
     raw = top.get("output_config")
     config = msgspec.json.decode(raw) if raw is not None else None
@@ -150,7 +172,7 @@ def fit_messages_request(body: bytes, caps: ModelCaps) -> bytes:
     else:
         del top["thinking"]
         _drop_thinking_edits(top)
-    return _ENC.encode(top)
+    return True
 
 
 _GENERATION_KEYS: Final = ("generationConfig", "generation_config")  # Gemini takes both spellings

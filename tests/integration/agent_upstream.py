@@ -82,6 +82,11 @@ def anthropic_adaptive(model: str) -> bool:
     return re.match(r"^claude-(opus|sonnet|haiku)-(4-[6-9]|[5-9])", model) is not None
 
 
+def anthropic_one_sampling(model: str) -> bool:
+    """Claude Opus 4.1, the 4.5 models and later take ``temperature`` or ``top_p``, not both."""
+    return anthropic_adaptive(model) or re.match(r"^claude-(opus-4-1|(opus|sonnet|haiku)-4-5)", model) is not None
+
+
 @dataclass
 class Seen:
     path: str
@@ -302,6 +307,8 @@ class AgentUpstream:
                 raise Refused("`max_tokens` must be greater than `thinking.budget_tokens`.")
         if thinking.get("type") == "adaptive" and not anthropic_adaptive(model):
             raise Refused(f"adaptive thinking is not supported on {model}")
+        if anthropic_one_sampling(model) and req.get("temperature") is not None and req.get("top_p") is not None:
+            raise Refused("`temperature` and `top_p` cannot both be specified for this model. Please use only one.")
         if on and (req.get("temperature") not in (None, 1) or req.get("top_k") is not None):
             raise Refused("`temperature` may only be set to 1 when thinking is enabled.")
         edits = (req.get("context_management") or {}).get("edits") or []

@@ -224,6 +224,28 @@ async def test_claude_code_adaptive_thinking_on_an_older_claude_it_was_renamed_t
     assert fakes["anthropic"].refusals == []
 
 
+async def test_anthropic_sdk_sampling_on_a_claude_it_was_renamed_to(
+        fakes: dict[str, AgentUpstream], start_apex: StartApex) -> None:
+    """A client sends temperature and top_p for claude-3-7-sonnet (which takes both; older Anthropic SDKs and
+    LiteLLM, LangChain pass them; the newest SDK has no such arguments, hence extra_body); a model_map sends it
+    to claude-sonnet-4-5, which refuses the pair (400): top_p goes, temperature stays. Either alone goes as sent."""
+    inst = await start_apex(config(fakes, an={"model_map": {"claude-3-7-*": "claude-sonnet-4-5"}}))
+    client = anthropic.AsyncAnthropic(base_url=inst.url, api_key="vk-an", max_retries=0)
+    try:
+        answer = await client.messages.create(model="claude-3-7-sonnet-latest", max_tokens=200,
+                                              messages=[{"role": "user", "content": "Say hi."}],
+                                              extra_body={"temperature": 0.2, "top_p": 0.9})
+        assert answer.content and answer.model == "claude-3-7-sonnet-latest"
+        sent = last(fakes["anthropic"]).body
+        assert sent["model"] == "claude-sonnet-4-5" and sent["temperature"] == 0.2 and "top_p" not in sent
+        await client.messages.create(model="claude-3-7-sonnet-latest", max_tokens=200,
+                                     messages=[{"role": "user", "content": "Say hi."}], extra_body={"top_p": 0.9})
+        assert last(fakes["anthropic"]).body["top_p"] == 0.9  # one of them alone goes as sent
+    finally:
+        await client.close()
+    assert fakes["anthropic"].refusals == []
+
+
 async def test_gemini_client_thinking_on_a_gemini_model_without_it(
         fakes: dict[str, AgentUpstream], start_apex: StartApex) -> None:
     """A Gemini client's thinkingConfig (Gemini CLI sends one for 2.5) is dropped when a model_map sends the

@@ -233,6 +233,23 @@ def test_fit_messages_request_turns_thinking_off_where_the_model_does_not_think(
     assert json.loads(fit_messages_request(tight, _CLAUDE_CAPS.lookup("claude-sonnet-4-5"))) == {"max_tokens": 1500}
 
 
+def test_fit_messages_request_keeps_one_sampling_setting_where_the_model_takes_one() -> None:
+    """Opus 4.1, the 4.5 models and later refuse temperature with top_p: top_p goes (as in the
+    translators); one of them alone, or a model that takes both, gets the bytes as sent."""
+    both = b'{"model":"claude-3-5-sonnet-latest","max_tokens":10,"temperature":0.2,"top_p":0.9,"messages":[]}'
+    for model in ("claude-sonnet-4-5", "claude-opus-4-1-20250805", "claude-haiku-4-5", "claude-sonnet-4-6", "claude-opus-5"):
+        out = json.loads(fit_messages_request(both, _CLAUDE_CAPS.lookup(model)))
+        assert "top_p" not in out and out["temperature"] == 0.2, model
+    assert fit_messages_request(both, _CLAUDE_CAPS.lookup("claude-3-7-sonnet-latest")) is both
+    assert fit_messages_request(both, _CLAUDE_CAPS.lookup("claude-opus-4-20250514")) is both
+    one = b'{"max_tokens":10,"top_p":0.9,"temperature":null}'
+    assert fit_messages_request(one, _CLAUDE_CAPS.lookup("claude-sonnet-4-5")) is one
+    with_adaptive = json.dumps({"max_tokens": 64000, "temperature": 1, "top_p": 0.5, "thinking": {"type": "adaptive"},
+                                "output_config": {"effort": "low"}}).encode()
+    assert json.loads(fit_messages_request(with_adaptive, _CLAUDE_CAPS.lookup("claude-sonnet-4-5"))) == {
+        "max_tokens": 64000, "temperature": 1, "thinking": {"type": "enabled", "budget_tokens": 1024}}
+
+
 def test_fit_gemini_request_drops_thinking_for_a_model_without_it() -> None:
     """gemini-2.0 takes no thinkingConfig (either spelling); 2.5 and unknown models get the bytes as sent."""
     table = CapabilityTable("gemini")
