@@ -4,7 +4,8 @@ aiohttp's server has a keep-alive idle timeout but no bound on how long a client
 to send its request head or body: a slowloris holds a socket (and a file descriptor) for
 as long as it trickles bytes. Here each connection notes when its current head and body
 started, and a periodic sweep (see ``sweep_interval``) closes heads older than ``header_read_ms``
-(after a 408) and fails bodies older than ``body_read_ms`` (the endpoint answers 408 in its protocol).
+(after a 408) and fails bodies older than ``body_read_ms`` (the endpoint answers 408 in its protocol),
+and closes a connection whose client took none of the bytes written to it for ``send_ms``.
 That costs the request path a clock read per received chunk, no timer per request.
 
 aiohttp answers bytes its parser rejects with a plain-text 400 that quotes the offending
@@ -41,9 +42,10 @@ SWEEP_MIN_S: Final = 0.05
 SWEEP_MAX_S: Final = 1.0
 
 
-def sweep_interval(header_read: float, body_read: float) -> float:
+def sweep_interval(header_read: float, body_read: float, send: float | None = None) -> float:
     """Seconds between sweeps: timeouts are enforced to within a tenth of themselves (at most 1 s)."""
-    return min(SWEEP_MAX_S, max(SWEEP_MIN_S, min(header_read, body_read) / 10))
+    shortest = min(header_read, body_read) if send is None else min(header_read, body_read, send)
+    return min(SWEEP_MAX_S, max(SWEEP_MIN_S, shortest / 10))
 
 
 class BodyReadTimeout(asyncio.TimeoutError):
@@ -72,7 +74,8 @@ class ApexRequestHandler(RequestHandler):
     """aiohttp's connection handler plus the times its current head and body began, and an
     answer for a client that half-closes after its request."""
 
-    __slots__ = ("apex_head_since", "apex_peek", "apex_body", "apex_body_since", "apex_upstream_for")
+    __slots__ = ("apex_head_since", "apex_peek", "apex_body", "apex_body_since", "apex_unsent", "apex_unsent_since",
+                 "apex_upstream_for")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -83,6 +86,8 @@ class ApexRequestHandler(RequestHandler):
         # id() of the request waiting on (or relaying) an upstream: an id holds no reference,
         # and a reused one only makes an EOF close at once, as aiohttp itself does.
         self.apex_upstream_for = 0
+        self.apex_unsent = 0  # bytes the client had not taken at the last sweep
+        self.apex_unsent_since = 0.0  # loop time that amount was first seen unchanged
 
     def eof_received(self) -> bool | None:  # type: ignore[override]  # asyncio.Protocol allows True: keep writing
         """The client closed its sending side. aiohttp's answer is to close the connection,
@@ -125,8 +130,9 @@ class ApexRequestHandler(RequestHandler):
             return
         super().data_received(data)
 
-    def sweep(self, now: float, header_read: float, body_read: float) -> None:
-        """Enforce the read timeouts (called by the sweep for every connection)."""
+    def sweep(self, now: float, header_read: float, body_read: float, send: float) -> None:
+        """Enforce the read timeouts and the send timeout (called by the sweep for every connection)."""
+        self._sweep_send(now, send)
         if self.apex_head_since and now - self.apex_head_since > header_read and self.transport is not None:
             self.apex_head_since = 0.0
             err = RequestTimeout(f"the request head was not received within {header_read:g} s")
@@ -144,6 +150,25 @@ class ApexRequestHandler(RequestHandler):
             self.apex_body = None
             if not body_stream.is_eof():
                 body_stream.set_exception(BodyReadTimeout(f"the request body was not received within {body_read:g} s"))
+
+    def _sweep_send(self, now: float, send: float) -> None:
+        """A client that takes none of what Apex wrote for ``send`` seconds is closed: its
+        answer would sit in memory and its socket stay open for as long as it likes (a slow
+        read). A stream's own writes have a deadline already (Attempt); this catches the rest,
+        such as a large JSON answer aiohttp writes after the handler returned."""
+        transport = self.transport
+        unsent = transport.get_write_buffer_size() if transport is not None else 0
+        if not unsent:
+            self.apex_unsent = 0
+            return
+        if unsent != self.apex_unsent:  # progress, or more to send: the clock starts again
+            self.apex_unsent = unsent
+            self.apex_unsent_since = now
+            return
+        if now - self.apex_unsent_since > send and transport is not None:
+            log.warning("a client took none of its answer for %g s; connection closed (%d bytes unsent)", send, unsent)
+            self.apex_unsent = 0
+            transport.abort()
 
     def handle_error(
         self,
@@ -203,12 +228,12 @@ class ApexRunner(web.AppRunner):
         loop = asyncio.get_running_loop()
         while True:
             ct = self._gateway.snapshot.config.global_.client_timeouts  # a reload may change them
-            header_read, body_read = ct.header_read_ms / 1000, ct.body_read_ms / 1000
-            await asyncio.sleep(sweep_interval(header_read, body_read))
+            header_read, body_read, send = ct.header_read_ms / 1000, ct.body_read_ms / 1000, ct.send_ms / 1000
+            await asyncio.sleep(sweep_interval(header_read, body_read, send))
             now = loop.time()
             for handler in server.connections:
                 if isinstance(handler, ApexRequestHandler):
-                    handler.sweep(now, header_read, body_read)
+                    handler.sweep(now, header_read, body_read, send)
 
     async def cleanup(self) -> None:
         if self._sweeper is not None:

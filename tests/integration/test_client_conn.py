@@ -271,3 +271,40 @@ async def test_a_client_that_stops_reading_a_stream_is_cut_after_send_ms(
     assert access and access[-1].fields["status"] == 499, [getattr(r, "fields", None) for r in access]  # type: ignore[attr-defined]
     assert any("did not read its stream" in r.getMessage() for r in caplog.records)
     assert time.monotonic() - started < 10
+
+
+async def test_a_client_that_does_not_read_a_large_json_answer_is_closed_after_send_ms(
+    upstream: FakeUpstream, start_apex: StartApex, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """aiohttp writes a JSON answer after the handler returned; a client that reads none of it
+    kept the socket and the answer in memory for as long as it liked. The connection sweep closes
+    it once nothing has gone out for ``send_ms``."""
+    cfg = basic_config(upstream)
+    cfg["global"]["client_timeouts"] = {"send_ms": 500}
+    inst = await start_apex(cfg)
+    content = "y" * 16_000_000
+    upstream.push(Behaviour(body=json.dumps({"id": "c", "object": "chat.completion", "created": 1, "model": "gpt-4o",
+                                             "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
+                                                          "finish_reason": "stop"}]}).encode()))
+    caplog.set_level(logging.WARNING)
+    body = json.dumps({"model": "gpt-4o", "messages": [{"role": "user", "content": "x"}]}).encode()
+
+    def stalled_client() -> int:
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.connect(("127.0.0.1", inst.port))
+            sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: apex\r\nAuthorization: Bearer vk-default\r\n"
+                         b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+            got = len(sock.recv(1024))
+            time.sleep(2.5)  # read nothing for a while
+            sock.settimeout(5)
+            try:
+                while chunk := sock.recv(1 << 20):
+                    got += len(chunk)
+            except (ConnectionResetError, TimeoutError):
+                pass
+            return got
+
+    received = await asyncio.to_thread(stalled_client)
+    assert received < len(content)  # cut off, not delivered whole
+    assert any("took none of its answer" in r.getMessage() for r in caplog.records)
