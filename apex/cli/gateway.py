@@ -20,7 +20,16 @@ from typing import Final
 
 import rich_click as click
 
-from apex.cli.options import config_choice, config_option, config_path, json_option, wants_json
+from apex.cli.options import (
+    addressed_config,
+    config_choice,
+    config_option,
+    config_path,
+    demo_config,
+    demo_option,
+    json_option,
+    wants_json,
+)
 from apex.cli.output import EXIT_NOT_RUNNING, fail, fail_config, print_json, say
 from apex.gateway_state import (
     base_url,
@@ -28,18 +37,14 @@ from apex.gateway_state import (
     log_path,
     pid_alive,
     pid_path,
-    STATE_DIR_ENV,
     remember_started,
     running_pid,
     state_path,
-    target_config,
-    user_state_dir,
 )
 from apex.cli.store import ConfigStore
 from apex.config.load import check_host_paths, load_config, parse_listen
 from apex.config.model import Config
 from apex.errors import ConfigError
-from apex.share import DEMO_CONFIG, share_path
 
 __all__ = ["gateway_group", "running_pid"]  # running_pid: re-exported from gateway_state
 
@@ -60,11 +65,6 @@ def _load(path: Path) -> Config:
     except ConfigError as exc:
         fail_config(exc)
     return config
-
-
-def _addressed(config_file: str | None) -> tuple[Path, str]:
-    """The config stop/reload act on (see ``target_config``)."""
-    return target_config(*config_choice(config_file))
 
 
 def _check_listen(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
@@ -97,10 +97,7 @@ def start(daemon: bool, foreground: bool, pid_file: str | None, log_file: str | 
     if demo:
         if config_choice(config_file)[1] == "--config":
             raise click.UsageError("--demo runs the packaged demo config; leave out --config")
-        path = share_path(DEMO_CONFIG)
-        # Everything the demo writes (state file, request log) goes to the user's state
-        # directory: the installed package may be read-only and must stay as shipped.
-        os.environ.setdefault(STATE_DIR_ENV, os.fspath(user_state_dir()))
+        path = demo_config()
     else:
         path = config_path(config_file)
     if listen is not None:
@@ -203,10 +200,11 @@ def _last_error(log_file: Path) -> str:
 @click.option("--timeout", "timeout_s", type=click.FloatRange(min=0), default=30.0, show_default=True,
               help="Seconds to wait for in-flight requests to finish.")
 @config_option
+@demo_option
 @json_option
-def stop(timeout_s: float, config_file: str | None, as_json: bool) -> None:
+def stop(timeout_s: float, config_file: str | None, demo: bool, as_json: bool) -> None:
     """Stop the gateway gracefully (SIGTERM) and wait; exit 1 if it is still running after --timeout."""
-    path, _ = _addressed(config_file)
+    path, _ = addressed_config(config_file, demo)
     pid = running_pid(path)
     if pid is None:
         _clean_stale(path)
@@ -224,10 +222,11 @@ def stop(timeout_s: float, config_file: str | None, as_json: bool) -> None:
 
 @gateway_group.command("reload")
 @config_option
+@demo_option
 @json_option
-def reload(config_file: str | None, as_json: bool) -> None:
+def reload(config_file: str | None, demo: bool, as_json: bool) -> None:
     """Validate the config, then tell the running gateway to reload it (SIGHUP)."""
-    path, source = _addressed(config_file)
+    path, source = addressed_config(config_file, demo)
     pid = running_pid(path)
     if pid is None:
         fail(f"no gateway is running for {path} ({source}); point at its config with --config or $APEX_CONFIG",

@@ -17,9 +17,12 @@ import rich_click as click
 __all__ = [
     "CONFIG_ENV",
     "DEFAULT_CONFIG",
+    "addressed_config",
     "config_choice",
     "config_option",
     "config_path",
+    "demo_config",
+    "demo_option",
     "json_option",
     "resolve_config_path",
     "wants_json",
@@ -84,3 +87,33 @@ def wants_json(given: bool) -> bool:
         return True
     ctx = click.get_current_context(silent=True)
     return bool(ctx is not None and ctx.find_root().params.get("as_json"))
+
+
+def demo_option(f: F) -> F:
+    """``--demo`` on the commands that start, stop, reload or report on a gateway."""
+    return click.option("--demo", is_flag=True, default=False,
+                        help="The offline demo gateway (the config shipped with Apex; `apex gateway start --demo`).")(f)
+
+
+def demo_config() -> Path:
+    """The demo config shipped in the package. Everything a demo gateway writes (state file,
+    request log) goes to the user's state directory: the installed package may be read-only
+    and must stay as shipped; stop, reload and status look there too."""
+    from apex.gateway_state import STATE_DIR_ENV, user_state_dir
+    from apex.share import DEMO_CONFIG, share_path
+
+    os.environ.setdefault(STATE_DIR_ENV, os.fspath(user_state_dir()))
+    return share_path(DEMO_CONFIG)
+
+
+def addressed_config(given: str | None, demo: bool) -> tuple[Path, str]:
+    """The config a command about a running gateway acts on, and how it was chosen: the demo
+    with ``--demo``, else ``target_config`` (the one this user started last, when no config
+    was named and ./config.json runs no gateway)."""
+    from apex.gateway_state import target_config
+
+    if demo:
+        if config_choice(given)[1] == "--config":
+            raise click.UsageError("--demo acts on the demo config shipped with Apex; leave out --config")
+        return demo_config(), "--demo"
+    return target_config(*config_choice(given))

@@ -16,9 +16,9 @@ import rich_click as click
 from click.exceptions import Exit
 
 from apex import __version__
-from apex.cli.options import config_choice, config_option, json_option, wants_json
+from apex.cli.options import addressed_config, config_option, demo_option, json_option, wants_json
 from apex.cli.output import EXIT_NOT_RUNNING, print_json, print_table
-from apex.gateway_state import base_url, http_get, pid_alive, read_state, state_path, target_config
+from apex.gateway_state import base_url, http_get, pid_alive, read_state, state_path
 from apex.cli.store import ConfigStore
 from apex.errors import ConfigError
 
@@ -41,10 +41,11 @@ def parse_channel_up(metrics_text: str) -> dict[str, str]:
 
 @click.command("status")
 @config_option
+@demo_option
 @json_option
-def status_command(config_file: str | None, as_json: bool) -> None:
+def status_command(config_file: str | None, demo: bool, as_json: bool) -> None:
     """Show whether the gateway runs (exit 0) or not (exit 3), and its health."""
-    path, source = target_config(*config_choice(config_file))
+    path, source = addressed_config(config_file, demo)
     report: dict[str, Any] = {"running": False, "pid": None, "listen": None, "uptime_seconds": None,
                               "version": None, "cli_version": __version__, "config": os.fspath(path),
                               "config_source": source, "hint": None,

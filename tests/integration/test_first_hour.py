@@ -151,6 +151,28 @@ def test_demo_from_the_package_and_status_finds_it_from_anywhere(tmp_path: Path,
     assert gone.returncode == 3 and "(default ./config.json)" in gone.stderr
 
 
+def test_demo_is_addressed_by_demo_on_stop_reload_and_status(tmp_path: Path, pids: list[int]) -> None:
+    """`apex gateway stop|reload --demo` and `apex status --demo` act on the demo gateway, as
+    `start --demo` started it, whichever config was started last; --demo with --config is refused."""
+    port = free_port()
+    env = clean_env()
+    r = apex("gateway", "start", "--demo", "--daemon", "--json", "--listen", f"127.0.0.1:{port}", cwd=tmp_path, env=env)
+    assert r.returncode == 0, r.stderr
+    pids.append(int(json.loads(r.stdout)["pid"]))
+    other = tmp_path / "config.json"  # another config named in the directory: --demo still means the demo
+    assert apex("init", "--non-interactive", "--config", str(other), cwd=tmp_path, env=env).returncode == 0
+    status = apex("status", "--demo", "--json", cwd=tmp_path, env=env)
+    assert status.returncode == 0, status.stderr
+    data = json.loads(status.stdout)
+    assert data["running"] and data["pid"] == pids[0] and data["config_source"] == "--demo"
+    assert apex("gateway", "reload", "--demo", cwd=tmp_path, env=env).returncode == 0
+    refused = apex("gateway", "stop", "--demo", "--config", str(other), cwd=tmp_path, env=env)
+    assert refused.returncode == 2 and "leave out --config" in refused.stderr
+    assert apex("gateway", "stop", "--demo", cwd=tmp_path, env=env).returncode == 0
+    assert not pid_alive(pids[0])
+    assert apex("status", "--demo", cwd=tmp_path, env=env).returncode == 3
+
+
 async def test_demo_models_lists_real_names(start_apex: StartApex) -> None:
     """(10) /v1/models on the demo lists names a client can use, over HTTP with the OpenAI SDK."""
     demo = json.loads(share_path(DEMO_CONFIG).read_text())
