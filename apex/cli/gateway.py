@@ -100,6 +100,10 @@ def start(daemon: bool, foreground: bool, pid_file: str | None, log_file: str | 
         path = demo_config()
     else:
         path = config_path(config_file)
+        if not path.exists():  # a first run: say how to make one, or how to try Apex without one
+            fail_config(ConfigError(f"config file {path} does not exist; create one with `apex init --config {path}`, "
+                                    "point at yours with --config or $APEX_CONFIG, or try the offline demo: "
+                                    "`apex gateway start --demo`"))
     if listen is not None:
         os.environ["APEX_LISTEN"] = listen  # the gateway (and a daemon child) read it like any override
     config = _load(path)

@@ -90,6 +90,7 @@ def test_missing_config_is_one_line_with_the_fix(run: Run, tmp_path: Path) -> No
     r = run("gateway", "start", "--config", str(tmp_path / "nope.json"))
     assert r.exit_code == 1 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
     assert "nope.json does not exist; create one with `apex init --config" in r.stderr
+    assert "or try the offline demo: `apex gateway start --demo`" in r.stderr  # a first run without a config
 
 
 def test_config_path_that_is_a_directory(run: Run, tmp_path: Path) -> None:
