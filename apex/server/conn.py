@@ -114,7 +114,11 @@ class ApexRequestHandler(RequestHandler):
     def data_received(self, data: bytes) -> None:
         body = self.apex_body
         if body is None or body.is_eof():
-            if not self.apex_head_since:
+            # Only bytes start a head: aiohttp calls data_received(b"") itself whenever a
+            # body read drains its buffer (resume_reading), and that armed the head timer
+            # for the request being served, so any answer slower than header_read_ms had
+            # its connection closed under it.
+            if data and not self.apex_head_since:
                 self.apex_head_since = self._loop.time()
                 self.apex_peek = data[:_PEEK]
             queued = len(self._messages)

@@ -308,3 +308,29 @@ async def test_a_client_that_does_not_read_a_large_json_answer_is_closed_after_s
     received = await asyncio.to_thread(stalled_client)
     assert received < len(content)  # cut off, not delivered whole
     assert any("took none of its answer" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+async def test_an_answer_slower_than_the_head_timeout_is_not_cut(
+    upstream: FakeUpstream, start_apex: StartApex, stream: bool,
+) -> None:
+    """The head timeout is for a client's request head, not for Apex's answer. aiohttp calls
+    data_received(b"") whenever a body read drains its buffer, and that armed the head timer
+    for the request being served: any answer slower than header_read_ms (10 s by default, a
+    common LLM answer time) had its connection closed ("Server disconnected")."""
+    from tests.integration.fakes import fixture_bytes, split_events
+
+    inst = await start_apex(timeouts_config(upstream, header=300, body=300, idle=5000))
+    if stream:
+        upstream.push(Behaviour(content_type="text/event-stream", stall=1.2,
+                                events=split_events(fixture_bytes("openai_chat_stream_text.sse"))))
+    else:
+        upstream.push(Behaviour(stall=1.2, body=fixture_bytes("openai_chat_nonstream.json")))
+    async with aiohttp.ClientSession() as s, s.post(
+        f"{inst.openai_url}/chat/completions", headers={"Authorization": "Bearer vk-default"},
+        json={"model": "gpt-4o", "stream": stream, "messages": [{"role": "user", "content": "x" * 1000}]},
+    ) as resp:
+        assert resp.status == 200
+        text = await resp.text()
+    assert ("[DONE]" in text) if stream else json.loads(text)["choices"]
+    assert len(upstream.requests) == 1  # answered on the first attempt, nothing retried
