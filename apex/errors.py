@@ -220,6 +220,15 @@ class UpstreamTimeout(UpstreamError):
     kind: ErrorKind = "timeout"
 
 
+class ChannelBusy(UpstreamError):
+    """Every connection the channel's ``max_connections`` allows stayed busy for the connect
+    timeout. Apex's own cap, so no verdict on the channel's health: another channel may
+    serve, and the client is told to come back shortly (503 + Retry-After)."""
+
+    status = 503
+    kind: ErrorKind = "overloaded"
+
+
 class NoRouteAvailable(ApexError):
     status = 503
     kind: ErrorKind = "overloaded"

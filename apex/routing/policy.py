@@ -106,6 +106,7 @@ class Outcome(enum.Enum):
     FAILED = "failed"  # a failed attempt (connection, timeout, retryable status, 401/403, malformed)
     REJECTED = "rejected"  # an upstream error that goes back to the client unretried: done, no verdict
     ABANDONED = "abandoned"  # the client went away: done, no verdict
+    BUSY = "busy"  # Apex's own connection cap for the channel stayed full: no verdict, the plan goes on
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,7 +244,7 @@ class AttemptPlan:
             self._health.release(channel, now)
         if retry_after is not None and retry_after > 0:
             self._health.note_retry_after(channel, now + retry_after, now)
-        if outcome is not Outcome.FAILED:
+        if outcome is not Outcome.FAILED and outcome is not Outcome.BUSY:
             self._done = True
 
     def _take(self, index: int, now: float, *, hold_until: float | None, forced: bool) -> Attempt:

@@ -20,6 +20,7 @@ from aiohttp import web
 from apex.auth import Principal
 from apex.errors import (
     ApexError,
+    ChannelBusy,
     InvalidRequest,
     NotFound,
     RequestTimeout,
@@ -223,6 +224,9 @@ async def _attempts(
             if not err.retryable:
                 plan.record(channel.name, Outcome.REJECTED, now)
                 raise
+            if isinstance(err, ChannelBusy):  # Apex's own cap: try on, but the channel is not at fault
+                plan.record(channel.name, Outcome.BUSY, now)
+                continue
             plan.record(channel.name, Outcome.FAILED, now, retry_after=err.retry_after)
             continue
         except asyncio.CancelledError:

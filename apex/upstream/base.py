@@ -18,11 +18,18 @@ from typing import Final, Protocol
 
 import msgspec
 
-from apex.errors import UpstreamConnectionError, UpstreamError, UpstreamMalformed, UpstreamStatus, UpstreamTimeout
+from apex.errors import (
+    ChannelBusy,
+    UpstreamConnectionError,
+    UpstreamError,
+    UpstreamMalformed,
+    UpstreamStatus,
+    UpstreamTimeout,
+)
 from apex.translate.read.gemini_errors import gemini_error
 from apex.types import ProviderFamily
 from apex.upstream.egress import connect_reason
-from apex.upstream.http import ConnectFailed, HttpClientError, InvalidResponse, exchange_failure
+from apex.upstream.http import ConnectFailed, HttpClientError, InvalidResponse, PoolExhausted, exchange_failure
 from apex.wire.openai import ErrorEnvelope, ErrorView
 
 __all__ = [
@@ -59,6 +66,9 @@ class UpstreamReply(Protocol):
     def close(self) -> None: ...
 
 
+BUSY_RETRY_AFTER_S: Final = 1.0  # Retry-After on the 503 for a channel at its max_connections
+
+
 def transport_error(channel: str, exc: BaseException) -> UpstreamError:
     """The UpstreamError for a socket/HTTP failure or timeout talking to ``channel``.
 
@@ -67,6 +77,8 @@ def transport_error(channel: str, exc: BaseException) -> UpstreamError:
     """
     if isinstance(exc, HttpClientError):
         message = f"upstream channel {channel}: {exchange_failure(exc)}"
+        if isinstance(exc, PoolExhausted):
+            return ChannelBusy(message, channel=channel, retry_after=BUSY_RETRY_AFTER_S)
         if isinstance(exc, ConnectFailed) and exc.timed_out:
             return UpstreamTimeout(message, channel=channel)
         if isinstance(exc, InvalidResponse):  # reached, but what came back is not HTTP: a malformed answer

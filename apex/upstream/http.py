@@ -93,6 +93,11 @@ class ConnectFailed(HttpClientError):
         self.timed_out = timed_out
 
 
+class PoolExhausted(ConnectFailed):
+    """Every connection ``max_connections`` allows was busy for the whole connect timeout:
+    Apex's own cap, not a verdict on the upstream."""
+
+
 class ServerDisconnected(HttpClientError):
     """The connection closed before the response was complete."""
 
@@ -769,7 +774,7 @@ class UpstreamPool:
                 else:
                     waiter.cancel()
                 if isinstance(exc, TimeoutError):
-                    raise ConnectFailed(
+                    raise PoolExhausted(
                         origin.label,
                         f"no free connection within {connect_timeout:g} s (max_connections {slots.limit} in use)",
                         timed_out=True,

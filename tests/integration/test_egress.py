@@ -331,6 +331,44 @@ async def test_connections_gauge_and_budget_through_apex(upstream: FakeUpstream,
     assert active and float(active[0].split()[-1]) == 0
 
 
+async def test_a_channel_at_its_connection_budget_is_busy_not_failed(upstream: FakeUpstream, start_apex: StartApex) -> None:
+    """max_connections 1, a slow answer in it: a second request waits the connect timeout for a
+    connection, then gets a 503 with Retry-After (Apex's own cap, no 504), the channel is not
+    cooled for it (the next request is served at once), and another channel serves it when
+    the route has one."""
+    from tests.integration.fakes import Behaviour, fixture_bytes
+
+    answer = fixture_bytes("openai_chat_nonstream.json")
+    cfg = one_channel(upstream.openai_url, max_connections=1)
+    cfg["global"]["timeouts"] = {"connect_ms": 300}
+    cfg["global"]["retries"] = {"max_attempts": 3, "backoff_ms": 10}
+    cfg["global"]["health"] = {"failure_threshold": 1}
+    inst = await start_apex(cfg)
+    upstream.persistent = Behaviour(stall=1.5, body=answer)
+    client = oai(inst).with_options(max_retries=0)
+    slow = asyncio.create_task(client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "a"}]))
+    await asyncio.sleep(0.2)
+    with pytest.raises(openai.APIStatusError) as caught:
+        await client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "b"}])
+    assert caught.value.status_code == 503 and caught.value.response.headers.get("retry-after") == "1"
+    assert "no free connection within 0.3 s (max_connections 1 in use)" in str(caught.value)
+    assert (await slow).choices[0].message.content
+    upstream.persistent = Behaviour(body=answer)
+    assert (await client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "c"}])).choices
+    assert inst.gateway.snapshot.health.is_available("oa", inst.gateway.clock())  # never cooled
+
+    cfg["channels"].append({"name": "oa2", "provider_type": "openai", "base_url": upstream.openai_url,
+                            "api_key": "sk-upstream-oa"})
+    cfg["routers"][0]["channels"] = [{"name": "oa"}, {"name": "oa2"}]
+    cfg["routers"][0]["strategy"] = "priority"
+    inst2 = await start_apex(cfg)
+    upstream.persistent = Behaviour(stall=1.0, body=answer)
+    client2 = oai(inst2).with_options(max_retries=0)
+    both = await asyncio.gather(*(client2.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "x"}])
+                                  for _ in range(2)))
+    assert all(r.choices for r in both)  # the second went to oa2 after oa's budget stayed full
+
+
 async def test_bad_egress_keys_are_config_errors(start_apex: StartApex, tmp_path: Path) -> None:
     """Each bad egress value is a config error naming its key path (and never the credentials)."""
 

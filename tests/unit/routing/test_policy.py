@@ -160,6 +160,18 @@ class TestAttemptOrder:
         assert plan.next_attempt(0.0) is None
         assert plan.rate_limited() is None
 
+    def test_a_busy_channel_goes_on_to_the_next_without_a_failure(self) -> None:
+        """BUSY (Apex's own connection cap stayed full) lets the plan go on, to the next
+        channel, and counts nothing against the busy one: one failure would cool it here."""
+        health = HealthTracker(failure_threshold=1, cooldown_s=30.0)
+        plan = plan_over(["a", "b"], health=health)
+        step = plan.next_attempt(0.0)
+        assert step is not None and step.channel == "a"
+        plan.record("a", Outcome.BUSY, 0.0)
+        nxt = plan.next_attempt(0.0)
+        assert nxt is not None and nxt.channel == "b"
+        assert health.is_available("a", 0.0)
+
     def test_no_channels_means_no_attempts(self) -> None:
         """An empty plan stops at once (the caller answers 404 before it gets here)."""
         assert plan_over([]).next_attempt(0.0) is None
