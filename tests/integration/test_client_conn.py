@@ -232,6 +232,17 @@ async def test_a_half_close_while_waiting_on_the_upstream_still_cancels_it(
     assert answer == b"" and took < 2.0, (answer, took)
 
 
+def slow_reader(port: int, body: bytes) -> socket.socket:
+    """A blocking socket with a 4 KiB receive buffer that has sent a chat request with ``body``;
+    the caller reads (or does not) as it likes."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", port))
+    sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: apex\r\nAuthorization: Bearer vk-default\r\n"
+                 b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+    return sock
+
+
 async def test_a_client_that_stops_reading_a_stream_is_cut_after_send_ms(
     upstream: FakeUpstream, start_apex: StartApex, caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -250,11 +261,7 @@ async def test_a_client_that_stops_reading_a_stream_is_cut_after_send_ms(
     body = json.dumps({"model": "gpt-4o", "stream": True, "messages": [{"role": "user", "content": "x"}]}).encode()
 
     def stalled_client() -> bytes:
-        with socket.socket() as sock:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-            sock.connect(("127.0.0.1", inst.port))
-            sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: apex\r\nAuthorization: Bearer vk-default\r\n"
-                         b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+        with slow_reader(inst.port, body) as sock:
             head = sock.recv(1024)  # the head, then nothing read for a while
             time.sleep(3.0)
             return head
@@ -290,11 +297,7 @@ async def test_a_client_that_does_not_read_a_large_json_answer_is_closed_after_s
     body = json.dumps({"model": "gpt-4o", "messages": [{"role": "user", "content": "x"}]}).encode()
 
     def stalled_client() -> int:
-        with socket.socket() as sock:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-            sock.connect(("127.0.0.1", inst.port))
-            sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: apex\r\nAuthorization: Bearer vk-default\r\n"
-                         b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+        with slow_reader(inst.port, body) as sock:
             got = len(sock.recv(1024))
             time.sleep(2.5)  # read nothing for a while
             sock.settimeout(5)
