@@ -42,10 +42,9 @@ SWEEP_MIN_S: Final = 0.05
 SWEEP_MAX_S: Final = 1.0
 
 
-def sweep_interval(header_read: float, body_read: float, send: float | None = None) -> float:
+def sweep_interval(header_read: float, body_read: float, send: float) -> float:
     """Seconds between sweeps: timeouts are enforced to within a tenth of themselves (at most 1 s)."""
-    shortest = min(header_read, body_read) if send is None else min(header_read, body_read, send)
-    return min(SWEEP_MAX_S, max(SWEEP_MIN_S, shortest / 10))
+    return min(SWEEP_MAX_S, max(SWEEP_MIN_S, min(header_read, body_read, send) / 10))
 
 
 class BodyReadTimeout(asyncio.TimeoutError):

@@ -249,8 +249,10 @@ def without_sampling(body: bytes) -> bytes:
 
 def _drop_sampling(top: dict[str, msgspec.Raw]) -> bool:
     """Remove ``SAMPLING_FIELDS`` from a decoded top level; True when one was there."""
-    found = [key for key in SAMPLING_FIELDS if top.pop(key, None) is not None]
-    return bool(found)
+    dropped = False
+    for key in SAMPLING_FIELDS:
+        dropped = top.pop(key, None) is not None or dropped
+    return dropped
 
 
 def strip_reasoning(body: bytes) -> bytes:

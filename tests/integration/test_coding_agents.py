@@ -244,6 +244,18 @@ async def test_anthropic_sdk_sampling_on_a_claude_it_was_renamed_to(
     finally:
         await client.close()
     assert fakes["anthropic"].refusals == []
+    # A channel's capability row says so for a model the built-in table does not know to take one setting.
+    row = {"model": "claude-house-*", "reasons": True, "one_sampling": True}
+    inst2 = await start_apex(config(fakes, an={"model_map": {"claude-3-7-*": "claude-house-1"}, "capabilities": [row]}))
+    client2 = anthropic.AsyncAnthropic(base_url=inst2.url, api_key="vk-an", max_retries=0)
+    try:
+        await client2.messages.create(model="claude-3-7-sonnet-latest", max_tokens=200,
+                                      messages=[{"role": "user", "content": "Say hi."}],
+                                      extra_body={"temperature": 0.2, "top_p": 0.9})
+        sent = last(fakes["anthropic"]).body
+        assert sent["model"] == "claude-house-1" and sent["temperature"] == 0.2 and "top_p" not in sent
+    finally:
+        await client2.close()
 
 
 async def test_gemini_client_thinking_on_a_gemini_model_without_it(

@@ -222,13 +222,15 @@ async def test_a_buffered_access_line_is_flushed_by_a_timer_armed_only_then(tmp_
         handler.close()
 
 
-@pytest.mark.parametrize(("header_s", "body_s", "interval"), [
-    (10.0, 60.0, 1.0),    # the defaults: once a second
-    (1.0, 1.0, 0.1),      # a tenth of the shorter timeout
-    (60.0, 2.0, 0.2),
-    (0.2, 5.0, 0.05),     # never more often than 20 times a second
+@pytest.mark.parametrize(("header_s", "body_s", "send_s", "interval"), [
+    (10.0, 60.0, 60.0, 1.0),    # the defaults: once a second
+    (1.0, 1.0, 60.0, 0.1),      # a tenth of the shortest timeout
+    (60.0, 2.0, 60.0, 0.2),
+    (60.0, 60.0, 0.5, 0.05),    # send_ms counts too
+    (0.2, 5.0, 60.0, 0.05),     # never more often than 20 times a second
 ])
-def test_sweep_interval_is_a_tenth_of_the_shorter_timeout(header_s: float, body_s: float, interval: float) -> None:
+def test_sweep_interval_is_a_tenth_of_the_shortest_timeout(header_s: float, body_s: float, send_s: float,
+                                                           interval: float) -> None:
     from apex.server.conn import sweep_interval
 
-    assert sweep_interval(header_s, body_s) == pytest.approx(interval)
+    assert sweep_interval(header_s, body_s, send_s) == pytest.approx(interval)
