@@ -75,9 +75,20 @@ async def read_body(request: web.Request, limit: int) -> bytes:
             if size > limit:
                 raise RequestTooLarge(f"request body exceeds the limit of {limit} bytes")
             chunks.append(chunk)
+        if not chunks and declared:  # bytes came, nothing decoded from them
+            raise _not_its_encoding(request)
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
     except BodyReadTimeout as exc:  # the connection sweep gave up on a slow upload
         raise RequestTimeout(str(exc)) from exc
+    except web.RequestPayloadError as exc:  # aiohttp could not decode the body (its message is generic)
+        raise _not_its_encoding(request) from exc
+
+
+def _not_its_encoding(request: web.Request) -> InvalidRequest:
+    encoding = request.headers.get("Content-Encoding", "")
+    if not encoding.isascii() or not encoding.replace("-", "").isalnum():
+        return InvalidRequest("request body could not be decoded")
+    return InvalidRequest(f"request body is not valid {encoding.lower()} data (Content-Encoding: {encoding.lower()})")
 
 
 def decode_view(body: bytes) -> RequestView:

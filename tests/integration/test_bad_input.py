@@ -275,3 +275,38 @@ async def test_an_empty_body_is_named_empty(upstream: FakeUpstream, start_apex: 
     assert status == 400
     message = obj["error"]["message"]
     assert "empty" in message and "shorter" not in message, obj
+
+
+@pytest.mark.parametrize(("encoding", "body"), [
+    (b"gzip", b"x"),  # curl -d x -H 'Content-Encoding: gzip': not gzip at all
+    (b"gzip", b'{"model":"gpt-4o","messages":[]}'),  # plain JSON labelled gzip
+    (b"deflate", b"\x00\x01\x02 not deflate"),
+    (b"gzip", b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03garbage after a gzip magic"),
+])
+@pytest.mark.parametrize("path", [b"/v1/chat/completions", b"/v1/messages"])
+async def test_a_body_that_is_not_its_content_encoding_is_named(
+    upstream: FakeUpstream, start_apex: StartApex, encoding: bytes, body: bytes, path: bytes,
+) -> None:
+    """A body that does not decode as its Content-Encoding is a 400 that names the encoding (it
+    was a 500, or "empty", which sends the user looking in the wrong place)."""
+    inst = await start_apex(basic_config(upstream))
+    status, _, obj = parse(await raw_exchange(inst.port, post(path, [AUTH, (b"Content-Encoding", encoding)], body)))
+    assert status == 400, obj
+    message = obj["error"]["message"]
+    assert encoding.decode() in message and "Content-Encoding" in message, obj
+    assert not upstream.requests
+
+
+@pytest.mark.parametrize("chunks", [
+    b"5\r\n{\"mod\r\nZZ\r\nel\"\r\n0\r\n\r\n",  # a chunk size that is not hex, after a good chunk
+    b"5\r\n{\"mod\r\n3\r\nel\"XXXX\r\n0\r\n\r\n",  # a chunk longer than its size
+])
+async def test_chunked_framing_broken_mid_body_is_400(upstream: FakeUpstream, start_apex: StartApex, chunks: bytes) -> None:
+    """Chunked framing that breaks after the handler started reading is the client's error (400)."""
+    inst = await start_apex(basic_config(upstream))
+    head = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: apex\r\nContent-Type: application/json\r\n"
+            b"Authorization: Bearer vk-default\r\nTransfer-Encoding: chunked\r\n\r\n")
+    answer = await raw_exchange(inst.port, head + chunks)
+    status, _, obj = parse(answer)
+    assert status == 400, obj
+    assert not upstream.requests
