@@ -198,7 +198,9 @@ class UpstreamStatus(UpstreamError):
         self.upstream_type = upstream_type
         self.upstream_dialect = upstream_dialect
         self.retryable = retryable
-        self.status = 502 if upstream_status in (401, 403) else upstream_status
+        # 401/403: the channel's key, not the client's. 3xx: Apex follows no redirects, and no
+        # client SDK expects one from an API endpoint. Both are the gateway's failure.
+        self.status = 502 if upstream_status in (401, 403) or 300 <= upstream_status < 400 else upstream_status
         # A native upstream's own error body, secrets scrubbed: sent to the client as it is
         # when client and upstream speak the same protocol (set by the pipeline).
         self.client_body: bytes | None = None

@@ -13,7 +13,9 @@ from __future__ import annotations
 import re
 from typing import Final, NamedTuple
 
-__all__ = ["SseEvent", "SseParser", "encode_event", "DONE_EVENT"]
+import msgspec
+
+__all__ = ["SseEvent", "SseParser", "encode_event", "event_data_ok", "DONE_EVENT"]
 
 _LINE_END: Final = re.compile(rb"\r\n|\r|\n")
 
@@ -123,3 +125,16 @@ def encode_event(data: bytes, event: str | None = None) -> bytes:
     if event is None:
         return b"data: " + data + b"\n\n"
     return b"event: " + event.encode() + b"\ndata: " + data + b"\n\n"
+
+
+def event_data_ok(data: bytes) -> bool:
+    """True when an event's data is what every stream Apex reads sends: JSON, ``[DONE]``, or
+    nothing. Checked on a stream's first event (before it is committed to the client, a
+    bad one fails the attempt over) and on a last event that arrived without its blank line."""
+    if not data or data == b"[DONE]":
+        return True
+    try:
+        msgspec.json.decode(data)
+    except msgspec.DecodeError:
+        return False
+    return True

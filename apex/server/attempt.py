@@ -268,8 +268,9 @@ class Attempt:
         channel = self.channel
         plan = self.plan
         err = upstream_status_error(channel.name, plan.family, reply.status, raw, reply.headers, self.snap.retry_on_status)
-        if plan.native and plan.family == plan.client.family and raw:
+        if plan.native and plan.family == plan.client.family and _json_object(raw):
             err.client_body = scrub_key_shapes(channel.secrets.data(raw))
+        # else (a proxy's HTML page, plain text): the client gets an error in its own protocol
         return err
 
     # --- non-stream -----------------------------------------------------------------------
@@ -548,3 +549,14 @@ class _JsonArraySink:
         events = self._parser.feed(data) + self._parser.flush()
         out = b"".join(self._framing.chunk(ev.data) for ev in events)
         await self._resp.write_eof(out + self._framing.close())
+
+
+def _json_object(raw: bytes) -> bool:
+    """True when an upstream's error body is a JSON object, the only kind worth passing on
+    as the client's protocol error (an error path only: one decode is fine)."""
+    if not raw.lstrip().startswith(b"{"):
+        return False
+    try:
+        return isinstance(msgspec.json.decode(raw), dict)
+    except msgspec.DecodeError:
+        return False

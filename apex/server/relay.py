@@ -14,9 +14,9 @@ from typing import Final, Protocol
 from aiohttp import web
 from aiohttp_sse import EventSourceResponse
 
-from apex.errors import ErrorKind, Secrets
+from apex.errors import ErrorKind, Secrets, UpstreamMalformed
 from apex.server.responses import SSE_HEADERS, stream_error_event
-from apex.sse import SseParser
+from apex.sse import SseParser, event_data_ok
 from apex.translate import StreamTranslator
 from apex.translate.passthrough import PassthroughStream
 from apex.types import Dialect, Usage
@@ -109,7 +109,11 @@ class PassthroughRelay:
         tail: list[bytes] = []
         if failure is None:
             tail.append(observer.flush())
-            if not (observer.terminated or observer.finished or observer.errored):
+            if observer.cut:
+                early = f"upstream channel {self._label} ended the stream inside an event"
+                failure = (early, "api_error")
+                tail.append(stream_error_event(self._dialect, early, "api_error"))
+            elif not (observer.terminated or observer.finished or observer.errored):
                 early = f"upstream channel {self._label} ended the stream early"
                 failure = (early, "api_error")
                 tail.append(stream_error_event(self._dialect, early, "api_error"))
@@ -153,6 +157,9 @@ class TranslatingRelay:
         translating = self._translating
         parts: list[bytes] = []
         events = self._parser.feed(chunk)
+        if events and not self.started and not event_data_ok(events[0].data):
+            # not committed yet: a failed attempt (the plan goes on), not a 200 and an error event
+            raise UpstreamMalformed("upstream's first stream event is not JSON")
         for event in events:
             parts.extend(translating.feed(event))
         if events:

@@ -19,7 +19,7 @@ from apex.errors import InvalidRequest, UpstreamMalformed
 from apex.translate.capabilities import SAMPLING_FIELDS, ModelCaps
 from apex.translate.directions.openai_to_anthropic import budget_within
 from apex.translate.passthrough_gemini import observe_gemini_chunk
-from apex.sse import SseEvent, SseParser, encode_event
+from apex.sse import SseEvent, SseParser, encode_event, event_data_ok
 from apex.translate.neutral.usage import (
     AnthropicUsageTally,
     usage_from_anthropic,
@@ -301,6 +301,8 @@ def body_usage(dialect: Dialect, body: bytes) -> Usage | None:
     try:
         if dialect.family == "anthropic":
             ab = _ANTHROPIC_BODY.decode(body)
+            if ab.type == "error":
+                raise UpstreamMalformed("upstream answered HTTP 200 with an error instead of a message")
             return usage_from_anthropic(ab.usage) if ab.usage is not None else None
         if dialect is Dialect.OPENAI_RESPONSES:
             rb = _RESPONSES_BODY.decode(body)
@@ -308,6 +310,8 @@ def body_usage(dialect: Dialect, body: bytes) -> Usage | None:
         ob = _OPENAI_BODY.decode(body)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise UpstreamMalformed(f"upstream answered with a malformed body: {exc}") from exc
+    if ob.error and ob.error != b"null":
+        raise UpstreamMalformed("upstream answered HTTP 200 with an error object instead of a result")
     return usage_from_openai(ob.usage) if ob.usage is not None else None
 
 
@@ -355,7 +359,7 @@ class PassthroughStream:
 
     __slots__ = (
         "_family", "_parser", "_model", "_strip_usage", "_rewrite", "usage", "_tally",
-        "first_event_seen", "terminated", "errored", "finished", "_held", "_plain_ok",
+        "first_event_seen", "terminated", "errored", "finished", "cut", "_held", "_plain_ok",
     )
 
     def __init__(self, family: str, *, client_model: str | None, strip_usage_chunk: bool) -> None:
@@ -370,6 +374,7 @@ class PassthroughStream:
         self.terminated = False  # the protocol's own end marker was seen
         self.errored = False
         self.finished = False  # the answer itself ended (finish_reason / message_delta)
+        self.cut = False  # the upstream ended inside an event (its last one is incomplete)
         self._held = b""  # the start of an event whose end has not arrived (pass-through mode)
         # An OpenAI chat stream whose events need no model rewrite: a chunk of whole, ordinary
         # content events may skip parsing entirely (see _plain_openai_chunk).
@@ -381,7 +386,7 @@ class PassthroughStream:
         one (the client would glue Apex's error event onto it)."""
         parser = self._parser
         started_aligned = parser.between_events
-        if self._plain_ok and started_aligned and _plain_openai_chunk(chunk):
+        if self._plain_ok and started_aligned and self.first_event_seen and _plain_openai_chunk(chunk):
             self.first_event_seen = True
             return chunk  # what parsing and observing it would have concluded, ~5x cheaper
         events = parser.feed(chunk)
@@ -419,6 +424,9 @@ class PassthroughStream:
         ended_before = self.terminated or self.finished or self.errored
         events = self._parser.flush()
         held, self._held = self._held, b""
+        if not (self.terminated or self.errored) and not all(event_data_ok(ev.data) for ev in events):
+            self.cut = True  # e.g. message_stop or response.completed cut short: never forwarded
+            return b""
         out = [encode_event(d, ev.event) for ev in events if (d := self._observe(ev)) is not None]
         if ended_before or not (self.terminated or self.finished or self.errored):
             return b""
@@ -434,8 +442,11 @@ class PassthroughStream:
 
     def _observe(self, ev: SseEvent) -> bytes | None:
         """Record what ``ev`` tells; return its (possibly rewritten) data, None to drop it."""
-        self.first_event_seen = True
         data = ev.data
+        if not self.first_event_seen:
+            if not event_data_ok(data):  # not committed yet: a failed attempt, the plan goes on
+                raise UpstreamMalformed("upstream's first stream event is not JSON")
+            self.first_event_seen = True
         fam = self._family
         if fam == "gemini":
             observe_gemini_chunk(data, self)

@@ -38,6 +38,7 @@ __all__ = [
     "UpstreamReply",
     "map_transport_errors",
     "scrub_key_shapes",
+    "scrub_key_shapes_text",
     "transport_error",
     "upstream_status_error",
 ]
@@ -109,6 +110,7 @@ _ENVELOPE: Final = msgspec.json.Decoder(ErrorEnvelope)
 # Key shapes of the providers Apex speaks to (OpenAI/Anthropic/DeepSeek ``sk-``, Google ``AIza``,
 # Groq ``gsk_``), for error bodies that echo a key back.
 _KEY_SHAPES: Final = re.compile(rb"(?:sk-|gsk_|AIza)[A-Za-z0-9_\-]{12,}")
+_KEY_SHAPES_TEXT: Final = re.compile(_KEY_SHAPES.pattern.decode())
 REDACTED: Final = b"[redacted]"
 
 
@@ -117,6 +119,11 @@ def scrub_key_shapes(body: bytes) -> bytes:
     channel's own secrets are scrubbed by ``apex.errors.Secrets``); the same object when
     there is nothing to hide."""
     return _KEY_SHAPES.sub(REDACTED, body) if _KEY_SHAPES.search(body) else body
+
+
+def scrub_key_shapes_text(text: str) -> str:
+    """``scrub_key_shapes`` for a message: what translated answers and log lines quote."""
+    return _KEY_SHAPES_TEXT.sub(REDACTED.decode(), text) if _KEY_SHAPES_TEXT.search(text) else text
 
 
 def parse_retry_after(value: str | None) -> float | None:
@@ -164,10 +171,14 @@ def upstream_status_error(
         gemini = gemini_error(status, body)
         effective = gemini.status
         upstream_type = gemini.rpc_status or upstream_type
-    if not message:
+    if 300 <= status < 400:
+        message = f"upstream answered with a redirect (HTTP {status}); Apex does not follow redirects: check the channel's base_url"
+    elif not message:
         message = f"upstream returned HTTP {status}"
+    else:
+        message = scrub_key_shapes_text(message)  # the channel's own key is scrubbed later, by its Secrets
     message = f"{message} (channel {channel})" if family != "mock" else message
-    retryable = effective in retry_on or effective in (401, 403)
+    retryable = effective in retry_on or effective in (401, 403) or 300 <= effective < 400
     return UpstreamStatus(
         effective,
         message,

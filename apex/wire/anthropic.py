@@ -47,9 +47,11 @@ class UsageView(msgspec.Struct):
 
 
 class UsageBody(msgspec.Struct):
-    """A Messages body (or ``message_start.message``) read only for its usage."""
+    """A Messages body (or ``message_start.message``) read only for its usage and type
+    (``error`` in a 200 is not a message)."""
 
     usage: UsageView | None = None
+    type: str = ""
 
 
 class UsageEvent(msgspec.Struct):
@@ -95,6 +97,8 @@ class MessageView(msgspec.Struct):
     """A Messages response body (also ``message_start.message``)."""
 
     id: str = ""
+    type: str = ""  # "message"; "error" when an upstream sends its error with a 200
+    role: str = ""
     model: str = ""
     content: list[Block] = []
     stop_reason: str | None = None

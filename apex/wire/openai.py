@@ -161,9 +161,11 @@ class UsageChunk(msgspec.Struct):
 
 
 class UsageBody(msgspec.Struct):
-    """A non-stream Chat or Embeddings body read only for its usage."""
+    """A non-stream Chat or Embeddings body read only for its usage (and a top-level
+    ``error``, which some OpenAI-compatible servers send with a 200)."""
 
     usage: ChatUsage | None = None
+    error: msgspec.Raw = msgspec.Raw(b"")  # Raw cannot sit in a union; empty means absent
 
 
 class ResponsesUsageBody(msgspec.Struct):

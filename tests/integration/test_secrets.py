@@ -139,3 +139,21 @@ async def test_url_encoded_key_in_an_upstream_error_is_scrubbed(
     body = info.value.response.text
     assert "[redacted]" in body
     assert "SECRET" not in body and "SECRET" not in caplog.text, body
+
+
+OTHER_KEY = "sk-proj-OTHERKEY999abcdef"  # not the channel's: caught by its shape
+
+
+async def test_key_shapes_in_a_translated_error_and_its_log_line_are_redacted(
+    upstream: FakeUpstream, start_apex: StartApex, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A key that is not the channel's own (another tenant's, quoted by an upstream) is
+    redacted by its shape on translated answers and in the log, as on native ones."""
+    inst = await start_apex(config(upstream))
+    upstream.persistent = error(400, f"bad request for key {OTHER_KEY}")
+    with caplog.at_level(logging.DEBUG), pytest.raises(anthropic.APIStatusError) as info:
+        await ant(inst, "k").messages.create(model="gpt-4o", max_tokens=5, messages=[{"role": "user", "content": "x"}])
+    text = info.value.response.text
+    assert "bad request for key [redacted]" in text, text
+    assert OTHER_KEY not in text and OTHER_KEY not in caplog.text
+    assert "bad request for key" in caplog.text  # the log line is there, scrubbed

@@ -48,6 +48,9 @@ def reply_from_anthropic(body: bytes) -> Reply:
         msg = decode_message(body)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise UpstreamMalformed(f"upstream Messages body is not valid: {exc}") from exc
+    if msg.type != "message" and not (not msg.type and msg.role == "assistant"):
+        # {"type": "error", ...} with a 200, or not a Message at all: not an empty answer
+        raise UpstreamMalformed(f"upstream Messages body is not a message (type {msg.type or 'missing'!r})")
     reply = Reply(msg.id, finish=finish_from_anthropic(msg.stop_reason), stop_sequence=msg.stop_sequence)
     for block in msg.content:
         if block.type == "text" and block.text:

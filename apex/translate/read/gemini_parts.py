@@ -164,6 +164,8 @@ def reply_from_gemini(
         raise UpstreamMalformed(f"Gemini response is not valid: {exc}") from exc
     reader = GeminiPartMapper(prefix, signatures, new_id)
     cand = first_candidate(resp)
+    if cand is None and resp.prompt_feedback is None:
+        raise UpstreamMalformed("Gemini response has neither candidates nor promptFeedback")
     items = reader.read(cand.content.parts) if cand is not None and cand.content is not None else []
     reason = cand.finish_reason if cand is not None else None
     blocked = cand is None and resp.prompt_feedback is not None and resp.prompt_feedback.block_reason is not None
