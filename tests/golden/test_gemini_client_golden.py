@@ -182,8 +182,36 @@ def test_thinking_signature_returns_to_anthropic() -> None:
     signature = "".join(json.loads(line[6:])["delta"].get("signature") or ""
                         for line in capture("anthropic_messages_stream_thinking.sse").decode().splitlines()
                         if line.startswith("data: {") and '"signature_delta"' in line)
+    thinking = "".join(json.loads(line[6:])["delta"].get("thinking") or ""
+                       for line in capture("anthropic_messages_stream_thinking.sse").decode().splitlines()
+                       if line.startswith("data: {") and '"thinking_delta"' in line)
     assert blocks[0]["type"] == "thinking" and signature and blocks[0]["signature"] == signature
+    assert thinking and blocks[0]["thinking"] == thinking  # unmodified (P6), not "" beside the signature
+    assert [b["type"] for b in blocks].count("thinking") == 1
     assert sent["thinking"] == {"type": "enabled", "budget_tokens": 2048}
+
+
+def test_a_signed_thinking_block_before_a_tool_call_returns_whole() -> None:
+    """Non-stream: Claude's thinking + tool_use reach the Gemini client as thought parts and a
+    functionCall; sent back with the function's answer, the thinking block Anthropic gets is
+    the one it signed, text and all (Anthropic refuses an altered one on a tool turn)."""
+    message = {"id": "msg_1", "type": "message", "role": "assistant", "model": "claude-sonnet-4-5",
+               "content": [{"type": "thinking", "thinking": "Let me think.", "signature": "SIGabc=="},
+                           {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Paris"}}],
+               "stop_reason": "tool_use", "usage": {"input_tokens": 10, "output_tokens": 20}}
+    body = json.loads(GeminiToAnthropic().response(json.dumps(message).encode(), _ctx(False)))
+    parts = body["candidates"][0]["content"]["parts"]
+    call = next(p["functionCall"] for p in parts if "functionCall" in p)
+    request = {"contents": [{"role": "user", "parts": [{"text": "weather?"}]}, {"role": "model", "parts": parts},
+                            {"role": "user", "parts": [{"functionResponse": {"id": call.get("id"), "name": "get_weather",
+                                                                             "response": {"temp": 20}}}]}],
+               "generationConfig": {"thinkingConfig": {"thinkingBudget": 2048}, "maxOutputTokens": 4096}}
+    ctx = _ctx(False)
+    ctx.caps = ModelCaps(reasons=True, knobs=frozenset({"budget"}))
+    sent = json.loads(GeminiToAnthropic().request(json.dumps(request).encode(), ctx))
+    blocks = sent["messages"][1]["content"]
+    assert blocks[0] == {"type": "thinking", "thinking": "Let me think.", "signature": "SIGabc=="}
+    assert [b["type"] for b in blocks] == ["thinking", "tool_use"]
 
 
 @pytest.mark.parametrize("name", ["openai_chat_nonstream.json", "openai_chat_nonstream_tool_calls.json",

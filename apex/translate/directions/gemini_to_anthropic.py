@@ -153,7 +153,7 @@ def _thinking(conv: Conversation, ctx: TranslateContext) -> tuple[Json, int, str
 
 def _blocks(turn: Turn) -> list[Json]:
     if turn.role == "model":
-        return [b for item in turn.items if (b := _model_block(item)) is not None]
+        return _model_blocks(turn.items)
     results: list[Json] = []
     rest: list[Json] = []
     for item in turn.items:
@@ -173,11 +173,29 @@ def _blocks(turn: Turn) -> list[Json]:
     return results + rest
 
 
+def _model_blocks(items: list[Item]) -> list[Json]:
+    """A model turn's blocks. One Anthropic thinking block reaches a Gemini client as thought
+    parts: its text (streamed, in pieces) and then its signature on a part of its own. The
+    pieces up to a signed part are one block again, text intact: Anthropic refuses a tool
+    turn whose thinking was altered (P6). Thought text no signature follows is dropped
+    (Anthropic refuses thinking it did not sign)."""
+    out: list[Json] = []
+    thinking: list[str] = []
+    for item in items:
+        if isinstance(item, Thought):
+            thinking.append(item.text)
+            if item.signature:
+                out.append({"type": "thinking", "thinking": "".join(thinking), "signature": item.signature})
+                thinking.clear()
+            continue
+        thinking.clear()
+        block = _model_block(item)
+        if block is not None:
+            out.append(block)
+    return out
+
+
 def _model_block(item: Item) -> Json | None:
-    if isinstance(item, Thought):
-        if item.signature:
-            return {"type": "thinking", "thinking": item.text, "signature": item.signature}
-        return None  # Anthropic refuses thinking without its own signature
     if isinstance(item, Text):
         return {"type": "text", "text": item.text} if item.text.strip() else None
     if isinstance(item, Call):
