@@ -184,6 +184,9 @@ def test_responses_stream_error_is_response_failed() -> None:
     events = responses_events(run_stream(RESPONSES, cut + err))
     assert events[-1]["type"] == "response.failed"
     assert events[-1]["response"]["error"] == {"code": "server_error", "message": "Overloaded"}
+    done = [e["item"] for e in events if e["type"] == "response.output_item.done"]
+    assert [i["status"] for i in done] == ["incomplete"]  # the text was cut: not "completed"
+    assert events[-1]["response"]["output"] == done
 
 
 @pytest.mark.parametrize("name", ["anthropic_messages_nonstream.json", "anthropic_messages_nonstream_tool_use.json"])
@@ -197,3 +200,22 @@ def test_responses_nonstream_matches_capture(name: str) -> None:
         (b["id"], b["input"]) for b in source["content"] if b["type"] == "tool_use"]
     assert response.status == "completed"
     assert response.usage is not None and response.usage.input_tokens == source["usage"]["input_tokens"]
+
+
+def test_responses_stream_cut_inside_a_tool_call_never_completes_the_call() -> None:
+    """The upstream fails while a tool call's arguments are still arriving: the client never
+    gets that call as done (Codex ran it, with half its arguments), and the failed response
+    does not list it; it lists the text the client got whole before it."""
+    body = capture("anthropic_messages_stream_tool_use.sse")
+    lines = body.split(b"\n\n")
+    first_args = next(i for i, ev in enumerate(lines) if b'"input_json_delta"' in ev and b'"partial_json":""' not in ev)
+    cut = b"\n\n".join(lines[: first_args + 1]) + b"\n\n"
+    err = b'event: error\ndata: {"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}\n\n'
+    events = responses_events(run_stream(RESPONSES, cut + err))
+    failed = events[-1]
+    assert failed["type"] == "response.failed"
+    assert not any(e["type"] == "response.function_call_arguments.done" for e in events)
+    assert not any(e["type"] == "response.output_item.done" and e["item"]["type"] == "function_call" for e in events)
+    assert failed["response"]["output"] == [e["item"] for e in events if e["type"] == "response.output_item.done"]
+    assert [o["type"] for o in failed["response"]["output"]] == ["message"]
+    Response.model_validate(failed["response"])

@@ -82,6 +82,7 @@ class _Item:
     name: str = ""
     done: bool = False
     custom: bool = False  # a custom_tool_call (freeform input) rather than a function_call
+    status: str = "completed"  # what its done events said: "incomplete" when the stream failed
 
 
 @final
@@ -168,7 +169,14 @@ class ResponsesWriter:
             out.append(self._event(name, {"response": self._response(status, usage, None, reason)}))
             self._done = True
         elif isinstance(part, Failed):
-            self._close_all(out)
+            # A message or reasoning the failure cut short is "incomplete". A tool call whose
+            # arguments never finished gets no done events and is left out of the response: a
+            # client runs a call once it is done (Codex did, with half its arguments).
+            self._close_open(out, "incomplete")
+            for tool in self._tools.values():
+                if not tool.done:
+                    tool.done = True
+                    tool.status = ""
             error: dict[str, object] = {"code": responses_error_code(part.kind), "message": part.message}
             usage = responses_usage_body(self._usage) if self._usage is not None else None
             out.append(self._event("response.failed", {"response": self._response("failed", usage, error)}))
@@ -185,8 +193,7 @@ class ResponsesWriter:
 
     def _response(self, status: str, usage: dict[str, object] | None,
                   error: dict[str, object] | None, reason: str | None = None) -> dict[str, object]:
-        output = [self._item_body(i, "completed" if status != "in_progress" else "in_progress")
-                  for i in self._items] if status != "in_progress" else []
+        output = [self._item_body(i, i.status) for i in self._items if i.status] if status != "in_progress" else []
         return response_object(self._ctx, self._resp_id, status, self._created, output, usage, error, reason)
 
     def _event(self, name: str, body: dict[str, object]) -> bytes:
@@ -218,9 +225,9 @@ class ResponsesWriter:
                 "part": {"type": "summary_text", "text": ""}}))
         return item
 
-    def _close_open(self, out: list[bytes]) -> None:
+    def _close_open(self, out: list[bytes], status: str = "completed") -> None:
         if self._open is not None:
-            self._close_item(self._open, out)
+            self._close_item(self._open, out, status)
             self._open = None
 
     def _close_all(self, out: list[bytes]) -> None:
@@ -228,10 +235,11 @@ class ResponsesWriter:
         for item in self._tools.values():
             self._close_item(item, out)
 
-    def _close_item(self, item: _Item, out: list[bytes]) -> None:
+    def _close_item(self, item: _Item, out: list[bytes], status: str = "completed") -> None:
         if item.done:
             return
         item.done = True
+        item.status = status
         text = "".join(item.text)
         where = {"item_id": item.item_id, "output_index": item.output_index}
         if item.kind == "message":
@@ -250,15 +258,15 @@ class ResponsesWriter:
             out.append(self._event("response.function_call_arguments.done",
                                    {**where, "arguments": arguments_text(text)}))
         out.append(self._event("response.output_item.done", {
-            "output_index": item.output_index, "item": self._item_body(item, "completed")}))
+            "output_index": item.output_index, "item": self._item_body(item, status)}))
 
     def _item_body(self, item: _Item, status: str) -> dict[str, object]:
         text = "".join(item.text)
         if item.kind == "message":
-            content = [{"type": "output_text", "annotations": [], "logprobs": [], "text": text}] if status == "completed" else []
+            content = [{"type": "output_text", "annotations": [], "logprobs": [], "text": text}] if status != "in_progress" else []
             return {"id": item.item_id, "type": "message", "status": status, "role": "assistant", "content": content}
         if item.kind == "reasoning":
-            summary = [{"type": "summary_text", "text": text}] if status == "completed" else []
+            summary = [{"type": "summary_text", "text": text}] if status != "in_progress" else []
             return {"id": item.item_id, "type": "reasoning", "summary": summary}
         args = arguments_text(text) if status == "completed" else ""
         call = client_call(self._ctx, item.name, args)
