@@ -246,6 +246,7 @@ class ModelCapability(_Base, frozen=True):
     efforts: tuple[str, ...] | None = None       # reasoning_effort values it accepts
     json_schema: bool = False                    # Anthropic output_config.format
     one_sampling: bool = False                   # takes temperature or top_p, not both
+    max_output_tokens: Positive | None = None    # translated output limits are cut to it
 
 
 class Channel(_Base, frozen=True):

@@ -40,6 +40,12 @@ class ModelCaps:
     json_schema: bool = False  # Anthropic output_config.format (structured outputs)
     known: bool = True  # False: no row matched; Apex changes nothing it would change for a known model
     one_sampling: bool = False  # takes temperature or top_p, not both (Claude Opus 4.1, 4.5 and later)
+    max_output: int = 0  # the most output tokens it allows (a larger limit is a 400); 0: unknown
+
+    def output_limit(self, asked: int) -> int:
+        """A client's output limit, cut to what the model allows: Claude Code asks 64,000 or
+        128,000, and OpenAI answers 400 to more than gpt-4.1's 32,768 or gpt-4o's 16,384."""
+        return asked if not self.max_output or asked <= self.max_output else self.max_output
 
     @property
     def refuses_sampling(self) -> bool:
@@ -75,13 +81,14 @@ class CapabilityRow:
     caps: ModelCaps
 
 
-def _openai_reasoner(efforts: tuple[str, ...]) -> ModelCaps:
-    return ModelCaps(True, "max_completion_tokens", _EFFORT, efforts)
+def _openai_reasoner(efforts: tuple[str, ...], max_output: int) -> ModelCaps:
+    return ModelCaps(True, "max_completion_tokens", _EFFORT, efforts, max_output=max_output)
 
 
-_GPT5: Final = _openai_reasoner(("minimal", "low", "medium", "high"))
-_GPT51: Final = _openai_reasoner(("none", "low", "medium", "high", "xhigh"))
-_O_SERIES: Final = _openai_reasoner(("low", "medium", "high"))
+# Output limits from the providers' model pages (max output tokens).
+_GPT5: Final = _openai_reasoner(("minimal", "low", "medium", "high"), 128_000)
+_GPT51: Final = _openai_reasoner(("none", "low", "medium", "high", "xhigh"), 128_000)
+_O_SERIES: Final = _openai_reasoner(("low", "medium", "high"), 100_000)
 _CHAT_MODEL: Final = ModelCaps()
 _CLAUDE_BUDGET: Final = ModelCaps(True, "max_tokens", _BUDGET)
 _CLAUDE_BUDGET_JSON: Final = ModelCaps(True, "max_tokens", _BUDGET, json_schema=True, one_sampling=True)
@@ -91,12 +98,17 @@ _GEMINI_THINKING: Final = ModelCaps(True, "max_tokens", _BUDGET)
 
 # Order matters: the first matching row wins, so narrow patterns come before broad ones.
 BUILTIN: Final[tuple[CapabilityRow, ...]] = (
-    CapabilityRow("openai", "gpt-5-chat*", _CHAT_MODEL),
+    CapabilityRow("openai", "gpt-5-chat*", ModelCaps(max_output=16_384)),
     CapabilityRow("openai", "gpt-5.[1-9]*", _GPT51),
     CapabilityRow("openai", "gpt-5*", _GPT5),
     CapabilityRow("openai", "gpt-6*", _GPT51),
     CapabilityRow("openai", "codex-*", _GPT5),
+    CapabilityRow("openai", "o1-mini*", _openai_reasoner(("low", "medium", "high"), 65_536)),
     CapabilityRow("openai", "o[1-9]*", _O_SERIES),
+    CapabilityRow("openai", "gpt-4.1*", ModelCaps(max_output=32_768)),
+    CapabilityRow("openai", "gpt-4o*", ModelCaps(max_output=16_384)),
+    CapabilityRow("openai", "chatgpt-4o*", ModelCaps(max_output=16_384)),
+    CapabilityRow("openai", "gpt-4-turbo*", ModelCaps(max_output=4_096)),
     CapabilityRow("openai", "gpt-4*", _CHAT_MODEL),
     CapabilityRow("openai", "gpt-3.5*", _CHAT_MODEL),
     CapabilityRow("openai", "chatgpt-*", _CHAT_MODEL),
@@ -104,7 +116,8 @@ BUILTIN: Final[tuple[CapabilityRow, ...]] = (
     CapabilityRow("openai", "gpt-oss-*", ModelCaps(True, "max_tokens", _EFFORT)),
     CapabilityRow("openai", "grok-3-mini*", ModelCaps(True, "max_tokens", _EFFORT, ("low", "high"))),
     # Reasoners without a knob: they think on their own and answer with reasoning_content.
-    CapabilityRow("openai", "deepseek-reasoner*", ModelCaps(True)),
+    CapabilityRow("openai", "deepseek-reasoner*", ModelCaps(True, max_output=65_536)),
+    CapabilityRow("openai", "deepseek-chat*", ModelCaps(max_output=8_192)),
     CapabilityRow("openai", "*thinking*", ModelCaps(True)),
     *(CapabilityRow("anthropic", f"claude-{tier}-{version}*", _CLAUDE_ADAPTIVE)
       for tier in ("opus", "sonnet", "haiku") for version in ("4-[6-9]", "[5-9]")),
@@ -149,7 +162,7 @@ class CapabilityTable:
 
 def override_row(family: str, model: str, *, reasons: bool, max_tokens_field: str | None,
                  knobs: Iterable[str] | None, efforts: Iterable[str] | None,
-                 json_schema: bool, one_sampling: bool = False) -> CapabilityRow:
+                 json_schema: bool, one_sampling: bool = False, max_output: int = 0) -> CapabilityRow:
     """A config row. It replaces the built-in caps for the models it matches; a field left
     out takes its default: ``max_tokens``, and for a reasoning model the family's usual knob
     (``effort`` on OpenAI-shaped upstreams, ``budget`` on Anthropic and Gemini)."""
@@ -158,7 +171,7 @@ def override_row(family: str, model: str, *, reasons: bool, max_tokens_field: st
     field: MaxTokensField = "max_completion_tokens" if max_tokens_field == "max_completion_tokens" else "max_tokens"
     chosen = frozenset(k for k in _KNOBS if k in set(knobs))
     caps = ModelCaps(reasons, field, chosen, tuple(efforts) if efforts is not None else _DEFAULT_EFFORTS,
-                     json_schema, one_sampling=one_sampling)
+                     json_schema, one_sampling=one_sampling, max_output=max_output)
     return CapabilityRow("*", model, caps)
 
 

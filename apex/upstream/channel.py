@@ -260,7 +260,7 @@ def compile_channel(ch: Channel, g: GlobalConfig, index: int, pool: UpstreamPool
     overrides = [
         override_row(preset.family, row.model, reasons=row.reasons, max_tokens_field=row.max_tokens_field,
                      knobs=row.reasoning, efforts=row.efforts, json_schema=row.json_schema,
-                     one_sampling=row.one_sampling)
+                     one_sampling=row.one_sampling, max_output=row.max_output_tokens or 0)
         for row in ch.capabilities
     ]
     tables: dict[str, CapabilityTable] = {}

@@ -44,6 +44,8 @@ CODE_TOOLS: dict[str, str] = {
 _OPENAI_TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 _ANTHROPIC_TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,128}$")
 _GEMINI_TOOL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_.:-]{0,63}$")
+# What OpenAI answers 400 to (max output tokens per model), longest prefix first.
+_OPENAI_OUTPUT_LIMITS = (("gpt-4.1", 32_768), ("gpt-4o", 16_384), ("gpt-5-chat", 16_384), ("gpt-5", 128_000))
 _CHAT_FIELDS = frozenset({
     "model", "messages", "max_tokens", "max_completion_tokens", "stream", "stream_options", "tools",
     "tool_choice", "parallel_tool_calls", "temperature", "top_p", "stop", "reasoning_effort",
@@ -195,6 +197,11 @@ class AgentUpstream:
                                       "Only the default (1) value is supported.")
             elif "reasoning_effort" in req:
                 raise Refused("Unrecognized request argument supplied: reasoning_effort")
+            limit = next((n for prefix, n in _OPENAI_OUTPUT_LIMITS if model.startswith(prefix)), None)
+            asked = req.get("max_completion_tokens", req.get("max_tokens"))
+            if limit is not None and isinstance(asked, int) and asked > limit:
+                raise Refused(f"max_tokens is too large: {asked}. This model supports at most {limit} "
+                              f"completion tokens, whereas you provided {asked}.")
         if req.get("reasoning_effort") not in (None, "none", "minimal", "low", "medium", "high", "xhigh"):
             raise Refused(f"Invalid value for 'reasoning_effort': {req.get('reasoning_effort')!r}")
         tools = req.get("tools") or []

@@ -111,7 +111,8 @@ async def test_thinking_maps_only_where_the_model_reasons(
     assert last(fakes["openai"]).body["reasoning_effort"] == "high"  # budget 31999
     assert (await run(session, inst.url, "oa-chat", "claude_code_default_turn1")).status == 200
     sent = last(fakes["openai"]).body
-    assert sent["model"] == "gpt-4.1" and "reasoning_effort" not in sent and sent["max_tokens"] == 64000
+    assert sent["model"] == "gpt-4.1" and "reasoning_effort" not in sent
+    assert sent["max_tokens"] == 32768  # Claude Code asks 64,000; OpenAI refuses more than gpt-4.1 gives
     assert (await run(session, inst.url, "gm", "claude_code_sonnet_turn1")).status == 200
     assert last(fakes["gemini"]).body["generationConfig"]["thinkingConfig"]["includeThoughts"] is True
     assert (await run(session, inst.url, "gm-old", "claude_code_sonnet_turn1")).status == 200
@@ -504,3 +505,17 @@ async def test_cache_control_survives_bedrock(start_apex: StartApex, session: ai
         assert sent["messages"][-1]["content"][0]["cache_control"] == {"type": "ephemeral"}
     finally:
         await cloud.stop()
+
+
+async def test_a_channel_capability_row_sets_the_output_limit(
+        fakes: dict[str, AgentUpstream], start_apex: StartApex, session: aiohttp.ClientSession) -> None:
+    """``capabilities[].max_output_tokens`` cuts a translated output limit for the models it
+    matches (a self-hosted model with a small limit); the built-in rows do it for OpenAI's."""
+    cfg = config(fakes, compat={"capabilities": [{"model": "deepseek-*", "reasons": True, "max_output_tokens": 8000}]})
+    inst = await start_apex(cfg)
+    assert (await run(session, inst.url, "compat", "claude_code_default_turn1")).status == 200
+    assert last(fakes["compat"]).body["max_tokens"] == 8000
+    body = dict(capture("claude_code_default_turn1")["body"])
+    body["max_tokens"] = 1000  # below the limit: untouched
+    assert (await run(session, inst.url, "compat", "claude_code_default_turn1", body)).status == 200
+    assert last(fakes["compat"]).body["max_tokens"] == 1000

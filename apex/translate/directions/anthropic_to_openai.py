@@ -123,7 +123,7 @@ def anthropic_to_openai_request(req: Json, ctx: TranslateContext) -> Json:
     out["messages"] = messages
     max_tokens = req.get("max_tokens")
     if isinstance(max_tokens, int):
-        out[max_tokens_field(ctx)] = max_tokens
+        out[max_tokens_field(ctx)] = ctx.caps.output_limit(max_tokens)
     tools = req.get("tools")
     if isinstance(tools, list) and tools:
         loaded = loaded_tools(turns)

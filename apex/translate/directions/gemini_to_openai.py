@@ -91,7 +91,7 @@ def gemini_to_openai_request(conv: Conversation, ctx: TranslateContext) -> Json:
             messages.extend(_user(turn.items))
     out: Json = {"model": ctx.upstream_model, "messages": messages}
     if conv.max_tokens is not None:
-        out[max_tokens_field(ctx)] = conv.max_tokens
+        out[max_tokens_field(ctx)] = ctx.caps.output_limit(conv.max_tokens)
     if conv.tools:
         out["tools"] = [
             {"type": "function", "function": {"name": t.name, **({"description": t.description} if t.description else {}),

@@ -64,8 +64,9 @@ def responses_to_chat_request(req: Json, ctx: TranslateContext, *, web_search: b
     else:
         raise InvalidRequest("'input' must be a string or an array", param="input")
     out: Json = {"model": ctx.upstream_model, "messages": messages}
-    if isinstance(req.get("max_output_tokens"), int):
-        out[max_tokens_field(ctx)] = req["max_output_tokens"]
+    limit = req.get("max_output_tokens")
+    if isinstance(limit, int):
+        out[max_tokens_field(ctx)] = ctx.caps.output_limit(limit)
     if client_tools:
         tools = chat_tools(client_tools, ctx, web_search=web_search)
         if tools:
