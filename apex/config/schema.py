@@ -26,7 +26,7 @@ _SECRET_KEY: Final = re.compile(
 # Header names whose values are credentials (channel `headers`, tracing `headers`).
 _SECRET_HEADER: Final = re.compile(r"(auth|key|token|secret|cookie|password)", re.I)
 # Keys whose values are URLs that may carry user:password (redis, postgres, proxies).
-_URL_KEY: Final = frozenset({"url", "dsn", "proxy"})
+_URL_KEY: Final = frozenset({"url", "dsn", "proxy", "otlp_endpoint"})
 
 
 def config_schema() -> dict[str, Any]:
@@ -69,11 +69,15 @@ def _mask_url(value: str) -> str:
     return f"{scheme}{sep}{user}:****@{hostport}{rest[end:]}"
 
 
-def mask_secrets(data: Any, key: str = "", in_headers: bool = False) -> Any:
-    """A copy of plain config data with every credential masked."""
+def mask_secrets(data: Any, key: str = "", in_headers: bool = False, all_headers: bool = False) -> Any:
+    """A copy of plain config data with every credential masked. Channel headers are masked
+    by name (``OpenAI-Organization`` is not a secret); every header of the trace exporter is
+    (they exist to authenticate it, under names such as ``x-honeycomb-team``)."""
     if isinstance(data, dict):
-        return {k: mask_secrets(v, k, in_headers=k == "headers") if not in_headers else
-                (mask_value(v) if isinstance(v, str) and is_secret_header(k) else v)
+        if in_headers:
+            return {k: mask_value(v) if isinstance(v, str) and (all_headers or is_secret_header(k)) else v
+                    for k, v in data.items()}
+        return {k: mask_secrets(v, k, in_headers=k == "headers", all_headers=key == "tracing")
                 for k, v in data.items()}
     if isinstance(data, list):
         return [mask_secrets(v, key) for v in data]

@@ -42,7 +42,9 @@ def test_schema_command_matches_the_shipped_file_and_validates_configs() -> None
 def test_show_effective_fills_defaults_and_masks_secrets(tmp_path: Path) -> None:
     cfg = {
         "global": {"auth": {"keys": ["global-secret-key-123456"]},
-                   "rate_limit_store": {"type": "redis", "url": "redis://:hunter2hunter2@127.0.0.1:6379/0"}},
+                   "rate_limit_store": {"type": "redis", "url": "redis://:hunter2hunter2@127.0.0.1:6379/0"},
+                   "tracing": {"otlp_endpoint": "http://otuser:OtelPass42@127.0.0.1:4318",
+                               "headers": {"x-honeycomb-team": "hc-live-9f8e7d6c5b4a"}}},
         "channels": [{"name": "oa", "provider_type": "openai", "api_key": "sk-live-abcdefghijklmnop",
                       "headers": {"X-Api-Token": "tok-abcdefghijklmnop", "OpenAI-Organization": "org-1"}}],
         "routers": [{"name": "r", "vkey": "${MY_VKEY}", "channels": [{"name": "oa"}]}],
@@ -53,7 +55,7 @@ def test_show_effective_fills_defaults_and_masks_secrets(tmp_path: Path) -> None
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     for secret in ("global-secret-key-123456", "sk-live-abcdefghijklmnop", "hunter2hunter2", "tok-abcdefghijklmnop",
-                   "vk-from-env-0123456789"):
+                   "vk-from-env-0123456789", "hc-live-9f8e7d6c5b4a", "OtelPass42"):
         assert secret not in r.stdout
     assert out["global"]["timeouts"]["connect_ms"] == 5000  # a default the file did not write
     assert out["global"]["rate_limit_store"]["url"] == "redis://:****@127.0.0.1:6379/0"
