@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -158,6 +159,11 @@ def _start_daemon(path: Path, config: Config, pid_file: Path, log_file: Path, wa
         log = open(log_file, "ab")  # noqa: SIM115  # closed right after the child has its copy
     except OSError as exc:
         fail(f"cannot open the daemon's log file {log_file}: {exc.strerror}; choose another with --log-file")
+    if _port_taken(config.global_.listen):
+        # Checked before the child starts: its /health poll below would be answered by
+        # whatever holds the port (another gateway), and this start reported as a success.
+        fail(f"cannot listen on {config.global_.listen}: the address is already in use "
+             "(another gateway or server answers there)")
     with log:
         # -P: never put the working directory on sys.path, so a folder named "apex" there
         # (e.g. /etc/apex when started from /etc) cannot stand in for the installed package.
@@ -188,6 +194,16 @@ def _start_daemon(path: Path, config: Config, pid_file: Path, log_file: Path, wa
                     "config": os.fspath(path), "pid_file": os.fspath(pid_file), "log_file": os.fspath(log_file)})
     else:
         say(f"gateway started: pid {proc.pid}, listening on {config.global_.listen}, log {log_file}")
+
+
+def _port_taken(listen: str) -> bool:
+    """True when something accepts connections on ``listen`` (as this host reaches it)."""
+    host, _, port = base_url(listen).removeprefix("http://").rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=1.0):
+            return True
+    except OSError:
+        return False
 
 
 def _last_error(log_file: Path) -> str:

@@ -46,10 +46,33 @@ def test_daemon_status_stop_round_trip(tmp_path: Path) -> None:
 
 
 def test_daemon_start_failure_is_reported(tmp_path: Path) -> None:
-    """A daemon that cannot bind its port exits non-zero and says where the log is."""
-    with busy_port_config(tmp_path) as (_, config):
+    """A daemon whose port another server holds is refused at once, naming the cause."""
+    with busy_port_config(tmp_path) as (port, config):
         start = time.monotonic()
         r = apex_cli(config, "gateway", "start", "--daemon", "--wait", "10")
         assert r.returncode == 1
-        assert "log" in r.stderr
+        assert f"cannot listen on 127.0.0.1:{port}: the address is already in use" in r.stderr
+        assert not (tmp_path / "config.json.pid").exists()
         assert time.monotonic() - start < 15
+
+
+def test_a_second_gateway_on_a_taken_port_is_not_reported_started(tmp_path: Path) -> None:
+    """Two configs, one port: the second --daemon start fails (it said "started", its /health
+    poll answered by the first gateway, and left a pid file naming a dead process)."""
+    port = free_port()
+    first, second = tmp_path / "a.json", tmp_path / "b.json"
+    for path in (first, second):
+        path.write_text(json.dumps(base_config(port)))
+    r = apex_cli(first, "gateway", "start", "--daemon", "--json")
+    assert r.returncode == 0, r.stderr
+    pid = int(json.loads(r.stdout)["pid"])
+    try:
+        again = apex_cli(second, "gateway", "start", "--daemon")
+        assert again.returncode == 1 and "already in use" in again.stderr, (again.stdout, again.stderr)
+        assert "started" not in again.stdout
+        assert not (tmp_path / "b.json.pid").exists()
+        assert apex_cli(second, "status").returncode == 3
+    finally:
+        apex_cli(first, "gateway", "stop")
+        if pid_alive(pid):
+            os.kill(pid, signal.SIGKILL)
