@@ -121,7 +121,13 @@ class ConfigStore:
             self._write_locked(encode_raw(raw), keep_backup=existed, mode=mode)
 
     def _write_locked(self, data: bytes, *, keep_backup: bool, mode: int | None = None) -> None:
-        load_config_bytes(data, strict_env=False, overrides=False)  # APEX_* overrides are not the file's
+        config = load_config_bytes(data, strict_env=False, overrides=False)  # APEX_* overrides are not the file's
+        if any(ch.tls is not None for ch in config.channels):
+            # CA and client-certificate files: what `config validate` and the gateway's load
+            # refuse is refused here too, not written for the next reload to reject.
+            from apex.upstream.channel import check_egress
+
+            check_egress(config)
         target = self.target
         directory = target.parent
         directory.mkdir(parents=True, exist_ok=True)

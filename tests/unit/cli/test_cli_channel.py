@@ -162,10 +162,14 @@ def test_egress_flags_write_update_and_remove_the_keys(cfg: Path, run: Run) -> N
 
 
 def test_bad_egress_flags_name_the_key(cfg: Path, run: Run) -> None:
-    """A proxy the gateway would refuse is refused by the edit (the file is left alone). TLS
-    files are not looked for here (the config may be for another host): `apex config
-    validate` and the gateway's load check those."""
+    """A proxy or a TLS file the gateway would refuse is refused by the edit (the file is left
+    alone): an edit never writes what `apex config validate` and the next reload reject."""
     before = cfg.read_bytes()
+    r = run("channel", "add", "corp", "--provider", "openai", "--api-key", "k", "--ca-file", "/nonexistent/ca.pem")
+    assert r.exit_code == 1 and "channels[2].tls.ca_file: no such file" in r.stderr, r.output
+    r = run("channel", "add", "corp", "--provider", "openai", "--api-key", "k",
+            "--cert-file", "/etc/hostname", "--key-file", "/etc/hostname")
+    assert r.exit_code == 1 and "channels[2].tls: cannot load the certificates" in r.stderr, r.output
     r = run("channel", "add", "corp", "--provider", "openai", "--api-key", "k", "--proxy", "ftp://proxy.corp:21")
     assert r.exit_code == 1 and "channels[2].proxy" in r.stderr
     r = run("channel", "add", "corp", "--provider", "openai", "--api-key", "k", "--proxy", "socks4://h:1080")
