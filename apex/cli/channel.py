@@ -63,15 +63,15 @@ def _apply(
     headers: tuple[str, ...],
     maps: tuple[str, ...],
 ) -> None:
-    # Omitted flags keep what is there; a given repeatable flag replaces the whole list.
+    # Omitted flags keep what is there; a given repeatable flag replaces the whole list; an
+    # empty string removes the key (back to the provider's default URL, or no key).
     if provider is not None:
         ch["provider_type"] = provider
-    if base_url is not None:
-        ch["base_url"] = base_url
-    if anthropic_base_url is not None:
-        ch["anthropic_base_url"] = anthropic_base_url
-    if api_key is not None:
-        ch["api_key"] = api_key
+    for key, value in (("base_url", base_url), ("anthropic_base_url", anthropic_base_url), ("api_key", api_key)):
+        if value == "":
+            ch.pop(key, None)
+        elif value is not None:
+            ch[key] = value
     if headers:
         ch["headers"] = parse_pairs(headers, "--header")
     if maps:

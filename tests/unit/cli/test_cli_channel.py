@@ -188,3 +188,14 @@ def test_show_and_list_mask_the_proxy_password(cfg: Path, run: Run) -> None:
         assert "s3cret-pw" not in r.output
     shown = json.loads(run("channel", "show", "corp", "--json").output)
     assert shown["proxy"] == "alice:****@proxy.corp:3128"
+
+
+def test_update_with_an_empty_value_removes_the_key(cfg: Path, run: Run) -> None:
+    """README: on update "" removes a key; --base-url "" goes back to the provider's default
+    (it was refused as a URL that does not match)."""
+    assert run("channel", "add", "ds", "--provider", "deepseek", "--api-key", "sk-x", "--base-url", "https://proxy.example.com",
+               "--anthropic-base-url", "https://proxy.example.com/anthropic").exit_code == 0
+    for flag, key in (("--base-url", "base_url"), ("--anthropic-base-url", "anthropic_base_url")):
+        r = run("channel", "update", "ds", flag, "")
+        assert r.exit_code == 0, r.output
+        assert key not in read(cfg)["channels"][-1]
