@@ -168,12 +168,14 @@ class BudgetLedger:
         if not r.allowed:
             if r.spent is None:
                 raise BudgetExceeded("budget store unavailable; retry later", retry_after=1, code="insufficient_quota")
-            raise BudgetExceeded(
-                f"team '{team_id}' has spent its budget of ${policy.usd:.2f} per {policy.period} "
+            exceeded = BudgetExceeded(
+                f"team '{team_id}' has spent its budget of ${_dollars(policy.usd)} per {policy.period} "
                 f"({policy.tz_name}): ${r.spent / NANO:.4f} so far; it resets at {_iso_utc(end)}",
                 retry_after=max(1.0, (end - now).total_seconds()),
                 code="insufficient_quota",
             )
+            exceeded.remaining_usd = remaining
+            raise exceeded
         return BudgetGrant(team_id, policy, key, expire_at, amount), remaining
 
     async def settle(self, grant: BudgetGrant, cost_usd: float) -> None:
@@ -187,3 +189,9 @@ class BudgetLedger:
 
     async def close(self) -> None:
         await self._store.close()
+
+
+def _dollars(usd: float) -> str:
+    """``5.00``, ``12.50``; a budget under a cent keeps its digits (``0.004``, not ``0.00``)."""
+    cents = f"{usd:.2f}"
+    return cents if abs(float(cents) - usd) < 1e-12 else f"{usd:.6f}".rstrip("0")

@@ -32,7 +32,7 @@ from apex.config.load import load_config_bytes
 from apex.config.model import Config
 from apex.cost import PriceBook
 from apex.requestlog import RequestLog, Row, build_request_log, capture
-from apex.errors import ApexError, ConfigError, kind_for_status
+from apex.errors import ApexError, BudgetExceeded, ConfigError, kind_for_status
 from apex.metrics import NONE, Metrics
 from apex.upstream.credentials import CredentialKeeper, CredentialSlot
 from apex.upstream.channel import CompiledChannel
@@ -334,14 +334,24 @@ class Gateway:
         estimate = 0.0
         if price is not None:
             estimate = ex.prompt_estimate() * price.input + (max_out or BUDGET_DEFAULT_OUTPUT_TOKENS) * price.output
-        grant, remaining = await self.budgets.reserve(team_id, policy, estimate)
+        try:
+            grant, remaining = await self.budgets.reserve(team_id, policy, estimate)
+        except BudgetExceeded as exc:  # the 429 carries the figure too
+            remaining = exc.remaining_usd
+            if remaining is not None:
+                self._budget_header(ex, remaining)
+            raise
         ex.budget_grant = grant
         if remaining is not None:
-            header = (BUDGET_HEADER, f"{remaining:.6f}")
-            if ex.ratelimit_headers is None:
-                ex.ratelimit_headers = [header]
-            else:
-                ex.ratelimit_headers.append(header)
+            self._budget_header(ex, remaining)
+
+    @staticmethod
+    def _budget_header(ex: Exchange, remaining: float) -> None:
+        header = (BUDGET_HEADER, f"{remaining:.6f}")
+        if ex.ratelimit_headers is None:
+            ex.ratelimit_headers = [header]
+        else:
+            ex.ratelimit_headers.append(header)
 
     def _settle_budget(self, grant: BudgetGrant, cost: float) -> None:
         ledger = self.budgets

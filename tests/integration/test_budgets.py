@@ -56,6 +56,7 @@ async def test_budget_admits_below_cap_then_429s_in_both_dialects(upstream: Fake
     assert body["type"] == "insufficient_quota" and body["code"] == "insufficient_quota"
     assert "budget of $0.05 per day (UTC)" in body["message"] and "resets at" in body["message"]
     assert int(oa_err.value.response.headers["retry-after"]) >= 1
+    assert float(oa_err.value.response.headers["x-apex-budget-remaining-usd"]) == 0.0  # the 429 says it too
     with pytest.raises(anthropic.RateLimitError) as an_err:
         await ant(inst, "tk-1").messages.create(model="claude-sonnet-4-5", max_tokens=20, messages=MSG)
     assert an_err.value.body["error"]["type"] == "rate_limit_error"  # type: ignore[index]  # the SDK types body as object
@@ -160,3 +161,10 @@ async def test_budget_store_down_follows_fail_mode(
     await asyncio.sleep(1.1)  # past the store's backoff
     raw = await client.chat.completions.with_raw_response.create(model="gpt-4o", messages=MSG, max_tokens=10)
     assert 0 < float(raw.headers["x-apex-budget-remaining-usd"]) < 5.0
+
+
+def test_a_budget_under_a_cent_is_named_with_its_digits() -> None:
+    """``$0.004``, not ``$0.00`` (the message that names the budget must not say it is zero)."""
+    from apex.budget.ledger import _dollars
+
+    assert [_dollars(v) for v in (0.004, 0.05, 5, 12.5, 0.0125)] == ["0.004", "0.05", "5.00", "12.50", "0.0125"]
