@@ -11,6 +11,7 @@ client's dialect; nothing here knows about wire formats or aiohttp.
     │   ├── AuthenticationFailed       401 authentication
     │   ├── PermissionDenied           403 permission
     │   ├── NotFound                   404 not_found
+    │   ├── MethodNotAllowed           405 invalid_request
     │   ├── RequestTimeout             408 timeout (the client was too slow to send its request)
     │   ├── RequestTooLarge            413 request_too_large
     │   └── RateLimited                429 rate_limit
@@ -53,6 +54,7 @@ __all__ = [
     "json_error_line",
     "InvalidRequest",
     "NoRouteAvailable",
+    "MethodNotAllowed",
     "NotFound",
     "PermissionDenied",
     "RateLimited",
@@ -127,6 +129,13 @@ class PermissionDenied(ClientError):
 class NotFound(ClientError):
     status = 404
     kind: ErrorKind = "not_found"
+
+
+class MethodNotAllowed(ClientError):
+    """A known path asked with another method (the answer carries ``Allow``)."""
+
+    status = 405
+    kind: ErrorKind = "invalid_request"
 
 
 class RequestTimeout(ClientError):

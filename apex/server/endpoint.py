@@ -139,8 +139,14 @@ def expect_handler(dialect: Dialect | None = None) -> Callable[[web.Request], Aw
         response = error_response(shape, err)
         if not isinstance(err, RequestTooLarge):
             response.set_status(417)
-        response.headers["x-request-id"] = client_request_id(request.headers) or new_request_id()
+        client_rid = client_request_id(request.headers)
+        rid = client_rid or new_request_id()
+        response.headers["x-request-id"] = rid
         response.force_close()  # the body the client may still send is not read
+        ex = Exchange(rid, client_rid, shape)  # counted and logged like any answered request
+        ex.status = response.status
+        ex.error_kind = err.kind
+        asyncio.get_running_loop().call_soon(request.app[GATEWAY_KEY].finish, ex)
         return response
 
     return handle

@@ -24,7 +24,7 @@ from apex.errors import AuthenticationFailed, InvalidRequest, NotFound
 from apex.server.exchange import Exchange
 from apex.server.inputs import check_model
 from apex.server.pipeline import read_body, serve
-from apex.server.responses import json_response
+from apex.server.responses import json_response, method_not_allowed
 from apex.snapshot import Snapshot
 from apex.translate.directions.gemini_embeddings import batch_to_single, single_to_batch
 from apex.types import Dialect
@@ -115,6 +115,8 @@ async def models(request: web.Request, snap: Snapshot, ex: Exchange, dialect: Di
     principal = snap.keys.authenticate_key(gemini_key(request), _HOW_TO_SEND)
     names = snap.models_for(principal)
     one = request.match_info.get("model_id")
+    if one is not None and ":" in one:  # GET on gemini-x:generateContent: the method is wrong, not the model
+        return method_not_allowed(Dialect.GEMINI_GENERATE, request.method, request.path, "POST")
     if one is not None:
         one = one.removeprefix("models/")
         if one not in names:

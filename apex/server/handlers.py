@@ -5,18 +5,19 @@ The API endpoints themselves are ``pipeline.proxy``, registered once per dialect
 
 from __future__ import annotations
 
+import asyncio
 from typing import Final
 
 from aiohttp import web
 
-from apex.errors import ApexError, InvalidRequest, NotFound
+from apex.errors import ApexError, ErrorKind, NotFound
 from apex.server.exchange import Exchange
 from apex.server.gateway import Gateway
 from apex.server.gemini import is_gemini_request, models as gemini_models
 from apex.server.keys import GATEWAY_KEY
 from apex.server.endpoint import new_request_id
 from apex.server.inputs import client_request_id
-from apex.server.responses import dialect_of_path, error_response, json_response
+from apex.server.responses import dialect_of_path, error_response, json_response, method_not_allowed
 from apex.snapshot import Snapshot
 from apex.types import Dialect
 
@@ -101,13 +102,33 @@ async def fallback(request: web.Request) -> web.StreamResponse:
         metrics.headers["x-request-id"] = rid
         return metrics
     dialect = Dialect.GEMINI_GENERATE if is_gemini_request(request) else dialect_of_path(request.path)
-    if request.path in API_PATHS or request.path == "/v1/models":
-        allowed = "GET" if request.path == "/v1/models" else "POST"
-        err = InvalidRequest(f"method {request.method} is not allowed on {request.path}; use {allowed}")
-        resp = error_response(dialect, err)
-        resp.set_status(405)
-        resp.headers["Allow"] = allowed
+    allowed = allowed_method(request.raw_path.partition("?")[0])
+    if allowed is not None:
+        resp = method_not_allowed(dialect, request.method, request.path, allowed)
+        kind: ErrorKind = "invalid_request"
     else:
         resp = error_response(dialect, NotFound(f"unknown path {request.path}"))
+        kind = "not_found"
     resp.headers["x-request-id"] = rid
+    # Counted and logged like any answered request (spec: the counter covers every request).
+    ex = Exchange(rid, client_request_id(request.headers), dialect)
+    ex.status = resp.status
+    ex.error_kind = kind
+    asyncio.get_running_loop().call_soon(gateway.finish, ex)
     return resp
+
+
+def allowed_method(raw_path: str) -> str | None:
+    """The method a known path takes (for a 405), None for an unknown path. The raw path:
+    ``/v1/chat%2Fcompletions`` is not the chat path (it used to get a 405 "use POST")."""
+    if raw_path in API_PATHS:
+        return "POST"
+    if raw_path in ("/v1/models", "/v1beta/models"):
+        return "GET"
+    for prefix in ("/v1/models/", "/v1beta/models/"):
+        if raw_path.startswith(prefix):
+            rest = raw_path[len(prefix):]
+            if not rest or "/" in rest:
+                return None
+            return "POST" if ":" in rest else "GET"  # gemini-x:generateContent, or a model's own path
+    return None

@@ -15,7 +15,7 @@ from typing import Final
 import msgspec
 from aiohttp import web
 
-from apex.errors import ApexError, ErrorKind, UpstreamStatus
+from apex.errors import ApexError, ErrorKind, MethodNotAllowed, UpstreamStatus
 from apex.sse import encode_event
 from apex.translate.neutral.errortypes import (
     anthropic_error_type,
@@ -29,7 +29,7 @@ from apex.translate.write.gemini import gemini_error_object
 from apex.translate.write.openai import openai_error_event
 from apex.types import Dialect
 
-__all__ = ["error_body", "error_response", "json_response", "stream_error_event", "SSE_HEADERS"]
+__all__ = ["error_body", "error_response", "json_response", "method_not_allowed", "stream_error_event", "SSE_HEADERS"]
 
 _ENC: Final = msgspec.json.Encoder()
 
@@ -87,6 +87,13 @@ def error_response(dialect: Dialect, err: ApexError) -> web.Response:
     if err.retry_after is not None and err.status in (429, 503, 529):
         headers["Retry-After"] = str(max(1, math.ceil(err.retry_after)))
     return web.Response(status=err.status, body=error_body(dialect, err), content_type="application/json", headers=headers)
+
+
+def method_not_allowed(dialect: Dialect, method: str, path: str, allowed: str) -> web.Response:
+    """405 with ``Allow``, in ``dialect``'s error shape."""
+    resp = error_response(dialect, MethodNotAllowed(f"method {method} is not allowed on {path}; use {allowed}"))
+    resp.headers["Allow"] = allowed
+    return resp
 
 
 def stream_error_event(dialect: Dialect, message: str, kind: ErrorKind) -> bytes:

@@ -11,7 +11,9 @@ import openai
 import pytest
 from multidict import CIMultiDict
 
-from tests.conftest import StartApex, basic_config
+import yarl
+
+from tests.conftest import ApexInstance, StartApex, basic_config
 from tests.integration.fakes import Behaviour, FakeUpstream, error, fixture_bytes, split_events
 
 
@@ -264,6 +266,46 @@ async def test_unknown_path_404_and_wrong_method(upstream: FakeUpstream, start_a
             assert r.headers["x-request-id"]
         async with s.get(f"{inst.openai_url}/chat/completions") as r:
             assert r.status == 405
+
+
+def _requests_counted(inst: ApexInstance) -> float:
+    return sum(sample.value for metric in inst.gateway.metrics.registry.collect() if metric.name == "apex_requests"
+               for sample in metric.samples if sample.name == "apex_requests_total")
+
+
+async def test_wrong_methods_and_odd_paths_are_answered_in_the_paths_protocol_and_counted(
+    upstream: FakeUpstream, start_apex: StartApex,
+) -> None:
+    """405 with Allow wherever the path exists under another method (Gemini's paths too; they
+    were 404s), 404 for a path that only decodes to an API path (%2F), and each of these
+    answers, like a refused Expect (417), counts in apex_requests_total (they did not)."""
+    inst = await start_apex(basic_config(upstream))
+    gemini = {"x-goog-api-key": "vk-default"}
+    cases = [
+        ("GET", "/v1/chat/completions", {}, 405, "POST"),
+        ("PUT", "/v1beta/models/gemini-2.5-flash:generateContent", gemini, 405, "POST"),
+        ("DELETE", "/v1beta/models/gemini-2.5-flash:streamGenerateContent", gemini, 405, "POST"),
+        ("GET", "/v1beta/models/gemini-2.5-flash:generateContent", gemini, 405, "POST"),
+        ("POST", "/v1beta/models", gemini, 405, "GET"),
+        ("POST", "/v1/chat%2Fcompletions", {}, 404, None),
+        ("POST", "/v1%2Fmessages", {}, 404, None),
+        ("POST", "/v1/nope", {}, 404, None),
+    ]
+    before = _requests_counted(inst)
+    async with aiohttp.ClientSession() as s:
+        for method, path, headers, status, allow in cases:
+            url = yarl.URL(inst.url + path, encoded=True)
+            async with s.request(method, url, headers={"Authorization": "Bearer vk-default", **headers}, data=b"{}") as r:
+                assert (r.status, r.headers.get("Allow")) == (status, allow), (method, path, await r.text())
+                body = await r.json()
+                if "goog" in str(headers):
+                    assert body["error"]["code"] == status and body["error"]["status"], body  # Google's shape
+                else:
+                    assert "use POST" not in body["error"]["message"] or status == 405, body
+        async with s.post(f"{inst.openai_url}/chat/completions", headers={"Expect": "fancy"}, data=b"{}") as r:
+            assert r.status == 417
+    await asyncio.sleep(0.05)  # counted once the answer is out
+    assert _requests_counted(inst) - before == len(cases) + 1
 
 
 async def test_upstream_400_returned_once(upstream: FakeUpstream, start_apex: StartApex) -> None:
