@@ -248,3 +248,22 @@ def test_content_filter_and_refusal_become_safety() -> None:
     assert b"refusal" in stream
     chunks = gemini_chunks(run_stream(GeminiToAnthropic(), stream, _ctx()))
     assert chunks[-1].candidates and chunks[-1].candidates[0].finish_reason == types.FinishReason.SAFETY
+
+
+@pytest.mark.parametrize("structured", [True, False])
+def test_a_gemini_json_schema_goes_to_claude_as_output_config_format(structured: bool) -> None:
+    """responseJsonSchema reaches a Claude with structured outputs as ``output_config.format``
+    (enforced upstream), as response_format does from OpenAI clients; others get the instruction."""
+    schema = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"],
+              "additionalProperties": False}
+    request = {"contents": [{"role": "user", "parts": [{"text": "where?"}]}],
+               "generationConfig": {"responseMimeType": "application/json", "responseJsonSchema": schema}}
+    ctx = _ctx(False)
+    ctx.caps = ModelCaps(json_schema=structured)
+    sent = json.loads(GeminiToAnthropic().request(json.dumps(request).encode(), ctx))
+    if structured:
+        assert sent["output_config"] == {"format": {"type": "json_schema", "schema": schema}}
+        assert "system" not in sent
+    else:
+        assert "output_config" not in sent
+        assert sent["system"].startswith("Respond only with a single valid JSON value") and '"city"' in sent["system"]

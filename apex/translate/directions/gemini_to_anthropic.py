@@ -89,7 +89,11 @@ def gemini_to_anthropic_request(conv: Conversation, ctx: TranslateContext) -> Js
         max_tokens = conv.max_tokens or DEFAULT_MAX_TOKENS
     out: Json = {"model": ctx.upstream_model, "max_tokens": max_tokens, "messages": messages}
     system = conv.system
-    if conv.json_output:
+    native_format: Json | None = None
+    if conv.json_output and conv.json_schema and ctx.caps.json_schema and conv.json_schema.lstrip().startswith(b"{"):
+        # As for OpenAI clients: a model with structured outputs enforces the schema itself.
+        native_format = {"type": "json_schema", "schema": msgspec.Raw(conv.json_schema)}
+    elif conv.json_output:
         instruction = (JSON_SCHEMA_INSTRUCTION + conv.json_schema.decode()) if conv.json_schema else JSON_OBJECT_INSTRUCTION
         system = f"{system}\n\n{instruction}" if system else instruction
     if system:
@@ -104,10 +108,12 @@ def gemini_to_anthropic_request(conv: Conversation, ctx: TranslateContext) -> Js
                 out["tool_choice"] = {"type": _TOOL_CHOICE[conv.tool_mode]}
     if conv.stop:
         out["stop_sequences"] = conv.stop
+    if native_format is not None:
+        out["output_config"] = {"format": native_format}
     if thinking_block is not None:
         out["thinking"] = thinking_block
         if effort is not None:
-            out["output_config"] = {"effort": effort}
+            out.setdefault("output_config", {})["effort"] = effort
     else:
         if conv.temperature is not None:
             out["temperature"] = min(max(conv.temperature, 0.0), 1.0)
