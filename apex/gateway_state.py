@@ -14,6 +14,7 @@ must not import aiohttp.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import tempfile
@@ -27,6 +28,7 @@ from apex.config.load import parse_listen
 from apex.share import SHARE_DIR
 
 __all__ = [
+    "listen_failure",
     "GatewayState",
     "running_pid",
     "target_config",
@@ -231,3 +233,15 @@ def target_config(path: Path, source: str) -> tuple[Path, str]:
         if last is not None and last != path and running_pid(last) is not None:
             return last, "the config you started last"
     return path, source
+
+
+def listen_failure(listen: str, exc: OSError) -> str:
+    """One line: why ``listen`` cannot be bound and what to do about it."""
+    fix = "choose another address with --listen HOST:PORT, $APEX_LISTEN or global.listen"
+    if exc.errno == errno.EADDRINUSE:
+        return f"cannot listen on {listen}: the address is already in use (another process holds the port; `ss -ltnp` shows which); stop it, or {fix}"
+    if exc.errno == errno.EACCES:
+        return f"cannot listen on {listen}: permission denied (ports below 1024 need root or CAP_NET_BIND_SERVICE); {fix}"
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return f"cannot listen on {listen}: this host has no such address; {fix}"
+    return f"cannot listen on {listen}: {exc.strerror or exc}; {fix}"

@@ -10,6 +10,7 @@ gateway to drain; ``reload`` validates first and then sends SIGHUP.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import signal
 import socket
@@ -34,6 +35,7 @@ from apex.cli.options import (
 from apex.cli.output import EXIT_NOT_RUNNING, fail, fail_config, print_json, say
 from apex.gateway_state import (
     base_url,
+    listen_failure,
     http_get,
     log_path,
     pid_alive,
@@ -162,8 +164,7 @@ def _start_daemon(path: Path, config: Config, pid_file: Path, log_file: Path, wa
     if _port_taken(config.global_.listen):
         # Checked before the child starts: its /health poll below would be answered by
         # whatever holds the port (another gateway), and this start reported as a success.
-        fail(f"cannot listen on {config.global_.listen}: the address is already in use "
-             "(another gateway or server answers there)")
+        fail(listen_failure(config.global_.listen, OSError(errno.EADDRINUSE, "in use")))
     with log:
         # -P: never put the working directory on sys.path, so a folder named "apex" there
         # (e.g. /etc/apex when started from /etc) cannot stand in for the installed package.

@@ -9,7 +9,6 @@ SIGTERM/SIGINT for a graceful stop that lets in-flight requests finish (bounded 
 from __future__ import annotations
 
 import asyncio
-import errno
 import gc
 import logging
 import os
@@ -22,6 +21,7 @@ from aiohttp import web
 from apex.config.load import load_config_bytes, parse_listen, read_config_file
 from apex.errors import ConfigError, StartupError
 from apex.server import gemini, handlers
+from apex.gateway_state import listen_failure
 from apex.server.conn import ApexRunner, raise_fd_limit
 from apex.server.gateway import Gateway
 from apex.server.keys import GATEWAY_KEY
@@ -101,7 +101,7 @@ async def serve(gateway: Gateway, *, on_ready: Callable[[], None] | None = None)
         await site.start()
     except OSError as exc:
         await runner.cleanup()
-        raise StartupError(_listen_failure(config.global_.listen, exc)) from exc
+        raise StartupError(listen_failure(config.global_.listen, exc)) from exc
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -172,18 +172,6 @@ def _tune_gc() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(GC_GEN0_THRESHOLD, 20, 50)
-
-
-def _listen_failure(listen: str, exc: OSError) -> str:
-    """One line: why ``listen`` cannot be bound and what to do about it."""
-    fix = "choose another address with --listen HOST:PORT, $APEX_LISTEN or global.listen"
-    if exc.errno == errno.EADDRINUSE:
-        return f"cannot listen on {listen}: the address is already in use (another process holds the port; `ss -ltnp` shows which); stop it, or {fix}"
-    if exc.errno == errno.EACCES:
-        return f"cannot listen on {listen}: permission denied (ports below 1024 need root or CAP_NET_BIND_SERVICE); {fix}"
-    if exc.errno == errno.EADDRNOTAVAIL:
-        return f"cannot listen on {listen}: this host has no such address; {fix}"
-    return f"cannot listen on {listen}: {exc.strerror or exc}; {fix}"
 
 
 def run_gateway(config_path: Path, *, on_ready: Callable[[], None] | None = None) -> int:

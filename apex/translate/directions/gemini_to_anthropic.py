@@ -108,12 +108,13 @@ def gemini_to_anthropic_request(conv: Conversation, ctx: TranslateContext) -> Js
                 out["tool_choice"] = {"type": _TOOL_CHOICE[conv.tool_mode]}
     if conv.stop:
         out["stop_sequences"] = conv.stop
+    output_config: Json = {}
     if native_format is not None:
-        out["output_config"] = {"format": native_format}
+        output_config["format"] = native_format
     if thinking_block is not None:
         out["thinking"] = thinking_block
         if effort is not None:
-            out.setdefault("output_config", {})["effort"] = effort
+            output_config["effort"] = effort
     else:
         if conv.temperature is not None:
             out["temperature"] = min(max(conv.temperature, 0.0), 1.0)
@@ -121,6 +122,8 @@ def gemini_to_anthropic_request(conv: Conversation, ctx: TranslateContext) -> Js
             out["top_p"] = conv.top_p
         if conv.top_k is not None:
             out["top_k"] = conv.top_k
+    if output_config:
+        out["output_config"] = output_config
     if ctx.stream:
         out["stream"] = True
     return out
