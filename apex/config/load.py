@@ -302,8 +302,10 @@ def _check_glob(pattern: str, path: str) -> None:
 
 
 def _check_prices(prices: Mapping[str, Price], path: str) -> None:
-    for pattern in prices:
+    for pattern, price in prices.items():
         _check_glob(pattern, f"{path}.{pattern}")
+        if price.cached_input is not None and price.cache_read is not None:
+            raise ConfigError("cached_input and cache_read are the same price: give one", path=f"{path}.{pattern}.cache_read")
 
 
 def _check_http_url(url: str | None, path: str) -> None:

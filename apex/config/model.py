@@ -221,7 +221,8 @@ class Price(_Base, frozen=True):
 
     input: Usd
     output: Usd = 0.0
-    cache_read: Usd | None = None
+    cached_input: Usd | None = None  # cached (read) input tokens
+    cache_read: Usd | None = None  # the same price under its earlier name; one of the two
     cache_write: Usd | None = None
     reasoning: Usd | None = None
 

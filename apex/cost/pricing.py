@@ -53,7 +53,8 @@ class UnitPrice(msgspec.Struct, frozen=True, gc=False):
 
     @classmethod
     def from_config(cls, p: Price) -> UnitPrice:
-        return cls.per_million(p.input, p.output, p.cache_read, p.cache_write, p.reasoning)
+        cached = p.cached_input if p.cached_input is not None else p.cache_read
+        return cls.per_million(p.input, p.output, cached, p.cache_write, p.reasoning)
 
 
 _FREE: Final = UnitPrice(0.0, 0.0, 0.0, 0.0, 0.0)

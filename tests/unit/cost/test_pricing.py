@@ -89,3 +89,13 @@ def test_bad_prices_are_config_errors() -> None:
     with pytest.raises(ConfigError) as glob:
         load_config_bytes(b'{"prices": {"gpt-[4o": {"input": 1}}}')
     assert glob.value.path == "prices.gpt-[4o"
+
+
+def test_the_specs_cached_input_key_prices_cached_tokens() -> None:
+    """spec 7 pins ``cached_input``; ``cache_read`` (the earlier name) still works; both is refused."""
+    usage = Usage(prompt_tokens=1_000_000, cached_tokens=400_000)
+    for key in ("cached_input", "cache_read"):
+        book = _book(prices={"house-*": {"input": 2.0, "output": 8.0, key: 0.5}})
+        assert book.cost("c", "house-1", usage) == pytest.approx(0.6 * 2.0 + 0.4 * 0.5)
+    with pytest.raises(ConfigError, match="cached_input and cache_read are the same price"):
+        _book(prices={"house-*": {"input": 2.0, "cached_input": 0.5, "cache_read": 0.5}})
