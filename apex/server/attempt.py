@@ -367,10 +367,12 @@ class Attempt:
                     pending.append(relay.feed(chunk))
                 deadline.move(None)
         ex.ttft_ms = (time.perf_counter() - self.started) * 1000
-        response = await self._commit(relay, reply, b"".join(pending))
-        ex.usage = relay.usage
-        ex.upstream_ms += (time.perf_counter() - self.started) * 1000
-        return response
+        try:
+            return await self._commit(relay, reply, b"".join(pending))
+        finally:  # a client that hangs up mid-stream too: the usage seen so far, the upstream's time
+            ex.usage = relay.usage
+            ex.stream_events = relay.events
+            ex.upstream_ms += (time.perf_counter() - self.started) * 1000
 
     async def _commit(self, relay: Relay, reply: UpstreamReply, first: bytes) -> web.StreamResponse:
         """Send the client its response head and relay the stream to its end; never raises UpstreamError."""

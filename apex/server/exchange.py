@@ -27,7 +27,7 @@ class Exchange:
         "usage", "ttft_ms", "upstream_ms", "status", "committed", "final_delivered", "stream_error", "attempt_errors",
         "error_kind", "ratelimit_headers", "notices", "cost_usd", "budget_grant", "key_fingerprint", "json_array_stream",
         # observability (apex.metrics / access log): see Gateway.finish
-        "request_body", "response_body", "overhead_ms", "_prompt_estimate",
+        "request_body", "response_body", "stream_events", "overhead_ms", "_prompt_estimate",
         "trace",  # apex.tracing.RequestTrace while tracing is on, else None
     )
 
@@ -65,6 +65,7 @@ class Exchange:
         self.request_body: bytes | None = None
         self._prompt_estimate: int | None = None
         self.response_body: bytes | None = None
+        self.stream_events = 0  # a stream's upstream events (its usage estimate when none is reported)
         self.overhead_ms: float | None = None
         self.trace: RequestTrace | None = None
 

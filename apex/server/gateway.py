@@ -73,6 +73,7 @@ CREDENTIALS_START_WAIT_S: Final = 10.0  # at start-up, how long first credential
 # Output tokens reserved against a budget when the request sets no max_tokens.
 BUDGET_DEFAULT_OUTPUT_TOKENS: Final = 1024
 BUDGET_HEADER: Final = "x-apex-budget-remaining-usd"
+STREAM_FRAMING_EVENTS: Final = 3  # a chat stream's role, finish and [DONE] events
 
 
 class RateGrant:
@@ -527,4 +528,7 @@ def _estimate_usage(ex: Exchange) -> Usage | None:
     completion = 0
     if ex.response_body is not None:
         completion = estimate_tokens(ex.response_body)
+    elif ex.stream_events:
+        # About one token per content event; the stream's framing events (start, finish, end) carry none.
+        completion = max(0, ex.stream_events - STREAM_FRAMING_EVENTS)
     return Usage(prompt_tokens=ex.prompt_estimate(), completion_tokens=completion, estimated=True)

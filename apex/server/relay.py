@@ -48,6 +48,11 @@ class Relay(Protocol):
         ...
 
     @property
+    def events(self) -> int:
+        """Upstream events seen so far (a usage estimate when the upstream reports none)."""
+        ...
+
+    @property
     def stream_error(self) -> str | None:
         """The stream-error label for logs and metrics once finished (None when clean)."""
         ...
@@ -92,6 +97,10 @@ class PassthroughRelay:
     def ended(self) -> bool:
         return self._observer.terminated or self._observer.errored
 
+    @property
+    def events(self) -> int:
+        return self._observer.events
+
     def response(self, headers: dict[str, str]) -> web.StreamResponse:
         resp = web.StreamResponse(headers=headers)
         resp.headers.update(SSE_HEADERS)
@@ -131,7 +140,7 @@ class PassthroughRelay:
 class TranslatingRelay:
     """Another dialect upstream: events parsed and written anew by the direction's translator."""
 
-    __slots__ = ("_parser", "_secrets", "_translating", "_usage_of", "started", "stream_error")
+    __slots__ = ("_parser", "_secrets", "_translating", "_usage_of", "events", "started", "stream_error")
 
     def __init__(self, translating: StreamTranslator, usage_of: _UsageSource, secrets: Secrets) -> None:
         self._translating = translating
@@ -140,6 +149,7 @@ class TranslatingRelay:
         self._usage_of = usage_of
         self.started = False
         self.stream_error: str | None = None
+        self.events = 0
 
     @property
     def usage(self) -> Usage | None:
@@ -164,6 +174,7 @@ class TranslatingRelay:
             parts.extend(translating.feed(event))
         if events:
             self.started = True
+            self.events += len(events)
         out = b"".join(parts)
         if translating.done and self._secrets:
             out = self._secrets.data(out)

@@ -359,7 +359,7 @@ class PassthroughStream:
 
     __slots__ = (
         "_family", "_parser", "_model", "_strip_usage", "_rewrite", "usage", "_tally",
-        "first_event_seen", "terminated", "errored", "finished", "cut", "_held", "_plain_ok",
+        "first_event_seen", "terminated", "errored", "finished", "cut", "events", "_held", "_plain_ok",
     )
 
     def __init__(self, family: str, *, client_model: str | None, strip_usage_chunk: bool) -> None:
@@ -375,6 +375,7 @@ class PassthroughStream:
         self.errored = False
         self.finished = False  # the answer itself ended (finish_reason / message_delta)
         self.cut = False  # the upstream ended inside an event (its last one is incomplete)
+        self.events = 0  # events seen: the estimate of a stream whose upstream reports no usage
         self._held = b""  # the start of an event whose end has not arrived (pass-through mode)
         # An OpenAI chat stream whose events need no model rewrite: a chunk of whole, ordinary
         # content events may skip parsing entirely (see _plain_openai_chunk).
@@ -387,9 +388,10 @@ class PassthroughStream:
         parser = self._parser
         started_aligned = parser.between_events
         if self._plain_ok and started_aligned and self.first_event_seen and _plain_openai_chunk(chunk):
-            self.first_event_seen = True
+            self.events += chunk.count(b"\n\n")
             return chunk  # what parsing and observing it would have concluded, ~5x cheaper
         events = parser.feed(chunk)
+        self.events += len(events)
         if not self._rewrite:
             for ev in events:
                 self._observe(ev)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -81,3 +82,57 @@ async def test_unknown_price_is_null_and_counted(upstream: FakeUpstream, start_a
     line = access_lines(log_file)[-1]
     assert line["tokens"]["estimated"] is True
     assert line["cost_usd"] == pytest.approx((line["tokens"]["prompt"] * 1.0 + line["tokens"]["completion"] * 4.0) / 1e6)
+
+
+def _chunk(delta: dict[str, object], finish: str | None = None) -> bytes:
+    body = {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "house-model-1",
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+    return b"data: " + json.dumps(body).encode() + b"\n\n"
+
+
+NO_USAGE_STREAM = [_chunk({"role": "assistant", "content": ""}), *(_chunk({"content": f" w{i}"}) for i in range(40)),
+                   _chunk({}, "stop"), b"data: [DONE]\n\n"]
+
+
+async def test_a_stream_without_usage_is_estimated_from_what_it_carried(
+    upstream: FakeUpstream, start_apex: StartApex, log_file: Path,
+) -> None:
+    """An upstream that reports no usage in a stream (it ignored include_usage): Apex estimates
+    the completion from the stream's events (it charged 0), marked estimated."""
+    inst = await start_apex(basic_config(upstream))
+    upstream.push(Behaviour(events=NO_USAGE_STREAM, content_type="text/event-stream"))
+    stream = await oai(inst).chat.completions.create(model="house-model-1", messages=MSG, stream=True)
+    text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
+    assert text.count(" w") == 40
+    await asyncio.sleep(0.05)
+    line = access_lines(log_file)[-1]
+    assert line["tokens"]["estimated"] is True
+    assert 30 <= line["tokens"]["completion"] <= 50, line["tokens"]
+
+
+async def test_a_stream_the_client_leaves_keeps_its_upstream_time(
+    upstream: FakeUpstream, start_apex: StartApex, log_file: Path,
+) -> None:
+    """A client that hangs up mid-stream (499): the time the upstream took is upstream time,
+    not Apex's overhead (upstream_ms was 0 and the whole stream counted as overhead), and the
+    completion it got so far is estimated."""
+    inst = await start_apex(basic_config(upstream))
+    upstream.push(Behaviour(events=NO_USAGE_STREAM, content_type="text/event-stream", gap=0.02))
+    stream = await oai(inst).chat.completions.create(model="house-model-1", messages=MSG, stream=True)
+    seen = 0
+    async for _ in stream:
+        seen += 1
+        if seen == 10:
+            break
+    await stream.close()
+    lines: list[dict[str, Any]] = []
+    for _ in range(100):
+        await asyncio.sleep(0.02)
+        lines = access_lines(log_file)
+        if lines:
+            break
+    line = lines[-1]
+    assert line["status"] == 499
+    assert line["upstream_ms"] >= 150, line  # ten events 20 ms apart
+    assert line["overhead_ms"] < line["upstream_ms"], line
+    assert line["tokens"]["estimated"] is True and line["tokens"]["completion"] >= 5, line["tokens"]
