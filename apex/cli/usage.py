@@ -186,9 +186,14 @@ def requests_group(ctx: click.Context, team: str | None, status: str | None, mod
 @click.argument("request_id")
 @config_option
 @json_option
-def show_command(request_id: str, config_file: str | None, as_json: bool) -> None:
+@click.pass_context
+def show_command(ctx: click.Context, request_id: str, config_file: str | None, as_json: bool) -> None:
     """Everything recorded about one request."""
     from apex.requestlog.query import request_by_id
+
+    group = ctx.parent.params if ctx.parent is not None else {}
+    config_file = config_file or group.get("config_file")  # `apex requests --config F show ID` too
+    as_json = as_json or bool(group.get("as_json"))
 
     row = request_by_id(_reader(config_file), request_id)
     if row is None:

@@ -118,6 +118,11 @@ async def _check_reports(config: Path, total_cost: float) -> None:
     assert shown["channels_tried"] == "oa,oa,oa" and set(shown) == set(COLUMNS)
     assert "Latest requests" in (await _cli(config, "requests", "--team", "t1")).output
     assert fives[0]["request_id"] in (await _cli(config, "requests", "show", fives[0]["request_id"])).output
+    # --config and --json given to the group, before `show` (the group's help lists them)
+    result = await asyncio.to_thread(CliRunner().invoke, cli, ["requests", "--config", str(config), "--json", "show",
+                                                               fives[0]["request_id"]])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["request_id"] == fives[0]["request_id"]
 
 
 async def test_sqlite_log_records_every_request_and_reports(
