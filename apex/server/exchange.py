@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
+from apex.errors import kind_for_status
 from apex.tokens import estimate_tokens
 from apex.types import Dialect, Usage
 
@@ -68,6 +69,19 @@ class Exchange:
         self.stream_events = 0  # a stream's upstream events (its usage estimate when none is reported)
         self.overhead_ms: float | None = None
         self.trace: RequestTrace | None = None
+
+    def error_type(self) -> str | None:
+        """The request's ``error_type`` (metrics label, access line, request log), None when it
+        succeeded: one answer for all three."""
+        if self.error_kind is not None:
+            return self.error_kind
+        if self.stream_error is not None:
+            return self.stream_error
+        if self.status == 499:
+            return "client_closed"
+        if self.status >= 400:
+            return kind_for_status(self.status)
+        return None
 
     def response_headers(self) -> dict[str, str]:
         """Headers every response of this exchange carries (set before a stream commits)."""

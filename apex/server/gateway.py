@@ -32,7 +32,7 @@ from apex.config.load import load_config_bytes
 from apex.config.model import Config
 from apex.cost import PriceBook
 from apex.requestlog import RequestLog, Row, build_request_log, capture
-from apex.errors import ApexError, BudgetExceeded, ConfigError, kind_for_status
+from apex.errors import ApexError, BudgetExceeded, ConfigError
 from apex.metrics import NONE, Metrics
 from apex.upstream.credentials import CredentialKeeper, CredentialSlot
 from apex.upstream.channel import CompiledChannel
@@ -436,12 +436,12 @@ class Gateway:
             m = self.metrics
             model = m.models.label(ex.model, ex.router, ex.rule, ex.routed)
             series = m.series(ex.router or NONE, model, ex.team or NONE, ex.channel or NONE)
-            series.record(ex.status, _error_type(ex), ex.upstream_ms, ex.ttft_ms, overhead, latency)
+            series.record(ex.status, ex.error_type(), ex.upstream_ms, ex.ttft_ms, overhead, latency)
             if usage is not None:
                 series.add_tokens(usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens, usage.estimated)
                 series.add_cost(cost)
         if ex.trace is not None and self.tracer is not None:
-            self.tracer.end_request(ex, ex.trace, _error_type(ex))
+            self.tracer.end_request(ex, ex.trace, ex.error_type())
         if access_log.isEnabledFor(_INFO):
             write_access_line(access_log, access_fields(ex, latency, overhead, usage, cost))
         if self.request_log is not None:
@@ -490,19 +490,6 @@ def _credential_slots(snap: Snapshot) -> list[CredentialSlot]:
     return [ch.cloud.credentials for ch in snap.channels.values() if ch.cloud is not None and ch.cloud.credentials is not None]
 
 
-def _error_type(ex: Exchange) -> str | None:
-    """The ``error_type`` label of a finished request, None when it succeeded."""
-    if ex.error_kind is not None:
-        return ex.error_kind
-    if ex.stream_error is not None:
-        return ex.stream_error
-    if ex.status == 499:
-        return "client_closed"
-    if ex.status >= 400:
-        return kind_for_status(ex.status)
-    return None
-
-
 def _log_row(ex: Exchange, latency: float, overhead: float, usage: Usage | None, cost: float | None,
              capture_cap: int | None) -> Row:
     """The request log's row for a finished request (columns in ``apex.requestlog.COLUMNS`` order)."""
@@ -514,7 +501,7 @@ def _log_row(ex: Exchange, latency: float, overhead: float, usage: Usage | None,
     return (
         time.time() - latency / 1000.0, ex.request_id, ex.dialect.value, ex.team, ex.key_fingerprint, ex.router,
         ex.rule, ex.model, ex.upstream_model, ex.channel, ",".join(ex.tried), ex.attempts, ex.status,
-        _error_type(ex), ex.stream, latency, ex.ttft_ms, overhead, ex.upstream_ms,
+        ex.error_type(), ex.stream, latency, ex.ttft_ms, overhead, ex.upstream_ms,
         u.prompt_tokens if u else None, u.completion_tokens if u else None, u.cached_tokens if u else None,
         u.cache_write_tokens if u else None, u.reasoning_tokens if u else None, u.estimated if u else None,
         cost, request_body, response_body,

@@ -365,7 +365,7 @@ def access_fields(
         "attempt_errors": ex.attempt_errors,
         "stream": ex.stream,
         "status": ex.status,
-        "error_type": ex.error_kind or ex.stream_error,
+        "error_type": ex.error_type(),
         "latency_ms": round(latency_ms, 3),
         "upstream_ms": round(ex.upstream_ms, 3),
         "overhead_ms": round(overhead_ms, 3),

@@ -133,6 +133,7 @@ async def test_a_stream_the_client_leaves_keeps_its_upstream_time(
             break
     line = lines[-1]
     assert line["status"] == 499
+    assert line["error_type"] == "client_closed"  # as in the request log and metrics (it was null here)
     assert line["upstream_ms"] >= 150, line  # ten events 20 ms apart
     assert line["overhead_ms"] < line["upstream_ms"], line
     assert line["tokens"]["estimated"] is True and line["tokens"]["completion"] >= 5, line["tokens"]
