@@ -396,12 +396,12 @@ def _check_rule(rule: Rule, channels: frozenset[str], path: str) -> None:
         for k, pattern in enumerate(rule.match.model):
             _check_glob(pattern, f"{path}.match.model[{k}]")
     _check_refs(rule.channels, channels, f"{path}.channels")
-    seen = {ref.name for ref in rule.channels}
+    seen: set[str] = set()  # a fallback that is also one of the rule's channels is tried once (Route.order)
     for k, name in enumerate(rule.fallback):
         if name not in channels:
             raise ConfigError(f'unknown channel "{name}"', path=f"{path}.fallback[{k}]")
-        if name in seen:  # a rule tries each channel once: a repeat would only be skipped
-            raise ConfigError(f'channel "{name}" is listed twice in the rule', path=f"{path}.fallback[{k}]")
+        if name in seen:
+            raise ConfigError(f'channel "{name}" is listed twice in fallback', path=f"{path}.fallback[{k}]")
         seen.add(name)
 
 
