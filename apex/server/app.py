@@ -108,7 +108,9 @@ async def serve(gateway: Gateway, *, on_ready: Callable[[], None] | None = None)
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, lambda: gateway.reload_from_file("SIGHUP"))
     loop.add_signal_handler(signal.SIGUSR1, reopen_log_files)  # logrotate's postrotate
-    log.info("apex %s listening on %s (config %s)", gateway.version, config.global_.listen, gateway.config_path)
+    log.info("apex %s listening on %s (config %s)", gateway.version, config.global_.listen, gateway.config_path,
+             extra={"fields": {"version": gateway.version, "listen": config.global_.listen,
+                               "config_file": str(gateway.config_path) if gateway.config_path else None}})
     from apex import sdnotify
 
     _tune_gc()

@@ -15,6 +15,7 @@ from apex.tokens import estimate_tokens
 from apex.types import Dialect, Usage
 
 if TYPE_CHECKING:
+    from apex.auth import Principal
     from apex.budget import BudgetGrant
     from apex.tracing import RequestTrace
 
@@ -69,6 +70,12 @@ class Exchange:
         self.stream_events = 0  # a stream's upstream events (its usage estimate when none is reported)
         self.overhead_ms: float | None = None
         self.trace: RequestTrace | None = None
+
+    def authenticated(self, principal: Principal) -> None:
+        """Record who is calling (team and key fingerprint), for every endpoint the same way."""
+        self.key_fingerprint = principal.fingerprint
+        if principal.team is not None:
+            self.team = principal.team.id
 
     def error_type(self) -> str | None:
         """The request's ``error_type`` (metrics label, access line, request log), None when it

@@ -384,7 +384,8 @@ class Gateway:
     # --- observations ---------------------------------------------------------------
 
     def _on_health_change(self, channel: str, old: ChannelState, new: ChannelState) -> None:
-        log.warning("channel %s: %s -> %s", channel, old.value, new.value)
+        log.warning("channel %s: %s -> %s", channel, old.value, new.value,
+                    extra={"fields": {"channel": channel, "from_state": old.value, "state": new.value}})
         self.metrics.record_channel_state(channel, new.value)
 
     def record_fallback(self, ex: Exchange, from_channel: str, to_channel: str) -> None:

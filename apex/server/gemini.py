@@ -87,8 +87,7 @@ async def generate(request: web.Request, snap: Snapshot, ex: Exchange, dialect: 
     check_model(model)
     ex.dialect = client
     principal = snap.keys.authenticate_key(gemini_key(request), _HOW_TO_SEND)
-    if principal.team is not None:
-        ex.team = principal.team.id
+    ex.authenticated(principal)
     body = await read_body(request, snap.max_body_bytes)
     view = _decode_view(body)
     if method == "embedContent":
@@ -113,6 +112,7 @@ async def models(request: web.Request, snap: Snapshot, ex: Exchange, dialect: Di
     """``GET .../models`` and ``.../models/{model}`` in Gemini's shape: the models this key may use."""
     ex.dialect = Dialect.GEMINI_GENERATE
     principal = snap.keys.authenticate_key(gemini_key(request), _HOW_TO_SEND)
+    ex.authenticated(principal)
     names = snap.models_for(principal)
     one = request.match_info.get("model_id")
     if one is not None and ":" in one:  # GET on gemini-x:generateContent: the method is wrong, not the model

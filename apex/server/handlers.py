@@ -42,6 +42,7 @@ async def models(request: web.Request, snap: Snapshot, ex: Exchange, dialect: Di
             ex.error_kind = err.kind
             return error_response(Dialect.GEMINI_GENERATE, err)
     principal = snap.keys.authenticate(request.headers)
+    ex.authenticated(principal)
     names = snap.models_for(principal)
     one = request.match_info.get("model_id")
     anthropic = "anthropic-version" in request.headers

@@ -120,9 +120,7 @@ def _param_of(message: str) -> str | None:
 async def proxy(request: web.Request, snap: Snapshot, ex: Exchange, dialect: Dialect) -> web.StreamResponse:
     """Serve one API request in ``dialect`` end to end; raise ApexError for the endpoint wrapper."""
     principal = snap.keys.authenticate(request.headers)
-    ex.key_fingerprint = principal.fingerprint
-    if principal.team is not None:
-        ex.team = principal.team.id
+    ex.authenticated(principal)
     body = await read_body(request, snap.max_body_bytes)
     ex.request_body = body  # a reference: the usage estimate needs it when an upstream reports none
     view = decode_view(body)

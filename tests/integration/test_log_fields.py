@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import openai
 import pytest
 
 from apex.config.model import LoggingConfig
@@ -115,3 +116,26 @@ async def test_debug_log_beside_the_config_does_not_feed_itself(
     await asyncio.sleep(1.0)
     flush_logs()
     assert path.stat().st_size == size, [line["msg"] for line in _lines(path)][-5:]
+
+
+async def test_channel_state_lines_and_models_requests_say_who_as_fields(
+    upstream: FakeUpstream, start_apex: StartApex, tmp_path: Path, restore_logging: None
+) -> None:
+    """A channel's state change names the channel as a field (it was only in the text), and a
+    /v1/models request with a team key is the team's in the access line (it was null)."""
+    path = tmp_path / "apex.log"
+    configure_logging(LoggingConfig(level="info", format="json", file=str(path)))
+    cfg = basic_config(upstream, teams=[{"id": "t1", "api_key": "tk-team-1"}])
+    cfg["global"]["retries"]["max_attempts"] = 1
+    cfg["global"]["health"] = {"failure_threshold": 1, "cooldown_ms": 60000}
+    inst = await start_apex(cfg)
+    upstream.push(error(500))
+    with pytest.raises(openai.InternalServerError):
+        await oai(inst).chat.completions.create(model="gpt-4o", messages=MSG)
+    await oai(inst, "tk-team-1").models.list()
+    await asyncio.sleep(0.05)
+    lines = _lines(path)
+    state = [line for line in lines if line["msg"].startswith("channel oa:")]
+    assert state and state[0]["channel"] == "oa" and state[0]["state"] == "cooling" and state[0]["from_state"] == "up"
+    models = [line for line in lines if line["logger"] == "apex.access" and line["status"] == 200]
+    assert models and models[-1]["team_id"] == "t1", models
