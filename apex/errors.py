@@ -338,7 +338,14 @@ class Secrets:
     __slots__ = ("_b", "_s")
 
     def __init__(self, values: Iterable[str]) -> None:
-        spellings: set[str] = set()
+        self._s: tuple[str, ...] = ()
+        self._b: tuple[bytes, ...] = ()
+        self.add(values)
+
+    def add(self, values: Iterable[str]) -> None:
+        """Scrub ``values`` too: credentials a channel only learns at run time (keys from the
+        AWS chain, OAuth tokens), added when they are fetched."""
+        spellings: set[str] = set(self._s)
         for v in values:
             if len(v) >= MIN_SECRET_LEN:
                 spellings.add(v)
@@ -347,8 +354,8 @@ class Secrets:
                     spellings.add(encoded)
                     spellings.add(_LOWER_ESCAPE.sub(lambda m: m.group().lower(), encoded))  # %2f as well as %2F
         ordered = sorted(spellings, key=len, reverse=True)
-        self._s: tuple[str, ...] = tuple(ordered)
-        self._b: tuple[bytes, ...] = tuple(v.encode() for v in ordered)
+        self._s = tuple(ordered)
+        self._b = tuple(v.encode() for v in ordered)
 
     def __bool__(self) -> bool:
         return bool(self._s)

@@ -272,9 +272,17 @@ def configure_logging(cfg: LoggingConfig) -> logging.Handler:
     # watchdog logs every inotify event at debug: with the log file in a watched directory
     # (beside the config), each line written would be an event logged again, forever.
     logging.getLogger("watchdog").setLevel(max(_LEVELS[cfg.level], logging.INFO))
+    # The cloud SDKs Apex signs and authenticates with log credentials at debug: botocore its
+    # canonical request (session token included), google-auth and urllib3 token exchanges.
+    # Their debug lines never reach Apex's log, whatever its level.
+    for sdk in _CREDENTIAL_LOGGERS:
+        logging.getLogger(sdk).setLevel(max(_LEVELS[cfg.level], logging.INFO))
     # isEnabledFor() is False on a disabled logger, so the gateway skips building the line.
     logging.getLogger(ACCESS_LOGGER).disabled = not cfg.access_log
     return handler
+
+
+_CREDENTIAL_LOGGERS: Final = ("botocore", "boto3", "google.auth", "google_auth_httplib2", "urllib3", "requests_oauthlib")
 
 
 def write_access_line(logger: logging.Logger, fields: dict[str, object]) -> None:

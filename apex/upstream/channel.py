@@ -349,6 +349,9 @@ def compile_channel(ch: Channel, g: GlobalConfig, index: int, pool: UpstreamPool
         first_byte=pick("first_byte_ms"),
         stream_idle=pick("stream_idle_ms"),
     )
+    secrets = secrets_of([ch.api_key, *ch.headers.values(), *_cloud_secrets(ch), *_proxy_secrets(egress)])
+    if cloud is not None and cloud.credentials is not None:
+        cloud.credentials.secrets = secrets  # keys and tokens fetched at run time are scrubbed too
     return CompiledChannel(
         name=ch.name,
         provider_type=ch.provider_type,
@@ -358,7 +361,7 @@ def compile_channel(ch: Channel, g: GlobalConfig, index: int, pool: UpstreamPool
         model_map=ModelMap(ch.model_map),
         models=PatternSet(ch.models) if ch.models is not None else None,
         timeouts=timeouts,
-        secrets=secrets_of([ch.api_key, *ch.headers.values(), *_cloud_secrets(ch), *_proxy_secrets(egress)]),
+        secrets=secrets,
         cloud=cloud,
         kind_plans=kind_plans,
         egress=egress,

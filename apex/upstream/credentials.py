@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Final, Generic, TypeVar
 
-from apex.errors import UpstreamConnectionError
+from apex.errors import Secrets, UpstreamConnectionError
 from apex.upstream.http import HttpClientError, UpstreamPool, exchange_failure
 
 __all__ = ["CredentialKeeper", "CredentialSlot", "Fetched", "Refresher"]
@@ -178,6 +178,8 @@ class CredentialSlot:
     key: Hashable
     factory: Callable[[UpstreamPool], Refresher[object]]
     refresher: Refresher[object] | None = field(default=None)
+    secrets: Secrets | None = None  # the channel's scrubber: fetched credentials join it
+    _scrubbing: object = field(default=None)  # the credential last added to ``secrets``
 
     def current(self, channel: str) -> object:
         r = self.refresher
@@ -185,7 +187,14 @@ class CredentialSlot:
             raise UpstreamConnectionError(
                 f"upstream channel {channel} has no credentials yet", channel=channel
             )
-        return r.current()
+        value = r.current()
+        if value is not self._scrubbing and self.secrets is not None:
+            # An upstream may quote what it was sent (SigV4's "canonical string" names the
+            # session token): a credential from the AWS chain or a token endpoint is scrubbed
+            # like a key from the config, from its first use on.
+            self.secrets.add(secret_strings(value))
+            self._scrubbing = value
+        return value
 
     @property
     def reason(self) -> str | None:
@@ -226,3 +235,12 @@ class CredentialKeeper:
         live, self._live = self._live, {}
         for r in live.values():
             await r.stop()
+
+
+def secret_strings(value: object) -> list[str]:
+    """The secret parts of a fetched credential: AWS keys (secret key, session token), or the
+    values of the auth header lines a token fetcher encoded."""
+    if isinstance(value, bytes):
+        return [line.partition(b":")[2].strip().removeprefix(b"Bearer ").decode("latin-1")
+                for line in value.split(b"\r\n") if b":" in line]
+    return [v for v in (getattr(value, "secret_key", None), getattr(value, "token", None)) if isinstance(v, str)]

@@ -81,3 +81,64 @@ async def test_no_credentials_anywhere_is_a_clear_reason(cloud: CloudFake, start
     """With nothing in the chain, start-up still succeeds and the channel says why it cannot sign."""
     inst = await start_apex(config(cloud))
     assert "no AWS credentials found" in inst.gateway.credential_problems()["br"]
+
+
+async def test_a_session_token_from_the_chain_never_comes_back_out(
+    start_apex: StartApex, clean_aws_env: pytest.MonkeyPatch, log_file: Path,
+) -> None:
+    """AWS answers a bad signature by quoting its canonical string, session token included:
+    a token from the chain is scrubbed from the answer and the log like one from the config
+    (only config values were), and botocore's own debug lines (its canonical request) stay
+    out of Apex's log even at level debug."""
+    import anthropic
+    import openai
+
+    from apex.config.model import LoggingConfig
+    from apex.server.logs import configure_logging
+    from tests.conftest import ant, oai
+
+    configure_logging(LoggingConfig(level="debug", format="json", file=str(log_file)))
+
+    token = "IQoJb3JpZ2luX2VjEChainTokenSECRET0123456789"
+    clean_aws_env.setenv("AWS_ACCESS_KEY_ID", "AKIAENVCHAIN")
+    clean_aws_env.setenv("AWS_SECRET_ACCESS_KEY", "env-secret-chain-0123456789")
+    clean_aws_env.setenv("AWS_SESSION_TOKEN", token)
+
+    async def refuse(request: web.Request) -> web.Response:
+        canonical = f"POST\\n{request.path}\\n\\nhost:{request.host}\\nx-amz-security-token:{request.headers['X-Amz-Security-Token']}\\n"
+        message = f"The request signature we calculated does not match the signature you provided. The Canonical String for this request should have been '{canonical}'"
+        return web.json_response({"message": message}, status=403, headers={"x-amzn-ErrorType": "InvalidSignatureException:"})
+
+    app = web.Application()
+    app.router.add_post("/{tail:.*}", refuse)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        cfg = {
+            "global": {"auth": {"keys": ["k"]}, "retries": {"max_attempts": 1}},
+            "channels": [{"name": "br", "provider_type": "bedrock", "region": "eu-west-1", "base_url": f"http://127.0.0.1:{port}",
+                          "model_map": {"*": "eu.anthropic.claude-sonnet-4-20250514-v1:0"}}],
+            "routers": [{"name": "r", "channels": [{"name": "br"}]}],
+        }
+        inst = await start_apex(cfg)
+        with pytest.raises(openai.APIStatusError) as oe:
+            await oai(inst, "k").chat.completions.create(model="claude-x", messages=[{"role": "user", "content": "hi"}])
+        with pytest.raises(anthropic.APIStatusError) as ae:
+            await ant(inst, "k").messages.create(model="claude-x", max_tokens=5, messages=[{"role": "user", "content": "hi"}])
+        logged = _logged(log_file)
+        assert "upstream attempt failed" in logged  # the failure is logged, scrubbed
+        for text in (oe.value.response.text, ae.value.response.text, logged):
+            assert token not in text and "env-secret-chain" not in text
+        assert "canonical string" in oe.value.response.text.lower()  # the message itself still comes through
+    finally:
+        await runner.cleanup()
+
+
+def _logged(path: Path) -> str:
+    from apex.server.logs import flush_logs
+
+    flush_logs()
+    return path.read_text()
