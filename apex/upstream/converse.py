@@ -22,6 +22,7 @@ from apex.errors import InvalidRequest
 from apex.translate.neutral.deferred import TOOL_REFERENCE, is_declared, loaded_tools, reference_text
 from apex.upstream.base import UpstreamReply
 from apex.upstream.eventstream import EventStreamReply, frame_to_sse
+from apex.upstream.http import InvalidResponse
 
 __all__ = ["anthropic_to_converse", "converse_reply", "converse_to_anthropic"]
 
@@ -132,7 +133,40 @@ def anthropic_to_converse(body: bytes, stream: bool) -> bytes:
             elif choice.get("type") == "tool":
                 tool_config["toolChoice"] = {"tool": {"name": choice.get("name")}}
             out["toolConfig"] = tool_config
+    if "toolConfig" not in out:
+        # Bedrock refuses toolUse / toolResult blocks without a toolConfig, and here the client
+        # offered no tools (or tool_choice none, which Converse cannot say): the history's
+        # calls and results go as text, so the model sees them and cannot call anything.
+        for turn in turns:
+            turn["content"] = [_as_text(b) for b in turn["content"]]
+    out["messages"] = _alternating(turns)
     return _ENC.encode(out)
+
+
+def _as_text(block: dict[str, Any]) -> dict[str, Any]:
+    use = block.get("toolUse")
+    if use is not None:
+        return {"text": f"[called tool {use.get('name')} with {_ENC.encode(use.get('input') or {}).decode()}]"}
+    result = block.get("toolResult")
+    if result is not None:
+        text = "".join(str(part.get("text", "")) for part in result.get("content") or [])
+        failed = " (error)" if result.get("status") == "error" else ""
+        return {"text": f"[tool result{failed}: {text}]"}
+    return block
+
+
+def _alternating(turns: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Consecutive turns of one role as one turn: Converse refuses two user (or assistant)
+    turns in a row, which Chat histories have (two user messages, a tool result then text)."""
+    merged: list[dict[str, Any]] = []
+    for turn in turns:
+        if not turn["content"]:
+            continue  # an empty turn (only another model's thinking): Converse refuses it
+        if merged and merged[-1]["role"] == turn["role"]:
+            merged[-1]["content"] = merged[-1]["content"] + turn["content"]
+        else:
+            merged.append(turn)
+    return merged
 
 
 def _usage(u: Mapping[str, Any] | None) -> dict[str, int]:
@@ -143,8 +177,17 @@ def _usage(u: Mapping[str, Any] | None) -> dict[str, int]:
 
 
 def converse_to_anthropic(raw: bytes, model: str) -> bytes:
-    """A Converse answer as a Messages answer."""
-    answer = msgspec.json.decode(raw)
+    """A Converse answer as a Messages answer; InvalidResponse (a malformed answer: the plan
+    goes on) for a body that is not a Converse answer (it was a 500 and a traceback)."""
+    try:
+        return _converse_to_anthropic(msgspec.json.decode(raw), model)
+    except (msgspec.DecodeError, AttributeError, TypeError, ValueError) as exc:
+        raise InvalidResponse(f"the Converse answer is not valid: {type(exc).__name__}") from exc
+
+
+def _converse_to_anthropic(answer: Any, model: str) -> bytes:
+    if not isinstance(answer, dict) or not isinstance(answer.get("output"), dict):
+        raise ValueError("no output")
     content: list[dict[str, Any]] = []
     for block in ((answer.get("output") or {}).get("message") or {}).get("content") or []:
         if "text" in block:
@@ -173,11 +216,19 @@ class _ConverseFrames:
         self._done = False
 
     def frame(self, msg: EventStreamMessage) -> bytes:
+        try:
+            return self._frame(msg)
+        except (msgspec.DecodeError, AttributeError, TypeError, ValueError) as exc:
+            raise InvalidResponse(f"a ConverseStream event is not valid: {type(exc).__name__}") from exc
+
+    def _frame(self, msg: EventStreamMessage) -> bytes:
         headers = msg.headers
         if headers.get(":message-type") != "event":
             return frame_to_sse(msg)
         event = headers.get(":event-type")
         data = msgspec.json.decode(msg.payload) if msg.payload else {}
+        if not isinstance(data, dict):
+            raise ValueError("not an object")
         if event == "messageStart":
             return _sse("message_start", {"message": {
                 "id": f"msg_bdrk_{uuid.uuid4().hex[:24]}", "type": "message", "role": "assistant", "model": self._model,

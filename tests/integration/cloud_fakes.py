@@ -297,6 +297,7 @@ class CloudFake:
         self.stream_frames: list[bytes] | None = None  # override the next Bedrock stream's frames
         self.split_frames = True  # send frames split across writes (framing must be reassembled)
         self.call_tools = True  # Claude answers a request with tools by calling one (False: with text)
+        self.converse_answer: bytes | None = None  # the next Converse answer's raw 200 body, as given
         self._runner: web.AppRunner | None = None
 
     @property
@@ -403,11 +404,22 @@ class CloudFake:
                     return deny(400, "ValidationException", f"bad content block {block}")
         if not isinstance((req.get("inferenceConfig") or {}).get("maxTokens", 1), int):
             return deny(400, "ValidationException", "maxTokens must be an integer")
+        roles = [m.get("role") for m in req.get("messages") or []]
+        if any(a == b for a, b in zip(roles, roles[1:], strict=False)):
+            return deny(400, "ValidationException", "A conversation must alternate between user and assistant roles. "
+                        "Make sure the conversation alternates between user and assistant roles and try again.")
+        uses_tools = any("toolUse" in b or "toolResult" in b for m in req.get("messages") or [] for b in m["content"])
+        if uses_tools and not req.get("toolConfig"):
+            return deny(400, "ValidationException",
+                        "The toolConfig field must be defined when using toolUse and toolResult content blocks.")
         tools = (req.get("toolConfig") or {}).get("tools")
         if tools is not None and not all("json" in t["toolSpec"]["inputSchema"] for t in tools):
             return deny(400, "ValidationException", "toolSpec.inputSchema.json is required")
-        tool = tools[0]["toolSpec"]["name"] if tools else None
+        tool = tools[0]["toolSpec"]["name"] if tools and self.call_tools else None
         usage = {"inputTokens": 21, "outputTokens": 9, "totalTokens": 30}
+        if not stream and self.converse_answer is not None:
+            answer, self.converse_answer = self.converse_answer, None
+            return web.Response(body=answer, content_type="application/json")
         if not stream:
             content: list[dict[str, Any]] = [{"text": "4200 + 42 = 4242"}]
             if tool:

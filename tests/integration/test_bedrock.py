@@ -11,7 +11,7 @@ import openai
 import pytest
 
 from tests.conftest import StartApex, ant, oai
-from tests.integration.cloud_clients import PROTOCOLS, TOOL, answered, ask
+from tests.integration.cloud_clients import PROTOCOLS, TOOL, TOOLS_MESSAGES, answered, ask
 from tests.integration.cloud_fakes import CloudFake, SigV4, bedrock_chunk, bedrock_exception
 
 AK, SK, TOKEN = "AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", "session-token-1"
@@ -131,16 +131,57 @@ async def test_every_protocol_through_converse(cloud: CloudFake, start_apex: Sta
 async def test_tool_results_reach_converse_as_tool_result_blocks(cloud: CloudFake, start_apex: StartApex) -> None:
     """A Messages turn with tool_use and tool_result becomes Converse toolUse / toolResult blocks."""
     inst = await start_apex(config(cloud, model_map={"llama": "meta.llama3-3-70b-instruct-v1:0"}))
-    done = await ant(inst, "k").messages.create(model="llama", max_tokens=50, system="Be brief.", messages=[
+    cloud.call_tools = False
+    history: Any = [
         {"role": "user", "content": "Get the secret for mellon."},
         {"role": "assistant", "content": [{"type": "tool_use", "id": "tu_1", "name": TOOL, "input": {"password": "mellon"}}]},
         {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "tu_1", "content": "the secret is 42", "is_error": False}]},
-    ])
+    ]
+    done = await ant(inst, "k").messages.create(model="llama", max_tokens=50, system="Be brief.", messages=history,
+                                                tools=TOOLS_MESSAGES)  # type: ignore[arg-type]
     assert done.content[0].type == "text" and "4242" in done.content[0].text
     body = cloud.last("/converse").json
     assert body["system"] == [{"text": "Be brief."}]
     assert body["messages"][1]["content"] == [{"toolUse": {"toolUseId": "tu_1", "name": TOOL, "input": {"password": "mellon"}}}]
     assert body["messages"][2]["content"] == [{"toolResult": {"toolUseId": "tu_1", "content": [{"text": "the secret is 42"}]}}]
+    # No tools offered (or tool_choice none): Bedrock refuses toolUse/toolResult without a
+    # toolConfig, so the history goes as text the model can read but not act on.
+    for extra in ({}, {"tools": TOOLS_MESSAGES, "tool_choice": {"type": "none"}}):
+        done = await ant(inst, "k").messages.create(model="llama", max_tokens=50, messages=history, **extra)  # type: ignore[arg-type]
+        assert done.content[0].type == "text"
+        body = cloud.last("/converse").json
+        assert "toolConfig" not in body
+        assert body["messages"][1]["content"] == [{"text": f'[called tool {TOOL} with {{"password":"mellon"}}]'}]
+        assert body["messages"][2]["content"] == [{"text": "[tool result: the secret is 42]"}]
+
+
+async def test_same_role_turns_are_merged_for_converse(cloud: CloudFake, start_apex: StartApex) -> None:
+    """Converse refuses two user (or assistant) turns in a row, which Chat histories hold (two
+    user messages; Codex's turns): they go as one turn."""
+    inst = await start_apex(config(cloud, model_map={"llama": "meta.llama3-3-70b-instruct-v1:0"}))
+    done = await oai(inst, "k").chat.completions.create(model="llama", messages=[
+        {"role": "user", "content": "first"}, {"role": "user", "content": "second"},
+        {"role": "assistant", "content": "ok"}, {"role": "assistant", "content": "and more"},
+        {"role": "user", "content": "third"}])
+    assert done.choices[0].message.content
+    body = cloud.last("/converse").json
+    assert [m["role"] for m in body["messages"]] == ["user", "assistant", "user"]
+    assert body["messages"][0]["content"] == [{"text": "first"}, {"text": "second"}]
+
+
+@pytest.mark.parametrize("answer", [b"<html>Bad Gateway</html>", b'{"output": "not a message"}', b"[1, 2]"])
+async def test_a_malformed_converse_answer_fails_over(cloud: CloudFake, start_apex: StartApex, answer: bytes) -> None:
+    """A Converse 200 that is not a Converse answer is a failed attempt: the next channel
+    serves (it was a 500 'internal error (DecodeError)' and no failover)."""
+    cfg = config(cloud, model_map={"llama": "meta.llama3-3-70b-instruct-v1:0"})
+    cfg["channels"].append({"name": "demo", "provider_type": "mock", "models": ["*"]})
+    cfg["routers"][0]["channels"] = [{"name": cfg["channels"][0]["name"]}, {"name": "demo"}]
+    cfg["routers"][0]["strategy"] = "priority"
+    cfg["global"]["retries"] = {"max_attempts": 2, "backoff_ms": 1}
+    inst = await start_apex(cfg)
+    cloud.converse_answer = answer
+    raw = await oai(inst, "k").chat.completions.with_raw_response.create(model="llama", messages=[{"role": "user", "content": "hi"}])
+    assert raw.headers["x-apex-attempts"] == "2" and raw.headers["x-apex-channel"] == "demo"
 
 
 async def test_claude_code_shapes_reach_converse(cloud: CloudFake, start_apex: StartApex) -> None:
