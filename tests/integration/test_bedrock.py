@@ -146,8 +146,9 @@ async def test_tool_results_reach_converse_as_tool_result_blocks(cloud: CloudFak
     assert body["messages"][2]["content"] == [{"toolResult": {"toolUseId": "tu_1", "content": [{"text": "the secret is 42"}]}}]
     # No tools offered (or tool_choice none): Bedrock refuses toolUse/toolResult without a
     # toolConfig, so the history goes as text the model can read but not act on.
-    for extra in ({}, {"tools": TOOLS_MESSAGES, "tool_choice": {"type": "none"}}):
-        done = await ant(inst, "k").messages.create(model="llama", max_tokens=50, messages=history, **extra)  # type: ignore[arg-type]
+    extras: list[dict[str, Any]] = [{}, {"tools": TOOLS_MESSAGES, "tool_choice": {"type": "none"}}]
+    for extra in extras:
+        done = await ant(inst, "k").messages.create(model="llama", max_tokens=50, messages=history, **extra)
         assert done.content[0].type == "text"
         body = cloud.last("/converse").json
         assert "toolConfig" not in body
