@@ -735,16 +735,19 @@ class UpstreamPool:
                 continue
             if now is None:
                 now = conn.loop.time()
-            idle = now - conn.idle_since
-            if idle > self._idle_seconds or (
-                (conn.served < 2 or idle >= self._poll_after) and conn.readable()
-            ):
-                # Too old, or the upstream closed it (EOF/reset the loop has not delivered yet)
-                # or sent bytes nobody asked for: never write a request into it.
+            if self._stale(conn, now):
                 conn.close()
                 continue
             return conn
         return None
+
+    def _stale(self, conn: _Connection, now: float) -> bool:
+        """Too old, or the upstream closed it (EOF/reset the loop has not delivered yet) or
+        sent bytes nobody asked for: never write a request into it. Polled on a connection's
+        first reuse (an upstream that closes after every answer shows itself there) and after
+        it idled a while."""
+        idle = now - conn.idle_since
+        return idle > self._idle_seconds or ((conn.served < 2 or idle >= self._poll_after) and conn.readable())
 
     def _put_back(self, conn: _Connection) -> None:
         slots = conn.slots
@@ -781,7 +784,10 @@ class UpstreamPool:
                     ) from None
                 raise
             if handed is not None:
-                if handed.usable:
+                # Checked as an idle one is (it went straight from its last answer to this
+                # waiter): behind max_connections, one closed after each answer failed every
+                # other request.
+                if handed.usable and not self._stale(handed, loop.time()):
                     return handed
                 handed.close()  # its slot comes back through connection_lost
                 return await self._acquire(origin, slots, connect_timeout)

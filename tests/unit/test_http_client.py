@@ -1446,6 +1446,29 @@ async def test_pool_never_exceeds_max_connections_under_500_concurrent_requests(
         await settle()
 
 
+async def test_a_connection_handed_to_a_waiter_is_checked_like_an_idle_one(serve: StartServer) -> None:
+    """An upstream that closes after every answer without saying so (tinyproxy forwarding
+    plain http does): behind max_connections, the connection its last answer freed goes to a
+    waiting request. It is polled before the request is written, as an idle one is; it used to
+    be written into and about half the requests failed "closed before answering"."""
+
+    async def script(peer: Peer) -> None:
+        if await peer.request() is not None:
+            await asyncio.sleep(0.005)
+            await peer.send(response(b"ok"))  # keep-alive by HTTP/1.1 default, then closed
+
+    server = await serve(script)
+    pool = UpstreamPool(max_connections=3)
+    try:
+        results = await within(asyncio.gather(*(fetch(pool, server.url()) for _ in range(60)), return_exceptions=True), 60)
+        failures = [r for r in results if isinstance(r, BaseException)]
+        assert not failures, failures[:3]
+        assert len(server.requests) == 60
+    finally:
+        await pool.close()
+        await settle()
+
+
 async def test_waiting_for_a_connection_is_bounded_by_the_connect_timeout(serve: StartServer) -> None:
     """max_connections 1 with a slow answer in flight: a second request gives up after its connect
     timeout with ConnectFailed (timed out, max_connections named); a third one after the first
