@@ -12,15 +12,18 @@ they end the stream with an error event in the client's dialect.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
+from collections.abc import Iterator
 from typing import Final, NoReturn, Protocol
+from urllib.parse import urlsplit
 
 import msgspec
 from aiohttp import web
 from aiohttp_sse import EventSourceResponse
 
-from apex.errors import ErrorKind, NotFound, UpstreamMalformed, UpstreamStatus
+from apex.errors import ErrorKind, NotFound, UpstreamMalformed, UpstreamStatus, UpstreamTimeout
 from apex.server.deadline import Deadline
 from apex.server.exchange import Exchange
 from apex.server.keys import GATEWAY_KEY
@@ -263,6 +266,20 @@ class Attempt:
         fields = plan.header_fields_bare + agent_line
         return fields + encode_header_fields(extra) if extra else fields
 
+    def _timed_out(self, upstream: UpstreamRequest, what: str, limit: str, seconds: float) -> UpstreamTimeout:
+        """A timeout that says where and which limit: as transport errors do (README "Egress")."""
+        where = _host_port(upstream.url)
+        return UpstreamTimeout(f"upstream channel {self.channel.name}: failed after sending the request to {where}: "
+                               f"{what} within {limit} ({seconds:g} s)", channel=self.channel.name)
+
+    @contextlib.contextmanager
+    def _first_event_timeout(self, upstream: UpstreamRequest) -> Iterator[None]:
+        try:
+            yield
+        except TimeoutError as exc:
+            what = "no answer" if self.reply is None else "no first event"
+            raise self._timed_out(upstream, what, "first_byte_ms", self.channel.timeouts.first_byte) from exc
+
     def _status_error(self, reply: UpstreamReply, raw: bytes) -> UpstreamStatus:
         """The UpstreamStatus for a non-2xx answer; a native upstream's body is kept for the client."""
         channel = self.channel
@@ -288,6 +305,11 @@ class Attempt:
                 deadline.move(begun + timeouts.request)
                 raw = await reply.read()
             self.read_whole = True
+        except TimeoutError as exc:
+            if self.reply is None and timeouts.first_byte < timeouts.request:
+                raise self._timed_out(upstream, "no answer", "first_byte_ms", timeouts.first_byte) from exc
+            what = "no answer" if self.reply is None else "the answer did not finish"
+            raise self._timed_out(upstream, what, "request_ms", timeouts.request) from exc
         except TRANSPORT_ERRORS as exc:
             raise transport_error(self.channel.name, exc) from exc
         finally:
@@ -342,7 +364,7 @@ class Attempt:
         channel = self.channel
         ex = self.ex
         self.started = time.perf_counter()
-        with map_transport_errors(channel.name):
+        with map_transport_errors(channel.name), self._first_event_timeout(upstream):
             loop = asyncio.get_running_loop()
             with Deadline(loop, loop.time() + channel.timeouts.first_byte) as deadline:
                 reply = self.reply = await transport.send(upstream)
@@ -562,3 +584,10 @@ def _json_object(raw: bytes) -> bool:
         return isinstance(msgspec.json.decode(raw), dict)
     except msgspec.DecodeError:
         return False
+
+
+def _host_port(url: str) -> str:
+    """``host:port`` of an upstream URL (the port its scheme implies when it names none)."""
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    return f"{parts.hostname}:{port}"

@@ -26,7 +26,7 @@ from apex.errors import ConfigError
 from apex.snapshot import build_snapshot
 from tests.conftest import StartApex, basic_config, oai
 from tests.integration.conftest import StartProxy, free_port
-from tests.integration.fakes import FakeUpstream
+from tests.integration.fakes import Behaviour, FakeUpstream
 
 trustme = pytest.importorskip("trustme", reason="trustme makes the test CA (pip install trustme)")
 
@@ -285,6 +285,25 @@ async def test_refused_and_dns_failures_say_so(start_apex: StartApex) -> None:
     dns = await start_apex(one_channel("http://no-such-host.invalid:8080/v1"))
     err = await chat_error(dns)
     assert "could not connect to no-such-host.invalid:8080: DNS lookup failed" in err.body["message"]  # type: ignore[index]
+
+
+@pytest.mark.parametrize(("timeouts", "stall", "stream", "says"), [
+    ({"first_byte_ms": 200}, 2.0, False, "no answer within first_byte_ms (0.2 s)"),
+    ({"request_ms": 300}, 2.0, False, "no answer within request_ms (0.3 s)"),
+    ({"first_byte_ms": 200}, 2.0, True, "no answer within first_byte_ms (0.2 s)"),
+])
+async def test_upstream_timeouts_name_host_port_and_the_limit(
+    upstream: FakeUpstream, start_apex: StartApex, timeouts: dict[str, int], stall: float, stream: bool, says: str,
+) -> None:
+    """A first-byte or whole-request timeout says where and which limit, as the connect
+    timeout does (it was "upstream channel oa timed out")."""
+    inst = await start_apex(one_channel(upstream.openai_url, timeouts=timeouts))
+    upstream.persistent = Behaviour(stall=stall)
+    with pytest.raises(openai.APIStatusError) as info:
+        await oai(inst).chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "x"}], stream=stream)
+    assert info.value.status_code == 504
+    message = info.value.body["message"]  # type: ignore[index]
+    assert f"failed after sending the request to 127.0.0.1:{upstream.port}: {says}" in message, message
 
 
 async def test_connect_timeout_is_a_504_naming_host_and_port(start_apex: StartApex) -> None:
