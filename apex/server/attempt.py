@@ -285,9 +285,10 @@ class Attempt:
         channel = self.channel
         plan = self.plan
         err = upstream_status_error(channel.name, plan.family, reply.status, raw, reply.headers, self.snap.retry_on_status)
-        if plan.native and plan.family == plan.client.family and _json_object(raw):
+        if plan.native and plan.family == plan.client.family and _protocol_error(raw, plan.family):
             err.client_body = scrub_key_shapes(channel.secrets.data(raw))
-        # else (a proxy's HTML page, plain text): the client gets an error in its own protocol
+        # else (a proxy's HTML page, a cloud's own error shape: Bedrock's {"message"}, Vertex's
+        # google.rpc error for Claude): the client gets an error in its own protocol
         return err
 
     # --- non-stream -----------------------------------------------------------------------
@@ -575,15 +576,19 @@ class _JsonArraySink:
         await self._resp.write_eof(out + self._framing.close())
 
 
-def _json_object(raw: bytes) -> bool:
-    """True when an upstream's error body is a JSON object, the only kind worth passing on
-    as the client's protocol error (an error path only: one decode is fine)."""
+def _protocol_error(raw: bytes, family: str) -> bool:
+    """True when an upstream's error body is the protocol's own error object, the only kind
+    passed on to a same-protocol client as it is: Anthropic's ``{"type": "error", "error":
+    {...}}``, OpenAI's and Gemini's ``{"error": ...}`` (an error path only: one decode is fine)."""
     if not raw.lstrip().startswith(b"{"):
         return False
     try:
-        return isinstance(msgspec.json.decode(raw), dict)
+        body = msgspec.json.decode(raw)
     except msgspec.DecodeError:
         return False
+    if not isinstance(body, dict) or "error" not in body:
+        return False
+    return body.get("type") == "error" and isinstance(body["error"], dict) if family == "anthropic" else True
 
 
 def _host_port(url: str) -> str:

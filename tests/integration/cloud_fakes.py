@@ -298,6 +298,7 @@ class CloudFake:
         self.split_frames = True  # send frames split across writes (framing must be reassembled)
         self.call_tools = True  # Claude answers a request with tools by calling one (False: with text)
         self.converse_answer: bytes | None = None  # the next Converse answer's raw 200 body, as given
+        self.next_error: web.Response | None = None  # the next Bedrock or Vertex answer, as given
         self._runner: web.AppRunner | None = None
 
     @property
@@ -337,6 +338,9 @@ class CloudFake:
     # Bedrock: https://docs.aws.amazon.com/bedrock/latest/APIReference/API_runtime_InvokeModel.html
     async def _bedrock(self, request: web.Request) -> web.StreamResponse:
         body = await self._record(request)
+        if self.next_error is not None:
+            answer, self.next_error = self.next_error, None
+            return answer
         def deny(status: int, kind: str, message: str) -> web.Response:
             return web.json_response({"message": message}, status=status, headers={"x-amzn-ErrorType": f"{kind}:http://internal.amazon.com/coral/com.amazon.bedrock/"})
 
@@ -499,6 +503,9 @@ class CloudFake:
     # Vertex AI: https://cloud.google.com/vertex-ai/generative-ai/docs/partner-models/claude
     async def _vertex(self, request: web.Request) -> web.StreamResponse:
         body = await self._record(request)
+        if self.next_error is not None:
+            answer, self.next_error = self.next_error, None
+            return answer
         if not self.google_tokens.valid(request.headers.get("Authorization", "")):
             return web.json_response({"error": {"code": 401, "message": "Request had invalid authentication credentials.",
                                                 "status": "UNAUTHENTICATED"}}, status=401)

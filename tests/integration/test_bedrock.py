@@ -226,3 +226,26 @@ async def test_betas_go_in_the_body_and_a_clients_own_list_wins(cloud: CloudFake
     await client.messages.create(model="claude-x", max_tokens=50, messages=hi, extra_headers=betas,
                                  extra_body={"anthropic_beta": ["context-1m-2025-08-07"]})
     assert cloud.last("/invoke").json["anthropic_beta"] == ["context-1m-2025-08-07"]
+
+
+@pytest.mark.parametrize("model", ["claude-x", "llama"])  # InvokeModel (Claude), Converse
+@pytest.mark.parametrize("stream", [False, True])
+async def test_bedrocks_own_errors_reach_anthropic_clients_in_anthropics_shape(
+    cloud: CloudFake, start_apex: StartApex, model: str, stream: bool,
+) -> None:
+    """Bedrock answers {"message": ...} with an x-amzn-ErrorType: an Anthropic client gets
+    Anthropic's error object (it got Bedrock's body as it was), with the status and message."""
+    from aiohttp import web
+
+    inst = await start_apex(config(cloud, model_map={"claude-*": MODEL_ID, "llama": "meta.llama3-3-70b-instruct-v1:0"}))
+    cloud.next_error = web.json_response({"message": "Too many requests, please wait before trying again."}, status=429,
+                                         headers={"x-amzn-ErrorType": "ThrottlingException:http://internal.amazon.com/"})
+    with pytest.raises(anthropic.RateLimitError) as info:
+        if stream:
+            async with ant(inst, "k").messages.stream(model=model, max_tokens=5, messages=[{"role": "user", "content": "hi"}]) as s:
+                await s.get_final_message()
+        else:
+            await ant(inst, "k").messages.create(model=model, max_tokens=5, messages=[{"role": "user", "content": "hi"}])
+    body = info.value.response.json()
+    assert body["type"] == "error" and body["error"]["type"] == "rate_limit_error", body
+    assert "Too many requests" in body["error"]["message"]

@@ -116,3 +116,20 @@ async def test_gemini_client_alias_reaches_vertex_in_the_url_only(
     method = "streamGenerateContent" if stream else "generateContent"
     assert sent.path == f"/v1/projects/proj-1/locations/us-east5/publishers/google/models/{GEMINI}:{method}"
     assert "model" not in sent.json and sent.json["contents"][0]["parts"][0]["text"] == question
+
+
+async def test_vertexs_own_errors_reach_anthropic_clients_in_anthropics_shape(
+    cloud: CloudFake, start_apex: StartApex, tmp_path: Path,
+) -> None:
+    """Vertex answers Claude requests it refuses with a google.rpc error: an Anthropic client
+    gets Anthropic's error object (it got Google's body as it was)."""
+    from aiohttp import web
+
+    inst = await start_apex(config(cloud, tmp_path))
+    cloud.next_error = web.json_response({"error": {"code": 429, "message": "Quota exceeded for aiplatform.googleapis.com",
+                                                    "status": "RESOURCE_EXHAUSTED"}}, status=429)
+    with pytest.raises(anthropic.RateLimitError) as info:
+        await ant(inst, "k").messages.create(model=CLAUDE, max_tokens=5, messages=[{"role": "user", "content": "hi"}])
+    body = info.value.response.json()
+    assert body["type"] == "error" and body["error"]["type"] == "rate_limit_error", body
+    assert "Quota exceeded" in body["error"]["message"]
