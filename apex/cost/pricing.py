@@ -28,6 +28,9 @@ __all__ = ["PriceBook", "UnitPrice", "cost_of"]
 _PER_TOKEN: Final = 1e-6
 _CACHE_CAP: Final = 4096  # distinct (channel, model) look-ups remembered per Snapshot
 # A dated or versioned suffix the providers add to a base name.
+# Bedrock model ids: an optional cross-region prefix, the vendor, and a version suffix.
+_CLOUD_VENDOR: Final = re.compile(r"^(?:(?:us|eu|apac|global|us-gov|jp|au|ca)\.)?(?:anthropic|meta|mistral|amazon|cohere|ai21|deepseek|openai|qwen|writer)\.")
+_CLOUD_VERSION: Final = re.compile(r"-v\d+(?::\d+)?$")
 _SUFFIX: Final = re.compile(r"(?:-\d{4}-\d{2}-\d{2}|-\d{8}|-\d{4}|-latest|-preview(?:-[\w.-]*)?|-exp(?:-[\w.-]*)?|-\d{3})$")
 
 
@@ -77,7 +80,9 @@ def cost_of(usage: Usage, price: UnitPrice) -> float:
 
 def _builtin(model: str) -> UnitPrice | None:
     """The built-in price of ``model``, its vendor-prefix-free name, or a base name of it."""
-    name = model.rsplit("/", 1)[-1]  # openrouter's "openai/gpt-4o", "models/gemini-2.0-flash"
+    name = model.rsplit("/", 1)[-1]  # openrouter's "openai/gpt-4o", "models/gemini-2.0-flash", an ARN's profile
+    name = name.split("@", 1)[0]  # Vertex: claude-sonnet-4@20250514
+    name = _CLOUD_VERSION.sub("", _CLOUD_VENDOR.sub("", name))  # Bedrock: us.anthropic.claude-sonnet-4-20250514-v1:0
     for _ in range(3):
         hit = _BUILTIN.get(name)
         if hit is not None:

@@ -99,3 +99,13 @@ def test_the_specs_cached_input_key_prices_cached_tokens() -> None:
         assert book.cost("c", "house-1", usage) == pytest.approx(0.6 * 2.0 + 0.4 * 0.5)
     with pytest.raises(ConfigError, match="cached_input and cache_read are the same price"):
         _book(prices={"house-*": {"input": 2.0, "cached_input": 0.5, "cache_read": 0.5}})
+
+
+@pytest.mark.parametrize("cloud_id", ["us.anthropic.claude-sonnet-4-20250514-v1:0", "anthropic.claude-sonnet-4-20250514-v1:0",
+                                      "arn:aws:bedrock:us-east-1:123456789012:inference-profile/us.anthropic.claude-sonnet-4-20250514-v1:0",
+                                      "claude-sonnet-4@20250514"])
+def test_bedrock_and_vertex_ids_find_their_models_price(cloud_id: str) -> None:
+    """Claude through Bedrock or Vertex is priced as Claude (it was unpriced: cost null and
+    team budgets never applied on those channels)."""
+    book = _book()
+    assert book.price("c", cloud_id) == book.price("c", "claude-sonnet-4") is not None
