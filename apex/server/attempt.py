@@ -173,6 +173,7 @@ class Attempt:
                 estimated_input_tokens=ex.prompt_estimate(),
             )
             ctx.extras["created"] = int(time.time())
+            ctx.upstream_takes_stream_usage = plan.stream_usage_option
             if plan.caps is not None:
                 ctx.caps = plan.caps.lookup(self.upstream_model)
             out = translator.request(body, ctx)

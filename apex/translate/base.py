@@ -28,6 +28,7 @@ class TranslateContext:
     stream: bool
     request_id: str
     include_usage: bool = False   # OpenAI client asked stream_options.include_usage
+    upstream_takes_stream_usage: bool = True  # an OpenAI-shaped upstream may be sent stream_options
     estimated_input_tokens: int = 0
     usage: Usage | None = None    # filled by response()/stream translators when known
     extras: dict[str, object] = field(default_factory=dict)  # per-direction scratch (tool-id maps...)

@@ -95,6 +95,7 @@ class UpstreamPlan:
     # The same without User-Agent and anthropic-version: a native hop adds the client's own.
     header_fields_bare: bytes = b""
     route: CloudRoute | None = None  # a cloud's URL shape, body edits, auth and stream framing
+    stream_usage_option: bool = True  # an OpenAI-shaped upstream takes stream_options.include_usage
 
     def __post_init__(self) -> None:
         if self.headers and not self.header_fields:
@@ -278,6 +279,10 @@ def compile_channel(ch: Channel, g: GlobalConfig, index: int, pool: UpstreamPool
     no_tool_search = ch.provider_type in ("bedrock", "vertex", "deepseek", "moonshot", "minimax")
     cloud_betas = _CLOUD_BETAS.get(ch.provider_type)
 
+    # Groq, and Azure api-versions before 2024-09-01, answer 400 to stream_options.
+    usage_option = preset.stream_usage_option and not (
+        ch.provider_type == "azure_openai" and ch.api_version not in (None, "v1") and ch.api_version[:10] < "2024-09-01")
+
     def plans_from(native: dict[Dialect, tuple[str, ProviderFamily, CloudRoute | None]]) -> dict[Dialect, UpstreamPlan]:
         plans: dict[Dialect, UpstreamPlan] = {}
         for client in (Dialect.OPENAI_CHAT, Dialect.OPENAI_RESPONSES, Dialect.OPENAI_EMBEDDINGS,
@@ -288,7 +293,7 @@ def compile_channel(ch: Channel, g: GlobalConfig, index: int, pool: UpstreamPool
                 plans[client] = UpstreamPlan(
                     client, client, family, url, headers_for(family), None,
                     forward_anthropic_headers=family == "anthropic" and forward_anthropic,
-                    add_stream_usage=client is Dialect.OPENAI_CHAT and preset.stream_usage_option and family in ("openai", "mock"),
+                    add_stream_usage=client is Dialect.OPENAI_CHAT and usage_option and family in ("openai", "mock"),
                     fix_embedding_encoding=client is Dialect.OPENAI_EMBEDDINGS and not preset.native_embedding_encoding,
                     strip_unsigned_thinking=client is Dialect.ANTHROPIC_MESSAGES and strip_thinking,
                     without_tool_search=client is Dialect.ANTHROPIC_MESSAGES and no_tool_search,
@@ -315,6 +320,7 @@ def compile_channel(ch: Channel, g: GlobalConfig, index: int, pool: UpstreamPool
                     fix_embedding_encoding=False,
                     route=route,
                     caps=caps_for(family),
+                    stream_usage_option=usage_option,
                 )
                 break
         return plans

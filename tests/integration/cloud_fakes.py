@@ -478,6 +478,9 @@ class CloudFake:
         if not model:
             return web.json_response({"error": {"code": "BadRequest", "message": "model is required"}}, status=400)
         stream = bool(req.get("stream"))
+        if "stream_options" in req and deployment is not None and str(version)[:10] < "2024-09-01":
+            return web.json_response({"error": {"code": None, "param": None, "type": "invalid_request_error",
+                                                "message": "Unrecognized request argument supplied: stream_options"}}, status=400)
         if op == "chat/completions":
             if stream:
                 name = "openai_chat_stream_tool_calls.sse" if req.get("tools") else "openai_chat_stream_text.sse"

@@ -37,7 +37,7 @@ def config(cloud: CloudFake, api_version: str, **channel: Any) -> dict[str, Any]
     }
 
 
-@pytest.mark.parametrize("api_version", ["2024-10-21", "v1"])
+@pytest.mark.parametrize("api_version", ["2024-10-21", "v1", "2024-06-01"])  # 2024-06-01 refuses stream_options
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 @pytest.mark.parametrize("stream", [False, True])
 @pytest.mark.parametrize("tools", [False, True])
@@ -58,7 +58,7 @@ async def test_every_protocol_through_azure(cloud: CloudFake, start_apex: StartA
         assert sent.json["model"] == "my-gpt4o-deployment"
     else:
         assert sent.path == "/openai/deployments/my-gpt4o-deployment/chat/completions"
-        assert sent.query == "api-version=2024-10-21"
+        assert sent.query == f"api-version={api_version}"
     assert sent.headers["api-key"] == "azure-key-1" and "Authorization" not in sent.headers
 
 

@@ -158,7 +158,8 @@ def anthropic_to_openai_request(req: Json, ctx: TranslateContext) -> Json:
         out["user"] = metadata["user_id"]
     if req.get("stream"):
         out["stream"] = True
-        out["stream_options"] = {"include_usage": True}
+        if ctx.upstream_takes_stream_usage:  # Groq and older Azure api-versions refuse it (400)
+            out["stream_options"] = {"include_usage": True}
     return out
 
 

@@ -123,7 +123,8 @@ def gemini_to_openai_request(conv: Conversation, ctx: TranslateContext) -> Json:
         out["reasoning_effort"] = caps.effort(effort)
     if ctx.stream:
         out["stream"] = True
-        out["stream_options"] = {"include_usage": True}
+        if ctx.upstream_takes_stream_usage:  # Groq and older Azure api-versions refuse it (400)
+            out["stream_options"] = {"include_usage": True}
     return out
 
 

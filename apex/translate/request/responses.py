@@ -104,7 +104,8 @@ def responses_to_chat_request(req: Json, ctx: TranslateContext, *, web_search: b
     drop_refused_sampling(out, ctx)
     if req.get("stream"):
         out["stream"] = True
-        out["stream_options"] = {"include_usage": True}
+        if ctx.upstream_takes_stream_usage:  # Groq and older Azure api-versions refuse it (400)
+            out["stream_options"] = {"include_usage": True}
     return out
 
 

@@ -94,3 +94,11 @@ def test_server_tools_rejected() -> None:
     with pytest.raises(InvalidRequest, match="web_search"):
         translate({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}],
                    "tools": [{"type": "web_search_20250305", "name": "web_search"}]})
+
+
+def test_stream_options_only_where_the_upstream_takes_them() -> None:
+    """Groq and Azure api-versions before 2024-09-01 answer 400 to stream_options: a translated
+    stream asks for usage only where the channel takes it."""
+    req = {"model": "m", "max_tokens": 10, "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+    assert translate(req)["stream_options"] == {"include_usage": True}
+    assert "stream_options" not in translate(req, upstream_takes_stream_usage=False)
