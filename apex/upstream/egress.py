@@ -168,7 +168,10 @@ class Egress:
         self.ssl = ssl_context
         self.max_connections = max_connections
         env_key = tuple(sorted(self._env.items())) if mode == "env" else ()
-        self.key = (name, mode, proxy, proxy.authorization if proxy else None, env_key, tls, max_connections)
+        # What identifies its connections across reloads. Not the budget nor the TLS files'
+        # contents: a reload that changes those updates the pool in place (UpstreamPool.post),
+        # so the budget stays one budget and new connections use the files as they are now.
+        self.key = (name, mode, proxy, proxy.authorization if proxy else None, env_key, tls)
 
     def secrets(self) -> list[str]:
         """Proxy credentials (header value and password) for the channel's scrubber."""

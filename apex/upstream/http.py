@@ -671,6 +671,8 @@ class UpstreamPool:
         if slots is None:
             limit = egress.max_connections if egress is not None else self._max_connections
             slots = self._slots[target.key] = _Slots(egress, limit)
+        elif egress is not None and slots.egress is not egress:
+            self._reloaded(slots, egress)
         head = b"%sContent-Length: %d\r\n%s\r\n" % (target.prefix, len(body), header_fields)
         fresh = False
         while True:
@@ -799,6 +801,15 @@ class UpstreamPool:
         except BaseException:
             self._release_slot(slots)
             raise
+
+    def _reloaded(self, slots: _Slots, egress: Egress) -> None:
+        """A config load made ``egress`` anew: its TLS context (the CA and certificate files as
+        they are now) serves new connections, and its max_connections is the budget of the
+        connections already open too (a reload used to start a second, empty budget)."""
+        slots.egress = egress
+        slots.limit = egress.max_connections
+        while slots.open < slots.limit and slots.hand_over(None):
+            slots.open += 1  # a raised budget lets waiters open connections now
 
     def _release_slot(self, slots: _Slots) -> None:
         if not slots.hand_over(None):

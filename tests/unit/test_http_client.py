@@ -15,6 +15,7 @@ import socket
 import ssl
 import struct
 import zlib
+from pathlib import Path
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final, TypeVar
@@ -1644,3 +1645,79 @@ def test_an_internationalised_host_goes_out_in_its_idna_form() -> None:
     target = _Target("http://例え.jp:8080/v1/chat/completions")
     assert target.origin.host == "xn--r8jz45g.jp"
     assert target.prefix == b"POST /v1/chat/completions HTTP/1.1\r\nHost: xn--r8jz45g.jp:8080\r\n"
+
+
+# --- a reload's egress: one budget, TLS files as they are now ------------------------------
+
+
+async def test_a_reload_keeps_one_budget_across_the_connections_already_open(serve: StartServer) -> None:
+    """A reload makes the channel's Egress anew (max_connections 2 -> 3) while two slow
+    requests hold connections: the new budget counts them, so at most 3 are open at once (a
+    reload used to start a second, empty budget: 2 + 3)."""
+    from apex.upstream.egress import build_egress
+
+    open_now = peak = 0
+    gate = asyncio.Event()
+
+    async def script(peer: Peer) -> None:
+        nonlocal open_now, peak
+        open_now += 1
+        peak = max(peak, open_now)
+        try:
+            while await peer.request() is not None:
+                await gate.wait()
+                await peer.send(response(b"ok"))
+        finally:
+            open_now -= 1
+
+    server = await serve(script)
+    pool = UpstreamPool()
+    before, after = build_egress("c", "direct", None, 2), build_egress("c", "direct", None, 3)
+    url = server.url()
+
+    async def one(egress: object) -> bytes:
+        reply = await within(pool.post(url, b"", b"{}", connect_timeout=LIMIT, egress=egress))  # type: ignore[arg-type]
+        try:
+            return await within(reply.read())
+        finally:
+            reply.release()
+
+    try:
+        first = [asyncio.create_task(one(before)) for _ in range(2)]
+        await until(lambda: open_now == 2)
+        later = [asyncio.create_task(one(after)) for _ in range(4)]
+        await asyncio.sleep(0.1)
+        assert peak == 3  # one more connection under the raised budget, not three
+        gate.set()
+        assert await within(asyncio.gather(*first, *later)) == [b"ok"] * 6
+        assert peak == 3
+    finally:
+        gate.set()
+        await pool.close()
+        await settle()
+
+
+@needs_trustme
+async def test_a_reload_reads_a_ca_file_rotated_in_place(serve: StartServer, tmp_path: Path) -> None:
+    """The CA bundle replaced at the same path, then a reload: new connections trust the new
+    one (the pool kept the first load's TLS context until a restart)."""
+    from apex.upstream.egress import TlsOptions, build_egress
+
+    server_ca, other_ca = trustme.CA(), trustme.CA()
+    server = await serve(answer_each(response(b"secure")), ssl_context=_server_context(server_ca, "127.0.0.1"))
+    bundle = tmp_path / "ca.pem"
+    other_ca.cert_pem.write_to_path(str(bundle))
+    pool = UpstreamPool()
+    url = server.url(scheme="https")
+    try:
+        wrong = build_egress("c", "direct", TlsOptions(ca_file=str(bundle)), 4)
+        with pytest.raises(ConnectFailed, match="TLS certificate verify failed"):
+            await within(pool.post(url, b"", b"{}", connect_timeout=LIMIT, egress=wrong))
+        server_ca.cert_pem.write_to_path(str(bundle))  # rotated in place
+        right = build_egress("c", "direct", TlsOptions(ca_file=str(bundle)), 4)  # what a reload builds
+        reply = await within(pool.post(url, b"", b"{}", connect_timeout=LIMIT, egress=right))
+        assert await within(reply.read()) == b"secure"
+        reply.release()
+    finally:
+        await pool.close()
+        await settle()
