@@ -943,6 +943,9 @@ def _where(origin: _Origin) -> str:
     return origin.label if origin.proxy is None else f"{origin.label} via proxy {origin.proxy.label}"
 
 
+_HEAD_END: Final = re.compile(rb"\r?\n\r?\n")
+
+
 class _Tunnel(asyncio.Protocol):
     """Reads the proxy's answer to CONNECT: its status line and headers (a refusal's page is ignored)."""
 
@@ -954,12 +957,15 @@ class _Tunnel(asyncio.Protocol):
         if self.answer.done():
             return
         self._buf += data
-        end = self._buf.find(b"\r\n\r\n")
-        if end < 0:
+        # The head ends at a blank line; its lines may end in a bare LF (RFC 9112 2.2 lets a
+        # recipient accept that, curl does, and some proxies send it).
+        match = _HEAD_END.search(self._buf)
+        if match is None:
             if len(self._buf) > _MAX_HEAD:
                 self.answer.set_exception(InvalidResponse("the proxy's answer to CONNECT is too long"))
             return
-        line = self._buf.split(b"\r\n", 1)[0].split(b" ")
+        head_end = match.end()
+        line = self._buf.split(b"\n", 1)[0].rstrip(b"\r").split(b" ")
         if len(line) < 2 or not line[0].startswith(b"HTTP/1.") or not line[1].isdigit():
             self.answer.set_exception(InvalidResponse("the proxy's answer to CONNECT is not HTTP"))
             return
@@ -967,7 +973,7 @@ class _Tunnel(asyncio.Protocol):
         # A refusal (407, 403, 502...) may carry a page after its head: the status is the
         # answer and the connection is closed. A 2xx switches to tunnel mode (RFC 9110 9.3.6),
         # and TLS has not started yet, so bytes past its head are not ours.
-        if 200 <= status < 300 and end + 4 != len(self._buf):
+        if 200 <= status < 300 and head_end != len(self._buf):
             self.answer.set_exception(InvalidResponse("the proxy sent bytes after its answer to CONNECT"))
             return
         self.answer.set_result(status)

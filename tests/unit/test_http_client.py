@@ -1721,3 +1721,41 @@ async def test_a_reload_reads_a_ca_file_rotated_in_place(serve: StartServer, tmp
     finally:
         await pool.close()
         await settle()
+
+
+@needs_trustme
+async def test_a_connect_answer_with_bare_newlines_is_accepted(serve: StartServer) -> None:
+    """A proxy whose CONNECT answer ends its lines in a bare LF (RFC 9112 2.2 lets a recipient
+    accept that; curl does): the tunnel opens (Apex waited for CRLF CRLF until its connect
+    timeout)."""
+    from apex.upstream.egress import build_egress
+
+    ca = trustme.CA()
+    server = await serve(answer_each(response(b"secure")), ssl_context=_server_context(ca, "127.0.0.1"))
+
+    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError):
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        writer.close()
+
+    async def proxy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        host, _, port = head.split(b" ")[1].decode().rpartition(":")
+        up_reader, up_writer = await asyncio.open_connection(host, int(port))
+        writer.write(b"HTTP/1.1 200 Connection established\nProxy-agent: q\n\n")
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    listener = await asyncio.start_server(proxy, "127.0.0.1", 0)
+    proxy_port = listener.sockets[0].getsockname()[1]
+    pool = UpstreamPool(ssl_context=_client_context(ca))
+    try:
+        egress = build_egress("c", f"http://127.0.0.1:{proxy_port}", None, 4)
+        reply = await within(pool.post(server.url(scheme="https"), b"", b"{}", connect_timeout=2.0, egress=egress))
+        assert await within(reply.read()) == b"secure"
+        reply.release()
+    finally:
+        await pool.close()
+        listener.close()
+        await settle()
