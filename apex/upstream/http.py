@@ -404,6 +404,12 @@ class _Connection(asyncio.Protocol):
         if self._phase == _UNTIL_CLOSE and exc is None:  # a clean close ends such a body; a reset does not
             reply._finish()
             return
+        if self._phase == _HEAD and self.served == 0 and isinstance(exc, ssl.SSLError):
+            # A TLS alert before any answer on a new connection (TLS 1.3: the server checks a
+            # client certificate after the client's handshake is done and its request sent):
+            # the handshake failed, so the request was never taken. "could not connect".
+            reply._fail(ConnectFailed(_where(self.origin), connect_reason(exc)))
+            return
         if self._phase == _HEAD:
             reason = "the upstream closed the connection before answering"
         else:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import random
+import shutil
 import socket
 import ssl
 import struct
@@ -1759,3 +1760,42 @@ async def test_a_connect_answer_with_bare_newlines_is_accepted(serve: StartServe
         await pool.close()
         listener.close()
         await settle()
+
+
+@needs_trustme
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
+async def test_an_mtls_refusal_is_could_not_connect(tmp_path: Path) -> None:
+    """An upstream that requires a client certificate the channel does not send (openssl
+    s_server -Verify): under TLS 1.3 its alert comes after the request was written, but the
+    handshake failed, so it is ConnectFailed ("could not connect", the TLS reason), not
+    "failed after sending"."""
+    ca = trustme.CA()
+    issued = ca.issue_cert("127.0.0.1")
+    cert, key, client_ca = tmp_path / "srv.pem", tmp_path / "srv.key", tmp_path / "ca.pem"
+    cert.write_bytes(b"".join(blob.bytes() for blob in issued.cert_chain_pems))
+    issued.private_key_pem.write_to_path(str(key))
+    ca.cert_pem.write_to_path(str(client_ca))
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = await asyncio.create_subprocess_exec(
+        "openssl", "s_server", "-accept", str(port), "-cert", str(cert), "-key", str(key), "-Verify", "1",
+        "-verify_return_error", "-CAfile", str(client_ca), "-www", "-quiet",
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+    pool = UpstreamPool(ssl_context=_client_context(ca))
+    try:
+        await until(lambda: _listening(port))
+        with pytest.raises(ConnectFailed) as caught:
+            reply = await post(pool, f"https://127.0.0.1:{port}/v1/chat/completions")
+            await within(reply.read())
+        assert caught.value.reason.startswith("TLS"), caught.value.reason
+    finally:
+        await pool.close()
+        server.terminate()
+        await server.wait()
+        await settle()
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
