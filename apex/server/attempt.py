@@ -215,7 +215,7 @@ class Attempt:
         if upstream is Dialect.GEMINI_GENERATE:
             return fit_gemini_request(body, table.lookup(model))
         if upstream is Dialect.ANTHROPIC_MESSAGES and model.startswith("claude-"):  # the table knows Anthropic's names only
-            return fit_messages_request(body, table.lookup(model))
+            return fit_messages_request(body, table.lookup(model), self.view.max_tokens)
         return body
 
     def _embedding_request(self, body: bytes) -> bytes:

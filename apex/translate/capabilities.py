@@ -91,10 +91,11 @@ _GPT51: Final = _openai_reasoner(("none", "low", "medium", "high", "xhigh"), 128
 _O_SERIES: Final = _openai_reasoner(("low", "medium", "high"), 100_000)
 _CHAT_MODEL: Final = ModelCaps()
 _CLAUDE_BUDGET: Final = ModelCaps(True, "max_tokens", _BUDGET)
-_CLAUDE_BUDGET_JSON: Final = ModelCaps(True, "max_tokens", _BUDGET, json_schema=True, one_sampling=True)
+_CLAUDE_45: Final = ModelCaps(True, "max_tokens", _BUDGET, json_schema=True, one_sampling=True, max_output=64_000)
+_CLAUDE_OPUS_41: Final = ModelCaps(True, "max_tokens", _BUDGET, json_schema=True, one_sampling=True, max_output=32_000)
 _CLAUDE_ADAPTIVE: Final = ModelCaps(True, "max_tokens", _ADAPTIVE, ("low", "medium", "high", "max"), json_schema=True,
                                     one_sampling=True)
-_GEMINI_THINKING: Final = ModelCaps(True, "max_tokens", _BUDGET)
+_GEMINI_THINKING: Final = ModelCaps(True, "max_tokens", _BUDGET, max_output=65_536)
 
 # Order matters: the first matching row wins, so narrow patterns come before broad ones.
 BUILTIN: Final[tuple[CapabilityRow, ...]] = (
@@ -121,9 +122,11 @@ BUILTIN: Final[tuple[CapabilityRow, ...]] = (
     CapabilityRow("openai", "*thinking*", ModelCaps(True)),
     *(CapabilityRow("anthropic", f"claude-{tier}-{version}*", _CLAUDE_ADAPTIVE)
       for tier in ("opus", "sonnet", "haiku") for version in ("4-[6-9]", "[5-9]")),
-    *(CapabilityRow("anthropic", f"claude-{tier}-4-5*", _CLAUDE_BUDGET_JSON) for tier in ("opus", "sonnet", "haiku")),
-    CapabilityRow("anthropic", "claude-opus-4-1*", _CLAUDE_BUDGET_JSON),
-    CapabilityRow("anthropic", "claude-3-7-*", _CLAUDE_BUDGET),
+    *(CapabilityRow("anthropic", f"claude-{tier}-4-5*", _CLAUDE_45) for tier in ("opus", "sonnet", "haiku")),
+    CapabilityRow("anthropic", "claude-opus-4-1*", _CLAUDE_OPUS_41),
+    CapabilityRow("anthropic", "claude-opus-4*", ModelCaps(True, "max_tokens", _BUDGET, max_output=32_000)),
+    CapabilityRow("anthropic", "claude-sonnet-4*", ModelCaps(True, "max_tokens", _BUDGET, max_output=64_000)),
+    CapabilityRow("anthropic", "claude-3-7-*", ModelCaps(True, "max_tokens", _BUDGET, max_output=64_000)),
     CapabilityRow("anthropic", "claude-3*", ModelCaps()),
     CapabilityRow("anthropic", "claude-*", _CLAUDE_BUDGET),
     # Other Anthropic-shaped models (DeepSeek, Kimi, MiniMax endpoints) take budget thinking.
@@ -131,8 +134,8 @@ BUILTIN: Final[tuple[CapabilityRow, ...]] = (
     CapabilityRow("gemini", "gemini-2.5*", _GEMINI_THINKING),
     CapabilityRow("gemini", "gemini-[3-9]*", _GEMINI_THINKING),
     CapabilityRow("gemini", "*thinking*", _GEMINI_THINKING),
-    CapabilityRow("gemini", "gemini-2.0*", ModelCaps()),  # no thinking: a thinkingConfig is a 400
-    CapabilityRow("gemini", "gemini-1*", ModelCaps()),
+    CapabilityRow("gemini", "gemini-2.0*", ModelCaps(max_output=8_192)),  # no thinking: a thinkingConfig is a 400
+    CapabilityRow("gemini", "gemini-1*", ModelCaps(max_output=8_192)),
 )
 
 

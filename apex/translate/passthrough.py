@@ -17,7 +17,7 @@ import msgspec
 
 from apex.errors import InvalidRequest, UpstreamMalformed
 from apex.translate.capabilities import SAMPLING_FIELDS, ModelCaps
-from apex.translate.directions.openai_to_anthropic import budget_within
+from apex.translate.directions.openai_to_anthropic import MIN_THINKING_BUDGET, budget_within
 from apex.translate.passthrough_gemini import observe_gemini_chunk
 from apex.sse import SseEvent, SseParser, encode_event, event_data_ok
 from apex.translate.neutral.usage import (
@@ -117,7 +117,7 @@ def strip_unsigned_thinking(body: bytes) -> bytes:
     return _ENC.encode(top)
 
 
-def fit_messages_request(body: bytes, caps: ModelCaps) -> bytes:
+def fit_messages_request(body: bytes, caps: ModelCaps, max_tokens: int | None = None) -> bytes:
     """A Messages request whose model Apex renamed to another ``claude-*`` model, made one
     that model takes. On a model before 4.6, adaptive thinking (Claude Code's default on new
     models; older ones answer 400 to it) becomes a budget from ``output_config.effort``
@@ -125,21 +125,40 @@ def fit_messages_request(body: bytes, caps: ModelCaps) -> bytes:
     thinking; the effort goes with it (it steered the adaptive thinking), and so do the
     ``clear_thinking`` context edits when thinking is off. On a model that takes one sampling
     setting (Opus 4.1, the 4.5 models and later), ``top_p`` goes when ``temperature`` is
-    also set, as the translators do. Unchanged bytes when nothing applies."""
+    also set, as the translators do. ``max_tokens`` (the client's, as routing decoded it)
+    above the model's limit is cut to it, and a thinking budget with it (Claude Code asks
+    128,000 of Opus; Sonnet 4.5 answers 400 to more than 64,000). Unchanged bytes when
+    nothing applies."""
     if not caps.known:
         return body
     adaptive = "adaptive" not in caps.knobs and body.find(b'"adaptive"') >= 0
     both = caps.one_sampling and body.find(b'"top_p"') >= 0 and body.find(b'"temperature"') >= 0
-    if not (adaptive or both):
+    over = caps.max_output > 0 and max_tokens is not None and max_tokens > caps.max_output
+    if not (adaptive or both or over):
         return body
     top = _TOP.decode(body)
     changed = False
+    if over:
+        top["max_tokens"] = msgspec.Raw(str(caps.max_output).encode())
+        _fit_budget(top, caps.max_output)
+        changed = True
     if both and _given(top, "top_p") and _given(top, "temperature"):
         del top["top_p"]
         changed = True
     if adaptive:
         changed = _fit_adaptive(top, caps) or changed
     return _ENC.encode(top) if changed else body
+
+
+def _fit_budget(top: dict[str, msgspec.Raw], max_tokens: int) -> None:
+    """A thinking budget that no longer fits under a cut ``max_tokens``, made to fit."""
+    raw = top.get("thinking")
+    thinking = msgspec.json.decode(raw) if raw is not None else None
+    if isinstance(thinking, dict) and thinking.get("type") == "enabled":
+        budget = thinking.get("budget_tokens")
+        if isinstance(budget, int) and budget >= max_tokens:
+            thinking["budget_tokens"] = budget_within("high", max_tokens) or MIN_THINKING_BUDGET
+            top["thinking"] = msgspec.Raw(_ENC.encode(thinking))
 
 
 def _given(top: dict[str, msgspec.Raw], key: str) -> bool:
@@ -180,22 +199,36 @@ _THINKING_KEYS: Final = ("thinkingConfig", "thinking_config")
 
 
 def fit_gemini_request(body: bytes, caps: ModelCaps) -> bytes:
-    """A generateContent request whose model Apex renamed to one the capability table knows
-    does not think (gemini-2.0, 1.5), without its ``thinkingConfig``: Gemini answers 400
-    ("Thinking is not supported for this model"), and Gemini clients send it for 2.5 and
-    later. Unchanged bytes when nothing applies."""
-    if not caps.known or caps.reasons:
+    """A generateContent request made one the upstream model takes: without its
+    ``thinkingConfig`` on a model the table knows does not think (gemini-2.0, 1.5: Gemini
+    answers 400 "Thinking is not supported for this model", and Gemini clients send it for 2.5
+    and later), and with ``maxOutputTokens`` cut to the model's limit (a larger one is a 400;
+    Claude Code asks 128,000). For a renamed native request and for what the translators
+    write. Unchanged bytes when nothing applies."""
+    if not caps.known:
         return body
-    if body.find(b'"thinkingConfig"') < 0 and body.find(b'"thinking_config"') < 0:
+    strip = not caps.reasons and (body.find(b'"thinkingConfig"') >= 0 or body.find(b'"thinking_config"') >= 0)
+    clamp = caps.max_output > 0 and (body.find(b'"maxOutputTokens"') >= 0 or body.find(b'"max_output_tokens"') >= 0)
+    if not (strip or clamp):
         return body
     top = _TOP.decode(body)
     changed = False
     for key in _GENERATION_KEYS:
         raw = top.get(key)
         config = msgspec.json.decode(raw) if raw is not None else None
-        if isinstance(config, dict) and any(k in config for k in _THINKING_KEYS):
+        if not isinstance(config, dict):
+            continue
+        edited = False
+        if strip and any(k in config for k in _THINKING_KEYS):
             for k in _THINKING_KEYS:
                 config.pop(k, None)
+            edited = True
+        for k in ("maxOutputTokens", "max_output_tokens"):
+            value = config.get(k)
+            if clamp and isinstance(value, int) and value > caps.max_output:
+                config[k] = caps.max_output
+                edited = True
+        if edited:
             top[key] = msgspec.Raw(_ENC.encode(config))
             changed = True
     return _ENC.encode(top) if changed else body

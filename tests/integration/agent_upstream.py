@@ -44,6 +44,9 @@ CODE_TOOLS: dict[str, str] = {
 _OPENAI_TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 _ANTHROPIC_TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,128}$")
 _GEMINI_TOOL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_.:-]{0,63}$")
+# What Anthropic answers 400 to (max output tokens per model).
+_ANTHROPIC_OUTPUT_LIMITS = (("claude-sonnet-4-5", 64_000), ("claude-haiku-4-5", 64_000), ("claude-opus-4-5", 64_000),
+                            ("claude-opus-4-1", 32_000))
 # What OpenAI answers 400 to (max output tokens per model), longest prefix first.
 _OPENAI_OUTPUT_LIMITS = (("gpt-4.1", 32_768), ("gpt-4o", 16_384), ("gpt-5-chat", 16_384), ("gpt-5", 128_000))
 _CHAT_FIELDS = frozenset({
@@ -304,6 +307,10 @@ class AgentUpstream:
         max_tokens = req.get("max_tokens")
         if not isinstance(max_tokens, int) or max_tokens < 1:
             raise Refused("max_tokens: Field required")
+        limit = next((n for prefix, n in _ANTHROPIC_OUTPUT_LIMITS if model.startswith(prefix)), None)
+        if limit is not None and max_tokens > limit:
+            raise Refused(f"max_tokens: {max_tokens} > {limit}, which is the maximum allowed number of output "
+                          f"tokens for {model}")
         thinking = req.get("thinking") or {"type": "disabled"}
         on = thinking.get("type") in ("enabled", "adaptive")
         if thinking.get("type") == "enabled":
@@ -393,6 +400,10 @@ class AgentUpstream:
                 raise Refused(f'Invalid JSON payload received. Unknown name "{key}" at \'generation_config\'.')
         if "thinkingConfig" in gen and not (model.startswith("gemini-2.5") or model.startswith("gemini-3")):
             raise Refused("Thinking is not supported for this model.")
+        cap = 65_536 if model.startswith(("gemini-2.5", "gemini-3")) else 8_192
+        if isinstance(gen.get("maxOutputTokens"), int) and gen["maxOutputTokens"] > cap:
+            raise Refused(f"The specified max_output_tokens value is not supported by the model. The supported range "
+                          f"is from 1 (inclusive) to {cap + 1} (exclusive).")
         names: list[str] = []
         for tool in req.get("tools") or []:
             for decl in tool.get("functionDeclarations") or []:

@@ -519,3 +519,28 @@ async def test_a_channel_capability_row_sets_the_output_limit(
     body["max_tokens"] = 1000  # below the limit: untouched
     assert (await run(session, inst.url, "compat", "claude_code_default_turn1", body)).status == 200
     assert last(fakes["compat"]).body["max_tokens"] == 1000
+
+
+
+async def test_claude_codes_output_limit_is_cut_for_a_renamed_claude_and_for_gemini(
+        fakes: dict[str, AgentUpstream], start_apex: StartApex, session: aiohttp.ClientSession) -> None:
+    """Claude Code asks 128,000 output tokens of its default Opus: a model_map to Sonnet 4.5
+    (64,000 at most) or to Gemini 2.5 (65,536) cuts it, as the real APIs refuse more (the
+    fakes do too); the thinking budget still fits under it."""
+    cfg = config(fakes)
+    cfg["channels"].append({"name": "an-sonnet", "provider_type": "anthropic", "base_url": fakes["anthropic"].url,
+                            "api_key": "sk-ant-secret-0123456789abcdef", "model_map": {"*": "claude-sonnet-4-5"}})
+    cfg["routers"].append({"name": "an-sonnet", "vkey": "vk-an-sonnet", "channels": [{"name": "an-sonnet"}]})
+    inst = await start_apex(cfg)
+    body = dict(capture("claude_code_default_turn1")["body"])
+    body["max_tokens"] = 128_000
+    answer = await run(session, inst.url, "an-sonnet", "claude_code_default_turn1", body)
+    assert answer.status == 200, answer.raw
+    sent = last(fakes["anthropic"]).body
+    assert sent["model"] == "claude-sonnet-4-5" and sent["max_tokens"] == 64_000
+    thinking = sent.get("thinking") or {}
+    assert thinking.get("type") != "enabled" or thinking["budget_tokens"] < 64_000
+    answer = await run(session, inst.url, "gm", "claude_code_default_turn1", body)
+    assert answer.status == 200, answer.raw
+    assert last(fakes["gemini"]).body["generationConfig"]["maxOutputTokens"] == 65_536
+    assert fakes["anthropic"].refusals == [] and fakes["gemini"].refusals == []

@@ -11,6 +11,7 @@ either client dialect's wire shapes.
 from __future__ import annotations
 
 from apex.translate.base import StreamTranslator, TranslateContext
+from apex.translate.passthrough import fit_gemini_request
 from apex.translate.read.gemini_parts import IdFactory, random_call_id, reply_from_gemini
 from apex.translate.neutral.parts import PartWriter, PipedStream, Reply
 from apex.translate.neutral.reply import encode_body
@@ -33,7 +34,7 @@ class GeminiDirection:
 
     def request(self, body: bytes, ctx: TranslateContext) -> bytes:
         """Client request body -> Gemini request body (raises InvalidRequest)."""
-        return self._request(body, self._signatures, ctx.caps.reasons)
+        return fit_gemini_request(self._request(body, self._signatures, ctx.caps.reasons), ctx.caps)  # the output limit
 
     def response(self, body: bytes, ctx: TranslateContext) -> bytes:
         """Gemini non-stream body -> client body; sets ``ctx.usage`` (raises UpstreamMalformed)."""

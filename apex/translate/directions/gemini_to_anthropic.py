@@ -65,6 +65,8 @@ Json = dict[str, object]
 
 def gemini_to_anthropic_request(conv: Conversation, ctx: TranslateContext) -> Json:
     """A Conversation -> a Messages request (dict)."""
+    if conv.max_tokens is not None:
+        conv.max_tokens = ctx.caps.output_limit(conv.max_tokens)
     if conv.candidates is not None and conv.candidates > 1:
         raise InvalidRequest("candidateCount above 1 cannot be served by this channel",
                              param="generationConfig.candidateCount")

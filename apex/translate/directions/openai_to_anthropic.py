@@ -83,6 +83,8 @@ def openai_to_anthropic_request(req: Json, ctx: TranslateContext) -> Json:
     asked = req.get("max_completion_tokens") or req.get("max_tokens")
     if asked is not None and (not isinstance(asked, int) or asked < 1):
         raise InvalidRequest("max_tokens must be a positive integer", param="max_tokens")
+    if isinstance(asked, int):
+        asked = ctx.caps.output_limit(asked)  # Claude Code-sized limits past what the model allows: a 400
     max_tokens = asked if isinstance(asked, int) else DEFAULT_MAX_TOKENS
     out["max_tokens"] = max_tokens
     fmt = req.get("response_format")
