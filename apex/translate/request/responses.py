@@ -61,6 +61,7 @@ def responses_to_chat_request(req: Json, ctx: TranslateContext, *, web_search: b
                 client_tools.extend(more)
                 continue
             _convert_item(item, f"input[{i}]", messages)
+        messages[:] = [m for m in messages if not _reasoning_only(m)]
     else:
         raise InvalidRequest("'input' must be a string or an array", param="input")
     out: Json = {"model": ctx.upstream_model, "messages": messages}
@@ -117,7 +118,12 @@ def _convert_item(item: object, where: str, messages: list[Json]) -> None:
         role = item.get("role")
         if not isinstance(role, str) or role not in _ROLE:
             raise InvalidRequest(f"{where}: unknown role {role!r}", param="input")
-        messages.append({"role": _ROLE[role], "content": _content(item.get("content"), where)})
+        content = _content(item.get("content"), where)
+        last = messages[-1] if messages else None
+        if _ROLE[role] == "assistant" and last is not None and _reasoning_only(last):
+            last["content"] = content  # the answer the reasoning before it led to
+        else:
+            messages.append({"role": _ROLE[role], "content": content})
     elif kind in ("function_call", "custom_tool_call"):
         call = input_call(item)
         last = messages[-1] if messages else None
@@ -133,11 +139,35 @@ def _convert_item(item: object, where: str, messages: list[Json]) -> None:
         output = item.get("output")
         text = output if isinstance(output, str) else _text_only(output, where)
         messages.append({"role": "tool", "tool_call_id": item.get("call_id"), "content": text})
-    elif kind in ("reasoning", "web_search_call"):
-        return  # no Chat form; the upstream reasons (and searches) afresh
+    elif kind == "reasoning":
+        # Its text goes back as the next assistant message's reasoning_content: DeepSeek-style
+        # reasoners answer 400 to a tool-call turn without it (P7). Encrypted-only items
+        # (OpenAI's own) carry no text and are dropped.
+        text = _reasoning_text(item)
+        if text:
+            messages.append({"role": "assistant", "content": None, "reasoning_content": text})
+    elif kind == "web_search_call":
+        return  # no Chat form; the upstream searches afresh
     else:
         raise InvalidRequest(f"{where}: input item type {kind!r} is not supported for this upstream",
                              param="input")
+
+
+def _reasoning_text(item: Json) -> str:
+    """A reasoning item's text: its ``reasoning_text`` content, else its summary."""
+    for key in ("content", "summary"):
+        parts = item.get(key)
+        if isinstance(parts, list):
+            text = "".join(p["text"] for p in parts if isinstance(p, dict) and isinstance(p.get("text"), str))
+            if text:
+                return text
+    return ""
+
+
+def _reasoning_only(message: Json) -> bool:
+    """An assistant message holding only reasoning (waiting for its answer or tool calls)."""
+    return message.get("role") == "assistant" and "reasoning_content" in message \
+        and message.get("content") is None and not message.get("tool_calls")
 
 
 def _content(content: object, where: str) -> object:

@@ -71,3 +71,24 @@ def test_inexpressible_responses_input(req: dict[str, Any]) -> None:
     """Stateful or built-in Responses features are a clear InvalidRequest."""
     with pytest.raises(InvalidRequest):
         ResponsesToOpenAI().request(json.dumps(req).encode(), make_ctx())
+
+
+def test_reasoning_text_goes_back_as_reasoning_content_on_the_turn_it_led_to() -> None:
+    """Codex sends back the reasoning item Apex gave it: its text is the next assistant
+    message's reasoning_content (DeepSeek-style reasoners answer 400 to a tool-call turn
+    without it, P7); an encrypted-only item carries no text and goes nowhere."""
+    req: dict[str, Any] = {"model": "m", "input": [
+        {"role": "user", "content": "make a dir"},
+        {"type": "reasoning", "id": "rs_1", "summary": [{"type": "summary_text", "text": "I should run mkdir."}]},
+        {"type": "function_call", "call_id": "call_a", "name": "shell", "arguments": "{\"cmd\":\"mkdir x\"}"},
+        {"type": "function_call_output", "call_id": "call_a", "output": "ok"},
+        {"type": "reasoning", "id": "rs_2", "summary": [], "content": [{"type": "reasoning_text", "text": "Done."}]},
+        {"role": "assistant", "content": [{"type": "output_text", "text": "Made it."}]},
+        {"type": "reasoning", "id": "rs_3", "summary": [], "encrypted_content": "gAAA..."},
+        {"role": "user", "content": "thanks"},
+    ]}
+    out = json.loads(ResponsesToOpenAI().request(json.dumps(req).encode(), make_ctx()))
+    msgs = out["messages"]
+    assert [m["role"] for m in msgs] == ["user", "assistant", "tool", "assistant", "user"]
+    assert msgs[1]["reasoning_content"] == "I should run mkdir." and msgs[1]["tool_calls"][0]["id"] == "call_a"
+    assert msgs[3] == {"role": "assistant", "content": "Made it.", "reasoning_content": "Done."}
