@@ -183,3 +183,24 @@ def test_responses_nonstream_matches_capture(name: str) -> None:
     assert [(c.call_id, c.arguments) for c in calls] == [
         (c["id"], c["function"]["arguments"]) for c in src.get("tool_calls") or []]
     assert response.usage is not None and response.usage.total_tokens == source["usage"]["total_tokens"]
+
+
+def test_anthropic_stream_failing_mid_tool_call_leaves_the_tool_block_open() -> None:
+    """The upstream fails while a tool call's arguments are still arriving: the tool_use block
+    is not closed before the error event, as Anthropic itself leaves it (closed, Claude Code
+    ran the call with half its input)."""
+    def chunk(delta: dict[str, Any]) -> bytes:
+        body = {"id": "c1", "object": "chat.completion.chunk", "model": "m", "choices": [{"index": 0, "delta": delta}]}
+        return b"data: " + json.dumps(body).encode() + b"\n\n"
+
+    call = {"index": 0, "id": "call_1", "type": "function", "function": {"name": "Bash", "arguments": ""}}
+    stream = (chunk({"role": "assistant", "content": "Running it."}) + chunk({"tool_calls": [call]})
+              + chunk({"tool_calls": [{"index": 0, "function": {"arguments": "{\"command\": \"mkdir -p sub && ec"}}]})
+              + b'event: error\ndata: {"error": {"message": "upstream overloaded", "type": "server_error"}}\n\n')
+    events = client_events(run_stream(ANTHROPIC, stream))
+    names = [n for n, _ in events]
+    tool_index = next(d["index"] for n, d in events if n == "content_block_start" and d["content_block"]["type"] == "tool_use")
+    assert not any(n == "content_block_stop" and d["index"] == tool_index for n, d in events)
+    assert names[-1] == "error" and "message_stop" not in names
+    text_index = next(d["index"] for n, d in events if n == "content_block_start" and d["content_block"]["type"] == "text")
+    assert any(n == "content_block_stop" and d["index"] == text_index for n, d in events)  # the text before it is whole

@@ -102,7 +102,10 @@ class AnthropicWriter:
             return []
         out: list[bytes] = []
         if isinstance(part, Failed):
-            self._close(out)
+            # A tool_use block the failure cut short stays open, as Anthropic itself leaves it:
+            # closed, a client runs the call with half its input (Claude Code did).
+            if self._open_kind != "tool":
+                self._close(out)
             out.append(anthropic_error_event(part.message, part.kind))
             self._done = True
             return out
