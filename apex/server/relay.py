@@ -187,6 +187,7 @@ class TranslatingRelay:
             for event in self._parser.flush():
                 tail.extend(translating.feed(event))
             tail.extend(translating.finish())
+            self.stream_error = translating.failure_label  # an upstream error event, or a cut stream
         else:
             tail.extend(translating.fail(*failure))
             self.stream_error = failure[1]

@@ -68,6 +68,12 @@ class StreamTranslator(Protocol):
         """True once a terminator or error event was emitted; later input is ignored."""
         ...
 
+    @property
+    def failure_label(self) -> str | None:
+        """How the upstream's stream failed (``upstream_error_event``, or ``api_error`` for a
+        malformed or cut one), None while it has not: the request's stream error."""
+        ...
+
 
 class Translator(Protocol):
     """One direction: client dialect -> upstream dialect and back."""

@@ -8,6 +8,7 @@ upstream's bytes labelled as something they are not, and never an empty "success
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -205,3 +206,24 @@ async def test_a_passed_through_stream_cut_inside_its_last_event_ends_with_an_er
         assert all(json.loads(d) is not None for d in data), block
     assert "event: error" in blocks[-1] and "inside an event" in blocks[-1], text
     assert "message_stop" not in text and "response.completed" not in text
+
+
+async def test_a_translated_stream_ending_in_an_upstream_error_is_recorded_as_one(
+    upstream: FakeUpstream, start_apex: StartApex,
+) -> None:
+    """An Anthropic client on an OpenAI channel whose stream ends in the upstream's error
+    chunk: counted as upstream_error_event like a passed-through one (it was a success)."""
+    inst = await start_apex(one_try(upstream))
+    events = [CHAT_EVENTS[0], b'data: {"error": {"message": "upstream overloaded", "type": "server_error"}}\n\n']
+    upstream.push(Behaviour(events=events, content_type="text/event-stream"))
+    with pytest.raises(anthropic.APIStatusError):
+        async with ant(inst).messages.stream(model="gpt-4o", max_tokens=5, messages=USER) as s:  # type: ignore[arg-type]
+            await s.get_final_message()
+    errors: float | None = None
+    for _ in range(50):
+        errors = inst.gateway.metrics.registry.get_sample_value("apex_errors_total", {
+            "router": "default", "model": "unmatched", "team_id": "none", "channel": "oa", "error_type": "upstream_error_event"})
+        if errors:
+            break
+        await asyncio.sleep(0.02)
+    assert errors == 1

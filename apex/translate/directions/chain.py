@@ -53,6 +53,10 @@ class _ChainedStream:
     def done(self) -> bool:
         return self._outer.done
 
+    @property
+    def failure_label(self) -> str | None:
+        return self._inner.failure_label or self._outer.failure_label
+
 
 @final
 class ChainedTranslator:

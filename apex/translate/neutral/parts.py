@@ -122,6 +122,7 @@ class Failed:
     message: str
     kind: ErrorKind
     code: str | None = None
+    upstream_event: bool = False  # the upstream's own error event (else a malformed or cut stream)
 
 
 Part = (Started | TextDelta | ReasoningDelta | ReasoningSignature | ToolCallStarted
@@ -157,11 +158,12 @@ class PartWriter(Protocol):
 class PipedStream:
     """A StreamTranslator made of one reader and one writer."""
 
-    __slots__ = ("_reader", "_writer")
+    __slots__ = ("_reader", "_writer", "failure_label")
 
     def __init__(self, reader: PartReader, writer: PartWriter) -> None:
         self._reader = reader
         self._writer = writer
+        self.failure_label: str | None = None  # how the upstream's stream failed, for logs and metrics
 
     def feed(self, event: SseEvent) -> list[bytes]:
         """Translate one upstream event into client events."""
@@ -189,6 +191,8 @@ class PipedStream:
     def _write(self, parts: list[Part]) -> list[bytes]:
         out: list[bytes] = []
         for part in parts:
+            if isinstance(part, Failed):
+                self.failure_label = "upstream_error_event" if part.upstream_event else "api_error"
             out.extend(self._writer.write(part))
             if self._writer.done:
                 break

@@ -102,7 +102,7 @@ class AnthropicReader:
             err = ev.error
             err_type = err.type if err else None
             message = (err.message if err else "") or "upstream stream error"
-            return [Failed(message, kind_from_upstream(err_type), err_type)]
+            return [Failed(message, kind_from_upstream(err_type), err_type, upstream_event=True)]
         return []  # ping and event types Apex does not know yet
 
     def _block_start(self, ev: StreamEvent) -> list[Part]:
