@@ -334,8 +334,10 @@ def body_usage(dialect: Dialect, body: bytes) -> Usage | None:
     try:
         if dialect.family == "anthropic":
             ab = _ANTHROPIC_BODY.decode(body)
-            if ab.type == "error":
-                raise UpstreamMalformed("upstream answered HTTP 200 with an error instead of a message")
+            if dialect is Dialect.ANTHROPIC_MESSAGES and (
+                    (ab.error and bytes(ab.error) != b"null")
+                    or not (ab.type == "message" or (not ab.type and ab.role == "assistant"))):
+                raise UpstreamMalformed("upstream answered HTTP 200 with an error or no message")
             return usage_from_anthropic(ab.usage) if ab.usage is not None else None
         if dialect is Dialect.OPENAI_RESPONSES:
             rb = _RESPONSES_BODY.decode(body)
@@ -343,8 +345,9 @@ def body_usage(dialect: Dialect, body: bytes) -> Usage | None:
         ob = _OPENAI_BODY.decode(body)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise UpstreamMalformed(f"upstream answered with a malformed body: {exc}") from exc
-    if ob.error and ob.error != b"null":
-        raise UpstreamMalformed("upstream answered HTTP 200 with an error object instead of a result")
+    if (ob.error and bytes(ob.error) != b"null") or (
+            dialect is Dialect.OPENAI_CHAT and bytes(ob.choices) in (b"", b"null")):
+        raise UpstreamMalformed("upstream answered HTTP 200 with an error object or no choices")
     return usage_from_openai(ob.usage) if ob.usage is not None else None
 
 

@@ -35,8 +35,11 @@ class StreamFlags(Protocol):
 def gemini_body_usage(body: bytes) -> Usage | None:
     """The usage of a non-stream generateContent answer (None when it reports none).
 
-    Raises msgspec.DecodeError / ValidationError when the body is not a Gemini response."""
+    Raises msgspec.DecodeError / ValidationError when the body is not a Gemini response (an
+    error object with a 200, or neither candidates nor promptFeedback: no answer at all)."""
     resp = decode_chunk_view(body)
+    if resp.error is not None or (not resp.candidates and resp.prompt_feedback is None):
+        raise msgspec.ValidationError("not a generateContent answer (an error, or no candidates)")
     return usage_from_gemini(resp.usage_metadata) if resp.usage_metadata is not None else None
 
 

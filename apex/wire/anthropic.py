@@ -52,6 +52,8 @@ class UsageBody(msgspec.Struct):
 
     usage: UsageView | None = None
     type: str = ""
+    role: str = ""
+    error: msgspec.Raw = msgspec.Raw(b"")  # Raw cannot sit in a union; empty means absent
 
 
 class UsageEvent(msgspec.Struct):

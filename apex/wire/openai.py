@@ -166,6 +166,7 @@ class UsageBody(msgspec.Struct):
 
     usage: ChatUsage | None = None
     error: msgspec.Raw = msgspec.Raw(b"")  # Raw cannot sit in a union; empty means absent
+    choices: msgspec.Raw = msgspec.Raw(b"")  # a Chat body must have them (Embeddings: ``data``)
 
 
 class ResponsesUsageBody(msgspec.Struct):

@@ -105,6 +105,10 @@ OPENAI_ERROR_200 = json.dumps({"error": {"message": "upstream model crashed", "t
     ("anthropic", "claude-sonnet-4-5", ANTHROPIC_ERROR_200),  # native pass-through
     ("openai", "claude-sonnet-4-5", ANTHROPIC_ERROR_200),  # translated: was an empty 200
     ("openai", "claude-sonnet-4-5", b'{"unexpected": true}'),  # translated: was an empty 200
+    ("anthropic", "claude-sonnet-4-5", OPENAI_ERROR_200),  # native, an OpenAI-shaped error: the key leaked
+    ("anthropic", "claude-sonnet-4-5", b"{}"),  # native: no message at all
+    ("openai", "gpt-4o", b"{}"),  # native: no choices
+    ("openai", "gpt-4o", b'{"choices": null}'),
 ])
 async def test_an_error_sent_with_a_200_fails_over(
     upstream: FakeUpstream, start_apex: StartApex, client: str, model: str, body: bytes,
@@ -130,16 +134,28 @@ async def test_an_error_sent_with_a_200_fails_over(
 
 
 async def test_a_gemini_answer_without_candidates_or_feedback_is_malformed(upstream: FakeUpstream, start_apex: StartApex) -> None:
-    """``{}`` or ``candidates: null`` from Gemini is no answer (a blocked prompt says so in promptFeedback)."""
+    """``{}``, ``candidates: null`` or an error object from Gemini with a 200 is no answer (a
+    blocked prompt says so in promptFeedback), translated or to a Gemini client."""
+    from google import genai
+    from google.genai import errors as genai_errors
+
     cfg = one_try(upstream)
     cfg["channels"].append({"name": "gm", "provider_type": "gemini", "base_url": upstream.url, "api_key": "AIza-upstream-gm-000000"})
     cfg["routers"][0]["rules"].insert(0, {"match": {"model": "gemini-*"}, "channels": [{"name": "gm"}]})
     inst = await start_apex(cfg)
-    for body in (b"{}", b'{"candidates": null, "usageMetadata": {"promptTokenCount": 3}}'):
+    bodies = (b"{}", b'{"candidates": null, "usageMetadata": {"promptTokenCount": 3}}',
+              b'{"error": {"code": 500, "message": "internal with AIza-upstream-gm-000000", "status": "INTERNAL"}}')
+    for body in bodies:
         upstream.push(Behaviour(status=200, body=body))
         with pytest.raises(openai.APIStatusError) as info:
             await oai(inst).chat.completions.create(model="gemini-2.5-flash", messages=USER)  # type: ignore[arg-type]
         assert info.value.status_code == 502, body
+    client = genai.Client(api_key="vk-default", http_options={"base_url": inst.url, "api_version": "v1beta"})
+    for body in bodies:
+        upstream.push(Behaviour(status=200, body=body))
+        with pytest.raises(genai_errors.APIError) as gerr:
+            await client.aio.models.generate_content(model="gemini-2.5-flash", contents="hi")
+        assert gerr.value.code == 502 and "AIza-upstream" not in str(gerr.value), body
 
 
 CHAT_EVENTS = [

@@ -55,9 +55,9 @@ def test_response_model_put_back() -> None:
 
 def test_body_usage_reads_openai_and_anthropic_and_rejects_html() -> None:
     """Usage is read from both shapes (Anthropic prompt includes cache), and non-JSON is malformed."""
-    u = body_usage(Dialect.OPENAI_CHAT, b'{"usage":{"prompt_tokens":10,"completion_tokens":5,"prompt_tokens_details":{"cached_tokens":4}}}')
+    u = body_usage(Dialect.OPENAI_CHAT, b'{"choices":[],"usage":{"prompt_tokens":10,"completion_tokens":5,"prompt_tokens_details":{"cached_tokens":4}}}')
     assert u is not None and (u.prompt_tokens, u.completion_tokens, u.cached_tokens) == (10, 5, 4)
-    a = body_usage(Dialect.ANTHROPIC_MESSAGES, b'{"usage":{"input_tokens":3,"output_tokens":7,"cache_read_input_tokens":5,"cache_creation_input_tokens":2}}')
+    a = body_usage(Dialect.ANTHROPIC_MESSAGES, b'{"type":"message","usage":{"input_tokens":3,"output_tokens":7,"cache_read_input_tokens":5,"cache_creation_input_tokens":2}}')
     assert a is not None and (a.prompt_tokens, a.completion_tokens, a.cached_tokens) == (10, 7, 5)
     with pytest.raises(UpstreamMalformed):
         body_usage(Dialect.OPENAI_CHAT, b"<html>bad gateway</html>")

@@ -38,7 +38,7 @@ def test_dated_and_prefixed_names_find_their_base_price() -> None:
 
 def test_openai_cached_tokens_are_part_of_prompt_tokens() -> None:
     """OpenAI's prompt_tokens includes cached tokens: those are priced at the cached rate, the rest at input."""
-    body = json.dumps({"usage": {"prompt_tokens": 1_000_000, "completion_tokens": 1_000_000,
+    body = json.dumps({"choices": [], "usage": {"prompt_tokens": 1_000_000, "completion_tokens": 1_000_000,
                                  "prompt_tokens_details": {"cached_tokens": 400_000}}}).encode()
     usage = body_usage(Dialect.OPENAI_CHAT, body)
     assert usage is not None
