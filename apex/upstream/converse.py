@@ -119,8 +119,13 @@ def anthropic_to_converse(body: bytes, stream: bool) -> bytes:
     if config:
         out["inferenceConfig"] = config
     tools = req.get("tools")
+    if tools is not None and not (isinstance(tools, list) and all(isinstance(t, dict) and isinstance(t.get("name"), str)
+                                                                   for t in tools)):
+        raise InvalidRequest("tools must be a list of tools, each with a name", param="tools")
     choice = req.get("tool_choice")
     choice = choice if isinstance(choice, dict) else {}
+    if choice.get("type") == "tool" and not isinstance(choice.get("name"), str):
+        raise InvalidRequest("tool_choice of type tool needs the tool's name", param="tool_choice")
     if isinstance(tools, list) and choice.get("type") != "none":
         loaded = loaded_tools(messages)
         specs = [{"toolSpec": {"name": t.get("name"), "description": t.get("description") or t.get("name"),

@@ -249,3 +249,16 @@ async def test_bedrocks_own_errors_reach_anthropic_clients_in_anthropics_shape(
     body = info.value.response.json()
     assert body["type"] == "error" and body["error"]["type"] == "rate_limit_error", body
     assert "Too many requests" in body["error"]["message"]
+
+
+
+@pytest.mark.parametrize("extra", [{"tools": [5]}, {"tools": [{"description": "no name"}]},
+                                   {"tools": TOOLS_MESSAGES, "tool_choice": {"type": "tool"}}])
+async def test_converse_refuses_tools_it_cannot_express(cloud: CloudFake, start_apex: StartApex, extra: dict[str, Any]) -> None:
+    """A tool that is not an object with a name, or a tool_choice naming no tool: a 400 naming
+    the field (the tools were dropped, or {"tool": {"name": null}} went to Bedrock)."""
+    inst = await start_apex(config(cloud, model_map={"llama": "meta.llama3-3-70b-instruct-v1:0"}))
+    with pytest.raises(anthropic.BadRequestError) as info:
+        await ant(inst, "k").messages.create(model="llama", max_tokens=5, messages=[{"role": "user", "content": "hi"}], **extra)
+    assert "tool" in info.value.message
+    assert not [r for r in cloud.requests if "/converse" in r.path]
