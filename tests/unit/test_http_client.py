@@ -1418,29 +1418,36 @@ async def test_tls_verification_failures(serve: StartServer, problem: str) -> No
 # --- connection budget (max_connections) and stale connections --------------------------------
 
 
+class Concurrent:
+    """A server script answering "ok" to each request once ``before()`` is done, counting
+    its open connections now and at their peak (on the server's side)."""
+
+    def __init__(self, before: Callable[[], Awaitable[object]]) -> None:
+        self.before = before
+        self.open = 0
+        self.peak = 0
+
+    async def script(self, peer: Peer) -> None:
+        self.open += 1
+        self.peak = max(self.peak, self.open)
+        try:
+            while await peer.request() is not None:
+                await self.before()
+                await peer.send(response(b"ok"))
+        finally:
+            self.open -= 1
+
+
 async def test_pool_never_exceeds_max_connections_under_500_concurrent_requests(serve: StartServer) -> None:
     """500 requests at once with max_connections 16: all answered, and the server never has more
     than 16 connections open at the same time (counted on the server side)."""
-    open_now = 0
-    peak = 0
-
-    async def script(peer: Peer) -> None:
-        nonlocal open_now, peak
-        open_now += 1
-        peak = max(peak, open_now)
-        try:
-            while await peer.request() is not None:
-                await asyncio.sleep(0.001)  # keep it busy long enough for the requests to pile up
-                await peer.send(response(b"ok"))
-        finally:
-            open_now -= 1
-
-    server = await serve(script)
+    counted = Concurrent(lambda: asyncio.sleep(0.001))  # busy long enough for the requests to pile up
+    server = await serve(counted.script)
     pool = UpstreamPool(max_connections=16)
     try:
         bodies = await within(asyncio.gather(*(fetch(pool, server.url()) for _ in range(500))), 60)
         assert bodies == [b"ok"] * 500
-        assert peak <= 16
+        assert counted.peak <= 16
         assert pool.connections_made <= 16
         assert len(server.requests) == 500
     finally:
@@ -1657,21 +1664,9 @@ async def test_a_reload_keeps_one_budget_across_the_connections_already_open(ser
     reload used to start a second, empty budget: 2 + 3)."""
     from apex.upstream.egress import build_egress
 
-    open_now = peak = 0
     gate = asyncio.Event()
-
-    async def script(peer: Peer) -> None:
-        nonlocal open_now, peak
-        open_now += 1
-        peak = max(peak, open_now)
-        try:
-            while await peer.request() is not None:
-                await gate.wait()
-                await peer.send(response(b"ok"))
-        finally:
-            open_now -= 1
-
-    server = await serve(script)
+    counted = Concurrent(gate.wait)
+    server = await serve(counted.script)
     pool = UpstreamPool()
     before, after = build_egress("c", "direct", None, 2), build_egress("c", "direct", None, 3)
     url = server.url()
@@ -1685,13 +1680,13 @@ async def test_a_reload_keeps_one_budget_across_the_connections_already_open(ser
 
     try:
         first = [asyncio.create_task(one(before)) for _ in range(2)]
-        await until(lambda: open_now == 2)
+        await until(lambda: counted.open == 2)
         later = [asyncio.create_task(one(after)) for _ in range(4)]
         await asyncio.sleep(0.1)
-        assert peak == 3  # one more connection under the raised budget, not three
+        assert counted.peak == 3  # one more connection under the raised budget, not three
         gate.set()
         assert await within(asyncio.gather(*first, *later)) == [b"ok"] * 6
-        assert peak == 3
+        assert counted.peak == 3
     finally:
         gate.set()
         await pool.close()
