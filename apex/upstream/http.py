@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import logging
 import re
 import select
 import socket
@@ -58,6 +59,8 @@ __all__ = [
     "encode_header_fields",
     "exchange_failure",
 ]
+
+log = logging.getLogger("apex.upstream")
 
 _MAX_HEAD: Final = 64 * 1024
 _BAD_NAME: Final = re.compile(r"[ \t\r\n:]")
@@ -412,6 +415,13 @@ class _Connection(asyncio.Protocol):
             return
         if self._phase == _HEAD:
             reason = "the upstream closed the connection before answering"
+            if self.served and not self._head_bytes and self.slots.reuse:
+                # A reused connection closed on a request with not a byte of answer: this
+                # upstream closes after each answer without saying so. Its connections are
+                # used once from now on (a race the poll before reuse cannot always win).
+                self.slots.reuse = False
+                log.warning("upstream %s closes its connections after each answer without "
+                            "'Connection: close'; not reusing them", _where(self.origin))
         else:
             reason = "the upstream closed the connection before the response body was complete"
         error = ServerDisconnected(reason if exc is None else f"{reason}: {exc}")
@@ -545,7 +555,7 @@ class _Connection(asyncio.Protocol):
         if self._paused:
             self.resume()
         self.served += 1
-        if self._reusable and not owner_gone and not self.lost:
+        if self._reusable and not owner_gone and not self.lost and self.slots.reuse:
             self.idle_since = self.loop.time()
             self._pool._put_back(self)
         else:
@@ -612,11 +622,12 @@ class _Slots:
     against ``limit``, and the requests waiting for one. A freed slot or an idle connection
     goes to the longest waiter first."""
 
-    __slots__ = ("egress", "idle", "limit", "open", "waiters")
+    __slots__ = ("egress", "idle", "limit", "open", "reuse", "waiters")
 
     def __init__(self, egress: Egress | None, limit: int) -> None:
         self.egress = egress
         self.limit = limit
+        self.reuse = True  # False once the upstream showed it closes after every answer
         self.idle: list[_Connection] = []
         self.open = 0
         self.waiters: collections.deque[asyncio.Future[_Connection | None]] = collections.deque()

@@ -1794,3 +1794,29 @@ async def test_an_mtls_refusal_is_could_not_connect(tmp_path: Path) -> None:
 def _listening(port: int) -> bool:
     with socket.socket() as s:
         return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+async def test_an_upstream_that_closes_after_each_answer_is_not_reused_once_it_showed_it(serve: StartServer) -> None:
+    """An upstream that closes a moment after each answer, without 'Connection: close': the
+    request written into a connection it is closing gets no answer. After the first such
+    failure its connections are used once (the poll before reuse cannot win every race);
+    before, every reuse failed."""
+
+    async def script(peer: Peer) -> None:
+        if await peer.request() is not None:
+            await peer.send(response(b"ok"))
+            await asyncio.sleep(0.03)  # then close: later than the client's next request
+
+    server = await serve(script)
+    pool = UpstreamPool()
+    failures = 0
+    try:
+        for _ in range(12):
+            try:
+                assert await fetch(pool, server.url()) == b"ok"
+            except ServerDisconnected:
+                failures += 1
+        assert failures <= 1
+    finally:
+        await pool.close()
+        await settle()
