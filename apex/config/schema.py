@@ -29,9 +29,15 @@ _SECRET_HEADER: Final = re.compile(r"(auth|key|token|secret|cookie|password)", r
 _URL_KEY: Final = frozenset({"url", "dsn", "proxy", "otlp_endpoint"})
 
 
+# host:port or [v6]:port. The loader checks listen itself (its message names what is wrong);
+# the schema says it too, so an editor flags "127.0.0.1" before a load does.
+LISTEN_PATTERN: Final = r"^(\[[0-9A-Fa-f:.]+\]|[^:\s\[\]]+):[0-9]{1,5}$"
+
+
 def config_schema() -> dict[str, Any]:
     """JSON Schema (2020-12) of the config file."""
     schema: dict[str, Any] = msgspec.json.schema(Config)
+    schema["$defs"]["GlobalConfig"]["properties"]["listen"]["pattern"] = LISTEN_PATTERN
     return {"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": SCHEMA_ID,
             "title": "Apex gateway config", **schema}
 

@@ -37,6 +37,8 @@ def test_schema_command_matches_the_shipped_file_and_validates_configs() -> None
     bad: dict[str, Any] = {"channels": [{"name": "x", "provider_type": "nope"}], "routers": [], "colour": 1}
     messages = " ".join(e.message for e in validator.iter_errors(bad))
     assert "colour" in messages and "nope" in messages
+    for listen, ok in (("127.0.0.1", False), ("127.0.0.1:8080", True), ("[::1]:8080", True)):  # as the loader
+        assert (not list(validator.iter_errors({**hinted, "global": {"listen": listen}}))) is ok, listen
 
 
 def test_show_effective_fills_defaults_and_masks_secrets(tmp_path: Path) -> None:
