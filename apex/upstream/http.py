@@ -62,6 +62,9 @@ __all__ = [
 
 log = logging.getLogger("apex.upstream")
 
+_CLOSES_AFTER_ANSWER_S: Final = 0.25  # a reuse this soon after the last answer that gets none: no keep-alive
+_NO_REUSE_S: Final = 300  # how long such an upstream's connections are used once
+
 _MAX_HEAD: Final = 64 * 1024
 _BAD_NAME: Final = re.compile(r"[ \t\r\n:]")
 _BAD_VALUE: Final = re.compile(r"[\r\n]")
@@ -415,13 +418,16 @@ class _Connection(asyncio.Protocol):
             return
         if self._phase == _HEAD:
             reason = "the upstream closed the connection before answering"
-            if self.served and not self._head_bytes and self.slots.reuse:
-                # A reused connection closed on a request with not a byte of answer: this
-                # upstream closes after each answer without saying so. Its connections are
-                # used once from now on (a race the poll before reuse cannot always win).
-                self.slots.reuse = False
+            now = self.loop.time()
+            if (self.served and not self._head_bytes and now - self.idle_since < _CLOSES_AFTER_ANSWER_S
+                    and now >= self.slots.reuse_after):
+                # Reused moments after its last answer and closed with not a byte of this one:
+                # the upstream closes after each answer without saying so (a keep-alive
+                # timeout closes after a long idle instead). Its connections are used once for
+                # a while (a race the poll before reuse cannot always win), then tried again.
+                self.slots.reuse_after = now + _NO_REUSE_S
                 log.warning("upstream %s closes its connections after each answer without "
-                            "'Connection: close'; not reusing them", _where(self.origin))
+                            "'Connection: close'; not reusing them for %d s", _where(self.origin), _NO_REUSE_S)
         else:
             reason = "the upstream closed the connection before the response body was complete"
         error = ServerDisconnected(reason if exc is None else f"{reason}: {exc}")
@@ -555,8 +561,9 @@ class _Connection(asyncio.Protocol):
         if self._paused:
             self.resume()
         self.served += 1
-        if self._reusable and not owner_gone and not self.lost and self.slots.reuse:
-            self.idle_since = self.loop.time()
+        now = self.loop.time()
+        if self._reusable and not owner_gone and not self.lost and now >= self.slots.reuse_after:
+            self.idle_since = now
             self._pool._put_back(self)
         else:
             self.close()
@@ -622,12 +629,12 @@ class _Slots:
     against ``limit``, and the requests waiting for one. A freed slot or an idle connection
     goes to the longest waiter first."""
 
-    __slots__ = ("egress", "idle", "limit", "open", "reuse", "waiters")
+    __slots__ = ("egress", "idle", "limit", "open", "reuse_after", "waiters")
 
     def __init__(self, egress: Egress | None, limit: int) -> None:
         self.egress = egress
         self.limit = limit
-        self.reuse = True  # False once the upstream showed it closes after every answer
+        self.reuse_after = 0.0  # loop time: until then the upstream closes after every answer
         self.idle: list[_Connection] = []
         self.open = 0
         self.waiters: collections.deque[asyncio.Future[_Connection | None]] = collections.deque()
