@@ -155,8 +155,9 @@ def _generation_config(req: ChatRequest, reasons: bool) -> GenerationConfig:
     max_tokens = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
     stops = [req.stop] if isinstance(req.stop, str) else req.stop
     cfg = generation_config(max_tokens, stops, req.temperature, req.top_p)
-    if req.n is not None and req.n != 1:
-        cfg.candidate_count = req.n
+    if req.n is not None and req.n > 1:
+        # The reply carries one candidate: asking Gemini for more would bill them and drop them.
+        raise InvalidRequest("n > 1 is not supported by this model's upstream (Gemini)", param="n")
     if req.seed is not None:
         cfg.seed = req.seed
     if req.presence_penalty is not None:

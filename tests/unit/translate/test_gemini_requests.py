@@ -189,3 +189,12 @@ def test_anthropic_images_inline_and_by_url() -> None:
     parts = out["contents"][0]["parts"]
     assert parts[0] == {"inlineData": {"mimeType": "image/jpeg", "data": "AAAA"}}
     assert parts[1] == {"fileData": {"fileUri": "https://x.test/a.png", "mimeType": "image/png"}}
+
+
+def test_n_above_one_is_refused_for_gemini() -> None:
+    """n=2 went to Gemini as candidateCount 2 and the reply carried one candidate (the other
+    billed and dropped): a 400 naming n, as on Anthropic channels; n=1 is fine."""
+    body: dict[str, Any] = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "n": 2}
+    with pytest.raises(InvalidRequest, match="n > 1"):
+        _openai(body)
+    assert "candidateCount" not in _openai({**body, "n": 1}).get("generationConfig", {})
