@@ -134,7 +134,7 @@ def event_data_ok(data: bytes) -> bool:
     if not data or data == b"[DONE]":
         return True
     try:
-        msgspec.json.decode(data)
+        msgspec.json.decode(data, type=msgspec.Raw)  # validated, nothing built
     except msgspec.DecodeError:
         return False
     return True

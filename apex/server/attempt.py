@@ -12,12 +12,9 @@ they end the stream with an error event in the client's dialect.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
-from collections.abc import Iterator
 from typing import Final, NoReturn, Protocol
-from urllib.parse import urlsplit
 
 import msgspec
 from aiohttp import web
@@ -60,7 +57,7 @@ from apex.upstream.base import (
     upstream_status_error,
 )
 from apex.upstream.channel import USER_AGENT, CompiledChannel, UpstreamPlan
-from apex.upstream.http import HttpClientError, encode_header_fields
+from apex.upstream.http import HttpClientError, describe_target, encode_header_fields
 from apex.upstream.presets import ANTHROPIC_VERSION
 from apex.upstream.transport import Transport, UpstreamRequest
 from apex.wire.request import RequestView
@@ -269,17 +266,9 @@ class Attempt:
 
     def _timed_out(self, upstream: UpstreamRequest, what: str, limit: str, seconds: float) -> UpstreamTimeout:
         """A timeout that says where and which limit: as transport errors do (README "Egress")."""
-        where = _host_port(upstream.url)
+        where = describe_target(upstream.url, self.channel.egress)
         return UpstreamTimeout(f"upstream channel {self.channel.name}: failed after sending the request to {where}: "
                                f"{what} within {limit} ({seconds:g} s)", channel=self.channel.name)
-
-    @contextlib.contextmanager
-    def _first_event_timeout(self, upstream: UpstreamRequest) -> Iterator[None]:
-        try:
-            yield
-        except TimeoutError as exc:
-            what = "no answer" if self.reply is None else "no first event"
-            raise self._timed_out(upstream, what, "first_byte_ms", self.channel.timeouts.first_byte) from exc
 
     def _status_error(self, reply: UpstreamReply, raw: bytes) -> UpstreamStatus:
         """The UpstreamStatus for a non-2xx answer; a native upstream's body is kept for the client."""
@@ -366,37 +355,47 @@ class Attempt:
         channel = self.channel
         ex = self.ex
         self.started = time.perf_counter()
-        with map_transport_errors(channel.name), self._first_event_timeout(upstream):
-            loop = asyncio.get_running_loop()
-            with Deadline(loop, loop.time() + channel.timeouts.first_byte) as deadline:
-                reply = self.reply = await transport.send(upstream)
-                if reply.status >= 300:
-                    raw = await reply.read()
-                    ex.upstream_ms += (time.perf_counter() - self.started) * 1000
-                    raise self._status_error(reply, raw)
-                if "event-stream" not in reply.content_type:
-                    raise UpstreamMalformed(
-                        f"upstream channel {channel.name} answered a stream request with {reply.content_type or 'no content type'}",
-                        channel=channel.name,
-                    )
-                relay = self.relay = self._relay()
-                pending: list[bytes] = []
-                while not relay.started:
-                    chunk = await reply.content.readany()
-                    if not chunk:
-                        raise UpstreamMalformed(
-                            f"upstream channel {channel.name} closed the stream before its first event",
-                            channel=channel.name,
-                        )
-                    pending.append(relay.feed(chunk))
-                deadline.move(None)
+        with map_transport_errors(channel.name):
+            try:
+                reply, relay, first = await self._first_event(transport, upstream)
+            except TimeoutError as exc:
+                what = "no answer" if self.reply is None else "no first event"
+                raise self._timed_out(upstream, what, "first_byte_ms", channel.timeouts.first_byte) from exc
         ex.ttft_ms = (time.perf_counter() - self.started) * 1000
         try:
-            return await self._commit(relay, reply, b"".join(pending))
+            return await self._commit(relay, reply, first)
         finally:  # a client that hangs up mid-stream too: the usage seen so far, the upstream's time
             ex.usage = relay.usage
             ex.stream_events = relay.events
             ex.upstream_ms += (time.perf_counter() - self.started) * 1000
+
+    async def _first_event(self, transport: Transport, upstream: UpstreamRequest) -> tuple[UpstreamReply, Relay, bytes]:
+        """The reply, its relay and the client bytes of its first whole event(s), within first_byte_ms."""
+        channel = self.channel
+        loop = asyncio.get_running_loop()
+        with Deadline(loop, loop.time() + channel.timeouts.first_byte) as deadline:
+            reply = self.reply = await transport.send(upstream)
+            if reply.status >= 300:
+                raw = await reply.read()
+                self.ex.upstream_ms += (time.perf_counter() - self.started) * 1000
+                raise self._status_error(reply, raw)
+            if "event-stream" not in reply.content_type:
+                raise UpstreamMalformed(
+                    f"upstream channel {channel.name} answered a stream request with {reply.content_type or 'no content type'}",
+                    channel=channel.name,
+                )
+            relay = self.relay = self._relay()
+            pending: list[bytes] = []
+            while not relay.started:
+                chunk = await reply.content.readany()
+                if not chunk:
+                    raise UpstreamMalformed(
+                        f"upstream channel {channel.name} closed the stream before its first event",
+                        channel=channel.name,
+                    )
+                pending.append(relay.feed(chunk))
+            deadline.move(None)
+        return reply, relay, b"".join(pending)
 
     async def _commit(self, relay: Relay, reply: UpstreamReply, first: bytes) -> web.StreamResponse:
         """Send the client its response head and relay the stream to its end; never raises UpstreamError."""
@@ -591,9 +590,3 @@ def _protocol_error(raw: bytes, family: str) -> bool:
         return False
     return body.get("type") == "error" and isinstance(body["error"], dict) if family == "anthropic" else True
 
-
-def _host_port(url: str) -> str:
-    """``host:port`` of an upstream URL (the port its scheme implies when it names none)."""
-    parts = urlsplit(url)
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    return f"{parts.hostname}:{port}"

@@ -17,7 +17,7 @@ from typing import Final
 
 from aiohttp import web
 
-from apex.errors import ApexError, InternalError, InvalidRequest, RequestTooLarge, ShuttingDown
+from apex.errors import ApexError, ErrorKind, InternalError, InvalidRequest, RequestTooLarge, ShuttingDown
 from apex.server.exchange import Exchange
 from apex.server.gateway import Gateway
 from apex.server.inputs import check_request_headers, client_request_id
@@ -26,7 +26,7 @@ from apex.server.responses import dialect_of_path, error_response
 from apex.snapshot import Snapshot
 from apex.types import Dialect
 
-__all__ = ["Endpoint", "api_endpoint", "expect_handler", "new_request_id"]
+__all__ = ["Endpoint", "api_endpoint", "expect_handler", "new_request_id", "record_answer"]
 
 log = logging.getLogger("apex.server")
 
@@ -143,10 +143,17 @@ def expect_handler(dialect: Dialect | None = None) -> Callable[[web.Request], Aw
         rid = client_rid or new_request_id()
         response.headers["x-request-id"] = rid
         response.force_close()  # the body the client may still send is not read
-        ex = Exchange(rid, client_rid, shape)  # counted and logged like any answered request
-        ex.status = response.status
-        ex.error_kind = err.kind
-        asyncio.get_running_loop().call_soon(request.app[GATEWAY_KEY].finish, ex)
+        record_answer(request, rid, client_rid, shape, response.status, err.kind)
         return response
 
     return handle
+
+
+def record_answer(request: web.Request, request_id: str, client_rid: str | None, dialect: Dialect, status: int,
+                  kind: ErrorKind) -> None:
+    """Count and log an answer Apex made outside an endpoint (a 404, a 405, a refused
+    Expect) like every answered request, once it is out."""
+    ex = Exchange(request_id, client_rid, dialect)
+    ex.status = status
+    ex.error_kind = kind
+    asyncio.get_running_loop().call_soon(request.app[GATEWAY_KEY].finish, ex)

@@ -5,7 +5,6 @@ The API endpoints themselves are ``pipeline.proxy``, registered once per dialect
 
 from __future__ import annotations
 
-import asyncio
 from typing import Final
 
 from aiohttp import web
@@ -15,7 +14,7 @@ from apex.server.exchange import Exchange
 from apex.server.gateway import Gateway
 from apex.server.gemini import is_gemini_request, models as gemini_models
 from apex.server.keys import GATEWAY_KEY
-from apex.server.endpoint import new_request_id
+from apex.server.endpoint import new_request_id, record_answer
 from apex.server.inputs import client_request_id
 from apex.server.responses import dialect_of_path, error_response, json_response, method_not_allowed
 from apex.snapshot import Snapshot
@@ -111,11 +110,7 @@ async def fallback(request: web.Request) -> web.StreamResponse:
         resp = error_response(dialect, NotFound(f"unknown path {request.path}"))
         kind = "not_found"
     resp.headers["x-request-id"] = rid
-    # Counted and logged like any answered request (spec: the counter covers every request).
-    ex = Exchange(rid, client_request_id(request.headers), dialect)
-    ex.status = resp.status
-    ex.error_kind = kind
-    asyncio.get_running_loop().call_soon(gateway.finish, ex)
+    record_answer(request, rid, client_request_id(request.headers), dialect, resp.status, kind)  # spec: every request counts
     return resp
 
 

@@ -23,7 +23,7 @@ from typing import Final, Literal
 
 from apex.glob import compile_glob
 
-__all__ = ["BUILTIN", "SAMPLING_FIELDS", "CapabilityRow", "CapabilityTable", "ModelCaps", "NO_CAPS"]
+__all__ = ["ANY_THINKING_MODEL", "BUILTIN", "SAMPLING_FIELDS", "CapabilityRow", "CapabilityTable", "ModelCaps", "NO_CAPS"]
 
 Knob = Literal["effort", "budget", "adaptive"]
 MaxTokensField = Literal["max_tokens", "max_completion_tokens"]
@@ -66,6 +66,7 @@ class ModelCaps:
 
 
 NO_CAPS: Final = ModelCaps(known=False)
+ANY_THINKING_MODEL: Final = ModelCaps(reasons=True)  # a translator's default when no table is asked: thinking kept, no limit
 SAMPLING_FIELDS: Final = ("temperature", "top_p")  # dropped for a model that ``refuses_sampling``
 _EFFORT: Final[frozenset[Knob]] = frozenset({"effort"})
 _BUDGET: Final[frozenset[Knob]] = frozenset({"budget"})

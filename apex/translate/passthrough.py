@@ -203,8 +203,8 @@ def fit_gemini_request(body: bytes, caps: ModelCaps) -> bytes:
     ``thinkingConfig`` on a model the table knows does not think (gemini-2.0, 1.5: Gemini
     answers 400 "Thinking is not supported for this model", and Gemini clients send it for 2.5
     and later), and with ``maxOutputTokens`` cut to the model's limit (a larger one is a 400;
-    Claude Code asks 128,000). For a renamed native request and for what the translators
-    write. Unchanged bytes when nothing applies."""
+    Claude Code asks 128,000; the translators into Gemini cut it as they write it). For a
+    renamed native request. Unchanged bytes when nothing applies."""
     if not caps.known:
         return body
     strip = not caps.reasons and (body.find(b'"thinkingConfig"') >= 0 or body.find(b'"thinking_config"') >= 0)

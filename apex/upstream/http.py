@@ -57,6 +57,7 @@ __all__ = [
     "ServerDisconnected",
     "UpstreamPool",
     "encode_header_fields",
+    "describe_target",
     "exchange_failure",
 ]
 
@@ -110,6 +111,16 @@ class ServerDisconnected(HttpClientError):
 
 class InvalidResponse(HttpClientError):
     """The upstream's bytes are not an HTTP/1.x response."""
+
+
+def describe_target(url: str, egress: Egress | None = None) -> str:
+    """``HOST:PORT`` (``via proxy PHOST:PPORT`` when one serves it) of an upstream URL, as the
+    transport's own failures name it: for failures the caller sees first (its deadlines).
+    An address that is not http(s) (the in-process mock) is named as it is."""
+    try:
+        return _where(_Target(url, egress).origin)
+    except ValueError:
+        return url or "the upstream"
 
 
 def exchange_failure(exc: HttpClientError) -> str:

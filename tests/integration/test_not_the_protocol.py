@@ -243,3 +243,16 @@ async def test_a_translated_stream_ending_in_an_upstream_error_is_recorded_as_on
             break
         await asyncio.sleep(0.02)
     assert errors == 1
+
+
+async def test_n_above_one_on_a_gemini_channel_is_a_400_in_openais_shape(upstream: FakeUpstream, start_apex: StartApex) -> None:
+    """The OpenAI SDK asking n=2 of a Gemini channel gets a 400 naming n (Gemini would bill
+    two candidates and the answer carry one); nothing reaches the upstream."""
+    cfg = one_try(upstream)
+    cfg["channels"].append({"name": "gm", "provider_type": "gemini", "base_url": upstream.url, "api_key": "AIza-upstream-gm-000000"})
+    cfg["routers"][0]["rules"].insert(0, {"match": {"model": "gemini-*"}, "channels": [{"name": "gm"}]})
+    inst = await start_apex(cfg)
+    with pytest.raises(openai.BadRequestError) as info:
+        await oai(inst).chat.completions.create(model="gemini-2.5-flash", messages=USER, n=2)  # type: ignore[arg-type]
+    assert info.value.body["param"] == "n" and "n > 1" in info.value.body["message"]  # type: ignore[index]
+    assert not upstream.requests

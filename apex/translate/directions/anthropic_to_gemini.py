@@ -23,6 +23,7 @@ from msgspec import Raw
 
 from apex.errors import InvalidRequest
 from apex.translate.base import TranslateContext
+from apex.translate.capabilities import ANY_THINKING_MODEL, ModelCaps
 from apex.translate.request.gemini_contents import (
     TurnBuilder,
     called_name,
@@ -67,7 +68,7 @@ _MODES: Final[dict[str, str]] = {"auto": "AUTO", "any": "ANY", "tool": "ANY", "n
 _CLIENT_TOOL_TYPES: Final = frozenset({None, "custom"})
 
 
-def anthropic_to_gemini_request(body: bytes, signatures: SignatureStore, *, reasons: bool = True) -> bytes:
+def anthropic_to_gemini_request(body: bytes, signatures: SignatureStore, *, caps: ModelCaps = ANY_THINKING_MODEL) -> bytes:
     """Anthropic Messages request body -> Gemini GenerateContentRequest body.
 
     Raises InvalidRequest for a body that is not a Messages request, server tools, or a
@@ -99,7 +100,7 @@ def anthropic_to_gemini_request(body: bytes, signatures: SignatureStore, *, reas
     choice = req.tool_choice if declarations or not req.tools else None  # none left: no tool config either
     return request_body(
         contents, [Part(text=system)] if system else [], declarations,
-        _tool_config(choice) if choice is not None else None, _generation_config(req, reasons))
+        _tool_config(choice) if choice is not None else None, _generation_config(req, caps))
 
 
 def _loaded_tools(messages: list[InputMessage]) -> set[str]:
@@ -198,8 +199,9 @@ def _tool_config(choice: ToolChoice) -> ToolConfig:
     return tool_config(mode, choice.name if choice.type == "tool" else None)
 
 
-def _generation_config(req: MessagesRequest, reasons: bool) -> GenerationConfig:
-    cfg = generation_config(req.max_tokens, req.stop_sequences, req.temperature, req.top_p)
+def _generation_config(req: MessagesRequest, caps: ModelCaps) -> GenerationConfig:
+    max_tokens = caps.output_limit(req.max_tokens) if req.max_tokens is not None else None
+    cfg = generation_config(max_tokens, req.stop_sequences, req.temperature, req.top_p)
     if req.top_k is not None:
         cfg.top_k = req.top_k
     fmt = req.output_config.format if req.output_config is not None else None
@@ -208,7 +210,7 @@ def _generation_config(req: MessagesRequest, reasons: bool) -> GenerationConfig:
         schema = present(fmt.schema)
         if schema is not None:
             cfg.response_json_schema = schema
-    thinking = req.thinking if reasons else None  # capability table: only where the model thinks
+    thinking = req.thinking if caps.reasons else None  # capability table: only where the model thinks
     if thinking is not None and thinking.type == "enabled" and thinking.budget_tokens:
         cfg.thinking_config = thinking_for_budget(thinking.budget_tokens)
     elif thinking is not None and thinking.type == "adaptive":
@@ -223,8 +225,8 @@ class AnthropicToGemini(GeminiDirection):
     client = Dialect.ANTHROPIC_MESSAGES
     id_prefix = "toolu_"
 
-    def _request(self, body: bytes, signatures: SignatureStore, reasons: bool) -> bytes:
-        return anthropic_to_gemini_request(body, signatures, reasons=reasons)
+    def _request(self, body: bytes, signatures: SignatureStore, caps: ModelCaps) -> bytes:
+        return anthropic_to_gemini_request(body, signatures, caps=caps)
 
     def _body(self, reply: Reply, ctx: TranslateContext) -> dict[str, object]:
         return anthropic_body(reply, ctx)

@@ -21,6 +21,7 @@ import msgspec
 
 from apex.errors import InvalidRequest
 from apex.translate.base import TranslateContext
+from apex.translate.capabilities import ANY_THINKING_MODEL, ModelCaps
 from apex.translate.request.gemini_contents import (
     EFFORT_BUDGETS,
     TurnBuilder,
@@ -62,7 +63,7 @@ _REQUEST: Final = msgspec.json.Decoder(ChatRequest)
 _MODES: Final[dict[str, str]] = {"auto": "AUTO", "required": "ANY", "none": "NONE"}
 
 
-def openai_to_gemini_request(body: bytes, signatures: SignatureStore, *, reasons: bool = True) -> bytes:
+def openai_to_gemini_request(body: bytes, signatures: SignatureStore, *, caps: ModelCaps = ANY_THINKING_MODEL) -> bytes:
     """OpenAI Chat request body -> Gemini GenerateContentRequest body.
 
     Raises InvalidRequest when the body is not a Chat request or names a tool result
@@ -92,7 +93,7 @@ def openai_to_gemini_request(body: bytes, signatures: SignatureStore, *, reasons
     functions = [t.function for t in req.tools or () if t.type == "function"]
     return request_body(
         turns.build(), system, [declaration(f.name, f.description, f.parameters) for f in functions],
-        _tool_config(req.tool_choice) if req.tool_choice is not None else None, _generation_config(req, reasons))
+        _tool_config(req.tool_choice) if req.tool_choice is not None else None, _generation_config(req, caps))
 
 
 def _text_parts(content: str | list[ContentPart] | None) -> list[Part]:
@@ -151,8 +152,10 @@ def _tool_config(choice: str | NamedToolChoice) -> ToolConfig:
     return tool_config("ANY", choice.function.name)
 
 
-def _generation_config(req: ChatRequest, reasons: bool) -> GenerationConfig:
+def _generation_config(req: ChatRequest, caps: ModelCaps) -> GenerationConfig:
     max_tokens = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
+    if max_tokens is not None:
+        max_tokens = caps.output_limit(max_tokens)
     stops = [req.stop] if isinstance(req.stop, str) else req.stop
     cfg = generation_config(max_tokens, stops, req.temperature, req.top_p)
     if req.n is not None and req.n > 1:
@@ -172,7 +175,7 @@ def _generation_config(req: ChatRequest, reasons: bool) -> GenerationConfig:
             cfg.response_json_schema = schema
     # "none" leaves Gemini's default: 2.5 Pro cannot turn thinking off (budget 0 is a 400).
     # Only where the model thinks (capability table): 2.0 models refuse a thinkingConfig.
-    budget = EFFORT_BUDGETS.get(req.reasoning_effort or "") if reasons else None
+    budget = EFFORT_BUDGETS.get(req.reasoning_effort or "") if caps.reasons else None
     if budget is not None:
         cfg.thinking_config = thinking_for_budget(budget)
     return cfg
@@ -185,8 +188,8 @@ class OpenAIChatToGemini(GeminiDirection):
     client = Dialect.OPENAI_CHAT
     id_prefix = "call_"
 
-    def _request(self, body: bytes, signatures: SignatureStore, reasons: bool) -> bytes:
-        return openai_to_gemini_request(body, signatures, reasons=reasons)
+    def _request(self, body: bytes, signatures: SignatureStore, caps: ModelCaps) -> bytes:
+        return openai_to_gemini_request(body, signatures, caps=caps)
 
     def _body(self, reply: Reply, ctx: TranslateContext) -> dict[str, object]:
         return openai_body(reply, ctx)

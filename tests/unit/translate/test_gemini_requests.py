@@ -198,3 +198,18 @@ def test_n_above_one_is_refused_for_gemini() -> None:
     with pytest.raises(InvalidRequest, match="n > 1"):
         _openai(body)
     assert "candidateCount" not in _openai({**body, "n": 1}).get("generationConfig", {})
+
+
+def test_output_limits_are_cut_to_the_gemini_model_as_written() -> None:
+    """Both translators into Gemini write maxOutputTokens within the model's limit
+    (capability table), and leave a smaller one alone."""
+    from apex.translate.capabilities import ModelCaps
+
+    caps = ModelCaps(reasons=True, max_output=65_536)
+    chat: dict[str, Any] = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 128_000}
+    messages: dict[str, Any] = {"model": "m", "max_tokens": 128_000, "messages": [{"role": "user", "content": "hi"}]}
+    for translate, body in ((openai_to_gemini_request, chat), (anthropic_to_gemini_request, messages)):
+        out = json.loads(translate(json.dumps(body).encode(), SignatureStore(), caps=caps))
+        assert out["generationConfig"]["maxOutputTokens"] == 65_536
+        out = json.loads(translate(json.dumps({**body, "max_tokens": 1000}).encode(), SignatureStore(), caps=caps))
+        assert out["generationConfig"]["maxOutputTokens"] == 1000
