@@ -69,7 +69,8 @@ class Usage(msgspec.Struct, kw_only=True):
     """Token usage in one normalised form (OpenAI meaning: prompt includes cached).
 
     ``prompt_tokens`` includes ``cached_tokens`` (cache reads) and ``cache_write_tokens``
-    (Anthropic's cache creation); ``completion_tokens`` includes ``reasoning_tokens``.
+    (Anthropic's cache creation, of which ``cache_write_1h_tokens`` were written with the
+    one-hour TTL, priced apart); ``completion_tokens`` includes ``reasoning_tokens``.
     """
 
     prompt_tokens: int = 0
@@ -77,6 +78,7 @@ class Usage(msgspec.Struct, kw_only=True):
     cached_tokens: int = 0
     reasoning_tokens: int = 0
     cache_write_tokens: int = 0
+    cache_write_1h_tokens: int = 0  # the part of cache_write_tokens written for an hour (Anthropic's ttl "1h")
     estimated: bool = False
 
     @property

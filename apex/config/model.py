@@ -216,14 +216,17 @@ class AwsCredentials(_Base, frozen=True):
 
 
 class Price(_Base, frozen=True):
-    """USD per million tokens. Absent cache prices cost what ``input`` costs; an absent
-    ``reasoning`` price costs what ``output`` costs (reasoning tokens are output tokens)."""
+    """USD per million tokens. Absent cache prices cost what ``input`` costs, except an absent
+    ``cache_write_1h``: 1.6x ``cache_write`` (Anthropic's 2x input against 1.25x for five
+    minutes); an absent ``reasoning`` price costs what ``output`` costs (reasoning tokens are
+    output tokens)."""
 
     input: Usd
     output: Usd = 0.0
     cached_input: Usd | None = None  # cached (read) input tokens
     cache_read: Usd | None = None  # the same price under its earlier name; one of the two
     cache_write: Usd | None = None
+    cache_write_1h: Usd | None = None  # Anthropic's one-hour cache writes; absent: 1.6x cache_write
     reasoning: Usd | None = None
 
 

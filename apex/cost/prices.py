@@ -66,8 +66,8 @@ BUILTIN_PRICES: Final[dict[str, _Row]] = {
     "gemini-embedding-001": (0.15, 0.0, None, None),
     "text-embedding-004": (0.0, 0.0, None, None),
     # DeepSeek (cache hit = read price; cache miss = input)
-    "deepseek-chat": (0.27, 1.10, 0.07, None),
-    "deepseek-reasoner": (0.55, 2.19, 0.14, None),
+    "deepseek-chat": (0.28, 0.42, 0.028, None),  # V3.2 list since 2025-09-29, both models
+    "deepseek-reasoner": (0.28, 0.42, 0.028, None),
     # Moonshot, MiniMax
     "kimi-k2": (0.60, 2.50, 0.15, None),
     "moonshot-v1-8k": (0.20, 2.0, None, None),

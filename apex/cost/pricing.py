@@ -26,6 +26,9 @@ from apex.types import Usage
 __all__ = ["PriceBook", "UnitPrice", "cost_of"]
 
 _PER_TOKEN: Final = 1e-6
+# Anthropic sells one-hour cache writes at 2x input and five-minute ones at 1.25x: a price
+# that names only ``cache_write`` gets its one-hour writes at this multiple of it.
+ONE_HOUR_WRITE: Final = 1.6
 _CACHE_CAP: Final = 4096  # distinct (channel, model) look-ups remembered per Snapshot
 # A dated or versioned suffix the providers add to a base name.
 # Bedrock model ids: an optional cross-region prefix, the vendor, and a version suffix.
@@ -42,40 +45,46 @@ class UnitPrice(msgspec.Struct, frozen=True, gc=False):
     cache_read: float
     cache_write: float
     reasoning: float
+    cache_write_1h: float
 
     @classmethod
     def per_million(cls, input: float, output: float, cache_read: float | None = None,
-                    cache_write: float | None = None, reasoning: float | None = None) -> UnitPrice:
+                    cache_write: float | None = None, reasoning: float | None = None,
+                    cache_write_1h: float | None = None) -> UnitPrice:
+        write = input if cache_write is None else cache_write
         return cls(
             input * _PER_TOKEN,
             output * _PER_TOKEN,
             (input if cache_read is None else cache_read) * _PER_TOKEN,
-            (input if cache_write is None else cache_write) * _PER_TOKEN,
+            write * _PER_TOKEN,
             (output if reasoning is None else reasoning) * _PER_TOKEN,
+            (write * ONE_HOUR_WRITE if cache_write_1h is None else cache_write_1h) * _PER_TOKEN,
         )
 
     @classmethod
     def from_config(cls, p: Price) -> UnitPrice:
         cached = p.cached_input if p.cached_input is not None else p.cache_read
-        return cls.per_million(p.input, p.output, cached, p.cache_write, p.reasoning)
+        return cls.per_million(p.input, p.output, cached, p.cache_write, p.reasoning, p.cache_write_1h)
 
 
-_FREE: Final = UnitPrice(0.0, 0.0, 0.0, 0.0, 0.0)
+_FREE: Final = UnitPrice(0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
 _BUILTIN: Final = {name: UnitPrice.per_million(*row) for name, row in BUILTIN_PRICES.items()}
 
 
 def cost_of(usage: Usage, price: UnitPrice) -> float:
-    """USD for ``usage`` at ``price``: uncached input, cache reads, cache writes, output and
-    reasoning each at their own rate (reasoning is part of completion in ``Usage``)."""
+    """USD for ``usage`` at ``price``: uncached input, cache reads, cache writes (five-minute
+    and one-hour apart), output and reasoning each at their own rate (reasoning is part of
+    completion in ``Usage``)."""
     cached = usage.cached_tokens
     written = usage.cache_write_tokens
     uncached = usage.prompt_tokens - cached - written
     uncached = max(uncached, 0)
+    hour = usage.cache_write_1h_tokens
     reasoning = usage.reasoning_tokens
     output = usage.completion_tokens - reasoning
     output = max(output, 0)
-    return (uncached * price.input + cached * price.cache_read + written * price.cache_write
-            + output * price.output + reasoning * price.reasoning)
+    return (uncached * price.input + cached * price.cache_read + (written - hour) * price.cache_write
+            + hour * price.cache_write_1h + output * price.output + reasoning * price.reasoning)
 
 
 def _builtin(model: str) -> UnitPrice | None:

@@ -197,6 +197,10 @@ def _converse_to_anthropic(answer: Any, model: str) -> bytes:
     for block in ((answer.get("output") or {}).get("message") or {}).get("content") or []:
         if "text" in block:
             content.append({"type": "text", "text": block["text"]})
+        elif "reasoningContent" in block:
+            thought = _thinking_block(block["reasoningContent"])
+            if thought is not None:
+                content.append(thought)
         elif "toolUse" in block:
             tu = block["toolUse"]
             content.append({"type": "tool_use", "id": tu.get("toolUseId"), "name": tu.get("name"), "input": tu.get("input") or {}})
@@ -205,6 +209,21 @@ def _converse_to_anthropic(answer: Any, model: str) -> bytes:
         "content": content, "stop_reason": _STOP.get(answer.get("stopReason", ""), "end_turn"), "stop_sequence": None,
         "usage": _usage(answer.get("usage")),
     })
+
+
+def _thinking_block(reasoning: Any) -> dict[str, Any] | None:
+    """A Converse ``reasoningContent`` block as a Messages thinking block (spec 3: reasoning
+    reaches every client): ``reasoningText`` (text, and a signature for Claude) or
+    ``redactedContent`` (base64 bytes, Anthropic's ``redacted_thinking``)."""
+    if not isinstance(reasoning, dict):
+        return None
+    redacted = reasoning.get("redactedContent")
+    if isinstance(redacted, str):
+        return {"type": "redacted_thinking", "data": redacted}
+    text = reasoning.get("reasoningText")
+    if not isinstance(text, dict):
+        return None
+    return {"type": "thinking", "thinking": str(text.get("text") or ""), "signature": str(text.get("signature") or "")}
 
 
 def _sse(name: str, data: dict[str, Any]) -> bytes:
@@ -255,7 +274,10 @@ class _ConverseFrames:
             if "toolUse" in delta:
                 return _sse("content_block_delta", {"index": index, "delta": {
                     "type": "input_json_delta", "partial_json": delta["toolUse"].get("input", "")}})
-            return b""  # reasoning deltas: not relayed
+            reasoning = delta.get("reasoningContent")
+            if isinstance(reasoning, dict):
+                return self._reasoning(index, reasoning)
+            return b""
         if event == "contentBlockStop":
             if index not in self._open:
                 return b""
@@ -268,13 +290,34 @@ class _ConverseFrames:
             return self._finish(data.get("usage"))
         return b""
 
+    def _reasoning(self, index: int, reasoning: dict[str, Any]) -> bytes:
+        """A ``reasoningContent`` delta (text, signature or redacted bytes) as thinking events."""
+        redacted = reasoning.get("redactedContent")
+        if isinstance(redacted, str):  # arrives whole, in one delta: a block of its own
+            self._open.add(index)
+            return _sse("content_block_start", {"index": index, "content_block": {
+                "type": "redacted_thinking", "data": redacted}})
+        out = b""
+        if index not in self._open:
+            self._open.add(index)
+            out = _sse("content_block_start", {"index": index, "content_block": {
+                "type": "thinking", "thinking": "", "signature": ""}})
+        if "text" in reasoning:
+            out += _sse("content_block_delta", {"index": index, "delta": {
+                "type": "thinking_delta", "thinking": str(reasoning.get("text") or "")}})
+        if "signature" in reasoning:
+            out += _sse("content_block_delta", {"index": index, "delta": {
+                "type": "signature_delta", "signature": str(reasoning.get("signature") or "")}})
+        return out
+
     def _finish(self, usage: Mapping[str, Any] | None) -> bytes:
         if self._done or self._stop is None:
             return b""
         self._done = True
-        u = _usage(usage)
+        # Cumulative, as Anthropic's own message_delta: the cache counts too, or a streamed
+        # answer is priced without its cache reads and writes (message_start knew none).
         return (_sse("message_delta", {"delta": {"stop_reason": self._stop, "stop_sequence": None},
-                                       "usage": {"output_tokens": u["output_tokens"], "input_tokens": u["input_tokens"]}})
+                                       "usage": _usage(usage)})
                 + _sse("message_stop", {}))
 
     def end(self) -> bytes:

@@ -37,6 +37,12 @@ __all__ = [
 ]
 
 
+class CacheCreation(msgspec.Struct):
+    """``usage.cache_creation``: cache writes by TTL (the one-hour ones cost more)."""
+
+    ephemeral_1h_input_tokens: int | None = None
+
+
 class UsageView(msgspec.Struct):
     """Anthropic usage; fields may be absent or null (cumulative in message_delta)."""
 
@@ -44,6 +50,7 @@ class UsageView(msgspec.Struct):
     output_tokens: int | None = None
     cache_creation_input_tokens: int | None = None
     cache_read_input_tokens: int | None = None
+    cache_creation: CacheCreation | None = None
 
 
 class UsageBody(msgspec.Struct):

@@ -298,6 +298,8 @@ class CloudFake:
         self.split_frames = True  # send frames split across writes (framing must be reassembled)
         self.call_tools = True  # Claude answers a request with tools by calling one (False: with text)
         self.converse_answer: bytes | None = None  # the next Converse answer's raw 200 body, as given
+        self.converse_usage: dict[str, int] | None = None  # Converse usage to report (cache counts, say)
+        self.converse_reasoning = False  # answer with a reasoningContent block first (DeepSeek-R1, Claude)
         self.next_error: web.Response | None = None  # the next Bedrock or Vertex answer, as given
         self._runner: web.AppRunner | None = None
 
@@ -420,7 +422,8 @@ class CloudFake:
         if tools is not None and not all("json" in t["toolSpec"]["inputSchema"] for t in tools):
             return deny(400, "ValidationException", "toolSpec.inputSchema.json is required")
         tool = tools[0]["toolSpec"]["name"] if tools and self.call_tools else None
-        usage = {"inputTokens": 21, "outputTokens": 9, "totalTokens": 30}
+        usage = self.converse_usage or {"inputTokens": 21, "outputTokens": 9, "totalTokens": 30}
+        thought = {"text": "Adding the numbers.", "signature": "sig-bdrk-1"}
         if not stream and self.converse_answer is not None:
             answer, self.converse_answer = self.converse_answer, None
             return web.Response(body=answer, content_type="application/json")
@@ -428,21 +431,30 @@ class CloudFake:
             content: list[dict[str, Any]] = [{"text": "4200 + 42 = 4242"}]
             if tool:
                 content = [{"text": "Calling it."}, {"toolUse": {"toolUseId": "tooluse_1", "name": tool, "input": {"password": "mellon"}}}]
+            if self.converse_reasoning:
+                content.insert(0, {"reasoningContent": {"reasoningText": thought}})
             return web.json_response({"output": {"message": {"role": "assistant", "content": content}},
                                       "stopReason": "tool_use" if tool else "end_turn", "usage": usage,
                                       "metrics": {"latencyMs": 12}})
         def ev(name: str, payload: dict[str, Any]) -> bytes:
             return encode_event_stream({":event-type": name, ":content-type": "application/json", ":message-type": "event"},
                                        json.dumps({**payload, "p": "abc"}).encode())
-        frames = [ev("messageStart", {"role": "assistant"}),
-                  ev("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": "4200 + 42"}}),
-                  ev("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": " = 4242"}}),
-                  ev("contentBlockStop", {"contentBlockIndex": 0})]
+        frames = [ev("messageStart", {"role": "assistant"})]
+        at = 0
+        if self.converse_reasoning:  # ConverseStream: text deltas, then the signature, in one block
+            frames += [ev("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"reasoningContent": {"text": "Adding the "}}}),
+                       ev("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"reasoningContent": {"text": "numbers."}}}),
+                       ev("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"reasoningContent": {"signature": thought["signature"]}}}),
+                       ev("contentBlockStop", {"contentBlockIndex": 0})]
+            at = 1
+        frames += [ev("contentBlockDelta", {"contentBlockIndex": at, "delta": {"text": "4200 + 42"}}),
+                   ev("contentBlockDelta", {"contentBlockIndex": at, "delta": {"text": " = 4242"}}),
+                   ev("contentBlockStop", {"contentBlockIndex": at})]
         if tool:
-            frames += [ev("contentBlockStart", {"contentBlockIndex": 1, "start": {"toolUse": {"toolUseId": "tooluse_1", "name": tool}}}),
-                       ev("contentBlockDelta", {"contentBlockIndex": 1, "delta": {"toolUse": {"input": '{"passw'}}}),
-                       ev("contentBlockDelta", {"contentBlockIndex": 1, "delta": {"toolUse": {"input": 'ord": "mellon"}'}}}),
-                       ev("contentBlockStop", {"contentBlockIndex": 1})]
+            frames += [ev("contentBlockStart", {"contentBlockIndex": at + 1, "start": {"toolUse": {"toolUseId": "tooluse_1", "name": tool}}}),
+                       ev("contentBlockDelta", {"contentBlockIndex": at + 1, "delta": {"toolUse": {"input": '{"passw'}}}),
+                       ev("contentBlockDelta", {"contentBlockIndex": at + 1, "delta": {"toolUse": {"input": 'ord": "mellon"}'}}}),
+                       ev("contentBlockStop", {"contentBlockIndex": at + 1})]
         frames += [ev("messageStop", {"stopReason": "tool_use" if tool else "end_turn"}),
                    ev("metadata", {"usage": usage, "metrics": {"latencyMs": 12}})]
         resp = web.StreamResponse(headers={"Content-Type": "application/vnd.amazon.eventstream"})

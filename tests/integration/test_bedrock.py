@@ -262,3 +262,56 @@ async def test_converse_refuses_tools_it_cannot_express(cloud: CloudFake, start_
         await ant(inst, "k").messages.create(model="llama", max_tokens=5, messages=[{"role": "user", "content": "hi"}], **extra)
     assert "tool" in info.value.message
     assert not [r for r in cloud.requests if "/converse" in r.path]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_converse_reasoning_reaches_openai_and_anthropic_clients(cloud: CloudFake, start_apex: StartApex, stream: bool) -> None:
+    """A Converse reasoningContent block (DeepSeek-R1 on Bedrock) reaches an OpenAI client as
+    reasoning_content and an Anthropic client as a signed thinking block (spec 3); it was dropped."""
+    cloud.converse_reasoning = True
+    inst = await start_apex(config(cloud, model_map={"r1": "us.deepseek.r1-v1:0"}))
+    messages: Any = [{"role": "user", "content": "What is 4200 + 42?"}]
+    c = oai(inst, "k")
+    if stream:
+        s = await c.chat.completions.create(model="r1", messages=messages, max_tokens=200, stream=True)
+        reasoning = text = ""
+        async for chunk in s:
+            for choice in chunk.choices:
+                reasoning += getattr(choice.delta, "reasoning_content", None) or ""
+                text += choice.delta.content or ""
+    else:
+        done = await c.chat.completions.create(model="r1", messages=messages, max_tokens=200)
+        reasoning = getattr(done.choices[0].message, "reasoning_content", None) or ""
+        text = done.choices[0].message.content or ""
+    assert reasoning == "Adding the numbers." and "4242" in text
+    a = ant(inst, "k")
+    final: Any
+    if stream:
+        async with a.messages.stream(model="r1", max_tokens=200, messages=messages) as ms:
+            final = await ms.get_final_message()
+    else:
+        final = await a.messages.create(model="r1", max_tokens=200, messages=messages)
+    kinds = [b.type for b in final.content]
+    assert kinds == ["thinking", "text"]
+    thinking = final.content[0]
+    assert thinking.type == "thinking" and thinking.thinking == "Adding the numbers." and thinking.signature == "sig-bdrk-1"
+
+
+async def test_converse_stream_usage_keeps_cache_reads_and_writes(cloud: CloudFake, start_apex: StartApex) -> None:
+    """ConverseStream's metadata usage with cache counts: the streamed answer carries them as
+    the non-stream one does (they were dropped, so a cached stream was priced as uncached)."""
+    cloud.converse_usage = {"inputTokens": 100, "outputTokens": 50, "cacheReadInputTokens": 1000,
+                            "cacheWriteInputTokens": 200, "totalTokens": 1350}
+    inst = await start_apex(config(cloud, model_map={"nova": "amazon.nova-pro-v1:0"}))
+    messages: Any = [{"role": "user", "content": "What is 4200 + 42?"}]
+    async with ant(inst, "k").messages.stream(model="nova", max_tokens=200, messages=messages) as ms:
+        final = await ms.get_final_message()
+    u = final.usage
+    assert (u.input_tokens, u.output_tokens, u.cache_read_input_tokens, u.cache_creation_input_tokens) == (100, 50, 1000, 200)
+    s = await oai(inst, "k").chat.completions.create(model="nova", messages=messages, max_tokens=200, stream=True,
+                                                     stream_options={"include_usage": True})
+    usage = None
+    async for chunk in s:
+        usage = chunk.usage or usage
+    assert usage is not None and usage.prompt_tokens == 1300 and usage.completion_tokens == 50
+    assert usage.prompt_tokens_details is not None and usage.prompt_tokens_details.cached_tokens == 1000

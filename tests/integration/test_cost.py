@@ -61,6 +61,27 @@ async def test_costs_in_access_line_and_metrics(upstream: FakeUpstream, start_ap
         pytest.approx(an_cost))
 
 
+async def test_one_hour_cache_writes_are_priced_at_their_own_rate(upstream: FakeUpstream, start_apex: StartApex,
+                                                                 log_file: Path) -> None:
+    """Anthropic's cache_creation.ephemeral_1h_input_tokens (ttl "1h") cost 2x input, not the
+    five-minute 1.25x: built in, and from a config price's cache_write_1h (they were all 1.25x)."""
+    cfg = basic_config(upstream)
+    cfg["prices"] = {"claude-own": {"input": 1.0, "output": 2.0, "cache_write": 1.5, "cache_write_1h": 4.0}}
+    inst = await start_apex(cfg)
+    for model in ("claude-sonnet-4-20250514", "claude-own"):
+        upstream.push(Behaviour(body=json.dumps({
+            "id": "msg_1", "type": "message", "role": "assistant", "model": model,
+            "content": [{"type": "text", "text": "4242"}], "stop_reason": "end_turn", "stop_sequence": None,
+            "usage": {"input_tokens": 100, "cache_creation_input_tokens": 3000, "output_tokens": 200,
+                      "cache_creation": {"ephemeral_5m_input_tokens": 1000, "ephemeral_1h_input_tokens": 2000}},
+        }).encode()))
+        await ant(inst, "global-key").messages.create(model=model, max_tokens=300, messages=MSG)
+    builtin, own = access_lines(log_file)
+    assert builtin["cost_usd"] == pytest.approx((100 * 3.0 + 1000 * 3.75 + 2000 * 6.0 + 200 * 15.0) / 1e6)
+    assert own["cost_usd"] == pytest.approx((100 * 1.0 + 1000 * 1.5 + 2000 * 4.0 + 200 * 2.0) / 1e6)
+    assert builtin["tokens"]["cache_write"] == 3000
+
+
 async def test_unknown_price_is_null_and_counted(upstream: FakeUpstream, start_apex: StartApex, log_file: Path) -> None:
     """A model nobody priced has cost null in the access line and counts in apex_cost_unknown_total;
     a config price for it makes it priced; usage Apex had to estimate says so."""

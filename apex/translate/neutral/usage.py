@@ -36,10 +36,10 @@ class AnthropicUsageTally:
     out keeps its earlier value (message_delta may carry only ``output_tokens``, or only
     ``cache_creation_input_tokens``), so the four counts are kept apart and summed on read."""
 
-    __slots__ = ("_input", "_output", "_read", "_write")
+    __slots__ = ("_input", "_output", "_read", "_write", "_write_1h")
 
     def __init__(self) -> None:
-        self._input = self._output = self._read = self._write = 0
+        self._input = self._output = self._read = self._write = self._write_1h = 0
 
     def add(self, view: UsageView) -> Usage:
         """Take ``view``'s counts (absent or null ones keep their value); the total so far."""
@@ -51,8 +51,12 @@ class AnthropicUsageTally:
             self._read = view.cache_read_input_tokens
         if view.cache_creation_input_tokens is not None:
             self._write = view.cache_creation_input_tokens
+        by_ttl = view.cache_creation
+        if by_ttl is not None and by_ttl.ephemeral_1h_input_tokens is not None:
+            self._write_1h = by_ttl.ephemeral_1h_input_tokens
         return Usage(prompt_tokens=self._input + self._read + self._write,
-                     completion_tokens=self._output, cached_tokens=self._read, cache_write_tokens=self._write)
+                     completion_tokens=self._output, cached_tokens=self._read, cache_write_tokens=self._write,
+                     cache_write_1h_tokens=min(self._write_1h, self._write))
 
 
 def usage_from_anthropic(view: UsageView) -> Usage:

@@ -57,6 +57,13 @@ def test_anthropic_input_tokens_exclude_cache_reads_and_writes() -> None:
     assert cost == pytest.approx(3.0 + 2 * 0.30 + 3.75 + 15.0)
 
 
+def test_one_hour_cache_writes_default_to_1_6x_the_cache_write_price() -> None:
+    """A price naming only cache_write prices one-hour writes at 1.6x it (Anthropic's 2x vs 1.25x input)."""
+    usage = Usage(prompt_tokens=3_000_000, cache_write_tokens=3_000_000, cache_write_1h_tokens=1_000_000)
+    assert cost_of(usage, UnitPrice.per_million(3.0, 15.0, 0.30, 3.75)) == pytest.approx(2 * 3.75 + 6.0)
+    assert cost_of(usage, UnitPrice.per_million(3.0, 15.0, 0.30, 3.75, cache_write_1h=5.0)) == pytest.approx(2 * 3.75 + 5.0)
+
+
 def test_reasoning_priced_apart_only_when_configured() -> None:
     """Reasoning tokens are output tokens unless the price names a reasoning rate."""
     usage = Usage(prompt_tokens=0, completion_tokens=1_000_000, reasoning_tokens=600_000)
