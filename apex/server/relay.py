@@ -20,6 +20,7 @@ from apex.sse import SseParser, event_data_ok
 from apex.translate import StreamTranslator
 from apex.translate.passthrough import PassthroughStream
 from apex.types import Dialect, Usage
+from apex.upstream.base import scrub_key_shapes
 
 __all__ = ["PassthroughRelay", "Relay", "TranslatingRelay"]
 
@@ -109,8 +110,8 @@ class PassthroughRelay:
     def feed(self, chunk: bytes) -> bytes:
         observer = self._observer
         out = observer.feed(chunk)
-        if observer.errored and self._secrets:
-            out = self._secrets.data(out)  # an upstream error event may quote the key
+        if observer.errored:
+            out = _scrubbed(self._secrets, out)  # an upstream error event may quote the key
         return out
 
     def finish(self, failure: tuple[str, ErrorKind] | None) -> bytes:
@@ -133,8 +134,7 @@ class PassthroughRelay:
             self.stream_error = failure[1]
         elif observer.errored:
             self.stream_error = "upstream_error_event"
-        data = b"".join(tail)
-        return self._secrets.data(data) if self._secrets else data
+        return _scrubbed(self._secrets, b"".join(tail))
 
 
 class TranslatingRelay:
@@ -176,8 +176,11 @@ class TranslatingRelay:
             self.started = True
             self.events += len(events)
         out = b"".join(parts)
-        if translating.done and self._secrets:
-            out = self._secrets.data(out)
+        if translating.done:
+            if translating.failure_label is not None:  # an upstream error event: it may quote a key
+                out = _scrubbed(self._secrets, out)
+            elif self._secrets:
+                out = self._secrets.data(out)
         return out
 
     def finish(self, failure: tuple[str, ErrorKind] | None) -> bytes:
@@ -191,8 +194,15 @@ class TranslatingRelay:
         else:
             tail.extend(translating.fail(*failure))
             self.stream_error = failure[1]
-        data = b"".join(tail)
-        return self._secrets.data(data) if self._secrets else data
+        return _scrubbed(self._secrets, b"".join(tail))
+
+
+def _scrubbed(secrets: Secrets, data: bytes) -> bytes:
+    """An error's bytes without the channel's own secrets nor anything shaped like a
+    provider key (README "Errors": an upstream may quote a key, its own or another's)."""
+    if secrets:
+        data = secrets.data(data)
+    return scrub_key_shapes(data)
 
 
 class _UsageSource(Protocol):

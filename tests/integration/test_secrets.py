@@ -157,3 +157,25 @@ async def test_key_shapes_in_a_translated_error_and_its_log_line_are_redacted(
     assert "bad request for key [redacted]" in text, text
     assert OTHER_KEY not in text and OTHER_KEY not in caplog.text
     assert "bad request for key" in caplog.text  # the log line is there, scrubbed
+
+
+@pytest.mark.parametrize("translated", [True, False])
+async def test_key_shapes_in_a_stream_error_event_are_redacted(upstream: FakeUpstream, start_apex: StartApex,
+                                                                translated: bool) -> None:
+    """An upstream's error event inside a 200 stream quoting a key (not the channel's own) reaches
+    the client redacted, translated (Anthropic client, OpenAI channel) or passed through: only
+    HTTP error answers were scrubbed by shape."""
+    inst = await start_apex(config(upstream))
+    chunk = {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o",
+             "choices": [{"index": 0, "delta": {"role": "assistant", "content": "par"}, "finish_reason": None}]}
+    failure = {"error": {"message": f"Incorrect API key provided: {OTHER_KEY}", "type": "server_error", "code": None}}
+    upstream.push(Behaviour(content_type="text/event-stream",
+                            events=[b"data: " + json.dumps(e).encode() + b"\n\n" for e in (chunk, failure)]))
+    body = {"model": "gpt-4o", "max_tokens": 5, "stream": True, "messages": [{"role": "user", "content": "x"}]}
+    if translated:
+        r = await ant(inst, "k").messages.with_raw_response.create(**body)
+    else:
+        r = await oai(inst, "k").chat.completions.with_raw_response.create(**body)
+    text = (await r.http_response.aread()).decode()
+    assert "Incorrect API key provided: [redacted]" in text, text
+    assert OTHER_KEY not in text
