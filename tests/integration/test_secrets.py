@@ -171,7 +171,7 @@ async def test_key_shapes_in_a_stream_error_event_are_redacted(upstream: FakeUps
     failure = {"error": {"message": f"Incorrect API key provided: {OTHER_KEY}", "type": "server_error", "code": None}}
     upstream.push(Behaviour(content_type="text/event-stream",
                             events=[b"data: " + json.dumps(e).encode() + b"\n\n" for e in (chunk, failure)]))
-    body = {"model": "gpt-4o", "max_tokens": 5, "stream": True, "messages": [{"role": "user", "content": "x"}]}
+    body: Any = {"model": "gpt-4o", "max_tokens": 5, "stream": True, "messages": [{"role": "user", "content": "x"}]}
     if translated:
         r = await ant(inst, "k").messages.with_raw_response.create(**body)
     else:

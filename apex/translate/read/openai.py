@@ -32,7 +32,7 @@ from apex.translate.neutral.parts import (
     ToolCallStarted,
     UsageUpdated,
 )
-from apex.translate.neutral.reasons import finish_from_openai, with_tools
+from apex.translate.neutral.reasons import Finish, finish_from_openai, with_tools
 from apex.translate.neutral.usage import usage_from_openai
 from apex.wire.openai import ChatChunk, ErrorView, ToolCallDelta, decode_chunk
 
@@ -43,7 +43,7 @@ __all__ = ["OpenAIChatReader"]
 class OpenAIChatReader:
     """One OpenAI-compatible stream's reader state."""
 
-    __slots__ = ("_bound", "_ended", "_finished", "_next_key", "_started")
+    __slots__ = ("_bound", "_ended", "_finished", "_next_key", "_refused", "_started", "_texted")
 
     def __init__(self) -> None:
         self._started = False
@@ -51,6 +51,8 @@ class OpenAIChatReader:
         self._ended = False
         self._bound: dict[int, tuple[int, str]] = {}  # upstream index -> (key, id)
         self._next_key = 0
+        self._refused = False  # a refusal delta came, and no content: the finish is a content filter,
+        self._texted = False   # as in a non-stream reply (apex.translate.neutral.reply)
 
     def feed(self, event: SseEvent) -> list[Part]:
         """Parts for one upstream event."""
@@ -95,15 +97,20 @@ class OpenAIChatReader:
                 if reasoning:
                     out.append(ReasoningDelta(reasoning))
                 if delta.content:
+                    self._texted = True
                     out.append(TextDelta(delta.content))
                 if delta.refusal:
+                    self._refused = True
                     out.append(TextDelta(delta.refusal))
                 if delta.tool_calls:
                     for position, call in enumerate(delta.tool_calls):
                         self._tool_call(position, call, out)
             if choice.finish_reason is not None and not self._finished:
                 self._finished = True
-                out.append(Finished(with_tools(finish_from_openai(choice.finish_reason), bool(self._bound))))
+                finish = with_tools(finish_from_openai(choice.finish_reason), bool(self._bound))
+                if self._refused and not self._texted and choice.finish_reason == "stop":
+                    finish = Finish.CONTENT_FILTER
+                out.append(Finished(finish))
         usage = chunk.usage or (chunk.x_groq.usage if chunk.x_groq else None)
         if usage is not None:
             out.append(UsageUpdated(usage_from_openai(usage)))
