@@ -23,6 +23,8 @@ _EXTRA_MODULES: Final[dict[str, tuple[str, ...]]] = {
     "aws": ("botocore",),
     "gcp": ("google.auth", "requests"),
     "socks": ("python_socks",),  # socks5:// channel proxies (apex.upstream.socks)
+    "otel": ("opentelemetry.sdk", "opentelemetry.exporter.otlp.proto.http"),  # global.tracing
+    "postgres": ("asyncpg",),  # global.request_log.type postgres
 }
 _CLOUD_ONLY: Final[dict[str, str]] = {
     "api_version": "azure_openai",

@@ -11,7 +11,6 @@ provider type needs, listen address and anonymous auth). This runs once per load
 
 from __future__ import annotations
 
-import importlib.util
 import ipaddress
 import json
 import os
@@ -25,7 +24,7 @@ from typing import Final
 
 import msgspec
 
-from apex.config.clouds import check_cloud_channel
+from apex.config.clouds import check_cloud_channel, missing_extra
 from apex.config.proxy import check_proxy
 from apex.config.decode import decode_config
 from apex.config.model import Channel, ChannelRef, Config, Price, Router, Rule, Team
@@ -117,6 +116,9 @@ def load_config_bytes(
         raise ConfigError(_json_syntax_error(data, exc)) from exc
     if not isinstance(raw, dict):
         raise ConfigError("the config file must hold a JSON object")
+    duplicate = _duplicate_key(data)
+    if duplicate is not None:  # the JSON parsers keep the last one: an earlier list would vanish unseen
+        raise ConfigError(f"key {duplicate[1]!r} appears twice in one object", path=duplicate[0])
     environ = os.environ if env is None else env
     missing: dict[str, list[str]] = {}
     raw = {k: _substitute(v, environ, k, strict_env, missing) for k, v in raw.items()}
@@ -129,6 +131,44 @@ def load_config_bytes(
     except ConfigError as exc:
         raise _blame_override(exc, applied) from exc
     return config
+
+
+class _Object(dict[str, object]):
+    """A JSON object as parsed for the duplicate check, with its first repeated key."""
+
+    repeated: str | None = None
+
+
+def _duplicate_key(data: bytes) -> tuple[str, str] | None:
+    """(path, key) of the first key written twice in one object, or None. A second parse
+    by the standard library (config loads only): msgspec, like every JSON parser, keeps the
+    last value without a word."""
+
+    def pairs(items: list[tuple[str, object]]) -> _Object:
+        obj = _Object(items)
+        if len(obj) != len(items):
+            seen: set[str] = set()
+            for key, _ in items:
+                if key in seen:
+                    obj.repeated = key
+                    break
+                seen.add(key)
+        return obj
+
+    try:
+        tree = json.loads(data, object_pairs_hook=pairs)
+    except (ValueError, RecursionError):
+        return None
+    todo: list[tuple[str, object]] = [("", tree)]
+    while todo:
+        path, node = todo.pop()
+        if isinstance(node, _Object):
+            if node.repeated is not None:
+                return _join(path, node.repeated), node.repeated
+            todo.extend((_join(path, k), v) for k, v in reversed(list(node.items())))
+        elif isinstance(node, list):
+            todo.extend((_join(path, i), v) for i, v in reversed(list(enumerate(node))))
+    return None
 
 
 def _json_syntax_error(data: bytes, exc: msgspec.DecodeError) -> str:
@@ -270,14 +310,30 @@ def _check_global(config: Config) -> None:
             f"anonymous auth is only allowed on a loopback listen address, not {host!r}",
             path="global.auth.anonymous",
         )
-    if g.tracing is not None and importlib.util.find_spec("opentelemetry.sdk") is None:
+    if g.tracing is not None and missing_extra("otel"):  # find_spec raises when the parent package is missing
         raise ConfigError("tracing needs OpenTelemetry: pip install 'apex-gateway[otel]'", path="global.tracing")
     if g.tracing is not None:
         _check_http_url(g.tracing.otlp_endpoint, "global.tracing.otlp_endpoint")
-    if g.rate_limit_store.type == "redis" and not g.rate_limit_store.url:
-        raise ConfigError("a redis store needs a url", path="global.rate_limit_store.url")
+    if g.rate_limit_store.type == "redis":
+        _check_redis_url(g.rate_limit_store.url)
     if g.request_log.type == "postgres" and not g.request_log.dsn:
         raise ConfigError("a postgres request log needs a dsn", path="global.request_log.dsn")
+    if g.request_log.type == "postgres" and missing_extra("postgres"):
+        raise ConfigError("a postgres request log needs asyncpg: pip install 'apex-gateway[postgres]'",
+                          path="global.request_log.type")
+
+
+def _check_redis_url(url: str | None) -> None:
+    """The url as the Redis client reads it at start (it raised there, after validate passed)."""
+    from redis.connection import parse_url  # the client's own parser; config load only
+
+    path = "global.rate_limit_store.url"
+    if not url:
+        raise ConfigError("a redis store needs a url", path=path)
+    try:
+        parse_url(url)
+    except ValueError as exc:
+        raise ConfigError(f"bad redis url: {exc}", path=path) from None
 
 
 class _Keys:

@@ -28,7 +28,7 @@ from apex.budget import (
     MemoryBudgetStore,
     build_ledger,
 )
-from apex.config.load import load_config_bytes
+from apex.config.load import is_loopback, load_config_bytes, parse_listen
 from apex.config.model import Config
 from apex.cost import PriceBook
 from apex.requestlog import RequestLog, Row, build_request_log, capture
@@ -101,6 +101,8 @@ class Gateway:
     ) -> None:
         self.config_path = config_path
         self.version = __version__
+        # The address served until a restart (a reload cannot move the socket).
+        self.listen = config.global_.listen
         # Routing time and chance: the clock health, Retry-After holds and backoff are
         # measured on, the sleep that waits a backoff, and the generator behind weighted
         # random and jitter. Injected so tests are exact rather than statistical or timed.
@@ -218,6 +220,7 @@ class Gateway:
     def _reload_bytes(self, data: bytes, source: str) -> bool:
         try:
             config = load_config_bytes(data)
+            self._check_served_address(config)
             snapshot = build_snapshot(config, self.snapshot, self._on_health_change, pool=self._upstream)
         except ConfigError as exc:
             log.error("config reload rejected (%s): %s", source, exc.message, extra={"fields": {"config_path": exc.path}})
@@ -248,6 +251,14 @@ class Gateway:
                  len(config.channels), len(config.routers), len(config.teams))
         self.on_reload(True)
         return True
+
+    def _check_served_address(self, config: Config) -> None:
+        """Anonymous auth against the address actually served: the loader checks the file's
+        ``listen``, which a reload does not apply, so an edit to a loopback ``listen`` plus
+        ``anonymous`` opened a public socket to key-less requests."""
+        if config.global_.auth.anonymous and not is_loopback(parse_listen(self.listen)[0]):
+            raise ConfigError(f"anonymous auth is only allowed on a loopback listen address, and this gateway "
+                              f"listens on {self.listen} until it restarts", path="global.auth.anonymous")
 
     def _bind_credentials(self, snapshot: Snapshot) -> None:
         """Give the new Snapshot's cloud channels their credentials: the running refresher when

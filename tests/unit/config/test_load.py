@@ -188,3 +188,48 @@ def test_upstream_urls_that_load(url: str) -> None:
     ${VAR} host (checked once resolved: here it is) all load."""
     load(mutate("channels[0].base_url", url), {**ENV, "HOST": "api.example.com"})
 
+
+
+@pytest.mark.parametrize(("text", "path"), [
+    ('{"channels": [], "routers": [], "routers": []}', "routers"),
+    ('{"channels": [{"name": "a", "provider_type": "mock", "name": "b"}]}', "channels[0].name"),
+    ('{"global": {"retries": {"max_attempts": 2, "max_attempts": 3}}}', "global.retries.max_attempts"),
+])
+def test_a_key_written_twice_in_one_object_is_refused(text: str, path: str) -> None:
+    """A repeated key names its path: the parsers keep the last value, so a second
+    "routers" silently dropped the first list and validate said valid."""
+    with pytest.raises(ConfigError) as err:
+        load_config_bytes(text.encode(), {})
+    assert err.value.path == path and "appears twice" in str(err.value)
+
+
+@pytest.mark.parametrize("url", ["127.0.0.1:6379", "http://127.0.0.1:6379", "redis://:pw@127.0.0.1:notaport/0"])
+def test_a_redis_url_the_client_cannot_read_is_a_load_error(url: str) -> None:
+    """validate passed these and the start died with a ValueError traceback."""
+    cfg = mutate("global", {"rate_limit_store": {"type": "redis", "url": url}})
+    with pytest.raises(ConfigError) as err:
+        load(cfg)
+    assert err.value.path == "global.rate_limit_store.url" and "pw" not in str(err.value)
+
+
+def test_missing_extras_are_load_errors_not_tracebacks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tracing without OpenTelemetry installed at all (find_spec raised ModuleNotFoundError for
+    the missing parent package) and a postgres request log without asyncpg are config errors."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+
+    def find_spec(name: str, *args: Any) -> Any:
+        if name.startswith(("opentelemetry.", "asyncpg")):
+            if "." in name:
+                raise ModuleNotFoundError(f"No module named {name.split('.')[0]!r}")
+            return None
+        return real(name, *args)
+
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
+    with pytest.raises(ConfigError) as err:
+        load(mutate("global", {"tracing": {"otlp_endpoint": "http://127.0.0.1:4318"}}))
+    assert err.value.path == "global.tracing"
+    with pytest.raises(ConfigError) as err:
+        load(mutate("global", {"request_log": {"type": "postgres", "dsn": "postgresql://u@127.0.0.1/d"}}))
+    assert err.value.path == "global.request_log.type" and "asyncpg" in str(err.value)
