@@ -41,6 +41,12 @@ class ModelCaps:
     known: bool = True  # False: no row matched; Apex changes nothing it would change for a known model
     one_sampling: bool = False  # takes temperature or top_p, not both (Claude Opus 4.1, 4.5 and later)
     max_output: int = 0  # the most output tokens it allows (a larger limit is a 400); 0: unknown
+    max_thinking: int = 0  # the largest thinking budget it takes (Gemini: a larger one is a 400); 0: unknown
+
+    def thinking_budget(self, asked: int) -> int:
+        """A thinking budget cut to what the model takes: Claude Code's 31,999 and ``xhigh``'s
+        32,768 are 400s on gemini-2.5-flash (0-24,576)."""
+        return asked if not self.max_thinking or asked <= self.max_thinking else self.max_thinking
 
     def output_limit(self, asked: int) -> int:
         """A client's output limit, cut to what the model allows: Claude Code asks 64,000 or
@@ -96,7 +102,10 @@ _CLAUDE_45: Final = ModelCaps(True, "max_tokens", _BUDGET, json_schema=True, one
 _CLAUDE_OPUS_41: Final = ModelCaps(True, "max_tokens", _BUDGET, json_schema=True, one_sampling=True, max_output=32_000)
 _CLAUDE_ADAPTIVE: Final = ModelCaps(True, "max_tokens", _ADAPTIVE, ("low", "medium", "high", "max"), json_schema=True,
                                     one_sampling=True)
-_GEMINI_THINKING: Final = ModelCaps(True, "max_tokens", _BUDGET, max_output=65_536)
+# thinkingBudget ranges from Gemini's thinking guide: 2.5 Pro 128-32,768, 2.5 Flash 0-24,576,
+# 2.5 Flash-Lite 512-24,576.
+_GEMINI_THINKING: Final = ModelCaps(True, "max_tokens", _BUDGET, max_output=65_536, max_thinking=32_768)
+_GEMINI_FLASH: Final = ModelCaps(True, "max_tokens", _BUDGET, max_output=65_536, max_thinking=24_576)
 
 # Order matters: the first matching row wins, so narrow patterns come before broad ones.
 BUILTIN: Final[tuple[CapabilityRow, ...]] = (
@@ -132,7 +141,9 @@ BUILTIN: Final[tuple[CapabilityRow, ...]] = (
     CapabilityRow("anthropic", "claude-*", _CLAUDE_BUDGET),
     # Other Anthropic-shaped models (DeepSeek, Kimi, MiniMax endpoints) take budget thinking.
     CapabilityRow("anthropic", "*", _CLAUDE_BUDGET),
+    CapabilityRow("gemini", "gemini-2.5-flash*", _GEMINI_FLASH),
     CapabilityRow("gemini", "gemini-2.5*", _GEMINI_THINKING),
+    CapabilityRow("gemini", "gemini-[3-9]*flash*", _GEMINI_FLASH),
     CapabilityRow("gemini", "gemini-[3-9]*", _GEMINI_THINKING),
     CapabilityRow("gemini", "*thinking*", _GEMINI_THINKING),
     CapabilityRow("gemini", "gemini-2.0*", ModelCaps(max_output=8_192)),  # no thinking: a thinkingConfig is a 400

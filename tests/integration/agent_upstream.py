@@ -400,6 +400,10 @@ class AgentUpstream:
                 raise Refused(f'Invalid JSON payload received. Unknown name "{key}" at \'generation_config\'.')
         if "thinkingConfig" in gen and not (model.startswith("gemini-2.5") or model.startswith("gemini-3")):
             raise Refused("Thinking is not supported for this model.")
+        budget = (gen.get("thinkingConfig") or {}).get("thinkingBudget")
+        most = 24_576 if "flash" in model else 32_768  # Gemini's thinking guide: 2.5 Flash 0-24,576, Pro 128-32,768
+        if isinstance(budget, int) and budget > most:
+            raise Refused(f"The thinking budget {budget} is invalid. Please choose a value between 0 and {most}.")
         cap = 65_536 if model.startswith(("gemini-2.5", "gemini-3")) else 8_192
         if isinstance(gen.get("maxOutputTokens"), int) and gen["maxOutputTokens"] > cap:
             raise Refused(f"The specified max_output_tokens value is not supported by the model. The supported range "

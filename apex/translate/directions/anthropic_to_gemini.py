@@ -212,7 +212,7 @@ def _generation_config(req: MessagesRequest, caps: ModelCaps) -> GenerationConfi
             cfg.response_json_schema = schema
     thinking = req.thinking if caps.reasons else None  # capability table: only where the model thinks
     if thinking is not None and thinking.type == "enabled" and thinking.budget_tokens:
-        cfg.thinking_config = thinking_for_budget(thinking.budget_tokens)
+        cfg.thinking_config = thinking_for_budget(thinking.budget_tokens, caps)
     elif thinking is not None and thinking.type == "adaptive":
         cfg.thinking_config = ThinkingConfig(include_thoughts=True)
     return cfg

@@ -359,12 +359,15 @@ def _thinking(req: Json, choice: Json | None, turns: list[Json], asked: int | No
             return None  # P6: no signed thinking block to replay
     budget = THINKING_BUDGETS[effort]
     if "adaptive" in caps.knobs:
-        max_tokens = asked if asked is not None else budget + ANSWER_ROOM
+        max_tokens = asked if asked is not None else caps.output_limit(budget + ANSWER_ROOM)
         return {"type": "adaptive"}, max_tokens, caps.effort(effort)
     if "budget" not in caps.knobs:
         return None
     if asked is None:
-        return {"type": "enabled", "budget_tokens": budget}, budget + ANSWER_ROOM, None
+        # Sized for the budget, within the model's limit (xhigh's 32,768 + room is over Opus 4.1's 32,000).
+        asked = caps.output_limit(budget + ANSWER_ROOM)
+        if asked == budget + ANSWER_ROOM:
+            return {"type": "enabled", "budget_tokens": budget}, asked, None
     fitted = budget_within(effort, asked)
     if fitted is None:
         return None

@@ -177,7 +177,7 @@ def _generation_config(req: ChatRequest, caps: ModelCaps) -> GenerationConfig:
     # Only where the model thinks (capability table): 2.0 models refuse a thinkingConfig.
     budget = EFFORT_BUDGETS.get(req.reasoning_effort or "") if caps.reasons else None
     if budget is not None:
-        cfg.thinking_config = thinking_for_budget(budget)
+        cfg.thinking_config = thinking_for_budget(budget, caps)
     return cfg
 
 

@@ -20,6 +20,7 @@ import msgspec
 from msgspec import UNSET, UnsetType
 
 from apex.errors import InvalidRequest
+from apex.translate.capabilities import ModelCaps
 from apex.translate.neutral.signatures import SignatureStore
 from apex.wire.gemini import (
     Blob,
@@ -149,9 +150,10 @@ def declare_tools(declarations: list[FunctionDeclaration]) -> list[Tool] | None:
     return [Tool(function_declarations=declarations)] if declarations else None
 
 
-def thinking_for_budget(budget: int) -> ThinkingConfig:
-    """A thinkingConfig that asks for ``budget`` thinking tokens and the thoughts back."""
-    return ThinkingConfig(thinking_budget=budget, include_thoughts=True)
+def thinking_for_budget(budget: int, caps: ModelCaps) -> ThinkingConfig:
+    """A thinkingConfig that asks for ``budget`` thinking tokens (within what the model
+    takes) and the thoughts back."""
+    return ThinkingConfig(thinking_budget=caps.thinking_budget(budget), include_thoughts=True)
 
 
 def called_name(call_id: str, names: dict[str, str], signatures: SignatureStore) -> str | None:

@@ -213,3 +213,23 @@ def test_output_limits_are_cut_to_the_gemini_model_as_written() -> None:
         assert out["generationConfig"]["maxOutputTokens"] == 65_536
         out = json.loads(translate(json.dumps({**body, "max_tokens": 1000}).encode(), SignatureStore(), caps=caps))
         assert out["generationConfig"]["maxOutputTokens"] == 1000
+
+
+@pytest.mark.parametrize(("model", "budget"), [("gemini-2.5-flash", 24_576), ("gemini-2.5-flash-lite", 24_576),
+                                               ("gemini-2.5-pro", 32_768)])
+def test_thinking_budgets_are_cut_to_the_gemini_models_range(model: str, budget: int) -> None:
+    """xhigh (32,768) and Claude Code's 31,999 were sent whole: gemini-2.5-flash takes at most
+    24,576 and answers 400 to more, on every turn of an agent routed there."""
+    from apex.translate.capabilities import CapabilityTable
+
+    caps = CapabilityTable("gemini").lookup(model)
+    chat: dict[str, Any] = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "reasoning_effort": "xhigh"}
+    out = json.loads(openai_to_gemini_request(json.dumps(chat).encode(), SignatureStore(), caps=caps))
+    assert out["generationConfig"]["thinkingConfig"]["thinkingBudget"] == budget
+    messages: dict[str, Any] = {"model": "m", "max_tokens": 64_000, "messages": [{"role": "user", "content": "hi"}],
+                                "thinking": {"type": "enabled", "budget_tokens": 31_999}}
+    out = json.loads(anthropic_to_gemini_request(json.dumps(messages).encode(), SignatureStore(), caps=caps))
+    assert out["generationConfig"]["thinkingConfig"]["thinkingBudget"] == min(31_999, budget)
+    messages["thinking"]["budget_tokens"] = 2_048
+    out = json.loads(anthropic_to_gemini_request(json.dumps(messages).encode(), SignatureStore(), caps=caps))
+    assert out["generationConfig"]["thinkingConfig"]["thinkingBudget"] == 2_048

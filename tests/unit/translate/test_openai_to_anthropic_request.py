@@ -144,3 +144,14 @@ def test_bad_json_is_invalid_request() -> None:
     """A body that is not JSON is an InvalidRequest."""
     with pytest.raises(InvalidRequest, match="not valid JSON"):
         T.request(b"{nope", make_ctx())
+
+
+def test_thinking_without_a_client_limit_stays_within_the_models_output_limit() -> None:
+    """xhigh with no max_tokens was sized to its budget + room (36,864), over Opus 4.1's
+    32,000: the model's limit caps it and the budget fits inside, leaving room to answer."""
+    base = {"model": "m", "messages": [{"role": "user", "content": "x"}], "reasoning_effort": "xhigh"}
+    out = translate(base, caps=CapabilityTable("anthropic").lookup("claude-opus-4-1-20250805"))
+    assert out["max_tokens"] == 32_000
+    assert out["thinking"]["type"] == "enabled" and out["thinking"]["budget_tokens"] <= 32_000 - 4_096
+    roomy = translate(base, caps=CapabilityTable("anthropic").lookup("claude-sonnet-4-20250514"))
+    assert roomy["max_tokens"] == roomy["thinking"]["budget_tokens"] + 4_096 <= 64_000
