@@ -49,14 +49,15 @@ def build_app(gateway: Gateway, *, watch: bool = False) -> web.Application:
         r.add_post(path, api_endpoint(dialect, proxy), expect_handler=expect_handler(dialect))
     expect = expect_handler()  # aiohttp's own answers a bad Expect in plain text (or a 500 for non-ASCII)
     r.add_get("/v1/models", api_endpoint(Dialect.OPENAI_CHAT, handlers.models), allow_head=False, expect_handler=expect)
-    r.add_get("/v1/models/{model_id}", api_endpoint(Dialect.OPENAI_CHAT, handlers.models), allow_head=False,
+    # Model names may hold "/" (meta-llama/Llama-3.1-8B, openai/gpt-4o): the SDKs send it unencoded.
+    r.add_get("/v1/models/{model_id:.+}", api_endpoint(Dialect.OPENAI_CHAT, handlers.models), allow_head=False,
               expect_handler=expect)
     for version in ("/v1beta", "/v1"):  # Google serves the Gemini API under both
-        r.add_post(f"{version}/models/{{target}}", api_endpoint(Dialect.GEMINI_GENERATE, gemini.generate),
+        r.add_post(f"{version}/models/{{target:.+}}", api_endpoint(Dialect.GEMINI_GENERATE, gemini.generate),
                    expect_handler=expect_handler(Dialect.GEMINI_GENERATE))
     r.add_get("/v1beta/models", api_endpoint(Dialect.GEMINI_GENERATE, gemini.models), allow_head=False,
               expect_handler=expect)
-    r.add_get("/v1beta/models/{model_id}", api_endpoint(Dialect.GEMINI_GENERATE, gemini.models), allow_head=False,
+    r.add_get("/v1beta/models/{model_id:.+}", api_endpoint(Dialect.GEMINI_GENERATE, gemini.models), allow_head=False,
               expect_handler=expect)
     r.add_get("/health", handlers.health, expect_handler=expect)  # GET and HEAD
     r.add_get("/ready", handlers.ready, expect_handler=expect)

@@ -115,7 +115,8 @@ async def models(request: web.Request, snap: Snapshot, ex: Exchange, dialect: Di
     ex.authenticated(principal)
     names = snap.models_for(principal)
     one = request.match_info.get("model_id")
-    if one is not None and ":" in one:  # GET on gemini-x:generateContent: the method is wrong, not the model
+    if one is not None and one.rpartition(":")[2] in _METHODS:  # GET on gemini-x:generateContent: the
+        # method is wrong, not the model (a name may hold ":" itself: qwen2.5:7b)
         return method_not_allowed(Dialect.GEMINI_GENERATE, request.method, request.path, "POST")
     if one is not None:
         one = one.removeprefix("models/")

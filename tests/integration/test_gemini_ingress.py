@@ -18,7 +18,7 @@ from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types
 
-from tests.conftest import ApexInstance, StartApex
+from tests.conftest import ApexInstance, StartApex, oai
 from tests.integration.fakes import Behaviour, FakeUpstream, fixture_bytes, split_events
 from tests.integration.access import access_lines
 
@@ -361,3 +361,25 @@ async def test_images_and_multi_turn_reach_translated_channels(kind: str, client
         assert [m["role"] for m in sent["messages"]] == ["user", "assistant", "user"]
         assert sent["messages"][2]["content"][1] == {"type": "image", "source": {
             "type": "base64", "media_type": "image/png", "data": b64}}
+
+
+async def test_model_names_with_a_slash_or_colon_can_be_used(upstream: FakeUpstream, start_apex: StartApex) -> None:
+    """GET /v1beta/models listed meta-llama/Llama-3.1-8B, but calling it (the SDKs send the "/"
+    unencoded) was a 404 "unknown path", and fetching qwen2.5:7b a 405; OpenAI's models.retrieve too."""
+    cfg = config(upstream)
+    cfg["channels"].append({"name": "mk2", "provider_type": "mock", "models": ["meta-llama/Llama-3.1-8B", "qwen2.5:7b"]})
+    cfg["routers"][0]["rules"].append({"match": {"model": ["meta-llama/*", "qwen*"]}, "channels": [{"name": "mk2"}]})
+    inst = await start_apex(cfg)
+    c = genai.Client(api_key=KEY, http_options=types.HttpOptions(base_url=inst.url,
+                                                                 retry_options=types.HttpRetryOptions(attempts=1)))
+    try:
+        for name in ("meta-llama/Llama-3.1-8B", "qwen2.5:7b"):
+            resp = await c.aio.models.generate_content(model=name, contents="hi")
+            assert resp.text and "mock provider" in resp.text
+            chunks = [ch.text async for ch in await c.aio.models.generate_content_stream(model=name, contents="hi")]
+            assert "mock provider" in "".join(t or "" for t in chunks)
+            assert (await c.aio.models.get(model=name)).name == f"models/{name}"
+    finally:
+        await c.aio.aclose()
+    retrieved = await oai(inst, KEY).models.retrieve("meta-llama/Llama-3.1-8B")
+    assert retrieved.id == "meta-llama/Llama-3.1-8B"
