@@ -27,6 +27,7 @@ from apex.translate.capabilities import ANY_THINKING_MODEL, ModelCaps
 from apex.translate.request.gemini_contents import (
     TurnBuilder,
     called_name,
+    in_call_order,
     declaration,
     function_call_part,
     function_response_part,
@@ -135,7 +136,7 @@ def _assistant_parts(blocks: list[InputBlock], names: dict[str, str], signatures
 
 
 def _user_parts(blocks: list[InputBlock], names: dict[str, str], signatures: SignatureStore) -> list[Part]:
-    results: list[Part] = []
+    results: list[tuple[str, Part]] = []
     others: list[Part] = []
     for block in blocks:
         if block.type == "tool_result":
@@ -144,14 +145,14 @@ def _user_parts(blocks: list[InputBlock], names: dict[str, str], signatures: Sig
             if not name:
                 raise InvalidRequest(f"tool_result references unknown tool_use_id {call_id!r}", param="messages")
             text, media = _result_content(block.content)
-            results.append(function_response_part(name, text, is_error=block.is_error))
+            results.append((call_id, function_response_part(name, text, is_error=block.is_error)))
             others.extend(media)
         else:
             part = _content_part(block)
             if part is not None:
                 others.append(part)
     # All results of a parallel batch first, in call order, as Gemini expects (8.3).
-    return results + others
+    return in_call_order(results, names) + others
 
 
 def _result_content(content: str | list[InputBlock] | None) -> tuple[str, list[Part]]:

@@ -27,6 +27,7 @@ from apex.translate.request.gemini_contents import (
     TurnBuilder,
     arguments_object,
     called_name,
+    in_call_order,
     declaration,
     function_call_part,
     function_response_part,
@@ -75,7 +76,11 @@ def openai_to_gemini_request(body: bytes, signatures: SignatureStore, *, caps: M
     system: list[Part] = []
     turns = TurnBuilder()
     names: dict[str, str] = {}
+    results: list[tuple[str, Part]] = []  # consecutive tool messages: one batch, put in call order
     for msg in req.messages:
+        if results and msg.role not in ("tool", "function"):
+            turns.add("user", in_call_order(results, names))
+            results = []
         if msg.role in ("system", "developer"):
             system.extend(_text_parts(msg.content))
         elif msg.role == "user":
@@ -87,9 +92,11 @@ def openai_to_gemini_request(body: bytes, signatures: SignatureStore, *, caps: M
             name = called_name(call_id, names, signatures) or msg.name
             if not name:
                 raise InvalidRequest(f"tool message references unknown tool_call_id {call_id!r}", param="messages")
-            turns.add("user", [function_response_part(name, _joined_text(msg.content))])
+            results.append((call_id, function_response_part(name, _joined_text(msg.content))))
         else:
             raise InvalidRequest(f"unsupported message role {msg.role!r}", param="messages")
+    if results:
+        turns.add("user", in_call_order(results, names))
     functions = [t.function for t in req.tools or () if t.type == "function"]
     return request_body(
         turns.build(), system, [declaration(f.name, f.description, f.parameters) for f in functions],

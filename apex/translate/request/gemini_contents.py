@@ -44,6 +44,7 @@ __all__ = [
     "TurnBuilder",
     "arguments_object",
     "called_name",
+    "in_call_order",
     "declaration",
     "declare_tools",
     "function_call_part",
@@ -148,6 +149,17 @@ def media_part(url: str, mime_type: str | None = None) -> Part:
 def declare_tools(declarations: list[FunctionDeclaration]) -> list[Tool] | None:
     """The ``tools`` array for some function declarations, or None when there are none."""
     return [Tool(function_declarations=declarations)] if declarations else None
+
+
+def in_call_order(results: list[tuple[str, Part]], names: dict[str, str]) -> list[Part]:
+    """functionResponse parts, given with their call ids, in the order of the calls (``names``
+    holds the history's call ids in order). Gemini pairs a batch's results with its calls by
+    position when names repeat (three parallel ``Bash`` calls), and agents send results in
+    the order their tools finished: Gemini saw each output under another call (8.3)."""
+    if len(results) > 1:
+        rank = {call_id: i for i, call_id in enumerate(names)}
+        results = sorted(results, key=lambda r: rank.get(r[0], len(rank)))  # stable: unknown ids keep their place
+    return [part for _, part in results]
 
 
 def thinking_for_budget(budget: int, caps: ModelCaps) -> ThinkingConfig:

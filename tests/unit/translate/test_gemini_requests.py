@@ -74,10 +74,11 @@ def test_openai_request_keeps_every_message_and_tool() -> None:
 
 
 def test_openai_tool_results_are_keyed_by_name_in_one_user_turn() -> None:
-    """Tool messages become functionResponse parts named after their calls, merged with the next user text."""
+    """Tool messages become functionResponse parts named after their calls, in the calls' order
+    (the results came get_time first), merged with the next user text."""
     parts = _openai(OPENAI_TOOL_CONVERSATION)["contents"][2]["parts"]
-    assert parts[0] == {"functionResponse": {"name": "get_time", "response": {"output": "12:00"}}}
-    assert parts[1] == {"functionResponse": {"name": "get_weather", "response": {"output": "sunny"}}}
+    assert parts[0] == {"functionResponse": {"name": "get_weather", "response": {"output": "sunny"}}}
+    assert parts[1] == {"functionResponse": {"name": "get_time", "response": {"output": "12:00"}}}
     assert parts[2] == {"text": "Thanks"}
     assert parts[3] == {"inlineData": {"mimeType": "image/png", "data": "iVBORw0K"}}
 
@@ -233,3 +234,25 @@ def test_thinking_budgets_are_cut_to_the_gemini_models_range(model: str, budget:
     messages["thinking"]["budget_tokens"] = 2_048
     out = json.loads(anthropic_to_gemini_request(json.dumps(messages).encode(), SignatureStore(), caps=caps))
     assert out["generationConfig"]["thinkingConfig"]["thinkingBudget"] == 2_048
+
+
+def test_parallel_results_go_in_call_order() -> None:
+    """Claude Code sends parallel results in the order its tools finished; with three calls of
+    one name, Gemini pairs results with calls by position: they go in call order (8.3)."""
+    calls = [("t1", "echo one"), ("t2", "echo two"), ("t3", "echo three")]
+    messages: dict[str, Any] = {"model": "m", "max_tokens": 100, "messages": [
+        {"role": "user", "content": "run three"},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": i, "name": "Bash", "input": {"command": c}}
+                                          for i, c in calls]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": i, "content": out}
+                                     for i, out in (("t3", "three"), ("t1", "one"), ("t2", "two"))]}]}
+    chat: dict[str, Any] = {"model": "m", "messages": [
+        {"role": "user", "content": "run three"},
+        {"role": "assistant", "tool_calls": [{"id": i, "type": "function", "function": {
+            "name": "Bash", "arguments": json.dumps({"command": c})}} for i, c in calls]},
+        *({"role": "tool", "tool_call_id": i, "content": out} for i, out in (("t3", "three"), ("t1", "one"), ("t2", "two"))),
+        {"role": "user", "content": "and now?"}]}
+    for translate, body in ((anthropic_to_gemini_request, messages), (openai_to_gemini_request, chat)):
+        out = json.loads(translate(json.dumps(body).encode(), SignatureStore()))
+        answers = [p["functionResponse"]["response"] for p in out["contents"][2]["parts"] if "functionResponse" in p]
+        assert [next(v for v in a.values() if isinstance(v, str)) for a in answers] == ["one", "two", "three"]
