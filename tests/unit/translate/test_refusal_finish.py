@@ -39,3 +39,4 @@ def test_a_streamed_refusal_finishes_as_the_non_stream_one(deltas: list[dict[str
             "choices": [{"index": 0, "message": {"role": "assistant", "content": content, "refusal": refusal},
                          "finish_reason": "stop"}]}
     assert reply_from_openai(json.dumps(body).encode()).finish is expected
+

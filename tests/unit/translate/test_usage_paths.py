@@ -175,3 +175,12 @@ def test_every_capture_is_read_or_listed() -> None:
     """A new capture lands in one of the lists above (or is read both ways): none is skipped unseen."""
     names = {p.name for p in Path(REAL).iterdir()}
     assert names >= _ONE_PATH
+
+
+def test_responses_usage_carries_cache_writes() -> None:
+    """A Responses client on an Anthropic channel saw cache_write_tokens 0 whatever was written."""
+    from apex.translate.neutral.usage import responses_usage_body
+    from apex.types import Usage
+
+    body = responses_usage_body(Usage(prompt_tokens=30, cached_tokens=10, cache_write_tokens=7, completion_tokens=5))
+    assert body["input_tokens_details"] == {"cached_tokens": 10, "cache_write_tokens": 7}
