@@ -32,6 +32,7 @@ from apex.translate import TranslateContext
 from apex.translate.capabilities import CapabilityTable
 from apex.translate.passthrough import (
     body_usage,
+    compat_chat_request,
     fit_chat_request,
     fit_gemini_request,
     fit_messages_request,
@@ -182,6 +183,8 @@ class Attempt:
             body = rewrite_request(body, model=self.upstream_model if rename else None, add_stream_usage=add_usage)
         if plan.fix_embedding_encoding:
             body = self._embedding_request(body)
+        if plan.compat_chat:
+            body = compat_chat_request(body)
         if plan.strip_unsigned_thinking:
             body = strip_unsigned_thinking(body)
         if plan.without_tool_search:

@@ -68,6 +68,39 @@ def rewrite_request(body: bytes, *, model: str | None, add_stream_usage: bool) -
     return _ENC.encode(top)
 
 
+_MESSAGES: Final = msgspec.json.Decoder(list[dict[str, msgspec.Raw]])
+_DEVELOPER: Final = msgspec.Raw(b'"developer"')
+_SYSTEM: Final = msgspec.Raw(b'"system"')
+
+
+def compat_chat_request(body: bytes) -> bytes:
+    """A Chat request in the vocabulary every OpenAI-compatible server knows (protocols.md
+    P15/P16): ``developer`` messages as ``system`` (DeepSeek answers 400 "unknown variant
+    developer"), ``max_completion_tokens`` as ``max_tokens`` (which they read; the other is
+    ignored). Two substring tests when neither is there."""
+    if body.find(b'"developer"') < 0 and body.find(b'"max_completion_tokens"') < 0:
+        return body
+    try:
+        top = _TOP.decode(body)
+        changed = False
+        raw = top.get("messages")
+        if raw is not None and bytes(raw).find(b'"developer"') >= 0:
+            messages = _MESSAGES.decode(raw)
+            for m in messages:
+                if m.get("role") == _DEVELOPER:
+                    m["role"] = _SYSTEM
+                    changed = True
+            top["messages"] = msgspec.Raw(_ENC.encode(messages))
+        limit = top.pop("max_completion_tokens", None)
+        if limit is not None:
+            changed = True
+            if "max_tokens" not in top or bytes(top["max_tokens"]) == b"null":
+                top["max_tokens"] = limit
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return body  # not for Apex to judge here: the upstream answers it in its own words
+    return _ENC.encode(top) if changed else body
+
+
 _HISTORY: Final = msgspec.json.Decoder(wire_anthropic.HistoryView)
 _THOUGHTS: Final = frozenset({"thinking", "redacted_thinking"})
 

@@ -96,6 +96,7 @@ class UpstreamPlan:
     header_fields_bare: bytes = b""
     route: CloudRoute | None = None  # a cloud's URL shape, body edits, auth and stream framing
     stream_usage_option: bool = True  # an OpenAI-shaped upstream takes stream_options.include_usage
+    compat_chat: bool = False  # Chat passthrough to a server that is not OpenAI's: compat_chat_request
 
     def __post_init__(self) -> None:
         if self.headers and not self.header_fields:
@@ -301,6 +302,7 @@ def compile_channel(ch: Channel, g: GlobalConfig, index: int, pool: UpstreamPool
                     betas_in_body=client is Dialect.ANTHROPIC_MESSAGES and ch.provider_type == "bedrock",
                     route=route,
                     caps=caps_for(family) if _FITTED_NATIVE.get(client) == family else None,
+                    compat_chat=client is Dialect.OPENAI_CHAT and not preset.openai_vocabulary,
                 )
                 continue
             if client in _LOCAL_COUNT:

@@ -31,13 +31,14 @@ class ProviderPreset:
     stream_usage_option: bool = True  # accepts stream_options.include_usage
     extra_headers: dict[str, str] = field(default_factory=dict)
     native_embedding_encoding: bool = False  # honours encoding_format=base64 itself
+    openai_vocabulary: bool = False  # its Chat takes OpenAI's developer role and max_completion_tokens
 
 
 PRESETS: Final[dict[str, ProviderPreset]] = {
     "openai": ProviderPreset(
         "openai", "https://api.openai.com/v1",
         frozenset({Dialect.OPENAI_CHAT, Dialect.OPENAI_RESPONSES, Dialect.OPENAI_EMBEDDINGS}),
-        native_embedding_encoding=True,
+        native_embedding_encoding=True, openai_vocabulary=True,
     ),
     "anthropic": ProviderPreset(
         "anthropic", "https://api.anthropic.com",
@@ -72,9 +73,9 @@ PRESETS: Final[dict[str, ProviderPreset]] = {
     # the resource endpoint (Azure) or defaults from region/location (Bedrock, Vertex).
     "azure_openai": ProviderPreset(
         "openai", None, frozenset({Dialect.OPENAI_CHAT, Dialect.OPENAI_RESPONSES, Dialect.OPENAI_EMBEDDINGS}),
-        native_embedding_encoding=True,
+        native_embedding_encoding=True, openai_vocabulary=True,
     ),
     "bedrock": ProviderPreset("anthropic", None, frozenset({Dialect.ANTHROPIC_MESSAGES})),
     "vertex": ProviderPreset("gemini", None, frozenset({Dialect.GEMINI_GENERATE, Dialect.ANTHROPIC_MESSAGES})),
-    "mock": ProviderPreset("mock", None, frozenset(Dialect), native_embedding_encoding=True),
+    "mock": ProviderPreset("mock", None, frozenset(Dialect), native_embedding_encoding=True, openai_vocabulary=True),
 }

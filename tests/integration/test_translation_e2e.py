@@ -376,3 +376,21 @@ async def test_translated_stream_leaves_no_ping_task(upstream: FakeUpstream, sta
         pass
     await asyncio.sleep(0.05)
     assert not [t for t in asyncio.all_tasks() if getattr(t.get_coro(), "__qualname__", "") == "EventSourceResponse._ping"]
+
+
+@pytest.mark.parametrize(("model", "compat"), [("deepseek-chat", True), ("gpt-4o", False)])
+async def test_developer_role_and_max_completion_tokens_reach_compatible_servers_in_their_words(
+        upstream: FakeUpstream, start_apex: StartApex, model: str, compat: bool) -> None:
+    """A Chat client's developer message and max_completion_tokens went to DeepSeek as sent:
+    it answers 400 "unknown variant developer" and ignores the limit. Non-OpenAI Chat servers
+    get system and max_tokens (P15, P16); OpenAI keeps both."""
+    inst = await start_apex(config(upstream))
+    await oai(inst, "k").chat.completions.create(
+        model=model, max_completion_tokens=77,
+        messages=[{"role": "developer", "content": "Be brief."}, {"role": "user", "content": "hi"}])
+    sent = upstream.requests[-1].json
+    assert [m["role"] for m in sent["messages"]] == ["system" if compat else "developer", "user"]
+    if compat:
+        assert sent["max_tokens"] == 77 and "max_completion_tokens" not in sent
+    else:
+        assert sent["max_completion_tokens"] == 77 and "max_tokens" not in sent
