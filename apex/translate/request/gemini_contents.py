@@ -86,7 +86,44 @@ class TurnBuilder:
         """The contents array; raises InvalidRequest when nothing is left to send."""
         if not self._turns:
             raise InvalidRequest("the conversation has no content Gemini can accept", param="messages")
-        return self._turns
+        return _every_call_answered(self._turns)
+
+
+NO_RESULT: Final = "No result was provided for this tool call."
+
+
+def _every_call_answered(turns: list[Content]) -> list[Content]:
+    """Each model turn's function calls answered by the next turn, as Gemini requires ("the
+    number of function response parts is equal to the number of function call parts"): a
+    call the client left without a result (a cancelled tool, a trimmed history) gets an error
+    result, as Anthropic channels do (``openai_to_anthropic``); the results go in call order."""
+    out: list[Content] = []
+    for i, turn in enumerate(turns):
+        out.append(turn)
+        if turn.role != "model":
+            continue
+        calls = [p.function_call.name for p in turn.parts if not isinstance(p.function_call, UnsetType)]
+        if not calls:
+            continue
+        after = turns[i + 1] if i + 1 < len(turns) else None
+        if after is None or after.role != "user":
+            out.append(Content(parts=[function_response_part(name, NO_RESULT, is_error=True) for name in calls], role="user"))
+            continue
+        results = [p for p in after.parts if not isinstance(p.function_response, UnsetType)]
+        if len(results) >= len(calls):
+            continue
+        others = [p for p in after.parts if isinstance(p.function_response, UnsetType)]
+        ordered: list[Part] = []
+        for name in calls:
+            match = next((p for p in results if isinstance(p.function_response, FunctionResponse)
+                          and p.function_response.name == name), None)
+            if match is None:
+                ordered.append(function_response_part(name, NO_RESULT, is_error=True))
+            else:
+                results.remove(match)
+                ordered.append(match)
+        after.parts = ordered + results + others
+    return out
 
 
 def present(raw: msgspec.Raw | UnsetType) -> msgspec.Raw | None:

@@ -256,3 +256,26 @@ def test_parallel_results_go_in_call_order() -> None:
         out = json.loads(translate(json.dumps(body).encode(), SignatureStore()))
         answers = [p["functionResponse"]["response"] for p in out["contents"][2]["parts"] if "functionResponse" in p]
         assert [next(v for v in a.values() if isinstance(v, str)) for a in answers] == ["one", "two", "three"]
+
+
+def test_calls_without_results_get_error_results() -> None:
+    """A call the client left unanswered (a cancelled tool, a trimmed history) went to Gemini as
+    is: 400 "the number of function response parts is equal to the number of function call
+    parts". Each gets an error result in its place, as on Anthropic channels."""
+    chat: dict[str, Any] = {"model": "m", "messages": [
+        {"role": "user", "content": "weather and time?"},
+        {"role": "assistant", "tool_calls": [
+            {"id": "a", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}},
+            {"id": "b", "type": "function", "function": {"name": "get_time", "arguments": "{}"}}]},
+        {"role": "tool", "tool_call_id": "b", "content": "12:00"},
+        {"role": "user", "content": "go on"},
+        {"role": "assistant", "tool_calls": [{"id": "c", "type": "function", "function": {"name": "get_time", "arguments": "{}"}}]},
+        {"role": "user", "content": "never mind"}]}
+    contents = _openai(chat)["contents"]
+    assert [c["role"] for c in contents] == ["user", "model", "user", "model", "user"]
+    first = contents[2]["parts"]
+    assert [p["functionResponse"]["name"] for p in first if "functionResponse" in p] == ["get_weather", "get_time"]
+    assert first[0]["functionResponse"]["response"] == {"error": "No result was provided for this tool call."}
+    assert first[1]["functionResponse"]["response"] == {"output": "12:00"} and first[2] == {"text": "go on"}
+    last = contents[4]["parts"]
+    assert last[0]["functionResponse"]["name"] == "get_time" and last[1] == {"text": "never mind"}
