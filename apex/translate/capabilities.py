@@ -23,7 +23,7 @@ from typing import Final, Literal
 
 from apex.glob import compile_glob
 
-__all__ = ["ANY_THINKING_MODEL", "BUILTIN", "SAMPLING_FIELDS", "CapabilityRow", "CapabilityTable", "ModelCaps", "NO_CAPS"]
+__all__ = ["ANY_THINKING_MODEL", "BUILTIN", "MAX_STOP_SEQUENCES", "SAMPLING_FIELDS", "CapabilityRow", "CapabilityTable", "ModelCaps", "NO_CAPS"]
 
 Knob = Literal["effort", "budget", "adaptive"]
 MaxTokensField = Literal["max_tokens", "max_completion_tokens"]
@@ -73,7 +73,10 @@ class ModelCaps:
 
 NO_CAPS: Final = ModelCaps(known=False)
 ANY_THINKING_MODEL: Final = ModelCaps(reasons=True)  # a translator's default when no table is asked: thinking kept, no limit
-SAMPLING_FIELDS: Final = ("temperature", "top_p")  # dropped for a model that ``refuses_sampling``
+# Dropped for a model that ``refuses_sampling``: OpenAI's reasoning models answer 400 to each
+# ("Unsupported parameter: 'stop' is not supported with this model").
+SAMPLING_FIELDS: Final = ("temperature", "top_p", "stop")
+MAX_STOP_SEQUENCES: Final = 4  # OpenAI Chat takes at most four
 _EFFORT: Final[frozenset[Knob]] = frozenset({"effort"})
 _BUDGET: Final[frozenset[Knob]] = frozenset({"budget"})
 _ADAPTIVE: Final[frozenset[Knob]] = frozenset({"budget", "adaptive"})

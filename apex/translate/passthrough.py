@@ -74,8 +74,8 @@ _SYSTEM: Final = msgspec.Raw(b'"system"')
 
 
 def compat_chat_request(body: bytes) -> bytes:
-    """A Chat request in the vocabulary every OpenAI-compatible server knows (protocols.md
-    P15/P16): ``developer`` messages as ``system`` (DeepSeek answers 400 "unknown variant
+    """A Chat request in the vocabulary every OpenAI-compatible server knows (docs/protocols.md
+    P15, P16): ``developer`` messages as ``system`` (DeepSeek answers 400 "unknown variant
     developer"), ``max_completion_tokens`` as ``max_tokens`` (which they read; the other is
     ignored). Two substring tests when neither is there."""
     if body.find(b'"developer"') < 0 and body.find(b'"max_completion_tokens"') < 0:
@@ -286,10 +286,11 @@ def _drop_thinking_edits(top: dict[str, msgspec.Raw]) -> None:
 def fit_chat_request(body: bytes, caps: ModelCaps) -> bytes:
     """A Chat request whose model Apex renamed, made one the new model takes (OpenAI answers
     400 otherwise): a reasoning model gets ``max_completion_tokens`` for ``max_tokens`` and
-    no ``temperature`` / ``top_p`` (as the translators do); a model the capability table
+    no ``temperature`` / ``top_p`` / ``stop`` (as the translators do); a model the capability table
     knows does not reason gets no ``reasoning_effort``. Unchanged bytes when nothing applies."""
     if caps.refuses_sampling:
-        if body.find(b'"max_tokens"') < 0 and body.find(b'"temperature"') < 0 and body.find(b'"top_p"') < 0:
+        if (body.find(b'"max_tokens"') < 0 and body.find(b'"temperature"') < 0 and body.find(b'"top_p"') < 0
+                and body.find(b'"stop"') < 0):
             return body
         top = _TOP.decode(body)
         limit = top.pop("max_tokens", None)

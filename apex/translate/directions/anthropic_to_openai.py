@@ -38,7 +38,7 @@ import msgspec
 from apex.errors import InvalidRequest
 from apex.tokens import estimate_tokens
 from apex.translate.base import StreamTranslator, TranslateContext, decode_json_object
-from apex.translate.capabilities import SAMPLING_FIELDS
+from apex.translate.capabilities import MAX_STOP_SEQUENCES, SAMPLING_FIELDS
 from apex.translate.neutral.deferred import TOOL_REFERENCE, is_declared, loaded_tools, reference_text
 from apex.translate.neutral.parts import PipedStream
 from apex.translate.neutral.reply import anthropic_body, encode_body, reply_from_openai
@@ -74,7 +74,8 @@ def max_tokens_field(ctx: TranslateContext) -> str:
 
 
 def drop_refused_sampling(out: Json, ctx: TranslateContext) -> None:
-    """Remove the sampling settings an OpenAI reasoning model refuses (capability table)."""
+    """Remove the sampling settings (and stop sequences) an OpenAI reasoning model refuses
+    (capability table)."""
     if ctx.caps.refuses_sampling:
         for key in SAMPLING_FIELDS:
             out.pop(key, None)
@@ -142,7 +143,7 @@ def anthropic_to_openai_request(req: Json, ctx: TranslateContext) -> Json:
             out["parallel_tool_calls"] = False
     stop = req.get("stop_sequences")
     if isinstance(stop, list) and stop:
-        out["stop"] = stop
+        out["stop"] = stop[:MAX_STOP_SEQUENCES]
     for key in ("temperature", "top_p"):
         if isinstance(req.get(key), (int, float)):
             out[key] = req[key]

@@ -21,6 +21,7 @@ from typing import Final, final
 import msgspec
 
 from apex.errors import InvalidRequest
+from apex.translate.capabilities import MAX_STOP_SEQUENCES
 from apex.translate.base import StreamTranslator, TranslateContext
 from apex.translate.directions.anthropic_to_openai import drop_refused_sampling, max_tokens_field
 from apex.translate.request.gemini_conversation import Call, Conversation, Item, Media, Result, Text, Thought, read_gemini_request
@@ -108,9 +109,9 @@ def gemini_to_openai_request(conv: Conversation, ctx: TranslateContext) -> Json:
                        ("frequency_penalty", conv.frequency_penalty)):
         if value is not None:
             out[key] = value
-    drop_refused_sampling(out, ctx)
     if conv.stop:
-        out["stop"] = conv.stop[:4]  # OpenAI's limit
+        out["stop"] = conv.stop[:MAX_STOP_SEQUENCES]
+    drop_refused_sampling(out, ctx)
     if conv.json_output:
         if conv.json_schema is not None:
             out["response_format"] = {"type": "json_schema",

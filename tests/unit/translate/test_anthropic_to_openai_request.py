@@ -56,7 +56,7 @@ def test_tools_choice_stream_and_thinking() -> None:
     assert out["tool_choice"] == "required" and out["parallel_tool_calls"] is False
     assert out["stream_options"] == {"include_usage": True}
     assert out["reasoning_effort"] == "medium" and "top_k" not in out
-    assert out["stop"] == ["X"] and out["user"] == "u"
+    assert "stop" not in out and out["user"] == "u"  # o4-mini refuses stop sequences
 
 
 @pytest.mark.parametrize("thinking", [None, {"type": "enabled", "budget_tokens": 5000}])
@@ -102,3 +102,13 @@ def test_stream_options_only_where_the_upstream_takes_them() -> None:
     req = {"model": "m", "max_tokens": 10, "stream": True, "messages": [{"role": "user", "content": "hi"}]}
     assert translate(req)["stream_options"] == {"include_usage": True}
     assert "stream_options" not in translate(req, upstream_takes_stream_usage=False)
+
+
+def test_stop_sequences_are_capped_and_dropped_for_reasoning_models() -> None:
+    """stop_sequences went whole as stop: OpenAI takes at most four, and its reasoning models
+    (gpt-5, o-series) answer 400 "'stop' is not supported with this model"."""
+    req = {"model": "m", "max_tokens": 100, "messages": [{"role": "user", "content": "x"}],
+           "stop_sequences": ["a", "b", "c", "d", "e"]}
+    assert translate(req, caps=CapabilityTable("openai").lookup("gpt-4.1"))["stop"] == ["a", "b", "c", "d"]
+    assert "stop" not in translate(req, caps=CapabilityTable("openai").lookup("gpt-5-mini"))
+    assert "stop" not in translate(req, caps=CapabilityTable("openai").lookup("o4-mini"))

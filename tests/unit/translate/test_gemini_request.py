@@ -93,7 +93,7 @@ def test_tools_config_and_generation_knobs_for_openai() -> None:
                                  "thinkingConfig": {"thinkingBudget": 20000}}}
     plain = json.loads(GeminiToOpenAI().request(_body(body), _ctx()))
     assert "reasoning_effort" not in plain and plain["max_tokens"] == 50  # a model not known to reason
-    assert plain["top_p"] == 0.9
+    assert plain["top_p"] == 0.9 and plain["stop"] == ["x"]
     ctx = _ctx(stream=True)
     ctx.caps = ModelCaps(reasons=True, knobs=frozenset({"effort"}), max_tokens_field="max_completion_tokens")
     sent = json.loads(GeminiToOpenAI().request(_body(body), ctx))
@@ -101,8 +101,8 @@ def test_tools_config_and_generation_knobs_for_openai() -> None:
     assert sent["messages"][0] == {"role": "system", "content": "a\nb"}
     assert sent["tools"] == [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
     assert sent["tool_choice"] == {"type": "function", "function": {"name": "f"}}
-    assert (sent["max_completion_tokens"], sent["stop"], sent["seed"]) == (50, ["x"], 7)
-    assert "top_p" not in sent  # an OpenAI reasoning model refuses sampling settings
+    assert (sent["max_completion_tokens"], sent["seed"]) == (50, 7)
+    assert "top_p" not in sent and "stop" not in sent  # an OpenAI reasoning model refuses sampling settings and stop
     assert sent["response_format"]["json_schema"]["schema"] == {"type": "object"}
     assert sent["reasoning_effort"] == "high"
     assert sent["stream"] is True and sent["stream_options"] == {"include_usage": True}
