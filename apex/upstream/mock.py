@@ -33,6 +33,12 @@ __all__ = ["MockReply", "mock_reply"]
 
 _ENC: Final = msgspec.json.Encoder()
 _EMBED_DIMS: Final = 16
+# The real APIs' bounds (OpenAI: dimensions up to text-embedding-3-large's 3,072 and 2,048
+# inputs; Gemini: outputDimensionality up to 3,072 and 100 requests a batch): without them one
+# request could ask the in-process provider for gigabytes and stop the gateway.
+MAX_EMBED_DIMS: Final = 3072
+MAX_EMBED_INPUTS: Final = 2048
+MAX_GEMINI_BATCH: Final = 100
 
 
 _REQ: Final = msgspec.json.Decoder(LooseRequest)
@@ -309,6 +315,11 @@ def _gemini_embeddings(body: bytes) -> MockReply:
         batch = _GEMBED.decode(body)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise InvalidRequest(f"request body is not valid: {exc}") from exc
+    if len(batch.requests) > MAX_GEMINI_BATCH:
+        raise InvalidRequest(f"at most {MAX_GEMINI_BATCH} requests can be in one batch")
+    if any(r.output_dimensionality is not None and not 0 < r.output_dimensionality <= MAX_EMBED_DIMS
+           for r in batch.requests):
+        raise InvalidRequest(f"outputDimensionality must be between 1 and {MAX_EMBED_DIMS}")
     out = [{"values": _vector(" ".join(p.text for p in r.content.parts if p.text), r.output_dimensionality or _EMBED_DIMS)}
            for r in batch.requests]
     return MockReply(200, "application/json", _one(_ENC.encode({"embeddings": out})))
@@ -336,6 +347,10 @@ def _embeddings(req: LooseRequest, model: str) -> MockReply:
         texts = [msgspec.json.encode(i).decode() for i in inputs]  # token arrays: hash them
     else:
         return _error("'input' must be a string or a list")
+    if len(texts) > MAX_EMBED_INPUTS:
+        return _error(f"'input' holds {len(texts)} items; at most {MAX_EMBED_INPUTS} can be embedded at once")
+    if req.dimensions is not None and not 0 < req.dimensions <= MAX_EMBED_DIMS:
+        return _error(f"'dimensions' must be between 1 and {MAX_EMBED_DIMS}")
     dims = req.dimensions or _EMBED_DIMS
     data = []
     for i, t in enumerate(texts):

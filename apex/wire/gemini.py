@@ -13,6 +13,7 @@ from typing import Final
 
 import msgspec
 from msgspec import UNSET, Raw, Struct, UnsetType
+from apex.wire.request import TokenLimit
 
 __all__ = [
     "BatchEmbedRequest",
@@ -242,7 +243,7 @@ class CountTokensRequest(_Wire):
 
 
 class OutputLimit(msgspec.Struct, rename="camel"):
-    max_output_tokens: int | None = None
+    max_output_tokens: TokenLimit | None = None
 
 
 class RequestLimitView(msgspec.Struct, rename="camel"):

@@ -8,6 +8,8 @@ must not do: translate or import from apex.
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import msgspec
 
 __all__ = [
@@ -21,7 +23,13 @@ __all__ = [
     "LooseRequest",
     "RequestView",
     "StreamOptions",
+    "TokenLimit",
 ]
+
+# An output limit as Apex reads it for the rate limit and budgets: a negative one charged a
+# team's bucket minus a trillion tokens (then 19 years of 429s once settled), and a
+# 400-digit one overflowed the cost estimate into a 500. Real APIs refuse both with a 400.
+TokenLimit = Annotated[int, msgspec.Meta(ge=0, le=2**31 - 1)]
 
 
 class StreamOptions(msgspec.Struct):
@@ -35,9 +43,9 @@ class RequestView(msgspec.Struct):
     stream: bool | None = False
     stream_options: StreamOptions | None = None
     encoding_format: str | None = None
-    max_tokens: int | None = None
-    max_completion_tokens: int | None = None
-    max_output_tokens: int | None = None
+    max_tokens: TokenLimit | None = None
+    max_completion_tokens: TokenLimit | None = None
+    max_output_tokens: TokenLimit | None = None
 
 
 class LooseMessage(msgspec.Struct):

@@ -310,3 +310,56 @@ async def test_chunked_framing_broken_mid_body_is_400(upstream: FakeUpstream, st
     status, _, obj = parse(answer)
     assert status == 400, obj
     assert not upstream.requests
+
+
+@pytest.mark.parametrize("field", ["max_tokens", "max_completion_tokens"])
+@pytest.mark.parametrize("value", ["-1000000000000", "9" * 400], ids=["negative", "400-digits"])
+async def test_out_of_range_output_limits_are_400_and_charge_nothing(upstream: FakeUpstream, start_apex: StartApex,
+                                                                    field: str, value: str) -> None:
+    """A negative max_tokens charged the team's TPM bucket minus a trillion tokens (then 429s for
+    19 years once settled); a 400-digit one was a 500 from the budget's cost estimate. Both are
+    a 400 naming the field, and the team's next request goes through."""
+    cfg = basic_config(upstream)
+    cfg["teams"] = [{"id": "t", "api_key": "tk", "policy": {"rate_limit": {"rpm": 100, "tpm": 100_000},
+                                                           "budget": {"usd": 5}}}]
+    inst = await start_apex(cfg)
+    body = '{"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}], "%s": %s}' % (field, value)
+    head = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: apex\r\nContent-Type: application/json\r\n"
+            b"Authorization: Bearer tk\r\nContent-Length: %d\r\n\r\n" % len(body))
+    status, _, obj = parse(await raw_exchange(inst.port, head + body.encode()))
+    assert status == 400 and obj["error"]["param"] == field, obj
+    assert not upstream.requests
+    done = await oai(inst, "tk").chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
+    assert done.choices
+
+
+async def test_a_huge_temperature_is_not_a_500(upstream: FakeUpstream, start_apex: StartApex) -> None:
+    """A 400-digit temperature from an OpenAI client to an Anthropic channel overflowed float()."""
+    inst = await start_apex(basic_config(upstream))
+    body = '{"model": "claude-x", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}], "temperature": %s}' % ("9" * 400)
+    head = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: apex\r\nContent-Type: application/json\r\n"
+            b"Authorization: Bearer vk-default\r\nContent-Length: %d\r\n\r\n" % len(body))
+    status, _, obj = parse(await raw_exchange(inst.port, head + body.encode()))
+    assert status != 500, obj
+    if upstream.requests:
+        assert upstream.requests[-1].json["temperature"] == 1.0
+
+
+@pytest.mark.parametrize(("path", "body"), [
+    ("/v1/embeddings", {"model": "demo-emb", "input": "hi", "dimensions": 5_000_000}),
+    ("/v1/embeddings", {"model": "demo-emb", "input": ["x"] * 3000}),
+    ("/v1beta/models/demo-emb:batchEmbedContents",
+     {"requests": [{"model": "models/demo-emb", "content": {"parts": [{"text": "hi"}]}, "outputDimensionality": 5_000_000}]}),
+])
+async def test_the_mock_refuses_embeddings_past_the_real_apis_bounds(start_apex: StartApex, path: str,
+                                                                    body: dict[str, Any]) -> None:
+    """dimensions 5,000,000 on a mock channel (the demo routes every model there) built 114 MB
+    on the event loop; larger ones took the process to the OOM killer. A 400, as the APIs answer."""
+    cfg = {"global": {"auth": {"keys": ["k"]}}, "channels": [{"name": "m", "provider_type": "mock", "models": ["*"]}],
+           "routers": [{"name": "r", "channels": [{"name": "m"}]}]}
+    inst = await start_apex(cfg)
+    data = json.dumps(body)
+    head = (b"POST %s HTTP/1.1\r\nHost: apex\r\nContent-Type: application/json\r\nAuthorization: Bearer k\r\n"
+            b"x-goog-api-key: k\r\nContent-Length: %d\r\n\r\n" % (path.encode(), len(data)))
+    status, _, obj = parse(await raw_exchange(inst.port, head + data.encode()))
+    assert status == 400, obj

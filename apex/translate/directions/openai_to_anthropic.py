@@ -122,7 +122,7 @@ def openai_to_anthropic_request(req: Json, ctx: TranslateContext) -> Json:
     else:
         temperature = req.get("temperature")
         if isinstance(temperature, (int, float)):
-            out["temperature"] = min(max(float(temperature), 0.0), 1.0)
+            out["temperature"] = float(min(max(temperature, 0.0), 1.0))  # clamped first: a 400-digit int overflows float()
         top_p = req.get("top_p")
         if isinstance(top_p, (int, float)) and "temperature" not in out:
             out["top_p"] = top_p
