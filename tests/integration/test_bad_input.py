@@ -323,7 +323,7 @@ async def test_out_of_range_output_limits_are_400_and_charge_nothing(upstream: F
     cfg["teams"] = [{"id": "t", "api_key": "tk", "policy": {"rate_limit": {"rpm": 100, "tpm": 100_000},
                                                            "budget": {"usd": 5}}}]
     inst = await start_apex(cfg)
-    body = '{"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}], "%s": %s}' % (field, value)
+    body = '{"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}], "' + field + '": ' + value + "}"
     head = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: apex\r\nContent-Type: application/json\r\n"
             b"Authorization: Bearer tk\r\nContent-Length: %d\r\n\r\n" % len(body))
     status, _, obj = parse(await raw_exchange(inst.port, head + body.encode()))
@@ -336,7 +336,7 @@ async def test_out_of_range_output_limits_are_400_and_charge_nothing(upstream: F
 async def test_a_huge_temperature_is_not_a_500(upstream: FakeUpstream, start_apex: StartApex) -> None:
     """A 400-digit temperature from an OpenAI client to an Anthropic channel overflowed float()."""
     inst = await start_apex(basic_config(upstream))
-    body = '{"model": "claude-x", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}], "temperature": %s}' % ("9" * 400)
+    body = '{"model": "claude-x", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}], "temperature": ' + "9" * 400 + "}"
     head = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: apex\r\nContent-Type: application/json\r\n"
             b"Authorization: Bearer vk-default\r\nContent-Length: %d\r\n\r\n" % len(body))
     status, _, obj = parse(await raw_exchange(inst.port, head + body.encode()))
