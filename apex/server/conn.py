@@ -110,6 +110,11 @@ class ApexRequestHandler(RequestHandler):
         self.close()  # answer, then close instead of waiting for another request
         return True  # keep the sending side open for the answer
 
+    def close_without_lingering(self) -> None:
+        """Close once the answer is written, without reading the unread body first (aiohttp's
+        lingering close reads it for up to ``lingering_time``, decompressing as it goes)."""
+        self._lingering_time = 0.0
+
     def data_received(self, data: bytes) -> None:
         body = self.apex_body
         if body is None or body.is_eof():

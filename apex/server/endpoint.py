@@ -18,6 +18,7 @@ from typing import Final
 from aiohttp import web
 
 from apex.errors import ApexError, ErrorKind, InternalError, InvalidRequest, RequestTooLarge, ShuttingDown
+from apex.server.conn import ApexRequestHandler
 from apex.server.exchange import Exchange
 from apex.server.gateway import Gateway
 from apex.server.inputs import check_request_headers, client_request_id
@@ -94,6 +95,13 @@ def api_endpoint(dialect: Dialect, endpoint: Endpoint) -> Callable[[web.Request]
                 response = error_response(dialect, InternalError(f"internal error ({type(exc).__name__})"))
             if not response.prepared:
                 ex.status = response.status
+                if ex.error_kind is not None and not request.content.is_eof() and "Content-Encoding" in request.headers:
+                    # A compressed body refused before it was read (no key, too large): aiohttp
+                    # would read and decompress the rest on the loop for up to 10 s (its
+                    # lingering close); three gzip bombs sent with no key stalled every client.
+                    response.force_close()
+                    if isinstance(request.protocol, ApexRequestHandler):
+                        request.protocol.close_without_lingering()
                 response.headers.update(ex.response_headers())
                 response.headers["x-apex-overhead-ms"] = f"{ex.measure_overhead():.3f}"
             return response

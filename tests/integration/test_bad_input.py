@@ -363,3 +363,25 @@ async def test_the_mock_refuses_embeddings_past_the_real_apis_bounds(start_apex:
             b"x-goog-api-key: k\r\nContent-Length: %d\r\n\r\n" % (path.encode(), len(data)))
     status, _, obj = parse(await raw_exchange(inst.port, head + data.encode()))
     assert status == 400, obj
+
+
+async def test_a_compressed_body_refused_unread_closes_the_connection_without_inflating_it(
+        upstream: FakeUpstream, start_apex: StartApex) -> None:
+    """A gzip bomb with no key got its 401 at once, then aiohttp's lingering close read and
+    inflated the rest on the event loop for up to 10 s (three stalled /health for 2 s), and kept
+    the connection. Now the connection closes once the 401 is out."""
+    import gzip
+
+    inst = await start_apex(basic_config(upstream))
+    bomb = gzip.compress(b'{"model": "gpt-4o", "messages": [{"role": "user", "content": "' + b"x" * (64 << 20) + b'"}]}', 9)
+    reader, writer = await asyncio.open_connection("127.0.0.1", inst.port)
+    try:
+        writer.write(b"POST /v1/chat/completions HTTP/1.1\r\nHost: apex\r\nContent-Type: application/json\r\n"
+                     b"Content-Encoding: gzip\r\nContent-Length: %d\r\n\r\n" % len(bomb) + bomb)
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.read(), 5)  # to EOF: Apex closes
+    finally:
+        writer.close()
+    status, headers, obj = parse(answer)
+    assert status == 401 and headers.get("connection", "").lower() == "close", (status, headers)
+    assert obj["error"]["type"] == "authentication_error"
