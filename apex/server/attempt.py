@@ -73,8 +73,8 @@ class Attempt:
     """One try on one channel; ``run`` raises UpstreamError (retryable or not) before commit."""
 
     __slots__ = (
-        "body", "channel", "ctx", "dialect", "ex", "mapped", "model", "plan", "read_whole", "relay", "reply",
-        "request", "snap", "started", "upstream_model", "view",
+        "body", "channel", "ctx", "deadline", "dialect", "ex", "first_wait", "mapped", "model", "plan", "read_whole",
+        "relay", "reply", "request", "snap", "started", "upstream_model", "view",
     )
 
     def __init__(
@@ -104,6 +104,8 @@ class Attempt:
         self.relay: Relay | None = None
         self.read_whole = False   # the reply's body was read to its end: its connection may be reused
         self.started = 0.0        # perf_counter at send: uvloop's loop.time() is whole milliseconds
+        self.deadline: Deadline | None = None  # the wait for the upstream's answer (or first event)
+        self.first_wait = 0.0     # its length, restarted once a queued request has a connection
 
     # --- the attempt ----------------------------------------------------------------------
 
@@ -131,7 +133,7 @@ class Attempt:
         if plan.forward_anthropic_headers and plan.native and plan.route is None and self.request.query_string:
             url = f"{url}?{self.request.rel_url.raw_query_string}"  # ?beta=true: Anthropic's beta surface
         upstream = UpstreamRequest(
-            url, self._header_fields(), body, plan.upstream, self.upstream_model, ex.stream, plan.route,
+            url, self._header_fields(), body, plan.upstream, self.upstream_model, ex.stream, plan.route, self._queued,
         )
         transport = channel.transport
         assert transport is not None  # compile_channel gives every channel one
@@ -149,6 +151,15 @@ class Attempt:
                     reply.release()  # the connection goes back to the pool
                 else:
                     reply.close()
+
+    def _queued(self, waiting: bool) -> None:
+        """The request waits for a free connection (max_connections): the first-byte wait
+        stops while it does and starts again once it has one. The queue has its own bound
+        (the connect timeout, then a 503 ChannelBusy that does not count against the channel);
+        it used to eat the upstream's first_byte_ms, a 504 that cooled the channel down."""
+        deadline = self.deadline
+        if deadline is not None:
+            deadline.move(None if waiting else asyncio.get_running_loop().time() + self.first_wait)
 
     @property
     def _client_usage(self) -> bool:
@@ -294,7 +305,9 @@ class Attempt:
         try:
             loop = asyncio.get_running_loop()
             begun = loop.time()
-            with Deadline(loop, begun + min(timeouts.first_byte, timeouts.request)) as deadline:
+            self.first_wait = min(timeouts.first_byte, timeouts.request)
+            with Deadline(loop, begun + self.first_wait) as deadline:
+                self.deadline = deadline
                 reply = self.reply = await transport.send(upstream)
                 deadline.move(begun + timeouts.request)
                 raw = await reply.read()
@@ -376,7 +389,9 @@ class Attempt:
         """The reply, its relay and the client bytes of its first whole event(s), within first_byte_ms."""
         channel = self.channel
         loop = asyncio.get_running_loop()
-        with Deadline(loop, loop.time() + channel.timeouts.first_byte) as deadline:
+        self.first_wait = channel.timeouts.first_byte
+        with Deadline(loop, loop.time() + self.first_wait) as deadline:
+            self.deadline = deadline
             reply = self.reply = await transport.send(upstream)
             if reply.status >= 300:
                 raw = await reply.read()

@@ -45,14 +45,15 @@ class CloudRoute:
 
     async def send(
         self, pool: UpstreamPool, url: str, header_fields: bytes, body: bytes, stream: bool, connect_timeout: float,
-        egress: Egress | None = None,
+        egress: Egress | None = None, queued: Callable[[bool], None] | None = None,
     ) -> UpstreamReply:
         """Edit, authorize and POST ``body``; the answer with its stream framing undone."""
         if self.prepare is not None:
             body = self.prepare(body, stream)
         if self.authorize is not None:
             header_fields += self.authorize(url, body)
-        reply: UpstreamReply = await pool.post(url, header_fields, body, connect_timeout=connect_timeout, egress=egress)
+        reply: UpstreamReply = await pool.post(url, header_fields, body, connect_timeout=connect_timeout, egress=egress,
+                                               queued=queued)
         if self.reply is not None:
             return self.reply(reply, stream, url)
         return reply

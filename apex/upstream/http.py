@@ -39,7 +39,7 @@ import select
 import socket
 import ssl
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Final, cast
 from urllib.parse import urlsplit
 
@@ -692,7 +692,8 @@ class UpstreamPool:
         self.connections_made = 0  # for tests and `apex status`-style introspection
 
     async def post(
-        self, url: str, header_fields: bytes, body: bytes, *, connect_timeout: float, egress: Egress | None = None
+        self, url: str, header_fields: bytes, body: bytes, *, connect_timeout: float, egress: Egress | None = None,
+        queued: Callable[[bool], None] | None = None,
     ) -> HttpReply:
         """Send ``POST url`` with the prebuilt header lines and ``body``; return once the
         response head has arrived (the body is read from the reply).
@@ -713,7 +714,12 @@ class UpstreamPool:
         while True:
             conn = None if fresh else self._take_idle(slots)
             if conn is None:
+                waits = queued is not None and slots.open >= slots.limit
+                if waits:
+                    queued(True)  # the caller's first-byte wait does not run in the queue
                 conn = await self._acquire(target.origin, slots, connect_timeout)
+                if waits:
+                    queued(False)
                 fresh = True
             reply = conn.start(head, body)
             if reply._conn is None and not fresh:

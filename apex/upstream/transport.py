@@ -9,6 +9,7 @@ from inside the process (``apex.upstream.mock.MockTransport``) is the transport'
 from __future__ import annotations
 
 from dataclasses import dataclass
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 from apex.types import Dialect
@@ -33,6 +34,9 @@ class UpstreamRequest:
     model: str            # the upstream model name
     stream: bool = False
     route: CloudRoute | None = None  # a cloud's body edit, request signing and stream framing
+    # Told True when the request waits for a free connection (max_connections), False once
+    # it has one: the wait for the upstream's first byte starts then, not in the queue.
+    queued: Callable[[bool], None] | None = None
 
 
 class Transport(Protocol):
@@ -57,9 +61,9 @@ class HttpTransport:
         if route is not None:
             return await route.send(
                 self._pool, request.url, request.header_fields, request.body, request.stream,
-                self._connect_timeout, self._egress,
+                self._connect_timeout, self._egress, request.queued,
             )
         return await self._pool.post(
             request.url, request.header_fields, request.body,
-            connect_timeout=self._connect_timeout, egress=self._egress,
+            connect_timeout=self._connect_timeout, egress=self._egress, queued=request.queued,
         )

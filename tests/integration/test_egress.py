@@ -350,6 +350,36 @@ async def test_connections_gauge_and_budget_through_apex(upstream: FakeUpstream,
     assert active and float(active[0].split()[-1]) == 0
 
 
+@pytest.mark.parametrize("stream", [False, True])
+async def test_the_wait_for_a_connection_does_not_count_as_the_upstreams_first_byte(
+        upstream: FakeUpstream, start_apex: StartApex, stream: bool) -> None:
+    """max_connections 1, answers 0.6 s apart, first_byte_ms 1 s, three requests at once: the
+    third waits 1.2 s for the connection. That wait ran on its first-byte clock: a 504 (one
+    never even reached the upstream) that cooled the channel. All three are now answered."""
+    from tests.integration.fakes import Behaviour, fixture_bytes
+
+    cfg = one_channel(upstream.openai_url, max_connections=1)
+    cfg["global"]["timeouts"] = {"connect_ms": 5000, "first_byte_ms": 1000}
+    inst = await start_apex(cfg)
+    if stream:
+        upstream.persistent = Behaviour(stall=0.6, content_type="text/event-stream",
+                                        body=fixture_bytes("openai_chat_stream_text.sse"))
+    else:
+        upstream.persistent = Behaviour(stall=0.6, body=fixture_bytes("openai_chat_nonstream.json"))
+    client = oai(inst).with_options(max_retries=0)
+
+    async def ask() -> str:
+        if not stream:
+            done = await client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "a"}])
+            return done.choices[0].message.content or ""
+        s = await client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "a"}], stream=True)
+        return "".join([c.choices[0].delta.content or "" async for c in s if c.choices])
+
+    answers = await asyncio.gather(*(ask() for _ in range(3)))
+    assert all(answers) and len(upstream.requests) == 3
+    assert inst.gateway.snapshot.health.is_available("oa", inst.gateway.clock())
+
+
 async def test_a_channel_at_its_connection_budget_is_busy_not_failed(upstream: FakeUpstream, start_apex: StartApex) -> None:
     """max_connections 1, a slow answer in it: a second request waits the connect timeout for a
     connection, then gets a 503 with Retry-After (Apex's own cap, no 504), the channel is not
