@@ -714,12 +714,12 @@ class UpstreamPool:
         while True:
             conn = None if fresh else self._take_idle(slots)
             if conn is None:
-                waits = queued is not None and slots.open >= slots.limit
-                if waits:
-                    queued(True)  # the caller's first-byte wait does not run in the queue
+                told = queued if queued is not None and slots.open >= slots.limit else None
+                if told is not None:
+                    told(True)  # the caller's first-byte wait does not run in the queue
                 conn = await self._acquire(target.origin, slots, connect_timeout)
-                if waits:
-                    queued(False)
+                if told is not None:
+                    told(False)
                 fresh = True
             reply = conn.start(head, body)
             if reply._conn is None and not fresh:
