@@ -121,7 +121,12 @@ DONE_EVENT: Final = b"data: [DONE]\n\n"
 
 
 def encode_event(data: bytes, event: str | None = None) -> bytes:
-    """One SSE event: ``event:`` line when named, then ``data:``; data must hold no newline."""
+    """One SSE event: ``event:`` line when named, then ``data:``. Data that held several
+    ``data:`` lines (joined with newlines by the parser; Vertex sends pretty-printed JSON)
+    goes out as several again: a bare continuation line is no SSE field, and the client's
+    JSON was cut at the first newline."""
+    if data.find(b"\n") >= 0:
+        data = data.replace(b"\n", b"\ndata: ")
     if event is None:
         return b"data: " + data + b"\n\n"
     return b"event: " + event.encode() + b"\ndata: " + data + b"\n\n"

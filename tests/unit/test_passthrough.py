@@ -260,3 +260,25 @@ def test_fit_gemini_request_drops_thinking_for_a_model_without_it() -> None:
     assert json.loads(fit_gemini_request(snake, table.lookup("gemini-1.5-pro"))) == {"contents": [], "generation_config": {}}
     assert fit_gemini_request(body, table.lookup("gemini-2.5-flash")) is body
     assert fit_gemini_request(body, table.lookup("my-tuned-model")) is body
+
+
+def test_a_renamed_stream_keeps_events_of_several_data_lines_whole() -> None:
+    """Vertex sends Claude's events as pretty-printed JSON over several data: lines; rewritten
+    for a model_map they went out with bare continuation lines (not SSE fields), and the
+    Anthropic SDK failed with a JSONDecodeError."""
+    import json as _json
+
+    from apex.sse import SseParser
+
+    obs = PassthroughStream("anthropic", client_model="claude-x", strip_usage_chunk=False)
+    start = _json.dumps({"type": "message_start", "message": {"id": "m", "type": "message", "role": "assistant",
+                                                             "model": "claude-sonnet-4@20250514", "content": [],
+                                                             "usage": {"input_tokens": 3, "output_tokens": 1}}}, indent=2)
+    delta = _json.dumps({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "hi"}}, indent=2)
+    raw = b"".join(b"event: " + name + b"\n" + b"".join(b"data: " + line.encode() + b"\n" for line in text.splitlines()) + b"\n"
+                   for name, text in ((b"message_start", start), (b"content_block_delta", delta)))
+    out = obs.feed(raw)
+    events = SseParser().feed(out)
+    assert [e.event for e in events] == ["message_start", "content_block_delta"]
+    assert _json.loads(events[0].data)["message"]["model"] == "claude-x"
+    assert _json.loads(events[1].data)["delta"]["text"] == "hi"
