@@ -54,6 +54,7 @@ __all__ = [
     "json_error_line",
     "InvalidRequest",
     "NoRouteAvailable",
+    "ExpectationFailed",
     "MethodNotAllowed",
     "NotFound",
     "PermissionDenied",
@@ -135,6 +136,14 @@ class MethodNotAllowed(ClientError):
     """A known path asked with another method (the answer carries ``Allow``)."""
 
     status = 405
+    kind: ErrorKind = "invalid_request"
+
+
+class ExpectationFailed(ClientError):
+    """An ``Expect`` header other than ``100-continue`` (the body's status matches: Gemini's
+    error object carries it as ``code``)."""
+
+    status = 417
     kind: ErrorKind = "invalid_request"
 
 

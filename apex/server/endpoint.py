@@ -17,7 +17,15 @@ from typing import Final
 
 from aiohttp import web
 
-from apex.errors import ApexError, ErrorKind, InternalError, InvalidRequest, RequestTooLarge, ShuttingDown
+from apex.errors import (
+    ApexError,
+    ErrorKind,
+    ExpectationFailed,
+    InternalError,
+    InvalidRequest,
+    RequestTooLarge,
+    ShuttingDown,
+)
 from apex.server.conn import ApexRequestHandler
 from apex.server.exchange import Exchange
 from apex.server.gateway import Gateway
@@ -132,7 +140,7 @@ def expect_handler(dialect: Dialect | None = None) -> Callable[[web.Request], Aw
         expect = request.headers.get("Expect", "")
         err: ApexError | None = None
         if expect.lower() != "100-continue":
-            err = InvalidRequest("only 'Expect: 100-continue' is supported")
+            err = ExpectationFailed("only 'Expect: 100-continue' is supported")
         else:
             limit = request.app[GATEWAY_KEY].snapshot.max_body_bytes
             declared = request.content_length
@@ -145,8 +153,6 @@ def expect_handler(dialect: Dialect | None = None) -> Callable[[web.Request], Aw
             return None
         shape = dialect or dialect_of_path(request.path)
         response = error_response(shape, err)
-        if not isinstance(err, RequestTooLarge):
-            response.set_status(417)
         client_rid = client_request_id(request.headers)
         rid = client_rid or new_request_id()
         response.headers["x-request-id"] = rid

@@ -304,8 +304,11 @@ async def test_wrong_methods_and_odd_paths_are_answered_in_the_paths_protocol_an
                     assert "use POST" not in body["error"]["message"] or status == 405, body
         async with s.post(f"{inst.openai_url}/chat/completions", headers={"Expect": "fancy"}, data=b"{}") as r:
             assert r.status == 417
+        async with s.post(f"{inst.url}/v1beta/models/gemini-2.5-flash:generateContent",
+                          headers={"Expect": "fancy", **gemini}, data=b"{}") as r:
+            assert r.status == 417 and (await r.json())["error"]["code"] == 417  # Google's code is the status (was 400)
     await asyncio.sleep(0.05)  # counted once the answer is out
-    assert _requests_counted(inst) - before == len(cases) + 1
+    assert _requests_counted(inst) - before == len(cases) + 2
 
 
 async def test_upstream_400_returned_once(upstream: FakeUpstream, start_apex: StartApex) -> None:
