@@ -323,7 +323,15 @@ class Attempt:
             ex.upstream_ms += (time.perf_counter() - self.started) * 1000
         if reply.status >= 300:
             raise self._status_error(reply, raw)
-        return self._json_answer(raw)
+        try:
+            return self._json_answer(raw)
+        except UpstreamMalformed as exc:
+            if exc.channel != "none":
+                raise
+            # Say which channel and where, as transport errors do (README "Egress").
+            where = describe_target(upstream.url, self.channel.egress)
+            raise UpstreamMalformed(f"upstream channel {self.channel.name}: bad answer from {where}: {exc.message}",
+                                    channel=self.channel.name) from exc
 
     def _json_answer(self, raw: bytes) -> web.Response:
         ex = self.ex

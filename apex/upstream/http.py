@@ -456,6 +456,9 @@ class _Connection(asyncio.Protocol):
         in_head = self._phase == _HEAD
         try:
             self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:  # 101 Switching Protocols: no answer to a POST Apex sent
+            self._fail(reply, self._error or InvalidResponse("the upstream switched protocols (HTTP 101)"))
+            return
         except httptools.HttpParserError as exc:
             if self._phase == _DONE and self._complete_pending:
                 self._extra = True  # garbage after a whole response: the response stands

@@ -256,3 +256,18 @@ async def test_n_above_one_on_a_gemini_channel_is_a_400_in_openais_shape(upstrea
         await oai(inst).chat.completions.create(model="gemini-2.5-flash", messages=USER, n=2)  # type: ignore[arg-type]
     assert info.value.body["param"] == "n" and "n > 1" in info.value.body["message"]  # type: ignore[index]
     assert not upstream.requests
+
+
+@pytest.mark.parametrize("model", ["gpt-4o", "claude-x"])
+async def test_a_malformed_answer_body_names_the_channel_and_where(upstream: FakeUpstream, start_apex: StartApex,
+                                                                   model: str) -> None:
+    """A 200 whose body is cut short said only "upstream answered with a malformed body": it now
+    says which channel and host:port, as transport errors do."""
+    inst = await start_apex(one_try(upstream))
+    upstream.push(Behaviour(body=b'{"id": "c1", "choices": [{"index": 0, "mess'))
+    with pytest.raises(openai.APIStatusError) as caught:
+        await oai(inst, "vk-default").with_options(max_retries=0).chat.completions.create(model=model, messages=USER)
+    host = upstream.url.split("//", 1)[1].split("/", 1)[0]
+    assert caught.value.status_code == 502
+    message = str(caught.value)
+    assert f"bad answer from {host}" in message and ("channel oa" in message or "channel an" in message), message

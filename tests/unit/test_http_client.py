@@ -1820,3 +1820,20 @@ async def test_an_upstream_that_closes_after_each_answer_is_not_reused_once_it_s
     finally:
         await pool.close()
         await settle()
+
+
+def test_a_101_answer_is_a_bad_answer_not_a_transport_crash() -> None:
+    """101 Switching Protocols made llhttp raise HttpParserUpgrade, which is not an
+    HttpParserError: asyncio logged "Fatal error on transport" and the client was told the
+    upstream closed the connection. It is an InvalidResponse naming the switch."""
+    loop = asyncio.new_event_loop()
+    try:
+        conn = _Connection(UpstreamPool(), _Slots(None, 1), _Target("http://127.0.0.1:9/").origin, loop)
+        transport = _FakeTransport()
+        conn.connection_made(transport)  # type: ignore[arg-type]
+        reply = conn.start(b"", b"")
+        conn.data_received(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+        assert isinstance(reply._error, InvalidResponse) and "101" in str(reply._error)
+        assert transport.closed
+    finally:
+        loop.close()
