@@ -20,7 +20,7 @@ from tests.conftest import StartApex, ant, basic_config, oai
 from tests.integration.fakes import Behaviour, FakeUpstream
 
 HTML = b"<html><body><h1>503 Service Temporarily Unavailable</h1>nginx</body></html>"
-USER = [{"role": "user", "content": "hi"}]
+USER: Any = [{"role": "user", "content": "hi"}]
 
 
 def two_channels(up: FakeUpstream) -> dict[str, Any]:
