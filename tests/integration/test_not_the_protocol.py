@@ -20,7 +20,7 @@ from tests.conftest import StartApex, ant, basic_config, oai
 from tests.integration.fakes import Behaviour, FakeUpstream
 
 HTML = b"<html><body><h1>503 Service Temporarily Unavailable</h1>nginx</body></html>"
-USER: Any = [{"role": "user", "content": "hi"}]
+USER = [{"role": "user", "content": "hi"}]
 
 
 def two_channels(up: FakeUpstream) -> dict[str, Any]:
@@ -266,7 +266,8 @@ async def test_a_malformed_answer_body_names_the_channel_and_where(upstream: Fak
     inst = await start_apex(one_try(upstream))
     upstream.push(Behaviour(body=b'{"id": "c1", "choices": [{"index": 0, "mess'))
     with pytest.raises(openai.APIStatusError) as caught:
-        await oai(inst, "vk-default").with_options(max_retries=0).chat.completions.create(model=model, messages=USER)
+        await oai(inst, "vk-default").with_options(max_retries=0).chat.completions.create(
+            model=model, messages=USER)  # type: ignore[arg-type]
     host = upstream.url.split("//", 1)[1].split("/", 1)[0]
     assert caught.value.status_code == 502
     message = str(caught.value)
