@@ -48,17 +48,12 @@ def _blocks(content: Any, where: str) -> list[dict[str, Any]]:
         elif kind == TOOL_REFERENCE:
             out.append({"text": reference_text(block.get("tool_name"))})
         elif kind == "image":
-            src = block.get("source")
-            media_type = src.get("media_type") if isinstance(src, dict) else None
-            fmt = _IMAGE_FORMATS.get(media_type) if isinstance(media_type, str) else None
-            if not isinstance(src, dict) or src.get("type") != "base64" or fmt is None:
-                raise InvalidRequest(f"{where}: Bedrock Converse takes base64 png, jpeg, gif or webp images")
-            out.append({"image": {"format": fmt, "source": {"bytes": src.get("data", "")}}})
+            out.append(_image(block, where))
         elif kind == "tool_use":
             out.append({"toolUse": {"toolUseId": block.get("id"), "name": block.get("name"), "input": block.get("input") or {}}})
         elif kind == "tool_result":
             inner = block.get("content")
-            parts = [{"text": inner}] if isinstance(inner, str) else _result_parts(inner)
+            parts = [{"text": inner}] if isinstance(inner, str) else _result_parts(inner, where)
             result: dict[str, Any] = {"toolUseId": block.get("tool_use_id"), "content": parts or [{"text": ""}]}
             if block.get("is_error"):
                 result["status"] = "error"
@@ -70,8 +65,18 @@ def _blocks(content: Any, where: str) -> list[dict[str, Any]]:
     return out
 
 
-def _result_parts(inner: object) -> list[dict[str, Any]]:
-    """A tool result's text (and tool_reference) blocks as Converse text parts; the rest is dropped."""
+def _image(block: dict[str, Any], where: str) -> dict[str, Any]:
+    src = block.get("source")
+    media_type = src.get("media_type") if isinstance(src, dict) else None
+    fmt = _IMAGE_FORMATS.get(media_type) if isinstance(media_type, str) else None
+    if not isinstance(src, dict) or src.get("type") != "base64" or fmt is None:
+        raise InvalidRequest(f"{where}: Bedrock Converse takes base64 png, jpeg, gif or webp images")
+    return {"image": {"format": fmt, "source": {"bytes": src.get("data", "")}}}
+
+
+def _result_parts(inner: object, where: str) -> list[dict[str, Any]]:
+    """A tool result's text, tool_reference and image blocks as Converse tool-result content
+    (images were dropped: a screenshot tool's answer never reached the model)."""
     parts: list[dict[str, Any]] = []
     for p in inner if isinstance(inner, list) else ():
         kind = p.get("type") if isinstance(p, dict) else None
@@ -79,6 +84,8 @@ def _result_parts(inner: object) -> list[dict[str, Any]]:
             parts.append({"text": p.get("text", "")})
         elif kind == TOOL_REFERENCE:
             parts.append({"text": reference_text(p.get("tool_name"))})
+        elif kind == "image":
+            parts.append(_image(p, where))
     return parts
 
 
@@ -122,6 +129,9 @@ def anthropic_to_converse(body: bytes, stream: bool) -> bytes:
     if tools is not None and not (isinstance(tools, list) and all(isinstance(t, dict) and isinstance(t.get("name"), str)
                                                                    for t in tools)):
         raise InvalidRequest("tools must be a list of tools, each with a name", param="tools")
+    for t in tools or ():
+        if t.get("type", "custom") != "custom":  # web_search_*, bash_*, text_editor_*: Anthropic runs or defines them
+            raise InvalidRequest(f"server tool {t.get('type')!r} cannot be used with this upstream", param="tools")
     choice = req.get("tool_choice")
     choice = choice if isinstance(choice, dict) else {}
     if choice.get("type") == "tool" and not isinstance(choice.get("name"), str):

@@ -253,10 +253,13 @@ async def test_bedrocks_own_errors_reach_anthropic_clients_in_anthropics_shape(
 
 
 @pytest.mark.parametrize("extra", [{"tools": [5]}, {"tools": [{"description": "no name"}]},
-                                   {"tools": TOOLS_MESSAGES, "tool_choice": {"type": "tool"}}])
+                                   {"tools": TOOLS_MESSAGES, "tool_choice": {"type": "tool"}},
+                                   {"tools": [{"type": "web_search_20250305", "name": "web_search"}]},
+                                   {"tools": [{"type": "bash_20250124", "name": "bash"}]}])
 async def test_converse_refuses_tools_it_cannot_express(cloud: CloudFake, start_apex: StartApex, extra: dict[str, Any]) -> None:
-    """A tool that is not an object with a name, or a tool_choice naming no tool: a 400 naming
-    the field (the tools were dropped, or {"tool": {"name": null}} went to Bedrock)."""
+    """A tool that is not an object with a name, a tool_choice naming no tool, or one of
+    Anthropic's server tools (went as a parameterless function): a 400 naming the field, as on
+    OpenAI and Gemini channels (the tools were dropped, or {"tool": {"name": null}} went to Bedrock)."""
     inst = await start_apex(config(cloud, model_map={"llama": "meta.llama3-3-70b-instruct-v1:0"}))
     with pytest.raises(anthropic.BadRequestError) as info:
         await ant(inst, "k").messages.create(model="llama", max_tokens=5, messages=[{"role": "user", "content": "hi"}], **extra)
@@ -315,3 +318,19 @@ async def test_converse_stream_usage_keeps_cache_reads_and_writes(cloud: CloudFa
         usage = chunk.usage or usage
     assert usage is not None and usage.prompt_tokens == 1300 and usage.completion_tokens == 50
     assert usage.prompt_tokens_details is not None and usage.prompt_tokens_details.cached_tokens == 1000
+
+
+async def test_images_in_tool_results_reach_converse(cloud: CloudFake, start_apex: StartApex) -> None:
+    """A tool result holding an image (a screenshot tool) lost the image on the way to Converse."""
+    inst = await start_apex(config(cloud, model_map={"llama": "meta.llama3-3-70b-instruct-v1:0"}))
+    cloud.call_tools = False
+    png = "iVBORw0KGgo="
+    history: Any = [
+        {"role": "user", "content": "Take a screenshot."},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "tu_1", "name": TOOL, "input": {"password": "x"}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "tu_1", "content": [
+            {"type": "text", "text": "here"}, {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": png}}]}]},
+    ]
+    await ant(inst, "k").messages.create(model="llama", max_tokens=50, messages=history, tools=TOOLS_MESSAGES)  # type: ignore[arg-type]
+    result = cloud.last("/converse").json["messages"][2]["content"][0]["toolResult"]
+    assert result["content"] == [{"text": "here"}, {"image": {"format": "png", "source": {"bytes": png}}}]
