@@ -40,6 +40,7 @@ from apex.translate.passthrough import (
     rewrite_response_model,
     strip_reasoning,
     strip_unsigned_thinking,
+    without_carried_signatures,
     without_sampling,
 )
 from apex.translate.directions.gemini_embeddings import with_upstream_model
@@ -217,6 +218,7 @@ class Attempt:
         upstream = self.plan.upstream
         model = self.upstream_model
         if upstream is Dialect.OPENAI_RESPONSES:
+            body = without_carried_signatures(body)  # Claude's, carried by Codex: OpenAI cannot read them
             caps = table.lookup(model)
             if caps.known and not caps.reasons:
                 return strip_reasoning(body)

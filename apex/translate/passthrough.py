@@ -19,6 +19,7 @@ from apex.errors import InvalidRequest, UpstreamMalformed
 from apex.translate.capabilities import SAMPLING_FIELDS, ModelCaps
 from apex.translate.directions.openai_to_anthropic import MIN_THINKING_BUDGET, budget_within
 from apex.translate.passthrough_gemini import observe_gemini_chunk
+from apex.translate.neutral.signatures import CARRIED_PREFIX
 from apex.sse import SseEvent, SseParser, encode_event, event_data_ok
 from apex.translate.neutral.usage import (
     AnthropicUsageTally,
@@ -99,6 +100,36 @@ def compat_chat_request(body: bytes) -> bytes:
     except (msgspec.DecodeError, msgspec.ValidationError):
         return body  # not for Apex to judge here: the upstream answers it in its own words
     return _ENC.encode(top) if changed else body
+
+
+_CARRIED: Final = CARRIED_PREFIX.encode()
+_ITEMS: Final = msgspec.json.Decoder(list[msgspec.Raw])
+_ITEM_KIND: Final = msgspec.json.Decoder(wire_openai.ReasoningItemView)
+
+
+def without_carried_signatures(body: bytes) -> bytes:
+    """A Responses request without the reasoning items that carry an Anthropic signature
+    (``apex.translate.neutral.signatures``): OpenAI cannot read them (a 400), and a Codex
+    session moves between channels. One substring test when there is none."""
+    if body.find(_CARRIED) < 0:
+        return body
+    try:
+        top = _TOP.decode(body)
+        raw = top.get("input")
+        if raw is None or bytes(raw)[:1] != b"[":
+            return body
+        kept = [item for item in _ITEMS.decode(raw) if not _carries_signature(item)]
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return body  # not for Apex to judge: the upstream answers it
+    top["input"] = msgspec.Raw(_ENC.encode(kept))
+    return _ENC.encode(top)
+
+
+def _carries_signature(item: msgspec.Raw) -> bool:
+    if bytes(item)[:1] != b"{":
+        return False
+    view = _ITEM_KIND.decode(item)
+    return view.type == "reasoning" and isinstance(view.encrypted_content, str) and view.encrypted_content.startswith(CARRIED_PREFIX)
 
 
 _HISTORY: Final = msgspec.json.Decoder(wire_anthropic.HistoryView)

@@ -14,6 +14,7 @@ from typing import Final
 import msgspec
 
 __all__ = [
+    "ReasoningItemView",
     "ChatChunk",
     "ChatCompletion",
     "ChatMessage",
@@ -173,6 +174,13 @@ class ResponsesUsageBody(msgspec.Struct):
     """A Responses ``response`` object (a body, or inside a terminal event) read only for its usage."""
 
     usage: ResponsesUsage | None = None
+
+
+class ReasoningItemView(msgspec.Struct):
+    """A Responses input item read only for whether it is reasoning and what it carries."""
+
+    type: str | None = None
+    encrypted_content: str | None = None
 
 
 class ResponsesEvent(msgspec.Struct):

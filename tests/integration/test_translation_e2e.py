@@ -394,3 +394,57 @@ async def test_developer_role_and_max_completion_tokens_reach_compatible_servers
         assert sent["max_tokens"] == 77 and "max_completion_tokens" not in sent
     else:
         assert sent["max_completion_tokens"] == 77 and "max_tokens" not in sent
+
+
+SIGNED = {"id": "msg_t1", "type": "message", "role": "assistant", "model": "claude-sonnet-4-5-20250929",
+          "content": [{"type": "thinking", "thinking": "I should look it up.", "signature": "EqQBsig-genuine"},
+                      {"type": "tool_use", "id": "toolu_01", "name": "lookup", "input": {"q": "x"}}],
+          "stop_reason": "tool_use", "stop_sequence": None, "usage": {"input_tokens": 10, "output_tokens": 20}}
+LOOKUP: Any = [{"type": "function", "name": "lookup", "parameters": {"type": "object", "properties": {"q": {"type": "string"}}}}]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_codex_keeps_claudes_thinking_across_a_tool_loop(upstream: FakeUpstream, start_apex: StartApex,
+                                                               stream: bool) -> None:
+    """A Responses client (Codex) on an Anthropic channel: Claude's signed thinking comes back
+    as the reasoning item's encrypted_content, and sent back with the tool output it is
+    replayed signed, so the next step thinks too (it was turned off after the first, P6)."""
+    inst = await start_apex(config(upstream))
+    c = oai(inst, "k")
+    if stream:
+        events = [{"type": "message_start", "message": {**SIGNED, "content": [], "stop_reason": None}},
+                  {"type": "content_block_start", "index": 0, "content_block": {"type": "thinking", "thinking": "", "signature": ""}},
+                  {"type": "content_block_delta", "index": 0, "delta": {"type": "thinking_delta", "thinking": "I should look it up."}},
+                  {"type": "content_block_delta", "index": 0, "delta": {"type": "signature_delta", "signature": "EqQBsig-genuine"}},
+                  {"type": "content_block_stop", "index": 0},
+                  {"type": "content_block_start", "index": 1, "content_block": {"type": "tool_use", "id": "toolu_01", "name": "lookup", "input": {}}},
+                  {"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta", "partial_json": '{"q": "x"}'}},
+                  {"type": "content_block_stop", "index": 1},
+                  {"type": "message_delta", "delta": {"stop_reason": "tool_use", "stop_sequence": None}, "usage": {"output_tokens": 20}},
+                  {"type": "message_stop"}]
+        upstream.push(Behaviour(content_type="text/event-stream",
+                                events=[b"event: " + e["type"].encode() + b"\ndata: " + json.dumps(e).encode() + b"\n\n" for e in events]))
+        s = await c.responses.create(model="claude-sonnet-4-5", input="look up x", tools=LOOKUP, stream=True,
+                                     reasoning={"effort": "high"}, include=["reasoning.encrypted_content"])
+        output = [ev.response.output async for ev in s if ev.type == "response.completed"][0]
+    else:
+        upstream.push(Behaviour(body=json.dumps(SIGNED).encode()))
+        output = (await c.responses.create(model="claude-sonnet-4-5", input="look up x", tools=LOOKUP,
+                                           reasoning={"effort": "high"}, include=["reasoning.encrypted_content"])).output
+    reasoning = next(o for o in output if o.type == "reasoning")
+    call = next(o for o in output if o.type == "function_call")
+    assert reasoning.encrypted_content and "EqQBsig-genuine" in reasoning.encrypted_content
+    upstream.push(Behaviour(body=json.dumps({**SIGNED, "content": [{"type": "text", "text": "done"}],
+                                             "stop_reason": "end_turn"}).encode()))
+    follow: Any = [{"role": "user", "content": "look up x"}, reasoning.model_dump(exclude_none=True),
+                   call.model_dump(exclude_none=True), {"type": "function_call_output", "call_id": call.call_id, "output": "42"}]
+    await c.responses.create(model="claude-sonnet-4-5", input=follow, tools=LOOKUP, reasoning={"effort": "high"})
+    sent = upstream.requests[-1].json
+    assert sent["thinking"]["type"] == "enabled"
+    assert sent["messages"][1]["content"][0] == {"type": "thinking", "thinking": "I should look it up.",
+                                                 "signature": "EqQBsig-genuine"}
+    assert sent["messages"][1]["content"][1]["type"] == "tool_use"
+    # The same history to an OpenAI channel: the carried item is not OpenAI's to read.
+    upstream.push(Behaviour(body=fixture_bytes("openai_responses_nonstream.json")))
+    await c.responses.create(model="gpt-5", input=follow, tools=LOOKUP)
+    assert all(item.get("type") != "reasoning" for item in upstream.requests[-1].json["input"])

@@ -42,6 +42,7 @@ from apex.translate.neutral.reply import encode_body, openai_body, reply_from_an
 from apex.translate.read.anthropic import AnthropicReader
 from apex.translate.write.openai import OpenAIChatWriter
 from apex.translate.neutral.toolids import anthropic_tool_id, arguments_object
+from apex.translate.neutral.signatures import SIGNATURE_KEY
 from apex.types import Dialect
 
 __all__ = [
@@ -120,6 +121,10 @@ def openai_to_anthropic_request(req: Json, ctx: TranslateContext) -> Json:
             assert isinstance(config, dict)
             config["effort"] = effort
     else:
+        for turn in turns:  # replayed thinking only where thinking is on (it is a request's own)
+            content = turn["content"]
+            if turn["role"] == "assistant" and isinstance(content, list) and content and content[0].get("type") == "thinking":
+                del content[0]
         temperature = req.get("temperature")
         if isinstance(temperature, (int, float)):
             out["temperature"] = float(min(max(temperature, 0.0), 1.0))  # clamped first: a 400-digit int overflows float()
@@ -236,6 +241,10 @@ def _convert_messages(messages: list[object]) -> tuple[list[Json], list[Json]]:
         if role == "assistant":
             pending_results = None
             blocks = _text_of(msg.get("content"), where)
+            signature, thought = msg.get(SIGNATURE_KEY), msg.get("reasoning_content")
+            if isinstance(signature, str) and signature and isinstance(thought, str):
+                # Signed thinking a Responses client carried back: replayed first, as Anthropic wants it.
+                blocks.insert(0, {"type": "thinking", "thinking": thought, "signature": signature})
             for k, call in enumerate(_as_list(msg.get("tool_calls") or [], f"{where}.tool_calls")):
                 blocks.append(_tool_use(call, f"{where}.tool_calls[{k}]"))
             if blocks:
@@ -355,7 +364,8 @@ def _thinking(req: Json, choice: Json | None, turns: list[Json], asked: int | No
     if last_assistant is not None:
         content = last_assistant["content"]
         assert isinstance(content, list)
-        if any(b.get("type") == "tool_use" for b in content):
+        signed = bool(content) and content[0].get("type") == "thinking" and bool(content[0].get("signature"))
+        if any(b.get("type") == "tool_use" for b in content) and not signed:
             return None  # P6: no signed thinking block to replay
     budget = THINKING_BUDGETS[effort]
     if "adaptive" in caps.knobs:

@@ -16,7 +16,29 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Final, NamedTuple, final
 
-__all__ = ["DEFAULT_STORE", "FOREIGN_SIGNATURE", "CallRecord", "SignatureStore"]
+__all__ = ["CARRIED_PREFIX", "DEFAULT_STORE", "FOREIGN_SIGNATURE", "SIGNATURE_KEY", "CallRecord", "SignatureStore",
+           "carried_signature", "carrying"]
+
+# Anthropic's thinking signature, carried to a Responses client (Codex) as its reasoning
+# item's ``encrypted_content``, which the client sends back unchanged: without it the next
+# step of an agent loop could not replay the signed thinking block, and thinking was turned
+# off for every step after the first (P6). The prefix tells it from OpenAI's own.
+CARRIED_PREFIX: Final = "apex-thinking-signature:"
+# The key that carries it on a Chat assistant message inside Apex (Responses -> Chat ->
+# Messages); never sent to a Chat upstream.
+SIGNATURE_KEY: Final = "_apex_thinking_signature"
+
+
+def carrying(signature: str) -> str:
+    """An Anthropic signature as a reasoning item's ``encrypted_content``."""
+    return CARRIED_PREFIX + signature
+
+
+def carried_signature(encrypted: object) -> str | None:
+    """The Anthropic signature an ``encrypted_content`` carries, or None (OpenAI's own, or none)."""
+    if isinstance(encrypted, str) and encrypted.startswith(CARRIED_PREFIX) and len(encrypted) > len(CARRIED_PREFIX):
+        return encrypted[len(CARRIED_PREFIX):]
+    return None
 
 # Gemini's documented value for function calls it did not produce itself (history from
 # another model or a forgotten id); it disables signature validation for that part.

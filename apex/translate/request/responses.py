@@ -24,6 +24,7 @@ from apex.translate.directions.anthropic_to_openai import drop_refused_sampling,
 from apex.translate.base import TranslateContext
 from apex.translate.write.responses import ECHO_KEY
 from apex.translate.request.responses_tools import chat_tools, input_call
+from apex.translate.neutral.signatures import SIGNATURE_KEY, carried_signature
 
 __all__ = ["responses_to_chat_request"]
 
@@ -34,10 +35,13 @@ _ROLE: Final[dict[str, str]] = {"user": "user", "assistant": "assistant", "syste
                                 "developer": "system"}
 
 
-def responses_to_chat_request(req: Json, ctx: TranslateContext, *, web_search: bool = False) -> Json:
+def responses_to_chat_request(req: Json, ctx: TranslateContext, *, web_search: bool = False,
+                               signatures: bool = False) -> Json:
     """A decoded Responses request -> a Chat Completions request (dict).
 
-    ``web_search``: the upstream has a web search tool of its own (see ``responses_tools``)."""
+    ``web_search``: the upstream has a web search tool of its own (see ``responses_tools``).
+    ``signatures``: the next hop is Anthropic, which replays the thinking a reasoning item's
+    carried signature signs (``SIGNATURE_KEY`` on the assistant message; never for a Chat upstream)."""
     if req.get("previous_response_id"):
         raise InvalidRequest("previous_response_id is not supported for this model's upstream; "
                              "send the whole conversation in 'input'", param="previous_response_id")
@@ -60,7 +64,7 @@ def responses_to_chat_request(req: Json, ctx: TranslateContext, *, web_search: b
                     raise InvalidRequest(f"input[{i}].tools must be an array", param="input")
                 client_tools.extend(more)
                 continue
-            _convert_item(item, f"input[{i}]", messages)
+            _convert_item(item, f"input[{i}]", messages, signatures)
         messages[:] = [m for m in messages if not _reasoning_only(m)]
     else:
         raise InvalidRequest("'input' must be a string or an array", param="input")
@@ -110,7 +114,7 @@ def responses_to_chat_request(req: Json, ctx: TranslateContext, *, web_search: b
     return out
 
 
-def _convert_item(item: object, where: str, messages: list[Json]) -> None:
+def _convert_item(item: object, where: str, messages: list[Json], signatures: bool = False) -> None:
     if not isinstance(item, dict):
         raise InvalidRequest(f"{where} must be an object", param="input")
     kind = item.get("type", "message")
@@ -144,8 +148,12 @@ def _convert_item(item: object, where: str, messages: list[Json]) -> None:
         # reasoners answer 400 to a tool-call turn without it (P7). Encrypted-only items
         # (OpenAI's own) carry no text and are dropped.
         text = _reasoning_text(item)
-        if text:
-            messages.append({"role": "assistant", "content": None, "reasoning_content": text})
+        signature = carried_signature(item.get("encrypted_content")) if signatures else None
+        if text or signature:
+            message: Json = {"role": "assistant", "content": None, "reasoning_content": text}
+            if signature:
+                message[SIGNATURE_KEY] = signature
+            messages.append(message)
     elif kind == "web_search_call":
         return  # no Chat form; the upstream searches afresh
     else:

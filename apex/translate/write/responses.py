@@ -32,6 +32,7 @@ from apex.translate.neutral.parts import (
     Finished,
     Part,
     ReasoningDelta,
+    ReasoningSignature,
     Started,
     TextDelta,
     ToolArgsDelta,
@@ -40,6 +41,7 @@ from apex.translate.neutral.parts import (
     UsageUpdated,
 )
 from apex.translate.neutral.reasons import Finish, responses_status
+from apex.translate.neutral.signatures import carrying
 from apex.translate.neutral.toolids import arguments_text
 from apex.translate.neutral.usage import responses_usage_body
 from apex.translate.request.responses_tools import client_call
@@ -82,6 +84,7 @@ class _Item:
     name: str = ""
     done: bool = False
     custom: bool = False  # a custom_tool_call (freeform input) rather than a function_call
+    signature: str = ""   # a reasoning item's Anthropic signature (carried as encrypted_content)
     status: str = "completed"  # what its done events said: "incomplete" when the stream failed
 
 
@@ -132,6 +135,10 @@ class ResponsesWriter:
                 out.append(self._event("response.reasoning_summary_text.delta", {
                     "item_id": item.item_id, "output_index": item.output_index,
                     "summary_index": 0, "delta": part.text}))
+        elif isinstance(part, ReasoningSignature):
+            item = self._open
+            if item is not None and item.kind == "reasoning":
+                item.signature = part.signature
         elif isinstance(part, ToolCallStarted):
             if self._finish is None and part.key not in self._tools:
                 self._close_open(out)
@@ -267,7 +274,10 @@ class ResponsesWriter:
             return {"id": item.item_id, "type": "message", "status": status, "role": "assistant", "content": content}
         if item.kind == "reasoning":
             summary = [{"type": "summary_text", "text": text}] if status != "in_progress" else []
-            return {"id": item.item_id, "type": "reasoning", "summary": summary}
+            body: dict[str, object] = {"id": item.item_id, "type": "reasoning", "summary": summary}
+            if item.signature and status == "completed":
+                body["encrypted_content"] = carrying(item.signature)
+            return body
         args = arguments_text(text) if status == "completed" else ""
         call = client_call(self._ctx, item.name, args)
         if item.custom and status != "completed":

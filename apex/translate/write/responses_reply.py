@@ -13,6 +13,7 @@ from apex.translate.base import TranslateContext
 from apex.translate.neutral.clientids import created_at, id_stem
 from apex.translate.neutral.parts import Reply, ReplyReasoning, ReplyText, ReplyToolCall
 from apex.translate.neutral.reasons import responses_status
+from apex.translate.neutral.signatures import carrying
 from apex.translate.write.responses import response_object
 from apex.translate.neutral.toolids import arguments_text
 from apex.translate.neutral.usage import responses_usage_body
@@ -25,10 +26,14 @@ def responses_body(reply: Reply, ctx: TranslateContext) -> dict[str, object]:
     """Reply -> Responses ``response`` object."""
     stem = id_stem(reply.upstream_id, ctx)
     output: list[dict[str, object]] = []
-    reasoning = "".join(p.text for p in reply.parts if isinstance(p, ReplyReasoning))
+    thoughts = [p for p in reply.parts if isinstance(p, ReplyReasoning)]
+    reasoning = "".join(p.text for p in thoughts)
     if reasoning:
-        output.append({"id": f"rs_{stem}_{len(output)}", "type": "reasoning",
-                       "summary": [{"type": "summary_text", "text": reasoning}]})
+        item: dict[str, object] = {"id": f"rs_{stem}_{len(output)}", "type": "reasoning",
+                                   "summary": [{"type": "summary_text", "text": reasoning}]}
+        if len(thoughts) == 1 and thoughts[0].signature:  # one signed block: it can be replayed whole
+            item["encrypted_content"] = carrying(thoughts[0].signature)
+        output.append(item)
     text = "".join(p.text for p in reply.parts if isinstance(p, ReplyText))
     content: list[dict[str, object]] = []
     if text:
