@@ -412,7 +412,7 @@ async def test_codex_keeps_claudes_thinking_across_a_tool_loop(upstream: FakeUps
     inst = await start_apex(config(upstream))
     c = oai(inst, "k")
     if stream:
-        events = [{"type": "message_start", "message": {**SIGNED, "content": [], "stop_reason": None}},
+        events: list[dict[str, Any]] = [{"type": "message_start", "message": {**SIGNED, "content": [], "stop_reason": None}},
                   {"type": "content_block_start", "index": 0, "content_block": {"type": "thinking", "thinking": "", "signature": ""}},
                   {"type": "content_block_delta", "index": 0, "delta": {"type": "thinking_delta", "thinking": "I should look it up."}},
                   {"type": "content_block_delta", "index": 0, "delta": {"type": "signature_delta", "signature": "EqQBsig-genuine"}},

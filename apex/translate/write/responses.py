@@ -136,9 +136,9 @@ class ResponsesWriter:
                     "item_id": item.item_id, "output_index": item.output_index,
                     "summary_index": 0, "delta": part.text}))
         elif isinstance(part, ReasoningSignature):
-            item = self._open
-            if item is not None and item.kind == "reasoning":
-                item.signature = part.signature
+            thought = self._open
+            if thought is not None and thought.kind == "reasoning":
+                thought.signature = part.signature
         elif isinstance(part, ToolCallStarted):
             if self._finish is None and part.key not in self._tools:
                 self._close_open(out)
