@@ -383,3 +383,58 @@ async def test_model_names_with_a_slash_or_colon_can_be_used(upstream: FakeUpstr
         await c.aio.aclose()
     retrieved = await oai(inst, KEY).models.retrieve("meta-llama/Llama-3.1-8B")
     assert retrieved.id == "meta-llama/Llama-3.1-8B"
+
+
+SIGNED_CALL = {"id": "msg_g1", "type": "message", "role": "assistant", "model": "claude-sonnet-4-5",
+               "content": [{"type": "thinking", "thinking": "Check the file first.", "signature": "EqQBsig-claude"},
+                           {"type": "tool_use", "id": "toolu_01", "name": "read_file", "input": {"path": "a.txt"}}],
+               "stop_reason": "tool_use", "stop_sequence": None, "usage": {"input_tokens": 10, "output_tokens": 20}}
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_claudes_signed_thinking_survives_a_client_that_drops_thought_parts(
+        client: genai.Client, upstream: FakeUpstream, stream: bool) -> None:
+    """The Gemini CLI keeps a functionCall's thoughtSignature but drops thought parts from its
+    history: the signature rode only on an empty thought part, so every later step of the agent
+    loop went to Claude with thinking off. The call part now carries the signed thinking."""
+    read_file = types.Tool(function_declarations=[types.FunctionDeclaration(
+        name="read_file", description="Read a file",
+        parameters=types.Schema(type=types.Type.OBJECT, properties={"path": types.Schema(type=types.Type.STRING)}))])
+    cfg = types.GenerateContentConfig(tools=[read_file], thinking_config=types.ThinkingConfig(include_thoughts=True,
+                                                                                              thinking_budget=4096))
+    if stream:
+        events: list[dict[str, Any]] = [{"type": "message_start", "message": {**SIGNED_CALL, "content": [], "stop_reason": None}},
+                  {"type": "content_block_start", "index": 0, "content_block": {"type": "thinking", "thinking": "", "signature": ""}},
+                  {"type": "content_block_delta", "index": 0, "delta": {"type": "thinking_delta", "thinking": "Check the file first."}},
+                  {"type": "content_block_delta", "index": 0, "delta": {"type": "signature_delta", "signature": "EqQBsig-claude"}},
+                  {"type": "content_block_stop", "index": 0},
+                  {"type": "content_block_start", "index": 1, "content_block": {"type": "tool_use", "id": "toolu_01", "name": "read_file", "input": {}}},
+                  {"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta", "partial_json": '{"path": "a.txt"}'}},
+                  {"type": "content_block_stop", "index": 1},
+                  {"type": "message_delta", "delta": {"stop_reason": "tool_use", "stop_sequence": None}, "usage": {"output_tokens": 20}},
+                  {"type": "message_stop"}]
+        upstream.push(Behaviour(content_type="text/event-stream",
+                                events=[b"event: " + str(e["type"]).encode() + b"\ndata: " + json.dumps(e).encode() + b"\n\n"
+                                        for e in events]))
+        parts = [p for ch in [c async for c in await client.aio.models.generate_content_stream(
+            model="claude-alias", contents="read a.txt", config=cfg)] for cand in ch.candidates or []
+            for p in (cand.content.parts if cand.content and cand.content.parts else [])]
+    else:
+        upstream.push(Behaviour(body=json.dumps(SIGNED_CALL).encode()))
+        resp = await client.aio.models.generate_content(model="claude-alias", contents="read a.txt", config=cfg)
+        assert resp.candidates and resp.candidates[0].content and resp.candidates[0].content.parts
+        parts = resp.candidates[0].content.parts
+    call_part = next(p for p in parts if p.function_call)
+    assert call_part.thought_signature
+    kept = [p for p in parts if not p.thought]  # what the Gemini CLI keeps of the model turn
+    upstream.push(Behaviour(body=json.dumps({**SIGNED_CALL, "content": [{"type": "text", "text": "done"}],
+                                             "stop_reason": "end_turn"}).encode()))
+    history = [types.Content(role="user", parts=[types.Part(text="read a.txt")]),
+               types.Content(role="model", parts=kept),
+               types.Content(role="user", parts=[types.Part(function_response=types.FunctionResponse(
+                   name="read_file", response={"output": "hello"}))])]
+    await client.aio.models.generate_content(model="claude-alias", contents=history, config=cfg)
+    sent = upstream.requests[-1].json
+    assert sent["thinking"] == {"type": "enabled", "budget_tokens": 4096}
+    assert sent["messages"][1]["content"][0] == {"type": "thinking", "thinking": "Check the file first.",
+                                                 "signature": "EqQBsig-claude"}

@@ -41,7 +41,9 @@ __all__ = [
     "Thought",
     "ToolSpec",
     "Turn",
+    "decode_carried_thinking",
     "decode_thought_signature",
+    "encode_carried_thinking",
     "encode_thought_signature",
     "openapi_to_json_schema",
     "read_gemini_request",
@@ -68,6 +70,35 @@ _BUILT_IN_TOOLS: Final[dict[str, str]] = {"google_search": "googleSearch", "goog
 def encode_thought_signature(signature: str) -> str:
     """An Anthropic thinking signature as a Gemini ``thoughtSignature``."""
     return base64.b64encode(_SIGNATURE_PREFIX + signature.encode()).decode()
+
+
+_CARRIED_PREFIX: Final = b"apex-anthropic-thinking:"
+
+
+def encode_carried_thinking(text: str, signature: str) -> str:
+    """A signed Anthropic thinking block (text and signature) as the ``thoughtSignature`` of
+    the function call that followed it. The Gemini CLI keeps a call's signature but drops
+    thought parts from its history (as Gemini's own clients do), so the empty thought part
+    alone lost the signature after every tool call, and thinking went off for the rest of
+    the agent loop (P6)."""
+    return base64.b64encode(_CARRIED_PREFIX + _ENCODER.encode({"t": text, "s": signature})).decode()
+
+
+def decode_carried_thinking(value: str) -> tuple[str, str] | None:
+    """(thinking text, signature) from a ``thoughtSignature`` ``encode_carried_thinking`` made, else None."""
+    try:
+        raw = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    if not raw.startswith(_CARRIED_PREFIX):
+        return None
+    try:
+        carried = msgspec.json.decode(raw[len(_CARRIED_PREFIX):])
+    except msgspec.DecodeError:
+        return None
+    if not isinstance(carried, dict) or not isinstance(carried.get("t"), str) or not isinstance(carried.get("s"), str):
+        return None
+    return carried["t"], carried["s"]
 
 
 def decode_thought_signature(value: str) -> str | None:
@@ -242,6 +273,10 @@ def _read_contents(contents: list[Content], conv: Conversation) -> None:
                 calls += 1
                 pending.setdefault(call.name, []).append(call_id)
                 args = b"{}" if isinstance(call.args, UnsetType) else bytes(call.args).strip() or b"{}"
+                sig = part.thought_signature
+                carried = decode_carried_thinking(sig) if isinstance(sig, str) else None
+                if carried is not None and not any(isinstance(i, Thought) and i.signature == carried[1] for i in items):
+                    items.append(Thought(*carried))  # the thinking the call's part carried (the client dropped its thought parts)
                 items.append(Call(call_id, call.name, args))
             elif not isinstance(response, UnsetType):
                 waiting = pending.get(response.name) or []

@@ -23,7 +23,7 @@ import msgspec
 from apex.translate.base import TranslateContext
 from apex.translate.neutral.clientids import id_stem
 from apex.translate.neutral.errortypes import gemini_rpc_status, gemini_status_of_kind
-from apex.translate.request.gemini_conversation import encode_thought_signature
+from apex.translate.request.gemini_conversation import encode_carried_thinking, encode_thought_signature
 from apex.translate.neutral.parts import (
     Ended,
     Failed,
@@ -123,7 +123,7 @@ def _call_part(call_id: str, name: str, arguments: str) -> dict[str, object]:
 class GeminiWriter:
     """One Gemini client stream's writer state."""
 
-    __slots__ = ("_calls", "_ctx", "_done", "_finish", "_started", "_suffix", "_usage")
+    __slots__ = ("_calls", "_carry", "_ctx", "_done", "_finish", "_started", "_suffix", "_thought", "_usage")
 
     def __init__(self, ctx: TranslateContext) -> None:
         self._ctx = ctx
@@ -133,6 +133,8 @@ class GeminiWriter:
         self._calls: dict[int, tuple[str, str, list[str]]] = {}  # key -> (id, name, fragments), unsent
         self._finish: Finish | None = None
         self._usage = ctx.usage
+        self._thought: list[str] = []  # thinking text since the last signature
+        self._carry: str | None = None  # signed thinking for the next call part (encode_carried_thinking)
 
     @property
     def done(self) -> bool:
@@ -158,15 +160,18 @@ class GeminiWriter:
         elif isinstance(part, ReasoningDelta):
             if part.text and self._finish is None:
                 self._flush_calls(out)
+                self._thought.append(part.text)
                 out.append(self._chunk(b'[{"text":' + _ENCODER.encode(part.text) + b',"thought":true}]'))
         elif isinstance(part, ReasoningSignature):
             if part.signature and self._finish is None:
+                self._carry = encode_carried_thinking("".join(self._thought), part.signature)
+                self._thought = []
                 out.append(self._chunk(_ENCODER.encode([_signature_part(part.signature)])))
         elif isinstance(part, ToolCallStarted):
             if self._finish is None and part.key not in self._calls:
                 if part.arguments is not None:
                     self._flush_calls(out)
-                    out.append(self._chunk(_ENCODER.encode([_call_part(part.call_id, part.name, part.arguments)])))
+                    out.append(self._chunk(_ENCODER.encode([self._carrying(_call_part(part.call_id, part.name, part.arguments))])))
                 else:
                     self._calls[part.key] = (part.call_id, part.name, [])
         elif isinstance(part, ToolArgsDelta):
@@ -203,6 +208,13 @@ class GeminiWriter:
                 + _ENCODER.encode(usage_metadata(usage)) + self._suffix[self._suffix.index(b',"modelVersion"'):])
         return _sse(b'{"candidates":[{"content":{"parts":' + _FINAL_PART + tail)
 
+    def _carrying(self, part: dict[str, object]) -> dict[str, object]:
+        """The first call part after signed thinking carries it (``encode_carried_thinking``)."""
+        if self._carry is not None:
+            part["thoughtSignature"] = self._carry
+            self._carry = None
+        return part
+
     def _flush_calls(self, out: list[bytes], only: int | None = None) -> None:
         if not self._calls:
             return
@@ -211,7 +223,7 @@ class GeminiWriter:
         for key in keys:
             call = self._calls.pop(key, None)
             if call is not None:
-                parts.append(_call_part(call[0], call[1], "".join(call[2])))
+                parts.append(self._carrying(_call_part(call[0], call[1], "".join(call[2]))))
         if parts:
             out.append(self._chunk(_ENCODER.encode(parts)))
 
@@ -219,17 +231,22 @@ class GeminiWriter:
 def gemini_body(reply: Reply, ctx: TranslateContext) -> dict[str, object]:
     """Reply -> a Gemini ``GenerateContentResponse`` object."""
     parts: list[dict[str, object]] = []
+    carry: str | None = None  # signed thinking for the next call part, as in streams
     for item in reply.parts:
         if isinstance(item, ReplyReasoning):
             if item.text:
                 parts.append({"text": item.text, "thought": True})
             if item.signature:
                 parts.append(_signature_part(item.signature))
+                carry = encode_carried_thinking(item.text, item.signature)
         elif isinstance(item, ReplyText):
             if item.text:
                 parts.append({"text": item.text})
         elif isinstance(item, ReplyToolCall):
-            parts.append(_call_part(item.call_id, item.name, item.arguments))
+            call = _call_part(item.call_id, item.name, item.arguments)
+            if carry is not None:
+                call["thoughtSignature"], carry = carry, None
+            parts.append(call)
     if reply.refusal and not any("text" in p and not p.get("thought") for p in parts):
         parts.append({"text": reply.refusal})
     usage = reply.usage or Usage(prompt_tokens=ctx.estimated_input_tokens, estimated=True)
