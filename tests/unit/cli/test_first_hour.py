@@ -205,6 +205,15 @@ def test_packaged_unit_has_logs_and_state_directories() -> None:
         assert line in unit.splitlines(), line
 
 
+def test_packaged_unit_runs_on_systemd_before_253() -> None:
+    """Type=notify-reload is unknown before systemd 253 (Debian 12, Ubuntu 22.04): start did
+    not wait for readiness and `systemctl reload` failed. Type=notify with an ExecReload that
+    sends SIGHUP works on every systemd."""
+    lines = share_path(SYSTEMD_UNIT).read_text().splitlines()
+    assert "Type=notify" in lines and "ExecReload=/bin/kill -HUP $MAINPID" in lines
+    assert not any(line.startswith("Type=notify-reload") for line in lines)
+
+
 # --- (8) JSON syntax errors give line and column -----------------------------------------
 
 
