@@ -12,6 +12,7 @@ and the config, which then holds only ``${VAR}`` references, is 0644 so the unit
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import secrets
@@ -19,7 +20,7 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import rich_click as click
 
@@ -38,9 +39,21 @@ def generate_key(prefix: str) -> str:
     return f"{prefix}{secrets.token_urlsafe(24)}"
 
 
+_DEFAULT_PORT: Final = 8080
+
+
+def _ipv6(text: str) -> bool:
+    try:
+        return ipaddress.ip_address(text).version == 6
+    except ValueError:
+        return False
+
+
 def normalize_listen(value: str) -> str:
     """``host:port`` as the config wants it: IPv6 hosts in brackets (``[::1]:8080``)."""
     value = value.strip()
+    if ":" in value and not value.startswith("[") and not _ipv6(value.rpartition(":")[0]) and _ipv6(value):
+        value = f"[{value}]:{_DEFAULT_PORT}"  # "::1" is a host alone (it was written "[:]:1"); "::1:9000" is host:port
     if not value.startswith("["):
         host, sep, port = value.rpartition(":")
         if sep and ":" in host:

@@ -265,6 +265,10 @@ def parse_listen(listen: str) -> tuple[str, int]:
         host, sep, port = listen[1:].partition("]:")
         if not sep:
             raise ValueError("an IPv6 listen address is written [::1]:8080")
+        try:
+            ipaddress.IPv6Address(host.split("%", 1)[0])
+        except ValueError:
+            raise ValueError(f"{host!r} in brackets is not an IPv6 address") from None
     else:
         host, sep, port = listen.rpartition(":")
         if not sep or ":" in host:

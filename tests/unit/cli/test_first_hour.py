@@ -136,6 +136,23 @@ def test_bad_listen_flag_is_a_usage_error(run: Run, cfg: Path) -> None:
     assert r.exit_code == 2 and "--listen" in r.stderr and "127.0.0.1:8080" in r.stderr
 
 
+@pytest.mark.parametrize(("given", "written"), [("::1", "[::1]:8080"), ("::1:9000", "[::1]:9000"),
+                                               ("[::1]:9000", "[::1]:9000"), ("127.0.0.1:8081", "127.0.0.1:8081")])
+def test_init_writes_an_ipv6_listen_the_loader_can_bind(run: Run, tmp_path: Path, given: str, written: str) -> None:
+    """`apex init --listen ::1` wrote "[:]:1", which validate accepted and start could not bind."""
+    cfg = tmp_path / "config.json"
+    r = run("init", "--non-interactive", "--listen", given, "--config", str(cfg))
+    assert r.exit_code == 0, r.stderr
+    assert read(cfg)["global"]["listen"] == written
+
+
+def test_a_bracketed_listen_host_must_be_ipv6() -> None:
+    from apex.config.load import parse_listen
+
+    with pytest.raises(ValueError, match="not an IPv6 address"):
+        parse_listen("[:]:1")
+
+
 # --- (4) every missing ${VAR} at once -------------------------------------------------
 
 
