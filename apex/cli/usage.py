@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Final
 
 import rich_click as click
 
-from apex.cli.options import config_option, config_path, json_option, wants_json
+from apex.cli.options import config_option, config_path, demo_config, demo_option, json_option, wants_json
 from apex.cli.output import fail, print_json, say
 from apex.cli.store import ConfigStore
 
@@ -25,11 +25,13 @@ if TYPE_CHECKING:  # the readers import sqlite3 / asyncpg: only when a report ru
     from apex.requestlog.query import LogReader
 
 
-def _reader(config_file: str | None) -> LogReader:
+def _reader(config_file: str | None, demo: bool = False) -> LogReader:
     from apex.requestlog import sqlite_path
     from apex.requestlog.query import PostgresReader, SqliteReader
 
-    path = config_path(config_file)
+    if demo and config_file:
+        raise click.UsageError("--demo reads the demo gateway's log; leave out --config")
+    path = demo_config() if demo else config_path(config_file)  # the demo logs to the user's state directory
     config = ConfigStore(path).load()
     rl = config.global_.request_log
     if rl.type == "off":
@@ -109,14 +111,15 @@ def _table(title: str, columns: list[str], rows: list[list[str]], *, numeric_fro
               help="Group by (repeatable, in order). Default: one total.")
 @click.option("--team", default=None, help="Only this team.")
 @config_option
+@demo_option
 @json_option
 def usage_command(since: str | None, start: str | None, end: str | None, by: tuple[str, ...], team: str | None,
-                  config_file: str | None, as_json: bool) -> None:
+                  config_file: str | None, demo: bool, as_json: bool) -> None:
     """Requests, tokens, cost, error rate and latency from the request log."""
     from apex.requestlog.query import Filters, usage_report
 
     lo, hi = _window(since, start, end)
-    rows = usage_report(_reader(config_file), Filters(since=lo, until=hi, team=team), list(by))
+    rows = usage_report(_reader(config_file, demo), Filters(since=lo, until=hi, team=team), list(by))
     if wants_json(as_json):
         print_json(rows)
         return
@@ -145,10 +148,11 @@ def usage_command(since: str | None, start: str | None, end: str | None, by: tup
 @click.option("--model", default=None, help="Only models matching this glob (gpt-4o*).")
 @click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 100_000), help="How many.")
 @config_option
+@demo_option
 @json_option
 @click.pass_context
 def requests_group(ctx: click.Context, team: str | None, status: str | None, model: str | None, limit: int,
-                   config_file: str | None, as_json: bool) -> None:
+                   config_file: str | None, demo: bool, as_json: bool) -> None:
     """The latest requests from the request log; `apex requests show ID` for one."""
     if ctx.invoked_subcommand is not None:
         return
@@ -161,7 +165,7 @@ def requests_group(ctx: click.Context, team: str | None, status: str | None, mod
             compile_glob(model)
     except (ValueError, GlobError) as exc:
         fail(str(exc))
-    rows = latest_requests(_reader(config_file), Filters(team=team, status=status_filter, model=model), limit)
+    rows = latest_requests(_reader(config_file, demo), Filters(team=team, status=status_filter, model=model), limit)
     if wants_json(as_json):
         print_json(rows)
         return
@@ -185,9 +189,10 @@ def requests_group(ctx: click.Context, team: str | None, status: str | None, mod
 @requests_group.command("show")
 @click.argument("request_id")
 @config_option
+@demo_option
 @json_option
 @click.pass_context
-def show_command(ctx: click.Context, request_id: str, config_file: str | None, as_json: bool) -> None:
+def show_command(ctx: click.Context, request_id: str, config_file: str | None, demo: bool, as_json: bool) -> None:
     """Everything recorded about one request."""
     from apex.requestlog.query import request_by_id
 
@@ -195,7 +200,7 @@ def show_command(ctx: click.Context, request_id: str, config_file: str | None, a
     config_file = config_file or group.get("config_file")  # `apex requests --config F show ID` too
     as_json = as_json or bool(group.get("as_json"))
 
-    row = request_by_id(_reader(config_file), request_id)
+    row = request_by_id(_reader(config_file, demo or bool(group.get("demo"))), request_id)
     if row is None:
         fail(f"no request {request_id!r} in the request log")
     if wants_json(as_json):

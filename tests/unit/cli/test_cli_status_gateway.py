@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from typing import Any
 from pathlib import Path
 
 import pytest
@@ -89,3 +90,27 @@ def test_help_and_validate_do_not_import_server(cfg: Path) -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
     assert out.returncode == 0, out.stderr
     assert "LOADED []" in out.stdout
+
+
+def test_usage_and_requests_read_the_demo_gateways_log(run: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The demo gateway logs to the user's state directory; `apex usage` and `apex requests`
+    had no --demo and, pointed at the demo config, looked beside the package and found nothing."""
+    import time as _time
+
+    from apex.requestlog.record import COLUMNS
+    from apex.requestlog.sqlite import _insert_rows, connect_sqlite
+
+    monkeypatch.setenv("APEX_STATE_DIR", str(tmp_path / "state"))
+    conn = connect_sqlite(tmp_path / "state" / "requests.db")
+    row: dict[str, Any] = dict.fromkeys(COLUMNS)
+    row.update(ts=_time.time(), request_id="req_demo1", dialect="openai_chat", router="default", model="demo",
+               channels_tried="demo", attempts=1, status=200, stream=False, latency_ms=1.0, overhead_ms=0.1,
+               upstream_ms=0.9, prompt_tokens=5, completion_tokens=7)
+    _insert_rows(conn, [tuple(row[c] for c in COLUMNS)])
+    conn.close()
+    usage = run("usage", "--demo", "--json")
+    assert usage.exit_code == 0, usage.stderr
+    assert json.loads(usage.stdout)[0]["requests"] == 1
+    shown = run("requests", "--demo", "--json", "show", "req_demo1")
+    assert shown.exit_code == 0, shown.stderr
+    assert json.loads(shown.stdout)["request_id"] == "req_demo1"
