@@ -242,6 +242,7 @@ class ApexRunner(web.AppRunner):
             for handler in server.connections:
                 if isinstance(handler, ApexRequestHandler):
                     handler.sweep(now, header_read, body_read, send)
+            self._gateway.upstream.close_idle(now)  # upstream connections idle past their keep-alive
 
     async def cleanup(self) -> None:
         if self._sweeper is not None:

@@ -747,6 +747,24 @@ class UpstreamPool:
             slots.idle.clear()
         self._open.clear()
 
+    def close_idle(self, now: float) -> int:
+        """Close the pooled connections idle longer than ``idle_seconds`` (loop time ``now``);
+        how many. Reuse checks the age too, but a connection nobody asks for again would stay
+        open for as long as the upstream lets it (called by the gateway's periodic sweep)."""
+        closed = 0
+        for slots in self._slots.values():
+            idle = slots.idle
+            if not idle:
+                continue
+            keep = [c for c in idle if c.usable and now - c.idle_since <= self._idle_seconds]
+            if len(keep) != len(idle):
+                for conn in idle:
+                    if conn not in keep:
+                        conn.close()
+                        closed += 1
+                idle[:] = keep
+        return closed
+
     @property
     def idle_connections(self) -> int:
         return sum(1 for slots in self._slots.values() for c in slots.idle if c.usable)

@@ -1266,6 +1266,22 @@ async def test_idle_connection_past_idle_seconds_is_not_reused(serve: StartServe
         await pool.close()
 
 
+async def test_idle_connections_are_closed_by_the_sweep_without_a_next_request(serve: StartServer) -> None:
+    """An idle connection past idle_seconds was closed only when the next request came: with no
+    more traffic it stayed open (40 s later in the probe). close_idle, run by the gateway's
+    periodic sweep, closes it; a fresh one stays."""
+    pool = UpstreamPool(idle_seconds=30)
+    try:
+        server = await serve(answer_each(response(b"x")))
+        assert await fetch(pool, server.url()) == b"x"
+        now = asyncio.get_running_loop().time()
+        assert pool.close_idle(now) == 0 and pool.idle_connections == 1
+        assert pool.close_idle(now + 31) == 1 and pool.idle_connections == 0
+        await until(lambda: server.client_closes == 1)
+    finally:
+        await pool.close()
+
+
 async def test_idle_connections_capped_per_origin(serve: StartServer) -> None:
     """At most max_idle_per_origin connections stay pooled; the surplus is closed."""
     pool = UpstreamPool(max_idle_per_origin=1)
