@@ -797,6 +797,9 @@ class UpstreamPool:
             conn = conns.pop()
             if not conn.usable:
                 continue
+            if slots.open > slots.limit:  # over a lowered max_connections: not reused
+                conn.close()
+                continue
             if now is None:
                 now = conn.loop.time()
             if self._stale(conn, now):
@@ -815,6 +818,9 @@ class UpstreamPool:
 
     def _put_back(self, conn: _Connection) -> None:
         slots = conn.slots
+        if slots.open > slots.limit:  # a reload lowered max_connections: shed down to it
+            conn.close()  # its slot comes back through connection_lost
+            return
         if slots.hand_over(conn):
             return
         if len(slots.idle) >= self._max_idle:
@@ -874,7 +880,7 @@ class UpstreamPool:
             slots.open += 1  # a raised budget lets waiters open connections now
 
     def _release_slot(self, slots: _Slots) -> None:
-        if not slots.hand_over(None):
+        if slots.open > slots.limit or not slots.hand_over(None):  # over a lowered limit: the slot goes
             slots.open -= 1
 
     async def _connect(self, origin: _Origin, slots: _Slots, connect_timeout: float) -> _Connection:

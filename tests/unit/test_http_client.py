@@ -1709,6 +1709,41 @@ async def test_a_reload_keeps_one_budget_across_the_connections_already_open(ser
         await settle()
 
 
+async def test_a_reload_that_lowers_max_connections_sheds_down_to_it(serve: StartServer) -> None:
+    """max_connections 4 -> 2 while four requests hold connections and more keep coming: the
+    connections were handed on to the next request whatever the new limit, so four stayed
+    open under steady load. They are closed as they come free until two are left."""
+    from apex.upstream.egress import build_egress
+
+    gate = asyncio.Event()
+    counted = Concurrent(gate.wait)
+    server = await serve(counted.script)
+    pool = UpstreamPool()
+    before, after = build_egress("c", "direct", None, 4), build_egress("c", "direct", None, 2)
+    url = server.url()
+
+    async def one(egress: object) -> bytes:
+        reply = await within(pool.post(url, b"", b"{}", connect_timeout=LIMIT, egress=egress))  # type: ignore[arg-type]
+        try:
+            return await within(reply.read())
+        finally:
+            reply.release()
+
+    try:
+        first = [asyncio.create_task(one(before)) for _ in range(4)]
+        await until(lambda: counted.open == 4)
+        later = [asyncio.create_task(one(after)) for _ in range(6)]
+        await asyncio.sleep(0.05)
+        gate.set()
+        assert await within(asyncio.gather(*first, *later)) == [b"ok"] * 10
+        await until(lambda: counted.open <= 2)
+        assert sum(slots.open for slots in pool._slots.values()) <= 2
+    finally:
+        gate.set()
+        await pool.close()
+        await settle()
+
+
 @needs_trustme
 async def test_a_reload_reads_a_ca_file_rotated_in_place(serve: StartServer, tmp_path: Path) -> None:
     """The CA bundle replaced at the same path, then a reload: new connections trust the new
