@@ -491,13 +491,18 @@ class Attempt:
                 if first:
                     await resp.write(first)
                     ex.final_delivered = relay.ended
+                events = relay.events
+                idle_until = loop.time() + idle
                 while True:
                     writing = False
-                    deadline.move(loop.time() + idle)
+                    deadline.move(idle_until)
                     chunk = await reply.content.readany()
                     if not chunk:
                         break
                     out = relay.feed(chunk)
+                    if relay.events != events:  # idle is between events: bytes trickling into one do not count
+                        events = relay.events
+                        idle_until = loop.time() + idle
                     if out:
                         deadline.move(loop.time() + send)
                         writing = True

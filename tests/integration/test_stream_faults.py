@@ -158,3 +158,22 @@ async def test_unbroken_streams_pass_whole(upstream: FakeUpstream, start_apex: S
         body = await r.read()
     assert body == raw
     parse_strict(body)
+
+
+@pytest.mark.parametrize(("path", "model", "events"), [("/v1/chat/completions", "gpt-4o", OPENAI_EVENTS),
+                                                       ("/v1/chat/completions", "claude-x", ANTHROPIC_EVENTS)])
+async def test_bytes_trickling_into_one_event_do_not_hold_off_the_idle_timeout(
+        upstream: FakeUpstream, start_apex: StartApex, path: str, model: str, events: list[bytes]) -> None:
+    """stream_idle_ms is the time between events (spec 2): an upstream trickling one byte of an
+    event every 0.1 s kept a 0.3 s idle limit from ever firing (for as long as it liked)."""
+    inst = await start_apex(config(upstream))
+    third = events[2]
+    upstream.push(Behaviour(content_type="text/event-stream", gap=0.1,
+                            events=[*events[:2], *(third[i:i + 1] for i in range(min(len(third) - 2, 40)))]))
+    async with aiohttp.ClientSession() as s, s.post(
+        inst.url + path, headers={"Authorization": "Bearer k"},
+        json={"model": model, "stream": True, "max_tokens": 50, "messages": [{"role": "user", "content": "x"}]},
+    ) as r:
+        body = await r.read()
+    parsed = parse_strict(body)
+    assert is_error_event(*parsed[-1]) and "sent nothing for 0.3 s" in parsed[-1][1], body
