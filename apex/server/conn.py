@@ -19,13 +19,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import resource
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from aiohttp import web
 from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
 from aiohttp.web_protocol import RequestHandler
 
-from apex.errors import ApexError, InternalError, InvalidRequest, RequestTimeout
+from apex.errors import ApexError, ErrorKind, InternalError, InvalidRequest, RequestTimeout
+from apex.server.exchange import Exchange, new_request_id
 from apex.server.gateway import Gateway
 from apex.server.responses import dialect_of_path, error_body, error_response
 from apex.types import Dialect
@@ -73,8 +74,8 @@ class ApexRequestHandler(RequestHandler):
     """aiohttp's connection handler plus the times its current head and body began, and an
     answer for a client that half-closes after its request."""
 
-    __slots__ = ("apex_head_since", "apex_peek", "apex_body", "apex_body_since", "apex_unsent", "apex_unsent_since",
-                 "apex_upstream_for")
+    __slots__ = ("apex_gateway", "apex_head_since", "apex_peek", "apex_body", "apex_body_since", "apex_unsent",
+                 "apex_unsent_since", "apex_upstream_for")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -87,6 +88,7 @@ class ApexRequestHandler(RequestHandler):
         self.apex_upstream_for = 0
         self.apex_unsent = 0  # bytes the client had not taken at the last sweep
         self.apex_unsent_since = 0.0  # loop time that amount was first seen unchanged
+        self.apex_gateway: Gateway | None = None  # set by the server: answers made here are counted too
 
     def eof_received(self) -> bool | None:  # type: ignore[override]  # asyncio.Protocol allows True: keep writing
         """The client closed its sending side. aiohttp's answer is to close the connection,
@@ -151,6 +153,7 @@ class ApexRequestHandler(RequestHandler):
                     b"HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json\r\nConnection: close\r\n"
                     b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
                 )
+                self._count(dialect, 408, err.kind)
             self.force_close()
             return
         body_stream = self.apex_body
@@ -202,7 +205,18 @@ class ApexRequestHandler(RequestHandler):
         resp = error_response(dialect, err)
         resp.set_status(status)
         resp.force_close()
+        self._count(dialect, status, err.kind)
         return resp
+
+    def _count(self, dialect: Dialect, status: int, kind: ErrorKind) -> None:
+        """Count and log an answer made here (the parser refused the request, its head timed
+        out) like every answered request: apex_requests_total and the access log missed them."""
+        gateway = self.apex_gateway
+        if gateway is not None:
+            ex = Exchange(new_request_id(), None, dialect)
+            ex.status = status
+            ex.error_kind = kind
+            self._loop.call_soon(gateway.finish, ex)
 
     def log_exception(self, *args: Any, **kw: Any) -> None:
         # aiohttp's own messages here may carry an exception quoting request bytes: name it only.
@@ -212,8 +226,12 @@ class ApexRequestHandler(RequestHandler):
 
 
 class _ApexServer(web.Server):
+    apex_gateway: Gateway | None = None
+
     def __call__(self) -> RequestHandler:
-        return ApexRequestHandler(self, loop=self._loop, **self._kwargs)
+        handler = ApexRequestHandler(self, loop=self._loop, **self._kwargs)
+        handler.apex_gateway = self.apex_gateway
+        return handler
 
 
 class ApexRunner(web.AppRunner):
@@ -229,6 +247,7 @@ class ApexRunner(web.AppRunner):
     async def _make_server(self) -> web.Server:
         server = await super()._make_server()
         server.__class__ = _ApexServer  # same object, handlers made by __call__ above
+        cast(_ApexServer, server).apex_gateway = self._gateway
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever(server))
         return server
 

@@ -9,11 +9,8 @@ exception into a logged 500 (the only ``except Exception`` on the request path),
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
-import os
 from collections.abc import Awaitable, Callable
-from typing import Final
 
 from aiohttp import web
 
@@ -27,7 +24,7 @@ from apex.errors import (
     ShuttingDown,
 )
 from apex.server.conn import ApexRequestHandler
-from apex.server.exchange import Exchange
+from apex.server.exchange import Exchange, new_request_id
 from apex.server.gateway import Gateway
 from apex.server.inputs import check_request_headers, client_request_id
 from apex.server.keys import GATEWAY_KEY
@@ -40,15 +37,6 @@ __all__ = ["Endpoint", "api_endpoint", "expect_handler", "new_request_id", "reco
 log = logging.getLogger("apex.server")
 
 Endpoint = Callable[[web.Request, Snapshot, Exchange, Dialect], Awaitable[web.StreamResponse]]
-
-_PREFIX: Final = f"req_{os.urandom(5).hex()}"
-_COUNTER: Final = itertools.count(1)
-
-
-def new_request_id() -> str:
-    """A process-unique request id (random prefix + counter: cheaper than a uuid)."""
-    return f"{_PREFIX}{next(_COUNTER):08x}"
-
 
 def api_endpoint(dialect: Dialect, endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     """Wrap ``endpoint`` with the request lifecycle for ``dialect``."""

@@ -7,8 +7,10 @@ It holds no secrets: the key is reduced to the team id or principal label.
 
 from __future__ import annotations
 
+import itertools
+import os
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from apex.errors import kind_for_status
 from apex.tokens import estimate_tokens
@@ -19,7 +21,15 @@ if TYPE_CHECKING:
     from apex.budget import BudgetGrant
     from apex.tracing import RequestTrace
 
-__all__ = ["Exchange"]
+__all__ = ["Exchange", "new_request_id"]
+
+_PREFIX: Final = f"req_{os.urandom(5).hex()}"
+_COUNTER: Final = itertools.count(1)
+
+
+def new_request_id() -> str:
+    """A process-unique request id (random prefix + counter: cheaper than a uuid)."""
+    return f"{_PREFIX}{next(_COUNTER):08x}"
 
 
 class Exchange:

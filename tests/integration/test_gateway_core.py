@@ -568,3 +568,21 @@ async def test_broken_upstream_wire_is_a_502_in_both_protocols(
     finally:
         raw.close()
         await raw.wait_closed()
+
+
+async def test_requests_the_parser_refuses_or_that_time_out_are_counted(upstream: FakeUpstream, start_apex: StartApex) -> None:
+    """A request aiohttp's parser refuses (400) and a head that never finishes (408) were
+    answered but missing from apex_requests_total and the access log."""
+    cfg = basic_config(upstream)
+    cfg["global"]["client_timeouts"] = {"header_read_ms": 200}
+    inst = await start_apex(cfg)
+    before = _requests_counted(inst)
+    for data in (b"POST /v1/chat/completions HTTP/1.1\r\nHost: a\r\nBad Header: x\r\n\r\n",
+                 b"POST /v1/messages HTTP/1.1\r\nHost: a\r\n"):  # never finished: 408 from the sweep
+        reader, writer = await asyncio.open_connection("127.0.0.1", inst.port)
+        writer.write(data)
+        answer = await asyncio.wait_for(reader.read(), 5)
+        writer.close()
+        assert answer.split(b" ", 2)[1] in (b"400", b"408"), answer
+    await asyncio.sleep(0.05)
+    assert _requests_counted(inst) - before == 2
