@@ -40,17 +40,23 @@ async def models(request: web.Request, snap: Snapshot, ex: Exchange, dialect: Di
         except ApexError as err:  # this path's endpoint renders OpenAI errors: answer in Gemini's
             ex.error_kind = err.kind
             return error_response(Dialect.GEMINI_GENERATE, err)
-    principal = snap.keys.authenticate(request.headers)
-    ex.authenticated(principal)
-    names = snap.models_for(principal)
-    one = request.match_info.get("model_id")
     anthropic = "anthropic-version" in request.headers
-    if anthropic:
-        ex.dialect = Dialect.ANTHROPIC_MESSAGES
-    if one is not None:
-        if one not in names:
-            raise NotFound(f"model '{one}' does not exist or is not available to this key", code="model_not_found")
-        names = [one]
+    try:
+        principal = snap.keys.authenticate(request.headers)
+        ex.authenticated(principal)
+        names = snap.models_for(principal)
+        one = request.match_info.get("model_id")
+        if anthropic:
+            ex.dialect = Dialect.ANTHROPIC_MESSAGES
+        if one is not None:
+            if one not in names:
+                raise NotFound(f"model '{one}' does not exist or is not available to this key", code="model_not_found")
+            names = [one]
+    except ApexError as err:
+        if not anthropic:
+            raise
+        ex.error_kind = err.kind  # an Anthropic client (anthropic-version) gets Anthropic's error shape
+        return error_response(Dialect.ANTHROPIC_MESSAGES, err)
     if anthropic:
         data = [{"type": "model", "id": n, "display_name": n, "created_at": "1970-01-01T00:00:00Z"} for n in names]
         if one is not None:

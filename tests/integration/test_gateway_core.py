@@ -178,6 +178,14 @@ async def test_models_anthropic_shape(upstream: FakeUpstream, start_apex: StartA
     inst = await start_apex(cfg)
     page = await ant(inst).models.list()
     assert [m.id for m in page.data] == ["claude-apex-test"]
+    # Its errors are Anthropic's too (they came in OpenAI's shape): a bad key, an unknown model.
+    with pytest.raises(anthropic.AuthenticationError) as bad_key:
+        await ant(inst, "nope").models.list()
+    assert bad_key.value.body["type"] == "error"  # type: ignore[index]
+    assert bad_key.value.body["error"]["type"] == "authentication_error"  # type: ignore[index]
+    with pytest.raises(anthropic.NotFoundError) as unknown:
+        await ant(inst).models.retrieve("claude-nope")
+    assert unknown.value.body["error"]["type"] == "not_found_error"  # type: ignore[index]
 
 
 async def test_request_id_echoed(upstream: FakeUpstream, start_apex: StartApex) -> None:
