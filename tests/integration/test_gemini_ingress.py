@@ -438,3 +438,21 @@ async def test_claudes_signed_thinking_survives_a_client_that_drops_thought_part
     assert sent["thinking"] == {"type": "enabled", "budget_tokens": 4096}
     assert sent["messages"][1]["content"][0] == {"type": "thinking", "thinking": "Check the file first.",
                                                  "signature": "EqQBsig-claude"}
+
+
+@pytest.mark.parametrize("include", [False, True])
+async def test_thought_parts_only_when_the_client_asks_for_them(client: genai.Client, upstream: FakeUpstream,
+                                                                include: bool) -> None:
+    """Gemini writes no thought parts unless thinkingConfig.includeThoughts is true; translated
+    answers carried them always (clients that walk the parts showed the reasoning)."""
+    body = {"id": "c1", "object": "chat.completion", "created": 1, "model": "gpt-alias",
+            "choices": [{"index": 0, "finish_reason": "stop",
+                         "message": {"role": "assistant", "content": "4242", "reasoning_content": "Adding."}}],
+            "usage": {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}}
+    upstream.push(Behaviour(body=json.dumps(body).encode()))
+    cfg = types.GenerateContentConfig(thinking_config=types.ThinkingConfig(include_thoughts=include)) if include else None
+    resp = await client.aio.models.generate_content(model="gpt-alias", contents="What is 4200 + 42?", config=cfg)
+    assert resp.candidates and resp.candidates[0].content and resp.candidates[0].content.parts
+    parts = resp.candidates[0].content.parts
+    assert [p.text for p in parts if p.thought] == (["Adding."] if include else [])
+    assert resp.text == "4242"

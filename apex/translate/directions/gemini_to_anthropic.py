@@ -44,7 +44,7 @@ from apex.translate.neutral.parts import PipedStream
 from apex.translate.request.responses_tools import DROPPED_TOOLS_HEADER
 from apex.translate.neutral.reply import encode_body, reply_from_anthropic
 from apex.translate.read.anthropic import AnthropicReader
-from apex.translate.write.gemini import GeminiWriter, gemini_body
+from apex.translate.write.gemini import HIDE_THOUGHTS, GeminiWriter, gemini_body
 from apex.translate.neutral.toolids import anthropic_tool_id
 from apex.types import Dialect
 
@@ -240,6 +240,8 @@ class GeminiToAnthropic:
     def request(self, body: bytes, ctx: TranslateContext) -> bytes:
         """generateContent request bytes -> Messages request bytes."""
         conv = read_gemini_request(body)
+        if not conv.include_thoughts:
+            ctx.extras[HIDE_THOUGHTS] = True
         for name in conv.dropped_tools:
             ctx.notice(DROPPED_TOOLS_HEADER, name)
         return msgspec.json.encode(gemini_to_anthropic_request(conv, ctx))

@@ -29,7 +29,7 @@ from apex.translate.neutral.parts import PipedStream
 from apex.translate.request.responses_tools import DROPPED_TOOLS_HEADER
 from apex.translate.neutral.reply import encode_body, reply_from_openai
 from apex.translate.read.openai import OpenAIChatReader
-from apex.translate.write.gemini import GeminiWriter, gemini_body
+from apex.translate.write.gemini import HIDE_THOUGHTS, GeminiWriter, gemini_body
 from apex.types import Dialect
 
 __all__ = ["GeminiToOpenAI", "gemini_to_openai_request", "reasoning_effort", "result_text"]
@@ -43,12 +43,16 @@ Json = dict[str, object]
 
 
 def reasoning_effort(conv: Conversation) -> str | None:
-    """The reasoning effort a Gemini thinking config asks for, or None (off / not asked)."""
+    """The reasoning effort a Gemini thinking config asks for, or None (not asked). A budget
+    of 0 turns thinking off: "none", which ``ModelCaps.effort`` brings to the least the model
+    takes (gpt-5's "minimal"); it was treated as not asked and the model thought at its default."""
     if conv.thinking_level is not None and conv.thinking_level in _LEVELS:
         return conv.thinking_level
     budget = conv.thinking_budget
-    if budget is None or budget == 0:
+    if budget is None:
         return None
+    if budget == 0:
+        return "none"
     if budget < 0:
         return "medium"  # dynamic thinking: let the model decide, at its default depth
     return "low" if budget < 4096 else "medium" if budget < 16384 else "high"
@@ -189,6 +193,8 @@ class GeminiToOpenAI:
     def request(self, body: bytes, ctx: TranslateContext) -> bytes:
         """generateContent request bytes -> Chat request bytes."""
         conv = read_gemini_request(body)
+        if not conv.include_thoughts:
+            ctx.extras[HIDE_THOUGHTS] = True
         for name in conv.dropped_tools:
             ctx.notice(DROPPED_TOOLS_HEADER, name)
         return _ENCODER.encode(gemini_to_openai_request(conv, ctx))

@@ -106,6 +106,11 @@ class GeminiFraming:
         return b"[]"
 
 
+# ctx.extras key: the client did not ask for thoughts (thinkingConfig.includeThoughts absent or
+# false), so none are written, as Gemini writes none; signed thinking still rides on the call.
+HIDE_THOUGHTS: Final = "gemini_hide_thoughts"
+
+
 def _sse(data: bytes) -> bytes:
     # Gemini frames its events with CRLF (docs/protocols.md 1.1); clients accept either.
     return b"data: " + data + b"\r\n\r\n"
@@ -123,7 +128,7 @@ def _call_part(call_id: str, name: str, arguments: str) -> dict[str, object]:
 class GeminiWriter:
     """One Gemini client stream's writer state."""
 
-    __slots__ = ("_calls", "_carry", "_ctx", "_done", "_finish", "_started", "_suffix", "_thought", "_usage")
+    __slots__ = ("_calls", "_carry", "_ctx", "_done", "_finish", "_shown", "_started", "_suffix", "_thought", "_usage")
 
     def __init__(self, ctx: TranslateContext) -> None:
         self._ctx = ctx
@@ -135,6 +140,7 @@ class GeminiWriter:
         self._usage = ctx.usage
         self._thought: list[str] = []  # thinking text since the last signature
         self._carry: str | None = None  # signed thinking for the next call part (encode_carried_thinking)
+        self._shown = not ctx.extras.get(HIDE_THOUGHTS)  # thought parts written (includeThoughts)
 
     @property
     def done(self) -> bool:
@@ -159,14 +165,16 @@ class GeminiWriter:
                 out.append(self._chunk(b'[{"text":' + _ENCODER.encode(part.text) + b"}]"))
         elif isinstance(part, ReasoningDelta):
             if part.text and self._finish is None:
-                self._flush_calls(out)
                 self._thought.append(part.text)
-                out.append(self._chunk(b'[{"text":' + _ENCODER.encode(part.text) + b',"thought":true}]'))
+                if self._shown:
+                    self._flush_calls(out)
+                    out.append(self._chunk(b'[{"text":' + _ENCODER.encode(part.text) + b',"thought":true}]'))
         elif isinstance(part, ReasoningSignature):
             if part.signature and self._finish is None:
                 self._carry = encode_carried_thinking("".join(self._thought), part.signature)
                 self._thought = []
-                out.append(self._chunk(_ENCODER.encode([_signature_part(part.signature)])))
+                if self._shown:
+                    out.append(self._chunk(_ENCODER.encode([_signature_part(part.signature)])))
         elif isinstance(part, ToolCallStarted):
             if self._finish is None and part.key not in self._calls:
                 if part.arguments is not None:
@@ -232,12 +240,14 @@ def gemini_body(reply: Reply, ctx: TranslateContext) -> dict[str, object]:
     """Reply -> a Gemini ``GenerateContentResponse`` object."""
     parts: list[dict[str, object]] = []
     carry: str | None = None  # signed thinking for the next call part, as in streams
+    shown = not ctx.extras.get(HIDE_THOUGHTS)
     for item in reply.parts:
         if isinstance(item, ReplyReasoning):
-            if item.text:
+            if item.text and shown:
                 parts.append({"text": item.text, "thought": True})
             if item.signature:
-                parts.append(_signature_part(item.signature))
+                if shown:
+                    parts.append(_signature_part(item.signature))
                 carry = encode_carried_thinking(item.text, item.signature)
         elif isinstance(item, ReplyText):
             if item.text:

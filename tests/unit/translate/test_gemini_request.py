@@ -174,3 +174,17 @@ def test_snake_case_field_names_are_read_and_opaque_keys_kept() -> None:
     assert sent["tools"][0]["function"]["parameters"] == {
         "type": "object", "properties": {"file_path": {"type": "string"}}, "anyOf": [{"type": "object"}]}
     assert sent["max_tokens"] == 10
+
+
+@pytest.mark.parametrize(("model", "effort"), [("gpt-5-mini", "minimal"), ("gpt-5.1", "none"), ("o4-mini", "low")])
+def test_a_thinking_budget_of_zero_asks_for_the_least_reasoning(model: str, effort: str) -> None:
+    """thinkingBudget 0 turns Gemini's thinking off; it sent no reasoning_effort, so gpt-5 and
+    o-series reasoned at their default (medium). It asks for the least the model takes."""
+    from apex.translate.capabilities import CapabilityTable
+
+    ctx = _ctx()
+    ctx.caps = CapabilityTable("openai").lookup(model)
+    body = {"contents": [{"role": "user", "parts": [{"text": "hi"}]}],
+            "generationConfig": {"thinkingConfig": {"thinkingBudget": 0}}}
+    sent = json.loads(GeminiToOpenAI().request(_body(body), ctx))
+    assert sent["reasoning_effort"] == effort
