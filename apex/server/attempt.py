@@ -43,7 +43,7 @@ from apex.translate.passthrough import (
     without_carried_signatures,
     without_sampling,
 )
-from apex.translate.directions.gemini_embeddings import with_upstream_model
+from apex.translate.directions.gemini_embeddings import count_request_with_model, with_upstream_model
 from apex.translate.neutral.deferred import without_tool_search
 from apex.translate.passthrough_gemini import gemini_body_usage
 from apex.translate.write.gemini import GeminiFraming
@@ -205,6 +205,8 @@ class Attempt:
             body = _with_body_betas(body, accepted_betas(self.request.headers.getall("anthropic-beta", ()), plan.betas))
         if plan.upstream is Dialect.GEMINI_EMBED:
             body = with_upstream_model(body, self.upstream_model)  # Gemini checks requests[].model
+        elif plan.upstream is Dialect.GEMINI_COUNT_TOKENS and self.mapped:
+            body = count_request_with_model(body, self.upstream_model)
         # Only Responses is fitted unrenamed; the other fits wait for a model_map hit (most requests have none).
         if plan.caps is not None and (self.mapped or plan.upstream is Dialect.OPENAI_RESPONSES):
             body = self._fit_to_model(body, plan.caps)

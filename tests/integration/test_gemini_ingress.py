@@ -456,3 +456,15 @@ async def test_thought_parts_only_when_the_client_asks_for_them(client: genai.Cl
     parts = resp.candidates[0].content.parts
     assert [p.text for p in parts if p.thought] == (["Adding."] if include else [])
     assert resp.text == "4242"
+
+
+async def test_count_tokens_with_a_generate_request_names_the_mapped_model(apex: ApexInstance, upstream: FakeUpstream) -> None:
+    """countTokens with generateContentRequest on a model_map hit: the URL named the upstream
+    model, the body still the client's alias (a model the upstream does not know)."""
+    body = {"generateContentRequest": {"model": "models/gm-alias", "contents": [{"role": "user", "parts": [{"text": "hi"}]}]}}
+    async with aiohttp.ClientSession() as s, s.post(f"{apex.url}/v1beta/models/gm-alias:countTokens",
+                                                    headers={"x-goog-api-key": KEY}, json=body) as r:
+        assert r.status == 200, await r.text()
+    sent = upstream.requests[-1]
+    assert sent.path == "/v1beta/models/gemini-2.5-flash:countTokens"
+    assert sent.json["generateContentRequest"]["model"] == "models/gemini-2.5-flash"

@@ -40,7 +40,7 @@ _BATCH: Final = msgspec.json.Decoder(RawEmbeddingsAnswer)
 def single_to_batch(body: bytes, model: str) -> bytes:
     """An ``embedContent`` body -> a ``batchEmbedContents`` body of one request."""
     try:
-        top = _TOP.decode(body)
+        top = _RAW_OBJECT.decode(body)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise InvalidRequest(f"request body is not a JSON object: {exc}") from exc
     if "content" not in top:
@@ -80,6 +80,25 @@ def with_upstream_model(body: bytes, model: str) -> bytes:
     for req in batch.requests:
         req["model"] = name
     return _ENCODER.encode(batch)
+
+
+_RAW_OBJECT: Final = msgspec.json.Decoder(dict[str, msgspec.Raw])
+
+
+def count_request_with_model(body: bytes, model: str) -> bytes:
+    """A countTokens body whose ``generateContentRequest`` names ``models/<model>``, the model
+    of the URL after a model_map (it kept the client's alias, a model the upstream does not
+    know). Other bodies (``contents`` alone) unchanged."""
+    if body.find(b'"generateContentRequest"') < 0:
+        return body
+    try:
+        top = _RAW_OBJECT.decode(body)
+        inner = _RAW_OBJECT.decode(top["generateContentRequest"])
+    except (msgspec.DecodeError, msgspec.ValidationError, KeyError):
+        return body  # not for Apex to judge: the upstream answers it
+    inner["model"] = msgspec.Raw(_ENCODER.encode(f"models/{model}"))
+    top["generateContentRequest"] = msgspec.Raw(_ENCODER.encode(inner))
+    return _ENCODER.encode(top)
 
 
 def gemini_to_openai_embeddings_request(body: bytes, ctx: TranslateContext) -> bytes:

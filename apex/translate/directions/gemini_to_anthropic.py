@@ -217,6 +217,11 @@ def _model_block(item: Item) -> Json | None:
 
 
 def _media_block(media: Media) -> Json:
+    if media.mime_type and not media.mime_type.startswith(("image/", "text/")) and media.mime_type != "application/pdf":
+        # Messages takes images and documents only: audio or video went as an "image" and
+        # came back as Anthropic's 400 about an image.
+        raise InvalidRequest(f"{media.mime_type} parts cannot be sent to this upstream (images, PDF and text only)",
+                             param="contents")
     kind = "document" if media.mime_type == "application/pdf" else "image"
     if media.data is not None:
         if media.mime_type.startswith("text/"):

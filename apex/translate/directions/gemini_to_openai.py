@@ -133,6 +133,10 @@ def gemini_to_openai_request(conv: Conversation, ctx: TranslateContext) -> Json:
     return out
 
 
+# Chat's input_audio formats (an image_url of audio was a 400 naming images).
+_AUDIO_FORMATS: Final = {"audio/wav": "wav", "audio/x-wav": "wav", "audio/wave": "wav", "audio/mpeg": "mp3", "audio/mp3": "mp3"}
+
+
 def _user(items: list[Item]) -> list[Json]:
     tools: list[Json] = []
     parts: list[Json] = []
@@ -147,6 +151,14 @@ def _user(items: list[Item]) -> list[Json]:
                 parts.append({"type": "file", "file": {"file_data": media_url(item), "filename": "document.pdf"}})
             elif item.mime_type.startswith("text/") and item.data is not None:
                 parts.append({"type": "text", "text": base64.b64decode(item.data).decode("utf-8", "replace")})
+            elif item.mime_type.startswith("audio/"):
+                fmt = _AUDIO_FORMATS.get(item.mime_type)
+                if fmt is None or item.data is None:
+                    raise InvalidRequest(f"{item.mime_type} audio cannot be sent to this upstream (inline wav or mp3 only)",
+                                         param="contents")
+                parts.append({"type": "input_audio", "input_audio": {"data": item.data, "format": fmt}})
+            elif not item.mime_type.startswith("image/") and item.mime_type:
+                raise InvalidRequest(f"{item.mime_type} parts cannot be sent to this upstream", param="contents")
             else:
                 parts.append({"type": "image_url", "image_url": {"url": media_url(item)}})
         elif isinstance(item, Call):

@@ -188,3 +188,18 @@ def test_a_thinking_budget_of_zero_asks_for_the_least_reasoning(model: str, effo
             "generationConfig": {"thinkingConfig": {"thinkingBudget": 0}}}
     sent = json.loads(GeminiToOpenAI().request(_body(body), ctx))
     assert sent["reasoning_effort"] == effort
+
+
+def test_audio_parts_go_as_input_audio_or_are_refused_clearly() -> None:
+    """Audio inlineData went to OpenAI as an image_url and to Anthropic as an image block: both
+    upstreams refused it with errors about images. OpenAI gets input_audio (wav, mp3); Anthropic,
+    which takes no audio, a 400 naming the type."""
+    body: Any = {"contents": [{"role": "user", "parts": [{"text": "transcribe"},
+                                                    {"inlineData": {"mimeType": "audio/wav", "data": "UklGRg=="}}]}]}
+    sent = json.loads(GeminiToOpenAI().request(_body(body), _ctx()))
+    assert sent["messages"][0]["content"][1] == {"type": "input_audio", "input_audio": {"data": "UklGRg==", "format": "wav"}}
+    with pytest.raises(InvalidRequest, match="audio/wav"):
+        GeminiToAnthropic().request(_body(body), _ctx())
+    body["contents"][0]["parts"][1]["inlineData"]["mimeType"] = "audio/ogg"
+    with pytest.raises(InvalidRequest, match="audio/ogg"):
+        GeminiToOpenAI().request(_body(body), _ctx())
