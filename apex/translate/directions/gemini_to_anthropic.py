@@ -30,6 +30,7 @@ from apex.translate.base import StreamTranslator, TranslateContext
 from apex.translate.request.gemini_conversation import (
     Call,
     Conversation,
+    enum_instruction,
     Item,
     Media,
     Result,
@@ -97,6 +98,9 @@ def gemini_to_anthropic_request(conv: Conversation, ctx: TranslateContext) -> Js
         native_format = {"type": "json_schema", "schema": msgspec.Raw(conv.json_schema)}
     elif conv.json_output:
         instruction = (JSON_SCHEMA_INSTRUCTION + conv.json_schema.decode()) if conv.json_schema else JSON_OBJECT_INSTRUCTION
+        system = f"{system}\n\n{instruction}" if system else instruction
+    if conv.enum_choices:
+        instruction = enum_instruction(conv.enum_choices)
         system = f"{system}\n\n{instruction}" if system else instruction
     if system:
         out["system"] = system

@@ -24,7 +24,17 @@ from apex.errors import InvalidRequest
 from apex.translate.capabilities import MAX_STOP_SEQUENCES
 from apex.translate.base import StreamTranslator, TranslateContext
 from apex.translate.directions.anthropic_to_openai import drop_refused_sampling, max_tokens_field
-from apex.translate.request.gemini_conversation import Call, Conversation, Item, Media, Result, Text, Thought, read_gemini_request
+from apex.translate.request.gemini_conversation import (
+    Call,
+    Conversation,
+    Item,
+    Media,
+    Result,
+    Text,
+    Thought,
+    enum_instruction,
+    read_gemini_request,
+)
 from apex.translate.neutral.parts import PipedStream
 from apex.translate.request.responses_tools import DROPPED_TOOLS_HEADER
 from apex.translate.neutral.reply import encode_body, reply_from_openai
@@ -87,8 +97,11 @@ def gemini_to_openai_request(conv: Conversation, ctx: TranslateContext) -> Json:
         raise InvalidRequest("candidateCount above 1 cannot be served by this channel",
                              param="generationConfig.candidateCount")
     messages: list[Json] = []
-    if conv.system:
-        messages.append({"role": "system", "content": conv.system})
+    system = conv.system
+    if conv.enum_choices:
+        system = f"{system}\n\n{enum_instruction(conv.enum_choices)}" if system else enum_instruction(conv.enum_choices)
+    if system:
+        messages.append({"role": "system", "content": system})
     for turn in conv.turns:
         if turn.role == "model":
             messages.append(_assistant(turn.items))

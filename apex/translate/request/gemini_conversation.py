@@ -42,6 +42,7 @@ __all__ = [
     "ToolSpec",
     "Turn",
     "decode_carried_thinking",
+    "enum_instruction",
     "decode_thought_signature",
     "encode_carried_thinking",
     "encode_thought_signature",
@@ -181,6 +182,7 @@ class Conversation:
     frequency_penalty: float | None = None
     json_output: bool = False
     json_schema: bytes | None = None
+    enum_choices: list[str] | None = None  # responseMimeType text/x.enum: answer one of these, bare
     thinking_budget: int | None = None  # -1: dynamic; 0: off
     thinking_level: str | None = None   # "low" | "medium" | "high"
     include_thoughts: bool = False
@@ -312,6 +314,26 @@ def _read_contents(contents: list[Content], conv: Conversation) -> None:
             conv.turns.append(Turn(role, items))
 
 
+def _enum_values(cfg: GenerationConfig) -> list[str] | None:
+    """The values of a ``text/x.enum`` schema (``{"type": "STRING", "enum": [...]}``), else None."""
+    raw = cfg.response_json_schema if not isinstance(cfg.response_json_schema, UnsetType) else cfg.response_schema
+    if isinstance(raw, UnsetType):
+        return None
+    try:
+        schema = msgspec.json.decode(bytes(raw))
+    except msgspec.DecodeError:
+        return None
+    values = schema.get("enum") if isinstance(schema, dict) else None
+    if not isinstance(values, list) or not values or not all(isinstance(v, str) for v in values):
+        return None
+    return [str(v) for v in values]
+
+
+def enum_instruction(choices: list[str]) -> str:
+    """What a model without Gemini's enum mode is told (the constraint was dropped unseen)."""
+    return "Respond with exactly one of these values and nothing else: " + ", ".join(choices)
+
+
 def _read_generation(cfg: GenerationConfig, conv: Conversation) -> None:
     if not isinstance(cfg.max_output_tokens, UnsetType):
         conv.max_tokens = cfg.max_output_tokens
@@ -337,6 +359,8 @@ def _read_generation(cfg: GenerationConfig, conv: Conversation) -> None:
             conv.json_schema = bytes(cfg.response_json_schema)
         elif not isinstance(cfg.response_schema, UnsetType):
             conv.json_schema = openapi_to_json_schema(bytes(cfg.response_schema))
+    if isinstance(cfg.response_mime_type, str) and cfg.response_mime_type == "text/x.enum":
+        conv.enum_choices = _enum_values(cfg)
     thinking = cfg.thinking_config
     if not isinstance(thinking, UnsetType):
         if not isinstance(thinking.thinking_budget, UnsetType):

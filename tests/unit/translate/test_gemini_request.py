@@ -203,3 +203,18 @@ def test_audio_parts_go_as_input_audio_or_are_refused_clearly() -> None:
     body["contents"][0]["parts"][1]["inlineData"]["mimeType"] = "audio/ogg"
     with pytest.raises(InvalidRequest, match="audio/ogg"):
         GeminiToOpenAI().request(_body(body), _ctx())
+
+
+def test_an_enum_answer_is_asked_for_in_words_on_other_upstreams() -> None:
+    """responseMimeType text/x.enum with an enum schema was dropped without a trace: the
+    upstream got no constraint. The values reach it as a system instruction."""
+    body: Any = {"contents": [{"role": "user", "parts": [{"text": "Is the sky blue?"}]}],
+                 "systemInstruction": {"parts": [{"text": "Be brief."}]},
+                 "generationConfig": {"responseMimeType": "text/x.enum",
+                                      "responseSchema": {"type": "STRING", "enum": ["yes", "no"]}}}
+    sent = json.loads(GeminiToOpenAI().request(_body(body), _ctx()))
+    assert sent["messages"][0] == {"role": "system", "content": "Be brief.\n\nRespond with exactly one of these values "
+                                                                "and nothing else: yes, no"}
+    assert "response_format" not in sent
+    anthropic = json.loads(GeminiToAnthropic().request(_body(body), _ctx()))
+    assert anthropic["system"].endswith("Respond with exactly one of these values and nothing else: yes, no")
