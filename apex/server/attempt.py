@@ -45,7 +45,7 @@ from apex.translate.passthrough import (
 )
 from apex.translate.directions.gemini_embeddings import count_request_with_model, with_upstream_model
 from apex.translate.neutral.deferred import without_tool_search
-from apex.translate.passthrough_gemini import gemini_body_usage
+from apex.translate.passthrough_gemini import gemini_body_usage, without_apex_signatures
 from apex.translate.write.gemini import GeminiFraming
 from apex.translate.write.embeddings import openai_to_jina_embeddings_request, reencode_embeddings_response
 from apex.types import Dialect
@@ -203,6 +203,8 @@ class Attempt:
             body = without_tool_search(body)
         if plan.betas_in_body and plan.betas is not None:
             body = _with_body_betas(body, accepted_betas(self.request.headers.getall("anthropic-beta", ()), plan.betas))
+        if plan.upstream is Dialect.GEMINI_GENERATE:
+            body = without_apex_signatures(body)  # minted for Claude earlier in the session
         if plan.upstream is Dialect.GEMINI_EMBED:
             body = with_upstream_model(body, self.upstream_model)  # Gemini checks requests[].model
         elif plan.upstream is Dialect.GEMINI_COUNT_TOKENS and self.mapped:

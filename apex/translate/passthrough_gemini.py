@@ -15,11 +15,47 @@ from typing import Final, Protocol
 
 import msgspec
 
+from apex.translate.neutral.signatures import FOREIGN_SIGNATURE
 from apex.translate.neutral.usage import usage_from_gemini
 from apex.types import Usage
 from apex.wire.gemini import decode_chunk_view
 
-__all__ = ["StreamFlags", "gemini_body_usage", "observe_gemini_chunk"]
+__all__ = ["StreamFlags", "gemini_body_usage", "observe_gemini_chunk", "without_apex_signatures"]
+
+# Every thoughtSignature Apex mints (Claude's signature, or a turn's thinking carried on a call:
+# apex.translate.request.gemini_conversation) is base64 of bytes that begin "apex-anthrop".
+_APEX_SIGNATURE: Final = "YXBleC1hbnRocm9w"
+_APEX_SIGNATURE_JSON: Final = b'"' + _APEX_SIGNATURE.encode()
+
+
+def without_apex_signatures(body: bytes) -> bytes:
+    """A Gemini client's request for a Gemini upstream without the signatures Apex minted
+    when another upstream (Claude) answered earlier in the session: a call gets Gemini's
+    placeholder for calls it did not make (P5; Gemini 3 answered 400 "Corrupted thought
+    signature", and the carried one held Claude's thinking text), and the empty thought part
+    that carried Claude's signature is left out. One substring test when there is none."""
+    if body.find(_APEX_SIGNATURE_JSON) < 0:
+        return body
+    try:
+        req = msgspec.json.decode(body)
+    except msgspec.DecodeError:
+        return body  # not for Apex to judge: the upstream answers it
+    contents = req.get("contents") if isinstance(req, dict) else None
+    for content in contents if isinstance(contents, list) else ():
+        parts = content.get("parts") if isinstance(content, dict) else None
+        if not isinstance(parts, list):
+            continue
+        kept = []
+        for part in parts:
+            key = "thoughtSignature" if isinstance(part, dict) and "thoughtSignature" in part else "thought_signature"
+            sig = part.get(key) if isinstance(part, dict) else None
+            if isinstance(sig, str) and sig.startswith(_APEX_SIGNATURE):
+                if part.get("thought") and not part.get("text"):
+                    continue
+                part[key] = FOREIGN_SIGNATURE
+            kept.append(part)
+        content["parts"] = kept
+    return msgspec.json.encode(req)
 
 _MARKERS: Final = (b'"usageMetadata"', b'"finishReason"', b'"error"', b'"blockReason"')
 

@@ -387,6 +387,7 @@ async def test_model_names_with_a_slash_or_colon_can_be_used(upstream: FakeUpstr
 
 SIGNED_CALL = {"id": "msg_g1", "type": "message", "role": "assistant", "model": "claude-sonnet-4-5",
                "content": [{"type": "thinking", "thinking": "Check the file first.", "signature": "EqQBsig-claude"},
+                           {"type": "text", "text": "Let me read it."},
                            {"type": "tool_use", "id": "toolu_01", "name": "read_file", "input": {"path": "a.txt"}}],
                "stop_reason": "tool_use", "stop_sequence": None, "usage": {"input_tokens": 10, "output_tokens": 20}}
 
@@ -408,9 +409,12 @@ async def test_claudes_signed_thinking_survives_a_client_that_drops_thought_part
                   {"type": "content_block_delta", "index": 0, "delta": {"type": "thinking_delta", "thinking": "Check the file first."}},
                   {"type": "content_block_delta", "index": 0, "delta": {"type": "signature_delta", "signature": "EqQBsig-claude"}},
                   {"type": "content_block_stop", "index": 0},
-                  {"type": "content_block_start", "index": 1, "content_block": {"type": "tool_use", "id": "toolu_01", "name": "read_file", "input": {}}},
-                  {"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta", "partial_json": '{"path": "a.txt"}'}},
+                  {"type": "content_block_start", "index": 1, "content_block": {"type": "text", "text": ""}},
+                  {"type": "content_block_delta", "index": 1, "delta": {"type": "text_delta", "text": "Let me read it."}},
                   {"type": "content_block_stop", "index": 1},
+                  {"type": "content_block_start", "index": 2, "content_block": {"type": "tool_use", "id": "toolu_01", "name": "read_file", "input": {}}},
+                  {"type": "content_block_delta", "index": 2, "delta": {"type": "input_json_delta", "partial_json": '{"path": "a.txt"}'}},
+                  {"type": "content_block_stop", "index": 2},
                   {"type": "message_delta", "delta": {"stop_reason": "tool_use", "stop_sequence": None}, "usage": {"output_tokens": 20}},
                   {"type": "message_stop"}]
         upstream.push(Behaviour(content_type="text/event-stream",
@@ -437,7 +441,39 @@ async def test_claudes_signed_thinking_survives_a_client_that_drops_thought_part
     sent = upstream.requests[-1].json
     assert sent["thinking"] == {"type": "enabled", "budget_tokens": 4096}
     assert sent["messages"][1]["content"][0] == {"type": "thinking", "thinking": "Check the file first.",
-                                                 "signature": "EqQBsig-claude"}
+                                                 "signature": "EqQBsig-claude"}  # first, before Claude's text
+    assert [b["type"] for b in sent["messages"][1]["content"]] == ["thinking", "text", "tool_use"]
+    # The session moves to a Gemini channel: Apex's signatures are not Gemini's to read (P5).
+    upstream.push(Behaviour(body=fixture_bytes("gemini_generate_content.json")))
+    await client.aio.models.generate_content(model="gm-alias", contents=history, config=cfg)
+    model_turn = upstream.requests[-1].json["contents"][1]["parts"]
+    assert [p.get("thoughtSignature") for p in model_turn if "functionCall" in p] == ["skip_thought_signature_validator"]
+    assert "YXBleC1hbnRocm9w" not in upstream.requests[-1].body.decode()
+
+
+async def test_reasoning_content_survives_a_client_that_drops_thought_parts(client: genai.Client,
+                                                                           upstream: FakeUpstream) -> None:
+    """A DeepSeek-style reasoner answers reasoning_content + a tool call; the Gemini CLI keeps the
+    call and drops the thought part, and DeepSeek refuses a tool-call turn without its
+    reasoning_content (P7): the call part carries it back."""
+    body = {"id": "c1", "object": "chat.completion", "created": 1, "model": "gpt-alias",
+            "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {
+                "role": "assistant", "content": None, "reasoning_content": "Need the file.",
+                "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "read_file", "arguments": '{"path": "a.txt"}'}}]}}],
+            "usage": {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}}
+    upstream.push(Behaviour(body=json.dumps(body).encode()))
+    read_file = types.Tool(function_declarations=[types.FunctionDeclaration(name="read_file", description="Read a file")])
+    cfg = types.GenerateContentConfig(tools=[read_file], thinking_config=types.ThinkingConfig(include_thoughts=True))
+    resp = await client.aio.models.generate_content(model="gpt-alias", contents="read a.txt", config=cfg)
+    assert resp.candidates and resp.candidates[0].content and resp.candidates[0].content.parts
+    kept = [p for p in resp.candidates[0].content.parts if not p.thought]
+    upstream.push(Behaviour(body=fixture_bytes("openai_chat_nonstream.json")))
+    history = [types.Content(role="user", parts=[types.Part(text="read a.txt")]), types.Content(role="model", parts=kept),
+               types.Content(role="user", parts=[types.Part(function_response=types.FunctionResponse(
+                   name="read_file", response={"output": "hello"}))])]
+    await client.aio.models.generate_content(model="gpt-alias", contents=history, config=cfg)
+    assistant = upstream.requests[-1].json["messages"][1]
+    assert assistant["reasoning_content"] == "Need the file." and assistant["tool_calls"][0]["function"]["name"] == "read_file"
 
 
 @pytest.mark.parametrize("include", [False, True])

@@ -77,11 +77,12 @@ _CARRIED_PREFIX: Final = b"apex-anthropic-thinking:"
 
 
 def encode_carried_thinking(text: str, signature: str) -> str:
-    """A signed Anthropic thinking block (text and signature) as the ``thoughtSignature`` of
-    the function call that followed it. The Gemini CLI keeps a call's signature but drops
-    thought parts from its history (as Gemini's own clients do), so the empty thought part
-    alone lost the signature after every tool call, and thinking went off for the rest of
-    the agent loop (P6)."""
+    """A turn's thinking (text, and Anthropic's signature or "") as the ``thoughtSignature``
+    of the function call that followed it. The Gemini CLI keeps a call's signature but drops
+    thought parts from its history (as Gemini's own clients do): the empty thought part alone
+    lost Claude's signature after every tool call, so thinking went off for the rest of the
+    agent loop (P6), and a DeepSeek reasoner got a tool-call turn without its
+    ``reasoning_content`` (P7, a 400)."""
     return base64.b64encode(_CARRIED_PREFIX + _ENCODER.encode({"t": text, "s": signature})).decode()
 
 
@@ -277,8 +278,11 @@ def _read_contents(contents: list[Content], conv: Conversation) -> None:
                 args = b"{}" if isinstance(call.args, UnsetType) else bytes(call.args).strip() or b"{}"
                 sig = part.thought_signature
                 carried = decode_carried_thinking(sig) if isinstance(sig, str) else None
-                if carried is not None and not any(isinstance(i, Thought) and i.signature == carried[1] for i in items):
-                    items.append(Thought(*carried))  # the thinking the call's part carried (the client dropped its thought parts)
+                if carried is not None and not any(isinstance(i, Thought) and (i.text == carried[0] or (
+                        carried[1] and i.signature == carried[1])) for i in items):
+                    # The thinking the call's part carried (the client dropped its thought parts):
+                    # first in the turn, where Anthropic wants it (Claude often writes text first).
+                    items.insert(0, Thought(carried[0], carried[1] or None))
                 items.append(Call(call_id, call.name, args))
             elif not isinstance(response, UnsetType):
                 waiting = pending.get(response.name) or []

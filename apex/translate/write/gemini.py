@@ -217,7 +217,11 @@ class GeminiWriter:
         return _sse(b'{"candidates":[{"content":{"parts":' + _FINAL_PART + tail)
 
     def _carrying(self, part: dict[str, object]) -> dict[str, object]:
-        """The first call part after signed thinking carries it (``encode_carried_thinking``)."""
+        """The first call part after thinking carries it (``encode_carried_thinking``): signed
+        (Anthropic), or the reasoning text alone (``reasoning_content`` upstreams)."""
+        if self._carry is None and self._thought:
+            self._carry = encode_carried_thinking("".join(self._thought), "")
+            self._thought = []
         if self._carry is not None:
             part["thoughtSignature"] = self._carry
             self._carry = None
@@ -245,10 +249,10 @@ def gemini_body(reply: Reply, ctx: TranslateContext) -> dict[str, object]:
         if isinstance(item, ReplyReasoning):
             if item.text and shown:
                 parts.append({"text": item.text, "thought": True})
-            if item.signature:
-                if shown:
-                    parts.append(_signature_part(item.signature))
-                carry = encode_carried_thinking(item.text, item.signature)
+            if item.signature and shown:
+                parts.append(_signature_part(item.signature))
+            if item.text or item.signature:
+                carry = encode_carried_thinking(item.text, item.signature or "")
         elif isinstance(item, ReplyText):
             if item.text:
                 parts.append({"text": item.text})
