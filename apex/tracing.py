@@ -13,6 +13,7 @@ path checks one attribute.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping
 from urllib.parse import urlsplit
 from typing import TYPE_CHECKING, Final, Protocol
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
 __all__ = ["RequestTrace", "Tracer", "build_tracer"]
 
 _PROPAGATOR: Final = TraceContextTextMapPropagator()
+SHUTDOWN_FLUSH_S: Final = 2.0  # the most a stopping gateway waits for its last spans to go out
 
 # gen_ai.operation.name by client dialect (the semantic conventions' well-known values).
 _OPERATION: Final = {
@@ -168,9 +170,21 @@ class Tracer:
             span.set_status(Status(StatusCode.ERROR))
         span.end()
 
-    def shutdown(self) -> None:
-        """Flush what is queued (bounded by the exporter's timeout) and stop the export thread."""
-        self.provider.shutdown()
+    def shutdown(self, timeout_s: float = SHUTDOWN_FLUSH_S) -> bool:
+        """Flush what is queued and stop the export thread, waiting at most ``timeout_s``; True
+        when it finished. A collector that is down or never answers holds each export for
+        the exporter's timeout, retried: stopping the gateway took 8-30 s. The flush goes on in
+        a daemon thread, so the process does not wait for it past this bound."""
+        done = threading.Event()
+
+        def flush() -> None:
+            try:
+                self.provider.shutdown()
+            finally:
+                done.set()
+
+        threading.Thread(target=flush, name="apex-tracing-shutdown", daemon=True).start()
+        return done.wait(timeout_s)
 
 
 def build_tracer(config: TracingConfig, exporter: SpanExporter | None = None) -> Tracer:

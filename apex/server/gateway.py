@@ -176,7 +176,8 @@ class Gateway:
         if self.request_log is not None:
             await self.request_log.close()
         if self.tracer is not None:
-            await asyncio.to_thread(self.tracer.shutdown)  # flushes queued spans; bounded by the export timeout
+            if not await asyncio.to_thread(self.tracer.shutdown):  # flushes queued spans, for at most SHUTDOWN_FLUSH_S
+                log.warning("tracing: spans not yet exported were dropped at shutdown (the collector did not take them)")
             self.tracer = None
 
     @property

@@ -212,3 +212,29 @@ def test_tracing_without_the_extra_is_a_config_error(monkeypatch: pytest.MonkeyP
     with pytest.raises(ConfigError) as info:
         load_config_bytes(bad)
     assert info.value.path == "global.tracing.otlp_endpoint"
+
+
+def test_shutdown_does_not_wait_on_a_collector_that_never_answers() -> None:
+    """With the collector down or hanging, the flush at shutdown held the stopping gateway for
+    the exporter's timeout and its retries (8-30 s). It waits at most the bound it is given;
+    the spans it could not send are given up (the gateway logs it)."""
+    import threading
+
+    from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
+    from apex.config.model import TracingConfig
+    from apex.tracing import build_tracer
+
+    release = threading.Event()
+
+    class Hanging(SpanExporter):
+        def export(self, spans: Any) -> SpanExportResult:
+            release.wait(30)
+            return SpanExportResult.SUCCESS
+
+    tracer = build_tracer(TracingConfig(otlp_endpoint="http://127.0.0.1:9"), exporter=Hanging())
+    tracer.provider.get_tracer("t").start_span("s").end()
+    try:
+        assert tracer.shutdown(timeout_s=0.3) is False
+    finally:
+        release.set()
