@@ -7,6 +7,7 @@ directly, so they work whether or not the gateway runs. Times are UTC.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Final
 
@@ -25,13 +26,21 @@ if TYPE_CHECKING:  # the readers import sqlite3 / asyncpg: only when a report ru
     from apex.requestlog.query import LogReader
 
 
+def _packaged_demo() -> Path:
+    from apex.share import DEMO_CONFIG, share_path
+
+    return share_path(DEMO_CONFIG).resolve()
+
+
 def _reader(config_file: str | None, demo: bool = False) -> LogReader:
     from apex.requestlog import sqlite_path
     from apex.requestlog.query import PostgresReader, SqliteReader
 
     if demo and config_file:
         raise click.UsageError("--demo reads the demo gateway's log; leave out --config")
-    path = demo_config() if demo else config_path(config_file)  # the demo logs to the user's state directory
+    path = demo_config() if demo else config_path(config_file)
+    if not demo and path.resolve() == _packaged_demo():
+        path = demo_config()  # the demo logs to the user's state directory, not beside the package
     config = ConfigStore(path).load()
     rl = config.global_.request_log
     if rl.type == "off":

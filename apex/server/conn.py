@@ -127,6 +127,8 @@ class ApexRequestHandler(RequestHandler):
             if data and not self.apex_head_since:
                 self.apex_head_since = self._loop.time()
                 self.apex_peek = data[:_PEEK]
+            elif data and len(self.apex_peek) < _PEEK:  # a head arriving bit by bit: its path comes later
+                self.apex_peek += data[:_PEEK - len(self.apex_peek)]
             queued = len(self._messages)
             super().data_received(data)
             if len(self._messages) != queued:  # a head is complete

@@ -594,3 +594,20 @@ async def test_requests_the_parser_refuses_or_that_time_out_are_counted(upstream
         assert answer.split(b" ", 2)[1] in (b"400", b"408"), answer
     await asyncio.sleep(0.05)
     assert _requests_counted(inst) - before == 2
+
+
+async def test_a_head_sent_byte_by_byte_times_out_in_its_paths_protocol(upstream: FakeUpstream, start_apex: StartApex) -> None:
+    """The 408 for a slow head on /v1/messages came in OpenAI's shape when the head arrived a
+    byte at a time (the path was read from the first read only)."""
+    cfg = basic_config(upstream)
+    cfg["global"]["client_timeouts"] = {"header_read_ms": 300}
+    inst = await start_apex(cfg)
+    reader, writer = await asyncio.open_connection("127.0.0.1", inst.port)
+    for byte in b"POST /v1/messages HTTP/1.1\r\nHost: a\r\n":
+        writer.write(bytes([byte]))
+        await writer.drain()
+        await asyncio.sleep(0.005)  # one read per byte on Apex's side
+    answer = await asyncio.wait_for(reader.read(), 5)
+    writer.close()
+    assert answer.startswith(b"HTTP/1.1 408")
+    assert json.loads(answer.split(b"\r\n\r\n", 1)[1])["type"] == "error"  # Anthropic's error object

@@ -1674,6 +1674,15 @@ def test_an_internationalised_host_goes_out_in_its_idna_form() -> None:
 # --- a reload's egress: one budget, TLS files as they are now ------------------------------
 
 
+async def _post_read(pool: UpstreamPool, url: str, egress: object) -> bytes:
+    """POST through ``egress`` and read the answer whole, releasing the connection."""
+    reply = await within(pool.post(url, b"", b"{}", connect_timeout=LIMIT, egress=egress))  # type: ignore[arg-type]
+    try:
+        return await within(reply.read())
+    finally:
+        reply.release()
+
+
 async def test_a_reload_keeps_one_budget_across_the_connections_already_open(serve: StartServer) -> None:
     """A reload makes the channel's Egress anew (max_connections 2 -> 3) while two slow
     requests hold connections: the new budget counts them, so at most 3 are open at once (a
@@ -1688,11 +1697,7 @@ async def test_a_reload_keeps_one_budget_across_the_connections_already_open(ser
     url = server.url()
 
     async def one(egress: object) -> bytes:
-        reply = await within(pool.post(url, b"", b"{}", connect_timeout=LIMIT, egress=egress))  # type: ignore[arg-type]
-        try:
-            return await within(reply.read())
-        finally:
-            reply.release()
+        return await _post_read(pool, url, egress)
 
     try:
         first = [asyncio.create_task(one(before)) for _ in range(2)]
@@ -1723,11 +1728,7 @@ async def test_a_reload_that_lowers_max_connections_sheds_down_to_it(serve: Star
     url = server.url()
 
     async def one(egress: object) -> bytes:
-        reply = await within(pool.post(url, b"", b"{}", connect_timeout=LIMIT, egress=egress))  # type: ignore[arg-type]
-        try:
-            return await within(reply.read())
-        finally:
-            reply.release()
+        return await _post_read(pool, url, egress)
 
     try:
         first = [asyncio.create_task(one(before)) for _ in range(4)]

@@ -86,16 +86,22 @@ def encode_carried_thinking(text: str, signature: str) -> str:
     return base64.b64encode(_CARRIED_PREFIX + _ENCODER.encode({"t": text, "s": signature})).decode()
 
 
-def decode_carried_thinking(value: str) -> tuple[str, str] | None:
-    """(thinking text, signature) from a ``thoughtSignature`` ``encode_carried_thinking`` made, else None."""
+def _minted(value: str, prefix: bytes) -> bytes | None:
+    """What follows ``prefix`` in a base64 ``thoughtSignature`` Apex minted, else None."""
     try:
         raw = base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
         return None
-    if not raw.startswith(_CARRIED_PREFIX):
+    return raw[len(prefix):] if raw.startswith(prefix) else None
+
+
+def decode_carried_thinking(value: str) -> tuple[str, str] | None:
+    """(thinking text, signature) from a ``thoughtSignature`` ``encode_carried_thinking`` made, else None."""
+    raw = _minted(value, _CARRIED_PREFIX)
+    if raw is None:
         return None
     try:
-        carried = msgspec.json.decode(raw[len(_CARRIED_PREFIX):])
+        carried = msgspec.json.decode(raw)
     except msgspec.DecodeError:
         return None
     if not isinstance(carried, dict) or not isinstance(carried.get("t"), str) or not isinstance(carried.get("s"), str):
@@ -105,13 +111,8 @@ def decode_carried_thinking(value: str) -> tuple[str, str] | None:
 
 def decode_thought_signature(value: str) -> str | None:
     """The Anthropic signature inside a ``thoughtSignature`` Apex minted, else None."""
-    try:
-        raw = base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError):
-        return None
-    if not raw.startswith(_SIGNATURE_PREFIX):
-        return None
-    return raw[len(_SIGNATURE_PREFIX):].decode("utf-8", "replace")
+    raw = _minted(value, _SIGNATURE_PREFIX)
+    return raw.decode("utf-8", "replace") if raw is not None else None
 
 
 @dataclass(slots=True)

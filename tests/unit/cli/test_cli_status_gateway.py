@@ -100,8 +100,9 @@ def test_usage_and_requests_read_the_demo_gateways_log(run: Any, tmp_path: Path,
     from apex.requestlog.record import COLUMNS
     from apex.requestlog.sqlite import _insert_rows, connect_sqlite
 
-    monkeypatch.setenv("APEX_STATE_DIR", str(tmp_path / "state"))
-    conn = connect_sqlite(tmp_path / "state" / "requests.db")
+    monkeypatch.delenv("APEX_STATE_DIR", raising=False)  # the demo's own default: $XDG_STATE_HOME/apex
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
+    conn = connect_sqlite(tmp_path / "apex" / "requests.db")
     row: dict[str, Any] = dict.fromkeys(COLUMNS)
     row.update(ts=_time.time(), request_id="req_demo1", dialect="openai_chat", router="default", model="demo",
                channels_tried="demo", attempts=1, status=200, stream=False, latency_ms=1.0, overhead_ms=0.1,
@@ -114,3 +115,9 @@ def test_usage_and_requests_read_the_demo_gateways_log(run: Any, tmp_path: Path,
     shown = run("requests", "--demo", "--json", "show", "req_demo1")
     assert shown.exit_code == 0, shown.stderr
     assert json.loads(shown.stdout)["request_id"] == "req_demo1"
+    from apex.share import DEMO_CONFIG, share_path
+
+    os.environ.pop("APEX_STATE_DIR", None)  # set by --demo above (monkeypatch restores it)
+    named = run("usage", "--config", str(share_path(DEMO_CONFIG)), "--json")  # the demo's config named: its log too
+    assert named.exit_code == 0, named.stderr
+    assert json.loads(named.stdout)[0]["requests"] == 1
