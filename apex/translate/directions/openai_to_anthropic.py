@@ -125,6 +125,8 @@ def openai_to_anthropic_request(req: Json, ctx: TranslateContext) -> Json:
             content = turn["content"]
             if turn["role"] == "assistant" and isinstance(content, list) and content and content[0].get("type") == "thinking":
                 del content[0]
+        # A turn that held only thinking is left out (Anthropic combines the turns around it).
+        turns[:] = [t for t in turns if t["content"]]
         temperature = req.get("temperature")
         if isinstance(temperature, (int, float)):
             out["temperature"] = float(min(max(temperature, 0.0), 1.0))  # clamped first: a 400-digit int overflows float()

@@ -92,3 +92,20 @@ def test_reasoning_text_goes_back_as_reasoning_content_on_the_turn_it_led_to() -
     assert [m["role"] for m in msgs] == ["user", "assistant", "tool", "assistant", "user"]
     assert msgs[1]["reasoning_content"] == "I should run mkdir." and msgs[1]["tool_calls"][0]["id"] == "call_a"
     assert msgs[3] == {"role": "assistant", "content": "Made it.", "reasoning_content": "Done."}
+
+
+def test_carried_thinking_is_left_out_when_thinking_is_off() -> None:
+    """A reasoning item carrying Claude's signature is replayed only when the request thinks;
+    without reasoning it is left out, and a turn it alone made is dropped (no empty turn)."""
+    from apex.translate.neutral.signatures import carrying
+
+    body = {"model": "m", "max_output_tokens": 100, "input": [
+        {"role": "user", "content": "hi"},
+        {"type": "reasoning", "summary": [{"type": "summary_text", "text": "Thinking."}], "encrypted_content": carrying("sig")},
+        {"role": "assistant", "content": ""},
+        {"role": "user", "content": "again"}]}
+    ctx = make_ctx(caps=CapabilityTable("anthropic").lookup("claude-sonnet-4-5"))
+    out = json.loads(ResponsesToAnthropic().request(json.dumps(body).encode(), ctx))
+    assert "thinking" not in out
+    assert all(t["content"] for t in out["messages"])
+    assert not any(b.get("type") == "thinking" for t in out["messages"] for b in t["content"] if isinstance(b, dict))
