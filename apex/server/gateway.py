@@ -210,7 +210,7 @@ class Gateway:
     def reload_bytes(self, data: bytes, source: str = "file") -> bool:
         """Validate ``data`` and swap it in; on error keep the old config. True on success.
 
-        systemd (``Type=notify-reload``) hears RELOADING=1 before and READY=1 after, either way.
+        systemd (>= 253 tracks it) hears RELOADING=1 before and READY=1 after, either way.
         """
         sdnotify.reloading()
         try:
