@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Final, Protocol
@@ -26,6 +27,8 @@ from apex.errors import (
     UpstreamStatus,
     UpstreamTimeout,
 )
+from apex.routing.policy import parse_retry_after as parse_retry_after_at
+from apex.routing.policy import parse_retry_after_ms
 from apex.translate.read.gemini_errors import gemini_error
 from apex.types import ProviderFamily
 from apex.upstream.egress import connect_reason
@@ -126,15 +129,17 @@ def scrub_key_shapes_text(text: str) -> str:
     return _KEY_SHAPES_TEXT.sub(REDACTED.decode(), text) if _KEY_SHAPES_TEXT.search(text) else text
 
 
-def parse_retry_after(value: str | None) -> float | None:
-    """Seconds from a delta-seconds Retry-After header (HTTP dates are treated as absent)."""
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        return None
-    return seconds if seconds >= 0 else None
+def retry_after_of(headers: Mapping[str, str]) -> float | None:
+    """Seconds an upstream asks Apex to stay away: ``retry-after-ms`` (OpenAI, Anthropic), else
+    ``Retry-After`` in seconds or as an HTTP date (a date was read as absent: the channel was
+    retried at once and the client's 429 lost its Retry-After)."""
+    ms = headers.get("retry-after-ms")
+    if ms:
+        seconds = parse_retry_after_ms(ms)
+        if seconds is not None:
+            return seconds
+    value = headers.get("Retry-After")
+    return parse_retry_after_at(value, time.time) if value else None
 
 
 def upstream_status_error(
@@ -187,6 +192,6 @@ def upstream_status_error(
         upstream_type=upstream_type,
         upstream_dialect=family,
         retryable=retryable,
-        retry_after=parse_retry_after(headers.get("Retry-After")),
+        retry_after=retry_after_of(headers),
         code=code,
     )

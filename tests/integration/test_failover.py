@@ -175,6 +175,31 @@ async def test_retry_after_past_cap_only_channel_429(upstream: FakeUpstream, sta
     assert upstream.hits() == 1
 
 
+@pytest.mark.parametrize("header", ["date", "ms"])
+async def test_retry_after_as_a_date_or_in_ms_is_honoured(upstream: FakeUpstream, start_apex: StartApex, header: str) -> None:
+    """Retry-After as an HTTP date (and a bare retry-after-ms) was read as absent: the only
+    channel was hit three times in 0.2 s and the client's 429 had no Retry-After."""
+    import email.utils
+    import time as _time
+
+    cfg = {
+        "global": {"auth": {"keys": ["k"]}, "retries": {"max_attempts": 3, "backoff_ms": 1, "max_backoff_ms": 100}},
+        "channels": [{"name": "a", "provider_type": "openai", "base_url": upstream.openai_url, "api_key": "x"}],
+        "routers": [{"name": "r", "channels": [{"name": "a"}]}],
+    }
+    inst = await start_apex(cfg, time=FakeTime())
+    answer = error(429)
+    if header == "date":
+        answer.headers["Retry-After"] = email.utils.formatdate(_time.time() + 30, usegmt=True)
+    else:
+        answer.headers["retry-after-ms"] = "30000"
+    upstream.push(answer)
+    with pytest.raises(openai.RateLimitError) as info:
+        await chat(inst)
+    assert 28 <= int(info.value.response.headers["retry-after"]) <= 31
+    assert upstream.hits() == 1
+
+
 async def test_connection_refused_moves_on(upstream: FakeUpstream, start_apex: StartApex) -> None:
     """A refused connection on the first channel moves to the next one."""
     cfg = two_channel_config(upstream, upstream)
