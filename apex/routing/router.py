@@ -53,7 +53,13 @@ class Route:
         """The channels to try for one request: strategy order, then fallback."""
         if self.static is not None:
             return list(self.static)
-        picked = [c for c in self.rule.balancer.order(is_available) if c in self.channels]
+        admitted = self.channels
+        if len(admitted) < len(self.rule.channels):
+            # Channels whose `models` leave this model out take no part in the pick: the
+            # rotation advanced over them too, and their turns fell to the next one (b b c).
+            inner = is_available
+            is_available = lambda c: c in admitted and inner(c)  # noqa: E731
+        picked = [c for c in self.rule.balancer.order(is_available) if c in admitted]
         seen = set(picked)
         for name in self.fallback:
             if name not in seen:

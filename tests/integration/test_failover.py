@@ -68,6 +68,24 @@ async def test_weighted_round_robin_3_to_1(upstream: FakeUpstream, second: FakeU
     assert (upstream.hits(), second.hits()) == (300, 100)
 
 
+async def test_round_robin_among_the_channels_a_models_filter_leaves(upstream: FakeUpstream, second: FakeUpstream,
+                                                                     start_apex: StartApex) -> None:
+    """a, b, c at 1:1:1 where a's `models` leave the model out: b and c alternate (the rotation
+    advanced over a too and gave its turns to b: b b c)."""
+    cfg = {
+        "global": {"auth": {"keys": ["k"]}, "retries": {"max_attempts": 1}},
+        "channels": [{"name": "a", "provider_type": "openai", "base_url": upstream.openai_url, "api_key": "x", "models": ["gpt-4o"]},
+                     {"name": "b", "provider_type": "openai", "base_url": upstream.openai_url, "api_key": "x"},
+                     {"name": "c", "provider_type": "openai", "base_url": second.openai_url, "api_key": "x"}],
+        "routers": [{"name": "r", "rules": [{"match": {"model": "*"}, "strategy": "round_robin",
+                                              "channels": [{"name": "a"}, {"name": "b"}, {"name": "c"}]}]}],
+    }
+    inst = await start_apex(cfg)
+    for _ in range(30):
+        await chat(inst, model="mix")
+    assert (upstream.hits(), second.hits()) == (15, 15)
+
+
 async def test_weighted_random_3_to_1(upstream: FakeUpstream, second: FakeUpstream, start_apex: StartApex) -> None:
     """Weighted random 3:1 with a seeded generator: the 400 requests go exactly where the
     same-seeded balancer sends them (its 3:1 split is proven exactly in the unit tests)."""
