@@ -448,3 +448,65 @@ async def test_codex_keeps_claudes_thinking_across_a_tool_loop(upstream: FakeUps
     upstream.push(Behaviour(body=fixture_bytes("openai_responses_nonstream.json")))
     await c.responses.create(model="gpt-5", input=follow, tools=LOOKUP)
     assert all(item.get("type") != "reasoning" for item in upstream.requests[-1].json["input"])
+
+
+def _chat_chunks(*choices: dict[str, Any]) -> list[bytes]:
+    return [b"data: " + json.dumps({"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o",
+                                    "choices": [c]}).encode() + b"\n\n" for c in choices] + [b"data: [DONE]\n\n"]
+
+
+async def test_a_streamed_refusal_reaches_a_responses_client_as_a_refusal(upstream: FakeUpstream, start_apex: StartApex) -> None:
+    """A Chat upstream's streamed refusal reached Responses clients as output text, so
+    responses.stream(text_format=...) tried to parse it as JSON and raised; the answer is a
+    completed response with a refusal part, as OpenAI's own, streamed or not."""
+    from pydantic import BaseModel
+
+    class Answer(BaseModel):
+        value: int
+
+    inst = await start_apex(config(upstream))
+    upstream.push(Behaviour(content_type="text/event-stream", events=_chat_chunks(
+        {"index": 0, "delta": {"role": "assistant", "refusal": "I can't help "}, "finish_reason": None},
+        {"index": 0, "delta": {"refusal": "with that."}, "finish_reason": None},
+        {"index": 0, "delta": {}, "finish_reason": "stop"})))
+    async with oai(inst, "k").responses.stream(model="deepseek-chat", input="x",
+                                               text_format=Answer) as s:
+        final = await s.get_final_response()
+    assert final.status == "completed" and final.output_parsed is None
+    message = next(o for o in final.output if o.type == "message")
+    assert [(c.type, getattr(c, "refusal", None)) for c in message.content] == [("refusal", "I can't help with that.")]
+    upstream.push(Behaviour(body=json.dumps({"id": "c2", "object": "chat.completion", "created": 1, "model": "deepseek-chat",
+                                             "choices": [{"index": 0, "finish_reason": "stop", "message": {
+                                                 "role": "assistant", "content": None, "refusal": "No."}}]}).encode()))
+    whole = await oai(inst, "k").responses.create(model="deepseek-chat", input="x")
+    assert whole.status == "completed" and whole.output[0].type == "message"
+    assert whole.output[0].content[0].type == "refusal"
+
+
+@pytest.mark.parametrize("held", [{"conversation": "conv_123"}, {"prompt": {"id": "pmpt_1"}}])
+async def test_server_held_state_is_a_400_on_translated_channels(upstream: FakeUpstream, start_apex: StartApex,
+                                                                 held: dict[str, Any]) -> None:
+    """conversation and prompt name state OpenAI keeps; on other upstreams they were dropped
+    silently (the model answered without the earlier turns or the stored instructions)."""
+    inst = await start_apex(config(upstream))
+    with pytest.raises(openai.BadRequestError) as info:
+        await oai(inst, "k").responses.create(model="claude-x", input="x", extra_body=held)
+    assert next(iter(held)) in str(info.value)
+    assert not upstream.requests
+
+
+async def test_a_call_the_output_limit_cut_is_not_done_for_a_responses_client(upstream: FakeUpstream,
+                                                                                start_apex: StartApex) -> None:
+    """finish_reason length inside a tool call: the call was marked completed with broken
+    arguments ({"ci) and a client would run it; it is left out of an incomplete response."""
+    inst = await start_apex(config(upstream))
+    upstream.push(Behaviour(content_type="text/event-stream", events=_chat_chunks(
+        {"index": 0, "delta": {"role": "assistant", "tool_calls": [{"index": 0, "id": "call_1", "type": "function",
+                                                                     "function": {"name": "lookup", "arguments": '{"ci'}}]},
+         "finish_reason": None},
+        {"index": 0, "delta": {}, "finish_reason": "length"})))
+    s = await oai(inst, "k").responses.create(model="deepseek-chat", input="x", tools=LOOKUP, stream=True)
+    events = [ev async for ev in s]
+    done = [ev for ev in events if ev.type == "response.output_item.done" and ev.item.type == "function_call"]
+    final = next(ev.response for ev in events if ev.type == "response.incomplete")
+    assert not done and not [o for o in final.output if o.type == "function_call"]

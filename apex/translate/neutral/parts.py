@@ -34,6 +34,7 @@ __all__ = [
     "PartWriter",
     "PipedStream",
     "ReasoningDelta",
+    "RefusalDelta",
     "ReasoningSignature",
     "Reply",
     "ReplyReasoning",
@@ -58,6 +59,12 @@ class Started:
 @dataclass(slots=True, frozen=True)
 class TextDelta:
     text: str
+
+
+@dataclass(slots=True, frozen=True)
+class RefusalDelta(TextDelta):
+    """A refusal's text (OpenAI's ``delta.refusal``): text to every writer but the Responses
+    one, which has a refusal part for it."""
 
 
 @dataclass(slots=True, frozen=True)

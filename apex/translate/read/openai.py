@@ -27,6 +27,7 @@ from apex.translate.neutral.parts import (
     Part,
     ReasoningDelta,
     Started,
+    RefusalDelta,
     TextDelta,
     ToolArgsDelta,
     ToolCallStarted,
@@ -101,7 +102,7 @@ class OpenAIChatReader:
                     out.append(TextDelta(delta.content))
                 if delta.refusal:
                     self._refused = True
-                    out.append(TextDelta(delta.refusal))
+                    out.append(RefusalDelta(delta.refusal))
                 if delta.tool_calls:
                     for position, call in enumerate(delta.tool_calls):
                         self._tool_call(position, call, out)

@@ -42,9 +42,10 @@ def responses_to_chat_request(req: Json, ctx: TranslateContext, *, web_search: b
     ``web_search``: the upstream has a web search tool of its own (see ``responses_tools``).
     ``signatures``: the next hop is Anthropic, which replays the thinking a reasoning item's
     carried signature signs (``SIGNATURE_KEY`` on the assistant message; never for a Chat upstream)."""
-    if req.get("previous_response_id"):
-        raise InvalidRequest("previous_response_id is not supported for this model's upstream; "
-                             "send the whole conversation in 'input'", param="previous_response_id")
+    for held in ("previous_response_id", "conversation", "prompt"):  # state OpenAI keeps: the upstream has none
+        if req.get(held):
+            raise InvalidRequest(f"{held} is not supported for this model's upstream (it refers to state OpenAI "
+                                 "keeps); send the whole conversation and instructions in 'input'", param=held)
     ctx.extras[ECHO_KEY] = {k: req[k] for k in _ECHOED if k in req}
     messages: list[Json] = []
     instructions = req.get("instructions")

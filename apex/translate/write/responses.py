@@ -33,6 +33,7 @@ from apex.translate.neutral.parts import (
     Part,
     ReasoningDelta,
     ReasoningSignature,
+    RefusalDelta,
     Started,
     TextDelta,
     ToolArgsDelta,
@@ -76,7 +77,7 @@ def response_object(ctx: TranslateContext, response_id: str, status: str, create
 
 @dataclass(slots=True)
 class _Item:
-    kind: str            # "message" | "reasoning" | "function_call"
+    kind: str            # "message" | "refusal" (a message with a refusal part) | "reasoning" | "function_call"
     item_id: str
     output_index: int
     text: list[str] = field(default_factory=list)
@@ -121,7 +122,14 @@ class ResponsesWriter:
         out: list[bytes] = []
         if not self._started:
             self._start(part.upstream_id if isinstance(part, Started) else "", out)
-        if isinstance(part, TextDelta):
+        if isinstance(part, RefusalDelta):  # before TextDelta: it is one
+            if part.text and self._finish is None:
+                item = self._ensure_open("refusal", out)
+                item.text.append(part.text)
+                out.append(self._event("response.refusal.delta", {
+                    "item_id": item.item_id, "output_index": item.output_index, "content_index": 0,
+                    "delta": part.text}))
+        elif isinstance(part, TextDelta):
             if part.text and self._finish is None:
                 item = self._ensure_open("message", out)
                 item.text.append(part.text)
@@ -169,8 +177,18 @@ class ResponsesWriter:
             if self._finish is None:
                 self._finish = part.reason
         elif isinstance(part, Ended):
+            finish = self._finish or Finish.STOP
+            if finish is Finish.LENGTH:
+                # A call the limit cut short gets no done events and is left out, as after a
+                # failure: a client runs a call once it is done (with broken arguments here).
+                for tool in self._tools.values():
+                    if not tool.done:
+                        tool.done = True
+                        tool.status = ""
             self._close_all(out)
-            status, reason = responses_status(self._finish or Finish.STOP)
+            if finish is Finish.CONTENT_FILTER and any(i.kind == "refusal" for i in self._items):
+                finish = Finish.STOP  # a refusal is a completed answer with a refusal part, as OpenAI's
+            status, reason = responses_status(finish)
             usage = responses_usage_body(self._usage) if self._usage is not None else None
             name = "response.completed" if status == "completed" else "response.incomplete"
             out.append(self._event(name, {"response": self._response(status, usage, None, reason)}))
@@ -218,7 +236,7 @@ class ResponsesWriter:
         if self._open is not None and self._open.kind == kind:
             return self._open
         self._close_open(out)
-        item = self._new_item(kind, "msg" if kind == "message" else "rs")
+        item = self._new_item(kind, "rs" if kind == "reasoning" else "msg")
         self._open = item
         out.append(self._event("response.output_item.added", {
             "output_index": item.output_index, "item": self._item_body(item, "in_progress")}))
@@ -226,6 +244,10 @@ class ResponsesWriter:
             out.append(self._event("response.content_part.added", {
                 "item_id": item.item_id, "output_index": item.output_index, "content_index": 0,
                 "part": {"type": "output_text", "annotations": [], "logprobs": [], "text": ""}}))
+        elif kind == "refusal":
+            out.append(self._event("response.content_part.added", {
+                "item_id": item.item_id, "output_index": item.output_index, "content_index": 0,
+                "part": {"type": "refusal", "refusal": ""}}))
         else:
             out.append(self._event("response.reasoning_summary_part.added", {
                 "item_id": item.item_id, "output_index": item.output_index, "summary_index": 0,
@@ -254,6 +276,10 @@ class ResponsesWriter:
             out.append(self._event("response.output_text.done",
                                    {**where, "content_index": 0, "text": text, "logprobs": []}))
             out.append(self._event("response.content_part.done", {**where, "content_index": 0, "part": part}))
+        elif item.kind == "refusal":
+            out.append(self._event("response.refusal.done", {**where, "content_index": 0, "refusal": text}))
+            out.append(self._event("response.content_part.done", {
+                **where, "content_index": 0, "part": {"type": "refusal", "refusal": text}}))
         elif item.kind == "reasoning":
             out.append(self._event("response.reasoning_summary_text.done", {**where, "summary_index": 0, "text": text}))
             out.append(self._event("response.reasoning_summary_part.done", {
@@ -272,6 +298,9 @@ class ResponsesWriter:
         if item.kind == "message":
             content = [{"type": "output_text", "annotations": [], "logprobs": [], "text": text}] if status != "in_progress" else []
             return {"id": item.item_id, "type": "message", "status": status, "role": "assistant", "content": content}
+        if item.kind == "refusal":
+            refusal = [{"type": "refusal", "refusal": text}] if status != "in_progress" else []
+            return {"id": item.item_id, "type": "message", "status": status, "role": "assistant", "content": refusal}
         if item.kind == "reasoning":
             summary = [{"type": "summary_text", "text": text}] if status != "in_progress" else []
             body: dict[str, object] = {"id": item.item_id, "type": "reasoning", "summary": summary}

@@ -9,10 +9,12 @@ What this module must not do: parse upstream bodies.
 
 from __future__ import annotations
 
+import msgspec
+
 from apex.translate.base import TranslateContext
 from apex.translate.neutral.clientids import created_at, id_stem
 from apex.translate.neutral.parts import Reply, ReplyReasoning, ReplyText, ReplyToolCall
-from apex.translate.neutral.reasons import responses_status
+from apex.translate.neutral.reasons import Finish, responses_status
 from apex.translate.neutral.signatures import carrying
 from apex.translate.write.responses import response_object
 from apex.translate.neutral.toolids import arguments_text
@@ -43,9 +45,21 @@ def responses_body(reply: Reply, ctx: TranslateContext) -> dict[str, object]:
     if content:
         output.append({"id": f"msg_{stem}_{len(output)}", "type": "message", "status": "completed",
                        "role": "assistant", "content": content})
-    for call in (p for p in reply.parts if isinstance(p, ReplyToolCall)):
+    calls = [p for p in reply.parts if isinstance(p, ReplyToolCall)]
+    if calls and reply.finish is Finish.LENGTH and not _whole_json(calls[-1].arguments):
+        calls.pop()  # the limit cut it short: left out, as in streams (a client would run it)
+    for call in calls:
         output.append({"id": f"fc_{stem}_{len(output)}", "status": "completed", "call_id": call.call_id,
                        **client_call(ctx, call.name, arguments_text(call.arguments))})
-    status, reason = responses_status(reply.finish)
+    # A refusal is a completed answer with a refusal part, as OpenAI's (not a filtered one).
+    status, reason = responses_status(Finish.STOP if reply.refusal and not text else reply.finish)
     usage = responses_usage_body(reply.usage) if reply.usage is not None else None
     return response_object(ctx, "resp_" + stem, status, created_at(ctx), output, usage, None, reason)
+
+
+def _whole_json(text: str) -> bool:
+    try:
+        msgspec.json.decode(text or "{}")
+    except msgspec.DecodeError:
+        return False
+    return True
