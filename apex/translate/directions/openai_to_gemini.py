@@ -40,6 +40,7 @@ from apex.translate.request.gemini_contents import (
     tool_config,
 )
 from apex.translate.directions.gemini_direction import GeminiDirection
+from apex.translate.directions.openai_to_anthropic import ANSWER_ROOM
 from apex.translate.neutral.parts import PartWriter, Reply
 from apex.translate.neutral.reply import openai_body
 from apex.translate.neutral.signatures import SignatureStore
@@ -183,6 +184,12 @@ def _generation_config(req: ChatRequest, caps: ModelCaps) -> GenerationConfig:
     # "none" leaves Gemini's default: 2.5 Pro cannot turn thinking off (budget 0 is a 400).
     # Only where the model thinks (capability table): 2.0 models refuse a thinkingConfig.
     budget = EFFORT_BUDGETS.get(req.reasoning_effort or "") if caps.reasons else None
+    if budget is not None and max_tokens is not None:
+        # Gemini counts thinking inside maxOutputTokens: a budget past the client's limit left
+        # no room to answer (empty or cut answers). It fits as for Anthropic; below the
+        # smallest effort's budget the model's own default stands.
+        fitted = min(budget, max_tokens - min(ANSWER_ROOM, max_tokens // 2))
+        budget = fitted if fitted >= EFFORT_BUDGETS["minimal"] else None
     if budget is not None:
         cfg.thinking_config = thinking_for_budget(budget, caps)
     return cfg

@@ -70,7 +70,18 @@ def test_openai_request_keeps_every_message_and_tool() -> None:
     cfg = out["generationConfig"]
     assert cfg["maxOutputTokens"] == 256 and cfg["temperature"] == 0.5 and cfg["stopSequences"] == ["END"]
     assert cfg["responseMimeType"] == "application/json" and cfg["responseJsonSchema"] == {"type": "object"}
-    assert cfg["thinkingConfig"] == {"thinkingBudget": 1024, "includeThoughts": True}
+    assert "thinkingConfig" not in cfg  # low's 1024 does not fit a 256-token limit: the model's default stands
+    roomy = _openai({**OPENAI_TOOL_CONVERSATION, "max_completion_tokens": 8192})["generationConfig"]
+    assert roomy["thinkingConfig"] == {"thinkingBudget": 1024, "includeThoughts": True}
+
+
+def test_an_effort_budget_fits_inside_the_clients_output_limit() -> None:
+    """Gemini counts thinking inside maxOutputTokens: medium's 8192 under a 4096 limit left no
+    room to answer (empty or cut answers). It fits, leaving half the limit to the answer."""
+    body: dict[str, Any] = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "reasoning_effort": "medium",
+                            "max_completion_tokens": 4096}
+    cfg = _openai(body)["generationConfig"]
+    assert cfg["maxOutputTokens"] == 4096 and cfg["thinkingConfig"]["thinkingBudget"] == 2048
 
 
 def test_openai_tool_results_are_keyed_by_name_in_one_user_turn() -> None:
