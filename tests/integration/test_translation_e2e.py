@@ -510,3 +510,24 @@ async def test_a_call_the_output_limit_cut_is_not_done_for_a_responses_client(up
     done = [ev for ev in events if ev.type == "response.output_item.done" and ev.item.type == "function_call"]
     final = next(ev.response for ev in events if ev.type == "response.incomplete")
     assert not done and not [o for o in final.output if o.type == "function_call"]
+
+
+async def test_a_claude_call_cut_by_max_tokens_is_not_done_for_a_responses_client(upstream: FakeUpstream,
+                                                                                   start_apex: StartApex) -> None:
+    """Anthropic closes a tool_use block that max_tokens cut before it says why it stopped: the
+    call reached Responses clients as completed with broken arguments. It is left out."""
+    inst = await start_apex(config(upstream))
+    events: list[dict[str, Any]] = [
+        {"type": "message_start", "message": {**SIGNED, "content": [], "stop_reason": None}},
+        {"type": "content_block_start", "index": 0, "content_block": {"type": "tool_use", "id": "toolu_01", "name": "lookup", "input": {}}},
+        {"type": "content_block_delta", "index": 0, "delta": {"type": "input_json_delta", "partial_json": '{"q": "x'}},
+        {"type": "content_block_stop", "index": 0},
+        {"type": "message_delta", "delta": {"stop_reason": "max_tokens", "stop_sequence": None}, "usage": {"output_tokens": 20}},
+        {"type": "message_stop"}]
+    upstream.push(Behaviour(content_type="text/event-stream",
+                            events=[b"event: " + e["type"].encode() + b"\ndata: " + json.dumps(e).encode() + b"\n\n" for e in events]))
+    s = await oai(inst, "k").responses.create(model="claude-sonnet-4-5", input="x", tools=LOOKUP, stream=True)
+    seen = [ev async for ev in s]
+    assert not [ev for ev in seen if ev.type == "response.output_item.done" and ev.item.type == "function_call"]
+    final = next(ev.response for ev in seen if ev.type == "response.incomplete")
+    assert not [o for o in final.output if o.type == "function_call"]

@@ -43,7 +43,7 @@ _EMPTY_INPUTS: Final = frozenset({b"", b"{}"})
 class AnthropicReader:
     """One Anthropic stream's reader state."""
 
-    __slots__ = ("_ended", "_finished", "_started", "_tool_blocks", "_usage")
+    __slots__ = ("_ended", "_finished", "_held", "_started", "_tool_blocks", "_usage")
 
     def __init__(self) -> None:
         self._started = False
@@ -51,6 +51,10 @@ class AnthropicReader:
         self._ended = False
         self._tool_blocks: set[int] = set()
         self._usage = AnthropicUsageTally()
+        # The last tool block's end, until the next event says whether max_tokens cut it:
+        # Anthropic closes a cut block before it says why it stopped, and a cut call must
+        # not read as done (a client runs a call once it is done).
+        self._held: ToolCallEnded | None = None
 
     def feed(self, event: SseEvent) -> list[Part]:
         """Parts for one upstream event."""
@@ -68,10 +72,16 @@ class AnthropicReader:
         if self._ended:
             return []
         self._ended = True
-        return [Failed("upstream stream ended before message_stop", "api_error")]
+        return [*self._release(), Failed("upstream stream ended before message_stop", "api_error")]
+
+    def _release(self) -> list[Part]:
+        held, self._held = self._held, None
+        return [held] if held is not None else []
 
     def _dispatch(self, ev: StreamEvent) -> list[Part]:
         kind = ev.type
+        if self._held is not None and kind not in ("content_block_stop", "message_delta", "ping"):
+            return [*self._release(), *self._dispatch(ev)]
         if kind == "content_block_delta":
             return self._delta(ev)
         if kind == "message_start":
@@ -84,7 +94,9 @@ class AnthropicReader:
             return self._block_start(ev)
         if kind == "content_block_stop":
             if ev.index in self._tool_blocks:
-                return [ToolCallEnded(ev.index)]
+                released = self._release()
+                self._held = ToolCallEnded(ev.index)
+                return released
             return []
         if kind == "message_delta":
             out = []
@@ -92,6 +104,9 @@ class AnthropicReader:
                 out.append(UsageUpdated(self._usage.add(ev.usage)))
             if ev.delta is not None and ev.delta.stop_reason is not None and not self._finished:
                 self._finished = True
+                if ev.delta.stop_reason == "max_tokens":
+                    self._held = None  # the limit cut that call: it never ends
+                out.extend(self._release())
                 out.append(Finished(finish_from_anthropic(ev.delta.stop_reason), ev.delta.stop_sequence))
             return out
         if kind == "message_stop":
