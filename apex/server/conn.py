@@ -26,7 +26,7 @@ from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
 from aiohttp.web_protocol import RequestHandler
 
 from apex.errors import ApexError, ErrorKind, InternalError, InvalidRequest, RequestTimeout
-from apex.server.exchange import Exchange, new_request_id
+from apex.server.exchange import new_request_id
 from apex.server.gateway import Gateway
 from apex.server.responses import dialect_of_path, error_body, error_response
 from apex.types import Dialect
@@ -213,12 +213,8 @@ class ApexRequestHandler(RequestHandler):
     def _count(self, dialect: Dialect, status: int, kind: ErrorKind) -> None:
         """Count and log an answer made here (the parser refused the request, its head timed
         out) like every answered request: apex_requests_total and the access log missed them."""
-        gateway = self.apex_gateway
-        if gateway is not None:
-            ex = Exchange(new_request_id(), None, dialect)
-            ex.status = status
-            ex.error_kind = kind
-            self._loop.call_soon(gateway.finish, ex)
+        if self.apex_gateway is not None:
+            self.apex_gateway.record_answer(new_request_id(), None, dialect, status, kind)
 
     def log_exception(self, *args: Any, **kw: Any) -> None:
         # aiohttp's own messages here may carry an exception quoting request bytes: name it only.

@@ -155,7 +155,4 @@ def record_answer(request: web.Request, request_id: str, client_rid: str | None,
                   kind: ErrorKind) -> None:
     """Count and log an answer Apex made outside an endpoint (a 404, a 405, a refused
     Expect) like every answered request, once it is out."""
-    ex = Exchange(request_id, client_rid, dialect)
-    ex.status = status
-    ex.error_kind = kind
-    asyncio.get_running_loop().call_soon(request.app[GATEWAY_KEY].finish, ex)
+    request.app[GATEWAY_KEY].record_answer(request_id, client_rid, dialect, status, kind)

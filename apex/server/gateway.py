@@ -32,7 +32,7 @@ from apex.config.load import is_loopback, load_config_bytes, parse_listen
 from apex.config.model import Config
 from apex.cost import PriceBook
 from apex.requestlog import RequestLog, Row, build_request_log, capture
-from apex.errors import ApexError, BudgetExceeded, ConfigError
+from apex.errors import ApexError, BudgetExceeded, ConfigError, ErrorKind
 from apex.metrics import NONE, Metrics
 from apex.upstream.credentials import CredentialKeeper, CredentialSlot
 from apex.upstream.channel import CompiledChannel
@@ -252,6 +252,15 @@ class Gateway:
                  len(config.channels), len(config.routers), len(config.teams))
         self.on_reload(True)
         return True
+
+    def record_answer(self, request_id: str, client_rid: str | None, dialect: Dialect, status: int,
+                      kind: ErrorKind) -> None:
+        """Count and log an answer Apex made outside an endpoint (a 404, a refused Expect, a
+        request the parser refused) like every answered request, once it is out."""
+        ex = Exchange(request_id, client_rid, dialect)
+        ex.status = status
+        ex.error_kind = kind
+        asyncio.get_running_loop().call_soon(self.finish, ex)
 
     def _check_served_address(self, config: Config) -> None:
         """Anonymous auth against the address actually served: the loader checks the file's

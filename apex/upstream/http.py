@@ -756,13 +756,14 @@ class UpstreamPool:
             idle = slots.idle
             if not idle:
                 continue
-            keep = [c for c in idle if c.usable and now - c.idle_since <= self._idle_seconds]
-            if len(keep) != len(idle):
-                for conn in idle:
-                    if conn not in keep:
-                        conn.close()
-                        closed += 1
-                idle[:] = keep
+            keep = []
+            for conn in idle:
+                if conn.usable and now - conn.idle_since <= self._idle_seconds:
+                    keep.append(conn)
+                else:
+                    conn.close()
+                    closed += 1
+            idle[:] = keep
         return closed
 
     @property

@@ -79,6 +79,11 @@ def _reset(request: web.Request) -> None:
     request.transport.abort()
 
 
+def named_events(events: list[dict[str, Any]]) -> list[bytes]:
+    """Anthropic-style SSE events (``event: <type>`` then its JSON data), one per item."""
+    return [b"event: " + str(e["type"]).encode() + b"\ndata: " + json.dumps(e).encode() + b"\n\n" for e in events]
+
+
 def split_events(sse: bytes) -> list[bytes]:
     """Split an SSE body into its events (each with its blank-line terminator)."""
     sep = b"\r\n\r\n" if b"\r\n\r\n" in sse else b"\n\n"

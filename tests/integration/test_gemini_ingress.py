@@ -19,7 +19,7 @@ from google.genai import errors as genai_errors
 from google.genai import types
 
 from tests.conftest import ApexInstance, StartApex, oai
-from tests.integration.fakes import Behaviour, FakeUpstream, fixture_bytes, split_events
+from tests.integration.fakes import Behaviour, FakeUpstream, fixture_bytes, named_events, split_events
 from tests.integration.access import access_lines
 
 KEY = "gk-client-secret-1"
@@ -418,8 +418,7 @@ async def test_claudes_signed_thinking_survives_a_client_that_drops_thought_part
                   {"type": "message_delta", "delta": {"stop_reason": "tool_use", "stop_sequence": None}, "usage": {"output_tokens": 20}},
                   {"type": "message_stop"}]
         upstream.push(Behaviour(content_type="text/event-stream",
-                                events=[b"event: " + str(e["type"]).encode() + b"\ndata: " + json.dumps(e).encode() + b"\n\n"
-                                        for e in events]))
+                                events=named_events(events)))
         parts = [p for ch in [c async for c in await client.aio.models.generate_content_stream(
             model="claude-alias", contents="read a.txt", config=cfg)] for cand in ch.candidates or []
             for p in (cand.content.parts if cand.content and cand.content.parts else [])]

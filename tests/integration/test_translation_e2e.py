@@ -11,7 +11,7 @@ import openai
 import pytest
 
 from tests.conftest import StartApex, ant, oai
-from tests.integration.fakes import Behaviour, FakeUpstream, error, fixture_bytes, split_events
+from tests.integration.fakes import Behaviour, FakeUpstream, error, fixture_bytes, named_events, split_events
 
 TOOLS_OPENAI = [{"type": "function", "function": {
     "name": "secret_retrieval_tool", "description": "A tool that requires a password.",
@@ -423,7 +423,7 @@ async def test_codex_keeps_claudes_thinking_across_a_tool_loop(upstream: FakeUps
                   {"type": "message_delta", "delta": {"stop_reason": "tool_use", "stop_sequence": None}, "usage": {"output_tokens": 20}},
                   {"type": "message_stop"}]
         upstream.push(Behaviour(content_type="text/event-stream",
-                                events=[b"event: " + e["type"].encode() + b"\ndata: " + json.dumps(e).encode() + b"\n\n" for e in events]))
+                                events=named_events(events)))
         s = await c.responses.create(model="claude-sonnet-4-5", input="look up x", tools=LOOKUP, stream=True,
                                      reasoning={"effort": "high"}, include=["reasoning.encrypted_content"])
         output = [ev.response.output async for ev in s if ev.type == "response.completed"][0]
@@ -525,7 +525,7 @@ async def test_a_claude_call_cut_by_max_tokens_is_not_done_for_a_responses_clien
         {"type": "message_delta", "delta": {"stop_reason": "max_tokens", "stop_sequence": None}, "usage": {"output_tokens": 20}},
         {"type": "message_stop"}]
     upstream.push(Behaviour(content_type="text/event-stream",
-                            events=[b"event: " + e["type"].encode() + b"\ndata: " + json.dumps(e).encode() + b"\n\n" for e in events]))
+                            events=named_events(events)))
     s = await oai(inst, "k").responses.create(model="claude-sonnet-4-5", input="x", tools=LOOKUP, stream=True)
     seen = [ev async for ev in s]
     assert not [ev for ev in seen if ev.type == "response.output_item.done" and ev.item.type == "function_call"]
