@@ -38,6 +38,16 @@ class Dialect(enum.Enum):
         """'openai', 'anthropic' or 'gemini': which error body shape the dialect uses."""
         return _FAMILY[self]
 
+    @property
+    def counts_tokens(self) -> bool:
+        """A token count: nothing is generated, no token is used (the providers count for free)."""
+        return self is Dialect.ANTHROPIC_COUNT_TOKENS or self is Dialect.GEMINI_COUNT_TOKENS
+
+    @property
+    def embeds(self) -> bool:
+        """An embeddings request: its tokens are all input."""
+        return self is Dialect.OPENAI_EMBEDDINGS or self is Dialect.GEMINI_EMBED
+
 
 def _family_of(dialect: Dialect) -> DialectFamily:
     prefix = dialect.value.split("_", 1)[0]

@@ -532,10 +532,12 @@ def _log_row(ex: Exchange, latency: float, overhead: float, usage: Usage | None,
 
 def _estimate_usage(ex: Exchange) -> Usage | None:
     """Usage Apex estimates when a 2xx answer reported none; marked ``estimated``."""
-    if ex.request_body is None or ex.dialect is Dialect.ANTHROPIC_COUNT_TOKENS:
-        return None  # nothing to estimate from, or nothing was generated
+    if ex.request_body is None or ex.dialect.counts_tokens:
+        return None  # nothing to estimate from, or nothing was used
     completion = 0
-    if ex.response_body is not None:
+    if ex.dialect.embeds:
+        pass  # vectors are no completion tokens
+    elif ex.response_body is not None:
         completion = estimate_tokens(ex.response_body)
     elif ex.stream_events:
         # About one token per content event; the stream's framing events (start, finish, end) carry none.

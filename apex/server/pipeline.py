@@ -157,8 +157,10 @@ async def serve(
             await gateway.reserve_budget(team.id, ex, snap.channels[channels[0]], model, max_out)
         limit = team.rate_limit
         if limit is not None and gateway.limiter is not None:
-            # Only a token limit charges the estimate: an RPM-only team skips decoding the body for it.
-            grant = await gateway.acquire_rate_limit(team, ex.prompt_estimate() + max_out if limit.tpm is not None else 0, ex)
+            # Only a token limit charges the estimate: an RPM-only team skips decoding the body for
+            # it. A token count uses no tokens (the providers count it for requests only).
+            charged = limit.tpm is not None and not dialect.counts_tokens
+            grant = await gateway.acquire_rate_limit(team, ex.prompt_estimate() + max_out if charged else 0, ex)
     if grant is None:
         return await _attempts(request, snap, ex, dialect, channels, body, view, model)
     try:

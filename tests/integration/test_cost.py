@@ -158,3 +158,55 @@ async def test_a_stream_the_client_leaves_keeps_its_upstream_time(
     assert line["upstream_ms"] >= 150, line  # ten events 20 ms apart
     assert line["overhead_ms"] < line["upstream_ms"], line
     assert line["tokens"]["estimated"] is True and line["tokens"]["completion"] >= 5, line["tokens"]
+
+
+def _counting_config(upstream: FakeUpstream) -> dict[str, Any]:
+    cfg = basic_config(upstream)
+    cfg["channels"].append({"name": "gm", "provider_type": "gemini", "base_url": upstream.url, "api_key": "g-key"})
+    cfg["routers"][0]["rules"].append({"match": {"model": "gemini-*"}, "channels": [{"name": "gm"}]})
+    cfg["teams"] = [{"id": "t1", "api_key": "tk-1", "policy": {"rate_limit": {"tpm": 300}}}]
+    return cfg
+
+
+async def test_token_counts_use_no_tokens(upstream: FakeUpstream, start_apex: StartApex, log_file: Path) -> None:
+    """Counting tokens generates nothing and is free at the providers: Gemini's countTokens (on a
+    Gemini channel and estimated on an OpenAI one) is no usage and no cost (it was priced as
+    prompt tokens), and no count, of either protocol, takes tokens from a team's TPM (three
+    ~200-token counts under tpm 300 got 429s)."""
+    import aiohttp
+
+    inst = await start_apex(_counting_config(upstream))
+    text = "count these words please " * 40
+    headers = {"Authorization": "Bearer tk-1"}
+    async with aiohttp.ClientSession(headers=headers) as s:
+        for model in ("gemini-2.5-flash", "gpt-4o", "gemini-2.5-flash"):
+            async with s.post(f"{inst.url}/v1beta/models/{model}:countTokens",
+                              json={"contents": [{"role": "user", "parts": [{"text": text}]}]}) as r:
+                assert r.status == 200, await r.text()
+                assert (await r.json())["totalTokens"] > 0
+        for _ in range(3):
+            async with s.post(f"{inst.url}/v1/messages/count_tokens", headers={"anthropic-version": "2023-06-01"},
+                              json={"model": "claude-sonnet-4-20250514", "messages": [{"role": "user", "content": text}]}) as r:
+                assert r.status == 200, await r.text()
+    lines = access_lines(log_file)
+    assert len(lines) == 6
+    assert all(line["tokens"] is None and line["cost_usd"] is None for line in lines), lines
+    get = inst.gateway.metrics.registry.get_sample_value
+    for channel, model in (("gm", "gemini-2.5-flash"), ("oa", "unmatched")):
+        assert get("apex_tokens_total", {"router": "default", "model": model, "team_id": "t1", "channel": channel,
+                                         "type": "prompt"}) in (None, 0.0)
+
+
+async def test_embeddings_without_usage_are_all_prompt(upstream: FakeUpstream, start_apex: StartApex,
+                                                       log_file: Path) -> None:
+    """An embeddings answer with no usage is estimated as prompt tokens only: the vectors are no
+    completion (the list's "data" was counted as an 800-token image and priced as output)."""
+    inst = await start_apex(_counting_config(upstream))
+    body = {"object": "list", "model": "text-embedding-3-small",
+            "data": [{"object": "embedding", "index": 0, "embedding": [0.25, -0.5, 0.125]}]}
+    upstream.push(Behaviour(body=json.dumps(body).encode()))
+    got = await oai(inst, "tk-1").embeddings.create(model="text-embedding-3-small", input="hi there",
+                                                    encoding_format="float")
+    assert got.data[0].embedding == [0.25, -0.5, 0.125]
+    tokens = access_lines(log_file)[-1]["tokens"]
+    assert tokens["estimated"] is True and tokens["completion"] == 0 and 0 < tokens["prompt"] < 20, tokens
