@@ -208,6 +208,18 @@ async def test_embed(kind: str, client: genai.Client, upstream: FakeUpstream) ->
         assert upstream.requests[-1].json["input"] == ["hello", "world"]
 
 
+@pytest.mark.parametrize("spelling", ["outputDimensionality", "output_dimensionality"])
+async def test_embed_dimensions_in_either_spelling(spelling: str, apex: ApexInstance, upstream: FakeUpstream) -> None:
+    """On an OpenAI channel the snake_case field Google's API reads is a dimensions request too
+    (output_dimensionality was dropped: full-size vectors)."""
+    async with aiohttp.ClientSession() as s, s.post(
+            f"{apex.url}/v1beta/models/gpt-emb:batchEmbedContents", headers={"x-goog-api-key": KEY},
+            json={"requests": [{"model": "models/gpt-emb", "content": {"parts": [{"text": "hello"}]},
+                                spelling: 3}]}) as r:
+        assert r.status == 200, await r.text()
+    assert upstream.requests[-1].json["dimensions"] == 3
+
+
 async def test_embed_content_single(apex: ApexInstance, upstream: FakeUpstream) -> None:
     """A single :embedContent is served as a batch of one and answered as {"embedding": {...}}."""
     async with aiohttp.ClientSession() as s, s.post(

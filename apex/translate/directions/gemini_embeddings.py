@@ -20,6 +20,7 @@ import msgspec
 
 from apex.errors import InternalError, InvalidRequest, UpstreamMalformed
 from apex.translate.base import StreamTranslator, TranslateContext
+from apex.translate.request.gemini_conversation import SNAKE_KEY, camel_case_request
 from apex.translate.write.embeddings import base64_to_floats
 from apex.types import Dialect, Usage
 from apex.wire.gemini import BatchEmbedRequest, RawBatchEmbedRequest, RawEmbeddingsAnswer, decode_batch_embed_request
@@ -61,6 +62,8 @@ def batch_to_single(body: bytes) -> bytes:
 
 
 def _decode(body: bytes) -> BatchEmbedRequest:
+    if SNAKE_KEY.search(body):  # output_dimensionality: Google's REST API reads both spellings
+        body = camel_case_request(body)
     try:
         return decode_batch_embed_request(body)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:

@@ -40,7 +40,9 @@ __all__ = [
     "Text",
     "Thought",
     "ToolSpec",
+    "SNAKE_KEY",
     "Turn",
+    "camel_case_request",
     "decode_carried_thinking",
     "enum_instruction",
     "decode_thought_signature",
@@ -59,7 +61,7 @@ _INT_KEYWORDS: Final = frozenset({"minItems", "maxItems", "minLength", "maxLengt
                                   "maxProperties"})
 _DROPPED_KEYWORDS: Final = frozenset({"propertyOrdering", "nullable", "example"})
 _ENCODER: Final = msgspec.json.Encoder()
-_SNAKE_KEY: Final = re.compile(rb'"[a-z]+_[a-z_]+"\s*:')
+SNAKE_KEY: Final = re.compile(rb'"[a-z]+_[a-z_]+"\s*:')
 # Values relayed as the client wrote them: their keys are the client's (argument names, schema
 # property names), never Gemini field names.
 _OPAQUE: Final = frozenset({"args", "response", "parameters", "parametersJsonSchema", "responseSchema",
@@ -195,7 +197,7 @@ _MODES: Final[dict[str, str]] = {"AUTO": "auto", "ANY": "any", "NONE": "none", "
 
 def read_gemini_request(body: bytes) -> Conversation:
     """A generateContent body -> Conversation; InvalidRequest when it is not one."""
-    if _SNAKE_KEY.search(body):
+    if SNAKE_KEY.search(body):
         body = camel_case_request(body)
     try:
         req = decode_request(body)
