@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Final, final
 
-from apex.config.load import load_config_bytes, read_config_file
+from apex.config.load import check_unique_keys, load_config_bytes, read_config_file
 from apex.config.model import Config
 from apex.errors import ConfigError
 
@@ -170,4 +170,5 @@ def _decode_raw(data: bytes) -> RawConfig:
         raise ConfigError(f"invalid JSON: {exc}") from exc
     if not isinstance(raw, dict):
         raise ConfigError("the config file must hold a JSON object")
+    check_unique_keys(data)  # an edit would write the last value only and drop the others
     return raw

@@ -37,6 +37,7 @@ __all__ = [
     "EnvOverride",
     "KEYLESS_PROVIDERS",
     "check_host_paths",
+    "check_unique_keys",
     "is_loopback",
     "load_config",
     "load_config_bytes",
@@ -116,9 +117,7 @@ def load_config_bytes(
         raise ConfigError(_json_syntax_error(data, exc)) from exc
     if not isinstance(raw, dict):
         raise ConfigError("the config file must hold a JSON object")
-    duplicate = _duplicate_key(data)
-    if duplicate is not None:  # the JSON parsers keep the last one: an earlier list would vanish unseen
-        raise ConfigError(f"key {duplicate[1]!r} appears twice in one object", path=duplicate[0])
+    check_unique_keys(data)
     environ = os.environ if env is None else env
     missing: dict[str, list[str]] = {}
     raw = {k: _substitute(v, environ, k, strict_env, missing) for k, v in raw.items()}
@@ -131,6 +130,14 @@ def load_config_bytes(
     except ConfigError as exc:
         raise _blame_override(exc, applied) from exc
     return config
+
+
+def check_unique_keys(data: bytes) -> None:
+    """ConfigError naming the first key written twice in one object. The JSON parsers keep
+    the last one: an earlier list would vanish unseen (and a CLI edit would write that)."""
+    duplicate = _duplicate_key(data)
+    if duplicate is not None:
+        raise ConfigError(f"key {duplicate[1]!r} appears twice in one object", path=duplicate[0])
 
 
 class _Object(dict[str, object]):

@@ -111,3 +111,16 @@ def test_non_object_file(tmp_path: Path) -> None:
     path.write_text("{nope")
     with pytest.raises(ConfigError, match="invalid JSON"):
         ConfigStore(path).read_raw()
+
+
+def test_a_key_written_twice_is_refused_not_dropped(tmp_path: Path) -> None:
+    """The gateway refuses a file with a key written twice; an edit refuses it too, naming the
+    key (json.loads kept the last "teams" and the edit wrote the file without the first)."""
+    path = tmp_path / "config.json"
+    body = json.dumps(VALID)[:-1] + ', "teams": [{"id": "a", "api_key": "ka"}], "teams": [{"id": "b", "api_key": "kb"}]}'
+    path.write_text(body)
+    store = ConfigStore(path)
+    with pytest.raises(ConfigError) as info, store.edit() as raw:
+        raw["channels"].append({"name": "two", "provider_type": "mock"})
+    assert info.value.path == "teams" and "appears twice" in str(info.value)
+    assert path.read_text() == body
