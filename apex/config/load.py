@@ -418,7 +418,17 @@ def _check_channels(channels: tuple[Channel, ...]) -> frozenset[str]:
         if ch.provider_type == "openai_compatible" and not ch.base_url:
             raise ConfigError("required for provider_type openai_compatible", path=f"{p}.base_url")
         _check_channel_globs(ch, p)
+        for name in ch.headers:
+            if name.lower() in _FRAMING_HEADERS:
+                raise ConfigError(f"{name} is set by Apex for each request (from base_url and the body); "
+                                  "a second one would make the request ambiguous", path=f"{p}.headers.{name}")
     return frozenset(names)
+
+
+# Headers that frame the message or the connection: Apex writes them itself, and a second
+# copy (two Hosts, Content-Length beside Transfer-Encoding) is a request servers must refuse.
+_FRAMING_HEADERS: Final = frozenset({"host", "content-length", "transfer-encoding", "connection", "keep-alive",
+                                     "te", "trailer", "upgrade", "proxy-connection", "expect"})
 
 
 def _check_channel_globs(ch: Channel, path: str) -> None:

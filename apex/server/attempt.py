@@ -262,7 +262,7 @@ class Attempt:
         if not plan.native:
             return plan.header_fields + encode_header_fields(extra) if extra else plan.header_fields
         headers = self.request.headers
-        agent_line = _user_agent_line(headers.get("User-Agent"))
+        agent_line = b"" if plan.keep_user_agent else _user_agent_line(headers.get("User-Agent"))
         if plan.forward_anthropic_headers:
             several = False  # anthropic-beta sent on more than one line (SDKs may send one per beta)
             for name, value in headers.items():

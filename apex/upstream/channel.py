@@ -8,6 +8,7 @@ auth, preset and channel headers), the translator, the model map and the timeout
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 from urllib.parse import quote
@@ -94,6 +95,7 @@ class UpstreamPlan:
     header_fields: bytes = b""    # ``headers`` encoded once: what goes on the wire
     # The same without User-Agent and anthropic-version: a native hop adds the client's own.
     header_fields_bare: bytes = b""
+    keep_user_agent: bool = False  # the channel's headers name a User-Agent: it wins over the client's
     route: CloudRoute | None = None  # a cloud's URL shape, body edits, auth and stream framing
     stream_usage_option: bool = True  # an OpenAI-shaped upstream takes stream_options.include_usage
     compat_chat: bool = False  # Chat passthrough to a server that is not OpenAI's: compat_chat_request
@@ -101,7 +103,10 @@ class UpstreamPlan:
     def __post_init__(self) -> None:
         if self.headers and not self.header_fields:
             object.__setattr__(self, "header_fields", encode_header_fields(self.headers))
-            rest = {k: v for k, v in self.headers.items() if k.lower() not in ("anthropic-version", "user-agent")}
+            own_agent = any(k.lower() == "user-agent" and v != USER_AGENT for k, v in self.headers.items())
+            object.__setattr__(self, "keep_user_agent", own_agent)
+            bare = ("anthropic-version",) if own_agent else ("anthropic-version", "user-agent")
+            rest = {k: v for k, v in self.headers.items() if k.lower() not in bare}
             object.__setattr__(self, "header_fields_bare", encode_header_fields(rest))
 
     @property
@@ -250,14 +255,8 @@ def compile_channel(ch: Channel, g: GlobalConfig, index: int, pool: UpstreamPool
                 anthropic_base.rstrip("/") + _PATHS[Dialect.ANTHROPIC_MESSAGES], "anthropic", None)
 
     def headers_for(family: ProviderFamily) -> dict[str, str]:
-        h = dict(common)
-        if setup is not None:
-            h.update(setup.auth_headers)
-        else:
-            h.update(_auth_headers(family, ch.api_key))
-        h.update(preset.extra_headers)
-        h.update(ch.headers)
-        return h
+        auth = setup.auth_headers if setup is not None else _auth_headers(family, ch.api_key)
+        return _layered(common, auth, preset.extra_headers, ch.headers)
 
     overrides = [
         override_row(preset.family, row.model, reasons=row.reasons, max_tokens_field=row.max_tokens_field,
@@ -412,3 +411,19 @@ def _compile_egress(ch: Channel, path: str, mock: bool) -> Egress | None:
 def _proxy_secrets(egress: Egress | None) -> list[str]:
     """The proxy's Proxy-Authorization value and password: scrubbed like the API key."""
     return egress.secrets() if egress is not None else []
+
+
+def _layered(*layers: Mapping[str, str]) -> dict[str, str]:
+    """Header layers merged, a later one replacing an earlier one's header whatever its letter
+    case (a channel's ``authorization`` went out beside the key's ``Authorization``)."""
+    out: dict[str, str] = {}
+    names: dict[str, str] = {}  # lower-case name -> the spelling in ``out``
+    for layer in layers:
+        for name, value in layer.items():
+            low = name.lower()
+            old = names.get(low)
+            if old is not None:
+                del out[old]
+            names[low] = name
+            out[name] = value
+    return out

@@ -13,6 +13,8 @@ from multidict import CIMultiDict
 
 import yarl
 
+from apex.config.load import load_config_bytes
+from apex.errors import ConfigError
 from tests.conftest import ApexInstance, StartApex, basic_config
 from tests.integration.fakes import Behaviour, FakeUpstream, error, fixture_bytes, split_events
 
@@ -611,3 +613,29 @@ async def test_a_head_sent_byte_by_byte_times_out_in_its_paths_protocol(upstream
     writer.close()
     assert answer.startswith(b"HTTP/1.1 408")
     assert json.loads(answer.split(b"\r\n\r\n", 1)[1])["type"] == "error"  # Anthropic's error object
+
+
+async def test_channel_headers_replace_apex_ones_whatever_their_case(upstream: FakeUpstream, start_apex: StartApex) -> None:
+    """A channel header naming one Apex sets replaces it (a lower-case ``authorization`` went
+    out beside the key's ``Authorization``), and a channel's own User-Agent wins over the
+    client's on a native hop (the client's replaced it)."""
+    cfg = basic_config(upstream)
+    cfg["channels"][0]["headers"] = {"authorization": "Bearer sk-from-headers", "User-Agent": "corp-agent/1"}
+    inst = await start_apex(cfg)
+    await oai(inst).chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "x"}])
+    rec = upstream.requests[-1]
+    assert rec.headers.getall("Authorization") == ["Bearer sk-from-headers"]
+    assert rec.headers.getall("User-Agent") == ["corp-agent/1"]
+    await ant(inst).messages.create(model="claude-x", max_tokens=5, messages=[{"role": "user", "content": "x"}])
+    assert "anthropic" in upstream.requests[-1].headers["User-Agent"].lower()  # the client's, on other channels
+
+
+@pytest.mark.parametrize("name", ["Host", "content-length", "Transfer-Encoding", "Connection"])
+def test_framing_headers_are_refused_in_channel_headers(upstream: FakeUpstream, name: str) -> None:
+    """Host, Content-Length, Transfer-Encoding... are Apex's per request: a second copy is a
+    request servers must refuse (or a smuggling shape); the config names the key."""
+    cfg = basic_config(upstream)
+    cfg["channels"][0]["headers"] = {name: "x"}
+    with pytest.raises(ConfigError) as info:
+        load_config_bytes(json.dumps(cfg).encode())
+    assert info.value.path == f"channels[0].headers.{name}"
