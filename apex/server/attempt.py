@@ -32,6 +32,7 @@ from apex.translate import TranslateContext
 from apex.translate.capabilities import CapabilityTable
 from apex.translate.passthrough import (
     body_usage,
+    fit_reasoning_history,
     compat_chat_request,
     fit_chat_request,
     fit_gemini_request,
@@ -188,7 +189,7 @@ class Attempt:
                 ctx.caps = plan.caps.lookup(self.upstream_model)
             out = translator.request(body, ctx)
             ex.notices = ctx.notices
-            return out
+            return fit_reasoning_history(out, plan.reasoning_history)
         add_usage = self.ex.stream and plan.add_stream_usage and not self._client_usage
         rename = self.mapped and plan.model_in_body
         if rename or add_usage:

@@ -11,7 +11,7 @@ did not ask for).
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Final, Literal
 
 import msgspec
 
@@ -37,6 +37,8 @@ __all__ = [
     "fit_chat_request",
     "fit_gemini_request",
     "fit_messages_request",
+    "fit_reasoning_history",
+    "ReasoningHistory",
     "rewrite_request",
     "rewrite_response_model",
     "strip_reasoning",
@@ -100,6 +102,53 @@ def compat_chat_request(body: bytes) -> bytes:
     except (msgspec.DecodeError, msgspec.ValidationError):
         return body  # not for Apex to judge here: the upstream answers it in its own words
     return _ENC.encode(top) if changed else body
+
+
+ReasoningHistory = Literal["drop", "keep", "required"]
+_ASSISTANT: Final = msgspec.Raw(b'"assistant"')
+_EMPTY: Final = msgspec.Raw(b'""')
+
+
+def fit_reasoning_history(body: bytes, history: ReasoningHistory) -> bytes:
+    """A translated Chat request's past reasoning (``reasoning_content`` on assistant messages)
+    as the upstream takes it (docs/protocols.md P7): ``drop`` for servers that refuse the field
+    (OpenAI, Groq, Cerebras: "property 'reasoning_content' is unsupported"), ``required`` for
+    DeepSeek and Kimi, which refuse a tool-call turn without it, even empty. Substring tests
+    first: most requests carry no history to change."""
+    if history == "keep":
+        return body
+    if history == "drop" and body.find(b'"reasoning_content"') < 0:
+        return body
+    if history == "required" and body.find(b'"tool_calls"') < 0:
+        return body
+    try:
+        top = _TOP.decode(body)
+        raw = top.get("messages")
+        if raw is None:
+            return body
+        messages = _MESSAGES.decode(raw)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return body
+    changed = False
+    kept = []
+    for m in messages:
+        if m.get("role") != _ASSISTANT:
+            kept.append(m)
+            continue
+        if history == "drop":
+            if m.pop("reasoning_content", None) is not None:
+                changed = True
+                content = m.get("content")
+                if (content is None or bytes(content) == b"null") and "tool_calls" not in m:
+                    continue  # it held only reasoning
+        elif "tool_calls" in m and "reasoning_content" not in m:
+            m["reasoning_content"] = _EMPTY
+            changed = True
+        kept.append(m)
+    if not changed:
+        return body
+    top["messages"] = msgspec.Raw(_ENC.encode(kept))
+    return _ENC.encode(top)
 
 
 _CARRIED: Final = CARRIED_PREFIX.encode()

@@ -27,6 +27,7 @@ from apex.upstream.presets import ANTHROPIC_VERSION, PRESETS, ProviderPreset
 from apex.routing.match import ModelMap, PatternSet
 from apex.translate import Translator, find_translator
 from apex.translate.capabilities import CapabilityRow, CapabilityTable, override_row
+from apex.translate.passthrough import ReasoningHistory
 from apex.types import Dialect, ProviderFamily
 
 __all__ = ["ChannelTimeouts", "CompiledChannel", "UpstreamPlan", "check_egress", "compile_channel"]
@@ -99,6 +100,7 @@ class UpstreamPlan:
     route: CloudRoute | None = None  # a cloud's URL shape, body edits, auth and stream framing
     stream_usage_option: bool = True  # an OpenAI-shaped upstream takes stream_options.include_usage
     compat_chat: bool = False  # Chat passthrough to a server that is not OpenAI's: compat_chat_request
+    reasoning_history: ReasoningHistory = "keep"  # translated Chat requests: passthrough.fit_reasoning_history
 
     def __post_init__(self) -> None:
         if self.headers and not self.header_fields:
@@ -322,6 +324,7 @@ def compile_channel(ch: Channel, g: GlobalConfig, index: int, pool: UpstreamPool
                     route=route,
                     caps=caps_for(family),
                     stream_usage_option=usage_option,
+                    reasoning_history=preset.reasoning_history if upstream is Dialect.OPENAI_CHAT else "keep",
                 )
                 break
         return plans

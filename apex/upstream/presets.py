@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Final
 
+from apex.translate.passthrough import ReasoningHistory
 from apex.types import Dialect, ProviderFamily
 
 __all__ = ["ANTHROPIC_VERSION", "PRESETS", "ProviderPreset"]
@@ -32,6 +33,9 @@ class ProviderPreset:
     extra_headers: dict[str, str] = field(default_factory=dict)
     native_embedding_encoding: bool = False  # honours encoding_format=base64 itself
     openai_vocabulary: bool = False  # its Chat takes OpenAI's developer role and max_completion_tokens
+    # Past reasoning on translated Chat requests (passthrough.fit_reasoning_history): most
+    # servers refuse reasoning_content on messages; DeepSeek and Kimi need it on tool-call turns.
+    reasoning_history: ReasoningHistory = "drop"
 
 
 PRESETS: Final[dict[str, ProviderPreset]] = {
@@ -50,11 +54,11 @@ PRESETS: Final[dict[str, ProviderPreset]] = {
     ),
     "deepseek": ProviderPreset(
         "openai", "https://api.deepseek.com", frozenset({Dialect.OPENAI_CHAT}),
-        anthropic_base_url="https://api.deepseek.com/anthropic",
+        anthropic_base_url="https://api.deepseek.com/anthropic", reasoning_history="required",
     ),
     "moonshot": ProviderPreset(
         "openai", "https://api.moonshot.ai/v1", frozenset({Dialect.OPENAI_CHAT, Dialect.OPENAI_RESPONSES}),
-        anthropic_base_url="https://api.moonshot.ai/anthropic",
+        anthropic_base_url="https://api.moonshot.ai/anthropic", reasoning_history="required",
     ),
     "minimax": ProviderPreset(
         "openai", "https://api.minimax.io/v1", frozenset({Dialect.OPENAI_CHAT}),
@@ -62,7 +66,9 @@ PRESETS: Final[dict[str, ProviderPreset]] = {
     ),
     "ollama": ProviderPreset("openai", "http://localhost:11434/v1", _OPENAI_CHAT_EMB),
     "jina": ProviderPreset("openai", "https://api.jina.ai/v1", frozenset({Dialect.OPENAI_EMBEDDINGS})),
-    "openrouter": ProviderPreset("openai", "https://openrouter.ai/api/v1", frozenset({Dialect.OPENAI_CHAT})),
+    # OpenRouter passes reasoning on to the providers that take it.
+    "openrouter": ProviderPreset("openai", "https://openrouter.ai/api/v1", frozenset({Dialect.OPENAI_CHAT}),
+                                 reasoning_history="keep"),
     # Groq reports streamed usage in x_groq.usage and has rejected stream_options before.
     "groq": ProviderPreset(
         "openai", "https://api.groq.com/openai/v1", frozenset({Dialect.OPENAI_CHAT}),
@@ -77,5 +83,6 @@ PRESETS: Final[dict[str, ProviderPreset]] = {
     ),
     "bedrock": ProviderPreset("anthropic", None, frozenset({Dialect.ANTHROPIC_MESSAGES})),
     "vertex": ProviderPreset("gemini", None, frozenset({Dialect.GEMINI_GENERATE, Dialect.ANTHROPIC_MESSAGES})),
-    "mock": ProviderPreset("mock", None, frozenset(Dialect), native_embedding_encoding=True, openai_vocabulary=True),
+    "mock": ProviderPreset("mock", None, frozenset(Dialect), native_embedding_encoding=True, openai_vocabulary=True,
+                           reasoning_history="keep"),
 }

@@ -43,12 +43,15 @@ def config(upstream: FakeUpstream) -> dict[str, Any]:
             {"name": "an", "provider_type": "anthropic", "base_url": upstream.url, "api_key": "sk-ant-upstream",
              "models": ["claude-alias"]},
             {"name": "mk", "provider_type": "mock", "models": ["mock-alias", "mock-emb"]},
+            {"name": "ds", "provider_type": "deepseek", "base_url": upstream.openai_url, "api_key": "sk-ds-upstream",
+             "models": ["deepseek-reasoner"]},
         ],
         "routers": [{"name": "r", "rules": [
             {"match": {"model": "gm-*"}, "channels": [{"name": "gm"}]},
             {"match": {"model": "gpt-*"}, "channels": [{"name": "oa"}]},
             {"match": {"model": "claude-*"}, "channels": [{"name": "an"}]},
             {"match": {"model": "mock-*"}, "channels": [{"name": "mk"}]},
+            {"match": {"model": "deepseek-*"}, "channels": [{"name": "ds"}]},
         ]}],
     }
 
@@ -238,7 +241,7 @@ async def test_model_list_in_gemini_shape(client: genai.Client) -> None:
     """GET /v1beta/models lists the exact model names this key may use; one model can be fetched."""
     names = [m.name async for m in await client.aio.models.list()]
     assert names == [f"models/{n}" for n in sorted(["gm-alias", "gm-emb", "gpt-alias", "gpt-emb", "claude-alias",
-                                                     "mock-alias", "mock-emb"])]
+                                                     "mock-alias", "mock-emb", "deepseek-reasoner"])]
     one = await client.aio.models.get(model="gpt-alias")
     assert one.name == "models/gpt-alias" and one.supported_actions and "generateContent" in one.supported_actions
     with pytest.raises(genai_errors.ClientError) as info:
@@ -467,7 +470,7 @@ async def test_reasoning_content_survives_a_client_that_drops_thought_parts(clie
     """A DeepSeek-style reasoner answers reasoning_content + a tool call; the Gemini CLI keeps the
     call and drops the thought part, and DeepSeek refuses a tool-call turn without its
     reasoning_content (P7): the call part carries it back."""
-    body = {"id": "c1", "object": "chat.completion", "created": 1, "model": "gpt-alias",
+    body = {"id": "c1", "object": "chat.completion", "created": 1, "model": "deepseek-reasoner",
             "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {
                 "role": "assistant", "content": None, "reasoning_content": "Need the file.",
                 "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "read_file", "arguments": '{"path": "a.txt"}'}}]}}],
@@ -475,14 +478,14 @@ async def test_reasoning_content_survives_a_client_that_drops_thought_parts(clie
     upstream.push(Behaviour(body=json.dumps(body).encode()))
     read_file = types.Tool(function_declarations=[types.FunctionDeclaration(name="read_file", description="Read a file")])
     cfg = types.GenerateContentConfig(tools=[read_file], thinking_config=types.ThinkingConfig(include_thoughts=True))
-    resp = await client.aio.models.generate_content(model="gpt-alias", contents="read a.txt", config=cfg)
+    resp = await client.aio.models.generate_content(model="deepseek-reasoner", contents="read a.txt", config=cfg)
     assert resp.candidates and resp.candidates[0].content and resp.candidates[0].content.parts
     kept = [p for p in resp.candidates[0].content.parts if not p.thought]
     upstream.push(Behaviour(body=fixture_bytes("openai_chat_nonstream.json")))
     history = [types.Content(role="user", parts=[types.Part(text="read a.txt")]), types.Content(role="model", parts=kept),
                types.Content(role="user", parts=[types.Part(function_response=types.FunctionResponse(
                    name="read_file", response={"output": "hello"}))])]
-    await client.aio.models.generate_content(model="gpt-alias", contents=history, config=cfg)
+    await client.aio.models.generate_content(model="deepseek-reasoner", contents=history, config=cfg)
     assistant = upstream.requests[-1].json["messages"][1]
     assert assistant["reasoning_content"] == "Need the file." and assistant["tool_calls"][0]["function"]["name"] == "read_file"
 

@@ -531,3 +531,34 @@ async def test_a_claude_call_cut_by_max_tokens_is_not_done_for_a_responses_clien
     assert not [ev for ev in seen if ev.type == "response.output_item.done" and ev.item.type == "function_call"]
     final = next(ev.response for ev in seen if ev.type == "response.incomplete")
     assert not [o for o in final.output if o.type == "function_call"]
+
+
+@pytest.mark.parametrize(("provider", "sent"), [
+    ("groq", None),            # Groq (and OpenAI, Cerebras) refuse reasoning_content on messages
+    ("openai", None),
+    ("deepseek", "Look first."),  # DeepSeek and Kimi refuse a tool-call turn without it
+    ("moonshot", "Look first."),
+])
+async def test_past_reasoning_goes_only_where_it_is_taken(upstream: FakeUpstream, start_apex: StartApex,
+                                                          provider: str, sent: str | None) -> None:
+    """Claude Code's history (thinking, a tool call, its result) on an OpenAI-shaped channel:
+    the thinking goes back as reasoning_content only to the servers that take it; a tool-call
+    turn that had no thinking gets "" on DeepSeek and Kimi (P7: they answer 400 without it)."""
+    cfg = {"global": {"auth": {"keys": ["k"]}}, "logging": {"level": "error"},
+           "channels": [{"name": "c", "provider_type": provider, "base_url": upstream.openai_url, "api_key": "sk-x"}],
+           "routers": [{"name": "r", "channels": [{"name": "c"}]}]}
+    inst = await start_apex(cfg)
+    call = {"type": "tool_use", "id": "toolu_1", "name": "ls", "input": {}}
+    result = {"type": "tool_result", "tool_use_id": "toolu_1", "content": "a.txt"}
+    tools: Any = [{"name": "ls", "description": "list", "input_schema": {"type": "object", "properties": {}}}]
+    client = ant(inst, "k")
+    for thinking in ([{"type": "thinking", "thinking": "Look first.", "signature": "sig"}], []):
+        await client.messages.create(model="m-1", max_tokens=100, tools=tools, messages=[
+            {"role": "user", "content": "list files"},
+            {"role": "assistant", "content": [*thinking, call]},
+            {"role": "user", "content": [result]},
+        ])
+        assistant = upstream.requests[-1].json["messages"][1]
+        assert assistant["tool_calls"][0]["function"]["name"] == "ls"
+        expected = (sent if thinking else "") if sent is not None else None
+        assert assistant.get("reasoning_content") == expected, assistant
