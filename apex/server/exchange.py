@@ -25,6 +25,7 @@ __all__ = ["Exchange", "new_request_id"]
 
 _PREFIX: Final = f"req_{os.urandom(5).hex()}"
 _COUNTER: Final = itertools.count(1)
+STREAM_FRAMING_EVENTS: Final = 3  # a chat stream's role, finish and [DONE] events
 
 
 def new_request_id() -> str:
@@ -120,6 +121,21 @@ class Exchange:
         if self._prompt_estimate is None:
             self._prompt_estimate = estimate_tokens(self.request_body) if self.request_body else 0
         return self._prompt_estimate
+
+    def estimated_usage(self) -> Usage | None:
+        """Usage Apex estimates when an answer (or the part of a stream the client got)
+        reported none; marked ``estimated``. None when nothing was used: no body, or a count."""
+        if self.request_body is None or self.dialect.counts_tokens:
+            return None
+        completion = 0
+        if self.dialect.embeds:
+            pass  # vectors are no completion tokens
+        elif self.response_body is not None:
+            completion = estimate_tokens(self.response_body)
+        elif self.stream_events:
+            # About one token per content event; the stream's framing events (start, finish, end) carry none.
+            completion = max(0, self.stream_events - STREAM_FRAMING_EVENTS)
+        return Usage(prompt_tokens=self.prompt_estimate(), completion_tokens=completion, estimated=True)
 
     def elapsed_ms(self) -> float:
         return (time.perf_counter() - self.started) * 1000

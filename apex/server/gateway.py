@@ -57,7 +57,6 @@ from apex.server.logs import (
     write_access_line,
 )
 from apex.snapshot import Snapshot, build_snapshot
-from apex.tokens import estimate_tokens
 from apex.types import Dialect, Usage
 
 
@@ -73,7 +72,6 @@ CREDENTIALS_START_WAIT_S: Final = 10.0  # at start-up, how long first credential
 # Output tokens reserved against a budget when the request sets no max_tokens.
 BUDGET_DEFAULT_OUTPUT_TOKENS: Final = 1024
 BUDGET_HEADER: Final = "x-apex-budget-remaining-usd"
-STREAM_FRAMING_EVENTS: Final = 3  # a chat stream's role, finish and [DONE] events
 
 
 class RateGrant:
@@ -446,7 +444,7 @@ class Gateway:
             overhead = max(0.0, latency - ex.upstream_ms)
         usage = ex.usage
         if usage is None and (200 <= ex.status < 300 or ex.committed):  # a stream the client left counts too
-            usage = ex.usage = _estimate_usage(ex)
+            usage = ex.usage = ex.estimated_usage()
         cost = None
         if usage is not None:
             cost = ex.cost_usd = self.prices.cost(ex.channel, ex.upstream_model, usage)
@@ -528,18 +526,3 @@ def _log_row(ex: Exchange, latency: float, overhead: float, usage: Usage | None,
         u.cache_write_tokens if u else None, u.reasoning_tokens if u else None, u.estimated if u else None,
         cost, request_body, response_body,
     )
-
-
-def _estimate_usage(ex: Exchange) -> Usage | None:
-    """Usage Apex estimates when a 2xx answer reported none; marked ``estimated``."""
-    if ex.request_body is None or ex.dialect.counts_tokens:
-        return None  # nothing to estimate from, or nothing was used
-    completion = 0
-    if ex.dialect.embeds:
-        pass  # vectors are no completion tokens
-    elif ex.response_body is not None:
-        completion = estimate_tokens(ex.response_body)
-    elif ex.stream_events:
-        # About one token per content event; the stream's framing events (start, finish, end) carry none.
-        completion = max(0, ex.stream_events - STREAM_FRAMING_EVENTS)
-    return Usage(prompt_tokens=ex.prompt_estimate(), completion_tokens=completion, estimated=True)

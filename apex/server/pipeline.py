@@ -153,14 +153,22 @@ async def serve(
     channels = route_channels(snap, route, dialect, model, gateway.clock())
     if team is not None:
         max_out = view.max_tokens or view.max_completion_tokens or view.max_output_tokens or 0
-        if gateway.has_budget(team.id):  # settled by Gateway.finish, whatever happens next
-            await gateway.reserve_budget(team.id, ex, snap.channels[channels[0]], model, max_out)
         limit = team.rate_limit
         if limit is not None and gateway.limiter is not None:
             # Only a token limit charges the estimate: an RPM-only team skips decoding the body for
             # it. A token count uses no tokens (the providers count it for requests only).
             charged = limit.tpm is not None and not dialect.counts_tokens
             grant = await gateway.acquire_rate_limit(team, ex.prompt_estimate() + max_out if charged else 0, ex)
+        if gateway.has_budget(team.id):
+            # After the rate limit: a request it refuses held no budget (a burst refused by rpm
+            # held reservations until each was refunded, and the rest were told the budget was
+            # spent). Settled by Gateway.finish, whatever happens next.
+            try:
+                await gateway.reserve_budget(team.id, ex, snap.channels[channels[0]], model, max_out)
+            except BaseException:
+                if grant is not None:
+                    await gateway.settle_rate_limit(grant, _NOTHING_SERVED)
+                raise
     if grant is None:
         return await _attempts(request, snap, ex, dialect, channels, body, view, model)
     try:
@@ -176,9 +184,10 @@ async def serve(
 
 def _served_so_far(ex: Exchange) -> Usage:
     """Usage of a committed stream that did not finish: what the upstream reported so far,
-    else Apex's estimate of the prompt (recorded on the Exchange for logs and metrics)."""
+    else Apex's estimate of what it carried (recorded on the Exchange for logs and metrics,
+    the same figure Gateway.finish would estimate)."""
     if ex.usage is None:
-        ex.usage = Usage(prompt_tokens=ex.prompt_estimate(), estimated=True)
+        ex.usage = ex.estimated_usage() or _NOTHING_SERVED
     return ex.usage
 
 

@@ -168,3 +168,25 @@ def test_a_budget_under_a_cent_is_named_with_its_digits() -> None:
     from apex.budget.ledger import _dollars
 
     assert [_dollars(v) for v in (0.004, 0.05, 5, 12.5, 0.0125)] == ["0.004", "0.05", "5.00", "12.50", "0.0125"]
+
+
+async def test_a_request_the_rate_limit_refuses_holds_no_budget(upstream: FakeUpstream, start_apex: StartApex) -> None:
+    """A burst against rpm 2 and a budget three served requests fit in: the refused ones are
+    rate limited, never "budget spent" (each held a reservation until its refund ran)."""
+    cfg = _config(upstream, 0.1)
+    cfg["teams"][0]["policy"]["rate_limit"] = {"rpm": 2}
+    inst = await start_apex(cfg)
+    client = oai(inst, "tk-1")
+
+    async def one() -> str:
+        try:
+            await client.chat.completions.create(model="gpt-4o", messages=MSG, max_tokens=20)
+        except openai.RateLimitError as exc:
+            body = exc.body
+            assert isinstance(body, dict)
+            return str(body.get("code"))
+        return "ok"
+
+    got = await asyncio.gather(*[one() for _ in range(30)])
+    assert got.count("ok") == 2, got
+    assert "insufficient_quota" not in got, got

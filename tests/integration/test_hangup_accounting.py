@@ -154,3 +154,32 @@ async def test_client_gone_when_the_stream_head_is_written_is_a_499_not_an_inter
             assert resp.status == 200 and b"[DONE]" in await resp.read()
     finally:
         await runner.cleanup()
+
+
+def _text_chunk(delta: dict[str, object]) -> bytes:
+    body = {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o",
+            "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
+    return b"data: " + json.dumps(body).encode() + b"\n\n"
+
+
+@pytest.mark.parametrize("policy", [{}, {"rate_limit": {"rpm": 1000}}], ids=["no-limit", "rate-limited"])
+async def test_a_stream_left_without_usage_is_estimated_alike_for_every_team(
+    upstream: FakeUpstream, start_apex: StartApex, caplog: pytest.LogCaptureFixture, policy: dict[str, Any],
+) -> None:
+    """A stream the client leaves, with no usage reported yet, is charged what it carried
+    (about one token per content event) whether its team is rate limited or not (a limited
+    team's was charged the prompt only: completion 0)."""
+    cfg = policy_config(upstream, **policy)
+    cfg["logging"] = {"level": "info"}
+    inst = await start_apex(cfg)
+    caplog.set_level(logging.INFO, logger="apex.access")
+    events = [_text_chunk({"role": "assistant", "content": ""}), *(_text_chunk({"content": f" w{i}"}) for i in range(20))]
+    upstream.push(held_open(events))
+    async with aiohttp.ClientSession() as s:
+        resp = await s.post(inst.url + "/v1/chat/completions", headers={"Authorization": "Bearer team-search"},
+                            json={"model": "gpt-4o", "stream": True, "messages": [{"role": "user", "content": "x"}]})
+        await read_until(resp, b" w19")
+        resp.close()
+    rec = (await wait_for_access(caplog, 1))[0]
+    assert rec["status"] == 499, rec
+    assert rec["tokens"]["estimated"] is True and 15 <= rec["tokens"]["completion"] <= 25, rec
