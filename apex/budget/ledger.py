@@ -176,7 +176,9 @@ class BudgetLedger:
             )
             exceeded.remaining_usd = remaining
             raise exceeded
-        return BudgetGrant(team_id, policy, key, expire_at, amount), remaining
+        # Admitted with the store down (fail-open): nothing was reserved, so the settlement adds
+        # the whole cost (subtracting an estimate never added drove the spend negative).
+        return BudgetGrant(team_id, policy, key, expire_at, amount if r.spent is not None else 0), remaining
 
     async def settle(self, grant: BudgetGrant, cost_usd: float) -> None:
         """Replace the reservation by the request's real cost."""

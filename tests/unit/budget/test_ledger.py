@@ -59,3 +59,39 @@ async def test_reserve_settle_refuse_and_reset() -> None:
     await ledger.settle(g3, 0.1)  # settles into a period that is over: nothing to do
     _, left = await ledger.reserve("t", policy, 0.25)
     assert left == pytest.approx(0.75)
+
+
+class _StoreBackMidRequest:
+    """A store down at reservation (fail-open admits: Reservation(True, None)), back at settlement."""
+
+    def __init__(self) -> None:
+        self.spent = 200
+        self.down = True
+
+    async def reserve(self, team_id: str, period_key: str, limit: int, amount: int, expire_at: int) -> object:
+        from apex.budget.ledger import Reservation
+
+        if self.down:
+            return Reservation(True, None)
+        self.spent += amount
+        return Reservation(True, self.spent)
+
+    async def settle(self, team_id: str, period_key: str, delta: int, expire_at: int) -> int | None:
+        self.spent += delta
+        return self.spent
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_a_request_admitted_while_the_store_was_down_adds_its_whole_cost() -> None:
+    """Fail-open reserved nothing: settling must add the cost, not subtract an estimate never
+    added (Redis spend went negative after an outage and the team could overspend its cap)."""
+    store = _StoreBackMidRequest()
+    ledger = BudgetLedger(store, Clock(), None)  # type: ignore[arg-type]
+    policy = BudgetPolicy.from_config(Budget(usd=1.0, period="day", timezone="UTC"))
+    grant, left = await ledger.reserve("t", policy, 0.5)
+    assert left is None
+    store.down = False
+    await ledger.settle(grant, 0.25)
+    assert store.spent == 200 + 250_000_000
