@@ -82,20 +82,18 @@ class HealthTracker:
         )
 
     def adopt(self, previous: HealthTracker, names: Iterable[str]) -> None:
-        """Take over ``previous``'s state for ``names`` (channels unchanged by a reload).
+        """Share ``previous``'s state for ``names`` (channels unchanged by a reload).
 
-        The hook is not called: the adopted state is what was last reported.
+        The records are shared, not copied: requests that began before the reload still
+        report to ``previous``, and what they report (a failure, a Retry-After) must reach the
+        new tracker too (a copy lost it, and the failing channel stayed up). The hook is not
+        called: the adopted state is what was last reported.
         """
         for name in names:
             record = previous._records.get(name)
-            if record is not None:
-                self._records[name] = _Record(
-                    failures=record.failures,
-                    open_until=record.open_until,
-                    probe_since=record.probe_since,
-                    hold_until=record.hold_until,
-                    observed=record.observed,
-                )
+            if record is None:
+                record = previous._records[name] = _Record()
+            self._records[name] = record
 
     # -- queries ---------------------------------------------------------------------
 

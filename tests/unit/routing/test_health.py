@@ -170,5 +170,16 @@ class TestChangesAndReload:
         new.adopt(old, ["a"])
         assert new.state_of("a", 1.0) is COOLING
         assert new.state_of("b", 1.0) is UP
-        old.record_success("a", 2.0)
-        assert new.state_of("a", 2.0) is COOLING  # a copy, not shared with the old tracker
+        old.record_success("a", 2.0)  # a request begun before the reload reports to the old tracker
+        assert new.state_of("a", 2.0) is UP
+
+    def test_reports_to_the_old_tracker_reach_the_new_one(self) -> None:
+        """A request in flight across a reload fails on the old Snapshot's tracker: the new one
+        sees it (it had a copy, and kept sending every request to the failing channel)."""
+        old = tracker()
+        new = tracker()
+        new.adopt(old, ["a", "c"])
+        fail(old, "c", 3, now=0.0)  # no record before the reload
+        old.note_retry_after("a", 5.0, now=0.0)
+        assert new.state_of("c", 1.0) is COOLING
+        assert new.state_of("a", 1.0) is COOLING
