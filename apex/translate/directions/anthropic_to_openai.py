@@ -41,6 +41,7 @@ from apex.translate.base import StreamTranslator, TranslateContext, decode_json_
 from apex.translate.capabilities import MAX_STOP_SEQUENCES, SAMPLING_FIELDS
 from apex.translate.neutral.deferred import TOOL_REFERENCE, is_declared, loaded_tools, reference_text
 from apex.translate.neutral.parts import PipedStream
+from apex.translate.neutral.toolids import openai_tool_id
 from apex.translate.neutral.reply import anthropic_body, encode_body, reply_from_openai
 from apex.translate.read.openai import OpenAIChatReader
 from apex.translate.write.anthropic import AnthropicWriter
@@ -208,7 +209,7 @@ def _user_turn(blocks: list[object], where: str) -> list[Json]:
             text, images = _tool_result_content(block.get("content"), at)
             if block.get("is_error") is True:
                 text = TOOL_ERROR_PREFIX + text
-            tool_messages.append({"role": "tool", "tool_call_id": block.get("tool_use_id"), "content": text})
+            tool_messages.append({"role": "tool", "tool_call_id": _chat_id(block.get("tool_use_id")), "content": text})
             moved_images.extend(images)
         else:
             part = _user_part(block, at)
@@ -281,7 +282,7 @@ def _assistant_turn(blocks: list[object], where: str) -> Json:
         elif kind == "thinking" and isinstance(block.get("thinking"), str):
             thinking.append(block["thinking"])
         elif kind == "tool_use":
-            calls.append({"id": block.get("id"), "type": "function",
+            calls.append({"id": _chat_id(block.get("id")), "type": "function",
                           "function": {"name": block.get("name"),
                                        "arguments": _ENCODER.encode(block.get("input") or {}).decode()}})
         # redacted_thinking and server-tool blocks have no Chat form: dropped.
@@ -291,6 +292,12 @@ def _assistant_turn(blocks: list[object], where: str) -> Json:
     if thinking:
         message["reasoning_content"] = "".join(thinking)
     return message
+
+
+def _chat_id(value: object) -> object:
+    """A tool-call id as OpenAI Chat takes it (at most 40 characters), the same in the call
+    and in its result; anything not a string goes on for the upstream to refuse."""
+    return openai_tool_id(value) if isinstance(value, str) else value
 
 
 def _convert_tool(tool: object) -> Json:

@@ -36,6 +36,7 @@ from apex.translate.request.gemini_conversation import (
     read_gemini_request,
 )
 from apex.translate.neutral.parts import PipedStream
+from apex.translate.neutral.toolids import openai_tool_id
 from apex.translate.request.responses_tools import DROPPED_TOOLS_HEADER
 from apex.translate.neutral.reply import encode_body, reply_from_openai
 from apex.translate.read.openai import OpenAIChatReader
@@ -156,7 +157,7 @@ def _user(items: list[Item]) -> list[Json]:
     for item in items:
         if isinstance(item, Result):
             text, is_error = result_text(item.response)
-            tools.append({"role": "tool", "tool_call_id": item.call_id, "content": ("Error: " + text) if is_error else text})
+            tools.append({"role": "tool", "tool_call_id": openai_tool_id(item.call_id), "content": ("Error: " + text) if is_error else text})
         elif isinstance(item, Text):
             parts.append({"type": "text", "text": item.text})
         elif isinstance(item, Media):
@@ -195,7 +196,7 @@ def _assistant(items: list[Item]) -> Json:
             if item.text:
                 thoughts.append(item.text)
         elif isinstance(item, Call):
-            calls.append({"id": item.call_id, "type": "function",
+            calls.append({"id": openai_tool_id(item.call_id), "type": "function",
                           "function": {"name": item.name, "arguments": item.arguments.decode()}})
         elif isinstance(item, (Media, Result)):
             raise InvalidRequest("model turns may hold only text, thoughts and function calls for this channel",

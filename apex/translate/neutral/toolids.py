@@ -1,6 +1,8 @@
 """Tool-call ids and arguments made acceptable to the other side (docs/protocols.md P4, P11).
 
-``anthropic_tool_id`` maps any id to Anthropic's ``^[a-zA-Z0-9_-]+$``, at most 64 chars.
+``anthropic_tool_id`` maps any id to Anthropic's ``^[a-zA-Z0-9_-]+$``, at most 64 chars;
+``openai_tool_id`` to OpenAI Chat's at most 40 chars (a longer one is a 400,
+``string_above_max_length``).
 It is deterministic and stateless, so the same function applied to an assistant
 ``tool_use.id`` and to the matching ``tool_result.tool_use_id`` gives the same answer in
 every request of a conversation. Valid ids are returned unchanged; any other id gets its
@@ -20,7 +22,7 @@ from typing import Final
 
 import msgspec
 
-__all__ = ["anthropic_tool_id", "arguments_object", "arguments_text", "encode_arguments", "is_complete_json"]
+__all__ = ["anthropic_tool_id", "openai_tool_id", "arguments_object", "arguments_text", "encode_arguments", "is_complete_json"]
 
 _VALID: Final = re.compile(r"[a-zA-Z0-9_-]{1,64}")
 _INVALID_CHARS: Final = re.compile(r"[^a-zA-Z0-9_-]")
@@ -37,6 +39,18 @@ def anthropic_tool_id(tool_id: str) -> str:
     digest = hashlib.sha256(tool_id.encode()).hexdigest()[:_HASH_LEN]
     stem = _INVALID_CHARS.sub("_", tool_id)[: _MAX_LEN - _HASH_LEN - 1]
     return f"{stem}_{digest}" if stem else f"toolu_{digest}"
+
+
+_OPENAI_MAX_LEN: Final = 40
+
+
+def openai_tool_id(tool_id: str) -> str:
+    """``tool_id`` if OpenAI Chat accepts its length, else a deterministic 40-char replacement:
+    its start and a hash of the whole id (ids of other gateways run long; Anthropic allows 64)."""
+    if len(tool_id) <= _OPENAI_MAX_LEN:
+        return tool_id
+    digest = hashlib.sha256(tool_id.encode()).hexdigest()[:_HASH_LEN]
+    return f"{tool_id[: _OPENAI_MAX_LEN - _HASH_LEN - 1]}_{digest}"
 
 
 def arguments_object(arguments: str) -> dict[str, object]:

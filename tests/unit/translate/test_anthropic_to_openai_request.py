@@ -112,3 +112,20 @@ def test_stop_sequences_are_capped_and_dropped_for_reasoning_models() -> None:
     assert translate(req, caps=CapabilityTable("openai").lookup("gpt-4.1"))["stop"] == ["a", "b", "c", "d"]
     assert "stop" not in translate(req, caps=CapabilityTable("openai").lookup("gpt-5-mini"))
     assert "stop" not in translate(req, caps=CapabilityTable("openai").lookup("o4-mini"))
+
+
+def test_tool_ids_longer_than_openai_takes_are_shortened_alike() -> None:
+    """A 50-character tool_use id (valid for Anthropic) goes to OpenAI Chat as at most 40
+    characters (a longer one is a 400), the same in the call and in its result."""
+    long_id = "toolu_" + "a1b2c3d4e5" * 4 + "zzzz"
+    out = translate({"model": "m", "max_tokens": 10, "messages": [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": long_id, "name": "ls", "input": {}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": long_id, "content": "ok"}]},
+    ]})
+    call_id = out["messages"][1]["tool_calls"][0]["id"]
+    assert len(long_id) == 50 and len(call_id) == 40 and call_id.startswith("toolu_a1b2")
+    assert out["messages"][2]["tool_call_id"] == call_id
+    short = translate({"model": "m", "max_tokens": 10, "messages": [
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_01", "name": "ls", "input": {}}]}]})
+    assert short["messages"][0]["tool_calls"][0]["id"] == "toolu_01"
