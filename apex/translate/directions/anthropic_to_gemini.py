@@ -80,6 +80,7 @@ def anthropic_to_gemini_request(body: bytes, signatures: SignatureStore, *, caps
         raise InvalidRequest(f"invalid messages request: {exc}") from exc
     turns = TurnBuilder()
     names: dict[str, str] = {}
+    asked: list[str] = []  # the tool_use ids of the last assistant message
     system = _system_text(req.system)
     for msg in req.messages:
         if msg.role == "system":
@@ -93,8 +94,10 @@ def anthropic_to_gemini_request(body: bytes, signatures: SignatureStore, *, caps
         blocks = [InputBlock(type="text", text=msg.content)] if isinstance(msg.content, str) else msg.content
         if msg.role == "assistant":
             turns.add("model", _assistant_parts(blocks, names, signatures))
+            asked = [b.id or "" for b in blocks if b.type == "tool_use"]
         else:
-            turns.add("user", _user_parts(blocks, names, signatures))
+            turns.add("user", _user_parts(blocks, names, signatures, asked))
+            asked = []
     contents = turns.build()
     loaded = _loaded_tools(req.messages)
     declarations = [_declaration(t) for t in req.tools or () if is_declared(t.defer_loading, t.name, loaded)]
@@ -135,7 +138,8 @@ def _assistant_parts(blocks: list[InputBlock], names: dict[str, str], signatures
     return parts
 
 
-def _user_parts(blocks: list[InputBlock], names: dict[str, str], signatures: SignatureStore) -> list[Part]:
+def _user_parts(blocks: list[InputBlock], names: dict[str, str], signatures: SignatureStore,
+                asked: list[str]) -> list[Part]:
     results: list[tuple[str, Part]] = []
     others: list[Part] = []
     for block in blocks:
@@ -152,7 +156,7 @@ def _user_parts(blocks: list[InputBlock], names: dict[str, str], signatures: Sig
             if part is not None:
                 others.append(part)
     # All results of a parallel batch first, in call order, as Gemini expects (8.3).
-    return in_call_order(results, names) + others
+    return in_call_order(results, names, asked) + others
 
 
 def _result_content(content: str | list[InputBlock] | None) -> tuple[str, list[Part]]:

@@ -78,9 +78,10 @@ def openai_to_gemini_request(body: bytes, signatures: SignatureStore, *, caps: M
     turns = TurnBuilder()
     names: dict[str, str] = {}
     results: list[tuple[str, Part]] = []  # consecutive tool messages: one batch, put in call order
+    asked: list[str] = []  # the call ids of the last assistant message
     for msg in req.messages:
         if results and msg.role not in ("tool", "function"):
-            turns.add("user", in_call_order(results, names))
+            turns.add("user", in_call_order(results, names, asked))
             results = []
         if msg.role in ("system", "developer"):
             system.extend(_text_parts(msg.content))
@@ -88,6 +89,7 @@ def openai_to_gemini_request(body: bytes, signatures: SignatureStore, *, caps: M
             turns.add("user", _user_parts(msg.content))
         elif msg.role == "assistant":
             turns.add("model", _assistant_parts(msg, names, signatures))
+            asked = [c.id for c in msg.tool_calls or ()]
         elif msg.role in ("tool", "function"):
             call_id = msg.tool_call_id or ""
             name = called_name(call_id, names, signatures) or msg.name
@@ -97,7 +99,7 @@ def openai_to_gemini_request(body: bytes, signatures: SignatureStore, *, caps: M
         else:
             raise InvalidRequest(f"unsupported message role {msg.role!r}", param="messages")
     if results:
-        turns.add("user", in_call_order(results, names))
+        turns.add("user", in_call_order(results, names, asked))
     functions = [t.function for t in req.tools or () if t.type == "function"]
     return request_body(
         turns.build(), system, [declaration(f.name, f.description, f.parameters) for f in functions],

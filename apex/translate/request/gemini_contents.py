@@ -14,6 +14,7 @@ dialect's wire shapes.
 from __future__ import annotations
 
 import mimetypes
+from collections.abc import Sequence
 from typing import Final
 
 import msgspec
@@ -188,11 +189,17 @@ def declare_tools(declarations: list[FunctionDeclaration]) -> list[Tool] | None:
     return [Tool(function_declarations=declarations)] if declarations else None
 
 
-def in_call_order(results: list[tuple[str, Part]], names: dict[str, str]) -> list[Part]:
+def in_call_order(results: list[tuple[str, Part]], names: dict[str, str], asked: Sequence[str] = ()) -> list[Part]:
     """functionResponse parts, given with their call ids, in the order of the calls (``names``
     holds the history's call ids in order). Gemini pairs a batch's results with its calls by
     position when names repeat (three parallel ``Bash`` calls), and agents send results in
-    the order their tools finished: Gemini saw each output under another call (8.3)."""
+    the order their tools finished: Gemini saw each output under another call (8.3). A call
+    of ``asked`` (the model turn's call ids) left without a result gets an error result in
+    its place: filled in later by name, it took the place of another call of that name."""
+    if results and asked:
+        answered = {call_id for call_id, _ in results}
+        results = results + [(call_id, function_response_part(names[call_id], NO_RESULT, is_error=True))
+                             for call_id in asked if call_id not in answered and call_id in names]
     if len(results) > 1:
         rank = {call_id: i for i, call_id in enumerate(names)}
         results = sorted(results, key=lambda r: rank.get(r[0], len(rank)))  # stable: unknown ids keep their place

@@ -290,3 +290,26 @@ def test_calls_without_results_get_error_results() -> None:
     assert first[1]["functionResponse"]["response"] == {"output": "12:00"} and first[2] == {"text": "go on"}
     last = contents[4]["parts"]
     assert last[0]["functionResponse"]["name"] == "get_time" and last[1] == {"text": "never mind"}
+
+
+def test_a_missing_result_keeps_its_own_place_among_same_name_calls() -> None:
+    """Two parallel get_w calls, a result for the second only: Gemini pairs by position, so the
+    made-up error result goes first and Quito's result second (the fill matched by name and
+    told Gemini the Paris call returned Quito's weather)."""
+    calls = [{"id": "call_P", "type": "function", "function": {"name": "get_w", "arguments": '{"city":"Paris"}'}},
+             {"id": "call_Q", "type": "function", "function": {"name": "get_w", "arguments": '{"city":"Quito"}'}}]
+    out = _openai({"model": "m", "messages": [
+        {"role": "user", "content": "weather?"},
+        {"role": "assistant", "content": None, "tool_calls": calls},
+        {"role": "tool", "tool_call_id": "call_Q", "content": "Quito: 25C"},
+    ]})
+    results = [p["functionResponse"]["response"] for p in out["contents"][2]["parts"]]
+    assert "error" in results[0] and results[1] == {"output": "Quito: 25C"}, results
+    uses = [{"type": "tool_use", "id": c["id"], "name": "get_w", "input": {}} for c in calls]
+    out = _anthropic({"model": "m", "max_tokens": 10, "messages": [
+        {"role": "user", "content": "weather?"},
+        {"role": "assistant", "content": uses},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "call_Q", "content": "Quito: 25C"}]},
+    ]})
+    results = [p["functionResponse"]["response"] for p in out["contents"][2]["parts"]]
+    assert "error" in results[0] and results[1] == {"output": "Quito: 25C"}, results
