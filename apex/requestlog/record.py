@@ -32,5 +32,8 @@ def capture(body: bytes | None, cap: int) -> str | None:
     if body is None:
         return None
     if len(body) <= cap:
-        return body.decode("utf-8", "replace")
-    return body[:cap].decode("utf-8", "ignore") + f"…[{len(body) - cap} more bytes]"
+        text = body.decode("utf-8", "replace")
+    else:
+        text = body[:cap].decode("utf-8", "ignore") + f"…[{len(body) - cap} more bytes]"
+    # PostgreSQL text cannot hold NUL: one such body failed its whole batch (every row lost).
+    return text.replace("\x00", "\ufffd") if "\x00" in text else text

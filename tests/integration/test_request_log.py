@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import anthropic
 import asyncpg
 import openai
@@ -185,3 +186,28 @@ async def test_unwritable_log_does_not_stop_the_gateway(upstream: FakeUpstream, 
     inst = await start_apex(_config(upstream, {"type": "sqlite", "path": str(blocker / "requests.db")}))
     assert inst.gateway.request_log is None
     await oai(inst, "tk-team-1").chat.completions.create(model="gpt-4o", messages=MSG)
+
+
+async def test_a_nul_byte_in_captured_content_costs_no_row(
+    upstream: FakeUpstream, start_apex: StartApex, postgres_server: PostgresServer
+) -> None:
+    """PostgreSQL text cannot hold NUL: a body with a raw 0x00 failed its whole batch, so every
+    request logged beside it was lost. It is stored with U+FFFD in its place."""
+    cfg = _config(upstream, {"type": "postgres", "dsn": postgres_server.dsn, "capture_content": True})
+    inst = await start_apex(cfg)
+    client = oai(inst, "tk-team-1")
+    await client.chat.completions.create(model="gpt-4o", messages=MSG)
+    body = b'{"model": "gpt-4o", "messages": [{"role": "user", "content": "a\x00b"}]}'
+    async with aiohttp.ClientSession() as s, s.post(f"{inst.openai_url}/chat/completions", data=body, headers={
+            "Authorization": "Bearer tk-team-1", "Content-Type": "application/json"}) as r:
+        assert r.status in (200, 400)
+    await client.chat.completions.create(model="gpt-4o", messages=MSG)
+    assert inst.gateway.request_log is not None
+    await inst.gateway.request_log.flush()
+    conn = await asyncpg.connect(postgres_server.dsn)
+    try:
+        rows = await conn.fetch("SELECT request_body FROM apex_requests")
+    finally:
+        await conn.close()
+    assert len(rows) == 3 and inst.gateway.request_log.dropped == 0
+    assert any("a\ufffdb" in (r["request_body"] or "") for r in rows)
