@@ -19,7 +19,7 @@ import zoneinfo
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 from typing import Final
 
 import msgspec
@@ -332,6 +332,35 @@ def _check_global(config: Config) -> None:
     if g.request_log.type == "postgres" and missing_extra("postgres"):
         raise ConfigError("a postgres request log needs asyncpg: pip install 'apex-gateway[postgres]'",
                           path="global.request_log.type")
+    if g.request_log.type == "postgres" and g.request_log.dsn:
+        _check_postgres_dsn(g.request_log.dsn)
+
+
+_SSLMODES: Final = frozenset({"disable", "allow", "prefer", "require", "verify-ca", "verify-full"})
+
+
+def _check_postgres_dsn(dsn: str) -> None:
+    """The parts of a postgres URL asyncpg refuses at start (it raised there, after validate
+    passed, and the gateway never listened): the scheme, the port, sslmode."""
+    path = "global.request_log.dsn"
+    if "${" in dsn:
+        return  # checked once the variable is set
+    url = urlsplit(dsn)
+    if url.scheme not in ("postgres", "postgresql"):
+        raise ConfigError("the dsn must be a postgresql:// URL", path=path)
+    try:
+        for host in url.netloc.rpartition("@")[2].split(","):  # several hosts: h1:5432,h2:5433
+            if host.startswith("["):  # [::1]:5432
+                port = host.partition("]")[2].removeprefix(":")
+            else:
+                port = host.rpartition(":")[2] if ":" in host else ""
+            if port and not port.isdigit():
+                raise ValueError(f"port {port!r} is not a number")
+        for key, value in parse_qsl(url.query):
+            if key == "sslmode" and value not in _SSLMODES:
+                raise ValueError(f"sslmode {value!r} is not one of {', '.join(sorted(_SSLMODES))}")
+    except ValueError as exc:
+        raise ConfigError(f"bad postgres dsn: {exc}", path=path) from None
 
 
 def _check_redis_url(url: str | None) -> None:

@@ -42,6 +42,8 @@ class PostgresStore:
             await self._connect()
         except (OSError, asyncpg.PostgresError, TimeoutError):
             return
+        except (ValueError, asyncpg.InterfaceError) as exc:  # a dsn asyncpg cannot use: report, serve without
+            raise OSError(f"the request log's dsn cannot be used: {exc}") from exc
 
     async def write(self, rows: Sequence[Row]) -> None:
         pool = await self._connect()

@@ -212,6 +212,22 @@ def test_a_redis_url_the_client_cannot_read_is_a_load_error(url: str) -> None:
     assert err.value.path == "global.rate_limit_store.url" and "pw" not in str(err.value)
 
 
+@pytest.mark.parametrize("dsn", ["postgresql://apex:pw@127.0.0.1:543o/postgres", "mysql://127.0.0.1/apex",
+                                 "postgresql://127.0.0.1/apex?sslmode=required"])
+def test_a_postgres_dsn_asyncpg_cannot_use_is_a_load_error(dsn: str) -> None:
+    """validate passed these and the gateway died at start with a traceback (it never listened)."""
+    cfg = mutate("global", {"request_log": {"type": "postgres", "dsn": dsn}})
+    with pytest.raises(ConfigError) as err:
+        load(cfg)
+    assert err.value.path == "global.request_log.dsn" and "pw" not in str(err.value)
+
+
+@pytest.mark.parametrize("dsn", ["postgresql://apex:pw@127.0.0.1:5432/apex", "postgres://h1:5432,[::1]:5433/db?sslmode=verify-full",
+                                 "postgresql:///apex?host=/run/postgresql"])
+def test_good_postgres_dsns_load(dsn: str) -> None:
+    load(mutate("global", {"request_log": {"type": "postgres", "dsn": dsn}}))
+
+
 def test_missing_extras_are_load_errors_not_tracebacks(monkeypatch: pytest.MonkeyPatch) -> None:
     """Tracing without OpenTelemetry installed at all (find_spec raised ModuleNotFoundError for
     the missing parent package) and a postgres request log without asyncpg are config errors."""
