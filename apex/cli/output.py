@@ -13,6 +13,7 @@ from typing import Final, NoReturn
 import rich_click as click
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from apex.config.schema import is_secret_header, mask_value
 from apex.errors import ConfigError, json_error_line
@@ -28,6 +29,7 @@ __all__ = [
     "print_json",
     "print_table",
     "say",
+    "table_console",
     "show_json_error",
 ]
 
@@ -83,6 +85,16 @@ def print_table(title: str, columns: Sequence[str], rows: Iterable[Sequence[str]
     table = Table(title=title, title_justify="left", show_header=any(columns))  # no empty header row
     for column in columns:
         table.add_column(column, overflow="fold")
-    for row in rows:
-        table.add_row(*(cell if cell else "-" for cell in row))
-    Console(soft_wrap=False).print(table)
+    cells = [[cell if cell else "-" for cell in row] for row in rows]
+    for row in cells:
+        table.add_row(*(Text(cell) for cell in row))  # as written: a glob's [a-z] is no markup
+    table_console(columns, cells).print(table)
+
+
+def table_console(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> Console:
+    """A console wide enough for the table's longest cells: piped output (80 columns) or a
+    narrow terminal cut request ids and sums to "…"; a wide line wraps on screen instead."""
+    widths = [max([len(str(c)), *(len(r[i]) for r in rows if i < len(r))]) for i, c in enumerate(columns)]
+    need = sum(widths) + 3 * len(widths) + 1
+    console = Console(soft_wrap=False)
+    return console if console.width >= need else Console(soft_wrap=False, width=need)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Final
 import rich_click as click
 
 from apex.cli.options import config_option, config_path, demo_config, demo_option, json_option, wants_json
-from apex.cli.output import fail, print_json, say
+from apex.cli.output import fail, print_json, say, table_console
 from apex.cli.store import ConfigStore
 
 __all__ = ["requests_group", "usage_command"]
@@ -101,15 +101,16 @@ def _ts(value: object) -> str:
 
 def _table(title: str, columns: list[str], rows: list[list[str]], *, numeric_from: int = 0) -> None:
     """A rich table whose cells never wrap (numbers right-aligned from column ``numeric_from``)."""
-    from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     table = Table(title=title, title_justify="left")
     for i, column in enumerate(columns):
         table.add_column(column, no_wrap=True, justify="right" if numeric_from and i >= numeric_from else "left")
-    for row in rows:
-        table.add_row(*(cell if cell else "-" for cell in row))
-    Console(soft_wrap=False).print(table)
+    cells = [[cell if cell else "-" for cell in row] for row in rows]
+    for row in cells:
+        table.add_row(*(Text(cell) for cell in row))
+    table_console(columns, cells).print(table)
 
 
 @click.command("usage")

@@ -139,3 +139,11 @@ def test_team_list_show_delete(cfg: Path, run: Run) -> None:
     assert run("team", "delete", "search", "--yes").exit_code == 0
     assert read(cfg)["teams"] == []
     assert run("team", "delete", "search").exit_code == 1
+
+
+def test_tables_show_globs_as_written(cfg: Path, run: Run) -> None:
+    """A glob's [a-z] class is shown, not eaten as rich markup (o[a-z]* showed as o*)."""
+    assert run("router", "rule", "add", "default", "--model", "o[a-z]*", "--model", "gpt-[bold]x",
+               "--channel", "demo").exit_code == 0
+    shown = run("router", "show", "default").stdout
+    assert "o[a-z]*" in shown and "gpt-[bold]x" in shown, shown

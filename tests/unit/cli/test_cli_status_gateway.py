@@ -114,6 +114,8 @@ def test_usage_and_requests_read_the_demo_gateways_log(run: Any, tmp_path: Path,
     assert json.loads(usage.stdout)[0]["requests"] == 1
     shown = run("requests", "--demo", "--json", "show", "req_demo1")
     assert shown.exit_code == 0, shown.stderr
+    # Piped output (80 columns) keeps whole cells: ids cut to "…" could not be copied into `show`.
+    assert "req_demo1" in run("requests", "--demo").stdout and "…" not in run("usage", "--demo", "--by", "model").stdout
     assert json.loads(shown.stdout)["request_id"] == "req_demo1"
     from apex.share import DEMO_CONFIG, share_path
 
