@@ -70,6 +70,15 @@ class Refresher(Generic[T]):
         """The last fetch worked and its credential is still valid."""
         return self.reason is None and self._clock() < self._valid_until
 
+    @property
+    def unusable(self) -> str | None:
+        """Why requests cannot be sent with this credential now, or None while one is valid.
+        A failed refresh with time left on the current credential is no reason: one blip at
+        the token endpoint took every replica out of its load balancer (/ready said 503)."""
+        if self._value is not None and self._clock() < self._valid_until:
+            return None
+        return self.reason or "it expired and was not renewed"
+
     def current(self) -> T:
         """The valid credential; UpstreamConnectionError (retryable) saying why when none is."""
         value = self._value
@@ -202,7 +211,7 @@ class CredentialSlot:
         r = self.refresher
         if r is None:
             return "credentials not started"
-        return r.reason
+        return r.unusable
 
 
 class CredentialKeeper:

@@ -1,0 +1,38 @@
+"""Refresher: a failed refresh with time left on the current credential does not make the channel unusable."""
+
+from __future__ import annotations
+
+import pytest
+
+from apex.upstream.credentials import CredentialSlot, Fetched, Refresher
+
+
+def _reason(slot: CredentialSlot) -> str | None:
+    return slot.reason  # read afresh each time (mypy would narrow the property)
+
+
+async def test_a_failed_refresh_leaves_a_valid_token_usable() -> None:
+    """One blip at the token endpoint while the token has minutes left: the slot reports no
+    reason (/ready, apex_channel_up and routing read it; it said the channel had no valid
+    credentials while requests still succeeded); once the token expires it does."""
+    now = [0.0]
+    answers: list[Exception | Fetched[str]] = [Fetched("tok-1", 3600.0), RuntimeError("AADSTS50001 blip")]
+
+    async def fetch() -> Fetched[str]:
+        got = answers.pop(0)
+        if isinstance(got, Exception):
+            raise got
+        return got
+
+    refresher: Refresher[str] = Refresher("az", "Entra ID token", fetch, clock=lambda: now[0])
+    slot = CredentialSlot(key="az", factory=lambda pool: refresher, refresher=refresher)
+    assert _reason(slot) == "not fetched yet"
+    await refresher.refresh_once()
+    now[0] = 2700.0  # the refresh is due
+    with pytest.raises(Exception):
+        await refresher.refresh_once()
+    assert refresher.reason is not None and "blip" in refresher.reason  # logged and kept for /health
+    assert _reason(slot) is None and refresher.current() == "tok-1"
+    now[0] = 3600.0  # expired, never renewed
+    reason = _reason(slot)
+    assert reason is not None and "blip" in reason
