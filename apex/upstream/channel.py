@@ -8,6 +8,7 @@ auth, preset and channel headers), the translator, the model map and the timeout
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
@@ -219,6 +220,8 @@ def _cloud_setup(ch: Channel, path: str, egress: Egress | None) -> tuple[str, Cl
         from apex.upstream.vertex import vertex_base_url, vertex_setup
 
         base = (ch.base_url or vertex_base_url(ch.location or "")).rstrip("/")
+        if ch.credentials_file is not None and not os.path.isfile(ch.credentials_file):
+            raise ConfigError(f"no such file: {ch.credentials_file}", path=f"{path}.credentials_file")
         return base, vertex_setup(ch, base, egress)
     raise ConfigError(f"not a cloud provider type: {ch.provider_type}", path=f"{path}.provider_type")
 

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import hashlib
+import os
 from collections.abc import Callable, Mapping
 from typing import Final
 from urllib.parse import quote
@@ -49,7 +51,11 @@ def vertex_setup(ch: Channel, base: str, egress: Egress | None = None) -> CloudS
     location = ch.location or ""
     publishers = f"{base}/v1/projects/{project}/locations/{location}/publishers"
     credentials_file = ch.credentials_file
-    key = ("gcp", credentials_file, egress.key if egress is not None else None)
+    # The file's contents are part of the key: a key rotated in place (new file, reload, old
+    # key revoked) gets a new refresher; keyed on the path, the old one signed with the
+    # revoked key until a restart.
+    key = ("gcp", credentials_file, _file_fingerprint(credentials_file or os.environ.get(ADC_ENV)),
+           egress.key if egress is not None else None)
     slot = CredentialSlot(key, lambda pool: google_refresher(ch.name, credentials_file, pool, egress))
     authorize = bearer_fields(slot, ch.name)
 
@@ -127,6 +133,20 @@ class PoolRequest:
             finally:
                 reply.close()
         return _Answer(reply.status, dict(reply.headers), raw)
+
+
+ADC_ENV: Final = "GOOGLE_APPLICATION_CREDENTIALS"
+
+
+def _file_fingerprint(path: str | None) -> str | None:
+    """A digest of the file at ``path`` (None when there is none to read): read at load."""
+    if not path:
+        return None
+    try:
+        with open(path, "rb") as f:
+            return hashlib.sha256(f.read()).hexdigest()
+    except OSError:
+        return None
 
 
 def google_refresher(channel: str, credentials_file: str | None, pool: UpstreamPool,

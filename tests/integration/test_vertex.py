@@ -133,3 +133,35 @@ async def test_vertexs_own_errors_reach_anthropic_clients_in_anthropics_shape(
     body = info.value.response.json()
     assert body["type"] == "error" and body["error"]["type"] == "rate_limit_error", body
     assert "Quota exceeded" in body["error"]["message"]
+
+
+async def test_a_key_file_rotated_in_place_is_used_after_a_reload(cloud: CloudFake, start_apex: StartApex,
+                                                                 tmp_path: Path) -> None:
+    """Rotation: write the new key to the same path, reload, revoke the old key. The reload
+    starts a refresher for the new contents (keyed on the path, the old one kept signing with
+    the revoked key until a restart)."""
+    cloud.google_tokens.lifetime_s = 1.0
+    cfg = config(cloud, tmp_path)
+    inst = await start_apex(cfg)
+    text, _ = await ask(inst, "messages", CLAUDE, stream=False, tools=False)
+    assert answered(text)
+    new_info, new_public = service_account(cloud.google_tokens.token_uri, which=1)
+    (tmp_path / "sa.json").write_text(json.dumps(new_info))
+    assert inst.gateway.reload_bytes(json.dumps(cfg).encode())
+    cloud.google_tokens.public_key = new_public  # the old key is revoked
+    await asyncio.sleep(1.2)  # the token fetched with the old key has expired
+    text, _ = await ask(inst, "messages", CLAUDE, stream=False, tools=False)
+    assert answered(text)
+
+
+def test_a_missing_credentials_file_is_a_config_error(cloud: CloudFake, tmp_path: Path) -> None:
+    """validate said valid and every request was a 502 (a typo in the path)."""
+    from apex.config.load import load_config_bytes
+    from apex.errors import ConfigError
+    from apex.snapshot import build_snapshot
+
+    cfg = config(cloud, tmp_path)
+    cfg["channels"][0]["credentials_file"] = str(tmp_path / "nope.json")
+    with pytest.raises(ConfigError) as err:
+        build_snapshot(load_config_bytes(json.dumps(cfg).encode()))
+    assert err.value.path == "channels[0].credentials_file"
