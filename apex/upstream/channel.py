@@ -220,8 +220,7 @@ def _cloud_setup(ch: Channel, path: str, egress: Egress | None) -> tuple[str, Cl
         from apex.upstream.vertex import vertex_base_url, vertex_setup
 
         base = (ch.base_url or vertex_base_url(ch.location or "")).rstrip("/")
-        if ch.credentials_file is not None and not os.path.isfile(ch.credentials_file):
-            raise ConfigError(f"no such file: {ch.credentials_file}", path=f"{path}.credentials_file")
+        _check_credentials_file(ch, path)
         return base, vertex_setup(ch, base, egress)
     raise ConfigError(f"not a cloud provider type: {ch.provider_type}", path=f"{path}.provider_type")
 
@@ -395,6 +394,14 @@ def check_egress(config: Config) -> None:
         if any("${" in value for value in pending):
             continue
         _compile_egress(ch, f"channels[{index}]", PRESETS[ch.provider_type].family == "mock")
+        if ch.provider_type == "vertex" and "${" not in (ch.credentials_file or ""):
+            _check_credentials_file(ch, f"channels[{index}]")
+
+
+def _check_credentials_file(ch: Channel, path: str) -> None:
+    """A vertex key file that is not there: a typo showed only as a 502 on every request."""
+    if ch.credentials_file is not None and not os.path.isfile(ch.credentials_file):
+        raise ConfigError(f"no such file: {ch.credentials_file}", path=f"{path}.credentials_file")
 
 
 def _compile_egress(ch: Channel, path: str, mock: bool) -> Egress | None:

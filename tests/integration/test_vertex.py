@@ -165,3 +165,8 @@ def test_a_missing_credentials_file_is_a_config_error(cloud: CloudFake, tmp_path
     with pytest.raises(ConfigError) as err:
         build_snapshot(load_config_bytes(json.dumps(cfg).encode()))
     assert err.value.path == "channels[0].credentials_file"
+    from apex.upstream.channel import check_egress  # what `apex config validate` runs
+
+    with pytest.raises(ConfigError) as err:
+        check_egress(load_config_bytes(json.dumps(cfg).encode()))
+    assert err.value.path == "channels[0].credentials_file"
