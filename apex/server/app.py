@@ -92,7 +92,6 @@ async def serve(gateway: Gateway, *, on_ready: Callable[[], None] | None = None)
     """Serve until SIGTERM/SIGINT, then stop gracefully."""
     config = gateway.snapshot.config
     host, port = parse_listen(config.global_.listen)
-    grace = config.global_.shutdown_grace_ms / 1000
     app = build_app(gateway, watch=True)
     # serve() waits out the grace itself (_drain); aiohttp's own wait is only the last step.
     runner = ApexRunner(app, gateway, handler_cancellation=True, access_log=None, shutdown_timeout=STOP_MARGIN_S)
@@ -129,6 +128,7 @@ async def serve(gateway: Gateway, *, on_ready: Callable[[], None] | None = None)
             # Load balancers see /ready fail and stop sending; keep serving what still arrives.
             log.info("draining: /ready is 503, still serving for %.1f s", delay)
             await asyncio.sleep(delay)
+        grace = gateway.snapshot.config.global_.shutdown_grace_ms / 1000  # as of now: a reload may have changed it
         log.info("shutting down: letting in-flight requests finish (up to %.1f s)", grace)
         await site.stop()  # no new connections
         if runner.server is not None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import signal
 import sys
 import time
@@ -43,7 +44,9 @@ async def test_open_streams_end_with_error_event_at_shutdown_deadline(upstream: 
                      "channels": [{"name": "oa"}]}],
     }
     path = tmp_path / "config.json"
-    path.write_text(json.dumps(config))
+    # Started with a short grace, raised by a reload: the stop uses the reloaded one (it read
+    # the grace once at start and cut streams at the old one).
+    path.write_text(json.dumps({**config, "global": {**config["global"], "shutdown_grace_ms": 200}}))
     oa = split_events(fixture_bytes("openai_chat_stream_text.sse"))
     an = split_events(fixture_bytes("anthropic_messages_stream_text.sse"))
     cases: list[tuple[str, str, list[bytes]]] = [
@@ -69,6 +72,15 @@ async def test_open_streams_end_with_error_event_at_shutdown_deadline(upstream: 
                     pass
                 assert proc.returncode is None, await proc.stdout.read()
                 await asyncio.sleep(0.05)
+            path.write_text(json.dumps(config))
+            proc.send_signal(signal.SIGHUP)
+            for _ in range(100):
+                async with s.get(f"http://127.0.0.1:{port}/metrics") as r:
+                    if re.search(r'apex_config_reloads_total\{result="success"\} [1-9]', await r.text()):
+                        break
+                await asyncio.sleep(0.05)
+            else:
+                raise AssertionError("the reload was not applied")
             responses: list[aiohttp.ClientResponse] = []
             for p, model, events in cases:
                 upstream.push(stalled(events))
