@@ -18,7 +18,7 @@ from click.exceptions import Exit
 from apex import __version__
 from apex.cli.options import addressed_config, config_option, demo_option, json_option, wants_json
 from apex.cli.output import EXIT_NOT_RUNNING, print_json, print_table
-from apex.gateway_state import base_url, http_get, pid_alive, read_state, state_path
+from apex.gateway_state import base_url, http_get, pid_alive, read_state, running_pid, state_path
 from apex.cli.store import ConfigStore
 from apex.errors import ConfigError
 
@@ -63,9 +63,11 @@ def status_command(config_file: str | None, demo: bool, as_json: bool) -> None:
         report["config_error"] = str(exc)
 
     state = read_state(state_path(path))
-    if state is not None and pid_alive(state.pid):
-        report.update(running=True, pid=state.pid, listen=state.listen)
-        url = base_url(state.listen)
+    pid = state.pid if state is not None and pid_alive(state.pid) else running_pid(path)  # a daemon's pid file too
+    listen = state.listen if state is not None and state.pid == pid else report["listen"]
+    if pid is not None and listen:
+        report.update(running=True, pid=pid, listen=listen)
+        url = base_url(listen)
         body = http_get(url + "/health")
         report["healthy"] = False
         if body is not None:

@@ -40,14 +40,16 @@ def run_foreground(path: Path, *, as_json: bool = False) -> int:
         return _fail(str(exc), as_json=as_json, path=exc.path)
     state_file = state_path(path)
     pid = os.getpid()
-    try:
-        write_state(state_file, GatewayState(pid, listen, os.fspath(path), time.time(), __version__))
-    except OSError as exc:
-        # A read-only config directory (systemd ProtectSystem=strict) must not stop the gateway.
-        print(f"warning: cannot write state file {state_file}: {exc.strerror}; "
-              f"set $APEX_STATE_DIR to a writable directory", file=sys.stderr, flush=True)
 
     def on_ready() -> None:
+        # Written once the socket is bound: a second start that fails on the busy port must
+        # not replace (then remove) the running gateway's state, which status/stop/reload read.
+        try:
+            write_state(state_file, GatewayState(pid, listen, os.fspath(path), time.time(), __version__))
+        except OSError as exc:
+            # A read-only config directory (systemd ProtectSystem=strict) must not stop the gateway.
+            print(f"warning: cannot write state file {state_file}: {exc.strerror}; "
+                  f"set $APEX_STATE_DIR to a writable directory", file=sys.stderr, flush=True)
         # run_gateway itself sends READY=1 and STOPPING=1; this adds the line systemctl shows.
         sdnotify.status(f"serving on {listen}")
 

@@ -76,3 +76,34 @@ def test_a_second_gateway_on_a_taken_port_is_not_reported_started(tmp_path: Path
         apex_cli(first, "gateway", "stop")
         if pid_alive(pid):
             os.kill(pid, signal.SIGKILL)
+
+
+def test_a_failed_second_start_leaves_the_running_gateways_state(tmp_path: Path) -> None:
+    """`python -m apex.server` on the same config while a gateway serves it: it fails on the
+    busy port and the running gateway stays visible to status, reload and stop (the failed
+    start wrote the state file with its own pid, then removed it: status said not running and
+    stop said "not running" with the gateway still up). Status also reads a daemon's pid file."""
+    import subprocess
+    import sys
+
+    port = free_port()
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps(base_config(port)))
+    r = apex_cli(config, "gateway", "start", "--daemon", "--json")
+    assert r.returncode == 0, r.stderr
+    pid = int(json.loads(r.stdout)["pid"])
+    try:
+        second = subprocess.run([sys.executable, "-m", "apex.server", "--config", str(config)], capture_output=True,
+                                text=True, timeout=60, env={**os.environ, "PYTHONPATH": os.getcwd()})
+        assert second.returncode != 0 and "already in use" in second.stderr
+        status = apex_cli(config, "status", "--json")
+        assert status.returncode == 0 and json.loads(status.stdout)["pid"] == pid, status.stdout
+        from apex.gateway_state import state_path
+
+        state_path(config).unlink()  # even without its state file: the daemon's pid file
+        assert apex_cli(config, "status").returncode == 0
+        stop = apex_cli(config, "gateway", "stop")
+        assert stop.returncode == 0 and not pid_alive(pid), stop.stdout
+    finally:
+        if pid_alive(pid):
+            os.kill(pid, signal.SIGKILL)
