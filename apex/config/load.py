@@ -312,15 +312,16 @@ def check_config(config: Config) -> None:
 
 def _check_global(config: Config) -> None:
     g = config.global_
-    try:
-        host, _ = parse_listen(g.listen)
-    except ValueError as exc:
-        raise ConfigError(f"bad listen address {g.listen!r}: {exc}", path="global.listen") from exc
-    if g.auth.anonymous and not is_loopback(host):
-        raise ConfigError(
-            f"anonymous auth is only allowed on a loopback listen address, not {host!r}",
-            path="global.auth.anonymous",
-        )
+    if "${" not in g.listen:  # else unresolved (--allow-missing-env): checked once it is set
+        try:
+            host, _ = parse_listen(g.listen)
+        except ValueError as exc:
+            raise ConfigError(f"bad listen address {g.listen!r}: {exc}", path="global.listen") from exc
+        if g.auth.anonymous and not is_loopback(host):
+            raise ConfigError(
+                f"anonymous auth is only allowed on a loopback listen address, not {host!r}",
+                path="global.auth.anonymous",
+            )
     if g.tracing is not None and missing_extra("otel"):  # find_spec raises when the parent package is missing
         raise ConfigError("tracing needs OpenTelemetry: pip install 'apex-gateway[otel]'", path="global.tracing")
     if g.tracing is not None:

@@ -59,11 +59,13 @@ NonNegative = Annotated[int, Meta(ge=0)]
 NonEmpty = Annotated[str, Meta(min_length=1)]
 Usd = Annotated[float, Meta(ge=0)]  # JSON has no NaN and msgspec refuses an infinite number
 HttpStatus = Annotated[int, Meta(ge=100, le=599)]
-HttpUrl = Annotated[str, Meta(pattern=r"^https?://[^/?#\s]")]  # a scheme and a host
+# A scheme and a host; or a ${VAR} reference left unresolved (a CLI edit or `config validate
+# --allow-missing-env` in a shell without the gateway's environment; the gateway resolves first).
+HttpUrl = Annotated[str, Meta(pattern=r"^(https?://[^/?#\s]|\$\{)")]
 # RFC 9110: a header name is a token; a value is visible ASCII, Latin-1 (obs-text), space and tab.
 HeaderName = Annotated[str, Meta(pattern=r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$(?!\n)")]
 HeaderValue = Annotated[str, Meta(pattern=r"^[\t\x20-\x7e\x80-\xff]*$(?!\n)")]
-CloudRegion = Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9-]*$(?!\n)")]  # us-east-1, us-east5, global
+CloudRegion = Annotated[str, Meta(pattern=r"^([a-z0-9][a-z0-9-]*$(?!\n)|\$\{)")]  # us-east-1, us-east5, global
 AzureApiVersion = Annotated[str, Meta(pattern=r"^(v1|\d{4}-\d{2}-\d{2}(-preview)?)$(?!\n)")]
 
 # Apex's own endpoints, which the metrics path must not shadow.

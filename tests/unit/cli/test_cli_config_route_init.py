@@ -28,6 +28,20 @@ def test_validate_ok_and_missing_env(cfg: Path, run: Run, monkeypatch: pytest.Mo
     assert json.loads(r.stdout) == {"valid": True, "config": str(cfg), "channels": 2, "routers": 2, "teams": 1}
 
 
+def test_whole_value_references_in_urls_and_listen_pass_without_the_env(cfg: Path, run: Run) -> None:
+    """base_url, listen and region written as ${VAR} (the systemd EnvironmentFile setup): an
+    admin's shell without the variables can validate with --allow-missing-env and edit (the
+    URL and listen checks ran on the unresolved text and refused every edit)."""
+    data = read(cfg)
+    data["global"]["listen"] = "${APEX_BIND}"
+    data["channels"][1]["base_url"] = "${OPENAI_BASE_URL}"
+    cfg.write_text(json.dumps(data))
+    r = run("config", "validate", "--allow-missing-env")
+    assert r.exit_code == 0, r.stderr
+    assert run("team", "add", "ml", "--api-key", "tk-ml-0123456789").exit_code == 0
+    assert read(cfg)["channels"][1]["base_url"] == "${OPENAI_BASE_URL}"
+
+
 def test_validate_reports_key_path(cfg: Path, run: Run) -> None:
     """An unknown enum value is reported with its key path and exit 1, in text and JSON."""
     data = read(cfg)

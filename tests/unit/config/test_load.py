@@ -92,7 +92,7 @@ def test_config_errors_name_their_path(name: str, cfg: dict[str, Any], message: 
 # msgspec shows a pattern as Python's repr of it.
 HEADER_VALUE = repr(r"^[\t\x20-\x7e\x80-\xff]*$(?!\n)")
 HEADER_NAME = repr(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$(?!\n)")
-HTTP_URL = repr(r"^https?://[^/?#\s]")
+HTTP_URL = repr(r"^(https?://[^/?#\s]|\$\{)")
 # Each kind of rule a type states, refused by msgspec while decoding: (case, config, key path, message).
 TYPE_CASES: list[tuple[str, dict[str, Any], str, str]] = [
     ("unknown top-level field", mutate("extra", 1), "", "Object contains unknown field `extra`"),
