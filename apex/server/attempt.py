@@ -389,9 +389,14 @@ class Attempt:
         with map_transport_errors(channel.name):
             try:
                 reply, relay, first = await self._first_event(transport, upstream)
-            except TimeoutError as exc:
-                what = "no answer" if self.reply is None else "no first event"
-                raise self._timed_out(upstream, what, "first_byte_ms", channel.timeouts.first_byte) from exc
+            except BaseException as exc:
+                # The wait was the upstream's, whatever ended it (a timeout, a bad answer, a
+                # hang-up): it is no overhead of Apex's.
+                ex.upstream_ms += (time.perf_counter() - self.started) * 1000
+                if isinstance(exc, TimeoutError):
+                    what = "no answer" if self.reply is None else "no first event"
+                    raise self._timed_out(upstream, what, "first_byte_ms", channel.timeouts.first_byte) from exc
+                raise
         ex.ttft_ms = (time.perf_counter() - self.started) * 1000
         try:
             return await self._commit(relay, reply, first)
@@ -410,7 +415,6 @@ class Attempt:
             reply = self.reply = await transport.send(upstream)
             if reply.status >= 300:
                 raw = await reply.read()
-                self.ex.upstream_ms += (time.perf_counter() - self.started) * 1000
                 raise self._status_error(reply, raw)
             if "event-stream" not in reply.content_type:
                 raise UpstreamMalformed(
@@ -526,7 +530,9 @@ class Attempt:
         except (HttpClientError, OSError) as exc:
             transport = request.transport
             if transport is None or transport.is_closing():
-                raise  # the client went away: nothing to tell it
+                # The client went away as the upstream broke: a hang-up (499), whichever came
+                # first; the upstream's error escaped as an internal one.
+                raise ConnectionResetError("the client closed the connection") from exc
             failure = (f"{transport_error(channel.name, exc).message} (mid-stream)", "api_error")
         data = relay.finish(failure)
         ex.usage = relay.usage

@@ -304,6 +304,9 @@ async def test_upstream_timeouts_name_host_port_and_the_limit(
     assert info.value.status_code == 504
     message = info.value.body["message"]  # type: ignore[index]
     assert f"failed after sending the request to 127.0.0.1:{upstream.port}: {says}" in message, message
+    # The wait was the upstream's, streams too (it was counted as Apex's overhead: ~0.2 s).
+    overhead = float(info.value.response.headers["x-apex-overhead-ms"])
+    assert overhead < 100, overhead
 
 
 async def test_connect_timeout_is_a_504_naming_host_and_port(start_apex: StartApex) -> None:

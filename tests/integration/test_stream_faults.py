@@ -177,3 +177,80 @@ async def test_bytes_trickling_into_one_event_do_not_hold_off_the_idle_timeout(
         body = await r.read()
     parsed = parse_strict(body)
     assert is_error_event(*parsed[-1]) and "sent nothing for 0.3 s" in parsed[-1][1], body
+
+
+async def test_a_hang_up_as_the_upstream_breaks_is_a_499_not_an_internal_error(start_apex: StartApex) -> None:
+    """Clients that leave at about the moment their upstream stream breaks (bounded: 160
+    streams, 40 at a time, against an upstream in its own thread that closes each stream half
+    way): each is a hang-up or an error event, never an internal error (the upstream's
+    ServerDisconnected escaped when the client's side was already closing)."""
+    import asyncio
+    import threading
+
+    from aiohttp import web
+
+    async def stream(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        for i in range(60):
+            if i == 30 and request.transport is not None:
+                request.transport.close()  # cut half way
+                return resp
+            await resp.write(OPENAI_EVENTS[1])
+            await asyncio.sleep(0.0005)
+        return resp
+
+    ready = threading.Event()
+    box: dict[str, Any] = {}
+
+    def serve() -> None:
+        loop = asyncio.new_event_loop()
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", stream)
+        runner = web.AppRunner(app)
+        loop.run_until_complete(runner.setup())
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        loop.run_until_complete(site.start())
+        box["port"] = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        box["stop"] = asyncio.Event()
+        box["loop"] = loop
+        ready.set()
+        loop.run_until_complete(box["stop"].wait())
+        loop.run_until_complete(runner.cleanup())
+        loop.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    assert ready.wait(10)
+    try:
+        inst = await start_apex({"global": {"auth": {"keys": ["k"]}, "retries": {"max_attempts": 1}},
+                                 "logging": {"level": "error"},
+                                 "channels": [{"name": "oa", "provider_type": "openai",
+                                               "base_url": f"http://127.0.0.1:{box['port']}/v1", "api_key": "sk"}],
+                                 "routers": [{"name": "r", "channels": [{"name": "oa"}]}]})
+        sem = asyncio.Semaphore(40)
+
+        async def one(s: aiohttp.ClientSession, i: int) -> None:
+            async with sem:
+                try:
+                    async with s.post(inst.openai_url + "/chat/completions", headers={"Authorization": "Bearer k"},
+                                      json={"model": "gpt-4o", "stream": True,
+                                            "messages": [{"role": "user", "content": "x"}]}) as r:
+                        got = 0
+                        async for chunk in r.content.iter_any():
+                            got += len(chunk)
+                            if got >= len(OPENAI_EVENTS[1]) * (27 + i % 5):  # about where the cut is
+                                r.close()
+                                return
+                except aiohttp.ClientError:
+                    pass
+
+        async with aiohttp.ClientSession() as s:
+            await asyncio.wait_for(asyncio.gather(*(one(s, i) for i in range(160))), 60)
+        await asyncio.sleep(0.2)
+        errors = {tuple(sorted(m.labels.items())): m.value for fam in inst.gateway.metrics.registry.collect()
+                  for m in fam.samples if m.name == "apex_errors_total"}
+        assert not [k for k in errors if ("error_type", "internal") in k], errors
+    finally:
+        box["loop"].call_soon_threadsafe(box["stop"].set)
+        thread.join(10)
