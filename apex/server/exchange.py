@@ -12,6 +12,8 @@ import os
 import time
 from typing import TYPE_CHECKING, Final
 
+import msgspec
+
 from apex.errors import kind_for_status
 from apex.tokens import estimate_tokens
 from apex.types import Dialect, Usage
@@ -136,6 +138,20 @@ class Exchange:
             # About one token per content event; the stream's framing events (start, finish, end) carry none.
             completion = max(0, self.stream_events - STREAM_FRAMING_EVENTS)
         return Usage(prompt_tokens=self.prompt_estimate(), completion_tokens=completion, estimated=True)
+
+    def usage_so_far(self) -> Usage | None:
+        """The usage to charge: what the upstream reported, else Apex's estimate. A stream
+        that did not reach its end (the client left, the upstream broke) reported only its
+        start (Anthropic's message_start says 1 output token; Gemini's running counts lag):
+        its output is at least about one token per content event it carried."""
+        usage = self.usage
+        if usage is None:
+            return self.estimated_usage()
+        if self.stream and not self.final_delivered:
+            carried = self.stream_events - STREAM_FRAMING_EVENTS
+            if carried > usage.completion_tokens:
+                return msgspec.structs.replace(usage, completion_tokens=carried, estimated=True)
+        return usage
 
     def elapsed_ms(self) -> float:
         return (time.perf_counter() - self.started) * 1000

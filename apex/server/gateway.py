@@ -443,8 +443,8 @@ class Gateway:
             # A stream's head went out before its end: its whole overhead is known only now.
             overhead = max(0.0, latency - ex.upstream_ms)
         usage = ex.usage
-        if usage is None and (200 <= ex.status < 300 or ex.committed):  # a stream the client left counts too
-            usage = ex.usage = ex.estimated_usage()
+        if 200 <= ex.status < 300 or ex.committed:  # a stream the client left counts too
+            usage = ex.usage = ex.usage_so_far()
         cost = None
         if usage is not None:
             cost = ex.cost_usd = self.prices.cost(ex.channel, ex.upstream_model, usage)

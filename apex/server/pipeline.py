@@ -186,8 +186,7 @@ def _served_so_far(ex: Exchange) -> Usage:
     """Usage of a committed stream that did not finish: what the upstream reported so far,
     else Apex's estimate of what it carried (recorded on the Exchange for logs and metrics,
     the same figure Gateway.finish would estimate)."""
-    if ex.usage is None:
-        ex.usage = ex.estimated_usage() or _NOTHING_SERVED
+    ex.usage = ex.usage_so_far() or _NOTHING_SERVED
     return ex.usage
 
 
