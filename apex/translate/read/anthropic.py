@@ -68,10 +68,14 @@ class AnthropicReader:
         return self._dispatch(ev)
 
     def finish(self) -> list[Part]:
-        """EOF: fine after ``message_stop``, a failure otherwise."""
+        """EOF: fine after ``message_stop``, or after the stop reason (the answer is whole; a
+        passed-through stream is taken as complete there too, as is an OpenAI one without
+        ``[DONE]``); a failure otherwise."""
         if self._ended:
             return []
         self._ended = True
+        if self._finished:
+            return [*self._release(), Ended()]
         return [*self._release(), Failed("upstream stream ended before message_stop", "api_error")]
 
     def _release(self) -> list[Part]:

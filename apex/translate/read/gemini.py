@@ -79,7 +79,7 @@ class GeminiReader:
             return self._fail("Gemini sent a malformed stream event", "api_error")
         if chunk.error is not None:
             err = gemini_error(200, event.data)
-            return self._fail(err.message, err.kind, err.rpc_status)
+            return self._fail(err.message, err.kind, err.rpc_status, upstream_event=True)
         out: list[Part] = []
         if not self._started:
             self._started = True
@@ -131,6 +131,6 @@ class GeminiReader:
             return []
         return [UsageUpdated(usage_from_gemini(None, self._estimate))]
 
-    def _fail(self, message: str, kind: ErrorKind, code: str | None = None) -> list[Part]:
+    def _fail(self, message: str, kind: ErrorKind, code: str | None = None, *, upstream_event: bool = False) -> list[Part]:
         self._ended = True
-        return [*self._estimated_usage(), Failed(message, kind, code)]
+        return [*self._estimated_usage(), Failed(message, kind, code, upstream_event=upstream_event)]
