@@ -497,6 +497,46 @@ def _last_boundary(data: bytes) -> int:
     return end
 
 
+class _CallIndices:
+    """Tool-call indices of one Chat stream as the client must see them: a call with a new id
+    gets the next index, a chunk without an id continues the call its upstream index last
+    named. The identity for servers that number their calls."""
+
+    __slots__ = ("_ids", "_current")
+
+    def __init__(self) -> None:
+        self._ids: dict[str, int] = {}
+        self._current: dict[int, int] = {}
+
+    def repair(self, data: bytes) -> bytes:
+        try:
+            top = _TOP.decode(data)
+            choices = msgspec.json.decode(top["choices"]) if "choices" in top else None
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            return data
+        changed = False
+        for choice in choices if isinstance(choices, list) else ():
+            delta = choice.get("delta") if isinstance(choice, dict) else None
+            calls = delta.get("tool_calls") if isinstance(delta, dict) else None
+            for call in calls if isinstance(calls, list) else ():
+                if not isinstance(call, dict) or not isinstance(call.get("index"), int):
+                    continue
+                upstream: int = call["index"]
+                call_id = call.get("id")
+                if isinstance(call_id, str) and call_id:
+                    index = self._ids.setdefault(call_id, len(self._ids))
+                    self._current[upstream] = index
+                else:
+                    index = self._current.get(upstream, upstream)
+                if index != upstream:
+                    call["index"] = index
+                    changed = True
+        if not changed:
+            return data
+        top["choices"] = msgspec.Raw(_ENC.encode(choices))
+        return _ENC.encode(top)
+
+
 class PassthroughStream:
     """Observe (and if needed minimally rewrite) a same-dialect SSE stream.
 
@@ -510,14 +550,19 @@ class PassthroughStream:
     __slots__ = (
         "_family", "_parser", "_model", "_strip_usage", "_rewrite", "usage", "_tally",
         "first_event_seen", "terminated", "errored", "finished", "cut", "events", "_held", "_plain_ok",
+        "_call_indices",
     )
 
-    def __init__(self, family: str, *, client_model: str | None, strip_usage_chunk: bool) -> None:
+    def __init__(self, family: str, *, client_model: str | None, strip_usage_chunk: bool,
+                 repair_tool_indices: bool = False) -> None:
         self._family = family  # "openai_chat" | "anthropic" | "responses" | "gemini"
         self._parser = SseParser()
         self._model = msgspec.Raw(_ENC.encode(client_model)) if client_model is not None else None
         self._strip_usage = strip_usage_chunk
-        self._rewrite = client_model is not None or strip_usage_chunk
+        # Ollama numbers every parallel call 0 (P3): upstream index -> the client's, renumbered
+        # by call id (a new id is a new call); None when the server numbers them itself.
+        self._call_indices: _CallIndices | None = _CallIndices() if repair_tool_indices else None
+        self._rewrite = client_model is not None or strip_usage_chunk or repair_tool_indices
         self.usage: Usage | None = None
         self._tally: AnthropicUsageTally | None = None
         self.first_event_seen = False
@@ -529,7 +574,7 @@ class PassthroughStream:
         self._held = b""  # the start of an event whose end has not arrived (pass-through mode)
         # An OpenAI chat stream whose events need no model rewrite: a chunk of whole, ordinary
         # content events may skip parsing entirely (see _plain_openai_chunk).
-        self._plain_ok = family == "openai_chat" and client_model is None
+        self._plain_ok = family == "openai_chat" and client_model is None and not repair_tool_indices
 
     def feed(self, chunk: bytes) -> bytes:
         """The bytes to forward for ``chunk``: whole events only. A partial event is held
@@ -613,6 +658,8 @@ class PassthroughStream:
             if not self.finished and (data.find(b'"finish_reason":"') >= 0 or data.find(b'"finish_reason": "') >= 0):
                 # Some OpenAI-compatible servers end without [DONE]; a finished choice is an end.
                 self.finished = True
+            if self._call_indices is not None and data.find(b'"tool_calls"') >= 0:
+                data = self._call_indices.repair(data)
             if data.find(b'"usage"') < 0 and data.find(b'"error"') < 0 and self._model is None:  # find: see _plain_openai_chunk
                 return data
             try:

@@ -102,6 +102,7 @@ class UpstreamPlan:
     stream_usage_option: bool = True  # an OpenAI-shaped upstream takes stream_options.include_usage
     compat_chat: bool = False  # Chat passthrough to a server that is not OpenAI's: compat_chat_request
     reasoning_history: ReasoningHistory = "keep"  # translated Chat requests: passthrough.fit_reasoning_history
+    repair_tool_indices: bool = False  # a passed-through Chat stream's tool-call indices (Ollama: all 0)
 
     def __post_init__(self) -> None:
         if self.headers and not self.header_fields:
@@ -306,6 +307,7 @@ def compile_channel(ch: Channel, g: GlobalConfig, index: int, pool: UpstreamPool
                     route=route,
                     caps=caps_for(family) if _FITTED_NATIVE.get(client) == family else None,
                     compat_chat=client is Dialect.OPENAI_CHAT and not preset.openai_vocabulary,
+                    repair_tool_indices=client is Dialect.OPENAI_CHAT and preset.repairs_tool_indices,
                 )
                 continue
             if client in _LOCAL_COUNT:

@@ -36,6 +36,9 @@ class ProviderPreset:
     # Past reasoning on translated Chat requests (passthrough.fit_reasoning_history): most
     # servers refuse reasoning_content on messages; DeepSeek and Kimi need it on tool-call turns.
     reasoning_history: ReasoningHistory = "drop"
+    # Parallel tool calls all at index 0, told apart by their ids (Ollama, P3): passed-through
+    # Chat streams get their indices repaired (passthrough.PassthroughStream).
+    repairs_tool_indices: bool = False
 
 
 PRESETS: Final[dict[str, ProviderPreset]] = {
@@ -64,7 +67,7 @@ PRESETS: Final[dict[str, ProviderPreset]] = {
         "openai", "https://api.minimax.io/v1", frozenset({Dialect.OPENAI_CHAT}),
         anthropic_base_url="https://api.minimax.io/anthropic",
     ),
-    "ollama": ProviderPreset("openai", "http://localhost:11434/v1", _OPENAI_CHAT_EMB),
+    "ollama": ProviderPreset("openai", "http://localhost:11434/v1", _OPENAI_CHAT_EMB, repairs_tool_indices=True),
     "jina": ProviderPreset("openai", "https://api.jina.ai/v1", frozenset({Dialect.OPENAI_EMBEDDINGS})),
     # OpenRouter passes reasoning on to the providers that take it.
     "openrouter": ProviderPreset("openai", "https://openrouter.ai/api/v1", frozenset({Dialect.OPENAI_CHAT}),
@@ -74,7 +77,7 @@ PRESETS: Final[dict[str, ProviderPreset]] = {
         "openai", "https://api.groq.com/openai/v1", frozenset({Dialect.OPENAI_CHAT}),
         stream_usage_option=False,
     ),
-    "openai_compatible": ProviderPreset("openai", None, _OPENAI_CHAT_EMB),
+    "openai_compatible": ProviderPreset("openai", None, _OPENAI_CHAT_EMB, repairs_tool_indices=True),
     # Clouds: URLs and auth come from apex.upstream.{azure,bedrock,vertex}; base_url is
     # the resource endpoint (Azure) or defaults from region/location (Bedrock, Vertex).
     "azure_openai": ProviderPreset(

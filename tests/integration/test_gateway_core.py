@@ -639,3 +639,29 @@ def test_framing_headers_are_refused_in_channel_headers(upstream: FakeUpstream, 
     with pytest.raises(ConfigError) as info:
         load_config_bytes(json.dumps(cfg).encode())
     assert info.value.path == f"channels[0].headers.{name}"
+
+
+async def test_ollama_parallel_calls_reach_the_openai_sdk_as_two_calls(upstream: FakeUpstream, start_apex: StartApex) -> None:
+    """Ollama numbers every parallel call 0 (P3); passed through as is, the SDK's stream helper
+    built one call get_weatherget_weather with arguments {"city":"Paris"}{"city":"Rome"}."""
+    cfg = basic_config(upstream)
+    cfg["channels"][0] = {"name": "oa", "provider_type": "ollama", "base_url": upstream.openai_url}
+    inst = await start_apex(cfg)
+
+    def chunk(delta: dict[str, object], finish: str | None = None) -> bytes:
+        body = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "llama3.1",
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+        return b"data: " + json.dumps(body).encode() + b"\n\n"
+
+    calls = [{"index": 0, "id": f"call_{c}", "type": "function",
+              "function": {"name": "get_weather", "arguments": json.dumps({"city": c})}} for c in ("Paris", "Rome")]
+    upstream.push(Behaviour(content_type="text/event-stream", events=[
+        chunk({"role": "assistant", "content": ""}), chunk({"tool_calls": [calls[0]]}), chunk({"tool_calls": [calls[1]]}),
+        chunk({}, "tool_calls"), b"data: [DONE]\n\n"]))
+    tool = {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {}}}}
+    async with oai(inst).chat.completions.stream(model="llama3.1", messages=[{"role": "user", "content": "x"}],
+                                                 tools=[tool]) as stream:  # type: ignore[list-item]
+        final = await stream.get_final_completion()
+    got = final.choices[0].message.tool_calls or []
+    assert [(c.id, c.function.arguments) for c in got] == [
+        ("call_Paris", '{"city": "Paris"}'), ("call_Rome", '{"city": "Rome"}')]

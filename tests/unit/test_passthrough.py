@@ -282,3 +282,32 @@ def test_a_renamed_stream_keeps_events_of_several_data_lines_whole() -> None:
     assert [e.event for e in events] == ["message_start", "content_block_delta"]
     assert _json.loads(events[0].data)["message"]["model"] == "claude-x"
     assert _json.loads(events[1].data)["delta"]["text"] == "hi"
+
+
+def test_parallel_tool_calls_all_at_index_0_are_numbered_by_id() -> None:
+    """Ollama sends every parallel call as index 0 with its own id (P3): passed through as is,
+    the OpenAI SDK glued them into one call with arguments {"city":"Paris"}{"city":"Rome"}."""
+    from apex.translate.passthrough import PassthroughStream
+
+    def chunk(calls: list[dict[str, object]]) -> bytes:
+        body = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "llama3.1",
+                "choices": [{"index": 0, "delta": {"tool_calls": calls}, "finish_reason": None}]}
+        return b"data: " + json.dumps(body).encode() + b"\n\n"
+
+    def call(call_id: str | None, args: str) -> dict[str, object]:
+        out: dict[str, object] = {"index": 0, "function": {"arguments": args}}
+        if call_id:
+            out.update(id=call_id, type="function")
+            out["function"] = {"name": "get_weather", "arguments": args}
+        return out
+
+    raw = chunk([call("call_a", '{"city":')]) + chunk([call(None, '"Paris"}')]) + chunk([call("call_b", '{"city":"Rome"}')])
+    stream = PassthroughStream("openai_chat", client_model=None, strip_usage_chunk=False, repair_tool_indices=True)
+    out = stream.feed(raw)
+    indices = [(c["index"], c.get("id")) for line in out.split(b"\n\n") if line.startswith(b"data: ")
+               for c in json.loads(line[6:])["choices"][0]["delta"]["tool_calls"]]
+    assert indices == [(0, "call_a"), (0, None), (1, "call_b")]
+    numbered = chunk([call("call_a", "{}"), {"index": 1, "id": "call_b", "type": "function",
+                                            "function": {"name": "f", "arguments": "{}"}}])
+    same = PassthroughStream("openai_chat", client_model=None, strip_usage_chunk=False, repair_tool_indices=True)
+    assert same.feed(numbered) == numbered  # a server that numbers its calls: untouched
