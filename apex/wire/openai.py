@@ -66,6 +66,7 @@ class ChatUsage(msgspec.Struct):
     prompt_tokens_details: PromptDetails | None = None
     completion_tokens_details: CompletionDetails | None = None
     prompt_cache_hit_tokens: int | None = None  # DeepSeek
+    cached_tokens: int | None = None  # Moonshot (Kimi): cache hits at the top level
 
 
 class ResponsesUsage(msgspec.Struct):
@@ -107,6 +108,13 @@ class ChunkChoice(msgspec.Struct):
     delta: ChunkDelta | None = None
     message: ChunkDelta | None = None
     finish_reason: str | None = None
+    usage: ChatUsage | None = None  # Moonshot (Kimi): a stream's usage on its finishing choice
+
+
+class ChoiceUsageView(msgspec.Struct):
+    """A stream chunk's choice read only for the usage Moonshot puts there."""
+
+    usage: ChatUsage | None = None
 
 
 class ErrorView(msgspec.Struct):

@@ -210,3 +210,39 @@ async def test_embeddings_without_usage_are_all_prompt(upstream: FakeUpstream, s
     assert got.data[0].embedding == [0.25, -0.5, 0.125]
     tokens = access_lines(log_file)[-1]["tokens"]
     assert tokens["estimated"] is True and tokens["completion"] == 0 and 0 < tokens["prompt"] < 20, tokens
+
+
+async def test_moonshot_usage_shapes_are_read(upstream: FakeUpstream, start_apex: StartApex, log_file: Path) -> None:
+    """Kimi puts a stream's usage on its finishing choice and cache hits in a top-level
+    usage.cached_tokens: both were missed (the stream was estimated at a few tokens; the
+    cached prompt was priced as uncached)."""
+    cfg = basic_config(upstream)
+    cfg["channels"][0] = {"name": "oa", "provider_type": "moonshot", "base_url": upstream.openai_url, "api_key": "sk-m"}
+    inst = await start_apex(cfg)
+    usage = {"prompt_tokens": 10000, "completion_tokens": 100, "total_tokens": 10100, "cached_tokens": 9000}
+
+    def chunk(delta: dict[str, object], finish: str | None = None, **extra: object) -> bytes:
+        choice = {"index": 0, "delta": delta, "finish_reason": finish, **extra}
+        return b"data: " + json.dumps({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "kimi-k2",
+                                       "choices": [choice]}).encode() + b"\n\n"
+
+    upstream.push(Behaviour(content_type="text/event-stream", events=[
+        chunk({"role": "assistant", "content": "4242"}), chunk({}, "stop", usage=usage), b"data: [DONE]\n\n"]))
+    stream = await oai(inst).chat.completions.create(model="kimi-k2", messages=MSG, stream=True)
+    _ = [c async for c in stream]
+    upstream.push(Behaviour(body=json.dumps({
+        "id": "c", "object": "chat.completion", "created": 1, "model": "kimi-k2",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "4242"}, "finish_reason": "stop"}],
+        "usage": usage}).encode()))
+    reply = await ant(inst).messages.create(model="kimi-k2", max_tokens=50, messages=MSG)  # translated
+    assert reply.usage.cache_read_input_tokens == 9000
+    upstream.push(Behaviour(content_type="text/event-stream", events=[
+        chunk({"role": "assistant", "content": "4242"}), chunk({}, "stop", usage=usage), b"data: [DONE]\n\n"]))
+    async with ant(inst).messages.stream(model="kimi-k2", max_tokens=50, messages=MSG) as translated:
+        final = await translated.get_final_message()
+    assert final.usage.output_tokens == 100
+    streamed, whole, translated_line = access_lines(log_file)[-3:]
+    for line in (streamed, whole, translated_line):
+        assert line["tokens"]["estimated"] is False, line["tokens"]
+        assert line["tokens"]["prompt"] == 10000 and line["tokens"]["completion"] == 100
+        assert line["tokens"]["cached"] == 9000

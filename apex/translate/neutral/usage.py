@@ -69,7 +69,7 @@ def usage_from_openai(view: ChatUsage) -> Usage:
     and may send ``cached_tokens: 0`` beside them: a zero there does not hide the hits."""
     cached = view.prompt_tokens_details.cached_tokens if view.prompt_tokens_details else None
     if not cached:
-        cached = view.prompt_cache_hit_tokens
+        cached = view.prompt_cache_hit_tokens or view.cached_tokens  # DeepSeek's, Moonshot's
     details = view.completion_tokens_details
     return Usage(
         prompt_tokens=view.prompt_tokens or 0,

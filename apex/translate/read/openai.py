@@ -35,7 +35,7 @@ from apex.translate.neutral.parts import (
 )
 from apex.translate.neutral.reasons import Finish, finish_from_openai, with_tools
 from apex.translate.neutral.usage import usage_from_openai
-from apex.wire.openai import ChatChunk, ErrorView, ToolCallDelta, decode_chunk
+from apex.wire.openai import ChatChunk, ChatUsage, ErrorView, ToolCallDelta, decode_chunk
 
 __all__ = ["OpenAIChatReader"]
 
@@ -112,7 +112,7 @@ class OpenAIChatReader:
                 if self._refused and not self._texted and choice.finish_reason == "stop":
                     finish = Finish.CONTENT_FILTER
                 out.append(Finished(finish))
-        usage = chunk.usage or (chunk.x_groq.usage if chunk.x_groq else None)
+        usage = chunk.usage or (chunk.x_groq.usage if chunk.x_groq else None) or _choice_usage(chunk)
         if usage is not None:
             out.append(UsageUpdated(usage_from_openai(usage)))
         return out
@@ -141,3 +141,11 @@ def _failure(error: ErrorView | None) -> Failed:
     code = error.code if isinstance(error.code, str) else None
     return Failed(error.message or "upstream stream error", kind_from_upstream(error.type, status), code,
                   upstream_event=True)
+
+
+def _choice_usage(chunk: ChatChunk) -> ChatUsage | None:
+    """Moonshot's stream usage, on the finishing choice instead of the chunk."""
+    for choice in chunk.choices:
+        if choice.usage is not None:
+            return choice.usage
+    return None
