@@ -91,7 +91,10 @@ def _builtin(model: str) -> UnitPrice | None:
     """The built-in price of ``model``, its vendor-prefix-free name, or a base name of it."""
     name = model.rsplit("/", 1)[-1]  # openrouter's "openai/gpt-4o", "models/gemini-2.0-flash", an ARN's profile
     name = name.split("@", 1)[0]  # Vertex: claude-sonnet-4@20250514
-    name = _CLOUD_VERSION.sub("", _CLOUD_VENDOR.sub("", name))  # Bedrock: us.anthropic.claude-sonnet-4-20250514-v1:0
+    name = _CLOUD_VENDOR.sub("", name)
+    if name in _BUILTIN:  # a name that ends in a version of its own: jina-embeddings-v3
+        return _BUILTIN[name]
+    name = _CLOUD_VERSION.sub("", name)  # Bedrock: us.anthropic.claude-sonnet-4-20250514-v1:0
     for _ in range(3):
         hit = _BUILTIN.get(name)
         if hit is not None:

@@ -33,6 +33,9 @@ def test_dated_and_prefixed_names_find_their_base_price() -> None:
     assert book.price("c", "claude-sonnet-4-20250514") == UnitPrice.per_million(3.0, 15.0, 0.30, 3.75)
     assert book.price("c", "openai/gpt-4o-mini") == UnitPrice.per_million(0.15, 0.60, 0.075)
     assert book.price("c", "my-own-model") is None
+    # A name whose own version looks like Bedrock's -v1:0 suffix keeps it (jina's was never priced).
+    assert book.price("c", "jina-embeddings-v3") == UnitPrice.per_million(0.02, 0.0)
+    assert book.price("c", "us.anthropic.claude-sonnet-4-20250514-v1:0") == book.price("c", "claude-sonnet-4")
     assert book.cost("c", "my-own-model", Usage(prompt_tokens=5)) is None
 
 
