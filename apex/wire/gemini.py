@@ -242,14 +242,28 @@ class CountTokensRequest(_Wire):
 # --- what Apex reads of a Gemini request before routing ---
 
 
-class OutputLimit(msgspec.Struct, rename="camel"):
-    max_output_tokens: TokenLimit | None = None
+class OutputLimit(msgspec.Struct):
+    # Google's REST API reads both spellings (the Python SDK sends snake_case).
+    max_output_tokens_camel: TokenLimit | None = msgspec.field(default=None, name="maxOutputTokens")
+    max_output_tokens_snake: TokenLimit | None = msgspec.field(default=None, name="max_output_tokens")
+
+    @property
+    def max_output_tokens(self) -> int | None:
+        camel = self.max_output_tokens_camel
+        return camel if camel is not None else self.max_output_tokens_snake
 
 
-class RequestLimitView(msgspec.Struct, rename="camel"):
-    """What Apex reads of a Gemini body before routing: the output limit (for the rate limit)."""
+class RequestLimitView(msgspec.Struct):
+    """What Apex reads of a Gemini body before routing: the output limit (for the rate limit
+    and the budget), in either spelling (snake_case was left out of both)."""
 
-    generation_config: OutputLimit | None = None
+    generation_config_camel: OutputLimit | None = msgspec.field(default=None, name="generationConfig")
+    generation_config_snake: OutputLimit | None = msgspec.field(default=None, name="generation_config")
+
+    @property
+    def generation_config(self) -> OutputLimit | None:
+        camel = self.generation_config_camel
+        return camel if camel is not None else self.generation_config_snake
 
 
 # --- batch embeddings with each item kept raw ---

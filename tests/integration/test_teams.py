@@ -188,6 +188,20 @@ async def test_tpm_estimate_over_bucket_refused_without_retry_after(upstream: Fa
     assert upstream.hits() == 0
 
 
+@pytest.mark.parametrize("config_key", ["generationConfig", "generation_config"])
+async def test_a_gemini_output_limit_counts_in_either_spelling(upstream: FakeUpstream, start_apex: StartApex,
+                                                               config_key: str) -> None:
+    """maxOutputTokens and the snake_case spelling Google's API also reads both count in the
+    token estimate (the snake one was left out: 200 for what can never fit)."""
+    inst = await start_apex(policy_config(upstream, rate_limit={"tpm": 100}))
+    limit = {"maxOutputTokens": 500} if config_key == "generationConfig" else {"max_output_tokens": 500}
+    async with aiohttp.ClientSession() as s, s.post(
+            f"{inst.url}/v1beta/models/gpt-4o:generateContent", headers={"x-goog-api-key": "team-search"},
+            json={"contents": [{"role": "user", "parts": [{"text": "x"}]}], config_key: limit}) as r:
+        assert r.status == 429, await r.text()
+    assert upstream.hits() == 0
+
+
 async def test_tpm_settles_from_real_usage(upstream: FakeUpstream, start_apex: StartApex) -> None:
     """TPM is charged the upstream's reported usage (non-stream and stream), not the max_tokens estimate."""
     inst = await start_apex(policy_config(upstream, rate_limit={"tpm": 1000}))
