@@ -7,6 +7,7 @@ directly, so they work whether or not the gateway runs. Times are UTC.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Final
@@ -23,7 +24,7 @@ _SPAN: Final = re.compile(r"^(\d+)\s*([mhdw])$")
 _UNIT_S: Final = {"m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 if TYPE_CHECKING:  # the readers import sqlite3 / asyncpg: only when a report runs
-    from apex.requestlog.query import LogReader
+    from apex.requestlog.query import Backend, LogReader
 
 
 def _packaged_demo() -> Path:
@@ -47,14 +48,31 @@ def _reader(config_file: str | None, demo: bool = False) -> LogReader:
         fail("the request log is off (global.request_log.type is \"off\"): nothing to report")
     if rl.type == "postgres":
         assert rl.dsn is not None  # checked at config load
-        return PostgresReader(rl.dsn)
+        return _OneLineErrors(PostgresReader(rl.dsn))
     db = sqlite_path(rl, path)
     if db is None:
         fail("cannot tell where the request log is: set global.request_log.path")
     try:
-        return SqliteReader(db)
+        return _OneLineErrors(SqliteReader(db))
     except FileNotFoundError as exc:
         fail(str(exc))
+
+
+class _OneLineErrors:
+    """A reader whose failures (the server down, no table yet) end the command with one line
+    (a JSON object with --json), not a traceback."""
+
+    def __init__(self, inner: LogReader) -> None:
+        self.backend: Backend = inner.backend
+        self._inner = inner
+
+    def fetch(self, sql: str, params: Sequence[object]) -> list[tuple[object, ...]]:
+        from apex.requestlog.query import LogUnavailable
+
+        try:
+            return self._inner.fetch(sql, params)
+        except LogUnavailable as exc:
+            fail(str(exc))
 
 
 def _instant(text: str, what: str) -> float:

@@ -31,7 +31,12 @@ def sqlite_path(cfg: RequestLogConfig, config_path: Path | None, env: Mapping[st
     Never the config's own directory: the config watcher watches it, and every write to the
     log would wake the watcher (measured with bench/: ~5 % more CPU per request)."""
     if cfg.path:
-        return Path(cfg.path)
+        path = Path(cfg.path)
+        if not path.is_absolute() and config_path is not None:
+            # Beside the config, as the default is: the gateway and `apex usage --config F`
+            # run from other directories used to read and write different files.
+            return config_path.parent / path
+        return path
     environ = os.environ if env is None else env
     state = environ.get("STATE_DIRECTORY", "").split(":")[0] or environ.get("APEX_STATE_DIR")
     if state:

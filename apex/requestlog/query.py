@@ -23,6 +23,7 @@ __all__ = [
     "GROUPS",
     "Filters",
     "LogReader",
+    "LogUnavailable",
     "PostgresReader",
     "SqliteReader",
     "latest_requests",
@@ -36,6 +37,14 @@ GROUPS: Final = ("team", "model", "channel", "router", "day")
 _SUMS: Final = ("prompt_tokens", "completion_tokens", "cached_tokens", "cache_write_tokens", "reasoning_tokens")
 _LIST_COLUMNS: Final = ("ts", "request_id", "team", "model", "upstream_model", "channel", "status", "error_type",
                         "stream", "latency_ms", "prompt_tokens", "completion_tokens", "cost_usd")
+
+
+class LogUnavailable(Exception):
+    """The log cannot be read now (the server is down, the table not created yet): one line
+    for the CLI to show, never a traceback."""
+
+
+_NO_TABLE: Final = "no request log yet (has the gateway served requests with request_log on?)"
 
 
 class LogReader(Protocol):
@@ -55,7 +64,10 @@ class SqliteReader:
         self._conn = sqlite3.connect(f"file:{path.as_posix()}?mode=ro", uri=True, timeout=5.0)
 
     def fetch(self, sql: str, params: Sequence[object]) -> list[tuple[object, ...]]:
-        return list(self._conn.execute(sql, tuple(params)).fetchall())
+        try:
+            return list(self._conn.execute(sql, tuple(params)).fetchall())
+        except sqlite3.OperationalError as exc:
+            raise LogUnavailable(_NO_TABLE if "no such table" in str(exc) else f"cannot read the request log: {exc}") from exc
 
 
 class PostgresReader:
@@ -73,9 +85,14 @@ class PostgresReader:
         async def run() -> list[tuple[object, ...]]:
             import asyncpg
 
-            conn = await asyncpg.connect(self._dsn, timeout=10)
+            try:
+                conn = await asyncpg.connect(self._dsn, timeout=10)
+            except (OSError, TimeoutError, ValueError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                raise LogUnavailable(f"cannot reach the request log's PostgreSQL server: {exc}") from exc
             try:
                 return [tuple(r) for r in await conn.fetch(numbered, *params)]
+            except asyncpg.UndefinedTableError as exc:
+                raise LogUnavailable(_NO_TABLE) from exc
             finally:
                 await conn.close()
 
@@ -199,11 +216,25 @@ def latest_requests(reader: LogReader, f: Filters, limit: int) -> list[dict[str,
     """The latest requests matching ``f``, newest first."""
     where, params = _where(reader, f)
     sql = f"SELECT {', '.join(_LIST_COLUMNS)} FROM {TABLE}{where} ORDER BY ts DESC LIMIT ?"
-    return [dict(zip(_LIST_COLUMNS, r, strict=True)) for r in reader.fetch(sql, [*params, limit])]
+    return [_row(_LIST_COLUMNS, r) for r in reader.fetch(sql, [*params, limit])]
 
 
 def request_by_id(reader: LogReader, request_id: str) -> dict[str, object] | None:
     """Every recorded column of one request (the latest, if an id was reused by a client)."""
     sql = f"SELECT {', '.join(COLUMNS)} FROM {TABLE} WHERE request_id = ? ORDER BY ts DESC LIMIT 1"
     rows = reader.fetch(sql, [request_id])
-    return dict(zip(COLUMNS, rows[0], strict=True)) if rows else None
+    return _row(COLUMNS, rows[0]) if rows else None
+
+
+_BOOLEANS: Final = frozenset({"stream", "estimated"})
+
+
+def _row(columns: Sequence[str], values: Sequence[object]) -> dict[str, object]:
+    """One row as a dict; SQLite's 0/1 booleans as booleans, as PostgreSQL gives them (--json
+    differed by store)."""
+    row = dict(zip(columns, values, strict=True))
+    for name in _BOOLEANS:
+        value = row.get(name)
+        if isinstance(value, int) and not isinstance(value, bool):
+            row[name] = bool(value)
+    return row

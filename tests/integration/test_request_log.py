@@ -115,6 +115,7 @@ async def _check_reports(config: Path, total_cost: float) -> None:
     assert [r["status"] for r in claude] == [200]  # the 401 never got as far as reading a model
     latest = json.loads((await _cli(config, "requests", "--limit", "2", "--json")).output)
     assert len(latest) == 2 and latest[0]["ts"] >= latest[1]["ts"]
+    assert all(isinstance(r["stream"], bool) for r in latest)  # SQLite gave 0/1, PostgreSQL true/false
     shown = json.loads((await _cli(config, "requests", "show", fives[0]["request_id"], "--json")).output)
     assert shown["channels_tried"] == "oa,oa,oa" and set(shown) == set(COLUMNS)
     assert "Latest requests" in (await _cli(config, "requests", "--team", "t1")).output
@@ -211,3 +212,45 @@ async def test_a_nul_byte_in_captured_content_costs_no_row(
         await conn.close()
     assert len(rows) == 3 and inst.gateway.request_log.dropped == 0
     assert any("a\ufffdb" in (r["request_body"] or "") for r in rows)
+
+
+async def test_reports_on_a_log_that_cannot_be_read_say_so_in_one_line(tmp_path: Path,
+                                                                       postgres_server: PostgresServer) -> None:
+    """A PostgreSQL server that is down, or a log whose table the gateway has not created yet:
+    one line (a JSON object with --json), not a 70-line traceback."""
+    from tests.integration.conftest import free_port
+
+    down = {"global": {"request_log": {"type": "postgres", "dsn": f"postgresql://apex@127.0.0.1:{free_port()}/apex"}},
+            "channels": [{"name": "m", "provider_type": "mock"}]}
+    empty = {"global": {"request_log": {"type": "postgres", "dsn": postgres_server.dsn}},
+             "channels": [{"name": "m", "provider_type": "mock"}]}
+    conn = await asyncpg.connect(postgres_server.dsn)
+    try:
+        await conn.execute("DROP TABLE IF EXISTS apex_requests")
+    finally:
+        await conn.close()
+    for cfg, says in ((down, "cannot reach the request log's PostgreSQL server"), (empty, "no request log yet")):
+        config = tmp_path / "config.json"
+        config.write_text(json.dumps(cfg))
+        for args in (("usage",), ("requests",), ("requests", "--json")):
+            result = await asyncio.to_thread(CliRunner().invoke, cli, [*args, "--config", str(config)])
+            assert result.exit_code == 1, result.output
+            assert says in result.output and "Traceback" not in result.output, result.output
+
+
+async def test_a_relative_log_path_is_beside_the_config(upstream: FakeUpstream, start_apex: StartApex, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """global.request_log.path "logs/requests.db" is beside the config file, for the gateway
+    and for `apex usage --config F` run from anywhere (each used its own working directory)."""
+    cfg = _config(upstream, {"type": "sqlite", "path": "logs/requests.db"})
+    config = tmp_path / "conf" / "config.json"
+    config.parent.mkdir()
+    config.write_text(json.dumps(cfg))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    from apex.config.load import load_config_bytes
+    from apex.requestlog import sqlite_path
+
+    assert sqlite_path(load_config_bytes(config.read_bytes()).global_.request_log, config) == (
+        config.parent / "logs" / "requests.db")
