@@ -343,7 +343,6 @@ class Attempt:
     def _json_answer(self, raw: bytes) -> web.Response:
         ex = self.ex
         plan = self.plan
-        ex.response_body = raw
         if plan.translator is not None:
             ctx = self.ctx
             assert ctx is not None
@@ -364,6 +363,7 @@ class Attempt:
                 out = rewrite_response_model(raw, self.model)
             if plan.fix_embedding_encoding:
                 out = reencode_embeddings_response(out, "base64" if self.view.encoding_format == "base64" else "float")
+        ex.response_body = out  # what the client got (capture_content, the usage estimate)
         return web.Response(body=out, headers={"Content-Type": "application/json"})
 
     # --- stream ---------------------------------------------------------------------------

@@ -254,3 +254,18 @@ async def test_a_relative_log_path_is_beside_the_config(upstream: FakeUpstream, 
 
     assert sqlite_path(load_config_bytes(config.read_bytes()).global_.request_log, config) == (
         config.parent / "logs" / "requests.db")
+
+
+async def test_captured_answers_are_what_the_client_got(upstream: FakeUpstream, start_apex: StartApex,
+                                                        tmp_path: Path) -> None:
+    """An Anthropic client on an OpenAI channel: the captured answer is the Messages body it
+    got, not the upstream's Chat body."""
+    db = tmp_path / "requests.db"
+    inst = await start_apex(_config(upstream, {"type": "sqlite", "path": str(db), "capture_content": True}))
+    await ant(inst, "tk-team-1").messages.create(model="gpt-4o", max_tokens=50, messages=MSG)
+    assert inst.gateway.request_log is not None
+    await inst.gateway.request_log.flush()
+    conn = sqlite3.connect(db)
+    (response_body,) = conn.execute("SELECT response_body FROM apex_requests").fetchone()
+    conn.close()
+    assert json.loads(response_body)["type"] == "message", response_body
