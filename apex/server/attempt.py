@@ -12,6 +12,7 @@ they end the stream with an error event in the client's dialect.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from typing import Final, NoReturn, Protocol
@@ -44,7 +45,12 @@ from apex.translate.passthrough import (
     without_carried_signatures,
     without_sampling,
 )
-from apex.translate.directions.gemini_embeddings import count_request_with_model, with_upstream_model
+from apex.translate.directions.gemini_embeddings import (
+    count_request_with_model,
+    join_embed_answers,
+    split_embed_batch,
+    with_upstream_model,
+)
 from apex.translate.neutral.deferred import without_tool_search
 from apex.translate.passthrough_gemini import gemini_body_usage, without_apex_signatures
 from apex.translate.write.gemini import GeminiFraming
@@ -306,6 +312,47 @@ class Attempt:
 
     async def _json(self, transport: Transport, upstream: UpstreamRequest) -> web.Response:
         """first_byte_ms bounds the wait for the answer's head, request_ms the whole attempt."""
+        if upstream.dialect is Dialect.GEMINI_EMBED:
+            batches = split_embed_batch(upstream.body)
+            if len(batches) > 1:
+                return await self._json_in_batches(transport, upstream, batches)
+        raw = await self._exchange(transport, upstream)
+        return self._answer_from(upstream, raw)
+
+    async def _json_in_batches(self, transport: Transport, upstream: UpstreamRequest, batches: list[bytes]) -> web.Response:
+        """Gemini embeds at most 100 texts per call and OpenAI clients send up to 2,048: one
+        call per 100, one after the other on the channel's connections, vectors joined in order."""
+        answers: list[bytes] = []
+        for i, batch in enumerate(batches):
+            if i:
+                reply = self.reply
+                if reply is not None:
+                    reply.release()  # read to its end: the connection goes back for the next batch
+                self.reply = None
+                self.read_whole = False
+            answers.append(await self._exchange(transport, dataclasses.replace(upstream, body=batch)))
+        try:
+            joined = join_embed_answers(answers)
+        except UpstreamMalformed as exc:
+            raise self._bad_answer(upstream, exc) from exc
+        return self._answer_from(upstream, joined)
+
+    def _answer_from(self, upstream: UpstreamRequest, raw: bytes) -> web.Response:
+        try:
+            return self._json_answer(raw)
+        except UpstreamMalformed as exc:
+            raise self._bad_answer(upstream, exc) from exc
+
+    def _bad_answer(self, upstream: UpstreamRequest, exc: UpstreamMalformed) -> UpstreamMalformed:
+        if exc.channel != "none":
+            return exc
+        # Say which channel and where, as transport errors do (README "Egress").
+        where = describe_target(upstream.url, self.channel.egress)
+        return UpstreamMalformed(f"upstream channel {self.channel.name}: bad answer from {where}: {exc.message}",
+                                 channel=self.channel.name)
+
+    async def _exchange(self, transport: Transport, upstream: UpstreamRequest) -> bytes:
+        """One request and its whole 2xx answer; the upstream's error otherwise."""
         timeouts = self.channel.timeouts
         ex = self.ex
         self.started = time.perf_counter()
@@ -330,15 +377,7 @@ class Attempt:
             ex.upstream_ms += (time.perf_counter() - self.started) * 1000
         if reply.status >= 300:
             raise self._status_error(reply, raw)
-        try:
-            return self._json_answer(raw)
-        except UpstreamMalformed as exc:
-            if exc.channel != "none":
-                raise
-            # Say which channel and where, as transport errors do (README "Egress").
-            where = describe_target(upstream.url, self.channel.egress)
-            raise UpstreamMalformed(f"upstream channel {self.channel.name}: bad answer from {where}: {exc.message}",
-                                    channel=self.channel.name) from exc
+        return raw
 
     def _json_answer(self, raw: bytes) -> web.Response:
         ex = self.ex

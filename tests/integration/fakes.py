@@ -241,6 +241,10 @@ class FakeUpstream:
                 return Behaviour(body=split_events(fixture_bytes("gemini_stream_function_call.sse"))[0].strip()[6:])
             return Behaviour(body=fixture_bytes("gemini_generate_content.json"))
         if ":batchEmbedContents" in path:
+            if len(req.get("requests") or []) > 100:  # as Gemini answers
+                return Behaviour(status=400, body=json.dumps({"error": {
+                    "code": 400, "message": "* BatchEmbedContentsRequest.requests: at most 100 requests can be in one batch",
+                    "status": "INVALID_ARGUMENT"}}).encode())
             obj = json.loads(fixture_bytes("gemini_batch_embed_contents.json"))
             obj["embeddings"] = obj["embeddings"] * max(len(req.get("requests") or []), 1)
             return Behaviour(body=json.dumps(obj).encode())

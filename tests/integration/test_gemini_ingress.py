@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import openai
 import pytest
 from google import genai
 from google.genai import errors as genai_errors
@@ -221,6 +222,18 @@ async def test_embed_dimensions_in_either_spelling(spelling: str, apex: ApexInst
                                 spelling: 3}]}) as r:
         assert r.status == 200, await r.text()
     assert upstream.requests[-1].json["dimensions"] == 3
+
+
+async def test_openai_embeddings_past_geminis_batch_limit_are_split(apex: ApexInstance, upstream: FakeUpstream) -> None:
+    """OpenAI clients send up to 2,048 inputs (LangChain 1,000 by default); Gemini embeds 100
+    per call: 250 inputs go as 100 + 100 + 50 and come back as 250 vectors (it was a 400)."""
+    client = openai.AsyncOpenAI(base_url=apex.openai_url, api_key=KEY, max_retries=0)
+    got = await client.embeddings.create(model="gm-emb", input=[f"text {i}" for i in range(250)])
+    await client.close()
+    assert [d.index for d in got.data] == list(range(250))
+    batches = [r.json for r in upstream.requests if r.path.endswith(":batchEmbedContents")]
+    assert [len(b["requests"]) for b in batches] == [100, 100, 50]
+    assert batches[1]["requests"][0]["content"]["parts"][0]["text"] == "text 100"
 
 
 async def test_embed_content_single(apex: ApexInstance, upstream: FakeUpstream) -> None:

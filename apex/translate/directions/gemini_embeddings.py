@@ -26,7 +26,10 @@ from apex.types import Dialect, Usage
 from apex.wire.gemini import BatchEmbedRequest, RawBatchEmbedRequest, RawEmbeddingsAnswer, decode_batch_embed_request
 from apex.wire.openai import EmbeddingsAnswer
 
-__all__ = ["GeminiEmbedToOpenAI", "batch_to_single", "single_to_batch", "with_upstream_model"]
+__all__ = ["GEMINI_MAX_BATCH", "GeminiEmbedToOpenAI", "batch_to_single", "join_embed_answers", "single_to_batch",
+           "split_embed_batch", "with_upstream_model"]
+
+GEMINI_MAX_BATCH: Final = 100  # batchEmbedContents: "at most 100 requests can be in one batch"
 
 _ENCODER: Final = msgspec.json.Encoder()
 _TOP: Final = msgspec.json.Decoder(dict[str, msgspec.Raw])
@@ -161,3 +164,28 @@ class GeminiEmbedToOpenAI:
 
     def stream(self, ctx: TranslateContext) -> StreamTranslator:
         raise InternalError("embeddings responses do not stream")
+
+
+def split_embed_batch(body: bytes, size: int = GEMINI_MAX_BATCH) -> list[bytes]:
+    """A batchEmbedContents body as bodies of at most ``size`` requests each (one when it fits)."""
+    if body.count(b'"content"') <= size:  # each request has one content: most bodies fit, unparsed
+        return [body]
+    try:
+        batch = _RAW_BATCH.decode(body)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return [body]  # the upstream answers it in its own words
+    items = batch.requests
+    if len(items) <= size:
+        return [body]
+    return [_ENCODER.encode({"requests": items[i:i + size]}) for i in range(0, len(items), size)]
+
+
+def join_embed_answers(answers: list[bytes]) -> bytes:
+    """The answers to a split batch as one answer, vectors in request order."""
+    vectors: list[bytes] = []
+    for body in answers:
+        try:
+            vectors.extend(bytes(e) for e in _BATCH.decode(body).embeddings)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise UpstreamMalformed(f"embeddings answer is not valid: {exc}") from exc
+    return b'{"embeddings":[' + b",".join(vectors) + b"]}"
