@@ -5,11 +5,12 @@ The API endpoints themselves are ``pipeline.proxy``, registered once per dialect
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Final
 
 from aiohttp import web
 
-from apex.errors import ApexError, ErrorKind, NotFound
+from apex.errors import ApexError, ErrorKind, InvalidRequest, NotFound
 from apex.server.exchange import Exchange
 from apex.server.gateway import Gateway
 from apex.server.gemini import is_gemini_request, models as gemini_models
@@ -58,15 +59,39 @@ async def models(request: web.Request, snap: Snapshot, ex: Exchange, dialect: Di
         ex.error_kind = err.kind  # an Anthropic client (anthropic-version) gets Anthropic's error shape
         return error_response(Dialect.ANTHROPIC_MESSAGES, err)
     if anthropic:
+        has_more = False
+        if one is None:
+            try:
+                names, has_more = _anthropic_page(names, request.query)
+            except InvalidRequest as err:
+                ex.error_kind = err.kind
+                return error_response(Dialect.ANTHROPIC_MESSAGES, err)
         data = [{"type": "model", "id": n, "display_name": n, "created_at": "1970-01-01T00:00:00Z"} for n in names]
         if one is not None:
             return json_response(data[0])
-        return json_response({"data": data, "has_more": False,
+        return json_response({"data": data, "has_more": has_more,
                               "first_id": names[0] if names else None, "last_id": names[-1] if names else None})
     objs = [{"id": n, "object": "model", "created": 0, "owned_by": "apex"} for n in names]
     if one is not None:
         return json_response(objs[0])
     return json_response({"object": "list", "data": objs})
+
+
+def _anthropic_page(names: list[str], query: Mapping[str, str]) -> tuple[list[str], bool]:
+    """Anthropic's list paging: ``limit`` (1-1000, default 20) names after ``after_id`` or
+    before ``before_id``; whether more are left in that direction."""
+    raw = query.get("limit", "20")
+    if not raw.isdigit() or not 1 <= int(raw) <= 1000:
+        raise InvalidRequest("limit: must be an integer from 1 to 1000", param="limit")
+    limit = int(raw)
+    after, before = query.get("after_id"), query.get("before_id")
+    if after is not None and before is not None:
+        raise InvalidRequest("give after_id or before_id, not both", param="after_id")
+    if before is not None:
+        end = names.index(before) if before in names else 0
+        return names[max(0, end - limit):end], end - limit > 0
+    start = names.index(after) + 1 if after is not None and after in names else (0 if after is None else len(names))
+    return names[start:start + limit], start + limit < len(names)
 
 
 async def health(request: web.Request) -> web.Response:

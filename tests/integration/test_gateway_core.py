@@ -190,6 +190,25 @@ async def test_models_anthropic_shape(upstream: FakeUpstream, start_apex: StartA
     assert unknown.value.body["error"]["type"] == "not_found_error"  # type: ignore[index]
 
 
+async def test_anthropic_model_list_pages(upstream: FakeUpstream, start_apex: StartApex) -> None:
+    """limit, after_id and before_id page the list as Anthropic's API does (every page was the
+    whole list with has_more false); the SDK's iteration walks every page."""
+    cfg = basic_config(upstream)
+    names = [f"claude-m{i:02d}" for i in range(25)]
+    cfg["routers"][0]["rules"][0]["match"]["model"] = ["claude-*", *names]
+    inst = await start_apex(cfg)
+    client = ant(inst)
+    first = await client.models.list(limit=10)
+    assert [m.id for m in first.data] == names[:10] and first.has_more and first.last_id == names[9]
+    after = await client.models.list(limit=10, after_id=names[19])
+    assert [m.id for m in after.data] == names[20:] and not after.has_more
+    before = await client.models.list(limit=3, before_id=names[5])
+    assert [m.id for m in before.data] == names[2:5] and before.has_more
+    assert [m.id async for m in client.models.list(limit=7)] == names  # all pages
+    with pytest.raises(anthropic.BadRequestError):
+        await client.models.list(limit=0)
+
+
 async def test_request_id_echoed(upstream: FakeUpstream, start_apex: StartApex) -> None:
     """The client's x-request-id comes back and goes upstream."""
     inst = await start_apex(basic_config(upstream))
