@@ -341,12 +341,16 @@ def _embeddings(req: LooseRequest, model: str) -> MockReply:
     inputs = req.input
     if isinstance(inputs, str):
         texts = [inputs]
-    elif isinstance(inputs, list) and all(isinstance(i, str) for i in inputs):
+    elif isinstance(inputs, list) and inputs and all(isinstance(i, str) for i in inputs):
         texts = [str(i) for i in inputs]
-    elif isinstance(inputs, list) and inputs:
+    elif isinstance(inputs, list) and inputs and all(isinstance(i, int) for i in inputs):
+        texts = [msgspec.json.encode(inputs).decode()]  # one token array: one input, hashed
+    elif isinstance(inputs, list) and inputs and all(isinstance(i, list) and i for i in inputs):
         texts = [msgspec.json.encode(i).decode() for i in inputs]  # token arrays: hash them
     else:
-        return _error("'input' must be a string or a list")
+        return _error("'input' must be a non-empty string, array of strings, token array or array of token arrays")
+    if req.encoding_format not in (None, "float", "base64"):
+        return _error(f"'encoding_format' must be 'float' or 'base64', not {req.encoding_format!r}")
     if len(texts) > MAX_EMBED_INPUTS:
         return _error(f"'input' holds {len(texts)} items; at most {MAX_EMBED_INPUTS} can be embedded at once")
     if req.dimensions is not None and not 0 < req.dimensions <= MAX_EMBED_DIMS:

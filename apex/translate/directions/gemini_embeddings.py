@@ -41,6 +41,17 @@ _OPENAI: Final = msgspec.json.Decoder(EmbeddingsAnswer)
 _BATCH: Final = msgspec.json.Decoder(RawEmbeddingsAnswer)
 
 
+INPUTS_KEY: Final = "embeddings.inputs"
+
+
+def check_vector_count(got: int, ctx: TranslateContext) -> None:
+    """UpstreamMalformed unless the answer has one vector per input (an empty list went to the
+    client as a success)."""
+    asked = ctx.extras.get(INPUTS_KEY)
+    if isinstance(asked, int) and got != asked:
+        raise UpstreamMalformed(f"the upstream answered {got} embeddings for {asked} inputs")
+
+
 def single_to_batch(body: bytes, model: str) -> bytes:
     """An ``embedContent`` body -> a ``batchEmbedContents`` body of one request."""
     try:
@@ -126,6 +137,7 @@ def gemini_to_openai_embeddings_request(body: bytes, ctx: TranslateContext) -> b
     out: dict[str, object] = {"model": ctx.upstream_model, "input": texts, "encoding_format": "float"}
     if dims:
         out["dimensions"] = dims.pop()
+    ctx.extras[INPUTS_KEY] = len(texts)
     return _ENCODER.encode(out)
 
 
@@ -144,6 +156,7 @@ def openai_to_gemini_embeddings_response(body: bytes, ctx: TranslateContext) -> 
                 raise UpstreamMalformed(f"embeddings answer: {exc}") from exc
         else:
             vectors.append(item.embedding)
+    check_vector_count(len(vectors), ctx)
     if resp.usage is not None:
         ctx.usage = Usage(prompt_tokens=resp.usage.prompt_tokens)
     return _ENCODER.encode({"embeddings": [{"values": v} for v in vectors]})

@@ -19,6 +19,7 @@ import msgspec
 from apex.errors import InternalError, InvalidRequest, UpstreamMalformed
 from apex.tokens import estimate_text_tokens
 from apex.translate.base import StreamTranslator, TranslateContext
+from apex.translate.directions.gemini_embeddings import INPUTS_KEY, check_vector_count
 from apex.translate.write.embeddings import floats_to_base64, requested_encoding
 from apex.types import Dialect, Usage
 from apex.wire.gemini import (
@@ -63,6 +64,7 @@ def openai_to_gemini_embeddings(body: bytes, ctx: TranslateContext) -> bytes:
             item.output_dimensionality = req.dimensions
         requests.append(item)
     ctx.extras[_ENCODING_KEY] = encoding
+    ctx.extras[INPUTS_KEY] = len(texts)
     ctx.extras[_TOKENS_KEY] = sum(estimate_text_tokens(str(t)) for t in texts)
     return encode(BatchEmbedRequest(requests=requests))
 
@@ -75,6 +77,7 @@ def gemini_to_openai_embeddings(body: bytes, ctx: TranslateContext) -> bytes:
         resp = decode_batch_embed_response(body)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise UpstreamMalformed(f"Gemini embeddings response is not valid: {exc}") from exc
+    check_vector_count(len(resp.embeddings), ctx)
     as_base64 = ctx.extras.get(_ENCODING_KEY) == "base64"
     data = [
         {"object": "embedding", "index": i,

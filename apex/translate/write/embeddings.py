@@ -118,6 +118,9 @@ def openai_to_jina_embeddings_request(body: bytes) -> bytes:
     tree = _DECODER.decode(body)
     if not isinstance(tree, dict):
         raise InvalidRequest("embeddings request must be a JSON object")
+    inputs = tree.get("input")
+    if isinstance(inputs, list) and any(isinstance(i, (int, list)) for i in inputs):  # docs/protocols.md 8.9
+        raise InvalidRequest("token-array input is not supported by this model's provider; send text", param="input")
     tree.pop("encoding_format", None)
     tree.pop("user", None)
     tree["embedding_type"] = encoding

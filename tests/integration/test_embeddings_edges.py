@@ -1,0 +1,82 @@
+"""Embeddings and token counts at their edges: what the real APIs refuse is refused, what they
+count is marked, and an answer with the wrong number of vectors is a bad answer."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.conftest import StartApex, basic_config
+from tests.integration.fakes import Behaviour, FakeUpstream
+
+
+def _config(upstream: FakeUpstream) -> dict[str, Any]:
+    cfg = basic_config(upstream)
+    cfg["global"]["retries"] = {"max_attempts": 1}
+    cfg["channels"] += [
+        {"name": "mk", "provider_type": "mock"},
+        {"name": "jn", "provider_type": "jina", "base_url": upstream.openai_url, "api_key": "jina-key"},
+        {"name": "gm", "provider_type": "gemini", "base_url": upstream.url, "api_key": "g-key"},
+    ]
+    cfg["routers"][0]["rules"] += [
+        {"match": {"model": "mock-*"}, "channels": [{"name": "mk"}]},
+        {"match": {"model": "jina-*"}, "channels": [{"name": "jn"}]},
+        {"match": {"model": "gemini-*"}, "channels": [{"name": "gm"}]},
+    ]
+    return cfg
+
+
+async def _post(url: str, body: dict[str, Any], **headers: str) -> tuple[int, dict[str, Any], Any]:
+    async with aiohttp.ClientSession() as s, s.post(url, json=body, headers={
+            "Authorization": "Bearer vk-default", "anthropic-version": "2023-06-01", **headers}) as r:
+        return r.status, await r.json(), r.headers
+
+
+@pytest.mark.parametrize(("body", "vectors"), [
+    ({"input": [1, 2, 3]}, 1),             # one token array is one input (it gave three vectors)
+    ({"input": [[1, 2], [3]]}, 2),
+    ({"input": []}, None),                 # OpenAI answers 400
+    ({"input": "x", "encoding_format": "binary"}, None),
+])
+async def test_mock_embeddings_take_what_openai_takes(upstream: FakeUpstream, start_apex: StartApex,
+                                                      body: dict[str, Any], vectors: int | None) -> None:
+    inst = await start_apex(_config(upstream))
+    status, got, _ = await _post(inst.openai_url + "/embeddings", {"model": "mock-emb", **body})
+    if vectors is None:
+        assert status == 400, got
+    else:
+        assert status == 200 and len(got["data"]) == vectors, got
+
+
+async def test_token_arrays_are_refused_for_jina(upstream: FakeUpstream, start_apex: StartApex) -> None:
+    """docs/protocols.md 8.9: token arrays cannot be sent to Jina (they went, and Jina's 422 came back)."""
+    inst = await start_apex(_config(upstream))
+    status, got, _ = await _post(inst.openai_url + "/embeddings", {"model": "jina-embeddings-v3", "input": [[101, 102]]})
+    assert status == 400 and "token-array" in got["error"]["message"], got
+    assert not upstream.requests
+
+
+async def test_an_answer_with_too_few_vectors_is_a_bad_answer(upstream: FakeUpstream, start_apex: StartApex) -> None:
+    """Gemini answered no embeddings for two inputs: a failed attempt (502), not a 200 with an empty list."""
+    inst = await start_apex(_config(upstream))
+    upstream.push(Behaviour(body=b'{"embeddings": []}'))
+    status, got, _ = await _post(inst.openai_url + "/embeddings", {"model": "gemini-embedding-001", "input": ["a", "b"]})
+    assert status == 502 and "2 inputs" in got["error"]["message"], got
+
+
+async def test_counts_are_checked_and_marked_estimated(upstream: FakeUpstream, start_apex: StartApex) -> None:
+    """A count with no messages is a 400 as Anthropic answers (an estimate said 200); the mock's
+    counts are estimates and say so."""
+    inst = await start_apex(_config(upstream))
+    status, got, _ = await _post(inst.url + "/v1/messages/count_tokens", {"model": "gpt-4o"})
+    assert status == 400 and got["type"] == "error" and "messages" in got["error"]["message"], got
+    status, got, headers = await _post(inst.url + "/v1/messages/count_tokens",
+                                       {"model": "mock-1", "messages": [{"role": "user", "content": "hi"}]})
+    assert status == 200 and got["input_tokens"] > 0 and headers["x-apex-estimated"] == "true"
+    status, got, headers = await _post(inst.url + "/v1beta/models/mock-1:countTokens",
+                                       {"contents": [{"role": "user", "parts": [{"text": "hi"}]}]},
+                                       **{"x-goog-api-key": "vk-default"})
+    assert status == 200 and headers["x-apex-estimated"] == "true", json.dumps(got)
