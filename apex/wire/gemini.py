@@ -72,11 +72,17 @@ class FunctionResponse(_Wire):
     name: str
     response: Raw                  # must be a JSON object
     id: str | UnsetType = UNSET    # echoes FunctionCall.id when the call had one
+    parts: list[FunctionResponsePart] | UnsetType = UNSET  # media the tool returned (images, PDFs)
 
 
 class Blob(_Wire):
     mime_type: str
     data: str                      # base64
+
+
+class FunctionResponsePart(_Wire):
+    inline_data: Blob | UnsetType = UNSET
+    file_data: FileData | UnsetType = UNSET
 
 
 class FileData(_Wire):

@@ -531,3 +531,21 @@ async def test_count_tokens_with_a_generate_request_names_the_mapped_model(apex:
     sent = upstream.requests[-1]
     assert sent.path == "/v1beta/models/gemini-2.5-flash:countTokens"
     assert sent.json["generateContentRequest"]["model"] == "models/gemini-2.5-flash"
+
+
+@pytest.mark.parametrize("kind", ["openai", "anthropic"])
+async def test_media_a_tool_returned_reaches_other_protocols(kind: str, apex: ApexInstance, upstream: FakeUpstream) -> None:
+    """A functionResponse's parts (a screenshot the tool took) reach OpenAI and Anthropic
+    channels after the result (they were dropped and the answer was still a 200)."""
+    model = CHANNEL_MODELS[kind]
+    call = {"functionCall": {"name": "screenshot", "args": {}}}
+    result = {"functionResponse": {"name": "screenshot", "response": {"output": "taken"},
+                                   "parts": [{"inlineData": {"mimeType": "image/png", "data": "iVBORw0KGgo="}}]}}
+    body = {"contents": [{"role": "user", "parts": [{"text": "look"}]}, {"role": "model", "parts": [call]},
+                         {"role": "user", "parts": [result]}],
+            "tools": [{"functionDeclarations": [{"name": "screenshot", "description": "take one"}]}]}
+    async with aiohttp.ClientSession() as s, s.post(f"{apex.url}/v1beta/models/{model}:generateContent",
+                                                    headers={"x-goog-api-key": KEY}, json=body) as r:
+        assert r.status == 200, await r.text()
+    sent = json.dumps(upstream.requests[-1].json)
+    assert "iVBORw0KGgo=" in sent, sent

@@ -299,6 +299,14 @@ def _read_contents(contents: list[Content], conv: Conversation) -> None:
                     call_id = f"call_{calls}"  # a result for a call the history does not show
                     calls += 1
                 items.append(Result(call_id, response.name, bytes(response.response)))
+                for media in response.parts if not isinstance(response.parts, UnsetType) else ():
+                    # What the tool returned beside its JSON (a screenshot): after the result, in
+                    # the same user turn, where the other protocols can carry it (it was dropped).
+                    if not isinstance(media.inline_data, UnsetType):
+                        items.append(Media(media.inline_data.mime_type, data=media.inline_data.data))
+                    elif not isinstance(media.file_data, UnsetType):
+                        fd = media.file_data
+                        items.append(Media(fd.mime_type if isinstance(fd.mime_type, str) else "", url=fd.file_uri))
             elif not isinstance(part.inline_data, UnsetType):
                 items.append(Media(part.inline_data.mime_type, data=part.inline_data.data))
             elif not isinstance(part.file_data, UnsetType):
