@@ -260,6 +260,11 @@ def conversation_of(req: GenerateContentRequest) -> Conversation:
         conv.tool_mode = _MODES.get(cfg.mode.upper(), "auto")
         if not isinstance(cfg.allowed_function_names, UnsetType):
             conv.tool_names = list(cfg.allowed_function_names)
+            if conv.tool_names and conv.tool_mode == "any":
+                # Only these may be called: the others are not offered (OpenAI and Anthropic
+                # name one forced tool at most; with all declared, an excluded one could run).
+                allowed = set(conv.tool_names)
+                conv.tools = [t for t in conv.tools if t.name in allowed]
     if not isinstance(req.generation_config, UnsetType):
         _read_generation(req.generation_config, conv)
     return conv

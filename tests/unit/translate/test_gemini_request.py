@@ -218,3 +218,14 @@ def test_an_enum_answer_is_asked_for_in_words_on_other_upstreams() -> None:
     assert "response_format" not in sent
     anthropic = json.loads(GeminiToAnthropic().request(_body(body), _ctx()))
     assert anthropic["system"].endswith("Respond with exactly one of these values and nothing else: yes, no")
+
+
+def test_allowed_function_names_limit_what_is_offered() -> None:
+    """mode ANY with two allowed names of three declared: only those two are offered (all three
+    went with tool_choice required, and the excluded delete_all could be called)."""
+    decls = [{"name": n, "parametersJsonSchema": {"type": "object"}} for n in ("get_w", "get_t", "delete_all")]
+    body = {"contents": [{"parts": [{"text": "hi"}]}], "tools": [{"functionDeclarations": decls}],
+            "toolConfig": {"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": ["get_w", "get_t"]}}}
+    sent = json.loads(GeminiToOpenAI().request(_body(body), _ctx()))
+    assert [t["function"]["name"] for t in sent["tools"]] == ["get_w", "get_t"]
+    assert sent["tool_choice"] == "required"
