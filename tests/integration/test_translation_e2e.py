@@ -562,3 +562,37 @@ async def test_past_reasoning_goes_only_where_it_is_taken(upstream: FakeUpstream
         assert assistant["tool_calls"][0]["function"]["name"] == "ls"
         expected = (sent if thinking else "") if sent is not None else None
         assert assistant.get("reasoning_content") == expected, assistant
+
+
+async def test_inline_think_tags_become_thinking(upstream: FakeUpstream, start_apex: StartApex) -> None:
+    """MiniMax's /v1 (and reasoners served without a reasoning parser) write their thinking as
+    <think>...</think> at the start of the content: Anthropic clients get it as a thinking
+    block and the answer as text, streamed or not (they got the tags as text)."""
+    cfg = {"global": {"auth": {"keys": ["k"]}}, "logging": {"level": "error"},
+           "channels": [{"name": "mm", "provider_type": "minimax", "base_url": upstream.openai_url, "api_key": "sk-mm"}],
+           "routers": [{"name": "r", "channels": [{"name": "mm"}]}]}
+    inst = await start_apex(cfg)
+    content = "<think>\nThe user greets me.\n</think>\n\nHello there!"
+    upstream.push(Behaviour(body=json.dumps({
+        "id": "c", "object": "chat.completion", "created": 1, "model": "MiniMax-M2",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 5, "completion_tokens": 9, "total_tokens": 14}}).encode()))
+    client = ant(inst, "k")
+    msg = await client.messages.create(model="MiniMax-M2", max_tokens=100, messages=[{"role": "user", "content": "hi"}])
+    assert [(b.type, getattr(b, "thinking", None) or getattr(b, "text", None)) for b in msg.content] == [
+        ("thinking", "The user greets me."), ("text", "Hello there!")]
+
+    def chunk(text: str | None, finish: str | None = None) -> bytes:
+        delta = {"content": text} if text is not None else {}
+        return b"data: " + json.dumps({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "MiniMax-M2",
+                                       "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}).encode() + b"\n\n"
+
+    pieces = ["<th", "ink>\nThe user", " greets me.\n</th", "ink>\n\nHello", " there!"]
+    upstream.push(Behaviour(content_type="text/event-stream",
+                            events=[*(chunk(p) for p in pieces), chunk(None, "stop"), b"data: [DONE]\n\n"]))
+    async with client.messages.stream(model="MiniMax-M2", max_tokens=100,
+                                      messages=[{"role": "user", "content": "hi"}]) as stream:
+        final = await stream.get_final_message()
+    thinking = [b.thinking for b in final.content if b.type == "thinking"]
+    text = [b.text for b in final.content if b.type == "text"]
+    assert thinking == ["The user greets me.\n"] and text == ["Hello there!"], final.content

@@ -28,6 +28,7 @@ from apex.translate.neutral.reasons import (
     with_tools,
 )
 from apex.translate.neutral.toolids import anthropic_tool_id, arguments_object, arguments_text
+from apex.translate.read.think_tags import split_think
 from apex.translate.neutral.usage import (
     anthropic_usage_body,
     openai_usage_body,
@@ -79,10 +80,13 @@ def reply_from_openai(body: bytes) -> Reply:
     assert message is not None  # checked above
     reply = Reply(completion.id)
     reasoning = message.reasoning_content or message.reasoning
+    content = message.content
+    if content and not reasoning:
+        reasoning, content = split_think(content)  # <think>...</think> inline (MiniMax /v1)
     if reasoning:
         reply.parts.append(ReplyReasoning(reasoning))
-    if message.content:
-        reply.parts.append(ReplyText(message.content))
+    if content:
+        reply.parts.append(ReplyText(content))
     for k, call in enumerate(message.tool_calls or []):
         fn = call.function
         reply.parts.append(ReplyToolCall(call.id or f"call_{k}", (fn.name if fn else None) or "",

@@ -35,6 +35,7 @@ from apex.translate.neutral.parts import (
 )
 from apex.translate.neutral.reasons import Finish, finish_from_openai, with_tools
 from apex.translate.neutral.usage import usage_from_openai
+from apex.translate.read.think_tags import Piece, ThinkTagSplitter
 from apex.wire.openai import ChatChunk, ChatUsage, ErrorView, ToolCallDelta, decode_chunk
 
 __all__ = ["OpenAIChatReader"]
@@ -44,9 +45,10 @@ __all__ = ["OpenAIChatReader"]
 class OpenAIChatReader:
     """One OpenAI-compatible stream's reader state."""
 
-    __slots__ = ("_bound", "_ended", "_finished", "_next_key", "_refused", "_started", "_texted")
+    __slots__ = ("_bound", "_ended", "_finished", "_next_key", "_refused", "_started", "_texted", "_think")
 
     def __init__(self) -> None:
+        self._think = ThinkTagSplitter()  # reasoning inline as <think>...</think> (MiniMax /v1)
         self._started = False
         self._finished = False
         self._ended = False
@@ -84,6 +86,17 @@ class OpenAIChatReader:
             return [Ended()]
         return [Failed("upstream stream ended before it finished", "api_error")]
 
+    def _content(self, text: str, out: list[Part]) -> None:
+        self._pieces(self._think.feed(text), out)
+
+    def _pieces(self, pieces: list[Piece], out: list[Part]) -> None:
+        for kind, text in pieces:
+            if kind == "reasoning":
+                out.append(ReasoningDelta(text))
+            else:
+                self._texted = True
+                out.append(TextDelta(text))
+
     def _chunk(self, chunk: ChatChunk) -> list[Part]:
         out: list[Part] = []
         if not self._started:
@@ -98,8 +111,7 @@ class OpenAIChatReader:
                 if reasoning:
                     out.append(ReasoningDelta(reasoning))
                 if delta.content:
-                    self._texted = True
-                    out.append(TextDelta(delta.content))
+                    self._content(delta.content, out)
                 if delta.refusal:
                     self._refused = True
                     out.append(RefusalDelta(delta.refusal))
@@ -108,6 +120,7 @@ class OpenAIChatReader:
                         self._tool_call(position, call, out)
             if choice.finish_reason is not None and not self._finished:
                 self._finished = True
+                self._pieces(self._think.flush(), out)
                 finish = with_tools(finish_from_openai(choice.finish_reason), bool(self._bound))
                 if self._refused and not self._texted and choice.finish_reason == "stop":
                     finish = Finish.CONTENT_FILTER
