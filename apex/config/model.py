@@ -266,6 +266,9 @@ class Channel(_Base, frozen=True):
     models: tuple[str, ...] | None = None
     timeouts: ChannelTimeouts | None = None
     capabilities: tuple[ModelCapability, ...] = ()
+    # False: never ask an OpenAI-shaped server for stream usage (stream_options.include_usage);
+    # for servers that refuse the field (a 422 on every stream). Usage is then estimated.
+    stream_usage: bool = True
     # azure_openai only
     api_version: AzureApiVersion | None = None
     azure_ad: AzureAd | None = None

@@ -285,7 +285,7 @@ def compile_channel(ch: Channel, g: GlobalConfig, index: int, pool: UpstreamPool
     cloud_betas = _CLOUD_BETAS.get(ch.provider_type)
 
     # Groq, and Azure api-versions before 2024-09-01, answer 400 to stream_options.
-    usage_option = preset.stream_usage_option and not (
+    usage_option = preset.stream_usage_option and ch.stream_usage and not (
         ch.provider_type == "azure_openai" and ch.api_version not in (None, "v1") and ch.api_version[:10] < "2024-09-01")
 
     def plans_from(native: dict[Dialect, tuple[str, ProviderFamily, CloudRoute | None]]) -> dict[Dialect, UpstreamPlan]:

@@ -684,3 +684,22 @@ async def test_ollama_parallel_calls_reach_the_openai_sdk_as_two_calls(upstream:
     got = final.choices[0].message.tool_calls or []
     assert [(c.id, c.function.arguments) for c in got] == [
         ("call_Paris", '{"city": "Paris"}'), ("call_Rome", '{"city": "Rome"}')]
+
+
+@pytest.mark.parametrize("client", ["openai", "anthropic"])
+async def test_stream_usage_false_never_sends_stream_options(upstream: FakeUpstream, start_apex: StartApex,
+                                                             client: str) -> None:
+    """A server that refuses stream_options (422 on every stream) is reachable with
+    "stream_usage": false: Apex adds it neither passed through nor translated."""
+    cfg = basic_config(upstream)
+    cfg["channels"][0] = {"name": "oa", "provider_type": "openai_compatible", "base_url": upstream.openai_url,
+                          "stream_usage": False}
+    cfg["routers"][0]["rules"] = []
+    inst = await start_apex(cfg)
+    if client == "openai":
+        stream = await oai(inst).chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}], stream=True)
+        _ = [c async for c in stream]
+    else:
+        async with ant(inst).messages.stream(model="m", max_tokens=20, messages=[{"role": "user", "content": "x"}]) as s:
+            await s.get_final_message()
+    assert "stream_options" not in upstream.requests[-1].json
