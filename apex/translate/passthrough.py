@@ -679,7 +679,8 @@ class PassthroughStream:
             if chunk.error and bytes(chunk.error) != b"null":
                 self.errored = True
             u = chunk.usage or (chunk.x_groq.usage if chunk.x_groq is not None else None)
-            if u is None and chunk.choices:  # Moonshot: on the finishing choice
+            if u is None and chunk.choices and (data.find(b'"usage":{') >= 0 or data.find(b'"usage": {') >= 0):
+                # Moonshot: on the finishing choice (other chunks say "usage":null, or nothing)
                 u = next((c.usage for raw in chunk.choices if (c := _choice_usage(raw)) is not None
                           and c.usage is not None), None)
             if u is not None:
