@@ -318,7 +318,10 @@ class Attempt:
             if len(batches) > 1:
                 return await self._json_in_batches(transport, upstream, batches)
         raw = await self._exchange(transport, upstream)
-        return self._answer_from(upstream, raw)
+        try:
+            return self._json_answer(raw)
+        except UpstreamMalformed as exc:
+            raise self._bad_answer(upstream, exc) from exc
 
     async def _json_in_batches(self, transport: Transport, upstream: UpstreamRequest, batches: list[bytes]) -> web.Response:
         """Gemini embeds at most 100 texts per call and OpenAI clients send up to 2,048: one
@@ -333,14 +336,7 @@ class Attempt:
                 self.read_whole = False
             answers.append(await self._exchange(transport, dataclasses.replace(upstream, body=batch)))
         try:
-            joined = join_embed_answers(answers)
-        except UpstreamMalformed as exc:
-            raise self._bad_answer(upstream, exc) from exc
-        return self._answer_from(upstream, joined)
-
-    def _answer_from(self, upstream: UpstreamRequest, raw: bytes) -> web.Response:
-        try:
-            return self._json_answer(raw)
+            return self._json_answer(join_embed_answers(answers))
         except UpstreamMalformed as exc:
             raise self._bad_answer(upstream, exc) from exc
 

@@ -443,8 +443,8 @@ class Gateway:
             # A stream's head went out before its end: its whole overhead is known only now.
             overhead = max(0.0, latency - ex.upstream_ms)
         usage = ex.usage
-        if 200 <= ex.status < 300 or ex.committed:  # a stream the client left counts too
-            usage = ex.usage = ex.usage_so_far()
+        if (usage is None or (ex.stream and not ex.final_delivered)) and (200 <= ex.status < 300 or ex.committed):
+            usage = ex.usage = ex.usage_so_far()  # estimated, or topped up: a stream the client left counts too
         cost = None
         if usage is not None:
             cost = ex.cost_usd = self.prices.cost(ex.channel, ex.upstream_model, usage)
