@@ -269,3 +269,20 @@ async def test_captured_answers_are_what_the_client_got(upstream: FakeUpstream, 
     (response_body,) = conn.execute("SELECT response_body FROM apex_requests").fetchone()
     conn.close()
     assert json.loads(response_body)["type"] == "message", response_body
+
+
+async def test_captured_errors_are_the_error_the_client_got(upstream: FakeUpstream, start_apex: StartApex,
+                                                            tmp_path: Path) -> None:
+    """An upstream 400 passed on to the client: its body is captured too (it was NULL)."""
+    db = tmp_path / "requests.db"
+    cfg = _config(upstream, {"type": "sqlite", "path": str(db), "capture_content": True})
+    inst = await start_apex(cfg)
+    upstream.push(error(400, "bad thing"))
+    with pytest.raises(openai.BadRequestError):
+        await oai(inst, "tk-team-1").chat.completions.create(model="gpt-4o", messages=MSG)
+    assert inst.gateway.request_log is not None
+    await inst.gateway.request_log.flush()
+    conn = sqlite3.connect(db)
+    (response_body,) = conn.execute("SELECT response_body FROM apex_requests").fetchone()
+    conn.close()
+    assert "bad thing" in response_body, response_body
