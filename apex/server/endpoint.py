@@ -91,7 +91,7 @@ def api_endpoint(dialect: Dialect, endpoint: Endpoint) -> Callable[[web.Request]
                 response = error_response(dialect, InternalError(f"internal error ({type(exc).__name__})"))
             if not response.prepared:
                 ex.status = response.status
-                if ex.error_kind is not None and isinstance(response.body, bytes):
+                if ex.error_kind is not None and isinstance(response, web.Response) and isinstance(response.body, bytes):
                     ex.response_body = response.body  # the error the client got (capture_content)
                 if ex.error_kind is not None and not request.content.is_eof() and "Content-Encoding" in request.headers:
                     # A compressed body refused before it was read (no key, too large): aiohttp

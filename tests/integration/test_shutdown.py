@@ -16,6 +16,7 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
@@ -33,7 +34,7 @@ def stalled(events: list[bytes]) -> Behaviour:
 
 async def test_open_streams_end_with_error_event_at_shutdown_deadline(upstream: FakeUpstream, tmp_path: Path) -> None:
     port = free_port()
-    config = {
+    config: dict[str, Any] = {
         "global": {"listen": f"127.0.0.1:{port}", "auth": {"keys": ["k"]}, "shutdown_grace_ms": GRACE_MS},
         "logging": {"level": "warning"},
         "channels": [

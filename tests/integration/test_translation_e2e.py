@@ -553,11 +553,12 @@ async def test_past_reasoning_goes_only_where_it_is_taken(upstream: FakeUpstream
     tools: Any = [{"name": "ls", "description": "list", "input_schema": {"type": "object", "properties": {}}}]
     client = ant(inst, "k")
     for thinking in ([{"type": "thinking", "thinking": "Look first.", "signature": "sig"}], []):
-        await client.messages.create(model="m-1", max_tokens=100, tools=tools, messages=[
+        history: Any = [
             {"role": "user", "content": "list files"},
             {"role": "assistant", "content": [*thinking, call]},
             {"role": "user", "content": [result]},
-        ])
+        ]
+        await client.messages.create(model="m-1", max_tokens=100, tools=tools, messages=history)
         assistant = upstream.requests[-1].json["messages"][1]
         assert assistant["tool_calls"][0]["function"]["name"] == "ls"
         expected = (sent if thinking else "") if sent is not None else None
@@ -596,3 +597,34 @@ async def test_inline_think_tags_become_thinking(upstream: FakeUpstream, start_a
     thinking = [b.thinking for b in final.content if b.type == "thinking"]
     text = [b.text for b in final.content if b.type == "text"]
     assert thinking == ["The user greets me.\n"] and text == ["Hello there!"], final.content
+
+
+@pytest.mark.parametrize("model", ["claude-x", "gemini-x"])
+async def test_legacy_function_calling_is_translated(upstream: FakeUpstream, start_apex: StartApex, model: str) -> None:
+    """OpenAI's legacy functions / function_call / role "function" (still served by OpenAI and
+    sent by its SDK) reach Anthropic and Gemini as tools (they were dropped: no tools upstream,
+    a text answer; the function result went as an orphan)."""
+    cfg = {"global": {"auth": {"keys": ["k"]}}, "logging": {"level": "error"},
+           "channels": [{"name": "an", "provider_type": "anthropic", "base_url": upstream.url, "api_key": "sk-a"},
+                        {"name": "gm", "provider_type": "gemini", "base_url": upstream.url, "api_key": "g-k"}],
+           "routers": [{"name": "r", "rules": [{"match": {"model": "claude-*"}, "channels": [{"name": "an"}]},
+                                               {"match": {"model": "gemini-*"}, "channels": [{"name": "gm"}]}]}]}
+    inst = await start_apex(cfg)
+    fn = {"name": "get_weather", "description": "weather", "parameters": {"type": "object", "properties": {}}}
+    legacy: Any = {"model": model, "functions": [fn], "function_call": {"name": "get_weather"}, "messages": [
+        {"role": "user", "content": "weather?"},
+        {"role": "assistant", "content": None, "function_call": {"name": "get_weather", "arguments": "{}"}},
+        {"role": "function", "name": "get_weather", "content": "sunny"},
+    ]}
+    await oai(inst, "k").chat.completions.create(**legacy)
+    sent = upstream.requests[-1].json
+    if model.startswith("claude"):
+        assert [t["name"] for t in sent["tools"]] == ["get_weather"]
+        assert sent["tool_choice"] == {"type": "tool", "name": "get_weather"}
+        call = sent["messages"][1]["content"][0]
+        result = sent["messages"][2]["content"][0]
+        assert call["type"] == "tool_use" and result["type"] == "tool_result" and result["tool_use_id"] == call["id"]
+    else:
+        assert [d["name"] for d in sent["tools"][0]["functionDeclarations"]] == ["get_weather"]
+        assert sent["contents"][1]["parts"][0]["functionCall"]["name"] == "get_weather"
+        assert sent["contents"][2]["parts"][0]["functionResponse"]["name"] == "get_weather"

@@ -36,6 +36,7 @@ from typing import Final, final
 import msgspec
 
 from apex.errors import InvalidRequest
+from apex.translate.request.legacy_functions import has_legacy_functions, modern_chat
 from apex.translate.base import StreamTranslator, TranslateContext, decode_json_object
 from apex.translate.neutral.parts import PipedStream
 from apex.translate.neutral.reply import encode_body, openai_body, reply_from_anthropic
@@ -404,6 +405,8 @@ class OpenAIToAnthropic:
     def request(self, body: bytes, ctx: TranslateContext) -> bytes:
         """Chat request bytes -> Messages request bytes; notes include_usage in ctx."""
         req = decode_json_object(body)
+        if has_legacy_functions(body):
+            req = modern_chat(req)
         options = req.get("stream_options")
         if isinstance(options, dict) and options.get("include_usage"):
             ctx.include_usage = True

@@ -20,7 +20,8 @@ from typing import Final, final
 import msgspec
 
 from apex.errors import InvalidRequest
-from apex.translate.base import TranslateContext
+from apex.translate.base import TranslateContext, decode_json_object
+from apex.translate.request.legacy_functions import has_legacy_functions, modern_chat
 from apex.translate.capabilities import ANY_THINKING_MODEL, ModelCaps
 from apex.translate.request.gemini_contents import (
     EFFORT_BUDGETS,
@@ -70,6 +71,8 @@ def openai_to_gemini_request(body: bytes, signatures: SignatureStore, *, caps: M
 
     Raises InvalidRequest when the body is not a Chat request or names a tool result
     whose call Apex cannot find."""
+    if has_legacy_functions(body):
+        body = msgspec.json.encode(modern_chat(decode_json_object(body)))
     try:
         req = _REQUEST.decode(body)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
