@@ -436,7 +436,9 @@ class Attempt:
                     what = "no answer" if self.reply is None else "no first event"
                     raise self._timed_out(upstream, what, "first_byte_ms", channel.timeouts.first_byte) from exc
                 raise
-        ex.ttft_ms = (time.perf_counter() - self.started) * 1000
+        # From the request's arrival, as the client waited: after a failover it includes the
+        # failed attempts (it was this attempt's wait alone: 2 ms after 3 s of failover).
+        ex.ttft_ms = ex.elapsed_ms()
         try:
             return await self._commit(relay, reply, first)
         finally:  # a client that hangs up mid-stream too: the usage seen so far, the upstream's time
@@ -478,7 +480,8 @@ class Attempt:
         ex = self.ex
         headers = ex.response_headers()
         # What Apex added before the first byte (the metric takes the whole stream's figure).
-        headers["x-apex-overhead-ms"] = f"{max(0.0, ex.elapsed_ms() - ex.upstream_ms - (ex.ttft_ms or 0.0)):.3f}"
+        waited = (time.perf_counter() - self.started) * 1000  # this attempt's, not yet in upstream_ms
+        headers["x-apex-overhead-ms"] = f"{max(0.0, ex.elapsed_ms() - ex.upstream_ms - waited):.3f}"
         if self.dialect is Dialect.GEMINI_GENERATE:
             # No keep-alive comments: the Gemini SDKs read a line that is not ``data:`` as JSON.
             resp = web.StreamResponse(headers=headers)

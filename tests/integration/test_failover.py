@@ -322,3 +322,21 @@ async def test_stream_headers_without_first_event_fail_over(upstream: FakeUpstre
     text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
     assert text == "The capital of the UK is London."
     assert (upstream.hits(), second.hits()) == (1, 1)
+
+
+async def test_a_failed_over_streams_ttft_counts_from_the_request(upstream: FakeUpstream, second: FakeUpstream,
+                                                                 start_apex: StartApex) -> None:
+    """The first channel stalls 0.4 s then fails; the second answers at once: TTFT is what the
+    client waited (>= 0.4 s, it was the last attempt's 2 ms), and the stall is upstream time,
+    not Apex's overhead."""
+    inst = await start_apex(two_channel_config(upstream, second))
+    upstream.push(Behaviour(stall=0.4, status=500, body=b'{"error":{"message":"boom","type":"server_error"}}'))
+    raw = await oai(inst, "k").chat.completions.with_raw_response.create(
+        model="gpt-4o", messages=[{"role": "user", "content": "x"}], stream=True)
+    _ = [c async for c in raw.parse()]
+    assert float(raw.headers["x-apex-overhead-ms"]) < 100
+    await asyncio.sleep(0.05)
+    samples = {s.name: s.value for fam in inst.gateway.metrics.registry.collect() for s in fam.samples
+               if s.name.startswith("apex_ttft_ms_sum") or s.name.startswith("apex_overhead_ms_sum")}
+    assert samples["apex_ttft_ms_sum"] >= 400, samples
+    assert samples["apex_overhead_ms_sum"] < 100, samples
