@@ -481,7 +481,7 @@ class Attempt:
         headers = ex.response_headers()
         # What Apex added before the first byte (the metric takes the whole stream's figure).
         waited = (time.perf_counter() - self.started) * 1000  # this attempt's, not yet in upstream_ms
-        headers["x-apex-overhead-ms"] = f"{max(0.0, ex.elapsed_ms() - ex.upstream_ms - waited):.3f}"
+        headers["x-apex-overhead-ms"] = f"{max(0.0, ex.elapsed_ms() - ex.upstream_ms - ex.waiting_ms - waited):.3f}"
         if self.dialect is Dialect.GEMINI_GENERATE:
             # No keep-alive comments: the Gemini SDKs read a line that is not ``data:`` as JSON.
             resp = web.StreamResponse(headers=headers)

@@ -42,7 +42,7 @@ class Exchange:
         "usage", "ttft_ms", "upstream_ms", "status", "committed", "final_delivered", "stream_error", "attempt_errors",
         "error_kind", "ratelimit_headers", "notices", "cost_usd", "budget_grant", "key_fingerprint", "json_array_stream",
         # observability (apex.metrics / access log): see Gateway.finish
-        "request_body", "response_body", "stream_events", "overhead_ms", "_prompt_estimate",
+        "request_body", "response_body", "stream_events", "overhead_ms", "waiting_ms", "_prompt_estimate",
         "trace",  # apex.tracing.RequestTrace while tracing is on, else None
     )
 
@@ -82,6 +82,7 @@ class Exchange:
         self.response_body: bytes | None = None
         self.stream_events = 0  # a stream's upstream events (its usage estimate when none is reported)
         self.overhead_ms: float | None = None
+        self.waiting_ms = 0.0  # waits that are nobody's work: a slow client's body, backoffs, Retry-After
         self.trace: RequestTrace | None = None
 
     def authenticated(self, principal: Principal) -> None:
@@ -147,7 +148,7 @@ class Exchange:
         usage = self.usage
         if usage is None:
             return self.estimated_usage()
-        if self.stream and not self.final_delivered:
+        if self.stream and (not self.final_delivered or self.stream_error is not None):
             carried = self.stream_events - STREAM_FRAMING_EVENTS
             if carried > usage.completion_tokens:
                 return msgspec.structs.replace(usage, completion_tokens=carried, estimated=True)
@@ -162,5 +163,5 @@ class Exchange:
         Called when the response head is written so ``x-apex-overhead-ms``, the access line and
         ``apex_overhead_ms`` carry the same figure.
         """
-        self.overhead_ms = value = max(0.0, self.elapsed_ms() - self.upstream_ms)
+        self.overhead_ms = value = max(0.0, self.elapsed_ms() - self.upstream_ms - self.waiting_ms)
         return value

@@ -441,9 +441,10 @@ class Gateway:
         overhead = ex.overhead_ms
         if overhead is None or ex.committed:
             # A stream's head went out before its end: its whole overhead is known only now.
-            overhead = max(0.0, latency - ex.upstream_ms)
+            overhead = max(0.0, latency - ex.upstream_ms - ex.waiting_ms)
         usage = ex.usage
-        if (usage is None or (ex.stream and not ex.final_delivered)) and (200 <= ex.status < 300 or ex.committed):
+        if (usage is None or (ex.stream and (not ex.final_delivered or ex.stream_error is not None))) and (
+                200 <= ex.status < 300 or ex.committed):
             usage = ex.usage = ex.usage_so_far()  # estimated, or topped up: a stream the client left counts too
         cost = None
         if usage is not None:

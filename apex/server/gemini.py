@@ -88,7 +88,7 @@ async def generate(request: web.Request, snap: Snapshot, ex: Exchange, dialect: 
     ex.dialect = client
     principal = snap.keys.authenticate_key(gemini_key(request), _HOW_TO_SEND)
     ex.authenticated(principal)
-    body = await read_body(request, snap.max_body_bytes)
+    body = await read_body(request, snap.max_body_bytes, ex)
     view = _decode_view(body)
     if method == "embedContent":
         body = single_to_batch(body, model)

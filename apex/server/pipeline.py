@@ -11,6 +11,7 @@ event in the client's dialect.
 from __future__ import annotations
 
 import asyncio
+import time
 import logging
 from typing import Final
 
@@ -48,7 +49,19 @@ _attempt_log: Final = logging.getLogger("apex.gateway")
 _NOTHING_SERVED: Final = Usage()
 
 
-async def read_body(request: web.Request, limit: int) -> bytes:
+async def read_body(request: web.Request, limit: int, ex: Exchange) -> bytes:
+    """The request body, its wait for a slow client kept on ``ex`` (the client's time, not
+    Apex's overhead); see _read_body."""
+    if request.content.is_eof():  # the whole body is here already: the common case
+        return await _read_body(request, limit)
+    started = time.perf_counter()
+    try:
+        return await _read_body(request, limit)
+    finally:
+        ex.waiting_ms += (time.perf_counter() - started) * 1000
+
+
+async def _read_body(request: web.Request, limit: int) -> bytes:
     """The request body; RequestTooLarge past ``limit`` bytes (checked before reading when
     the client declared a length). A compressed body (``Content-Encoding: gzip``, deflate,
     br, zstd) arrives decompressed by aiohttp, bit by bit: its Content-Length counts the
@@ -121,7 +134,7 @@ async def proxy(request: web.Request, snap: Snapshot, ex: Exchange, dialect: Dia
     """Serve one API request in ``dialect`` end to end; raise ApexError for the endpoint wrapper."""
     principal = snap.keys.authenticate(request.headers)
     ex.authenticated(principal)
-    body = await read_body(request, snap.max_body_bytes)
+    body = await read_body(request, snap.max_body_bytes, ex)
     ex.request_body = body  # a reference: the usage estimate needs it when an upstream reports none
     view = decode_view(body)
     return await serve(request, snap, ex, dialect, principal, body, view)
@@ -220,7 +233,9 @@ async def _attempts(
     last: ApexError | None = None
     while (step := plan.next_attempt(clock())) is not None:
         if step.wait > 0:
-            await gateway.sleep(step.wait)
+            slept = time.perf_counter()
+            await gateway.sleep(step.wait)  # a backoff or a Retry-After: no overhead of Apex's
+            ex.waiting_ms += (time.perf_counter() - slept) * 1000
         channel = snap.channels[step.channel]
         if step.previous is not None and step.previous != step.channel:
             request.app[GATEWAY_KEY].record_fallback(ex, step.previous, step.channel)

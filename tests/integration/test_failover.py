@@ -340,3 +340,16 @@ async def test_a_failed_over_streams_ttft_counts_from_the_request(upstream: Fake
                if s.name.startswith("apex_ttft_ms_sum") or s.name.startswith("apex_overhead_ms_sum")}
     assert samples["apex_ttft_ms_sum"] >= 400, samples
     assert samples["apex_overhead_ms_sum"] < 100, samples
+
+
+async def test_a_retry_after_wait_is_not_apex_overhead(upstream: FakeUpstream, start_apex: StartApex) -> None:
+    """The only channel answers 429 Retry-After: 1 and Apex waits it out before retrying: the
+    second is nobody's work (the header said Apex added 1,000 ms)."""
+    cfg = two_channel_config(upstream, upstream, retries={"max_attempts": 3, "backoff_ms": 1, "max_backoff_ms": 2000})
+    cfg["routers"][0]["rules"][0]["channels"] = [{"name": "a"}]
+    inst = await start_apex(cfg)
+    upstream.push(error(429, "slow down", retry_after="1"))
+    raw = await oai(inst, "k").chat.completions.with_raw_response.create(
+        model="gpt-4o", messages=[{"role": "user", "content": "x"}])
+    assert raw.http_response.status_code == 200
+    assert float(raw.headers["x-apex-overhead-ms"]) < 100, raw.headers["x-apex-overhead-ms"]

@@ -219,3 +219,34 @@ async def test_a_claude_stream_left_midway_is_charged_what_it_carried(
     rec = (await wait_for_access(caplog, 1))[0]
     assert rec["status"] == 499 and rec["tokens"]["prompt"] == 17, rec
     assert rec["tokens"]["estimated"] is True and 25 <= rec["tokens"]["completion"] <= 35, rec
+
+
+async def test_a_claude_stream_cut_midway_is_charged_what_it_carried(
+    upstream: FakeUpstream, start_apex: StartApex, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The upstream cuts an Anthropic stream after 30 deltas: charged about one token per event
+    it carried, as when the client leaves (Apex's own error event marked the stream delivered,
+    and the message_start placeholder of 1 output token was charged)."""
+    cfg = policy_config(upstream)
+    cfg["logging"] = {"level": "info"}
+    inst = await start_apex(cfg)
+    caplog.set_level(logging.INFO, logger="apex.access")
+    start = {"type": "message_start", "message": {
+        "id": "msg_1", "type": "message", "role": "assistant", "model": "claude-x", "content": [],
+        "stop_reason": None, "stop_sequence": None, "usage": {"input_tokens": 17, "output_tokens": 1}}}
+    events = [_anthropic_event("message_start", start),
+              _anthropic_event("content_block_start", {"type": "content_block_start", "index": 0,
+                                                       "content_block": {"type": "text", "text": ""}}),
+              *(_anthropic_event("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                                         "delta": {"type": "text_delta", "text": f" w{i}"}})
+                for i in range(30))]
+    upstream.push(Behaviour(content_type="text/event-stream", events=events + [b"event: ping\n\n"], cut_after=len(events)))
+    async with aiohttp.ClientSession() as s:
+        resp = await s.post(inst.url + "/v1/messages", headers={"Authorization": "Bearer vk-claude",
+                                                                "anthropic-version": "2023-06-01"},
+                            json={"model": "claude-x", "stream": True, "max_tokens": 100,
+                                  "messages": [{"role": "user", "content": "x"}]})
+        body = await resp.read()
+    assert b"event: error" in body
+    rec = (await wait_for_access(caplog, 1))[0]
+    assert rec["tokens"]["estimated"] is True and 25 <= rec["tokens"]["completion"] <= 35, rec
