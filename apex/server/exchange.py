@@ -151,7 +151,9 @@ class Exchange:
         if self.stream and (not self.final_delivered or self.stream_error is not None):
             carried = self.stream_events - STREAM_FRAMING_EVENTS
             if carried > usage.completion_tokens:
-                return msgspec.structs.replace(usage, completion_tokens=carried, estimated=True)
+                usage = msgspec.structs.replace(usage, completion_tokens=carried, estimated=True)
+            if not usage.prompt_tokens:  # a start that said 0 (ConverseStream counts only at its end)
+                usage = msgspec.structs.replace(usage, prompt_tokens=self.prompt_estimate(), estimated=True)
         return usage
 
     def elapsed_ms(self) -> float:

@@ -300,6 +300,7 @@ class CloudFake:
         self.converse_answer: bytes | None = None  # the next Converse answer's raw 200 body, as given
         self.converse_usage: dict[str, int] | None = None  # Converse usage to report (cache counts, say)
         self.converse_reasoning = False  # answer with a reasoningContent block first (DeepSeek-R1, Claude)
+        self.converse_break_after: int | None = None  # end a ConverseStream with an exception frame after N frames
         self.next_error: web.Response | None = None  # the next Bedrock or Vertex answer, as given
         self._runner: web.AppRunner | None = None
 
@@ -457,6 +458,8 @@ class CloudFake:
                        ev("contentBlockStop", {"contentBlockIndex": at + 1})]
         frames += [ev("messageStop", {"stopReason": "tool_use" if tool else "end_turn"}),
                    ev("metadata", {"usage": usage, "metrics": {"latencyMs": 12}})]
+        if self.converse_break_after is not None:  # before its metadata: no usage ever reported
+            frames = [*frames[:self.converse_break_after], bedrock_exception("throttlingException", "Too many tokens")]
         resp = web.StreamResponse(headers={"Content-Type": "application/vnd.amazon.eventstream"})
         await resp.prepare(request)
         data = b"".join(frames)

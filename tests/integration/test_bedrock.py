@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import anthropic
@@ -11,6 +13,7 @@ import openai
 import pytest
 
 from tests.conftest import StartApex, ant, oai
+from tests.integration.access import access_lines
 from tests.integration.cloud_clients import PROTOCOLS, TOOL, TOOLS_MESSAGES, answered, ask
 from tests.integration.cloud_fakes import CloudFake, SigV4, bedrock_chunk, bedrock_exception
 
@@ -334,3 +337,21 @@ async def test_images_in_tool_results_reach_converse(cloud: CloudFake, start_ape
     await ant(inst, "k").messages.create(model="llama", max_tokens=50, messages=history, tools=TOOLS_MESSAGES)  # type: ignore[arg-type]
     result = cloud.last("/converse").json["messages"][2]["content"][0]["toolResult"]
     assert result["content"] == [{"text": "here"}, {"image": {"format": "png", "source": {"bytes": png}}}]
+
+
+async def test_a_converse_stream_broken_before_its_usage_is_charged_its_prompt(cloud: CloudFake, start_apex: StartApex,
+                                                                              log_file: Path) -> None:
+    """ConverseStream counts only in its last frame; a stream that breaks before it reported 0
+    prompt tokens, taken as reported: the prompt is estimated instead (it was priced $0)."""
+    cfg = config(cloud, model_map={"llama": "meta.llama3-3-70b-instruct-v1:0"})
+    cfg["logging"] = {"level": "info", "file": str(log_file)}
+    inst = await start_apex(cfg)
+    cloud.converse_break_after = 3  # messageStart and two text deltas
+    stream = await oai(inst, "k").chat.completions.create(
+        model="llama", messages=[{"role": "user", "content": "word " * 400}], max_tokens=50, stream=True)
+    with pytest.raises(openai.APIError):
+        async for _ in stream:
+            pass
+    await asyncio.sleep(0.1)
+    tokens = access_lines(log_file)[-1]["tokens"]
+    assert tokens["estimated"] is True and tokens["prompt"] >= 300, tokens
