@@ -160,9 +160,13 @@ class PriceBook:
             return _FREE
         return _builtin(model)
 
-    def cost(self, channel: str | None, model: str | None, usage: Usage) -> float | None:
-        """USD for one request's usage; None when the model has no known price."""
+    def cost(self, channel: str | None, model: str | None, usage: Usage, also: str | None = None) -> float | None:
+        """USD for one request's usage; None when the model has no known price. ``also``, the
+        name the client asked for, is priced when the upstream's has no price: an Azure
+        deployment or a model_map alias (they were unpriced, so budgets never applied)."""
         if model is None:
             return None
         price = self.price(channel, model)
+        if price is None and also is not None and also != model:
+            price = self.price(channel, also)
         return None if price is None else cost_of(usage, price)

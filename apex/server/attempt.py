@@ -30,7 +30,7 @@ from apex.server.responses import SSE_HEADERS, json_response
 from apex.sse import SseParser
 from apex.snapshot import Snapshot
 from apex.translate import TranslateContext
-from apex.translate.capabilities import CapabilityTable
+from apex.translate.capabilities import CapabilityTable, ModelCaps
 from apex.translate.passthrough import (
     body_usage,
     fit_reasoning_history,
@@ -193,7 +193,7 @@ class Attempt:
             ctx.extras["created"] = int(time.time())
             ctx.upstream_takes_stream_usage = plan.stream_usage_option
             if plan.caps is not None:
-                ctx.caps = plan.caps.lookup(self.upstream_model)
+                ctx.caps = self._caps(plan.caps)
             out = translator.request(body, ctx)
             ex.notices = ctx.notices
             return fit_reasoning_history(out, plan.reasoning_history)
@@ -231,17 +231,26 @@ class Attempt:
         model = self.upstream_model
         if upstream is Dialect.OPENAI_RESPONSES:
             body = without_carried_signatures(body)  # Claude's, carried by Codex: OpenAI cannot read them
-            caps = table.lookup(model)
+            caps = self._caps(table)
             if caps.known and not caps.reasons:
                 return strip_reasoning(body)
             return without_sampling(body) if self.mapped and caps.refuses_sampling else body
         if upstream is Dialect.OPENAI_CHAT:
-            return fit_chat_request(body, table.lookup(model))
+            return fit_chat_request(body, self._caps(table))
         if upstream is Dialect.GEMINI_GENERATE:
-            return fit_gemini_request(body, table.lookup(model))
+            return fit_gemini_request(body, self._caps(table))
         if upstream is Dialect.ANTHROPIC_MESSAGES and model.startswith("claude-"):  # the table knows Anthropic's names only
             return fit_messages_request(body, table.lookup(model), self.view.max_tokens)
         return body
+
+    def _caps(self, table: CapabilityTable) -> ModelCaps:
+        """What the upstream model takes; by the client's name when the upstream's is unknown
+        to the table: an Azure deployment named after no model (o3 behind "my-o3-deployment"
+        was sent max_tokens, and Azure answered 400)."""
+        caps = table.lookup(self.upstream_model)
+        if not caps.known and self.mapped:
+            return table.lookup(self.model)
+        return caps
 
     def _embedding_request(self, body: bytes) -> bytes:
         """Ask a float-only upstream for floats (Apex encodes base64 for the client itself);

@@ -350,7 +350,7 @@ class Gateway:
         policy = self._budget_policies.get(team_id)
         if policy is None or self.budgets is None:
             return
-        price = self.prices.price(channel.name, channel.map_model(model))
+        price = self.prices.price(channel.name, channel.map_model(model)) or self.prices.price(channel.name, model)
         estimate = 0.0
         if price is not None:
             estimate = ex.prompt_estimate() * price.input + (max_out or BUDGET_DEFAULT_OUTPUT_TOKENS) * price.output
@@ -448,7 +448,7 @@ class Gateway:
             usage = ex.usage = ex.usage_so_far()  # estimated, or topped up: a stream the client left counts too
         cost = None
         if usage is not None:
-            cost = ex.cost_usd = self.prices.cost(ex.channel, ex.upstream_model, usage)
+            cost = ex.cost_usd = self.prices.cost(ex.channel, ex.upstream_model, usage, also=ex.model)
         grant = ex.budget_grant
         if grant is not None:
             # No usage (nothing served): refund; usage but no price: the reservation stands.

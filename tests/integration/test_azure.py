@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import openai
 import pytest
 
-from tests.conftest import StartApex, oai
+from tests.conftest import StartApex, ant, oai
+from tests.integration.access import access_lines
 from tests.integration.cloud_clients import PROTOCOLS, TOOL, answered, ask
 from tests.integration.cloud_fakes import CloudFake
 
@@ -135,3 +137,19 @@ async def test_failed_refresh_shows_in_ready_and_the_channel_gauge(cloud: CloudF
     assert "AADSTS7000215" in body["credentials"]["az"]
     assert any("no channel has valid cloud credentials" in reason for reason in body["reasons"])
     assert 'apex_channel_up{channel="az"} 0.0' in metrics
+
+
+async def test_deployments_are_priced_and_fitted_as_the_model_asked(cloud: CloudFake, start_apex: StartApex,
+                                                                    log_file: Path) -> None:
+    """gpt-4o served by "my-gpt4o-deployment" is priced as gpt-4o (it was unpriced: cost null and
+    budgets never applied); o3 behind "my-o3-deployment" gets max_completion_tokens, as o3 takes
+    (it got max_tokens from an Anthropic client, and Azure answered 400)."""
+    cfg = config(cloud, "v1", model_map={"gpt-4o": "my-gpt4o-deployment", "o3": "my-o3-deployment"})
+    cfg["logging"] = {"level": "info", "file": str(log_file)}
+    inst = await start_apex(cfg)
+    await oai(inst, "k").chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
+    line = access_lines(log_file)[-1]
+    assert line["upstream_model"] == "my-gpt4o-deployment" and line["cost_usd"] and line["cost_usd"] > 0, line
+    await ant(inst, "k").messages.create(model="o3", max_tokens=300, messages=[{"role": "user", "content": "hi"}])
+    sent = cloud.last("/openai/").json
+    assert sent.get("max_completion_tokens") and "max_tokens" not in sent, sent
