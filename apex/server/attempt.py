@@ -35,6 +35,7 @@ from apex.translate.passthrough import (
     body_usage,
     fit_reasoning_history,
     compat_chat_request,
+    without_openai_only_fields,
     fit_chat_request,
     fit_gemini_request,
     fit_messages_request,
@@ -194,9 +195,9 @@ class Attempt:
             ctx.upstream_takes_stream_usage = plan.stream_usage_option
             if plan.caps is not None:
                 ctx.caps = self._caps(plan.caps)
-            out = translator.request(body, ctx)
+            out = fit_reasoning_history(translator.request(body, ctx), plan.reasoning_history)
             ex.notices = ctx.notices
-            return fit_reasoning_history(out, plan.reasoning_history)
+            return without_openai_only_fields(out) if plan.strict_fields else out
         add_usage = self.ex.stream and plan.add_stream_usage and not self._client_usage
         rename = self.mapped and plan.model_in_body
         if rename or add_usage:

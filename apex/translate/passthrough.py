@@ -38,6 +38,7 @@ __all__ = [
     "fit_gemini_request",
     "fit_messages_request",
     "fit_reasoning_history",
+    "without_openai_only_fields",
     "ReasoningHistory",
     "rewrite_request",
     "rewrite_response_model",
@@ -149,6 +150,26 @@ def fit_reasoning_history(body: bytes, history: ReasoningHistory) -> bytes:
         return body
     top["messages"] = msgspec.Raw(_ENC.encode(kept))
     return _ENC.encode(top)
+
+
+_OPENAI_ONLY: Final = ("prompt_cache_key", "safety_identifier")
+
+
+def without_openai_only_fields(body: bytes) -> bytes:
+    """A translated Chat request without OpenAI's own ``prompt_cache_key`` and
+    ``safety_identifier``, for servers that refuse fields they do not know (Codex sends them;
+    Groq answers 400 "property 'prompt_cache_key' is unsupported"). Two substring tests when
+    neither is there."""
+    if body.find(b'"prompt_cache_key"') < 0 and body.find(b'"safety_identifier"') < 0:
+        return body
+    try:
+        top = _TOP.decode(body)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return body
+    dropped = False
+    for name in _OPENAI_ONLY:
+        dropped = top.pop(name, None) is not None or dropped
+    return _ENC.encode(top) if dropped else body
 
 
 _CARRIED: Final = CARRIED_PREFIX.encode()

@@ -101,6 +101,7 @@ class UpstreamPlan:
     route: CloudRoute | None = None  # a cloud's URL shape, body edits, auth and stream framing
     stream_usage_option: bool = True  # an OpenAI-shaped upstream takes stream_options.include_usage
     compat_chat: bool = False  # Chat passthrough to a server that is not OpenAI's: compat_chat_request
+    strict_fields: bool = False  # translated Chat to a server that refuses OpenAI's own fields
     reasoning_history: ReasoningHistory = "keep"  # translated Chat requests: passthrough.fit_reasoning_history
     repair_tool_indices: bool = False  # a passed-through Chat stream's tool-call indices (Ollama: all 0)
 
@@ -329,6 +330,7 @@ def compile_channel(ch: Channel, g: GlobalConfig, index: int, pool: UpstreamPool
                     caps=caps_for(family),
                     stream_usage_option=usage_option,
                     reasoning_history=preset.reasoning_history if upstream is Dialect.OPENAI_CHAT else "keep",
+                    strict_fields=upstream is Dialect.OPENAI_CHAT and preset.strict_fields,
                 )
                 break
         return plans

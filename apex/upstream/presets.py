@@ -39,6 +39,9 @@ class ProviderPreset:
     # Parallel tool calls all at index 0, told apart by their ids (Ollama, P3): passed-through
     # Chat streams get their indices repaired (passthrough.PassthroughStream).
     repairs_tool_indices: bool = False
+    # Refuses request fields it does not know, OpenAI's own included (prompt_cache_key,
+    # safety_identifier): translated Chat requests go without them.
+    strict_fields: bool = False
 
 
 PRESETS: Final[dict[str, ProviderPreset]] = {
@@ -75,7 +78,7 @@ PRESETS: Final[dict[str, ProviderPreset]] = {
     # Groq reports streamed usage in x_groq.usage and has rejected stream_options before.
     "groq": ProviderPreset(
         "openai", "https://api.groq.com/openai/v1", frozenset({Dialect.OPENAI_CHAT}),
-        stream_usage_option=False,
+        stream_usage_option=False, strict_fields=True,
     ),
     "openai_compatible": ProviderPreset("openai", None, _OPENAI_CHAT_EMB, repairs_tool_indices=True),
     # Clouds: URLs and auth come from apex.upstream.{azure,bedrock,vertex}; base_url is

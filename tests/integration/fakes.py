@@ -67,6 +67,27 @@ def error(status: int, message: str = "boom", *, retry_after: str | None = None,
     return Behaviour(status=status, body=body, headers=headers)
 
 
+def _openai_too_long(req: Any) -> tuple[str, int, int] | None:
+    """(field, limit, length) of the first Chat field past OpenAI's length limits, else None."""
+    if not isinstance(req, dict):
+        return None
+    for key in ("user", "safety_identifier"):
+        value = req.get(key)
+        if isinstance(value, str) and len(value) > 64:
+            return key, 64, len(value)
+    for i, msg in enumerate(req.get("messages") or []):
+        if not isinstance(msg, dict):
+            continue
+        for j, call in enumerate(msg.get("tool_calls") or []):
+            call_id = call.get("id") if isinstance(call, dict) else None
+            if isinstance(call_id, str) and len(call_id) > 40:
+                return f"messages[{i}].tool_calls[{j}].id", 40, len(call_id)
+        call_id = msg.get("tool_call_id")
+        if isinstance(call_id, str) and len(call_id) > 40:
+            return f"messages[{i}].tool_call_id", 40, len(call_id)
+    return None
+
+
 def _reset(request: web.Request) -> None:
     """Close with a TCP RST (SO_LINGER 0) instead of a FIN."""
     import socket
@@ -188,6 +209,12 @@ class FakeUpstream:
         model = req.get("model", "unknown")
         stream = bool(req.get("stream"))
         if path.endswith("/chat/completions"):
+            too_long = _openai_too_long(req)
+            if too_long is not None:  # as OpenAI answers
+                return Behaviour(status=400, body=json.dumps({"error": {
+                    "message": f"Invalid '{too_long[0]}': string too long. Expected a string with maximum length "
+                               f"{too_long[1]}, but got a string with length {too_long[2]} instead.",
+                    "type": "invalid_request_error", "param": too_long[0], "code": "string_above_max_length"}}).encode())
             if stream:
                 name = "openai_chat_stream_tool_calls.sse" if req.get("tools") else "openai_chat_stream_text.sse"
                 raw = fixture_bytes(name).replace(b'"model":"gpt-4o-2024-08-06"', b'"model":' + json.dumps(model).encode())

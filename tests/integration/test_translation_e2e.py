@@ -628,3 +628,28 @@ async def test_legacy_function_calling_is_translated(upstream: FakeUpstream, sta
         assert [d["name"] for d in sent["tools"][0]["functionDeclarations"]] == ["get_weather"]
         assert sent["contents"][1]["parts"][0]["functionCall"]["name"] == "get_weather"
         assert sent["contents"][2]["parts"][0]["functionResponse"]["name"] == "get_weather"
+
+
+async def test_claude_codes_user_id_and_codexs_cache_key_reach_strict_chat_servers(upstream: FakeUpstream,
+                                                                                  start_apex: StartApex) -> None:
+    """Claude Code's metadata.user_id (a 150-character JSON string) goes to OpenAI as a user of
+    at most 64 characters (OpenAI refused every request); Codex's prompt_cache_key and
+    safety_identifier do not go to Chat servers that are not OpenAI's (Groq refused them)."""
+    cfg = {"global": {"auth": {"keys": ["k"]}}, "logging": {"level": "error"},
+           "channels": [{"name": "oa", "provider_type": "openai", "base_url": upstream.openai_url, "api_key": "sk"},
+                        {"name": "gq", "provider_type": "groq", "base_url": upstream.openai_url, "api_key": "gsk"}],
+           "routers": [{"name": "r", "rules": [{"match": {"model": "llama-*"}, "channels": [{"name": "gq"}]}],
+                        "channels": [{"name": "oa"}]}]}
+    inst = await start_apex(cfg)
+    user_id = json.dumps({"device_id": "d" * 64, "account_uuid": "", "session_id": "s" * 36})
+    await ant(inst, "k").messages.create(model="gpt-4o", max_tokens=50, metadata={"user_id": user_id},
+                                         messages=[{"role": "user", "content": "hi"}])
+    sent = upstream.requests[-1].json
+    assert len(sent["user"]) <= 64 and sent["user"] != user_id
+    client = oai(inst, "k")
+    await client.responses.create(model="llama-3.3-70b", input="hi", prompt_cache_key="codex-session-1",
+                                  safety_identifier="u" * 80)
+    sent = upstream.requests[-1].json
+    assert "prompt_cache_key" not in sent and "safety_identifier" not in sent, sent
+    await client.responses.create(model="gpt-4o-mini", input="hi", prompt_cache_key="codex-session-1")
+    assert upstream.requests[-1].path.endswith("/responses")  # OpenAI itself: native, untouched

@@ -41,7 +41,7 @@ from apex.translate.base import StreamTranslator, TranslateContext, decode_json_
 from apex.translate.capabilities import MAX_STOP_SEQUENCES, SAMPLING_FIELDS
 from apex.translate.neutral.deferred import TOOL_REFERENCE, is_declared, loaded_tools, reference_text
 from apex.translate.neutral.parts import PipedStream
-from apex.translate.neutral.toolids import openai_tool_id
+from apex.translate.neutral.toolids import end_user_id, openai_tool_id
 from apex.translate.neutral.reply import anthropic_body, encode_body, reply_from_openai
 from apex.translate.read.openai import OpenAIChatReader
 from apex.translate.write.anthropic import AnthropicWriter
@@ -157,7 +157,7 @@ def anthropic_to_openai_request(req: Json, ctx: TranslateContext) -> Json:
         out["response_format"] = response_format
     metadata = req.get("metadata")
     if isinstance(metadata, dict) and isinstance(metadata.get("user_id"), str):
-        out["user"] = metadata["user_id"]
+        out["user"] = end_user_id(metadata["user_id"])
     if req.get("stream"):
         out["stream"] = True
         if ctx.upstream_takes_stream_usage:  # Groq and older Azure api-versions refuse it (400)

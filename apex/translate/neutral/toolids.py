@@ -22,7 +22,7 @@ from typing import Final
 
 import msgspec
 
-__all__ = ["anthropic_tool_id", "openai_tool_id", "arguments_object", "arguments_text", "encode_arguments", "is_complete_json"]
+__all__ = ["anthropic_tool_id", "end_user_id", "openai_tool_id", "arguments_object", "arguments_text", "encode_arguments", "is_complete_json"]
 
 _VALID: Final = re.compile(r"[a-zA-Z0-9_-]{1,64}")
 _INVALID_CHARS: Final = re.compile(r"[^a-zA-Z0-9_-]")
@@ -51,6 +51,18 @@ def openai_tool_id(tool_id: str) -> str:
         return tool_id
     digest = hashlib.sha256(tool_id.encode()).hexdigest()[:_HASH_LEN]
     return f"{tool_id[: _OPENAI_MAX_LEN - _HASH_LEN - 1]}_{digest}"
+
+
+_USER_MAX_LEN: Final = 64
+
+
+def end_user_id(value: str) -> str:
+    """An end-user id as OpenAI's ``user`` / ``safety_identifier`` take it (at most 64
+    characters): a longer one (Claude Code's metadata.user_id is a 150-character JSON string)
+    becomes a stable digest of it, still one id per user. OpenAI refused the request."""
+    if len(value) <= _USER_MAX_LEN:
+        return value
+    return "sha256-" + hashlib.sha256(value.encode()).hexdigest()[: _USER_MAX_LEN - 7]
 
 
 def arguments_object(arguments: str) -> dict[str, object]:

@@ -23,6 +23,7 @@ from apex.errors import InvalidRequest
 from apex.translate.directions.anthropic_to_openai import drop_refused_sampling, max_tokens_field
 from apex.translate.base import TranslateContext
 from apex.translate.write.responses import ECHO_KEY
+from apex.translate.neutral.toolids import end_user_id
 from apex.translate.request.responses_tools import chat_tools, input_call
 from apex.translate.neutral.signatures import SIGNATURE_KEY, carried_signature
 
@@ -87,7 +88,8 @@ def responses_to_chat_request(req: Json, ctx: TranslateContext, *, web_search: b
         out["tool_choice"] = {"type": "function", "function": {"name": choice.get("name")}}
     for key in ("temperature", "top_p", "user", "prompt_cache_key", "safety_identifier"):
         if key in req and req[key] is not None:
-            out[key] = req[key]
+            value = req[key]
+            out[key] = end_user_id(value) if key in ("user", "safety_identifier") and isinstance(value, str) else value
     if req.get("parallel_tool_calls") is not None and "tools" in out:
         out["parallel_tool_calls"] = req["parallel_tool_calls"]
     text = req.get("text")
