@@ -172,6 +172,9 @@ class CapabilityTable:
         if hit is not None:
             return hit
         caps = next((c for rx, c in self._rows if rx.match(model) is not None), NO_CAPS)
+        if caps is NO_CAPS and "/" in model:  # a vendor prefix: Groq's and OpenRouter's "openai/gpt-oss-120b"
+            bare = model.rsplit("/", 1)[1]
+            caps = next((c for rx, c in self._rows if rx.match(bare) is not None), NO_CAPS)
         if len(self._cache) >= self._CACHE_MAX:
             self._cache.clear()
         self._cache[model] = caps

@@ -19,6 +19,7 @@ from apex.translate.capabilities import NO_CAPS, CapabilityTable, override_row
     ("openai", "gpt-4.1", False, "max_tokens", set()),
     ("openai", "gpt-4o-2024-08-06", False, "max_tokens", set()),
     ("openai", "deepseek-reasoner", True, "max_tokens", set()),
+    ("openai", "openai/gpt-oss-120b", True, "max_tokens", {"effort"}),  # Groq's and OpenRouter's name
     ("anthropic", "claude-opus-4-8", True, "max_tokens", {"budget", "adaptive"}),
     ("anthropic", "claude-sonnet-4-5-20250929", True, "max_tokens", {"budget"}),
     ("anthropic", "claude-3-5-haiku-latest", False, "max_tokens", set()),
