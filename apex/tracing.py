@@ -44,6 +44,9 @@ _OPERATION: Final = {
     Dialect.ANTHROPIC_MESSAGES: "chat",
     Dialect.OPENAI_EMBEDDINGS: "embeddings",
     Dialect.ANTHROPIC_COUNT_TOKENS: "count_tokens",
+    Dialect.GEMINI_GENERATE: "chat",
+    Dialect.GEMINI_EMBED: "embeddings",
+    Dialect.GEMINI_COUNT_TOKENS: "count_tokens",
 }
 # gen_ai.provider.name by Apex provider family / type (well-known values where they exist).
 _PROVIDER: Final = {
@@ -86,6 +89,12 @@ class RequestTrace:
         self.span = span
         self.attempt: Span | None = None
         self.operation = operation
+
+    def dialect_known(self, dialect: Dialect) -> None:
+        """The request's dialect was learned after the span began (a Gemini URL's method)."""
+        self.operation = _OPERATION.get(dialect, "chat")
+        self.span.update_name(self.operation)
+        self.span.set_attributes({"gen_ai.operation.name": self.operation, "apex.dialect": dialect.value})
 
     def begin_attempt(self, channel: str, provider: str, base_url: str | None) -> None:
         """Start the CLIENT span of one upstream attempt (ends the previous one if left open)."""

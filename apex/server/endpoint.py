@@ -9,6 +9,7 @@ exception into a logged 500 (the only ``except Exception`` on the request path),
 from __future__ import annotations
 
 import asyncio
+import time
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -127,6 +128,7 @@ def expect_handler(dialect: Dialect | None = None) -> Callable[[web.Request], Aw
     default the path's: Anthropic under /v1/messages, else OpenAI)."""
 
     async def handle(request: web.Request) -> web.StreamResponse | None:
+        started = time.perf_counter()
         expect = request.headers.get("Expect", "")
         err: ApexError | None = None
         if expect.lower() != "100-continue":
@@ -146,6 +148,7 @@ def expect_handler(dialect: Dialect | None = None) -> Callable[[web.Request], Aw
         client_rid = client_request_id(request.headers)
         rid = client_rid or new_request_id()
         response.headers["x-request-id"] = rid
+        response.headers["x-apex-overhead-ms"] = f"{(time.perf_counter() - started) * 1000:.3f}"
         response.force_close()  # the body the client may still send is not read
         record_answer(request, rid, client_rid, shape, response.status, err.kind)
         return response

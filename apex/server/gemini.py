@@ -86,6 +86,8 @@ async def generate(request: web.Request, snap: Snapshot, ex: Exchange, dialect: 
     client, stream = served
     check_model(model)
     ex.dialect = client
+    if ex.trace is not None:
+        ex.trace.dialect_known(client)  # its span began as a generate one: the URL's method says which
     principal = snap.keys.authenticate_key(gemini_key(request), _HOW_TO_SEND)
     ex.authenticated(principal)
     body = await read_body(request, snap.max_body_bytes, ex)

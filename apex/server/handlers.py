@@ -5,6 +5,7 @@ The API endpoints themselves are ``pipeline.proxy``, registered once per dialect
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from typing import Final
 
@@ -124,6 +125,7 @@ async def ready(request: web.Request) -> web.Response:
 async def fallback(request: web.Request) -> web.StreamResponse:
     """Unknown paths (404) and wrong methods on API paths (405), in the path's dialect.
     Also serves the metrics path, which may change on reload."""
+    started = time.perf_counter()
     gateway: Gateway = request.app[GATEWAY_KEY]
     snap = gateway.snapshot
     mcfg = snap.config.metrics
@@ -141,6 +143,7 @@ async def fallback(request: web.Request) -> web.StreamResponse:
         resp = error_response(dialect, NotFound(f"unknown path {request.path}"))
         kind = "not_found"
     resp.headers["x-request-id"] = rid
+    resp.headers["x-apex-overhead-ms"] = f"{(time.perf_counter() - started) * 1000:.3f}"  # all of it Apex's
     record_answer(request, rid, client_request_id(request.headers), dialect, resp.status, kind)  # spec: every request counts
     return resp
 

@@ -37,6 +37,7 @@ from apex.server.keys import GATEWAY_KEY
 from apex.routing.router import Route
 from apex.snapshot import Snapshot
 from apex.types import Dialect, Usage
+from apex.upstream.channel import CompiledChannel
 from apex.wire.request import RequestView
 
 __all__ = ["proxy", "read_body"]
@@ -203,6 +204,12 @@ def _served_so_far(ex: Exchange) -> Usage:
     return ex.usage
 
 
+def _answered_locally(channel: CompiledChannel, dialect: Dialect) -> bool:
+    """Apex answers it itself (a count_tokens estimate): no upstream attempt to trace."""
+    plan = channel.plans.get(dialect)
+    return plan is not None and plan.local_estimate
+
+
 def route_channels(snap: Snapshot, route: Route, dialect: Dialect, model: str, now: float) -> list[str]:
     """Channel names of the route in attempt order that can serve ``dialect`` (health as of
     ``now``); NotFound if none."""
@@ -243,7 +250,7 @@ async def _attempts(
         ex.channel = channel.name
         ex.tried.append(channel.name)
         attempt_started = clock()
-        if ex.trace is not None:
+        if ex.trace is not None and not _answered_locally(channel, dialect):
             ex.trace.begin_attempt(channel.name, channel.provider_type, channel.config.base_url)
         try:
             response = await Attempt(request, snap, ex, dialect, channel, body, view, model).run()

@@ -293,8 +293,10 @@ async def test_unknown_path_404_and_wrong_method(upstream: FakeUpstream, start_a
             assert r.status == 404
             assert (await r.json())["error"]["type"] == "not_found_error"
             assert r.headers["x-request-id"]
+            assert float(r.headers["x-apex-overhead-ms"]) >= 0  # every response carries it (README)
         async with s.get(f"{inst.openai_url}/chat/completions") as r:
             assert r.status == 405
+            assert float(r.headers["x-apex-overhead-ms"]) >= 0
 
 
 def _requests_counted(inst: ApexInstance) -> float:

@@ -238,3 +238,26 @@ def test_shutdown_does_not_wait_on_a_collector_that_never_answers() -> None:
         assert tracer.shutdown(timeout_s=0.3) is False
     finally:
         release.set()
+
+
+async def test_gemini_methods_and_local_counts_are_traced_as_what_they_are(
+    upstream: FakeUpstream, start_apex: StartApex, receiver: OtlpReceiver
+) -> None:
+    """A Gemini embedContent span says embeddings and countTokens count_tokens (both said chat
+    and gemini_generate); a count Apex answers itself has no upstream attempt span."""
+    inst = await start_apex(traced_config(upstream, receiver))
+    import aiohttp
+
+    async with aiohttp.ClientSession(headers={"x-goog-api-key": "vk-default"}) as s:
+        async with s.post(f"{inst.url}/v1beta/models/gpt-4o:embedContent",
+                          json={"content": {"parts": [{"text": "hi"}]}}) as r:
+            assert r.status == 200, await r.text()
+        async with s.post(f"{inst.url}/v1beta/models/gpt-4o:countTokens",
+                          json={"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}) as r:
+            assert r.status == 200, await r.text()
+    await inst.runner.cleanup()
+    spans = await receiver.wait_for(3)
+    servers = [attrs(s) for s in spans if s.kind == Span.SPAN_KIND_SERVER]
+    assert [(a["gen_ai.operation.name"], a["apex.dialect"]) for a in servers] == [
+        ("embeddings", "gemini_embed"), ("count_tokens", "gemini_count_tokens")]
+    assert len([s for s in spans if s.kind == Span.SPAN_KIND_CLIENT]) == 1  # the embedding's only
