@@ -56,6 +56,11 @@ __all__ = [
 
 Positive = Annotated[int, Meta(ge=1)]
 NonNegative = Annotated[int, Meta(ge=0)]
+# Durations in ms: at most a week. Larger ones are typos, and 10**20 overflowed the loop's
+# timers (a request whose first attempt failed hung instead of getting its 502).
+_WEEK_MS: Final = 7 * 24 * 3600 * 1000
+Millis = Annotated[int, Meta(ge=0, le=_WEEK_MS)]
+PositiveMillis = Annotated[int, Meta(ge=1, le=_WEEK_MS)]
 NonEmpty = Annotated[str, Meta(min_length=1)]
 Usd = Annotated[float, Meta(ge=0)]  # JSON has no NaN and msgspec refuses an infinite number
 HttpStatus = Annotated[int, Meta(ge=100, le=599)]
@@ -106,19 +111,19 @@ class AuthConfig(_Base, frozen=True):
 
 
 class Timeouts(_Base, frozen=True):
-    connect_ms: Positive = 5000
-    request_ms: Positive = 600_000
-    first_byte_ms: Positive = 120_000
-    stream_idle_ms: Positive = 120_000
+    connect_ms: PositiveMillis = 5000
+    request_ms: PositiveMillis = 600_000
+    first_byte_ms: PositiveMillis = 120_000
+    stream_idle_ms: PositiveMillis = 120_000
 
 
 class ChannelTimeouts(_Base, frozen=True):
     """Per-channel overrides; an absent field takes the global value."""
 
-    connect_ms: Positive | None = None
-    request_ms: Positive | None = None
-    first_byte_ms: Positive | None = None
-    stream_idle_ms: Positive | None = None
+    connect_ms: PositiveMillis | None = None
+    request_ms: PositiveMillis | None = None
+    first_byte_ms: PositiveMillis | None = None
+    stream_idle_ms: PositiveMillis | None = None
 
 
 class ClientTimeouts(_Base, frozen=True):
@@ -126,16 +131,16 @@ class ClientTimeouts(_Base, frozen=True):
     connected idle between requests (slowloris protection), and to take a stream's next bytes
     (a client that stops reading holds an upstream connection)."""
 
-    header_read_ms: Positive = 10_000
-    body_read_ms: Positive = 60_000
-    keepalive_idle_ms: Positive = 75_000
-    send_ms: Positive = 60_000
+    header_read_ms: PositiveMillis = 10_000
+    body_read_ms: PositiveMillis = 60_000
+    keepalive_idle_ms: PositiveMillis = 75_000
+    send_ms: PositiveMillis = 60_000
 
 
 class Retries(_Base, frozen=True):
     max_attempts: Positive = 3
-    backoff_ms: NonNegative = 200
-    max_backoff_ms: NonNegative = 5000
+    backoff_ms: Millis = 200
+    max_backoff_ms: Millis = 5000
     retry_on_status: tuple[HttpStatus, ...] = (429, 500, 502, 503, 504)
 
 
@@ -143,7 +148,7 @@ class ChannelHealth(_Base, frozen=True):
     """Circuit breaker: ``failure_threshold`` failures in a row cool a channel down."""
 
     failure_threshold: Positive = 5
-    cooldown_ms: NonNegative = 30_000
+    cooldown_ms: Millis = 30_000
 
 
 class RateLimitStore(_Base, frozen=True):
@@ -181,8 +186,8 @@ class GlobalConfig(_Base, frozen=True):
     retries: Retries = Retries()
     health: ChannelHealth = ChannelHealth()
     max_body_bytes: Positive = 32 * 1024 * 1024
-    shutdown_grace_ms: NonNegative = 10_000
-    drain_delay_ms: NonNegative = 0  # SIGTERM: /ready says 503 and Apex keeps serving this long before it drains
+    shutdown_grace_ms: Millis = 10_000
+    drain_delay_ms: Millis = 0  # SIGTERM: /ready says 503 and Apex keeps serving this long before it drains
     rate_limit_store: RateLimitStore = RateLimitStore()
     request_log: RequestLogConfig = RequestLogConfig()
     tracing: TracingConfig | None = None
@@ -286,7 +291,7 @@ class Channel(_Base, frozen=True):
     tls: ChannelTls | None = None
     max_connections: Positive | None = None  # per origin; None: apex.upstream.egress.DEFAULT_MAX_CONNECTIONS
     # mock provider only
-    latency_ms: NonNegative = 0
+    latency_ms: Millis = 0
     tokens_per_s: Annotated[float, Meta(gt=0)] | None = None
     response_text: str | None = None
 

@@ -323,7 +323,9 @@ class Attempt:
 
     async def _json(self, transport: Transport, upstream: UpstreamRequest) -> web.Response:
         """first_byte_ms bounds the wait for the answer's head, request_ms the whole attempt."""
-        if upstream.dialect is Dialect.GEMINI_EMBED:
+        if upstream.dialect is Dialect.GEMINI_EMBED and self.plan.client is Dialect.OPENAI_EMBEDDINGS:
+            # An OpenAI client may send 2,048 inputs (the translation refuses more); a Gemini
+            # client gets Gemini's own answer to a batch past its 100.
             batches = split_embed_batch(upstream.body)
             if len(batches) > 1:
                 return await self._json_in_batches(transport, upstream, batches)

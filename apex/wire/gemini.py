@@ -238,6 +238,14 @@ class BatchEmbedResponse(_Wire):
     embeddings: list[ContentEmbedding]
 
 
+class RawContentEmbedding(_Wire):
+    values: Raw  # the JSON array as sent: passed on without a Python float per value
+
+
+class RawBatchEmbedResponse(_Wire):
+    embeddings: list[RawContentEmbedding]
+
+
 class CountTokensRequest(_Wire):
     """:countTokens takes ``contents`` or a whole ``generateContentRequest``."""
 

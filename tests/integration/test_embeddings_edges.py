@@ -80,3 +80,32 @@ async def test_counts_are_checked_and_marked_estimated(upstream: FakeUpstream, s
                                        {"contents": [{"role": "user", "parts": [{"text": "hi"}]}]},
                                        **{"x-goog-api-key": "vk-default"})
     assert status == 200 and headers["x-apex-estimated"] == "true", json.dumps(got)
+
+
+async def test_openai_embeddings_past_openais_limit_are_refused_before_any_call(upstream: FakeUpstream,
+                                                                                start_apex: StartApex) -> None:
+    """30,000 tiny inputs to a Gemini channel went out as 300 calls and held ~1.8 GB of vectors:
+    past OpenAI's own 2,048 it is a 400, and nothing is sent."""
+    inst = await start_apex(_config(upstream))
+    status, got, _ = await _post(inst.openai_url + "/embeddings",
+                                 {"model": "gemini-embedding-001", "input": ["x"] * 3000})
+    assert status == 400 and "2048" in got["error"]["message"], got
+    assert not upstream.requests
+
+
+@pytest.mark.parametrize("encoding", ["float", "base64"])
+async def test_gemini_vectors_reach_openai_clients_exactly(upstream: FakeUpstream, start_apex: StartApex,
+                                                           encoding: str) -> None:
+    """The values Gemini sent, as floats or packed float32, for each input in order."""
+    import base64
+    import struct
+
+    inst = await start_apex(_config(upstream))
+    upstream.push(Behaviour(body=json.dumps({"embeddings": [{"values": [0.5, -0.25]}, {"values": [1.0, 2.0]}]}).encode()))
+    status, got, _ = await _post(inst.openai_url + "/embeddings", {"model": "gemini-embedding-001", "input": ["a", "b"],
+                                                                   "encoding_format": encoding})
+    assert status == 200, got
+    vectors = [d["embedding"] for d in got["data"]]
+    if encoding == "base64":
+        vectors = [list(struct.unpack("<2f", base64.b64decode(v))) for v in vectors]
+    assert vectors == [[0.5, -0.25], [1.0, 2.0]]

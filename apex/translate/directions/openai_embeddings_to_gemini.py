@@ -27,7 +27,7 @@ from apex.wire.gemini import (
     Content,
     EmbedRequest,
     Part,
-    decode_batch_embed_response,
+    RawBatchEmbedResponse,
     encode,
 )
 from apex.wire.openai import EmbeddingsRequest
@@ -40,6 +40,9 @@ _ENCODER: Final = msgspec.json.Encoder()
 
 
 _REQUEST: Final = msgspec.json.Decoder(EmbeddingsRequest)
+_RAW_ANSWER: Final = msgspec.json.Decoder(RawBatchEmbedResponse)
+_VALUES: Final = msgspec.json.Decoder(list[float])
+MAX_INPUTS: Final = 2048  # OpenAI Embeddings: "at most 2048 inputs"
 
 
 def openai_to_gemini_embeddings(body: bytes, ctx: TranslateContext) -> bytes:
@@ -56,6 +59,8 @@ def openai_to_gemini_embeddings(body: bytes, ctx: TranslateContext) -> bytes:
         raise InvalidRequest("input must not be empty", param="input")
     if not all(isinstance(t, str) for t in texts):
         raise InvalidRequest("token-array input is not supported by this model's provider; send text", param="input")
+    if len(texts) > MAX_INPUTS:  # OpenAI's own limit; past it one request held gigabytes of vectors
+        raise InvalidRequest(f"input: at most {MAX_INPUTS} inputs per request, not {len(texts)}", param="input")
     model = "models/" + ctx.upstream_model.removeprefix("models/")
     requests = []
     for text in texts:
@@ -74,16 +79,18 @@ def gemini_to_openai_embeddings(body: bytes, ctx: TranslateContext) -> bytes:
 
     Raises UpstreamMalformed when the body is not a batchEmbedContents response."""
     try:
-        resp = decode_batch_embed_response(body)
+        resp = _RAW_ANSWER.decode(body)
+        check_vector_count(len(resp.embeddings), ctx)
+        as_base64 = ctx.extras.get(_ENCODING_KEY) == "base64"
+        # Floats go on as the JSON Gemini wrote (no Python float per value); base64 is made
+        # one vector at a time.
+        data = [
+            {"object": "embedding", "index": i,
+             "embedding": floats_to_base64(_VALUES.decode(e.values)) if as_base64 else e.values}
+            for i, e in enumerate(resp.embeddings)
+        ]
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise UpstreamMalformed(f"Gemini embeddings response is not valid: {exc}") from exc
-    check_vector_count(len(resp.embeddings), ctx)
-    as_base64 = ctx.extras.get(_ENCODING_KEY) == "base64"
-    data = [
-        {"object": "embedding", "index": i,
-         "embedding": floats_to_base64(e.values) if as_base64 else e.values}
-        for i, e in enumerate(resp.embeddings)
-    ]
     tokens = ctx.extras.get(_TOKENS_KEY)
     prompt = tokens if isinstance(tokens, int) else 0
     ctx.usage = Usage(prompt_tokens=prompt, estimated=True)
