@@ -115,6 +115,8 @@ def load_config_bytes(
         raw = msgspec.json.decode(data)
     except msgspec.DecodeError as exc:
         raise ConfigError(_json_syntax_error(data, exc)) from exc
+    except RecursionError:
+        raise ConfigError("the config file is nested too deeply") from None
     if not isinstance(raw, dict):
         raise ConfigError("the config file must hold a JSON object")
     check_unique_keys(data)
@@ -280,10 +282,15 @@ def parse_listen(listen: str) -> tuple[str, int]:
         host, sep, port = listen.rpartition(":")
         if not sep or ":" in host:
             raise ValueError("expected host:port")
-    if not port.isdigit() or not 0 <= int(port) <= 65535:
+    if not port.isascii() or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise ValueError(f"bad port {port!r}")
     if not host:
         raise ValueError("missing host")
+    if not listen.startswith("["):
+        try:
+            host.encode("idna")  # what the resolver does with it at start
+        except UnicodeError:
+            raise ValueError(f"{host!r} is not a host name (each dot-separated part 1-63 characters)") from None
     return host, int(port)
 
 
@@ -335,6 +342,14 @@ def _check_global(config: Config) -> None:
                           path="global.request_log.type")
     if g.request_log.type == "postgres" and g.request_log.dsn:
         _check_postgres_dsn(g.request_log.dsn)
+    _check_file_name(config.logging.file, "logging.file")
+    _check_file_name(g.request_log.path, "global.request_log.path")
+
+
+def _check_file_name(value: str | None, path: str) -> None:
+    """A file name the OS can open: a NUL byte passed validate and crashed the start."""
+    if value is not None and "\x00" in value:
+        raise ConfigError("a file name cannot hold a NUL character", path=path)
 
 
 _SSLMODES: Final = frozenset({"disable", "allow", "prefer", "require", "verify-ca", "verify-full"})
@@ -346,7 +361,10 @@ def _check_postgres_dsn(dsn: str) -> None:
     path = "global.request_log.dsn"
     if "${" in dsn:
         return  # checked once the variable is set
-    url = urlsplit(dsn)
+    try:
+        url = urlsplit(dsn)
+    except ValueError as exc:
+        raise ConfigError(f"bad postgres dsn: {exc}", path=path) from None
     if url.scheme not in ("postgres", "postgresql"):
         raise ConfigError("the dsn must be a postgresql:// URL", path=path)
     try:
@@ -386,6 +404,10 @@ class _Keys:
     def claim(self, key: str | None, path: str) -> None:
         if key is None:
             return
+        if "${" not in key and (key != key.strip() or not key.isascii() or not key.isprintable()):
+            # A presented key is stripped and must be printable ASCII: this one could never match.
+            raise ConfigError("a key is printable ASCII without spaces around it (this one could never "
+                              "authenticate)", path=path)
         if key in self._owner:
             raise ConfigError(f"the same key is already used at {self._owner[key]}", path=path)
         self._owner[key] = path
@@ -412,7 +434,10 @@ def _check_http_url(url: str | None, path: str) -> None:
     ``${VAR}`` is checked once it is resolved."""
     if not url or "${" in url:
         return
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # "Invalid IPv6 URL": an unclosed [
+        raise ConfigError(f"not a URL: {exc}", path=path) from None
     try:
         port = parts.port  # None when the URL has none
     except ValueError:  # not a number, or past 65535
@@ -448,6 +473,10 @@ def _check_channels(channels: tuple[Channel, ...]) -> frozenset[str]:
         if ch.provider_type == "openai_compatible" and not ch.base_url:
             raise ConfigError("required for provider_type openai_compatible", path=f"{p}.base_url")
         _check_channel_globs(ch, p)
+        _check_file_name(ch.credentials_file, f"{p}.credentials_file")
+        if ch.tls is not None:
+            for key in ("ca_file", "cert_file", "key_file"):
+                _check_file_name(getattr(ch.tls, key), f"{p}.tls.{key}")
         for name in ch.headers:
             if name.lower() in _FRAMING_HEADERS:
                 raise ConfigError(f"{name} is set by Apex for each request (from base_url and the body); "

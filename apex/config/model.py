@@ -62,6 +62,10 @@ _WEEK_MS: Final = 7 * 24 * 3600 * 1000
 Millis = Annotated[int, Meta(ge=0, le=_WEEK_MS)]
 PositiveMillis = Annotated[int, Meta(ge=1, le=_WEEK_MS)]
 NonEmpty = Annotated[str, Meta(min_length=1)]
+# A name that reaches response headers, metric labels and log lines (a channel's, a router's,
+# a model_map target): no control characters (a newline in one left every request it served
+# without an answer).
+Name = Annotated[str, Meta(min_length=1, pattern=r"^[^\x00-\x1f\x7f]+$(?!\n)")]
 Usd = Annotated[float, Meta(ge=0)]  # JSON has no NaN and msgspec refuses an infinite number
 HttpStatus = Annotated[int, Meta(ge=100, le=599)]
 # A scheme and a host; or a ${VAR} reference left unresolved (a CLI edit or `config validate
@@ -261,13 +265,13 @@ class ModelCapability(_Base, frozen=True):
 
 
 class Channel(_Base, frozen=True):
-    name: NonEmpty
+    name: Name
     provider_type: ProviderType
     base_url: HttpUrl | None = None
     anthropic_base_url: HttpUrl | None = None
     api_key: HeaderValue | None = None  # sent in a header as is
     headers: dict[HeaderName, HeaderValue] = msgspec.field(default_factory=dict)
-    model_map: dict[str, str] = msgspec.field(default_factory=dict)
+    model_map: dict[str, Name] = msgspec.field(default_factory=dict)
     models: tuple[str, ...] | None = None
     timeouts: ChannelTimeouts | None = None
     capabilities: tuple[ModelCapability, ...] = ()
@@ -313,7 +317,7 @@ class Rule(_Base, frozen=True):
 
 
 class Router(_Base, frozen=True):
-    name: NonEmpty
+    name: Name
     vkey: NonEmpty | None = None
     rules: tuple[Rule, ...] = ()
     channels: tuple[ChannelRef, ...] = ()

@@ -53,15 +53,15 @@ def build_app(gateway: Gateway, *, watch: bool = False) -> web.Application:
     r.add_get("/v1/models/{model_id:.+}", api_endpoint(Dialect.OPENAI_CHAT, handlers.models), allow_head=False,
               expect_handler=expect)
     for version in ("/v1beta", "/v1"):  # Google serves the Gemini API under both
-        r.add_post(f"{version}/models/{{target:.+}}", api_endpoint(Dialect.GEMINI_GENERATE, gemini.generate),
+        r.add_post(f"{version}/models/{{target:[\\s\\S]+}}", api_endpoint(Dialect.GEMINI_GENERATE, gemini.generate),
                    expect_handler=expect_handler(Dialect.GEMINI_GENERATE))
     r.add_get("/v1beta/models", api_endpoint(Dialect.GEMINI_GENERATE, gemini.models), allow_head=False,
               expect_handler=expect)
-    r.add_get("/v1beta/models/{model_id:.+}", api_endpoint(Dialect.GEMINI_GENERATE, gemini.models), allow_head=False,
+    r.add_get(r"/v1beta/models/{model_id:[\s\S]+}", api_endpoint(Dialect.GEMINI_GENERATE, gemini.models), allow_head=False,
               expect_handler=expect)
     r.add_get("/health", handlers.health, expect_handler=expect)  # GET and HEAD
     r.add_get("/ready", handlers.ready, expect_handler=expect)
-    r.add_route("*", "/{tail:.*}", handlers.fallback, expect_handler=expect)
+    r.add_route("*", r"/{tail:[\s\S]*}", handlers.fallback, expect_handler=expect)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await gateway.start()
@@ -183,6 +183,8 @@ def run_gateway(config_path: Path, *, on_ready: Callable[[], None] | None = None
     config = load_config_bytes(data)
     try:
         configure_logging(config.logging)
+    except ValueError as exc:  # a NUL in the path
+        raise ConfigError(f"cannot open log file {config.logging.file!r}: {exc}", path="logging.file") from exc
     except OSError as exc:
         raise ConfigError(
             f"cannot open log file {config.logging.file}: {exc.strerror}; make it writable for this user, "

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from urllib.parse import urlencode
 import logging
 import time
 from typing import Final, NoReturn, Protocol
@@ -141,7 +142,9 @@ class Attempt:
         body = self._upstream_body()
         url = plan.url_for(self.upstream_model, ex.stream)
         if plan.forward_anthropic_headers and plan.native and plan.route is None and self.request.query_string:
-            url = f"{url}?{self.request.rel_url.raw_query_string}"  # ?beta=true: Anthropic's beta surface
+            betas = self.request.rel_url.query.getall("beta", ())
+            if betas:  # ?beta=true: Anthropic's beta surface; nothing else (a ?key= is the client's Apex key)
+                url = f"{url}?{urlencode([('beta', b) for b in betas])}"
         upstream = UpstreamRequest(
             url, self._header_fields(), body, plan.upstream, self.upstream_model, ex.stream, plan.route, self._queued,
         )

@@ -225,13 +225,18 @@ class Gateway:
             log.error("config reload rejected (%s): %s", source, exc.message, extra={"fields": {"config_path": exc.path}})
             self.on_reload(False)
             return False
+        except (ValueError, RecursionError) as exc:  # a check that let one through: still a rejected file, counted
+            log.error("config reload rejected (%s): %s: %s", source, type(exc).__name__, exc)
+            self.on_reload(False)
+            return False
         old = self.snapshot.config
         if config.logging != old.logging:
             try:
                 configure_logging(config.logging)  # first: a log file that cannot be opened rejects the reload
-            except OSError as err:
+            except (OSError, ValueError) as err:  # ValueError: a NUL in the path
                 log.error("config reload rejected (%s): cannot open logging.file %r: %s", source,
-                          config.logging.file, err.strerror or err, extra={"fields": {"config_path": "logging.file"}})
+                          config.logging.file, getattr(err, "strerror", None) or err,
+                          extra={"fields": {"config_path": "logging.file"}})
                 self.on_reload(False)
                 return False
         if config.global_.listen != old.global_.listen:

@@ -82,7 +82,7 @@ def _anthropic_page(names: list[str], query: Mapping[str, str]) -> tuple[list[st
     """Anthropic's list paging: ``limit`` (1-1000, default 20) names after ``after_id`` or
     before ``before_id``; whether more are left in that direction."""
     raw = query.get("limit", "20")
-    if not raw.isdigit() or not 1 <= int(raw) <= 1000:
+    if not raw.isascii() or not raw.isdigit() or not 1 <= int(raw) <= 1000:
         raise InvalidRequest("limit: must be an integer from 1 to 1000", param="limit")
     limit = int(raw)
     after, before = query.get("after_id"), query.get("before_id")
@@ -116,7 +116,7 @@ async def ready(request: web.Request) -> web.Response:
     credentials = gateway.credential_problems()
     if credentials:  # cloud channels whose token or keys failed to refresh, and why
         body["credentials"] = credentials
-    resp = json_response(body, headers={"x-request-id": request.headers.get("x-request-id") or new_request_id()})
+    resp = json_response(body, headers={"x-request-id": client_request_id(request.headers) or new_request_id()})
     if reasons:
         resp.set_status(503)
     return resp

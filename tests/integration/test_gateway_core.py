@@ -705,3 +705,24 @@ async def test_stream_usage_false_never_sends_stream_options(upstream: FakeUpstr
         async with ant(inst).messages.stream(model="m", max_tokens=20, messages=[{"role": "user", "content": "x"}]) as s:
             await s.get_final_message()
     assert "stream_options" not in upstream.requests[-1].json
+
+
+async def test_odd_queries_paths_and_ids_get_proper_answers(upstream: FakeUpstream, start_apex: StartApex) -> None:
+    """limit=² is a 400 (a 500); a path with an encoded newline gets the JSON 404, counted (a
+    plain-text one, uncounted); /ready echoes only a safe x-request-id; a ?key= beside
+    Anthropic's ?beta=true is not forwarded (the client's Apex key reached the provider)."""
+    inst = await start_apex(basic_config(upstream))
+    async with aiohttp.ClientSession() as s:
+        async with s.get(yarl.URL(f"{inst.url}/v1/models?limit=%C2%B2", encoded=True),
+                         headers={"x-api-key": "vk-default", "anthropic-version": "2023-06-01"}) as r:
+            assert r.status == 400 and (await r.json())["type"] == "error"
+        async with s.post(yarl.URL(f"{inst.url}/nope%0A", encoded=True)) as r:
+            assert r.status == 404 and (await r.json())["error"]["type"] == "not_found_error"
+            assert r.headers["x-request-id"]
+        async with s.get(f"{inst.url}/ready", headers={"x-request-id": "x" * 8000}) as r:
+            assert r.headers["x-request-id"] != "x" * 8000
+        async with s.post(f"{inst.url}/v1/messages?beta=true&key=vk-default",
+                          headers={"x-api-key": "vk-default", "anthropic-version": "2023-06-01"},
+                          json={"model": "claude-x", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]}) as r:
+            assert r.status == 200
+    assert upstream.requests[-1].query == "beta=true"

@@ -249,3 +249,30 @@ def test_missing_extras_are_load_errors_not_tracebacks(monkeypatch: pytest.Monke
     with pytest.raises(ConfigError) as err:
         load(mutate("global", {"request_log": {"type": "postgres", "dsn": "postgresql://u@127.0.0.1/d"}}))
     assert err.value.path == "global.request_log.type" and "asyncpg" in str(err.value)
+
+
+@pytest.mark.parametrize(("where", "value", "path"), [
+    ("channels[0].base_url", "http://[::1", "channels[0].base_url"),
+    ("global.request_log", {"type": "postgres", "dsn": "postgresql://[::1"}, "global.request_log.dsn"),
+    ("logging.file", "/tmp/apex\x00.log", "logging.file"),
+    ("global.request_log", {"type": "sqlite", "path": "/tmp/a\x00.db"}, "global.request_log.path"),
+    ("global.listen", "a" * 64 + ".example.com:8080", "global.listen"),
+    ("channels[0].name", "mk\nx", "channels[0].name"),
+    ("channels[0].model_map", {"gpt-4o": "gpt-4o\r\nX-Injected: 1"}, "channels[0].model_map"),
+    ("global.retries.backoff_ms", 10**20, "global.retries.backoff_ms"),
+    ("global.auth.keys", [" spaced-key "], "global.auth.keys[0]"),
+    ("global.auth.keys", ["team\tkey"], "global.auth.keys[0]"),
+])
+def test_hostile_values_are_config_errors_naming_the_key(where: str, value: Any, path: str) -> None:
+    """Each of these passed validate and then crashed the start or a reload with a traceback,
+    left requests unanswered, hung a request (a 10**20 ms backoff) or could never log in."""
+    cfg = mutate(where, value)
+    with pytest.raises(ConfigError) as err:
+        load(cfg)
+    assert (err.value.path or "").startswith(path), (err.value.path, str(err.value))
+
+
+def test_a_config_nested_too_deeply_is_a_config_error() -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config_bytes(b'{"a":' * 100_000 + b"1" + b"}" * 100_000, {})
+    assert "nested too deeply" in str(err.value)
