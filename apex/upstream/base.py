@@ -142,6 +142,9 @@ def retry_after_of(headers: Mapping[str, str]) -> float | None:
     return parse_retry_after_at(value, time.time) if value else None
 
 
+_AWS_THROTTLES: Final = frozenset({"ServiceQuotaExceededException", "ThrottlingException"})
+
+
 def upstream_status_error(
     channel: str, family: ProviderFamily, status: int, body: bytes, headers: Mapping[str, str], retry_on: frozenset[int]
 ) -> UpstreamStatus:
@@ -172,6 +175,8 @@ def upstream_status_error(
             message = env.detail if isinstance(env.detail, str) else msgspec.json.encode(env.detail).decode()
         elif env.message:
             message = env.message
+    if status == 400 and headers.get("x-amzn-ErrorType", "").partition(":")[0] in _AWS_THROTTLES:
+        effective = 429  # Bedrock's quota refusal is a 400 that may be resubmitted later: a rate limit
     if family == "gemini":
         gemini = gemini_error(status, body)
         effective = gemini.status

@@ -170,6 +170,9 @@ def _as_text(block: dict[str, Any]) -> dict[str, Any]:
     return block
 
 
+CONVERSATION_START: Final = "."
+
+
 def _alternating(turns: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Consecutive turns of one role as one turn: Converse refuses two user (or assistant)
     turns in a row, which Chat histories have (two user messages, a tool result then text)."""
@@ -181,6 +184,11 @@ def _alternating(turns: list[dict[str, Any]]) -> list[dict[str, Any]]:
             merged[-1]["content"] = merged[-1]["content"] + turn["content"]
         else:
             merged.append(turn)
+    if merged and merged[0]["role"] == "assistant":
+        # Converse refuses a conversation that starts with the assistant ("A conversation must
+        # start with a user message"): a chat app's greeting first, a Gemini history's model
+        # turn. A one-character user turn before it, as other gateways send.
+        merged.insert(0, {"role": "user", "content": [{"text": CONVERSATION_START}]})
     return merged
 
 

@@ -355,3 +355,31 @@ async def test_a_converse_stream_broken_before_its_usage_is_charged_its_prompt(c
     await asyncio.sleep(0.1)
     tokens = access_lines(log_file)[-1]["tokens"]
     assert tokens["estimated"] is True and tokens["prompt"] >= 300, tokens
+
+
+async def test_a_quota_refusal_fails_over_to_the_next_region(cloud: CloudFake, start_apex: StartApex) -> None:
+    """Bedrock refuses over quota with a 400 ServiceQuotaExceededException that may be resubmitted:
+    a rate limit, so the other region's channel answers (the client got invalid_request_error)."""
+    from aiohttp import web
+
+    cfg = config(cloud)
+    cfg["global"]["retries"] = {"max_attempts": 2, "backoff_ms": 1, "max_backoff_ms": 5}
+    cfg["channels"].append({**cfg["channels"][0], "name": "br-east"})  # another account (the fake signs one region)
+    cfg["routers"][0]["channels"] = [{"name": "br"}, {"name": "br-east"}]
+    cfg["routers"][0]["strategy"] = "priority"
+    inst = await start_apex(cfg)
+    cloud.next_error = web.json_response({"message": "You have exceeded your quota"}, status=400, headers={
+        "x-amzn-ErrorType": "ServiceQuotaExceededException:http://internal.amazon.com/coral/com.amazon.bedrock/"})
+    reply = await ant(inst, "k").messages.with_raw_response.create(
+        model="claude-x", max_tokens=5, messages=[{"role": "user", "content": "hi"}])
+    assert reply.headers["x-apex-channel"] == "br-east"
+
+
+async def test_a_conversation_starting_with_the_assistant_reaches_converse(cloud: CloudFake, start_apex: StartApex) -> None:
+    """A chat app's greeting first: Converse refuses a conversation that does not start with the
+    user (a 400 every time), so a one-character user turn goes first."""
+    inst = await start_apex(config(cloud, model_map={"llama": "meta.llama3-3-70b-instruct-v1:0"}))
+    await oai(inst, "k").chat.completions.create(model="llama", messages=[
+        {"role": "assistant", "content": "Hi! How can I help?"}, {"role": "user", "content": "What is 4200 + 42?"}])
+    sent = cloud.last("/model/").json
+    assert [m["role"] for m in sent["messages"]] == ["user", "assistant", "user"]
