@@ -142,7 +142,7 @@ class ClientTimeouts(_Base, frozen=True):
 
 
 class Retries(_Base, frozen=True):
-    max_attempts: Positive = 3
+    max_attempts: Annotated[int, Meta(ge=1, le=100)] = 3  # 10**400 retried a refusing upstream for ever
     backoff_ms: Millis = 200
     max_backoff_ms: Millis = 5000
     retry_on_status: tuple[HttpStatus, ...] = (429, 500, 502, 503, 504)
@@ -189,7 +189,7 @@ class GlobalConfig(_Base, frozen=True):
     client_timeouts: ClientTimeouts = ClientTimeouts()
     retries: Retries = Retries()
     health: ChannelHealth = ChannelHealth()
-    max_body_bytes: Positive = 32 * 1024 * 1024
+    max_body_bytes: Annotated[int, Meta(ge=1, le=1 << 30)] = 32 * 1024 * 1024  # at most 1 GiB
     shutdown_grace_ms: Millis = 10_000
     drain_delay_ms: Millis = 0  # SIGTERM: /ready says 503 and Apex keeps serving this long before it drains
     rate_limit_store: RateLimitStore = RateLimitStore()

@@ -260,6 +260,8 @@ def test_missing_extras_are_load_errors_not_tracebacks(monkeypatch: pytest.Monke
     ("channels[0].name", "mk\nx", "channels[0].name"),
     ("channels[0].model_map", {"gpt-4o": "gpt-4o\r\nX-Injected: 1"}, "channels[0].model_map"),
     ("global.retries.backoff_ms", 10**20, "global.retries.backoff_ms"),
+    ("global.retries.max_attempts", 10**400, "global.retries.max_attempts"),
+    ("global.max_body_bytes", 2**70, "global.max_body_bytes"),
     ("global.auth.keys", [" spaced-key "], "global.auth.keys[0]"),
     ("global.auth.keys", ["team\tkey"], "global.auth.keys[0]"),
 ])
