@@ -132,8 +132,16 @@ class PriceBook:
                 self._channels[ch.name] = (m, {k: UnitPrice.from_config(v) for k, v in ch.prices.items()})
         self._cache: dict[tuple[str | None, str], UnitPrice | None] = {}
 
-    def price(self, channel: str | None, model: str) -> UnitPrice | None:
-        """The price of ``model`` served by ``channel``; None when nobody knows it."""
+    def price(self, channel: str | None, model: str, also: str | None = None) -> UnitPrice | None:
+        """The price of ``model`` served by ``channel``; None when nobody knows it. ``also``, the
+        name the client asked for, is priced when ``model`` has no price: an Azure deployment
+        or a model_map alias (they were unpriced, so budgets never applied)."""
+        found = self._cached(channel, model)
+        if found is None and also is not None and also != model:
+            return self._cached(channel, also)
+        return found
+
+    def _cached(self, channel: str | None, model: str) -> UnitPrice | None:
         key = (channel, model)
         try:
             return self._cache[key]
@@ -161,12 +169,8 @@ class PriceBook:
         return _builtin(model)
 
     def cost(self, channel: str | None, model: str | None, usage: Usage, also: str | None = None) -> float | None:
-        """USD for one request's usage; None when the model has no known price. ``also``, the
-        name the client asked for, is priced when the upstream's has no price: an Azure
-        deployment or a model_map alias (they were unpriced, so budgets never applied)."""
+        """USD for one request's usage; None when the model has no known price (``also``: see price)."""
         if model is None:
             return None
-        price = self.price(channel, model)
-        if price is None and also is not None and also != model:
-            price = self.price(channel, also)
+        price = self.price(channel, model, also)
         return None if price is None else cost_of(usage, price)

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from urllib.parse import urlencode
 import logging
 import time
 from typing import Final, NoReturn, Protocol
+from urllib.parse import urlencode
 
 import msgspec
 from aiohttp import web
@@ -34,17 +34,17 @@ from apex.translate import TranslateContext
 from apex.translate.capabilities import CapabilityTable, ModelCaps
 from apex.translate.passthrough import (
     body_usage,
-    fit_reasoning_history,
     compat_chat_request,
-    without_openai_only_fields,
     fit_chat_request,
     fit_gemini_request,
     fit_messages_request,
+    fit_reasoning_history,
     rewrite_request,
     rewrite_response_model,
     strip_reasoning,
     strip_unsigned_thinking,
     without_carried_signatures,
+    without_openai_only_fields,
     without_sampling,
 )
 from apex.translate.directions.gemini_embeddings import (

@@ -9,8 +9,8 @@ exception into a logged 500 (the only ``except Exception`` on the request path),
 from __future__ import annotations
 
 import asyncio
-import time
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web

@@ -130,12 +130,11 @@ class Exchange:
         reported none; marked ``estimated``. None when nothing was used: no body, or a count."""
         if self.request_body is None or self.dialect.counts_tokens:
             return None
-        completion = 0
-        if self.dialect.embeds:
-            pass  # vectors are no completion tokens
+        if self.dialect.embeds:  # vectors are no completion tokens
+            completion = 0
         elif self.response_body is not None:
             completion = estimate_tokens(self.response_body)
-        elif self.stream_events:
+        else:
             # About one token per content event; the stream's framing events (start, finish, end) carry none.
             completion = max(0, self.stream_events - STREAM_FRAMING_EVENTS)
         return Usage(prompt_tokens=self.prompt_estimate(), completion_tokens=completion, estimated=True)

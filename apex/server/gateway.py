@@ -355,7 +355,7 @@ class Gateway:
         policy = self._budget_policies.get(team_id)
         if policy is None or self.budgets is None:
             return
-        price = self.prices.price(channel.name, channel.map_model(model)) or self.prices.price(channel.name, model)
+        price = self.prices.price(channel.name, channel.map_model(model), also=model)
         estimate = 0.0
         if price is not None:
             estimate = ex.prompt_estimate() * price.input + (max_out or BUDGET_DEFAULT_OUTPUT_TOKENS) * price.output
@@ -448,8 +448,7 @@ class Gateway:
             # A stream's head went out before its end: its whole overhead is known only now.
             overhead = max(0.0, latency - ex.upstream_ms - ex.waiting_ms)
         usage = ex.usage
-        if (usage is None or (ex.stream and (not ex.final_delivered or ex.stream_error is not None))) and (
-                200 <= ex.status < 300 or ex.committed):
+        if (usage is None or ex.stream) and (200 <= ex.status < 300 or ex.committed):
             usage = ex.usage = ex.usage_so_far()  # estimated, or topped up: a stream the client left counts too
         cost = None
         if usage is not None:

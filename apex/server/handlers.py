@@ -89,9 +89,12 @@ def _anthropic_page(names: list[str], query: Mapping[str, str]) -> tuple[list[st
     if after is not None and before is not None:
         raise InvalidRequest("give after_id or before_id, not both", param="after_id")
     if before is not None:
-        end = names.index(before) if before in names else 0
+        end = names.index(before) if before in names else 0  # an unknown id: nothing before it
         return names[max(0, end - limit):end], end - limit > 0
-    start = names.index(after) + 1 if after is not None and after in names else (0 if after is None else len(names))
+    if after is None:
+        start = 0
+    else:
+        start = names.index(after) + 1 if after in names else len(names)  # an unknown id: nothing after it
     return names[start:start + limit], start + limit < len(names)
 
 

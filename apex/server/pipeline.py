@@ -11,8 +11,8 @@ event in the client's dialect.
 from __future__ import annotations
 
 import asyncio
-import time
 import logging
+import time
 from typing import Final
 
 import msgspec

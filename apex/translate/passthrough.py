@@ -454,16 +454,6 @@ def rewrite_response_model(body: bytes, model: str) -> bytes:
 # the translated path uses, so a request's usage never depends on the path it took.
 
 _OPENAI_CHUNK: Final = msgspec.json.Decoder(wire_openai.UsageChunk)
-_CHOICE_USAGE: Final = msgspec.json.Decoder(wire_openai.ChoiceUsageView)
-
-
-def _choice_usage(raw: msgspec.Raw) -> wire_openai.ChoiceUsageView | None:
-    if bytes(raw).find(b'"usage"') < 0:  # the common case: usage (or "usage": null) is the chunk's
-        return None
-    try:
-        return _CHOICE_USAGE.decode(raw)
-    except (msgspec.DecodeError, msgspec.ValidationError):
-        return None
 _OPENAI_BODY: Final = msgspec.json.Decoder(wire_openai.UsageBody)
 _RESPONSES_EVENT: Final = msgspec.json.Decoder(wire_openai.ResponsesEvent)
 _RESPONSES_BODY: Final = msgspec.json.Decoder(wire_openai.ResponsesUsageBody)
@@ -700,10 +690,8 @@ class PassthroughStream:
             if chunk.error and bytes(chunk.error) != b"null":
                 self.errored = True
             u = chunk.usage or (chunk.x_groq.usage if chunk.x_groq is not None else None)
-            if u is None and chunk.choices and (data.find(b'"usage":{') >= 0 or data.find(b'"usage": {') >= 0):
-                # Moonshot: on the finishing choice (other chunks say "usage":null, or nothing)
-                u = next((c.usage for raw in chunk.choices if (c := _choice_usage(raw)) is not None
-                          and c.usage is not None), None)
+            if u is None and chunk.choices:  # Moonshot: on the finishing choice
+                u = next((c.usage for c in chunk.choices if c.usage is not None), None)
             if u is not None:
                 self.usage = usage_from_openai(u)
                 if self._strip_usage and not chunk.choices:

@@ -17,13 +17,11 @@ from apex.wire.request import TokenLimit
 
 __all__ = [
     "BatchEmbedRequest",
-    "BatchEmbedResponse",
     "Blob",
     "Candidate",
     "CandidateView",
     "ChunkView",
     "Content",
-    "ContentEmbedding",
     "CountTokensRequest",
     "EmbedRequest",
     "ErrorBody",
@@ -41,6 +39,8 @@ __all__ = [
     "Part",
     "PromptFeedback",
     "RawBatchEmbedRequest",
+    "RawBatchEmbedResponse",
+    "RawContentEmbedding",
     "RawEmbeddingsAnswer",
     "RequestLimitView",
     "ThinkingConfig",
@@ -48,7 +48,6 @@ __all__ = [
     "ToolConfig",
     "UsageMetadata",
     "decode_batch_embed_request",
-    "decode_batch_embed_response",
     "decode_chunk_view",
     "decode_count_tokens_request",
     "decode_error_body",
@@ -230,14 +229,6 @@ class BatchEmbedRequest(_Wire):
     requests: list[EmbedRequest]
 
 
-class ContentEmbedding(_Wire):
-    values: list[float]
-
-
-class BatchEmbedResponse(_Wire):
-    embeddings: list[ContentEmbedding]
-
-
 class RawContentEmbedding(_Wire):
     values: Raw  # the JSON array as sent: passed on without a Python float per value
 
@@ -296,7 +287,6 @@ _COUNT: Final = msgspec.json.Decoder(CountTokensRequest)
 _BATCH_EMBED: Final = msgspec.json.Decoder(BatchEmbedRequest)
 _RESPONSE: Final = msgspec.json.Decoder(GenerateContentResponse)
 _CHUNK_VIEW: Final = msgspec.json.Decoder(ChunkView)
-_EMBED: Final = msgspec.json.Decoder(BatchEmbedResponse)
 _ERROR: Final = msgspec.json.Decoder(ErrorBody)
 _ENCODER: Final = msgspec.json.Encoder()
 
@@ -324,11 +314,6 @@ def decode_chunk_view(body: bytes) -> ChunkView:
 def decode_response(body: bytes) -> GenerateContentResponse:
     """Decode a response or stream chunk; raises msgspec.DecodeError / ValidationError."""
     return _RESPONSE.decode(body)
-
-
-def decode_batch_embed_response(body: bytes) -> BatchEmbedResponse:
-    """Decode a :batchEmbedContents response; raises msgspec.DecodeError / ValidationError."""
-    return _EMBED.decode(body)
 
 
 def decode_error_body(body: bytes) -> ErrorBody:

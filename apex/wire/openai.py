@@ -111,12 +111,6 @@ class ChunkChoice(msgspec.Struct):
     usage: ChatUsage | None = None  # Moonshot (Kimi): a stream's usage on its finishing choice
 
 
-class ChoiceUsageView(msgspec.Struct):
-    """A stream chunk's choice read only for the usage Moonshot puts there."""
-
-    usage: ChatUsage | None = None
-
-
 class ErrorView(msgspec.Struct):
     """An OpenAI-style error object; OpenRouter puts a numeric ``code`` here."""
 
@@ -159,10 +153,17 @@ class ChatCompletion(msgspec.Struct):
     x_groq: XGroq | None = None
 
 
-class UsageChunk(msgspec.Struct):
-    """A Chat stream chunk as pass-through reads it: usage, error and model; choices unparsed."""
+class ChoiceUsageView(msgspec.Struct):
+    """A stream chunk's choice read only for the usage Moonshot puts there."""
 
-    choices: list[msgspec.Raw] | None = None
+    usage: ChatUsage | None = None
+
+
+class UsageChunk(msgspec.Struct):
+    """A Chat stream chunk as pass-through reads it: usage (Moonshot's on the finishing
+    choice), error and model; the rest of the choices skipped."""
+
+    choices: list[ChoiceUsageView] | None = None
     usage: ChatUsage | None = None
     x_groq: XGroq | None = None
     error: msgspec.Raw = msgspec.Raw(b"")  # Raw cannot sit in a union; empty means absent

@@ -18,7 +18,7 @@ import aiohttp
 import pytest
 
 from tests.conftest import StartApex
-from tests.integration.fakes import Behaviour, FakeUpstream, fixture_bytes, split_events
+from tests.integration.fakes import Behaviour, FakeUpstream, fixture_bytes, named_events, split_events
 from tests.integration.test_teams import policy_config
 
 OPENAI_EVENTS = split_events(fixture_bytes("openai_chat_stream_text.sse"))  # usage 78 + 9 = 87
@@ -185,8 +185,28 @@ async def test_a_stream_left_without_usage_is_estimated_alike_for_every_team(
     assert rec["tokens"]["estimated"] is True and 15 <= rec["tokens"]["completion"] <= 25, rec
 
 
-def _anthropic_event(name: str, data: dict[str, Any]) -> bytes:
-    return f"event: {name}\ndata: {json.dumps(data)}\n\n".encode()
+# message_start says 1 output token (a placeholder), then 30 deltas and nothing more.
+CLAUDE_START_AND_30_DELTAS = named_events([
+    {"type": "message_start", "message": {
+        "id": "msg_1", "type": "message", "role": "assistant", "model": "claude-x", "content": [],
+        "stop_reason": None, "stop_sequence": None, "usage": {"input_tokens": 17, "output_tokens": 1}}},
+    {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+    *({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": f" w{i}"}} for i in range(30)),
+])
+
+
+async def _claude_stream(inst: Any, s: aiohttp.ClientSession) -> aiohttp.ClientResponse:
+    return await s.post(inst.url + "/v1/messages", headers={"Authorization": "Bearer vk-claude",
+                                                            "anthropic-version": "2023-06-01"},
+                        json={"model": "claude-x", "stream": True, "max_tokens": 100,
+                              "messages": [{"role": "user", "content": "x"}]})
+
+
+async def _logged_apex(upstream: FakeUpstream, start_apex: StartApex, caplog: pytest.LogCaptureFixture) -> Any:
+    cfg = policy_config(upstream)
+    cfg["logging"] = {"level": "info"}
+    caplog.set_level(logging.INFO, logger="apex.access")
+    return await start_apex(cfg)
 
 
 async def test_a_claude_stream_left_midway_is_charged_what_it_carried(
@@ -195,25 +215,10 @@ async def test_a_claude_stream_left_midway_is_charged_what_it_carried(
     """An Anthropic stream left after 30 deltas: its message_start says 1 output token (a
     placeholder) and it was charged exactly that, marked reported; it is charged about one
     token per event it carried, marked estimated."""
-    cfg = policy_config(upstream)
-    cfg["logging"] = {"level": "info"}
-    inst = await start_apex(cfg)
-    caplog.set_level(logging.INFO, logger="apex.access")
-    start = {"type": "message_start", "message": {
-        "id": "msg_1", "type": "message", "role": "assistant", "model": "claude-x", "content": [],
-        "stop_reason": None, "stop_sequence": None, "usage": {"input_tokens": 17, "output_tokens": 1}}}
-    events = [_anthropic_event("message_start", start),
-              _anthropic_event("content_block_start", {"type": "content_block_start", "index": 0,
-                                                       "content_block": {"type": "text", "text": ""}}),
-              *(_anthropic_event("content_block_delta", {"type": "content_block_delta", "index": 0,
-                                                         "delta": {"type": "text_delta", "text": f" w{i}"}})
-                for i in range(30))]
-    upstream.push(held_open(events))
+    inst = await _logged_apex(upstream, start_apex, caplog)
+    upstream.push(held_open(CLAUDE_START_AND_30_DELTAS))
     async with aiohttp.ClientSession() as s:
-        resp = await s.post(inst.url + "/v1/messages", headers={"Authorization": "Bearer vk-claude",
-                                                                "anthropic-version": "2023-06-01"},
-                            json={"model": "claude-x", "stream": True, "max_tokens": 100,
-                                  "messages": [{"role": "user", "content": "x"}]})
+        resp = await _claude_stream(inst, s)
         await read_until(resp, b" w29")
         resp.close()
     rec = (await wait_for_access(caplog, 1))[0]
@@ -227,25 +232,11 @@ async def test_a_claude_stream_cut_midway_is_charged_what_it_carried(
     """The upstream cuts an Anthropic stream after 30 deltas: charged about one token per event
     it carried, as when the client leaves (Apex's own error event marked the stream delivered,
     and the message_start placeholder of 1 output token was charged)."""
-    cfg = policy_config(upstream)
-    cfg["logging"] = {"level": "info"}
-    inst = await start_apex(cfg)
-    caplog.set_level(logging.INFO, logger="apex.access")
-    start = {"type": "message_start", "message": {
-        "id": "msg_1", "type": "message", "role": "assistant", "model": "claude-x", "content": [],
-        "stop_reason": None, "stop_sequence": None, "usage": {"input_tokens": 17, "output_tokens": 1}}}
-    events = [_anthropic_event("message_start", start),
-              _anthropic_event("content_block_start", {"type": "content_block_start", "index": 0,
-                                                       "content_block": {"type": "text", "text": ""}}),
-              *(_anthropic_event("content_block_delta", {"type": "content_block_delta", "index": 0,
-                                                         "delta": {"type": "text_delta", "text": f" w{i}"}})
-                for i in range(30))]
-    upstream.push(Behaviour(content_type="text/event-stream", events=events + [b"event: ping\n\n"], cut_after=len(events)))
+    inst = await _logged_apex(upstream, start_apex, caplog)
+    events = CLAUDE_START_AND_30_DELTAS
+    upstream.push(Behaviour(content_type="text/event-stream", events=[*events, b"event: ping\n\n"], cut_after=len(events)))
     async with aiohttp.ClientSession() as s:
-        resp = await s.post(inst.url + "/v1/messages", headers={"Authorization": "Bearer vk-claude",
-                                                                "anthropic-version": "2023-06-01"},
-                            json={"model": "claude-x", "stream": True, "max_tokens": 100,
-                                  "messages": [{"role": "user", "content": "x"}]})
+        resp = await _claude_stream(inst, s)
         body = await resp.read()
     assert b"event: error" in body
     rec = (await wait_for_access(caplog, 1))[0]

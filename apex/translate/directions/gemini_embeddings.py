@@ -32,7 +32,6 @@ __all__ = ["GEMINI_MAX_BATCH", "GeminiEmbedToOpenAI", "batch_to_single", "join_e
 GEMINI_MAX_BATCH: Final = 100  # batchEmbedContents: "at most 100 requests can be in one batch"
 
 _ENCODER: Final = msgspec.json.Encoder()
-_TOP: Final = msgspec.json.Decoder(dict[str, msgspec.Raw])
 
 
 _OPENAI: Final = msgspec.json.Decoder(EmbeddingsAnswer)

@@ -86,9 +86,6 @@ class OpenAIChatReader:
             return [Ended()]
         return [Failed("upstream stream ended before it finished", "api_error")]
 
-    def _content(self, text: str, out: list[Part]) -> None:
-        self._pieces(self._think.feed(text), out)
-
     def _pieces(self, pieces: list[Piece], out: list[Part]) -> None:
         for kind, text in pieces:
             if kind == "reasoning":
@@ -111,7 +108,7 @@ class OpenAIChatReader:
                 if reasoning:
                     out.append(ReasoningDelta(reasoning))
                 if delta.content:
-                    self._content(delta.content, out)
+                    self._pieces(self._think.feed(delta.content), out)
                 if delta.refusal:
                     self._refused = True
                     out.append(RefusalDelta(delta.refusal))
