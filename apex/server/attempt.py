@@ -22,7 +22,8 @@ import msgspec
 from aiohttp import web
 from aiohttp_sse import EventSourceResponse
 
-from apex.errors import ErrorKind, InvalidRequest, NotFound, UpstreamMalformed, UpstreamStatus, UpstreamTimeout
+from apex.count import count_answer
+from apex.errors import ErrorKind, NotFound, UpstreamMalformed, UpstreamStatus, UpstreamTimeout
 from apex.server.deadline import Deadline
 from apex.server.exchange import Exchange
 from apex.server.keys import GATEWAY_KEY
@@ -123,10 +124,8 @@ class Attempt:
         plan = self.plan
         ex = self.ex
         if plan.local_estimate:
-            _check_count_request(self.dialect, self.body)
+            counted = count_answer(self.dialect, self.body, ex.prompt_estimate())
             ex.upstream_model = self.model
-            counted = {"totalTokens": ex.prompt_estimate()} if self.dialect is Dialect.GEMINI_COUNT_TOKENS else {
-                "input_tokens": ex.prompt_estimate()}
             return json_response(counted, headers={"x-apex-estimated": "true"})
         channel = self.channel
         self.upstream_model = channel.map_model(self.model)
@@ -629,22 +628,6 @@ def _with_body_betas(body: bytes, betas: list[str]) -> bytes:
 
 
 _AGENT_LINES: dict[str | None, bytes] = {}
-_COUNT_FIELDS: Final = {Dialect.ANTHROPIC_COUNT_TOKENS: ("messages",),
-                         Dialect.GEMINI_COUNT_TOKENS: ("contents", "generateContentRequest", "generate_content_request")}
-
-
-def _check_count_request(dialect: Dialect, body: bytes) -> None:
-    """InvalidRequest for a count body without what the provider requires (``messages``;
-    ``contents`` or a ``generateContentRequest``): an estimate answered 200 to anything."""
-    try:
-        top = msgspec.json.decode(body, type=dict[str, msgspec.Raw])
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        raise InvalidRequest(f"request body is not a JSON object: {exc}") from exc
-    fields = _COUNT_FIELDS.get(dialect, ())
-    if fields and not any(f in top for f in fields):
-        raise InvalidRequest(f"{fields[0]}: Field required", param=fields[0])
-
-
 _AGENT_LINES_MAX: Final = 256  # distinct client User-Agents remembered (a fleet sends a handful)
 
 

@@ -22,6 +22,7 @@ from typing import Final
 import msgspec
 
 from apex.config.model import Channel
+from apex.count import count_answer
 from apex.errors import InvalidRequest
 from apex.sse import DONE_EVENT, encode_event
 from apex.tokens import estimate_text_tokens, estimate_tokens
@@ -145,10 +146,9 @@ async def mock_reply(ch: Channel, dialect: Dialect, body: bytes, model: str, str
         await asyncio.sleep(ch.latency_ms / 1000)
     if dialect is Dialect.OPENAI_EMBEDDINGS:
         return _embeddings(req, model)
-    if dialect is Dialect.ANTHROPIC_COUNT_TOKENS:
-        return MockReply(200, "application/json", _one(_ENC.encode({"input_tokens": estimate_tokens(body)})))
-    if dialect is Dialect.GEMINI_COUNT_TOKENS:
-        return MockReply(200, "application/json", _one(_ENC.encode({"totalTokens": estimate_tokens(body)})))
+    if dialect is Dialect.ANTHROPIC_COUNT_TOKENS or dialect is Dialect.GEMINI_COUNT_TOKENS:
+        # As Apex counts for a channel without a count endpoint: the body checked, then estimated.
+        return MockReply(200, "application/json", _one(_ENC.encode(count_answer(dialect, body, estimate_tokens(body)))))
     prompt = _last_user_text(req)
     text = ch.response_text if ch.response_text is not None else f"This is Apex's mock provider. You said: {prompt[:200]}"
     words = [w + " " for w in text.split(" ")]

@@ -71,8 +71,9 @@ async def test_counts_are_checked_and_marked_estimated(upstream: FakeUpstream, s
     """A count with no messages is a 400 as Anthropic answers (an estimate said 200); the mock's
     counts are estimates and say so."""
     inst = await start_apex(_config(upstream))
-    status, got, _ = await _post(inst.url + "/v1/messages/count_tokens", {"model": "gpt-4o"})
-    assert status == 400 and got["type"] == "error" and "messages" in got["error"]["message"], got
+    for model in ("gpt-4o", "mock-1"):  # estimated for a channel without counts; the mock's own count
+        status, got, _ = await _post(inst.url + "/v1/messages/count_tokens", {"model": model})
+        assert status == 400 and got["type"] == "error" and "messages" in got["error"]["message"], (model, got)
     status, got, headers = await _post(inst.url + "/v1/messages/count_tokens",
                                        {"model": "mock-1", "messages": [{"role": "user", "content": "hi"}]})
     assert status == 200 and got["input_tokens"] > 0 and headers["x-apex-estimated"] == "true"
