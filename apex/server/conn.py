@@ -19,11 +19,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import resource
+from collections.abc import Coroutine
 from typing import Any, Final, cast
 
 from aiohttp import web
 from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
+from aiohttp.web_exceptions import HTTPNotFound
 from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_request import BaseRequest
+from aiohttp.web_response import StreamResponse
 
 from apex.errors import ApexError, ErrorKind, InternalError, InvalidRequest, RequestTimeout
 from apex.server.exchange import new_request_id
@@ -141,6 +145,20 @@ class ApexRequestHandler(RequestHandler):
                     self.apex_body = None
             return
         super().data_received(data)
+
+    def finish_response(self, request: BaseRequest, resp: StreamResponse,
+                        start_time: float | None) -> Coroutine[Any, Any, tuple[StreamResponse, bool]]:
+        # aiohttp's router answers a request-target that is no path (CONNECT host:port,
+        # OPTIONS *) with its own plain-text 404, uncounted; every path has the fallback route,
+        # so its 404 means exactly that. Not async: no extra coroutine on every answer.
+        if type(resp) is HTTPNotFound and request.match_info.http_exception is resp:  # type: ignore[attr-defined]
+            return self._no_path(request, start_time)
+        return super().finish_response(request, resp, start_time)
+
+    async def _no_path(self, request: BaseRequest, start_time: float | None) -> tuple[StreamResponse, bool]:
+        from apex.server.handlers import fallback  # handlers -> endpoint -> this module: import here
+
+        return await super().finish_response(request, await fallback(request), start_time)  # type: ignore[arg-type]
 
     def sweep(self, now: float, header_read: float, body_read: float, send: float) -> None:
         """Enforce the read timeouts and the send timeout (called by the sweep for every connection)."""

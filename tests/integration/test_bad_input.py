@@ -9,6 +9,7 @@ import asyncio
 import json
 from typing import Any
 
+import aiohttp
 import anthropic
 import openai
 import pytest
@@ -385,3 +386,17 @@ async def test_a_compressed_body_refused_unread_closes_the_connection_without_in
     status, headers, obj = parse(answer)
     assert status == 401 and headers.get("connection", "").lower() == "close", (status, headers)
     assert obj["error"]["type"] == "authentication_error"
+
+
+@pytest.mark.parametrize("request_line", [b"CONNECT example.com:443 HTTP/1.1", b"OPTIONS * HTTP/1.1"])
+async def test_request_target_without_a_path_gets_a_counted_json_404(upstream: FakeUpstream, start_apex: StartApex,
+                                                                     request_line: bytes) -> None:
+    """CONNECT host:port and OPTIONS * got aiohttp's plain-text 404, missing from the metrics
+    and the access log; now the JSON 404 every unknown path gets, counted like it."""
+    inst = await start_apex(basic_config(upstream))
+    status, headers, body = parse(await raw_exchange(inst.port, request_line + b"\r\nHost: example.com:443\r\n\r\n"))
+    assert status == 404 and headers["content-type"] == "application/json"
+    assert body["error"]["type"] == "not_found_error" and "not a forwarding proxy" in body["error"]["message"]
+    assert headers["x-request-id"]
+    async with aiohttp.ClientSession() as s, s.get(f"{inst.url}/metrics") as r:
+        assert 'status="404"' in await r.text()
