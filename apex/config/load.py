@@ -373,8 +373,8 @@ def _check_postgres_dsn(dsn: str) -> None:
                 port = host.partition("]")[2].removeprefix(":")
             else:
                 port = host.rpartition(":")[2] if ":" in host else ""
-            if port and not port.isdigit():
-                raise ValueError(f"port {port!r} is not a number")
+            if port and not port.isdigit():  # never quoted: a password holding / ? # ends up here
+                raise ValueError("a port is not a number (a password holding / ? # @ must be percent-encoded)")
         for key, value in parse_qsl(url.query):
             if key == "sslmode" and value not in _SSLMODES:
                 raise ValueError(f"sslmode {value!r} is not one of {', '.join(sorted(_SSLMODES))}")
@@ -392,7 +392,10 @@ def _check_redis_url(url: str | None) -> None:
     try:
         parse_url(url)  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
     except ValueError as exc:
-        raise ConfigError(f"bad redis url: {exc}", path=path) from None
+        # redis-py quotes the part it could not read: with a password holding / ? or # that
+        # part is the password. Its message is kept only for a URL without credentials.
+        detail = str(exc) if "@" not in url else "it cannot be read (a password holding / ? # @ must be percent-encoded)"
+        raise ConfigError(f"bad redis url: {detail}", path=path) from None
 
 
 class _Keys:
@@ -464,8 +467,14 @@ def _check_channels(channels: tuple[Channel, ...]) -> frozenset[str]:
         names.add(ch.name)
         check_cloud_channel(ch, p)
         check_proxy(ch.proxy, f"{p}.proxy")
-        _check_http_url(ch.base_url, f"{p}.base_url")
-        _check_http_url(ch.anthropic_base_url, f"{p}.anthropic_base_url")
+        for key in ("base_url", "anthropic_base_url"):
+            url = getattr(ch, key)
+            _check_http_url(url, f"{p}.{key}")
+            if url and "${" not in url and "@" in urlsplit(url).netloc:
+                # Apex never sent them (the channel got 401s with no hint why), and every
+                # listing printed them: credentials go in `headers` (or api_key), not the URL.
+                raise ConfigError("credentials in the URL are not sent upstream; put them in `headers` "
+                                  "(e.g. an Authorization header) or api_key", path=f"{p}.{key}")
         if ch.azure_ad is not None:
             _check_http_url(ch.azure_ad.authority_host, f"{p}.azure_ad.authority_host")
         if ch.provider_type not in KEYLESS_PROVIDERS and not ch.api_key:

@@ -21,12 +21,12 @@ SCHEMA_ID: Final = "https://apex-gateway.dev/schema/config.json"
 
 # Keys whose values are credentials wherever they appear in the config.
 _SECRET_KEY: Final = re.compile(
-    r"^(api_key|vkey|keys|secret_access_key|session_token|client_secret|password|private_key)$"
+    r"^(api_key|vkey|keys|access_key_id|secret_access_key|session_token|client_secret|password|private_key)$"
 )
 # Header names whose values are credentials (channel `headers`, tracing `headers`).
 _SECRET_HEADER: Final = re.compile(r"(auth|key|token|secret|cookie|password)", re.I)
 # Keys whose values are URLs that may carry user:password (redis, postgres, proxies).
-_URL_KEY: Final = frozenset({"url", "dsn", "proxy", "otlp_endpoint"})
+_URL_KEY: Final = frozenset({"url", "dsn", "proxy", "otlp_endpoint", "base_url", "anthropic_base_url", "authority_host"})
 
 
 # host:port or [v6]:port. The loader checks listen itself (its message names what is wrong);

@@ -112,6 +112,11 @@ class PassthroughRelay:
         out = observer.feed(chunk)
         if observer.errored:
             out = _scrubbed(self._secrets, out)  # an upstream error event may quote the key
+        elif self._secrets:
+            # An error in a shape the observer does not know (a data-only Responses error,
+            # Chat's {"object": "error"}) is forwarded as is: the channel's own key must not
+            # ride along. One substring search per spelling of the key, per chunk.
+            out = self._secrets.data(out)
         return out
 
     def finish(self, failure: tuple[str, ErrorKind] | None) -> bytes:

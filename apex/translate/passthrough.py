@@ -729,6 +729,14 @@ class PassthroughStream:
             return data
         # OpenAI Responses API
         name = ev.event
+        if name is None and data.find(b'"type"') >= 0:
+            # Data-only events (some compatible servers write no event: lines; the SDKs read
+            # the type from the JSON): the end, the usage and an error were missed, and a
+            # whole stream got "ended the stream early" appended.
+            try:
+                name = _RESPONSES_EVENT.decode(data).type
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                name = None
         if name in ("response.completed", "response.incomplete", "response.failed"):
             self.terminated = True
             if name == "response.failed":

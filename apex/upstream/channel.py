@@ -198,7 +198,8 @@ def _cloud_secrets(ch: Channel) -> list[str | None]:
     """Cloud credentials from the config that must never come back out of Apex either."""
     out: list[str | None] = []
     if ch.aws is not None:
-        out += [ch.aws.secret_access_key, ch.aws.session_token]
+        # The key id too: an upstream or proxy quoting the SigV4 Authorization header shows it.
+        out += [ch.aws.access_key_id, ch.aws.secret_access_key, ch.aws.session_token]
     if ch.azure_ad is not None:
         out.append(ch.azure_ad.client_secret)
     return out

@@ -62,6 +62,10 @@ class Refresher(Generic[T]):
         self._valid_until = 0.0
         self.reason: str | None = "not fetched yet"
         self.refreshes = 0  # successful fetches, for tests and logs
+        # The channel's scrubber (set when bound): a token endpoint's error may quote what it
+        # was sent (Entra ID's error_description repeats the client_secret), and the reason
+        # goes to the log and to the unauthenticated /ready.
+        self.secrets: Secrets | None = None
         self._task: asyncio.Task[None] | None = None
         self._first: asyncio.Event | None = None  # created inside the loop by start()
 
@@ -125,7 +129,8 @@ class Refresher(Generic[T]):
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a background-task boundary: record, log, retry later
-            self.reason = _describe(exc)
+            reason = _describe(exc)
+            self.reason = self.secrets.text(reason) if self.secrets is not None else reason
             log.warning("channel %s: cannot refresh its %s: %s", self.channel, self.what, self.reason)
             raise _Failed() from exc
         now = self._clock()
@@ -230,6 +235,7 @@ class CredentialKeeper:
             r = live.get(slot.key) or self._live.get(slot.key)
             if r is None:
                 r = slot.factory(pool)
+                r.secrets = slot.secrets
                 r.start()
                 fresh.append(r)
             slot.refresher = r

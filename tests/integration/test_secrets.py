@@ -179,3 +179,56 @@ async def test_key_shapes_in_a_stream_error_event_are_redacted(upstream: FakeUps
     text = (await r.http_response.aread()).decode()
     assert "Incorrect API key provided: [redacted]" in text, text
     assert OTHER_KEY not in text
+
+
+def _data(obj: dict[str, Any]) -> bytes:
+    return b"data: " + json.dumps(obj).encode() + b"\n\n"
+
+
+_CREATED = {"type": "response.created", "sequence_number": 0,
+            "response": {"id": "resp_1", "object": "response", "created_at": 1, "status": "in_progress",
+                         "model": "gpt-4o", "output": []}}
+
+
+async def test_stream_errors_in_shapes_apex_does_not_know_are_scrubbed(upstream: FakeUpstream,
+                                                                     start_apex: StartApex) -> None:
+    """Pass-through scrubbed only events it recognised as errors: a Chat {"object": "error"}
+    event, or a Responses error written without an event: line (the SDK reads the type from
+    the JSON), reached the client with the channel's key in it."""
+    inst = await start_apex(config(upstream))
+    first = b'data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"gpt-4o","choices":[{"index":0,"delta":{"content":"hi"},"finish_reason":null}]}\n\n'
+    upstream.push(Behaviour(content_type="text/event-stream",
+                            events=[first, _data({"object": "error", "message": f"invalid key {KEY}"})]))
+    stream = await oai(inst, "k").chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "x"}],
+                                                     stream=True)
+    seen: list[str] = []
+    with pytest.raises(openai.APIError) as err:  # the SDK raises on the error event; either way, no key
+        seen.extend([chunk.model_dump_json() async for chunk in stream])
+    assert_clean(str(err.value) + "".join(seen))
+    upstream.push(Behaviour(content_type="text/event-stream",
+                            events=[_data(_CREATED), _data({"type": "error", "code": "invalid_api_key",
+                                                            "message": f"Incorrect API key provided: Bearer {KEY}",
+                                                            "param": None, "sequence_number": 1})]))
+    events = [e async for e in await oai(inst, "k").responses.create(model="gpt-4o", input="x", stream=True)]
+    errors = [e for e in events if e.type == "error"]
+    assert errors and "Incorrect API key" in errors[0].message
+    assert_clean("".join(e.model_dump_json() for e in events))
+
+
+async def test_a_data_only_responses_stream_is_whole_and_its_usage_read(upstream: FakeUpstream,
+                                                                         start_apex: StartApex) -> None:
+    """A compatible server's Responses stream without event: lines: its response.completed was
+    not seen, so the client got "ended the stream early" after it and the usage was lost."""
+    inst = await start_apex(config(upstream))
+    done = {"type": "response.completed", "sequence_number": 1,
+            "response": {**_CREATED["response"], "status": "completed",  # type: ignore[dict-item]
+                         "usage": {"input_tokens": 11, "output_tokens": 7, "total_tokens": 18}}}
+    upstream.push(Behaviour(content_type="text/event-stream", events=[_data(_CREATED), _data(done)]))
+    events = [e async for e in await oai(inst, "k").responses.create(model="gpt-4o", input="x", stream=True)]
+    assert [e.type for e in events] == ["response.created", "response.completed"]
+    import aiohttp
+
+    async with aiohttp.ClientSession() as s, s.get(f"{inst.url}/metrics") as r:
+        text = await r.text()
+    assert any(line.startswith("apex_tokens_total") and 'type="prompt"' in line and line.endswith(" 11.0")
+               for line in text.splitlines()), text

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from apex.upstream.credentials import CredentialSlot, Fetched, Refresher
+import logging
+
+import pytest
+
+from apex.errors import Secrets
+from apex.upstream.credentials import CredentialKeeper, CredentialSlot, Fetched, Refresher
+from apex.upstream.http import UpstreamPool
 
 
 def _reason(slot: CredentialSlot) -> str | None:
@@ -38,3 +44,27 @@ async def test_a_failed_refresh_leaves_a_valid_token_usable() -> None:
     now[0] = 3600.0  # expired, never renewed
     reason = _reason(slot)
     assert reason is not None and "blip" in reason
+
+
+async def test_a_fetch_error_quoting_the_secret_is_scrubbed_before_it_is_kept_or_logged(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Entra ID's error_description repeats the form Apex posted, client_secret included: the
+    reason went unscrubbed to the log and to the unauthenticated /ready."""
+    secret = "aadsecret-SECRET-9999ffff"
+
+    async def fetch() -> Fetched[str]:
+        raise RuntimeError(f"the token endpoint answered HTTP 401 invalid_client: got form: client_secret={secret}&scope=x")
+
+    slot = CredentialSlot(key="az", factory=lambda pool: Refresher("az", "Entra ID token", fetch),
+                          secrets=Secrets([secret]))
+    keeper = CredentialKeeper()
+    (refresher,) = keeper.bind([slot], UpstreamPool())
+    try:
+        with caplog.at_level(logging.WARNING, logger="apex.credentials"):
+            await refresher.wait_first(5.0)
+        reason = _reason(slot)
+        assert reason is not None and "invalid_client" in reason and secret not in reason
+        assert "[redacted]" in reason
+        assert caplog.records and all(secret not in r.getMessage() for r in caplog.records)
+    finally:
+        await keeper.close()

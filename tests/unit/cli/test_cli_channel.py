@@ -190,6 +190,17 @@ def test_show_and_list_mask_the_proxy_password(cfg: Path, run: Run) -> None:
     assert shown["proxy"] == "alice:****@proxy.corp:3128"
 
 
+def test_listings_mask_a_base_url_password_the_load_refuses(cfg: Path, run: Run) -> None:
+    """A file written by hand with user:password in base_url: the load refuses it (never sent),
+    and the listings that still read it show it masked (it was printed in clear)."""
+    data = json.loads(cfg.read_text())
+    data["channels"][0]["base_url"] = "http://buser:basepw-SECRET-B1@127.0.0.1:9/v1"
+    cfg.write_text(json.dumps(data))
+    for args in (("channel", "list"), ("channel", "show", data["channels"][0]["name"], "--json")):
+        r = run(*args)
+        assert "basepw-SECRET-B1" not in r.output, r.output
+
+
 def test_update_with_an_empty_value_removes_the_key(cfg: Path, run: Run) -> None:
     """README: on update "" removes a key; --base-url "" goes back to the provider's default
     (it was refused as a URL that does not match)."""

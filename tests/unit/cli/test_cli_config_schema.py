@@ -48,7 +48,9 @@ def test_show_effective_fills_defaults_and_masks_secrets(tmp_path: Path) -> None
                    "tracing": {"otlp_endpoint": "http://otuser:OtelPass42@127.0.0.1:4318",
                                "headers": {"x-honeycomb-team": "hc-live-9f8e7d6c5b4a"}}},
         "channels": [{"name": "oa", "provider_type": "openai", "api_key": "sk-live-abcdefghijklmnop",
-                      "headers": {"X-Api-Token": "tok-abcdefghijklmnop", "OpenAI-Organization": "org-1"}}],
+                      "headers": {"X-Api-Token": "tok-abcdefghijklmnop", "OpenAI-Organization": "org-1"}},
+                     {"name": "br", "provider_type": "bedrock", "region": "us-east-1",
+                      "aws": {"access_key_id": "AKIAEXAMPLEKEYID1234", "secret_access_key": "aws-secret-abcdefghij"}}],
         "routers": [{"name": "r", "vkey": "${MY_VKEY}", "channels": [{"name": "oa"}]}],
     }
     path = tmp_path / "config.json"
@@ -57,7 +59,8 @@ def test_show_effective_fills_defaults_and_masks_secrets(tmp_path: Path) -> None
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     for secret in ("global-secret-key-123456", "sk-live-abcdefghijklmnop", "hunter2hunter2", "tok-abcdefghijklmnop",
-                   "vk-from-env-0123456789", "hc-live-9f8e7d6c5b4a", "OtelPass42"):
+                   "vk-from-env-0123456789", "hc-live-9f8e7d6c5b4a", "OtelPass42", "AKIAEXAMPLEKEYID1234",
+                   "aws-secret-abcdefghij"):
         assert secret not in r.stdout
     assert out["global"]["timeouts"]["connect_ms"] == 5000  # a default the file did not write
     assert out["global"]["rate_limit_store"]["url"] == "redis://:****@127.0.0.1:6379/0"

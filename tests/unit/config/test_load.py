@@ -203,17 +203,20 @@ def test_a_key_written_twice_in_one_object_is_refused(text: str, path: str) -> N
     assert err.value.path == path and "appears twice" in str(err.value)
 
 
-@pytest.mark.parametrize("url", ["127.0.0.1:6379", "http://127.0.0.1:6379", "redis://:pw@127.0.0.1:notaport/0"])
+@pytest.mark.parametrize("url", ["127.0.0.1:6379", "http://127.0.0.1:6379", "redis://:pw@127.0.0.1:notaport/0",
+                                 "redis://:pwSECRET/x@127.0.0.1:6379/0", "redis://:pwSECRET#@127.0.0.1:6379/0"])
 def test_a_redis_url_the_client_cannot_read_is_a_load_error(url: str) -> None:
     """validate passed these and the start died with a ValueError traceback."""
     cfg = mutate("global", {"rate_limit_store": {"type": "redis", "url": url}})
     with pytest.raises(ConfigError) as err:
         load(cfg)
+    # A password holding / or # ends the netloc early: the parser's "port" was the password.
     assert err.value.path == "global.rate_limit_store.url" and "pw" not in str(err.value)
 
 
 @pytest.mark.parametrize("dsn", ["postgresql://apex:pw@127.0.0.1:543o/postgres", "mysql://127.0.0.1/apex",
-                                 "postgresql://127.0.0.1/apex?sslmode=required"])
+                                 "postgresql://127.0.0.1/apex?sslmode=required", "postgresql://apex:pwSECRET#x@db:5432/apex",
+                                 "postgresql://apex:pwSECRET?@db/apex"])
 def test_a_postgres_dsn_asyncpg_cannot_use_is_a_load_error(dsn: str) -> None:
     """validate passed these and the gateway died at start with a traceback (it never listened)."""
     cfg = mutate("global", {"request_log": {"type": "postgres", "dsn": dsn}})
@@ -278,3 +281,13 @@ def test_a_config_nested_too_deeply_is_a_config_error() -> None:
     with pytest.raises(ConfigError) as err:
         load_config_bytes(b'{"a":' * 100_000 + b"1" + b"}" * 100_000, {})
     assert "nested too deeply" in str(err.value)
+
+
+@pytest.mark.parametrize("key", ["base_url", "anthropic_base_url"])
+def test_credentials_in_a_channel_url_are_a_load_error_that_does_not_quote_them(key: str) -> None:
+    """They were never sent (no Basic auth: the channel got 401s with no hint why) and every
+    channel listing printed them."""
+    cfg = mutate("channels[0]", {"name": "oa", "provider_type": "deepseek", key: "http://user:pwSECRET@127.0.0.1:9/v1"})
+    with pytest.raises(ConfigError) as err:
+        load(cfg)
+    assert err.value.path == f"channels[0].{key}" and "headers" in str(err.value) and "pwSECRET" not in str(err.value)
