@@ -34,6 +34,7 @@ class TranslateContext:
     extras: dict[str, object] = field(default_factory=dict)  # per-direction scratch (tool-id maps...)
     caps: ModelCaps = NO_CAPS     # what the upstream model accepts (capability table, per channel)
     notices: dict[str, str] | None = None  # response headers a translation adds (what it dropped)
+    tool_names: dict[str, str] | None = None  # upstream tool name -> the client's, where Apex fitted one (toolids)
 
     def notice(self, header: str, value: str) -> None:
         """Tell the client something through a response header (comma-joined when repeated)."""
@@ -41,6 +42,17 @@ class TranslateContext:
             self.notices = {}
         old = self.notices.get(header)
         self.notices[header] = value if old is None or value in old.split(",") else f"{old},{value}"
+
+    def learn_tool_names(self, renamed: dict[str, str]) -> None:
+        """Keep the declared tool names the request translation changed (merged: a chained
+        translation fits twice, and each writer undoes one step)."""
+        if renamed:
+            self.tool_names = renamed if self.tool_names is None else {**self.tool_names, **renamed}
+
+    def client_tool_name(self, name: str) -> str:
+        """The client's name for the tool the upstream called ``name``."""
+        names = self.tool_names
+        return name if names is None else names.get(name, name)
 
 
 class StreamTranslator(Protocol):

@@ -21,6 +21,8 @@ from typing import Any
 from aiohttp import web
 from multidict import CIMultiDict
 
+from tests.integration.fakes import anthropic_name_refusal, gemini_name_refusal, openai_name_refusal
+
 COMMAND = "echo apex-ok"
 SEARCH_TOOL = "ToolSearch"  # Claude Code's client-side tool search (answers with tool_reference blocks)
 ANSWER_PREFIX = "The command printed: "
@@ -41,9 +43,7 @@ CODE_TOOLS: dict[str, str] = {
     "exec": f'const r = await tools.exec_command({{cmd: "{COMMAND}"}});\ntext(r);',
 }
 
-_OPENAI_TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
-_ANTHROPIC_TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,128}$")
-_GEMINI_TOOL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_.:-]{0,63}$")
+_OPENAI_TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")  # also json_schema names
 # What Anthropic answers 400 to (max output tokens per model).
 _ANTHROPIC_OUTPUT_LIMITS = (("claude-sonnet-4-5", 64_000), ("claude-haiku-4-5", 64_000), ("claude-opus-4-5", 64_000),
                             ("claude-opus-4-1", 32_000))
@@ -209,12 +209,13 @@ class AgentUpstream:
             raise Refused(f"Invalid value for 'reasoning_effort': {req.get('reasoning_effort')!r}")
         tools = req.get("tools") or []
         names: list[str] = []
+        refusal = openai_name_refusal(req)
+        if refusal is not None:
+            raise Refused(refusal["error"]["message"])
         for tool in tools:
             fn = tool.get("function") if isinstance(tool, dict) else None
             if not isinstance(tool, dict) or tool.get("type") != "function" or not isinstance(fn, dict):
                 raise Refused("Invalid value for 'tools': only function tools are supported")
-            if not _OPENAI_TOOL_NAME.match(str(fn.get("name", ""))):
-                raise Refused(f"Invalid 'tools[].function.name': {fn.get('name')!r}")
             if not isinstance(fn.get("parameters", {}), dict):
                 raise Refused("Invalid 'tools[].function.parameters'")
             names.append(fn["name"])
@@ -332,10 +333,13 @@ class AgentUpstream:
         loaded = {ref.get("tool_name") for m in req.get("messages") or [] if isinstance(m.get("content"), list)
                   for b in m["content"] if b.get("type") == "tool_result" and isinstance(b.get("content"), list)
                   for ref in b["content"] if ref.get("type") == "tool_reference"}
+        refusal = anthropic_name_refusal(req)
+        if refusal is not None:
+            raise Refused(refusal["error"]["message"])
         for tool in req.get("tools") or []:
             if tool.get("type") in (None, "custom"):
-                if not _ANTHROPIC_TOOL_NAME.match(str(tool.get("name", ""))) or "input_schema" not in tool:
-                    raise Refused(f"tools: invalid tool {tool.get('name')!r}")
+                if "input_schema" not in tool:
+                    raise Refused(f"tools.{tool.get('name')}.custom.input_schema: Field required")
                 if not tool.get("defer_loading") or tool["name"] in loaded:  # deferred: unseen until loaded
                     names.append(tool["name"])
             elif not str(tool.get("type")).startswith("web_search_"):
@@ -409,11 +413,10 @@ class AgentUpstream:
             raise Refused(f"The specified max_output_tokens value is not supported by the model. The supported range "
                           f"is from 1 (inclusive) to {cap + 1} (exclusive).")
         names: list[str] = []
-        for tool in req.get("tools") or []:
-            for decl in tool.get("functionDeclarations") or []:
-                if not _GEMINI_TOOL_NAME.match(str(decl.get("name", ""))):
-                    raise Refused(f"Invalid function name {decl.get('name')!r}")
-                names.append(decl["name"])
+        refusal = gemini_name_refusal(req)
+        if refusal is not None:
+            raise Refused(refusal["error"]["message"])
+        names.extend(decl["name"] for tool in req.get("tools") or [] for decl in tool.get("functionDeclarations") or [])
         contents = req.get("contents")
         if not isinstance(contents, list) or not contents:
             raise Refused("contents is not specified")

@@ -10,6 +10,7 @@ Runs on 127.0.0.1 with an ephemeral port inside the test's event loop.
 from __future__ import annotations
 
 import asyncio
+import re
 import ssl
 import json
 from collections import deque
@@ -86,6 +87,70 @@ def _openai_too_long(req: Any) -> tuple[str, int, int] | None:
         if isinstance(call_id, str) and len(call_id) > 40:
             return f"messages[{i}].tool_call_id", 40, len(call_id)
     return None
+
+
+# Tool names as the real APIs check them, refused in their words (the rules and their sources:
+# apex/translate/neutral/toolids.py).
+_OPENAI_NAME = re.compile(r"[a-zA-Z0-9_-]+")
+_ANTHROPIC_NAME = re.compile(r"[a-zA-Z0-9_-]{1,128}")
+_GEMINI_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_.:-]{0,63}")
+FAKE_TOOL = "secret_retrieval_tool"  # the tool the captured tool-call answers call
+
+
+def openai_name_refusal(req: Any) -> dict[str, Any] | None:
+    """OpenAI's 400 body for the first function name it refuses (in tools or in the history's
+    tool calls), else None."""
+    places = [(f"tools[{i}].function.name", (t.get("function") or {}).get("name"))
+              for i, t in enumerate(req.get("tools") or []) if isinstance(t, dict)]
+    places += [(f"messages[{i}].tool_calls[{j}].function.name", (c.get("function") or {}).get("name"))
+               for i, m in enumerate(req.get("messages") or []) if isinstance(m, dict)
+               for j, c in enumerate(m.get("tool_calls") or []) if isinstance(c, dict)]
+    for param, name in places:
+        if not isinstance(name, str):
+            continue
+        if len(name) > 64:
+            message, code = (f"Invalid '{param}': string too long. Expected a string with maximum length 64, "
+                             f"but got a string with length {len(name)} instead."), "string_above_max_length"
+        elif not _OPENAI_NAME.fullmatch(name):
+            message, code = (f"Invalid '{param}': string does not match pattern. Expected a string that matches "
+                             "the pattern '^[a-zA-Z0-9_-]+$'."), "invalid_value"
+        else:
+            continue
+        return {"error": {"message": message, "type": "invalid_request_error", "param": param, "code": code}}
+    return None
+
+
+def anthropic_name_refusal(req: Any) -> dict[str, Any] | None:
+    """Anthropic's 400 body for the first client tool name it refuses, else None."""
+    for i, tool in enumerate(req.get("tools") or []):
+        if isinstance(tool, dict) and tool.get("type") in (None, "custom") and not _ANTHROPIC_NAME.fullmatch(str(tool.get("name", ""))):
+            return {"type": "error", "error": {"type": "invalid_request_error",
+                                               "message": f"tools.{i}.custom.name: String should match pattern '^[a-zA-Z0-9_-]{{1,128}}$'"}}
+    return None
+
+
+def gemini_name_refusal(req: Any) -> dict[str, Any] | None:
+    """Gemini's 400 body for the function declaration names it refuses, else None."""
+    bad = [f"* GenerateContentRequest.tools[{i}].function_declarations[{j}].name: Invalid function name. Must start "
+           "with a letter or an underscore. Must be alphameric (a-z, A-Z, 0-9), underscores (_), dots (.), colons (:), "
+           "or dashes (-), with a maximum length of 64.\n"
+           for i, tool in enumerate(req.get("tools") or []) if isinstance(tool, dict)
+           for j, decl in enumerate(tool.get("functionDeclarations") or tool.get("function_declarations") or [])
+           if not _GEMINI_NAME.fullmatch(str(decl.get("name", "")))]
+    return {"error": {"code": 400, "message": "".join(bad), "status": "INVALID_ARGUMENT"}} if bad else None
+
+
+def _declared_tool(req: Any) -> str:
+    """The first tool the request declares (Chat, Messages or Gemini shape), else FAKE_TOOL:
+    the captured answers call it, as a model calls a tool it was given."""
+    tool = (req.get("tools") or [{}])[0]
+    decls = tool.get("functionDeclarations") or tool.get("function_declarations")
+    name = decls[0].get("name") if decls else (tool.get("function") or tool).get("name")
+    return name if isinstance(name, str) else FAKE_TOOL
+
+
+def _calling_declared(raw: bytes, req: Any) -> bytes:
+    return raw.replace(json.dumps(FAKE_TOOL).encode(), json.dumps(_declared_tool(req)).encode())
 
 
 def _reset(request: web.Request) -> None:
@@ -208,6 +273,11 @@ class FakeUpstream:
             req = {}
         model = req.get("model", "unknown")
         stream = bool(req.get("stream"))
+        refusal = (openai_name_refusal(req) if path.endswith("/chat/completions")
+                   else anthropic_name_refusal(req) if path.endswith("/v1/messages")
+                   else gemini_name_refusal(req) if "enerateContent" in path else None)
+        if refusal is not None:  # as the real API answers a tool name it does not take
+            return Behaviour(status=400, body=json.dumps(refusal).encode())
         if path.endswith("/chat/completions"):
             too_long = _openai_too_long(req)
             if too_long is not None:  # as OpenAI answers
@@ -219,12 +289,12 @@ class FakeUpstream:
                 name = "openai_chat_stream_tool_calls.sse" if req.get("tools") else "openai_chat_stream_text.sse"
                 raw = fixture_bytes(name).replace(b'"model":"gpt-4o-2024-08-06"', b'"model":' + json.dumps(model).encode())
                 raw = raw.replace(b'"model":"gpt-4o-mini-2024-07-18"', b'"model":' + json.dumps(model).encode())
-                events = split_events(raw)
+                events = split_events(_calling_declared(raw, req))
                 if not (req.get("stream_options") or {}).get("include_usage"):
                     events = [e for e in events if b'"choices":[]' not in e]
                 return Behaviour(content_type="text/event-stream", events=events)
             name = "openai_chat_nonstream_tool_calls.json" if req.get("tools") else "openai_chat_nonstream.json"
-            obj = json.loads(fixture_bytes(name))
+            obj = json.loads(_calling_declared(fixture_bytes(name), req))
             obj["model"] = model
             return Behaviour(body=json.dumps(obj).encode())
         if path.endswith("/embeddings"):
@@ -250,9 +320,9 @@ class FakeUpstream:
         if path.endswith("/v1/messages"):
             if stream:
                 name = "anthropic_messages_stream_tool_use.sse" if req.get("tools") else "anthropic_messages_stream_text.sse"
-                return Behaviour(content_type="text/event-stream; charset=utf-8", events=split_events(fixture_bytes(name)))
+                return Behaviour(content_type="text/event-stream; charset=utf-8", events=split_events(_calling_declared(fixture_bytes(name), req)))
             name = "anthropic_messages_nonstream_tool_use.json" if req.get("tools") else "anthropic_messages_nonstream.json"
-            obj = json.loads(fixture_bytes(name))
+            obj = json.loads(_calling_declared(fixture_bytes(name), req))
             obj["model"] = model
             return Behaviour(body=json.dumps(obj).encode())
         unknown = gemini_unknown_field(path, req)
@@ -262,10 +332,10 @@ class FakeUpstream:
                 {"error": {"code": 400, "message": message, "status": "INVALID_ARGUMENT"}}).encode())
         if ":streamGenerateContent" in path:
             name = "gemini_stream_function_call.sse" if req.get("tools") else "gemini_stream.sse"
-            return Behaviour(content_type="text/event-stream", events=split_events(fixture_bytes(name)))
+            return Behaviour(content_type="text/event-stream", events=split_events(_calling_declared(fixture_bytes(name), req)))
         if ":generateContent" in path:
             if req.get("tools"):  # the captured function-call turn (one chunk) as a whole answer
-                return Behaviour(body=split_events(fixture_bytes("gemini_stream_function_call.sse"))[0].strip()[6:])
+                return Behaviour(body=split_events(_calling_declared(fixture_bytes("gemini_stream_function_call.sse"), req))[0].strip()[6:])
             return Behaviour(body=fixture_bytes("gemini_generate_content.json"))
         if ":batchEmbedContents" in path:
             if len(req.get("requests") or []) > 100:  # as Gemini answers

@@ -653,3 +653,137 @@ async def test_claude_codes_user_id_and_codexs_cache_key_reach_strict_chat_serve
     assert "prompt_cache_key" not in sent and "safety_identifier" not in sent, sent
     await client.responses.create(model="gpt-4o-mini", input="hi", prompt_cache_key="codex-session-1")
     assert upstream.requests[-1].path.endswith("/responses")  # OpenAI itself: native, untouched
+
+
+# --- Tool names one dialect allows and the upstream's refuses (the fakes refuse them as the real APIs do)
+
+MCP_TOOL = "mcp__plugin_chrome-devtools-mcp_chrome-devtools__performance_analyze_insight_for_the_current_page_v2"  # 100 characters
+SCHEMA: dict[str, object] = {"type": "object", "properties": {"password": {"type": "string"}}, "required": ["password"]}
+
+
+def _sent_tool_names(sent: dict[str, Any]) -> list[str]:
+    """The declared tool names of a Chat, Messages or Gemini request."""
+    tools = sent.get("tools") or []
+    if tools and "functionDeclarations" in tools[0]:
+        return [d["name"] for t in tools for d in t["functionDeclarations"]]
+    return [t["function"]["name"] if "function" in t else t["name"] for t in tools]
+
+
+@pytest.mark.parametrize("model", ["gpt-4o", "gemini-2.5-flash"])
+@pytest.mark.parametrize("stream", [False, True])
+async def test_claude_codes_long_mcp_tool_names_reach_openai_and_gemini(upstream: FakeUpstream, start_apex: StartApex,
+                                                                        model: str, stream: bool) -> None:
+    """A 100-character tool name (Anthropic takes 128) is fitted to the upstream's 64 in the tools
+    and the forced tool_choice, and the calls come back under the client's name."""
+    assert len(MCP_TOOL) == 100
+    inst = await start_apex(config(upstream))
+    tools = [{"name": MCP_TOOL, "description": "d", "input_schema": SCHEMA}]
+    ask: dict[str, Any] = {"model": model, "max_tokens": 100, "messages": [{"role": "user", "content": "secrets"}],
+                           "tools": tools, "tool_choice": {"type": "tool", "name": MCP_TOOL}}
+    if stream:
+        async with ant(inst, "k").messages.stream(**ask) as events:
+            msg = await events.get_final_message()
+    else:
+        msg = await ant(inst, "k").messages.create(**ask)
+    assert [b.name for b in msg.content if b.type == "tool_use"] == [MCP_TOOL, MCP_TOOL]
+    sent = upstream.requests[-1].json
+    [upstream_name] = _sent_tool_names(sent)
+    assert upstream_name != MCP_TOOL and len(upstream_name) <= 64 and upstream_name.startswith("mcp__plugin_chrome")
+    forced = sent["tool_choice"]["function"]["name"] if "tool_choice" in sent else sent["toolConfig"]["functionCallingConfig"]["allowedFunctionNames"][0]
+    assert forced == upstream_name
+
+
+@pytest.mark.parametrize("model", ["gpt-4o", "gemini-2.5-flash"])
+async def test_a_long_tool_names_result_turn_reaches_openai_and_gemini(upstream: FakeUpstream, start_apex: StartApex,
+                                                                       model: str) -> None:
+    """The second turn of that session: the history's call and result carry the same fitted name."""
+    inst = await start_apex(config(upstream))
+    msg = await ant(inst, "k").messages.create(model=model, max_tokens=50, tools=[
+        {"name": MCP_TOOL, "description": "d", "input_schema": SCHEMA}], messages=[
+        {"role": "user", "content": "secret for mellon"},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": MCP_TOOL, "input": {"password": "mellon"}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "The secret is 42"}]},
+    ])
+    assert [b.name for b in msg.content if b.type == "tool_use"] == [MCP_TOOL, MCP_TOOL]
+    sent = upstream.requests[-1].json
+    [upstream_name] = _sent_tool_names(sent)
+    if model.startswith("gpt"):
+        assert sent["messages"][1]["tool_calls"][0]["function"]["name"] == upstream_name
+    else:
+        call, result = sent["contents"][1]["parts"][0], sent["contents"][2]["parts"][0]
+        assert call["functionCall"]["name"] == result["functionResponse"]["name"] == upstream_name
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_gemini_clients_dotted_tool_name_reaches_anthropic(upstream: FakeUpstream, start_apex: StartApex,
+                                                                   stream: bool) -> None:
+    """google-genai's ``a.b:c`` (Gemini allows . and :) goes to Anthropic fitted, in the tools and the
+    history, and its calls come back as ``a.b:c``."""
+    from google import genai
+    from google.genai import types
+
+    inst = await start_apex(config(upstream))
+    client = genai.Client(api_key="k", http_options=types.HttpOptions(
+        base_url=inst.url, retry_options=types.HttpRetryOptions(attempts=1)))
+    tool = types.Tool(function_declarations=[types.FunctionDeclaration(
+        name="a.b:c", description="d", parameters_json_schema=SCHEMA)])
+    cfg = types.GenerateContentConfig(tools=[tool], automatic_function_calling=types.AutomaticFunctionCallingConfig(disable=True))
+    question = types.Content(role="user", parts=[types.Part.from_text(text="secrets")])
+    try:
+        if stream:
+            chunks = [c async for c in await client.aio.models.generate_content_stream(
+                model="claude-apex", contents=[question], config=cfg)]
+            parts = [p for c in chunks if c.candidates and c.candidates[0].content for p in c.candidates[0].content.parts or []]
+        else:
+            resp = await client.aio.models.generate_content(model="claude-apex", contents=[question], config=cfg)
+            assert resp.candidates and resp.candidates[0].content
+            parts = resp.candidates[0].content.parts or []
+        calls = [p.function_call for p in parts if p.function_call]
+        assert [c.name for c in calls] == ["a.b:c", "a.b:c"]
+        answers = [types.Part.from_function_response(name="a.b:c", response={"output": "42"}) for _ in calls]
+        await client.aio.models.generate_content(model="claude-apex", config=cfg, contents=[
+            question, types.Content(role="model", parts=parts), types.Content(role="user", parts=answers)])
+    finally:
+        await client.aio.aclose()
+    sent = upstream.requests[-1].json
+    [upstream_name] = _sent_tool_names(sent)
+    assert upstream_name.startswith("a_b_c_")
+    assert {b["name"] for b in sent["messages"][1]["content"] if b["type"] == "tool_use"} == {upstream_name}
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_an_openai_tool_name_starting_with_a_digit_reaches_gemini(upstream: FakeUpstream, start_apex: StartApex,
+                                                                       stream: bool) -> None:
+    """``1tool`` (OpenAI allows it; Gemini wants a letter or _ first) is fitted in the declarations,
+    allowedFunctionNames, calls and results, and comes back as ``1tool``."""
+    inst = await start_apex(config(upstream))
+    tools: Any = [{"type": "function", "function": {"name": "1tool", "description": "d", "parameters": SCHEMA}}]
+    choice: Any = {"type": "function", "function": {"name": "1tool"}}
+    messages: Any = [{"role": "user", "content": "secrets"}]
+    done: Any
+    if stream:
+        async with oai(inst, "k").chat.completions.stream(model="gemini-2.5-flash", messages=messages, tools=tools,
+                                                          tool_choice=choice) as events:
+            done = await events.get_final_completion()
+    else:
+        done = await oai(inst, "k").chat.completions.create(model="gemini-2.5-flash", messages=messages, tools=tools,
+                                                            tool_choice=choice)
+    calls = done.choices[0].message.tool_calls or []
+    assert [c.function.name for c in calls if c.type == "function"] == ["1tool", "1tool"]
+    sent = upstream.requests[-1].json
+    [upstream_name] = _sent_tool_names(sent)
+    assert upstream_name.startswith("_1tool_") and sent["toolConfig"]["functionCallingConfig"]["allowedFunctionNames"] == [upstream_name]
+    history = [*messages, done.choices[0].message.model_dump(exclude_none=True),
+               *({"role": "tool", "tool_call_id": c.id, "content": "42"} for c in calls)]
+    await oai(inst, "k").chat.completions.create(model="gemini-2.5-flash", messages=history, tools=tools)
+    parts = upstream.requests[-1].json["contents"][1]["parts"] + upstream.requests[-1].json["contents"][2]["parts"]
+    assert {(p.get("functionCall") or p.get("functionResponse"))["name"] for p in parts} == {upstream_name}
+
+
+async def test_a_responses_clients_digit_tool_name_reaches_gemini(upstream: FakeUpstream, start_apex: StartApex) -> None:
+    """Through Responses -> Chat -> Gemini the fitted name is undone once per step: Codex gets ``1tool``."""
+    inst = await start_apex(config(upstream))
+    resp = await oai(inst, "k").responses.create(model="gemini-2.5-flash", input="secrets", tools=[
+        {"type": "function", "name": "1tool", "description": "d", "parameters": SCHEMA, "strict": False}])
+    assert [i.name for i in resp.output if i.type == "function_call"] == ["1tool", "1tool"]
+    assert _sent_tool_names(upstream.requests[-1].json)[0].startswith("_1tool_")

@@ -69,8 +69,10 @@ _MODES: Final[dict[str, str]] = {"auto": "AUTO", "any": "ANY", "tool": "ANY", "n
 _CLIENT_TOOL_TYPES: Final = frozenset({None, "custom"})
 
 
-def anthropic_to_gemini_request(body: bytes, signatures: SignatureStore, *, caps: ModelCaps = ANY_THINKING_MODEL) -> bytes:
-    """Anthropic Messages request body -> Gemini GenerateContentRequest body.
+def anthropic_to_gemini_request(body: bytes, signatures: SignatureStore, *, caps: ModelCaps = ANY_THINKING_MODEL,
+                                ctx: TranslateContext | None = None) -> bytes:
+    """Anthropic Messages request body -> Gemini GenerateContentRequest body (``ctx`` learns
+    the tool names fitted for Gemini).
 
     Raises InvalidRequest for a body that is not a Messages request, server tools, or a
     tool_result whose tool_use Apex cannot find."""
@@ -104,7 +106,7 @@ def anthropic_to_gemini_request(body: bytes, signatures: SignatureStore, *, caps
     choice = req.tool_choice if declarations or not req.tools else None  # none left: no tool config either
     return request_body(
         contents, [Part(text=system)] if system else [], declarations,
-        _tool_config(choice) if choice is not None else None, _generation_config(req, caps))
+        _tool_config(choice) if choice is not None else None, _generation_config(req, caps), ctx)
 
 
 def _loaded_tools(messages: list[InputMessage]) -> set[str]:
@@ -230,8 +232,8 @@ class AnthropicToGemini(GeminiDirection):
     client = Dialect.ANTHROPIC_MESSAGES
     id_prefix = "toolu_"
 
-    def _request(self, body: bytes, signatures: SignatureStore, caps: ModelCaps) -> bytes:
-        return anthropic_to_gemini_request(body, signatures, caps=caps)
+    def _request(self, body: bytes, signatures: SignatureStore, ctx: TranslateContext) -> bytes:
+        return anthropic_to_gemini_request(body, signatures, caps=ctx.caps, ctx=ctx)
 
     def _body(self, reply: Reply, ctx: TranslateContext) -> dict[str, object]:
         return anthropic_body(reply, ctx)

@@ -41,7 +41,7 @@ from apex.translate.base import StreamTranslator, TranslateContext, decode_json_
 from apex.translate.capabilities import MAX_STOP_SEQUENCES, SAMPLING_FIELDS
 from apex.translate.neutral.deferred import TOOL_REFERENCE, is_declared, loaded_tools, reference_text
 from apex.translate.neutral.parts import PipedStream
-from apex.translate.neutral.toolids import end_user_id, openai_tool_id
+from apex.translate.neutral.toolids import end_user_id, fit_chat_tool_names, openai_tool_id
 from apex.translate.neutral.reply import anthropic_body, encode_body, reply_from_openai
 from apex.translate.read.openai import OpenAIChatReader
 from apex.translate.write.anthropic import AnthropicWriter
@@ -162,6 +162,7 @@ def anthropic_to_openai_request(req: Json, ctx: TranslateContext) -> Json:
         out["stream"] = True
         if ctx.upstream_takes_stream_usage:  # Groq and older Azure api-versions refuse it (400)
             out["stream_options"] = {"include_usage": True}
+    fit_chat_tool_names(out, ctx)
     return out
 
 

@@ -11,7 +11,6 @@ either client dialect's wire shapes.
 from __future__ import annotations
 
 from apex.translate.base import StreamTranslator, TranslateContext
-from apex.translate.capabilities import ModelCaps
 from apex.translate.read.gemini_parts import IdFactory, random_call_id, reply_from_gemini
 from apex.translate.neutral.parts import PartWriter, PipedStream, Reply
 from apex.translate.neutral.reply import encode_body
@@ -34,7 +33,7 @@ class GeminiDirection:
 
     def request(self, body: bytes, ctx: TranslateContext) -> bytes:
         """Client request body -> Gemini request body (raises InvalidRequest)."""
-        return self._request(body, self._signatures, ctx.caps)
+        return self._request(body, self._signatures, ctx)
 
     def response(self, body: bytes, ctx: TranslateContext) -> bytes:
         """Gemini non-stream body -> client body; sets ``ctx.usage`` (raises UpstreamMalformed)."""
@@ -47,7 +46,7 @@ class GeminiDirection:
         reader = GeminiReader(self.id_prefix, self._signatures, self._new_id, ctx.estimated_input_tokens)
         return PipedStream(reader, self._writer(ctx))
 
-    def _request(self, body: bytes, signatures: SignatureStore, caps: ModelCaps) -> bytes:
+    def _request(self, body: bytes, signatures: SignatureStore, ctx: TranslateContext) -> bytes:
         raise NotImplementedError
 
     def _body(self, reply: Reply, ctx: TranslateContext) -> dict[str, object]:

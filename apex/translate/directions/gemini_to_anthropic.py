@@ -46,7 +46,7 @@ from apex.translate.request.responses_tools import DROPPED_TOOLS_HEADER
 from apex.translate.neutral.reply import encode_body, reply_from_anthropic
 from apex.translate.read.anthropic import AnthropicReader
 from apex.translate.write.gemini import HIDE_THOUGHTS, GeminiWriter, gemini_body
-from apex.translate.neutral.toolids import anthropic_tool_id
+from apex.translate.neutral.toolids import anthropic_tool_id, fit_messages_tool_names
 from apex.types import Dialect
 
 __all__ = ["DEFAULT_MAX_TOKENS", "GeminiToAnthropic", "gemini_to_anthropic_request"]
@@ -132,6 +132,7 @@ def gemini_to_anthropic_request(conv: Conversation, ctx: TranslateContext) -> Js
         out["output_config"] = output_config
     if ctx.stream:
         out["stream"] = True
+    fit_messages_tool_names(out, ctx)
     return out
 
 

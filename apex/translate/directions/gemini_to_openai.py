@@ -36,7 +36,7 @@ from apex.translate.request.gemini_conversation import (
     read_gemini_request,
 )
 from apex.translate.neutral.parts import PipedStream
-from apex.translate.neutral.toolids import openai_tool_id
+from apex.translate.neutral.toolids import fit_chat_tool_names, openai_tool_id
 from apex.translate.request.responses_tools import DROPPED_TOOLS_HEADER
 from apex.translate.neutral.reply import encode_body, reply_from_openai
 from apex.translate.read.openai import OpenAIChatReader
@@ -144,6 +144,7 @@ def gemini_to_openai_request(conv: Conversation, ctx: TranslateContext) -> Json:
         out["stream"] = True
         if ctx.upstream_takes_stream_usage:  # Groq and older Azure api-versions refuse it (400)
             out["stream_options"] = {"include_usage": True}
+    fit_chat_tool_names(out, ctx)
     return out
 
 

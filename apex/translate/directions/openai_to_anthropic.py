@@ -42,7 +42,7 @@ from apex.translate.neutral.parts import PipedStream
 from apex.translate.neutral.reply import encode_body, openai_body, reply_from_anthropic
 from apex.translate.read.anthropic import AnthropicReader
 from apex.translate.write.openai import OpenAIChatWriter
-from apex.translate.neutral.toolids import anthropic_tool_id, arguments_object
+from apex.translate.neutral.toolids import anthropic_tool_id, arguments_object, fit_messages_tool_names
 from apex.translate.neutral.signatures import SIGNATURE_KEY
 from apex.types import Dialect
 
@@ -139,6 +139,7 @@ def openai_to_anthropic_request(req: Json, ctx: TranslateContext) -> Json:
         out["metadata"] = {"user_id": user}
     if req.get("stream"):
         out["stream"] = True
+    fit_messages_tool_names(out, ctx)
     return out
 
 

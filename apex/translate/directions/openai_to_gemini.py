@@ -66,8 +66,10 @@ _REQUEST: Final = msgspec.json.Decoder(ChatRequest)
 _MODES: Final[dict[str, str]] = {"auto": "AUTO", "required": "ANY", "none": "NONE"}
 
 
-def openai_to_gemini_request(body: bytes, signatures: SignatureStore, *, caps: ModelCaps = ANY_THINKING_MODEL) -> bytes:
-    """OpenAI Chat request body -> Gemini GenerateContentRequest body.
+def openai_to_gemini_request(body: bytes, signatures: SignatureStore, *, caps: ModelCaps = ANY_THINKING_MODEL,
+                             ctx: TranslateContext | None = None) -> bytes:
+    """OpenAI Chat request body -> Gemini GenerateContentRequest body (``ctx`` learns the
+    tool names fitted for Gemini).
 
     Raises InvalidRequest when the body is not a Chat request or names a tool result
     whose call Apex cannot find."""
@@ -106,7 +108,7 @@ def openai_to_gemini_request(body: bytes, signatures: SignatureStore, *, caps: M
     functions = [t.function for t in req.tools or () if t.type == "function"]
     return request_body(
         turns.build(), system, [declaration(f.name, f.description, f.parameters) for f in functions],
-        _tool_config(req.tool_choice) if req.tool_choice is not None else None, _generation_config(req, caps))
+        _tool_config(req.tool_choice) if req.tool_choice is not None else None, _generation_config(req, caps), ctx)
 
 
 def _text_parts(content: str | list[ContentPart] | None) -> list[Part]:
@@ -207,8 +209,8 @@ class OpenAIChatToGemini(GeminiDirection):
     client = Dialect.OPENAI_CHAT
     id_prefix = "call_"
 
-    def _request(self, body: bytes, signatures: SignatureStore, caps: ModelCaps) -> bytes:
-        return openai_to_gemini_request(body, signatures, caps=caps)
+    def _request(self, body: bytes, signatures: SignatureStore, ctx: TranslateContext) -> bytes:
+        return openai_to_gemini_request(body, signatures, caps=ctx.caps, ctx=ctx)
 
     def _body(self, reply: Reply, ctx: TranslateContext) -> dict[str, object]:
         return openai_body(reply, ctx)

@@ -14,6 +14,7 @@ import msgspec
 from apex.translate.base import StreamTranslator, TranslateContext, decode_json_object
 from apex.translate.neutral.parts import PipedStream
 from apex.translate.neutral.reply import encode_body, reply_from_openai
+from apex.translate.neutral.toolids import fit_chat_tool_names
 from apex.translate.write.responses_reply import responses_body
 from apex.translate.request.responses import responses_to_chat_request
 from apex.translate.write.responses import ResponsesWriter
@@ -33,8 +34,11 @@ class ResponsesToOpenAI:
     upstream: Dialect = Dialect.OPENAI_CHAT
 
     def request(self, body: bytes, ctx: TranslateContext) -> bytes:
-        """Responses request bytes -> Chat request bytes."""
-        return _ENCODER.encode(responses_to_chat_request(decode_json_object(body), ctx))
+        """Responses request bytes -> Chat request bytes (tool names fitted: a namespaced
+        ``<namespace>__<name>`` may pass OpenAI's 64 characters)."""
+        out = responses_to_chat_request(decode_json_object(body), ctx)
+        fit_chat_tool_names(out, ctx)
+        return _ENCODER.encode(out)
 
     def response(self, body: bytes, ctx: TranslateContext) -> bytes:
         """chat.completion body -> Responses body; sets ctx.usage."""

@@ -5,7 +5,8 @@ Writers put ``ctx.client_model`` in ``model``; reasoning reaches OpenAI clients 
 ``message.reasoning_content`` and Anthropic clients as ``thinking`` blocks
 (signature kept when the source had one, ``""`` otherwise, as in streams); Anthropic
 blocks keep the answer's order, adjacent text or reasoning merged into one block; tool
-ids are made safe with ``toolids.anthropic_tool_id``; arguments ``""`` become ``{}``.
+ids are made safe with ``toolids.anthropic_tool_id``; tool names are the client's again
+(``ctx.client_tool_name``); arguments ``""`` become ``{}``.
 What this module must not do: decide which direction is being served.
 """
 
@@ -114,7 +115,7 @@ def openai_body(reply: Reply, ctx: TranslateContext) -> dict[str, object]:
     if calls:
         message["tool_calls"] = [
             {"id": c.call_id, "type": "function",
-             "function": {"name": c.name, "arguments": arguments_text(c.arguments)}}
+             "function": {"name": ctx.client_tool_name(c.name), "arguments": arguments_text(c.arguments)}}
             for c in calls
         ]
     body: dict[str, object] = {
@@ -138,7 +139,7 @@ def anthropic_body(reply: Reply, ctx: TranslateContext) -> dict[str, object]:
         last = content[-1] if content else None
         if isinstance(part, ReplyToolCall):
             calls.append(part)
-            content.append({"type": "tool_use", "id": anthropic_tool_id(part.call_id), "name": part.name,
+            content.append({"type": "tool_use", "id": anthropic_tool_id(part.call_id), "name": ctx.client_tool_name(part.name),
                             "input": arguments_object(part.arguments)})
         elif not part.text:
             continue

@@ -7,8 +7,9 @@ signature Apex stored for that id (or the foreign placeholder), function results
 by NAME with an object response, data URLs become ``inlineData``, other URLs
 ``fileData`` (translators do no I/O, so nothing is downloaded), tools are declared with
 ``parametersJsonSchema`` (full JSON Schema, P18). ``request_body`` assembles and encodes
-the whole request from those pieces. What this module must not do: know either client
-dialect's wire shapes.
+the whole request from those pieces, with every function name fitted to Gemini's rule
+(``toolids.GEMINI_NAMES``). What this module must not do: know either client dialect's wire
+shapes.
 """
 
 from __future__ import annotations
@@ -21,8 +22,10 @@ import msgspec
 from msgspec import UNSET, UnsetType
 
 from apex.errors import InvalidRequest
+from apex.translate.base import TranslateContext
 from apex.translate.capabilities import ModelCaps
 from apex.translate.neutral.signatures import SignatureStore
+from apex.translate.neutral.toolids import GEMINI_NAMES, fit_tool_name
 from apex.wire.gemini import (
     Blob,
     Content,
@@ -262,8 +265,11 @@ def request_body(
     declarations: list[FunctionDeclaration],
     tools_config: ToolConfig | None,
     generation: GenerationConfig,
+    ctx: TranslateContext | None = None,
 ) -> bytes:
-    """The encoded GenerateContentRequest (no model, no stream flag: both go in the URL)."""
+    """The encoded GenerateContentRequest (no model, no stream flag: both go in the URL);
+    ``ctx`` learns the declared function names that had to be fitted."""
+    _fit_names(contents, declarations, tools_config, ctx)
     out = GenerateContentRequest(contents=contents, generation_config=generation)
     if system:
         out.system_instruction = Content(parts=system)
@@ -273,3 +279,26 @@ def request_body(
     if tools_config is not None:
         out.tool_config = tools_config
     return encode(out)
+
+
+def _fit_names(contents: list[Content], declarations: list[FunctionDeclaration], config: ToolConfig | None,
+               ctx: TranslateContext | None) -> None:
+    """Every function name made valid for Gemini, in place: declarations, allowed names, and
+    the history's calls and results (Gemini pairs results with calls by name); ``ctx`` learns
+    the renamed declarations."""
+    renamed: dict[str, str] = {}
+    for decl in declarations:
+        if not GEMINI_NAMES.valid.fullmatch(decl.name):
+            fitted = fit_tool_name(decl.name, GEMINI_NAMES)
+            renamed[fitted], decl.name = decl.name, fitted
+    if ctx is not None:
+        ctx.learn_tool_names(renamed)
+    declared = {decl.name for decl in declarations}  # the history's names are mostly these: a set lookup each
+    calling = config.function_calling_config if config is not None else None
+    if calling is not None and not isinstance(calling.allowed_function_names, UnsetType):
+        calling.allowed_function_names = [fit_tool_name(n, GEMINI_NAMES) for n in calling.allowed_function_names]
+    for content in contents:
+        for part in content.parts:
+            named = part.function_call if isinstance(part.function_response, UnsetType) else part.function_response
+            if not isinstance(named, UnsetType) and named.name not in declared:
+                named.name = fit_tool_name(named.name, GEMINI_NAMES)

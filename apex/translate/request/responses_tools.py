@@ -144,6 +144,7 @@ def client_call(ctx: TranslateContext, name: str, arguments: str) -> Json:
     """The client-facing fields of a tool call the upstream made under the flat ``name``:
     ``{"type": "function_call", "name", "arguments"[, "namespace"]}`` or
     ``{"type": "custom_tool_call", "name", "input"[, "namespace"]}``."""
+    name = ctx.client_tool_name(name)  # first undo a fit for the upstream (toolids)
     names = ctx.extras.get(TOOL_NAMES_KEY)
     tool = names.get(name) if isinstance(names, dict) else None
     if not isinstance(tool, ClientTool):

@@ -206,7 +206,7 @@ class AnthropicWriter:
         return None
 
     def _tool_started(self, part: ToolCallStarted, out: list[bytes]) -> None:
-        call = _Call(anthropic_tool_id(part.call_id), part.name)
+        call = _Call(anthropic_tool_id(part.call_id), self._ctx.client_tool_name(part.name))
         self._calls[part.key] = call
         live = self._open_call()
         # An open call without complete JSON arguments may still be receiving fragments.

@@ -179,9 +179,10 @@ class GeminiWriter:
             if self._finish is None and part.key not in self._calls:
                 if part.arguments is not None:
                     self._flush_calls(out)
-                    out.append(self._chunk(_ENCODER.encode([self._carrying(_call_part(part.call_id, part.name, part.arguments))])))
+                    name = self._ctx.client_tool_name(part.name)
+                    out.append(self._chunk(_ENCODER.encode([self._carrying(_call_part(part.call_id, name, part.arguments))])))
                 else:
-                    self._calls[part.key] = (part.call_id, part.name, [])
+                    self._calls[part.key] = (part.call_id, self._ctx.client_tool_name(part.name), [])
         elif isinstance(part, ToolArgsDelta):
             call = self._calls.get(part.key)
             if call is not None and part.fragment:
@@ -257,7 +258,7 @@ def gemini_body(reply: Reply, ctx: TranslateContext) -> dict[str, object]:
             if item.text:
                 parts.append({"text": item.text})
         elif isinstance(item, ReplyToolCall):
-            call = _call_part(item.call_id, item.name, item.arguments)
+            call = _call_part(item.call_id, ctx.client_tool_name(item.name), item.arguments)
             if carry is not None:
                 call["thoughtSignature"], carry = carry, None
             parts.append(call)

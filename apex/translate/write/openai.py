@@ -95,7 +95,7 @@ class OpenAIChatWriter:
                 # A whole call (Gemini) goes out as one chunk, arguments in the header.
                 self._args_seen[part.key] = part.arguments is not None
                 header = {"index": index, "id": part.call_id, "type": "function",
-                          "function": {"name": part.name, "arguments": part.arguments or ""}}
+                          "function": {"name": self._ctx.client_tool_name(part.name), "arguments": part.arguments or ""}}
                 out.append(self._chunk({"tool_calls": [header]}))
         elif isinstance(part, ToolArgsDelta):
             if part.fragment and not self._finished and part.key in self._tool_index:
