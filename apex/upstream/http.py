@@ -211,8 +211,10 @@ class HttpReply:
     """
 
     __slots__ = (
+        "_coded",
         "_conn",
         "_decoder",
+        "_deflate",
         "_error",
         "_eof",
         "_head",
@@ -234,6 +236,8 @@ class HttpReply:
         self._error: BaseException | None = None
         self._waiter: asyncio.Future[None] | None = None
         self._decoder: zlib._Decompress | None = None
+        self._coded = False  # a compressed byte has arrived (an empty coded body is an empty body)
+        self._deflate = False  # the coding is "deflate": zlib-wrapped, or raw if its first bytes say so
 
     @property
     def content_type(self) -> str:
@@ -295,16 +299,27 @@ class HttpReply:
     # --- fed by the connection --------------------------------------------------
 
     def _feed(self, data: bytes) -> None:
-        if self._decoder is not None:
+        decoder = self._decoder
+        if decoder is not None:
             try:
-                data = self._decoder.decompress(data)
+                try:
+                    out = decoder.decompress(data)
+                except zlib.error:
+                    if self._coded or not self._deflate:
+                        raise
+                    # "deflate" as raw RFC 1951 data without the zlib wrapper (IIS, some
+                    # middleboxes): httpx, urllib3 and curl retry the first bytes so; so does Apex.
+                    self._decoder = decoder = zlib.decompressobj(-zlib.MAX_WBITS)
+                    out = decoder.decompress(data)
             except zlib.error as exc:
                 # A corrupt body is the upstream's bytes, not the transport: as InvalidResponse it
                 # fails the reply cleanly in data_received (uncaught, the loop logged a fatal
                 # transport error and the reply saw ServerDisconnected).
                 raise InvalidResponse(f"body does not match its content-encoding: {exc}") from None
-            if not data:
+            self._coded = True
+            if not out:
                 return
+            data = out
         self._parts.append(data)
         self._size += len(data)
         if self._size >= _HIGH_WATER and self._conn is not None:
@@ -315,12 +330,15 @@ class HttpReply:
 
     def _finish(self) -> None:
         decoder = self._decoder
-        if decoder is not None:
+        if decoder is not None and self._coded:  # an empty body is empty whatever its coding (a 429 with no body)
             tail = decoder.flush()
             if tail:
                 self._parts.append(tail)
             if not decoder.eof:  # the HTTP framing ended, the compressed stream did not
-                self._fail(InvalidResponse("the compressed body ended before its end marker"))
+                exc = InvalidResponse("the compressed body ended before its end marker")
+                if self._conn is not None:
+                    exc.where = _where(self._conn.origin)
+                self._fail(exc)
                 return
         self._eof = True
         self._conn = None  # the connection has moved on (pool or closed)
@@ -381,6 +399,9 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self._reply: HttpReply | None = None
         self._parser = httptools.HttpResponseParser(self)
+        # What aiohttp, httpx and curl accept in an answer too (RFC 9112 2.2 allows bare LF):
+        # strict, a small server that writes them failed every request as a "bad answer".
+        self._parser.set_dangerous_leniencies(lenient_optional_cr_before_lf=True, lenient_spaces_after_chunk_size=True)
         self._phase = _DONE
         self._raw: list[tuple[bytes, bytes]] = []
         self._head_bytes = 0
@@ -517,12 +538,15 @@ class _Connection(asyncio.Protocol):
         self._reusable = parser.should_keep_alive()
         encoding = get(headers, "content-encoding")
         if encoding is not None:
-            encoding = encoding.lower()
-            if encoding in ("gzip", "x-gzip"):
+            # A list ("identity, gzip") names the codings applied in order; identity is none.
+            codings = [c for c in (part.strip() for part in encoding.lower().split(",")) if c not in ("", "identity")]
+            coding = codings[0] if len(codings) == 1 else "" if not codings else encoding
+            if coding in ("gzip", "x-gzip"):
                 reply._decoder = zlib.decompressobj(16 + zlib.MAX_WBITS)
-            elif encoding == "deflate":
+            elif coding == "deflate":
                 reply._decoder = zlib.decompressobj()
-            elif encoding not in ("", "identity"):
+                reply._deflate = True
+            elif coding:
                 self._error = InvalidResponse(f"unsupported content-encoding {encoding!r}")
                 raise self._error
         if (

@@ -904,7 +904,12 @@ PLAIN: Final = b'{"message": "' + b"compressible text " * 2000 + b'"}'
         (b"x-gzip", gzip.compress(PLAIN)),
         (b"deflate", zlib.compress(PLAIN)),
         (b"identity", PLAIN),
+        # Raw RFC 1951 deflate (no zlib wrapper, IIS) and a coding list naming identity: httpx,
+        # urllib3 and curl decode both; Apex answered 502.
+        (b"deflate", (lambda c: c.compress(PLAIN) + c.flush())(zlib.compressobj(wbits=-zlib.MAX_WBITS))),
+        (b"identity, gzip", gzip.compress(PLAIN)),
     ],
+    ids=["gzip", "x-gzip", "deflate", "identity", "raw-deflate", "identity-then-gzip"],
 )
 @pytest.mark.parametrize("framing", ["length", "chunked"])
 async def test_content_encoding_is_decoded(
@@ -941,6 +946,38 @@ async def test_truncated_gzip_body_raises_invalid_response(pool: UpstreamPool, s
     with pytest.raises(InvalidResponse):
         await within(reply.read())
     reply.release()
+
+
+@pytest.mark.parametrize("framing", [b"Content-Length: 0\r\n", b"Transfer-Encoding: chunked\r\n"])
+async def test_an_empty_body_marked_gzip_is_an_empty_body(pool: UpstreamPool, serve: StartServer, framing: bytes) -> None:
+    """A 429 with Retry-After, Content-Encoding: gzip and no body (gzip middlewares mark empty
+    bodies too) was a bad answer: the client got a 502 and lost the rate limit."""
+    tail = b"0\r\n\r\n" if b"chunked" in framing else b""
+    server = await serve(answer_each(b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 7\r\nContent-Encoding: gzip\r\n"
+                                     + framing + b"\r\n" + tail))
+    reply = await post(pool, server.url())
+    assert reply.status == 429 and await within(reply.read()) == b""
+
+
+async def test_a_truncated_gzip_body_names_where_it_came_from(pool: UpstreamPool, serve: StartServer) -> None:
+    """The error said "from the upstream": issue 15 wants host:port in every transport error."""
+    server = await serve(answer_once(response(gzip.compress(PLAIN)[:-12], headers=[b"Content-Encoding: gzip"])))
+    reply = await post(pool, server.url())
+    with pytest.raises(InvalidResponse) as err:
+        await within(reply.read())
+    assert f"127.0.0.1:{server.port}" in str(err.value.where)
+    reply.release()
+
+
+@pytest.mark.parametrize("answer", [
+    b"HTTP/1.1 200 OK\nContent-Length: 4\n\nfine",  # bare LF (RFC 9112 2.2: a recipient MAY accept it)
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4  \r\nfine\r\n0\r\n\r\n",  # spaces after the size
+], ids=["bare-lf", "chunk-size-spaces"])
+async def test_answers_that_aiohttp_httpx_and_curl_accept_are_read(pool: UpstreamPool, serve: StartServer,
+                                                                   answer: bytes) -> None:
+    """Strict llhttp refused them: a small server writing them failed every request (502)."""
+    server = await serve(answer_once(answer))
+    assert await fetch(pool, server.url()) == b"fine"
 
 
 async def test_body_until_close_ended_by_reset_raises(pool: UpstreamPool, serve: StartServer) -> None:
