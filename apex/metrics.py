@@ -78,7 +78,9 @@ class ModelLabels:
       at all, or served by the router's default ``channels``): ``unmatched``;
     - a name a rule lists exactly: that name;
     - a name a rule matched by glob: the name itself for the first ``GLOB_MODEL_CAP``
-      distinct names per (router, rule patterns), then the rule's pattern text (``gpt-*``).
+      distinct names per (router, rule patterns) that were answered successfully (``admit``),
+      else the rule's pattern text (``gpt-*``): junk names the upstream refused used up the
+      slots, and the real models were counted under the pattern until a restart.
       The admitted names survive reloads that keep the rule, so reloads cannot grow them.
     ``rule_patterns(router, rule)`` gives a rule's patterns (None when it no longer exists);
     it is asked once per rule per config generation.
@@ -96,7 +98,9 @@ class ModelLabels:
         """Forget per-config rule look-ups (the admitted glob names are kept)."""
         self._rules.clear()
 
-    def label(self, model: str | None, router: str | None, rule: str | None, routed: bool) -> str:
+    def label(self, model: str | None, router: str | None, rule: str | None, routed: bool, admit: bool = False) -> str:
+        """The label for ``model``; ``admit``: a successful answer, whose new glob-matched name
+        may take a free slot."""
         if model is None:
             return NONE
         if not routed or router is None or rule is None or rule == "default":
@@ -111,7 +115,7 @@ class ModelLabels:
         assert isinstance(rm, _RuleModels)
         if model in rm.exact or model in rm.admitted:
             return model
-        if len(rm.admitted) < self.cap:
+        if admit and len(rm.admitted) < self.cap:
             rm.admitted.add(model)
             return model
         return rm.overflow

@@ -459,7 +459,7 @@ class Gateway:
             self._settle_budget(grant, cost if cost is not None else (0.0 if usage is None else grant.reserved / NANO))
         if self._metrics_current():
             m = self.metrics
-            model = m.models.label(ex.model, ex.router, ex.rule, ex.routed)
+            model = m.models.label(ex.model, ex.router, ex.rule, ex.routed, admit=ex.status < 400)
             series = m.series(ex.router or NONE, model, ex.team or NONE, ex.channel or NONE)
             series.record(ex.status, ex.error_type(), ex.upstream_ms, ex.ttft_ms, overhead, latency)
             if usage is not None:

@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 import aiohttp
+import anthropic
 import openai
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -173,6 +174,22 @@ async def test_glob_rule_model_names_are_capped(upstream: FakeUpstream, start_ap
     m = parse((await scrape(inst))[1])
     models = {dict(k)["model"]: v for k, v in nonzero(m, "apex_requests_total").items()}
     assert models == {"claude-a": 2, "claude-b": 1, "claude-*": 2}
+
+
+async def test_names_the_upstream_refused_take_no_glob_slot(upstream: FakeUpstream, start_apex: StartApex) -> None:
+    """Junk names the upstream refused (404) used up the cap, and the real model that came next
+    was counted under the rule's pattern until a restart."""
+    inst = await start_apex(metrics_config(upstream))
+    inst.gateway.metrics.models.cap = 2
+    client = ant(inst)
+    for i in range(3):
+        upstream.push(error(404, "no such model", family="anthropic"))
+        with pytest.raises(anthropic.NotFoundError):
+            await client.messages.create(model=f"claude-junk{i}", max_tokens=8, messages=MSG)
+    await client.messages.create(model="claude-real", max_tokens=8, messages=MSG)
+    m = parse((await scrape(inst))[1])
+    models = {dict(k)["model"]: v for k, v in nonzero(m, "apex_requests_total").items()}
+    assert models == {"claude-*": 3, "claude-real": 1}
 
 
 async def test_default_route_model_is_unmatched(upstream: FakeUpstream, start_apex: StartApex) -> None:

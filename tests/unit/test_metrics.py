@@ -45,11 +45,19 @@ class TestModelLabels:
     def test_glob_cap_survives_new_generation(self) -> None:
         """Admitted glob names stay admitted after a reload, and the cap still holds."""
         labels = ModelLabels(_patterns, cap=2)
-        assert [labels.label(m, "r", "rules[1]", True) for m in ("claude-a", "claude-b", "claude-c")] == [
+        assert [labels.label(m, "r", "rules[1]", True, admit=True) for m in ("claude-a", "claude-b", "claude-c")] == [
             "claude-a", "claude-b", "claude-*|gemini-?"]
         labels.new_generation()
         assert labels.label("claude-a", "r", "rules[1]", True) == "claude-a"
-        assert labels.label("claude-d", "r", "rules[1]", True) == "claude-*|gemini-?"
+        assert labels.label("claude-d", "r", "rules[1]", True, admit=True) == "claude-*|gemini-?"
+
+    def test_only_answered_names_take_a_glob_slot(self) -> None:
+        """Junk names the upstream refused (404) took the slots, and the real models were counted
+        under the pattern until a restart."""
+        labels = ModelLabels(_patterns, cap=2)
+        assert [labels.label(f"claude-junk{i}", "r", "rules[1]", True) for i in range(5)] == ["claude-*|gemini-?"] * 5
+        assert labels.label("claude-real", "r", "rules[1]", True, admit=True) == "claude-real"
+        assert labels.label("claude-real", "r", "rules[1]", True) == "claude-real"  # its failures keep its name
 
 
 class TestMetrics:
