@@ -8,6 +8,7 @@ client's dialect; nothing here knows about wire formats or aiohttp.
     ApexError
     ├── ClientError                    the client's request is at fault (never retried)
     │   ├── InvalidRequest             400 invalid_request
+    │   │   └── Untranslatable         400 this channel's API cannot carry the request (the plan tries the next)
     │   ├── AuthenticationFailed       401 authentication
     │   ├── PermissionDenied           403 permission
     │   ├── NotFound                   404 not_found
@@ -67,6 +68,7 @@ __all__ = [
     "UpstreamMalformed",
     "UpstreamStatus",
     "UpstreamTimeout",
+    "Untranslatable",
     "REDACTED",
     "Secrets",
     "secrets_of",
@@ -115,6 +117,13 @@ class ClientError(ApexError):
 class InvalidRequest(ClientError):
     status = 400
     kind: ErrorKind = "invalid_request"
+
+
+class Untranslatable(InvalidRequest):
+    """A request valid for the client's API that one channel's API cannot carry (its
+    translation refused it: ``n`` > 1 to Anthropic, ``previous_response_id`` to Chat...).
+    The attempt plan moves on to the next channel; the client gets this 400 only when no
+    channel of the route could serve the request."""
 
 
 class AuthenticationFailed(ClientError):

@@ -107,6 +107,7 @@ class Outcome(enum.Enum):
     REJECTED = "rejected"  # an upstream error that goes back to the client unretried: done, no verdict
     ABANDONED = "abandoned"  # the client went away: done, no verdict
     BUSY = "busy"  # Apex's own connection cap for the channel stayed full: no verdict, the plan goes on
+    UNFIT = "unfit"  # the channel's API cannot carry this request (nothing sent): no verdict, the plan goes on without it
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,8 +245,19 @@ class AttemptPlan:
             self._health.release(channel, now)
         if retry_after is not None and retry_after > 0:
             self._health.note_retry_after(channel, now + retry_after, now)
-        if outcome is not Outcome.FAILED and outcome is not Outcome.BUSY:
+        if outcome is Outcome.UNFIT:
+            self._drop(channel)
+        elif outcome is not Outcome.FAILED and outcome is not Outcome.BUSY:
             self._done = True
+
+    def _drop(self, channel: str) -> None:
+        """Leave ``channel`` out of the rest of this plan; nothing was sent, so it used no attempt."""
+        index = self._channels.index(channel)
+        self._channels = self._channels[:index] + self._channels[index + 1:]
+        self._count -= 1
+        if self._cursor > index:
+            self._cursor -= 1
+        self._cursor = self._cursor % len(self._channels) if self._channels else 0
 
     def _take(self, index: int, now: float, *, hold_until: float | None, forced: bool) -> Attempt:
         channel = self._channels[index]

@@ -23,7 +23,7 @@ from aiohttp import web
 from aiohttp_sse import EventSourceResponse
 
 from apex.count import count_answer
-from apex.errors import ErrorKind, NotFound, UpstreamMalformed, UpstreamStatus, UpstreamTimeout
+from apex.errors import ErrorKind, InvalidRequest, NotFound, Untranslatable, UpstreamMalformed, UpstreamStatus, UpstreamTimeout
 from apex.server.deadline import Deadline
 from apex.server.exchange import Exchange
 from apex.server.keys import GATEWAY_KEY
@@ -197,7 +197,13 @@ class Attempt:
             ctx.upstream_takes_stream_usage = plan.stream_usage_option
             if plan.caps is not None:
                 ctx.caps = self._caps(plan.caps)
-            out = fit_reasoning_history(translator.request(body, ctx), plan.reasoning_history)
+            try:
+                translated = translator.request(body, ctx)
+            except Untranslatable:
+                raise
+            except InvalidRequest as err:  # this channel's API cannot carry it; another may
+                raise Untranslatable(err.message, param=err.param, code=err.code) from err
+            out = fit_reasoning_history(translated, plan.reasoning_history)
             ex.notices = ctx.notices
             return without_openai_only_fields(out) if plan.strict_fields else out
         add_usage = self.ex.stream and plan.add_stream_usage and not self._client_usage

@@ -26,6 +26,7 @@ from apex.errors import (
     NotFound,
     RequestTimeout,
     RequestTooLarge,
+    Untranslatable,
     UpstreamError,
 )
 from apex.routing.policy import AttemptPlan, Outcome
@@ -238,6 +239,7 @@ async def _attempts(
     gateway = request.app[GATEWAY_KEY]
     clock = gateway.clock
     last: ApexError | None = None
+    refused: Untranslatable | None = None  # the first channel whose API could not carry the request
     while (step := plan.next_attempt(clock())) is not None:
         if step.wait > 0:
             slept = time.perf_counter()
@@ -273,6 +275,12 @@ async def _attempts(
         except asyncio.CancelledError:
             plan.record(channel.name, Outcome.ABANDONED, clock())
             raise
+        except Untranslatable as err:  # nothing was sent: another channel of the route may serve it
+            plan.record(channel.name, Outcome.UNFIT, clock())
+            if ex.trace is not None:
+                ex.trace.end_attempt(err.kind, ex.upstream_model)
+            refused = refused or err
+            continue
         except ApexError:
             plan.record(channel.name, Outcome.REJECTED, clock())
             raise
@@ -287,5 +295,5 @@ async def _attempts(
     if limited is not None:  # every channel left is held off by a Retry-After past the cap
         raise limited
     if last is None:
-        raise NotFound("no channel available")
+        raise refused or NotFound("no channel available")
     raise last

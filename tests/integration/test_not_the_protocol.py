@@ -258,6 +258,37 @@ async def test_n_above_one_on_a_gemini_channel_is_a_400_in_openais_shape(upstrea
     assert not upstream.requests
 
 
+@pytest.mark.parametrize("strategy", ["priority", "round_robin"])
+async def test_a_request_one_channel_cannot_carry_goes_to_one_that_can(upstream: FakeUpstream, start_apex: StartApex,
+                                                                        strategy: str) -> None:
+    """n=2 on a rule of a Gemini and an OpenAI channel: the Gemini channel's translation refuses
+    it, so the OpenAI channel serves it (a priority rule answered 400 every time, a round-robin
+    one every other time), and the Gemini channel's health is untouched."""
+    cfg = one_try(upstream)
+    cfg["channels"].append({"name": "gm", "provider_type": "gemini", "base_url": upstream.url, "api_key": "AIza-upstream-gm-000000"})
+    cfg["routers"][0]["rules"].insert(0, {"match": {"model": "mix"}, "strategy": strategy,
+                                          "channels": [{"name": "gm"}, {"name": "oa"}]})
+    inst = await start_apex(cfg)
+    for _ in range(4):
+        done = await oai(inst).chat.completions.with_raw_response.create(model="mix", messages=USER, n=2)
+        assert done.headers["x-apex-channel"] == "oa" and done.headers["x-apex-attempts"] == "1"
+    assert all(r.path.endswith("/chat/completions") for r in upstream.requests)
+    assert inst.gateway.snapshot.health.is_available("gm", inst.gateway.clock())
+
+
+async def test_a_request_no_channel_can_carry_is_the_first_refusal(upstream: FakeUpstream, start_apex: StartApex) -> None:
+    """When every channel of the route refuses to translate it, the client gets the first refusal's 400."""
+    cfg = one_try(upstream)
+    cfg["channels"].append({"name": "gm", "provider_type": "gemini", "base_url": upstream.url, "api_key": "AIza-upstream-gm-000000"})
+    cfg["routers"][0]["rules"].insert(0, {"match": {"model": "mix"}, "strategy": "priority",
+                                          "channels": [{"name": "gm"}, {"name": "an"}]})
+    inst = await start_apex(cfg)
+    with pytest.raises(openai.BadRequestError) as info:
+        await oai(inst).chat.completions.create(model="mix", messages=USER, n=2)
+    assert info.value.body["param"] == "n" and "Gemini" in info.value.body["message"]  # type: ignore[index]
+    assert not upstream.requests
+
+
 @pytest.mark.parametrize("model", ["gpt-4o", "claude-x"])
 async def test_a_malformed_answer_body_names_the_channel_and_where(upstream: FakeUpstream, start_apex: StartApex,
                                                                    model: str) -> None:

@@ -131,6 +131,31 @@ class TestAttemptOrder:
         assert [s.wait for s in steps] == pytest.approx([0.0, 0.0, 0.1, 0.2, 0.3], abs=1e-12)
         assert rng.used == 3  # moving on to a new channel draws nothing
 
+    @pytest.mark.parametrize(("unfit", "after"), [("a", ["b", "c", "b", "c"]), ("b", ["a", "c", "a", "c"]),
+                                                  ("c", ["a", "b", "a", "b"])])
+    def test_an_unfit_channel_leaves_the_plan_and_uses_no_attempt(self, unfit: str, after: list[str]) -> None:
+        """A channel whose API cannot carry the request (nothing sent) is not tried again, the
+        walk goes on in order, and max_attempts still counts only the sends."""
+        plan = plan_over(["a", "b", "c"], max_attempts=4)
+        steps: list[str] = []
+        now = 0.0
+        while (step := plan.next_attempt(now)) is not None:
+            now += step.wait
+            if step.channel == unfit:
+                plan.record(step.channel, Outcome.UNFIT, now)
+                continue
+            steps.append(step.channel)
+            plan.record(step.channel, Outcome.FAILED, now)
+        assert steps == after
+
+    def test_a_plan_whose_every_channel_is_unfit_stops(self) -> None:
+        plan = plan_over(["a", "b"])
+        for name in ("a", "b"):
+            step = plan.next_attempt(0.0)
+            assert step is not None and step.channel == name
+            plan.record(name, Outcome.UNFIT, 0.0)
+        assert plan.next_attempt(0.0) is None
+
     def test_max_attempts_is_respected_exactly(self) -> None:
         """Exactly max_attempts attempts are handed out, then the plan stops for good."""
         for max_attempts in (1, 2, 3, 7):
