@@ -270,7 +270,7 @@ async def test_a_request_one_channel_cannot_carry_goes_to_one_that_can(upstream:
                                           "channels": [{"name": "gm"}, {"name": "oa"}]})
     inst = await start_apex(cfg)
     for _ in range(4):
-        done = await oai(inst).chat.completions.with_raw_response.create(model="mix", messages=USER, n=2)
+        done = await oai(inst).chat.completions.with_raw_response.create(model="mix", messages=USER, n=2)  # type: ignore[arg-type]
         assert done.headers["x-apex-channel"] == "oa" and done.headers["x-apex-attempts"] == "1"
     assert all(r.path.endswith("/chat/completions") for r in upstream.requests)
     assert inst.gateway.snapshot.health.is_available("gm", inst.gateway.clock())
@@ -284,7 +284,7 @@ async def test_a_request_no_channel_can_carry_is_the_first_refusal(upstream: Fak
                                           "channels": [{"name": "gm"}, {"name": "an"}]})
     inst = await start_apex(cfg)
     with pytest.raises(openai.BadRequestError) as info:
-        await oai(inst).chat.completions.create(model="mix", messages=USER, n=2)
+        await oai(inst).chat.completions.create(model="mix", messages=USER, n=2)  # type: ignore[arg-type]
     assert info.value.body["param"] == "n" and "Gemini" in info.value.body["message"]  # type: ignore[index]
     assert not upstream.requests
 
