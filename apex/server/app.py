@@ -24,7 +24,7 @@ from apex.server import gemini, handlers
 from apex.gateway_state import listen_failure
 from apex.server.conn import ApexRunner, raise_fd_limit
 from apex.server.gateway import Gateway
-from apex.server.keys import GATEWAY_KEY
+from apex.server.keys import FALLBACK_KEY, GATEWAY_KEY
 from apex.server.logs import configure_logging, flush_logs, reopen_log_files, start_flush_timer, stop_flush_timer
 from apex.server.endpoint import api_endpoint, expect_handler
 from apex.server.handlers import API_PATHS
@@ -44,6 +44,7 @@ def build_app(gateway: Gateway, *, watch: bool = False) -> web.Application:
     """The aiohttp app serving ``gateway``; ``watch`` starts the config-file watcher."""
     app = web.Application(client_max_size=1 << 62)  # the pipeline enforces max_body_bytes itself
     app[GATEWAY_KEY] = gateway
+    app[FALLBACK_KEY] = handlers.fallback
     r = app.router
     for path, dialect in API_PATHS.items():
         r.add_post(path, api_endpoint(dialect, proxy), expect_handler=expect_handler(dialect))

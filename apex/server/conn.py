@@ -32,6 +32,7 @@ from aiohttp.web_response import StreamResponse
 from apex.errors import ApexError, ErrorKind, InternalError, InvalidRequest, RequestTimeout
 from apex.server.exchange import new_request_id
 from apex.server.gateway import Gateway
+from apex.server.keys import FALLBACK_KEY
 from apex.server.responses import dialect_of_path, error_body, error_response
 from apex.types import Dialect
 
@@ -156,9 +157,8 @@ class ApexRequestHandler(RequestHandler):
         return super().finish_response(request, resp, start_time)
 
     async def _no_path(self, request: BaseRequest, start_time: float | None) -> tuple[StreamResponse, bool]:
-        from apex.server.handlers import fallback  # handlers -> endpoint -> this module: import here
-
-        return await super().finish_response(request, await fallback(request), start_time)  # type: ignore[arg-type]
+        answer = await request.app[FALLBACK_KEY](request)  # type: ignore[attr-defined]  # a web.Request here
+        return await super().finish_response(request, answer, start_time)
 
     def sweep(self, now: float, header_read: float, body_read: float, send: float) -> None:
         """Enforce the read timeouts and the send timeout (called by the sweep for every connection)."""
