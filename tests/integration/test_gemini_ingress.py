@@ -549,3 +549,33 @@ async def test_media_a_tool_returned_reaches_other_protocols(kind: str, apex: Ap
         assert r.status == 200, await r.text()
     sent = json.dumps(upstream.requests[-1].json)
     assert "iVBORw0KGgo=" in sent, sent
+
+
+@pytest.mark.parametrize("kind", ["gemini", "openai", "anthropic"])
+async def test_integral_floats_in_int_fields_are_ints(kind: str, client: genai.Client, apex: ApexInstance,
+                                                      upstream: FakeUpstream) -> None:
+    """google-genai types topK as a float and sends "topK": 4.0, which Gemini serves (proto3 JSON):
+    every channel serves it, Anthropic gets top_k 4 (was a 400 "Expected int, got float" on OpenAI
+    and Anthropic channels). The other int32 fields take 300.0 too; 4.5 is Gemini's 400."""
+    resp = await client.aio.models.generate_content(model=CHANNEL_MODELS[kind], contents="hi",
+                                                    config=types.GenerateContentConfig(top_k=4))
+    assert resp.text
+    if kind == "anthropic":
+        top_k = upstream.requests[-1].json["top_k"]
+        assert top_k == 4 and type(top_k) is int
+    url = f"{apex.url}/v1beta/models/{CHANNEL_MODELS[kind]}:generateContent"
+    config = {"maxOutputTokens": 300.0, "candidateCount": 1.0, "seed": 7.0, "thinkingConfig": {"thinkingBudget": 1024.0}}
+    async with aiohttp.ClientSession() as s:
+        async with s.post(url, headers={"x-goog-api-key": KEY},
+                          json={"contents": [{"parts": [{"text": "hi"}]}], "generationConfig": config}) as r:
+            assert r.status == 200, await r.text()
+        sent = upstream.requests[-1].json
+        if kind == "openai":
+            assert sent["max_tokens"] == 300 and sent["seed"] == 7 and type(sent["max_tokens"]) is int
+        elif kind == "anthropic":
+            assert sent["max_tokens"] == 300 and type(sent["max_tokens"]) is int
+        if kind != "gemini":  # Gemini itself answers a fraction so
+            async with s.post(url, headers={"x-goog-api-key": KEY},
+                              json={"contents": [{"parts": [{"text": "hi"}]}], "generationConfig": {"topK": 4.5}}) as r:
+                assert r.status == 400
+                assert "generationConfig.topK" in (await r.json())["error"]["message"]

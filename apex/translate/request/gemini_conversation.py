@@ -29,7 +29,7 @@ import msgspec
 from msgspec import UnsetType
 
 from apex.errors import InvalidRequest
-from apex.wire.gemini import Content, GenerateContentRequest, GenerationConfig, decode_request
+from apex.wire.gemini import Content, GenerateContentRequest, GenerationConfig, Int32, decode_request, whole
 
 __all__ = [
     "Call",
@@ -354,21 +354,29 @@ def enum_instruction(choices: list[str]) -> str:
     return "Respond with exactly one of these values and nothing else: " + ", ".join(choices)
 
 
+def _int(value: Int32, name: str) -> int:
+    """An int32 field as Gemini reads it: 4.0 is 4 (the Python SDK sends topK so), 4.5 a 400."""
+    number = whole(value)
+    if number is None:
+        raise InvalidRequest(f"Invalid value at '{name}' (TYPE_INT32), {value}", param=name)
+    return number
+
+
 def _read_generation(cfg: GenerationConfig, conv: Conversation) -> None:
     if not isinstance(cfg.max_output_tokens, UnsetType):
-        conv.max_tokens = cfg.max_output_tokens
+        conv.max_tokens = _int(cfg.max_output_tokens, "generationConfig.maxOutputTokens")
     if not isinstance(cfg.temperature, UnsetType):
         conv.temperature = cfg.temperature
     if not isinstance(cfg.top_p, UnsetType):
         conv.top_p = cfg.top_p
     if not isinstance(cfg.top_k, UnsetType):
-        conv.top_k = cfg.top_k
+        conv.top_k = _int(cfg.top_k, "generationConfig.topK")
     if not isinstance(cfg.stop_sequences, UnsetType):
         conv.stop = list(cfg.stop_sequences)
     if not isinstance(cfg.candidate_count, UnsetType):
-        conv.candidates = cfg.candidate_count
+        conv.candidates = _int(cfg.candidate_count, "generationConfig.candidateCount")
     if not isinstance(cfg.seed, UnsetType):
-        conv.seed = cfg.seed
+        conv.seed = _int(cfg.seed, "generationConfig.seed")
     if not isinstance(cfg.presence_penalty, UnsetType):
         conv.presence_penalty = cfg.presence_penalty
     if not isinstance(cfg.frequency_penalty, UnsetType):
@@ -384,7 +392,7 @@ def _read_generation(cfg: GenerationConfig, conv: Conversation) -> None:
     thinking = cfg.thinking_config
     if not isinstance(thinking, UnsetType):
         if not isinstance(thinking.thinking_budget, UnsetType):
-            conv.thinking_budget = thinking.thinking_budget
+            conv.thinking_budget = _int(thinking.thinking_budget, "generationConfig.thinkingConfig.thinkingBudget")
         if isinstance(thinking.thinking_level, str) and thinking.thinking_level:
             conv.thinking_level = thinking.thinking_level.lower()
         conv.include_thoughts = thinking.include_thoughts is True
