@@ -579,3 +579,18 @@ async def test_integral_floats_in_int_fields_are_ints(kind: str, client: genai.C
                               json={"contents": [{"parts": [{"text": "hi"}]}], "generationConfig": {"topK": 4.5}}) as r:
                 assert r.status == 400
                 assert "generationConfig.topK" in (await r.json())["error"]["message"]
+
+
+@pytest.mark.parametrize("model", ["gpt-alias", "deepseek-reasoner"])
+async def test_json_mode_on_openai_says_json(model: str, client: genai.Client, upstream: FakeUpstream) -> None:
+    """JSON mode without a schema becomes json_object, which OpenAI (and DeepSeek) refuse unless
+    a message says "json" (a 400; Gemini has no such rule): Apex asks for JSON in the system
+    message when no message says it, and leaves a request that does as sent."""
+    config = types.GenerateContentConfig(response_mime_type="application/json")
+    resp = await client.aio.models.generate_content(model=model, contents="List three primary colors.", config=config)
+    assert resp.text
+    sent = upstream.requests[-1].json
+    assert sent["response_format"] == {"type": "json_object"}
+    assert sent["messages"][0]["role"] == "system" and "JSON" in sent["messages"][0]["content"]
+    await client.aio.models.generate_content(model=model, contents="List three primary colors as Json.", config=config)
+    assert upstream.requests[-1].json["messages"] == [{"role": "user", "content": "List three primary colors as Json."}]
