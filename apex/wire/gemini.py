@@ -134,15 +134,25 @@ class Tool(_Wire):
     google_search_retrieval: Raw | UnsetType = UNSET
     code_execution: Raw | UnsetType = UNSET
     url_context: Raw | UnsetType = UNSET
+    google_maps: Raw | UnsetType = UNSET
+    file_search: Raw | UnsetType = UNSET
+    enterprise_web_search: Raw | UnsetType = UNSET
+    computer_use: Raw | UnsetType = UNSET
+    retrieval: Raw | UnsetType = UNSET           # Vertex AI Search / RAG
+    mcp_servers: Raw | UnsetType = UNSET
+    parallel_ai_search: Raw | UnsetType = UNSET
+    exa_ai_search: Raw | UnsetType = UNSET
 
 
 class FunctionCallingConfig(_Wire):
-    mode: str                      # AUTO | ANY | NONE | VALIDATED
+    mode: str | UnsetType = UNSET  # AUTO | ANY | NONE | VALIDATED; optional on Gemini (unset: AUTO)
     allowed_function_names: list[str] | UnsetType = UNSET
 
 
 class ToolConfig(_Wire):
-    function_calling_config: FunctionCallingConfig
+    # Optional on Gemini: the SDK's ToolConfig(retrieval_config=...) (Maps grounding's
+    # location) holds none.
+    function_calling_config: FunctionCallingConfig | UnsetType = UNSET
 
 
 class ThinkingConfig(_Wire):

@@ -594,3 +594,22 @@ async def test_json_mode_on_openai_says_json(model: str, client: genai.Client, u
     assert sent["messages"][0]["role"] == "system" and "JSON" in sent["messages"][0]["content"]
     await client.aio.models.generate_content(model=model, contents="List three primary colors as Json.", config=config)
     assert upstream.requests[-1].json["messages"] == [{"role": "user", "content": "List three primary colors as Json."}]
+
+
+@pytest.mark.parametrize("kind", ["openai", "anthropic"])
+async def test_optional_tool_config_fields_and_every_dropped_tool_named(kind: str, client: genai.Client,
+                                                                        upstream: FakeUpstream) -> None:
+    """Gemini takes a toolConfig without functionCallingConfig (the SDK's ToolConfig(retrieval_config=...),
+    for Maps grounding) and a functionCallingConfig without mode (AUTO): both were a 400 on translated
+    channels. Built-in tools are dropped and named, googleMaps and fileSearch too (they went unnamed)."""
+    tools: list[Any] = [types.Tool(google_maps=types.GoogleMaps()), types.Tool(file_search=types.FileSearch(
+        file_search_store_names=["fileSearchStores/x"])), TOOL]
+    for tool_config in (types.ToolConfig(retrieval_config=types.RetrievalConfig(language_code="en")),
+                        types.ToolConfig(function_calling_config=types.FunctionCallingConfig())):
+        resp = await client.aio.models.generate_content(model=CHANNEL_MODELS[kind], contents="hi", config=types.GenerateContentConfig(
+            tools=tools, tool_config=tool_config, automatic_function_calling=types.AutomaticFunctionCallingConfig(disable=True)))
+        assert resp.sdk_http_response is not None and resp.sdk_http_response.headers is not None
+        assert resp.sdk_http_response.headers["x-apex-dropped-tools"] == "googleMaps,fileSearch"
+        sent = upstream.requests[-1].json
+        assert [t.get("name") or t["function"]["name"] for t in sent["tools"]] == ["secret_retrieval_tool"]
+        assert sent.get("tool_choice") in (None, "auto", {"type": "auto"})

@@ -11,7 +11,7 @@ so the Gemini request is read once. Rules (docs/protocols.md 6.2, 8.3 read backw
   result of the call with its ``id``, else of the oldest unanswered call of that name.
 - ``tools[].functionDeclarations`` -> tools with a JSON Schema: ``parametersJsonSchema`` as
   sent, ``parameters`` (Gemini's OpenAPI subset) converted (``openapi_to_json_schema``).
-  Built-in tools (googleSearch, codeExecution, urlContext) have no portable form: dropped,
+  Built-in tools (googleSearch, googleMaps, codeExecution...) have no portable form: dropped,
   and named in ``dropped_tools`` (the directions say so in ``x-apex-dropped-tools``).
 - ``toolConfig`` and ``generationConfig`` -> the neutral knobs below.
 What this module must not do: know an upstream's wire shape.
@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 import msgspec
-from msgspec import UnsetType
+from msgspec import UNSET, UnsetType
 
 from apex.errors import InvalidRequest
 from apex.wire.gemini import Content, GenerateContentRequest, GenerationConfig, Int32, decode_request, whole
@@ -66,8 +66,13 @@ SNAKE_KEY: Final = re.compile(rb'"[a-z]+_[a-z_]+"\s*:')
 # property names), never Gemini field names.
 _OPAQUE: Final = frozenset({"args", "response", "parameters", "parametersJsonSchema", "responseSchema",
                             "responseJsonSchema"})
-_BUILT_IN_TOOLS: Final[dict[str, str]] = {"google_search": "googleSearch", "google_search_retrieval": "googleSearchRetrieval",
-                                          "code_execution": "codeExecution", "url_context": "urlContext"}
+# Every built-in tool google-genai knows: each dropped one is named (googleMaps and fileSearch
+# were dropped unnamed).
+_BUILT_IN_TOOLS: Final[dict[str, str]] = {
+    "google_search": "googleSearch", "google_search_retrieval": "googleSearchRetrieval", "code_execution": "codeExecution",
+    "url_context": "urlContext", "google_maps": "googleMaps", "file_search": "fileSearch",
+    "enterprise_web_search": "enterpriseWebSearch", "computer_use": "computerUse", "retrieval": "retrieval",
+    "mcp_servers": "mcpServers", "parallel_ai_search": "parallelAiSearch", "exa_ai_search": "exaAiSearch"}
 
 
 def encode_thought_signature(signature: str) -> str:
@@ -255,9 +260,9 @@ def conversation_of(req: GenerateContentRequest) -> Conversation:
             for decl in tool.function_declarations:
                 conv.tools.append(ToolSpec(decl.name, decl.description or None, _schema_of(decl.parameters_json_schema,
                                                                                           decl.parameters)))
-    if not isinstance(req.tool_config, UnsetType):
-        cfg = req.tool_config.function_calling_config
-        conv.tool_mode = _MODES.get(cfg.mode.upper(), "auto")
+    cfg = req.tool_config.function_calling_config if not isinstance(req.tool_config, UnsetType) else UNSET
+    if not isinstance(cfg, UnsetType):
+        conv.tool_mode = _MODES.get(cfg.mode.upper(), "auto") if isinstance(cfg.mode, str) else "auto"
         if not isinstance(cfg.allowed_function_names, UnsetType):
             conv.tool_names = list(cfg.allowed_function_names)
             if conv.tool_names and conv.tool_mode == "any":
