@@ -359,7 +359,7 @@ def fit_gemini_request(body: bytes, caps: ModelCaps) -> bytes:
             edited = True
         for k in ("maxOutputTokens", "max_output_tokens"):
             value = config.get(k)
-            if clamp and isinstance(value, int) and value > caps.max_output:
+            if clamp and isinstance(value, (int, float)) and value > caps.max_output:  # 1e6 too
                 config[k] = caps.max_output
                 edited = True
         if edited:

@@ -28,6 +28,7 @@ from apex.sse import DONE_EVENT, encode_event
 from apex.tokens import estimate_text_tokens, estimate_tokens
 from apex.types import Dialect
 from apex.upstream.transport import UpstreamRequest
+from apex.wire.gemini import whole
 from apex.wire.request import LooseGeminiBatchEmbed, LooseGeminiRequest, LooseMessage, LooseRequest
 
 __all__ = ["MockReply", "mock_reply"]
@@ -58,7 +59,7 @@ def _gemini_view(body: bytes) -> LooseRequest:
     messages = [LooseMessage(role="user" if c.role != "model" else "assistant",
                          content=" ".join(p.text for p in c.parts if p.text)) for c in g.contents]
     limit = g.generation_config.max_output_tokens if g.generation_config else None
-    return LooseRequest(messages=messages, max_output_tokens=limit)
+    return LooseRequest(messages=messages, max_output_tokens=whole(limit) if limit is not None else None)
 
 
 def _text_of(content: object) -> str:

@@ -9,7 +9,7 @@ do: translate, or import anything from apex.
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Annotated, Final, TypeAlias
 
 import msgspec
 from msgspec import UNSET, Raw, Struct, UnsetType
@@ -35,6 +35,7 @@ __all__ = [
     "GenerateContentRequest",
     "GenerateContentResponse",
     "GenerationConfig",
+    "Int32",
     "OutputLimit",
     "Part",
     "PromptFeedback",
@@ -54,7 +55,23 @@ __all__ = [
     "decode_request",
     "decode_response",
     "encode",
+    "whole",
 ]
+
+# Gemini reads JSON by proto3's rules, where an int32 field takes any number without a
+# fraction: google-genai's Python SDK types topK as a float and sends "topK": 4.0, which
+# Gemini serves (Apex answered 400 "Expected int, got float" on translated channels). Such
+# fields are read as sent and made ints by ``whole``; a fraction is a 400, as on Gemini.
+Int32: TypeAlias = int | float
+# The output limit Apex reads before routing (rate limit, budgets), in either number spelling.
+_TokenLimit: TypeAlias = TokenLimit | Annotated[float, msgspec.Meta(ge=0, le=2**31 - 1)]
+
+
+def whole(value: int | float) -> int | None:
+    """The int a proto3 int32 field reads ``value`` as; None when it has a fraction."""
+    if isinstance(value, int):
+        return value
+    return int(value) if value.is_integer() else None
 
 
 class _Wire(Struct, rename="camel", omit_defaults=True):
@@ -117,19 +134,29 @@ class Tool(_Wire):
     google_search_retrieval: Raw | UnsetType = UNSET
     code_execution: Raw | UnsetType = UNSET
     url_context: Raw | UnsetType = UNSET
+    google_maps: Raw | UnsetType = UNSET
+    file_search: Raw | UnsetType = UNSET
+    enterprise_web_search: Raw | UnsetType = UNSET
+    computer_use: Raw | UnsetType = UNSET
+    retrieval: Raw | UnsetType = UNSET           # Vertex AI Search / RAG
+    mcp_servers: Raw | UnsetType = UNSET
+    parallel_ai_search: Raw | UnsetType = UNSET
+    exa_ai_search: Raw | UnsetType = UNSET
 
 
 class FunctionCallingConfig(_Wire):
-    mode: str                      # AUTO | ANY | NONE | VALIDATED
+    mode: str | UnsetType = UNSET  # AUTO | ANY | NONE | VALIDATED; optional on Gemini (unset: AUTO)
     allowed_function_names: list[str] | UnsetType = UNSET
 
 
 class ToolConfig(_Wire):
-    function_calling_config: FunctionCallingConfig
+    # Optional on Gemini: the SDK's ToolConfig(retrieval_config=...) (Maps grounding's
+    # location) holds none.
+    function_calling_config: FunctionCallingConfig | UnsetType = UNSET
 
 
 class ThinkingConfig(_Wire):
-    thinking_budget: int | UnsetType = UNSET
+    thinking_budget: Int32 | UnsetType = UNSET
     include_thoughts: bool | UnsetType = UNSET
     thinking_level: str | UnsetType = UNSET  # Gemini 3: "low" | "medium" | "high" (any case)
 
@@ -137,13 +164,13 @@ class ThinkingConfig(_Wire):
 class GenerationConfig(_Wire):
     temperature: float | UnsetType = UNSET
     top_p: float | UnsetType = UNSET
-    top_k: int | UnsetType = UNSET
-    candidate_count: int | UnsetType = UNSET
-    max_output_tokens: int | UnsetType = UNSET
+    top_k: Int32 | UnsetType = UNSET
+    candidate_count: Int32 | UnsetType = UNSET
+    max_output_tokens: Int32 | UnsetType = UNSET
     stop_sequences: list[str] | UnsetType = UNSET
     presence_penalty: float | UnsetType = UNSET
     frequency_penalty: float | UnsetType = UNSET
-    seed: int | UnsetType = UNSET
+    seed: Int32 | UnsetType = UNSET
     response_mime_type: str | UnsetType = UNSET
     response_json_schema: Raw | UnsetType = UNSET
     response_schema: Raw | UnsetType = UNSET   # OpenAPI subset, like FunctionDeclaration.parameters
@@ -249,13 +276,15 @@ class CountTokensRequest(_Wire):
 
 class OutputLimit(msgspec.Struct):
     # Google's REST API reads both spellings (the Python SDK sends snake_case).
-    max_output_tokens_camel: TokenLimit | None = msgspec.field(default=None, name="maxOutputTokens")
-    max_output_tokens_snake: TokenLimit | None = msgspec.field(default=None, name="max_output_tokens")
+    max_output_tokens_camel: _TokenLimit | None = msgspec.field(default=None, name="maxOutputTokens")
+    max_output_tokens_snake: _TokenLimit | None = msgspec.field(default=None, name="max_output_tokens")
 
     @property
     def max_output_tokens(self) -> int | None:
+        """None also for a fraction (Gemini refuses it; a translator answers the 400)."""
         camel = self.max_output_tokens_camel
-        return camel if camel is not None else self.max_output_tokens_snake
+        value = camel if camel is not None else self.max_output_tokens_snake
+        return whole(value) if value is not None else None
 
 
 class RequestLimitView(msgspec.Struct):

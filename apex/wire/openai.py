@@ -33,6 +33,7 @@ __all__ = [
     "FunctionCall",
     "FunctionDef",
     "ImageUrl",
+    "InputAudio",
     "JsonSchemaFormat",
     "NamedFunction",
     "NamedToolChoice",
@@ -211,11 +212,17 @@ class FileInput(msgspec.Struct):
     filename: str | None = None
 
 
+class InputAudio(msgspec.Struct):
+    data: str                      # base64
+    format: str                    # "wav" | "mp3"
+
+
 class ContentPart(msgspec.Struct):
     type: str
     text: str | None = None
     image_url: ImageUrl | None = None
     file: FileInput | None = None
+    input_audio: InputAudio | None = None
     refusal: str | None = None
 
 

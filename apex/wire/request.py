@@ -83,7 +83,7 @@ class LooseGeminiContent(msgspec.Struct):
 
 
 class LooseGeminiGeneration(msgspec.Struct, rename="camel"):
-    max_output_tokens: int | None = None
+    max_output_tokens: int | float | None = None  # 1024.0 is 1024 to Gemini (proto3 JSON)
 
 
 class LooseGeminiRequest(msgspec.Struct, rename="camel"):

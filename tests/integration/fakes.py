@@ -89,6 +89,19 @@ def _openai_too_long(req: Any) -> tuple[str, int, int] | None:
     return None
 
 
+def openai_json_word_refusal(req: Any) -> dict[str, Any] | None:
+    """OpenAI's 400 body for json_object JSON mode when no message says "json", else None
+    (OpenAI and DeepSeek refuse it so)."""
+    fmt = req.get("response_format")
+    if not isinstance(fmt, dict) or fmt.get("type") != "json_object":
+        return None
+    contents = [m.get("content") for m in req.get("messages") or [] if isinstance(m, dict)]
+    if "json" in json.dumps(contents).lower():
+        return None
+    return {"error": {"message": "'messages' must contain the word 'json' in some form, to use 'response_format' of "
+                                 "type 'json_object'.", "type": "invalid_request_error", "param": "messages", "code": None}}
+
+
 # Tool names as the real APIs check them, refused in their words (the rules and their sources:
 # apex/translate/neutral/toolids.py).
 _OPENAI_NAME = re.compile(r"[a-zA-Z0-9_-]+")
@@ -273,10 +286,10 @@ class FakeUpstream:
             req = {}
         model = req.get("model", "unknown")
         stream = bool(req.get("stream"))
-        refusal = (openai_name_refusal(req) if path.endswith("/chat/completions")
+        refusal = ((openai_name_refusal(req) or openai_json_word_refusal(req)) if path.endswith("/chat/completions")
                    else anthropic_name_refusal(req) if path.endswith("/v1/messages")
                    else gemini_name_refusal(req) if "enerateContent" in path else None)
-        if refusal is not None:  # as the real API answers a tool name it does not take
+        if refusal is not None:  # as the real API answers a tool name (or a JSON mode) it does not take
             return Behaviour(status=400, body=json.dumps(refusal).encode())
         if path.endswith("/chat/completions"):
             too_long = _openai_too_long(req)

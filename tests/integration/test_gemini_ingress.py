@@ -549,3 +549,67 @@ async def test_media_a_tool_returned_reaches_other_protocols(kind: str, apex: Ap
         assert r.status == 200, await r.text()
     sent = json.dumps(upstream.requests[-1].json)
     assert "iVBORw0KGgo=" in sent, sent
+
+
+@pytest.mark.parametrize("kind", ["gemini", "openai", "anthropic"])
+async def test_integral_floats_in_int_fields_are_ints(kind: str, client: genai.Client, apex: ApexInstance,
+                                                      upstream: FakeUpstream) -> None:
+    """google-genai types topK as a float and sends "topK": 4.0, which Gemini serves (proto3 JSON):
+    every channel serves it, Anthropic gets top_k 4 (was a 400 "Expected int, got float" on OpenAI
+    and Anthropic channels). The other int32 fields take 300.0 too; 4.5 is Gemini's 400."""
+    resp = await client.aio.models.generate_content(model=CHANNEL_MODELS[kind], contents="hi",
+                                                    config=types.GenerateContentConfig(top_k=4))
+    assert resp.text
+    if kind == "anthropic":
+        top_k = upstream.requests[-1].json["top_k"]
+        assert top_k == 4 and type(top_k) is int
+    url = f"{apex.url}/v1beta/models/{CHANNEL_MODELS[kind]}:generateContent"
+    config = {"maxOutputTokens": 300.0, "candidateCount": 1.0, "seed": 7.0, "thinkingConfig": {"thinkingBudget": 1024.0}}
+    async with aiohttp.ClientSession() as s:
+        async with s.post(url, headers={"x-goog-api-key": KEY},
+                          json={"contents": [{"parts": [{"text": "hi"}]}], "generationConfig": config}) as r:
+            assert r.status == 200, await r.text()
+        sent = upstream.requests[-1].json
+        if kind == "openai":
+            assert sent["max_tokens"] == 300 and sent["seed"] == 7 and type(sent["max_tokens"]) is int
+        elif kind == "anthropic":
+            assert sent["max_tokens"] == 300 and type(sent["max_tokens"]) is int
+        if kind != "gemini":  # Gemini itself answers a fraction so
+            async with s.post(url, headers={"x-goog-api-key": KEY},
+                              json={"contents": [{"parts": [{"text": "hi"}]}], "generationConfig": {"topK": 4.5}}) as r:
+                assert r.status == 400
+                assert "generationConfig.topK" in (await r.json())["error"]["message"]
+
+
+@pytest.mark.parametrize("model", ["gpt-alias", "deepseek-reasoner"])
+async def test_json_mode_on_openai_says_json(model: str, client: genai.Client, upstream: FakeUpstream) -> None:
+    """JSON mode without a schema becomes json_object, which OpenAI (and DeepSeek) refuse unless
+    a message says "json" (a 400; Gemini has no such rule): Apex asks for JSON in the system
+    message when no message says it, and leaves a request that does as sent."""
+    config = types.GenerateContentConfig(response_mime_type="application/json")
+    resp = await client.aio.models.generate_content(model=model, contents="List three primary colors.", config=config)
+    assert resp.text
+    sent = upstream.requests[-1].json
+    assert sent["response_format"] == {"type": "json_object"}
+    assert sent["messages"][0]["role"] == "system" and "JSON" in sent["messages"][0]["content"]
+    await client.aio.models.generate_content(model=model, contents="List three primary colors as Json.", config=config)
+    assert upstream.requests[-1].json["messages"] == [{"role": "user", "content": "List three primary colors as Json."}]
+
+
+@pytest.mark.parametrize("kind", ["openai", "anthropic"])
+async def test_optional_tool_config_fields_and_every_dropped_tool_named(kind: str, client: genai.Client,
+                                                                        upstream: FakeUpstream) -> None:
+    """Gemini takes a toolConfig without functionCallingConfig (the SDK's ToolConfig(retrieval_config=...),
+    for Maps grounding) and a functionCallingConfig without mode (AUTO): both were a 400 on translated
+    channels. Built-in tools are dropped and named, googleMaps and fileSearch too (they went unnamed)."""
+    tools: list[Any] = [types.Tool(google_maps=types.GoogleMaps()), types.Tool(file_search=types.FileSearch(
+        file_search_store_names=["fileSearchStores/x"])), TOOL]
+    for tool_config in (types.ToolConfig(retrieval_config=types.RetrievalConfig(language_code="en")),
+                        types.ToolConfig(function_calling_config=types.FunctionCallingConfig())):
+        resp = await client.aio.models.generate_content(model=CHANNEL_MODELS[kind], contents="hi", config=types.GenerateContentConfig(
+            tools=tools, tool_config=tool_config, automatic_function_calling=types.AutomaticFunctionCallingConfig(disable=True)))
+        assert resp.sdk_http_response is not None and resp.sdk_http_response.headers is not None
+        assert resp.sdk_http_response.headers["x-apex-dropped-tools"] == "googleMaps,fileSearch"
+        sent = upstream.requests[-1].json
+        assert [t.get("name") or t["function"]["name"] for t in sent["tools"]] == ["secret_retrieval_tool"]
+        assert sent.get("tool_choice") in (None, "auto", {"type": "auto"})

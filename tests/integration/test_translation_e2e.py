@@ -105,6 +105,20 @@ async def test_openai_client_gemini_upstream(upstream: FakeUpstream, start_apex:
     assert done.usage is not None and done.usage.total_tokens == 115
 
 
+async def test_openai_client_audio_reaches_gemini_as_inline_data(upstream: FakeUpstream, start_apex: StartApex) -> None:
+    """An input_audio part (wav, mp3) goes to Gemini as audio inlineData, as Gemini takes audio
+    (it was a 400 "content part type 'input_audio' is not supported by Gemini")."""
+    inst = await start_apex(config(upstream))
+    content: Any = [{"type": "text", "text": "Transcribe these."},
+                    {"type": "input_audio", "input_audio": {"data": "UklGRgAAAABXQVZF", "format": "wav"}},
+                    {"type": "input_audio", "input_audio": {"data": "SUQzBAAAAAAA", "format": "mp3"}}]
+    done = await oai(inst, "k").chat.completions.create(model="gemini-2.5-flash", messages=[{"role": "user", "content": content}])
+    assert done.choices[0].message.content
+    assert upstream.requests[-1].json["contents"][0]["parts"] == [
+        {"text": "Transcribe these."}, {"inlineData": {"mimeType": "audio/wav", "data": "UklGRgAAAABXQVZF"}},
+        {"inlineData": {"mimeType": "audio/mp3", "data": "SUQzBAAAAAAA"}}]
+
+
 async def test_openai_client_gemini_stream_function_calls(upstream: FakeUpstream, start_apex: StartApex) -> None:
     """A Gemini stream with function calls ends as tool_calls, and the SDK gets both calls."""
     inst = await start_apex(config(upstream))

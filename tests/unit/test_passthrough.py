@@ -262,6 +262,14 @@ def test_fit_gemini_request_drops_thinking_for_a_model_without_it() -> None:
     assert fit_gemini_request(body, table.lookup("my-tuned-model")) is body
 
 
+def test_fit_gemini_request_cuts_a_limit_written_as_a_float() -> None:
+    """Gemini reads maxOutputTokens 1e6 as the int 1000000 (proto3 JSON), and refuses it past
+    the model's limit: it is cut like an int one (a float was left as sent)."""
+    caps = CapabilityTable("gemini").lookup("gemini-2.5-flash")
+    body = b'{"contents":[],"generationConfig":{"maxOutputTokens":1e6}}'
+    assert json.loads(fit_gemini_request(body, caps))["generationConfig"]["maxOutputTokens"] == caps.max_output
+
+
 def test_a_renamed_stream_keeps_events_of_several_data_lines_whole() -> None:
     """Vertex sends Claude's events as pretty-printed JSON over several data: lines; rewritten
     for a model_map they went out with bare continuation lines (not SSE fields), and the

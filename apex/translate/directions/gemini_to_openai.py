@@ -24,6 +24,7 @@ from apex.errors import InvalidRequest
 from apex.translate.capabilities import MAX_STOP_SEQUENCES
 from apex.translate.base import StreamTranslator, TranslateContext
 from apex.translate.directions.anthropic_to_openai import drop_refused_sampling, max_tokens_field
+from apex.translate.directions.openai_to_anthropic import JSON_OBJECT_INSTRUCTION
 from apex.translate.request.gemini_conversation import (
     Call,
     Conversation,
@@ -101,6 +102,10 @@ def gemini_to_openai_request(conv: Conversation, ctx: TranslateContext) -> Json:
     system = conv.system
     if conv.enum_choices:
         system = f"{system}\n\n{enum_instruction(conv.enum_choices)}" if system else enum_instruction(conv.enum_choices)
+    if conv.json_output and conv.json_schema is None and not _mentions_json(conv):
+        # OpenAI (and DeepSeek) refuse json_object unless a message says "json" (a 400);
+        # Gemini's JSON mode has no such rule, so its clients seldom write the word.
+        system = f"{system}\n\n{JSON_OBJECT_INSTRUCTION}" if system else JSON_OBJECT_INSTRUCTION
     if system:
         messages.append({"role": "system", "content": system})
     for turn in conv.turns:
@@ -146,6 +151,13 @@ def gemini_to_openai_request(conv: Conversation, ctx: TranslateContext) -> Json:
             out["stream_options"] = {"include_usage": True}
     fit_chat_tool_names(out, ctx)
     return out
+
+
+def _mentions_json(conv: Conversation) -> bool:
+    """True when the system instruction or a text says "json" in any case (OpenAI's test;
+    a word only in a tool result or an image is not counted: the instruction is harmless)."""
+    return "json" in conv.system.lower() or any(
+        isinstance(item, Text) and "json" in item.text.lower() for turn in conv.turns for item in turn.items)
 
 
 # Chat's input_audio formats (an image_url of audio was a 400 naming images).

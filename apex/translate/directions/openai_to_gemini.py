@@ -48,6 +48,7 @@ from apex.translate.neutral.signatures import SignatureStore
 from apex.translate.write.openai import OpenAIChatWriter
 from apex.types import Dialect
 from apex.wire.gemini import (
+    Blob,
     GenerationConfig,
     Part,
     ToolConfig,
@@ -125,6 +126,9 @@ def _joined_text(content: str | list[ContentPart] | None) -> str:
     return "".join(p.text or "" for p in content if p.type == "text")
 
 
+_AUDIO_TYPES: Final = {"wav": "audio/wav", "mp3": "audio/mp3"}  # Chat's input_audio formats
+
+
 def _user_parts(content: str | list[ContentPart] | None) -> list[Part]:
     if content is None or isinstance(content, str):
         return _text_parts(content)
@@ -138,6 +142,13 @@ def _user_parts(content: str | list[ContentPart] | None) -> list[Part]:
             parts.append(media_part(item.image_url.url))
         elif item.type == "file" and item.file is not None and item.file.file_data:
             parts.append(media_part(item.file.file_data))
+        elif item.type == "input_audio" and item.input_audio is not None:
+            # Gemini takes audio as inline data (the way back, gemini_to_openai, maps it so too).
+            mime = _AUDIO_TYPES.get(item.input_audio.format)
+            if mime is None:
+                raise InvalidRequest(f"input_audio format {item.input_audio.format!r} is not supported "
+                                     "(wav or mp3)", param="messages")
+            parts.append(Part(inline_data=Blob(mime_type=mime, data=item.input_audio.data)))
         else:
             raise InvalidRequest(f"content part type {item.type!r} is not supported by Gemini", param="messages")
     return parts

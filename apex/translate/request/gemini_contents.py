@@ -294,8 +294,8 @@ def _fit_names(contents: list[Content], declarations: list[FunctionDeclaration],
     if ctx is not None:
         ctx.learn_tool_names(renamed)
     declared = {decl.name for decl in declarations}  # the history's names are mostly these: a set lookup each
-    calling = config.function_calling_config if config is not None else None
-    if calling is not None and not isinstance(calling.allowed_function_names, UnsetType):
+    calling = config.function_calling_config if config is not None else UNSET
+    if not isinstance(calling, UnsetType) and not isinstance(calling.allowed_function_names, UnsetType):
         calling.allowed_function_names = [fit_tool_name(n, GEMINI_NAMES) for n in calling.allowed_function_names]
     for content in contents:
         for part in content.parts:

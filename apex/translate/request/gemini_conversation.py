@@ -11,7 +11,7 @@ so the Gemini request is read once. Rules (docs/protocols.md 6.2, 8.3 read backw
   result of the call with its ``id``, else of the oldest unanswered call of that name.
 - ``tools[].functionDeclarations`` -> tools with a JSON Schema: ``parametersJsonSchema`` as
   sent, ``parameters`` (Gemini's OpenAPI subset) converted (``openapi_to_json_schema``).
-  Built-in tools (googleSearch, codeExecution, urlContext) have no portable form: dropped,
+  Built-in tools (googleSearch, googleMaps, codeExecution...) have no portable form: dropped,
   and named in ``dropped_tools`` (the directions say so in ``x-apex-dropped-tools``).
 - ``toolConfig`` and ``generationConfig`` -> the neutral knobs below.
 What this module must not do: know an upstream's wire shape.
@@ -26,10 +26,10 @@ from dataclasses import dataclass, field
 from typing import Final
 
 import msgspec
-from msgspec import UnsetType
+from msgspec import UNSET, UnsetType
 
 from apex.errors import InvalidRequest
-from apex.wire.gemini import Content, GenerateContentRequest, GenerationConfig, decode_request
+from apex.wire.gemini import Content, GenerateContentRequest, GenerationConfig, Int32, decode_request, whole
 
 __all__ = [
     "Call",
@@ -66,8 +66,13 @@ SNAKE_KEY: Final = re.compile(rb'"[a-z]+_[a-z_]+"\s*:')
 # property names), never Gemini field names.
 _OPAQUE: Final = frozenset({"args", "response", "parameters", "parametersJsonSchema", "responseSchema",
                             "responseJsonSchema"})
-_BUILT_IN_TOOLS: Final[dict[str, str]] = {"google_search": "googleSearch", "google_search_retrieval": "googleSearchRetrieval",
-                                          "code_execution": "codeExecution", "url_context": "urlContext"}
+# Every built-in tool google-genai knows: each dropped one is named (googleMaps and fileSearch
+# were dropped unnamed).
+_BUILT_IN_TOOLS: Final[dict[str, str]] = {
+    "google_search": "googleSearch", "google_search_retrieval": "googleSearchRetrieval", "code_execution": "codeExecution",
+    "url_context": "urlContext", "google_maps": "googleMaps", "file_search": "fileSearch",
+    "enterprise_web_search": "enterpriseWebSearch", "computer_use": "computerUse", "retrieval": "retrieval",
+    "mcp_servers": "mcpServers", "parallel_ai_search": "parallelAiSearch", "exa_ai_search": "exaAiSearch"}
 
 
 def encode_thought_signature(signature: str) -> str:
@@ -255,9 +260,9 @@ def conversation_of(req: GenerateContentRequest) -> Conversation:
             for decl in tool.function_declarations:
                 conv.tools.append(ToolSpec(decl.name, decl.description or None, _schema_of(decl.parameters_json_schema,
                                                                                           decl.parameters)))
-    if not isinstance(req.tool_config, UnsetType):
-        cfg = req.tool_config.function_calling_config
-        conv.tool_mode = _MODES.get(cfg.mode.upper(), "auto")
+    cfg = req.tool_config.function_calling_config if not isinstance(req.tool_config, UnsetType) else UNSET
+    if not isinstance(cfg, UnsetType):
+        conv.tool_mode = _MODES.get(cfg.mode.upper(), "auto") if isinstance(cfg.mode, str) else "auto"
         if not isinstance(cfg.allowed_function_names, UnsetType):
             conv.tool_names = list(cfg.allowed_function_names)
             if conv.tool_names and conv.tool_mode == "any":
@@ -354,21 +359,29 @@ def enum_instruction(choices: list[str]) -> str:
     return "Respond with exactly one of these values and nothing else: " + ", ".join(choices)
 
 
+def _int(value: Int32, name: str) -> int:
+    """An int32 field as Gemini reads it: 4.0 is 4 (the Python SDK sends topK so), 4.5 a 400."""
+    number = whole(value)
+    if number is None:
+        raise InvalidRequest(f"Invalid value at '{name}' (TYPE_INT32), {value}", param=name)
+    return number
+
+
 def _read_generation(cfg: GenerationConfig, conv: Conversation) -> None:
     if not isinstance(cfg.max_output_tokens, UnsetType):
-        conv.max_tokens = cfg.max_output_tokens
+        conv.max_tokens = _int(cfg.max_output_tokens, "generationConfig.maxOutputTokens")
     if not isinstance(cfg.temperature, UnsetType):
         conv.temperature = cfg.temperature
     if not isinstance(cfg.top_p, UnsetType):
         conv.top_p = cfg.top_p
     if not isinstance(cfg.top_k, UnsetType):
-        conv.top_k = cfg.top_k
+        conv.top_k = _int(cfg.top_k, "generationConfig.topK")
     if not isinstance(cfg.stop_sequences, UnsetType):
         conv.stop = list(cfg.stop_sequences)
     if not isinstance(cfg.candidate_count, UnsetType):
-        conv.candidates = cfg.candidate_count
+        conv.candidates = _int(cfg.candidate_count, "generationConfig.candidateCount")
     if not isinstance(cfg.seed, UnsetType):
-        conv.seed = cfg.seed
+        conv.seed = _int(cfg.seed, "generationConfig.seed")
     if not isinstance(cfg.presence_penalty, UnsetType):
         conv.presence_penalty = cfg.presence_penalty
     if not isinstance(cfg.frequency_penalty, UnsetType):
@@ -384,7 +397,7 @@ def _read_generation(cfg: GenerationConfig, conv: Conversation) -> None:
     thinking = cfg.thinking_config
     if not isinstance(thinking, UnsetType):
         if not isinstance(thinking.thinking_budget, UnsetType):
-            conv.thinking_budget = thinking.thinking_budget
+            conv.thinking_budget = _int(thinking.thinking_budget, "generationConfig.thinkingConfig.thinkingBudget")
         if isinstance(thinking.thinking_level, str) and thinking.thinking_level:
             conv.thinking_level = thinking.thinking_level.lower()
         conv.include_thoughts = thinking.include_thoughts is True
