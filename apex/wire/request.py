@@ -13,6 +13,9 @@ from typing import Annotated
 import msgspec
 
 __all__ = [
+    "CountContent",
+    "CountGenerateRequest",
+    "CountMessage",
     "LooseGeminiBatchEmbed",
     "LooseGeminiContent",
     "LooseGeminiEmbed",
@@ -98,3 +101,20 @@ class LooseGeminiEmbed(msgspec.Struct, rename="camel"):
 
 class LooseGeminiBatchEmbed(msgspec.Struct):
     requests: list[LooseGeminiEmbed]
+
+
+# --- Token-count requests: the shapes Anthropic and Gemini check before they count ---
+
+
+class CountMessage(msgspec.Struct):
+    role: str  # not only user/assistant: Claude Code sends a mid-conversation system message
+    content: str | list[dict[str, object]]
+
+
+class CountContent(msgspec.Struct):
+    parts: list[dict[str, object]] = []
+    role: str | None = None
+
+
+class CountGenerateRequest(msgspec.Struct):
+    contents: list[CountContent] = []

@@ -83,6 +83,38 @@ async def test_counts_are_checked_and_marked_estimated(upstream: FakeUpstream, s
     assert status == 200 and headers["x-apex-estimated"] == "true", json.dumps(got)
 
 
+@pytest.mark.parametrize("model", ["gpt-4o", "mock-1"])  # an estimate for a channel without counts; the mock's own
+@pytest.mark.parametrize(("gemini", "body", "field"), [
+    (False, b'{"model":"M","messages":[{"role":"user","content":"h\xff\xfei"}]}', "UTF-8"),
+    (False, b'{"model":"M","messages":5}', "messages"),
+    (False, b'{"model":"M","messages":["hi"]}', "messages"),
+    (False, b'{"model":"M","messages":[{"role":"user"}]}', "messages"),
+    (False, b'{"model":"M","messages":[{"role":"user","content":5}]}', "messages"),
+    (True, b'{"contents":5}', "contents"),
+    (True, b'{"contents":[{"parts":[{"text":"h\xff"}]}]}', "UTF-8"),
+    (True, b'{"contents":["hi"]}', "contents"),
+    (True, b'{"contents":[{"parts":"hi"}]}', "contents"),
+    (True, b'{"generateContentRequest":{"contents":5}}', "generateContentRequest"),
+], ids=lambda v: v.decode(errors="replace")[:40] if isinstance(v, bytes) else str(v))
+async def test_an_estimated_count_refuses_what_the_provider_refuses(
+    upstream: FakeUpstream, start_apex: StartApex, model: str, gemini: bool, body: bytes, field: str,
+) -> None:
+    """Anthropic and Gemini answer 400 to a body that is not UTF-8 or whose messages/contents
+    are not a list of messages/contents; Apex's estimate answered 200 with a count."""
+    inst = await start_apex(_config(upstream))
+    url = f"{inst.url}/v1beta/models/{model}:countTokens" if gemini else f"{inst.url}/v1/messages/count_tokens"
+    async with aiohttp.ClientSession() as s, s.post(url, data=body.replace(b"M", model.encode()), headers={
+            "x-goog-api-key" if gemini else "x-api-key": "vk-default", "anthropic-version": "2023-06-01",
+            "Content-Type": "application/json"}) as r:
+        status, got = r.status, await r.json()
+    assert status == 400, got
+    if gemini:
+        assert got["error"]["status"] == "INVALID_ARGUMENT" and field in got["error"]["message"], got
+    else:
+        assert got["error"]["type"] == "invalid_request_error" and field in got["error"]["message"], got
+    assert not upstream.requests
+
+
 async def test_openai_embeddings_past_openais_limit_are_refused_before_any_call(upstream: FakeUpstream,
                                                                                 start_apex: StartApex) -> None:
     """30,000 tiny inputs to a Gemini channel went out as 300 calls and held ~1.8 GB of vectors:
