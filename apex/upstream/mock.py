@@ -154,7 +154,9 @@ async def mock_reply(ch: Channel, dialect: Dialect, body: bytes, model: str, str
     text = ch.response_text if ch.response_text is not None else f"This is Apex's mock provider. You said: {prompt[:200]}"
     words = [w + " " for w in text.split(" ")]
     words[-1] = words[-1][:-1]
-    limit = req.max_tokens or req.max_completion_tokens or req.max_output_tokens
+    # 0 is no limit in every dialect: the chain passed a 0 max_tokens on but ended on a 0
+    # maxOutputTokens, which left a Gemini stream no word to send (a 502 there, a 200 not streamed).
+    limit = req.max_tokens or req.max_completion_tokens or req.max_output_tokens or None
     truncated = limit is not None and limit < len(words)
     if truncated:
         assert limit is not None

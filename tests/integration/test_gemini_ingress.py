@@ -115,6 +115,18 @@ async def test_generate_on_every_channel_kind(kind: str, client: genai.Client, u
         assert sent.json["messages"] == [{"role": "user", "content": [{"type": "text", "text": "What is 4200 + 42?"}]}]
 
 
+async def test_the_mock_answers_max_output_tokens_0_the_same_streamed_or_not(client: genai.Client) -> None:
+    """0 is no limit, as the mock reads max_tokens 0 in the other dialects; the stream was a 502
+    (no word left to send) while generateContent answered 200."""
+    config = types.GenerateContentConfig(max_output_tokens=0)
+    resp = await client.aio.models.generate_content(model="mock-alias", contents="What is 4200 + 42?", config=config)
+    chunks = [c async for c in await client.aio.models.generate_content_stream(
+        model="mock-alias", contents="What is 4200 + 42?", config=config)]
+    assert "".join(c.text or "" for c in chunks) == resp.text == EXPECTED_TEXT["mock"]
+    last = chunks[-1]
+    assert last.candidates and last.candidates[0].finish_reason == types.FinishReason.STOP
+
+
 @pytest.mark.parametrize("kind", ["gemini", "openai", "anthropic", "mock"])
 async def test_stream_on_every_channel_kind(kind: str, client: genai.Client, upstream: FakeUpstream) -> None:
     """streamGenerateContent?alt=sse streams chunks the SDK reads; the last carries STOP and usage."""
