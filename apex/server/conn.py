@@ -169,11 +169,13 @@ class ApexRequestHandler(RequestHandler):
             dialect = _dialect_of(self.apex_peek)
             body = error_body(dialect, err)
             if not self._request_in_progress:  # nothing else is being written on this connection
+                rid = new_request_id()
                 self.transport.write(
                     b"HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json\r\nConnection: close\r\n"
+                    b"x-request-id: " + rid.encode() + b"\r\n"
                     b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
                 )
-                self._count(dialect, 408, err.kind)
+                self._count(rid, dialect, 408, err.kind)
             self.force_close()
             return
         body_stream = self.apex_body
@@ -225,14 +227,17 @@ class ApexRequestHandler(RequestHandler):
         resp = error_response(dialect, err)
         resp.set_status(status)
         resp.force_close()
-        self._count(dialect, status, err.kind)
+        # A generated id: the client's own x-request-id is in a head the parser refused.
+        rid = resp.headers["x-request-id"] = new_request_id()
+        self._count(rid, dialect, status, err.kind)
         return resp
 
-    def _count(self, dialect: Dialect, status: int, kind: ErrorKind) -> None:
+    def _count(self, request_id: str, dialect: Dialect, status: int, kind: ErrorKind) -> None:
         """Count and log an answer made here (the parser refused the request, its head timed
-        out) like every answered request: apex_requests_total and the access log missed them."""
+        out) like every answered request, under the id its x-request-id header carries:
+        apex_requests_total and the access log missed them."""
         if self.apex_gateway is not None:
-            self.apex_gateway.record_answer(new_request_id(), None, dialect, status, kind)
+            self.apex_gateway.record_answer(request_id, None, dialect, status, kind)
 
     def log_exception(self, *args: Any, **kw: Any) -> None:
         # aiohttp's own messages here may carry an exception quoting request bytes: name it only.

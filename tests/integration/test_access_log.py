@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from pathlib import Path
@@ -108,3 +109,32 @@ async def test_no_access_line_when_off(
     inst = await start_apex(basic_config(upstream))
     await oai(inst).chat.completions.create(model="gpt-4o", messages=MSG)
     assert access_lines(log_file) == []
+
+
+@pytest.mark.parametrize("head", [
+    b"POST /v1/chat/completions HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}",  # parser: 400
+    b"POST /v1/messages HTTP/1.1\r\nHost: a\r\nX-Big: " + b"a" * 9000 + b"\r\nContent-Length: 2\r\n\r\n{}",  # 400
+    b"POST /v1/messages HTTP/1.1\r\nHost: a\r\n",  # a head that never ends: 408 from the sweep
+], ids=["duplicate-content-length", "9k-header", "slow-head"])
+async def test_answers_to_refused_heads_carry_the_request_id_of_their_access_line(
+    upstream: FakeUpstream, start_apex: StartApex, log_file: Path, head: bytes,
+) -> None:
+    """The parser's 400 and the slow head's 408 were logged under a generated id that no
+    x-request-id header carried (spec 3: every response carries one)."""
+    cfg = basic_config(upstream)
+    cfg["global"]["client_timeouts"] = {"header_read_ms": 200}
+    inst = await start_apex(cfg)
+    reader, writer = await asyncio.open_connection("127.0.0.1", inst.port)
+    writer.write(head)
+    answer = await asyncio.wait_for(reader.read(), 5)
+    writer.close()
+    status, *fields = answer.split(b"\r\n\r\n", 1)[0].decode().split("\r\n")
+    assert status.split(" ")[1] in ("400", "408"), answer
+    headers = {name.lower(): value.strip() for name, _, value in (field.partition(":") for field in fields)}
+    lines: list[dict[str, Any]] = []
+    for _ in range(500):  # the access line is written on the loop turn after the answer
+        if lines := access_lines(log_file):
+            break
+        await asyncio.sleep(0.01)
+    [line] = lines
+    assert headers.get("x-request-id") == line["request_id"] and line["request_id"].startswith("req_"), answer
