@@ -154,6 +154,7 @@ class AttemptPlan:
         self._count = 0
         self._tries: dict[str, int] = {}
         self._previous: str | None = None
+        self._before: str | None = None  # the previous attempt's previous (an unfit channel is undone)
         self._done = False
         self._retry_after: float | None = None
 
@@ -251,10 +252,12 @@ class AttemptPlan:
             self._done = True
 
     def _drop(self, channel: str) -> None:
-        """Leave ``channel`` out of the rest of this plan; nothing was sent, so it used no attempt."""
+        """Leave ``channel`` out of the rest of this plan; nothing was sent, so it used no
+        attempt, and the next channel is no fallback from it."""
         index = self._channels.index(channel)
         self._channels = self._channels[:index] + self._channels[index + 1:]
         self._count -= 1
+        self._previous = self._before
         if self._cursor > index:
             self._cursor -= 1
         self._cursor = self._cursor % len(self._channels) if self._channels else 0
@@ -272,5 +275,5 @@ class AttemptPlan:
         self._count += 1
         self._cursor = (index + 1) % len(self._channels)
         attempt = Attempt(channel=channel, wait=wait, number=self._count, previous=self._previous, forced=forced)
-        self._previous = channel
+        self._before, self._previous = self._previous, channel
         return attempt

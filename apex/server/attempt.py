@@ -84,8 +84,8 @@ class Attempt:
     """One try on one channel; ``run`` raises UpstreamError (retryable or not) before commit."""
 
     __slots__ = (
-        "body", "channel", "ctx", "deadline", "dialect", "ex", "first_wait", "mapped", "model", "plan", "read_whole",
-        "relay", "reply", "request", "snap", "started", "upstream_model", "view",
+        "body", "channel", "ctx", "deadline", "dialect", "ex", "first_wait", "mapped", "model", "outgoing", "plan",
+        "read_whole", "relay", "reply", "request", "snap", "started", "upstream_model", "view",
     )
 
     def __init__(
@@ -117,16 +117,18 @@ class Attempt:
         self.started = 0.0        # perf_counter at send: uvloop's loop.time() is whole milliseconds
         self.deadline: Deadline | None = None  # the wait for the upstream's answer (or first event)
         self.first_wait = 0.0     # its length, restarted once a queued request has a connection
+        self.outgoing: tuple[str, bytes] | None = None  # prepare()'s URL and body; None: Apex answers itself
 
     # --- the attempt ----------------------------------------------------------------------
 
-    async def run(self) -> web.StreamResponse:
+    def prepare(self) -> None:
+        """Build what goes upstream (the model mapped, the body translated) before anything is
+        sent or counted: Untranslatable when this channel's API cannot carry the request."""
         plan = self.plan
         ex = self.ex
         if plan.local_estimate:
-            counted = count_answer(self.dialect, self.body, ex.prompt_estimate())
             ex.upstream_model = self.model
-            return json_response(counted, headers={"x-apex-estimated": "true"})
+            return
         channel = self.channel
         self.upstream_model = channel.map_model(self.model)
         ex.upstream_model = self.upstream_model
@@ -144,10 +146,20 @@ class Attempt:
             betas = self.request.rel_url.query.getall("beta", ())
             if betas:  # ?beta=true: Anthropic's beta surface; nothing else (a ?key= is the client's Apex key)
                 url = f"{url}?{urlencode([('beta', b) for b in betas])}"
-        upstream = UpstreamRequest(
-            url, self._header_fields(), body, plan.upstream, self.upstream_model, ex.stream, plan.route, self._queued,
-        )
-        transport = channel.transport
+        self.outgoing = (url, body)
+
+    async def run(self) -> web.StreamResponse:
+        """Send what ``prepare`` built and answer the client (or answer a count locally)."""
+        ex = self.ex
+        outgoing = self.outgoing
+        if outgoing is None:
+            counted = count_answer(self.dialect, self.body, ex.prompt_estimate())
+            return json_response(counted, headers={"x-apex-estimated": "true"})
+        plan = self.plan
+        # The head is built here, not in prepare: its traceparent names the attempt's span.
+        upstream = UpstreamRequest(outgoing[0], self._header_fields(), outgoing[1], plan.upstream, self.upstream_model,
+                                   ex.stream, plan.route, self._queued)
+        transport = self.channel.transport
         assert transport is not None  # compile_channel gives every channel one
         try:
             response = await (self._stream(transport, upstream) if ex.stream else self._json(transport, upstream))

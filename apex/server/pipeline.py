@@ -246,6 +246,16 @@ async def _attempts(
             await gateway.sleep(step.wait)  # a backoff or a Retry-After: no overhead of Apex's
             ex.waiting_ms += (time.perf_counter() - slept) * 1000
         channel = snap.channels[step.channel]
+        attempt = Attempt(request, snap, ex, dialect, channel, body, view, model)
+        try:
+            attempt.prepare()
+        except Untranslatable as err:  # nothing was sent: another channel of the route may serve it
+            plan.record(channel.name, Outcome.UNFIT, clock())
+            refused = refused or err
+            continue
+        except ApexError:
+            plan.record(channel.name, Outcome.REJECTED, clock())
+            raise
         if step.previous is not None and step.previous != step.channel:
             request.app[GATEWAY_KEY].record_fallback(ex, step.previous, step.channel)
         ex.attempts = step.number
@@ -255,7 +265,7 @@ async def _attempts(
         if ex.trace is not None and not _answered_locally(channel, dialect):
             ex.trace.begin_attempt(channel.name, channel.provider_type, channel.config.base_url)
         try:
-            response = await Attempt(request, snap, ex, dialect, channel, body, view, model).run()
+            response = await attempt.run()
         except UpstreamError as err:
             channel.secrets.error(err)  # an upstream may quote the key it was given
             if ex.trace is not None:
@@ -275,12 +285,6 @@ async def _attempts(
         except asyncio.CancelledError:
             plan.record(channel.name, Outcome.ABANDONED, clock())
             raise
-        except Untranslatable as err:  # nothing was sent: another channel of the route may serve it
-            plan.record(channel.name, Outcome.UNFIT, clock())
-            if ex.trace is not None:
-                ex.trace.end_attempt(err.kind, ex.upstream_model)
-            refused = refused or err
-            continue
         except ApexError:
             plan.record(channel.name, Outcome.REJECTED, clock())
             raise

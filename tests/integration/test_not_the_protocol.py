@@ -274,6 +274,8 @@ async def test_a_request_one_channel_cannot_carry_goes_to_one_that_can(upstream:
         assert done.headers["x-apex-channel"] == "oa" and done.headers["x-apex-attempts"] == "1"
     assert all(r.path.endswith("/chat/completions") for r in upstream.requests)
     assert inst.gateway.snapshot.health.is_available("gm", inst.gateway.clock())
+    # Skipping a channel that cannot carry the request is no fallback (nothing was sent to it).
+    assert "apex_fallback_total{" not in (inst.gateway.metrics_response().text or "")
 
 
 async def test_a_request_no_channel_can_carry_is_the_first_refusal(upstream: FakeUpstream, start_apex: StartApex) -> None:
