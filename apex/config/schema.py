@@ -61,18 +61,20 @@ def is_secret_header(name: str) -> bool:
 
 
 def _mask_url(value: str) -> str:
-    """``scheme://user:****@host:port/...``: the password masked, the rest as written. Read by
-    hand rather than urlsplit: a proxy may be written without a scheme (``user:pw@host:3128``),
-    which urlsplit reads as a scheme and a path, and a bad port must not hide the password."""
+    """``scheme://user:****@host:port/...``: the password masked, the rest as written; a
+    userinfo without ``:`` is a token used as the user name (``http://TOKEN@proxy``): all of
+    it masked. Read by hand rather than urlsplit: a proxy may be written without a scheme
+    (``user:pw@host:3128``), which urlsplit reads as a scheme and a path, and a bad port or a
+    password holding ``/ ? #`` (the userinfo runs to the LAST ``@``) must not show it."""
     scheme, sep, rest = value.partition("://")
     if not sep:
         scheme, rest = "", value
-    end = min((i for i in (rest.find("/"), rest.find("?"), rest.find("#")) if i >= 0), default=len(rest))
-    userinfo, at, hostport = rest[:end].rpartition("@")
-    user, colon, _ = userinfo.partition(":")
-    if not at or not colon:
+    userinfo, at, tail = rest.rpartition("@")
+    if not at:
         return value
-    return f"{scheme}{sep}{user}:****@{hostport}{rest[end:]}"
+    user, colon, _ = userinfo.partition(":")
+    shown = f"{user}:****" if colon else "****"
+    return f"{scheme}{sep}{shown}@{tail}"
 
 
 def mask_secrets(data: Any, key: str = "", in_headers: bool = False, all_headers: bool = False) -> Any:
