@@ -36,6 +36,8 @@ __all__ = [
     "GenerateContentResponse",
     "GenerationConfig",
     "Int32",
+    "LogprobsCandidate",
+    "LogprobsResult",
     "OutputLimit",
     "Part",
     "PromptFeedback",
@@ -47,6 +49,7 @@ __all__ = [
     "ThinkingConfig",
     "Tool",
     "ToolConfig",
+    "TopCandidates",
     "UsageMetadata",
     "decode_batch_embed_request",
     "decode_chunk_view",
@@ -175,6 +178,8 @@ class GenerationConfig(_Wire):
     response_json_schema: Raw | UnsetType = UNSET
     response_schema: Raw | UnsetType = UNSET   # OpenAPI subset, like FunctionDeclaration.parameters
     thinking_config: ThinkingConfig | UnsetType = UNSET
+    response_logprobs: bool | UnsetType = UNSET
+    logprobs: Int32 | UnsetType = UNSET        # top candidates per step, 0..20 (only with responseLogprobs)
 
 
 class GenerateContentRequest(_Wire):
@@ -187,10 +192,27 @@ class GenerateContentRequest(_Wire):
     generation_config: GenerationConfig | UnsetType = UNSET
 
 
+class LogprobsCandidate(_Wire):
+    token: str = ""
+    log_probability: float = 0.0  # proto3 JSON leaves a 0 out
+
+
+class TopCandidates(_Wire):
+    candidates: list[LogprobsCandidate] = []
+
+
+class LogprobsResult(_Wire):
+    """One entry per decoding step in both lists (``topCandidates`` only when asked for)."""
+
+    chosen_candidates: list[LogprobsCandidate] = []
+    top_candidates: list[TopCandidates] = []
+
+
 class Candidate(_Wire):
     content: Content | None = None
     finish_reason: str | None = None
     index: int = 0
+    logprobs_result: LogprobsResult | None = None  # only when the request set responseLogprobs
 
 
 class UsageMetadata(_Wire):

@@ -20,6 +20,7 @@ __all__ = [
     "ChatMessage",
     "ChatRequest",
     "ChatUsage",
+    "ChoiceLogprobs",
     "ChunkDelta",
     "ContentPart",
     "EmbeddingItem",
@@ -44,6 +45,8 @@ __all__ = [
     "ToolCall",
     "ToolCallDelta",
     "ToolDef",
+    "TokenLogprob",
+    "TopLogprob",
     "UsageBody",
     "UsageChunk",
     "decode_chunk",
@@ -104,11 +107,30 @@ class ChunkDelta(msgspec.Struct):
     tool_calls: list[ToolCallDelta] | None = None
 
 
+class TopLogprob(msgspec.Struct):
+    token: str = ""
+    logprob: float = 0.0
+
+
+class TokenLogprob(msgspec.Struct):
+    """One token of ``choices[i].logprobs.content`` (``bytes`` is not read: it follows from the token)."""
+
+    token: str = ""
+    logprob: float = 0.0
+    top_logprobs: list[TopLogprob] = []
+
+
+class ChoiceLogprobs(msgspec.Struct):
+    content: list[TokenLogprob] | None = None
+    refusal: list[TokenLogprob] | None = None
+
+
 class ChunkChoice(msgspec.Struct):
     index: int = 0
     delta: ChunkDelta | None = None
     message: ChunkDelta | None = None
     finish_reason: str | None = None
+    logprobs: ChoiceLogprobs | None = None  # only when the request asked for logprobs
     usage: ChatUsage | None = None  # Moonshot (Kimi): a stream's usage on its finishing choice
 
 
@@ -288,6 +310,9 @@ class ChatRequest(msgspec.Struct):
     presence_penalty: float | None = None
     frequency_penalty: float | None = None
     reasoning_effort: str | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = None
+    logit_bias: dict[str, float] | None = None
 
 
 class EmbeddingsRequest(msgspec.Struct):

@@ -153,6 +153,82 @@ def gemini_name_refusal(req: Any) -> dict[str, Any] | None:
     return {"error": {"code": 400, "message": "".join(bad), "status": "INVALID_ARGUMENT"}} if bad else None
 
 
+_TOKEN = re.compile(r"\s*\S+|\s+")  # the fakes' tokens: a word with the blank space before it
+
+
+def _token_logprobs(text: str, top: int) -> list[tuple[str, float, list[tuple[str, float]]]]:
+    """(token, logprob, alternatives) for each token of ``text``: the likeliest ``top`` first,
+    the chosen token among them, as the real APIs answer."""
+    out = []
+    for token in _TOKEN.findall(text):
+        logprob = -len(token) / 100
+        out.append((token, logprob, [(token, logprob)] + [(f"{token}~{j}", logprob - j) for j in range(1, top)]))
+    return out
+
+
+def openai_logprobs(text: str, top: int) -> dict[str, Any]:
+    """A Chat choice's ``logprobs`` for ``text`` with ``top`` alternatives per token."""
+    def entry(token: str, logprob: float) -> dict[str, Any]:
+        return {"token": token, "logprob": logprob, "bytes": list(token.encode())}
+    return {"content": [{**entry(t, lp), "top_logprobs": [entry(a, alp) for a, alp in alts[:top]]}
+                        for t, lp, alts in _token_logprobs(text, top)], "refusal": None}
+
+
+def gemini_logprobs_result(text: str, top: int) -> dict[str, Any]:
+    """A candidate's ``logprobsResult`` for ``text`` with ``top`` candidates per step."""
+    tokens = _token_logprobs(text, top)
+    return {"topCandidates": [{"candidates": [{"token": a, "logProbability": alp} for a, alp in alts[:top]]}
+                              for _, _, alts in tokens],
+            "chosenCandidates": [{"token": t, "logProbability": lp} for t, lp, _ in tokens]}
+
+
+def _with_openai_logprobs(obj: Any, req: Any) -> Any:
+    """A Chat completion or chunk with the logprobs OpenAI adds when the request asks for them."""
+    if req.get("logprobs") is True:
+        for choice in obj.get("choices") or []:
+            content = (choice.get("message") or choice.get("delta") or {}).get("content")
+            if content or "message" in choice:
+                choice["logprobs"] = openai_logprobs(content or "", int(req.get("top_logprobs") or 0))
+    return obj
+
+
+def _gemini_logprobs_asked(req: Any) -> int | None:
+    cfg = req.get("generationConfig") or req.get("generation_config") or {}
+    if not (cfg.get("responseLogprobs") or cfg.get("response_logprobs")):
+        return None
+    return int(cfg.get("logprobs") or 0)
+
+
+def _with_gemini_logprobs(obj: Any, req: Any, whole: bool) -> Any:
+    """A Gemini answer or chunk with the logprobsResult Gemini adds under responseLogprobs (and,
+    for a whole answer, avgLogprobs): one entry per token of the candidate's answer text."""
+    top = _gemini_logprobs_asked(req)
+    if top is None:
+        return obj
+    for cand in obj.get("candidates") or []:
+        text = "".join(p.get("text", "") for p in (cand.get("content") or {}).get("parts") or [] if not p.get("thought"))
+        if text:
+            result = gemini_logprobs_result(text, top)
+            cand["logprobsResult"] = result
+            if whole:
+                chosen = result["chosenCandidates"]
+                cand["avgLogprobs"] = sum(c["logProbability"] for c in chosen) / len(chosen)
+    return obj
+
+
+def _events_with(events: list[bytes], change: Any) -> list[bytes]:
+    """SSE events with ``change`` applied to each JSON data payload."""
+    out = []
+    for event in events:
+        head, sep, data = event.partition(b"data: ")
+        body, _, tail = data.partition(b"\n")
+        if sep and body.startswith(b"{"):
+            end = b"\r\n" if body.endswith(b"\r") else b"\n"  # Gemini frames with CRLF
+            event = head + sep + json.dumps(change(json.loads(body))).encode() + end + tail
+        out.append(event)
+    return out
+
+
 def _declared_tool(req: Any) -> str:
     """The first tool the request declares (Chat, Messages or Gemini shape), else FAKE_TOOL:
     the captured answers call it, as a model calls a tool it was given."""
@@ -305,11 +381,13 @@ class FakeUpstream:
                 events = split_events(_calling_declared(raw, req))
                 if not (req.get("stream_options") or {}).get("include_usage"):
                     events = [e for e in events if b'"choices":[]' not in e]
+                if req.get("logprobs") is True:
+                    events = _events_with(events, lambda chunk: _with_openai_logprobs(chunk, req))
                 return Behaviour(content_type="text/event-stream", events=events)
             name = "openai_chat_nonstream_tool_calls.json" if req.get("tools") else "openai_chat_nonstream.json"
             obj = json.loads(_calling_declared(fixture_bytes(name), req))
             obj["model"] = model
-            return Behaviour(body=json.dumps(obj).encode())
+            return Behaviour(body=json.dumps(_with_openai_logprobs(obj, req)).encode())
         if path.endswith("/embeddings"):
             obj = json.loads(fixture_bytes("openai_embeddings_base64.json"))
             obj["model"] = model
@@ -345,10 +423,16 @@ class FakeUpstream:
                 {"error": {"code": 400, "message": message, "status": "INVALID_ARGUMENT"}}).encode())
         if ":streamGenerateContent" in path:
             name = "gemini_stream_function_call.sse" if req.get("tools") else "gemini_stream.sse"
-            return Behaviour(content_type="text/event-stream", events=split_events(_calling_declared(fixture_bytes(name), req)))
+            events = split_events(_calling_declared(fixture_bytes(name), req))
+            if _gemini_logprobs_asked(req) is not None:
+                events = _events_with(events, lambda chunk: _with_gemini_logprobs(chunk, req, whole=False))
+            return Behaviour(content_type="text/event-stream", events=events)
         if ":generateContent" in path:
             if req.get("tools"):  # the captured function-call turn (one chunk) as a whole answer
                 return Behaviour(body=split_events(_calling_declared(fixture_bytes("gemini_stream_function_call.sse"), req))[0].strip()[6:])
+            if _gemini_logprobs_asked(req) is not None:
+                obj = _with_gemini_logprobs(json.loads(fixture_bytes("gemini_generate_content.json")), req, whole=True)
+                return Behaviour(body=json.dumps(obj).encode())
             return Behaviour(body=fixture_bytes("gemini_generate_content.json"))
         if ":batchEmbedContents" in path:
             if len(req.get("requests") or []) > 100:  # as Gemini answers

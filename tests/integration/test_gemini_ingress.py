@@ -625,3 +625,38 @@ async def test_optional_tool_config_fields_and_every_dropped_tool_named(kind: st
         sent = upstream.requests[-1].json
         assert [t.get("name") or t["function"]["name"] for t in sent["tools"]] == ["secret_retrieval_tool"]
         assert sent.get("tool_choice") in (None, "auto", {"type": "auto"})
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_logprobs_on_an_openai_channel(client: genai.Client, upstream: FakeUpstream, stream: bool) -> None:
+    """responseLogprobs/logprobs become OpenAI's logprobs/top_logprobs, and its choices[0].logprobs
+    come back as logprobsResult (and avgLogprobs for a whole answer), each chunk with its own
+    tokens (they were dropped: no logprobsResult, no error)."""
+    config = types.GenerateContentConfig(response_logprobs=True, logprobs=2)
+    if stream:
+        chunks = [c async for c in await client.aio.models.generate_content_stream(
+            model="gpt-alias", contents="What is the capital of the UK?", config=config)]
+        assert "".join(c.text or "" for c in chunks) == EXPECTED_STREAM["openai"]
+        results = []
+        for chunk in chunks:
+            cand = chunk.candidates[0] if chunk.candidates else None
+            if chunk.text:  # every text chunk carries the tokens of its own text
+                assert cand is not None and cand.logprobs_result is not None
+                results.append(cand.logprobs_result)
+                assert "".join(c.token or "" for c in cand.logprobs_result.chosen_candidates or []) == chunk.text
+    else:
+        resp = await client.aio.models.generate_content(model="gpt-alias", contents="What is 4200 + 42?", config=config)
+        cand = resp.candidates[0] if resp.candidates else None
+        assert cand is not None and cand.logprobs_result is not None
+        results = [cand.logprobs_result]
+        chosen = cand.logprobs_result.chosen_candidates or []
+        assert "".join(c.token or "" for c in chosen) == EXPECTED_TEXT["openai"]
+        assert cand.avg_logprobs == pytest.approx(sum(c.log_probability or 0 for c in chosen) / len(chosen))
+    sent = upstream.requests[-1].json
+    assert sent["logprobs"] is True and sent["top_logprobs"] == 2
+    for result in results:
+        chosen, tops = result.chosen_candidates or [], result.top_candidates or []
+        assert chosen
+        for c, top in zip(chosen, tops, strict=True):
+            assert c.token and c.log_probability == -len(c.token) / 100
+            assert [a.token for a in top.candidates or []] == [c.token, c.token + "~1"]

@@ -801,3 +801,42 @@ async def test_a_responses_clients_digit_tool_name_reaches_gemini(upstream: Fake
         {"type": "function", "name": "1tool", "description": "d", "parameters": SCHEMA, "strict": False}])
     assert [i.name for i in resp.output if i.type == "function_call"] == ["1tool", "1tool"]
     assert _sent_tool_names(upstream.requests[-1].json)[0].startswith("_1tool_")
+
+
+GEMINI_STREAM_TEXT = "The capital of France is Paris.\n"  # tests/fixtures/real/gemini_stream.sse
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_openai_logprobs_on_a_gemini_channel(upstream: FakeUpstream, start_apex: StartApex, stream: bool) -> None:
+    """logprobs/top_logprobs become Gemini's responseLogprobs/logprobs, and its logprobsResult comes
+    back as choices[0].logprobs.content, each stream chunk with its own tokens (they were dropped:
+    200 with logprobs null). logit_bias has no Gemini form: dropped and named in a header."""
+    inst = await start_apex(config(upstream))
+    messages: Any = [{"role": "user", "content": "What is the capital of France?"}]
+    if stream:
+        chunks = [c async for c in await oai(inst, "k").chat.completions.create(
+            model="gemini-2.5-flash", messages=messages, logprobs=True, top_logprobs=2, stream=True)]
+        texts = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
+        assert "".join(texts) == GEMINI_STREAM_TEXT
+        for chunk in chunks:
+            choice = chunk.choices[0]
+            if choice.delta.content:  # every text chunk carries the tokens of its own text
+                assert choice.logprobs is not None and choice.logprobs.content is not None
+                assert "".join(t.token for t in choice.logprobs.content) == choice.delta.content
+        tokens = [t for c in chunks if c.choices and c.choices[0].logprobs
+                  for t in c.choices[0].logprobs.content or []]
+    else:
+        done = await oai(inst, "k").chat.completions.create(
+            model="gemini-2.5-flash", messages=messages, logprobs=True, top_logprobs=2)
+        text = json.loads(fixture_bytes("gemini_generate_content.json"))["candidates"][0]["content"]["parts"][0]["text"]
+        assert done.choices[0].message.content == text
+        assert done.choices[0].logprobs is not None and done.choices[0].logprobs.content is not None
+        tokens = done.choices[0].logprobs.content
+        assert "".join(t.token for t in tokens) == text
+    assert upstream.requests[-1].json["generationConfig"] == {"responseLogprobs": True, "logprobs": 2}
+    assert tokens and all(t.logprob == -len(t.token) / 100 and t.bytes == list(t.token.encode()) for t in tokens)
+    assert all([a.token for a in t.top_logprobs] == [t.token, t.token + "~1"] for t in tokens)
+    raw = await oai(inst, "k").chat.completions.with_raw_response.create(
+        model="gemini-2.5-flash", messages=messages, logit_bias={"1234": -100}, stream=stream)
+    assert raw.headers["x-apex-dropped-params"] == "logit_bias"
+    assert upstream.requests[-1].json.get("generationConfig", {}) == {}

@@ -7,6 +7,7 @@ content is the response's ``output`` string when it has only that, else its JSON
 and files become ``image_url`` / ``file`` parts (data URLs for inline data); a model turn
 becomes one assistant message with ``reasoning_content`` (its thought text), text and
 ``tool_calls``. ``generationConfig`` maps to the Chat knobs (8.3 read backwards);
+``responseLogprobs``/``logprobs`` become ``logprobs``/``top_logprobs``;
 ``thinkingBudget``/``thinkingLevel`` become ``reasoning_effort`` where the model reasons
 (capability table); the output limit goes out in the field the model takes; streams
 ask for ``include_usage``. Answers come back through ``reply_from_openai`` /
@@ -135,6 +136,10 @@ def gemini_to_openai_request(conv: Conversation, ctx: TranslateContext) -> Json:
     if conv.stop:
         out["stop"] = conv.stop[:MAX_STOP_SEQUENCES]
     drop_refused_sampling(out, ctx)
+    if conv.logprobs is not None:
+        out["logprobs"] = True
+        if conv.logprobs:  # Gemini's 0..20 is OpenAI's
+            out["top_logprobs"] = conv.logprobs
     if conv.json_output:
         if conv.json_schema is not None:
             out["response_format"] = {"type": "json_schema",

@@ -6,8 +6,10 @@ when adjacent); assistant ``tool_calls`` become functionCall parts with their st
 thought signature; ``tool`` messages become functionResponse parts keyed by the function
 NAME looked up from the call id earlier in the history (falling back to the signature
 store, then the message's ``name``); tools, tool_choice, response_format, stop, sampling
-and ``reasoning_effort`` map to ``tools``/``toolConfig``/``generationConfig``. The body
-carries neither model nor stream flag: the provider puts both in the URL.
+and ``reasoning_effort`` map to ``tools``/``toolConfig``/``generationConfig``; ``logprobs`` and
+``top_logprobs`` become ``responseLogprobs`` and ``logprobs`` (the same 0..20 on both);
+``logit_bias`` has no Gemini equivalent: dropped, and named in ``x-apex-dropped-params``. The
+body carries neither model nor stream flag: the provider puts both in the URL.
 The registered ``OpenAIChatToGemini`` maps answers back through the shared Gemini
 direction (``gemini_direction``: Reply and stream parts into the OpenAI writers, 8.4-8.6).
 What this module must not do: I/O (image URLs are passed by reference, never downloaded).
@@ -60,11 +62,12 @@ from apex.wire.openai import (
     NamedToolChoice,
 )
 
-__all__ = ["OpenAIChatToGemini", "openai_to_gemini_request"]
+__all__ = ["DROPPED_PARAMS_HEADER", "OpenAIChatToGemini", "openai_to_gemini_request"]
 
 
 _REQUEST: Final = msgspec.json.Decoder(ChatRequest)
 _MODES: Final[dict[str, str]] = {"auto": "AUTO", "required": "ANY", "none": "NONE"}
+DROPPED_PARAMS_HEADER: Final = "x-apex-dropped-params"  # request fields the upstream has no equivalent of
 
 
 def openai_to_gemini_request(body: bytes, signatures: SignatureStore, *, caps: ModelCaps = ANY_THINKING_MODEL,
@@ -106,6 +109,8 @@ def openai_to_gemini_request(body: bytes, signatures: SignatureStore, *, caps: M
             raise InvalidRequest(f"unsupported message role {msg.role!r}", param="messages")
     if results:
         turns.add("user", in_call_order(results, names, asked))
+    if req.logit_bias and ctx is not None:
+        ctx.notice(DROPPED_PARAMS_HEADER, "logit_bias")
     functions = [t.function for t in req.tools or () if t.type == "function"]
     return request_body(
         turns.build(), system, [declaration(f.name, f.description, f.parameters) for f in functions],
@@ -193,6 +198,10 @@ def _generation_config(req: ChatRequest, caps: ModelCaps) -> GenerationConfig:
         cfg.presence_penalty = req.presence_penalty
     if req.frequency_penalty is not None:
         cfg.frequency_penalty = req.frequency_penalty
+    if req.logprobs:  # top_logprobs without logprobs asks for nothing (OpenAI refuses it)
+        cfg.response_logprobs = True
+        if req.top_logprobs is not None:
+            cfg.logprobs = req.top_logprobs
     fmt = req.response_format
     if fmt is not None and fmt.type in ("json_object", "json_schema"):
         cfg.response_mime_type = "application/json"

@@ -11,6 +11,9 @@ Part order a reader promises: ``Started`` first (once); then any mix of text, re
 and tool-call parts; ``UsageUpdated`` whenever numbers are known (cumulative, last wins);
 ``Finished`` at most once per reader (readers drop repeats, P20); then ``Ended`` (the
 upstream's terminator) or ``Failed`` (an upstream error, or EOF without terminator).
+Token log probabilities, when the client asked for them, ride on the ``TextDelta`` of the
+same upstream event (and on ``Reply.logprobs``): no part of their own, so a writer that
+has no place for them ignores them, and nothing changes when none were asked for.
 What this module must not do: know any wire format.
 """
 
@@ -42,6 +45,7 @@ __all__ = [
     "ReplyToolCall",
     "Started",
     "TextDelta",
+    "TokenLogprob",
     "ToolArgsDelta",
     "ToolCallEnded",
     "ToolCallStarted",
@@ -57,8 +61,19 @@ class Started:
 
 
 @dataclass(slots=True, frozen=True)
+class TokenLogprob:
+    """One answer token and its log probability; ``top`` holds the likeliest alternatives at
+    that step (their own ``top`` empty), as many as the client asked for."""
+
+    token: str
+    logprob: float
+    top: tuple[TokenLogprob, ...] = ()
+
+
+@dataclass(slots=True, frozen=True)
 class TextDelta:
     text: str
+    logprobs: tuple[TokenLogprob, ...] = ()  # the tokens of the upstream event this text came in
 
 
 @dataclass(slots=True, frozen=True)
@@ -237,3 +252,4 @@ class Reply:
     stop_sequence: str | None = None
     refusal: str | None = None
     usage: Usage | None = None
+    logprobs: list[TokenLogprob] | None = None  # the answer's tokens, when the client asked

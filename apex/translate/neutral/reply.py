@@ -19,6 +19,7 @@ import msgspec
 from apex.errors import UpstreamMalformed
 from apex.translate.base import TranslateContext
 from apex.translate.neutral.clientids import created_at, id_stem
+from apex.translate.neutral.logprobs import logprobs_from_openai, openai_logprobs
 from apex.translate.neutral.parts import Reply, ReplyReasoning, ReplyText, ReplyToolCall
 from apex.translate.neutral.reasons import (
     Finish,
@@ -93,6 +94,8 @@ def reply_from_openai(body: bytes) -> Reply:
         reply.parts.append(ReplyToolCall(call.id or f"call_{k}", (fn.name if fn else None) or "",
                                          (fn.arguments if fn else None) or ""))
     reply.refusal = message.refusal
+    if choice.logprobs is not None:
+        reply.logprobs = list(logprobs_from_openai(choice.logprobs))
     has_tools = any(isinstance(p, ReplyToolCall) for p in reply.parts)
     reply.finish = with_tools(finish_from_openai(choice.finish_reason), has_tools)
     if message.refusal and not message.content and choice.finish_reason in (None, "stop"):
@@ -123,7 +126,8 @@ def openai_body(reply: Reply, ctx: TranslateContext) -> dict[str, object]:
         "object": "chat.completion",
         "created": created_at(ctx),
         "model": ctx.client_model,
-        "choices": [{"index": 0, "message": message, "logprobs": None,
+        "choices": [{"index": 0, "message": message,
+                     "logprobs": openai_logprobs(reply.logprobs) if reply.logprobs is not None else None,
                      "finish_reason": openai_finish_reason(with_tools(reply.finish, bool(calls)))}],
     }
     if reply.usage is not None:

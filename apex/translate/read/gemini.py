@@ -8,13 +8,16 @@ SignatureStore with its thoughtSignature. Gemini has no terminator, and its fini
 may come in a chunk after the function call: ``finish()`` (end of body) emits
 ``Finished`` mapped with "a function call was seen" (STOP becomes TOOL_CALLS), then
 ``Ended``. Each ``usageMetadata`` is cumulative and becomes ``UsageUpdated`` at once (so
-an aborted stream still accounts it); without any, the end carries the prompt estimate. An ``{"error": ...}`` chunk, a malformed chunk, a body that ends before a
+an aborted stream still accounts it); without any, the end carries the prompt estimate.
+A chunk's ``logprobsResult`` (asked for with responseLogprobs) rides on its last text delta;
+a chunk without answer text has no place for it in the other dialects. An ``{"error": ...}`` chunk, a malformed chunk, a body that ends before a
 finishReason (unless the prompt was blocked), or a broken finish with no output becomes
 ``Failed``. What this module must not do: write client bytes.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import final
 
 import msgspec
@@ -31,6 +34,7 @@ from apex.translate.read.gemini_parts import (
     gemini_finish,
     random_call_id,
 )
+from apex.translate.neutral.logprobs import logprobs_from_gemini
 from apex.translate.neutral.usage import usage_from_gemini
 from apex.translate.neutral.parts import (
     Ended,
@@ -114,6 +118,7 @@ class GeminiReader:
             self._finish = cand.finish_reason
         if cand.content is None:
             return
+        first = len(out)
         for item in self._items.read(cand.content.parts):
             self._emitted = True
             if isinstance(item, CallItem):
@@ -123,6 +128,12 @@ class GeminiReader:
                 out.append(ReasoningDelta(item.text))
             else:
                 out.append(TextDelta(item.text))
+        if cand.logprobs_result is not None:
+            for i in range(len(out) - 1, first - 1, -1):
+                part = out[i]
+                if isinstance(part, TextDelta):
+                    out[i] = replace(part, logprobs=logprobs_from_gemini(cand.logprobs_result))
+                    break
 
     def _estimated_usage(self) -> list[Part]:
         # Gemini sent no usageMetadata: the prompt estimate, marked estimated. Never before

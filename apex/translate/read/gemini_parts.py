@@ -23,6 +23,7 @@ import msgspec
 from msgspec import UnsetType
 
 from apex.errors import UpstreamMalformed
+from apex.translate.neutral.logprobs import logprobs_from_gemini
 from apex.translate.neutral.parts import Reply, ReplyReasoning, ReplyText, ReplyToolCall
 from apex.translate.neutral.reasons import Finish
 from apex.translate.neutral.signatures import SignatureStore
@@ -173,6 +174,8 @@ def reply_from_gemini(
         raise UpstreamMalformed(f"Gemini produced no usable output (finishReason {reason})")
     reply = Reply(resp.response_id, finish=gemini_finish(reason, reader.saw_call, blocked),
                   usage=usage_from_gemini(resp.usage_metadata, estimated_prompt))
+    if cand is not None and cand.logprobs_result is not None:
+        reply.logprobs = list(logprobs_from_gemini(cand.logprobs_result))
     for item in items:
         if isinstance(item, CallItem):
             reply.parts.append(ReplyToolCall(item.call_id, item.name, item.arguments.decode()))

@@ -9,17 +9,21 @@ the finish chunk (DeepSeek) or under ``x_groq.usage``. Errors after HTTP 200 arr
 ``data: {"error": ...}``, with or without ``event: error``, or as a normal chunk with a
 top-level ``error`` (OpenRouter): all become ``Failed``. EOF without ``[DONE]`` is a
 normal end when a finish_reason was seen (some providers omit ``[DONE]``), else a failure.
+A choice's ``logprobs`` (asked for by the client) ride on the last text delta of the chunk;
+when the think-tag splitter held that text back, they wait for the text that comes next.
 What this module must not do: write client bytes.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import final
 
 import msgspec
 
 from apex.sse import SseEvent
 from apex.translate.neutral.errortypes import kind_from_upstream
+from apex.translate.neutral.logprobs import logprobs_from_openai
 from apex.translate.neutral.parts import (
     Ended,
     Failed,
@@ -29,6 +33,7 @@ from apex.translate.neutral.parts import (
     Started,
     RefusalDelta,
     TextDelta,
+    TokenLogprob,
     ToolArgsDelta,
     ToolCallStarted,
     UsageUpdated,
@@ -45,7 +50,8 @@ __all__ = ["OpenAIChatReader"]
 class OpenAIChatReader:
     """One OpenAI-compatible stream's reader state."""
 
-    __slots__ = ("_bound", "_ended", "_finished", "_next_key", "_refused", "_started", "_texted", "_think")
+    __slots__ = ("_bound", "_ended", "_finished", "_held_logprobs", "_next_key", "_refused", "_started", "_texted",
+                 "_think")
 
     def __init__(self) -> None:
         self._think = ThinkTagSplitter()  # reasoning inline as <think>...</think> (MiniMax /v1)
@@ -56,6 +62,7 @@ class OpenAIChatReader:
         self._next_key = 0
         self._refused = False  # a refusal delta came, and no content: the finish is a content filter,
         self._texted = False   # as in a non-stream reply (apex.translate.neutral.reply)
+        self._held_logprobs: tuple[TokenLogprob, ...] = ()  # of text the think-tag splitter holds
 
     def feed(self, event: SseEvent) -> list[Part]:
         """Parts for one upstream event."""
@@ -103,6 +110,7 @@ class OpenAIChatReader:
             if choice.index != 0:
                 continue
             delta = choice.delta
+            first = len(out)
             if delta is not None and not self._finished:
                 reasoning = delta.reasoning_content or delta.reasoning
                 if reasoning:
@@ -122,10 +130,23 @@ class OpenAIChatReader:
                 if self._refused and not self._texted and choice.finish_reason == "stop":
                     finish = Finish.CONTENT_FILTER
                 out.append(Finished(finish))
+            if choice.logprobs is not None or self._held_logprobs:
+                self._attach(out, first, logprobs_from_openai(choice.logprobs) if choice.logprobs is not None else ())
         usage = chunk.usage or (chunk.x_groq.usage if chunk.x_groq else None) or _choice_usage(chunk)
         if usage is not None:
             out.append(UsageUpdated(usage_from_openai(usage)))
         return out
+
+    def _attach(self, out: list[Part], first: int, tokens: tuple[TokenLogprob, ...]) -> None:
+        """Give ``tokens`` (and any held ones) to the last text part from ``out[first]`` on."""
+        tokens = self._held_logprobs + tokens
+        for i in range(len(out) - 1, first - 1, -1):
+            part = out[i]
+            if isinstance(part, TextDelta):
+                out[i] = replace(part, logprobs=tokens)
+                self._held_logprobs = ()
+                return
+        self._held_logprobs = tokens
 
     def _tool_call(self, position: int, call: ToolCallDelta, out: list[Part]) -> None:
         index = call.index if call.index is not None else position

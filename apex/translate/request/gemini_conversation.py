@@ -195,6 +195,7 @@ class Conversation:
     thinking_budget: int | None = None  # -1: dynamic; 0: off
     thinking_level: str | None = None   # "low" | "medium" | "high"
     include_thoughts: bool = False
+    logprobs: int | None = None  # responseLogprobs: the top candidates asked per step (0: none)
 
 
 _MODES: Final[dict[str, str]] = {"AUTO": "auto", "ANY": "any", "NONE": "none", "VALIDATED": "auto"}
@@ -394,6 +395,8 @@ def _read_generation(cfg: GenerationConfig, conv: Conversation) -> None:
             conv.json_schema = openapi_to_json_schema(bytes(cfg.response_schema))
     if isinstance(cfg.response_mime_type, str) and cfg.response_mime_type == "text/x.enum":
         conv.enum_choices = _enum_values(cfg)
+    if cfg.response_logprobs is True:
+        conv.logprobs = 0 if isinstance(cfg.logprobs, UnsetType) else _int(cfg.logprobs, "generationConfig.logprobs")
     thinking = cfg.thinking_config
     if not isinstance(thinking, UnsetType):
         if not isinstance(thinking.thinking_budget, UnsetType):

@@ -10,7 +10,9 @@ starts, or at the finish. The end is one chunk with an empty text part, ``finish
 candidates exclude thoughts). A failure is a chunk ``{"error": {code, message, status}}``,
 which the Gemini SDKs raise. The writer always writes SSE; ``GeminiFraming`` re-frames
 chunks as Google's incremental JSON array for clients that did not ask for ``alt=sse``
-(the pipeline applies it to translated and passed-through streams alike).
+(the pipeline applies it to translated and passed-through streams alike). Token log
+probabilities (only there when the client set ``responseLogprobs``) go out as the text
+chunk's ``logprobsResult``; a whole answer also gets their mean as ``avgLogprobs``.
 What this module must not do: read upstream formats.
 """
 
@@ -23,6 +25,7 @@ import msgspec
 from apex.translate.base import TranslateContext
 from apex.translate.neutral.clientids import id_stem
 from apex.translate.neutral.errortypes import gemini_rpc_status, gemini_status_of_kind
+from apex.translate.neutral.logprobs import average_logprob, gemini_logprobs_result
 from apex.translate.request.gemini_conversation import encode_carried_thinking, encode_thought_signature
 from apex.translate.neutral.parts import (
     Ended,
@@ -162,7 +165,9 @@ class GeminiWriter:
         if isinstance(part, TextDelta):
             if part.text and self._finish is None:
                 self._flush_calls(out)
-                out.append(self._chunk(b'[{"text":' + _ENCODER.encode(part.text) + b"}]"))
+                logprobs = (b',"logprobsResult":' + _ENCODER.encode(gemini_logprobs_result(part.logprobs))
+                            if part.logprobs else b"")
+                out.append(self._chunk(b'[{"text":' + _ENCODER.encode(part.text) + b"}]", logprobs))
         elif isinstance(part, ReasoningDelta):
             if part.text and self._finish is None:
                 self._thought.append(part.text)
@@ -204,11 +209,13 @@ class GeminiWriter:
 
     def _start(self, upstream_id: str) -> None:
         self._started = True
-        self._suffix = (b',"role":"model"},"index":0}],"modelVersion":' + _ENCODER.encode(self._ctx.client_model)
+        self._suffix = (b',"index":0}],"modelVersion":' + _ENCODER.encode(self._ctx.client_model)
                         + b',"responseId":' + _ENCODER.encode(id_stem(upstream_id, self._ctx)) + b"}")
 
-    def _chunk(self, parts: bytes) -> bytes:
-        return _sse(b'{"candidates":[{"content":{"parts":' + parts + self._suffix)
+    def _chunk(self, parts: bytes, candidate_fields: bytes = b"") -> bytes:
+        """A chunk of ``parts``; ``candidate_fields`` (``,"name":value...``) go on its candidate."""
+        return _sse(b'{"candidates":[{"content":{"parts":' + parts + b',"role":"model"}' + candidate_fields
+                    + self._suffix)
 
     def _final_chunk(self) -> bytes:
         finish = gemini_finish_reason(self._finish or Finish.STOP)
@@ -265,9 +272,15 @@ def gemini_body(reply: Reply, ctx: TranslateContext) -> dict[str, object]:
     if reply.refusal and not any("text" in p and not p.get("thought") for p in parts):
         parts.append({"text": reply.refusal})
     usage = reply.usage or Usage(prompt_tokens=ctx.estimated_input_tokens, estimated=True)
+    candidate: dict[str, object] = {"content": {"parts": parts, "role": "model"},
+                                    "finishReason": gemini_finish_reason(reply.finish), "index": 0}
+    if reply.logprobs is not None:
+        candidate["logprobsResult"] = gemini_logprobs_result(reply.logprobs)
+        average = average_logprob(reply.logprobs)
+        if average is not None:
+            candidate["avgLogprobs"] = average
     return {
-        "candidates": [{"content": {"parts": parts, "role": "model"},
-                        "finishReason": gemini_finish_reason(reply.finish), "index": 0}],
+        "candidates": [candidate],
         "usageMetadata": usage_metadata(usage),
         "modelVersion": ctx.client_model,
         "responseId": id_stem(reply.upstream_id, ctx),

@@ -6,6 +6,8 @@ with id and name, then argument fragments; a whole call (Gemini) is one chunk wi
 arguments; a call that got no arguments gets ``"{}"``, P4), one finish chunk (repeats are never re-emitted, P20), the ``choices: []`` usage chunk
 only when the client asked (``ctx.include_usage``, P8), then ``[DONE]``. A failure emits
 ``data: {"error": {...}}`` and NO ``[DONE]``. ``model`` is always ``ctx.client_model``.
+A text delta's token log probabilities (there only when the client asked) go on its chunk's
+``choices[0].logprobs``.
 What this module must not do: read upstream formats.
 """
 
@@ -20,6 +22,7 @@ from apex.sse import DONE_EVENT, encode_event
 from apex.translate.base import TranslateContext
 from apex.translate.neutral.clientids import created_at, id_stem
 from apex.translate.neutral.errortypes import openai_error_type
+from apex.translate.neutral.logprobs import openai_logprobs
 from apex.translate.neutral.parts import (
     Ended,
     Failed,
@@ -84,7 +87,8 @@ class OpenAIChatWriter:
             out.append(self._chunk({"role": "assistant", "content": ""}))
         if isinstance(part, TextDelta):
             if part.text and not self._finished:
-                out.append(self._chunk({"content": part.text}))
+                out.append(self._chunk({"content": part.text},
+                                       logprobs=openai_logprobs(part.logprobs) if part.logprobs else None))
         elif isinstance(part, ReasoningDelta):
             if part.text and not self._finished:
                 out.append(self._chunk({"reasoning_content": part.text}))
@@ -137,13 +141,14 @@ class OpenAIChatWriter:
         call = {"index": self._tool_index[key], "function": {"arguments": fragment}}
         return self._chunk({"tool_calls": [call]})
 
-    def _chunk(self, delta: dict[str, object], finish_reason: str | None = None) -> bytes:
+    def _chunk(self, delta: dict[str, object], finish_reason: str | None = None,
+               logprobs: dict[str, object] | None = None) -> bytes:
         body = {
             "id": self._id,
             "object": "chat.completion.chunk",
             "created": self._created,
             "model": self._ctx.client_model,
-            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}],
+            "choices": [{"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish_reason}],
         }
         return encode_event(_ENCODER.encode(body))
 
