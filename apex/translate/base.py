@@ -35,6 +35,9 @@ class TranslateContext:
     caps: ModelCaps = NO_CAPS     # what the upstream model accepts (capability table, per channel)
     notices: dict[str, str] | None = None  # response headers a translation adds (what it dropped)
     tool_names: dict[str, str] | None = None  # upstream tool name -> the client's, where Apex fitted one (toolids)
+    # The OpenAI client declared legacy ``functions`` (not ``tools``): it reads the answer's call
+    # from ``function_call`` (finish_reason "function_call"), as OpenAI answers that form.
+    legacy_functions: bool = False
 
     def notice(self, header: str, value: str) -> None:
         """Tell the client something through a response header (comma-joined when repeated)."""

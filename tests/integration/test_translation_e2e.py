@@ -644,6 +644,62 @@ async def test_legacy_function_calling_is_translated(upstream: FakeUpstream, sta
         assert sent["contents"][2]["parts"][0]["functionResponse"]["name"] == "get_weather"
 
 
+@pytest.mark.parametrize("model", ["claude-x", "gemini-x"])
+async def test_legacy_function_calling_is_answered_in_the_legacy_shape(upstream: FakeUpstream, start_apex: StartApex,
+                                                                      model: str) -> None:
+    """A client that declared legacy ``functions`` gets the call as ``message.function_call``
+    and finish_reason "function_call" (stream: ``delta.function_call``, name then arguments), as
+    OpenAI answers that form; it got ``tool_calls``, which a legacy client never reads. The legacy
+    form has one call per message: of the fakes' two parallel calls, the first."""
+    cfg = {"global": {"auth": {"keys": ["k"]}}, "logging": {"level": "error"},
+           "channels": [{"name": "an", "provider_type": "anthropic", "base_url": upstream.url, "api_key": "sk-a"},
+                        {"name": "gm", "provider_type": "gemini", "base_url": upstream.url, "api_key": "g-k"}],
+           "routers": [{"name": "r", "rules": [{"match": {"model": "claude-*"}, "channels": [{"name": "an"}]},
+                                               {"match": {"model": "gemini-*"}, "channels": [{"name": "gm"}]}]}]}
+    inst = await start_apex(cfg)
+    client = oai(inst, "k")
+    fn: Any = {"name": "get_secret", "parameters": {"type": "object", "properties": {"password": {"type": "string"}}}}
+    messages: Any = [{"role": "user", "content": "secrets for mellon, radiance"}]
+    done = await client.chat.completions.create(model=model, messages=messages, functions=[fn])
+    choice = done.choices[0]
+    assert choice.finish_reason == "function_call" and choice.message.tool_calls is None, choice
+    call = choice.message.function_call
+    assert call is not None and call.name == "get_secret" and json.loads(call.arguments) == {"password": "mellon"}
+
+    stream = await client.chat.completions.create(model=model, messages=messages, functions=[fn], stream=True)
+    names, arguments, finish = [], "", None
+    async for chunk in stream:
+        for c in chunk.choices:
+            assert c.delta.tool_calls is None, chunk
+            if c.delta.function_call is not None:
+                names.append(c.delta.function_call.name)
+                arguments += c.delta.function_call.arguments or ""
+            finish = c.finish_reason or finish
+    assert names[0] == "get_secret" and not any(names[1:]), names
+    assert json.loads(arguments) == {"password": "mellon"} and finish == "function_call"
+
+    # A client that declared tools keeps today's shape, all calls.
+    tools: Any = [{"type": "function", "function": fn}]
+    done = await client.chat.completions.create(model=model, messages=messages, tools=tools)
+    assert done.choices[0].finish_reason == "tool_calls" and done.choices[0].message.function_call is None
+    assert len(done.choices[0].message.tool_calls or []) == 2
+
+
+async def test_legacy_function_calling_passes_through_to_openai(upstream: FakeUpstream, start_apex: StartApex) -> None:
+    """On an OpenAI channel the legacy request and OpenAI's legacy answer pass through as they are."""
+    inst = await start_apex(config(upstream))
+    answer = {"id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "gpt-4o",
+              "choices": [{"index": 0, "finish_reason": "function_call", "message": {
+                  "role": "assistant", "content": None, "function_call": {"name": "get_secret", "arguments": "{}"}}}]}
+    upstream.push(Behaviour(body=json.dumps(answer).encode()))
+    fn: Any = {"name": "get_secret", "parameters": {"type": "object", "properties": {}}}
+    done = await oai(inst, "k").chat.completions.create(model="gpt-4o", functions=[fn],
+                                                        messages=[{"role": "user", "content": "secret?"}])
+    assert upstream.requests[-1].json["functions"] == [fn] and "tools" not in upstream.requests[-1].json
+    assert done.choices[0].finish_reason == "function_call"
+    assert done.choices[0].message.function_call is not None and done.choices[0].message.function_call.name == "get_secret"
+
+
 async def test_claude_codes_user_id_and_codexs_cache_key_reach_strict_chat_servers(upstream: FakeUpstream,
                                                                                   start_apex: StartApex) -> None:
     """Claude Code's metadata.user_id (a 150-character JSON string) goes to OpenAI as a user of

@@ -407,7 +407,7 @@ class OpenAIToAnthropic:
         """Chat request bytes -> Messages request bytes; notes include_usage in ctx."""
         req = decode_json_object(body)
         if has_legacy_functions(body):
-            req = modern_chat(req)
+            req = modern_chat(req, ctx)
         options = req.get("stream_options")
         if isinstance(options, dict) and options.get("include_usage"):
             ctx.include_usage = True

@@ -78,7 +78,7 @@ def openai_to_gemini_request(body: bytes, signatures: SignatureStore, *, caps: M
     Raises InvalidRequest when the body is not a Chat request or names a tool result
     whose call Apex cannot find."""
     if has_legacy_functions(body):
-        body = msgspec.json.encode(modern_chat(decode_json_object(body)))
+        body = msgspec.json.encode(modern_chat(decode_json_object(body), ctx))
     try:
         req = _REQUEST.decode(body)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:

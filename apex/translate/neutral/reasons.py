@@ -95,8 +95,11 @@ def with_tools(finish: Finish, saw_tool_call: bool) -> Finish:
     return finish
 
 
-def openai_finish_reason(finish: Finish) -> str:
-    """Finish -> OpenAI Chat ``finish_reason``."""
+def openai_finish_reason(finish: Finish, *, legacy_functions: bool = False) -> str:
+    """Finish -> OpenAI Chat ``finish_reason`` ("function_call" for a call answered in the
+    legacy ``function_call`` form, as OpenAI does)."""
+    if legacy_functions and finish is Finish.TOOL_CALLS:
+        return "function_call"
     return _TO_OPENAI[finish]
 
 

@@ -6,7 +6,8 @@ Writers put ``ctx.client_model`` in ``model``; reasoning reaches OpenAI clients 
 (signature kept when the source had one, ``""`` otherwise, as in streams); Anthropic
 blocks keep the answer's order, adjacent text or reasoning merged into one block; tool
 ids are made safe with ``toolids.anthropic_tool_id``; tool names are the client's again
-(``ctx.client_tool_name``); arguments ``""`` become ``{}``.
+(``ctx.client_tool_name``); arguments ``""`` become ``{}``. A client that declared legacy
+``functions`` gets the first call as ``message.function_call`` (``ctx.legacy_functions``).
 What this module must not do: decide which direction is being served.
 """
 
@@ -115,7 +116,12 @@ def openai_body(reply: Reply, ctx: TranslateContext) -> dict[str, object]:
                                   "refusal": reply.refusal}
     if reasoning:
         message["reasoning_content"] = reasoning
-    if calls:
+    if calls and ctx.legacy_functions:
+        # The legacy form has one call per message and no ids: a client that declared
+        # ``functions`` reads only ``function_call``, so later parallel calls cannot reach it.
+        first = calls[0]
+        message["function_call"] = {"name": ctx.client_tool_name(first.name), "arguments": arguments_text(first.arguments)}
+    elif calls:
         message["tool_calls"] = [
             {"id": c.call_id, "type": "function",
              "function": {"name": ctx.client_tool_name(c.name), "arguments": arguments_text(c.arguments)}}
@@ -128,7 +134,8 @@ def openai_body(reply: Reply, ctx: TranslateContext) -> dict[str, object]:
         "model": ctx.client_model,
         "choices": [{"index": 0, "message": message,
                      "logprobs": openai_logprobs(reply.logprobs) if reply.logprobs is not None else None,
-                     "finish_reason": openai_finish_reason(with_tools(reply.finish, bool(calls)))}],
+                     "finish_reason": openai_finish_reason(with_tools(reply.finish, bool(calls)),
+                                                           legacy_functions=ctx.legacy_functions)}],
     }
     if reply.usage is not None:
         body["usage"] = openai_usage_body(reply.usage)

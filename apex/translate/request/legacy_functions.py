@@ -5,10 +5,14 @@ translations that read only the latter.
 OpenAI still serves the legacy fields and its SDK still sends them; on a translated channel
 they were dropped: the model got no tools and answered in text. Calls in the history get
 ids (the legacy form has none), and each function result answers the latest call of its name
-not yet answered. What this module must not do: I/O.
+not yet answered. A request that declared ``functions`` (not ``tools``) is noted on the
+context: OpenAI answers it with ``message.function_call``, and so must the Chat writers.
+What this module must not do: I/O.
 """
 
 from __future__ import annotations
+
+from apex.translate.base import TranslateContext
 
 __all__ = ["has_legacy_functions", "modern_chat"]
 
@@ -21,11 +25,14 @@ def has_legacy_functions(body: bytes) -> bool:
         body.find(b'"role":"function"') >= 0 or body.find(b'"role": "function"') >= 0)
 
 
-def modern_chat(req: Json) -> Json:
-    """``req`` with the legacy fields in today's form (changed in place and returned)."""
+def modern_chat(req: Json, ctx: TranslateContext | None = None) -> Json:
+    """``req`` with the legacy fields in today's form (changed in place and returned); ``ctx``
+    learns whether the answer must be in the legacy form too."""
     functions = req.pop("functions", None)
     if isinstance(functions, list) and functions and "tools" not in req:
         req["tools"] = [{"type": "function", "function": f} for f in functions if isinstance(f, dict)]
+        if ctx is not None:
+            ctx.legacy_functions = True
     choice = req.pop("function_call", None)
     if choice is not None and "tool_choice" not in req:
         if isinstance(choice, dict) and isinstance(choice.get("name"), str):

@@ -3,8 +3,10 @@
 Emits ``delta.role`` first, ``delta.content`` for text, ``delta.reasoning_content`` for
 reasoning (spec section 3), tool calls with client indices 0, 1, 2... (header fragment
 with id and name, then argument fragments; a whole call (Gemini) is one chunk with its
-arguments; a call that got no arguments gets ``"{}"``, P4), one finish chunk (repeats are never re-emitted, P20), the ``choices: []`` usage chunk
-only when the client asked (``ctx.include_usage``, P8), then ``[DONE]``. A failure emits
+arguments; a call that got no arguments gets ``"{}"``, P4; for a client that declared legacy
+``functions``, the first call only, as ``delta.function_call``: name, then argument
+fragments), one finish chunk (repeats are never re-emitted, P20), the ``choices: []`` usage
+chunk only when the client asked (``ctx.include_usage``, P8), then ``[DONE]``. A failure emits
 ``data: {"error": {...}}`` and NO ``[DONE]``. ``model`` is always ``ctx.client_model``.
 A text delta's token log probabilities (there only when the client asked) go on its chunk's
 ``choices[0].logprobs``.
@@ -93,14 +95,19 @@ class OpenAIChatWriter:
             if part.text and not self._finished:
                 out.append(self._chunk({"reasoning_content": part.text}))
         elif isinstance(part, ToolCallStarted):
-            if not self._finished and part.key not in self._tool_index:
+            # A legacy client (``functions``) takes one call per message: later ones are dropped.
+            if not self._finished and part.key not in self._tool_index and not (
+                    self._ctx.legacy_functions and self._tool_index):
                 index = len(self._tool_index)
                 self._tool_index[part.key] = index
                 # A whole call (Gemini) goes out as one chunk, arguments in the header.
                 self._args_seen[part.key] = part.arguments is not None
-                header = {"index": index, "id": part.call_id, "type": "function",
-                          "function": {"name": self._ctx.client_tool_name(part.name), "arguments": part.arguments or ""}}
-                out.append(self._chunk({"tool_calls": [header]}))
+                function = {"name": self._ctx.client_tool_name(part.name), "arguments": part.arguments or ""}
+                if self._ctx.legacy_functions:
+                    out.append(self._chunk({"function_call": function}))
+                else:
+                    header = {"index": index, "id": part.call_id, "type": "function", "function": function}
+                    out.append(self._chunk({"tool_calls": [header]}))
         elif isinstance(part, ToolArgsDelta):
             if part.fragment and not self._finished and part.key in self._tool_index:
                 self._args_seen[part.key] = True
@@ -127,7 +134,8 @@ class OpenAIChatWriter:
         for key in self._tool_index:
             out.extend(self._empty_args(key))
         self._finished = True
-        finish = openai_finish_reason(with_tools(reason, bool(self._tool_index)))
+        finish = openai_finish_reason(with_tools(reason, bool(self._tool_index)),
+                                      legacy_functions=self._ctx.legacy_functions)
         out.append(self._chunk({}, finish))
         return out
 
@@ -138,6 +146,8 @@ class OpenAIChatWriter:
         return []
 
     def _args_chunk(self, key: int, fragment: str) -> bytes:
+        if self._ctx.legacy_functions:
+            return self._chunk({"function_call": {"arguments": fragment}})
         call = {"index": self._tool_index[key], "function": {"arguments": fragment}}
         return self._chunk({"tool_calls": [call]})
 
