@@ -16,7 +16,9 @@ may block on files and the metadata services, which the event loop must never do
 from __future__ import annotations
 
 import asyncio
-from typing import Final
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import ClassVar, Final
 
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
@@ -25,13 +27,15 @@ from botocore.session import Session
 
 from apex.config.model import AwsCredentials, Channel
 from apex.upstream.cloud import Authorizer, CloudRoute, CloudSetup, Native, anthropic_body_for
+from apex.upstream.base import UpstreamReply
 from apex.upstream.converse import anthropic_to_converse, converse_reply
 from apex.upstream.credentials import CredentialSlot, Fetched, Refresher
+from apex.upstream.egress import Egress
 from apex.upstream.eventstream import event_stream_reply
-from apex.upstream.http import encode_header_fields
+from apex.upstream.http import UpstreamPool, encode_header_fields
 from apex.types import Dialect
 
-__all__ = ["BEDROCK_ANTHROPIC_VERSION", "aws_refresher", "bedrock_setup", "is_anthropic_model", "sigv4_authorizer"]
+__all__ = ["BEDROCK_ANTHROPIC_VERSION", "ConverseRoute", "aws_refresher", "bedrock_setup", "is_anthropic_model", "sigv4_authorizer"]
 
 BEDROCK_ANTHROPIC_VERSION: Final = "bedrock-2023-05-31"
 SERVICE: Final = "bedrock"
@@ -74,12 +78,29 @@ def bedrock_setup(ch: Channel, base: str) -> CloudSetup:
         return f"{base}/model/{model}/{'converse-stream' if stream else 'converse'}"
 
     # Other models: Converse, behind the same Messages shape (apex.upstream.converse).
-    converse = CloudRoute(converse_url, anthropic_to_converse, authorize, converse_reply)
+    converse = ConverseRoute(converse_url, None, authorize)
     kinds = {
         "anthropic": {Dialect.ANTHROPIC_MESSAGES: Native(f"{base}/model", "anthropic", anthropic)},
         "converse": {Dialect.ANTHROPIC_MESSAGES: Native(f"{base}/model", "anthropic", converse)},
     }
     return CloudSetup(kinds, _kind_of, auth, credentials)
+
+
+@dataclass(frozen=True, slots=True)
+class ConverseRoute(CloudRoute):
+    """The Converse route: its answer needs what its body conversion learned (the tool names
+    it fitted, to give the calls their Messages names back), which ``prepare`` and ``reply``,
+    each on its own, cannot carry."""
+
+    resolves_tool_search: ClassVar[bool] = True  # anthropic_to_converse declares loaded tools itself
+
+    async def send(
+        self, pool: UpstreamPool, url: str, header_fields: bytes, body: bytes, stream: bool, connect_timeout: float,
+        egress: Egress | None = None, queued: Callable[[bool], None] | None = None,
+    ) -> UpstreamReply:
+        converse, names = anthropic_to_converse(body)
+        reply = await CloudRoute.send(self, pool, url, header_fields, converse, stream, connect_timeout, egress, queued)
+        return converse_reply(reply, stream, url, names)
 
 
 def _kind_of(model: str) -> str:

@@ -303,7 +303,8 @@ def compile_channel(ch: Channel, g: GlobalConfig, index: int, pool: UpstreamPool
                     add_stream_usage=client is Dialect.OPENAI_CHAT and usage_option and family in ("openai", "mock"),
                     fix_embedding_encoding=client is Dialect.OPENAI_EMBEDDINGS and not preset.native_embedding_encoding,
                     strip_unsigned_thinking=client is Dialect.ANTHROPIC_MESSAGES and strip_thinking,
-                    without_tool_search=client is Dialect.ANTHROPIC_MESSAGES and no_tool_search,
+                    without_tool_search=client is Dialect.ANTHROPIC_MESSAGES and no_tool_search
+                    and not (route is not None and route.resolves_tool_search),
                     betas=cloud_betas if family == "anthropic" else None,
                     betas_in_body=client is Dialect.ANTHROPIC_MESSAGES and ch.provider_type == "bedrock",
                     route=route,

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final, Protocol
+from typing import ClassVar, Final, Protocol
 
 import msgspec
 
@@ -42,6 +42,9 @@ class CloudRoute:
     prepare: Callable[[bytes, bool], bytes] | None  # (body, stream) -> the body the cloud takes
     authorize: Authorizer | None                     # per-request auth header lines
     reply: Callable[[UpstreamReply, bool, str], UpstreamReply] | None = None  # (reply, stream, url): framing, format
+    # The route turns a Messages body into another dialect and resolves Anthropic's tool search
+    # there itself (Converse): the body reaches it with its deferred tools and references.
+    resolves_tool_search: ClassVar[bool] = False
 
     async def send(
         self, pool: UpstreamPool, url: str, header_fields: bytes, body: bytes, stream: bool, connect_timeout: float,

@@ -4,7 +4,8 @@ A bedrock channel's plans speak Anthropic Messages for every model (so every cli
 reaches it through the translators Apex already has); for a model that is not Claude the
 route turns that Messages body into a Converse body, and the answer back into a Messages
 answer: a ``converse`` JSON reply into a Messages JSON, a ``converse-stream`` event-stream
-into Messages SSE events. Formats: https://docs.aws.amazon.com/bedrock/latest/APIReference/API_runtime_Converse.html
+into Messages SSE events. Tool names are fitted to Converse's (``toolids.CONVERSE_NAMES``)
+and the answer's calls carry the Messages body's names again. Formats: https://docs.aws.amazon.com/bedrock/latest/APIReference/API_runtime_Converse.html
 and ``API_runtime_ConverseStream.html``. Pure conversion plus the reply wrapper; no I/O.
 """
 
@@ -20,11 +21,14 @@ from botocore.eventstream import EventStreamMessage
 
 from apex.errors import InvalidRequest
 from apex.translate.neutral.deferred import TOOL_REFERENCE, is_declared, loaded_tools, reference_text
+from apex.translate.neutral.toolids import CONVERSE_NAMES, fit_tool_name
 from apex.upstream.base import UpstreamReply
 from apex.upstream.eventstream import EventStreamReply, frame_to_sse
 from apex.upstream.http import InvalidResponse
 
-__all__ = ["anthropic_to_converse", "converse_reply", "converse_to_anthropic"]
+__all__ = ["ToolNames", "anthropic_to_converse", "converse_reply", "converse_to_anthropic"]
+
+ToolNames = dict[str, str] | None  # Converse tool name -> the Messages body's, where they differ
 
 _ENC: Final = msgspec.json.Encoder()
 _STOP: Final[dict[str, str]] = {
@@ -46,11 +50,12 @@ def _blocks(content: Any, where: str) -> list[dict[str, Any]]:
             if block.get("text"):
                 out.append({"text": block["text"]})
         elif kind == TOOL_REFERENCE:
-            out.append({"text": reference_text(block.get("tool_name"))})
+            out.append({"text": reference_text(block.get("tool_name"), CONVERSE_NAMES)})
         elif kind == "image":
             out.append(_image(block, where))
         elif kind == "tool_use":
-            out.append({"toolUse": {"toolUseId": block.get("id"), "name": block.get("name"), "input": block.get("input") or {}}})
+            out.append({"toolUse": {"toolUseId": block.get("id"), "name": _fit(block.get("name")),
+                                    "input": block.get("input") or {}}})
         elif kind == "tool_result":
             inner = block.get("content")
             parts = [{"text": inner}] if isinstance(inner, str) else _result_parts(inner, where)
@@ -83,14 +88,22 @@ def _result_parts(inner: object, where: str) -> list[dict[str, Any]]:
         if kind == "text":
             parts.append({"text": p.get("text", "")})
         elif kind == TOOL_REFERENCE:
-            parts.append({"text": reference_text(p.get("tool_name"))})
+            parts.append({"text": reference_text(p.get("tool_name"), CONVERSE_NAMES)})
         elif kind == "image":
             parts.append(_image(p, where))
     return parts
 
 
-def anthropic_to_converse(body: bytes, stream: bool) -> bytes:
-    """A Messages request body as a Converse request body (the model is in the URL).
+def _fit(name: object) -> object:
+    """A tool name as Converse takes it (1-64 of ``[a-zA-Z0-9_-]``; a Claude Code MCP name or a
+    Codex namespace tool runs longer): fitted the same way every turn, so the history's calls
+    match the declared tools."""
+    return fit_tool_name(name, CONVERSE_NAMES) if isinstance(name, str) else name
+
+
+def anthropic_to_converse(body: bytes) -> tuple[bytes, ToolNames]:
+    """A Messages request body as a Converse request body (the model is in the URL), and the
+    declared tool names it had to change (Converse name -> the body's), None when none.
 
     Converse has user and assistant turns only: a mid-conversation ``role: "system"`` message
     (Claude Code) joins the system prompt. Deferred tools (tool search) are declared once a
@@ -136,9 +149,15 @@ def anthropic_to_converse(body: bytes, stream: bool) -> bytes:
     choice = choice if isinstance(choice, dict) else {}
     if choice.get("type") == "tool" and not isinstance(choice.get("name"), str):
         raise InvalidRequest("tool_choice of type tool needs the tool's name", param="tool_choice")
+    names: ToolNames = None
+    for t in tools or ():
+        fitted = fit_tool_name(t["name"], CONVERSE_NAMES)
+        if fitted != t["name"]:  # rare: the common request builds no map
+            names = names or {}
+            names[fitted] = t["name"]
     if isinstance(tools, list) and choice.get("type") != "none":
         loaded = loaded_tools(messages)
-        specs = [{"toolSpec": {"name": t.get("name"), "description": t.get("description") or t.get("name"),
+        specs = [{"toolSpec": {"name": _fit(t.get("name")), "description": t.get("description") or t.get("name"),
                                "inputSchema": {"json": t.get("input_schema") or {"type": "object"}}}}
                  for t in tools if isinstance(t, dict) and is_declared(t.get("defer_loading"), t.get("name"), loaded)]
         if specs:
@@ -146,7 +165,7 @@ def anthropic_to_converse(body: bytes, stream: bool) -> bytes:
             if choice.get("type") == "any":
                 tool_config["toolChoice"] = {"any": {}}
             elif choice.get("type") == "tool":
-                tool_config["toolChoice"] = {"tool": {"name": choice.get("name")}}
+                tool_config["toolChoice"] = {"tool": {"name": _fit(choice.get("name"))}}
             out["toolConfig"] = tool_config
     if "toolConfig" not in out:
         # Bedrock refuses toolUse / toolResult blocks without a toolConfig, and here the client
@@ -155,7 +174,7 @@ def anthropic_to_converse(body: bytes, stream: bool) -> bytes:
         for turn in turns:
             turn["content"] = [_as_text(b) for b in turn["content"]]
     out["messages"] = _alternating(turns)
-    return _ENC.encode(out)
+    return _ENC.encode(out), names
 
 
 def _as_text(block: dict[str, Any]) -> dict[str, Any]:
@@ -199,16 +218,21 @@ def _usage(u: Mapping[str, Any] | None) -> dict[str, int]:
             "cache_creation_input_tokens": int(u.get("cacheWriteInputTokens", 0))}
 
 
-def converse_to_anthropic(raw: bytes, model: str) -> bytes:
+def _name(name: object, names: ToolNames) -> object:
+    """The Messages body's name for the tool Converse called ``name``."""
+    return names.get(name, name) if names is not None and isinstance(name, str) else name
+
+
+def converse_to_anthropic(raw: bytes, model: str, names: ToolNames = None) -> bytes:
     """A Converse answer as a Messages answer; InvalidResponse (a malformed answer: the plan
     goes on) for a body that is not a Converse answer (it was a 500 and a traceback)."""
     try:
-        return _converse_to_anthropic(msgspec.json.decode(raw), model)
+        return _converse_to_anthropic(msgspec.json.decode(raw), model, names)
     except (msgspec.DecodeError, AttributeError, TypeError, ValueError) as exc:
         raise InvalidResponse(f"the Converse answer is not valid: {type(exc).__name__}") from exc
 
 
-def _converse_to_anthropic(answer: Any, model: str) -> bytes:
+def _converse_to_anthropic(answer: Any, model: str, names: ToolNames) -> bytes:
     if not isinstance(answer, dict) or not isinstance(answer.get("output"), dict):
         raise ValueError("no output")
     content: list[dict[str, Any]] = []
@@ -221,7 +245,8 @@ def _converse_to_anthropic(answer: Any, model: str) -> bytes:
                 content.append(thought)
         elif "toolUse" in block:
             tu = block["toolUse"]
-            content.append({"type": "tool_use", "id": tu.get("toolUseId"), "name": tu.get("name"), "input": tu.get("input") or {}})
+            content.append({"type": "tool_use", "id": tu.get("toolUseId"), "name": _name(tu.get("name"), names),
+                            "input": tu.get("input") or {}})
     return _ENC.encode({
         "id": f"msg_bdrk_{uuid.uuid4().hex[:24]}", "type": "message", "role": "assistant", "model": model,
         "content": content, "stop_reason": _STOP.get(answer.get("stopReason", ""), "end_turn"), "stop_sequence": None,
@@ -251,8 +276,9 @@ def _sse(name: str, data: dict[str, Any]) -> bytes:
 class _ConverseFrames:
     """ConverseStream events -> Messages stream events (text blocks get the start Converse omits)."""
 
-    def __init__(self, model: str) -> None:
+    def __init__(self, model: str, names: ToolNames) -> None:
         self._model = model
+        self._names = names
         self._open: set[int] = set()
         self._stop: str | None = None
         self._done = False
@@ -280,7 +306,7 @@ class _ConverseFrames:
             tu = (data.get("start") or {}).get("toolUse") or {}
             self._open.add(index)
             return _sse("content_block_start", {"index": index, "content_block": {
-                "type": "tool_use", "id": tu.get("toolUseId"), "name": tu.get("name"), "input": {}}})
+                "type": "tool_use", "id": tu.get("toolUseId"), "name": _name(tu.get("name"), self._names), "input": {}}})
         if event == "contentBlockDelta":
             delta = data.get("delta") or {}
             out = b""
@@ -345,9 +371,10 @@ class _ConverseFrames:
 class _ConverseJson:
     """A non-stream Converse reply read as a Messages reply."""
 
-    def __init__(self, reply: UpstreamReply, model: str) -> None:
+    def __init__(self, reply: UpstreamReply, model: str, names: ToolNames) -> None:
         self._reply = reply
         self._model = model
+        self._names = names
         self.status = reply.status
 
     @property
@@ -366,7 +393,7 @@ class _ConverseJson:
         raw = await self._reply.read()
         if self.status >= 300:
             return raw
-        return converse_to_anthropic(raw, self._model)
+        return converse_to_anthropic(raw, self._model, self._names)
 
     def release(self) -> object:
         return self._reply.release()
@@ -380,11 +407,12 @@ def _model_of(url: str) -> str:
     return unquote(path.rsplit("/", 1)[0])
 
 
-def converse_reply(reply: UpstreamReply, stream: bool, url: str) -> UpstreamReply:
-    """Wrap a Converse(Stream) reply so it reads as a Messages reply."""
+def converse_reply(reply: UpstreamReply, stream: bool, url: str, names: ToolNames) -> UpstreamReply:
+    """Wrap a Converse(Stream) reply so it reads as a Messages reply (``names``: what
+    ``anthropic_to_converse`` changed, undone in the answer's calls)."""
     model = _model_of(url)
     if not stream:
-        return _ConverseJson(reply, model)
+        return _ConverseJson(reply, model, names)
     if reply.status >= 300 or "amazon.eventstream" not in reply.content_type:
         return reply
-    return EventStreamReply(reply, _ConverseFrames(model))
+    return EventStreamReply(reply, _ConverseFrames(model, names))

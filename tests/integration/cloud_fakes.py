@@ -21,6 +21,7 @@ import functools
 import hashlib
 import hmac
 import json
+import re
 import struct
 import time
 from dataclasses import dataclass, field
@@ -280,6 +281,26 @@ def _check_messages_body(req: dict[str, Any], version: str, *, stream_key: str) 
     return None
 
 
+_CONVERSE_NAME = re.compile(r"[a-zA-Z0-9_-]{1,64}")
+
+
+def _bad_converse_tool_name(req: dict[str, Any]) -> str | None:
+    """Bedrock's refusal of a tool name outside ``[a-zA-Z0-9_-]+`` of 1-64 characters (API
+    reference: ToolSpecification, SpecificToolChoice, ToolUseBlock), None when all are valid."""
+    config = req.get("toolConfig") or {}
+    named = [(f"toolConfig.tools.{i + 1}.member.toolSpec.name", t["toolSpec"]["name"])
+             for i, t in enumerate(config.get("tools") or [])]
+    if "tool" in (config.get("toolChoice") or {}):
+        named.append(("toolConfig.toolChoice.tool.name", config["toolChoice"]["tool"]["name"]))
+    named += [(f"messages.{i + 1}.member.content.{j + 1}.member.toolUse.name", b["toolUse"]["name"])
+              for i, m in enumerate(req.get("messages") or []) for j, b in enumerate(m["content"]) if "toolUse" in b]
+    for where, name in named:
+        if not isinstance(name, str) or not _CONVERSE_NAME.fullmatch(name):
+            return (f"1 validation error detected: Value '{name}' at '{where}' failed to satisfy constraint: "
+                    "Member must satisfy regular expression pattern: [a-zA-Z0-9_-]+ and length less than or equal to 64")
+    return None
+
+
 class CloudFake:
     """Bedrock (``/model/...``), Azure (``/openai/...``), Vertex (``/v1/projects/...``) and
     the two token endpoints, on 127.0.0.1:<port>."""
@@ -422,7 +443,11 @@ class CloudFake:
         tools = (req.get("toolConfig") or {}).get("tools")
         if tools is not None and not all("json" in t["toolSpec"]["inputSchema"] for t in tools):
             return deny(400, "ValidationException", "toolSpec.inputSchema.json is required")
-        tool = tools[0]["toolSpec"]["name"] if tools and self.call_tools else None
+        bad = _bad_converse_tool_name(req)
+        if bad is not None:
+            return deny(400, "ValidationException", bad)
+        chosen = ((req.get("toolConfig") or {}).get("toolChoice") or {}).get("tool")
+        tool = (chosen["name"] if chosen else tools[0]["toolSpec"]["name"]) if tools and self.call_tools else None
         usage = self.converse_usage or {"inputTokens": 21, "outputTokens": 9, "totalTokens": 30}
         thought = {"text": "Adding the numbers.", "signature": "sig-bdrk-1"}
         if not stream and self.converse_answer is not None:

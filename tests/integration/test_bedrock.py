@@ -217,6 +217,64 @@ async def test_claude_code_shapes_reach_converse(cloud: CloudFake, start_apex: S
         {"toolResult": {"toolUseId": "tu_1", "content": [{"text": "Tool loaded: WebFetch"}]}}, {"text": "Tool loaded."}]
 
 
+MCP_TOOL = "mcp__claude_ai_internal_engineering_tools_server_v2__" + "x" * 40 + "alpha_search"  # 105 characters
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_long_tool_names_are_fitted_for_converse_and_come_back(cloud: CloudFake, start_apex: StartApex, stream: bool) -> None:
+    """Converse takes tool names of at most 64 characters (the fake refuses longer ones as
+    Bedrock does): Claude Code's 105-character MCP tool, loaded by tool search, goes out fitted
+    in the tools, toolChoice, the history's calls and the "Tool loaded" text; the answer's call
+    carries the client's name (it went out unchanged: a 400 on every turn)."""
+    inst = await start_apex(config(cloud, model_map={"llama": "meta.llama3-3-70b-instruct-v1:0"}))
+    schema: dict[str, Any] = {"type": "object", "properties": {}}
+    tools: list[Any] = [{"name": "ToolSearch", "description": "find tools", "input_schema": schema},
+                        {"name": MCP_TOOL, "description": "search", "input_schema": schema, "defer_loading": True}]
+    messages: list[Any] = [
+        {"role": "user", "content": "search alpha"},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "tu_1", "name": "ToolSearch", "input": {}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "tu_1",
+                                      "content": [{"type": "tool_reference", "tool_name": MCP_TOOL}]}]},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "tu_2", "name": MCP_TOOL, "input": {}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "tu_2", "content": "no hits"}]},
+    ]
+    extra: dict[str, Any] = {"tools": tools, "tool_choice": {"type": "tool", "name": MCP_TOOL}}
+    client = ant(inst, "k")
+    if stream:
+        async with client.messages.stream(model="llama", max_tokens=50, messages=messages, **extra) as s:
+            final = await s.get_final_message()
+    else:
+        final = await client.messages.create(model="llama", max_tokens=50, messages=messages, **extra)
+    assert [b.name for b in final.content if b.type == "tool_use"] == [MCP_TOOL]
+    body = cloud.last("/model/").json
+    fitted = body["toolConfig"]["tools"][1]["toolSpec"]["name"]
+    assert len(fitted) <= 64 and fitted.startswith("mcp__claude_ai_internal_engineering_tools_server_v2__")
+    assert body["toolConfig"]["toolChoice"] == {"tool": {"name": fitted}}
+    assert body["messages"][2]["content"] == [{"toolResult": {"toolUseId": "tu_1", "content": [{"text": f"Tool loaded: {fitted}"}]}}]
+    assert body["messages"][3]["content"] == [{"toolUse": {"toolUseId": "tu_2", "name": fitted, "input": {}}}]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_codex_namespace_tool_past_64_reaches_converse_fitted(cloud: CloudFake, start_apex: StartApex, stream: bool) -> None:
+    """A Codex namespace tool flattened for Messages to 70 characters is fitted again for
+    Converse, and the Responses client gets its call under its own name and namespace."""
+    inst = await start_apex(config(cloud, model_map={"llama": "meta.llama3-3-70b-instruct-v1:0"}))
+    namespace, name = "mcp__codex_apps_internal_engineering_server", "search_the_issue_tracker"
+    tools: Any = [{"type": "namespace", "name": namespace, "description": "issues", "tools": [
+        {"type": "function", "name": name, "description": "search", "parameters": {"type": "object", "properties": {}}}]}]
+    c = oai(inst, "k")
+    if stream:
+        events = await c.responses.create(model="llama", input="find it", tools=tools, stream=True)
+        calls: list[Any] = [ev.item async for ev in events
+                            if ev.type == "response.output_item.done" and ev.item.type == "function_call"]
+    else:
+        done = await c.responses.create(model="llama", input="find it", tools=tools)
+        calls = [o for o in done.output if o.type == "function_call"]
+    assert [(call.name, call.model_dump().get("namespace")) for call in calls] == [(name, namespace)]
+    sent = cloud.last("/model/").json["toolConfig"]["tools"][0]["toolSpec"]["name"]
+    assert len(sent) <= 64 and sent.startswith(namespace)
+
+
 async def test_betas_go_in_the_body_and_a_clients_own_list_wins(cloud: CloudFake, start_apex: StartApex) -> None:
     """Bedrock takes betas in the body: the header's known ones go there (unknown ones are dropped,
     Bedrock would refuse them); a client that wrote ``anthropic_beta`` itself keeps its list."""

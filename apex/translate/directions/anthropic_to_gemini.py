@@ -44,6 +44,7 @@ from apex.translate.neutral.deferred import TOOL_REFERENCE, is_declared, referen
 from apex.translate.neutral.parts import PartWriter, Reply
 from apex.translate.neutral.reply import anthropic_body
 from apex.translate.neutral.signatures import SignatureStore
+from apex.translate.neutral.toolids import GEMINI_NAMES
 from apex.translate.write.anthropic import AnthropicWriter
 from apex.types import Dialect
 from apex.wire.gemini import (
@@ -171,7 +172,7 @@ def _result_content(content: str | list[InputBlock] | None) -> tuple[str, list[P
             if block.text:
                 texts.append(block.text)
         elif block.type == TOOL_REFERENCE:
-            texts.append(reference_text(block.tool_name))
+            texts.append(reference_text(block.tool_name, GEMINI_NAMES))
         elif (part := _content_part(block)) is not None:
             media.append(part)
     return "\n".join(texts), media
@@ -181,7 +182,7 @@ def _content_part(block: InputBlock) -> Part | None:
     if block.type == "text":
         return text_part(block.text or "")
     if block.type == TOOL_REFERENCE:
-        return text_part(reference_text(block.tool_name))
+        return text_part(reference_text(block.tool_name, GEMINI_NAMES))
     if block.type in ("image", "document") and block.source is not None:
         src = block.source
         if src.type == "base64" and src.data is not None:

@@ -41,7 +41,7 @@ from apex.translate.base import StreamTranslator, TranslateContext, decode_json_
 from apex.translate.capabilities import MAX_STOP_SEQUENCES, SAMPLING_FIELDS
 from apex.translate.neutral.deferred import TOOL_REFERENCE, is_declared, loaded_tools, reference_text
 from apex.translate.neutral.parts import PipedStream
-from apex.translate.neutral.toolids import end_user_id, fit_chat_tool_names, openai_tool_id
+from apex.translate.neutral.toolids import OPENAI_NAMES, end_user_id, fit_chat_tool_names, openai_tool_id
 from apex.translate.neutral.reply import anthropic_body, encode_body, reply_from_openai
 from apex.translate.read.openai import OpenAIChatReader
 from apex.translate.write.anthropic import AnthropicWriter
@@ -251,7 +251,7 @@ def _user_part(block: Json, where: str) -> Json | None:
     if kind == "text":
         return {"type": "text", "text": block.get("text", "")}
     if kind == TOOL_REFERENCE:
-        return {"type": "text", "text": reference_text(block.get("tool_name"))}
+        return {"type": "text", "text": reference_text(block.get("tool_name"), OPENAI_NAMES)}
     if kind in ("image", "document"):
         source = block.get("source")
         if not isinstance(source, dict):

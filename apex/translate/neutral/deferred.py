@@ -22,6 +22,8 @@ from typing import Final
 
 import msgspec
 
+from apex.translate.neutral.toolids import NameRule, fit_tool_name
+
 __all__ = ["TOOL_REFERENCE", "is_declared", "loaded_tools", "reference_text", "without_tool_search"]
 
 TOOL_REFERENCE: Final = "tool_reference"
@@ -29,9 +31,14 @@ _TOP: Final = msgspec.json.Decoder(dict[str, msgspec.Raw])
 _ENC: Final = msgspec.json.Encoder()
 
 
-def reference_text(tool_name: object) -> str:
-    """The text a ``tool_reference`` block becomes in a translated tool result."""
-    return f"Tool loaded: {tool_name if isinstance(tool_name, str) else ''}"
+def reference_text(tool_name: object, rule: NameRule | None = None) -> str:
+    """The text a ``tool_reference`` block becomes in a translated tool result. ``rule``: the
+    upstream's tool names, where the declared tools are fitted to it (``toolids``): the
+    model must read the name it has the tool under, not the client's (a 105-character MCP
+    name is declared shortened on OpenAI and Gemini, and only that one can be called)."""
+    if not isinstance(tool_name, str):
+        return "Tool loaded: "
+    return f"Tool loaded: {tool_name if rule is None else fit_tool_name(tool_name, rule)}"
 
 
 def loaded_tools(messages: object) -> set[str]:

@@ -33,7 +33,7 @@ import msgspec
 
 from apex.translate.base import TranslateContext
 
-__all__ = ["ANTHROPIC_NAMES", "GEMINI_NAMES", "OPENAI_NAMES", "NameRule", "anthropic_tool_id", "end_user_id",
+__all__ = ["ANTHROPIC_NAMES", "CONVERSE_NAMES", "GEMINI_NAMES", "OPENAI_NAMES", "NameRule", "anthropic_tool_id", "end_user_id",
            "fit_chat_tool_names", "fit_messages_tool_names", "fit_tool_name", "openai_tool_id",
            "arguments_object", "arguments_text", "encode_arguments", "is_complete_json"]
 
@@ -87,6 +87,11 @@ ANTHROPIC_NAMES: Final = NameRule(re.compile(r"[a-zA-Z0-9_-]{1,128}"), re.compil
 # Gemini: "Must start with a letter or an underscore. Must be a-z, A-Z, 0-9, or contain
 # underscores, dots, colons and dashes, with a maximum length of 64" (FunctionDeclaration.name).
 GEMINI_NAMES: Final = NameRule(re.compile(r"[a-zA-Z_][a-zA-Z0-9_.:-]{0,63}"), re.compile(r"[^a-zA-Z0-9_.:-]"), 64, True)
+# Bedrock Converse (models that are not Claude): "Length Constraints: Minimum length of 1.
+# Maximum length of 64. Pattern: [a-zA-Z0-9_-]+" (API reference, ToolSpecification.name,
+# SpecificToolChoice and ToolUseBlock alike): OpenAI's rule, written apart because the
+# Messages body Converse is built from was fitted only to Anthropic's 128.
+CONVERSE_NAMES: Final = NameRule(re.compile(r"[a-zA-Z0-9_-]{1,64}"), re.compile(r"[^a-zA-Z0-9_-]"), 64, False)
 
 
 def fit_tool_name(name: str, rule: NameRule) -> str:

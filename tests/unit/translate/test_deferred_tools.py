@@ -116,3 +116,21 @@ def test_messages_form_leaves_other_bodies_alone() -> None:
     assert without_tool_search(plain) is plain
     broken = b'{"tools": [{"defer_loading": true'
     assert without_tool_search(broken) is broken
+
+
+def test_the_loaded_text_names_the_tool_as_it_is_declared() -> None:
+    """A deferred MCP tool past 64 characters is declared under its fitted name on Chat and
+    Gemini: the tool result tells the model that name, the one it can call (it named the
+    client's 105-character one, a function the model did not have)."""
+    long_name = "mcp__claude_ai_internal_engineering_tools_server_v2__" + "x" * 40 + "alpha_search"
+    tools = [*TOOLS[:2], {"name": long_name, "description": "search", "input_schema": SCHEMA, "defer_loading": True}]
+    messages = json.loads(json.dumps(SEARCHED).replace('"WebFetch"', json.dumps(long_name)))
+    chat = to_chat(request(messages, tools))
+    declared = chat_names(chat)[-1]
+    assert declared != long_name and len(declared) <= 64
+    assert chat["messages"][-2] == {"role": "tool", "tool_call_id": "toolu_1", "content": f"Tool loaded: {declared}"}
+    gemini = to_gemini(request(messages, tools))
+    declared = gemini_names(gemini)[-1]
+    assert declared != long_name and len(declared) <= 64
+    response = json.dumps(gemini["contents"][-1]["parts"][0]["functionResponse"]["response"])
+    assert f"Tool loaded: {declared}" in response and long_name not in response
