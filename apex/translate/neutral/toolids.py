@@ -96,16 +96,23 @@ CONVERSE_NAMES: Final = NameRule(re.compile(r"[a-zA-Z0-9_-]{1,64}"), re.compile(
 
 def fit_tool_name(name: str, rule: NameRule) -> str:
     """``name`` if the upstream accepts it, else a deterministic valid replacement: invalid
-    characters replaced, a leading ``_`` where a letter must come first, cut to leave room for
-    ``_`` and 8 hex digits of a hash of the ORIGINAL (so distinct names stay distinct)."""
+    characters replaced, a leading ``_`` where a letter must come first, and 8 hex digits of a
+    hash of the ORIGINAL (so distinct names stay distinct) after it, or, for a name too long,
+    between its start and its end: ``mcp__<server>__<tool>`` keeps the tool's own name, which
+    the model reads to choose it (cutting the end left names that differ only in the hash)."""
     if rule.valid.fullmatch(name):
         return name
     digest = hashlib.sha256(name.encode()).hexdigest()[:_HASH_LEN]
     stem = rule.invalid_chars.sub("_", name)
     if rule.letter_first and stem and not (stem[0].isalpha() or stem[0] == "_"):
         stem = "_" + stem
-    stem = stem[: rule.max_len - _HASH_LEN - 1]
-    return f"{stem}_{digest}" if stem else f"tool_{digest}"
+    if not stem:
+        return f"tool_{digest}"
+    if len(stem) <= rule.max_len - _HASH_LEN - 1:
+        return f"{stem}_{digest}"
+    room = rule.max_len - _HASH_LEN - 2  # head _ digest _ tail
+    head = room // 3
+    return f"{stem[:head]}_{digest}_{stem[len(stem) - (room - head):]}"
 
 
 def _fit_declared(holders: list[object], rule: NameRule, ctx: TranslateContext) -> set[str]:

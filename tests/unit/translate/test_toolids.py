@@ -88,7 +88,16 @@ def test_distinct_tool_names_stay_distinct(target: str, a: str, b: str) -> None:
 def test_refused_names_keep_their_readable_start(name: str, rule: NameRule, expected_start: str) -> None:
     """A refused name keeps what it can of itself (the model reads it), then a hash of the original."""
     out = fit_tool_name(name, rule)
-    assert out.startswith(expected_start) and len(out) <= rule.max_len and re.search(r"_[0-9a-f]{8}$", out)
+    assert out.startswith(expected_start) and len(out) <= rule.max_len and re.search(r"_[0-9a-f]{8}(_|$)", out)
+
+
+def test_a_long_name_keeps_its_end() -> None:
+    """The tool's own name ends an MCP name (mcp__<server>__<tool>): the model reads it to
+    choose the tool, so a fitted long name keeps its start and its end, the hash between."""
+    name = "mcp__plugin_chrome-devtools_chrome-devtools-mcp-server__" + "take_a_full_page_screenshot_of_the_tab" * 2
+    out = fit_tool_name(name, OPENAI_NAMES)
+    assert len(out) == 64 and out.startswith("mcp__plugin_chrome") and out.endswith("screenshot_of_the_tab")
+    assert re.search(r"_[0-9a-f]{8}_", out)
 
 
 def test_valid_tool_names_unchanged() -> None:
