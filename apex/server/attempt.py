@@ -207,6 +207,8 @@ class Attempt:
             )
             ctx.extras["created"] = int(time.time())
             ctx.upstream_takes_stream_usage = plan.stream_usage_option
+            if plan.route is not None:
+                ctx.upstream_server_tools = plan.route.server_tools
             if plan.caps is not None:
                 ctx.caps = self._caps(plan.caps)
             try:

@@ -29,6 +29,9 @@ class TranslateContext:
     request_id: str
     include_usage: bool = False   # OpenAI client asked stream_options.include_usage
     upstream_takes_stream_usage: bool = True  # an OpenAI-shaped upstream may be sent stream_options
+    # A Messages-shaped upstream that runs Anthropic's server tools (web search); Bedrock
+    # Converse speaks Messages through Apex but refuses them.
+    upstream_server_tools: bool = True
     estimated_input_tokens: int = 0
     usage: Usage | None = None    # filled by response()/stream translators when known
     extras: dict[str, object] = field(default_factory=dict)  # per-direction scratch (tool-id maps...)

@@ -26,6 +26,7 @@ from botocore.credentials import Credentials, ReadOnlyCredentials, RefreshableCr
 from botocore.session import Session
 
 from apex.config.model import AwsCredentials, Channel
+from apex.errors import InvalidRequest, Untranslatable
 from apex.upstream.cloud import Authorizer, CloudRoute, CloudSetup, Native, anthropic_body_for
 from apex.upstream.base import UpstreamReply
 from apex.upstream.converse import anthropic_to_converse, converse_reply
@@ -93,12 +94,18 @@ class ConverseRoute(CloudRoute):
     each on its own, cannot carry."""
 
     resolves_tool_search: ClassVar[bool] = True  # anthropic_to_converse declares loaded tools itself
+    server_tools: ClassVar[bool] = False  # Converse has no web search: a Codex web_search is dropped
 
     async def send(
         self, pool: UpstreamPool, url: str, header_fields: bytes, body: bytes, stream: bool, connect_timeout: float,
         egress: Egress | None = None, queued: Callable[[bool], None] | None = None,
     ) -> UpstreamReply:
-        converse, names = anthropic_to_converse(body)
+        try:
+            converse, names = anthropic_to_converse(body)
+        except Untranslatable:
+            raise
+        except InvalidRequest as err:  # Converse cannot carry it; the route's next channel may
+            raise Untranslatable(err.message, param=err.param, code=err.code) from err
         reply = await CloudRoute.send(self, pool, url, header_fields, converse, stream, connect_timeout, egress, queued)
         return converse_reply(reply, stream, url, names)
 

@@ -45,6 +45,8 @@ class CloudRoute:
     # The route turns a Messages body into another dialect and resolves Anthropic's tool search
     # there itself (Converse): the body reaches it with its deferred tools and references.
     resolves_tool_search: ClassVar[bool] = False
+    # Anthropic's server tools (web search) reach a model that runs them (not Converse's).
+    server_tools: ClassVar[bool] = True
 
     async def send(
         self, pool: UpstreamPool, url: str, header_fields: bytes, body: bytes, stream: bool, connect_timeout: float,

@@ -441,3 +441,30 @@ async def test_a_conversation_starting_with_the_assistant_reaches_converse(cloud
         {"role": "assistant", "content": "Hi! How can I help?"}, {"role": "user", "content": "What is 4200 + 42?"}])
     sent = cloud.last("/model/").json
     assert [m["role"] for m in sent["messages"]] == ["user", "assistant", "user"]
+
+
+async def test_a_request_converse_cannot_carry_goes_to_the_routes_next_channel(cloud: CloudFake,
+                                                                               start_apex: StartApex) -> None:
+    """Converse refuses Anthropic's server tools; the Anthropic channel after it takes them.
+    The refusal came from the route's own conversion, after the attempt had started: it was a
+    400 from the Converse channel with one attempt, the next channel never tried."""
+    cfg = config(cloud, model_map={"llama": "meta.llama3-3-70b-instruct-v1:0"})
+    cfg["channels"].append({"name": "demo", "provider_type": "mock", "models": ["*"]})
+    cfg["routers"][0]["channels"] = [{"name": "br"}, {"name": "demo"}]
+    cfg["routers"][0]["strategy"] = "priority"
+    inst = await start_apex(cfg)
+    raw = await ant(inst, "k").messages.with_raw_response.create(
+        model="llama", max_tokens=5, messages=[{"role": "user", "content": "hi"}],
+        tools=[{"type": "web_search_20250305", "name": "web_search"}])
+    assert raw.headers["x-apex-channel"] == "demo" and raw.headers["x-apex-attempts"] == "1"
+    assert not [r for r in cloud.requests if "/converse" in r.path]
+
+
+async def test_codexs_web_search_is_dropped_for_converse(cloud: CloudFake, start_apex: StartApex) -> None:
+    """Codex's web_search became Anthropic's server tool, which Converse refuses: every turn of
+    Codex on a Converse model was a 400. Dropped and named, as on other channels without one."""
+    inst = await start_apex(config(cloud, model_map={"llama": "meta.llama3-3-70b-instruct-v1:0"}))
+    raw = await oai(inst, "k").responses.with_raw_response.create(model="llama", input="hi",
+                                                                  tools=[{"type": "web_search"}])
+    assert raw.http_response.status_code == 200 and "web_search" in raw.headers["x-apex-dropped-tools"]
+    assert "toolConfig" not in cloud.last("/model/").json

@@ -37,7 +37,8 @@ class ResponsesToAnthropic:
 
     def request(self, body: bytes, ctx: TranslateContext) -> bytes:
         """Responses request bytes -> Messages request bytes."""
-        chat = responses_to_chat_request(decode_json_object(body), ctx, web_search=True, signatures=True)
+        chat = responses_to_chat_request(decode_json_object(body), ctx, web_search=ctx.upstream_server_tools,
+                                         signatures=True)
         out = openai_to_anthropic_request(chat, ctx)
         server_tools = ctx.extras.get(SERVER_TOOLS_KEY)
         if isinstance(server_tools, list):  # the client's web_search -> Anthropic's own
