@@ -11,6 +11,8 @@ and ``API_runtime_ConverseStream.html``. Pure conversion plus the reply wrapper;
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import uuid
 from collections.abc import Mapping
 from typing import Any, Final
@@ -36,6 +38,12 @@ _STOP: Final[dict[str, str]] = {
     "guardrail_intervened": "refusal", "content_filtered": "refusal",
 }
 _IMAGE_FORMATS: Final = {"image/png": "png", "image/jpeg": "jpeg", "image/gif": "gif", "image/webp": "webp"}
+_DOCUMENT_FORMATS: Final = {
+    "application/pdf": "pdf", "text/plain": "txt", "text/csv": "csv", "text/html": "html", "text/markdown": "md",
+    "application/msword": "doc", "application/vnd.ms-excel": "xls",
+    "application/vnd.openxmlformats-officedocument.wordprocessingml.document": "docx",
+    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet": "xlsx",
+}
 
 
 def _blocks(content: Any, where: str) -> list[dict[str, Any]]:
@@ -53,6 +61,8 @@ def _blocks(content: Any, where: str) -> list[dict[str, Any]]:
             out.append({"text": reference_text(block.get("tool_name"), CONVERSE_NAMES)})
         elif kind == "image":
             out.append(_image(block, where))
+        elif kind == "document":
+            out.append(_document(block, where))
         elif kind == "tool_use":
             out.append({"toolUse": {"toolUseId": block.get("id"), "name": _fit(block.get("name")),
                                     "input": block.get("input") or {}}})
@@ -79,9 +89,28 @@ def _image(block: dict[str, Any], where: str) -> dict[str, Any]:
     return {"image": {"format": fmt, "source": {"bytes": src.get("data", "")}}}
 
 
+def _document(block: dict[str, Any], where: str) -> dict[str, Any]:
+    """An Anthropic document block (base64 or plain text) as a Converse document. Converse
+    wants a name of letters, digits, single spaces, hyphens and brackets, one per document:
+    one made from a hash of the content."""
+    src = block.get("source")
+    kind = src.get("type") if isinstance(src, dict) else None
+    media_type = src.get("media_type") if isinstance(src, dict) else None
+    fmt = _DOCUMENT_FORMATS.get(media_type) if isinstance(media_type, str) else None
+    data = src.get("data") if isinstance(src, dict) else None
+    if kind == "text" and isinstance(data, str):
+        fmt, data = "txt", base64.b64encode(data.encode()).decode()
+    elif kind != "base64" or fmt is None or not isinstance(data, str):
+        raise InvalidRequest(f"{where}: Bedrock Converse takes base64 documents ({', '.join(sorted(set(_DOCUMENT_FORMATS.values())))}) "
+                             "or plain-text ones")
+    name = "document-" + hashlib.sha256(data.encode()).hexdigest()[:12]
+    return {"document": {"format": fmt, "name": name, "source": {"bytes": data}}}
+
+
 def _result_parts(inner: object, where: str) -> list[dict[str, Any]]:
-    """A tool result's text, tool_reference and image blocks as Converse tool-result content
-    (images were dropped: a screenshot tool's answer never reached the model)."""
+    """A tool result's text, tool_reference, image and document blocks as Converse
+    tool-result content (images and documents were dropped: a screenshot or a PDF a tool read
+    never reached the model)."""
     parts: list[dict[str, Any]] = []
     for p in inner if isinstance(inner, list) else ():
         kind = p.get("type") if isinstance(p, dict) else None
@@ -91,6 +120,8 @@ def _result_parts(inner: object, where: str) -> list[dict[str, Any]]:
             parts.append({"text": reference_text(p.get("tool_name"), CONVERSE_NAMES)})
         elif kind == "image":
             parts.append(_image(p, where))
+        elif kind == "document":
+            parts.append(_document(p, where))
     return parts
 
 

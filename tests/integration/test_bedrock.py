@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -395,6 +396,30 @@ async def test_images_in_tool_results_reach_converse(cloud: CloudFake, start_ape
     await ant(inst, "k").messages.create(model="llama", max_tokens=50, messages=history, tools=TOOLS_MESSAGES)  # type: ignore[arg-type]
     result = cloud.last("/converse").json["messages"][2]["content"][0]["toolResult"]
     assert result["content"] == [{"text": "here"}, {"image": {"format": "png", "source": {"bytes": png}}}]
+
+
+async def test_documents_reach_converse_in_messages_and_tool_results(cloud: CloudFake, start_apex: StartApex) -> None:
+    """Claude Code's Read of a PDF answers a text line plus the PDF as a document block: on
+    Converse only the text went (the model never saw the file), and a document in a user
+    message was a 400. Converse takes documents in both places."""
+    inst = await start_apex(config(cloud, model_map={"llama": "meta.llama3-3-70b-instruct-v1:0"}))
+    cloud.call_tools = False
+    pdf = "JVBERi0xLjQK"
+    doc: Any = {"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": pdf}}
+    history: Any = [
+        {"role": "user", "content": [{"type": "text", "text": "Read both."}, doc,
+                                     {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": "notes"}}]},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "tu_1", "name": TOOL, "input": {"password": "x"}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "tu_1", "content": [
+            {"type": "text", "text": "PDF file read"}, doc]}]},
+    ]
+    await ant(inst, "k").messages.create(model="llama", max_tokens=50, messages=history, tools=TOOLS_MESSAGES)  # type: ignore[arg-type]
+    sent = cloud.last("/converse").json["messages"]
+    first = sent[0]["content"][1]["document"]
+    assert first["format"] == "pdf" and first["source"] == {"bytes": pdf} and re.fullmatch(r"[A-Za-z0-9-]+", first["name"])
+    assert sent[0]["content"][2]["document"]["format"] == "txt"
+    result = sent[2]["content"][0]["toolResult"]["content"]
+    assert result[0] == {"text": "PDF file read"} and result[1]["document"]["source"] == {"bytes": pdf}
 
 
 async def test_a_converse_stream_broken_before_its_usage_is_charged_its_prompt(cloud: CloudFake, start_apex: StartApex,
