@@ -348,32 +348,46 @@ class Secrets:
 
     Built once per channel at config load. An upstream may quote the key it was given in an
     error message (OpenAI-compatible servers echo it whole), in a JSON body where ``/`` may be
-    escaped, or percent-encoded as it went in a URL (``?key=``, a proxy's ``user:pass@``): every
-    spelling is scrubbed, longest first. The spellings differ only for keys holding characters
-    such as ``/ + = @``, so most keys cost one substring search.
+    escaped (``\\/``), or percent-encoded as it went in a URL (``?key=``, a proxy's
+    ``user:pass@``): every spelling is scrubbed, longest first. The spellings differ only for
+    keys holding characters such as ``/ + = @``, so most keys cost one substring search.
+
+    Two tiers: ``credentials`` (keys, tokens, secret-named headers) are scrubbed from
+    everything the upstream sends, answers included (``credentials_data``); ``others`` (the
+    values of the channel's other headers: an organization id, an app's URL) only from its
+    errors (``data``, ``text``): an answer quoting the site named in HTTP-Referer is no leak.
     """
 
-    __slots__ = ("_b", "_s")
+    __slots__ = ("_b", "_credentials_b", "_others", "_s", "_values")
 
-    def __init__(self, values: Iterable[str]) -> None:
+    def __init__(self, values: Iterable[str], others: Iterable[str] = ()) -> None:
+        self._values: set[str] = set()
+        self._others = {v for v in others if len(v) >= MIN_SECRET_LEN}
         self._s: tuple[str, ...] = ()
         self._b: tuple[bytes, ...] = ()
+        self._credentials_b: tuple[bytes, ...] = ()
         self.add(values)
 
     def add(self, values: Iterable[str]) -> None:
-        """Scrub ``values`` too: credentials a channel only learns at run time (keys from the
-        AWS chain, OAuth tokens), added when they are fetched."""
-        spellings: set[str] = set(self._s)
-        for v in values:
-            if len(v) >= MIN_SECRET_LEN:
-                spellings.add(v)
-                spellings.add(msgspec.json.encode(v).decode()[1:-1])  # as it appears inside a JSON string
-                for encoded in (quote(v, safe=""), quote(v)):  # as it went into a URL (``/`` kept or not)
-                    spellings.add(encoded)
-                    spellings.add(_LOWER_ESCAPE.sub(lambda m: m.group().lower(), encoded))  # %2f as well as %2F
-        ordered = sorted(spellings, key=len, reverse=True)
-        self._s = tuple(ordered)
-        self._b = tuple(v.encode() for v in ordered)
+        """Scrub ``values`` too, as credentials: ones a channel only learns at run time (keys
+        from the AWS chain, OAuth tokens), added when they are fetched."""
+        self._values.update(v for v in values if len(v) >= MIN_SECRET_LEN)
+        credentials = _spellings(self._values)
+        every = sorted(set(credentials) | set(_spellings(self._others)), key=len, reverse=True)
+        self._s = tuple(every)
+        self._b = tuple(v.encode() for v in every)
+        self._credentials_b = tuple(v.encode() for v in credentials)
+
+    @property
+    def has_credentials(self) -> bool:
+        return bool(self._credentials_b)
+
+    def credentials_data(self, data: bytes) -> bytes:
+        """``data`` without the credentials (not the other header values): for answers."""
+        for secret in self._credentials_b:
+            if data.find(secret) >= 0:
+                data = data.replace(secret, _REDACTED_B)
+        return data
 
     def __bool__(self) -> bool:
         return bool(self._s)
@@ -403,5 +417,19 @@ class Secrets:
         return err
 
 
-def secrets_of(values: Iterable[str | None]) -> Secrets:
-    return Secrets(v for v in values if v)
+def secrets_of(values: Iterable[str | None], others: Iterable[str | None] = ()) -> Secrets:
+    return Secrets((v for v in values if v), (v for v in others if v))
+
+
+def _spellings(values: Iterable[str]) -> list[str]:
+    """Every spelling of ``values`` an upstream may quote, longest first."""
+    out: set[str] = set()
+    for v in values:
+        out.add(v)
+        in_json = msgspec.json.encode(v).decode()[1:-1]  # as it appears inside a JSON string
+        out.add(in_json)
+        out.add(in_json.replace("/", "\\/"))  # with / escaped, as PHP and some Java encoders write it
+        for encoded in (quote(v, safe=""), quote(v)):  # as it went into a URL (``/`` kept or not)
+            out.add(encoded)
+            out.add(_LOWER_ESCAPE.sub(lambda m: m.group().lower(), encoded))  # %2f as well as %2F
+    return sorted(out, key=len, reverse=True)

@@ -112,11 +112,11 @@ class PassthroughRelay:
         out = observer.feed(chunk)
         if observer.errored:
             out = _scrubbed(self._secrets, out)  # an upstream error event may quote the key
-        elif self._secrets:
+        elif self._secrets.has_credentials:
             # An error in a shape the observer does not know (a data-only Responses error,
             # Chat's {"object": "error"}) is forwarded as is: the channel's own key must not
             # ride along. One substring search per spelling of the key, per chunk.
-            out = self._secrets.data(out)
+            out = self._secrets.credentials_data(out)
         return out
 
     def finish(self, failure: tuple[str, ErrorKind] | None) -> bytes:
@@ -139,7 +139,7 @@ class PassthroughRelay:
             self.stream_error = failure[1]
         elif observer.errored:
             self.stream_error = "upstream_error_event"
-        return _scrubbed(self._secrets, b"".join(tail))
+        return _tail(self._secrets, b"".join(tail), failure is not None or observer.errored)
 
 
 class TranslatingRelay:
@@ -184,8 +184,8 @@ class TranslatingRelay:
         if translating.done:
             if translating.failure_label is not None:  # an upstream error event: it may quote a key
                 out = _scrubbed(self._secrets, out)
-            elif self._secrets:
-                out = self._secrets.data(out)
+            elif self._secrets.has_credentials:
+                out = self._secrets.credentials_data(out)
         return out
 
     def finish(self, failure: tuple[str, ErrorKind] | None) -> bytes:
@@ -199,7 +199,16 @@ class TranslatingRelay:
         else:
             tail.extend(translating.fail(*failure))
             self.stream_error = failure[1]
-        return _scrubbed(self._secrets, b"".join(tail))
+        return _tail(self._secrets, b"".join(tail), self.stream_error is not None)
+
+
+def _tail(secrets: Secrets, data: bytes, failed: bool) -> bytes:
+    """A stream's last bytes: an error's scrubbed of key shapes as well; a clean end, which
+    carries the answer's last words (a whole Gemini answer ends so), of the channel's
+    credentials only (the key-shape scrub rewrote ``task-...`` and ``flask-...`` in answers)."""
+    if failed:
+        return _scrubbed(secrets, data)
+    return secrets.credentials_data(data) if secrets.has_credentials else data
 
 
 def _scrubbed(secrets: Secrets, data: bytes) -> bytes:

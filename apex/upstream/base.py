@@ -112,7 +112,8 @@ _ENVELOPE: Final = msgspec.json.Decoder(ErrorEnvelope)
 
 # Key shapes of the providers Apex speaks to (OpenAI/Anthropic/DeepSeek ``sk-``, Google ``AIza``,
 # Groq ``gsk_``), for error bodies that echo a key back.
-_KEY_SHAPES: Final = re.compile(rb"(?:sk-|gsk_|AIza)[A-Za-z0-9_\-]{12,}")
+# Not inside a word: "task-force-alignment-notes" holds no key (it was scrubbed to "ta[redacted]").
+_KEY_SHAPES: Final = re.compile(rb"(?<![A-Za-z0-9_\-])(?:sk-|gsk_|AIza)[A-Za-z0-9_\-]{12,}")
 _KEY_SHAPES_TEXT: Final = re.compile(_KEY_SHAPES.pattern.decode())
 REDACTED: Final = b"[redacted]"
 

@@ -17,6 +17,7 @@ from urllib.parse import quote
 from apex import __version__
 from apex.config.clouds import CLOUD_PROVIDERS
 from apex.config.model import Channel, Config, GlobalConfig
+from apex.config.schema import is_secret_header
 from apex.errors import ConfigError, InvalidRequest, Secrets, secrets_of
 from apex.upstream.betas import BEDROCK_BETAS, VERTEX_BETAS
 from apex.upstream.cloud import CloudChannel, CloudRoute, CloudSetup
@@ -367,7 +368,12 @@ def compile_channel(ch: Channel, g: GlobalConfig, index: int, pool: UpstreamPool
         first_byte=pick("first_byte_ms"),
         stream_idle=pick("stream_idle_ms"),
     )
-    secrets = secrets_of([ch.api_key, *ch.headers.values(), *_cloud_secrets(ch), *_proxy_secrets(egress)])
+    # A header named like a credential (Authorization, X-Api-Key, ...) is scrubbed from answers
+    # too; the others (OpenAI-Organization, HTTP-Referer) only from errors: an answer may
+    # rightly quote the app's own URL.
+    credential_headers = [v for k, v in ch.headers.items() if is_secret_header(k)]
+    other_headers = [v for k, v in ch.headers.items() if not is_secret_header(k)]
+    secrets = secrets_of([ch.api_key, *credential_headers, *_cloud_secrets(ch), *_proxy_secrets(egress)], other_headers)
     if cloud is not None and cloud.credentials is not None:
         cloud.credentials.secrets = secrets  # keys and tokens fetched at run time are scrubbed too
     return CompiledChannel(

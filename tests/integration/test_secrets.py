@@ -232,3 +232,47 @@ async def test_a_data_only_responses_stream_is_whole_and_its_usage_read(upstream
         text = await r.text()
     assert any(line.startswith("apex_tokens_total") and 'type="prompt"' in line and line.endswith(" 11.0")
                for line in text.splitlines()), text
+
+
+async def test_a_key_written_with_an_escaped_slash_is_scrubbed(upstream: FakeUpstream, start_apex: StartApex) -> None:
+    """JSON lets an encoder write / as \\/ (PHP, some Java): the key went out in that spelling."""
+    cfg = config(upstream)
+    cfg["channels"][0]["api_key"] = SLASHY_KEY
+    inst = await start_apex(cfg)
+    escaped = SLASHY_KEY.replace("/", "\\/").encode()
+    first = b'data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"gpt-4o","choices":[{"index":0,"delta":{"content":"hi"},"finish_reason":null}]}\n\n'
+    upstream.push(Behaviour(content_type="text/event-stream", events=[
+        first, b'data: {"error": {"message": "bad key ' + escaped + b'", "type": "invalid_request_error"}}\n\n']))
+    import aiohttp
+
+    async with aiohttp.ClientSession() as s, s.post(inst.url + "/v1/chat/completions", headers={"Authorization": "Bearer k"},
+                                                    json={"model": "gpt-4o", "stream": True,
+                                                          "messages": [{"role": "user", "content": "x"}]}) as r:
+        text = (await r.read()).decode()
+    assert "bad key" in text and "SECRET" not in text, text
+
+
+async def test_answers_keep_what_only_looks_like_a_key_or_names_the_app(upstream: FakeUpstream,
+                                                                        start_apex: StartApex) -> None:
+    """A stream's clean end was scrubbed of key shapes ("task-management-system" became
+    "ta[redacted]"), and every header value was scrubbed from streamed answers (the site named
+    in OpenRouter's HTTP-Referer became [redacted]). Only credentials leave answers now."""
+    cfg = config(upstream)
+    cfg["channels"][0]["headers"] = {"HTTP-Referer": "https://myapp.example.com", "X-Title": "Acme Assistant"}
+    cfg["channels"].append({"name": "gm", "provider_type": "gemini", "base_url": upstream.url, "api_key": "AIza-upstream-gm-000000"})
+    cfg["routers"][0]["rules"].insert(0, {"match": {"model": "gemini-*"}, "channels": [{"name": "gm"}]})
+    inst = await start_apex(cfg)
+    text = "Open the task-management-system at https://myapp.example.com, then pip install flask-sqlalchemy-utils."
+    first = b'data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"gpt-4o","choices":[{"index":0,"delta":{"content":'
+    upstream.push(Behaviour(content_type="text/event-stream", events=[
+        first + json.dumps(text).encode() + b'},"finish_reason":null}]}\n\n',
+        b'data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"gpt-4o","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\n',
+        b"data: [DONE]\n\n"]))
+    stream = await oai(inst, "k").chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "x"}], stream=True)
+    assert "".join([c.choices[0].delta.content or "" async for c in stream if c.choices]) == text
+    gemini = {"candidates": [{"content": {"role": "model", "parts": [{"text": text}]}, "finishReason": "STOP", "index": 0}],
+              "usageMetadata": {"promptTokenCount": 3, "candidatesTokenCount": 20, "totalTokenCount": 23}}
+    upstream.push(Behaviour(content_type="text/event-stream", events=[b"data: " + json.dumps(gemini).encode() + b"\r\n\r\n"]))
+    done = await oai(inst, "k").responses.create(model="gemini-2.5-flash", input="x", stream=True)
+    finals = [e.response.output_text async for e in done if e.type == "response.completed"]
+    assert finals == [text]
