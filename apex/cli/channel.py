@@ -64,7 +64,8 @@ def _apply(
     maps: tuple[str, ...],
 ) -> None:
     # Omitted flags keep what is there; a given repeatable flag replaces the whole list; an
-    # empty string removes the key (back to the provider's default URL, or no key).
+    # empty string removes the key (back to the provider's default URL, or no key; a list
+    # flag given once as "" removes the list: no headers, no model map, every model).
     if provider is not None:
         ch["provider_type"] = provider
     for key, value in (("base_url", base_url), ("anthropic_base_url", anthropic_base_url), ("api_key", api_key)):
@@ -72,12 +73,11 @@ def _apply(
             ch.pop(key, None)
         elif value is not None:
             ch[key] = value
-    if headers:
-        ch["headers"] = parse_pairs(headers, "--header")
-    if maps:
-        ch["model_map"] = parse_pairs(maps, "--map")
-    if models:
-        ch["models"] = list(models)
+    for key, given in (("headers", headers), ("model_map", maps), ("models", models)):
+        if given == ("",):
+            ch.pop(key, None)
+        elif given:
+            ch[key] = list(given) if key == "models" else parse_pairs(given, "--header" if key == "headers" else "--map")
 
 
 @channel_group.command("add")

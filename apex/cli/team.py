@@ -26,8 +26,8 @@ def _team_flags(*, add: bool) -> Callable[[F], F]:
                              help="An allowed router, in order of preference; repeat for several."),
                 click.option("--model", "models", multiple=True, metavar="GLOB",
                              help="An allowed model pattern; repeat for several."),
-                click.option("--rpm", type=click.IntRange(min=1), help="Requests per minute."),
-                click.option("--tpm", type=click.IntRange(min=1), help="Tokens per minute."),
+                click.option("--rpm", type=click.IntRange(min=0), help="Requests per minute (0: no limit)."),
+                click.option("--tpm", type=click.IntRange(min=0), help="Tokens per minute (0: no limit)."),
             ]
         ):
             f = option(f)
@@ -48,21 +48,30 @@ def _apply(team: dict[str, Any], api_key: str | None, routers: tuple[str, ...], 
     policy = team.get("policy")
     if not isinstance(policy, dict):
         policy = {}
-    if routers:
-        policy["allowed_routers"] = list(routers)
-    if models:
-        policy["allowed_models"] = list(models)
+    # A list flag given once as "" removes the list (every router or model allowed), and a
+    # limit of 0 removes that limit: the README's "on update an empty value removes a key".
+    for key, given in (("allowed_routers", routers), ("allowed_models", models)):
+        if given == ("",):
+            policy.pop(key, None)
+        elif given:
+            policy[key] = list(given)
     if rpm is not None or tpm is not None:
         limit = policy.get("rate_limit")
         if not isinstance(limit, dict):
             limit = {}
-        if rpm is not None:
-            limit["rpm"] = rpm
-        if tpm is not None:
-            limit["tpm"] = tpm
-        policy["rate_limit"] = limit
+        for key, value in (("rpm", rpm), ("tpm", tpm)):
+            if value == 0:
+                limit.pop(key, None)
+            elif value is not None:
+                limit[key] = value
+        if limit:
+            policy["rate_limit"] = limit
+        else:
+            policy.pop("rate_limit", None)
     if policy:
         team["policy"] = policy
+    else:
+        team.pop("policy", None)
 
 
 @team_group.command("add")

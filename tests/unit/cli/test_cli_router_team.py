@@ -117,7 +117,7 @@ def test_team_add_requires_key_and_known_router(cfg: Path, run: Run) -> None:
     assert r.exit_code == 1 and "teams[1].policy.allowed_routers[0]" in r.stderr
     r = run("team", "add", "t2", "--api-key", "vk-default-0123456789")
     assert r.exit_code == 1 and "already used" in r.stderr
-    assert run("team", "add", "t2", "--api-key", "k", "--rpm", "0").exit_code == 2
+    assert run("team", "add", "t2", "--api-key", "k", "--rpm", "-1").exit_code == 2
 
 
 def test_team_update_keeps_other_limit(cfg: Path, run: Run) -> None:
@@ -127,6 +127,28 @@ def test_team_update_keeps_other_limit(cfg: Path, run: Run) -> None:
     team = read(cfg)["teams"][0]
     assert team["policy"]["rate_limit"] == {"rpm": 10, "tpm": 99}
     assert team["api_key"] == "tk-search-0123456789"
+
+
+def test_team_update_can_clear_lists_and_limits(cfg: Path, run: Run) -> None:
+    """README: on update an empty value removes a key. --model "" was refused ("bad glob: empty
+    pattern") and no --rpm could remove a limit (0 was out of range): a limit set once stayed."""
+    assert run("team", "update", "search", "--model", "gpt-*", "--router", "default", "--rpm", "10", "--tpm", "99").exit_code == 0
+    r = run("team", "update", "search", "--model", "", "--router", "", "--rpm", "0")
+    assert r.exit_code == 0, r.output
+    policy = read(cfg)["teams"][0]["policy"]
+    assert "allowed_models" not in policy and "allowed_routers" not in policy and policy["rate_limit"] == {"tpm": 99}
+    assert run("team", "update", "search", "--tpm", "0").exit_code == 0
+    assert "policy" not in read(cfg)["teams"][0]
+
+
+def test_channel_update_can_clear_lists(cfg: Path, run: Run) -> None:
+    """--model "", --header "" and --map "" were refused as a bad glob or a usage error."""
+    assert run("channel", "add", "c2", "--provider", "openai", "--api-key", "sk-x", "--model", "gpt-*",
+               "--header", "X-Title=app", "--map", "a=b").exit_code == 0
+    r = run("channel", "update", "c2", "--model", "", "--header", "", "--map", "")
+    assert r.exit_code == 0, r.output
+    ch = read(cfg)["channels"][-1]
+    assert not {"models", "headers", "model_map"} & set(ch)
 
 
 def test_team_list_show_delete(cfg: Path, run: Run) -> None:
