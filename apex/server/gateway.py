@@ -101,6 +101,11 @@ class Gateway:
         self.version = __version__
         # The address served until a restart (a reload cannot move the socket).
         self.listen = config.global_.listen
+        # What else the process set up once and keeps until a restart: a reload that changes
+        # one of them is told so (compared with what runs, not with the previous file).
+        g = config.global_
+        self._fixed_at_start: dict[str, object] = {"listen": g.listen, "rate_limit_store": g.rate_limit_store,
+                                                   "request_log": g.request_log, "tracing": g.tracing}
         # Routing time and chance: the clock health, Retry-After holds and backoff are
         # measured on, the sleep that waits a backoff, and the generator behind weighted
         # random and jitter. Injected so tests are exact rather than statistical or timed.
@@ -239,12 +244,10 @@ class Gateway:
                           extra={"fields": {"config_path": "logging.file"}})
                 self.on_reload(False)
                 return False
-        if config.global_.listen != old.global_.listen:
-            log.warning("listen address changed to %s: restart Apex to apply it", config.global_.listen)
-        if config.global_.rate_limit_store != old.global_.rate_limit_store:
-            log.warning("rate_limit_store changed: restart Apex to apply it")
-        if config.global_.request_log != old.global_.request_log:
-            log.warning("request_log changed: restart Apex to apply it")
+        for key, running in self._fixed_at_start.items():
+            new, previous = getattr(config.global_, key), getattr(old.global_, key)
+            if new != previous and new != running:  # back to what runs: nothing to apply
+                log.warning("global.%s changed: restart Apex to apply it", key)
         self.snapshot = snapshot
         if self._started:  # before start() there is no loop to bind in: start() binds
             self._bind_credentials(snapshot)
