@@ -291,3 +291,12 @@ def test_credentials_in_a_channel_url_are_a_load_error_that_does_not_quote_them(
     with pytest.raises(ConfigError) as err:
         load(cfg)
     assert err.value.path == f"channels[0].{key}" and "headers" in str(err.value) and "pwSECRET" not in str(err.value)
+
+
+@pytest.mark.parametrize(("key", "value"), [("latency_ms", 50), ("tokens_per_s", 10.0), ("response_text", "hi")])
+def test_the_mocks_own_keys_on_another_channel_are_a_load_error(key: str, value: object) -> None:
+    """They were accepted on an openai channel and silently ignored."""
+    cfg = mutate(f"channels[0].{key}", value)
+    with pytest.raises(ConfigError) as err:
+        load(cfg)
+    assert err.value.path == f"channels[0].{key}" and "mock" in str(err.value)
