@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from typing import Final
 from urllib.parse import quote
 
+import msgspec
+
 from apex import __version__
 from apex.config.clouds import CLOUD_PROVIDERS
 from apex.config.model import Channel, Config, GlobalConfig
@@ -399,15 +401,15 @@ def check_egress(config: Config) -> None:
     For ``apex config validate``, which does not build a gateway. A value still holding an
     unset ``${VAR}`` (``--allow-missing-env``) is left for the gateway to check."""
     for index, ch in enumerate(config.channels):
-        tls = ch.tls
-        pending = [ch.proxy or ""]
-        if tls is not None:
-            pending += [tls.ca_file or "", tls.cert_file or "", tls.key_file or ""]
-        if any("${" in value for value in pending):
-            continue
-        _compile_egress(ch, f"channels[{index}]", PRESETS[ch.provider_type].family == "mock")
+        path = f"channels[{index}]"
         if ch.provider_type == "vertex" and "${" not in (ch.credentials_file or ""):
-            _check_credentials_file(ch, f"channels[{index}]")
+            _check_credentials_file(ch, path)
+        tls = ch.tls
+        if tls is not None and any("${" in (value or "") for value in (tls.ca_file, tls.cert_file, tls.key_file)):
+            continue
+        if "${" in (ch.proxy or ""):  # the proxy once its variable is set; the TLS files now
+            ch = msgspec.structs.replace(ch, proxy="direct")
+        _compile_egress(ch, path, PRESETS[ch.provider_type].family == "mock")
 
 
 def _check_credentials_file(ch: Channel, path: str) -> None:

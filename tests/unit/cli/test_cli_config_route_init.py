@@ -42,6 +42,17 @@ def test_whole_value_references_in_urls_and_listen_pass_without_the_env(cfg: Pat
     assert read(cfg)["channels"][1]["base_url"] == "${OPENAI_BASE_URL}"
 
 
+def test_a_proxy_from_the_env_does_not_hide_a_missing_ca_file(cfg: Path, run: Run) -> None:
+    """With the proxy written as ${VAR} (the README's pattern), validate --allow-missing-env
+    skipped the whole channel: a missing tls.ca_file passed, and the start failed on it later."""
+    data = read(cfg)
+    data["channels"][1]["proxy"] = "${CORP_PROXY}"
+    data["channels"][1]["tls"] = {"ca_file": "/nonexistent/corp-ca.pem"}
+    cfg.write_text(json.dumps(data))
+    r = run("config", "validate", "--allow-missing-env")
+    assert r.exit_code == 1 and "channels[1].tls" in r.stderr, r.output
+
+
 def test_validate_reports_key_path(cfg: Path, run: Run) -> None:
     """An unknown enum value is reported with its key path and exit 1, in text and JSON."""
     data = read(cfg)
