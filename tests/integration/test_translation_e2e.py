@@ -613,17 +613,21 @@ async def test_inline_think_tags_become_thinking(upstream: FakeUpstream, start_a
     assert thinking == ["The user greets me.\n"] and text == ["Hello there!"], final.content
 
 
+def _anthropic_and_gemini(upstream: FakeUpstream) -> dict[str, Any]:
+    """claude-* to an Anthropic channel, gemini-* to a Gemini one, both on the fake."""
+    return {"global": {"auth": {"keys": ["k"]}}, "logging": {"level": "error"},
+            "channels": [{"name": "an", "provider_type": "anthropic", "base_url": upstream.url, "api_key": "sk-a"},
+                         {"name": "gm", "provider_type": "gemini", "base_url": upstream.url, "api_key": "g-k"}],
+            "routers": [{"name": "r", "rules": [{"match": {"model": "claude-*"}, "channels": [{"name": "an"}]},
+                                                {"match": {"model": "gemini-*"}, "channels": [{"name": "gm"}]}]}]}
+
+
 @pytest.mark.parametrize("model", ["claude-x", "gemini-x"])
 async def test_legacy_function_calling_is_translated(upstream: FakeUpstream, start_apex: StartApex, model: str) -> None:
     """OpenAI's legacy functions / function_call / role "function" (still served by OpenAI and
     sent by its SDK) reach Anthropic and Gemini as tools (they were dropped: no tools upstream,
     a text answer; the function result went as an orphan)."""
-    cfg = {"global": {"auth": {"keys": ["k"]}}, "logging": {"level": "error"},
-           "channels": [{"name": "an", "provider_type": "anthropic", "base_url": upstream.url, "api_key": "sk-a"},
-                        {"name": "gm", "provider_type": "gemini", "base_url": upstream.url, "api_key": "g-k"}],
-           "routers": [{"name": "r", "rules": [{"match": {"model": "claude-*"}, "channels": [{"name": "an"}]},
-                                               {"match": {"model": "gemini-*"}, "channels": [{"name": "gm"}]}]}]}
-    inst = await start_apex(cfg)
+    inst = await start_apex(_anthropic_and_gemini(upstream))
     fn = {"name": "get_weather", "description": "weather", "parameters": {"type": "object", "properties": {}}}
     legacy: Any = {"model": model, "functions": [fn], "function_call": {"name": "get_weather"}, "messages": [
         {"role": "user", "content": "weather?"},
@@ -651,12 +655,7 @@ async def test_legacy_function_calling_is_answered_in_the_legacy_shape(upstream:
     and finish_reason "function_call" (stream: ``delta.function_call``, name then arguments), as
     OpenAI answers that form; it got ``tool_calls``, which a legacy client never reads. The legacy
     form has one call per message: of the fakes' two parallel calls, the first."""
-    cfg = {"global": {"auth": {"keys": ["k"]}}, "logging": {"level": "error"},
-           "channels": [{"name": "an", "provider_type": "anthropic", "base_url": upstream.url, "api_key": "sk-a"},
-                        {"name": "gm", "provider_type": "gemini", "base_url": upstream.url, "api_key": "g-k"}],
-           "routers": [{"name": "r", "rules": [{"match": {"model": "claude-*"}, "channels": [{"name": "an"}]},
-                                               {"match": {"model": "gemini-*"}, "channels": [{"name": "gm"}]}]}]}
-    inst = await start_apex(cfg)
+    inst = await start_apex(_anthropic_and_gemini(upstream))
     client = oai(inst, "k")
     fn: Any = {"name": "get_secret", "parameters": {"type": "object", "properties": {"password": {"type": "string"}}}}
     messages: Any = [{"role": "user", "content": "secrets for mellon, radiance"}]
