@@ -125,6 +125,13 @@ class Untranslatable(InvalidRequest):
     The attempt plan moves on to the next channel; the client gets this 400 only when no
     channel of the route could serve the request."""
 
+    @classmethod
+    def of(cls, refusal: InvalidRequest) -> Untranslatable:
+        """A translation's refusal as this channel's inability to carry the request."""
+        if isinstance(refusal, Untranslatable):
+            return refusal
+        return cls(refusal.message, param=refusal.param, code=refusal.code)
+
 
 class AuthenticationFailed(ClientError):
     status = 401

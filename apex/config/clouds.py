@@ -26,7 +26,9 @@ _EXTRA_MODULES: Final[dict[str, tuple[str, ...]]] = {
     "otel": ("opentelemetry.sdk", "opentelemetry.exporter.otlp.proto.http"),  # global.tracing
     "postgres": ("asyncpg",),  # global.request_log.type postgres
 }
-_CLOUD_ONLY: Final[dict[str, str]] = {
+# Channel keys one provider type owns; on another channel they are errors (they would be
+# ignored). Unset is None, or 0 for latency_ms.
+_PROVIDER_ONLY: Final[dict[str, str]] = {
     "api_version": "azure_openai",
     "azure_ad": "azure_openai",
     "region": "bedrock",
@@ -34,6 +36,9 @@ _CLOUD_ONLY: Final[dict[str, str]] = {
     "project": "vertex",
     "location": "vertex",
     "credentials_file": "vertex",
+    "latency_ms": "mock",
+    "tokens_per_s": "mock",
+    "response_text": "mock",
 }
 
 
@@ -57,13 +62,14 @@ def _need_extra(extra: str, provider: str, path: str) -> None:
 
 
 def check_cloud_channel(ch: Channel, path: str) -> None:
-    """The per-cloud rules for channel ``ch`` at ``path``; keys of another cloud are errors.
+    """The per-cloud rules for channel ``ch`` at ``path``; keys of another provider type (a
+    cloud's, the mock's) are errors.
 
     Each value's own shape (a dated api_version, a region name, non-empty credentials, an
     http(s) authority) is in its type in ``apex.config.model``; these are the keys a cloud
     needs or forbids beside the others."""
-    for key, owner in _CLOUD_ONLY.items():
-        if getattr(ch, key) is not None and ch.provider_type != owner:
+    for key, owner in _PROVIDER_ONLY.items():
+        if getattr(ch, key) not in (None, 0) and ch.provider_type != owner:
             raise ConfigError(f"only for provider_type {owner}", path=f"{path}.{key}")
     check = _CLOUD_CHECKS.get(ch.provider_type)
     if check is not None:

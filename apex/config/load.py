@@ -482,10 +482,6 @@ def _check_channels(channels: tuple[Channel, ...]) -> frozenset[str]:
         if ch.provider_type == "openai_compatible" and not ch.base_url:
             raise ConfigError("required for provider_type openai_compatible", path=f"{p}.base_url")
         _check_channel_globs(ch, p)
-        if ch.provider_type != "mock":  # the mock's own knobs were accepted and ignored elsewhere
-            for key, unset in (("latency_ms", 0), ("tokens_per_s", None), ("response_text", None)):
-                if getattr(ch, key) != unset:
-                    raise ConfigError("only for provider_type mock", path=f"{p}.{key}")
         _check_file_name(ch.credentials_file, f"{p}.credentials_file")
         if ch.tls is not None:
             for key in ("ca_file", "cert_file", "key_file"):

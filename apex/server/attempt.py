@@ -71,6 +71,7 @@ from apex.upstream.base import (
 from apex.upstream.channel import USER_AGENT, CompiledChannel, UpstreamPlan
 from apex.upstream.http import HttpClientError, describe_target, encode_header_fields
 from apex.upstream.presets import ANTHROPIC_VERSION
+from apex.upstream.cloud import CloudRoute
 from apex.upstream.transport import Transport, UpstreamRequest
 from apex.wire.request import RequestView
 
@@ -85,7 +86,7 @@ class Attempt:
 
     __slots__ = (
         "body", "channel", "ctx", "deadline", "dialect", "ex", "first_wait", "mapped", "model", "outgoing", "plan",
-        "read_whole", "relay", "reply", "request", "snap", "started", "upstream_model", "view",
+        "read_whole", "relay", "reply", "request", "route", "snap", "started", "upstream_model", "view",
     )
 
     def __init__(
@@ -118,6 +119,7 @@ class Attempt:
         self.deadline: Deadline | None = None  # the wait for the upstream's answer (or first event)
         self.first_wait = 0.0     # its length, restarted once a queued request has a connection
         self.outgoing: tuple[str, bytes] | None = None  # prepare()'s URL and body; None: Apex answers itself
+        self.route: CloudRoute | None = None  # prepare()'s cloud route for this request (the plan's, converted)
 
     # --- the attempt ----------------------------------------------------------------------
 
@@ -141,6 +143,8 @@ class Attempt:
             plan = self.plan = chosen
         self.mapped = self.upstream_model != self.model
         body = self._upstream_body()
+        if plan.route is not None:  # a cloud's own dialect (Converse): refused here, not once sending
+            body, self.route = plan.route.convert(body)
         url = plan.url_for(self.upstream_model, ex.stream)
         if plan.forward_anthropic_headers and plan.native and plan.route is None and self.request.query_string:
             betas = self.request.rel_url.query.getall("beta", ())
@@ -158,7 +162,7 @@ class Attempt:
         plan = self.plan
         # The head is built here, not in prepare: its traceparent names the attempt's span.
         upstream = UpstreamRequest(outgoing[0], self._header_fields(), outgoing[1], plan.upstream, self.upstream_model,
-                                   ex.stream, plan.route, self._queued)
+                                   ex.stream, self.route, self._queued)
         transport = self.channel.transport
         assert transport is not None  # compile_channel gives every channel one
         try:
@@ -213,10 +217,8 @@ class Attempt:
                 ctx.caps = self._caps(plan.caps)
             try:
                 translated = translator.request(body, ctx)
-            except Untranslatable:
-                raise
             except InvalidRequest as err:  # this channel's API cannot carry it; another may
-                raise Untranslatable(err.message, param=err.param, code=err.code) from err
+                raise Untranslatable.of(err) from err
             out = fit_reasoning_history(translated, plan.reasoning_history)
             ex.notices = ctx.notices
             return without_openai_only_fields(out) if plan.strict_fields else out

@@ -138,12 +138,11 @@ async def fallback(request: web.Request) -> web.StreamResponse:
         metrics.headers["x-request-id"] = rid
         return metrics
     dialect = Dialect.GEMINI_GENERATE if is_gemini_request(request) else dialect_of_path(request.path)
-    allowed = allowed_method(request.raw_path.partition("?")[0])
     if not request.path.startswith("/"):  # CONNECT host:port, OPTIONS *: no path at all
         resp = error_response(dialect, NotFound(f"{request.method} {request.raw_path[:200]} is not served: "
                                                 "Apex is an API gateway, not a forwarding proxy"))
         kind: ErrorKind = "not_found"
-    elif allowed is not None:
+    elif (allowed := allowed_method(request.raw_path.partition("?")[0])) is not None:
         resp = method_not_allowed(dialect, request.method, request.path, allowed)
         kind = "invalid_request"
     else:

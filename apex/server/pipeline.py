@@ -285,17 +285,6 @@ async def _attempts(
         except asyncio.CancelledError:
             plan.record(channel.name, Outcome.ABANDONED, clock())
             raise
-        except Untranslatable as err:
-            # A cloud route's own body conversion (Converse) refused it, before any byte was
-            # sent: as in prepare, the next channel may serve it; this was no attempt.
-            plan.record(channel.name, Outcome.UNFIT, clock())
-            if ex.trace is not None:
-                ex.trace.end_attempt(err.kind, ex.upstream_model)
-            ex.tried.pop()
-            ex.attempts = step.number - 1
-            ex.channel = ex.tried[-1] if ex.tried else None
-            refused = refused or err
-            continue
         except ApexError:
             plan.record(channel.name, Outcome.REJECTED, clock())
             raise

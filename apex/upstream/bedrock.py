@@ -16,8 +16,8 @@ may block on files and the metadata services, which the event loop must never do
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from dataclasses import dataclass
+import functools
+from dataclasses import dataclass, replace
 from typing import ClassVar, Final
 
 from botocore.auth import SigV4Auth
@@ -28,12 +28,10 @@ from botocore.session import Session
 from apex.config.model import AwsCredentials, Channel
 from apex.errors import InvalidRequest, Untranslatable
 from apex.upstream.cloud import Authorizer, CloudRoute, CloudSetup, Native, anthropic_body_for
-from apex.upstream.base import UpstreamReply
 from apex.upstream.converse import anthropic_to_converse, converse_reply
 from apex.upstream.credentials import CredentialSlot, Fetched, Refresher
-from apex.upstream.egress import Egress
 from apex.upstream.eventstream import event_stream_reply
-from apex.upstream.http import UpstreamPool, encode_header_fields
+from apex.upstream.http import encode_header_fields
 from apex.types import Dialect
 
 __all__ = ["BEDROCK_ANTHROPIC_VERSION", "ConverseRoute", "aws_refresher", "bedrock_setup", "is_anthropic_model", "sigv4_authorizer"]
@@ -89,25 +87,20 @@ def bedrock_setup(ch: Channel, base: str) -> CloudSetup:
 
 @dataclass(frozen=True, slots=True)
 class ConverseRoute(CloudRoute):
-    """The Converse route: its answer needs what its body conversion learned (the tool names
-    it fitted, to give the calls their Messages names back), which ``prepare`` and ``reply``,
-    each on its own, cannot carry."""
+    """The Converse route: the Messages body becomes a Converse body when the attempt is
+    prepared, and the answer needs what that conversion learned (the tool names it fitted, to
+    give the calls their Messages names back): ``convert`` returns a route for this request
+    whose ``reply`` knows them."""
 
     resolves_tool_search: ClassVar[bool] = True  # anthropic_to_converse declares loaded tools itself
     server_tools: ClassVar[bool] = False  # Converse has no web search: a Codex web_search is dropped
 
-    async def send(
-        self, pool: UpstreamPool, url: str, header_fields: bytes, body: bytes, stream: bool, connect_timeout: float,
-        egress: Egress | None = None, queued: Callable[[bool], None] | None = None,
-    ) -> UpstreamReply:
+    def convert(self, body: bytes) -> tuple[bytes, CloudRoute]:
         try:
             converse, names = anthropic_to_converse(body)
-        except Untranslatable:
-            raise
         except InvalidRequest as err:  # Converse cannot carry it; the route's next channel may
-            raise Untranslatable(err.message, param=err.param, code=err.code) from err
-        reply = await CloudRoute.send(self, pool, url, header_fields, converse, stream, connect_timeout, egress, queued)
-        return converse_reply(reply, stream, url, names)
+            raise Untranslatable.of(err) from err
+        return converse, replace(self, reply=functools.partial(converse_reply, names=names))
 
 
 def _kind_of(model: str) -> str:

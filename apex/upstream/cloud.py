@@ -48,6 +48,13 @@ class CloudRoute:
     # Anthropic's server tools (web search) reach a model that runs them (not Converse's).
     server_tools: ClassVar[bool] = True
 
+    def convert(self, body: bytes) -> tuple[bytes, CloudRoute]:
+        """The body in the dialect the cloud takes, and the route that sends it and reads its
+        answer. Called when the attempt is prepared, before anything is sent or counted: a
+        conversion's refusal is Untranslatable there (the route's next channel may serve the
+        request). Most routes take the body as it is."""
+        return body, self
+
     async def send(
         self, pool: UpstreamPool, url: str, header_fields: bytes, body: bytes, stream: bool, connect_timeout: float,
         egress: Egress | None = None, queued: Callable[[bool], None] | None = None,

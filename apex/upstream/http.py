@@ -539,8 +539,8 @@ class _Connection(asyncio.Protocol):
         encoding = get(headers, "content-encoding")
         if encoding is not None:
             # A list ("identity, gzip") names the codings applied in order; identity is none.
-            codings = [c for c in (part.strip() for part in encoding.lower().split(",")) if c not in ("", "identity")]
-            coding = codings[0] if len(codings) == 1 else "" if not codings else encoding
+            # Two real codings ("gzip, gzip") stay one unsupported name.
+            coding = ",".join(c for c in (part.strip() for part in encoding.lower().split(",")) if c not in ("", "identity"))
             if coding in ("gzip", "x-gzip"):
                 reply._decoder = zlib.decompressobj(16 + zlib.MAX_WBITS)
             elif coding == "deflate":

@@ -19,7 +19,7 @@ What this module must not do: know any wire format.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol, final
 
 from apex.errors import ErrorKind
@@ -29,6 +29,7 @@ from apex.translate.neutral.reasons import Finish
 from apex.types import Usage
 
 __all__ = [
+    "attach_logprobs",
     "Ended",
     "Failed",
     "Finished",
@@ -149,6 +150,17 @@ class Failed:
 
 Part = (Started | TextDelta | ReasoningDelta | ReasoningSignature | ToolCallStarted
         | ToolArgsDelta | ToolCallEnded | UsageUpdated | Finished | Ended | Failed)
+
+
+def attach_logprobs(out: list[Part], first: int, tokens: tuple[TokenLogprob, ...]) -> bool:
+    """Give ``tokens`` to the last ``TextDelta`` of ``out[first:]`` (the parts of the upstream
+    event they came in); False when that event made no text part."""
+    for i in range(len(out) - 1, first - 1, -1):
+        part = out[i]
+        if isinstance(part, TextDelta):
+            out[i] = replace(part, logprobs=tokens)
+            return True
+    return False
 
 
 class PartReader(Protocol):

@@ -17,7 +17,6 @@ finishReason (unless the prompt was blocked), or a broken finish with no output 
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import final
 
 import msgspec
@@ -37,6 +36,7 @@ from apex.translate.read.gemini_parts import (
 from apex.translate.neutral.logprobs import logprobs_from_gemini
 from apex.translate.neutral.usage import usage_from_gemini
 from apex.translate.neutral.parts import (
+    attach_logprobs,
     Ended,
     Failed,
     Finished,
@@ -129,11 +129,7 @@ class GeminiReader:
             else:
                 out.append(TextDelta(item.text))
         if cand.logprobs_result is not None:
-            for i in range(len(out) - 1, first - 1, -1):
-                part = out[i]
-                if isinstance(part, TextDelta):
-                    out[i] = replace(part, logprobs=logprobs_from_gemini(cand.logprobs_result))
-                    break
+            attach_logprobs(out, first, logprobs_from_gemini(cand.logprobs_result))
 
     def _estimated_usage(self) -> list[Part]:
         # Gemini sent no usageMetadata: the prompt estimate, marked estimated. Never before

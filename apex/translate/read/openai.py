@@ -16,7 +16,6 @@ What this module must not do: write client bytes.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import final
 
 import msgspec
@@ -25,6 +24,7 @@ from apex.sse import SseEvent
 from apex.translate.neutral.errortypes import kind_from_upstream
 from apex.translate.neutral.logprobs import logprobs_from_openai
 from apex.translate.neutral.parts import (
+    attach_logprobs,
     Ended,
     Failed,
     Finished,
@@ -140,13 +140,7 @@ class OpenAIChatReader:
     def _attach(self, out: list[Part], first: int, tokens: tuple[TokenLogprob, ...]) -> None:
         """Give ``tokens`` (and any held ones) to the last text part from ``out[first]`` on."""
         tokens = self._held_logprobs + tokens
-        for i in range(len(out) - 1, first - 1, -1):
-            part = out[i]
-            if isinstance(part, TextDelta):
-                out[i] = replace(part, logprobs=tokens)
-                self._held_logprobs = ()
-                return
-        self._held_logprobs = tokens
+        self._held_logprobs = () if attach_logprobs(out, first, tokens) else tokens
 
     def _tool_call(self, position: int, call: ToolCallDelta, out: list[Part]) -> None:
         index = call.index if call.index is not None else position
