@@ -89,7 +89,7 @@ def build_app(gateway: Gateway, *, watch: bool = False) -> web.Application:
     return app
 
 
-async def serve(gateway: Gateway, *, on_ready: Callable[[], None] | None = None) -> None:
+async def serve(gateway: Gateway, *, on_ready: Callable[[str], None] | None = None) -> None:
     """Serve until SIGTERM/SIGINT, then stop gracefully."""
     config = gateway.snapshot.config
     host, port = parse_listen(config.global_.listen)
@@ -117,7 +117,7 @@ async def serve(gateway: Gateway, *, on_ready: Callable[[], None] | None = None)
     _tune_gc()
     sdnotify.ready()
     if on_ready is not None:
-        on_ready()
+        on_ready(config.global_.listen)
     start_flush_timer(loop)
     watchdog = sdnotify.Watchdog(loop)
     try:
@@ -178,7 +178,7 @@ def _tune_gc() -> None:
     gc.set_threshold(GC_GEN0_THRESHOLD, 20, 50)
 
 
-def run_gateway(config_path: Path, *, on_ready: Callable[[], None] | None = None) -> int:
+def run_gateway(config_path: Path, *, on_ready: Callable[[str], None] | None = None) -> int:
     """Run the gateway in the foreground; raise ConfigError for an invalid initial config."""
     data = read_config_file(config_path)
     config = load_config_bytes(data)

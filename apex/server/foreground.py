@@ -17,7 +17,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from apex import __version__, sdnotify
-from apex.config.load import load_config
 from apex.errors import ConfigError, StartupError, json_error_line
 from apex.gateway_state import GatewayState, remove_state, state_path, write_state
 
@@ -32,16 +31,14 @@ def _fail(message: str, *, as_json: bool, path: str | None = None) -> int:
 
 def run_foreground(path: Path, *, as_json: bool = False) -> int:
     """Serve ``path`` until stopped; the exit code (startup errors printed, not raised)."""
-    from apex.server.app import run_gateway  # after the config check: a bad config stays fast
+    from apex.server.app import run_gateway
 
-    try:
-        listen = load_config(path).global_.listen
-    except ConfigError as exc:
-        return _fail(str(exc), as_json=as_json, path=exc.path)
     state_file = state_path(path)
     pid = os.getpid()
 
-    def on_ready() -> None:
+    def on_ready(listen: str) -> None:
+        # ``listen`` comes from the config the gateway loaded: the file is read once, so the
+        # state file cannot name an address from a different version of it.
         # Written once the socket is bound: a second start that fails on the busy port must
         # not replace (then remove) the running gateway's state, which status/stop/reload read.
         try:

@@ -7,9 +7,11 @@ Gateways run as subprocesses on free loopback ports and are stopped by their own
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -72,3 +74,35 @@ def test_server_module_reports_a_config_error_with_its_key_path(tmp_path: Path) 
     assert plain.returncode == 1 and plain.stderr.startswith("error: global.retries.max_attempts:"), plain.stderr
     error = json.loads(as_json.stderr)["error"]
     assert error["path"] == "global.retries.max_attempts" and error["exit_code"] == 1
+
+
+def test_server_module_reads_its_config_once_so_a_pipe_can_feed_it(tmp_path: Path) -> None:
+    """`--config <(generate-config)` hands the gateway a pipe, which can be read once: the
+    server module must load the config a single time (it read it twice, and the second read
+    waited forever for a writer that had gone). The state file names the piped listen address."""
+    port = free_port()
+    fifo = tmp_path / "config.pipe"
+    os.mkfifo(fifo)
+
+    def feed() -> None:
+        with open(fifo, "w") as pipe:  # blocks until the gateway opens the pipe, once
+            pipe.write(json.dumps(base_config(port)))
+
+    writer = threading.Thread(target=feed, daemon=True)
+    writer.start()
+    proc = subprocess.Popen([sys.executable, "-P", "-m", "apex.server", "--config", str(fifo)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=with_repo_on_path(clean_env()))
+    try:
+        deadline = time.monotonic() + LIMIT_S
+        while http_get(f"http://127.0.0.1:{port}/health", timeout=0.5) is None:
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the gateway never started serving"
+            time.sleep(0.05)
+        state = read_state(state_path(fifo))
+        assert state is not None and state.pid == proc.pid and state.listen == f"127.0.0.1:{port}"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(LIMIT_S) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
