@@ -212,6 +212,23 @@ async def test_dual_protocol_provider_native_anthropic(upstream: FakeUpstream, s
     assert upstream.requests[-1].path == "/v1/chat/completions"
 
 
+async def test_openai_compatible_channel_with_anthropic_base_url_is_native_for_anthropic_clients(
+        upstream: FakeUpstream, start_apex: StartApex) -> None:
+    """An OpenAI-shaped channel given anthropic_base_url (a local server with both routes) takes
+    Anthropic clients natively, with its bearer key as x-api-key, and OpenAI clients as before."""
+    cfg = config(upstream)
+    cfg["channels"][2].update(provider_type="openai_compatible", anthropic_base_url=upstream.url + "/anthropic")
+    inst = await start_apex(cfg)
+    body = {"model": "local-model", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}
+    done = await ant(inst, "k").messages.create(model="local-model", max_tokens=10, messages=[{"role": "user", "content": "hi"}])
+    assert done.content[0].type == "text"
+    sent = upstream.requests[-1]
+    assert sent.path == "/anthropic/v1/messages" and sent.headers["x-api-key"] == "sk-oa"
+    assert sent.json == body
+    await oai(inst, "k").chat.completions.create(model="local-model", messages=[{"role": "user", "content": "hi"}])
+    assert upstream.requests[-1].path == "/v1/chat/completions"
+
+
 async def test_responses_client_chat_upstream(upstream: FakeUpstream, start_apex: StartApex) -> None:
     """The Responses API on a chat-only channel is translated to chat, streamed and not."""
     cfg = config(upstream)
