@@ -453,7 +453,7 @@ class Attempt:
         return PassthroughRelay(
             self.dialect, channel=channel.name, client_model=self.model if rewrite else None,
             strip_usage_chunk=plan.add_stream_usage and not self._client_usage, secrets=channel.secrets,
-            repair_tool_indices=plan.repair_tool_indices,
+            repair_chat_chunks=plan.repair_chat_chunks,
         )
 
     async def _stream(self, transport: Transport, upstream: UpstreamRequest) -> web.StreamResponse:

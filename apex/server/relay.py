@@ -78,11 +78,11 @@ class PassthroughRelay:
     __slots__ = ("_dialect", "_label", "_observer", "_secrets", "stream_error")
 
     def __init__(self, dialect: Dialect, *, channel: str, client_model: str | None, strip_usage_chunk: bool,
-                 secrets: Secrets, repair_tool_indices: bool = False) -> None:
+                 secrets: Secrets, repair_chat_chunks: bool = False) -> None:
         self._dialect = dialect
         self._label = channel
         self._observer = PassthroughStream(_STREAM_FAMILY[dialect], client_model=client_model,
-                                           strip_usage_chunk=strip_usage_chunk, repair_tool_indices=repair_tool_indices)
+                                           strip_usage_chunk=strip_usage_chunk, repair_chat_chunks=repair_chat_chunks)
         self._secrets = secrets
         self.stream_error: str | None = None
 

@@ -518,10 +518,15 @@ def _last_boundary(data: bytes) -> int:
     return end
 
 
-class _CallIndices:
-    """Tool-call indices of one Chat stream as the client must see them: a call with a new id
-    gets the next index, a chunk without an id continues the call its upstream index last
-    named. The identity for servers that number their calls."""
+class _ChunkRepair:
+    """What a Chat stream from a server that is not OpenAI's needs before an OpenAI SDK reads it.
+
+    Tool-call indices as the client must see them: a call with a new id gets the next index, a
+    chunk without an id continues the call its upstream index last named (Ollama numbers every
+    parallel call 0; the identity for servers that number their calls). And a ``delta`` on
+    every choice: Azure's asynchronous content filter sends a choice of annotations only
+    (``content_filter_offsets`` / ``_results``, no ``delta``) after the finish, and the openai
+    SDK's stream helper fails on it with AttributeError (protocols.md 8.7.5)."""
 
     __slots__ = ("_ids", "_current")
 
@@ -530,6 +535,10 @@ class _CallIndices:
         self._current: dict[int, int] = {}
 
     def repair(self, data: bytes) -> bytes:
+        # find: see _plain_openai_chunk. Content chunks carry "delta" and no "tool_calls":
+        # two substring searches and no decode.
+        if data.find(b'"tool_calls"') < 0 and data.find(b'"delta"') >= 0:
+            return data
         try:
             top = _TOP.decode(data)
             choices = msgspec.json.decode(top["choices"]) if "choices" in top else None
@@ -537,7 +546,12 @@ class _CallIndices:
             return data
         changed = False
         for choice in choices if isinstance(choices, list) else ():
-            delta = choice.get("delta") if isinstance(choice, dict) else None
+            if not isinstance(choice, dict):
+                continue
+            if "delta" not in choice:
+                choice["delta"] = {}
+                changed = True
+            delta = choice["delta"]
             calls = delta.get("tool_calls") if isinstance(delta, dict) else None
             for call in calls if isinstance(calls, list) else ():
                 if not isinstance(call, dict) or not isinstance(call.get("index"), int):
@@ -571,19 +585,19 @@ class PassthroughStream:
     __slots__ = (
         "_family", "_parser", "_model", "_strip_usage", "_rewrite", "usage", "_tally",
         "first_event_seen", "terminated", "errored", "finished", "cut", "events", "_held", "_plain_ok",
-        "_call_indices",
+        "_chunk_repair",
     )
 
     def __init__(self, family: str, *, client_model: str | None, strip_usage_chunk: bool,
-                 repair_tool_indices: bool = False) -> None:
+                 repair_chat_chunks: bool = False) -> None:
         self._family = family  # "openai_chat" | "anthropic" | "responses" | "gemini"
         self._parser = SseParser()
         self._model = msgspec.Raw(_ENC.encode(client_model)) if client_model is not None else None
         self._strip_usage = strip_usage_chunk
         # Ollama numbers every parallel call 0 (P3): upstream index -> the client's, renumbered
         # by call id (a new id is a new call); None when the server numbers them itself.
-        self._call_indices: _CallIndices | None = _CallIndices() if repair_tool_indices else None
-        self._rewrite = client_model is not None or strip_usage_chunk or repair_tool_indices
+        self._chunk_repair: _ChunkRepair | None = _ChunkRepair() if repair_chat_chunks else None
+        self._rewrite = client_model is not None or strip_usage_chunk or repair_chat_chunks
         self.usage: Usage | None = None
         self._tally: AnthropicUsageTally | None = None
         self.first_event_seen = False
@@ -595,7 +609,7 @@ class PassthroughStream:
         self._held = b""  # the start of an event whose end has not arrived (pass-through mode)
         # An OpenAI chat stream whose events need no model rewrite: a chunk of whole, ordinary
         # content events may skip parsing entirely (see _plain_openai_chunk).
-        self._plain_ok = family == "openai_chat" and client_model is None and not repair_tool_indices
+        self._plain_ok = family == "openai_chat" and client_model is None and not repair_chat_chunks
 
     def feed(self, chunk: bytes) -> bytes:
         """The bytes to forward for ``chunk``: whole events only. A partial event is held
@@ -679,8 +693,8 @@ class PassthroughStream:
             if not self.finished and (data.find(b'"finish_reason":"') >= 0 or data.find(b'"finish_reason": "') >= 0):
                 # Some OpenAI-compatible servers end without [DONE]; a finished choice is an end.
                 self.finished = True
-            if self._call_indices is not None and data.find(b'"tool_calls"') >= 0:
-                data = self._call_indices.repair(data)
+            if self._chunk_repair is not None:
+                data = self._chunk_repair.repair(data)
             if data.find(b'"usage"') < 0 and data.find(b'"error"') < 0 and self._model is None:  # find: see _plain_openai_chunk
                 return data
             try:

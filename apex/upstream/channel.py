@@ -106,7 +106,7 @@ class UpstreamPlan:
     compat_chat: bool = False  # Chat passthrough to a server that is not OpenAI's: compat_chat_request
     strict_fields: bool = False  # translated Chat to a server that refuses OpenAI's own fields
     reasoning_history: ReasoningHistory = "keep"  # translated Chat requests: passthrough.fit_reasoning_history
-    repair_tool_indices: bool = False  # a passed-through Chat stream's tool-call indices (Ollama: all 0)
+    repair_chat_chunks: bool = False  # a passed-through Chat stream is repaired (passthrough._ChunkRepair)
 
     def __post_init__(self) -> None:
         if self.headers and not self.header_fields:
@@ -313,7 +313,7 @@ def compile_channel(ch: Channel, g: GlobalConfig, index: int, pool: UpstreamPool
                     route=route,
                     caps=caps_for(family) if _FITTED_NATIVE.get(client) == family else None,
                     compat_chat=client is Dialect.OPENAI_CHAT and not preset.openai_vocabulary,
-                    repair_tool_indices=client is Dialect.OPENAI_CHAT and preset.repairs_tool_indices,
+                    repair_chat_chunks=client is Dialect.OPENAI_CHAT and preset.repairs_chat_chunks,
                 )
                 continue
             if client in _LOCAL_COUNT:

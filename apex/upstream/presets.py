@@ -36,9 +36,10 @@ class ProviderPreset:
     # Past reasoning on translated Chat requests (passthrough.fit_reasoning_history): most
     # servers refuse reasoning_content on messages; DeepSeek and Kimi need it on tool-call turns.
     reasoning_history: ReasoningHistory = "drop"
-    # Parallel tool calls all at index 0, told apart by their ids (Ollama, P3): passed-through
-    # Chat streams get their indices repaired (passthrough.PassthroughStream).
-    repairs_tool_indices: bool = False
+    # Passed-through Chat streams are repaired for OpenAI's SDKs (passthrough._ChunkRepair):
+    # parallel tool calls all at index 0, told apart by their ids (Ollama, P3), and Azure's
+    # content-filter choices without a ``delta``.
+    repairs_chat_chunks: bool = False
     # Refuses request fields it does not know, OpenAI's own included (prompt_cache_key,
     # safety_identifier): translated Chat requests go without them.
     strict_fields: bool = False
@@ -70,7 +71,7 @@ PRESETS: Final[dict[str, ProviderPreset]] = {
         "openai", "https://api.minimax.io/v1", frozenset({Dialect.OPENAI_CHAT}),
         anthropic_base_url="https://api.minimax.io/anthropic",
     ),
-    "ollama": ProviderPreset("openai", "http://localhost:11434/v1", _OPENAI_CHAT_EMB, repairs_tool_indices=True),
+    "ollama": ProviderPreset("openai", "http://localhost:11434/v1", _OPENAI_CHAT_EMB, repairs_chat_chunks=True),
     "jina": ProviderPreset("openai", "https://api.jina.ai/v1", frozenset({Dialect.OPENAI_EMBEDDINGS})),
     # OpenRouter passes reasoning on to the providers that take it.
     "openrouter": ProviderPreset("openai", "https://openrouter.ai/api/v1", frozenset({Dialect.OPENAI_CHAT}),
@@ -80,12 +81,12 @@ PRESETS: Final[dict[str, ProviderPreset]] = {
         "openai", "https://api.groq.com/openai/v1", frozenset({Dialect.OPENAI_CHAT}),
         stream_usage_option=False, strict_fields=True,
     ),
-    "openai_compatible": ProviderPreset("openai", None, _OPENAI_CHAT_EMB, repairs_tool_indices=True),
+    "openai_compatible": ProviderPreset("openai", None, _OPENAI_CHAT_EMB, repairs_chat_chunks=True),
     # Clouds: URLs and auth come from apex.upstream.{azure,bedrock,vertex}; base_url is
     # the resource endpoint (Azure) or defaults from region/location (Bedrock, Vertex).
     "azure_openai": ProviderPreset(
         "openai", None, frozenset({Dialect.OPENAI_CHAT, Dialect.OPENAI_RESPONSES, Dialect.OPENAI_EMBEDDINGS}),
-        native_embedding_encoding=True, openai_vocabulary=True,
+        native_embedding_encoding=True, openai_vocabulary=True, repairs_chat_chunks=True,
     ),
     "bedrock": ProviderPreset("anthropic", None, frozenset({Dialect.ANTHROPIC_MESSAGES})),
     "vertex": ProviderPreset("gemini", None, frozenset({Dialect.GEMINI_GENERATE, Dialect.ANTHROPIC_MESSAGES})),

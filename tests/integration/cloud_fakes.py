@@ -323,6 +323,7 @@ class CloudFake:
         self.converse_reasoning = False  # answer with a reasoningContent block first (DeepSeek-R1, Claude)
         self.converse_break_after: int | None = None  # end a ConverseStream with an exception frame after N frames
         self.next_error: web.Response | None = None  # the next Bedrock or Vertex answer, as given
+        self.azure_stream: list[bytes] | None = None  # the next Azure Chat stream's events, as given
         self._runner: web.AppRunner | None = None
 
     @property
@@ -522,6 +523,9 @@ class CloudFake:
             return web.json_response({"error": {"code": None, "param": None, "type": "invalid_request_error",
                                                 "message": "Unrecognized request argument supplied: stream_options"}}, status=400)
         if op == "chat/completions":
+            if stream and self.azure_stream is not None:
+                events, self.azure_stream = self.azure_stream, None
+                return await _sse(request, events)
             if stream:
                 name = "openai_chat_stream_tool_calls.sse" if req.get("tools") else "openai_chat_stream_text.sse"
                 events = split_events(fixture_bytes(name))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -153,3 +154,49 @@ async def test_deployments_are_priced_and_fitted_as_the_model_asked(cloud: Cloud
     await ant(inst, "k").messages.create(model="o3", max_tokens=300, messages=[{"role": "user", "content": "hi"}])
     sent = cloud.last("/openai/").json
     assert sent.get("max_completion_tokens") and "max_tokens" not in sent, sent
+
+
+# Azure's asynchronous content filter (learn.microsoft.com, "content streaming"): the prompt's
+# filter results first, with empty id/model, and after the finish a choice of annotations only,
+# with offsets and no delta. The docs show that chunk with an empty id (which the openai SDK's
+# helper happens to skip); deployments also send it with the stream's id, as here.
+_FILTER = {"hate": {"filtered": False, "severity": "safe"}, "violence": {"filtered": False, "severity": "safe"}}
+_CHUNK = {"id": "chatcmpl-AZ", "object": "chat.completion.chunk", "created": 1700000000, "model": "gpt-4o-2024-11-20"}
+
+
+def _event(obj: dict[str, Any]) -> bytes:
+    return b"data: " + json.dumps(obj).encode() + b"\n\n"
+
+
+ASYNC_FILTER_STREAM = [
+    _event({"choices": [], "created": 0, "id": "", "model": "", "object": "",
+            "prompt_filter_results": [{"prompt_index": 0, "content_filter_results": _FILTER}]}),
+    _event({**_CHUNK, "choices": [{"delta": {"role": "assistant", "content": ""}, "finish_reason": None, "index": 0}]}),
+    _event({**_CHUNK, "choices": [{"content_filter_results": _FILTER, "delta": {"content": "Hello world"},
+                                   "finish_reason": None, "index": 0}]}),
+    _event({**_CHUNK, "choices": [{"delta": {}, "finish_reason": "stop", "index": 0}]}),
+    _event({**_CHUNK, "choices": [{"content_filter_offsets": {"check_offset": 11, "start_offset": 0, "end_offset": 11},
+                                   "content_filter_results": _FILTER, "finish_reason": None, "index": 0}]}),
+    b"data: [DONE]\n\n",
+]
+
+
+@pytest.mark.parametrize("mapped", [True, False])
+async def test_async_content_filter_annotations_reach_the_openai_stream_helper(
+        cloud: CloudFake, start_apex: StartApex, mapped: bool) -> None:
+    """The annotation choice Azure sends after the finish has no delta; the openai SDK's stream
+    helper failed on it (AttributeError). It gets an empty delta and keeps its offsets."""
+    model_map = {"gpt-4o": "my-gpt4o-deployment"} if mapped else {}
+    inst = await start_apex(config(cloud, "2024-10-21", model_map=model_map))
+    cloud.azure_stream = ASYNC_FILTER_STREAM
+    async with oai(inst, "k").chat.completions.stream(model="gpt-4o", messages=[{"role": "user", "content": "hi"}]) as s:
+        done = await s.get_final_completion()
+    assert done.choices[0].message.content == "Hello world" and done.choices[0].finish_reason == "stop"
+    cloud.azure_stream = ASYNC_FILTER_STREAM
+    raw = await oai(inst, "k").chat.completions.with_raw_response.create(
+        model="gpt-4o", messages=[{"role": "user", "content": "hi"}], stream=True)
+    events = [json.loads(line[6:]) for line in (await raw.http_response.aread()).split(b"\n\n")
+              if line.startswith(b"data: {")]
+    annotation = events[-1]["choices"][0]
+    assert annotation["delta"] == {}
+    assert annotation["content_filter_offsets"] == {"check_offset": 11, "start_offset": 0, "end_offset": 11}

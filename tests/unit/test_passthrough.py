@@ -310,12 +310,12 @@ def test_parallel_tool_calls_all_at_index_0_are_numbered_by_id() -> None:
         return out
 
     raw = chunk([call("call_a", '{"city":')]) + chunk([call(None, '"Paris"}')]) + chunk([call("call_b", '{"city":"Rome"}')])
-    stream = PassthroughStream("openai_chat", client_model=None, strip_usage_chunk=False, repair_tool_indices=True)
+    stream = PassthroughStream("openai_chat", client_model=None, strip_usage_chunk=False, repair_chat_chunks=True)
     out = stream.feed(raw)
     indices = [(c["index"], c.get("id")) for line in out.split(b"\n\n") if line.startswith(b"data: ")
                for c in json.loads(line[6:])["choices"][0]["delta"]["tool_calls"]]
     assert indices == [(0, "call_a"), (0, None), (1, "call_b")]
     numbered = chunk([call("call_a", "{}"), {"index": 1, "id": "call_b", "type": "function",
                                             "function": {"name": "f", "arguments": "{}"}}])
-    same = PassthroughStream("openai_chat", client_model=None, strip_usage_chunk=False, repair_tool_indices=True)
+    same = PassthroughStream("openai_chat", client_model=None, strip_usage_chunk=False, repair_chat_chunks=True)
     assert same.feed(numbered) == numbered  # a server that numbers its calls: untouched
