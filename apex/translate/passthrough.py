@@ -526,7 +526,7 @@ class _ChunkRepair:
     parallel call 0; the identity for servers that number their calls). And a ``delta`` on
     every choice: Azure's asynchronous content filter sends a choice of annotations only
     (``content_filter_offsets`` / ``_results``, no ``delta``) after the finish, and the openai
-    SDK's stream helper fails on it with AttributeError (protocols.md 8.7.5)."""
+    SDK's stream helper fails on it with AttributeError (docs/protocols.md 8.7.5)."""
 
     __slots__ = ("_ids", "_current")
 
