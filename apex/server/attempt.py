@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import math
 import time
 from typing import Final, NoReturn, Protocol
 from urllib.parse import urlencode
@@ -86,7 +87,8 @@ class Attempt:
 
     __slots__ = (
         "body", "channel", "ctx", "deadline", "dialect", "ex", "first_wait", "mapped", "model", "outgoing", "plan",
-        "read_whole", "relay", "reply", "request", "route", "snap", "started", "upstream_model", "view",
+        "read_whole", "relay", "reply", "request", "request_ends", "route", "snap", "started", "upstream_model",
+        "view",
     )
 
     def __init__(
@@ -120,6 +122,9 @@ class Attempt:
         self.first_wait = 0.0     # its length, restarted once a queued request has a connection
         self.outgoing: tuple[str, bytes] | None = None  # prepare()'s URL and body; None: Apex answers itself
         self.route: CloudRoute | None = None  # prepare()'s cloud route for this request (the plan's, converted)
+        # Loop time by which a non-stream request must be answered, retries included (the
+        # global request_ms from the first attempt's start); no attempt runs past it.
+        self.request_ends = math.inf
 
     # --- the attempt ----------------------------------------------------------------------
 
@@ -326,11 +331,12 @@ class Attempt:
         fields = plan.header_fields_bare + agent_line
         return fields + encode_header_fields(extra) if extra else fields
 
-    def _timed_out(self, upstream: UpstreamRequest, what: str, limit: str, seconds: float) -> UpstreamTimeout:
+    def _timed_out(self, upstream: UpstreamRequest, what: str, limit: str, seconds: float,
+                   scope: str = "") -> UpstreamTimeout:
         """A timeout that says where and which limit: as transport errors do (README "Egress")."""
         where = describe_target(upstream.url, self.channel.egress)
         return UpstreamTimeout(f"upstream channel {self.channel.name}: failed after sending the request to {where}: "
-                               f"{what} within {limit} ({seconds:g} s)", channel=self.channel.name)
+                               f"{what} within {limit} ({seconds:g} s{scope})", channel=self.channel.name)
 
     def _status_error(self, reply: UpstreamReply, raw: bytes) -> UpstreamStatus:
         """The UpstreamStatus for a non-2xx answer; a native upstream's body is kept for the client."""
@@ -389,20 +395,27 @@ class Attempt:
         timeouts = self.channel.timeouts
         ex = self.ex
         self.started = time.perf_counter()
+        loop = asyncio.get_running_loop()
+        begun = loop.time()
+        ends = begun + timeouts.request
+        whole = self.request_ends < ends  # the request's own bound comes first
+        if whole:
+            ends = self.request_ends
+        self.first_wait = min(timeouts.first_byte, ends - begun)
         try:
-            loop = asyncio.get_running_loop()
-            begun = loop.time()
-            self.first_wait = min(timeouts.first_byte, timeouts.request)
             with Deadline(loop, begun + self.first_wait) as deadline:
                 self.deadline = deadline
                 reply = self.reply = await transport.send(upstream)
-                deadline.move(begun + timeouts.request)
+                deadline.move(ends)
                 raw = await reply.read()
             self.read_whole = True
         except TimeoutError as exc:
-            if self.reply is None and timeouts.first_byte < timeouts.request:
+            if self.reply is None and begun + timeouts.first_byte < ends:
                 raise self._timed_out(upstream, "no answer", "first_byte_ms", timeouts.first_byte) from exc
             what = "no answer" if self.reply is None else "the answer did not finish"
+            if whole:
+                request_ms = self.snap.config.global_.timeouts.request_ms / 1000
+                raise self._timed_out(upstream, what, "request_ms", request_ms, " for the whole request") from exc
             raise self._timed_out(upstream, what, "request_ms", timeouts.request) from exc
         except TRANSPORT_ERRORS as exc:
             raise transport_error(self.channel.name, exc) from exc

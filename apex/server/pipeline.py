@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from typing import Final
 
@@ -240,13 +241,20 @@ async def _attempts(
     clock = gateway.clock
     last: ApexError | None = None
     refused: Untranslatable | None = None  # the first channel whose API could not carry the request
+    # request_ms bounds a whole non-stream request, retries and failover included (spec 2); a
+    # channel's own request_ms bounds each attempt on it within that.
+    loop = asyncio.get_running_loop()
+    request_ends = math.inf if ex.stream else loop.time() + snap.config.global_.timeouts.request_ms / 1000
     while (step := plan.next_attempt(clock())) is not None:
+        if last is not None and loop.time() + step.wait >= request_ends:
+            break  # no time left for another attempt: the last one's error stands
         if step.wait > 0:
             slept = time.perf_counter()
             await gateway.sleep(step.wait)  # a backoff or a Retry-After: no overhead of Apex's
             ex.waiting_ms += (time.perf_counter() - slept) * 1000
         channel = snap.channels[step.channel]
         attempt = Attempt(request, snap, ex, dialect, channel, body, view, model)
+        attempt.request_ends = request_ends
         try:
             attempt.prepare()
         except Untranslatable as err:  # nothing was sent: another channel of the route may serve it

@@ -309,6 +309,23 @@ async def test_upstream_timeouts_name_host_port_and_the_limit(
     assert overhead < 100, overhead
 
 
+async def test_request_ms_bounds_the_whole_request_retries_included(upstream: FakeUpstream, start_apex: StartApex) -> None:
+    """Spec 2: the global request_ms bounds a whole non-stream request. A channel's own
+    request_ms (0.4 s) bounds each attempt within it: of five allowed attempts at a stalled
+    upstream, two run their 0.4 s and the third is cut at the request's 1 s; a fourth never
+    starts. (Each attempt got its full request_ms: five attempts, 2 s and more.)"""
+    cfg = one_channel(upstream.openai_url, timeouts={"request_ms": 400})
+    cfg["global"]["retries"] = {"max_attempts": 5, "backoff_ms": 0}
+    cfg["global"]["timeouts"] = {"request_ms": 1000}
+    inst = await start_apex(cfg)
+    upstream.persistent = Behaviour(stall=5.0)
+    err = await chat_error(inst)
+    assert err.status_code == 504
+    assert err.response.headers["x-apex-attempts"] == "3"
+    assert "no answer within request_ms (1 s for the whole request)" in err.body["message"]  # type: ignore[index]
+    assert len(upstream.requests) == 3
+
+
 async def test_connect_timeout_is_a_504_naming_host_and_port(start_apex: StartApex) -> None:
     """A listener that never completes the handshake: 504 "timed out after 0.2 s"."""
     listener = socket.socket()
