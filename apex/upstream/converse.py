@@ -22,6 +22,7 @@ import msgspec
 from botocore.eventstream import EventStreamMessage
 
 from apex.errors import InvalidRequest
+from apex.translate.directions.openai_to_anthropic import json_schema_instruction
 from apex.translate.neutral.deferred import TOOL_REFERENCE, is_declared, loaded_tools, reference_text
 from apex.translate.neutral.toolids import CONVERSE_NAMES, fit_tool_name
 from apex.upstream.base import UpstreamReply
@@ -138,7 +139,9 @@ def anthropic_to_converse(body: bytes) -> tuple[bytes, ToolNames]:
 
     Converse has user and assistant turns only: a mid-conversation ``role: "system"`` message
     (Claude Code) joins the system prompt. Deferred tools (tool search) are declared once a
-    ``tool_reference`` has loaded them (``apex.translate.neutral.deferred``)."""
+    ``tool_reference`` has loaded them (``apex.translate.neutral.deferred``). Structured
+    output (``output_config.format``) becomes the system instruction OpenAI and Gemini
+    clients get for a model without a native schema, asking for JSON matching it."""
     try:
         req = msgspec.json.decode(body)
     except msgspec.DecodeError as exc:
@@ -159,6 +162,11 @@ def anthropic_to_converse(body: bytes) -> tuple[bytes, ToolNames]:
             system_blocks.extend(blocks)
         else:
             turns.append({"role": m.get("role"), "content": blocks})
+    schema = _output_schema(req.get("output_config"))
+    if schema is not None:
+        # Converse's own outputConfig.textFormat is for a few models only (which ones, Apex
+        # does not know): the instruction works on every model, as for OpenAI clients here.
+        system_blocks.append({"text": json_schema_instruction(schema)})
     out: dict[str, Any] = {"messages": turns}
     if system_blocks:
         out["system"] = system_blocks
@@ -206,6 +214,14 @@ def anthropic_to_converse(body: bytes) -> tuple[bytes, ToolNames]:
             turn["content"] = [_as_text(b) for b in turn["content"]]
     out["messages"] = _alternating(turns)
     return _ENC.encode(out), names
+
+
+def _output_schema(config: object) -> object | None:
+    """The JSON schema of a Messages ``output_config.format`` (structured outputs), None without one."""
+    fmt = config.get("format") if isinstance(config, dict) else None
+    if not isinstance(fmt, dict) or fmt.get("type") != "json_schema":
+        return None
+    return fmt.get("schema") or {}
 
 
 def _as_text(block: dict[str, Any]) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from typing import Any
 
 import anthropic
 import openai
+import pydantic
 import pytest
 
 from tests.conftest import StartApex, ant, oai
@@ -493,3 +494,34 @@ async def test_codexs_web_search_is_dropped_for_converse(cloud: CloudFake, start
                                                                   tools=[{"type": "web_search"}])
     assert raw.http_response.status_code == 200 and "web_search" in raw.headers["x-apex-dropped-tools"]
     assert "toolConfig" not in cloud.last("/model/").json
+
+
+class Weather(pydantic.BaseModel):
+    city: str
+    temp: int
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_an_anthropic_clients_structured_output_reaches_converse(cloud: CloudFake, start_apex: StartApex,
+                                                                       stream: bool) -> None:
+    """messages.parse(output_format=...) on a Converse model: output_config.format was dropped, so
+    the model was never asked for JSON and the SDK's parse failed on its prose. It gets the
+    system instruction with the schema that OpenAI and Gemini clients get on the same model."""
+    cloud.converse_json = '{"city": "Paris", "temp": 20}'  # what the model says when asked for JSON
+    inst = await start_apex(config(cloud, model_map={"llama": "meta.llama3-3-70b-instruct-v1:0"}))
+    a = ant(inst, "k")
+    messages: Any = [{"role": "user", "content": "Weather in Paris?"}]
+    if stream:
+        async with a.messages.stream(model="llama", max_tokens=200, system="Be brief.", messages=messages,
+                                     output_format=Weather) as s:
+            parsed = (await s.get_final_message()).parsed_output
+    else:
+        parsed = (await a.messages.parse(model="llama", max_tokens=200, system="Be brief.", messages=messages,
+                                         output_format=Weather)).parsed_output
+    assert parsed == Weather(city="Paris", temp=20)
+    system = cloud.last("/model/").json["system"]
+    assert system[0] == {"text": "Be brief."} and "JSON" in system[1]["text"]
+    assert set(json.loads(system[1]["text"].split("\n", 1)[1])["properties"]) == {"city", "temp"}
+    # The same instruction as an OpenAI client's json_schema gets on this model.
+    await oai(inst, "k").chat.completions.parse(model="llama", messages=messages, response_format=Weather)
+    assert cloud.last("/model/").json["system"][-1]["text"].split("\n", 1)[0] == system[1]["text"].split("\n", 1)[0]
