@@ -37,7 +37,14 @@ _ENC: Final = msgspec.json.Encoder()
 _STOP: Final[dict[str, str]] = {
     "end_turn": "end_turn", "tool_use": "tool_use", "max_tokens": "max_tokens", "stop_sequence": "stop_sequence",
     "guardrail_intervened": "refusal", "content_filtered": "refusal",
+    # Anthropic's own value for it: every client reads a cut answer (Chat length, Responses incomplete).
+    "model_context_window_exceeded": "model_context_window_exceeded",
+    # Bedrock could not read the model's output (or its tool call): what it did say ends the
+    # turn, as Gemini's MALFORMED_* finishes do (docs/protocols.md 8.5); nothing said is a
+    # malformed answer (_BROKEN).
+    "malformed_model_output": "end_turn", "malformed_tool_use": "end_turn",
 }
+_BROKEN: Final = frozenset({"malformed_model_output", "malformed_tool_use"})
 _IMAGE_FORMATS: Final = {"image/png": "png", "image/jpeg": "jpeg", "image/gif": "gif", "image/webp": "webp"}
 _DOCUMENT_FORMATS: Final = {
     "application/pdf": "pdf", "text/plain": "txt", "text/csv": "csv", "text/html": "html", "text/markdown": "md",
@@ -294,9 +301,12 @@ def _converse_to_anthropic(answer: Any, model: str, names: ToolNames) -> bytes:
             tu = block["toolUse"]
             content.append({"type": "tool_use", "id": tu.get("toolUseId"), "name": _name(tu.get("name"), names),
                             "input": tu.get("input") or {}})
+    reason = answer.get("stopReason", "")
+    if not content and reason in _BROKEN:
+        raise InvalidResponse(f"Bedrock produced no usable output (stopReason {reason})")
     return _ENC.encode({
         "id": f"msg_bdrk_{uuid.uuid4().hex[:24]}", "type": "message", "role": "assistant", "model": model,
-        "content": content, "stop_reason": _STOP.get(answer.get("stopReason", ""), "end_turn"), "stop_sequence": None,
+        "content": content, "stop_reason": _STOP.get(reason, "end_turn"), "stop_sequence": None,
         "usage": _usage(answer.get("usage")),
     })
 
@@ -327,6 +337,7 @@ class _ConverseFrames:
         self._model = model
         self._names = names
         self._open: set[int] = set()
+        self._said = False  # a content block was started
         self._stop: str | None = None
         self._done = False
 
@@ -351,16 +362,14 @@ class _ConverseFrames:
         index = int(data.get("contentBlockIndex", 0))
         if event == "contentBlockStart":
             tu = (data.get("start") or {}).get("toolUse") or {}
-            self._open.add(index)
-            return _sse("content_block_start", {"index": index, "content_block": {
-                "type": "tool_use", "id": tu.get("toolUseId"), "name": _name(tu.get("name"), self._names), "input": {}}})
+            return self._start(index, {
+                "type": "tool_use", "id": tu.get("toolUseId"), "name": _name(tu.get("name"), self._names), "input": {}})
         if event == "contentBlockDelta":
             delta = data.get("delta") or {}
             out = b""
             if "text" in delta:
                 if index not in self._open:
-                    self._open.add(index)
-                    out += _sse("content_block_start", {"index": index, "content_block": {"type": "text", "text": ""}})
+                    out += self._start(index, {"type": "text", "text": ""})
                 return out + _sse("content_block_delta", {"index": index, "delta": {"type": "text_delta", "text": delta["text"]}})
             if "toolUse" in delta:
                 return _sse("content_block_delta", {"index": index, "delta": {
@@ -375,7 +384,12 @@ class _ConverseFrames:
             self._open.discard(index)
             return _sse("content_block_stop", {"index": index})
         if event == "messageStop":
-            self._stop = _STOP.get(data.get("stopReason", ""), "end_turn")
+            reason = data.get("stopReason", "")
+            if reason in _BROKEN and not self._said:
+                self._done = True  # an error, not an answer: no message_delta follows
+                return _sse("error", {"error": {"type": "api_error",
+                                                "message": f"Bedrock produced no usable output (stopReason {reason})"}})
+            self._stop = _STOP.get(reason, "end_turn")
             return b""
         if event == "metadata":
             return self._finish(data.get("usage"))
@@ -385,14 +399,10 @@ class _ConverseFrames:
         """A ``reasoningContent`` delta (text, signature or redacted bytes) as thinking events."""
         redacted = reasoning.get("redactedContent")
         if isinstance(redacted, str):  # arrives whole, in one delta: a block of its own
-            self._open.add(index)
-            return _sse("content_block_start", {"index": index, "content_block": {
-                "type": "redacted_thinking", "data": redacted}})
+            return self._start(index, {"type": "redacted_thinking", "data": redacted})
         out = b""
         if index not in self._open:
-            self._open.add(index)
-            out = _sse("content_block_start", {"index": index, "content_block": {
-                "type": "thinking", "thinking": "", "signature": ""}})
+            out = self._start(index, {"type": "thinking", "thinking": "", "signature": ""})
         if "text" in reasoning:
             out += _sse("content_block_delta", {"index": index, "delta": {
                 "type": "thinking_delta", "thinking": str(reasoning.get("text") or "")}})
@@ -400,6 +410,11 @@ class _ConverseFrames:
             out += _sse("content_block_delta", {"index": index, "delta": {
                 "type": "signature_delta", "signature": str(reasoning.get("signature") or "")}})
         return out
+
+    def _start(self, index: int, block: dict[str, Any]) -> bytes:
+        self._open.add(index)
+        self._said = True
+        return _sse("content_block_start", {"index": index, "content_block": block})
 
     def _finish(self, usage: Mapping[str, Any] | None) -> bytes:
         if self._done or self._stop is None:
