@@ -22,6 +22,7 @@ import msgspec
 from botocore.eventstream import EventStreamMessage
 
 from apex.errors import InvalidRequest
+from apex.translate.directions.openai_to_anthropic import json_schema_instruction
 from apex.translate.neutral.deferred import TOOL_REFERENCE, is_declared, loaded_tools, reference_text
 from apex.translate.neutral.toolids import CONVERSE_NAMES, fit_tool_name
 from apex.upstream.base import UpstreamReply
@@ -36,7 +37,14 @@ _ENC: Final = msgspec.json.Encoder()
 _STOP: Final[dict[str, str]] = {
     "end_turn": "end_turn", "tool_use": "tool_use", "max_tokens": "max_tokens", "stop_sequence": "stop_sequence",
     "guardrail_intervened": "refusal", "content_filtered": "refusal",
+    # Anthropic's own value for it: every client reads a cut answer (Chat length, Responses incomplete).
+    "model_context_window_exceeded": "model_context_window_exceeded",
+    # Bedrock could not read the model's output (or its tool call): what it did say ends the
+    # turn, as Gemini's MALFORMED_* finishes do (docs/protocols.md 8.5); nothing said is a
+    # malformed answer (_BROKEN).
+    "malformed_model_output": "end_turn", "malformed_tool_use": "end_turn",
 }
+_BROKEN: Final = frozenset({"malformed_model_output", "malformed_tool_use"})
 _IMAGE_FORMATS: Final = {"image/png": "png", "image/jpeg": "jpeg", "image/gif": "gif", "image/webp": "webp"}
 _DOCUMENT_FORMATS: Final = {
     "application/pdf": "pdf", "text/plain": "txt", "text/csv": "csv", "text/html": "html", "text/markdown": "md",
@@ -138,7 +146,9 @@ def anthropic_to_converse(body: bytes) -> tuple[bytes, ToolNames]:
 
     Converse has user and assistant turns only: a mid-conversation ``role: "system"`` message
     (Claude Code) joins the system prompt. Deferred tools (tool search) are declared once a
-    ``tool_reference`` has loaded them (``apex.translate.neutral.deferred``)."""
+    ``tool_reference`` has loaded them (``apex.translate.neutral.deferred``). Structured
+    output (``output_config.format``) becomes the system instruction OpenAI and Gemini
+    clients get for a model without a native schema, asking for JSON matching it."""
     try:
         req = msgspec.json.decode(body)
     except msgspec.DecodeError as exc:
@@ -159,6 +169,11 @@ def anthropic_to_converse(body: bytes) -> tuple[bytes, ToolNames]:
             system_blocks.extend(blocks)
         else:
             turns.append({"role": m.get("role"), "content": blocks})
+    schema = _output_schema(req.get("output_config"))
+    if schema is not None:
+        # Converse's own outputConfig.textFormat is for a few models only (which ones, Apex
+        # does not know): the instruction works on every model, as for OpenAI clients here.
+        system_blocks.append({"text": json_schema_instruction(schema)})
     out: dict[str, Any] = {"messages": turns}
     if system_blocks:
         out["system"] = system_blocks
@@ -206,6 +221,14 @@ def anthropic_to_converse(body: bytes) -> tuple[bytes, ToolNames]:
             turn["content"] = [_as_text(b) for b in turn["content"]]
     out["messages"] = _alternating(turns)
     return _ENC.encode(out), names
+
+
+def _output_schema(config: object) -> object | None:
+    """The JSON schema of a Messages ``output_config.format`` (structured outputs), None without one."""
+    fmt = config.get("format") if isinstance(config, dict) else None
+    if not isinstance(fmt, dict) or fmt.get("type") != "json_schema":
+        return None
+    return fmt.get("schema") or {}
 
 
 def _as_text(block: dict[str, Any]) -> dict[str, Any]:
@@ -278,9 +301,12 @@ def _converse_to_anthropic(answer: Any, model: str, names: ToolNames) -> bytes:
             tu = block["toolUse"]
             content.append({"type": "tool_use", "id": tu.get("toolUseId"), "name": _name(tu.get("name"), names),
                             "input": tu.get("input") or {}})
+    reason = answer.get("stopReason", "")
+    if not content and reason in _BROKEN:
+        raise InvalidResponse(f"Bedrock produced no usable output (stopReason {reason})")
     return _ENC.encode({
         "id": f"msg_bdrk_{uuid.uuid4().hex[:24]}", "type": "message", "role": "assistant", "model": model,
-        "content": content, "stop_reason": _STOP.get(answer.get("stopReason", ""), "end_turn"), "stop_sequence": None,
+        "content": content, "stop_reason": _STOP.get(reason, "end_turn"), "stop_sequence": None,
         "usage": _usage(answer.get("usage")),
     })
 
@@ -311,6 +337,7 @@ class _ConverseFrames:
         self._model = model
         self._names = names
         self._open: set[int] = set()
+        self._said = False  # a content block was started
         self._stop: str | None = None
         self._done = False
 
@@ -335,16 +362,14 @@ class _ConverseFrames:
         index = int(data.get("contentBlockIndex", 0))
         if event == "contentBlockStart":
             tu = (data.get("start") or {}).get("toolUse") or {}
-            self._open.add(index)
-            return _sse("content_block_start", {"index": index, "content_block": {
-                "type": "tool_use", "id": tu.get("toolUseId"), "name": _name(tu.get("name"), self._names), "input": {}}})
+            return self._start(index, {
+                "type": "tool_use", "id": tu.get("toolUseId"), "name": _name(tu.get("name"), self._names), "input": {}})
         if event == "contentBlockDelta":
             delta = data.get("delta") or {}
             out = b""
             if "text" in delta:
                 if index not in self._open:
-                    self._open.add(index)
-                    out += _sse("content_block_start", {"index": index, "content_block": {"type": "text", "text": ""}})
+                    out += self._start(index, {"type": "text", "text": ""})
                 return out + _sse("content_block_delta", {"index": index, "delta": {"type": "text_delta", "text": delta["text"]}})
             if "toolUse" in delta:
                 return _sse("content_block_delta", {"index": index, "delta": {
@@ -359,7 +384,12 @@ class _ConverseFrames:
             self._open.discard(index)
             return _sse("content_block_stop", {"index": index})
         if event == "messageStop":
-            self._stop = _STOP.get(data.get("stopReason", ""), "end_turn")
+            reason = data.get("stopReason", "")
+            if reason in _BROKEN and not self._said:
+                self._done = True  # an error, not an answer: no message_delta follows
+                return _sse("error", {"error": {"type": "api_error",
+                                                "message": f"Bedrock produced no usable output (stopReason {reason})"}})
+            self._stop = _STOP.get(reason, "end_turn")
             return b""
         if event == "metadata":
             return self._finish(data.get("usage"))
@@ -369,14 +399,10 @@ class _ConverseFrames:
         """A ``reasoningContent`` delta (text, signature or redacted bytes) as thinking events."""
         redacted = reasoning.get("redactedContent")
         if isinstance(redacted, str):  # arrives whole, in one delta: a block of its own
-            self._open.add(index)
-            return _sse("content_block_start", {"index": index, "content_block": {
-                "type": "redacted_thinking", "data": redacted}})
+            return self._start(index, {"type": "redacted_thinking", "data": redacted})
         out = b""
         if index not in self._open:
-            self._open.add(index)
-            out = _sse("content_block_start", {"index": index, "content_block": {
-                "type": "thinking", "thinking": "", "signature": ""}})
+            out = self._start(index, {"type": "thinking", "thinking": "", "signature": ""})
         if "text" in reasoning:
             out += _sse("content_block_delta", {"index": index, "delta": {
                 "type": "thinking_delta", "thinking": str(reasoning.get("text") or "")}})
@@ -384,6 +410,11 @@ class _ConverseFrames:
             out += _sse("content_block_delta", {"index": index, "delta": {
                 "type": "signature_delta", "signature": str(reasoning.get("signature") or "")}})
         return out
+
+    def _start(self, index: int, block: dict[str, Any]) -> bytes:
+        self._open.add(index)
+        self._said = True
+        return _sse("content_block_start", {"index": index, "content_block": block})
 
     def _finish(self, usage: Mapping[str, Any] | None) -> bytes:
         if self._done or self._stop is None:

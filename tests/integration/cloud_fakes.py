@@ -322,6 +322,9 @@ class CloudFake:
         self.converse_usage: dict[str, int] | None = None  # Converse usage to report (cache counts, say)
         self.converse_reasoning = False  # answer with a reasoningContent block first (DeepSeek-R1, Claude)
         self.converse_break_after: int | None = None  # end a ConverseStream with an exception frame after N frames
+        self.converse_text = "4200 + 42 = 4242"  # the text a Converse answer (JSON or stream) carries
+        self.converse_stop: str | None = None  # the stopReason to report instead of end_turn / tool_use
+        self.converse_json: str | None = None  # the text instead, when the system prompt asks for JSON (as a model obeys it)
         self.next_error: web.Response | None = None  # the next Bedrock or Vertex answer, as given
         self.azure_stream: list[bytes] | None = None  # the next Azure Chat stream's events, as given
         self._runner: web.AppRunner | None = None
@@ -454,14 +457,18 @@ class CloudFake:
         if not stream and self.converse_answer is not None:
             answer, self.converse_answer = self.converse_answer, None
             return web.Response(body=answer, content_type="application/json")
+        stop = self.converse_stop or ("tool_use" if tool else "end_turn")
+        text = self.converse_text
+        if self.converse_json is not None and any("JSON" in b.get("text", "") for b in req.get("system") or []):
+            text = self.converse_json
         if not stream:
-            content: list[dict[str, Any]] = [{"text": "4200 + 42 = 4242"}]
+            content: list[dict[str, Any]] = [{"text": text}] if text else []
             if tool:
                 content = [{"text": "Calling it."}, {"toolUse": {"toolUseId": "tooluse_1", "name": tool, "input": {"password": "mellon"}}}]
             if self.converse_reasoning:
                 content.insert(0, {"reasoningContent": {"reasoningText": thought}})
             return web.json_response({"output": {"message": {"role": "assistant", "content": content}},
-                                      "stopReason": "tool_use" if tool else "end_turn", "usage": usage,
+                                      "stopReason": stop, "usage": usage,
                                       "metrics": {"latencyMs": 12}})
         def ev(name: str, payload: dict[str, Any]) -> bytes:
             return encode_event_stream({":event-type": name, ":content-type": "application/json", ":message-type": "event"},
@@ -474,15 +481,17 @@ class CloudFake:
                        ev("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"reasoningContent": {"signature": thought["signature"]}}}),
                        ev("contentBlockStop", {"contentBlockIndex": 0})]
             at = 1
-        frames += [ev("contentBlockDelta", {"contentBlockIndex": at, "delta": {"text": "4200 + 42"}}),
-                   ev("contentBlockDelta", {"contentBlockIndex": at, "delta": {"text": " = 4242"}}),
-                   ev("contentBlockStop", {"contentBlockIndex": at})]
+        half = len(text) // 2
+        if text:
+            frames += [ev("contentBlockDelta", {"contentBlockIndex": at, "delta": {"text": text[:half]}}),
+                       ev("contentBlockDelta", {"contentBlockIndex": at, "delta": {"text": text[half:]}}),
+                       ev("contentBlockStop", {"contentBlockIndex": at})]
         if tool:
             frames += [ev("contentBlockStart", {"contentBlockIndex": at + 1, "start": {"toolUse": {"toolUseId": "tooluse_1", "name": tool}}}),
                        ev("contentBlockDelta", {"contentBlockIndex": at + 1, "delta": {"toolUse": {"input": '{"passw'}}}),
                        ev("contentBlockDelta", {"contentBlockIndex": at + 1, "delta": {"toolUse": {"input": 'ord": "mellon"}'}}}),
                        ev("contentBlockStop", {"contentBlockIndex": at + 1})]
-        frames += [ev("messageStop", {"stopReason": "tool_use" if tool else "end_turn"}),
+        frames += [ev("messageStop", {"stopReason": stop}),
                    ev("metadata", {"usage": usage, "metrics": {"latencyMs": 12}})]
         if self.converse_break_after is not None:  # before its metadata: no usage ever reported
             frames = [*frames[:self.converse_break_after], bedrock_exception("throttlingException", "Too many tokens")]

@@ -11,9 +11,10 @@ from typing import Any
 
 import anthropic
 import openai
+import pydantic
 import pytest
 
-from tests.conftest import StartApex, ant, oai
+from tests.conftest import ApexInstance, StartApex, ant, oai
 from tests.integration.access import access_lines
 from tests.integration.cloud_clients import PROTOCOLS, TOOL, TOOLS_MESSAGES, answered, ask
 from tests.integration.cloud_fakes import CloudFake, SigV4, bedrock_chunk, bedrock_exception
@@ -493,3 +494,107 @@ async def test_codexs_web_search_is_dropped_for_converse(cloud: CloudFake, start
                                                                   tools=[{"type": "web_search"}])
     assert raw.http_response.status_code == 200 and "web_search" in raw.headers["x-apex-dropped-tools"]
     assert "toolConfig" not in cloud.last("/model/").json
+
+
+class Weather(pydantic.BaseModel):
+    city: str
+    temp: int
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_an_anthropic_clients_structured_output_reaches_converse(cloud: CloudFake, start_apex: StartApex,
+                                                                       stream: bool) -> None:
+    """messages.parse(output_format=...) on a Converse model: output_config.format was dropped, so
+    the model was never asked for JSON and the SDK's parse failed on its prose. It gets the
+    system instruction with the schema that OpenAI and Gemini clients get on the same model."""
+    cloud.converse_json = '{"city": "Paris", "temp": 20}'  # what the model says when asked for JSON
+    inst = await start_apex(config(cloud, model_map={"llama": "meta.llama3-3-70b-instruct-v1:0"}))
+    a = ant(inst, "k")
+    messages: Any = [{"role": "user", "content": "Weather in Paris?"}]
+    if stream:
+        async with a.messages.stream(model="llama", max_tokens=200, system="Be brief.", messages=messages,
+                                     output_format=Weather) as s:
+            parsed = (await s.get_final_message()).parsed_output
+    else:
+        parsed = (await a.messages.parse(model="llama", max_tokens=200, system="Be brief.", messages=messages,
+                                         output_format=Weather)).parsed_output
+    assert parsed == Weather(city="Paris", temp=20)
+    system = cloud.last("/model/").json["system"]
+    assert system[0] == {"text": "Be brief."} and "JSON" in system[1]["text"]
+    assert set(json.loads(system[1]["text"].split("\n", 1)[1])["properties"]) == {"city", "temp"}
+    # The same instruction as an OpenAI client's json_schema gets on this model.
+    await oai(inst, "k").chat.completions.parse(model="llama", messages=messages, response_format=Weather)
+    assert cloud.last("/model/").json["system"][-1]["text"].split("\n", 1)[0] == system[1]["text"].split("\n", 1)[0]
+
+
+async def _ends(inst: ApexInstance, stream: bool) -> tuple[str | None, str | None, str]:
+    """How one Converse answer ended for each client: Chat finish_reason, Anthropic
+    stop_reason, Responses status (with its incomplete reason)."""
+    messages: Any = [{"role": "user", "content": "What is 4200 + 42?"}]
+    c, a = oai(inst, "k"), ant(inst, "k")
+    if stream:
+        chat = None
+        async for chunk in await c.chat.completions.create(model="llama", messages=messages, stream=True):
+            chat = next((ch.finish_reason for ch in chunk.choices if ch.finish_reason), chat)
+        async with a.messages.stream(model="llama", max_tokens=200, messages=messages) as s:
+            stop = (await s.get_final_message()).stop_reason
+        response = None
+        async for ev in await c.responses.create(model="llama", input="What is 4200 + 42?", stream=True):
+            if ev.type in ("response.completed", "response.incomplete"):
+                response = ev.response
+        assert response is not None
+    else:
+        chat = (await c.chat.completions.create(model="llama", messages=messages)).choices[0].finish_reason
+        stop = (await a.messages.create(model="llama", max_tokens=200, messages=messages)).stop_reason
+        response = await c.responses.create(model="llama", input="What is 4200 + 42?")
+    details = response.incomplete_details.reason if response.incomplete_details is not None else None
+    return chat, stop, f"{response.status}:{details}" if details else str(response.status)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize(("reason", "chat", "stop", "status"), [
+    ("model_context_window_exceeded", "length", "model_context_window_exceeded", "incomplete:max_output_tokens"),
+    ("max_tokens", "length", "max_tokens", "incomplete:max_output_tokens"),
+    ("stop_sequence", "stop", "stop_sequence", "completed"),
+    ("guardrail_intervened", "content_filter", "refusal", "incomplete:content_filter"),
+    ("content_filtered", "content_filter", "refusal", "incomplete:content_filter"),
+    ("malformed_model_output", "stop", "end_turn", "completed"),
+    ("malformed_tool_use", "stop", "end_turn", "completed"),
+])
+async def test_converse_stop_reasons_reach_every_client(cloud: CloudFake, start_apex: StartApex, stream: bool,
+                                                        reason: str, chat: str, stop: str, status: str) -> None:
+    """Each documented Converse stopReason (end_turn and tool_use: above) as Chat, Anthropic and
+    Responses clients see it. model_context_window_exceeded was a normal end (stop, end_turn,
+    completed), so an app checking for a cut answer took it as whole: it is Anthropic's own
+    value, read as Anthropic's is. A malformed output with text ends the turn, as Gemini's do."""
+    cloud.converse_stop = reason
+    inst = await start_apex(config(cloud, model_map={"llama": "meta.llama3-3-70b-instruct-v1:0"}))
+    assert await _ends(inst, stream) == (chat, stop, status)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("reason", ["malformed_model_output", "malformed_tool_use"])
+async def test_a_malformed_converse_output_with_nothing_said_is_an_error(cloud: CloudFake, start_apex: StartApex,
+                                                                        stream: bool, reason: str) -> None:
+    """Bedrock could not read the model's output and nothing came with it: that was an empty
+    answer ending normally (end_turn). It is a malformed answer (a 502, or the stream's error),
+    as Gemini's MALFORMED_* finish with no output is."""
+    cloud.converse_stop, cloud.converse_text, cloud.call_tools = reason, "", False
+    inst = await start_apex(config(cloud, model_map={"llama": "meta.llama3-3-70b-instruct-v1:0"}))
+    a = ant(inst, "k")
+    messages: Any = [{"role": "user", "content": "What is 4200 + 42?"}]
+    with pytest.raises(anthropic.APIError) as err:
+        if stream:
+            async with a.messages.stream(model="llama", max_tokens=200, messages=messages) as s:
+                await s.get_final_message()
+        else:
+            await a.messages.create(model="llama", max_tokens=200, messages=messages)
+    assert f"no usable output (stopReason {reason})" in str(err.value)
+    if not stream:
+        assert isinstance(err.value, anthropic.APIStatusError) and err.value.status_code == 502
+    with pytest.raises(openai.APIError):
+        if stream:
+            async for _ in await oai(inst, "k").chat.completions.create(model="llama", messages=messages, stream=True):
+                pass
+        else:
+            await oai(inst, "k").chat.completions.create(model="llama", messages=messages)

@@ -40,7 +40,7 @@ from apex.translate.request.gemini_conversation import (
     read_gemini_request,
 )
 from apex.translate.directions.gemini_to_openai import result_text
-from apex.translate.directions.openai_to_anthropic import ANSWER_ROOM
+from apex.translate.directions.openai_to_anthropic import ANSWER_ROOM, JSON_OBJECT_INSTRUCTION, JSON_SCHEMA_INSTRUCTION
 from apex.translate.neutral.parts import PipedStream
 from apex.translate.request.responses_tools import DROPPED_TOOLS_HEADER
 from apex.translate.neutral.reply import encode_body, reply_from_anthropic
@@ -55,9 +55,6 @@ DEFAULT_MAX_TOKENS: Final = 8192
 MIN_THINKING_BUDGET: Final = 1024
 LEVEL_BUDGETS: Final[dict[str, int]] = {"minimal": 1024, "low": 1024, "medium": 4096, "high": 16384}
 DYNAMIC_BUDGET: Final = 4096
-JSON_OBJECT_INSTRUCTION: Final = "Respond only with a single valid JSON object and nothing else."
-JSON_SCHEMA_INSTRUCTION: Final = ("Respond only with a single valid JSON value that conforms to this "
-                                  "JSON Schema, and nothing else:\n")
 
 _TOOL_CHOICE: Final[dict[str, str]] = {"auto": "auto", "any": "any", "none": "none"}
 

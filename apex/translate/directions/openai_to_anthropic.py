@@ -52,6 +52,7 @@ __all__ = [
     "JSON_SCHEMA_INSTRUCTION",
     "THINKING_BUDGETS",
     "budget_within",
+    "json_schema_instruction",
     "OpenAIToAnthropic",
     "openai_to_anthropic_request",
 ]
@@ -335,9 +336,14 @@ def _format_instruction(fmt: object) -> str | None:
         return JSON_OBJECT_INSTRUCTION
     if fmt.get("type") == "json_schema":
         spec = fmt.get("json_schema")
-        schema = spec.get("schema") if isinstance(spec, dict) else None
-        return JSON_SCHEMA_INSTRUCTION + _ENCODER.encode(schema or {}).decode()
+        return json_schema_instruction(spec.get("schema") if isinstance(spec, dict) else None)
     return None
+
+
+def json_schema_instruction(schema: object) -> str:
+    """The system instruction asking for JSON matching ``schema``: structured output for a
+    model that cannot enforce a schema itself (Bedrock Converse uses it for Anthropic clients)."""
+    return JSON_SCHEMA_INSTRUCTION + _ENCODER.encode(schema or {}).decode()
 
 
 def _native_schema(fmt: object) -> object | None:
