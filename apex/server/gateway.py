@@ -438,6 +438,17 @@ class Gateway:
         if err.retryable and self._metrics_current():
             self.metrics.record_attempt_failure(ex.router or NONE, channel, err.kind)
 
+    def log_stream_failure(self, ex: Exchange, channel: str, elapsed_ms: float) -> None:
+        """A committed stream's upstream failed (broke, idled out, sent an error event): a failed
+        attempt like any other for the log and ``apex_attempt_failures_total``, though not retried."""
+        kind = ex.stream_error or "api_error"
+        log.warning("upstream stream failed after it started", extra={"fields": {
+            "request_id": ex.request_id, "attempt": ex.attempts, "channel": channel,
+            "elapsed_ms": round(elapsed_ms, 1), "error_type": kind, "retryable": False}})
+        ex.attempt_errors.append(kind)
+        if self._metrics_current():
+            self.metrics.record_attempt_failure(ex.router or NONE, channel, kind)
+
     def in_flight_changed(self, ex: Exchange, delta: int) -> None:
         """A request started (+1) or ended (-1). A plain int the gauge reads at scrape time:
         no metric call on the request path (kept even with metrics off, so it stays balanced)."""

@@ -297,7 +297,14 @@ async def _attempts(
             plan.record(channel.name, Outcome.REJECTED, clock())
             raise
         now = clock()
-        plan.record(channel.name, Outcome.SUCCEEDED, now)
+        if ex.stream_error is not None and not gateway.stopping:
+            # The stream broke, idled out or carried an error event after it was committed: too
+            # late to retry, but the channel failed this attempt, and its health must say so
+            # (agents always stream: the breaker would otherwise never open for them).
+            plan.record(channel.name, Outcome.FAILED, now)
+            gateway.log_stream_failure(ex, channel.name, (now - attempt_started) * 1000)
+        else:
+            plan.record(channel.name, Outcome.SUCCEEDED, now)
         if ex.trace is not None:
             ex.trace.end_attempt(ex.stream_error, ex.upstream_model)
         if _attempt_log.isEnabledFor(logging.DEBUG):

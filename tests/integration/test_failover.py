@@ -269,6 +269,32 @@ async def test_committed_stream_not_retried(upstream: FakeUpstream, second: Fake
     assert second.hits() == 0
 
 
+async def test_streams_that_break_after_starting_cool_the_channel(upstream: FakeUpstream, second: FakeUpstream,
+                                                                   start_apex: StartApex) -> None:
+    """A committed stream that breaks is not retried, but it is a failed attempt for the
+    channel's health: two in a row (failure_threshold 2) cool the channel, and the next streams
+    go to the healthy one. (Each counted as a success: every stream went to the broken channel.)"""
+    cfg = two_channel_config(upstream, second, strategy="priority", health={"failure_threshold": 2, "cooldown_ms": 60_000})
+    inst = await start_apex(cfg)
+    events = split_events(fixture_bytes("openai_chat_stream_text.sse"))
+    upstream.push(Behaviour(content_type="text/event-stream", events=events, cut_after=2),
+                  Behaviour(content_type="text/event-stream", events=events, rst_after=2))
+    for _ in range(2):
+        stream = await oai(inst, "k").chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "x"}],
+                                                              stream=True)
+        with pytest.raises(openai.APIError):
+            async for _ in stream:
+                pass
+    raw = await oai(inst, "k").chat.completions.with_raw_response.create(
+        model="gpt-4o", messages=[{"role": "user", "content": "x"}], stream=True)
+    assert raw.headers["x-apex-channel"] == "b"
+    assert (upstream.hits(), second.hits()) == (2, 1)
+    async with aiohttp.ClientSession() as s, s.get(f"{inst.url}/metrics") as r:
+        text = await r.text()
+    assert 'apex_channel_up{channel="a"} 0.0' in text
+    assert 'apex_attempt_failures_total{channel="a",error_type="api_error",router="r"} 2.0' in text
+
+
 async def test_upstream_400_not_retried(upstream: FakeUpstream, second: FakeUpstream, start_apex: StartApex) -> None:
     """A 400 from the primary is returned once, and the fallback is never asked."""
     inst = await start_apex(two_channel_config(upstream, second, fallback=["b"]))
