@@ -178,10 +178,13 @@ def upstream_status_error(
             message = env.message
     if status == 400 and headers.get("x-amzn-ErrorType", "").partition(":")[0] in _AWS_THROTTLES:
         effective = 429  # Bedrock's quota refusal is a 400 that may be resubmitted later: a rate limit
+    retry_after = retry_after_of(headers)
     if family == "gemini":
         gemini = gemini_error(status, body)
         effective = gemini.status
         upstream_type = gemini.rpc_status or upstream_type
+        if retry_after is None:
+            retry_after = gemini.retry_after
     if 300 <= status < 400:
         message = f"upstream answered with a redirect (HTTP {status}); Apex does not follow redirects: check the channel's base_url"
     elif not message:
@@ -198,6 +201,6 @@ def upstream_status_error(
         upstream_type=upstream_type,
         upstream_dialect=family,
         retryable=retryable,
-        retry_after=retry_after_of(headers),
+        retry_after=retry_after,
         code=code,
     )

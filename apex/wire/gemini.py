@@ -229,7 +229,8 @@ class PromptFeedback(_Wire):
 
 
 class ErrorDetail(_Wire):
-    reason: str | None = None
+    reason: str | None = None  # google.rpc.ErrorInfo
+    retry_delay: str | None = None  # google.rpc.RetryInfo: a protobuf Duration, e.g. "30s", "45.83s"
 
 
 class ErrorStatus(_Wire):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 from collections import Counter
 from typing import Any
@@ -189,6 +190,30 @@ async def test_retry_after_past_cap_only_channel_429(upstream: FakeUpstream, sta
     upstream.push(error(429, retry_after="30"))
     with pytest.raises(openai.RateLimitError) as info:
         await chat(inst)
+    assert info.value.response.headers["retry-after"] == "30"
+    assert upstream.hits() == 1
+
+
+async def test_geminis_retry_delay_in_the_body_holds_the_channel(upstream: FakeUpstream, start_apex: StartApex) -> None:
+    """Gemini's 429 says how long to wait only in the body (google.rpc.RetryInfo retryDelay,
+    no Retry-After header): it holds the channel like a Retry-After, and the client's 429 says
+    so. (It was ignored: three hits in 0.2 s and a 429 without Retry-After.)"""
+    cfg = {
+        "global": {"auth": {"keys": ["k"]}, "retries": {"max_attempts": 3, "backoff_ms": 1, "max_backoff_ms": 100}},
+        "channels": [{"name": "g", "provider_type": "gemini", "base_url": upstream.url, "api_key": "gk"}],
+        "routers": [{"name": "r", "channels": [{"name": "g"}]}],
+    }
+    inst = await start_apex(cfg, time=FakeTime())
+    body = {"error": {"code": 429, "message": "You exceeded your current quota.", "status": "RESOURCE_EXHAUSTED",
+                      "details": [{"@type": "type.googleapis.com/google.rpc.QuotaFailure",
+                                   "violations": [{"quotaMetric": "generativelanguage.googleapis.com/generate_content_free_tier_requests",
+                                                   "quotaId": "GenerateRequestsPerMinutePerProjectPerModel-FreeTier"}]},
+                                  {"@type": "type.googleapis.com/google.rpc.Help", "links": [{"description": "Learn more",
+                                                                                             "url": "https://ai.google.dev/gemini-api/docs/rate-limits"}]},
+                                  {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "29.52s"}]}}
+    upstream.push(Behaviour(status=429, body=json.dumps(body).encode()))
+    with pytest.raises(openai.RateLimitError) as info:
+        await chat(inst, model="gemini-2.5-flash")
     assert info.value.response.headers["retry-after"] == "30"
     assert upstream.hits() == 1
 

@@ -28,6 +28,9 @@ class GeminiError(NamedTuple):
     kind: ErrorKind
     message: str
     rpc_status: str | None    # e.g. "NOT_FOUND", "RESOURCE_EXHAUSTED"; None when not JSON
+    # google.rpc.RetryInfo's retryDelay in seconds: Gemini (and Vertex) say how long to wait
+    # only there, never in a Retry-After header.
+    retry_after: float | None = None
 
 
 _STATUS_OF_RPC: Final[dict[str, int]] = {
@@ -58,4 +61,16 @@ def gemini_error(status: int, body: bytes) -> GeminiError:
     effective = status if status >= 400 else (err.code or _STATUS_OF_RPC.get(err.status, 500))
     if any(d.reason in _AUTH_REASONS for d in err.details) or err.status == "UNAUTHENTICATED":
         effective = 401
-    return GeminiError(effective, kind_for_status(effective), err.message or err.status, err.status or None)
+    retry_after = next((d for d in (_duration(x.retry_delay) for x in err.details if x.retry_delay) if d is not None), None)
+    return GeminiError(effective, kind_for_status(effective), err.message or err.status, err.status or None, retry_after)
+
+
+def _duration(text: str) -> float | None:
+    """A protobuf Duration in its JSON form ("30s", "0.5s", "45.837906927s"); None if it is not one."""
+    if not text.endswith("s"):
+        return None
+    try:
+        seconds = float(text[:-1])
+    except ValueError:
+        return None
+    return seconds if 0 <= seconds < 1e9 else None
