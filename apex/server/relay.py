@@ -178,7 +178,8 @@ class TranslatingRelay:
         for event in events:
             parts.extend(translating.feed(event))
         if events:
-            self.started = True
+            if not self.started:  # a keep-alive ping is no answer (see PassthroughStream._observe)
+                self.started = any(ev.event != "ping" for ev in events)
             self.events += len(events)
         out = b"".join(parts)
         if translating.done:

@@ -678,7 +678,9 @@ class PassthroughStream:
         if not self.first_event_seen:
             if not event_data_ok(data):  # not committed yet: a failed attempt, the plan goes on
                 raise UpstreamMalformed("upstream's first stream event is not JSON")
-            self.first_event_seen = True
+            # A keep-alive ping is no answer: it neither commits the stream nor stops
+            # first_byte_ms (an upstream that only pings would hold the client for ever).
+            self.first_event_seen = ev.event != "ping"
         fam = self._family
         if fam == "gemini":
             observe_gemini_chunk(data, self)

@@ -13,7 +13,7 @@ import openai
 import pytest
 
 from apex.routing.balance import WeightedRandom
-from tests.conftest import StartApex, oai
+from tests.conftest import StartApex, ant, oai
 from tests.fakeclock import FakeTime, ScriptedRandom
 from tests.integration.fakes import Behaviour, FakeUpstream, error, fixture_bytes, split_events
 
@@ -318,6 +318,32 @@ async def test_streams_that_break_after_starting_cool_the_channel(upstream: Fake
         text = await r.text()
     assert 'apex_channel_up{channel="a"} 0.0' in text
     assert 'apex_attempt_failures_total{channel="a",error_type="api_error",router="r"} 2.0' in text
+
+
+@pytest.mark.parametrize("client", ["anthropic", "openai"])
+async def test_an_upstream_that_only_pings_is_no_first_event(upstream: FakeUpstream, second: FakeUpstream,
+                                                             start_apex: StartApex, client: str) -> None:
+    """`event: ping` before message_start is keep-alive, not an answer: first_byte_ms still runs
+    out and the stream fails over, passed through (Anthropic client) or translated (OpenAI
+    client). (A ping committed the stream: the client got 200 and pings, and no failover.)"""
+    cfg = two_channel_config(upstream, second)
+    cfg["global"]["timeouts"] = {"first_byte_ms": 300}
+    for ch, fake in zip(cfg["channels"], (upstream, second), strict=True):
+        ch.update(provider_type="anthropic", base_url=fake.url)
+    cfg["routers"][0]["rules"][0]["match"] = {"model": "claude-*"}
+    inst = await start_apex(cfg)
+    ping = b'event: ping\ndata: {"type": "ping"}\n\n'
+    upstream.push(Behaviour(content_type="text/event-stream", events=[ping] * 20, gap=0.1))
+    if client == "anthropic":
+        async with ant(inst, "k").messages.stream(model="claude-sonnet-4-5", max_tokens=50,
+                                                  messages=[{"role": "user", "content": "x"}]) as stream:
+            final = await stream.get_final_message()
+        assert final.content[0].type == "text" and final.content[0].text
+    else:
+        chunks = await oai(inst, "k").chat.completions.create(model="claude-sonnet-4-5", stream=True,
+                                                              messages=[{"role": "user", "content": "x"}])
+        assert "".join([c.choices[0].delta.content or "" async for c in chunks if c.choices])
+    assert (upstream.hits(), second.hits()) == (1, 1)
 
 
 async def test_upstream_400_not_retried(upstream: FakeUpstream, second: FakeUpstream, start_apex: StartApex) -> None:
