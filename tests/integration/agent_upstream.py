@@ -69,6 +69,9 @@ _GEMINI_GENERATION = frozenset({
     "thinkingConfig", "responseLogprobs", "logprobs", "responseModalities", "speechConfig", "mediaResolution",
     "imageConfig", "enableEnhancedCivicAnswers", "routingConfig",  # the rest of GenerationConfig (pydantic-ai sends responseModalities)
 })
+_ANTHROPIC_RESULT_BLOCKS = frozenset({"text", "image", "document", "search_result", "tool_reference"})
+_GEMINI_PART_FIELDS = frozenset({"text", "inlineData", "fileData", "functionCall", "functionResponse", "thought",
+                                 "thoughtSignature", "executableCode", "codeExecutionResult", "videoMetadata"})
 _RESPONSES_ITEMS = frozenset({"message", "function_call", "function_call_output", "reasoning",
                               "additional_tools", "custom_tool_call", "custom_tool_call_output",
                               "web_search_call"})
@@ -236,6 +239,9 @@ class AgentUpstream:
             if role not in ("system", "developer", "user", "assistant", "tool"):
                 raise Refused(f"Invalid value: '{role}'. Supported values are: 'system', 'assistant', 'user', 'tool', and 'developer'.")
             if role == "tool":
+                if isinstance(m.get("content"), list) and any(p.get("type") != "text" for p in m["content"]):
+                    raise Refused(f"Invalid 'messages[{i}]'. Image URLs are only allowed for messages with role 'user', "
+                                  "but this message with role 'tool' contains an image URL.")
                 if m.get("tool_call_id") not in pending:
                     raise Refused(f"messages[{i}]: tool message does not answer a preceding tool call")
                 pending.discard(m["tool_call_id"])
@@ -371,6 +377,12 @@ class AgentUpstream:
                     raise Refused(f"messages.{i}: text content blocks must be non-empty")
                 if b.get("type") == "thinking" and not b.get("signature"):
                     raise Refused(f"messages.{i}.content: Invalid `signature` in `thinking` block")
+                inner = b.get("content") if b.get("type") == "tool_result" else None
+                for x in inner if isinstance(inner, list) else []:
+                    tag = x.get("type") if isinstance(x, dict) else None
+                    if tag not in _ANTHROPIC_RESULT_BLOCKS:
+                        raise Refused(f"messages.{i}.content.tool_result.content: Input tag {tag!r} found using "
+                                      f"'type' does not match any of the expected tags: {sorted(_ANTHROPIC_RESULT_BLOCKS)}")
             last_result = None
             if role == "assistant":
                 last_assistant = blocks
@@ -430,6 +442,10 @@ class AgentUpstream:
                 raise Refused(f"contents[{i}].parts must not be empty")
             last_result = None
             for p in parts:
+                unknown = set(p) - _GEMINI_PART_FIELDS
+                if unknown or ("inlineData" in p and not {"mimeType", "data"} <= set(p["inlineData"])):
+                    raise Refused(f"Invalid JSON payload received. Unknown name {sorted(unknown)} or incomplete "
+                                  f"inlineData at 'contents[{i}].parts'")
                 if "functionCall" in p:
                     called.add(p["functionCall"]["name"])
                 if "functionResponse" in p:
