@@ -24,6 +24,7 @@ from multidict import CIMultiDict
 from tests.integration.fakes import anthropic_name_refusal, gemini_name_refusal, openai_name_refusal
 
 COMMAND = "echo apex-ok"
+VIEW_IMAGE = "view_image"  # Codex's tool that sends an image file back as the tool output
 SEARCH_TOOL = "ToolSearch"  # Claude Code's client-side tool search (answers with tool_reference blocks)
 ANSWER_PREFIX = "The command printed: "
 SIGNATURE = "EjRzaWduZWQtYnktdGhlLWZha2U="  # what the fake signs its thinking with
@@ -108,11 +109,13 @@ class AgentUpstream:
     """``mode``: "openai" (OpenAI itself), "compat" (an OpenAI-compatible server answering with
     reasoning_content), "anthropic", "gemini". All serve their paths on one port."""
 
-    def __init__(self, mode: str, *, load_first: str | None = None) -> None:
+    def __init__(self, mode: str, *, load_first: str | None = None, view_image: str | None = None) -> None:
         self.mode = mode
         # Tool search: before the shell step, have the client's ToolSearch load this deferred
         # tool, and refuse a second search (the loaded tool never reached the upstream).
         self.load_first = load_first
+        # Codex's view_image: its first step opens this file (the next request carries the image).
+        self.view_image = view_image
         self.searches = 0
         self.seen: list[Seen] = []
         self._runner: web.AppRunner | None = None
@@ -160,7 +163,16 @@ class AgentUpstream:
         return web.json_response({"error": {"message": f"no route {path}"}}, status=404)
 
     def _next(self, names: list[str], last_result: str | None, req: dict[str, Any], *, json_answer: bool = False) -> Step:
-        """The agent step, with the tool-search detour first when ``load_first`` asks for it."""
+        """The agent step, with the tool-search detour first when ``load_first`` asks for it, and
+        a view_image call instead of the shell when ``view_image`` asks for it."""
+        if self.view_image is not None and last_result is None:
+            path = json.dumps({"path": self.view_image})
+            if VIEW_IMAGE in names:
+                return Step(tool=VIEW_IMAGE, arguments=path, uid=len(self.seen))
+            code = next((name for name in names if name in CODE_TOOLS), None)
+            if code is not None:  # Codex's code mode: the script hands the image back with image()
+                script = f"image(await tools.{VIEW_IMAGE}({path}));"
+                return Step(tool=code, arguments=json.dumps({"input": script}), uid=len(self.seen))
         load = self.load_first
         if load is not None and load not in names:
             if self.searches or SEARCH_TOOL not in names:
