@@ -24,6 +24,7 @@ from multidict import CIMultiDict
 from tests.integration.fakes import anthropic_name_refusal, gemini_name_refusal, openai_name_refusal
 
 COMMAND = "echo apex-ok"
+VIEW_IMAGE = "view_image"  # Codex's tool that sends an image file back as the tool output
 SEARCH_TOOL = "ToolSearch"  # Claude Code's client-side tool search (answers with tool_reference blocks)
 ANSWER_PREFIX = "The command printed: "
 SIGNATURE = "EjRzaWduZWQtYnktdGhlLWZha2U="  # what the fake signs its thinking with
@@ -69,6 +70,9 @@ _GEMINI_GENERATION = frozenset({
     "thinkingConfig", "responseLogprobs", "logprobs", "responseModalities", "speechConfig", "mediaResolution",
     "imageConfig", "enableEnhancedCivicAnswers", "routingConfig",  # the rest of GenerationConfig (pydantic-ai sends responseModalities)
 })
+_ANTHROPIC_RESULT_BLOCKS = frozenset({"text", "image", "document", "search_result", "tool_reference"})
+_GEMINI_PART_FIELDS = frozenset({"text", "inlineData", "fileData", "functionCall", "functionResponse", "thought",
+                                 "thoughtSignature", "executableCode", "codeExecutionResult", "videoMetadata"})
 _RESPONSES_ITEMS = frozenset({"message", "function_call", "function_call_output", "reasoning",
                               "additional_tools", "custom_tool_call", "custom_tool_call_output",
                               "web_search_call"})
@@ -105,11 +109,13 @@ class AgentUpstream:
     """``mode``: "openai" (OpenAI itself), "compat" (an OpenAI-compatible server answering with
     reasoning_content), "anthropic", "gemini". All serve their paths on one port."""
 
-    def __init__(self, mode: str, *, load_first: str | None = None) -> None:
+    def __init__(self, mode: str, *, load_first: str | None = None, view_image: str | None = None) -> None:
         self.mode = mode
         # Tool search: before the shell step, have the client's ToolSearch load this deferred
         # tool, and refuse a second search (the loaded tool never reached the upstream).
         self.load_first = load_first
+        # Codex's view_image: its first step opens this file (the next request carries the image).
+        self.view_image = view_image
         self.searches = 0
         self.seen: list[Seen] = []
         self._runner: web.AppRunner | None = None
@@ -157,7 +163,16 @@ class AgentUpstream:
         return web.json_response({"error": {"message": f"no route {path}"}}, status=404)
 
     def _next(self, names: list[str], last_result: str | None, req: dict[str, Any], *, json_answer: bool = False) -> Step:
-        """The agent step, with the tool-search detour first when ``load_first`` asks for it."""
+        """The agent step, with the tool-search detour first when ``load_first`` asks for it, and
+        a view_image call instead of the shell when ``view_image`` asks for it."""
+        if self.view_image is not None and last_result is None:
+            path = json.dumps({"path": self.view_image})
+            if VIEW_IMAGE in names:
+                return Step(tool=VIEW_IMAGE, arguments=path, uid=len(self.seen))
+            code = next((name for name in names if name in CODE_TOOLS), None)
+            if code is not None:  # Codex's code mode: the script hands the image back with image()
+                script = f"image(await tools.{VIEW_IMAGE}({path}));"
+                return Step(tool=code, arguments=json.dumps({"input": script}), uid=len(self.seen))
         load = self.load_first
         if load is not None and load not in names:
             if self.searches or SEARCH_TOOL not in names:
@@ -236,6 +251,9 @@ class AgentUpstream:
             if role not in ("system", "developer", "user", "assistant", "tool"):
                 raise Refused(f"Invalid value: '{role}'. Supported values are: 'system', 'assistant', 'user', 'tool', and 'developer'.")
             if role == "tool":
+                if isinstance(m.get("content"), list) and any(p.get("type") != "text" for p in m["content"]):
+                    raise Refused(f"Invalid 'messages[{i}]'. Image URLs are only allowed for messages with role 'user', "
+                                  "but this message with role 'tool' contains an image URL.")
                 if m.get("tool_call_id") not in pending:
                     raise Refused(f"messages[{i}]: tool message does not answer a preceding tool call")
                 pending.discard(m["tool_call_id"])
@@ -371,6 +389,12 @@ class AgentUpstream:
                     raise Refused(f"messages.{i}: text content blocks must be non-empty")
                 if b.get("type") == "thinking" and not b.get("signature"):
                     raise Refused(f"messages.{i}.content: Invalid `signature` in `thinking` block")
+                inner = b.get("content") if b.get("type") == "tool_result" else None
+                for x in inner if isinstance(inner, list) else []:
+                    tag = x.get("type") if isinstance(x, dict) else None
+                    if tag not in _ANTHROPIC_RESULT_BLOCKS:
+                        raise Refused(f"messages.{i}.content.tool_result.content: Input tag {tag!r} found using "
+                                      f"'type' does not match any of the expected tags: {sorted(_ANTHROPIC_RESULT_BLOCKS)}")
             last_result = None
             if role == "assistant":
                 last_assistant = blocks
@@ -430,6 +454,10 @@ class AgentUpstream:
                 raise Refused(f"contents[{i}].parts must not be empty")
             last_result = None
             for p in parts:
+                unknown = set(p) - _GEMINI_PART_FIELDS
+                if unknown or ("inlineData" in p and not {"mimeType", "data"} <= set(p["inlineData"])):
+                    raise Refused(f"Invalid JSON payload received. Unknown name {sorted(unknown)} or incomplete "
+                                  f"inlineData at 'contents[{i}].parts'")
                 if "functionCall" in p:
                     called.add(p["functionCall"]["name"])
                 if "functionResponse" in p:

@@ -13,6 +13,7 @@ bounded in time; the tests skip, saying why, when the CLIs are not installed.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import shutil
@@ -22,7 +23,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import StartApex, one_channel_config
-from tests.integration.agent_upstream import ANSWER_PREFIX, AgentUpstream
+from tests.integration.agent_upstream import ANSWER_PREFIX, VIEW_IMAGE, AgentUpstream
 from tests.integration.cloud_fakes import CloudFake, claude_channel
 from tests.integration.fakes import FakeUpstream
 
@@ -212,5 +213,56 @@ async def test_codex_turn(kind: str, start_apex: StartApex, tmp_path: Path) -> N
         first = fake.seen[0]
         if kind in ("openai_reasoning", "openai_chat"):  # native: Codex's own Responses request
             assert first.path == "/v1/responses" and first.headers["User-Agent"].startswith("codex")
+    finally:
+        await fake.stop()
+
+
+PNG_8X8 = "iVBORw0KGgoAAAANSUhEUgAAAAgAAAAICAIAAABLbSncAAAAEklEQVR4nGP4z8CAFWEXHbQSACj/P8Fu7N9hAAAAAElFTkSuQmCC"
+
+
+def _sent_image(kind: str, body: dict[str, Any]) -> bool:
+    """Whether the upstream request carries an image after the last tool call, where that upstream takes it."""
+    if kind == "anthropic":
+        results = [b for b in body["messages"][-1]["content"] if b.get("type") == "tool_result"]
+        return any(x.get("type") == "image" for r in results for x in r.get("content") or [] if isinstance(x, dict))
+    if kind == "gemini":
+        parts = body["contents"][-1]["parts"]
+        return any("functionResponse" in p for p in parts) and any(
+            str(p.get("inlineData", {}).get("mimeType", "")).startswith("image/") for p in parts)
+    messages = body["messages"]
+    return messages[-2]["role"] == "tool" and any(p.get("type") == "image_url" for p in messages[-1]["content"])
+
+
+@pytest.mark.parametrize("model", ["gpt-5.1", None], ids=["gpt-5.1", "default-model"])
+@pytest.mark.parametrize("kind", ["anthropic", "gemini", "openai_compatible"])
+async def test_codex_view_image(kind: str, model: str | None, start_apex: StartApex, tmp_path: Path) -> None:
+    """``codex exec`` runs its view_image tool through Apex (with gpt-5.1 a function; with the
+    default model inside its code-mode ``exec``): Codex sends the image back as a
+    function_call_output / custom_tool_call_output whose output is an array of parts, which
+    translated channels refused with 400 (the session died); the upstream gets the image and
+    Codex the answer."""
+    codex = cli("codex")
+    mode, channel = CHANNELS[kind]
+    fake = AgentUpstream(mode, view_image="pic.png")
+    await fake.start()
+    try:
+        base = fake.url + ("/v1" if mode == "compat" else "")
+        inst = await start_apex(one_channel_config(kind, {"base_url": base, **channel}, KEY))
+        home = tmp_path / "codex-home"
+        home.mkdir()
+        work = tmp_path / "work"
+        work.mkdir()
+        (work / "pic.png").write_bytes(base64.b64decode(PNG_8X8))
+        provider = f'{{name="apex", base_url="{inst.url}/v1", env_key="APEX_KEY", wire_api="responses"}}'
+        args = [codex, "exec", "--skip-git-repo-check", "--dangerously-bypass-approvals-and-sandbox",
+                *(["-m", model] if model else []), "-c", "model_provider=apex", "-c", f"model_providers.apex={provider}",
+                "-c", "analytics.enabled=false", "-c", 'otel.exporter="none"', "Look at pic.png."]
+        code, out, err = await run_cli(args, base_env(tmp_path) | {"APEX_KEY": KEY, "CODEX_HOME": str(home)}, work)
+        assert code == 0, f"exit {code}\nstdout: {out[-2000:]}\nstderr: {err[-3000:]}\nrefused: {fake.refusals}"
+        assert fake.refusals == []
+        if VIEW_IMAGE not in json.dumps(fake.seen[0].body):  # a plain tool, or one that code-mode exec lists
+            pytest.skip(f"this Codex offers no view_image tool for {model or 'its default model'}")
+        assert _sent_image(kind, fake.seen[-1].body), json.dumps(fake.seen[-1].body)[-3000:]
+        assert ANSWER_PREFIX in out, out
     finally:
         await fake.stop()

@@ -16,7 +16,7 @@ import pytest
 
 from tests.conftest import ApexInstance, StartApex, ant, oai
 from tests.integration.access import access_lines
-from tests.integration.cloud_clients import PROTOCOLS, TOOL, TOOLS_MESSAGES, answered, ask
+from tests.integration.cloud_clients import PROTOCOLS, TOOL, TOOLS_MESSAGES, TOOLS_RESPONSES, answered, ask
 from tests.integration.cloud_fakes import CloudFake, SigV4, bedrock_chunk, bedrock_exception
 
 AK, SK, TOKEN = "AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", "session-token-1"
@@ -395,6 +395,24 @@ async def test_images_in_tool_results_reach_converse(cloud: CloudFake, start_ape
             {"type": "text", "text": "here"}, {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": png}}]}]},
     ]
     await ant(inst, "k").messages.create(model="llama", max_tokens=50, messages=history, tools=TOOLS_MESSAGES)  # type: ignore[arg-type]
+    result = cloud.last("/converse").json["messages"][2]["content"][0]["toolResult"]
+    assert result["content"] == [{"text": "here"}, {"image": {"format": "png", "source": {"bytes": png}}}]
+
+
+async def test_codex_image_tool_output_reaches_converse(cloud: CloudFake, start_apex: StartApex) -> None:
+    """Codex's view_image output (a function_call_output whose output is input_text and
+    input_image parts) was refused with 400 "function_call_output must be text": it reaches
+    Converse as a toolResult holding the text and the image, as Claude Code's screenshot does."""
+    inst = await start_apex(config(cloud, model_map={"llama": "meta.llama3-3-70b-instruct-v1:0"}))
+    cloud.call_tools = False
+    png = "iVBORw0KGgo="
+    history: Any = [
+        {"type": "message", "role": "user", "content": "Look at pic.png."},
+        {"type": "function_call", "call_id": "call_1", "name": TOOL, "arguments": '{"password": "x"}'},
+        {"type": "function_call_output", "call_id": "call_1", "output": [
+            {"type": "input_text", "text": "here"}, {"type": "input_image", "image_url": f"data:image/png;base64,{png}"}]},
+    ]
+    await oai(inst, "k").responses.create(model="llama", input=history, tools=TOOLS_RESPONSES)  # type: ignore[arg-type]
     result = cloud.last("/converse").json["messages"][2]["content"][0]["toolResult"]
     assert result["content"] == [{"text": "here"}, {"image": {"format": "png", "source": {"bytes": png}}}]
 

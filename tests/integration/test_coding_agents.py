@@ -339,6 +339,65 @@ async def test_codex_web_search_mapped_or_dropped(
         assert answer.tool_calls()[0]["name"] == "exec_command"
 
 
+PNG = "iVBORw0KGgoAAAANSUhEUgAAAAgAAAAICAIAAABLbSncAAAAEklEQVR4nGP4z8CAFWEXHbQSACj/P8Fu7N9hAAAAAElFTkSuQmCC"
+PDF = "JVBERi0xLjQKJSVFT0YK"
+# Codex's view_image (a function) and code-mode exec (a custom tool) called in parallel, their
+# outputs arrays of parts as Codex sends them (the second one a file the script read).
+IMAGE_TOOLS: Any = [{"type": "function", "name": "view_image", "description": "View an image",
+                     "parameters": {"type": "object", "properties": {"path": {"type": "string"}}}},
+                    {"type": "custom", "name": "exec", "description": "Run JavaScript"}]
+IMAGE_HISTORY: Any = [
+    {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "look at pic.png and a.pdf"}]},
+    {"type": "function_call", "call_id": "call_img", "name": "view_image", "arguments": '{"path": "pic.png"}'},
+    {"type": "custom_tool_call", "call_id": "call_js", "name": "exec", "input": "image(await tools.view_image(...))"},
+    {"type": "function_call_output", "call_id": "call_img", "output": [
+        {"type": "input_text", "text": "here is the image"},
+        {"type": "input_image", "image_url": f"data:image/png;base64,{PNG}"}]},
+    {"type": "custom_tool_call_output", "call_id": "call_js", "output": [
+        {"type": "input_text", "text": "Script completed"},
+        {"type": "input_file", "filename": "a.pdf", "file_data": f"data:application/pdf;base64,{PDF}"}]},
+]
+
+
+@pytest.mark.parametrize("channel", ["an", "gm", "compat"])
+async def test_codex_image_tool_outputs_reach_translated_upstreams(
+        channel: str, fakes: dict[str, AgentUpstream], start_apex: StartApex) -> None:
+    """Codex's view_image answers with a function_call_output whose output is an array of
+    input_text / input_image (/ input_file) parts, as OpenAI's Responses API takes it: Apex
+    answered 400 "function_call_output must be text", and as every later request carries it,
+    the session was dead. Each upstream now gets the text and the media where it takes them."""
+    inst = await start_apex(config(fakes))
+    client = openai.AsyncOpenAI(base_url=inst.url + "/v1", api_key=f"vk-{channel}", max_retries=0)
+    async with client:
+        answer = await client.responses.create(model="gpt-5.1", input=IMAGE_HISTORY, tools=IMAGE_TOOLS)
+    assert answer.output_text.startswith("The command printed: ")
+    image = {"type": "base64", "media_type": "image/png", "data": PNG}
+    pdf = {"type": "base64", "media_type": "application/pdf", "data": PDF}
+    if channel == "an":  # in each tool_result, as Claude Code sends them
+        sent = last(fakes["anthropic"]).body["messages"]
+        called = [b["id"] for b in sent[-2]["content"] if b["type"] == "tool_use"]
+        assert sent[-1] == {"role": "user", "content": [
+            {"type": "tool_result", "tool_use_id": called[0],
+             "content": [{"type": "text", "text": "here is the image"}, {"type": "image", "source": image}]},
+            {"type": "tool_result", "tool_use_id": called[1],
+             "content": [{"type": "text", "text": "Script completed"}, {"type": "document", "source": pdf}]}]}
+    elif channel == "gm":  # the functionResponses, then the media: as for Claude Code's image results
+        parts = last(fakes["gemini"]).body["contents"][-1]["parts"]
+        assert [p["functionResponse"]["response"] for p in parts[:2]] == [{"output": "here is the image"},
+                                                                          {"output": "Script completed"}]
+        assert parts[2:] == [{"inlineData": {"mimeType": "image/png", "data": PNG}},
+                             {"inlineData": {"mimeType": "application/pdf", "data": PDF}}]
+    else:  # Chat takes text only in tool messages: the media follow the batch in a user message
+        sent = last(fakes["compat"]).body["messages"]
+        assert sent[-3:] == [
+            {"role": "tool", "tool_call_id": "call_img", "content": "here is the image"},
+            {"role": "tool", "tool_call_id": "call_js", "content": "Script completed"},
+            {"role": "user", "content": [
+                {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG}"}},
+                {"type": "file", "file": {"file_data": f"data:application/pdf;base64,{PDF}", "filename": "a.pdf"}}]}]
+    assert all(fake.refusals == [] for fake in fakes.values())
+
+
 # --- 6. thinking off when the history cannot carry signatures -----------------------------
 
 

@@ -3,7 +3,8 @@
 Request decisions (documented behaviour, docs/protocols.md 8.1, P6, P13, P14, P15, P17):
 - every ``system``/``developer`` message joins the top-level ``system`` (in order, blank
   line between); text parts carrying ``cache_control`` keep it (system becomes blocks).
-- consecutive ``tool`` messages become ONE user message of ``tool_result`` blocks, and a
+- consecutive ``tool`` messages become ONE user message of ``tool_result`` blocks (a tool
+  message's image and file parts become image and document blocks in its result), and a
   following user message's blocks join it after them; any tool call left without a result
   gets a synthesized ``is_error`` result so Anthropic never sees an orphaned tool_use.
 - empty/whitespace text is dropped (Anthropic rejects empty text blocks).
@@ -227,7 +228,8 @@ def _convert_messages(messages: list[object]) -> tuple[list[Json], list[Json]]:
             if not isinstance(call_id, str):
                 raise InvalidRequest(f"{where}.tool_call_id must be a string")
             result: Json = {"type": "tool_result", "tool_use_id": anthropic_tool_id(call_id)}
-            content = _text_of(msg.get("content"), where)
+            # Images and files too: a Responses client's array tool output (Codex's view_image).
+            content = _user_blocks(msg.get("content"), where)
             if content:
                 result["content"] = content
             if pending_results is None:

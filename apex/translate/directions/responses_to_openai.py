@@ -16,7 +16,7 @@ from apex.translate.neutral.parts import PipedStream
 from apex.translate.neutral.reply import encode_body, reply_from_openai
 from apex.translate.neutral.toolids import fit_chat_tool_names
 from apex.translate.write.responses_reply import responses_body
-from apex.translate.request.responses import responses_to_chat_request
+from apex.translate.request.responses import chat_tool_media, responses_to_chat_request
 from apex.translate.write.responses import ResponsesWriter
 from apex.translate.read.openai import OpenAIChatReader
 from apex.types import Dialect
@@ -35,8 +35,13 @@ class ResponsesToOpenAI:
 
     def request(self, body: bytes, ctx: TranslateContext) -> bytes:
         """Responses request bytes -> Chat request bytes (tool names fitted: a namespaced
-        ``<namespace>__<name>`` may pass OpenAI's 64 characters)."""
+        ``<namespace>__<name>`` may pass OpenAI's 64 characters; a tool output's images in a
+        user message after the tool messages, which also gives Gemini, through Chat, the
+        functionResponse and then the images, as for Claude Code)."""
         out = responses_to_chat_request(decode_json_object(body), ctx)
+        messages = out["messages"]
+        assert isinstance(messages, list)
+        chat_tool_media(messages)
         fit_chat_tool_names(out, ctx)
         return _ENCODER.encode(out)
 

@@ -4,7 +4,10 @@ Used directly for Chat upstreams and composed with ``openai_to_anthropic_request
 Anthropic upstreams. Decisions: ``instructions`` and system/developer items -> ``system``
 messages; consecutive ``function_call`` items (and a preceding assistant message item)
 -> ONE assistant message with ``tool_calls`` whose ids are the ``call_id``s;
-``function_call_output`` -> ``tool`` message; ``reasoning`` items are dropped; flat
+``function_call_output`` / ``custom_tool_call_output`` -> ``tool`` message, whose content
+keeps an array output's image and file parts (Codex's ``view_image``): the Anthropic hop
+puts them in the ``tool_result``, and ``chat_tool_media`` moves them to a user message for
+Chat and Gemini upstreams; ``reasoning`` items are dropped; flat
 function tools are nested, ``namespace``/``custom``/``web_search`` tools and Codex's
 ``additional_tools`` input item go through ``responses_tools``; other built-in tools,
 ``previous_response_id`` (Apex keeps no conversation store) and unknown item types ->
@@ -27,7 +30,7 @@ from apex.translate.neutral.toolids import end_user_id
 from apex.translate.request.responses_tools import chat_tools, input_call
 from apex.translate.neutral.signatures import SIGNATURE_KEY, carried_signature
 
-__all__ = ["responses_to_chat_request"]
+__all__ = ["chat_tool_media", "responses_to_chat_request"]
 
 Json = dict[str, object]
 _ECHOED: Final = ("instructions", "max_output_tokens", "parallel_tool_calls", "reasoning",
@@ -144,8 +147,9 @@ def _convert_item(item: object, where: str, messages: list[Json], signatures: bo
             messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
     elif kind in ("function_call_output", "custom_tool_call_output"):
         output = item.get("output")
-        text = output if isinstance(output, str) else _text_only(output, where)
-        messages.append({"role": "tool", "tool_call_id": item.get("call_id"), "content": text})
+        # An array output (input_text / input_image / input_file parts) keeps its parts.
+        content = output if isinstance(output, str) else _content(output, where)
+        messages.append({"role": "tool", "tool_call_id": item.get("call_id"), "content": content})
     elif kind == "reasoning":
         # Its text goes back as the next assistant message's reasoning_content: DeepSeek-style
         # reasoners answer 400 to a tool-call turn without it (P7). Encrypted-only items
@@ -216,8 +220,21 @@ def _content(content: object, where: str) -> object:
     return parts
 
 
-def _text_only(content: object, where: str) -> str:
-    value = _content(content, where)
-    if not isinstance(value, str):
-        raise InvalidRequest(f"{where}: function_call_output must be text", param="input")
-    return value
+def chat_tool_media(messages: list[Json]) -> None:
+    """Chat takes text only in a ``tool`` message: the image and file parts of a run of tool
+    messages go, in order, to one user message right after the run (where they cannot split the
+    results of a parallel batch), as ``anthropic_to_openai`` does with Claude Code's image
+    tool results. Mutates ``messages``."""
+    media: list[Json] = []
+    i = 0
+    while i < len(messages):
+        message = messages[i]
+        i += 1
+        content = message.get("content")
+        if message.get("role") == "tool" and isinstance(content, list):
+            message["content"] = "".join(str(p["text"]) for p in content if p["type"] == "text")
+            media.extend(p for p in content if p["type"] != "text")
+        if media and (i == len(messages) or messages[i].get("role") != "tool"):
+            messages.insert(i, {"role": "user", "content": media})
+            media = []
+            i += 1
