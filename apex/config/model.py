@@ -77,12 +77,15 @@ HeaderValue = Annotated[str, Meta(pattern=r"^[\t\x20-\x7e\x80-\xff]*$(?!\n)")]
 CloudRegion = Annotated[str, Meta(pattern=r"^([a-z0-9][a-z0-9-]*$(?!\n)|\$\{)")]  # us-east-1, us-east5, global
 AzureApiVersion = Annotated[str, Meta(pattern=r"^(v1|\d{4}-\d{2}-\d{2}(-preview)?)$(?!\n)")]
 
-# Apex's own endpoints, which the metrics path must not shadow.
+# Apex's own endpoints, which the metrics path must not shadow: these paths, and every path
+# under the two model prefixes (a model's own path; Gemini's generateContent and friends).
 RESERVED_PATHS: Final[tuple[str, ...]] = (
     "/v1/chat/completions", "/v1/responses", "/v1/embeddings", "/v1/models", "/v1/messages",
-    "/v1/messages/count_tokens", "/health", "/ready",
+    "/v1/messages/count_tokens", "/v1beta/models", "/health", "/ready",
 )
-MetricsPath = Annotated[str, Meta(pattern="^/(?!(" + "|".join(re.escape(p[1:]) for p in RESERVED_PATHS) + ")$)")]
+RESERVED_PREFIXES: Final[tuple[str, ...]] = ("/v1/models/", "/v1beta/models/")
+MetricsPath = Annotated[str, Meta(pattern="^/(?!((" + "|".join(re.escape(p[1:]) for p in RESERVED_PATHS) + ")$|"
+                                          + "|".join(re.escape(p[1:]) for p in RESERVED_PREFIXES) + "))")]
 
 ProviderType = Literal[
     "openai",

@@ -142,7 +142,7 @@ async def fallback(request: web.Request) -> web.StreamResponse:
         resp = error_response(dialect, NotFound(f"{request.method} {request.raw_path[:200]} is not served: "
                                                 "Apex is an API gateway, not a forwarding proxy"))
         kind: ErrorKind = "not_found"
-    elif (allowed := allowed_method(request.raw_path.partition("?")[0])) is not None:
+    elif (allowed := allowed_method(request.raw_path.partition("?")[0], mcfg.path if mcfg.enabled else None)) is not None:
         resp = method_not_allowed(dialect, request.method, request.path, allowed)
         kind = "invalid_request"
     else:
@@ -154,11 +154,15 @@ async def fallback(request: web.Request) -> web.StreamResponse:
     return resp
 
 
-def allowed_method(raw_path: str) -> str | None:
+def allowed_method(raw_path: str, metrics_path: str | None = None) -> str | None:
     """The method a known path takes (for a 405), None for an unknown path. The raw path:
     ``/v1/chat%2Fcompletions`` is not the chat path (it used to get a 405 "use POST")."""
     if raw_path in API_PATHS:
         return "POST"
+    if raw_path in ("/health", "/ready"):
+        return "GET, HEAD"
+    if raw_path == metrics_path:
+        return "GET"
     if raw_path in ("/v1/models", "/v1beta/models"):
         return "GET"
     for prefix in ("/v1/models/", "/v1beta/models/"):

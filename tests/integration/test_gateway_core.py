@@ -318,6 +318,9 @@ async def test_wrong_methods_and_odd_paths_are_answered_in_the_paths_protocol_an
         ("DELETE", "/v1beta/models/gemini-2.5-flash:streamGenerateContent", gemini, 405, "POST"),
         ("GET", "/v1beta/models/gemini-2.5-flash:generateContent", gemini, 405, "POST"),
         ("POST", "/v1beta/models", gemini, 405, "GET"),
+        ("POST", "/health", {}, 405, "GET, HEAD"),  # Apex's own paths too (they were 404 "unknown path")
+        ("DELETE", "/ready", {}, 405, "GET, HEAD"),
+        ("POST", "/metrics", {}, 405, "GET"),
         ("POST", "/v1/chat%2Fcompletions", {}, 404, None),
         ("POST", "/v1%2Fmessages", {}, 404, None),
         ("POST", "/v1/nope", {}, 404, None),

@@ -129,8 +129,16 @@ TYPE_CASES: list[tuple[str, dict[str, Any], str, str]] = [
     ("price in a table", mutate("prices", {"a-*": {"input": 1}, "b-*": {"input": 1, "output": -0.5}}),
      "prices.b-*.output", "Expected `float` >= 0.0"),
     ("reserved metrics path", mutate("metrics", {"path": "/health"}), "metrics.path",
-     "Expected `str` matching regex '^/(?!(v1/chat/completions|v1/responses|v1/embeddings|v1/models|v1/messages|"
-     "v1/messages/count_tokens|health|ready)$)'"),
+     "Expected `str` matching regex '^/(?!((v1/chat/completions|v1/responses|v1/embeddings|v1/models|v1/messages|"
+     "v1/messages/count_tokens|v1beta/models|health|ready)$|v1/models/|v1beta/models/))'"),
+    # Gemini's model list and every path under the model prefixes are Apex's too (they passed,
+    # and then no path served the metrics)
+    ("reserved Gemini path", mutate("metrics", {"path": "/v1beta/models"}), "metrics.path",
+     "Expected `str` matching regex '^/(?!((v1/chat/completions|v1/responses|v1/embeddings|v1/models|v1/messages|"
+     "v1/messages/count_tokens|v1beta/models|health|ready)$|v1/models/|v1beta/models/))'"),
+    ("reserved model path", mutate("metrics", {"path": "/v1beta/models/gemini-2.5-flash:generateContent"}), "metrics.path",
+     "Expected `str` matching regex '^/(?!((v1/chat/completions|v1/responses|v1/embeddings|v1/models|v1/messages|"
+     "v1/messages/count_tokens|v1beta/models|health|ready)$|v1/models/|v1beta/models/))'"),
 ]
 
 
