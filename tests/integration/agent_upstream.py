@@ -21,7 +21,7 @@ from typing import Any
 from aiohttp import web
 from multidict import CIMultiDict
 
-from tests.integration.fakes import anthropic_name_refusal, gemini_name_refusal, openai_name_refusal
+from tests.integration.fakes import anthropic_name_refusal, anthropic_schema_refusal, gemini_name_refusal, openai_name_refusal
 
 COMMAND = "echo apex-ok"
 VIEW_IMAGE = "view_image"  # Codex's tool that sends an image file back as the tool output
@@ -351,7 +351,7 @@ class AgentUpstream:
         loaded = {ref.get("tool_name") for m in req.get("messages") or [] if isinstance(m.get("content"), list)
                   for b in m["content"] if b.get("type") == "tool_result" and isinstance(b.get("content"), list)
                   for ref in b["content"] if ref.get("type") == "tool_reference"}
-        refusal = anthropic_name_refusal(req)
+        refusal = anthropic_name_refusal(req) or anthropic_schema_refusal(req)
         if refusal is not None:
             raise Refused(refusal["error"]["message"])
         for tool in req.get("tools") or []:

@@ -35,7 +35,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from multidict import CIMultiDict
 
-from tests.integration.fakes import FakeUpstream, Recorded, fixture_bytes, gemini_unknown_field, split_events
+from tests.integration.fakes import (FakeUpstream, Recorded, anthropic_schema_refusal, fixture_bytes, gemini_unknown_field,
+                                     split_events)
 
 # --- AWS SigV4, from https://docs.aws.amazon.com/IAM/latest/UserGuide/create-signed-request.html
 
@@ -278,7 +279,8 @@ def _check_messages_body(req: dict[str, Any], version: str, *, stream_key: str) 
         return "extraneous key [stream] is not permitted"
     if not isinstance(req.get("messages"), list) or not isinstance(req.get("max_tokens"), int):
         return "messages and max_tokens are required"
-    return None
+    refusal = anthropic_schema_refusal(req)  # the same structured outputs as Anthropic's own API
+    return None if refusal is None else str(refusal["error"]["message"])
 
 
 _CONVERSE_NAME = re.compile(r"[a-zA-Z0-9_-]{1,64}")

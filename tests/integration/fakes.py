@@ -142,6 +142,47 @@ def anthropic_name_refusal(req: Any) -> dict[str, Any] | None:
     return None
 
 
+# Anthropic's structured outputs compile output_config.format's schema and refuse what they cannot
+# (docs: structured outputs, "JSON Schema limitations"): an object not closed with
+# additionalProperties false (the real message below), and these keywords.
+_ANTHROPIC_SCHEMA_REFUSED = frozenset({
+    "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf", "minLength", "maxLength", "maxItems",
+    "uniqueItems", "contains", "minProperties", "maxProperties", "patternProperties", "propertyNames", "oneOf", "not",
+    "if", "then", "else", "prefixItems"})
+_ANTHROPIC_FORMATS = frozenset({"date-time", "time", "date", "duration", "email", "hostname", "uri", "ipv4", "ipv6", "uuid"})
+
+
+def anthropic_schema_refusal(req: Any) -> dict[str, Any] | None:
+    """Anthropic's 400 body for an ``output_config.format`` schema it refuses, else None."""
+    fmt = (req.get("output_config") or {}).get("format") if isinstance(req, dict) else None
+    if not isinstance(fmt, dict) or fmt.get("type") != "json_schema":
+        return None
+
+    def why(node: Any) -> str | None:
+        if not isinstance(node, dict):
+            return None
+        kind = node.get("type")
+        kinds = kind if isinstance(kind, list) else [kind]
+        if "object" in kinds and node.get("additionalProperties") is not False:
+            return "For 'object' type, 'additionalProperties' must be explicitly set to false"
+        refused = sorted(k for k in node if k in _ANTHROPIC_SCHEMA_REFUSED)
+        if node.get("minItems") not in (None, 0, 1):
+            refused.append("minItems")
+        if "format" in node and node["format"] not in _ANTHROPIC_FORMATS:
+            refused.append("format")
+        if refused:
+            return f"For '{kind}' type, properties {', '.join(refused)} are not supported"
+        subs = [*(node.get("properties") or {}).values(), *(node.get("$defs") or {}).values(),
+                *(node.get("definitions") or {}).values(), *(node.get("anyOf") or []), *(node.get("allOf") or [])]
+        if "items" in node:
+            subs.append(node["items"])
+        return next((w for w in map(why, subs) if w is not None), None)
+
+    reason = why(fmt.get("schema"))
+    return None if reason is None else {"type": "error", "error": {
+        "type": "invalid_request_error", "message": f"output_config.format.schema: {reason}"}}
+
+
 def gemini_name_refusal(req: Any) -> dict[str, Any] | None:
     """Gemini's 400 body for the function declaration names it refuses, else None."""
     bad = [f"* GenerateContentRequest.tools[{i}].function_declarations[{j}].name: Invalid function name. Must start "
@@ -363,7 +404,7 @@ class FakeUpstream:
         model = req.get("model", "unknown")
         stream = bool(req.get("stream"))
         refusal = ((openai_name_refusal(req) or openai_json_word_refusal(req)) if path.endswith("/chat/completions")
-                   else anthropic_name_refusal(req) if path.endswith("/v1/messages")
+                   else (anthropic_name_refusal(req) or anthropic_schema_refusal(req)) if path.endswith("/v1/messages")
                    else gemini_name_refusal(req) if "enerateContent" in path else None)
         if refusal is not None:  # as the real API answers a tool name (or a JSON mode) it does not take
             return Behaviour(status=400, body=json.dumps(refusal).encode())

@@ -13,7 +13,8 @@ same function on both ends). ``max_tokens`` is required: ``maxOutputTokens`` or
 for the answer, as for OpenAI clients); it is not sent when the last model turn called tools
 without a signed thought (Anthropic answers 400, P6), and it drops temperature/top_p/top_k.
 Temperature is clamped to 0..1, and ``top_p`` dropped beside it (P17). JSON output becomes
-a system instruction, as for OpenAI clients. Answers come back through
+``output_config.format`` with the schema fitted (``anthropic_output_schema``) on models that
+take it, else a system instruction, as for OpenAI clients. Answers come back through
 ``reply_from_anthropic`` / ``AnthropicReader`` into the Gemini writers.
 What this module must not do: any I/O.
 """
@@ -41,6 +42,7 @@ from apex.translate.request.gemini_conversation import (
 )
 from apex.translate.directions.gemini_to_openai import result_text
 from apex.translate.directions.openai_to_anthropic import ANSWER_ROOM, JSON_OBJECT_INSTRUCTION, JSON_SCHEMA_INSTRUCTION
+from apex.translate.neutral.outputschema import anthropic_output_schema
 from apex.translate.neutral.parts import PipedStream
 from apex.translate.request.responses_tools import DROPPED_TOOLS_HEADER
 from apex.translate.neutral.reply import encode_body, reply_from_anthropic
@@ -57,6 +59,7 @@ LEVEL_BUDGETS: Final[dict[str, int]] = {"minimal": 1024, "low": 1024, "medium": 
 DYNAMIC_BUDGET: Final = 4096
 
 _TOOL_CHOICE: Final[dict[str, str]] = {"auto": "auto", "any": "any", "none": "none"}
+_DECODER: Final = msgspec.json.Decoder(dict[str, object])
 
 Json = dict[str, object]
 
@@ -91,9 +94,12 @@ def gemini_to_anthropic_request(conv: Conversation, ctx: TranslateContext) -> Js
     system = conv.system
     native_format: Json | None = None
     if conv.json_output and conv.json_schema and ctx.caps.json_schema and conv.json_schema.lstrip().startswith(b"{"):
-        # As for OpenAI clients: a model with structured outputs enforces the schema itself.
-        native_format = {"type": "json_schema", "schema": msgspec.Raw(conv.json_schema)}
-    elif conv.json_output:
+        # As for OpenAI clients: a model with structured outputs enforces the schema itself,
+        # fitted first (Gemini has no additionalProperties rule, and takes minimum/maxItems...).
+        schema = anthropic_output_schema(_DECODER.decode(conv.json_schema))
+        if schema is not None:
+            native_format = {"type": "json_schema", "schema": schema}
+    if conv.json_output and native_format is None:
         instruction = (JSON_SCHEMA_INSTRUCTION + conv.json_schema.decode()) if conv.json_schema else JSON_OBJECT_INSTRUCTION
         system = f"{system}\n\n{instruction}" if system else instruction
     if conv.enum_choices:

@@ -24,7 +24,9 @@ Request decisions (documented behaviour, docs/protocols.md 8.1, P6, P13, P14, P1
   block and signature are not available from an OpenAI client, and Anthropic would answer
   400, P6). Thinking drops temperature/top_p.
 - ``response_format`` json_schema -> ``output_config.format`` on models that take it
-  (capability table), else the system instruction below.
+  (capability table), the schema fitted to what Anthropic takes (``anthropic_output_schema``:
+  objects closed, unsupported keywords moved into descriptions); else, or when the schema
+  has no fitting (a free-form object), the system instruction below.
 - ``n > 1``, audio input, ``file_id`` references and non-function tools -> InvalidRequest.
 - seed, penalties, logprobs, logit_bias, store, metadata, service_tier... are dropped.
 What this module must not do: any I/O.
@@ -39,6 +41,7 @@ import msgspec
 from apex.errors import InvalidRequest
 from apex.translate.request.legacy_functions import has_legacy_functions, modern_chat
 from apex.translate.base import StreamTranslator, TranslateContext, decode_json_object
+from apex.translate.neutral.outputschema import anthropic_output_schema
 from apex.translate.neutral.parts import PipedStream
 from apex.translate.neutral.reply import encode_body, openai_body, reply_from_anthropic
 from apex.translate.read.anthropic import AnthropicReader
@@ -348,13 +351,15 @@ def json_schema_instruction(schema: object) -> str:
     return JSON_SCHEMA_INSTRUCTION + _ENCODER.encode(schema or {}).decode()
 
 
-def _native_schema(fmt: object) -> object | None:
-    """The JSON schema of a ``json_schema`` response_format (for ``output_config.format``)."""
+def _native_schema(fmt: object) -> Json | None:
+    """The JSON schema of a ``json_schema`` response_format, fitted for ``output_config.format``
+    (strict or not, the client's schema may hold what Anthropic refuses); None when it has no
+    fitting (the system instruction carries it then)."""
     if not isinstance(fmt, dict) or fmt.get("type") != "json_schema":
         return None
     spec = fmt.get("json_schema")
     schema = spec.get("schema") if isinstance(spec, dict) else None
-    return schema if isinstance(schema, dict) else None
+    return anthropic_output_schema(schema) if isinstance(schema, dict) else None
 
 
 def _thinking(req: Json, choice: Json | None, turns: list[Json], asked: int | None,
