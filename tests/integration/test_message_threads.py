@@ -1,4 +1,4 @@
-"""Anthropic's message threads (``thread``) on channels that hold none.
+"""Anthropic fields that refer to state Anthropic's API keeps: ``thread``, ``mcp_servers``, ``container``.
 
 The anthropic SDK's ``client.beta.messages.tool_runner`` holds the conversation in a server-side
 thread by default (the message-threads beta): turn 1 sends ``thread: {"type": "create"}``, later
@@ -7,7 +7,8 @@ dropped ``thread``, so the upstream got a turn without the user's question or th
 call (an orphan tool message on OpenAI, an unknown function response on Gemini). Apex refuses
 such a request on channels that cannot hold a thread with Anthropic's
 ``thread_unsupported_request``: the next channel of the route serves it, or the SDK resends
-the turn unthreaded with the whole history.
+the turn unthreaded with the whole history. ``mcp_servers`` and ``container`` were dropped
+silently the same way and are refused too.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ QUESTION = "What is the secret for mellon?"
 REFUSED_THREAD = {"error_code": "thread_unsupported_request", "unsupported": ["thread"]}
 HELD: dict[str, dict[str, Any]] = {
     "thread": {"thread": {"type": "continue", "previous_message_id": "msg_01abc"}},
+    "mcp_servers": {"mcp_servers": [{"type": "url", "url": "https://mcp.example.com/sse", "name": "ex"}]},
+    "container": {"container": "container_011CPR5CNjB747bTd36fQLFk"},
 }
 
 
@@ -121,8 +124,8 @@ async def test_a_thread_is_refused_by_the_clouds_claude(upstream: FakeUpstream, 
 
 async def test_a_thread_goes_to_the_routes_anthropic_channel_untouched(upstream: FakeUpstream,
                                                                        start_apex: StartApex) -> None:
-    """An OpenAI channel cannot carry a thread; the Anthropic channel after it serves the
-    request with the thread and the threads beta as sent. Skipping a channel
+    """An OpenAI channel cannot carry a thread, MCP servers or a container; the Anthropic channel
+    after it serves the request with all three and the threads beta as sent. Skipping a channel
     that cannot carry the request is no fallback (nothing was sent to it)."""
     cfg = basic_config(upstream)
     cfg["routers"][0]["rules"].insert(0, {"match": {"model": "mix"}, "strategy": "priority",
