@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from urllib.parse import quote
 from typing import Final, Literal
 
@@ -99,12 +99,16 @@ class ApexError(Exception):
         param: str | None = None,
         retry_after: float | None = None,
         code: str | None = None,
+        details: Mapping[str, object] | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.param = param
         self.retry_after = retry_after
         self.code = code
+        # Machine-readable facts a client SDK acts on, rendered as Anthropic's ``error.details``
+        # (the anthropic SDK resends a threaded turn unthreaded on ``thread_unsupported_request``).
+        self.details = details
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.message!r})"
@@ -130,7 +134,7 @@ class Untranslatable(InvalidRequest):
         """A translation's refusal as this channel's inability to carry the request."""
         if isinstance(refusal, Untranslatable):
             return refusal
-        return cls(refusal.message, param=refusal.param, code=refusal.code)
+        return cls(refusal.message, param=refusal.param, code=refusal.code, details=refusal.details)
 
 
 class AuthenticationFailed(ClientError):

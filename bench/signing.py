@@ -1,8 +1,9 @@
 """Per-request CPU of a Bedrock channel's own work: the body edit plus SigV4 signing.
 
 ``python -m bench.signing`` compiles a bedrock channel exactly as the gateway does, binds
-static AWS keys, and times what ``CloudRoute.send`` does before the bytes go out (the
-Anthropic body edit for InvokeModel, botocore's SigV4 over those bytes, the header lines)
+static AWS keys, and times what an attempt does to the bytes before they go out (the
+Anthropic body edit for InvokeModel, ``CloudRoute.prepare``; botocore's SigV4 over those
+bytes and the header lines, ``CloudRoute.send``)
 for bodies of several sizes, in process CPU time. For comparison it times the same for an
 Azure channel with an Entra ID token (a prebuilt header line) and the body edit alone.
 No network: the request path's socket work is what ``python -m bench`` measures.
@@ -76,9 +77,9 @@ async def main() -> None:
     for size in SIZES:
         body = _body(size)
         n = 2000 if size < 100_000 else 300
-        prepared = route.prepare(body, True)
+        prepared = route.prepare(body)
         prepare, authorize = route.prepare, route.authorize
-        edit = _time(lambda: prepare(body, True), n)  # noqa: B023  # timed right here, in this iteration
+        edit = _time(lambda: prepare(body), n)  # noqa: B023  # timed right here, in this iteration
         sign = _time(lambda: authorize(url, prepared), n)  # noqa: B023
         tok = _time(lambda: az_auth(url, prepared), n)  # noqa: B023
         print(f"{len(body):>9} | {edit:>12.1f} | {sign:>12.1f} | {edit + sign:>13.1f} | {tok:>11.2f}")

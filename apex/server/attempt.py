@@ -148,7 +148,7 @@ class Attempt:
             plan = self.plan = chosen
         self.mapped = self.upstream_model != self.model
         body = self._upstream_body()
-        if plan.route is not None:  # a cloud's own dialect (Converse): refused here, not once sending
+        if plan.route is not None:  # a cloud's body (Claude's edited, Converse's converted): refused here, not once sending
             body, self.route = plan.route.convert(body)
         url = plan.url_for(self.upstream_model, ex.stream)
         if plan.forward_anthropic_headers and plan.native and plan.route is None and self.request.query_string:

@@ -1,10 +1,10 @@
 """Render ApexError and JSON in the client's dialect. The endpoint decides the wire shape.
 
 Shapes: OpenAI ``{"error": {message, type, param, code}}``, Anthropic ``{"type": "error",
-"error": {type, message}}``, Gemini ``{"error": {code, message, status}}``. The ``kind -> type``
-tables (spec section 3) live in ``apex.translate.neutral.errortypes``, shared with the stream
-translators. An upstream's own error
-body keeps its message and, when the protocols match, its type.
+"error": {type, message, details?}}`` (``details`` when the error carries them), Gemini
+``{"error": {code, message, status}}``. The ``kind -> type`` tables (spec section 3) live in
+``apex.translate.neutral.errortypes``, shared with the stream translators. An upstream's own
+error body keeps its message and, when the protocols match, its type.
 """
 
 from __future__ import annotations
@@ -77,7 +77,10 @@ def error_body(dialect: Dialect, err: ApexError) -> bytes:
         return _ENC.encode(gemini_error_object(err.status, err.message, _gemini_rpc_status(err)))
     etype = _type_for(dialect, err)
     if dialect.family == "anthropic":
-        return _ENC.encode({"type": "error", "error": {"type": etype, "message": err.message}})
+        error: dict[str, object] = {"type": etype, "message": err.message}
+        if err.details:
+            error["details"] = dict(err.details)
+        return _ENC.encode({"type": "error", "error": error})
     return _ENC.encode({"error": {"message": err.message, "type": etype, "param": err.param, "code": err.code}})
 
 

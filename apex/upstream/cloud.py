@@ -18,7 +18,8 @@ from typing import ClassVar, Final, Protocol
 
 import msgspec
 
-from apex.errors import InvalidRequest
+from apex.errors import InvalidRequest, Untranslatable
+from apex.translate.neutral.serverstate import refuse_thread
 from apex.upstream.base import UpstreamReply
 from apex.upstream.credentials import CredentialSlot
 from apex.upstream.egress import Egress
@@ -39,7 +40,7 @@ class CloudRoute:
     """How one upstream dialect of a cloud channel is reached."""
 
     url: Callable[[str, bool], str]                  # (model as an escaped path segment, stream) -> URL
-    prepare: Callable[[bytes, bool], bytes] | None  # (body, stream) -> the body the cloud takes
+    prepare: Callable[[bytes], bytes] | None        # body -> the body the cloud takes (when the attempt is prepared)
     authorize: Authorizer | None                     # per-request auth header lines
     reply: Callable[[UpstreamReply, bool, str], UpstreamReply] | None = None  # (reply, stream, url): framing, format
     # The route turns a Messages body into another dialect and resolves Anthropic's tool search
@@ -52,16 +53,19 @@ class CloudRoute:
         """The body in the dialect the cloud takes, and the route that sends it and reads its
         answer. Called when the attempt is prepared, before anything is sent or counted: a
         conversion's refusal is Untranslatable there (the route's next channel may serve the
-        request). Most routes take the body as it is."""
-        return body, self
+        request). Most routes take the body as it is, or edited by ``prepare``."""
+        if self.prepare is None:
+            return body, self
+        try:
+            return self.prepare(body), self
+        except InvalidRequest as err:  # this cloud cannot carry it; the route's next channel may
+            raise Untranslatable.of(err) from err
 
     async def send(
         self, pool: UpstreamPool, url: str, header_fields: bytes, body: bytes, stream: bool, connect_timeout: float,
         egress: Egress | None = None, queued: Callable[[bool], None] | None = None,
     ) -> UpstreamReply:
-        """Edit, authorize and POST ``body``; the answer with its stream framing undone."""
-        if self.prepare is not None:
-            body = self.prepare(body, stream)
+        """Authorize and POST ``body`` (as ``convert`` made it); the answer with its stream framing undone."""
         if self.authorize is not None:
             header_fields += self.authorize(url, body)
         reply: UpstreamReply = await pool.post(url, header_fields, body, connect_timeout=connect_timeout, egress=egress,
@@ -119,19 +123,24 @@ _TOP: Final = msgspec.json.Decoder(dict[str, msgspec.Raw])
 _ENC: Final = msgspec.json.Encoder()
 
 
-def anthropic_body_for(version: str, *, keep_stream: bool) -> Callable[[bytes, bool], bytes]:
+def anthropic_body_for(version: str, *, keep_stream: bool) -> Callable[[bytes], bytes]:
     """A body editor for an Anthropic model on a cloud: the model goes in the URL (dropped
     from the body), ``anthropic_version`` names the cloud's version (a client's own value
     wins), and Bedrock, which rejects unknown keys, also loses ``stream``. A mid-conversation
     ``role: "system"`` message (Claude Code, under a first-party beta the clouds do not take)
-    joins the system prompt, as it does on Gemini and Converse."""
+    joins the system prompt, as it does on Gemini and Converse. A ``thread`` (Anthropic's
+    server-held conversation) is refused: the route's next channel may hold it, else the
+    anthropic SDK resends the turn unthreaded (``apex.translate.neutral.serverstate``)."""
     version_raw = msgspec.Raw(_ENC.encode(version))
 
-    def prepare(body: bytes, stream: bool) -> bytes:
+    def prepare(body: bytes) -> bytes:
         try:
             top = _TOP.decode(body)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             raise InvalidRequest(f"request body is not a JSON object: {exc}") from exc
+        thread = top.get("thread")
+        if thread is not None:  # neither cloud holds Anthropic's message threads (nor takes their beta)
+            refuse_thread(msgspec.json.decode(thread))
         top.pop("model", None)
         if not keep_stream:
             top.pop("stream", None)

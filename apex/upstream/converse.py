@@ -24,6 +24,7 @@ from botocore.eventstream import EventStreamMessage
 from apex.errors import InvalidRequest
 from apex.translate.directions.openai_to_anthropic import json_schema_instruction
 from apex.translate.neutral.deferred import TOOL_REFERENCE, is_declared, loaded_tools, reference_text
+from apex.translate.neutral.serverstate import refuse_server_state
 from apex.translate.neutral.toolids import CONVERSE_NAMES, fit_tool_name
 from apex.upstream.base import UpstreamReply
 from apex.upstream.eventstream import EventStreamReply, frame_to_sse
@@ -148,13 +149,15 @@ def anthropic_to_converse(body: bytes) -> tuple[bytes, ToolNames]:
     (Claude Code) joins the system prompt. Deferred tools (tool search) are declared once a
     ``tool_reference`` has loaded them (``apex.translate.neutral.deferred``). Structured
     output (``output_config.format``) becomes the system instruction OpenAI and Gemini
-    clients get for a model without a native schema, asking for JSON matching it."""
+    clients get for a model without a native schema, asking for JSON matching it.
+    ``thread``, ``mcp_servers`` and ``container`` are refused (``apex.translate.neutral.serverstate``)."""
     try:
         req = msgspec.json.decode(body)
     except msgspec.DecodeError as exc:
         raise InvalidRequest(f"request body is not valid JSON: {exc}") from exc
     if not isinstance(req, dict):
         raise InvalidRequest("request body must be a JSON object")
+    refuse_server_state(req.get("thread"), req.get("mcp_servers"), req.get("container"))
     messages = req.get("messages")
     if not isinstance(messages, list):
         raise InvalidRequest("messages must be a list")

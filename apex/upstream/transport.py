@@ -33,7 +33,7 @@ class UpstreamRequest:
     dialect: Dialect      # the upstream dialect the body is written in
     model: str            # the upstream model name
     stream: bool = False
-    route: CloudRoute | None = None  # a cloud's body edit, request signing and stream framing
+    route: CloudRoute | None = None  # a cloud's request signing and stream framing (the body is edited already)
     # Told True when the request waits for a free connection (max_connections), False once
     # it has one: the wait for the upstream's first byte starts then, not in the queue.
     queued: Callable[[bool], None] | None = None

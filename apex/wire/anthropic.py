@@ -196,6 +196,10 @@ class MessagesRequest(msgspec.Struct):
     top_k: int | None = None
     thinking: ThinkingParam | None = None
     output_config: OutputConfig | None = None
+    # State Anthropic's API keeps, read only to be refused (apex.translate.neutral.serverstate).
+    thread: object = None
+    mcp_servers: object = None
+    container: object = None
 
 
 # --- a request's history, as pass-through reads it to drop unsigned thinking ---

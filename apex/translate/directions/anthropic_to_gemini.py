@@ -8,7 +8,8 @@ by the tool NAME found from its ``tool_use_id`` earlier in the history (images i
 result follow it as separate parts); ``thinking`` blocks are dropped (Gemini thoughts are
 not sent back); base64 images and PDFs are inlined, URLs passed by reference; client
 tools are declared with ``parametersJsonSchema`` (deferred ones once a ``tool_reference``
-has loaded them, ``neutral/deferred.py``); server tools are refused.
+has loaded them, ``neutral/deferred.py``); server tools are refused, and so are ``thread``,
+``mcp_servers`` and ``container`` (``neutral/serverstate.py``).
 The registered ``AnthropicToGemini`` maps answers back through the shared Gemini
 direction (``gemini_direction``: Reply and stream parts into the Anthropic writers,
 8.4-8.6). What this module must not do: I/O.
@@ -42,6 +43,7 @@ from apex.translate.request.gemini_contents import (
 from apex.translate.directions.gemini_direction import GeminiDirection
 from apex.translate.neutral.deferred import TOOL_REFERENCE, is_declared, reference_text
 from apex.translate.neutral.parts import PartWriter, Reply
+from apex.translate.neutral.serverstate import refuse_server_state
 from apex.translate.neutral.reply import anthropic_body
 from apex.translate.neutral.signatures import SignatureStore
 from apex.translate.neutral.toolids import GEMINI_NAMES
@@ -81,6 +83,7 @@ def anthropic_to_gemini_request(body: bytes, signatures: SignatureStore, *, caps
         req = _REQUEST.decode(body)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise InvalidRequest(f"invalid messages request: {exc}") from exc
+    refuse_server_state(req.thread, req.mcp_servers, req.container)
     turns = TurnBuilder()
     names: dict[str, str] = {}
     asked: list[str] = []  # the tool_use ids of the last assistant message

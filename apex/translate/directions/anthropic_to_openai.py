@@ -11,7 +11,9 @@ Request decisions (docs/protocols.md 8.2, P7, P8, P15, P16):
 - assistant ``thinking`` text -> ``reasoning_content`` on that assistant message (DeepSeek
   and Kimi require it back on tool-call turns); redacted thinking and server-tool blocks
   are dropped; ``tool_use`` -> ``tool_calls`` with the input JSON-encoded.
-- server tools (a ``type`` other than ``custom`` and no ``input_schema``) -> InvalidRequest.
+- server tools (a ``type`` other than ``custom`` and no ``input_schema``) -> InvalidRequest,
+  as are ``thread``, ``mcp_servers`` and ``container`` (state Anthropic's API keeps:
+  ``neutral/serverstate.py``).
 - a mid-conversation ``role: "system"`` turn -> a ``system`` message at the same place.
 - deferred tools (``defer_loading: true``, Anthropic's tool search) are declared only once a
   ``tool_reference`` in the history loads them; a ``tool_reference`` becomes a line of text
@@ -41,6 +43,7 @@ from apex.translate.base import StreamTranslator, TranslateContext, decode_json_
 from apex.translate.capabilities import MAX_STOP_SEQUENCES, SAMPLING_FIELDS
 from apex.translate.neutral.deferred import TOOL_REFERENCE, is_declared, loaded_tools, reference_text
 from apex.translate.neutral.parts import PipedStream
+from apex.translate.neutral.serverstate import refuse_server_state
 from apex.translate.neutral.toolids import OPENAI_NAMES, end_user_id, fit_chat_tool_names, openai_tool_id
 from apex.translate.neutral.reply import anthropic_body, encode_body, reply_from_openai
 from apex.translate.read.openai import OpenAIChatReader
@@ -110,6 +113,7 @@ def response_format_for(output_config: object) -> Json | None:
 
 def anthropic_to_openai_request(req: Json, ctx: TranslateContext) -> Json:
     """A decoded Messages request -> a Chat Completions request (dict)."""
+    refuse_server_state(req.get("thread"), req.get("mcp_servers"), req.get("container"))
     out: Json = {"model": ctx.upstream_model}
     messages: list[Json] = []
     system = req.get("system")
