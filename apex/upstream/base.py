@@ -169,7 +169,9 @@ def upstream_status_error(
         if isinstance(err, ErrorView):
             message = err.message or ""
             upstream_type = err.type
-            code = None if err.code is None else str(err.code)
+            # OpenAI's codes are words; a number there (Gemini's, Azure's, OpenRouter's) is
+            # the HTTP status again, which an OpenAI client must not read as a code
+            code = err.code if isinstance(err.code, str) and not err.code.isdigit() else None
         elif isinstance(err, str):
             message = err
         elif env.detail is not None:

@@ -163,7 +163,7 @@ def _failure(error: ErrorView | None) -> Failed:
         return Failed("upstream stream error", "api_error", upstream_event=True)
     status = error.status_code if error.status_code is not None else (
         error.code if isinstance(error.code, int) else None)
-    code = error.code if isinstance(error.code, str) else None
+    code = error.code if isinstance(error.code, str) and not error.code.isdigit() else None
     return Failed(error.message or "upstream stream error", kind_from_upstream(error.type, status), code,
                   upstream_event=True)
 
