@@ -20,15 +20,18 @@ from typing import Final, Protocol
 import msgspec
 
 from apex.errors import (
+    CONTEXT_LENGTH_EXCEEDED,
     ChannelBusy,
     UpstreamConnectionError,
     UpstreamError,
     UpstreamMalformed,
     UpstreamStatus,
     UpstreamTimeout,
+    kind_for_status,
 )
 from apex.routing.policy import parse_retry_after as parse_retry_after_at
 from apex.routing.policy import parse_retry_after_ms
+from apex.translate.neutral.errortypes import context_overflow
 from apex.translate.read.gemini_errors import gemini_error
 from apex.types import ProviderFamily
 from apex.upstream.egress import connect_reason
@@ -184,6 +187,8 @@ def upstream_status_error(
         gemini = gemini_error(status, body)
         effective = gemini.status
         upstream_type = gemini.rpc_status or upstream_type
+    if context_overflow(kind_for_status(effective), message, code, upstream_type):
+        code = CONTEXT_LENGTH_EXCEEDED  # said in Anthropic's, Gemini's, Bedrock's... words: OpenAI's code
     if 300 <= status < 400:
         message = f"upstream answered with a redirect (HTTP {status}); Apex does not follow redirects: check the channel's base_url"
     elif not message:
