@@ -30,7 +30,10 @@ client's dialect; nothing here knows about wire formats or aiohttp.
                                        no ``except ApexError`` can render it to a client
 
 ``ErrorKind`` is the closed set of kinds; the per-dialect tables in
-``apex.translate.neutral.errortypes`` are typed by it, so mypy checks them.
+``apex.translate.neutral.errortypes`` are typed by it, so mypy checks them. ``code`` is
+finer than the kind, in OpenAI's vocabulary (``model_not_found``, ``rate_limit_exceeded``,
+``insufficient_quota``, ``CONTEXT_LENGTH_EXCEEDED``): OpenAI clients get it as it is, other
+dialects' renderers read it where their own wording differs.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ import msgspec
 
 __all__ = [
     "ApexError",
+    "CONTEXT_LENGTH_EXCEEDED",
     "ErrorKind",
     "AuthenticationFailed",
     "BudgetExceeded",
@@ -79,6 +83,11 @@ ErrorKind = Literal[
     "invalid_request", "authentication", "permission", "not_found", "request_too_large", "rate_limit",
     "budget_exceeded", "api_error", "timeout", "overloaded",
 ]
+
+# The prompt (with max_tokens, where the upstream counts it) is over the model's context
+# window, whichever upstream said so: OpenAI's code, which Codex reads to tell the user and
+# compact (``apex.translate.neutral.errortypes.context_overflow`` recognises the others).
+CONTEXT_LENGTH_EXCEEDED: Final = "context_length_exceeded"
 
 
 class ApexError(Exception):

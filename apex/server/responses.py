@@ -18,6 +18,7 @@ from aiohttp import web
 from apex.errors import ApexError, ErrorKind, MethodNotAllowed, UpstreamStatus
 from apex.sse import encode_event
 from apex.translate.neutral.errortypes import (
+    anthropic_error_message,
     anthropic_error_type,
     gemini_rpc_status,
     gemini_status_of_kind,
@@ -77,7 +78,7 @@ def error_body(dialect: Dialect, err: ApexError) -> bytes:
         return _ENC.encode(gemini_error_object(err.status, err.message, _gemini_rpc_status(err)))
     etype = _type_for(dialect, err)
     if dialect.family == "anthropic":
-        error: dict[str, object] = {"type": etype, "message": err.message}
+        error: dict[str, object] = {"type": etype, "message": anthropic_error_message(err.message, err.code)}
         if err.details:
             error["details"] = dict(err.details)
         return _ENC.encode({"type": "error", "error": error})

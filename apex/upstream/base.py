@@ -20,15 +20,18 @@ from typing import Final, Protocol
 import msgspec
 
 from apex.errors import (
+    CONTEXT_LENGTH_EXCEEDED,
     ChannelBusy,
     UpstreamConnectionError,
     UpstreamError,
     UpstreamMalformed,
     UpstreamStatus,
     UpstreamTimeout,
+    kind_for_status,
 )
 from apex.routing.policy import parse_retry_after as parse_retry_after_at
 from apex.routing.policy import parse_retry_after_ms
+from apex.translate.neutral.errortypes import context_overflow
 from apex.translate.read.gemini_errors import gemini_error
 from apex.types import ProviderFamily
 from apex.upstream.egress import connect_reason
@@ -169,7 +172,9 @@ def upstream_status_error(
         if isinstance(err, ErrorView):
             message = err.message or ""
             upstream_type = err.type
-            code = None if err.code is None else str(err.code)
+            # OpenAI's codes are words; a number there (Gemini's, Azure's, OpenRouter's) is
+            # the HTTP status again, which an OpenAI client must not read as a code
+            code = err.code if isinstance(err.code, str) and not err.code.isdigit() else None
         elif isinstance(err, str):
             message = err
         elif env.detail is not None:
@@ -185,6 +190,8 @@ def upstream_status_error(
         upstream_type = gemini.rpc_status or upstream_type
         if retry_after is None:
             retry_after = gemini.retry_after
+    if context_overflow(kind_for_status(effective), message, code, upstream_type):
+        code = CONTEXT_LENGTH_EXCEEDED  # said in Anthropic's, Gemini's, Bedrock's... words: OpenAI's code
     if 300 <= status < 400:
         message = f"upstream answered with a redirect (HTTP {status}); Apex does not follow redirects: check the channel's base_url"
     elif not message:

@@ -7,7 +7,8 @@ model's own event base64-encoded in ``bytes`` (for Anthropic models, a Messages 
 event): it becomes ``event: <its type>`` / ``data: <it>``. Other events (ConverseStream's
 ``messageStart``, ``contentBlockDelta``...) become ``event: <event type>`` with the payload
 as data. An exception message (throttling, a model error mid-stream) becomes an Anthropic
-``error`` event, so the stream readers end the client's stream with a proper error.
+``error`` event, so the stream readers end the client's stream with a proper error (a prompt
+over the context window in Anthropic's words, "prompt is too long").
 The wrapper has the UpstreamReply shape, so the pipeline streams it like any SSE reply.
 """
 
@@ -21,6 +22,8 @@ from typing import Final, Protocol
 import msgspec
 from botocore.eventstream import EventStreamBuffer, EventStreamMessage, ParserError
 
+from apex.errors import CONTEXT_LENGTH_EXCEEDED
+from apex.translate.neutral.errortypes import anthropic_error_message, context_overflow
 from apex.upstream.base import UpstreamReply
 from apex.upstream.http import InvalidResponse
 from apex.wire.bedrock import StreamChunk, StreamException, TypedEvent
@@ -67,7 +70,12 @@ def frame_to_sse(msg: EventStreamMessage) -> bytes:
         text = decoded.message or decoded.Message or name
     except (msgspec.DecodeError, msgspec.ValidationError):
         text = str(headers.get(":error-message") or name)
-    body = {"type": "error", "error": {"type": _ERROR_TYPES.get(name, "api_error"), "message": f"{name}: {text}"}}
+    etype = _ERROR_TYPES.get(name, "api_error")
+    message = f"{name}: {text}"
+    if etype == "invalid_request_error" and context_overflow("invalid_request", text):
+        # "Input is too long for requested model.": in the words an Anthropic client compacts on
+        message = anthropic_error_message(message, CONTEXT_LENGTH_EXCEEDED)
+    body = {"type": "error", "error": {"type": etype, "message": message}}
     return _sse("error", _ENC.encode(body))
 
 

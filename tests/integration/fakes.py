@@ -68,6 +68,29 @@ def error(status: int, message: str = "boom", *, retry_after: str | None = None,
     return Behaviour(status=status, body=body, headers=headers)
 
 
+# Each upstream's 400 for a prompt over the model's context window, as the real APIs word it.
+CONTEXT_OVERFLOW: dict[str, dict[str, Any]] = {
+    "openai": {"error": {
+        "message": "This model's maximum context length is 128000 tokens. However, your messages resulted in 200000 "
+                   "tokens. Please reduce the length of the messages.",
+        "type": "invalid_request_error", "param": "messages", "code": "context_length_exceeded"}},
+    "vllm": {"error": {  # vLLM's OpenAI server: no code but the HTTP status
+        "message": "This model's maximum context length is 32768 tokens. However, you requested 40000 tokens "
+                   "(39000 in the messages, 1000 in the completion). Please reduce the length of the messages or completion.",
+        "type": "BadRequestError", "param": None, "code": 400}},
+    "anthropic": {"type": "error", "error": {"type": "invalid_request_error",
+                                             "message": "prompt is too long: 210000 tokens > 200000 maximum"},
+                  "request_id": "req_011CTooLong"},
+    "gemini": {"error": {"code": 400, "status": "INVALID_ARGUMENT",
+                         "message": "The input token count (1200000) exceeds the maximum number of tokens allowed (1048576)."}},
+}
+
+
+def context_overflow(family: str) -> Behaviour:
+    """The upstream ``family``'s refusal of a prompt over the context window (``CONTEXT_OVERFLOW``)."""
+    return Behaviour(status=400, body=json.dumps(CONTEXT_OVERFLOW[family]).encode())
+
+
 def _openai_too_long(req: Any) -> tuple[str, int, int] | None:
     """(field, limit, length) of the first Chat field past OpenAI's length limits, else None."""
     if not isinstance(req, dict):

@@ -2,17 +2,23 @@
 
 Apex kinds (``apex.errors``: ``invalid_request``, ``timeout``, ``overloaded``...) map to
 each client family's ``type``; upstream ``type`` strings (and bare HTTP status codes, as
-OpenRouter sends them) map back to a kind. What this module must not do: build bodies.
+OpenRouter sends them) map back to a kind. A context-window overflow, which only OpenAI
+names with a code, is recognised here from every upstream's words
+(``context_overflow``) and said back in each client's (``anthropic_error_message``,
+``responses_error_code``). What this module must not do: build bodies.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Final
 
-from apex.errors import ErrorKind, kind_for_status
+from apex.errors import CONTEXT_LENGTH_EXCEEDED, ErrorKind, kind_for_status
 
 __all__ = [
+    "anthropic_error_message",
     "anthropic_error_type",
+    "context_overflow",
     "gemini_rpc_status",
     "gemini_status_of_kind",
     "kind_from_upstream",
@@ -53,7 +59,29 @@ _KIND_OF_TYPE: Final[dict[str, ErrorKind]] = {
     "overloaded_error": "overloaded",
     "timeout_error": "timeout",
     "billing_error": "invalid_request",
+    "model_context_window_exceeded": "invalid_request",
+    "exceed_context_size_error": "invalid_request",
 }
+
+# A prompt over the model's context window. OpenAI (and servers copying it) say so with a code;
+# the others only in words, a 400 like any other bad request, so the words are all there is:
+_OVERFLOW_CODES: Final = frozenset({
+    CONTEXT_LENGTH_EXCEEDED,          # OpenAI, Azure OpenAI, Groq
+    "model_context_window_exceeded",  # Anthropic's name for it (a stop reason today)
+    "exceed_context_size_error",      # llama.cpp server's error type
+})
+_OVERFLOW_WORDS: Final = re.compile(
+    r"prompt is too long"                                    # Anthropic: "prompt is too long: N tokens > M maximum"
+    r"|input length and `max_tokens` exceed context limit"   # Anthropic, the prompt plus max_tokens
+    r"|input token count.{0,32}exceeds the maximum number of tokens"  # Gemini (INVALID_ARGUMENT)
+    r"|input is too long for requested model"                # Bedrock ValidationException
+    r"|too many input tokens"                                # Bedrock (Titan) ValidationException
+    r"|maximum context length"                               # OpenAI's words, vLLM, DeepSeek, Mistral, OpenRouter
+    r"|longer than the maximum model length"                 # vLLM: "The decoder prompt (length N) is longer than..."
+    r"|exceeds the available context size",                  # llama.cpp server
+    re.IGNORECASE)
+# What Claude Code (and Anthropic's own answers) call an overflow: left as they are.
+_ANTHROPIC_OVERFLOW_WORDS: Final = re.compile(r"prompt is too long|exceed context limit", re.IGNORECASE)
 
 
 # Gemini errors name a google.rpc status beside the HTTP code (docs/protocols.md 6.6).
@@ -108,8 +136,28 @@ def anthropic_error_type(kind: ErrorKind) -> str:
     return _ANTHROPIC[kind]
 
 
-def responses_error_code(kind: ErrorKind) -> str:
-    """Apex kind -> Responses ``response.error.code`` (a closed set in the API)."""
+def context_overflow(kind: ErrorKind, message: str, *codes: str | None) -> bool:
+    """True when a refused request's ``codes`` (an upstream's code, its error type) or its
+    words say the prompt is over the context window: Apex's error then carries
+    ``CONTEXT_LENGTH_EXCEEDED``. Only on the error path: one regex search."""
+    if kind not in ("invalid_request", "request_too_large"):
+        return False
+    return any(c in _OVERFLOW_CODES for c in codes) or _OVERFLOW_WORDS.search(message) is not None
+
+
+def anthropic_error_message(message: str, code: str | None) -> str:
+    """``message`` for an Anthropic client: an overflow in Anthropic's words ("prompt is too
+    long", what Claude Code compacts on), the upstream's own after them."""
+    if code == CONTEXT_LENGTH_EXCEEDED and _ANTHROPIC_OVERFLOW_WORDS.search(message) is None:
+        return f"prompt is too long: {message}"
+    return message
+
+
+def responses_error_code(kind: ErrorKind, code: str | None = None) -> str:
+    """Apex kind -> Responses ``response.error.code``: the API's closed set, and
+    ``context_length_exceeded`` for an overflow as OpenAI sends it (Codex keys on it)."""
+    if code == CONTEXT_LENGTH_EXCEEDED:
+        return code
     if kind in ("rate_limit", "budget_exceeded"):
         return "rate_limit_exceeded"
     if kind in ("invalid_request", "request_too_large"):

@@ -14,8 +14,9 @@ from typing import Final, final
 
 import msgspec
 
+from apex.errors import CONTEXT_LENGTH_EXCEEDED
 from apex.sse import SseEvent
-from apex.translate.neutral.errortypes import kind_from_upstream
+from apex.translate.neutral.errortypes import context_overflow, kind_from_upstream
 from apex.translate.neutral.parts import (
     Ended,
     Failed,
@@ -121,7 +122,9 @@ class AnthropicReader:
             err = ev.error
             err_type = err.type if err else None
             message = (err.message if err else "") or "upstream stream error"
-            return [Failed(message, kind_from_upstream(err_type), err_type, upstream_event=True)]
+            kind = kind_from_upstream(err_type)
+            code = CONTEXT_LENGTH_EXCEEDED if context_overflow(kind, message, err_type) else err_type
+            return [Failed(message, kind, code, upstream_event=True)]
         return []  # ping and event types Apex does not know yet
 
     def _block_start(self, ev: StreamEvent) -> list[Part]:

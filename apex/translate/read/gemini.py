@@ -21,8 +21,9 @@ from typing import final
 
 import msgspec
 
-from apex.errors import ErrorKind
+from apex.errors import CONTEXT_LENGTH_EXCEEDED, ErrorKind
 from apex.sse import SseEvent
+from apex.translate.neutral.errortypes import context_overflow
 from apex.translate.read.gemini_errors import gemini_error
 from apex.translate.read.gemini_parts import (
     BROKEN_FINISHES,
@@ -83,7 +84,8 @@ class GeminiReader:
             return self._fail("Gemini sent a malformed stream event", "api_error")
         if chunk.error is not None:
             err = gemini_error(200, event.data)
-            return self._fail(err.message, err.kind, err.rpc_status, upstream_event=True)
+            code = CONTEXT_LENGTH_EXCEEDED if context_overflow(err.kind, err.message) else err.rpc_status
+            return self._fail(err.message, err.kind, code, upstream_event=True)
         out: list[Part] = []
         if not self._started:
             self._started = True

@@ -20,8 +20,9 @@ from typing import final
 
 import msgspec
 
+from apex.errors import CONTEXT_LENGTH_EXCEEDED
 from apex.sse import SseEvent
-from apex.translate.neutral.errortypes import kind_from_upstream
+from apex.translate.neutral.errortypes import context_overflow, kind_from_upstream
 from apex.translate.neutral.logprobs import logprobs_from_openai
 from apex.translate.neutral.parts import (
     attach_logprobs,
@@ -163,9 +164,12 @@ def _failure(error: ErrorView | None) -> Failed:
         return Failed("upstream stream error", "api_error", upstream_event=True)
     status = error.status_code if error.status_code is not None else (
         error.code if isinstance(error.code, int) else None)
-    code = error.code if isinstance(error.code, str) else None
-    return Failed(error.message or "upstream stream error", kind_from_upstream(error.type, status), code,
-                  upstream_event=True)
+    code = error.code if isinstance(error.code, str) and not error.code.isdigit() else None
+    message = error.message or "upstream stream error"
+    kind = kind_from_upstream(error.type, status)
+    if context_overflow(kind, message, code, error.type):  # a vLLM-style server's words
+        code = CONTEXT_LENGTH_EXCEEDED
+    return Failed(message, kind, code, upstream_event=True)
 
 
 def _choice_usage(chunk: ChatChunk) -> ChatUsage | None:

@@ -28,7 +28,7 @@ from apex.errors import ErrorKind
 from apex.sse import encode_event
 from apex.translate.base import TranslateContext
 from apex.translate.neutral.clientids import id_stem
-from apex.translate.neutral.errortypes import anthropic_error_type
+from apex.translate.neutral.errortypes import anthropic_error_message, anthropic_error_type
 from apex.translate.neutral.parts import (
     Ended,
     Failed,
@@ -52,9 +52,9 @@ __all__ = ["AnthropicWriter", "anthropic_error_event"]
 _ENCODER: Final = msgspec.json.Encoder()
 
 
-def anthropic_error_event(message: str, kind: ErrorKind) -> bytes:
-    """One ``event: error`` in Anthropic's shape."""
-    body = {"type": "error", "error": {"type": anthropic_error_type(kind), "message": message}}
+def anthropic_error_event(message: str, kind: ErrorKind, code: str | None = None) -> bytes:
+    """One ``event: error`` in Anthropic's shape (an overflow in Anthropic's words)."""
+    body = {"type": "error", "error": {"type": anthropic_error_type(kind), "message": anthropic_error_message(message, code)}}
     return encode_event(_ENCODER.encode(body), "error")
 
 
@@ -106,7 +106,7 @@ class AnthropicWriter:
             # closed, a client runs the call with half its input (Claude Code did).
             if self._open_kind != "tool":
                 self._close(out)
-            out.append(anthropic_error_event(part.message, part.kind))
+            out.append(anthropic_error_event(part.message, part.kind, part.code))
             self._done = True
             return out
         if not self._started:

@@ -12,7 +12,8 @@ interleaved argument fragments still land on the right item. The stream ends wit
 ``response.completed`` (or ``response.incomplete`` for length / content filter) carrying
 the whole response and usage; a failure ends it with ``response.failed`` carrying
 ``error: {code, message}`` (code from the API's closed set: ``server_error``,
-``rate_limit_exceeded``, ``invalid_prompt``). What this module must not do: read upstream formats.
+``rate_limit_exceeded``, ``invalid_prompt``; and ``context_length_exceeded``, as OpenAI fails
+an overflow). What this module must not do: read upstream formats.
 """
 
 from __future__ import annotations
@@ -202,7 +203,7 @@ class ResponsesWriter:
                 if not tool.done:
                     tool.done = True
                     tool.status = ""
-            error: dict[str, object] = {"code": responses_error_code(part.kind), "message": part.message}
+            error: dict[str, object] = {"code": responses_error_code(part.kind, part.code), "message": part.message}
             usage = responses_usage_body(self._usage) if self._usage is not None else None
             out.append(self._event("response.failed", {"response": self._response("failed", usage, error)}))
             self._done = True
