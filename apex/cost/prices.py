@@ -31,8 +31,15 @@ BUILTIN_PRICES: Final[dict[str, _Row]] = {
     "gpt-4.1-mini": (0.40, 1.60, 0.10, None),
     "gpt-4.1-nano": (0.10, 0.40, 0.025, None),
     "gpt-4o": (2.50, 10.0, 1.25, None),
+    "gpt-4o-2024-05-13": (5.0, 15.0, None, None),  # the first gpt-4o snapshot kept its launch price
+    "chatgpt-4o": (5.0, 15.0, None, None),  # chatgpt-4o-latest
     "gpt-4o-mini": (0.15, 0.60, 0.075, None),
     "gpt-4-turbo": (10.0, 30.0, None, None),
+    # The GPT-4 Turbo previews are GPT-4 Turbo, not GPT-4 (which the suffix rules would make them).
+    "gpt-4-turbo-preview": (10.0, 30.0, None, None),
+    "gpt-4-1106-preview": (10.0, 30.0, None, None),
+    "gpt-4-0125-preview": (10.0, 30.0, None, None),
+    "gpt-4-vision-preview": (10.0, 30.0, None, None),
     "gpt-4": (30.0, 60.0, None, None),
     "gpt-3.5-turbo": (0.50, 1.50, None, None),
     "o1": (15.0, 60.0, 7.50, None),

@@ -34,7 +34,8 @@ _CACHE_CAP: Final = 4096  # distinct (channel, model) look-ups remembered per Sn
 # Bedrock model ids: an optional cross-region prefix, the vendor, and a version suffix.
 _CLOUD_VENDOR: Final = re.compile(r"^(?:(?:us|eu|apac|global|us-gov|jp|au|ca)\.)?(?:anthropic|meta|mistral|amazon|cohere|ai21|deepseek|openai|qwen|writer)\.")
 _CLOUD_VERSION: Final = re.compile(r"-v\d+(?::\d+)?$")
-_SUFFIX: Final = re.compile(r"(?:-\d{4}-\d{2}-\d{2}|-\d{8}|-\d{4}|-latest|-preview(?:-[\w.-]*)?|-exp(?:-[\w.-]*)?|-\d{3})$")
+# Anthropic's aliases end in "-0" (claude-sonnet-4-0, claude-opus-4-0: the 4 models).
+_SUFFIX: Final = re.compile(r"(?:-\d{4}-\d{2}-\d{2}|-\d{8}|-\d{4}|-latest|-preview(?:-[\w.-]*)?|-exp(?:-[\w.-]*)?|-\d{3}|-0)$")
 
 
 class UnitPrice(msgspec.Struct, frozen=True, gc=False):
@@ -92,6 +93,8 @@ def _builtin(model: str) -> UnitPrice | None:
     name = model.rsplit("/", 1)[-1]  # openrouter's "openai/gpt-4o", "models/gemini-2.0-flash", an ARN's profile
     name = name.split("@", 1)[0]  # Vertex: claude-sonnet-4@20250514
     name = _CLOUD_VENDOR.sub("", name)
+    if name.startswith("claude-") and "." in name:  # OpenRouter: anthropic/claude-sonnet-4.5, claude-3.7-sonnet
+        name = name.replace(".", "-")
     if name in _BUILTIN:  # a name that ends in a version of its own: jina-embeddings-v3
         return _BUILTIN[name]
     name = _CLOUD_VERSION.sub("", name)  # Bedrock: us.anthropic.claude-sonnet-4-20250514-v1:0

@@ -119,3 +119,29 @@ def test_bedrock_and_vertex_ids_find_their_models_price(cloud_id: str) -> None:
     team budgets never applied on those channels)."""
     book = _book()
     assert book.price("c", cloud_id) == book.price("c", "claude-sonnet-4") is not None
+
+
+@pytest.mark.parametrize(("name", "same_as"), [
+    ("claude-sonnet-4-0", "claude-sonnet-4"),  # Anthropic's own aliases of the 4 models
+    ("claude-opus-4-0", "claude-opus-4"),
+    ("anthropic/claude-sonnet-4.5", "claude-sonnet-4-5"),  # OpenRouter's dotted Claude ids
+    ("anthropic/claude-opus-4.1", "claude-opus-4-1"),
+    ("anthropic/claude-3.7-sonnet", "claude-3-7-sonnet"),
+])
+def test_names_real_clients_send_are_priced(name: str, same_as: str) -> None:
+    """These names were unpriced (cost null), so a team's budget never charged them."""
+    book = _book()
+    assert book.price("c", name) == book.price("c", same_as) is not None
+
+
+@pytest.mark.parametrize(("name", "per_million"), [
+    ("gpt-4o-2024-05-13", (5.0, 15.0)),   # was gpt-4o's 2.5 / 10
+    ("gpt-4-1106-preview", (10.0, 30.0)),  # GPT-4 Turbo previews: were gpt-4's 30 / 60
+    ("gpt-4-0125-preview", (10.0, 30.0)),
+    ("gpt-4-0613", (30.0, 60.0)),
+    ("gpt-4o-2024-08-06", (2.5, 10.0)),
+])
+def test_snapshots_with_their_own_price_are_not_priced_as_their_base(name: str, per_million: tuple[float, float]) -> None:
+    price = _book().price("c", name)
+    assert price is not None
+    assert (round(price.input * 1e6, 6), round(price.output * 1e6, 6)) == per_million
