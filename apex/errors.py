@@ -195,7 +195,7 @@ class BudgetExceeded(RateLimited):
     """The team spent its budget for the period (OpenAI ``insufficient_quota``)."""
 
     kind: ErrorKind = "budget_exceeded"
-    remaining_usd: float | None = None  # what the store says is left (None: store unavailable)
+    remaining_usd: float | None = None  # what the store says is left
 
 
 class UpstreamError(ApexError):

@@ -25,7 +25,7 @@ import msgspec
 
 from apex.budget.period import Period, period_bounds
 from apex.config.model import Budget
-from apex.errors import BudgetExceeded
+from apex.errors import BudgetExceeded, RateLimited
 
 __all__ = [
     "NANO",
@@ -167,7 +167,9 @@ class BudgetLedger:
             self.on_remaining(team_id, remaining)
         if not r.allowed:
             if r.spent is None:
-                raise BudgetExceeded("budget store unavailable; retry later", retry_after=1, code="insufficient_quota")
+                # The store's outage, not the team's money: a retryable rate limit, as the rate
+                # limiter's own closed mode answers (agents treat insufficient_quota as final).
+                raise RateLimited("budget store unavailable; retry later", retry_after=1, code="rate_limit_exceeded")
             exceeded = BudgetExceeded(
                 f"team '{team_id}' has spent its budget of ${_dollars(policy.usd)} per {policy.period} "
                 f"({policy.tz_name}): ${r.spent / NANO:.4f} so far; it resets at {_iso_utc(end)}",

@@ -175,7 +175,7 @@ async def serve(
             # it. A token count uses no tokens (the providers count it for requests only).
             charged = limit.tpm is not None and not dialect.counts_tokens
             grant = await gateway.acquire_rate_limit(team, ex.prompt_estimate() + max_out if charged else 0, ex)
-        if gateway.has_budget(team.id):
+        if gateway.has_budget(team.id) and not dialect.counts_tokens:  # a count costs nothing (README)
             # After the rate limit: a request it refuses held no budget (a burst refused by rpm
             # held reservations until each was refunded, and the rest were told the budget was
             # spent). Settled by Gateway.finish, whatever happens next.

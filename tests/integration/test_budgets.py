@@ -157,6 +157,10 @@ async def test_budget_store_down_follows_fail_mode(
         with pytest.raises(openai.RateLimitError) as refused:
             await client.chat.completions.create(model="gpt-4o", messages=MSG, max_tokens=10)
         assert "budget store unavailable" in refused.value.message
+        body = refused.value.body
+        assert isinstance(body, dict)
+        # the outage's, not the team's money: retryable (insufficient_quota stops agents for good)
+        assert body["code"] == "rate_limit_exceeded" and body["type"] != "insufficient_quota"
     redis_server.start()  # an empty Redis (the test server keeps nothing on disk)
     await asyncio.sleep(1.1)  # past the store's backoff
     raw = await client.chat.completions.with_raw_response.create(model="gpt-4o", messages=MSG, max_tokens=10)
@@ -190,3 +194,21 @@ async def test_a_request_the_rate_limit_refuses_holds_no_budget(upstream: FakeUp
     got = await asyncio.gather(*[one() for _ in range(30)])
     assert got.count("ok") == 2, got
     assert "insufficient_quota" not in got, got
+
+
+async def test_token_counts_are_neither_checked_nor_charged(upstream: FakeUpstream, start_apex: StartApex) -> None:
+    """A count reserved the prompt plus 1024 output tokens while it ran (a real request sent
+    beside it was told the budget was spent), and once the budget was spent, counts got 429."""
+    inst = await start_apex(_config(upstream, 0.05))
+    client = ant(inst, "tk-1")
+    counted = await client.messages.count_tokens(model="claude-sonnet-4-5", messages=MSG)
+    assert counted.input_tokens > 0
+    await asyncio.sleep(0.05)
+    assert _remaining_gauge(inst, "t1") in (None, 0.05)  # nothing reserved, nothing spent
+    for _ in range(2):  # the fixture's 0.028 each: spent past the budget
+        await oai(inst, "tk-1").chat.completions.create(model="gpt-4o", messages=MSG, max_tokens=20)
+        await asyncio.sleep(0.05)
+    with pytest.raises(openai.RateLimitError):
+        await oai(inst, "tk-1").chat.completions.create(model="gpt-4o", messages=MSG, max_tokens=20)
+    again = await client.messages.count_tokens(model="claude-sonnet-4-5", messages=MSG)
+    assert again.input_tokens == counted.input_tokens
