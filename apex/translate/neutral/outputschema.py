@@ -92,7 +92,10 @@ def _fit(node: object) -> object:
     for key in ("description", "title"):
         if key in rest:
             out[key] = rest.pop(key)
-    kinds: set[object] = set() if literal else {k for k in kind if isinstance(k, str)} if isinstance(kind, list) else {kind}
+    # A type that is neither a name nor a list of names (a client's malformed schema) names no
+    # kind here; the upstream judges it.
+    kinds: set[str] = (set() if literal else {k for k in kind if isinstance(k, str)} if isinstance(kind, list)
+                       else {kind} if isinstance(kind, str) else set())
     if "object" in kinds:
         properties = rest.pop("properties", None)
         others = rest.pop("additionalProperties", None)
@@ -103,7 +106,7 @@ def _fit(node: object) -> object:
         out["additionalProperties"] = False
         if "required" in rest:
             out["required"] = rest.pop("required")
-    if "string" in kinds and rest.get("format") in _STRING_FORMATS:
+    if "string" in kinds and isinstance(rest.get("format"), str) and rest["format"] in _STRING_FORMATS:
         out["format"] = rest.pop("format")
     if "array" in kinds:
         if isinstance(rest.get("items"), dict):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import copy
 from typing import Any, Literal
 
@@ -104,3 +106,15 @@ def test_objects_without_declared_properties_have_no_fitting() -> None:
         "scores": {"type": "object", "additionalProperties": {"type": "integer"}}}}) is None
     assert fit({"type": "object", "properties": {}, "additionalProperties": False}) == {
         "type": "object", "properties": {}, "additionalProperties": False}  # the client asked for {} itself
+
+
+@pytest.mark.parametrize("schema", [
+    {"type": {"a": 1}, "properties": {"x": {"type": "string"}}},
+    {"type": "object", "properties": {"x": {"type": "string", "format": ["email"]}}, "additionalProperties": False},
+    {"type": "object", "properties": {"x": {"type": ["string", {"bad": 1}], "format": {"f": 1}}}},
+])
+def test_malformed_types_and_formats_are_no_crash(schema: dict[str, object]) -> None:
+    """A type that is an object, or a format that is a list, raised TypeError (unhashable):
+    the client got a 500. The fitter leaves such values to the upstream to judge."""
+    fitted = anthropic_output_schema(schema)
+    assert fitted is None or isinstance(fitted, dict)
