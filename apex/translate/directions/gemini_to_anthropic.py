@@ -158,12 +158,16 @@ def _thinking(conv: Conversation, ctx: TranslateContext) -> tuple[Json, int, str
     asked = conv.max_tokens
     if "adaptive" in caps.knobs:
         effort = level if level in LEVEL_BUDGETS else "low" if budget < 4096 else "medium" if budget < 16384 else "high"
-        return {"type": "adaptive"}, asked if asked is not None else budget + ANSWER_ROOM, caps.effort(effort)
+        return {"type": "adaptive"}, asked if asked is not None else caps.output_limit(budget + ANSWER_ROOM), caps.effort(effort)
     if "budget" not in caps.knobs:
         return None
     budget = max(budget, MIN_THINKING_BUDGET)
     if asked is None:
-        return {"type": "enabled", "budget_tokens": budget}, budget + ANSWER_ROOM, None
+        # Sized for the budget, within the model's limit (Gemini 2.5 Pro's top budget, 32,768,
+        # plus room is over Opus 4.1's 32,000: a 400), as for OpenAI clients.
+        asked = caps.output_limit(budget + ANSWER_ROOM)
+        if asked == budget + ANSWER_ROOM:
+            return {"type": "enabled", "budget_tokens": budget}, asked, None
     budget = min(budget, asked - min(ANSWER_ROOM, asked // 2))
     if budget < MIN_THINKING_BUDGET:
         return None

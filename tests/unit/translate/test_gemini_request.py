@@ -229,3 +229,16 @@ def test_allowed_function_names_limit_what_is_offered() -> None:
     sent = json.loads(GeminiToOpenAI().request(_body(body), _ctx()))
     assert [t["function"]["name"] for t in sent["tools"]] == ["get_w", "get_t"]
     assert sent["tool_choice"] == "required"
+
+
+@pytest.mark.parametrize("budget", [32768, 10**30])
+def test_a_thinking_budget_without_max_output_tokens_stays_within_the_models_limit(budget: int) -> None:
+    """Gemini 2.5 Pro's top budget (32,768) plus answer room went out as max_tokens 36,864 to
+    Opus 4.1 (limit 32,000: a 400), and 10**30 as is; an OpenAI client's xhigh was clamped."""
+    ctx = _ctx()
+    ctx.caps = ModelCaps(reasons=True, knobs=frozenset({"budget"}), max_output=32_000)
+    body = {"contents": [{"role": "user", "parts": [{"text": "q"}]}],
+            "generationConfig": {"thinkingConfig": {"thinkingBudget": budget}}}
+    sent = json.loads(GeminiToAnthropic().request(_body(body), ctx))
+    assert sent["max_tokens"] == 32_000
+    assert 1024 <= sent["thinking"]["budget_tokens"] < sent["max_tokens"]
