@@ -87,8 +87,8 @@ class Attempt:
 
     __slots__ = (
         "body", "channel", "ctx", "deadline", "dialect", "ex", "first_wait", "mapped", "model", "outgoing", "plan",
-        "read_whole", "relay", "reply", "request", "request_ends", "route", "snap", "started", "upstream_model",
-        "view",
+        "answer_by", "read_whole", "relay", "reply", "request", "request_ends", "route", "snap", "started",
+        "upstream_model", "view",
     )
 
     def __init__(
@@ -125,6 +125,7 @@ class Attempt:
         # Loop time by which a non-stream request must be answered, retries included (the
         # global request_ms from the first attempt's start); no attempt runs past it.
         self.request_ends = math.inf
+        self.answer_by = math.inf  # loop time by which this attempt's answer must be whole (non-stream)
 
     # --- the attempt ----------------------------------------------------------------------
 
@@ -192,7 +193,8 @@ class Attempt:
         it used to eat the upstream's first_byte_ms, a 504 that cooled the channel down."""
         deadline = self.deadline
         if deadline is not None:
-            deadline.move(None if waiting else asyncio.get_running_loop().time() + self.first_wait)
+            # request_ms still bounds the whole answer: the wait in the queue is part of it.
+            deadline.move(None if waiting else min(asyncio.get_running_loop().time() + self.first_wait, self.answer_by))
 
     @property
     def _client_usage(self) -> bool:
@@ -402,6 +404,7 @@ class Attempt:
         if whole:
             ends = self.request_ends
         self.first_wait = min(timeouts.first_byte, ends - begun)
+        self.answer_by = ends
         try:
             with Deadline(loop, begun + self.first_wait) as deadline:
                 self.deadline = deadline
@@ -410,7 +413,7 @@ class Attempt:
                 raw = await reply.read()
             self.read_whole = True
         except TimeoutError as exc:
-            if self.reply is None and begun + timeouts.first_byte < ends:
+            if self.reply is None and loop.time() < ends:
                 raise self._timed_out(upstream, "no answer", "first_byte_ms", timeouts.first_byte) from exc
             what = "no answer" if self.reply is None else "the answer did not finish"
             if whole:

@@ -26,7 +26,7 @@ from apex.errors import ConfigError
 from apex.snapshot import build_snapshot
 from tests.conftest import StartApex, basic_config, oai
 from tests.integration.conftest import StartProxy, free_port
-from tests.integration.fakes import Behaviour, FakeUpstream
+from tests.integration.fakes import Behaviour, FakeUpstream, fixture_bytes
 
 trustme = pytest.importorskip("trustme", reason="trustme makes the test CA (pip install trustme)")
 
@@ -324,6 +324,23 @@ async def test_request_ms_bounds_the_whole_request_retries_included(upstream: Fa
     assert err.response.headers["x-apex-attempts"] == "3"
     assert "no answer within request_ms (1 s for the whole request)" in err.body["message"]  # type: ignore[index]
     assert len(upstream.requests) == 3
+
+
+async def test_request_ms_counts_the_wait_for_a_connection(upstream: FakeUpstream, start_apex: StartApex) -> None:
+    """max_connections 1: B waits ~1.5 s behind A for the connection, then its upstream takes
+    1 s more. request_ms (2 s) bounds B's whole request, the queue included: no answer by then.
+    (The wait gave B a fresh first-byte wait: it was answered at ~2.5 s, past request_ms.)"""
+    cfg = one_channel(upstream.openai_url, max_connections=1)
+    cfg["global"]["timeouts"] = {"request_ms": 2000, "connect_ms": 1900}
+    inst = await start_apex(cfg)
+    answer = fixture_bytes("openai_chat_nonstream.json")
+    upstream.push(Behaviour(stall=1.5, body=answer), Behaviour(stall=1.0, body=answer))
+    first = asyncio.create_task(chat(inst))
+    await asyncio.sleep(0.2)
+    err = await chat_error(inst)
+    assert await first
+    assert err.status_code == 504
+    assert "no answer within request_ms (2 s" in err.body["message"]  # type: ignore[index]
 
 
 async def test_connect_timeout_is_a_504_naming_host_and_port(start_apex: StartApex) -> None:
