@@ -84,8 +84,10 @@ RESERVED_PATHS: Final[tuple[str, ...]] = (
     "/v1/messages/count_tokens", "/v1beta/models", "/health", "/ready",
 )
 RESERVED_PREFIXES: Final[tuple[str, ...]] = ("/v1/models/", "/v1beta/models/")
+# Letters, digits and -._~/ only: a query, fragment or percent-escape could never match a request's path.
 MetricsPath = Annotated[str, Meta(pattern="^/(?!((" + "|".join(re.escape(p[1:]) for p in RESERVED_PATHS) + ")$|"
-                                          + "|".join(re.escape(p[1:]) for p in RESERVED_PREFIXES) + "))")]
+                                          + "|".join(re.escape(p[1:]) for p in RESERVED_PREFIXES) + "))"
+                                          + r"[A-Za-z0-9._~/-]*$(?!\n)")]
 
 ProviderType = Literal[
     "openai",

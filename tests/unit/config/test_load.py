@@ -130,15 +130,22 @@ TYPE_CASES: list[tuple[str, dict[str, Any], str, str]] = [
      "prices.b-*.output", "Expected `float` >= 0.0"),
     ("reserved metrics path", mutate("metrics", {"path": "/health"}), "metrics.path",
      "Expected `str` matching regex '^/(?!((v1/chat/completions|v1/responses|v1/embeddings|v1/models|v1/messages|"
-     "v1/messages/count_tokens|v1beta/models|health|ready)$|v1/models/|v1beta/models/))'"),
+     "v1/messages/count_tokens|v1beta/models|health|ready)$|v1/models/|v1beta/models/))[A-Za-z0-9._~/-]*$(?!\\\\n)'"),
     # Gemini's model list and every path under the model prefixes are Apex's too (they passed,
     # and then no path served the metrics)
     ("reserved Gemini path", mutate("metrics", {"path": "/v1beta/models"}), "metrics.path",
      "Expected `str` matching regex '^/(?!((v1/chat/completions|v1/responses|v1/embeddings|v1/models|v1/messages|"
-     "v1/messages/count_tokens|v1beta/models|health|ready)$|v1/models/|v1beta/models/))'"),
+     "v1/messages/count_tokens|v1beta/models|health|ready)$|v1/models/|v1beta/models/))[A-Za-z0-9._~/-]*$(?!\\\\n)'"),
     ("reserved model path", mutate("metrics", {"path": "/v1beta/models/gemini-2.5-flash:generateContent"}), "metrics.path",
      "Expected `str` matching regex '^/(?!((v1/chat/completions|v1/responses|v1/embeddings|v1/models|v1/messages|"
-     "v1/messages/count_tokens|v1beta/models|health|ready)$|v1/models/|v1beta/models/))'"),
+     "v1/messages/count_tokens|v1beta/models|health|ready)$|v1/models/|v1beta/models/))[A-Za-z0-9._~/-]*$(?!\\\\n)'"),
+    # a query, fragment or escape that no request path can match (it loaded; nothing served the metrics)
+    ("metrics path with a query", mutate("metrics", {"path": "/metrics?x=1"}), "metrics.path",
+     "Expected `str` matching regex '^/(?!((v1/chat/completions|v1/responses|v1/embeddings|v1/models|v1/messages|"
+     "v1/messages/count_tokens|v1beta/models|health|ready)$|v1/models/|v1beta/models/))[A-Za-z0-9._~/-]*$(?!\\\\n)'"),
+    ("metrics path with an escape", mutate("metrics", {"path": "/m%65trics"}), "metrics.path",
+     "Expected `str` matching regex '^/(?!((v1/chat/completions|v1/responses|v1/embeddings|v1/models|v1/messages|"
+     "v1/messages/count_tokens|v1beta/models|health|ready)$|v1/models/|v1beta/models/))[A-Za-z0-9._~/-]*$(?!\\\\n)'"),
 ]
 
 
