@@ -56,6 +56,7 @@ from apex.translate.directions.gemini_embeddings import (
     with_upstream_model,
 )
 from apex.translate.neutral.deferred import without_tool_search
+from apex.translate.neutral.serverstate import refuse_thread
 from apex.translate.passthrough_gemini import gemini_body_usage, without_apex_signatures
 from apex.translate.write.gemini import GeminiFraming
 from apex.translate.write.embeddings import openai_to_jina_embeddings_request, reencode_embeddings_response
@@ -77,6 +78,8 @@ from apex.upstream.transport import Transport, UpstreamRequest
 from apex.wire.request import RequestView
 
 __all__ = ["Attempt"]
+
+_TOP_LEVEL: Final = msgspec.json.Decoder(dict[str, msgspec.Raw])  # a body's top-level fields, values undecoded
 
 _stream_log = logging.getLogger("apex.gateway")
 
@@ -239,6 +242,8 @@ class Attempt:
             body = compat_chat_request(body)
         if plan.strip_unsigned_thinking:
             body = strip_unsigned_thinking(body)
+        if plan.refuses_threads and body.find(b'"thread"') >= 0:  # find: one substring search, most requests
+            _refuse_thread(body)
         if plan.without_tool_search:
             body = without_tool_search(body)
         if plan.betas_in_body and plan.betas is not None:
@@ -648,6 +653,20 @@ class Attempt:
         if self.request.transport is not None:
             self.request.transport.abort()
         raise ConnectionResetError(f"the client did not read for {send:g} s")
+
+
+def _refuse_thread(body: bytes) -> None:
+    """Untranslatable when the Messages request carries ``thread``: this endpoint keeps no
+    threads, and sent on, the turn would reach it without its conversation."""
+    try:
+        thread = _TOP_LEVEL.decode(body).get("thread")
+    except msgspec.DecodeError:
+        return  # not a JSON object: the upstream answers it
+    if thread is not None and bytes(thread) not in (b"null", b"false"):
+        try:
+            refuse_thread(thread)
+        except InvalidRequest as err:
+            raise Untranslatable.of(err) from err
 
 
 def _with_body_betas(body: bytes, betas: list[str]) -> bytes:

@@ -107,6 +107,9 @@ class UpstreamPlan:
     strict_fields: bool = False  # translated Chat to a server that refuses OpenAI's own fields
     reasoning_history: ReasoningHistory = "keep"  # translated Chat requests: passthrough.fit_reasoning_history
     repair_chat_chunks: bool = False  # a passed-through Chat stream is repaired (passthrough._ChunkRepair)
+    # An Anthropic-shaped endpoint that is not Anthropic's API (DeepSeek's, Moonshot's, a local
+    # server's): it holds no message threads, so a request with ``thread`` is refused there.
+    refuses_threads: bool = False
 
     def __post_init__(self) -> None:
         if self.headers and not self.header_fields:
@@ -314,6 +317,8 @@ def compile_channel(ch: Channel, g: GlobalConfig, index: int, pool: UpstreamPool
                     caps=caps_for(family) if _FITTED_NATIVE.get(client) == family else None,
                     compat_chat=client is Dialect.OPENAI_CHAT and not preset.openai_vocabulary,
                     repair_chat_chunks=client is Dialect.OPENAI_CHAT and preset.repairs_chat_chunks,
+                    refuses_threads=client is Dialect.ANTHROPIC_MESSAGES and route is None
+                    and ch.provider_type not in ("anthropic", "mock"),
                 )
                 continue
             if client in _LOCAL_COUNT:

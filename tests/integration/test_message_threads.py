@@ -160,3 +160,24 @@ async def test_state_anthropic_keeps_is_refused_on_a_translated_route(
     assert error["type"] == "invalid_request_error" and error["message"].startswith(f"{field} is not supported")
     assert error.get("details") == (REFUSED_THREAD if field == "thread" else None)
     assert not upstream.requests and not cloud.requests
+
+
+@pytest.mark.parametrize("provider", ["deepseek", "openai_compatible"])
+async def test_a_thread_is_refused_by_other_anthropic_shaped_endpoints(upstream: FakeUpstream, start_apex: StartApex,
+                                                                       provider: str) -> None:
+    """DeepSeek's Anthropic endpoint, or a local server's given as anthropic_base_url, is spoken
+    to natively but holds no threads: the thread went on untouched, and the next turn would
+    reach it without the conversation. Refused with ``thread_unsupported_request`` (nothing
+    sent); the SDK's runner then goes on unthreaded, and a request without thread passes."""
+    channel = {"name": "x", "provider_type": provider, "base_url": upstream.openai_url, "api_key": "sk-x",
+               "anthropic_base_url": upstream.url + "/anthropic"}
+    inst = await start_apex(one_channel_config("x", channel, "vk"))
+    with pytest.raises(anthropic.BadRequestError) as info:
+        await ant(inst, "vk").beta.messages.create(model="deepseek-chat", max_tokens=50, betas=[THREADS_BETA],
+                                                   messages=[{"role": "user", "content": QUESTION}], **HELD["thread"])
+    assert info.value.body["error"]["details"] == REFUSED_THREAD  # type: ignore[index]
+    assert not upstream.requests
+    done = await ant(inst, "vk").messages.create(model="deepseek-chat", max_tokens=50,
+                                                 messages=[{"role": "user", "content": QUESTION}])
+    assert done.content and upstream.requests[-1].path == "/anthropic/v1/messages"
+    assert "thread" not in upstream.requests[-1].json
