@@ -423,12 +423,9 @@ class Gateway:
         self.metrics.record_channel_state(channel, new.value)
 
     def record_fallback(self, ex: Exchange, from_channel: str, to_channel: str) -> None:
+        """Log a move to another channel; ``finish`` counts it (from ``ex.tried``)."""
         log.info("falling back to another channel", extra={"fields": {
             "request_id": ex.request_id, "from_channel": from_channel, "to_channel": to_channel}})
-        if self._metrics_current():
-            m = self.metrics
-            model = m.models.label(ex.model, ex.router, ex.rule, ex.routed)
-            m.record_fallback(ex.router or NONE, model, from_channel, to_channel)
 
     def log_attempt(self, ex: Exchange, channel: str, err: ApexError | None, elapsed_ms: float) -> None:
         """One upstream attempt ended: its channel, outcome and time (failures at warning,
@@ -483,6 +480,13 @@ class Gateway:
             model = m.models.label(ex.model, ex.router, ex.rule, ex.routed, admit=ex.status < 400)
             series = m.series(ex.router or NONE, model, ex.team or NONE, ex.channel or NONE)
             series.record(ex.status, ex.error_type(), ex.upstream_ms, ex.ttft_ms, overhead, latency)
+            tried = ex.tried
+            if len(tried) > 1:
+                # Counted here, with the request's own model label: counted at the move, a glob
+                # rule's new name went under the pattern there and under its name here.
+                for before, after in zip(tried, tried[1:], strict=False):
+                    if before != after:
+                        m.record_fallback(ex.router or NONE, model, before, after)
             if usage is not None:
                 series.add_tokens(usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens, usage.estimated)
                 series.add_cost(cost)
