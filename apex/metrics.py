@@ -14,7 +14,7 @@ knows nothing about HTTP: callers hand it plain strings and numbers.
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from typing import Final, final
 
 from prometheus_client import (
@@ -448,6 +448,14 @@ class Metrics:
 
     def set_budget_remaining(self, team_id: str, usd: float) -> None:
         self.budget_remaining.labels(team_id).set(usd)
+
+    def keep_budgets(self, team_ids: Collection[str]) -> None:
+        """A reload removed teams or their budgets: their remaining-USD series disappear (a
+        low-budget alert would otherwise never clear), as removed channels' do."""
+        gauge = self.budget_remaining
+        shown = {sample.labels["team_id"] for family in gauge.collect() for sample in family.samples}
+        for team_id in shown.difference(team_ids):
+            gauge.remove(team_id)
 
     def record_reload(self, ok: bool) -> None:
         (self._reload_ok if ok else self._reload_failed).inc()

@@ -96,8 +96,9 @@ class RequestTrace:
         self.span.update_name(self.operation)
         self.span.set_attributes({"gen_ai.operation.name": self.operation, "apex.dialect": dialect.value})
 
-    def begin_attempt(self, channel: str, provider: str, base_url: str | None) -> None:
-        """Start the CLIENT span of one upstream attempt (ends the previous one if left open)."""
+    def begin_attempt(self, channel: str, provider: str, url: str) -> None:
+        """Start the CLIENT span of one upstream attempt (ends the previous one if left open);
+        ``url`` is the one the attempt calls: its host and port are the span's server.*."""
         if self.attempt is not None:
             self.attempt.end()
         attrs: dict[str, str | int] = {
@@ -105,11 +106,10 @@ class RequestTrace:
             "gen_ai.provider.name": _PROVIDER.get(provider, provider),
             "apex.channel": channel,
         }
-        if base_url:
-            url = urlsplit(base_url)
-            if url.hostname:
-                attrs["server.address"] = url.hostname
-                attrs["server.port"] = url.port or (443 if url.scheme == "https" else 80)
+        parts = urlsplit(url)
+        if parts.hostname:
+            attrs["server.address"] = parts.hostname
+            attrs["server.port"] = parts.port or (443 if parts.scheme == "https" else 80)
         name = f"{self.operation} {channel}"
         ctx = trace.set_span_in_context(self.span)
         self.attempt = self._tracer.start_span(name, context=ctx, kind=SpanKind.CLIENT, attributes=attrs)

@@ -27,7 +27,10 @@ __all__ = ["Exchange", "new_request_id"]
 
 _PREFIX: Final = f"req_{os.urandom(5).hex()}"
 _COUNTER: Final = itertools.count(1)
-STREAM_FRAMING_EVENTS: Final = 3  # a chat stream's role, finish and [DONE] events
+# A chat stream's framing: its opening (role) event, and its finish and [DONE] events, which
+# only a stream that reached its end carried.
+STREAM_OPENING_EVENTS: Final = 1
+STREAM_CLOSING_EVENTS: Final = 2
 
 
 def new_request_id() -> str:
@@ -135,8 +138,7 @@ class Exchange:
         elif self.response_body is not None:
             completion = estimate_tokens(self.response_body)
         else:
-            # About one token per content event; the stream's framing events (start, finish, end) carry none.
-            completion = max(0, self.stream_events - STREAM_FRAMING_EVENTS)
+            completion = self._content_events()
         return Usage(prompt_tokens=self.prompt_estimate(), completion_tokens=completion, estimated=True)
 
     def usage_so_far(self) -> Usage | None:
@@ -147,13 +149,24 @@ class Exchange:
         usage = self.usage
         if usage is None:
             return self.estimated_usage()
-        if self.stream and (not self.final_delivered or self.stream_error is not None):
-            carried = self.stream_events - STREAM_FRAMING_EVENTS
+        if self._cut():
+            carried = self._content_events()
             if carried > usage.completion_tokens:
                 usage = msgspec.structs.replace(usage, completion_tokens=carried, estimated=True)
             if not usage.prompt_tokens:  # a start that said 0 (ConverseStream counts only at its end)
                 usage = msgspec.structs.replace(usage, prompt_tokens=self.prompt_estimate(), estimated=True)
         return usage
+
+    def _cut(self) -> bool:
+        """A stream that did not reach its end: the client left, or it broke or failed."""
+        return self.stream and (not self.final_delivered or self.stream_error is not None)
+
+    def _content_events(self) -> int:
+        """About one token per content event a stream carried: its events less the framing it
+        had. A cut stream had its opening event but not its finish and end (subtracting those
+        charged a stream cut after two deltas 0 tokens)."""
+        framing = STREAM_OPENING_EVENTS if self._cut() else STREAM_OPENING_EVENTS + STREAM_CLOSING_EVENTS
+        return max(0, self.stream_events - framing)
 
     def elapsed_ms(self) -> float:
         return (time.perf_counter() - self.started) * 1000

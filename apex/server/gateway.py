@@ -124,6 +124,7 @@ class Gateway:
         self._budget_policies: dict[str, BudgetPolicy] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._limits: dict[str, Limits] = {}
+        self.metrics = Metrics(self.version, self._rule_patterns)  # before _refresh_limits, which prunes it
         self.prices = PriceBook(config)
         self._refresh_limits()
         self.loaded_config_bytes: bytes | None = None  # the file content the live config came from
@@ -133,7 +134,6 @@ class Gateway:
         self.requests: set[asyncio.Task[None]] = set()  # every API request's task, stream or not
         self.stopping = False  # the shutdown deadline passed: open streams end with an error event
         self.tracer: Tracer | None = None  # global.tracing; None keeps tracing off the request path
-        self.metrics = Metrics(self.version, self._rule_patterns)
         self.metrics.in_flight.set_function(lambda: self.in_flight)
         self._metrics_snapshot: Snapshot | None = None  # the Snapshot the metric bindings belong to
         self._metrics_on = False
@@ -151,7 +151,7 @@ class Gateway:
         if fresh:  # the first requests should find credentials; a failure is logged, not fatal
             await asyncio.gather(*(r.wait_first(CREDENTIALS_START_WAIT_S) for r in fresh))
         self.budgets = build_ledger(self.snapshot.config.global_.rate_limit_store, self.clock)
-        self.budgets.on_remaining = self.metrics.set_budget_remaining
+        self.budgets.on_remaining = self._budget_remaining
         rl = self.snapshot.config.global_.request_log
         self.request_log = build_request_log(rl, self.config_path, self.metrics.request_log_dropped.inc)
         if self.request_log is not None:
@@ -316,6 +316,13 @@ class Gateway:
         spend = self.budgets.store if self.budgets is not None else None
         if isinstance(spend, MemoryBudgetStore):
             spend.forget(set(self._budget_policies))
+        self.metrics.keep_budgets(self._budget_policies.keys())
+
+    def _budget_remaining(self, team_id: str, usd: float) -> None:
+        """Export a team's remaining budget, unless a reload removed the team or its budget
+        while its request ran (its series, gone, would come back for good)."""
+        if team_id in self._budget_policies:
+            self.metrics.set_budget_remaining(team_id, usd)
 
     # --- rate limits --------------------------------------------------------------
 
@@ -416,12 +423,9 @@ class Gateway:
         self.metrics.record_channel_state(channel, new.value)
 
     def record_fallback(self, ex: Exchange, from_channel: str, to_channel: str) -> None:
+        """Log a move to another channel; ``finish`` counts it (from ``ex.tried``)."""
         log.info("falling back to another channel", extra={"fields": {
             "request_id": ex.request_id, "from_channel": from_channel, "to_channel": to_channel}})
-        if self._metrics_current():
-            m = self.metrics
-            model = m.models.label(ex.model, ex.router, ex.rule, ex.routed)
-            m.record_fallback(ex.router or NONE, model, from_channel, to_channel)
 
     def log_attempt(self, ex: Exchange, channel: str, err: ApexError | None, elapsed_ms: float) -> None:
         """One upstream attempt ended: its channel, outcome and time (failures at warning,
@@ -476,6 +480,13 @@ class Gateway:
             model = m.models.label(ex.model, ex.router, ex.rule, ex.routed, admit=ex.status < 400)
             series = m.series(ex.router or NONE, model, ex.team or NONE, ex.channel or NONE)
             series.record(ex.status, ex.error_type(), ex.upstream_ms, ex.ttft_ms, overhead, latency)
+            tried = ex.tried
+            if len(tried) > 1:
+                # Counted here, with the request's own model label: counted at the move, a glob
+                # rule's new name went under the pattern there and under its name here.
+                for before, after in zip(tried, tried[1:], strict=False):
+                    if before != after:
+                        m.record_fallback(ex.router or NONE, model, before, after)
             if usage is not None:
                 series.add_tokens(usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens, usage.estimated)
                 series.add_cost(cost)

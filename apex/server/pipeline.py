@@ -39,7 +39,6 @@ from apex.server.keys import GATEWAY_KEY
 from apex.routing.router import Route
 from apex.snapshot import Snapshot
 from apex.types import Dialect, Usage
-from apex.upstream.channel import CompiledChannel
 from apex.wire.request import RequestView
 
 __all__ = ["proxy", "read_body"]
@@ -206,12 +205,6 @@ def _served_so_far(ex: Exchange) -> Usage:
     return ex.usage
 
 
-def _answered_locally(channel: CompiledChannel, dialect: Dialect) -> bool:
-    """Apex answers it itself (a count_tokens estimate): no upstream attempt to trace."""
-    plan = channel.plans.get(dialect)
-    return plan is not None and plan.local_estimate
-
-
 def route_channels(snap: Snapshot, route: Route, dialect: Dialect, model: str, now: float) -> list[str]:
     """Channel names of the route in attempt order that can serve ``dialect`` (health as of
     ``now``); NotFound if none."""
@@ -270,8 +263,11 @@ async def _attempts(
         ex.channel = channel.name
         ex.tried.append(channel.name)
         attempt_started = clock()
-        if ex.trace is not None and not _answered_locally(channel, dialect):
-            ex.trace.begin_attempt(channel.name, channel.provider_type, channel.config.base_url)
+        if ex.trace is not None and attempt.outgoing is not None:  # None: Apex answers a count itself
+            # The URL this attempt calls, not the config's base_url: that is None where the
+            # provider's default (or a cloud's derived endpoint) applies, and a dual-protocol
+            # channel sends Anthropic clients to its anthropic_base_url.
+            ex.trace.begin_attempt(channel.name, channel.provider_type, attempt.outgoing[0])
         try:
             response = await attempt.run()
         except UpstreamError as err:

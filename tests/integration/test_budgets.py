@@ -6,6 +6,7 @@ import asyncio
 import json
 from typing import Any
 
+import aiohttp
 import anthropic
 import openai
 import pytest
@@ -212,3 +213,32 @@ async def test_token_counts_are_neither_checked_nor_charged(upstream: FakeUpstre
         await oai(inst, "tk-1").chat.completions.create(model="gpt-4o", messages=MSG, max_tokens=20)
     again = await client.messages.count_tokens(model="claude-sonnet-4-5", messages=MSG)
     assert again.input_tokens == counted.input_tokens
+
+
+async def test_a_reload_removing_a_budget_or_its_team_removes_its_gauge(
+    upstream: FakeUpstream, start_apex: StartApex
+) -> None:
+    """apex_budget_remaining_usd{team_id} disappears once a reload removes the team's budget or
+    the team (it was scraped for ever: a low-budget alert never cleared); other teams' stay."""
+    cfg = _config(upstream, 1.0)
+    cfg["teams"].append({"id": "t2", "api_key": "tk-2", "policy": {"budget": {"usd": 1.0, "period": "day"}}})
+    inst = await start_apex(cfg)
+    for key in ("tk-1", "tk-2"):
+        await oai(inst, key).chat.completions.create(model="gpt-4o", messages=MSG, max_tokens=20)
+    for _ in range(500):  # the settlement runs just after the response
+        if _remaining_gauge(inst, "t1") is not None and _remaining_gauge(inst, "t2") is not None:
+            break
+        await asyncio.sleep(0.01)
+
+    async def scraped() -> str:
+        await oai(inst, "tk-free").chat.completions.create(model="gpt-4o", messages=MSG)  # serve on the new config
+        async with aiohttp.ClientSession() as s, s.get(inst.url + "/metrics") as r:
+            return await r.text()
+
+    del cfg["teams"][0]["policy"]["budget"]
+    assert inst.gateway.reload_bytes(json.dumps(cfg).encode())
+    text = await scraped()
+    assert 'apex_budget_remaining_usd{team_id="t1"}' not in text and 'apex_budget_remaining_usd{team_id="t2"}' in text
+    cfg["teams"].pop()
+    assert inst.gateway.reload_bytes(json.dumps(cfg).encode())
+    assert "apex_budget_remaining_usd{" not in await scraped()

@@ -241,3 +241,33 @@ async def test_a_claude_stream_cut_midway_is_charged_what_it_carried(
     assert b"event: error" in body
     rec = (await wait_for_access(caplog, 1))[0]
     assert rec["tokens"]["estimated"] is True and 25 <= rec["tokens"]["completion"] <= 35, rec
+
+
+@pytest.mark.parametrize("cut_by", ["client", "upstream"])
+async def test_a_chat_stream_cut_after_two_deltas_is_charged_two_tokens(
+    upstream: FakeUpstream, start_apex: StartApex, caplog: pytest.LogCaptureFixture, cut_by: str,
+) -> None:
+    """A chat stream without usage, cut after its role event and two content deltas (the
+    client leaves, or the upstream breaks): 2 completion tokens in the access line and in
+    apex_tokens_total. The estimate subtracted the finish and [DONE] events it never had: 0."""
+    from tests.integration.test_metrics import parse, scrape
+
+    inst = await _logged_apex(upstream, start_apex, caplog)
+    events = [_text_chunk({"role": "assistant", "content": ""}), _text_chunk({"content": " one"}),
+              _text_chunk({"content": " two"})]
+    upstream.push(held_open(events) if cut_by == "client" else
+                  Behaviour(content_type="text/event-stream", events=[*events, b"data: [DONE]\n\n"], cut_after=3))
+    async with aiohttp.ClientSession() as s:
+        resp = await s.post(inst.url + "/v1/chat/completions", headers={"Authorization": "Bearer team-search"},
+                            json={"model": "gpt-4o", "stream": True, "messages": [{"role": "user", "content": "x"}]})
+        if cut_by == "client":
+            await read_until(resp, b" two")
+            resp.close()
+        else:
+            assert b"error" in await resp.read()
+    rec = (await wait_for_access(caplog, 1))[0]
+    assert rec["status"] == (499 if cut_by == "client" else 200), rec
+    assert rec["tokens"]["estimated"] is True and rec["tokens"]["completion"] == 2, rec
+    completion = {dict(k)["team_id"]: v for k, v in parse((await scrape(inst))[1])["apex_tokens_total"].items()
+                  if dict(k)["type"] == "completion"}
+    assert completion == {"search": 2}

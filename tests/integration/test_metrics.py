@@ -192,6 +192,24 @@ async def test_names_the_upstream_refused_take_no_glob_slot(upstream: FakeUpstre
     assert models == {"claude-*": 3, "claude-real": 1}
 
 
+async def test_a_glob_names_first_fallback_has_the_model_label_of_its_request(
+    upstream: FakeUpstream, start_apex: StartApex
+) -> None:
+    """The first request of a new glob-matched name that fails over: apex_fallback_total carries
+    the name, as its apex_requests_total does (it carried the rule's pattern: the name was
+    admitted only when the request ended, after the fallback was counted)."""
+    cfg = metrics_config(upstream)
+    cfg["routers"][0]["rules"].insert(0, {"match": {"model": "gpt-4*"}, "strategy": "priority",
+                                          "channels": [{"name": "oa"}], "fallback": ["oa2"]})
+    inst = await start_apex(cfg)
+    upstream.push(error(500))
+    await oai(inst).chat.completions.create(model="gpt-4.1-mini", messages=MSG)
+    m = parse((await scrape(inst))[1])
+    assert {dict(k)["model"] for k in nonzero(m, "apex_requests_total")} == {"gpt-4.1-mini"}
+    assert nonzero(m, "apex_fallback_total") == {
+        L(router="default", model="gpt-4.1-mini", from_channel="oa", to_channel="oa2"): 1}
+
+
 async def test_default_route_model_is_unmatched(upstream: FakeUpstream, start_apex: StartApex) -> None:
     """A model served by the router's default channels (no rule matched) is labelled unmatched."""
     inst = await start_apex(basic_config(upstream))

@@ -21,7 +21,8 @@ pytest.importorskip("opentelemetry.sdk", reason="tracing needs the otel extra: p
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest  # noqa: E402
 from opentelemetry.proto.trace.v1.trace_pb2 import Span  # noqa: E402
 
-from tests.conftest import StartApex, basic_config, oai  # noqa: E402
+from tests.conftest import StartApex, ant, basic_config, oai  # noqa: E402
+from tests.integration.conftest import free_port  # noqa: E402
 from tests.integration.fakes import FakeUpstream, error  # noqa: E402
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -261,3 +262,31 @@ async def test_gemini_methods_and_local_counts_are_traced_as_what_they_are(
     assert [(a["gen_ai.operation.name"], a["apex.dialect"]) for a in servers] == [
         ("embeddings", "gemini_embed"), ("count_tokens", "gemini_count_tokens")]
     assert len([s for s in spans if s.kind == Span.SPAN_KIND_CLIENT]) == 1  # the embedding's only
+
+
+async def test_attempt_spans_name_the_host_each_attempt_calls(
+    upstream: FakeUpstream, start_apex: StartApex, receiver: OtlpReceiver
+) -> None:
+    """server.address/server.port come from the URL the attempt calls: a channel on its
+    provider's default base_url had neither, and a dual-protocol channel's Anthropic hop
+    named base_url's host instead of anthropic_base_url's."""
+    cfg = traced_config(upstream, receiver)
+    refused = f"http://127.0.0.1:{free_port()}"  # a proxy nobody listens on: nothing leaves the machine
+    cfg["global"]["retries"] = {"max_attempts": 1}
+    cfg["channels"] += [
+        {"name": "oa-default", "provider_type": "openai", "api_key": "sk-d", "proxy": refused},
+        {"name": "dual", "provider_type": "openai_compatible", "base_url": f"http://127.0.0.1:{free_port()}/v1",
+         "anthropic_base_url": upstream.url, "api_key": "sk-dual"},
+    ]
+    cfg["routers"][0]["rules"] = [{"match": {"model": "default-*"}, "channels": [{"name": "oa-default"}]},
+                                  {"match": {"model": "dual-*"}, "channels": [{"name": "dual"}]}]
+    inst = await start_apex(cfg)
+    with pytest.raises(openai.APIStatusError):
+        await oai(inst).chat.completions.create(model="default-1", messages=MSG)
+    await ant(inst).messages.create(model="dual-1", max_tokens=5, messages=MSG)
+    assert upstream.requests[-1].path == "/v1/messages"
+    await inst.runner.cleanup()
+    spans = await receiver.wait_for(4)
+    calls = {attrs(s)["apex.channel"]: attrs(s) for s in spans if s.kind == Span.SPAN_KIND_CLIENT}
+    assert (calls["oa-default"]["server.address"], calls["oa-default"]["server.port"]) == ("api.openai.com", 443)
+    assert (calls["dual"]["server.address"], calls["dual"]["server.port"]) == ("127.0.0.1", upstream.port)
