@@ -293,14 +293,18 @@ async def _attempts(
             plan.record(channel.name, Outcome.REJECTED, clock())
             raise
         now = clock()
-        if ex.stream_error is not None and not gateway.stopping:
+        if ex.stream_error is None or gateway.stopping:
+            plan.record(channel.name, Outcome.SUCCEEDED, now)
+        elif attempt.relay is not None and attempt.relay.blames_request:
+            # The upstream's error event blamed the request (a prompt over the context window):
+            # the client's doing, as a 400 would be; no verdict on the channel.
+            plan.record(channel.name, Outcome.REJECTED, now)
+        else:
             # The stream broke, idled out or carried an error event after it was committed: too
             # late to retry, but the channel failed this attempt, and its health must say so
             # (agents always stream: the breaker would otherwise never open for them).
             plan.record(channel.name, Outcome.FAILED, now)
             gateway.log_stream_failure(ex, channel.name, (now - attempt_started) * 1000)
-        else:
-            plan.record(channel.name, Outcome.SUCCEEDED, now)
         if ex.trace is not None:
             ex.trace.end_attempt(ex.stream_error, ex.upstream_model)
         if _attempt_log.isEnabledFor(logging.DEBUG):

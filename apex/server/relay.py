@@ -18,6 +18,7 @@ from apex.errors import ErrorKind, Secrets, UpstreamMalformed
 from apex.server.responses import SSE_HEADERS, stream_error_event
 from apex.sse import SseParser, event_data_ok
 from apex.translate import StreamTranslator
+from apex.translate.neutral.errortypes import event_blames_request
 from apex.translate.passthrough import PassthroughStream
 from apex.types import Dialect, Usage
 from apex.upstream.base import scrub_key_shapes
@@ -58,6 +59,12 @@ class Relay(Protocol):
         """The stream-error label for logs and metrics once finished (None when clean)."""
         ...
 
+    @property
+    def blames_request(self) -> bool:
+        """The stream ended on an upstream error event that blamed the request (malformed,
+        over the context window): the client's doing, no mark against the channel."""
+        ...
+
     def response(self, headers: dict[str, str]) -> web.StreamResponse:
         """The (unprepared) client response this relay writes into."""
         ...
@@ -75,7 +82,7 @@ class Relay(Protocol):
 class PassthroughRelay:
     """Same dialect both sides: the upstream's bytes, whole events only, rewritten only when needed."""
 
-    __slots__ = ("_dialect", "_label", "_observer", "_secrets", "stream_error")
+    __slots__ = ("_dialect", "_error_chunk", "_label", "_observer", "_secrets", "stream_error")
 
     def __init__(self, dialect: Dialect, *, channel: str, client_model: str | None, strip_usage_chunk: bool,
                  secrets: Secrets, repair_chat_chunks: bool = False) -> None:
@@ -85,6 +92,14 @@ class PassthroughRelay:
                                            strip_usage_chunk=strip_usage_chunk, repair_chat_chunks=repair_chat_chunks)
         self._secrets = secrets
         self.stream_error: str | None = None
+        self._error_chunk = b""  # the upstream chunk that carried its error event, judged at the end
+
+    @property
+    def blames_request(self) -> bool:
+        if self.stream_error != "upstream_error_event":
+            return False
+        events = SseParser().feed(self._error_chunk + b"\n\n")
+        return any(event_blames_request(ev.data) for ev in events)
 
     @property
     def started(self) -> bool:
@@ -111,6 +126,8 @@ class PassthroughRelay:
         observer = self._observer
         out = observer.feed(chunk)
         if observer.errored:
+            if not self._error_chunk:
+                self._error_chunk = chunk
             out = _scrubbed(self._secrets, out)  # an upstream error event may quote the key
         elif self._secrets.has_credentials:
             # An error in a shape the observer does not know (a data-only Responses error,
@@ -155,6 +172,10 @@ class TranslatingRelay:
         self.started = False
         self.stream_error: str | None = None
         self.events = 0
+
+    @property
+    def blames_request(self) -> bool:
+        return self._translating.blames_request
 
     @property
     def usage(self) -> Usage | None:

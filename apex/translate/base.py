@@ -92,6 +92,12 @@ class StreamTranslator(Protocol):
         malformed or cut one), None while it has not: the request's stream error."""
         ...
 
+    @property
+    def blames_request(self) -> bool:
+        """The upstream's error event blamed the request (malformed, over the context window):
+        the client's doing, no mark against the channel."""
+        ...
+
 
 class Translator(Protocol):
     """One direction: client dialect -> upstream dialect and back."""

@@ -9,13 +9,14 @@ from collections import Counter
 from typing import Any
 
 import aiohttp
+import anthropic
 import openai
 import pytest
 
 from apex.routing.balance import WeightedRandom
 from tests.conftest import StartApex, ant, oai
 from tests.fakeclock import FakeTime, ScriptedRandom
-from tests.integration.fakes import Behaviour, FakeUpstream, error, fixture_bytes, split_events
+from tests.integration.fakes import Behaviour, FakeUpstream, error, fixture_bytes, named_events, split_events
 
 
 STALL_S = 30.0      # an upstream stall no test waits out
@@ -344,6 +345,40 @@ async def test_an_upstream_that_only_pings_is_no_first_event(upstream: FakeUpstr
                                                               messages=[{"role": "user", "content": "x"}])
         assert "".join([c.choices[0].delta.content or "" async for c in chunks if c.choices])
     assert (upstream.hits(), second.hits()) == (1, 1)
+
+
+@pytest.mark.parametrize("client", ["anthropic", "openai"])
+async def test_a_stream_error_that_blames_the_request_leaves_the_channel_alone(
+        upstream: FakeUpstream, second: FakeUpstream, start_apex: StartApex, client: str) -> None:
+    """An error event that blames the request (a prompt over the context window, which some
+    upstreams say only after the stream started) is the client's doing, as a 400 is: two in a
+    row (failure_threshold 2) left the channel cooling, and every client went to the fallback."""
+    cfg = two_channel_config(upstream, second, health={"failure_threshold": 2, "cooldown_ms": 60_000})
+    for ch, fake in zip(cfg["channels"], (upstream, second), strict=True):
+        ch.update(provider_type="anthropic", base_url=fake.url)
+    cfg["routers"][0]["rules"][0]["match"] = {"model": "claude-*"}
+    inst = await start_apex(cfg)
+    start = {"type": "message_start", "message": {"id": "msg_1", "type": "message", "role": "assistant", "model": "claude-x",
+                                                  "content": [], "stop_reason": None, "usage": {"input_tokens": 1, "output_tokens": 0}}}
+    refusal = {"type": "error", "error": {"type": "invalid_request_error",
+                                          "message": "prompt is too long: 210000 tokens > 200000 maximum"}}
+    for _ in range(2):
+        upstream.push(Behaviour(content_type="text/event-stream", events=named_events([start, refusal])))
+    for _ in range(2):
+        with pytest.raises((anthropic.APIError, openai.APIError)):
+            if client == "anthropic":
+                async with ant(inst, "k").messages.stream(model="claude-sonnet-4-5", max_tokens=50,
+                                                          messages=[{"role": "user", "content": "x"}]) as stream:
+                    await stream.get_final_message()
+            else:
+                chunks = await oai(inst, "k").chat.completions.create(model="claude-sonnet-4-5", stream=True,
+                                                                      messages=[{"role": "user", "content": "x"}])
+                async for _ in chunks:
+                    pass
+    raw = await oai(inst, "k").chat.completions.with_raw_response.create(
+        model="claude-sonnet-4-5", messages=[{"role": "user", "content": "x"}])
+    assert raw.headers["x-apex-channel"] == "a"
+    assert inst.gateway.snapshot.health.is_available("a", inst.gateway.clock())
 
 
 async def test_upstream_400_not_retried(upstream: FakeUpstream, second: FakeUpstream, start_apex: StartApex) -> None:

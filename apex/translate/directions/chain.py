@@ -57,6 +57,10 @@ class _ChainedStream:
     def failure_label(self) -> str | None:
         return self._inner.failure_label or self._outer.failure_label
 
+    @property
+    def blames_request(self) -> bool:
+        return self._inner.blames_request or self._outer.blames_request
+
 
 @final
 class ChainedTranslator:

@@ -13,9 +13,13 @@ from __future__ import annotations
 import re
 from typing import Final
 
+import msgspec
+
 from apex.errors import CONTEXT_LENGTH_EXCEEDED, ErrorKind, kind_for_status
 
 __all__ = [
+    "blames_request",
+    "event_blames_request",
     "anthropic_error_message",
     "anthropic_error_type",
     "context_overflow",
@@ -172,3 +176,44 @@ def kind_from_upstream(error_type: str | None, status: int | None = None) -> Err
     if status is not None:
         return kind_for_status(status)
     return "api_error"
+
+
+_REQUEST_KINDS: Final = frozenset({"invalid_request", "request_too_large"})
+_REQUEST_RPC: Final = frozenset({"INVALID_ARGUMENT", "FAILED_PRECONDITION", "OUT_OF_RANGE"})  # Google's
+_REQUEST_CODES: Final = frozenset({"invalid_prompt"})  # Responses' response.error.code for a bad request
+
+
+def blames_request(kind: ErrorKind, code: str | None = None) -> bool:
+    """An upstream error that is the request's doing (malformed, over the context window): no
+    mark against the channel's health, whenever it arrives."""
+    return kind in _REQUEST_KINDS or code == CONTEXT_LENGTH_EXCEEDED or code in _REQUEST_CODES
+
+
+def event_blames_request(data: bytes) -> bool:
+    """``blames_request`` for an upstream's in-stream error event, in any family's shape:
+    Chat's and Gemini's ``{"error": {...}}``, Anthropic's ``{"type": "error", "error": {...}}``,
+    Responses' ``response.failed`` (``response.error``) and ``error`` event. Only on a stream's
+    error path."""
+    try:
+        obj = msgspec.json.decode(data)
+    except msgspec.DecodeError:
+        return False
+    if not isinstance(obj, dict):
+        return False
+    err = obj.get("error")
+    if not isinstance(err, dict):
+        response = obj.get("response")
+        err = response.get("error") if isinstance(response, dict) else None
+    if not isinstance(err, dict):
+        err = obj if obj.get("type") == "error" else None  # Responses' own error event
+    if err is None:
+        return False
+    etype = err.get("type") if isinstance(err.get("type"), str) else None
+    code = err.get("code")
+    status = err.get("status")
+    if isinstance(status, str) and status in _REQUEST_RPC:
+        return True
+    kind = kind_from_upstream(etype, code if isinstance(code, int) else None)
+    message = err.get("message") if isinstance(err.get("message"), str) else ""
+    code_text = code if isinstance(code, str) else None
+    return blames_request(kind, code_text) or context_overflow("invalid_request", str(message), code_text, etype)

@@ -25,6 +25,7 @@ from typing import Protocol, final
 from apex.errors import ErrorKind
 from apex.sse import SseEvent
 from apex.translate.base import StreamTranslator
+from apex.translate.neutral.errortypes import blames_request
 from apex.translate.neutral.reasons import Finish
 from apex.types import Usage
 
@@ -192,12 +193,13 @@ class PartWriter(Protocol):
 class PipedStream:
     """A StreamTranslator made of one reader and one writer."""
 
-    __slots__ = ("_reader", "_writer", "failure_label")
+    __slots__ = ("_reader", "_writer", "blames_request", "failure_label")
 
     def __init__(self, reader: PartReader, writer: PartWriter) -> None:
         self._reader = reader
         self._writer = writer
         self.failure_label: str | None = None  # how the upstream's stream failed, for logs and metrics
+        self.blames_request = False  # its error event blamed the request (no mark against the channel)
 
     def feed(self, event: SseEvent) -> list[bytes]:
         """Translate one upstream event into client events."""
@@ -227,6 +229,7 @@ class PipedStream:
         for part in parts:
             if isinstance(part, Failed):
                 self.failure_label = "upstream_error_event" if part.upstream_event else "api_error"
+                self.blames_request = part.upstream_event and blames_request(part.kind, part.code)
             out.extend(self._writer.write(part))
             if self._writer.done:
                 break
