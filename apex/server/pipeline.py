@@ -25,6 +25,7 @@ from apex.errors import (
     ChannelBusy,
     InvalidRequest,
     NotFound,
+    RateLimited,
     RequestTimeout,
     RequestTooLarge,
     Untranslatable,
@@ -239,7 +240,11 @@ async def _attempts(
     loop = asyncio.get_running_loop()
     request_ends = math.inf if ex.stream else loop.time() + snap.config.global_.timeouts.request_ms / 1000
     while (step := plan.next_attempt(clock())) is not None:
-        if last is not None and loop.time() + step.wait >= request_ends:
+        if (last is not None or step.wait > 0) and loop.time() + step.wait >= request_ends:
+            if last is None:  # the only channels left are held by a Retry-After past the request's time
+                seconds = max(1, math.ceil(step.wait))
+                raise RateLimited(f"every upstream channel is rate limited; retry in {seconds} s",
+                                  retry_after=float(seconds))
             break  # no time left for another attempt: the last one's error stands
         if step.wait > 0:
             slept = time.perf_counter()

@@ -219,6 +219,26 @@ async def test_geminis_retry_delay_in_the_body_holds_the_channel(upstream: FakeU
     assert upstream.hits() == 1
 
 
+async def test_a_retry_after_past_request_ms_is_not_waited_out(upstream: FakeUpstream, start_apex: StartApex) -> None:
+    """request_ms (1 s) bounds the whole non-stream request, waits included: a Retry-After of
+    3 s (inside max_backoff_ms) is answered as the 429 it is, not slept through to an attempt
+    past the request's time (it was: the upstream was asked again, and its answer thrown away
+    for a 504). The next request meets the hold the same way, with nothing sent."""
+    cfg = {
+        "global": {"auth": {"keys": ["k"]}, "retries": {"max_attempts": 3, "backoff_ms": 1, "max_backoff_ms": 10_000},
+                   "timeouts": {"request_ms": 1000}},
+        "channels": [{"name": "a", "provider_type": "openai", "base_url": upstream.openai_url, "api_key": "x"}],
+        "routers": [{"name": "r", "channels": [{"name": "a"}]}],
+    }
+    inst = await start_apex(cfg, time=FakeTime())
+    upstream.push(error(429, retry_after="3"))
+    for _ in range(2):
+        with pytest.raises(openai.RateLimitError) as info:
+            await chat(inst)
+        assert info.value.response.headers["retry-after"] == "3"
+    assert upstream.hits() == 1
+
+
 @pytest.mark.parametrize("header", ["date", "ms"])
 async def test_retry_after_as_a_date_or_in_ms_is_honoured(upstream: FakeUpstream, start_apex: StartApex, header: str) -> None:
     """Retry-After as an HTTP date (and a bare retry-after-ms) was read as absent: the only
