@@ -91,6 +91,9 @@ def cost_of(usage: Usage, price: UnitPrice) -> float:
 def _builtin(model: str) -> UnitPrice | None:
     """The built-in price of ``model``, its vendor-prefix-free name, or a base name of it."""
     name = model.rsplit("/", 1)[-1]  # openrouter's "openai/gpt-4o", "models/gemini-2.0-flash", an ARN's profile
+    name, variant = _split_variant(name)
+    if variant == "free":
+        return _FREE  # OpenRouter's free variants cost nothing
     name = name.split("@", 1)[0]  # Vertex: claude-sonnet-4@20250514
     name = _CLOUD_VENDOR.sub("", name)
     if name.startswith("claude-") and "." in name:  # OpenRouter: anthropic/claude-sonnet-4.5, claude-3.7-sonnet
@@ -107,6 +110,15 @@ def _builtin(model: str) -> UnitPrice | None:
             break
         name = base
     return None
+
+
+def _split_variant(name: str) -> tuple[str, str | None]:
+    """OpenRouter's ``model:variant`` (``:free``, ``:nitro``, ``:online``, ``:thinking``...) ->
+    (model, variant); a name without one as it is (Bedrock's ``-v1:0`` is a version, kept)."""
+    base, sep, variant = name.rpartition(":")
+    if sep and base and variant.isalpha():
+        return base, variant
+    return name, None
 
 
 def _compile(prices: Mapping[str, Price]) -> ModelMap | None:

@@ -145,3 +145,19 @@ def test_snapshots_with_their_own_price_are_not_priced_as_their_base(name: str, 
     price = _book().price("c", name)
     assert price is not None
     assert (round(price.input * 1e6, 6), round(price.output * 1e6, 6)) == per_million
+
+
+@pytest.mark.parametrize(("name", "same_as"), [
+    ("anthropic/claude-sonnet-4.5:nitro", "claude-sonnet-4-5"),  # OpenRouter's variants
+    ("openai/gpt-4o:online", "gpt-4o"),
+    ("anthropic/claude-3.7-sonnet:thinking", "claude-3-7-sonnet"),
+])
+def test_openrouter_variants_take_their_models_price(name: str, same_as: str) -> None:
+    """They were unpriced (cost null, no budget charged)."""
+    book = _book()
+    assert book.price("c", name) == book.price("c", same_as) is not None
+
+
+def test_openrouter_free_variants_cost_nothing() -> None:
+    price = _book().price("c", "meta-llama/llama-3.3-70b-instruct:free")
+    assert price is not None and price.input == price.output == 0
