@@ -1,0 +1,32 @@
+"""A wrong-typed field on a translated path is a 400 naming it, in the client's protocol.
+
+The translators read the client's JSON as dicts; what they did not recognise they skipped, so
+the request went upstream without the system prompt, the tools or the user's turn (or with a
+Python repr for image data) and the client got a 200. The client's own API answers 400.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anthropic
+import pytest
+
+from tests.conftest import StartApex, ant
+from tests.integration.fakes import FakeUpstream
+from tests.integration.test_translation_e2e import config
+
+
+async def test_anthropic_client_on_openai_hears_which_field(upstream: FakeUpstream, start_apex: StartApex) -> None:
+    inst = await start_apex(config(upstream))
+    system: Any = ["be brief"]  # strings where Anthropic takes text blocks
+    image: Any = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": {"a": 1}}}
+    with pytest.raises(anthropic.BadRequestError) as info:
+        await ant(inst, "k").messages.create(model="gpt-4o", max_tokens=50, system=system,
+                                             messages=[{"role": "user", "content": "hi"}])
+    assert "system[0]" in info.value.message
+    with pytest.raises(anthropic.BadRequestError) as info:
+        await ant(inst, "k").messages.create(model="gpt-4o", max_tokens=50, messages=[{"role": "user", "content": [image]}])
+    assert "messages[0].content[0].source.data" in info.value.message
+    assert upstream.requests == []
+
