@@ -10,9 +10,10 @@ from __future__ import annotations
 from typing import Any
 
 import anthropic
+import openai
 import pytest
 
-from tests.conftest import StartApex, ant
+from tests.conftest import StartApex, ant, oai
 from tests.integration.fakes import FakeUpstream
 from tests.integration.test_translation_e2e import config
 
@@ -28,5 +29,21 @@ async def test_anthropic_client_on_openai_hears_which_field(upstream: FakeUpstre
     with pytest.raises(anthropic.BadRequestError) as info:
         await ant(inst, "k").messages.create(model="gpt-4o", max_tokens=50, messages=[{"role": "user", "content": [image]}])
     assert "messages[0].content[0].source.data" in info.value.message
+    assert upstream.requests == []
+
+
+async def test_responses_client_on_anthropic_hears_which_field(upstream: FakeUpstream, start_apex: StartApex) -> None:
+    inst = await start_apex(config(upstream))
+    instructions: Any = {"text": "be brief"}
+    call: Any = {"type": "function_call", "call_id": "c1", "name": 7, "arguments": "{}"}
+    with pytest.raises(openai.BadRequestError) as info:
+        await oai(inst, "k").responses.create(model="claude-apex", input="hi", instructions=instructions)
+    assert info.value.param == "instructions"
+    with pytest.raises(openai.BadRequestError) as info:
+        await oai(inst, "k").responses.create(model="claude-apex", input=[
+            {"role": "user", "content": "hi"},
+            call,
+            {"type": "function_call_output", "call_id": "c1", "output": "ok"}])
+    assert info.value.param == "input[1].name"
     assert upstream.requests == []
 
