@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import aiohttp
 import anthropic
 import openai
 import pytest
@@ -47,3 +48,21 @@ async def test_responses_client_on_anthropic_hears_which_field(upstream: FakeUps
     assert info.value.param == "input[1].name"
     assert upstream.requests == []
 
+
+@pytest.mark.parametrize(("change", "path"), [
+    ({"systemInstruction": {"text": "be brief"}}, "systemInstruction"),
+    ({"contents": [{"text": "the question"}, {"role": "user", "parts": [{"text": "hi"}]}]}, "contents[0]"),
+    ({"contents": [{"role": "user", "parts": [{"text": "hi"}]}, {"role": "model", "parts": [{"functionCall": {"args": {}}}]}]},
+     "contents[1].parts[0].functionCall.name"),
+])
+async def test_gemini_client_on_openai_hears_which_field(upstream: FakeUpstream, start_apex: StartApex,
+                                                         change: dict[str, Any], path: str) -> None:
+    """Raw JSON: google-genai's pydantic models refuse to send these shapes."""
+    inst = await start_apex(config(upstream))
+    body = {"contents": [{"role": "user", "parts": [{"text": "hi"}]}], **change}
+    async with aiohttp.ClientSession() as s, s.post(f"{inst.url}/v1beta/models/gpt-4o:generateContent", json=body,
+                                                    headers={"x-goog-api-key": "k"}) as r:
+        answer = await r.json()
+        assert r.status == 400, answer
+    assert answer["error"]["status"] == "INVALID_ARGUMENT" and path in answer["error"]["message"]
+    assert upstream.requests == []
