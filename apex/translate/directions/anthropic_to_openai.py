@@ -65,6 +65,7 @@ TOOL_ERROR_PREFIX: Final = "Error: "
 
 _ENCODER: Final = msgspec.json.Encoder()
 _TOOL_CHOICE: Final[dict[str, str]] = {"auto": "auto", "any": "required", "none": "none"}
+_TOOL_CHOICE_TYPES: Final = frozenset({*_TOOL_CHOICE, "tool"})
 
 Json = dict[str, object]
 
@@ -131,6 +132,8 @@ def anthropic_to_openai_request(req: Json, ctx: TranslateContext) -> Json:
     if isinstance(max_tokens, int):
         out[max_tokens_field(ctx)] = ctx.caps.output_limit(max_tokens)
     tools = req.get("tools")
+    if tools is not None and not isinstance(tools, list):  # dropped, the model would answer without them
+        raise InvalidRequest("tools must be an array", param="tools")
     if isinstance(tools, list) and tools:
         loaded = loaded_tools(turns)
         declared = [_convert_tool(t) for t in tools if not isinstance(t, dict)
@@ -138,8 +141,10 @@ def anthropic_to_openai_request(req: Json, ctx: TranslateContext) -> Json:
         if declared:
             out["tools"] = declared
     choice = req.get("tool_choice")
+    kind = choice.get("type") if isinstance(choice, dict) else None
+    if choice is not None and not (isinstance(kind, str) and kind in _TOOL_CHOICE_TYPES):
+        raise InvalidRequest("tool_choice must be an object whose type is auto, any, tool or none", param="tool_choice")
     if isinstance(choice, dict) and "tools" in out:  # Chat refuses a tool_choice without tools
-        kind = choice.get("type")
         if kind == "tool":
             out["tool_choice"] = {"type": "function", "function": {"name": choice.get("name")}}
         elif isinstance(kind, str) and kind in _TOOL_CHOICE:
@@ -171,17 +176,31 @@ def anthropic_to_openai_request(req: Json, ctx: TranslateContext) -> Json:
 
 
 def _joined_text(content: object, where: str) -> str:
+    """``system`` or a system turn's ``content`` (path ``where``): a string or text blocks."""
     if isinstance(content, str):
         return content
     if not isinstance(content, list):
-        raise InvalidRequest(f"{where} must be a string or an array of text blocks")
+        raise InvalidRequest(f"{where} must be a string or an array of text blocks", param=where)
     texts = []
-    for block in content:
-        if isinstance(block, dict) and block.get("type") == "text" and isinstance(block.get("text"), str):
-            texts.append(block["text"])
-        elif isinstance(block, dict) and block.get("type") in ("image", "document"):
-            raise InvalidRequest(f"{where}: {block.get('type')} blocks cannot go here for this upstream")
-    return "\n".join(t for t in texts if isinstance(t, str))
+    for k, block in enumerate(content):
+        # A string or a block with no text would be dropped unseen: Anthropic answers 400 to both.
+        if not isinstance(block, dict):
+            raise InvalidRequest(f"{where}[{k}] must be a text block object", param=f"{where}[{k}]")
+        kind = block.get("type")
+        if kind == "text":
+            texts.append(_text_of(block, f"{where}[{k}]"))
+        elif kind in ("image", "document"):
+            raise InvalidRequest(f"{where}: {kind} blocks cannot go here for this upstream", param=f"{where}[{k}]")
+    return "\n".join(texts)
+
+
+def _text_of(block: Json, where: str, key: str = "text") -> str:
+    """A text block's ``key`` string; a number or object there is the client's error (Anthropic's 400),
+    which Chat would have received stringified or not at all."""
+    text = block.get(key)
+    if not isinstance(text, str):
+        raise InvalidRequest(f"{where}.{key} must be a string", param=f"{where}.{key}")
+    return text
 
 
 def _convert_turn(turn: object, where: str) -> list[Json]:
@@ -191,7 +210,7 @@ def _convert_turn(turn: object, where: str) -> list[Json]:
     if role == "system":
         # Mid-conversation system message (Claude Code's beta): Chat takes system messages
         # anywhere, so it stays at its place.
-        return [{"role": "system", "content": _joined_text(content, where)}]
+        return [{"role": "system", "content": _joined_text(content, f"{where}.content")}]
     if role not in ("user", "assistant"):
         raise InvalidRequest(f"{where}: role must be user, assistant or system")
     if isinstance(content, str):
@@ -239,8 +258,10 @@ def _tool_result_content(content: object, where: str) -> tuple[str, list[Json]]:
         raise InvalidRequest(f"{where}.content must be a string or an array")
     texts: list[str] = []
     images: list[Json] = []
-    for block in content:
-        part = _user_part(block, where) if isinstance(block, dict) else None
+    for j, block in enumerate(content):
+        if not isinstance(block, dict):  # was skipped: the tool's output went missing unseen
+            raise InvalidRequest(f"{where}.content[{j}] must be an object", param=f"{where}.content[{j}]")
+        part = _user_part(block, f"{where}.content[{j}]")
         if part is None:
             continue
         if part["type"] == "text":
@@ -253,23 +274,24 @@ def _tool_result_content(content: object, where: str) -> tuple[str, list[Json]]:
 def _user_part(block: Json, where: str) -> Json | None:
     kind = block.get("type")
     if kind == "text":
-        return {"type": "text", "text": block.get("text", "")}
+        return {"type": "text", "text": _text_of(block, where)}
     if kind == TOOL_REFERENCE:
         return {"type": "text", "text": reference_text(block.get("tool_name"), OPENAI_NAMES)}
     if kind in ("image", "document"):
         source = block.get("source")
         if not isinstance(source, dict):
-            raise InvalidRequest(f"{where}.source must be an object")
+            raise InvalidRequest(f"{where}.source must be an object", param=f"{where}.source")
         stype = source.get("type")
         if stype == "base64":
-            url = f"data:{source.get('media_type')};base64,{source.get('data')}"
+            # Formatted into a data URL, an object here went upstream as its Python repr.
+            url = f"data:{_text_of(source, f'{where}.source', 'media_type')};base64,{_text_of(source, f'{where}.source', 'data')}"
             if kind == "image":
                 return {"type": "image_url", "image_url": {"url": url}}
             return {"type": "file", "file": {"file_data": url, "filename": "document.pdf"}}
         if stype == "url" and kind == "image":
-            return {"type": "image_url", "image_url": {"url": source.get("url")}}
+            return {"type": "image_url", "image_url": {"url": _text_of(source, f"{where}.source", "url")}}
         if stype == "text" and kind == "document":
-            return {"type": "text", "text": source.get("data", "")}
+            return {"type": "text", "text": _text_of(source, f"{where}.source", "data")}
         raise InvalidRequest(f"{where}: {kind} source {stype!r} is not supported by this upstream")
     raise InvalidRequest(f"{where}: block type {kind!r} is not supported by this upstream")
 
@@ -278,14 +300,14 @@ def _assistant_turn(blocks: list[object], where: str) -> Json:
     texts: list[str] = []
     thinking: list[str] = []
     calls: list[Json] = []
-    for block in blocks:
+    for k, block in enumerate(blocks):
         if not isinstance(block, dict):
-            raise InvalidRequest(f"{where}: content blocks must be objects")
+            raise InvalidRequest(f"{where}.content[{k}] must be an object", param=f"{where}.content[{k}]")
         kind = block.get("type")
-        if kind == "text" and isinstance(block.get("text"), str):
-            texts.append(block["text"])
-        elif kind == "thinking" and isinstance(block.get("thinking"), str):
-            thinking.append(block["thinking"])
+        if kind == "text":
+            texts.append(_text_of(block, f"{where}.content[{k}]"))
+        elif kind == "thinking":
+            thinking.append(_text_of(block, f"{where}.content[{k}]", "thinking"))
         elif kind == "tool_use":
             calls.append({"id": _chat_id(block.get("id")), "type": "function",
                           "function": {"name": block.get("name"),

@@ -2,7 +2,9 @@
 
 The Gemini-client directions (to OpenAI Chat, to Anthropic Messages) render this one form,
 so the Gemini request is read once. Rules (docs/protocols.md 6.2, 8.3 read backwards):
-- ``systemInstruction`` parts -> one system text; ``role`` absent means ``user``.
+- ``systemInstruction`` parts -> one system text; ``role`` absent means ``user``. A Content
+  without parts (``{"text": ...}`` decodes so) and a ``functionCall`` without a name are
+  InvalidRequest naming the path, as Gemini answers: read on, they were dropped or renamed.
 - ``text`` parts -> text; ``thought: true`` text -> reasoning (model turns), carrying an
   Anthropic signature when its ``thoughtSignature`` is one Apex minted (``thought_signature``);
   ``inlineData`` -> base64 media; ``fileData`` -> media by URL.
@@ -248,6 +250,9 @@ def conversation_of(req: GenerateContentRequest) -> Conversation:
     """A decoded GenerateContentRequest -> Conversation."""
     conv = Conversation()
     if not isinstance(req.system_instruction, UnsetType):
+        if not req.system_instruction.parts:  # {"text": ...} decodes so: it was dropped unseen
+            raise InvalidRequest("systemInstruction must be a Content with parts: {\"parts\": [{\"text\": ...}]}",
+                                 param="systemInstruction")
         conv.system = "\n".join(p.text for p in req.system_instruction.parts
                                 if isinstance(p.text, str) and p.text)
     _read_contents(req.contents, conv)
@@ -279,13 +284,18 @@ def conversation_of(req: GenerateContentRequest) -> Conversation:
 def _read_contents(contents: list[Content], conv: Conversation) -> None:
     pending: dict[str, list[str]] = {}  # function name -> ids of calls not yet answered
     calls = 0
-    for content in contents:
+    for i, content in enumerate(contents):
+        if not content.parts:  # Gemini's 400; a {"text": ...} turn decodes so, and was dropped unseen
+            raise InvalidRequest(f"contents[{i}].parts must not be empty", param=f"contents[{i}]")
         role = "model" if content.role == "model" else "user"
         items: list[Item] = []
-        for part in content.parts:
+        for k, part in enumerate(content.parts):
             call = part.function_call
             response = part.function_response
             if not isinstance(call, UnsetType):
+                if not call.name:  # a call named "" reached the upstream as tool_e3b0c442
+                    where = f"contents[{i}].parts[{k}].functionCall.name"
+                    raise InvalidRequest(f"{where} must not be empty", param=where)
                 call_id = call.id if isinstance(call.id, str) and call.id else f"call_{calls}"
                 calls += 1
                 pending.setdefault(call.name, []).append(call_id)

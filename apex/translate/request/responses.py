@@ -53,11 +53,16 @@ def responses_to_chat_request(req: Json, ctx: TranslateContext, *, web_search: b
     ctx.extras[ECHO_KEY] = {k: req[k] for k in _ECHOED if k in req}
     messages: list[Json] = []
     instructions = req.get("instructions")
-    if isinstance(instructions, str) and instructions:
+    # A string or null in OpenAI's API; anything else was dropped unseen (OpenAI answers 400).
+    if instructions is not None and not isinstance(instructions, str):
+        raise InvalidRequest("instructions must be a string", param="instructions")
+    if instructions:
         messages.append({"role": "system", "content": instructions})
     items = req.get("input")
     listed = req.get("tools")
-    client_tools: list[object] = list(listed) if isinstance(listed, list) else []
+    if listed is not None and not isinstance(listed, list):  # an object here was dropped unseen
+        raise InvalidRequest("tools must be an array", param="tools")
+    client_tools: list[object] = list(listed) if listed else []
     if isinstance(items, str):
         messages.append({"role": "user", "content": items})
     elif isinstance(items, list):
@@ -135,7 +140,7 @@ def _convert_item(item: object, where: str, messages: list[Json], signatures: bo
         else:
             messages.append({"role": _ROLE[role], "content": content})
     elif kind in ("function_call", "custom_tool_call"):
-        call = input_call(item)
+        call = input_call(item, where)
         last = messages[-1] if messages else None
         if last is not None and last["role"] == "assistant":
             calls = last.setdefault("tool_calls", [])

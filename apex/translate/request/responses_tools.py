@@ -126,17 +126,25 @@ def _add_tool(tool: object, namespace: str | None, out: list[Json], names: dict[
     out.append({"type": "function", "function": fn})
 
 
-def input_call(item: Json) -> Json:
-    """A ``function_call`` / ``custom_tool_call`` input item -> a Chat tool call."""
+def input_call(item: Json, where: str) -> Json:
+    """A ``function_call`` / ``custom_tool_call`` input item (at ``where``, ``input[3]``) -> a Chat
+    tool call. A name, namespace, input or arguments that is not a string is the client's error
+    (OpenAI answers 400): read as "" or absent, it went upstream as another call."""
     name = item.get("name")
     namespace = item.get("namespace")
-    flat = flat_name(namespace if isinstance(namespace, str) else None, name if isinstance(name, str) else "")
-    if item.get("type") == "custom_tool_call":
-        raw = item.get("input")
-        arguments = _ENCODER.encode({"input": raw if isinstance(raw, str) else ""}).decode()
+    if not isinstance(name, str):
+        raise InvalidRequest(f"{where}.name must be a string", param=f"{where}.name")
+    if namespace is not None and not isinstance(namespace, str):
+        raise InvalidRequest(f"{where}.namespace must be a string", param=f"{where}.namespace")
+    flat = flat_name(namespace, name)
+    field = "input" if item.get("type") == "custom_tool_call" else "arguments"
+    raw = item.get(field)
+    if raw is not None and not isinstance(raw, str):
+        raise InvalidRequest(f"{where}.{field} must be a string", param=f"{where}.{field}")
+    if field == "input":
+        arguments = _ENCODER.encode({"input": raw or ""}).decode()
     else:
-        args = item.get("arguments")
-        arguments = args if isinstance(args, str) and args else "{}"
+        arguments = raw or "{}"
     return {"id": item.get("call_id"), "type": "function", "function": {"name": flat, "arguments": arguments}}
 
 

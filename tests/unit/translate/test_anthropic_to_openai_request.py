@@ -129,3 +129,51 @@ def test_tool_ids_longer_than_openai_takes_are_shortened_alike() -> None:
     short = translate({"model": "m", "max_tokens": 10, "messages": [
         {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_01", "name": "ls", "input": {}}]}]})
     assert short["messages"][0]["tool_calls"][0]["id"] == "toolu_01"
+
+
+_IMAGE: dict[str, Any] = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AA"}}
+_TURN: dict[str, Any] = {"role": "user", "content": [_IMAGE, {"type": "text", "text": "hi"}]}
+
+
+@pytest.mark.parametrize(("change", "path"), [
+    ({"system": ["be brief"]}, "system[0]"),
+    ({"system": [{"type": "text", "text": 7}]}, "system[0].text"),
+    ({"tools": 7}, "tools"),
+    ({"tools": {"name": "f", "input_schema": {"type": "object"}}}, "tools"),
+    ({"tool_choice": 7}, "tool_choice"),
+    ({"tool_choice": {"type": "sometimes"}}, "tool_choice"),
+    ({"tool_choice": {"type": []}}, "tool_choice"),
+    ({"messages": [{"role": "user", "content": [{**_IMAGE, "source": {**_IMAGE["source"], "data": {"a": 1}}}]}]},
+     "messages[0].content[0].source.data"),
+    ({"messages": [{"role": "user", "content": [{**_IMAGE, "source": {"type": "base64", "data": "AA"}}]}]},
+     "messages[0].content[0].source.media_type"),
+    ({"messages": [{"role": "user", "content": [{"type": "image", "source": {"type": "url", "url": 7}}]}]},
+     "messages[0].content[0].source.url"),
+    ({"messages": [{"role": "user", "content": [{"type": "text", "text": 7}]}]}, "messages[0].content[0].text"),
+    ({"messages": [_TURN, {"role": "assistant", "content": [{"type": "text", "text": 7}]}]},
+     "messages[1].content[0].text"),
+    ({"messages": [_TURN, {"role": "assistant", "content": ["hello"]}]}, "messages[1].content[0]"),
+    ({"messages": [_TURN, {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "f", "input": {}}]},
+                   {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": [7]}]}]},
+     "messages[2].content[0].content[0]"),
+    ({"messages": [_TURN, {"role": "system", "content": [{"type": "text"}]}]}, "messages[1].content[0].text"),
+])
+def test_a_wrong_typed_field_is_refused_by_its_path(change: dict[str, Any], path: str) -> None:
+    """Each of these was dropped (or formatted into a Python repr) and the rest sent upstream as a
+    valid request; Anthropic's API answers 400, so the client hears which field is wrong."""
+    req = {"model": "m", "max_tokens": 10, "system": "be brief", "messages": [_TURN],
+           "tools": [{"name": "f", "input_schema": {"type": "object"}}], **change}
+    with pytest.raises(InvalidRequest) as info:
+        translate(req)
+    assert info.value.param == path and info.value.message.startswith(path)
+
+
+def test_what_the_wrong_types_neighbour_still_translates() -> None:
+    """Valid values of the fields checked above go on as before: null tools and tool_choice are absent."""
+    out = translate({"model": "m", "max_tokens": 10, "tools": None, "tool_choice": None, "system": [],
+                     "messages": [_TURN, {"role": "assistant", "content": [{"type": "text", "text": ""}]}]})
+    assert "tools" not in out and "tool_choice" not in out
+    assert out["messages"] == [
+        {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:image/png;base64,AA"}},
+                                     {"type": "text", "text": "hi"}]},
+        {"role": "assistant", "content": ""}]

@@ -242,3 +242,23 @@ def test_a_thinking_budget_without_max_output_tokens_stays_within_the_models_lim
     sent = json.loads(GeminiToAnthropic().request(_body(body), ctx))
     assert sent["max_tokens"] == 32_000
     assert 1024 <= sent["thinking"]["budget_tokens"] < sent["max_tokens"]
+
+
+@pytest.mark.parametrize(("change", "path"), [
+    ({"systemInstruction": {"text": "be brief"}}, "systemInstruction"),
+    ({"systemInstruction": {"role": "system"}}, "systemInstruction"),
+    ({"contents": [{"text": "hi"}]}, "contents[0]"),
+    ({"contents": [{"role": "user", "parts": [{"text": "hi"}]}, {"role": "model", "parts": []}]}, "contents[1]"),
+    ({"contents": [{"role": "user", "parts": [{"text": "hi"}]}, {"role": "model", "parts": [
+        {"text": "calling"}, {"functionCall": {"args": {}}}]}]}, "contents[1].parts[1].functionCall.name"),
+])
+@pytest.mark.parametrize("translator", [GeminiToOpenAI(), GeminiToAnthropic()])
+def test_a_content_of_the_wrong_shape_is_refused_by_its_path(change: dict[str, Any], path: str,
+                                                             translator: GeminiToOpenAI | GeminiToAnthropic) -> None:
+    """A Content without parts (``{"text": ...}`` decodes so) was dropped: the system prompt or the
+    user's turn went missing unseen; a call without a name went up as ``tool_e3b0c442``, and its
+    functionResponse pointed at a call that did not exist. Gemini answers 400 to each."""
+    body = {"systemInstruction": {"parts": [{"text": "be brief"}]}, "contents": [{"parts": [{"text": "hi"}]}], **change}
+    with pytest.raises(InvalidRequest) as info:
+        translator.request(_body(body), _ctx())
+    assert info.value.param is not None and info.value.param.startswith(path) and info.value.message.startswith(path)

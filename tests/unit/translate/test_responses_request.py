@@ -109,3 +109,35 @@ def test_carried_thinking_is_left_out_when_thinking_is_off() -> None:
     assert "thinking" not in out
     assert all(t["content"] for t in out["messages"])
     assert not any(b.get("type") == "thinking" for t in out["messages"] for b in t["content"] if isinstance(b, dict))
+
+
+_CALL: dict[str, Any] = {"type": "function_call", "call_id": "c1", "name": "f", "arguments": "{}"}
+
+
+@pytest.mark.parametrize(("change", "path"), [
+    ({"instructions": {"text": "be brief"}}, "instructions"),
+    ({"instructions": ["be brief"]}, "instructions"),
+    ({"tools": {"type": "function", "name": "f"}}, "tools"),
+    ({"input": [{"role": "user", "content": "hi"}, {**_CALL, "name": 7}]}, "input[1].name"),
+    ({"input": [{"role": "user", "content": "hi"}, {**_CALL, "arguments": {"x": 1}}]}, "input[1].arguments"),
+    ({"input": [{"role": "user", "content": "hi"}, {**_CALL, "namespace": ["ns"]}]}, "input[1].namespace"),
+    ({"input": [{"type": "custom_tool_call", "call_id": "c1", "name": "f", "input": 7}]}, "input[0].input"),
+])
+@pytest.mark.parametrize("translator", [ResponsesToOpenAI(), ResponsesToAnthropic()])
+def test_a_wrong_typed_field_is_refused_by_its_path(change: dict[str, Any], path: str,
+                                                    translator: ResponsesToOpenAI | ResponsesToAnthropic) -> None:
+    """Each was dropped or read as "" (a call named ``tool_e3b0c442`` after the name fitter) and the
+    rest went upstream; OpenAI's API answers 400, so the client hears which field is wrong."""
+    req = {"model": "m", "instructions": "be brief", "input": "hi", **change}
+    with pytest.raises(InvalidRequest) as info:
+        translator.request(json.dumps(req).encode(), make_ctx())
+    assert info.value.param == path and info.value.message.startswith(path)
+
+
+def test_null_instructions_tools_and_arguments_still_translate() -> None:
+    """The valid neighbours of the refused values go on as before."""
+    req = {"model": "m", "instructions": None, "tools": None, "input": [
+        {"role": "user", "content": "hi"}, {**_CALL, "arguments": ""}, {**_CALL, "call_id": "c2", "namespace": None}]}
+    out = json.loads(ResponsesToOpenAI().request(json.dumps(req).encode(), make_ctx()))
+    assert "tools" not in out and out["messages"][0] == {"role": "user", "content": "hi"}
+    assert [c["function"] for c in out["messages"][1]["tool_calls"]] == [{"name": "f", "arguments": "{}"}] * 2
