@@ -38,6 +38,7 @@ dialects' renderers read it where their own wording differs.
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 from collections.abc import Iterable, Mapping
@@ -391,7 +392,7 @@ class Secrets:
     def add(self, values: Iterable[str]) -> None:
         """Scrub ``values`` too, as credentials: ones a channel only learns at run time (keys
         from the AWS chain, OAuth tokens), added when they are fetched."""
-        self._values.update(v for v in values if len(v) >= MIN_SECRET_LEN)
+        self._values.update(v for v in _with_bare_credentials(values) if len(v) >= MIN_SECRET_LEN)
         credentials = _spellings(self._values)
         every = sorted(set(credentials) | set(_spellings(self._others)), key=len, reverse=True)
         self._s = tuple(every)
@@ -439,6 +440,31 @@ class Secrets:
 
 def secrets_of(values: Iterable[str | None], others: Iterable[str | None] = ()) -> Secrets:
     return Secrets((v for v in values if v), (v for v in others if v))
+
+
+_AUTH_SCHEME: Final = re.compile(r"(?i)(bearer|basic|token|key|apikey|api-key)\s+(\S+)\s*")
+
+
+def _with_bare_credentials(values: Iterable[str]) -> list[str]:
+    """``values`` and, for one written as an Authorization value (``Bearer TOKEN``, ``Basic
+    b64``), the credential alone: upstreams quote the token without its scheme ("Incorrect API
+    key provided: TOKEN"). A Basic credential's decoded ``user:pass`` and password too."""
+    out: list[str] = []
+    for v in values:
+        out.append(v)
+        m = _AUTH_SCHEME.fullmatch(v)
+        if m is None:
+            continue
+        scheme, credential = m.group(1).lower(), m.group(2)
+        out.append(credential)
+        if scheme == "basic":
+            try:
+                decoded = base64.b64decode(credential, validate=True).decode()
+            except (ValueError, UnicodeDecodeError):
+                continue
+            out.append(decoded)
+            out.append(decoded.partition(":")[2])
+    return out
 
 
 def _spellings(values: Iterable[str]) -> list[str]:

@@ -276,3 +276,27 @@ async def test_answers_keep_what_only_looks_like_a_key_or_names_the_app(upstream
     done = await oai(inst, "k").responses.create(model="gemini-2.5-flash", input="x", stream=True)
     finals = [e.response.output_text async for e in done if e.type == "response.completed"]
     assert finals == [text]
+
+
+@pytest.mark.parametrize("scheme", ["Bearer", "Basic"])
+async def test_a_credential_given_as_an_authorization_header_is_scrubbed_bare(
+        upstream: FakeUpstream, start_apex: StartApex, caplog: pytest.LogCaptureFixture, scheme: str) -> None:
+    """A key written as headers: {"Authorization": "Bearer TOKEN"} (what the README suggests for
+    servers with their own auth) was registered only whole, and upstreams quote the token
+    without its scheme: it reached the client and the log. For Basic, the password inside."""
+    import base64
+
+    password = "pw-SECRET-basic-0123456789"
+    bearer = "corpSECRETtoken0123456789"  # no key shape: only the channel's secrets can catch it
+    token = bearer if scheme == "Bearer" else base64.b64encode(f"svc:{password}".encode()).decode()
+    quoted = bearer if scheme == "Bearer" else password
+    cfg = config(upstream)
+    cfg["channels"][0] = {"name": "oa", "provider_type": "openai_compatible", "base_url": upstream.openai_url,
+                          "headers": {"Authorization": f"{scheme} {token}"}}
+    inst = await start_apex(cfg)
+    upstream.persistent = error(401, f"Incorrect API key provided: {quoted}.")
+    with caplog.at_level(logging.DEBUG), pytest.raises(openai.APIStatusError) as info:
+        await oai(inst, "k").chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "x"}])
+    body = info.value.response.text
+    assert "Incorrect API key provided: [redacted]" in body
+    assert quoted not in body and quoted not in caplog.text
