@@ -456,6 +456,9 @@ class Attempt:
                 out = rewrite_response_model(raw, self.model)
             if plan.fix_embedding_encoding:
                 out = reencode_embeddings_response(out, "base64" if self.view.encoding_format == "base64" else "float")
+        secrets = self.channel.secrets
+        if secrets.has_credentials:  # an answer quoting the channel's own key: never sent on
+            out = secrets.credentials_data(out)
         ex.response_body = out  # what the client got (capture_content, the usage estimate)
         if plan.family == "mock" and self.dialect.counts_tokens:  # the mock counts as Apex does: an estimate
             return web.Response(body=out, headers={"Content-Type": "application/json", "x-apex-estimated": "true"})

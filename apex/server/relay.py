@@ -203,11 +203,12 @@ class TranslatingRelay:
                 self.started = any(ev.event != "ping" for ev in events)
             self.events += len(events)
         out = b"".join(parts)
-        if translating.done:
-            if translating.failure_label is not None:  # an upstream error event: it may quote a key
-                out = _scrubbed(self._secrets, out)
-            elif self._secrets.has_credentials:
-                out = self._secrets.credentials_data(out)
+        if translating.done and translating.failure_label is not None:  # an upstream error event: it may quote a key
+            out = _scrubbed(self._secrets, out)
+        elif out and self._secrets.has_credentials:
+            # The channel's own credentials never leave, answers included (as on pass-through
+            # streams): one substring search per spelling of the key, per chunk.
+            out = self._secrets.credentials_data(out)
         return out
 
     def finish(self, failure: tuple[str, ErrorKind] | None) -> bytes:

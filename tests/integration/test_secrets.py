@@ -300,3 +300,49 @@ async def test_a_credential_given_as_an_authorization_header_is_scrubbed_bare(
     body = info.value.response.text
     assert "Incorrect API key provided: [redacted]" in body
     assert quoted not in body and quoted not in caplog.text
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("client", ["openai", "anthropic"])
+async def test_an_answer_quoting_the_channels_key_is_scrubbed_whatever_the_path(
+        upstream: FakeUpstream, start_apex: StartApex, client: str, stream: bool) -> None:
+    """Only pass-through streams were scrubbed of the channel's credentials: a non-stream answer
+    and a translated stream's deltas (an Anthropic client on the OpenAI channel) went out with
+    the key an upstream echoed into its answer."""
+    inst = await start_apex(config(upstream))
+    text = f"your key is {KEY} and that is all"
+    if stream:
+        upstream.push(Behaviour(content_type="text/event-stream", events=[
+            b'data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"gpt-4o","choices":[{"index":0,'
+            b'"delta":{"role":"assistant","content":' + json.dumps(text).encode() + b'},"finish_reason":null}]}\n\n',
+            b'data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"gpt-4o","choices":[{"index":0,'
+            b'"delta":{"content":" more text follows"},"finish_reason":null}]}\n\n',
+            b'data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"gpt-4o","choices":[{"index":0,'
+            b'"delta":{},"finish_reason":"stop"}]}\n\n',
+            b"data: [DONE]\n\n"], gap=0.05))  # one event per chunk: the key's is not the last
+    else:
+        upstream.push(Behaviour(body=json.dumps({
+            "id": "c", "object": "chat.completion", "created": 1, "model": "gpt-4o",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 1, "completion_tokens": 9, "total_tokens": 10}}).encode()))
+    if client == "openai":
+        if stream:
+            chunks = await oai(inst, "k").chat.completions.create(model="gpt-4o", stream=True,
+                                                                  messages=[{"role": "user", "content": "x"}])
+            got = "".join([c.choices[0].delta.content or "" async for c in chunks if c.choices])
+        else:
+            done = await oai(inst, "k").chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "x"}])
+            got = done.choices[0].message.content or ""
+    else:
+        cfg_model = "gpt-4o"  # the OpenAI channel: an Anthropic client is translated
+        if stream:
+            async with ant(inst, "k").messages.stream(model=cfg_model, max_tokens=50,
+                                                      messages=[{"role": "user", "content": "x"}]) as s:
+                streamed = await s.get_final_message()
+            got = "".join(b.text for b in streamed.content if b.type == "text")
+        else:
+            final = await ant(inst, "k").messages.create(model=cfg_model, max_tokens=50,
+                                                         messages=[{"role": "user", "content": "x"}])
+            got = "".join(b.text for b in final.content if b.type == "text")
+    assert "your key is [redacted]" in got
+    assert_clean(got)
