@@ -147,6 +147,8 @@ class OpenAIChatReader:
         index = call.index if call.index is not None else position
         fn = call.function
         bound = self._bound.get(index)
+        if bound is None and not call.id and not (fn is not None and (fn.name or fn.arguments)):
+            return  # an index alone (its id and name come in the next delta): nothing to start yet
         if bound is None or (call.id and call.id != bound[1]):
             key = self._next_key
             self._next_key += 1
