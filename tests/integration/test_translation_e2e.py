@@ -966,3 +966,29 @@ async def test_openai_logprobs_on_a_gemini_channel(upstream: FakeUpstream, start
         model="gemini-2.5-flash", messages=messages, logit_bias={"1234": -100}, stream=stream)
     assert raw.headers["x-apex-dropped-params"] == "logit_bias"
     assert upstream.requests[-1].json.get("generationConfig", {}) == {}
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_tool_calls_finish_with_no_call_is_a_natural_end_for_claude_clients(
+        upstream: FakeUpstream, start_apex: StartApex, stream: bool) -> None:
+    """A Chat upstream said finish_reason "tool_calls" and sent no call: an Anthropic client got
+    stop_reason "tool_use" with no tool_use block, and a loop keyed on it sends a turn of
+    results for no call. The finish matches the calls sent: end_turn."""
+    inst = await start_apex(config(upstream))
+    message: anthropic.types.Message
+    if stream:
+        upstream.push(Behaviour(content_type="text/event-stream", events=_chat_chunks(
+            {"index": 0, "delta": {"role": "assistant", "content": "Hello"}, "finish_reason": None},
+            {"index": 0, "delta": {}, "finish_reason": "tool_calls"})))
+        async with ant(inst, "k").messages.stream(model="gpt-4o", max_tokens=100, tools=TOOLS_ANTHROPIC,  # type: ignore[arg-type]
+                                                  messages=[{"role": "user", "content": "hi"}]) as s:
+            message = await s.get_final_message()
+    else:
+        upstream.push(Behaviour(body=json.dumps({
+            "id": "c1", "object": "chat.completion", "created": 1, "model": "gpt-4o",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello"}, "finish_reason": "tool_calls"}],
+            "usage": {"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6}}).encode()))
+        message = await ant(inst, "k").messages.create(model="gpt-4o", max_tokens=100, tools=TOOLS_ANTHROPIC,  # type: ignore[arg-type]
+                                                       messages=[{"role": "user", "content": "hi"}])
+    assert [b.type for b in message.content] == ["text"]
+    assert message.stop_reason == "end_turn"
