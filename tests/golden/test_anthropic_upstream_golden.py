@@ -219,3 +219,38 @@ def test_responses_stream_cut_inside_a_tool_call_never_completes_the_call() -> N
     assert failed["response"]["output"] == [e["item"] for e in events if e["type"] == "response.output_item.done"]
     assert [o["type"] for o in failed["response"]["output"]] == ["message"]
     Response.model_validate(failed["response"])
+
+
+def test_responses_stream_gives_each_signed_thinking_block_its_item() -> None:
+    """An "omitted" thinking block (no text, a signature only: Claude Opus 4.7's default) gave no
+    reasoning item, so its signature was lost; a block after it was joined with the one before.
+    Each block is an item with its own signature; one with no text has no summary part, as
+    OpenAI's own reasoning items with no summary."""
+    def ev(data: dict[str, Any]) -> bytes:
+        return f"event: {data['type']}\ndata: {json.dumps(data)}\n\n".encode()
+    start: dict[str, Any] = {"type": "content_block_start", "content_block": {"type": "thinking", "thinking": "", "signature": ""}}
+    events_in: list[dict[str, Any]] = [
+        {"type": "message_start", "message": {"id": "msg_1", "type": "message", "role": "assistant", "model": "m",
+                                              "content": [], "usage": {"input_tokens": 5, "output_tokens": 1}}},
+        {**start, "index": 0},
+        {"type": "content_block_delta", "index": 0, "delta": {"type": "signature_delta", "signature": "SIG_A"}},
+        {"type": "content_block_stop", "index": 0},
+        {**start, "index": 1},
+        {"type": "content_block_delta", "index": 1, "delta": {"type": "thinking_delta", "thinking": "Hmm."}},
+        {"type": "content_block_delta", "index": 1, "delta": {"type": "signature_delta", "signature": "SIG_B"}},
+        {"type": "content_block_stop", "index": 1},
+        {"type": "content_block_start", "index": 2, "content_block": {"type": "text", "text": ""}},
+        {"type": "content_block_delta", "index": 2, "delta": {"type": "text_delta", "text": "Hi"}},
+        {"type": "content_block_stop", "index": 2},
+        {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 9}},
+        {"type": "message_stop"}]
+    events = responses_events(run_stream(RESPONSES, b"".join(ev(e) for e in events_in)))
+    response = Response.model_validate(events[-1]["response"])
+    assert [(o.type, getattr(o, "encrypted_content", None)) for o in response.output] == [
+        ("reasoning", "apex-thinking-signature:SIG_A"), ("reasoning", "apex-thinking-signature:SIG_B"), ("message", None)]
+    first, second = (o for o in response.output if o.type == "reasoning")
+    assert first.summary == [] and [s.text for s in second.summary] == ["Hmm."]
+    summary_events = {(e["type"], e["item_id"]) for e in events if e["type"].startswith("response.reasoning_summary")}
+    assert {item_id for _, item_id in summary_events} == {second.id}
+    done = [e["item"] for e in events if e["type"] == "response.output_item.done"]
+    assert done == events[-1]["response"]["output"]

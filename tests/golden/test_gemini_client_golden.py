@@ -250,6 +250,36 @@ def test_content_filter_and_refusal_become_safety() -> None:
     assert chunks[-1].candidates and chunks[-1].candidates[0].finish_reason == types.FinishReason.SAFETY
 
 
+def _chat_stream(*deltas: dict[str, Any], finish: str) -> bytes:
+    chunks = [{"index": 0, "delta": d, "finish_reason": None} for d in deltas] + [
+        {"index": 0, "delta": {}, "finish_reason": finish}]
+    return b"".join(b"data: " + json.dumps({"id": "c1", "object": "chat.completion.chunk", "created": 1,
+                                            "model": "m", "choices": [c]}).encode() + b"\n\n" for c in chunks) + b"data: [DONE]\n\n"
+
+
+def _call(index: int, call_id: str, args: str) -> dict[str, Any]:
+    return {"tool_calls": [{"index": index, "id": call_id, "type": "function",
+                            "function": {"name": "f", "arguments": args}}]}
+
+
+def test_a_call_the_output_limit_cut_is_left_out() -> None:
+    """At the output limit, a buffered call whose arguments are not whole JSON was sent as a
+    functionCall with {"_raw": half its JSON}; it is left out (streamed and not). A call
+    finished before the limit still goes out."""
+    stream = _chat_stream(_call(0, "call_a", '{"x": 1}'), _call(1, "call_b", '{"x": '), finish="length")
+    got = content_of(gemini_chunks(run_stream(GeminiToOpenAI(), stream, _ctx())))
+    assert got["calls"] == [("f", {"x": 1})] and got["finish"] == types.FinishReason.MAX_TOKENS
+    whole = _chat_stream(_call(0, "call_a", '{"x": 1}'), finish="tool_calls")
+    assert content_of(gemini_chunks(run_stream(GeminiToOpenAI(), whole, _ctx())))["calls"] == [("f", {"x": 1})]
+    body = json.loads(capture("openai_chat_nonstream_tool_calls.json"))
+    body["choices"][0]["finish_reason"] = "length"
+    body["choices"][0]["message"]["tool_calls"][-1]["function"]["arguments"] = '{"password": "rad'
+    reply = types.GenerateContentResponse.model_validate(json.loads(GeminiToOpenAI().response(json.dumps(body).encode(), _ctx(False))))
+    got = content_of([reply])
+    assert [args for _, args in got["calls"]] == [{"password": "mellon"}]
+    assert got["finish"] == types.FinishReason.MAX_TOKENS
+
+
 @pytest.mark.parametrize("structured", [True, False])
 def test_a_gemini_json_schema_goes_to_claude_as_output_config_format(structured: bool) -> None:
     """responseJsonSchema reaches a Claude with structured outputs as ``output_config.format``

@@ -660,3 +660,44 @@ async def test_logprobs_on_an_openai_channel(client: genai.Client, upstream: Fak
         for c, top in zip(chosen, tops, strict=True):
             assert c.token and c.log_probability == -len(c.token) / 100
             assert [a.token for a in top.candidates or []] == [c.token, c.token + "~1"]
+
+
+def _cut_call_stream(kind: str) -> Behaviour:
+    """The output limit cuts a call's arguments: Anthropic max_tokens mid tool_use, or Chat
+    finish_reason length mid arguments, after a complete text."""
+    if kind == "anthropic":
+        events: list[dict[str, Any]] = [
+            {"type": "message_start", "message": {**SIGNED_CALL, "content": [], "stop_reason": None}},
+            {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+            {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Reading."}},
+            {"type": "content_block_stop", "index": 0},
+            {"type": "content_block_start", "index": 1, "content_block": {"type": "tool_use", "id": "toolu_01",
+                                                                          "name": "secret_retrieval_tool", "input": {}}},
+            {"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta", "partial_json": '{"password": "mel'}},
+            {"type": "content_block_stop", "index": 1},
+            {"type": "message_delta", "delta": {"stop_reason": "max_tokens", "stop_sequence": None}, "usage": {"output_tokens": 20}},
+            {"type": "message_stop"}]
+        return Behaviour(content_type="text/event-stream", events=named_events(events))
+    chunks = [{"index": 0, "delta": {"role": "assistant", "content": "Reading."}, "finish_reason": None},
+              {"index": 0, "delta": {"tool_calls": [{"index": 0, "id": "call_1", "type": "function", "function": {
+                  "name": "secret_retrieval_tool", "arguments": '{"password": "mel'}}]}, "finish_reason": None},
+              {"index": 0, "delta": {}, "finish_reason": "length"}]
+    return Behaviour(content_type="text/event-stream", events=[
+        b"data: " + json.dumps({"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o",
+                                "choices": [c]}).encode() + b"\n\n" for c in chunks] + [b"data: [DONE]\n\n"])
+
+
+@pytest.mark.parametrize("kind", ["anthropic", "openai"])
+async def test_a_call_the_output_limit_cut_is_not_sent_whole(kind: str, client: genai.Client, upstream: FakeUpstream) -> None:
+    """A tool call cut by the output limit reached the Gemini client as a finished functionCall
+    with args {"_raw": half its JSON}, which Gemini CLI runs (Gemini only sends whole calls).
+    It is left out, as for Responses clients, and MAX_TOKENS says the answer was cut."""
+    upstream.push(_cut_call_stream(kind))
+    cfg = types.GenerateContentConfig(tools=[TOOL], automatic_function_calling=types.AutomaticFunctionCallingConfig(disable=True))
+    chunks = [c async for c in await client.aio.models.generate_content_stream(
+        model=CHANNEL_MODELS[kind], contents="secret for mellon", config=cfg)]
+    parts = [p for c in chunks if c.candidates and c.candidates[0].content
+             for p in c.candidates[0].content.parts or []]
+    assert not any(p.function_call for p in parts)
+    assert "".join(p.text or "" for p in parts) == "Reading."
+    assert chunks[-1].candidates and chunks[-1].candidates[0].finish_reason == types.FinishReason.MAX_TOKENS

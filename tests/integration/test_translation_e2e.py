@@ -481,6 +481,60 @@ async def test_codex_keeps_claudes_thinking_across_a_tool_loop(upstream: FakeUps
     assert all(item.get("type") != "reasoning" for item in upstream.requests[-1].json["input"])
 
 
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("blocks", [[("", "SIG_omitted")], [("First.", "SIG_1"), ("Second.", "SIG_2")]],
+                         ids=["omitted", "two-blocks"])
+async def test_codex_keeps_every_signed_thinking_block(upstream: FakeUpstream, start_apex: StartApex,
+                                                       stream: bool, blocks: list[tuple[str, str]]) -> None:
+    """Claude's "omitted" thinking (empty text, a signature only: Opus 4.7's default) gave a
+    Responses client no reasoning item, so the next step replayed nothing and thinking went
+    off; two thinking blocks gave one item "First.Second." with the second signature. Each
+    signed block is a reasoning item with its own signature, replayed signed on the next step."""
+    inst = await start_apex(config(upstream))
+    c = oai(inst, "k")
+    content: list[dict[str, Any]] = [{"type": "thinking", "thinking": text, "signature": sig} for text, sig in blocks]
+    call_index = len(blocks)
+    output: Any
+    if stream:
+        events: list[dict[str, Any]] = [{"type": "message_start", "message": {**SIGNED, "content": [], "stop_reason": None}}]
+        for i, (text, sig) in enumerate(blocks):
+            events.append({"type": "content_block_start", "index": i,
+                           "content_block": {"type": "thinking", "thinking": "", "signature": ""}})
+            if text:
+                events.append({"type": "content_block_delta", "index": i, "delta": {"type": "thinking_delta", "thinking": text}})
+            events += [{"type": "content_block_delta", "index": i, "delta": {"type": "signature_delta", "signature": sig}},
+                       {"type": "content_block_stop", "index": i}]
+        events += [{"type": "content_block_start", "index": call_index,
+                    "content_block": {"type": "tool_use", "id": "toolu_01", "name": "lookup", "input": {}}},
+                   {"type": "content_block_delta", "index": call_index,
+                    "delta": {"type": "input_json_delta", "partial_json": '{"q": "x"}'}},
+                   {"type": "content_block_stop", "index": call_index},
+                   {"type": "message_delta", "delta": {"stop_reason": "tool_use", "stop_sequence": None}, "usage": {"output_tokens": 20}},
+                   {"type": "message_stop"}]
+        upstream.push(Behaviour(content_type="text/event-stream", events=named_events(events)))
+        async with c.responses.stream(model="claude-sonnet-4-5", input="look up x", tools=LOOKUP,
+                                      reasoning={"effort": "high"}, include=["reasoning.encrypted_content"]) as s:
+            output = (await s.get_final_response()).output
+    else:
+        call_block: Any = SIGNED["content"]
+        upstream.push(Behaviour(body=json.dumps({**SIGNED, "content": [*content, call_block[1]]}).encode()))
+        output = (await c.responses.create(model="claude-sonnet-4-5", input="look up x", tools=LOOKUP,
+                                           reasoning={"effort": "high"}, include=["reasoning.encrypted_content"])).output
+    reasoning = [o for o in output if o.type == "reasoning"]
+    assert [(["".join(p.text for p in r.summary)], r.encrypted_content) for r in reasoning] == [
+        ([text], "apex-thinking-signature:" + sig) for text, sig in blocks]
+    call = next(o for o in output if o.type == "function_call")
+    upstream.push(Behaviour(body=json.dumps({**SIGNED, "content": [{"type": "text", "text": "done"}],
+                                             "stop_reason": "end_turn"}).encode()))
+    follow: Any = [{"role": "user", "content": "look up x"}, *(r.model_dump(exclude_none=True) for r in reasoning),
+                   call.model_dump(exclude_none=True), {"type": "function_call_output", "call_id": call.call_id, "output": "42"}]
+    await c.responses.create(model="claude-sonnet-4-5", input=follow, tools=LOOKUP, reasoning={"effort": "high"})
+    sent = upstream.requests[-1].json
+    assert sent["thinking"]["type"] == "enabled"
+    replayed = [b for m in sent["messages"] if m["role"] == "assistant" for b in m["content"]]
+    assert replayed == [*content, {"type": "tool_use", "id": "toolu_01", "name": "lookup", "input": {"q": "x"}}]
+
+
 def _chat_chunks(*choices: dict[str, Any]) -> list[bytes]:
     return [b"data: " + json.dumps({"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o",
                                     "choices": [c]}).encode() + b"\n\n" for c in choices] + [b"data: [DONE]\n\n"]
@@ -912,3 +966,29 @@ async def test_openai_logprobs_on_a_gemini_channel(upstream: FakeUpstream, start
         model="gemini-2.5-flash", messages=messages, logit_bias={"1234": -100}, stream=stream)
     assert raw.headers["x-apex-dropped-params"] == "logit_bias"
     assert upstream.requests[-1].json.get("generationConfig", {}) == {}
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_tool_calls_finish_with_no_call_is_a_natural_end_for_claude_clients(
+        upstream: FakeUpstream, start_apex: StartApex, stream: bool) -> None:
+    """A Chat upstream said finish_reason "tool_calls" and sent no call: an Anthropic client got
+    stop_reason "tool_use" with no tool_use block, and a loop keyed on it sends a turn of
+    results for no call. The finish matches the calls sent: end_turn."""
+    inst = await start_apex(config(upstream))
+    message: anthropic.types.Message
+    if stream:
+        upstream.push(Behaviour(content_type="text/event-stream", events=_chat_chunks(
+            {"index": 0, "delta": {"role": "assistant", "content": "Hello"}, "finish_reason": None},
+            {"index": 0, "delta": {}, "finish_reason": "tool_calls"})))
+        async with ant(inst, "k").messages.stream(model="gpt-4o", max_tokens=100, tools=TOOLS_ANTHROPIC,  # type: ignore[arg-type]
+                                                  messages=[{"role": "user", "content": "hi"}]) as s:
+            message = await s.get_final_message()
+    else:
+        upstream.push(Behaviour(body=json.dumps({
+            "id": "c1", "object": "chat.completion", "created": 1, "model": "gpt-4o",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello"}, "finish_reason": "tool_calls"}],
+            "usage": {"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6}}).encode()))
+        message = await ant(inst, "k").messages.create(model="gpt-4o", max_tokens=100, tools=TOOLS_ANTHROPIC,  # type: ignore[arg-type]
+                                                       messages=[{"role": "user", "content": "hi"}])
+    assert [b.type for b in message.content] == ["text"]
+    assert message.stop_reason == "end_turn"

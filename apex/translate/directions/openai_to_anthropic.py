@@ -129,7 +129,8 @@ def openai_to_anthropic_request(req: Json, ctx: TranslateContext) -> Json:
     else:
         for turn in turns:  # replayed thinking only where thinking is on (it is a request's own)
             content = turn["content"]
-            if turn["role"] == "assistant" and isinstance(content, list) and content and content[0].get("type") == "thinking":
+            while turn["role"] == "assistant" and isinstance(content, list) and content \
+                    and content[0].get("type") == "thinking":
                 del content[0]
         # A turn that held only thinking is left out (Anthropic combines the turns around it).
         turns[:] = [t for t in turns if t["content"]]
@@ -257,7 +258,10 @@ def _convert_messages(messages: list[object]) -> tuple[list[Json], list[Json]]:
                 blocks.insert(0, {"type": "thinking", "thinking": thought, "signature": signature})
             for k, call in enumerate(_as_list(msg.get("tool_calls") or [], f"{where}.tool_calls")):
                 blocks.append(_tool_use(call, f"{where}.tool_calls[{k}]"))
-            if blocks:
+            before = turns[-1]["content"] if turns and turns[-1]["role"] == "assistant" else None
+            if blocks and isinstance(before, list) and all(isinstance(b, dict) and b.get("type") == "thinking" for b in before):
+                before.extend(blocks)  # consecutive signed thinking blocks: one turn, as Claude wrote it
+            elif blocks:
                 turns.append({"role": "assistant", "content": blocks})
             continue
         raise InvalidRequest(f"{where}: role {role!r} is not supported (use system, user, assistant or tool)")

@@ -3,7 +3,8 @@
 ``Finish`` is what readers produce and writers consume. Upstream values Apex has never
 seen map to ``Finish.STOP`` (docs/protocols.md 8.5: unknown future values end the turn
 normally). A turn that produced a tool call and says "stop" (Gemini, some compatible
-providers) is reported as a tool-call turn: see ``with_tools``.
+providers) is reported as a tool-call turn, and one that says "tool_calls" with no call as a
+natural stop: see ``with_tools``.
 """
 
 from __future__ import annotations
@@ -89,9 +90,14 @@ def finish_from_openai(finish_reason: str | None) -> Finish:
 
 
 def with_tools(finish: Finish, saw_tool_call: bool) -> Finish:
-    """A natural stop after tool calls is a tool-call turn (P1)."""
+    """The finish that matches the calls the answer holds: a natural stop after tool calls is
+    a tool-call turn (P1), and a tool-call finish with no call (a Chat upstream may say
+    ``tool_calls`` and send none) a natural stop; a client loop that keys on the tool-call
+    finish would send a turn of results for no call."""
     if saw_tool_call and finish is Finish.STOP:
         return Finish.TOOL_CALLS
+    if not saw_tool_call and finish is Finish.TOOL_CALLS:
+        return Finish.STOP
     return finish
 
 

@@ -75,7 +75,7 @@ def responses_to_chat_request(req: Json, ctx: TranslateContext, *, web_search: b
                 client_tools.extend(more)
                 continue
             _convert_item(item, f"input[{i}]", messages, signatures)
-        messages[:] = [m for m in messages if not _reasoning_only(m)]
+        _drop_lone_reasoning(messages)
     else:
         raise InvalidRequest("'input' must be a string or an array", param="input")
     out: Json = {"model": ctx.upstream_model, "messages": messages}
@@ -182,6 +182,17 @@ def _reasoning_text(item: Json) -> str:
             if text:
                 return text
     return ""
+
+
+def _drop_lone_reasoning(messages: list[Json]) -> None:
+    """Drops reasoning no answer or call followed. A signed one followed by another assistant
+    message stays: it is one of Claude's consecutive thinking blocks, each replayed with its own
+    signature (the Anthropic translation joins them into the turn that follows)."""
+    kept: list[Json] = []
+    for message in reversed(messages):
+        if not _reasoning_only(message) or (SIGNATURE_KEY in message and kept and kept[-1]["role"] == "assistant"):
+            kept.append(message)
+    messages[:] = kept[::-1]
 
 
 def _reasoning_only(message: Json) -> bool:

@@ -5,9 +5,10 @@ true`` for reasoning); an Anthropic thinking signature rides on an empty thought
 ``thoughtSignature`` (``gemini_request.encode_thought_signature``). Gemini sends every
 function call whole, so argument fragments are buffered and the call goes out as one
 ``functionCall`` part (with the upstream's id as ``id``) when it ends, when other content
-starts, or at the finish. The end is one chunk with an empty text part, ``finishReason``
-(8.5 backwards: tool calls end with STOP) and ``usageMetadata`` (8.6 backwards:
-candidates exclude thoughts). A failure is a chunk ``{"error": {code, message, status}}``,
+starts, or at the finish; one the output limit cut short (arguments not whole JSON) is left
+out, as Gemini never sends part of a call. The end is one chunk with an empty text part,
+``finishReason`` (8.5 backwards: tool calls end with STOP) and ``usageMetadata`` (8.6
+backwards: candidates exclude thoughts). A failure is a chunk ``{"error": {code, message, status}}``,
 which the Gemini SDKs raise. The writer always writes SSE; ``GeminiFraming`` re-frames
 chunks as Google's incremental JSON array for clients that did not ask for ``alt=sse``
 (the pipeline applies it to translated and passed-through streams alike). Token log
@@ -46,7 +47,7 @@ from apex.translate.neutral.parts import (
     UsageUpdated,
 )
 from apex.translate.neutral.reasons import Finish, gemini_finish_reason
-from apex.translate.neutral.toolids import arguments_object
+from apex.translate.neutral.toolids import arguments_object, is_complete_json
 from apex.types import Usage
 
 __all__ = [
@@ -199,6 +200,12 @@ class GeminiWriter:
             self._ctx.usage = part.usage
         elif isinstance(part, Finished):
             if self._finish is None:
+                if part.reason is Finish.LENGTH:
+                    # A call the limit cut short is left out, as for Responses clients: Gemini
+                    # sends every call whole, and Gemini CLI runs each one it gets (here with
+                    # {"_raw": half its arguments}). MAX_TOKENS says the answer was cut.
+                    self._calls = {key: call for key, call in self._calls.items()
+                                   if is_complete_json("".join(call[2]))}
                 self._flush_calls(out)
                 self._finish = part.reason
         elif isinstance(part, Ended):
@@ -253,7 +260,11 @@ def gemini_body(reply: Reply, ctx: TranslateContext) -> dict[str, object]:
     parts: list[dict[str, object]] = []
     carry: str | None = None  # signed thinking for the next call part, as in streams
     shown = not ctx.extras.get(HIDE_THOUGHTS)
+    calls = [p for p in reply.parts if isinstance(p, ReplyToolCall)]
+    cut = calls[-1] if calls and reply.finish is Finish.LENGTH and not is_complete_json(calls[-1].arguments) else None
     for item in reply.parts:
+        if item is cut:
+            continue  # the limit cut it short: left out, as in streams (Gemini CLI would run it)
         if isinstance(item, ReplyReasoning):
             if item.text and shown:
                 parts.append({"text": item.text, "thought": True})

@@ -4,8 +4,9 @@ Every event is ``event: <type>`` + data with the same ``type`` and ``sequence_nu
 counting from 0; there is no ``[DONE]``. Items get ids derived from the response id
 (``msg_``, ``fc_``, ``rs_`` + stem + output index) and ``output_index`` in order of
 appearance. Text goes to a ``message`` item (one ``output_text`` part), reasoning to a
-``reasoning`` item as summary text, each tool call to a ``function_call`` item whose
-``call_id`` is the upstream call id (named back to the client's namespace and name, or a
+``reasoning`` item as summary text (one item per signed thinking block, the signature as
+``encrypted_content``; an empty summary for a block with no text), each tool call to a
+``function_call`` item whose ``call_id`` is the upstream call id (named back to the client's namespace and name, or a
 ``custom_tool_call`` for a freeform tool: ``responses_tools``). A text or reasoning item closes when another item
 starts; function-call items close when the upstream ends the call or at the finish, so
 interleaved argument fragments still land on the right item. The stream ends with
@@ -140,14 +141,24 @@ class ResponsesWriter:
         elif isinstance(part, ReasoningDelta):
             if part.text and self._finish is None:
                 item = self._ensure_open("reasoning", out)
+                if not item.text:  # the summary part opens with its first text
+                    out.append(self._event("response.reasoning_summary_part.added", {
+                        "item_id": item.item_id, "output_index": item.output_index, "summary_index": 0,
+                        "part": {"type": "summary_text", "text": ""}}))
                 item.text.append(part.text)
                 out.append(self._event("response.reasoning_summary_text.delta", {
                     "item_id": item.item_id, "output_index": item.output_index,
                     "summary_index": 0, "delta": part.text}))
         elif isinstance(part, ReasoningSignature):
-            thought = self._open
-            if thought is not None and thought.kind == "reasoning":
+            # A signature ends its thinking block, so it closes the item: the next block gets
+            # an item and a signature of its own (one item for two blocks paired the joined text
+            # with the last signature). A block with no text ("omitted" thinking, Claude Opus
+            # 4.7's default) still gets an item, with an empty summary: without its signature
+            # the next step could not replay the thinking, and thinking went off (P6).
+            if part.signature and self._finish is None:
+                thought = self._ensure_open("reasoning", out)
                 thought.signature = part.signature
+                self._close_open(out)
         elif isinstance(part, ToolCallStarted):
             if self._finish is None and part.key not in self._tools:
                 self._close_open(out)
@@ -249,10 +260,6 @@ class ResponsesWriter:
             out.append(self._event("response.content_part.added", {
                 "item_id": item.item_id, "output_index": item.output_index, "content_index": 0,
                 "part": {"type": "refusal", "refusal": ""}}))
-        else:
-            out.append(self._event("response.reasoning_summary_part.added", {
-                "item_id": item.item_id, "output_index": item.output_index, "summary_index": 0,
-                "part": {"type": "summary_text", "text": ""}}))
         return item
 
     def _close_open(self, out: list[bytes], status: str = "completed") -> None:
@@ -282,9 +289,10 @@ class ResponsesWriter:
             out.append(self._event("response.content_part.done", {
                 **where, "content_index": 0, "part": {"type": "refusal", "refusal": text}}))
         elif item.kind == "reasoning":
-            out.append(self._event("response.reasoning_summary_text.done", {**where, "summary_index": 0, "text": text}))
-            out.append(self._event("response.reasoning_summary_part.done", {
-                **where, "summary_index": 0, "part": {"type": "summary_text", "text": text}}))
+            if text:  # a signature-only item has no summary part
+                out.append(self._event("response.reasoning_summary_text.done", {**where, "summary_index": 0, "text": text}))
+                out.append(self._event("response.reasoning_summary_part.done", {
+                    **where, "summary_index": 0, "part": {"type": "summary_text", "text": text}}))
         elif item.custom:
             body = self._item_body(item, "completed")
             out.append(self._event("response.custom_tool_call_input.done", {**where, "input": body["input"]}))
@@ -303,7 +311,7 @@ class ResponsesWriter:
             refusal = [{"type": "refusal", "refusal": text}] if status != "in_progress" else []
             return {"id": item.item_id, "type": "message", "status": status, "role": "assistant", "content": refusal}
         if item.kind == "reasoning":
-            summary = [{"type": "summary_text", "text": text}] if status != "in_progress" else []
+            summary = [{"type": "summary_text", "text": text}] if status != "in_progress" and text else []
             body: dict[str, object] = {"id": item.item_id, "type": "reasoning", "summary": summary}
             if item.signature and status == "completed":
                 body["encrypted_content"] = carrying(item.signature)

@@ -1,9 +1,10 @@
 """``Reply`` -> OpenAI Responses ``response`` object (8.8, P22).
 
-Output items in order: a ``reasoning`` item (summary text) when there was reasoning, one
-``message`` item with one ``output_text`` part when there was text, a ``refusal`` part for
-a refusal, then one ``function_call`` item per tool call (``id: fc_...``, ``call_id`` =
-the upstream call id). Status follows 8.5 (length / content filter -> ``incomplete``).
+Output items in order: ``reasoning`` items (summary text; one per signed thinking block,
+with an empty summary for a block with no text) when there was reasoning, one ``message``
+item with one ``output_text`` part when there was text, a ``refusal`` part for a refusal,
+then one ``function_call`` item per tool call (``id: fc_...``, ``call_id`` = the upstream
+call id). Status follows 8.5 (length / content filter -> ``incomplete``).
 What this module must not do: parse upstream bodies.
 """
 
@@ -28,14 +29,17 @@ def responses_body(reply: Reply, ctx: TranslateContext) -> dict[str, object]:
     """Reply -> Responses ``response`` object."""
     stem = id_stem(reply.upstream_id, ctx)
     output: list[dict[str, object]] = []
-    thoughts = [p for p in reply.parts if isinstance(p, ReplyReasoning)]
-    reasoning = "".join(p.text for p in thoughts)
-    if reasoning:
-        item: dict[str, object] = {"id": f"rs_{stem}_{len(output)}", "type": "reasoning",
-                                   "summary": [{"type": "summary_text", "text": reasoning}]}
-        if len(thoughts) == 1 and thoughts[0].signature:  # one signed block: it can be replayed whole
-            item["encrypted_content"] = carrying(thoughts[0].signature)
-        output.append(item)
+    # One item per signed thinking block, its signature as encrypted_content, so each block can
+    # be replayed with the signature made for it; a block with no text ("omitted" thinking)
+    # still gets one (P6). Unsigned reasoning (other upstreams) is joined into one item.
+    reasoning: list[str] = []
+    for thought in (p for p in reply.parts if isinstance(p, ReplyReasoning)):
+        reasoning.append(thought.text)
+        if thought.signature:
+            output.append(_reasoning_item(f"rs_{stem}_{len(output)}", "".join(reasoning), thought.signature))
+            reasoning = []
+    if "".join(reasoning):
+        output.append(_reasoning_item(f"rs_{stem}_{len(output)}", "".join(reasoning), None))
     text = "".join(p.text for p in reply.parts if isinstance(p, ReplyText))
     content: list[dict[str, object]] = []
     if text:
@@ -55,6 +59,14 @@ def responses_body(reply: Reply, ctx: TranslateContext) -> dict[str, object]:
     status, reason = responses_status(Finish.STOP if reply.refusal and not text else reply.finish)
     usage = responses_usage_body(reply.usage) if reply.usage is not None else None
     return response_object(ctx, "resp_" + stem, status, created_at(ctx), output, usage, None, reason)
+
+
+def _reasoning_item(item_id: str, text: str, signature: str | None) -> dict[str, object]:
+    item: dict[str, object] = {"id": item_id, "type": "reasoning",
+                               "summary": [{"type": "summary_text", "text": text}] if text else []}
+    if signature:
+        item["encrypted_content"] = carrying(signature)
+    return item
 
 
 def _whole_json(text: str) -> bool:

@@ -111,6 +111,30 @@ def test_carried_thinking_is_left_out_when_thinking_is_off() -> None:
     assert not any(b.get("type") == "thinking" for t in out["messages"] for b in t["content"] if isinstance(b, dict))
 
 
+@pytest.mark.parametrize("effort", [{"reasoning": {"effort": "high"}}, {}], ids=["thinking", "no-thinking"])
+def test_consecutive_signed_reasoning_items_replay_as_one_turn(effort: dict[str, Any]) -> None:
+    """Two reasoning items carrying Claude's signatures (two thinking blocks, the first with no
+    text: "omitted" thinking) before a call: the first was dropped as reasoning no answer
+    followed. Both are replayed, each with its own signature, in the call's turn; with
+    thinking off none is, and no empty turn is left."""
+    from apex.translate.neutral.signatures import carrying
+
+    body = {"model": "m", "max_output_tokens": 20000, **effort, "input": [
+        {"role": "user", "content": "hi"},
+        {"type": "reasoning", "summary": [], "encrypted_content": carrying("sig1")},
+        {"type": "reasoning", "summary": [{"type": "summary_text", "text": "T2"}], "encrypted_content": carrying("sig2")},
+        _CALL,
+        {"type": "function_call_output", "call_id": "c1", "output": "ok"}]}
+    ctx = make_ctx(caps=CapabilityTable("anthropic").lookup("claude-sonnet-4-5"))
+    out = json.loads(ResponsesToAnthropic().request(json.dumps(body).encode(), ctx))
+    assert [t["role"] for t in out["messages"]] == ["user", "assistant", "user"]
+    blocks = [(b["type"], b.get("signature")) for b in out["messages"][1]["content"]]
+    if effort:
+        assert out["thinking"]["type"] == "enabled"
+        assert blocks == [("thinking", "sig1"), ("thinking", "sig2"), ("tool_use", None)]
+        assert out["messages"][1]["content"][0]["thinking"] == ""
+    else:
+        assert "thinking" not in out and blocks == [("tool_use", None)]
 _CALL: dict[str, Any] = {"type": "function_call", "call_id": "c1", "name": "f", "arguments": "{}"}
 
 
