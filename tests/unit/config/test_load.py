@@ -89,6 +89,11 @@ def test_config_errors_name_their_path(name: str, cfg: dict[str, Any], message: 
     assert str(info.value).startswith(message), str(info.value)
 
 
+# What a metrics.path that is Apex's own, or that no request path could match, is told.
+METRICS_PATH_REFUSED = ("Expected `str` matching regex '^/(?!((v1/chat/completions|v1/responses|v1/embeddings|v1/models|"
+                        "v1/messages|v1/messages/count_tokens|v1beta/models|health|ready)$|v1/models/|v1beta/models/))"
+                        "[A-Za-z0-9._~/-]*$(?!\\\\n)'")
+
 # msgspec shows a pattern as Python's repr of it.
 HEADER_VALUE = repr(r"^[\t\x20-\x7e\x80-\xff]*$(?!\n)")
 HEADER_NAME = repr(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$(?!\n)")
@@ -129,23 +134,18 @@ TYPE_CASES: list[tuple[str, dict[str, Any], str, str]] = [
     ("price in a table", mutate("prices", {"a-*": {"input": 1}, "b-*": {"input": 1, "output": -0.5}}),
      "prices.b-*.output", "Expected `float` >= 0.0"),
     ("reserved metrics path", mutate("metrics", {"path": "/health"}), "metrics.path",
-     "Expected `str` matching regex '^/(?!((v1/chat/completions|v1/responses|v1/embeddings|v1/models|v1/messages|"
-     "v1/messages/count_tokens|v1beta/models|health|ready)$|v1/models/|v1beta/models/))[A-Za-z0-9._~/-]*$(?!\\\\n)'"),
+     METRICS_PATH_REFUSED),
     # Gemini's model list and every path under the model prefixes are Apex's too (they passed,
     # and then no path served the metrics)
     ("reserved Gemini path", mutate("metrics", {"path": "/v1beta/models"}), "metrics.path",
-     "Expected `str` matching regex '^/(?!((v1/chat/completions|v1/responses|v1/embeddings|v1/models|v1/messages|"
-     "v1/messages/count_tokens|v1beta/models|health|ready)$|v1/models/|v1beta/models/))[A-Za-z0-9._~/-]*$(?!\\\\n)'"),
+     METRICS_PATH_REFUSED),
     ("reserved model path", mutate("metrics", {"path": "/v1beta/models/gemini-2.5-flash:generateContent"}), "metrics.path",
-     "Expected `str` matching regex '^/(?!((v1/chat/completions|v1/responses|v1/embeddings|v1/models|v1/messages|"
-     "v1/messages/count_tokens|v1beta/models|health|ready)$|v1/models/|v1beta/models/))[A-Za-z0-9._~/-]*$(?!\\\\n)'"),
+     METRICS_PATH_REFUSED),
     # a query, fragment or escape that no request path can match (it loaded; nothing served the metrics)
     ("metrics path with a query", mutate("metrics", {"path": "/metrics?x=1"}), "metrics.path",
-     "Expected `str` matching regex '^/(?!((v1/chat/completions|v1/responses|v1/embeddings|v1/models|v1/messages|"
-     "v1/messages/count_tokens|v1beta/models|health|ready)$|v1/models/|v1beta/models/))[A-Za-z0-9._~/-]*$(?!\\\\n)'"),
+     METRICS_PATH_REFUSED),
     ("metrics path with an escape", mutate("metrics", {"path": "/m%65trics"}), "metrics.path",
-     "Expected `str` matching regex '^/(?!((v1/chat/completions|v1/responses|v1/embeddings|v1/models|v1/messages|"
-     "v1/messages/count_tokens|v1beta/models|health|ready)$|v1/models/|v1beta/models/))[A-Za-z0-9._~/-]*$(?!\\\\n)'"),
+     METRICS_PATH_REFUSED),
 ]
 
 
